@@ -1,0 +1,192 @@
+"""Turn raw tables (strings, as read by `readers.read_table`) into a checked canonical Dataset."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.dataset import SPLITS, Dataset, Schema
+from data.readers import check_ids, fail_at, numeric_column
+from graphrec.errors import InputError
+
+TEXT_DEFAULTS = ("title", "name", "description", "text", "tags")
+ATTRIBUTE_DEFAULTS = ("genres", "genre", "category", "categories", "brand", "year", "decade", "price_band", "tags")
+IMAGE_DEFAULTS = ("image", "image_path", "poster")
+WEIGHT_COLUMNS = ("weight", "rating")
+# Fine-grained personal data never becomes a user attribute: exports and the graph keep coarse demographics.
+PII_COLUMNS = {"zip", "zipcode", "zip_code", "postcode", "postal_code", "email", "phone", "name", "first_name",
+               "last_name", "address", "ip", "ip_address", "birthdate", "dob", "date_of_birth"}
+
+
+def build_dataset(interactions: pd.DataFrame | dict[str, pd.DataFrame], items: pd.DataFrame | None = None,
+                  users: pd.DataFrame | None = None, *, text_columns: list[str] | None = None,
+                  attribute_columns: list[str] | None = None, image_column: str | None = None,
+                  images_dir: str | os.PathLike | None = None, user_attribute_columns: list[str] | None = None,
+                  name: str = "dataset", sep: str = "|", notes: list[str] | None = None) -> Dataset:
+    """Check and index the tables. `interactions` is one table (unsplit) or {split part: table} (pre-split).
+
+    Duplicate (user, item) pairs within one part keep their first row (counted in `notes`); the same pair
+    in two parts, a cold item in a warm part, or a cold user in training is an error.
+    """
+    notes = notes if notes is not None else []
+    parts = interactions if isinstance(interactions, dict) else {"": interactions}
+    for part, frame in parts.items():
+        if part and part not in SPLITS:
+            raise ValueError(f"unknown split part {part!r}")
+        for col in ("user_id", "item_id"):
+            if col not in frame.columns:
+                raise InputError("missing required column", file=frame.attrs.get("source"), column=col)
+            check_ids(frame, col, unique=False)
+
+    items = _entity_table(items, "item_id", [f["item_id"] for f in parts.values()])
+    users = _entity_table(users, "user_id", [f["user_id"] for f in parts.values()])
+    schema = Schema(name=name, sep=sep)
+    _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir, notes)
+    _assign_user_roles(users, schema, user_attribute_columns, notes)
+
+    frames = [_index_interactions(f, part, items, users) for part, f in parts.items()]
+    inter = pd.concat(frames, ignore_index=True)
+    inter = _drop_duplicates(inter, parts, notes)
+    if any(parts):
+        _check_presplit(inter, parts, items, users)
+        schema.split = {"method": "pre-split", "parts": sorted(p for p in parts if p)}
+    inter = inter.drop(columns=["_source", "_pos"])
+    return Dataset(schema, items.reset_index(drop=True), users.reset_index(drop=True), inter.reset_index(drop=True))
+
+
+def _entity_table(table: pd.DataFrame | None, id_col: str, seen: list[pd.Series]) -> pd.DataFrame:
+    if table is None:  # ids only, in order of first appearance
+        ids = pd.unique(pd.concat(seen, ignore_index=True))
+        return pd.DataFrame({id_col: ids.astype(str)})
+    if id_col not in table.columns:
+        raise InputError("missing required column", file=table.attrs.get("source"), column=id_col)
+    check_ids(table, id_col, unique=True)
+    cols = [id_col] + [c for c in table.columns if c != id_col]
+    out = table[cols].copy()
+    out.attrs = table.attrs
+    return out
+
+
+def _pick(columns: list[str] | None, defaults: tuple[str, ...], table: pd.DataFrame, role: str) -> list[str]:
+    if columns is None:
+        return [c for c in defaults if c in table.columns]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{role} column not in the table (found: {', '.join(table.columns)})",
+                         file=table.attrs.get("source"), column=missing[0])
+    return list(columns)
+
+
+def _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir, notes) -> None:
+    schema.text_columns = _pick(text_columns, TEXT_DEFAULTS, items, "text")
+    schema.attribute_columns = _pick(attribute_columns, ATTRIBUTE_DEFAULTS, items, "attribute")
+    if image_column is None:
+        image_column = next((c for c in IMAGE_DEFAULTS if c in items.columns), None)
+    elif image_column not in items.columns:
+        raise InputError("image column not in the table", file=items.attrs.get("source"), column=image_column)
+    schema.image_column = image_column
+    keep = ["item_id"] + list(dict.fromkeys(schema.text_columns + schema.attribute_columns
+                                            + ([image_column] if image_column else [])))
+    for c in keep[1:]:
+        items[c] = items[c].fillna("").astype(str).str.strip()
+    if image_column:
+        source = items.attrs.get("source")
+        root = Path(images_dir) if images_dir else (Path(source).parent if source else Path.cwd())
+        if not root.is_dir():
+            raise InputError("images folder not found", file=root)
+        schema.images_dir = str(root.resolve())
+        _check_image_paths(items, image_column, Path(schema.images_dir), notes)
+    items.drop(columns=[c for c in items.columns if c not in keep], inplace=True)
+
+
+def _check_image_paths(items: pd.DataFrame, column: str, root: Path, notes: list[str]) -> None:
+    """Image paths are relative to the images folder and may not leave it (no absolute paths, no '..')."""
+    missing = 0
+    for pos, value in enumerate(items[column].to_numpy()):
+        if not value:
+            continue
+        p = Path(value)
+        full = (root / p).resolve()
+        if p.is_absolute() or (full != root and root not in full.parents):
+            raise fail_at(items, pos, column, f"image path {value!r} escapes the images folder {root}")
+        missing += not full.is_file()
+    n = int((items[column] != "").sum())
+    notes.append(f"{n} of {len(items)} items name an image; {missing} of those files are missing")
+
+
+def _assign_user_roles(users: pd.DataFrame, schema: Schema, columns: list[str] | None, notes: list[str]) -> None:
+    candidates = [c for c in users.columns if c != "user_id"]
+    if columns is None:
+        dropped = [c for c in candidates if c.lower() in PII_COLUMNS]
+        if dropped:
+            notes.append(f"dropped personal columns from users: {', '.join(dropped)} (only coarse attributes are kept)")
+        columns = [c for c in candidates if c.lower() not in PII_COLUMNS]
+    else:
+        columns = _pick(columns, (), users, "user attribute")
+        pii = [c for c in columns if c.lower() in PII_COLUMNS]
+        if pii:
+            raise InputError("is personal data; coarsen it first (e.g. zip code -> region)",
+                             file=users.attrs.get("source"), column=pii[0])
+    schema.user_attribute_columns = columns
+    for c in columns:
+        users[c] = users[c].fillna("").astype(str).str.strip()
+    users.drop(columns=[c for c in users.columns if c not in ["user_id"] + columns], inplace=True)
+
+
+def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    source = frame.attrs.get("source")
+    out = {}
+    for col, table, kind in (("user_id", users, "user"), ("item_id", items, "item")):
+        pos = pd.Index(table[col]).get_indexer(frame[col])
+        if (pos < 0).any():
+            at = int(np.flatnonzero(pos < 0)[0])
+            where = table.attrs.get("source") or f"the {kind}s table"
+            raise fail_at(frame, at, col, f"unknown {kind} id {frame[col].iloc[at]!r} (not in {where})")
+        out[kind] = pos.astype(np.int32)
+    wcol = next((c for c in WEIGHT_COLUMNS if c in frame.columns), None)
+    out["weight"] = numeric_column(frame, wcol).astype(np.float32) if wcol else np.ones(len(frame), np.float32)
+    if "timestamp" in frame.columns:
+        out["timestamp"] = np.floor(numeric_column(frame, "timestamp")).astype(np.int64)
+    result = pd.DataFrame(out)
+    result["split"] = part
+    result["_source"] = source or ""
+    result["_pos"] = np.arange(len(frame))
+    result.attrs = frame.attrs
+    return result
+
+
+def _drop_duplicates(inter: pd.DataFrame, parts: dict, notes: list[str]) -> pd.DataFrame:
+    key = inter["user"].astype(np.int64) * (int(inter["item"].max()) + 1) + inter["item"]
+    same_part = inter.duplicated(["user", "item", "split"])
+    n_dup = int(same_part.sum())
+    if n_dup:
+        notes.append(f"dropped {n_dup} repeated (user, item) rows, keeping the first of each")
+        inter = inter[~same_part.to_numpy()].reset_index(drop=True)
+        key = key[~same_part.to_numpy()].reset_index(drop=True)
+    across = np.flatnonzero(key.duplicated().to_numpy())
+    if len(across):
+        row = inter.iloc[int(across[0])]
+        first = inter.iloc[int(np.flatnonzero((key == key.iloc[across[0]]).to_numpy())[0])]
+        frame = parts[row["split"]]
+        raise fail_at(frame, int(row["_pos"]), None,
+                      f"(user, item) pair also given in the {first['split'] or 'interactions'} part: a held-out "
+                      "pair must not be in training")
+    return inter
+
+
+def _check_presplit(inter: pd.DataFrame, parts: dict, items: pd.DataFrame, users: pd.DataFrame) -> None:
+    warm = inter["split"].isin(["train", "valid", "test"])
+    cold_item = inter["split"].isin(["cold_valid", "cold_test"])
+    clash = cold_item & inter["item"].isin(inter.loc[warm, "item"])
+    if clash.any():
+        row = inter[clash].iloc[0]
+        raise fail_at(parts[row["split"]], int(row["_pos"]), "item_id",
+                      f"cold item {items['item_id'].iloc[row['item']]!r} also has warm interactions")
+    cold_user = inter["split"].str.startswith("cold_user")
+    clash = cold_user & inter["user"].isin(inter.loc[inter["split"] == "train", "user"])
+    if clash.any():
+        row = inter[clash].iloc[0]
+        raise fail_at(parts[row["split"]], int(row["_pos"]), "user_id",
+                      f"cold user {users['user_id'].iloc[row['user']]!r} also has training interactions")

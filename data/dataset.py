@@ -1,0 +1,157 @@
+"""The canonical dataset: items, users and interactions with dense indices, saved as Parquet + JSON.
+
+    dataset/items.parquet         item_id (str) + text, image and attribute columns (str, "" when absent);
+                                  row i is item index i
+    dataset/users.parquet         user_id (str) + coarse attribute columns; row u is user index u
+    dataset/interactions.parquet  user (int32), item (int32), weight (float32), [timestamp (int64)],
+                                  split (str): "" before splitting, else one of SPLITS
+    dataset/triples.parquet       optional external knowledge: item (int32), relation (str), tail (str)
+    dataset/dataset.json          schema (column roles, images folder), counts, split settings
+    dataset/ids.json              {"users": [...], "items": [...]}: external id of each dense index
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from graphrec.errors import InputError
+from graphrec.io import atomic_dir, read_json
+from graphrec.workspace import Workspace
+
+# Parts of a split. Everything but "train" is held out from training; "valid" and "cold_valid"
+# (and "cold_user_valid") may be used for model selection, the "*test" parts only for the final report.
+SPLITS = ("train", "valid", "test", "cold_valid", "cold_test",
+          "cold_user_context", "cold_user_valid", "cold_user_test")
+HELD_OUT = tuple(s for s in SPLITS if s != "train")
+
+
+@dataclass
+class Schema:
+    """Which column plays which role. Multi-valued cells separate values with `sep`."""
+
+    name: str = "dataset"
+    text_columns: list[str] = field(default_factory=list)
+    attribute_columns: list[str] = field(default_factory=list)
+    image_column: str | None = None
+    images_dir: str | None = None
+    user_attribute_columns: list[str] = field(default_factory=list)
+    sep: str = "|"
+    split: dict[str, Any] = field(default_factory=dict)  # how the split was made ({} = not split)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Schema":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Dataset:
+    schema: Schema
+    items: pd.DataFrame
+    users: pd.DataFrame
+    interactions: pd.DataFrame
+    triples: pd.DataFrame | None = None
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.items["item_id"].to_numpy()
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.users["user_id"].to_numpy()
+
+    @property
+    def is_split(self) -> bool:
+        return bool(self.schema.split)
+
+    def part(self, *names: str) -> pd.DataFrame:
+        """Interactions of the given split parts (e.g. `part("train")`, `part("train", "valid")`)."""
+        bad = [n for n in names if n not in SPLITS]
+        if bad:
+            raise ValueError(f"unknown split part(s) {bad}; known: {SPLITS}")
+        return self.interactions[self.interactions["split"].isin(names)]
+
+    def attribute_values(self, column: str, table: str = "items") -> list[list[str]]:
+        """Per-row lists of the values of a multi-valued column (empty cells give [])."""
+        frame = self.items if table == "items" else self.users
+        return [[v.strip() for v in s.split(self.schema.sep) if v.strip()] if s else [] for s in frame[column]]
+
+    def item_index(self, ids) -> np.ndarray:
+        return _lookup(self.item_ids, ids, "item")
+
+    def user_index(self, ids) -> np.ndarray:
+        return _lookup(self.user_ids, ids, "user")
+
+    def cold_items(self) -> np.ndarray:
+        """Indices of items with interactions in the held-out cold-item parts."""
+        return np.unique(self.part("cold_valid", "cold_test")["item"].to_numpy())
+
+    def cold_users(self) -> np.ndarray:
+        return np.unique(self.part("cold_user_context", "cold_user_valid", "cold_user_test")["user"].to_numpy())
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, workspace: Workspace | str | Path) -> Path:
+        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        target = ws.stage_dir("dataset")
+        with atomic_dir(target) as tmp:
+            self.items.to_parquet(tmp / "items.parquet", index=False)
+            self.users.to_parquet(tmp / "users.parquet", index=False)
+            self.interactions.to_parquet(tmp / "interactions.parquet", index=False)
+            if self.triples is not None:
+                self.triples.to_parquet(tmp / "triples.parquet", index=False)
+            meta = {"schema": self.schema.to_dict(), "counts": self.counts()}
+            (tmp / "dataset.json").write_text(_dumps(meta), encoding="utf-8")
+            (tmp / "ids.json").write_text(_dumps({"users": self.user_ids.tolist(), "items": self.item_ids.tolist()}),
+                                          encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, workspace: Workspace | str | Path) -> "Dataset":
+        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        d = ws.require("dataset")
+        meta = read_json(d / "dataset.json")
+        try:
+            items = pd.read_parquet(d / "items.parquet")
+            users = pd.read_parquet(d / "users.parquet")
+            inter = pd.read_parquet(d / "interactions.parquet")
+            triples = pd.read_parquet(d / "triples.parquet") if (d / "triples.parquet").exists() else None
+        except Exception as e:  # pyarrow raises several types for damaged files
+            raise InputError(f"damaged dataset table ({e}); re-run the data stage", file=d) from None
+        return cls(Schema.from_dict(meta["schema"]), items, users, inter, triples)
+
+    def counts(self) -> dict[str, Any]:
+        parts = self.interactions["split"].value_counts().to_dict()
+        return {"users": self.n_users, "items": self.n_items, "interactions": len(self.interactions),
+                "parts": {k: int(v) for k, v in sorted(parts.items()) if k},
+                "triples": 0 if self.triples is None else len(self.triples)}
+
+
+def _lookup(known: np.ndarray, ids, kind: str) -> np.ndarray:
+    ids = np.asarray([str(i) for i in np.atleast_1d(ids)], dtype=object)
+    index = pd.Index(known)
+    pos = index.get_indexer(ids)
+    if (pos < 0).any():
+        missing = ids[pos < 0][:5].tolist()
+        raise InputError(f"unknown {kind} id(s): {', '.join(map(str, missing))}")
+    return pos.astype(np.int64)
+
+
+def _dumps(obj: Any) -> str:
+    import json
+    return json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n"

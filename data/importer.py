@@ -1,0 +1,63 @@
+"""`graphrec data import`: read the user's files, check them, write the workspace's dataset/ stage."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from data.build import build_dataset
+from data.dataset import Dataset
+from data.readers import read_table
+from graphrec.errors import InputError
+from graphrec.workspace import Workspace
+
+PRESPLIT = ("train", "valid", "test", "cold_valid", "cold_test")
+
+
+def import_files(out: str | os.PathLike, *, interactions: str | None = None, items: str | None = None,
+                 users: str | None = None, images_dir: str | None = None, text_columns: list[str] | None = None,
+                 attribute_columns: list[str] | None = None, image_column: str | None = None,
+                 user_attribute_columns: list[str] | None = None, encoding: str = "utf-8", name: str | None = None,
+                 **presplit: str | None) -> tuple[Dataset, list[str]]:
+    """Import one interactions file (split later with `data split`) or pre-split files (train=, valid=, ...)."""
+    unknown = set(presplit) - set(PRESPLIT)
+    if unknown:
+        raise TypeError(f"unknown arguments {sorted(unknown)}")
+    given = {k: v for k, v in presplit.items() if v}
+    if interactions and given:
+        raise InputError("give either one interactions file or pre-split files (--train ...), not both")
+    if not interactions and not given:
+        raise InputError("no interactions given: pass --interactions FILE or --train FILE --valid FILE")
+    if given and "train" not in given:
+        raise InputError("pre-split input needs --train")
+    need = ("user_id", "item_id")
+    tables: Any = ({part: read_table(p, need, encoding) for part, p in given.items()} if given
+                   else read_table(interactions, need, encoding))
+    notes: list[str] = []
+    ds = build_dataset(tables,
+                       items=read_table(items, ("item_id",), encoding) if items else None,
+                       users=read_table(users, ("user_id",), encoding) if users else None,
+                       text_columns=text_columns, attribute_columns=attribute_columns, image_column=image_column,
+                       images_dir=images_dir, user_attribute_columns=user_attribute_columns,
+                       name=name or Path(items or interactions or given["train"]).parent.name or "dataset",
+                       notes=notes)
+    settings = {"source": "import", "interactions": interactions, **given, "items": items, "users": users,
+                "images_dir": images_dir, "encoding": encoding}
+    save_dataset(out, ds, settings)
+    return ds, notes
+
+
+def save_dataset(out: str | os.PathLike, ds: Dataset, settings: dict[str, Any]) -> Workspace:
+    """Write dataset/ atomically and record how it was made."""
+    ws = Workspace(out)
+    ds.save(ws)
+    ws.record("dataset", {k: _plain(v) for k, v in settings.items()})
+    return ws
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v

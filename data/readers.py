@@ -1,0 +1,132 @@
+"""Read user tables (CSV/TSV/Parquet) as strings and check them, raising one-line InputErrors.
+
+Every cell is read as text so ids keep their exact spelling ("007" stays "007", "1" never becomes 1.0).
+Row numbers in messages are file lines for CSV (header = line 1) and 1-based rows for Parquet.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from graphrec.errors import InputError
+
+PARQUET = (".parquet", ".pq")
+
+
+def read_table(path: str | Path, required: tuple[str, ...] = (), encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a table of strings; missing cells are "". Raises InputError on anything unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", file=path)
+    if path.is_dir():
+        raise InputError("is a folder, expected a file", file=path)
+    if path.stat().st_size == 0:
+        raise InputError("file is empty", file=path)
+    if path.suffix.lower() in PARQUET:
+        frame = _read_parquet(path)
+        frame.attrs["row_word"], frame.attrs["row_offset"] = "row", 1
+    else:
+        frame = _read_csv(path, encoding)
+        frame.attrs["row_word"], frame.attrs["row_offset"] = "line", 2
+    frame.attrs["source"] = str(path)
+    if len(frame) == 0:
+        raise InputError("has a header but no rows", file=path)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(f"missing required column (found: {', '.join(map(str, frame.columns))})",
+                         file=path, column=missing[0])
+    return frame
+
+
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"not valid {encoding} text at byte {e.start} (pass the file's encoding, e.g. latin-1)",
+                         file=path, row=line) from None
+    except LookupError:
+        raise InputError(f"unknown text encoding {encoding!r}", file=path) from None
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise InputError("file is empty", file=path)
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                            quoting=csv.QUOTE_MINIMAL, skipinitialspace=False)
+    except pd.errors.ParserError as e:
+        raise InputError(f"malformed CSV: {e}", file=path) from None
+    except pd.errors.EmptyDataError:
+        raise InputError("file is empty", file=path) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _check_header(frame, path)
+    return frame
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
+        raise InputError(f"not a readable Parquet file ({type(e).__name__})", file=path) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _check_header(frame, path)
+    out = pd.DataFrame(index=frame.index)
+    for c in frame.columns:
+        col = frame[c]
+        if pd.api.types.is_float_dtype(col) and col.notna().all() and (col % 1 == 0).all():
+            col = col.astype(np.int64)
+        out[c] = col.astype(object).where(col.notna(), "").astype(str)
+    out.attrs = frame.attrs
+    return out.reset_index(drop=True)
+
+
+def _check_header(frame: pd.DataFrame, path: Path) -> None:
+    cols = list(frame.columns)
+    blank = [i for i, c in enumerate(cols) if not c or c.startswith("Unnamed:")]
+    if blank:
+        raise InputError(f"header has a blank column name at position {blank[0] + 1}", file=path)
+    dup = pd.Index(cols)[pd.Index(cols).duplicated()]
+    if len(dup):
+        raise InputError("column name appears twice in the header", file=path, column=dup[0])
+
+
+def row_label(frame: pd.DataFrame, position: int) -> str:
+    """'line 7' / 'row 6' for the 0-based data row `position` of a table read by read_table."""
+    return f"{frame.attrs.get('row_word', 'row')} {position + frame.attrs.get('row_offset', 1)}"
+
+
+def fail_at(frame: pd.DataFrame, position: int, column: str | None, message: str) -> InputError:
+    return InputError(message, file=frame.attrs.get("source"), row=row_label(frame, position), column=column)
+
+
+def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
+    """Ids must be non-blank (and unique when `unique`)."""
+    ids = frame[column].str.strip()
+    blank = np.flatnonzero((ids == "").to_numpy() | ids.str.lower().isin(["nan", "none", "null"]).to_numpy())
+    if len(blank):
+        raise fail_at(frame, int(blank[0]), column, "blank or NaN id")
+    if unique:
+        dup = np.flatnonzero(ids.duplicated().to_numpy())
+        if len(dup):
+            raise fail_at(frame, int(dup[0]), column, f"duplicate id {ids.iloc[dup[0]]!r}")
+    frame[column] = ids
+
+
+def numeric_column(frame: pd.DataFrame, column: str, integer: bool = False) -> np.ndarray:
+    """Parse a column as numbers; blank, NaN or non-numeric cells are an error naming the row."""
+    values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
+    bad = np.flatnonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)))
+    if len(bad):
+        raise fail_at(frame, int(bad[0]), column, f"not a finite number: {frame[column].iloc[bad[0]]!r}")
+    arr = values.to_numpy(dtype=np.float64)
+    if integer:
+        if (arr % 1 != 0).any():
+            at = int(np.flatnonzero(arr % 1 != 0)[0])
+            raise fail_at(frame, at, column, f"not a whole number: {frame[column].iloc[at]!r}")
+        return arr.astype(np.int64)
+    return arr
