@@ -1,0 +1,60 @@
+"""The feature store: one content matrix per modality, in dataset item-index order, with a presence mask.
+
+    features/<modality>.safetensors   "values" float32 [n_items, dim], "mask" uint8 [n_items] (1 = content present)
+    features/<modality>.json          encoder identity (model, weights tag or checkpoint hash, preprocessing,
+                                      "random_weights"), item ids in row order, per-item content hashes
+Rows whose mask is 0 carry zeros that mean "no content", never content; consumers must use the mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphrec.errors import InputError
+from graphrec.io import read_json, read_tensors, write_json, write_tensors
+from graphrec.workspace import Workspace
+
+
+@dataclass
+class Features:
+    modality: str
+    values: np.ndarray  # float32 [n_items, dim]
+    mask: np.ndarray  # bool [n_items]
+    meta: dict[str, Any]
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[1])
+
+
+def save_features(directory: str | Path, feats: Features) -> None:
+    """Write one modality (values + mask, then its JSON), each file atomically."""
+    directory = Path(directory)
+    write_tensors(directory / f"{feats.modality}.safetensors",
+                  {"values": feats.values.astype(np.float32), "mask": feats.mask.astype(np.uint8)})
+    write_json(directory / f"{feats.modality}.json", {"modality": feats.modality, "dim": feats.dim, **feats.meta})
+
+
+def load_features(workspace: Workspace | str | Path, modalities: list[str] | None = None) -> dict[str, Features]:
+    """All (or the named) modalities of a workspace's features/ folder, checked against the dataset's item ids."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    d = ws.require("features")
+    names = sorted(p.stem for p in d.glob("*.safetensors"))
+    if modalities is not None:
+        missing = [m for m in modalities if m not in names]
+        if missing:
+            raise InputError(f"no features for modality {missing[0]!r} (have: {', '.join(names) or 'none'})", file=d)
+        names = list(modalities)
+    item_ids = read_json(ws.stage_dir("dataset") / "ids.json")["items"]
+    out = {}
+    for name in names:
+        t = read_tensors(d / f"{name}.safetensors")
+        meta = read_json(d / f"{name}.json")
+        if meta.get("item_ids") != item_ids:
+            raise InputError("features are for another item list than the dataset's: re-run `graphrec encode`",
+                             file=d / f"{name}.json")
+        out[name] = Features(name, t["values"], t["mask"].astype(bool), meta)
+    return out
