@@ -43,8 +43,8 @@ def build_dataset(interactions: pd.DataFrame | dict[str, pd.DataFrame], items: p
     items = _entity_table(items, "item_id", [f["item_id"] for f in parts.values()])
     users = _entity_table(users, "user_id", [f["user_id"] for f in parts.values()])
     schema = Schema(name=name, sep=sep)
-    _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir, notes)
-    _assign_user_roles(users, schema, user_attribute_columns, notes)
+    items = _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir, notes)
+    users = _assign_user_roles(users, schema, user_attribute_columns, notes)
 
     frames = [_index_interactions(f, part, items, users) for part, f in parts.items()]
     inter = pd.concat(frames, ignore_index=True)
@@ -79,7 +79,8 @@ def _pick(columns: list[str] | None, defaults: tuple[str, ...], table: pd.DataFr
     return list(columns)
 
 
-def _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir, notes) -> None:
+def _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir,
+                       notes) -> pd.DataFrame:
     schema.text_columns = _pick(text_columns, TEXT_DEFAULTS, items, "text")
     schema.attribute_columns = _pick(attribute_columns, ATTRIBUTE_DEFAULTS, items, "attribute")
     if image_column is None:
@@ -98,7 +99,9 @@ def _assign_item_roles(items, schema, text_columns, attribute_columns, image_col
             raise InputError("images folder not found", file=root)
         schema.images_dir = str(root.resolve())
         _check_image_paths(items, image_column, Path(schema.images_dir), notes)
-    items.drop(columns=[c for c in items.columns if c not in keep], inplace=True)
+    out = items[keep]
+    out.attrs = items.attrs
+    return out
 
 
 def _check_image_paths(items: pd.DataFrame, column: str, root: Path, notes: list[str]) -> None:
@@ -116,7 +119,8 @@ def _check_image_paths(items: pd.DataFrame, column: str, root: Path, notes: list
     notes.append(f"{n} of {len(items)} items name an image; {missing} of those files are missing")
 
 
-def _assign_user_roles(users: pd.DataFrame, schema: Schema, columns: list[str] | None, notes: list[str]) -> None:
+def _assign_user_roles(users: pd.DataFrame, schema: Schema, columns: list[str] | None,
+                       notes: list[str]) -> pd.DataFrame:
     candidates = [c for c in users.columns if c != "user_id"]
     if columns is None:
         dropped = [c for c in candidates if c.lower() in PII_COLUMNS]
@@ -132,7 +136,9 @@ def _assign_user_roles(users: pd.DataFrame, schema: Schema, columns: list[str] |
     schema.user_attribute_columns = columns
     for c in columns:
         users[c] = users[c].fillna("").astype(str).str.strip()
-    users.drop(columns=[c for c in users.columns if c not in ["user_id"] + columns], inplace=True)
+    out = users[["user_id"] + columns]
+    out.attrs = users.attrs
+    return out
 
 
 def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 class InputError(Exception):
     """Bad user input: names the file, the row (1-based line in the file) or column, and what is wrong."""
 
-    def __init__(self, message: str, file: object = None, row: int | None = None, column: str | None = None):
+    def __init__(self, message: str, file: object = None, row: int | str | None = None, column: str | None = None):
         self.message = message
         self.file = None if file is None else str(file)
         self.row = row
@@ -13,6 +13,6 @@ class InputError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = [p for p in (self.file, None if self.row is None else f"line {self.row}",
+        where = [p for p in (self.file, None if self.row is None else (f"line {self.row}" if isinstance(self.row, int) else self.row),
                              None if self.column is None else f"column '{self.column}'") if p]
         return (": ".join(where) + ": " if where else "") + self.message

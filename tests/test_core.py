@@ -1,0 +1,109 @@
+"""Atomic artifact I/O, the workspace record and the canonical dataset round trip."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.dataset import Dataset
+from data.importer import import_files
+from graphrec.errors import InputError
+from graphrec.io import atomic_dir, atomic_path, read_json, read_tensors, write_json, write_tensors
+from graphrec.workspace import Workspace
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "a.json"
+    write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert read_json(target) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_dir_replaces_whole_folder(tmp_path):
+    target = tmp_path / "stage"
+    with atomic_dir(target) as tmp:
+        (tmp / "x").write_text("1")
+    with pytest.raises(ValueError):
+        with atomic_dir(target) as tmp:
+            (tmp / "y").write_text("2")
+            raise ValueError
+    assert sorted(p.name for p in target.iterdir()) == ["x"]
+    with atomic_dir(target) as tmp:
+        (tmp / "z").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["z"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
+
+
+def test_tensors_round_trip_and_corrupt_file(tmp_path):
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_tensors(tmp_path / "t.safetensors", {"a": arr})
+    assert np.array_equal(read_tensors(tmp_path / "t.safetensors")["a"], arr)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(InputError, match="bad.safetensors"):
+        read_tensors(tmp_path / "bad.safetensors")
+
+
+def test_workspace_records_settings_and_command(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.record("dataset", {"seed": 3}, command="graphrec data synth --out ws")
+    rec = ws.stage_record("dataset")
+    assert rec["settings"] == {"seed": 3} and rec["command"] == "graphrec data synth --out ws"
+    with pytest.raises(InputError, match="graphrec encode"):
+        ws.require("features")
+
+
+def test_import_round_trip(tiny_files, tmp_path):
+    ds, notes = import_files(tmp_path / "ws", interactions=str(tiny_files["interactions"]),
+                             items=str(tiny_files["items"]), users=str(tiny_files["users"]),
+                             images_dir=str(tiny_files["images"]))
+    assert (ds.n_users, ds.n_items, len(ds.interactions)) == (4, 6, 12)
+    assert ds.schema.text_columns == ["title"]
+    assert ds.schema.attribute_columns == ["genres", "year"]
+    assert ds.schema.image_column == "image"
+    # the raw zip code never becomes a user attribute
+    assert "zip" not in ds.users.columns and ds.schema.user_attribute_columns == ["age_band", "gender"]
+    assert any("zip" in n for n in notes)
+    assert ds.attribute_values("genres")[0] == ["Drama", "Comedy"]
+    back = Dataset.load(tmp_path / "ws")
+    pd.testing.assert_frame_equal(back.interactions, ds.interactions)
+    pd.testing.assert_frame_equal(back.items, ds.items)
+    ids = json.loads((tmp_path / "ws" / "dataset" / "ids.json").read_text())
+    assert ids["items"] == ["i1", "i2", "i3", "i4", "i5", "i6"]
+    assert back.item_index(["i3", "i1"]).tolist() == [2, 0]
+    with pytest.raises(InputError, match="unknown item id"):
+        back.item_index(["nope"])
+    assert Workspace(tmp_path / "ws").stage_record("dataset")["settings"]["items"] == str(tiny_files["items"])
+
+
+def test_ids_keep_their_spelling(tmp_path):
+    (tmp_path / "i.csv").write_text("user_id,item_id\n007,1\n7,1.0\n")
+    ds, _ = import_files(tmp_path / "ws", interactions=str(tmp_path / "i.csv"))
+    assert ds.user_ids.tolist() == ["007", "7"] and ds.item_ids.tolist() == ["1", "1.0"]
+
+
+def test_repeated_pairs_keep_first(tmp_path):
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\na,x,5\na,x,9\nb,x,1\n")
+    ds, notes = import_files(tmp_path / "ws", interactions=str(tmp_path / "i.csv"))
+    assert len(ds.interactions) == 2 and ds.interactions["timestamp"].tolist() == [5, 1]
+    assert any("repeated" in n for n in notes)
+
+
+def test_presplit_pair_in_two_parts_is_rejected(tmp_path):
+    (tmp_path / "t.csv").write_text("user_id,item_id\na,x\na,y\n")
+    (tmp_path / "v.csv").write_text("user_id,item_id\na,x\n")
+    with pytest.raises(InputError, match=r"v.csv: line 2: .*also given in the train part"):
+        import_files(tmp_path / "ws", train=str(tmp_path / "t.csv"), valid=str(tmp_path / "v.csv"))
+    assert not (tmp_path / "ws" / "dataset").exists()
+
+
+def test_parquet_input_reads_ids_as_text(tmp_path):
+    pd.DataFrame({"user_id": [1, 2], "item_id": [10, 11], "rating": [4.0, 3.5]}).to_parquet(tmp_path / "i.parquet")
+    ds, _ = import_files(tmp_path / "ws", interactions=str(tmp_path / "i.parquet"))
+    assert ds.item_ids.tolist() == ["10", "11"]
+    assert ds.interactions["weight"].tolist() == [4.0, 3.5]
