@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,9 @@ def read_table(path: str | Path, required: tuple[str, ...] = (), encoding: str =
 
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     raw = path.read_bytes()
+    if b"\0" in raw:  # decodes as "valid" text, then poisons headers and messages
+        raise InputError("binary data (NUL byte), expected CSV/TSV text or a .parquet file", file=path,
+                         row=raw[: raw.index(b"\0")].count(b"\n") + 1)
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
@@ -60,12 +64,30 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
                             quoting=csv.QUOTE_MINIMAL, skipinitialspace=False)
     except pd.errors.ParserError as e:
-        raise InputError(f"malformed CSV: {e}", file=path) from None
+        raise _parser_error(str(e), path) from None
     except pd.errors.EmptyDataError:
         raise InputError("file is empty", file=path) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas silently turns surplus leading fields into an index
+        raise InputError("malformed CSV: the first data row has more fields than the header", file=path, row=2)
+    # pandas renames a repeated header name to "name.1"; check the header as written.
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=sep))
+    names = header if len(header) == frame.shape[1] else frame.columns
+    frame.columns = [str(c).strip() for c in names]
     _check_header(frame, path)
     return frame
+
+
+def _parser_error(message: str, path: Path) -> InputError:
+    """pandas' tokenizer messages, restated with the file line they are about."""
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if fields:
+        expected, line, saw = map(int, fields.groups())
+        return InputError(f"malformed CSV: {saw} fields where the header has {expected}", file=path, row=line)
+    quote = re.search(r"EOF inside string starting at row (\d+)", message)
+    if quote:  # pandas counts records from 0 with the header as record 0
+        return InputError("malformed CSV: a quoted field is never closed (unbalanced '\"')", file=path,
+                          row=int(quote.group(1)) + 1)
+    return InputError(f"malformed CSV: {' '.join(message.split())}", file=path)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

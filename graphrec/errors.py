@@ -15,4 +15,5 @@ class InputError(Exception):
     def __str__(self) -> str:
         where = [p for p in (self.file, None if self.row is None else (f"line {self.row}" if isinstance(self.row, int) else self.row),
                              None if self.column is None else f"column '{self.column}'") if p]
-        return (": ".join(where) + ": " if where else "") + self.message
+        text = (": ".join(where) + ": " if where else "") + self.message
+        return " ".join(text.splitlines())  # the CLI promises exactly one line on stderr

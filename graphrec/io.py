@@ -26,6 +26,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
+    _usual_mode(tmp, 0o666)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -40,6 +41,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _usual_mode(tmp, 0o777)
     try:
         yield tmp
         old = None
@@ -52,6 +54,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usual_mode(path: Path, mode: int) -> None:
+    """mkstemp/mkdtemp make private 0600/0700 entries; artifacts get what open()/mkdir() would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
