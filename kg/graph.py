@@ -2,7 +2,9 @@
 
 Node types: "user" and "item" (indices = the dataset's dense indices), one type per attribute family
 ("genres", "year", "gender", ...), "entity" for external triples. Each relation is stored once, forward,
-as (src_type, relation, dst_type) -> src indices, dst indices, weights; consumers add reverse edges.
+as (src_type, relation, dst_type) -> src indices, dst indices, weights, sorted by (src, dst) when built
+by kg.build; consumers add reverse edges (`to_hetero_data(reverse=True)` names them "rev_<relation>").
+meta["relation_kinds"] maps "src|rel|dst" to interaction, item_attribute, user_attribute, similarity or triple.
 
     graph/graph.safetensors   "<src>|<rel>|<dst>/src", ".../dst" int64 [E], ".../weight" float32 [E]
     graph/graph.json          num_nodes, relations, node_names (attribute values / entity ids), meta
@@ -41,6 +43,69 @@ class KnowledgeGraph:
 
     def relations(self, src: str | None = None, dst: str | None = None) -> list[EdgeType]:
         return [k for k in self.edges if (src is None or k[0] == src) and (dst is None or k[2] == dst)]
+
+    def node_name(self, node_type: str, index: int) -> str:
+        names = self.node_names.get(node_type)
+        return str(names[index]) if names else f"{node_type} {index}"
+
+    def relation_kind(self, key: EdgeType) -> str:
+        return self.meta.get("relation_kinds", {}).get("|".join(key), "other")
+
+    def node_offsets(self) -> dict[str, int]:
+        """Where each node type starts in the homogeneous numbering (types in `num_nodes` order)."""
+        starts = np.concatenate([[0], np.cumsum(list(self.num_nodes.values()))])
+        return {t: int(o) for t, o in zip(self.num_nodes, starts)}
+
+    def to_homogeneous(self, relations: list[EdgeType] | None = None, undirected: bool = True):
+        """All (or the given) relations as one CSR adjacency over every node (offsets from `node_offsets`),
+        symmetrised when `undirected`. Entries are summed edge weights."""
+        import scipy.sparse as sp
+
+        off = self.node_offsets()
+        n = sum(self.num_nodes.values())
+        keys = list(self.edges) if relations is None else relations
+        src = [self.edges[k].src + off[k[0]] for k in keys]
+        dst = [self.edges[k].dst + off[k[2]] for k in keys]
+        w = [self.edges[k].weight for k in keys]
+        if undirected:
+            src, dst, w = src + dst, dst + src, w + w
+        cat = (lambda xs, dt: np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt))
+        return sp.csr_matrix((cat(w, np.float32), (cat(src, np.int64), cat(dst, np.int64))), shape=(n, n))
+
+    def to_hetero_data(self, reverse: bool = True):
+        """A torch-geometric HeteroData: `edge_index` [2, E] int64 sorted by (src, dst) so CSR conversion needs
+        no re-sort, `edge_weight` float32 [E]; with `reverse`, each relation also as (dst, "rev_<rel>", src)."""
+        import torch
+        from torch_geometric.data import HeteroData
+
+        data = HeteroData()
+        for t, n in self.num_nodes.items():
+            data[t].num_nodes = int(n)
+        for (s, r, d), e in self.edges.items():
+            pairs = [((s, r, d), e.src, e.dst)]
+            if reverse:
+                pairs.append(((d, f"rev_{r}", s), e.dst, e.src))
+            for key, a, b in pairs:
+                order = _csr_order(a, b, self.num_nodes[key[2]])
+                a, b, w = (a, b, e.weight) if order is None else (a[order], b[order], e.weight[order])
+                data[key].edge_index = torch.from_numpy(np.stack([a, b]).astype(np.int64, copy=False))
+                data[key].edge_weight = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        return data
+
+    def to_networkx(self, relations: list[EdgeType] | None = None):
+        """A networkx MultiDiGraph for inspection and small graphs: nodes (type, index) with `type` and `name`,
+        one edge per stored edge keyed by relation, with `weight`. Not for the hot path (per-edge Python)."""
+        import networkx as nx
+
+        g = nx.MultiDiGraph()
+        for t, n in self.num_nodes.items():
+            g.add_nodes_from(((t, i), {"type": t, "name": self.node_name(t, i)}) for i in range(n))
+        for key in (list(self.edges) if relations is None else relations):
+            s, r, d = key
+            e = self.edges[key]
+            g.add_edges_from(((s, int(a)), (d, int(b)), r, {"relation": r, "weight": float(w)})
+                             for a, b, w in zip(e.src.tolist(), e.dst.tolist(), e.weight.tolist()))
+        return g
 
     def to_scipy(self, key: EdgeType):
         """The relation as a scipy CSR matrix [num_nodes[src], num_nodes[dst]] of edge weights."""
@@ -83,3 +148,11 @@ class KnowledgeGraph:
             except KeyError:
                 raise InputError(f"graph tensors lack relation {name}: rebuild with `graphrec build`", file=d) from None
         return cls(info["num_nodes"], edges, info.get("node_names", {}), info.get("meta", {}))
+
+
+def _csr_order(src: np.ndarray, dst: np.ndarray, n_dst: int) -> np.ndarray | None:
+    """The permutation sorting edges by (src, dst), or None when they already are."""
+    key = src.astype(np.int64) * max(1, n_dst) + dst
+    if len(key) < 2 or bool((key[1:] >= key[:-1]).all()):
+        return None
+    return np.argsort(key, kind="stable")
