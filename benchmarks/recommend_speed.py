@@ -1,0 +1,40 @@
+"""Time `recommend --users all` on a trained workspace: loading (dataset, embeddings, ranker) vs ranking.
+
+    python benchmarks/recommend_speed.py WORKSPACE [K] [REPEATS]
+The ranker must already be fitted (model/ranker.*); the first call fits it otherwise (reported separately).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from data.dataset import Dataset
+from graphrec.rank import GIVEN, ensure_ranker, interaction_matrix
+from graphrec.recommend import recommend
+
+
+def main() -> None:
+    ws, k = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    t = time.perf_counter()
+    ds = Dataset.load(ws)
+    r = ensure_ranker(ws, ds, progress=False)
+    load = time.perf_counter() - t
+    history = interaction_matrix(ds, GIVEN)
+    users = np.arange(ds.n_users)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        r.topk(users, k, history)
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    frame = recommend(ws, "all", k, ranker=r)
+    full = time.perf_counter() - t
+    print(f"{ds.n_users} users x {ds.n_items} items, k={k}: load {load:.2f}s, ranking min {min(times):.2f}s "
+          f"(of {repeats}), recommend() incl. dataset load and table {full:.2f}s, {len(frame)} rows")
+
+
+if __name__ == "__main__":
+    main()

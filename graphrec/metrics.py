@@ -1,0 +1,144 @@
+"""Full-ranking accuracy and beyond-accuracy metrics of top-K lists, vectorised over users.
+
+Lists are int arrays [n_users, K] of item indices, best first, padded with -1 where a user has fewer
+than K allowed candidates. Truth is the set of held-out items per user. Definitions (they agree with the
+benchmark protocol, /work/shared/contract/protocol.py):
+
+    Recall@K    = hits in top K / min(|truth|, K)
+    Precision@K = hits in top K / K
+    HitRate@K   = 1 if any hit in top K
+    MRR@K       = 1 / rank of the first hit in top K (0 if none)
+    NDCG@K      = sum_j hit_j / log2(j + 2)  /  sum_{j < min(|truth|, K)} 1 / log2(j + 2)
+
+averaged over users with at least one held-out item (users without a list count as all misses).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+ACCURACY = ("recall", "ndcg", "precision", "hitrate", "mrr")
+# Train-interaction counts that separate the user-activity buckets: [0], [1, 5], [6, 20], ...
+ACTIVITY_EDGES = (0, 1, 6, 21, 51, 201)
+
+
+def hit_matrix(topk: np.ndarray, truth_users: np.ndarray, truth_items: np.ndarray, n_items: int) -> np.ndarray:
+    """bool [n_lists, K]: is topk[r, j] among the truth items of list r (pairs truth_users[e], truth_items[e])."""
+    topk = np.asarray(topk, dtype=np.int64)
+    keys = np.unique(np.asarray(truth_users, np.int64) * (n_items + 1) + np.asarray(truth_items, np.int64))
+    rows = np.arange(topk.shape[0], dtype=np.int64)[:, None]
+    query = rows * (n_items + 1) + topk
+    pos = np.searchsorted(keys, query)
+    found = keys[np.minimum(pos, len(keys) - 1)] == query if len(keys) else np.zeros(topk.shape, bool)
+    return found & (topk >= 0)
+
+
+def per_user_accuracy(hits: np.ndarray, n_truth: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-list metric values {"recall@10": float64 [n_lists], ...} from a hit matrix and truth sizes.
+
+    Lists with n_truth == 0 get NaN (they are not averaged)."""
+    hits = np.asarray(hits, dtype=bool)
+    n_truth = np.asarray(n_truth, dtype=np.int64)
+    width = hits.shape[1]
+    kmax = max(ks)
+    if width < kmax:  # short lists: the missing slots are misses
+        hits = np.concatenate([hits, np.zeros((hits.shape[0], kmax - width), bool)], axis=1)
+    discount = 1.0 / np.log2(np.arange(kmax) + 2.0)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[n] = IDCG with n relevant items
+    valid = n_truth > 0
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1), kmax)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in ks:
+            h = hits[:, :k]
+            n_hit = h.sum(axis=1).astype(np.float64)
+            denom = np.minimum(n_truth, k)
+            out[f"recall@{k}"] = np.where(valid, n_hit / denom, np.nan)
+            out[f"precision@{k}"] = np.where(valid, n_hit / k, np.nan)
+            out[f"hitrate@{k}"] = np.where(valid, (n_hit > 0).astype(np.float64), np.nan)
+            out[f"mrr@{k}"] = np.where(valid, np.where(first < k, 1.0 / (first + 1.0), 0.0), np.nan)
+            out[f"ndcg@{k}"] = np.where(valid, (h * discount[:k]).sum(axis=1) / ideal[denom], np.nan)
+    return out
+
+
+def mean_metrics(per_user: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, float]:
+    """Average of each per-user metric over users with truth (and in `mask`); NaN-free users only."""
+    out = {}
+    for name, v in per_user.items():
+        sel = ~np.isnan(v) if mask is None else (~np.isnan(v) & mask)
+        out[name] = float(v[sel].mean()) if sel.any() else float("nan")
+    return out
+
+
+def item_popularity(train_items: np.ndarray, n_items: int) -> np.ndarray:
+    """Number of training interactions of each item (int64 [n_items])."""
+    return np.bincount(np.asarray(train_items, np.int64), minlength=n_items)
+
+
+def coverage(topk: np.ndarray, n_candidates: int) -> float:
+    """Catalogue coverage: share of the candidate items that appear in at least one list."""
+    rec = np.unique(topk[topk >= 0])
+    return float(len(rec) / n_candidates) if n_candidates else float("nan")
+
+
+def novelty(topk: np.ndarray, popularity: np.ndarray, n_users: int) -> float:
+    """Mean self-information -log2 p(i) of recommended items, p(i) = (pop(i) + 1) / (n_users + 1).
+
+    The +1 smoothing gives never-seen (cold) items a finite, maximal novelty."""
+    rec = topk[topk >= 0]
+    if rec.size == 0:
+        return float("nan")
+    p = (popularity[rec] + 1.0) / (n_users + 1.0)
+    return float((-np.log2(p)).mean())
+
+
+def popularity_bias(topk: np.ndarray, popularity: np.ndarray, candidates: np.ndarray) -> dict[str, float]:
+    """Average recommendation popularity (ARP), its ratio to the candidates' mean popularity, and the share
+    of recommendations at least as popular as the candidate at the top-20% cut (head share; NaN when that
+    candidate was never interacted with, e.g. among cold items)."""
+    rec = topk[topk >= 0]
+    cand_pop = popularity[candidates].astype(np.float64)
+    if rec.size == 0 or cand_pop.size == 0:
+        return {"arp": float("nan"), "arp_ratio": float("nan"), "head_share": float("nan")}
+    arp = float(popularity[rec].mean())
+    # Head = candidates at least as popular as the one at the 20% cut; undefined when no candidate was ever seen.
+    threshold = np.sort(cand_pop)[::-1][max(1, int(round(0.2 * len(cand_pop)))) - 1]
+    mean_pop = float(cand_pop.mean())
+    head_share = float((popularity[rec] >= threshold).mean()) if threshold > 0 else float("nan")
+    return {"arp": arp, "arp_ratio": arp / mean_pop if mean_pop > 0 else float("nan"), "head_share": head_share}
+
+
+def intra_list_diversity(topk: np.ndarray, features: np.ndarray, mask: np.ndarray, batch: int = 512) -> float:
+    """Mean pairwise cosine distance (1 - cos) between the content vectors of items in the same list.
+
+    Only pairs of items that both have content count; lists with fewer than two such items are skipped."""
+    f = np.asarray(features, np.float32)
+    norm = np.linalg.norm(f, axis=1, keepdims=True)
+    f = np.where(norm > 0, f / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+    has = np.asarray(mask, bool) & (norm[:, 0] > 0)
+    total, count = 0.0, 0
+    for s in range(0, topk.shape[0], batch):
+        t = topk[s:s + batch]
+        ok = (t >= 0) & has[np.maximum(t, 0)]
+        v = f[np.maximum(t, 0)] * ok[..., None]  # [b, K, d], rows without content are zero
+        sim = np.einsum("bkd,bjd->bkj", v, v)
+        pair = ok[:, :, None] & ok[:, None, :]
+        diag = np.arange(t.shape[1])
+        pair[:, diag, diag] = False  # no self-pairs
+        n_pairs = pair.sum(axis=(1, 2))
+        keep = n_pairs > 0
+        if keep.any():
+            dist = ((1.0 - sim) * pair).sum(axis=(1, 2))
+            total += float((dist[keep] / n_pairs[keep]).sum())
+            count += int(keep.sum())
+    return total / count if count else float("nan")
+
+
+def activity_buckets(train_counts: np.ndarray, edges: Sequence[int] = ACTIVITY_EDGES) -> tuple[np.ndarray, list[str]]:
+    """Bucket index of each user by training-interaction count, and the bucket labels ("0", "1-5", ..., "201+")."""
+    edges = list(edges)
+    labels = []
+    for lo, hi in zip(edges, edges[1:] + [None]):
+        labels.append(f"{lo}+" if hi is None else (str(lo) if hi - 1 == lo else f"{lo}-{hi - 1}"))
+    return np.searchsorted(np.asarray(edges), np.asarray(train_counts), side="right") - 1, labels

@@ -1,0 +1,100 @@
+"""Embedding export: bit-exact round trip, manifest checks, pseudonyms, no personal data, faiss index."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import graphrec
+from graphrec.errors import InputError
+from graphrec.export import export, load_export, pseudonymize_id
+from graphrec.io import read_tensors
+from rec_helpers import make_workspace
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("export"))
+
+
+@pytest.mark.parametrize("formats", [("npy",), ("parquet",), ("parquet", "npy")])
+def test_round_trip_is_bit_exact(ws, tmp_path, formats):
+    d = export(ws, tmp_path / "exp", formats)
+    e = graphrec.load_export(d)
+    t = read_tensors(ws.stage_dir("model") / "embeddings.safetensors")
+    assert e.user_embeddings.dtype == np.float32
+    assert np.array_equal(e.user_embeddings.view(np.uint32), t["user"].view(np.uint32))
+    assert np.array_equal(e.item_embeddings.view(np.uint32), t["item"].view(np.uint32))
+    ids = json.loads((ws.stage_dir("dataset") / "ids.json").read_text())
+    assert e.user_ids == ids["users"] and e.item_ids == ids["items"]
+    m = e.manifest
+    assert m["scoring"] == "dot" and m["dim"] == 8 and m["cold_items"] == 15 and m["user_ids"] == "external"
+    assert int((~e.item_warm).sum()) == 15
+
+
+def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
+    e = load_export(export(ws, tmp_path / "exp", ["npy"]))
+    u = e.user_ids.index("u4")
+    scores = e.item_embeddings @ e.user_embeddings[u]
+    recs = e.recommend("u4", k=5)
+    assert [i for i, _ in recs] == [e.item_ids[j] for j in np.argsort(-scores, kind="stable")[:5]]
+    assert recs[0][1] == pytest.approx(float(scores.max()))
+    skip = [recs[0][0], recs[1][0]]
+    assert [i for i, _ in e.recommend("u4", k=3, exclude=skip)] == [i for i, _ in recs[2:5]]
+    assert {i for i, _ in e.recommend("u4", k=10, candidates=["m1", "m2", "m3"])} == {"m1", "m2", "m3"}
+    sim = e.similar_items("m7", k=4)
+    assert "m7" not in [i for i, _ in sim] and len(sim) == 4
+    assert all(-1.0 - 1e-6 <= s <= 1.0 + 1e-6 for _, s in sim)
+    with pytest.raises(InputError, match="unknown item id 'nope'"):
+        e.similar_items("nope")
+
+
+def test_pseudonyms_and_no_personal_data(ws, tmp_path):
+    d = export(ws, tmp_path / "exp", ["parquet", "npy"], pseudonymize="s3cret")
+    e = load_export(d)
+    assert e.manifest["user_ids"] == "hmac-sha256"
+    assert e.user_ids[0] == pseudonymize_id("u0", "s3cret") != pseudonymize_id("u0", "other")
+    blob = b"".join(p.read_bytes() for p in d.iterdir())
+    for raw in (b'"u0"', b'"u12"', b"age_band", b"gender", b"18-24", b"25-34"):
+        assert raw not in blob
+    assert e.recommend(pseudonymize_id("u0", "s3cret"), k=3)
+    with pytest.raises(InputError, match="pseudonymize_id"):
+        e.recommend("u0")
+
+
+def test_manifest_guards_against_damage(ws, tmp_path):
+    d = export(ws, tmp_path / "exp", ["npy"])
+    arr = np.load(d / "item_embeddings.npy")
+    arr[0, 0] += 1
+    np.save(d / "item_embeddings.npy", arr)
+    with pytest.raises(InputError, match="item_embeddings.npy: file does not match its sha256"):
+        load_export(d)
+    with pytest.raises(InputError, match="unknown export format 'csv'"):
+        export(ws, tmp_path / "x", ["csv"])
+    with pytest.raises(InputError, match="non-empty secret salt"):
+        export(ws, tmp_path / "x", ["npy"], pseudonymize="")
+    assert not (tmp_path / "x").exists()
+
+
+def test_faiss_index_agrees_with_dot_scores(ws, tmp_path):
+    faiss = pytest.importorskip("faiss")
+    d = export(ws, tmp_path / "exp", ["npy", "faiss"])
+    e = load_export(d)
+    index = faiss.read_index(str(d / "items.faiss"))
+    assert index.ntotal == len(e.item_ids)
+    q = e.user_embeddings[:3]
+    _, idx = index.search(q, 5)
+    ref = np.argsort(-(q @ e.item_embeddings.T), axis=1, kind="stable")[:, :5]
+    assert (idx == ref).mean() > 0.95  # ties aside, the same top items
+
+
+def test_cli_export(ws, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "e"), "--format", "parquet"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["ids.json", "items.parquet", "manifest.json",
+                                                                   "users.parquet"]

@@ -1,0 +1,152 @@
+"""The hybrid ranker and `recommend`: EASE closed form, exclusions, candidates, cold items, persistence."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+from data.dataset import Dataset
+from graphrec.errors import InputError
+from graphrec.io import read_json, read_tensors, write_tensors
+from graphrec.rank import GIVEN, ease_matrix, ensure_ranker, fit_ranker, interaction_matrix, load_ranker
+from graphrec.recommend import recommend, write_recommendations
+from rec_helpers import make_workspace
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("rank"))
+    return ws, fit_ranker(ws, progress=False)
+
+
+def test_ease_matches_closed_form():
+    rng = np.random.default_rng(1)
+    x = sp.csr_matrix((rng.random((30, 12)) < 0.3).astype(np.float32))
+    items = np.array([0, 2, 3, 5, 7, 11])
+    b = ease_matrix(x, items, 5.0)
+    xd = x[:, items].toarray().astype(np.float64)
+    p = np.linalg.inv(xd.T @ xd + 5.0 * np.eye(len(items)))
+    ref = -p / np.diag(p)[None, :]
+    np.fill_diagonal(ref, 0.0)
+    np.testing.assert_allclose(b, ref, rtol=1e-4, atol=1e-6)
+    assert np.allclose(np.diag(b), 0)  # an item never recommends itself
+
+
+def test_fit_saves_state_and_beats_popularity(fitted):
+    ws, r = fitted
+    info = read_json(ws.stage_dir("model") / "ranker.json")
+    assert set(info["weights_warm"]) == {"gnn", "ease", "pop", "content"}
+    assert info["fitted_on"]["warm"] > 0 and info["fitted_on"]["cold"] > 0
+    t = read_tensors(ws.stage_dir("model") / "ranker.safetensors")
+    assert t["ease"].dtype == np.float16 and t["ease"].shape == (75, 75)
+    # planted structure: fitted blend on validation is far better than chance
+    assert info["validation_ndcg"]["warm_ndcg"] > 0.3
+    again = load_ranker(ws)
+    assert again.weights_warm == r.weights_warm and again.cold_offset == r.cold_offset
+    np.testing.assert_allclose(again.ease, r.ease, atol=2e-3)
+
+
+def test_recommend_excludes_given_and_respects_candidates(fitted):
+    ws, r = fitted
+    ds = Dataset.load(ws)
+    recs = recommend(ws, "all", k=10, ranker=r)
+    assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
+    assert len(recs) == ds.n_users * 10
+    given = ds.part(*GIVEN)
+    known = set(zip(ds.user_ids[given["user"]], ds.item_ids[given["item"]]))
+    assert not known & set(zip(recs["user_id"], recs["item_id"]))
+    assert (recs.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    assert (recs.groupby("user_id")["rank"].apply(lambda s: s.tolist() == list(range(1, 11)))).all()
+    cold_ids = ds.item_ids[ds.cold_items()]
+    only_cold = recommend(ws, ["u0", "u3"], k=50, candidates=list(cold_ids), ranker=r)
+    assert set(only_cold["item_id"]) <= set(cold_ids)
+    # fewer allowed candidates than k: lists are shorter, never padded with excluded items
+    per_user = only_cold.groupby("user_id").size()
+    for u, n in per_user.items():
+        seen = set(ds.item_ids[given["item"][ds.user_ids[given["user"]] == u]])
+        assert n == len(set(cold_ids) - seen)
+
+
+def test_cold_items_not_punished_for_missing_collaborative_signal(fitted):
+    ws, r = fitted
+    ds = Dataset.load(ws)
+    cand = np.arange(ds.n_items)
+    comps = r.component_scores(np.arange(5), cand, interaction_matrix(ds, GIVEN))
+    cold = ~r.warm
+    heavy = {"gnn": 1.0, "ease": 100.0, "pop": 100.0, "content": 0.0}
+    s = r.blend(comps, cand, heavy, {"gnn": 1.0, "content": 0.0}, 0.0).numpy()
+    np.testing.assert_allclose(s[:, cold], comps["gnn"].numpy()[:, cold] / r.scale["gnn"], rtol=1e-5)
+    # the cold offset fitted on mixed validation puts cold items in the all-item lists
+    recs = recommend(ws, "all", k=20, ranker=r)
+    assert recs["item_id"].isin(ds.item_ids[cold]).any()
+
+
+def test_ranker_refits_when_embeddings_change(tmp_path):
+    ws = make_workspace(tmp_path, features=False)
+    fit_ranker(ws, progress=False)
+    assert load_ranker(ws) is not None
+    t = read_tensors(ws.stage_dir("model") / "embeddings.safetensors")
+    write_tensors(ws.stage_dir("model") / "embeddings.safetensors", {"user": t["user"] * 2, "item": t["item"]})
+    assert load_ranker(ws) is None
+    r = ensure_ranker(ws, progress=False)
+    assert r.content is None and "content" not in r.components
+    assert load_ranker(ws) is not None
+
+
+def test_bad_inputs(fitted, tmp_path):
+    ws, r = fitted
+    users = tmp_path / "users.txt"
+    users.write_text("user_id\nu1\nnobody\n")
+    with pytest.raises(InputError, match=r"users.txt: line 3: unknown user id 'nobody'"):
+        recommend(ws, str(users), ranker=r)
+    with pytest.raises(InputError, match="k must be at least 1"):
+        recommend(ws, "all", k=0, ranker=r)
+    with pytest.raises(InputError, match=".csv or .parquet"):
+        write_recommendations(pd.DataFrame({"a": [1]}), tmp_path / "x.json")
+    bad = make_workspace(tmp_path / "b", embeddings=False)
+    write_tensors(bad.stage_dir("model") / "embeddings.safetensors",
+                  {"user": np.zeros((3, 4), np.float32), "item": np.zeros((90, 4), np.float32)})
+    (bad.stage_dir("model") / "model.json").write_text('{"scoring": "dot", "dim": 4}')
+    with pytest.raises(InputError, match=r"tensor 'user' should be \[60, dim\]"):
+        fit_ranker(bad, progress=False)
+
+
+def test_cli_recommend_writes_contract_columns(fitted, tmp_path):
+    import cli
+
+    ws, _ = fitted
+    cands = tmp_path / "cands.txt"
+    cands.write_text("\n".join(f"m{i}" for i in range(40)) + "\n")
+    out = tmp_path / "recs.parquet"
+    res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", "u1,u2", "--k", "5",
+                                       "--candidates", str(cands), "--explain", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == ["user_id", "item_id", "rank", "score", "explanation"]
+    assert set(frame["user_id"]) == {"u1", "u2"} and len(frame) == 10
+    assert frame["item_id"].isin([f"m{i}" for i in range(40)]).all()
+    assert frame["explanation"].str.startswith("like Film ").all()
+
+
+def test_topk_stable_breaks_ties_by_column():
+    import torch
+
+    from graphrec.rank import topk_stable
+
+    s = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, float("-inf")], [0.0, 0.0, 0.0, 0.0, 5.0, 0.0]])
+    val, idx = topk_stable(s, 2)
+    assert idx.tolist() == [[1, 2], [4, 0]]
+    assert val.tolist() == [[3.0, 3.0], [5.0, 0.0]]
+    assert topk_stable(s, 6)[1][0].tolist() == [1, 2, 4, 3, 0, 5]
+
+
+def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
+    from kg.build import run_build
+
+    ws = make_workspace(tmp_path)
+    run_build(ws)
+    recs = recommend(ws, ["u1"], k=3, explain=True)
+    assert len(recs) == 3
+    assert recs["explanation"].str.startswith(("because you liked", "connected through")).all()
