@@ -1,0 +1,345 @@
+"""A synthetic shop whose content predicts behaviour, so cold-start is learnable and measurable.
+
+Every item belongs to a hidden *segment*; a segment has a prototype colour, shape, pattern and category,
+and its items mostly follow it (a trait is the prototype's with probability `TRAIT_FIDELITY`). The traits
+are visible in the item's picture (shape filled with the colour, the pattern drawn inside it), its text
+("Striped red star, a home piece by Acme") and its attributes (category, brand, price_band, tags).
+Users have hidden tastes: a sparse mixture over segments, nudged by their age band and region (so even
+user attributes carry signal). An interaction picks a segment from the user's mixture, then an item from
+that segment by a Zipf law (popularity skew); `EXPLORE` of them pick from the global popularity instead.
+
+Sampling is vectorised numpy in chunks: categorical draws use one flat CDF per group laid end to end
+(group g's CDF shifted by g), so `searchsorted(cdf, g + u)` draws from group g for millions of rows at
+once. Pairs are deduplicated with int64 keys and topped up in rounds, so tens of millions of interactions
+need no per-row Python. Images are only drawn when `images_dir` is given.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from data.dataset import Dataset, Schema
+from graphrec.errors import InputError
+
+COLOURS = {"red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 160, 70),
+           "teal": (30, 150, 150), "blue": (40, 80, 210), "purple": (130, 60, 180), "pink": (235, 110, 170)}
+SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
+PATTERNS = ("solid", "striped", "dotted", "checked")
+CATEGORIES = ("home", "garden", "toys", "fashion", "sports", "office")
+BRANDS = ("Acme", "Borealis", "Cobalt", "Dune", "Ember", "Fjord", "Granite", "Halcyon", "Iris", "Juniper",
+          "Kestrel", "Lumen", "Meridian", "Nimbus", "Orchid", "Pinnacle", "Quartz", "Riverstone", "Solace", "Tundra")
+PRICE_BANDS = ("budget", "mid", "high", "premium")
+EXTRA_TAGS = ("bestseller", "eco", "handmade", "limited", "new", "vintage", "gift", "compact")
+AGE_BANDS = ("under-18", "18-24", "25-34", "35-44", "45-54", "55+")
+REGIONS = ("north", "south", "east", "west", "central")
+ADJECTIVES = ("Classic", "Bold", "Tiny", "Grand", "Soft", "Bright", "Quiet", "Lucky", "Swift", "Noble")
+
+N_SEGMENTS = 12
+TRAIT_FIDELITY = 0.8   # chance an item's trait equals its segment's prototype
+EXPLORE = 0.1          # share of interactions drawn from global popularity rather than taste
+TASTE_ALPHA = 0.15     # Dirichlet concentration of tastes: small = each user likes few segments
+ZIPF_A = 0.9           # popularity exponent within a segment
+T0, SPAN = 1_577_836_800, 3 * 365 * 86_400  # 2020-01-01, three years of activity
+CHUNK = 2_000_000      # draws per vectorised chunk (bounds memory)
+
+
+@dataclass
+class SynthTruth:
+    """The hidden generative state, for tests and diagnostics (never part of the dataset)."""
+
+    item_segment: np.ndarray   # int [n_items]
+    item_colour: np.ndarray    # int index into COLOURS [n_items]
+    item_shape: np.ndarray     # int index into SHAPES
+    item_pattern: np.ndarray   # int index into PATTERNS
+    user_taste: np.ndarray     # float [n_users, n_segments], rows sum to 1
+    prototypes: np.ndarray     # int [n_segments, 4]: colour, shape, pattern, category
+
+
+def generate(n_users: int = 300, n_items: int = 400, n_interactions: int = 15000, seed: int = 0,
+             images_dir: str | os.PathLike | None = None, image_size: int = 64,
+             missing_images: float = 0.0, progress: bool = True) -> Dataset:
+    """A synthetic Dataset (split column ""). PNGs go to `images_dir` when given (else no image column)."""
+    return synthesize(n_users, n_items, n_interactions, seed, images_dir, image_size, missing_images, progress)[0]
+
+
+def synthesize(n_users: int = 300, n_items: int = 400, n_interactions: int = 15000, seed: int = 0,
+               images_dir: str | os.PathLike | None = None, image_size: int = 64,
+               missing_images: float = 0.0, progress: bool = True) -> tuple[Dataset, SynthTruth]:
+    """Like `generate`, also returning the hidden traits and tastes. `n_interactions=0` gives users/items only."""
+    if n_users < 1 or n_items < 1 or n_interactions < 0:
+        raise InputError("need at least 1 user, 1 item and 0 interactions")
+    if not 0.0 <= missing_images <= 1.0:
+        raise InputError(f"missing_images must be in [0, 1], got {missing_images}")
+    rng = np.random.default_rng(seed)
+    n_seg = min(N_SEGMENTS, n_items)
+    prototypes = _prototypes(rng, n_seg)
+    items, truth_items = _items(rng, n_items, prototypes)
+    users, taste = _users(rng, n_users, n_seg)
+    truth = SynthTruth(truth_items["segment"], truth_items["colour"], truth_items["shape"], truth_items["pattern"],
+                       taste, prototypes)
+    inter = _interactions(rng, taste, truth.item_segment, n_interactions, progress)
+
+    schema = Schema(name=f"synth-{seed}", text_columns=["title", "description"],
+                    attribute_columns=["category", "brand", "price_band", "tags"],
+                    user_attribute_columns=["age_band", "region"])
+    if images_dir is not None:
+        root = Path(images_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        names = pd.Series(items["item_id"] + ".png")
+        names[rng.random(n_items) < missing_images] = ""
+        draw_images(root, names.to_numpy(), truth, image_size, seed, progress)
+        items["image"] = names.to_numpy()
+        schema.image_column, schema.images_dir = "image", str(root.resolve())
+    return Dataset(schema, items, users, inter), truth
+
+
+def run_synth(out: str | os.PathLike, n_users: int = 300, n_items: int = 400, n_interactions: int = 15000,
+              seed: int = 0, images: bool = True, image_size: int = 64, missing_images: float = 0.0) -> Dataset:
+    """The `data synth` stage: pictures into WS/images/ and the dataset into WS/dataset/, both atomically."""
+    from data.importer import save_dataset
+    from graphrec.io import atomic_dir
+
+    settings = {"source": "synth", "users": n_users, "items": n_items, "interactions": n_interactions,
+                "seed": seed, "images": images, "image_size": image_size, "missing_images": missing_images}
+    final = Path(out) / "images"
+    if images:
+        with atomic_dir(final) as tmp:
+            ds = generate(n_users, n_items, n_interactions, seed, tmp, image_size, missing_images)
+        ds.schema.images_dir = str(final.resolve())
+    else:
+        ds = generate(n_users, n_items, n_interactions, seed)
+    save_dataset(out, ds, settings)
+    return ds
+
+
+# -- entities ---------------------------------------------------------------------------------------
+def _prototypes(rng: np.random.Generator, n_seg: int) -> np.ndarray:
+    """Distinct (colour, shape, pattern) per segment, so segments are told apart by content."""
+    combos = rng.permutation(len(COLOURS) * len(SHAPES) * len(PATTERNS))[:n_seg]
+    colour, rest = np.divmod(combos, len(SHAPES) * len(PATTERNS))
+    shape, pattern = np.divmod(rest, len(PATTERNS))
+    category = (np.arange(n_seg) + rng.integers(len(CATEGORIES))) % len(CATEGORIES)
+    return np.stack([colour, shape, pattern, category], axis=1)
+
+
+def _items(rng: np.random.Generator, n: int, proto: np.ndarray) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    n_seg = len(proto)
+    seg_pop = rng.dirichlet(np.full(n_seg, 2.0))
+    # every segment gets at least one item, the rest follow uneven segment sizes
+    seg = rng.permutation(np.concatenate([np.arange(n_seg), rng.choice(n_seg, n - n_seg, p=seg_pop)]))
+
+    def trait(col: int, k: int) -> np.ndarray:
+        keep = rng.random(n) < TRAIT_FIDELITY
+        return np.where(keep, proto[seg, col], rng.integers(k, size=n))
+
+    colour, shape, pattern = trait(0, len(COLOURS)), trait(1, len(SHAPES)), trait(2, len(PATTERNS))
+    category = trait(3, len(CATEGORIES))
+    # brands: each segment favours three, price band follows the brand with some noise
+    fav = rng.integers(len(BRANDS), size=(n_seg, 3))
+    brand = np.where(rng.random(n) < 0.7, fav[seg, rng.integers(3, size=n)], rng.integers(len(BRANDS), size=n))
+    price = np.clip(brand % len(PRICE_BANDS) + rng.integers(-1, 2, size=n) * (rng.random(n) < 0.3),
+                    0, len(PRICE_BANDS) - 1)
+
+    def s(names: Any, idx: np.ndarray) -> pd.Series:  # vectorised index -> label lookup
+        return pd.Series(np.asarray(names, dtype=object)[idx])
+
+    colour_s, shape_s, pattern_s = s(list(COLOURS), colour), s(SHAPES, shape), s(PATTERNS, pattern)
+    brand_s, cat_s = s(BRANDS, brand), s(CATEGORIES, category)
+    ids = pd.Series(np.char.add("i", np.char.zfill(np.arange(n).astype(str), len(str(n - 1)))))
+    title = s(ADJECTIVES, rng.integers(len(ADJECTIVES), size=n)) + " " + colour_s.str.capitalize() + " " \
+        + shape_s.str.capitalize() + " " + pd.Series(np.arange(1, n + 1).astype(str))
+    description = "A " + pattern_s + " " + colour_s + " " + shape_s + ", a " + cat_s + " piece by " + brand_s + "."
+    # tags: the pattern plus 0-2 extra labels, '|'-separated (a multi-valued attribute)
+    extra = rng.integers(len(EXTRA_TAGS), size=(n, 2))
+    n_extra = rng.integers(0, 3, size=n)
+    t1, t2 = s(EXTRA_TAGS, extra[:, 0]), s(EXTRA_TAGS, extra[:, 1])
+    tags = pattern_s.where(n_extra == 0, pattern_s + "|" + t1)
+    tags = tags.where((n_extra < 2) | (t1 == t2), tags + "|" + t2)
+    items = pd.DataFrame({"item_id": ids, "title": title, "description": description, "category": cat_s,
+                          "brand": brand_s, "price_band": s(PRICE_BANDS, price), "tags": tags}).astype(str)
+    return items, {"segment": seg, "colour": colour, "shape": shape, "pattern": pattern}
+
+
+def _users(rng: np.random.Generator, n: int, n_seg: int) -> tuple[pd.DataFrame, np.ndarray]:
+    age = rng.choice(len(AGE_BANDS), size=n, p=[0.05, 0.2, 0.3, 0.2, 0.15, 0.1])
+    region = rng.integers(len(REGIONS), size=n)
+    # each age band and region lifts a few segments, so coarse attributes hint at taste
+    lift_age = rng.random((len(AGE_BANDS), n_seg)) < 0.25
+    lift_region = rng.random((len(REGIONS), n_seg)) < 0.25
+    alpha = TASTE_ALPHA * (1.0 + 3.0 * lift_age[age] + 2.0 * lift_region[region])
+    g = rng.gamma(alpha) + 1e-12
+    taste = g / g.sum(axis=1, keepdims=True)
+    ids = np.char.add("u", np.char.zfill(np.arange(n).astype(str), len(str(n - 1))))
+    users = pd.DataFrame({"user_id": ids, "age_band": np.asarray(AGE_BANDS, dtype=object)[age],
+                          "region": np.asarray(REGIONS, dtype=object)[region]}).astype(str)
+    return users, taste
+
+
+# -- interactions -----------------------------------------------------------------------------------
+def _grouped_cdf(probs: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """CDFs of consecutive groups laid end to end: entry j is group[j] + P(group member <= j)."""
+    cum = np.cumsum(probs)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    base = np.repeat(cum[starts] - probs[starts], np.diff(np.r_[starts, len(group)]))
+    total = np.repeat(np.add.reduceat(probs, starts), np.diff(np.r_[starts, len(group)]))
+    cdf = group + (cum - base) / total
+    ends = np.r_[starts[1:], len(group)] - 1
+    cdf[ends] = group[ends] + 1.0  # exact upper end, so g + u (u < 1) never falls past its group
+    return cdf
+
+
+def _interactions(rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndarray, n_target: int,
+                  progress: bool) -> pd.DataFrame:
+    n_users, n_seg = taste.shape
+    n_items = len(item_seg)
+    columns = {"user": np.int32, "item": np.int32, "weight": np.float32, "timestamp": np.int64}
+    if n_target == 0:
+        return pd.DataFrame({c: np.zeros(0, t) for c, t in columns.items()}).assign(split="")
+    cap = max(1, int(0.5 * n_items))  # a user may touch at most half the catalogue
+    if n_target > cap * n_users:
+        raise InputError(f"{n_target} interactions exceed {cap} per user (half the items) x {n_users} users")
+    quota = _quotas(rng, n_users, n_target, cap)
+
+    # items sorted by segment, Zipf popularity within each segment over a random order
+    order = np.lexsort((rng.random(n_items), item_seg))
+    seg_sorted = item_seg[order]
+    rank = np.arange(n_items) - np.searchsorted(seg_sorted, seg_sorted)
+    item_cdf = _grouped_cdf(1.0 / (rank + 1.0) ** ZIPF_A, seg_sorted)
+    global_p = rng.permutation(1.0 / (np.arange(n_items) + 1.0) ** ZIPF_A)
+    global_cdf = np.cumsum(global_p / global_p.sum())
+    global_cdf[-1] = 1.0
+    taste_cdf = _grouped_cdf(taste.ravel(), np.repeat(np.arange(n_users), n_seg))
+
+    seg_first = np.searchsorted(seg_sorted, np.arange(n_seg))
+    seg_last = np.searchsorted(seg_sorted, np.arange(n_seg), side="right") - 1
+
+    def draw(users: np.ndarray) -> np.ndarray:
+        # side="right" skips zero-mass entries; the clips guard float rounding at group edges
+        flat = np.searchsorted(taste_cdf, users + rng.random(len(users)), side="right")
+        seg = np.clip(flat - users * n_seg, 0, n_seg - 1)
+        pos = np.searchsorted(item_cdf, seg + rng.random(len(users)), side="right")
+        item = order[np.clip(pos, seg_first[seg], seg_last[seg])]
+        explore = rng.random(len(users)) < EXPLORE
+        pick = np.searchsorted(global_cdf, rng.random(int(explore.sum())), side="right")
+        item[explore] = np.minimum(pick, n_items - 1)
+        return item
+
+    keys = np.zeros(0, np.int64)
+    have = np.zeros(n_users, np.int64)
+    bar = tqdm(total=n_target, desc="sampling interactions", unit="pair", disable=not progress, leave=False)
+    for round_ in range(12):  # top-up rounds redraw duplicates; heavy users need ever more draws per new pair
+        need = quota - have
+        if need.sum() == 0:
+            break
+        ask = np.ceil(need * 1.25 * 2.0 ** round_).astype(np.int64) + (need > 0)
+        users = np.repeat(np.arange(n_users), ask)
+        new = [users[i:i + CHUNK] * n_items + draw(users[i:i + CHUNK]) for i in range(0, len(users), CHUNK)]
+        keys = _keep_first(np.concatenate([keys, *new]), quota, n_items)
+        have = np.bincount(keys // n_items, minlength=n_users)
+        bar.update(int(have.sum()) - bar.n)
+    bar.close()
+
+    user, item = np.divmod(np.sort(keys), n_items)
+    n = len(user)
+    # timestamps: a user is active from a start date on; an item exists from its release on
+    start = T0 + (rng.random(n_users) * 0.8 * SPAN).astype(np.int64)
+    release = T0 + (rng.random(n_items) * 0.7 * SPAN).astype(np.int64)
+    begin = np.maximum(start[user], release[item])
+    ts = begin + (rng.random(n) * (T0 + SPAN - begin)).astype(np.int64)
+    # ratings 1..5 in halves: higher where the item's segment is central to the user's taste
+    affinity = taste[user, item_seg[item]] / taste.max(axis=1)[user]
+    rating = np.clip(np.round((1.5 + 3.0 * affinity + rng.normal(0.0, 0.6, n)) * 2) / 2, 1.0, 5.0)
+    by_time = np.lexsort((ts, user))
+    out = pd.DataFrame({"user": user[by_time].astype(np.int32), "item": item[by_time].astype(np.int32),
+                        "weight": rating[by_time].astype(np.float32), "timestamp": ts[by_time]})
+    out["split"] = ""
+    return out
+
+
+def _quotas(rng: np.random.Generator, n_users: int, n_target: int, cap: int) -> np.ndarray:
+    """Per-user counts: log-normal activity, at least one each (when possible), at most `cap`, summing to n_target."""
+    act = rng.lognormal(0.0, 1.0, n_users)
+    floor = 1 if n_target >= n_users else 0
+    quota = np.minimum(floor + np.floor(act / act.sum() * (n_target - floor * n_users)).astype(np.int64), cap)
+    while (short := n_target - int(quota.sum())) > 0:  # hand out the remainder where room is left
+        room = np.flatnonzero(quota < cap)
+        pick = room[rng.permutation(len(room))[:short]]
+        quota[pick] += 1
+    return quota
+
+
+def _keep_first(keys: np.ndarray, quota: np.ndarray, n_items: int) -> np.ndarray:
+    """Unique keys in first-seen order, at most quota[user] per user."""
+    _, first = np.unique(keys, return_index=True)
+    keys = keys[np.sort(first)]
+    user = keys // n_items
+    by_user = np.argsort(user, kind="stable")
+    u_sorted = user[by_user]
+    rank = np.arange(len(keys)) - np.searchsorted(u_sorted, u_sorted)
+    return keys[by_user[rank < quota[u_sorted]]]
+
+
+# -- images -----------------------------------------------------------------------------------------
+def draw_images(root: Path, names: np.ndarray, truth: SynthTruth, size: int = 64, seed: int = 0,
+                progress: bool = True) -> None:
+    """One PNG per item with a name: its shape filled with its colour, its pattern drawn inside."""
+    rng = np.random.default_rng(seed + 1)
+    todo = np.flatnonzero(names != "")
+    jitter = rng.uniform(-0.08, 0.08, size=(len(names), 3))  # position and scale, so pictures differ
+    tint = rng.integers(225, 256, size=(len(names), 3))
+    for i in tqdm(todo, desc="drawing images", unit="img", disable=not progress, leave=False):
+        img = _picture(size, tuple(COLOURS.values())[truth.item_colour[i]], SHAPES[truth.item_shape[i]],
+                       PATTERNS[truth.item_pattern[i]], jitter[i], tuple(int(t) for t in tint[i]))
+        img.save(root / names[i], format="PNG")
+
+
+def _picture(size: int, rgb: tuple[int, int, int], shape: str, pattern: str, jitter: np.ndarray,
+             background: tuple[int, int, int]) -> Any:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), background)
+    mask = Image.new("L", (size, size), 0)
+    cx, cy = size * (0.5 + jitter[0]), size * (0.5 + jitter[1])
+    r = size * (0.36 + jitter[2])
+    _shape(ImageDraw.Draw(mask), shape, cx, cy, r)
+    fill = Image.new("RGB", (size, size), rgb)
+    if pattern != "solid":
+        light = tuple(int(c + (255 - c) * 0.7) for c in rgb)
+        d = ImageDraw.Draw(fill)
+        step = max(4, size // 8)
+        for k in range(0, size, step):
+            if pattern == "striped":
+                d.rectangle([k, 0, k + step // 2 - 1, size], fill=light)
+            else:
+                for m in range(0, size, step):
+                    if pattern == "dotted":
+                        d.ellipse([k + 1, m + 1, k + step // 2, m + step // 2], fill=light)
+                    elif (k // step + m // step) % 2:
+                        d.rectangle([k, m, k + step - 1, m + step - 1], fill=light)
+    img.paste(fill, (0, 0), mask)
+    return img
+
+
+def _shape(d: Any, shape: str, cx: float, cy: float, r: float) -> None:
+    if shape == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    elif shape == "square":
+        d.rectangle([cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=255)
+    elif shape == "triangle":
+        d.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=255)
+    elif shape == "diamond":
+        d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=255)
+    elif shape == "cross":
+        w = r * 0.35
+        d.rectangle([cx - w, cy - r, cx + w, cy + r], fill=255)
+        d.rectangle([cx - r, cy - w, cx + r, cy + w], fill=255)
+    else:  # star: ten points alternating outer and inner radius
+        ang = np.pi / 2 + np.arange(10) * np.pi / 5
+        rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+        d.polygon(list(zip((cx + rad * np.cos(ang)).tolist(), (cy - rad * np.sin(ang)).tolist())), fill=255)
