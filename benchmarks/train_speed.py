@@ -1,0 +1,79 @@
+"""Epoch time of graphrec's model (all content paths, CSR propagation) vs PyG's LightGCN on the same graph.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_speed.py WS [--epochs 2] [--batch-size 2048] [--device cpu]
+
+Both train BPR on the same triples of the workspace's train part, same dim/layers/batch size. PyG's
+LightGCN gets the symmetric `edge_index` it expects and normalises it itself (gcn_norm) on every forward;
+feeding it graphrec's pre-normalised CSR would need normalize=False, or it is normalised twice.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from graphrec.train import TrainSettings, _Run, _Step, epoch_triples, resolve_device
+from graphrec.workspace import Workspace
+
+
+def time_epochs(step, params, inp_call, triples, batch: int, epochs: int) -> float:
+    opt = torch.optim.Adam(params, lr=1e-3)
+    users, pos, neg = (torch.as_tensor(x) for x in triples)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for b in range(0, len(users), batch):
+            loss = inp_call(step, users[b:b + batch], pos[b:b + batch], neg[b:b + batch])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workspace")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    from torch_geometric.nn.models import LightGCN
+
+    dev = resolve_device(a.device)
+    s = TrainSettings(dim=a.dim, layers=a.layers, batch_size=a.batch_size, device=str(dev))
+    run = _Run(Workspace(a.workspace), s, dev)
+    inp = run.inputs(run.train)
+    model = run.new_model(inp)
+    step = _Step(model, s)
+    pool = (inp.item_degree > 0).nonzero().ravel().cpu().numpy()
+    triples = epoch_triples(run.train, run.ni, pool, 0, 0, 1)
+    ours = time_epochs(step, list(model.parameters()),
+                       lambda st, u, p, n: st(inp, u.to(dev), p.to(dev), n.to(dev))[0] / len(u),
+                       triples, a.batch_size, a.epochs)
+
+    nu = run.nu
+    u_idx = torch.as_tensor(run.train // run.ni)
+    i_idx = torch.as_tensor(run.train % run.ni) + nu
+    edge_index = torch.cat([torch.stack([u_idx, i_idx]), torch.stack([i_idx, u_idx])], 1).to(dev)
+    pyg = LightGCN(nu + run.ni, a.dim, a.layers).to(dev)
+
+    def pyg_loss(m, u, p, n):
+        u, p, n = u.to(dev), p.to(dev) + nu, n.to(dev) + nu
+        e = m.get_embedding(edge_index)
+        pos_s, neg_s = (e[u] * e[p]).sum(-1), (e[u] * e[n]).sum(-1)
+        return m.recommendation_loss(pos_s, neg_s, node_id=torch.cat([u, p, n]), lambda_reg=1e-4)
+    theirs = time_epochs(pyg, list(pyg.parameters()), pyg_loss, triples, a.batch_size, a.epochs)
+    print(f"device {dev}, {len(triples[0])} triples/epoch, batch {a.batch_size}, dim {a.dim}, layers {a.layers}")
+    print(f"graphrec (CF + {len(inp.features)} modalities + {len(inp.item_attr)} item relations"
+          f"{' + item-item' if inp.item_sim is not None else ''}): {ours:.2f} s/epoch")
+    print(f"PyG LightGCN (edge_index, user-item only): {theirs:.2f} s/epoch  -> ratio {theirs / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

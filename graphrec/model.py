@@ -1,0 +1,220 @@
+r"""GraphRec: LightGCN-style propagation over the knowledge graph with a content path for cold items.
+
+Notation: U users, I items, d dimensions, K layers, Â the symmetric-normalised user-item operator.
+
+Content of item i (per-relation mean aggregation, masked modalities)::
+
+    z_i = sum_m mask_im * P_m x_im  +  sum_r mean_{a in N_r(i)} A_a          (P_m: [d_m -> d], A: attribute nodes)
+    z   <- (z + S z) / 2                      if item-item similarity edges exist (S row-normalised; LATTICE/FREEDOM)
+
+Collaborative view (LightGCN, layer mean), with content entering every item's layer 0::
+
+    x^0_u = E_u [deg_u > 0] + sum_r mean_{a in N_r(u)} B_a          x^0_i = E_i [deg_i > 0] + z_i
+    x^{k+1} = Â x^k,       h = (x^0 + ... + x^K) / (K + 1)
+
+Content path (what a cold item gets; ALDI-style student of the collaborative teacher)::
+
+    c_i = T z_i                                    (T: [d -> d], initialised to the identity)
+    b_i = w^T z_i                                  content-predicted popularity, shared by both paths
+
+Score: s(u, i) = h_u . v_i + b_i with v_i = h_i for items with interactions, c_i for the rest; it is exported
+as a plain dot product of [h_u, 1] and [v_i, b_i]. Loss per batch of (u, i+, i-)::
+
+    BPR(h) + lambda_cold * BPR(c)  (DropoutNet: rank with the CF view removed)
+           + lambda_align * ||c_i+ - sg(h_i+)||^2 / d  + lambda_reg * ||x^0 of the batch||^2
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from graphrec.propagation import GraphInputs, SparseOp, row_normalized
+
+
+@dataclass
+class Embeddings:
+    user: torch.Tensor  # [U, d] propagated
+    item_cf: torch.Tensor  # [I, d] propagated (meaningful for items with interactions)
+    item_content: torch.Tensor  # [I, d] content path c
+    bias: torch.Tensor  # [I] content-predicted popularity
+    item_ego: torch.Tensor  # [I, d] layer 0, for the L2 term
+    user_ego: torch.Tensor  # [U, d]
+
+    def item(self, warm: torch.Tensor) -> torch.Tensor:
+        """v_i: collaborative embedding for warm items, content embedding for the rest."""
+        return torch.where(warm[:, None], self.item_cf, self.item_content)
+
+    def export(self, warm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users [U, d+1], items [I, d+1]) whose dot product is the score."""
+        ones = torch.ones(len(self.user), 1, dtype=self.user.dtype, device=self.user.device)
+        return torch.cat([self.user, ones], 1), torch.cat([self.item(warm), self.bias[:, None]], 1)
+
+
+class GraphRec(nn.Module):
+    """The model's parameters; graph structure lives in `GraphInputs` and is passed to each call."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 3,
+                 modality_dims: dict[str, int] | None = None, node_types: dict[str, int] | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.n_users, self.n_items, self.dim, self.layers = n_users, n_items, dim, layers
+        self.modality_dims = dict(sorted((modality_dims or {}).items()))
+        self.node_types = dict(sorted((node_types or {}).items()))
+        g = generator
+        self.user_id = nn.Parameter(torch.randn(n_users, dim, generator=g) * 0.1)
+        self.item_id = nn.Parameter(torch.randn(n_items, dim, generator=g) * 0.1)
+        # Attribute/entity nodes, one table per node type; keyed by position (type names may contain dots).
+        self.attr = nn.ParameterList([nn.Parameter(torch.randn(n, dim, generator=g) * 0.1)
+                                      for n in self.node_types.values()])
+        self.proj = nn.ParameterList([nn.Parameter(torch.randn(dm, dim, generator=g) / np.sqrt(dm) * 0.5)
+                                      for dm in self.modality_dims.values()])
+        self.transfer = nn.Parameter(torch.eye(dim))
+        self.bias_w = nn.Parameter(torch.zeros(dim))
+        self._type_index = {t: k for k, t in enumerate(self.node_types)}
+
+    def config(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items, "dim": self.dim, "layers": self.layers,
+                "modality_dims": self.modality_dims, "node_types": self.node_types}
+
+    # -- building blocks -----------------------------------------------------------------------------
+    def content(self, inp: GraphInputs) -> torch.Tensor:
+        """z: [I, d] from modality projections, attribute nodes and item-item similarity."""
+        z = torch.zeros(inp.n_items, self.dim, device=self.item_id.device)
+        for k, m in enumerate(self.modality_dims):
+            if m in inp.features:
+                z = z + inp.features[m] @ self.proj[k]
+        for node_type, op in inp.item_attr.values():
+            z = z + op @ self.attr[self._type_index[node_type]]
+        if inp.item_sim is not None:
+            z = 0.5 * (z + inp.item_sim @ z)
+        return z
+
+    def user_content(self, inp: GraphInputs) -> torch.Tensor:
+        u = torch.zeros(inp.n_users, self.dim, device=self.user_id.device)
+        for node_type, op in inp.user_attr.values():
+            u = u + op @ self.attr[self._type_index[node_type]]
+        return u
+
+    def propagate(self, adj: SparseOp, x0: torch.Tensor) -> torch.Tensor:
+        """LightGCN layer mean of K sparse products."""
+        out, x = x0, x0
+        for _ in range(self.layers):
+            x = adj @ x
+            out = out + x
+        return out / (self.layers + 1)
+
+    def get_embedding(self, inp: GraphInputs) -> Embeddings:
+        """All users' and items' embeddings, propagated over the full graph."""
+        z = self.content(inp)
+        x_u = self.user_id * (inp.user_degree > 0)[:, None] + self.user_content(inp)
+        x_i = self.item_id * (inp.item_degree > 0)[:, None] + z
+        h = self.propagate(inp.ui, torch.cat([x_u, x_i]))
+        return Embeddings(h[:inp.n_users], h[inp.n_users:], z @ self.transfer, z @ self.bias_w, x_i, x_u)
+
+    def get_embedding_sampled(self, inp: GraphInputs, nodes: torch.Tensor, sub: SparseOp) -> torch.Tensor:
+        """Propagated embeddings of `nodes` (global U+I ids) over a sampled sub-operator (mini-batch mode)."""
+        z = self.content(inp)
+        x_u = self.user_id * (inp.user_degree > 0)[:, None] + self.user_content(inp)
+        x_i = self.item_id * (inp.item_degree > 0)[:, None] + z
+        return self.propagate(sub, torch.cat([x_u, x_i])[nodes])
+
+    def forward(self, inp: GraphInputs, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores s(u, i) for index pairs, with the content path for items without interactions."""
+        e = self.get_embedding(inp)
+        v = e.item(inp.item_degree > 0)
+        return (e.user[users] * v[items]).sum(-1) + e.bias[items]
+
+    def recommend(self, inp: GraphInputs, users: torch.Tensor, k: int = 20,
+                  exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Top-k item indices per user; `exclude` a bool [len(users), I] mask of items never to return."""
+        e = self.get_embedding(inp)
+        s = e.user[users] @ e.item(inp.item_degree > 0).T + e.bias
+        if exclude is not None:
+            s = s.masked_fill(exclude, float("-inf"))
+        return s.topk(k, dim=1).indices
+
+    @staticmethod
+    def recommendation_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, b_pos: torch.Tensor,
+                            b_neg: torch.Tensor) -> torch.Tensor:
+        """Summed BPR: -log sigmoid(s(u, i+) - s(u, i-))."""
+        return -F.logsigmoid((u * pos).sum(-1) + b_pos - (u * neg).sum(-1) - b_neg).sum()
+
+    def batch_loss(self, u: torch.Tensor, cf: tuple[torch.Tensor, torch.Tensor], content: tuple[torch.Tensor, torch.Tensor],
+                   bias: tuple[torch.Tensor, torch.Tensor], ego_sq: torch.Tensor, cold_weight: float,
+                   align_weight: float, reg: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Summed (not averaged) loss terms of a batch, so shards of a batch add up exactly (DDP).
+
+        cf / content / bias: (positive, negative) rows; ego_sq: squared norm of the batch's layer-0 rows.
+        """
+        bpr = self.recommendation_loss(u, cf[0], cf[1], bias[0], bias[1])
+        cold = self.recommendation_loss(u, content[0], content[1], bias[0], bias[1])
+        align = ((content[0] - cf[0].detach()) ** 2).sum() / self.dim
+        total = bpr + cold_weight * cold + align_weight * align + reg * 0.5 * ego_sq
+        return total, {"bpr": bpr.item(), "cold": cold.item(), "align": align.item()}
+
+
+# -- inference without retraining (live updates) ---------------------------------------------------------
+class TrainedModel:
+    """A trained model loaded from a workspace: embeds new items from content and new users from items."""
+
+    def __init__(self, model: GraphRec, user: np.ndarray, item: np.ndarray, meta: dict[str, Any]):
+        self.model, self.user, self.item, self.meta = model.eval(), user, item, meta
+
+    @torch.no_grad()
+    def item_embeddings_from_content(self, features_rows: dict[str, np.ndarray] | None = None,
+                                     attribute_edges: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                                     n_new: int | None = None) -> np.ndarray:
+        """[n_new, d+1] exported embeddings of new items (content path + predicted popularity).
+
+        features_rows: modality -> [n_new, d_m] (rows of zeros mean "no content");
+        attribute_edges: node type -> (new item row, attribute node index) pairs.
+        """
+        features_rows, attribute_edges = features_rows or {}, attribute_edges or {}
+        if n_new is None:
+            sizes = [len(v) for v in features_rows.values()] + [int(s.max()) + 1 for s, _ in attribute_edges.values()
+                                                                 if len(s)]
+            n_new = max(sizes) if sizes else 0
+        m = self.model
+        z = torch.zeros(n_new, m.dim)
+        for k, name in enumerate(m.modality_dims):
+            if name in features_rows:
+                v = torch.as_tensor(np.asarray(features_rows[name], np.float32))
+                z = z + F.normalize(v, dim=1) @ m.proj[k]
+        for node_type, (rows, nodes) in attribute_edges.items():
+            if node_type not in m._type_index:
+                continue  # a node type the model never saw carries no learned knowledge
+            op = row_normalized(np.asarray(rows), np.asarray(nodes), np.ones(len(rows), np.float32), n_new,
+                                m.node_types[node_type])
+            z = z + op @ m.attr[m._type_index[node_type]]
+        return torch.cat([z @ m.transfer, (z @ m.bias_w)[:, None]], 1).numpy()
+
+    def user_embedding_from_items(self, item_indices: np.ndarray) -> np.ndarray:
+        """[d+1] embedding of a user known only by a few items: the mean of their item embeddings.
+
+        This is LightGCN's first-layer view of a new user (Â x restricted to its row), without retraining.
+        """
+        idx = np.asarray(item_indices, np.int64)
+        v = self.item[idx, :-1].mean(0) if len(idx) else np.zeros(self.item.shape[1] - 1, np.float32)
+        return np.concatenate([v, [1.0]]).astype(np.float32)
+
+
+def load_model(workspace) -> TrainedModel:
+    """The final model of a workspace's model/ stage (parameters, exported embeddings and model.json)."""
+    from graphrec.io import read_json, read_tensors
+    from graphrec.workspace import Workspace
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    d = Path(ws.require("model"))
+    meta = read_json(d / "model.json")
+    cfg = meta["architecture"]
+    model = GraphRec(cfg["n_users"], cfg["n_items"], cfg["dim"], cfg["layers"], cfg["modality_dims"], cfg["node_types"])
+    params = read_tensors(d / "model.safetensors")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    emb = read_tensors(d / "embeddings.safetensors")
+    return TrainedModel(model, emb["user"], emb["item"], meta)

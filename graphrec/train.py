@@ -1,0 +1,481 @@
+"""Training: BPR with exact negative sampling, early stopping on validation NDCG@K, checkpoints, resume, refit.
+
+Phases. "select" trains on the train part only and evaluates every epoch on `valid` (warm items),
+`cold_valid` (items without training interactions, content path) and `cold_user_valid` (users known by
+their `cold_user_context` interactions only). The selection score is the mean of the NDCG@K of the parts
+present; training stops after `patience` epochs without improvement and the best epoch is kept.
+"refit" then retrains from scratch with the same settings on train+valid for the selected number of
+epochs (cold_valid is never trained on: its items stay cold, as the benchmark's cold items are).
+
+Every epoch writes model/epoch-N.safetensors (parameters, Adam state, loop state in the metadata);
+`resume=True` continues from the newest one, so an interrupted run ends as an uninterrupted one would:
+each epoch's sampling is seeded by (seed, phase, epoch), not by a running generator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from graphrec.errors import InputError
+from graphrec.io import atomic_path, write_json, write_tensors
+from graphrec.model import GraphRec
+from graphrec.propagation import GraphInputs, build_inputs, sample_neighbourhood
+from graphrec.workspace import Workspace
+
+PHASES = ("select", "refit")
+# Settings that do not change the result: a resumed run may differ in them.
+_RUNTIME = ("device", "progress")
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 60  # maximum epochs of the selection phase
+    dim: int = 64
+    layers: int = 3
+    lr: float = 5e-3
+    batch_size: int = 2048
+    reg: float = 1e-4  # L2 on the batch's layer-0 rows (LightGCN)
+    weight_decay: float = 1e-5  # on projections and attribute tables
+    cold_weight: float = 0.5  # BPR through the content path (DropoutNet)
+    align_weight: float = 1.0  # content -> collaborative distillation (ALDI)
+    patience: int = 5
+    k: int = 20
+    seed: int = 0
+    refit: bool = True
+    mode: str = "full"  # "full" propagation per batch, or "sampled" neighbourhoods
+    fanouts: tuple[int, ...] = (15, 10, 5)
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    progress: bool = True
+
+    def check(self) -> None:
+        for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.layers < 0 or self.patience < 0:
+            raise InputError("--layers and --patience must not be negative")
+        if self.mode not in ("full", "sampled"):
+            raise InputError(f"--mode must be 'full' or 'sampled' (got {self.mode!r})")
+        if self.mode == "sampled" and len(self.fanouts) != self.layers:
+            raise InputError(f"--fanouts needs one value per layer ({self.layers}), got {list(self.fanouts)}")
+
+    def result_settings(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if k not in _RUNTIME}
+
+
+@dataclass
+class TrainResult:
+    selected_epoch: int
+    validation: dict[str, float]
+    history: list[dict[str, Any]]
+    embeddings_path: Path
+    refit: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown --device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA GPU is available")
+    return dev
+
+
+# -- sampling -------------------------------------------------------------------------------------------
+def sample_negatives(users: np.ndarray, positives: np.ndarray, pool: np.ndarray, n_items: int,
+                     rng: np.random.Generator, max_rounds: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """One negative per user from `pool`, never one of the user's `positives` (sorted u*n_items+i keys).
+
+    Rejection sampling, vectorised: redraw only the rows that hit a positive. Rows still unresolved after
+    `max_rounds` (users who interacted with most of the pool) draw from their exact complement; a user with
+    no item left to be a negative has its rows dropped (keep mask False).
+    """
+    neg = pool[rng.integers(len(pool), size=len(users))]
+    bad = np.ones(len(users), bool)
+    for _ in range(max_rounds):
+        keys = users[bad] * n_items + neg[bad]
+        pos = np.searchsorted(positives, keys)
+        hit = (pos < len(positives)) & (positives[np.minimum(pos, len(positives) - 1)] == keys)
+        idx = np.flatnonzero(bad)
+        bad[idx[~hit]] = False
+        if not hit.any():
+            break
+        neg[idx[hit]] = pool[rng.integers(len(pool), size=int(hit.sum()))]
+    keep = np.ones(len(users), bool)
+    for u in np.unique(users[bad]):  # rare: only near-saturated users reach this loop
+        rows = np.flatnonzero(bad & (users == u))
+        lo, hi = np.searchsorted(positives, [u * n_items, (u + 1) * n_items])
+        free = np.setdiff1d(pool, positives[lo:hi] - u * n_items)
+        if len(free):
+            neg[rows] = free[rng.integers(len(free), size=len(rows))]
+        else:
+            keep[rows] = False
+    return keep, neg
+
+
+def epoch_triples(pairs: np.ndarray, n_items: int, pool: np.ndarray, seed: int, phase: int,
+                  epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, positives, negatives) of one epoch: every training pair once, in a seeded order."""
+    rng = np.random.default_rng([seed, phase, epoch])
+    order = rng.permutation(len(pairs))
+    users, items = pairs[order] // n_items, pairs[order] % n_items
+    keep, neg = sample_negatives(users, pairs, pool, n_items, rng)
+    return users[keep], items[keep], neg[keep]
+
+
+# -- validation metric ----------------------------------------------------------------------------------
+@torch.no_grad()
+def ndcg_recall_at_k(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: sp.csr_matrix, exclude: sp.csr_matrix,
+                     candidates: np.ndarray, k: int = 20, chunk: int = 2048) -> tuple[float, float, int]:
+    """Full-ranking NDCG@k and Recall@k (hits / min(|truth|, k)) among `candidates`, excluded items removed.
+
+    truth / exclude: [U, I] binary CSR. Users without truth among the candidates do not count.
+    """
+    truth = truth[:, candidates].tocsr()
+    exclude = exclude[:, candidates].tocsr()
+    n_true = np.diff(truth.indptr)
+    users = np.flatnonzero(n_true > 0)
+    if len(users) == 0 or len(candidates) == 0:
+        return float("nan"), float("nan"), 0
+    kk = min(k, len(candidates))
+    disc = 1.0 / np.log2(np.arange(2, kk + 2))
+    cand = torch.as_tensor(candidates, device=item_emb.device)
+    v = item_emb[cand]
+    ndcg = recall = 0.0
+    for s in range(0, len(users), chunk):
+        u = users[s:s + chunk]
+        scores = user_emb[torch.as_tensor(u, device=user_emb.device)] @ v.T
+        ex = torch.as_tensor(exclude[u].toarray(), device=scores.device)
+        top = scores.masked_fill(ex, float("-inf")).topk(kk, dim=1).indices.cpu().numpy()
+        hits = np.take_along_axis(truth[u].toarray(), top, axis=1).astype(np.float64)
+        nt = np.minimum(n_true[u], kk)
+        idcg = np.cumsum(disc)[nt - 1]
+        ndcg += float(((hits @ disc) / idcg).sum())
+        recall += float((hits.sum(1) / nt).sum())
+    return ndcg / len(users), recall / len(users), len(users)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------
+def _ckpt_name(phase: str, epoch: int) -> str:
+    return f"epoch-{epoch}.safetensors" if phase == "select" else f"refit-epoch-{epoch}.safetensors"
+
+
+def save_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    tensors = {f"param/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for pid, st in opt.state_dict()["state"].items():
+        for key, val in st.items():
+            tensors[f"opt/{pid}/{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+
+
+def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    """The loop state stored in a checkpoint's metadata (read before any tensor is loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {})["state"])
+    except Exception as e:  # a damaged file: safetensors raises several types
+        raise InputError(f"unreadable checkpoint ({e}); run without --resume", file=path) from None
+
+
+def load_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer | None) -> None:
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise InputError(f"unreadable checkpoint ({e}); run without --resume", file=path) from None
+    dev = model.user_id.device
+    model.load_state_dict({k[6:]: v.to(dev) for k, v in tensors.items() if k.startswith("param/")})
+    if opt is not None:
+        sd = opt.state_dict()
+        st: dict[int, dict[str, torch.Tensor]] = {}
+        for name, v in tensors.items():
+            if name.startswith("opt/"):
+                _, pid, key = name.split("/", 2)
+                st.setdefault(int(pid), {})[key] = v if key == "step" else v.to(dev)
+        sd["state"] = st
+        opt.load_state_dict(sd)
+
+
+def _latest(model_dir: Path, phase: str) -> tuple[int, Path] | None:
+    pat = re.compile(r"epoch-(\d+)\.safetensors$" if phase == "select" else r"refit-epoch-(\d+)\.safetensors$")
+    found = [(int(m.group(1)), p) for p in model_dir.glob("*epoch-*.safetensors")
+             if (m := pat.fullmatch(p.name)) and (phase != "select" or not p.name.startswith("refit"))]
+    return max(found) if found else None
+
+
+# -- the loop -------------------------------------------------------------------------------------------
+class _Step(torch.nn.Module):
+    """One batch's summed loss as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: GraphRec, s: TrainSettings):
+        super().__init__()
+        self.model, self.s = model, s
+
+    def forward(self, inp: GraphInputs, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        m, s = self.model, self.s
+        if s.mode == "full":
+            e = m.get_embedding(inp)
+            u, cf_p, cf_n = e.user[users], e.item_cf[pos], e.item_cf[neg]
+            c, b = e.item_content, e.bias
+            ego = e.user_ego[users].pow(2).sum() + e.item_ego[pos].pow(2).sum() + e.item_ego[neg].pow(2).sum()
+        else:
+            seeds = torch.cat([users, pos + inp.n_users, neg + inp.n_users])
+            nodes, sub = sample_neighbourhood(inp.ui, seeds, list(s.fanouts), gen)
+            h = m.get_embedding_sampled(inp, nodes, sub)
+            n_seed = len(torch.unique(seeds))  # seeds come first in `nodes`, sorted
+            loc = lambda g: torch.searchsorted(nodes[:n_seed], g)
+            u, cf_p, cf_n = h[loc(users)], h[loc(pos + inp.n_users)], h[loc(neg + inp.n_users)]
+            z = m.content(inp)
+            c, b = z @ m.transfer, z @ m.bias_w
+            x_u = m.user_id[users] * (inp.user_degree[users] > 0)[:, None]
+            x_p = m.item_id[pos] * (inp.item_degree[pos] > 0)[:, None] + z[pos]
+            x_n = m.item_id[neg] * (inp.item_degree[neg] > 0)[:, None] + z[neg]
+            ego = x_u.pow(2).sum() + x_p.pow(2).sum() + x_n.pow(2).sum()
+        return m.batch_loss(u, (cf_p, cf_n), (c[pos], c[neg]), (b[pos], b[neg]), ego,
+                            s.cold_weight, s.align_weight, s.reg)
+
+
+def _make_optimizer(model: GraphRec, s: TrainSettings) -> torch.optim.Optimizer:
+    emb = [model.user_id, model.item_id]
+    rest = [p for n, p in model.named_parameters() if n not in ("user_id", "item_id")]
+    return torch.optim.Adam([{"params": emb, "weight_decay": 0.0},
+                             {"params": rest, "weight_decay": s.weight_decay}], lr=s.lr)
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Run:
+    """One training run's fixed inputs: dataset tensors, the graph, validation targets, output folder."""
+
+    def __init__(self, ws: Workspace, s: TrainSettings, device: torch.device):
+        from data.dataset import Dataset
+        from graphrec.features import load_features
+        from kg.graph import KnowledgeGraph
+
+        self.ws, self.s, self.device = ws, s, device
+        self.ds = ds = Dataset.load(ws)
+        if not ds.is_split:
+            raise InputError("the dataset is not split yet: run `graphrec data split` or import pre-split files",
+                             file=ws.stage_dir("dataset"))
+        self.nu, self.ni = ds.n_users, ds.n_items
+        self.train = self._pairs("train")
+        if len(self.train) == 0:
+            raise InputError("the dataset's train part is empty", file=ws.stage_dir("dataset"))
+        self.kg = KnowledgeGraph.load(ws) if ws.stage_dir("graph").is_dir() else None
+        self.features = load_features(ws) if ws.stage_dir("features").is_dir() else {}
+        self.valid = self._pairs("valid")
+        self.context = self._pairs("cold_user_context")
+        self.dir = ws.stage_dir("model")
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _pairs(self, *parts: str) -> np.ndarray:
+        p = self.ds.part(*parts)
+        return np.unique(p["user"].to_numpy(np.int64) * self.ds.n_items + p["item"].to_numpy(np.int64))
+
+    def csr(self, pairs: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((np.ones(len(pairs), bool), (pairs // self.ni, pairs % self.ni)),
+                             shape=(self.nu, self.ni))
+
+    def inputs(self, pairs: np.ndarray) -> GraphInputs:
+        extra = (self.context // self.ni, self.context % self.ni) if len(self.context) else None
+        return build_inputs(self.nu, self.ni, pairs // self.ni, pairs % self.ni, self.kg, self.features,
+                            extra=extra).to(self.device)
+
+    def new_model(self, inp: GraphInputs) -> GraphRec:
+        types: dict[str, int] = {}
+        for node_type, op in list(inp.item_attr.values()) + list(inp.user_attr.values()):
+            types[node_type] = int(op.shape[1])
+        g = torch.Generator().manual_seed(self.s.seed)
+        return GraphRec(self.nu, self.ni, self.s.dim, self.s.layers,
+                        {m: int(v.shape[1]) for m, v in inp.features.items()}, types, generator=g).to(self.device)
+
+    def validation_sets(self, pairs: np.ndarray, inp: GraphInputs) -> dict[str, tuple]:
+        """name -> (truth, exclude, candidates) for the held-out parts the dataset has."""
+        seen = self.csr(np.concatenate([pairs, self.context]))
+        warm = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
+        cold = np.flatnonzero(inp.item_degree.cpu().numpy() == 0)
+        out = {}
+        for name, part, cand in (("valid", "valid", warm), ("cold_valid", "cold_valid", cold),
+                                 ("cold_user_valid", "cold_user_valid", np.arange(self.ni))):
+            p = self._pairs(part)
+            if len(p):
+                out[name] = (self.csr(p), seen, cand)
+        return out
+
+
+def _evaluate(model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        user, item = model.get_embedding(inp).export(inp.item_degree > 0)
+    model.train()
+    out = {}
+    for name, (truth, exclude, cand) in sets.items():
+        n, r, _ = ndcg_recall_at_k(user, item, truth, exclude, cand, k)
+        out[f"{name}_ndcg@{k}"], out[f"{name}_recall@{k}"] = n, r
+    ndcgs = [out[f"{name}_ndcg@{k}"] for name in sets if not np.isnan(out[f"{name}_ndcg@{k}"])]
+    out["score"] = float(np.mean(ndcgs)) if ndcgs else float("nan")
+    return out
+
+
+def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool,
+         validate: bool) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
+    """Train one phase; returns (model at its selected/last epoch, its inputs, history, selected epoch)."""
+    import torch.distributed as dist
+
+    s = run.s
+    rank, world = _dist()
+    inp = run.inputs(pairs)
+    model = run.new_model(inp)
+    opt = _make_optimizer(model, s)
+    step = _Step(model, s)
+    if world > 1:
+        step = torch.nn.parallel.DistributedDataParallel(step)
+    sets = run.validation_sets(pairs, inp) if validate else {}
+    pool = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
+    settings = s.result_settings()
+    history: list[dict[str, Any]] = []
+    best = {"score": -np.inf, "epoch": 0}
+    start = 1
+    if resume and (last := _latest(run.dir, phase)):
+        state = read_checkpoint_state(last[1])
+        if state["settings"] != settings:
+            raise InputError("checkpoint was made with other settings; run without --resume", file=last[1])
+        load_checkpoint(last[1], model, opt)
+        history, best, start = state["history"], state["best"], last[0] + 1
+        if state.get("stopped"):
+            start = max_epochs + 1
+    bar = tqdm(range(start, max_epochs + 1), desc=phase, disable=not s.progress or rank != 0,
+               initial=start - 1, total=max_epochs)
+    stopped = False
+    for epoch in bar:
+        t0 = time.perf_counter()
+        users, pos, neg = epoch_triples(pairs, run.ni, pool, s.seed, PHASES.index(phase), epoch)
+        gen = torch.Generator(device=run.device).manual_seed(s.seed * 1_000_003 + epoch)
+        totals = {"loss": 0.0, "bpr": 0.0, "cold": 0.0, "align": 0.0}
+        for b in range(0, len(users), s.batch_size):
+            n_b = min(s.batch_size, len(users) - b)
+            lo, hi = b + rank * n_b // world, b + (rank + 1) * n_b // world  # this rank's share of the batch
+            t = [torch.as_tensor(x[lo:hi], device=run.device) for x in (users, pos, neg)]
+            loss, parts = step(inp, *t, gen)
+            # DDP averages gradients over ranks: scale so the sum equals the whole batch's mean loss.
+            (loss * world / n_b).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            totals["loss"] += loss.item()
+            for k2, v in parts.items():
+                totals[k2] += v
+        row: dict[str, Any] = {"phase": phase, "epoch": epoch, "seconds": round(time.perf_counter() - t0, 3),
+                               **{k2: v / max(len(users), 1) for k2, v in totals.items()}}
+        if sets and rank == 0:
+            row.update(_evaluate(model, inp, sets, s.k))
+            if row["score"] > best["score"] + 1e-5:
+                best = {"score": row["score"], "epoch": epoch}
+                save_checkpoint(run.dir / "best.safetensors", model, opt, {"epoch": epoch})
+            stopped = epoch - best["epoch"] >= s.patience or epoch == max_epochs
+        elif not sets:
+            stopped = epoch == max_epochs
+        if world > 1:
+            flag = torch.tensor([int(stopped)])
+            dist.broadcast(flag, 0)
+            stopped = bool(flag.item())
+        history.append(row)
+        if rank == 0:
+            state = {"phase": phase, "epoch": epoch, "settings": settings, "history": history, "best": best,
+                     "stopped": stopped}
+            save_checkpoint(run.dir / _ckpt_name(phase, epoch), model, opt, state)
+            for old in range(epoch - s.keep_checkpoints, 0, -1):
+                p = run.dir / _ckpt_name(phase, old)
+                if not p.exists():
+                    break
+                p.unlink()
+            bar.set_postfix({k2: f"{row[k2]:.4f}" for k2 in ("loss", "valid_ndcg@20", "cold_valid_ndcg@20")
+                             if k2 in row})
+        if stopped:
+            break
+    bar.close()
+    if sets:
+        if world > 1:
+            obj = [best]
+            dist.broadcast_object_list(obj, 0)
+            best = obj[0]
+        load_checkpoint(run.dir / "best.safetensors", model, None)
+        return model, inp, history, int(best["epoch"])
+    return model, inp, history, len(history) and int(history[-1]["epoch"])
+
+
+def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None = None, resume: bool = False,
+              **overrides: Any) -> TrainResult:
+    """Select on validation, refit on train+valid, write model/ (embeddings, parameters, history, model.json).
+
+    Under torchrun (torch.distributed initialised) every rank trains its share of each batch; rank 0
+    validates and writes. The exported embeddings cover every user and item (see graphrec.model).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    s = dataclasses.replace(settings or TrainSettings(), **overrides)
+    if isinstance(s.fanouts, list):
+        s.fanouts = tuple(s.fanouts)
+    s.check()
+    torch.manual_seed(s.seed)
+    run = _Run(ws, s, resolve_device(s.device))
+    rank, _ = _dist()
+    if not resume and rank == 0:
+        for p in run.dir.glob("*epoch-*.safetensors"):
+            p.unlink()
+    model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
+    validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
+                  if "@" in k or k == "score"}
+    refit = s.refit and len(run.valid) > 0 and selected > 0
+    if refit:
+        final_pairs = np.union1d(run.train, run.valid)
+        model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
+        history = history + refit_hist
+    if rank == 0:
+        _export(run, model, inp, history, selected, validation, refit)
+    return TrainResult(selected, validation, history, run.dir / "embeddings.safetensors", refit)
+
+
+def _export(run: _Run, model: GraphRec, inp: GraphInputs, history: list[dict[str, Any]], selected: int,
+            validation: dict[str, float], refit: bool) -> None:
+    model.eval()
+    with torch.no_grad():
+        user, item = model.get_embedding(inp).export(inp.item_degree > 0)
+    write_tensors(run.dir / "embeddings.safetensors", {"user": user.cpu().numpy(), "item": item.cpu().numpy()})
+    write_tensors(run.dir / "model.safetensors", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    write_json(run.dir / "history.json", history)
+    feats = {m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
+             for m, f in run.features.items()}
+    s = run.s.result_settings()
+    write_json(run.dir / "model.json", {
+        "scoring": "dot", "dim": int(item.shape[1]), "embedding_dim": run.s.dim,
+        "note": "last column: user 1, item content-predicted popularity bias",
+        "settings": s, "selected_epoch": selected, "refit": refit, "validation": validation,
+        "warm_items": int((inp.item_degree > 0).sum()), "features": feats,
+        "random_weights": {m: v["random_weights"] for m, v in feats.items()},
+        "architecture": model.config()})
+    run.ws.record("model", {**s, "device": run.s.device},
+                  inputs={"graph": run.kg is not None, "features": sorted(run.features)})
+

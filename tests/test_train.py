@@ -1,0 +1,167 @@
+"""Training: exact negative sampling, determinism, resume after interruption, DDP equivalence, CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from train_fixtures import make_workspace
+
+import graphrec.train as train_mod
+from graphrec.errors import InputError
+from graphrec.io import read_json, read_tensors
+from graphrec.train import epoch_triples, ndcg_recall_at_k, run_train, sample_negatives
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny graphs: one thread is fastest and immune to a busy machine's thread contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+FAST = {"epochs": 3, "dim": 8, "layers": 2, "batch_size": 64, "lr": 0.02, "patience": 10, "progress": False}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 30), st.integers(3, 40), st.floats(0.05, 0.95), st.integers(0, 10_000))
+def test_no_training_positive_is_ever_sampled_as_negative(n_users, n_items, density, seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_users, n_items)) < density
+    mask[:, rng.integers(n_items)] = False  # every user has at least one possible negative
+    pairs = np.flatnonzero(mask.ravel()).astype(np.int64)  # u * n_items + i, sorted
+    if len(pairs) == 0:
+        return
+    users, pos, neg = epoch_triples(pairs, n_items, np.arange(n_items), seed, 0, 1)
+    assert len(users) == len(pairs)  # nobody dropped: each user has a non-positive item
+    assert not mask[users, neg].any()
+    assert mask[users, pos].all()
+
+
+def test_sampler_drops_users_without_any_negative():
+    pairs = np.array([0, 1, 2], np.int64)  # user 0 has every item of the pool
+    keep, neg = sample_negatives(np.array([0, 0, 1]), pairs, np.arange(3), 3, np.random.default_rng(0))
+    assert keep.tolist() == [False, False, True] and neg[2] in (0, 1, 2)
+
+
+def test_ndcg_matches_a_direct_computation():
+    rng = np.random.default_rng(3)
+    nu, ni, k = 12, 25, 5
+    U, V = torch.randn(nu, 4), torch.randn(ni, 4)
+    truth = sp.csr_matrix(rng.random((nu, ni)) < 0.15)
+    excl = sp.csr_matrix((rng.random((nu, ni)) < 0.2) & ~truth.toarray())
+    cand = np.sort(rng.choice(ni, 18, replace=False))
+    ndcg, recall, n = ndcg_recall_at_k(U, V, truth, excl, cand, k, chunk=5)
+    s = (U @ V.T).numpy()
+    nd, rc = [], []
+    for u in range(nu):
+        t = set(np.flatnonzero(truth[u].toarray()[0])) & set(cand)
+        if not t:
+            continue
+        allowed = [i for i in cand if not excl[u, i]]
+        top = sorted(allowed, key=lambda i: -s[u, i])[:k]
+        hits = [1.0 if i in t else 0.0 for i in top]
+        nd.append(sum(h / np.log2(j + 2) for j, h in enumerate(hits)) / sum(1 / np.log2(j + 2) for j in range(min(len(t), k))))
+        rc.append(sum(hits) / min(len(t), k))
+    assert n == len(nd) and ndcg == pytest.approx(np.mean(nd)) and recall == pytest.approx(np.mean(rc))
+
+
+def _emb(ws):
+    return read_tensors(ws.stage_dir("model") / "embeddings.safetensors")
+
+
+def test_deterministic_on_cpu_and_outputs_complete(tmp_path):
+    a = make_workspace(tmp_path / "a")
+    b = make_workspace(tmp_path / "b")
+    ra = run_train(a, **FAST)
+    run_train(b, **FAST)
+    for key in ("user", "item"):
+        assert np.array_equal(_emb(a)[key], _emb(b)[key])
+    d = a.stage_dir("model")
+    meta = read_json(d / "model.json")
+    assert meta["scoring"] == "dot" and meta["refit"] and meta["selected_epoch"] == ra.selected_epoch
+    assert {"valid_ndcg@20", "cold_valid_ndcg@20", "cold_user_valid_ndcg@20"} <= set(meta["validation"])
+    hist = read_json(d / "history.json")
+    assert [h["phase"] for h in hist].count("refit") == ra.selected_epoch
+    assert (d / "best.safetensors").exists() and (d / f"epoch-{len(hist) - ra.selected_epoch}.safetensors").exists()
+    assert a.stage_record("model")["settings"]["dim"] == 8
+
+
+@pytest.mark.parametrize("interrupt", [("select", 2), ("refit", 1)])
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch, interrupt):
+    full = make_workspace(tmp_path / "full")
+    run_train(full, **FAST)
+    ws = make_workspace(tmp_path / "cut")
+    real = train_mod.save_checkpoint
+
+    def killing(path, model, opt, state):
+        real(path, model, opt, state)
+        if (state.get("phase"), state.get("epoch")) == interrupt:
+            raise KeyboardInterrupt  # as a kill right after the epoch's checkpoint
+    monkeypatch.setattr(train_mod, "save_checkpoint", killing)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(ws, **FAST)
+    assert not (ws.stage_dir("model") / "embeddings.safetensors").exists()
+    monkeypatch.setattr(train_mod, "save_checkpoint", real)
+    run_train(ws, resume=True, **FAST)
+    for key in ("user", "item"):
+        np.testing.assert_allclose(_emb(ws)[key], _emb(full)[key], rtol=1e-5, atol=1e-6)
+    got, want = (read_json(w.stage_dir("model") / "history.json") for w in (ws, full))
+    assert [(h["phase"], h["epoch"]) for h in got] == [(h["phase"], h["epoch"]) for h in want]
+    for g, w in zip(got, want):
+        assert {k: g[k] for k in w if k not in ("phase", "epoch", "seconds")} == \
+            pytest.approx({k: w[k] for k in w if k not in ("phase", "epoch", "seconds")}, rel=1e-4)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    ws = make_workspace(tmp_path)
+    run_train(ws, **{**FAST, "refit": False})
+    with pytest.raises(InputError, match="other settings"):
+        run_train(ws, resume=True, **{**FAST, "refit": False, "dim": 12})
+
+
+def test_sampled_mode_trains(tmp_path):
+    ws = make_workspace(tmp_path)
+    r = run_train(ws, **{**FAST, "mode": "sampled", "fanouts": (5, 3)})
+    assert np.isfinite(_emb(ws)["item"]).all() and r.history[0]["loss"] > 0
+
+
+def test_bad_settings_are_input_errors(tmp_path):
+    ws = make_workspace(tmp_path)
+    with pytest.raises(InputError, match="fanouts"):
+        run_train(ws, **{**FAST, "mode": "sampled", "fanouts": (5,)})
+    with pytest.raises(InputError, match="epochs"):
+        run_train(ws, **{**FAST, "epochs": 0})
+
+
+def test_ddp_two_gloo_processes_match_one(tmp_path):
+    from graphrec.distributed import spawn_train
+
+    one = make_workspace(tmp_path / "one")
+    two = make_workspace(tmp_path / "two")
+    settings = {**FAST, "epochs": 2, "refit": False}
+    run_train(one, **settings)
+    spawn_train(two, world_size=2, **settings)
+    for key in ("user", "item"):
+        np.testing.assert_allclose(_emb(two)[key], _emb(one)[key], rtol=1e-4, atol=1e-5)
+
+
+def test_cli_train(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import cli
+
+    ws = make_workspace(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["graphrec", "train", str(ws.path), "--epochs", "2", "--dim", "8",
+                                      "--batch-size", "64", "--no-refit"])
+    cli.main()
+    assert "selected" in capsys.readouterr().out
+    assert (ws.stage_dir("model") / "embeddings.safetensors").exists()
+    monkeypatch.setattr(sys, "argv", ["graphrec", "train", str(ws.path), "--mode", "magic"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--mode" in err and len(err.strip().splitlines()) == 1
