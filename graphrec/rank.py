@@ -11,7 +11,8 @@ score = sum_c w_c * component_c / scale_c, with one weight set for warm items (t
 one for cold items, plus an offset for cold items. Cold items have no collaborative signal, so their weights
 cover gnn and content only: lacking ease/pop never pushes them down. Warm weights are fitted on `valid`
 (warm candidates), cold weights on `cold_valid` (cold candidates), the cold offset on both together (all
-items), each by coordinate search on NDCG@K. The history used for fitting is what training saw (train +
+items), each by coordinate search on NDCG@K. After fitting, EASE and popularity are refit on train+valid (the
+protocol: select on validation, refit on everything but held-out test). The history used for fitting is what training saw (train +
 cold_user_context); at serving time it is everything the system was given (train, valid, cold_valid,
 cold_user_context), and every history item is excluded from the lists.
 
@@ -45,6 +46,7 @@ COMPONENTS = ("gnn", "ease", "pop", "content")
 COLD_COMPONENTS = ("gnn", "content")
 GIVEN = ("train", "valid", "cold_valid", "cold_user_context")  # every interaction the system was given
 FIT_HISTORY = ("train", "cold_user_context")
+REFIT = ("train", "valid")  # what the served collaborative parts are refit on, as the model is
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))
 MAX_FIT_USERS = 3000
@@ -210,7 +212,8 @@ def load_embeddings(ws: Workspace, ds: Dataset, name: str = "embeddings.safetens
 
 def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: float = 200.0,
                ease_max_items: int = 10000, max_fit_users: int = MAX_FIT_USERS, progress: bool = True) -> Ranker:
-    """Build the collaborative parts from train, fit the blend on validation, save model/ranker.*."""
+    """Build the collaborative parts from train, fit the blend on validation, refit the collaborative parts
+    on train+valid, save model/ranker.*."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     ds = Dataset.load(ws)
     if not ds.is_split:
@@ -231,6 +234,12 @@ def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: f
     content, modalities = _content_matrix(ws, ds.n_items)
     r = Ranker(*fit_emb, warm, np.log1p(counts).astype(np.float32), ease_items.astype(np.int64), ease, content)
     _fit_weights(r, ds, k, max_fit_users, progress)
+    # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
+    # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
+    given = interaction_matrix(ds, REFIT)
+    if given.nnz > train.nnz:
+        r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
+        r.ease = ease_matrix(given, ease_items, ease_lambda) if len(ease_items) else r.ease
     r.user_emb, r.item_emb = user_emb, item_emb
     r.info = {"k": k, "ease_lambda": ease_lambda, "ease_max_items": ease_max_items, "ease_items": len(ease_items),
               "max_fit_users": max_fit_users,

@@ -35,7 +35,7 @@ from graphrec.workspace import Workspace
 
 PHASES = ("select", "refit")
 # Settings that do not change the result: a resumed run may differ in them.
-_RUNTIME = ("device", "progress")
+_RUNTIME = ("device", "progress", "ranker")
 
 
 @dataclass
@@ -58,6 +58,7 @@ class TrainSettings:
     keep_checkpoints: int = 2
     device: str = "auto"
     progress: bool = True
+    ranker: bool = True  # fit the hybrid ranker (graphrec.rank) on validation once the embeddings are written
 
     def check(self) -> None:
         for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
@@ -449,21 +450,37 @@ def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None 
     validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
                   if "@" in k or k == "score"}
     refit = s.refit and len(run.valid) > 0 and selected > 0
+    select_path = run.dir / "embeddings_select.safetensors"
+    if rank == 0:  # the ranker fits its blend on these: the refit embeddings have seen the validation answers
+        if refit:
+            _write_embeddings(select_path, model, inp)
+        else:
+            select_path.unlink(missing_ok=True)
     if refit:
         final_pairs = np.union1d(run.train, run.valid)
         model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
         history = history + refit_hist
     if rank == 0:
         _export(run, model, inp, history, selected, validation, refit)
+        if s.ranker:
+            from graphrec.rank import fit_ranker
+
+            fit_ranker(ws, k=s.k, progress=s.progress)
     return TrainResult(selected, validation, history, run.dir / "embeddings.safetensors", refit)
+
+
+def _write_embeddings(path: Path, model: GraphRec, inp: GraphInputs) -> np.ndarray:
+    """Every user's and item's final embedding (cold ones from their content path); returns the items'."""
+    model.eval()
+    with torch.no_grad():
+        user, item = model.get_embedding(inp).export(inp.item_degree > 0)
+    write_tensors(path, {"user": user.cpu().numpy(), "item": item.cpu().numpy()})
+    return item.cpu().numpy()
 
 
 def _export(run: _Run, model: GraphRec, inp: GraphInputs, history: list[dict[str, Any]], selected: int,
             validation: dict[str, float], refit: bool) -> None:
-    model.eval()
-    with torch.no_grad():
-        user, item = model.get_embedding(inp).export(inp.item_degree > 0)
-    write_tensors(run.dir / "embeddings.safetensors", {"user": user.cpu().numpy(), "item": item.cpu().numpy()})
+    item = _write_embeddings(run.dir / "embeddings.safetensors", model, inp)
     write_tensors(run.dir / "model.safetensors", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     write_json(run.dir / "history.json", history)
     feats = {m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
