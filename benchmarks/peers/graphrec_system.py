@@ -1,0 +1,102 @@
+"""graphrec itself as a benchmarked system, and its ablations, run through its own library stages.
+
+The benchmark split is already a graphrec workspace (benchmarks.split), so graphrec does its own selection
+(train on train, early-stop and blend-fit on valid/cold_valid) and refit, exactly as `graphrec train` would
+for a user; the runner only ranks with the result. One trained pipeline serves every task of a seed.
+
+Text: the same all-MiniLM-L6-v2 vectors the content peers use (handed over as a precomputed modality) plus
+graphrec's lexical TF-IDF. Images use CLIP only when GRAPHREC_CLIP_CHECKPOINT names local open_clip weights
+(none can be downloaded here); without them the "no images" ablation equals the full system.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from benchmarks.peers.base import COLD_ITEM, COLD_USER, WARM, FitInput, Scorer, System
+from graphrec.io import write_json
+
+
+@dataclass(frozen=True)
+class Ablation:
+    images: bool = True
+    text: bool = True
+    kg_attributes: bool = True
+    blend: bool = True
+
+
+VARIANTS = {
+    "graphrec": Ablation(),
+    "graphrec-no-images": Ablation(images=False),
+    "graphrec-no-text": Ablation(text=False),
+    "graphrec-no-kg": Ablation(kg_attributes=False),
+    "graphrec-no-blend": Ablation(blend=False),
+}
+
+
+class Graphrec(System):
+    family, tasks = "graphrec", (WARM, COLD_ITEM, COLD_USER)
+
+    def __init__(self, name: str, ablation: Ablation):
+        self.name, self.ablation = name, ablation
+        self._ranker = None
+        self.pipeline_seconds = 0.0
+
+    def _pipeline(self, data: FitInput) -> Any:
+        from data.dataset import Dataset
+        from graphrec.encode import run_encode
+        from graphrec.rank import fit_ranker
+        from graphrec.train import run_train
+        from kg.build import run_build
+
+        ws = Path(data.workspace).parent / f"{data.workspace.name}-{self.name}"
+        shutil.rmtree(ws, ignore_errors=True)
+        shutil.copytree(Path(data.workspace) / "dataset", ws / "dataset")
+        a = self.ablation
+        ds = Dataset.load(ws)
+        modalities = []
+        clip = os.environ.get("GRAPHREC_CLIP_CHECKPOINT")
+        if a.images and ds.schema.image_column and clip:
+            modalities.append("clip_image")
+        precomputed = []
+        if a.text and ds.schema.text_columns:  # the peers' MiniLM vectors, so graphrec does not re-encode
+            np.save(ws / "minilm.npy", data.text)
+            write_json(ws / "minilm.ids.json", [str(i) for i in ds.item_ids])
+            precomputed.append(f"minilm={ws / 'minilm.npy'},{ws / 'minilm.ids.json'}")
+            modalities.append("lexical")
+        if not a.kg_attributes:  # the KG builder turns attribute columns into relations: hide them
+            ds.schema.attribute_columns = []
+            ds.save(ws)
+        if modalities or precomputed:
+            run_encode(ws, modalities, precomputed=precomputed, clip_checkpoint=clip, seed=data.seed,
+                       show_progress=False)
+        run_build(ws, progress=False)
+        run_train(ws, seed=data.seed, progress=False)
+        ranker = fit_ranker(ws, progress=False)
+        if not a.blend:  # the GNN score alone
+            ranker.weights_warm = {"gnn": 1.0}
+            ranker.weights_cold = {"gnn": 1.0}
+            ranker.cold_offset = 0.0
+        return ranker
+
+    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+        import torch
+
+        if self._ranker is None:
+            start = time.perf_counter()
+            self._ranker = self._pipeline(data)
+            self.pipeline_seconds = time.perf_counter() - start  # encode+build+train+blend, shared by tasks
+        r, history = self._ranker, data.X
+        items = np.arange(r.n_items)
+
+        def score(users: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return r.blend(r.component_scores(users, items, history), items).numpy()
+
+        yield {"ablation": self.ablation.__dict__}, score
