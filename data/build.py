@@ -98,13 +98,13 @@ def _assign_item_roles(items, schema, text_columns, attribute_columns, image_col
         if not root.is_dir():
             raise InputError("images folder not found", file=root)
         schema.images_dir = str(root.resolve())
-        _check_image_paths(items, image_column, Path(schema.images_dir), notes)
+        check_image_paths(items, image_column, Path(schema.images_dir), notes)
     out = items[keep]
     out.attrs = items.attrs
     return out
 
 
-def _check_image_paths(items: pd.DataFrame, column: str, root: Path, notes: list[str]) -> None:
+def check_image_paths(items: pd.DataFrame, column: str, root: Path, notes: list[str]) -> None:
     """Image paths are relative to the images folder and may not leave it (no absolute paths, no '..').
 
     String checks only (no per-file resolve): the encode stage opens each file inside the folder anyway."""

@@ -62,7 +62,7 @@ def lexical_features(texts: Sequence[str], dim: int = 128, min_df: int = 1,
     if not mask.any():
         return np.zeros((len(texts), 0), np.float32), mask, info
     rows = x[mask]
-    u, s, vt, sign = _lsa(rows, dim, seed)
+    u, s, _, sign = _lsa(rows, dim, seed)
     z = u * (s * sign)[None, :]
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     values = np.zeros((len(texts), len(s)), dtype=np.float32)
