@@ -107,7 +107,7 @@ class Dataset:
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, workspace: Workspace | str | Path) -> Path:
-        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        ws = Workspace.of(workspace)
         target = ws.stage_dir("dataset")
         with atomic_dir(target) as tmp:
             self.items.to_parquet(tmp / "items.parquet", index=False)
@@ -123,7 +123,7 @@ class Dataset:
 
     @classmethod
     def load(cls, workspace: Workspace | str | Path) -> "Dataset":
-        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        ws = Workspace.of(workspace)
         d = ws.require("dataset")
         meta = read_json(d / "dataset.json")
         try:

@@ -130,7 +130,7 @@ def check_no_leak(ds: Dataset) -> None:
 
 def run_split(workspace: Workspace | str | Path, **settings: Any) -> Dataset:
     """The `data split` stage: load dataset/, split it, rewrite dataset/ atomically, record the settings."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ds = split_dataset(Dataset.load(ws), **settings)
     check_no_leak(ds)
     ds.save(ws)

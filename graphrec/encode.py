@@ -105,7 +105,7 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
                num_workers: int | None = None, lexical_dim: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
                seed: int = 0, show_progress: bool = True) -> EncodeResult:
     """Encode every item's content into WS/features/ (see module doc); `precomputed` holds NAME=FILE[,IDS]."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     ids_file = ws.stage_dir("dataset") / "ids.json"
     item_ids: list[str] = read_json(ids_file)["items"]

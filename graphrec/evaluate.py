@@ -48,7 +48,7 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise InputError(f"K values must be positive integers, got {ks}")
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ranker if ranker is not None else ensure_ranker(ws, ds, progress=progress)
     history = interaction_matrix(ds, GIVEN)
@@ -105,7 +105,7 @@ def _popularity_histogram(topk: np.ndarray, pop: np.ndarray, cand: np.ndarray) -
 def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50), examples: int = 3,
                  progress: bool = True) -> Path:
     """Evaluate, then write eval/ (metrics.json, report.md, report.html, plots/) atomically and record it."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ensure_ranker(ws, ds, progress=progress)
     metrics = evaluate(ws, ks, r, progress)

@@ -43,7 +43,7 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     if pseudonymize is not None and not pseudonymize:
         raise InputError("--pseudonymize needs a non-empty secret salt")
     faiss = _faiss() if "faiss" in formats else None
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     user, item, meta = load_embeddings(ws, ds)
     user_ids = [str(u) for u in ds.user_ids]

@@ -40,7 +40,7 @@ def save_features(directory: str | Path, feats: Features) -> None:
 
 def load_features(workspace: Workspace | str | Path, modalities: list[str] | None = None) -> dict[str, Features]:
     """All (or the named) modalities of a workspace's features/ folder, checked against the dataset's item ids."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     d = ws.require("features")
     names = sorted(p.stem for p in d.glob("*.safetensors"))
     if modalities is not None:

@@ -69,7 +69,7 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
     """Top-k items per user among the candidates, every given interaction excluded, best first."""
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ranker if ranker is not None else ensure_ranker(ws, ds, progress=progress)
     u = resolve_ids(ds.user_ids, users, "user")

@@ -264,7 +264,7 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
                items: str | os.PathLike | None = None, users: str | os.PathLike | None = None, *,
                encoding: str = "utf-8", progress: bool = True) -> UpdateResult:
     """Fold new items / users / interactions into a trained workspace (see the module doc); all or nothing."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     if interactions is None and items is None and users is None:
         raise InputError("nothing to update: give --interactions, --items and/or --users")
     recover_update(ws)
@@ -376,7 +376,7 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
 
 def recover_update(workspace: Workspace | str | Path) -> bool:
     """Finish the switch of an update that reached its commit point (idempotent); drop uncommitted staging."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     journal = ws.path / JOURNAL
     recovered = journal.exists()
     if recovered:

@@ -36,6 +36,11 @@ class Workspace:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
+    @classmethod
+    def of(cls, workspace: "Workspace | str | os.PathLike") -> "Workspace":
+        """Accept a Workspace or a path, as every stage function does."""
+        return workspace if isinstance(workspace, Workspace) else cls(workspace)
+
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 

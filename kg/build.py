@@ -248,7 +248,7 @@ def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = N
               progress: bool = True) -> BuildResult:
     """The build stage: dataset/ (+ features/, + a triples file) -> graph/. `item_knn=None` means 10 when
     features exist, else 0. Skips the work when the recorded inputs and settings are unchanged."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ws.require("dataset")
     if entity_map is not None and triples is None:
         raise InputError("--entity-map needs --triples (it maps the dataset's items to the triples' entities)",

@@ -220,7 +220,7 @@ def explain_pair(workspace: Workspace | str | os.PathLike, user_id: str, item_id
     from data.dataset import Dataset
     from kg.stats import check_matches
 
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     graph, ds = KnowledgeGraph.load(ws), Dataset.load(ws)
     check_matches(graph, ds)
     user, item = int(ds.user_index(user_id)[0]), int(ds.item_index(item_id)[0])

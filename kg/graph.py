@@ -115,7 +115,7 @@ class KnowledgeGraph:
         return sp.csr_matrix((e.weight, (e.src, e.dst)), shape=(self.num_nodes[key[0]], self.num_nodes[key[2]]))
 
     def save(self, workspace: Workspace | str | Path) -> Path:
-        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        ws = Workspace.of(workspace)
         from safetensors.numpy import save_file
 
         tensors = {}
@@ -136,7 +136,7 @@ class KnowledgeGraph:
 
     @classmethod
     def load(cls, workspace: Workspace | str | Path) -> "KnowledgeGraph":
-        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        ws = Workspace.of(workspace)
         d = ws.require("graph")
         info = read_json(d / "graph.json")
         t = read_tensors(d / "graph.safetensors")

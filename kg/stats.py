@@ -50,7 +50,7 @@ def graph_stats(graph: KnowledgeGraph, ds: Dataset | None = None) -> dict[str, A
 
 def run_stats(workspace: Workspace | str | os.PathLike) -> dict[str, Any]:
     """Stats of a workspace's saved graph, checked against its dataset."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     return graph_stats(KnowledgeGraph.load(ws), Dataset.load(ws))
 
 

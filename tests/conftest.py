@@ -26,6 +26,17 @@ def write_csv(path: Path, rows: list[dict] | pd.DataFrame) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny graphs: one torch thread is fastest and immune to a busy machine's thread contention."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_files(tmp_path: Path) -> dict[str, Path]:
     """Six items (two with images), four users, a dozen interactions, as CSV files."""
     from PIL import Image

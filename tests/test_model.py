@@ -12,13 +12,7 @@ from graphrec.propagation import SparseOp, normalized_bipartite, sample_neighbou
 from graphrec.train import run_train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny graphs: one thread is fastest and immune to a busy machine's thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bipartite_operator_is_symmetric_normalised():

@@ -15,13 +15,7 @@ from graphrec.io import read_json, read_tensors
 from graphrec.train import epoch_triples, ndcg_recall_at_k, run_train, sample_negatives
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny graphs: one thread is fastest and immune to a busy machine's thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = {"epochs": 3, "dim": 8, "layers": 2, "batch_size": 64, "lr": 0.02, "patience": 10, "progress": False}
 

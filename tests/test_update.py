@@ -34,12 +34,7 @@ TRAIN = dict(epochs=4, dim=16, layers=2, batch_size=256, lr=0.02, patience=10, p
 ENCODE = dict(clip_model=TINY_MODEL, clip_pretrained="none", device="cpu", show_progress=False, lexical_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pipeline(ws: Path) -> None:
