@@ -6,10 +6,14 @@ Per (user, item) components, each divided by its spread on the validation users 
     ease     history[u] @ B[:, i], B = EASE closed form on the training matrix (warm items only)
     pop      log(1 + training interactions of i)
     content  mean over the user's history h of cos(content[h], content[i])   (only when features exist)
+    ridge    (history[u] @ Q) . (f_i - mean f), cold items only: a ridge map from item content f (modality
+             blocks + the graph's item-attribute multi-hots and log counts) to the item's column of the
+             EASE-smoothed matrix X B, Q = B F_e (F_e'F_e + lam I)^-1 over the EASE items (the idea of
+             the ridge-to-ALS-factors cold-start baseline, closed form). lam is chosen on cold_valid.
 
 score = sum_c w_c * component_c / scale_c, with one weight set for warm items (training interactions) and
 one for cold items, plus an offset for cold items. Cold items have no collaborative signal, so their weights
-cover gnn and content only: lacking ease/pop never pushes them down. Warm weights are fitted on `valid`
+cover gnn, content and ridge only: lacking ease/pop never pushes them down. Warm weights are fitted on `valid`
 (warm candidates), cold weights on `cold_valid` (cold candidates), the cold offset on both together (all
 items), each by coordinate search on NDCG@K. After fitting, EASE and popularity are refit on train+valid (the
 protocol: select on validation, refit on everything but held-out test). The history used for fitting is what training saw (train +
@@ -21,7 +25,9 @@ train+valid), the blend is fitted with those, since the final embeddings have se
 Lists break score ties by item index, so they do not depend on how users are batched.
 
 Saved as model/ranker.json (weights, scales, settings, the embeddings' sha256) and model/ranker.safetensors
-("ease" float16 [n_e, n_e], "ease_items" int64 [n_e], "pop" float32 [n_items], "warm" uint8 [n_items]).
+("ease" float16 [n_e, n_e], "ease_items" int64 [n_e], "pop" float32 [n_items], "warm" uint8 [n_items], and
+with the ridge component "ridge" float16 [n_e, d_f], "ridge_mean" float32 [d_f]; the item content f is rebuilt
+from features/ and graph/ when loading).
 EASE costs n_e^2 memory and n_e^3 time, so it covers at most `ease_max_items` of the most popular warm items
 (the rest score 0 on that component, like cold items).
 """
@@ -42,14 +48,17 @@ from graphrec.io import file_sha256, read_json, read_tensors, write_json, write_
 from graphrec.metrics import hit_matrix, mean_metrics, per_user_accuracy
 from graphrec.workspace import Workspace
 
-COMPONENTS = ("gnn", "ease", "pop", "content")
-COLD_COMPONENTS = ("gnn", "content")
+COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
+COLD_COMPONENTS = ("gnn", "content", "ridge")
+COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
 GIVEN = ("train", "valid", "cold_valid", "cold_user_context")  # every interaction the system was given
 FIT_HISTORY = ("train", "cold_user_context")
 REFIT = ("train", "valid")  # what the served collaborative parts are refit on, as the model is
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))
 MAX_FIT_USERS = 3000
+RIDGE_LAMBDAS = (3.0, 10.0, 30.0, 100.0)
+RIDGE_MAX_VALUES = 2000  # most frequent values kept per attribute relation: the ridge solve is cubic in d_f
 
 
 @dataclass
@@ -61,6 +70,9 @@ class Ranker:
     ease_items: np.ndarray  # int64 [n_e]
     ease: np.ndarray  # float32 [n_e, n_e]
     content: np.ndarray | None  # float32 [n_items, dc], unit norm per modality, zero rows = no content
+    ridge: np.ndarray | None = None  # float32 [n_e, d_f]: Q, history over the EASE items -> content space
+    ridge_feats: np.ndarray | None = None  # float32 [n_items, d_f], centred ridge content f - mean f
+    ridge_mean: np.ndarray | None = None  # float32 [d_f], mean f over the EASE items
     scale: dict[str, float] = field(default_factory=lambda: {c: 1.0 for c in COMPONENTS})
     weights_warm: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0})
     weights_cold: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "content": 0.0})
@@ -73,7 +85,8 @@ class Ranker:
 
     @property
     def components(self) -> tuple[str, ...]:
-        return tuple(c for c in COMPONENTS if c != "content" or self.content is not None)
+        return tuple(c for c in COMPONENTS if (c != "content" or self.content is not None)
+                     and (c != "ridge" or self.ridge is not None))
 
     # -- scoring -----------------------------------------------------------------------------------
     def component_scores(self, users: np.ndarray, cand: np.ndarray, history: sp.csr_matrix) -> dict[str, torch.Tensor]:
@@ -89,6 +102,12 @@ class Ranker:
             deg = np.asarray(h.sum(axis=1)).ravel()
             profile = sp.diags(1.0 / np.maximum(deg, 1.0)).astype(np.float32) @ h @ self.content
             out["content"] = torch.from_numpy(np.asarray(profile, np.float32)) @ torch.from_numpy(self.content[cand]).T
+        if self.ridge is not None and self.ridge_feats is not None:
+            cold = np.flatnonzero(~self.warm[cand])
+            ridge = torch.zeros(len(users), len(cand))
+            user_q = torch.from_numpy(np.asarray(h[:, self.ease_items] @ self.ridge, np.float32))
+            ridge[:, cold] = user_q @ torch.from_numpy(self.ridge_feats[cand[cold]]).T
+            out["ridge"] = ridge
         return out
 
     def blend(self, comps: dict[str, torch.Tensor], cand: np.ndarray, weights_warm: dict[str, float] | None = None,
@@ -191,6 +210,57 @@ def _content_matrix(ws: Workspace, n_items: int) -> tuple[np.ndarray | None, lis
     return (np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))).astype(np.float32), sorted(feats)
 
 
+def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None) -> np.ndarray | None:
+    """The ridge map's item content: the modality blocks, then per item-attribute relation of the graph its
+    multi-hot over the RIDGE_MAX_VALUES most frequent values (unit norm per relation, so a relation with many
+    values per item does not dominate) and log(1 + number of values) (tag counts predict popularity)."""
+    blocks = [] if content is None else [content]
+    if ws.stage_dir("graph").is_dir():
+        from kg.graph import KnowledgeGraph
+
+        kg = KnowledgeGraph.load(ws)
+        for (src, _, dst), e in sorted(kg.edges.items()):
+            if src != "item" or dst in ("item", "user") or len(e) == 0:
+                continue
+            m = sp.csr_matrix((np.ones(len(e), np.float32), (e.src, e.dst)), shape=(n_items, kg.num_nodes[dst]))
+            m.data[:] = 1.0
+            m = m[:, np.sort(np.argsort(-np.asarray(m.sum(axis=0)).ravel(), kind="stable")[:RIDGE_MAX_VALUES])]
+            deg = np.asarray(m.sum(axis=1)).ravel()
+            blocks += [(sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m).toarray(), np.log1p(deg)[:, None]]
+    return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else None
+
+
+def ridge_map(ease: np.ndarray, feats: np.ndarray, lams: Sequence[float]) -> list[np.ndarray]:
+    """Q = B F (F'F + lam I)^-1 per lam, F = the EASE items' centred content [n_e, d_f]: history @ Q predicts
+    the EASE-smoothed user row's projection onto the content space, i.e. (history @ Q) . f_j is the ridge
+    prediction of item j's column of X B from j's content."""
+    f = torch.from_numpy(feats)
+    bf = torch.from_numpy(ease) @ f
+    gram = f.T @ f
+    eye = torch.eye(gram.shape[0])
+    return [torch.linalg.solve(gram + lam * eye, bf.T).T.contiguous().numpy() for lam in lams]
+
+
+def _select_ridge(r: Ranker, ds: Dataset, k: int, feats_e: np.ndarray) -> dict[str, Any]:
+    """Sets r.ridge to the lam of RIDGE_LAMBDAS with the best cold_valid NDCG@k of the ridge score alone;
+    returns the lam and the trials ({} without cold_valid: then no ridge component)."""
+    from graphrec.train import ndcg_recall_at_k
+
+    truth = interaction_matrix(ds, ("cold_valid",)).astype(bool)
+    cold = np.flatnonzero(~r.warm)
+    if truth.nnz == 0 or len(cold) == 0:
+        return {}
+    history = interaction_matrix(ds, FIT_HISTORY)
+    h = history[:, r.ease_items]
+    feats = torch.from_numpy(r.ridge_feats)
+    trials = []
+    for lam, q in zip(RIDGE_LAMBDAS, ridge_map(r.ease, feats_e, RIDGE_LAMBDAS)):
+        user_q = torch.from_numpy(np.asarray(h @ q, np.float32))
+        trials.append((ndcg_recall_at_k(user_q, feats, truth, history.astype(bool), cold, k)[0], lam, q))
+    lam, r.ridge = max(trials, key=lambda t: t[0])[1:]
+    return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
+
+
 def load_embeddings(ws: Workspace, ds: Dataset, name: str = "embeddings.safetensors"
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """model/<name> ("user", "item" float32) checked against the dataset, and model/model.json."""
@@ -233,6 +303,13 @@ def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: f
     ease = ease_matrix(train, ease_items, ease_lambda) if len(ease_items) else np.zeros((0, 0), np.float32)
     content, modalities = _content_matrix(ws, ds.n_items)
     r = Ranker(*fit_emb, warm, np.log1p(counts).astype(np.float32), ease_items.astype(np.int64), ease, content)
+    feats, ridge_info = ridge_content(ws, ds.n_items, content), {}
+    if feats is not None and len(ease_items):
+        r.ridge_mean = feats[ease_items].mean(axis=0)
+        r.ridge_feats = feats - r.ridge_mean
+        ridge_info = _select_ridge(r, ds, k, r.ridge_feats[ease_items])
+        if not ridge_info:
+            r.ridge_feats = r.ridge_mean = None
     _fit_weights(r, ds, k, max_fit_users, progress)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
@@ -240,10 +317,12 @@ def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: f
     if given.nnz > train.nnz:
         r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
         r.ease = ease_matrix(given, ease_items, ease_lambda) if len(ease_items) else r.ease
+        if r.ridge is not None:
+            r.ridge = ridge_map(r.ease, r.ridge_feats[ease_items], [ridge_info["ridge_lambda"]])[0]
     r.user_emb, r.item_emb = user_emb, item_emb
     r.info = {"k": k, "ease_lambda": ease_lambda, "ease_max_items": ease_max_items, "ease_items": len(ease_items),
               "max_fit_users": max_fit_users,
-              "modalities": modalities, "warm_items": int(warm.sum()), **r.info,
+              "modalities": modalities, "warm_items": int(warm.sum()), **ridge_info, **r.info,
               "fitted_with": select.name if select.exists() else "embeddings.safetensors",
               "embeddings_sha256": file_sha256(ws.stage_dir("model") / "embeddings.safetensors")}
     save_ranker(ws, r)
@@ -271,10 +350,10 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
         col_of[cand] = np.arange(len(cand))
         data[name] = (users, cand, comps, pos[t["user"].to_numpy()], t["item"].to_numpy(),
                       _mask_known(torch.zeros(len(users), len(cand)), history[users], col_of))
-    if "warm" in data:  # spreads measured on warm candidates, where every component is informative
-        r.scale = {c: float(v.std()) or 1.0 for c, v in data["warm"][2].items()}
-    elif data:
-        r.scale = {c: float(v.std()) or 1.0 for c, v in next(iter(data.values()))[2].items()}
+    # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
+    for c in r.components:
+        name = next((n for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed")) if n in data), None)
+        r.scale[c] = float(data[name][2][c].std()) or 1.0 if name else 1.0
 
     def objective(name: str, ww: dict, wc: dict, off: float) -> float:
         users, cand, comps, tu, ti, mask = data[name]
@@ -287,7 +366,8 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
     fitted: dict[str, Any] = {}
     if "warm" in data:
         r.weights_warm, fitted["warm_ndcg"] = _coordinate_search(
-            lambda w: objective("warm", w, r.weights_cold, 0.0), dict(r.weights_warm), r.components, bar)
+            lambda w: objective("warm", w, r.weights_cold, 0.0), dict(r.weights_warm),
+            tuple(c for c in r.components if c not in COLD_ONLY), bar)
     r.weights_cold = {c: r.weights_warm.get(c, 0.0) for c in COLD_COMPONENTS}
     if "cold" in data:
         r.weights_cold, fitted["cold_ndcg"] = _coordinate_search(
@@ -330,8 +410,12 @@ def _coordinate_search(f, start: dict[str, float], names: Sequence[str], bar, ro
 
 def save_ranker(ws: Workspace, r: Ranker) -> None:
     d = ws.stage_dir("model")
-    write_tensors(d / "ranker.safetensors", {"ease": r.ease.astype(np.float16), "ease_items": r.ease_items,
-                                             "pop": r.pop, "warm": r.warm.astype(np.uint8)})
+    tensors = {"ease": r.ease.astype(np.float16), "ease_items": r.ease_items, "pop": r.pop,
+               "warm": r.warm.astype(np.uint8)}
+    if r.ridge is not None and r.ridge_mean is not None:
+        tensors["ridge"] = r.ridge.astype(np.float16)
+        tensors["ridge_mean"] = r.ridge_mean
+    write_tensors(d / "ranker.safetensors", tensors)
     write_json(d / "ranker.json", {"components": list(r.components), "scale": r.scale,
                                    "weights_warm": r.weights_warm, "weights_cold": r.weights_cold,
                                    "cold_offset": r.cold_offset, **r.info})
@@ -349,13 +433,21 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
     ds = ds if ds is not None else Dataset.load(ws)
     user_emb, item_emb, _ = load_embeddings(ws, ds)
     t = read_tensors(d / "ranker.safetensors")  # ease is float16 on disk: half the size, ranking unaffected
-    content = _content_matrix(ws, ds.n_items)[0] if "content" in info["components"] else None
+    content = _content_matrix(ws, ds.n_items)[0]
     if "content" in info["components"] and content is None:
         return None
+    ridge = {}
+    if "ridge" in info["components"]:  # the content it maps is rebuilt: it must still have the fitted layout
+        feats = ridge_content(ws, ds.n_items, content)
+        if feats is None or "ridge" not in t or feats.shape[1] != t["ridge_mean"].shape[0]:
+            return None
+        ridge = {"ridge": t["ridge"].astype(np.float32), "ridge_feats": feats - t["ridge_mean"],
+                 "ridge_mean": t["ridge_mean"]}
     rest = {k: v for k, v in info.items() if k not in ("components", "scale", "weights_warm", "weights_cold", "cold_offset")}
     return Ranker(user_emb, item_emb, t["warm"].astype(bool), t["pop"], t["ease_items"].astype(np.int64),
-                  torch.from_numpy(t["ease"]).float().numpy(), content, info["scale"], info["weights_warm"], info["weights_cold"],
-                  float(info["cold_offset"]), rest)
+                  torch.from_numpy(t["ease"]).float().numpy(), content if "content" in info["components"] else None,
+                  **ridge, scale=info["scale"], weights_warm=info["weights_warm"], weights_cold=info["weights_cold"],
+                  cold_offset=float(info["cold_offset"]), info=rest)
 
 
 def ensure_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None, progress: bool = True) -> Ranker:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from data.dataset import Dataset
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors, write_tensors
-from graphrec.rank import GIVEN, ease_matrix, ensure_ranker, fit_ranker, interaction_matrix, load_ranker
+from graphrec.rank import GIVEN, ease_matrix, ensure_ranker, fit_ranker, interaction_matrix, load_ranker, ridge_map
 from graphrec.recommend import recommend, write_recommendations
 from rec_helpers import make_workspace
 
@@ -150,3 +150,29 @@ def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
     recs = recommend(ws, ["u1"], k=3, explain=True)
     assert len(recs) == 3
     assert recs["explanation"].str.startswith(("because you liked", "connected through")).all()
+
+
+def test_ridge_map_is_the_closed_form_ridge_prediction():
+    rng = np.random.default_rng(2)
+    x = (rng.random((40, 15)) < 0.3).astype(np.float64)
+    b = rng.normal(size=(15, 15))
+    f = rng.normal(size=(15, 6))
+    f -= f.mean(axis=0)
+    q = ridge_map(b.astype(np.float32), f.astype(np.float32), [2.0])[0]
+    # ridge from an item's content to its column of X B, applied to a new item's content g
+    w = np.linalg.solve(f.T @ f + 2.0 * np.eye(6), f.T @ (x @ b).T)
+    g = rng.normal(size=6)
+    np.testing.assert_allclose(x @ q @ g, w.T @ g, rtol=1e-3, atol=1e-4)
+
+
+def test_ridge_component_is_cold_only_and_persisted(fitted):
+    ws, r = fitted
+    info = read_json(ws.stage_dir("model") / "ranker.json")
+    assert "ridge" in info["components"] and str(info["ridge_lambda"]) in info["ridge_validation_ndcg"]
+    assert r.weights_warm.get("ridge", 0.0) == 0.0
+    ds = Dataset.load(ws)
+    comps = r.component_scores(np.arange(5), np.arange(ds.n_items), interaction_matrix(ds, GIVEN))
+    assert (comps["ridge"].numpy()[:, r.warm] == 0).all() and comps["ridge"].numpy()[:, ~r.warm].std() > 0
+    again = load_ranker(ws)
+    np.testing.assert_allclose(again.ridge_feats, r.ridge_feats, atol=1e-5)
+    np.testing.assert_allclose(again.ridge, r.ridge, rtol=1e-2, atol=1e-3)  # float16 on disk
