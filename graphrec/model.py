@@ -209,7 +209,7 @@ def load_model(workspace) -> TrainedModel:
     from graphrec.io import read_json, read_tensors
     from graphrec.workspace import Workspace
 
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     d = Path(ws.require("model"))
     meta = read_json(d / "model.json")
     cfg = meta["architecture"]

@@ -3,7 +3,8 @@
 Per (user, item) components, each divided by its spread on the validation users so weights are comparable:
 
     gnn      user_emb[u] . item_emb[i]                       (model/embeddings.safetensors, all items)
-    ease     history[u] @ B[:, i], B = EASE closed form on the training matrix (warm items only)
+    ease     history[u] @ B[:, i], B = EASE closed form on the training matrix (warm items only), its
+             lambda chosen from EASE_LAMBDAS on warm validation NDCG of EASE alone
     pop      log(1 + training interactions of i)
     content  mean over the user's history h of cos(content[h], content[i])   (only when features exist)
     ridge    (history[u] @ Q) . (f_i - mean f), cold items only: a ridge map from item content f (modality
@@ -53,6 +54,7 @@ COLD_COMPONENTS = ("gnn", "content", "ridge")
 COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
 GIVEN = ("train", "valid", "cold_valid", "cold_user_context")  # every interaction the system was given
 FIT_HISTORY = ("train", "cold_user_context")
+EASE_LAMBDAS = (100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
 REFIT = ("train", "valid")  # what the served collaborative parts are refit on, as the model is
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))
@@ -241,6 +243,33 @@ def ridge_map(ease: np.ndarray, feats: np.ndarray, lams: Sequence[float]) -> lis
     return [torch.linalg.solve(gram + lam * eye, bf.T).T.contiguous().numpy() for lam in lams]
 
 
+def _select_ease(train: sp.csr_matrix, items: np.ndarray, ds: Dataset, k: int, lambdas: Sequence[float]
+                 ) -> tuple[float, np.ndarray, dict[str, Any]]:
+    """The EASE lambda with the best warm `valid` NDCG@k of EASE alone (history = what training saw)."""
+    if len(items) == 0:
+        return float(lambdas[0]), np.zeros((0, 0), np.float32), {}
+    truth = ds.part("valid")
+    users = np.unique(truth["user"].to_numpy())
+    if len(lambdas) == 1 or len(users) == 0:
+        return float(lambdas[0]), ease_matrix(train, items, lambdas[0]), {}
+    pos = np.full(ds.n_users, -1, np.int64)
+    pos[users] = np.arange(len(users))
+    h = interaction_matrix(ds, FIT_HISTORY)[users][:, items]
+    seen = torch.from_numpy(h.toarray() > 0)
+    tu, ti = pos[truth["user"].to_numpy()], truth["item"].to_numpy()
+    best: tuple[float, float, np.ndarray] | None = None
+    trials = {}
+    for lam in lambdas:
+        b = ease_matrix(train, items, lam)
+        sc = torch.from_numpy(np.asarray(h @ b, np.float32)).masked_fill_(seen, float("-inf"))
+        hits = hit_matrix(items[topk_stable(sc, min(k, len(items)))[1].numpy()], tu, ti, ds.n_items)
+        ndcg = mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
+        trials[str(lam)] = round(ndcg, 6)
+        if best is None or ndcg > best[0]:
+            best = (ndcg, float(lam), b)
+    return best[1], best[2], {"ease_validation_ndcg": trials}
+
+
 def _select_ridge(r: Ranker, ds: Dataset, k: int, feats_e: np.ndarray) -> dict[str, Any]:
     """Sets r.ridge to the lam of RIDGE_LAMBDAS with the best cold_valid NDCG@k of the ridge score alone;
     returns the lam and the trials ({} without cold_valid: then no ridge component)."""
@@ -280,11 +309,11 @@ def load_embeddings(ws: Workspace, ds: Dataset, name: str = "embeddings.safetens
     return t["user"].astype(np.float32), t["item"].astype(np.float32), meta
 
 
-def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: float = 200.0,
+def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: float | None = None,
                ease_max_items: int = 10000, max_fit_users: int = MAX_FIT_USERS, progress: bool = True) -> Ranker:
     """Build the collaborative parts from train, fit the blend on validation, refit the collaborative parts
     on train+valid, save model/ranker.*."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     if not ds.is_split:
         raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
@@ -298,9 +327,10 @@ def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: f
     warm = counts > 0
     order = np.argsort(-counts, kind="stable")
     ease_items = np.sort(order[: min(int(warm.sum()), ease_max_items)])
+    lambdas = EASE_LAMBDAS if ease_lambda is None else (ease_lambda,)
     if progress:
-        print(f"ranker: EASE on {len(ease_items)} warm items (lambda {ease_lambda})")
-    ease = ease_matrix(train, ease_items, ease_lambda) if len(ease_items) else np.zeros((0, 0), np.float32)
+        print(f"ranker: EASE on {len(ease_items)} warm items (lambda {' / '.join(map(str, lambdas))})")
+    ease_lambda, ease, ease_info = _select_ease(train, ease_items, ds, k, lambdas)
     content, modalities = _content_matrix(ws, ds.n_items)
     r = Ranker(*fit_emb, warm, np.log1p(counts).astype(np.float32), ease_items.astype(np.int64), ease, content)
     feats, ridge_info = ridge_content(ws, ds.n_items, content), {}
@@ -322,7 +352,7 @@ def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: f
     r.user_emb, r.item_emb = user_emb, item_emb
     r.info = {"k": k, "ease_lambda": ease_lambda, "ease_max_items": ease_max_items, "ease_items": len(ease_items),
               "max_fit_users": max_fit_users,
-              "modalities": modalities, "warm_items": int(warm.sum()), **ridge_info, **r.info,
+              "modalities": modalities, "warm_items": int(warm.sum()), **ease_info, **ridge_info, **r.info,
               "fitted_with": select.name if select.exists() else "embeddings.safetensors",
               "embeddings_sha256": file_sha256(ws.stage_dir("model") / "embeddings.safetensors")}
     save_ranker(ws, r)
@@ -423,7 +453,7 @@ def save_ranker(ws: Workspace, r: Ranker) -> None:
 
 def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker | None:
     """The saved ranker, or None when there is none or it was fitted for other embeddings."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     d = ws.require("model")
     if not (d / "ranker.json").exists() or not (d / "ranker.safetensors").exists():
         return None

@@ -435,7 +435,7 @@ def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None 
     Under torchrun (torch.distributed initialised) every rank trains its share of each batch; rank 0
     validates and writes. The exported embeddings cover every user and item (see graphrec.model).
     """
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     s = dataclasses.replace(settings or TrainSettings(), **overrides)
     if isinstance(s.fanouts, list):
         s.fanouts = tuple(s.fanouts)
