@@ -16,7 +16,7 @@ score = sum_c w_c * component_c / scale_c, with one weight set for warm items (t
 one for cold items, plus an offset for cold items. Cold items have no collaborative signal, so their weights
 cover gnn, content and ridge only: lacking ease/pop never pushes them down. Warm weights are fitted on `valid`
 (warm candidates), cold weights on `cold_valid` (cold candidates), the cold offset on both together (all
-items), each by coordinate search on NDCG@K. After fitting, EASE and popularity are refit on train+valid (the
+items; its grid widens while the best value sits on its edge), each by coordinate search on NDCG@K. After fitting, EASE and popularity are refit on train+valid (the
 protocol: select on validation, refit on everything but held-out test). The history used for fitting is what training saw (train +
 cold_user_context); at serving time it is everything the system was given (train, valid, cold_valid,
 cold_user_context), and every history item is excluded from the lists.
@@ -57,7 +57,8 @@ FIT_HISTORY = ("train", "cold_user_context")
 EASE_LAMBDAS = (100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
 REFIT = ("train", "valid")  # what the served collaborative parts are refit on, as the model is
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))
+OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
+MAX_OFFSET = 64.0
 MAX_FIT_USERS = 3000
 RIDGE_LAMBDAS = (3.0, 10.0, 30.0, 100.0)
 RIDGE_MAX_VALUES = 2000  # most frequent values kept per attribute relation: the ridge solve is cubic in d_f
@@ -404,11 +405,17 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
             lambda w: objective("cold", r.weights_warm, w, 0.0), dict(r.weights_cold),
             tuple(c for c in COLD_COMPONENTS if c in r.components), bar)
     if "mixed" in data and "cold" in data and "warm" in data:
-        trials = []
-        for off in OFFSET_GRID:  # ties go to the smallest |offset|
-            trials.append((objective("mixed", r.weights_warm, r.weights_cold, float(off)), -abs(off), float(off)))
-            bar.update()
-        best = max(trials)
+        trials: dict[float, tuple] = {}
+        grid = OFFSET_GRID
+        while True:  # ties go to the smallest |offset|; a best value on the grid's edge widens the grid
+            for off in (float(o) for o in grid if float(o) not in trials):
+                trials[off] = (objective("mixed", r.weights_warm, r.weights_cold, off), -abs(off), off)
+                bar.update()
+            best = max(trials.values())
+            edge = max(abs(o) for o in trials)
+            if abs(best[2]) < edge or edge >= MAX_OFFSET:
+                break
+            grid = np.sign(best[2]) * (edge + np.arange(1, 9) * edge / 8)
         r.cold_offset, fitted["mixed_ndcg"] = best[2], best[0]
     bar.close()
     r.info = {"fitted_on": {n: int(len(d[0])) for n, d in data.items()},
