@@ -32,6 +32,14 @@ def _params(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, dict)) or "–"
 
 
+def _selected(rows: list[dict[str, Any]]) -> str:
+    """The setting chosen on validation; per seed when the seeds chose differently."""
+    by_seed = {r["seed"]: _params(r["params"]) for r in rows}
+    if len(set(by_seed.values())) == 1:
+        return next(iter(by_seed.values()))
+    return "; ".join(f"seed {s}: {p}" for s, p in sorted(by_seed.items()))
+
+
 def tables(result: dict[str, Any]) -> str:
     env = result["environment"]
     v = env["versions"]
@@ -53,12 +61,14 @@ def tables(result: dict[str, Any]) -> str:
         order = sorted(systems, key=lambda s: -np.mean([r["ndcg@20"] for r in systems[s]]))
         for s in order:
             rs = systems[s]
+            seeds = ", ".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+            label = s if len(rs) == len(result["seeds"]) else f"{s} (seed{'s' * (len(rs) > 1)} {seeds} only)"
             fit = _ms([r["fit_s"] for r in rs], 1)
             if any("epoch_s" in r for r in rs):
                 fit += f" ({_ms([r.get('epoch_s') for r in rs], 2)} s/epoch)"
-            lines.append(f"| {s} | {_ms([r['recall@20'] for r in rs])} | {_ms([r['ndcg@20'] for r in rs])} | "
+            lines.append(f"| {label} | {_ms([r['recall@20'] for r in rs])} | {_ms([r['ndcg@20'] for r in rs])} | "
                          f"{_ms([r['ndcg@10'] for r in rs])} | {fit} | {_ms([r['topk_s'] for r in rs], 2)} "
-                         f"({rs[0]['ranked_users']}) | {_ms([r['peak_mb'] for r in rs], 0)} | {_params(rs[0]['params'])} |")
+                         f"({rs[0]['ranked_users']}) | {_ms([r['peak_mb'] for r in rs], 0)} | {_selected(rs)} |")
         lines.append("")
     for f in result.get("failures", []):
         lines.append(f"- {f['system']} (seed {f['seed']}) did not finish: `{f['error']}`")

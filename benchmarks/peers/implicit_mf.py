@@ -28,7 +28,7 @@ class ALS(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"factors": 64, "regularization": 0.05, "alpha": 2.0}]
-        return [{"factors": f, "regularization": 0.05, "alpha": a} for f in (64, 128) for a in (1.0, 4.0, 16.0)]
+        return [{"factors": f, "regularization": 0.05, "alpha": a} for f in (64, 128) for a in (2.0, 8.0)]
 
     def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
         U, V = fit_als(data, params["factors"], params["regularization"], params["alpha"])

@@ -39,7 +39,7 @@ class EASE(System):
     name, family, tasks = "ease", "linear", (WARM,)
 
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
-        return [{"lambda": 300.0}] if quick else [{"lambda": v} for v in (100.0, 300.0, 1000.0)]
+        return [{"lambda": 300.0}] if quick else [{"lambda": v} for v in (30.0, 100.0, 300.0, 1000.0)]
 
     def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
         active, G = _gram(data)
@@ -55,7 +55,7 @@ class EDLAE(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"p": 0.33, "lambda": 10.0}]
-        return [{"p": p, "lambda": 10.0} for p in (0.15, 0.33, 0.5)]
+        return [{"p": p, "lambda": 10.0} for p in (0.25, 0.5)]  # each point is one dense inversion
 
     def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
         active, G = _gram(data)

@@ -19,7 +19,7 @@ class ItemKNN(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"k": 100, "shrink": 10.0}]
-        return [{"k": k, "shrink": s} for k in (50, 200, 800) for s in (0.0, 20.0)]
+        return [{"k": k, "shrink": 10.0} for k in (50, 200, 800)]
 
     def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
         X = data.X
@@ -38,7 +38,7 @@ class RP3beta(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"alpha": 0.8, "beta": 0.4, "k": 200}]
-        return [{"alpha": a, "beta": b, "k": 200} for a in (0.5, 0.8, 1.0) for b in (0.2, 0.4, 0.6)]
+        return [{"alpha": a, "beta": b, "k": 200} for a in (0.8, 1.0) for b in (0.3, 0.5)]
 
     def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
         X = data.X
