@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, read_json
+from graphrec.io import atomic_dir, read_json, write_json
 from graphrec.workspace import Workspace
 
 # Parts of a split. Everything but "train" is held out from training; "valid" and "cold_valid"
@@ -116,9 +116,8 @@ class Dataset:
             if self.triples is not None:
                 self.triples.to_parquet(tmp / "triples.parquet", index=False)
             meta = {"schema": self.schema.to_dict(), "counts": self.counts()}
-            (tmp / "dataset.json").write_text(_dumps(meta), encoding="utf-8")
-            (tmp / "ids.json").write_text(_dumps({"users": self.user_ids.tolist(), "items": self.item_ids.tolist()}),
-                                          encoding="utf-8")
+            write_json(tmp / "dataset.json", meta)
+            write_json(tmp / "ids.json", {"users": self.user_ids.tolist(), "items": self.item_ids.tolist()})
         return target
 
     @classmethod
@@ -150,8 +149,3 @@ def _lookup(known: np.ndarray, ids, kind: str) -> np.ndarray:
         missing = ids[pos < 0][:5].tolist()
         raise InputError(f"unknown {kind} id(s): {', '.join(map(str, missing))}")
     return pos.astype(np.int64)
-
-
-def _dumps(obj: Any) -> str:
-    import json
-    return json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, read_json, read_tensors
+from graphrec.io import atomic_dir, read_json, read_tensors, write_json
 from graphrec.workspace import Workspace
 
 EdgeType = tuple[str, str, str]
@@ -127,11 +127,10 @@ class KnowledgeGraph:
         target = ws.stage_dir("graph")
         with atomic_dir(target) as tmp:
             save_file(tensors, str(tmp / "graph.safetensors"))
-            import json
-            (tmp / "graph.json").write_text(json.dumps({
+            write_json(tmp / "graph.json", {
                 "num_nodes": self.num_nodes, "relations": [list(k) for k in self.edges],
                 "num_edges": {"|".join(k): len(e) for k, e in self.edges.items()},
-                "node_names": self.node_names, "meta": self.meta}, indent=1) + "\n", encoding="utf-8")
+                "node_names": self.node_names, "meta": self.meta})
         return target
 
     @classmethod
