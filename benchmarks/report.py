@@ -46,7 +46,9 @@ def tables(result: dict[str, Any]) -> str:
     lines = [f"Dataset **{result['dataset']}**, seeds {', '.join(map(str, result['seeds']))}"
              f"{' (quick grids)' if result['quick'] else ''}; {env['date']}; {env['cpus']} CPUs ({env['cpu']}), "
              f"{env['ram_gib']} GiB RAM; Python {env['python']}, "
-             + ", ".join(f"{k} {val}" for k, val in v.items()) + f". Whole run: {result['wall_s'] / 60:.0f} min.",
+             + ", ".join(f"{k} {val}" for k, val in v.items()) + f". Whole run: {result['wall_s'] / 60:.0f} min"
+             + (f", {result['jobs']} systems side by side, {result['threads']} thread(s) each." if "jobs" in result
+                else "."),
              "", f"`{result['command']}`", ""]
     by_task: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in result["rows"]:

@@ -47,6 +47,7 @@ class Graphrec(System):
         self.name, self.ablation = name, ablation
         self._ranker = None
         self.pipeline_seconds = 0.0
+        self.epoch_seconds: list[float] = []
 
     def _pipeline(self, data: FitInput) -> Any:
         from data.dataset import Dataset
@@ -77,7 +78,8 @@ class Graphrec(System):
             run_encode(ws, modalities, precomputed=precomputed, clip_checkpoint=clip, seed=data.seed,
                        show_progress=False)
         run_build(ws, progress=False)
-        run_train(ws, seed=data.seed, progress=False)
+        trained = run_train(ws, seed=data.seed, progress=False)
+        self.epoch_seconds = [h["seconds"] for h in trained.history]  # training only, validation excluded
         ranker = fit_ranker(ws, progress=False)
         if not a.blend:  # the GNN score alone
             ranker.weights_warm = {"gnn": 1.0}

@@ -55,7 +55,7 @@ class EDLAE(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"p": 0.33, "lambda": 10.0}]
-        return [{"p": p, "lambda": 10.0} for p in (0.25, 0.5)]  # each point is one dense inversion
+        return [{"p": p, "lambda": 10.0} for p in (0.25, 0.5, 0.75)]  # one dense inversion each
 
     def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
         active, G = _gram(data)
