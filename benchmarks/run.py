@@ -17,7 +17,8 @@ a default run (no --systems) puts LightGCN and graphrec's ablations on the first
 and skips graphrec-no-images when no CLIP checkpoint is set (it would equal graphrec).
 Each (system, seed) runs in its own process so its peak memory (ru_maxrss above the loaded-data baseline) is
 its own; `--jobs` of them run side by side (default 2, one thread each: on a 2-core box that keeps both cores
-busy through the single-threaded stretches), the longest first, so fit and top-K seconds include that sharing. Results go to benchmarks/results/<dataset>.json and BENCHMARKS.md (between this dataset's markers).
+busy through the single-threaded stretches), the longest first, so fit and top-K seconds include that sharing.
+Results go to benchmarks/results/<dataset>.json and BENCHMARKS.md (between this dataset's markers).
 """
 from __future__ import annotations
 
