@@ -22,9 +22,9 @@ from pathlib import Path
 def setup(work: Path, users: int, items: int, interactions: int, knn_dim: int) -> Path:
     import numpy as np
 
-    from data.importer import save_dataset
-    from data.splits import split_dataset
-    from data.synth import generate
+    from graphrec.data.importer import save_dataset
+    from graphrec.data.splits import split_dataset
+    from graphrec.data.synth import generate
     from graphrec.features import Features, save_features
     from graphrec.workspace import Workspace
 
@@ -46,9 +46,9 @@ def measure(ws: Path, item_knn: int) -> dict:
     """Wall and CPU seconds per step (CPU time shows the work when other jobs share the cores)."""
     clock = lambda: (time.perf_counter(), time.process_time())  # noqa: E731
     start = clock()
-    from data.dataset import Dataset
-    from kg.build import run_build
-    from kg.stats import graph_stats
+    from graphrec.data.dataset import Dataset
+    from graphrec.kg.build import run_build
+    from graphrec.kg.stats import graph_stats
 
     timings = {}
 

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from data.dataset import Dataset
-from graphrec.rank import GIVEN, ensure_ranker, interaction_matrix
+from graphrec.data.dataset import GIVEN, Dataset
+from graphrec.rank import ensure_ranker
 from graphrec.recommend import recommend
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     ds = Dataset.load(ws)
     r = ensure_ranker(ws, ds, progress=False)
     load = time.perf_counter() - t
-    history = interaction_matrix(ds, GIVEN)
+    history = ds.matrix(GIVEN)
     users = np.arange(ds.n_users)
     times = []
     for _ in range(repeats):

@@ -42,10 +42,10 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
     import pandas as pd
     import scipy.sparse as sp
 
-    from data.synth import generate
-    from graphrec.rank import Ranker, interaction_matrix
+    from graphrec.data.synth import generate
+    from graphrec.kg.build import run_build
+    from graphrec.rank import Ranker
     from graphrec.train import run_train
-    from kg.build import run_build
 
     out: dict[str, Any] = {"interactions": n, "users": max(n // 50, 100), "items": max(n // 200, 100), "mode": mode}
     with tempfile.TemporaryDirectory(prefix="graphrec-scale-") as tmp:
@@ -68,12 +68,12 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
         history = read_json(Path(tmp) / "model" / "history.json")
         out.update(train_call_s=time.perf_counter() - t, epoch_s=history[0]["seconds"], train_peak_mb=_peak_mb())
 
-        from data.dataset import Dataset
+        from graphrec.data.dataset import Dataset
         from graphrec.io import read_tensors
 
         ds = Dataset.load(tmp)
         emb = read_tensors(Path(tmp) / "model" / "embeddings.safetensors")
-        history_m = interaction_matrix(ds, ("train",))
+        history_m = ds.matrix(("train",))
         pop = np.asarray(history_m.sum(axis=0)).ravel()
         ranker = Ranker(emb["user"], emb["item"], pop > 0, np.log1p(pop).astype(np.float32),
                         np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from data.dataset import Dataset
+from graphrec.data.dataset import Dataset
 from graphrec.io import read_tensors, write_tensors
 from graphrec.workspace import Workspace
 
@@ -78,15 +78,15 @@ class BenchData:
 # ------------------------------------------------------------------------------------------- loading
 def load_source(dataset: str) -> Dataset:
     if dataset == "ml-latest-small":
-        from data.movielens import load_movielens
+        from graphrec.data.movielens import load_movielens
         posters = SHARED / "data" / "ml-latest-small-posters" / "posters"
         return load_movielens(SHARED / "data" / "ml-latest-small", "latest-small",
                               posters if posters.is_dir() else None)[0]
     if dataset == "ml-100k":
-        from data.movielens import load_movielens
+        from graphrec.data.movielens import load_movielens
         return load_movielens(SHARED / "data" / "ml-100k", "100k")[0]
     if dataset == "synthetic":
-        from data.synth import generate
+        from graphrec.data.synth import generate
         return generate(**SYNTH_SIZE, seed=0, progress=False)
     raise ValueError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
 

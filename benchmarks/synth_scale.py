@@ -8,8 +8,8 @@ import argparse
 import resource
 import time
 
-from data.splits import check_no_leak, split_dataset
-from data.synth import generate
+from graphrec.data.splits import check_no_leak, split_dataset
+from graphrec.data.synth import generate
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.peers.lightgcn import normalized_adjacency
-from graphrec.train import TrainSettings, _Run, _Step, epoch_triples, resolve_device
+from graphrec.device import resolve_device
+from graphrec.train import TrainSettings, _Run, _Step, epoch_triples
 from graphrec.workspace import Workspace
 
 

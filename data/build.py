@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.dataset import SPLITS, Dataset, Schema
-from data.readers import check_ids, fail_at, numeric_column
+from graphrec.data.dataset import SPLITS, Dataset, Schema
+from graphrec.data.readers import check_ids, fail_at, numeric_column
 from graphrec.errors import InputError
 
 TEXT_DEFAULTS = ("title", "name", "description", "text", "tags")
@@ -79,8 +79,9 @@ def _pick(columns: list[str] | None, defaults: tuple[str, ...], table: pd.DataFr
     return list(columns)
 
 
-def _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir,
-                       notes) -> pd.DataFrame:
+def _assign_item_roles(items: pd.DataFrame, schema: Schema, text_columns: list[str] | None,
+                       attribute_columns: list[str] | None, image_column: str | None,
+                       images_dir: str | os.PathLike | None, notes: list[str]) -> pd.DataFrame:
     schema.text_columns = _pick(text_columns, TEXT_DEFAULTS, items, "text")
     schema.attribute_columns = _pick(attribute_columns, ATTRIBUTE_DEFAULTS, items, "attribute")
     if image_column is None:

@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, read_json, write_json
@@ -28,6 +30,11 @@ from graphrec.workspace import Workspace
 SPLITS = ("train", "valid", "test", "cold_valid", "cold_test",
           "cold_user_context", "cold_user_valid", "cold_user_test")
 HELD_OUT = tuple(s for s in SPLITS if s != "train")
+# Every interaction the system was given: excluded from its lists, never counted as a hit.
+GIVEN = ("train", "valid", "cold_valid", "cold_user_context")
+# What the served model is refit on once validation has selected it (cold_valid only selects: refitting on
+# it would turn the cold items it shares with cold_test warm).
+TRAINED = ("train", "valid")
 
 
 @dataclass
@@ -47,7 +54,7 @@ class Schema:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Schema":
+    def from_dict(cls, d: dict[str, Any]) -> Schema:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -87,15 +94,38 @@ class Dataset:
             raise ValueError(f"unknown split part(s) {bad}; known: {SPLITS}")
         return self.interactions[self.interactions["split"].isin(names)]
 
+    def item_labels(self) -> list[str]:
+        """Readable item names: the title (or name, or first text) column, else the item id."""
+        col = next((c for c in ("title", "name") if c in self.items.columns), None)
+        col = col or (self.schema.text_columns[0] if self.schema.text_columns else "item_id")
+        names = self.items[col].astype(str)
+        return names.where(names != "", self.items["item_id"].astype(str)).tolist()
+
+    def warm_items(self, parts: Sequence[str] = TRAINED) -> np.ndarray:
+        """bool [n_items]: the items with an interaction in `parts` (the one rule for "warm"; the rest are cold).
+
+        The default is what the served model was trained on; selection on validation uses ("train",)."""
+        warm = np.zeros(self.n_items, bool)
+        warm[self.part(*parts)["item"].to_numpy()] = True
+        return warm
+
+    def matrix(self, parts: Sequence[str]) -> sp.csr_matrix:
+        """Binary float32 CSR [n_users, n_items] of the interactions in the given parts (a repeat counts once)."""
+        inter = self.part(*parts)
+        m = sp.csr_matrix((np.ones(len(inter), np.float32), (inter["user"].to_numpy(), inter["item"].to_numpy())),
+                          shape=(self.n_users, self.n_items))
+        m.data[:] = 1.0
+        return m
+
     def attribute_values(self, column: str, table: str = "items") -> list[list[str]]:
         """Per-row lists of the values of a multi-valued column (empty cells give [])."""
         frame = self.items if table == "items" else self.users
         return [[v.strip() for v in s.split(self.schema.sep) if v.strip()] if s else [] for s in frame[column]]
 
-    def item_index(self, ids) -> np.ndarray:
+    def item_index(self, ids: str | Sequence[str]) -> np.ndarray:
         return _lookup(self.item_ids, ids, "item")
 
-    def user_index(self, ids) -> np.ndarray:
+    def user_index(self, ids: str | Sequence[str]) -> np.ndarray:
         return _lookup(self.user_ids, ids, "user")
 
     def cold_items(self) -> np.ndarray:
@@ -121,7 +151,7 @@ class Dataset:
         return target
 
     @classmethod
-    def load(cls, workspace: Workspace | str | Path) -> "Dataset":
+    def load(cls, workspace: Workspace | str | Path) -> Dataset:
         ws = Workspace.of(workspace)
         d = ws.require("dataset")
         meta = read_json(d / "dataset.json")
@@ -141,7 +171,7 @@ class Dataset:
                 "triples": 0 if self.triples is None else len(self.triples)}
 
 
-def _lookup(known: np.ndarray, ids, kind: str) -> np.ndarray:
+def _lookup(known: np.ndarray, ids: str | Sequence[str], kind: str) -> np.ndarray:
     ids = np.asarray([str(i) for i in np.atleast_1d(ids)], dtype=object)
     index = pd.Index(known)
     pos = index.get_indexer(ids)

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from data.build import build_dataset
-from data.dataset import Dataset
-from data.readers import read_table
+from graphrec.data.build import build_dataset
+from graphrec.data.dataset import Dataset
+from graphrec.data.readers import read_table
 from graphrec.errors import InputError
 from graphrec.workspace import Workspace
 

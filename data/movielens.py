@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data.build import build_dataset
-from data.dataset import Dataset
-from data.readers import check_ids, fail_at, numeric_column, read_table
+from graphrec.data.build import build_dataset
+from graphrec.data.dataset import Dataset
+from graphrec.data.demographics import age_bands
+from graphrec.data.readers import check_ids, fail_at, numeric_column, read_table
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, file_sha256
 from graphrec.workspace import Workspace
@@ -40,7 +41,6 @@ FILES = {"100k": ("u.data", "u.item", "u.genre", "u.user"),
 # The official releases; other counts are allowed (edited copies) but reported in the notes.
 EXPECTED = {"100k": {"interactions": 100_000, "users": 943, "items": 1_682},
             "latest-small": {"interactions": 100_836, "users": 610, "items": 9_742}}
-AGE_BANDS = (("<18", 18), ("18-24", 25), ("25-34", 35), ("35-44", 45), ("45-49", 50), ("50-55", 56), ("56+", None))
 # First digit of a US ZIP code -> its national area (USPS zones 0-9).
 ZIP_REGIONS = np.array(["northeast", "ny-pa-de", "mid-atlantic", "southeast", "great-lakes", "upper-midwest",
                         "central", "south-central", "mountain", "pacific"], dtype=object)
@@ -131,7 +131,7 @@ def _load_100k(root: Path, posters: str | os.PathLike | None, notes: list[str]) 
     region[numeric_zip] = ZIP_REGIONS[zips[numeric_zip].str[0].astype(int).to_numpy()]
     notes.append(f"user zip codes coarsened to {len(ZIP_REGIONS)} US regions; {int((~numeric_zip).sum())} "
                  "non-US or malformed zip codes became 'other'; raw zip codes are not kept")
-    users = _with_source(pd.DataFrame({"user_id": people["user_id"], "age_band": _age_bands(age),
+    users = _with_source(pd.DataFrame({"user_id": people["user_id"], "age_band": age_bands(age),
                                        "gender": people["gender"].str.strip(),
                                        "occupation": people["occupation"].str.strip(), "region": region}), people)
     return build_dataset(ratings, items, users, text_columns=["title"], attribute_columns=["genres", "year"],
@@ -203,11 +203,6 @@ def _attach_posters(items: pd.DataFrame, posters: str | os.PathLike | None, note
     notes.append(f"posters matched by file name <item id>.jpg: {n} items have one"
                  + (f"; {unused} image files match no item" if unused else ""))
     return "image"
-
-
-def _age_bands(age: np.ndarray) -> np.ndarray:
-    edges = np.array([upper for _, upper in AGE_BANDS[:-1]])
-    return np.array([name for name, _ in AGE_BANDS], dtype=object)[np.searchsorted(edges, age, side="right")]
 
 
 def _with_source(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.dataset import SPLITS, Dataset
+from graphrec.data.dataset import SPLITS, Dataset
 from graphrec.errors import InputError
 from graphrec.workspace import Workspace
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from data.dataset import Dataset
+from graphrec.data.dataset import Dataset
 
 
 def dataset_stats(ds: Dataset) -> dict[str, Any]:

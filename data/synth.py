@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data.dataset import Dataset, Schema
+from graphrec.data.dataset import Dataset, Schema
 from graphrec.errors import InputError
+from graphrec.data.importer import save_dataset
+from graphrec.io import atomic_dir
 
 COLOURS = {"red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 160, 70),
            "teal": (30, 150, 150), "blue": (40, 80, 210), "purple": (130, 60, 180), "pink": (235, 110, 170)}
@@ -36,6 +38,8 @@ BRANDS = ("Acme", "Borealis", "Cobalt", "Dune", "Ember", "Fjord", "Granite", "Ha
           "Kestrel", "Lumen", "Meridian", "Nimbus", "Orchid", "Pinnacle", "Quartz", "Riverstone", "Solace", "Tundra")
 PRICE_BANDS = ("budget", "mid", "high", "premium")
 EXTRA_TAGS = ("bestseller", "eco", "handmade", "limited", "new", "vintage", "gift", "compact")
+# The generator's own illustrative bands (real data is banded by graphrec.data.demographics); changing them
+# would reshuffle every synthetic dataset the tests and benchmarks are calibrated on.
 AGE_BANDS = ("under-18", "18-24", "25-34", "35-44", "45-54", "55+")
 REGIONS = ("north", "south", "east", "west", "central")
 ADJECTIVES = ("Classic", "Bold", "Tiny", "Grand", "Soft", "Bright", "Quiet", "Lucky", "Swift", "Noble")
@@ -102,8 +106,6 @@ def synthesize(n_users: int = 300, n_items: int = 400, n_interactions: int = 150
 def run_synth(out: str | os.PathLike, n_users: int = 300, n_items: int = 400, n_interactions: int = 15000,
               seed: int = 0, images: bool = True, image_size: int = 64, missing_images: float = 0.0) -> Dataset:
     """The `data synth` stage: pictures into WS/images/ and the dataset into WS/dataset/, both atomically."""
-    from data.importer import save_dataset
-    from graphrec.io import atomic_dir
 
     settings = {"source": "synth", "users": n_users, "items": n_items, "interactions": n_interactions,
                 "seed": seed, "images": images, "image_size": image_size, "missing_images": missing_images}

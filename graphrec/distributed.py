@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from graphrec.cli import app
+from graphrec.train import run_train
 from graphrec.workspace import Workspace
 
 
@@ -34,7 +36,6 @@ def init_from_env() -> torch.device:
 
 
 def _worker(rank: int, world: int, port: int, workspace: str, settings: dict[str, Any], resume: bool) -> None:
-    from graphrec.train import run_train
 
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GRAPHREC_DDP_CPU": "1"})
@@ -62,7 +63,6 @@ def spawn_train(workspace: str | Path | Workspace, world_size: int = 2, resume: 
 def main(argv: list[str] | None = None) -> None:
     """torchrun entry point: the `graphrec train` options, run on every rank."""
     device = init_from_env()
-    from cli import app
 
     try:
         args = list(sys.argv[1:] if argv is None else argv)

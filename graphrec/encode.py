@@ -13,21 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from data.dataset import Dataset
+from graphrec.data.dataset import Dataset
 from graphrec.encoders.clip import DEFAULT_MODEL, ClipEncoder, load_clip
 from graphrec.encoders.images import DEFAULT_MAX_PIXELS, hash_files, image_paths
-from graphrec.encoders.lexical import lexical_features
+from graphrec.encoders.lexical import lexical_features, lexical_fold_in
 from graphrec.encoders.precomputed import parse_spec, read_precomputed
 from graphrec.encoders.sentence import DEFAULT_ST_MODEL, load_sentence_model
 from graphrec.errors import InputError
-from graphrec.features import Features, save_features
+from graphrec.features import Features, load_features, save_features
 from graphrec.io import atomic_dir, file_sha256, read_json, read_tensors, write_json
 from graphrec.workspace import Workspace
 
@@ -133,19 +134,19 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
                                     ds.schema.images_dir)
                 f, rep = _cached(name, item_ids, hash_files(paths), clip.image_identity(max_pixels),
                                  previous.get(name), clip.dim,
-                                 lambda idx: clip.encode_images([paths[i] for i in idx], batch_size, num_workers,
-                                                                max_pixels, show_progress),
+                                 lambda idx, clip=clip, paths=paths: clip.encode_images(
+                                     [paths[i] for i in idx], batch_size, num_workers, max_pixels, show_progress),
                                  {i: p for i, p in enumerate(paths) if p})
             else:
                 f, rep = _cached(name, item_ids, text_hashes, clip.text_identity(), previous.get(name), clip.dim,
-                                 lambda idx: _texts(clip.encode_texts(texts[idx].tolist(), text_batch_size,
-                                                                      show_progress), len(idx)))
+                                 lambda idx, clip=clip: _texts(clip.encode_texts(texts[idx].tolist(), text_batch_size,
+                                                                                 show_progress), len(idx)))
         elif name == "st_text":
             st = load_sentence_model(st_model, device)
             resolved_device = str(st.device)
             f, rep = _cached(name, item_ids, text_hashes, st.identity, previous.get(name), st.dim,
-                             lambda idx: _texts(st.encode_texts(texts[idx].tolist(), text_batch_size,
-                                                                show_progress), len(idx)))
+                             lambda idx, st=st: _texts(st.encode_texts(texts[idx].tolist(), text_batch_size,
+                                                                       show_progress), len(idx)))
         elif name == "lexical":
             f, rep = _lexical(item_ids, texts, text_hashes, lexical_dim, seed, previous.get(name))
         else:
@@ -280,3 +281,51 @@ def _previous(directory: Path) -> dict[str, dict]:
         except (InputError, KeyError):
             continue
     return out
+
+
+def encode_new_items(ws: Workspace, sws: Workspace, old: Dataset, grown: Dataset, progress: bool,
+                     notes: list[str]) -> dict[str, int]:
+    """The encode stage's own update step: encode the items of `grown` past `old` into the staged workspace
+    `sws` (whose features/ starts as a copy of `ws`'s) with the settings `ws` recorded. The neural modalities
+    go through run_encode's content-hash cache; the lexical modality keeps its trained basis and folds the new
+    texts into it (a re-fit would change every item's vector). Returns modality -> items encoded."""
+    rec = (ws.stage_record("features") or {}).get("settings")
+    if rec is None:
+        raise InputError("features/ has no recorded encode settings: re-run `graphrec encode`", file=ws.path)
+    names = list(rec["modalities"])
+    neural = [m for m in names if m != "lexical"]
+    encoded: dict[str, int] = {}
+    if neural:
+        res = run_encode(sws, neural, clip_model=rec["clip_model"], clip_pretrained=rec["clip_pretrained"],
+                         clip_checkpoint=rec["clip_checkpoint"], st_model=rec["st_model"],
+                         precomputed=rec["precomputed"], text_columns=rec["text_columns"],
+                         batch_size=rec["batch_size"], text_batch_size=rec["text_batch_size"], device=rec["device"],
+                         num_workers=rec["num_workers"], lexical_dim=rec["lexical_dim"],
+                         max_pixels=rec["max_pixels"], seed=rec["seed"], show_progress=progress)
+        encoded.update({m: r.encoded for m, r in res.reports.items()})
+        for rep in res.reports.values():
+            notes += rep.notes
+    if "lexical" in names:
+        # The model was trained on the old basis: new texts are folded into it, old vectors stay as they are.
+        prev = load_features(ws, ["lexical"])["lexical"]
+        n_old = old.n_items
+        basis_items = int(prev.meta.get("basis_items", n_old))
+        texts = item_texts(grown, rec["text_columns"])
+        values, mask = lexical_fold_in(texts[:basis_items].tolist(), texts[n_old:].tolist(),
+                                       dim=int(prev.meta["identity"]["dim"]), seed=int(prev.meta["identity"]["seed"]))
+        if values.shape[1] != prev.dim:
+            raise InputError("lexical features do not match their recorded basis: re-run `graphrec encode`",
+                             file=ws.stage_dir("features") / "lexical.json")
+        hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() if t else "" for t in texts[n_old:]]
+        meta = {**prev.meta, "item_ids": grown.item_ids.tolist(),
+                "content_hashes": list(prev.meta["content_hashes"]) + hashes, "basis_items": basis_items,
+                "folded_in": int(prev.meta.get("folded_in", 0)) + len(hashes)}
+        meta = {k: v for k, v in meta.items() if k not in ("modality", "dim")}
+        save_features(sws.stage_dir("features"), Features("lexical", np.concatenate([prev.values, values]),
+                                                          np.concatenate([prev.mask, mask]), meta))
+        encoded["lexical"] = len(hashes)
+    log_path = sws.stage_dir("features") / "encode_log.json"
+    write_json(log_path, {**(read_json(log_path) if log_path.exists() else {}), "update": encoded})
+    sws.record("features", rec, inputs={"dataset_ids_sha256": file_sha256(sws.stage_dir("dataset") / "ids.json"),
+                                        "items": grown.n_items})
+    return encoded

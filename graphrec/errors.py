@@ -1,4 +1,4 @@
-"""The one error type for bad input, raised anywhere, turned into a one-line message by cli.py."""
+"""The one error type for bad input, raised anywhere, turned into a one-line message by graphrec.cli."""
 from __future__ import annotations
 
 
@@ -13,7 +13,8 @@ class InputError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = [p for p in (self.file, None if self.row is None else (f"line {self.row}" if isinstance(self.row, int) else self.row),
+        row = None if self.row is None else (f"line {self.row}" if isinstance(self.row, int) else self.row)
+        where = [p for p in (self.file, row,
                              None if self.column is None else f"column '{self.column}'") if p]
         text = (": ".join(where) + ": " if where else "") + self.message
         return " ".join(text.splitlines())  # the CLI promises exactly one line on stderr

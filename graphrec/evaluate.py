@@ -12,17 +12,29 @@ Writes eval/metrics.json, eval/report.md, eval/report.html (plots inlined, also 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from data.dataset import Dataset
+from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
+from graphrec.features import load_features
 from graphrec.io import atomic_dir, read_json
-from graphrec.metrics import (activity_buckets, coverage, hit_matrix, intra_list_diversity, item_popularity,
-                              mean_metrics, novelty, per_user_accuracy, popularity_bias)
-from graphrec.rank import GIVEN, Ranker, ensure_ranker, interaction_matrix
+from graphrec.metrics import (
+    activity_buckets,
+    coverage,
+    hit_matrix,
+    intra_list_diversity,
+    item_popularity,
+    mean_metrics,
+    novelty,
+    per_user_accuracy,
+    popularity_bias,
+)
+from graphrec.rank import Ranker, ensure_ranker
+from graphrec.report import write_report
 from graphrec.workspace import Workspace
 
 TASKS = {"warm": (("test",), "warm"), "cold_item": (("cold_test",), "cold"),
@@ -33,7 +45,6 @@ def _content(ws: Workspace) -> tuple[np.ndarray, np.ndarray] | None:
     """Content vectors for intra-list diversity: the first modality in name order with its mask."""
     if not ws.stage_dir("features").is_dir():
         return None
-    from graphrec.features import load_features
 
     feats = load_features(ws)
     if not feats:
@@ -51,7 +62,7 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ranker if ranker is not None else ensure_ranker(ws, ds, progress=progress)
-    history = interaction_matrix(ds, GIVEN)
+    history = ds.matrix(GIVEN)
     given = np.asarray(history.sum(axis=1)).ravel().astype(np.int64)
     pop = item_popularity(ds.part("train")["item"].to_numpy(), ds.n_items)
     n_train_users = int(ds.part("train")["user"].nunique())
@@ -109,7 +120,6 @@ def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20,
     ds = Dataset.load(ws)
     r = ensure_ranker(ws, ds, progress=progress)
     metrics = evaluate(ws, ks, r, progress)
-    from graphrec.report import write_report
 
     with atomic_dir(ws.stage_dir("eval")) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

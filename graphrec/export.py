@@ -9,16 +9,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from data.dataset import Dataset
+from graphrec.artifacts import read_embeddings
+from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, file_sha256, read_json, write_json
-from graphrec.rank import load_embeddings
 from graphrec.workspace import Workspace
 
 FORMATS = ("parquet", "npy", "faiss")
@@ -45,13 +47,12 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     faiss = _faiss() if "faiss" in formats else None
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    user, item, meta = load_embeddings(ws, ds)
+    user, item, meta = read_embeddings(ws, ds)
     user_ids = [str(u) for u in ds.user_ids]
     if pseudonymize:
         user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
     item_ids = [str(i) for i in ds.item_ids]
-    warm = np.zeros(ds.n_items, bool)
-    warm[ds.part("train")["item"].to_numpy()] = True
+    warm = ds.warm_items(TRAINED if meta.get("refit") else ("train",))
     out = Path(out)
     with atomic_dir(out) as tmp:
         files = {"ids": "ids.json"}
@@ -92,7 +93,7 @@ def _parquet(path: Path, columns: dict[str, Any], emb: np.ndarray) -> None:
     pq.write_table(pa.table(arrays), path)
 
 
-def _faiss():
+def _faiss() -> ModuleType:
     try:
         import faiss
     except ImportError:

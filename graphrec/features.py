@@ -30,6 +30,17 @@ class Features:
         return int(self.values.shape[1])
 
 
+def unit_rows(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows scaled to unit L2 norm, float32 [n, d]; present, bool [n]): the one masked row normalisation.
+
+    A row is present when its mask is set and it is not all zero (NaN counts as zero); absent rows are zero,
+    so modalities of different scales enter alike and "no content" never looks like content."""
+    v = np.nan_to_num(np.asarray(values, np.float32))
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    present = np.asarray(mask, bool) & (norm[:, 0] > 0)
+    return np.where(present[:, None], v / np.maximum(norm, 1e-12), 0.0).astype(np.float32), present
+
+
 def save_features(directory: str | Path, feats: Features) -> None:
     """Write one modality (values + mask, then its JSON), each file atomically."""
     directory = Path(directory)

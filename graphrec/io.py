@@ -10,10 +10,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from graphrec.errors import InputError
 
@@ -111,7 +113,7 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InputError(f"not a readable safetensors file ({e})", file=path) from None
 
 
-def write_parquet(path: str | os.PathLike, frame) -> None:
+def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
 
@@ -123,6 +125,3 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -14,9 +14,13 @@ averaged over users with at least one held-out item (users without a list count 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
+import torch
+
+from graphrec.features import unit_rows
 
 ACCURACY = ("recall", "ndcg", "precision", "hitrate", "mrr")
 # Train-interaction counts that separate the user-activity buckets: [0], [1, 5], [6, 20], ...
@@ -113,10 +117,7 @@ def intra_list_diversity(topk: np.ndarray, features: np.ndarray, mask: np.ndarra
     """Mean pairwise cosine distance (1 - cos) between the content vectors of items in the same list.
 
     Only pairs of items that both have content count; lists with fewer than two such items are skipped."""
-    f = np.asarray(features, np.float32)
-    norm = np.linalg.norm(f, axis=1, keepdims=True)
-    f = np.where(norm > 0, f / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
-    has = np.asarray(mask, bool) & (norm[:, 0] > 0)
+    f, has = unit_rows(features, mask)
     total, count = 0.0, 0
     for s in range(0, topk.shape[0], batch):
         t = topk[s:s + batch]
@@ -142,3 +143,31 @@ def activity_buckets(train_counts: np.ndarray, edges: Sequence[int] = ACTIVITY_E
     for lo, hi in zip(edges, edges[1:] + [None]):
         labels.append(f"{lo}+" if hi is None else (str(lo) if hi - 1 == lo else f"{lo}-{hi - 1}"))
     return np.searchsorted(np.asarray(edges), np.asarray(train_counts), side="right") - 1, labels
+
+
+@torch.no_grad()
+def embedding_accuracy(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: sp.csr_matrix, exclude: sp.csr_matrix,
+                       candidates: np.ndarray, k: int = 20, chunk: int = 2048) -> tuple[float, float, int]:
+    """(NDCG@k, Recall@k, users counted) of dot-product lists among `candidates`, excluded items removed.
+
+    truth / exclude: [U, I] binary CSR. Users without truth among the candidates do not count. The metric
+    definitions are `per_user_accuracy`'s; this only builds the lists from embeddings, `chunk` users at a time.
+    """
+    truth = truth[:, candidates].tocsr()
+    exclude = exclude[:, candidates].tocsr()
+    n_true = np.diff(truth.indptr)
+    users = np.flatnonzero(n_true > 0)
+    if len(users) == 0 or len(candidates) == 0:
+        return float("nan"), float("nan"), 0
+    kk = min(k, len(candidates))
+    v = item_emb[torch.as_tensor(candidates, device=item_emb.device)]
+    ndcg = recall = 0.0
+    for s in range(0, len(users), chunk):
+        u = users[s:s + chunk]
+        scores = user_emb[torch.as_tensor(u, device=user_emb.device)] @ v.T
+        ex = torch.as_tensor(exclude[u].toarray(), device=scores.device)
+        top = scores.masked_fill(ex, float("-inf")).topk(kk, dim=1).indices.cpu().numpy()
+        acc = per_user_accuracy(np.take_along_axis(truth[u].toarray(), top, axis=1), n_true[u], [k])
+        ndcg += float(acc[f"ndcg@{k}"].sum())
+        recall += float(acc[f"recall@{k}"].sum())
+    return ndcg / len(users), recall / len(users), len(users)

@@ -26,7 +26,6 @@ as a plain dot product of [h_u, 1] and [v_i, b_i]. Loss per batch of (u, i+, i-)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,19 +201,3 @@ class TrainedModel:
         idx = np.asarray(item_indices, np.int64)
         v = self.item[idx, :-1].mean(0) if len(idx) else np.zeros(self.item.shape[1] - 1, np.float32)
         return np.concatenate([v, [1.0]]).astype(np.float32)
-
-
-def load_model(workspace) -> TrainedModel:
-    """The final model of a workspace's model/ stage (parameters, exported embeddings and model.json)."""
-    from graphrec.io import read_json, read_tensors
-    from graphrec.workspace import Workspace
-
-    ws = Workspace.of(workspace)
-    d = Path(ws.require("model"))
-    meta = read_json(d / "model.json")
-    cfg = meta["architecture"]
-    model = GraphRec(cfg["n_users"], cfg["n_items"], cfg["dim"], cfg["layers"], cfg["modality_dims"], cfg["node_types"])
-    params = read_tensors(d / "model.safetensors")
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
-    emb = read_tensors(d / "embeddings.safetensors")
-    return TrainedModel(model, emb["user"], emb["item"], meta)

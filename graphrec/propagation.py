@@ -12,24 +12,26 @@ without torch-scatter / pyg-lib.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from graphrec.features import Features
+from graphrec.features import Features, unit_rows
+from graphrec.kg.graph import KnowledgeGraph
 
 
 class _SpMM(torch.autograd.Function):
     """A @ x whose backward is the precomputed A^T @ grad: torch's CSR backward transposes A on every call."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, at: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, a: torch.Tensor, at: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.at = at
         return torch.sparse.mm(a, x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:  # type: ignore[override]
         return None, None, torch.sparse.mm(ctx.at, grad)
 
 
@@ -111,15 +113,12 @@ def feature_tensors(features: dict[str, Features]) -> tuple[dict[str, torch.Tens
     """Row-L2-normalised modality matrices (so modalities of different scales enter alike) and their masks."""
     vals, masks = {}, {}
     for name, f in sorted(features.items()):
-        v = np.nan_to_num(np.asarray(f.values, np.float32))
-        v = v * f.mask[:, None]
-        norm = np.linalg.norm(v, axis=1, keepdims=True)
-        vals[name] = torch.from_numpy(v / np.where(norm > 0, norm, 1.0))
-        masks[name] = torch.from_numpy(f.mask.astype(bool) & (norm[:, 0] > 0))
+        v, present = unit_rows(f.values, f.mask)
+        vals[name], masks[name] = torch.from_numpy(v), torch.from_numpy(present)
     return vals, masks
 
 
-def build_inputs(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray, kg=None,
+def build_inputs(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray, kg: KnowledgeGraph | None = None,
                  features: dict[str, Features] | None = None,
                  extra: tuple[np.ndarray, np.ndarray] | None = None) -> GraphInputs:
     """Operators for interactions (users[k], items[k]) plus the knowledge graph's content relations.

@@ -6,10 +6,19 @@ synthetic data (pictures, text, attributes, taste-driven clicks) -> split with c
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from graphrec.data.splits import run_split
+from graphrec.data.synth import run_synth
+from graphrec.encode import run_encode
+from graphrec.evaluate import run_evaluate
+from graphrec.export import export
+from graphrec.io import read_json
+from graphrec.kg.build import run_build
+from graphrec.rank import fit_ranker
+from graphrec.train import run_train
 from graphrec.workspace import Workspace
 
 
@@ -30,14 +39,6 @@ def run_quickstart(out: str | os.PathLike = "graphrec-quickstart", *, users: int
     Text is encoded lexically by default because it needs no downloaded weights; pass
     `modalities=("lexical", "clip_image", "clip_text")` with a `clip_pretrained` tag where CLIP weights can be had.
     """
-    from data.splits import run_split
-    from data.synth import run_synth
-    from graphrec.encode import run_encode
-    from graphrec.evaluate import run_evaluate
-    from graphrec.export import export
-    from graphrec.io import read_json
-    from graphrec.train import run_train
-    from kg.build import run_build
 
     ws = Workspace(out)
     say(f"1/7 synthetic data: {users} users, {items} items, {interactions} interactions -> {ws.path}")
@@ -50,7 +51,7 @@ def run_quickstart(out: str | os.PathLike = "graphrec-quickstart", *, users: int
     say("4/7 knowledge graph")
     run_build(ws, item_knn=10, force=True)
     say("5/7 train")
-    run_train(ws, epochs=epochs, seed=seed)
+    fit_ranker(ws, run_train(ws, epochs=epochs, seed=seed))
     say("6/7 evaluate")
     eval_dir = run_evaluate(ws)
     say("7/7 export")

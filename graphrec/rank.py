@@ -16,9 +16,10 @@ score = sum_c w_c * component_c / scale_c, with one weight set for warm items (t
 one for cold items, plus an offset for cold items. Cold items have no collaborative signal, so their weights
 cover gnn, content and ridge only: lacking ease/pop never pushes them down. Warm weights are fitted on `valid`
 (warm candidates), cold weights on `cold_valid` (cold candidates), the cold offset on both together (all
-items; its grid widens while the best value sits on its edge), each by coordinate search on NDCG@K. After fitting, EASE and popularity are refit on train+valid (the
-protocol: select on validation, refit on everything but held-out test). The history used for fitting is what training saw (train +
-cold_user_context); at serving time it is everything the system was given (train, valid, cold_valid,
+items; its grid widens while the best value sits on its edge), each by coordinate search on NDCG@K. After
+fitting, EASE and popularity are refit on train+valid (the protocol: select on validation, refit on everything
+but held-out test). The history used for fitting is what training saw (train + cold_user_context); at
+serving time it is everything the system was given (train, valid, cold_valid,
 cold_user_context), and every history item is excluded from the lists.
 
 When the train stage keeps model/embeddings_select.safetensors (trained on train only, before its refit on
@@ -34,28 +35,33 @@ EASE costs n_e^2 memory and n_e^3 time, so it covers at most `ease_max_items` of
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from data.dataset import Dataset
+from graphrec import artifacts
+from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
-from graphrec.io import file_sha256, read_json, read_tensors, write_json, write_tensors
-from graphrec.metrics import hit_matrix, mean_metrics, per_user_accuracy
+from graphrec.features import load_features, unit_rows
+from graphrec.kg.graph import KnowledgeGraph
+from graphrec.metrics import embedding_accuracy, hit_matrix, mean_metrics, per_user_accuracy
+from graphrec.train import TrainResult
 from graphrec.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
 COLD_COMPONENTS = ("gnn", "content", "ridge")
 COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
-GIVEN = ("train", "valid", "cold_valid", "cold_user_context")  # every interaction the system was given
 FIT_HISTORY = ("train", "cold_user_context")
 EASE_LAMBDAS = (100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
-REFIT = ("train", "valid")  # what the served collaborative parts are refit on, as the model is
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
 MAX_OFFSET = 64.0
@@ -175,15 +181,6 @@ def _mask_known(scores: torch.Tensor, known: sp.csr_matrix, col_of: np.ndarray) 
     return scores
 
 
-def interaction_matrix(ds: Dataset, parts: Sequence[str]) -> sp.csr_matrix:
-    """Binary float32 CSR [n_users, n_items] of the interactions in the given split parts."""
-    inter = ds.part(*parts)
-    m = sp.csr_matrix((np.ones(len(inter), np.float32), (inter["user"].to_numpy(), inter["item"].to_numpy())),
-                      shape=(ds.n_users, ds.n_items))
-    m.data[:] = 1.0  # duplicates across parts count once
-    return m
-
-
 def ease_matrix(train: sp.csr_matrix, items: np.ndarray, lam: float) -> np.ndarray:
     """EASE (Steck 2019): B = I - P / diag(P), P = (X'X + lam I)^-1, diag(B) = 0; float32 [len(items)]^2."""
     x = train[:, items]
@@ -200,14 +197,10 @@ def _content_matrix(ws: Workspace, n_items: int) -> tuple[np.ndarray | None, lis
     """Concatenated per-modality unit vectors (zero where a modality is absent), or None without features."""
     if not ws.stage_dir("features").is_dir():
         return None, []
-    from graphrec.features import load_features
-
     feats = load_features(ws)
     blocks = []
     for f in feats.values():
-        v = np.asarray(f.values, np.float32)
-        norm = np.linalg.norm(v, axis=1, keepdims=True)
-        blocks.append(np.where(f.mask[:, None] & (norm > 0), v / np.maximum(norm, 1e-12), 0.0).astype(np.float32))
+        blocks.append(unit_rows(f.values, f.mask)[0])
     if not blocks:
         return None, []
     return (np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))).astype(np.float32), sorted(feats)
@@ -219,8 +212,6 @@ def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None) -> np
     values per item does not dominate) and log(1 + number of values) (tag counts predict popularity)."""
     blocks = [] if content is None else [content]
     if ws.stage_dir("graph").is_dir():
-        from kg.graph import KnowledgeGraph
-
         kg = KnowledgeGraph.load(ws)
         for (src, _, dst), e in sorted(kg.edges.items()):
             if src != "item" or dst in ("item", "user") or len(e) == 0:
@@ -255,7 +246,7 @@ def _select_ease(train: sp.csr_matrix, items: np.ndarray, ds: Dataset, k: int, l
         return float(lambdas[0]), ease_matrix(train, items, lambdas[0]), {}
     pos = np.full(ds.n_users, -1, np.int64)
     pos[users] = np.arange(len(users))
-    h = interaction_matrix(ds, FIT_HISTORY)[users][:, items]
+    h = ds.matrix(FIT_HISTORY)[users][:, items]
     seen = torch.from_numpy(h.toarray() > 0)
     tu, ti = pos[truth["user"].to_numpy()], truth["item"].to_numpy()
     best: tuple[float, float, np.ndarray] | None = None
@@ -274,63 +265,52 @@ def _select_ease(train: sp.csr_matrix, items: np.ndarray, ds: Dataset, k: int, l
 def _select_ridge(r: Ranker, ds: Dataset, k: int, feats_e: np.ndarray) -> dict[str, Any]:
     """Sets r.ridge to the lam of RIDGE_LAMBDAS with the best cold_valid NDCG@k of the ridge score alone;
     returns the lam and the trials ({} without cold_valid: then no ridge component)."""
-    from graphrec.train import ndcg_recall_at_k
-
-    truth = interaction_matrix(ds, ("cold_valid",)).astype(bool)
+    truth = ds.matrix(("cold_valid",)).astype(bool)
     cold = np.flatnonzero(~r.warm)
     if truth.nnz == 0 or len(cold) == 0:
         return {}
-    history = interaction_matrix(ds, FIT_HISTORY)
+    history = ds.matrix(FIT_HISTORY)
     h = history[:, r.ease_items]
     feats = torch.from_numpy(r.ridge_feats)
     trials = []
     for lam, q in zip(RIDGE_LAMBDAS, ridge_map(r.ease, feats_e, RIDGE_LAMBDAS)):
         user_q = torch.from_numpy(np.asarray(h @ q, np.float32))
-        trials.append((ndcg_recall_at_k(user_q, feats, truth, history.astype(bool), cold, k)[0], lam, q))
+        trials.append((embedding_accuracy(user_q, feats, truth, history.astype(bool), cold, k)[0], lam, q))
     lam, r.ridge = max(trials, key=lambda t: t[0])[1:]
     return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
 
 
-def load_embeddings(ws: Workspace, ds: Dataset, name: str = "embeddings.safetensors"
-                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """model/<name> ("user", "item" float32) checked against the dataset, and model/model.json."""
-    d = ws.require("model")
-    path = d / name
-    t = read_tensors(path)
-    meta = read_json(d / "model.json")
-    if meta.get("scoring", "dot") != "dot":
-        raise InputError(f"unsupported scoring rule {meta.get('scoring')!r} (expected 'dot')", file=d / "model.json")
-    for name, n in (("user", ds.n_users), ("item", ds.n_items)):
-        if name not in t or t[name].ndim != 2 or t[name].shape[0] != n:
-            shape = None if name not in t else tuple(t[name].shape)
-            raise InputError(f"tensor {name!r} should be [{n}, dim] for this dataset, found {shape}; re-run "
-                             "`graphrec train`", file=path)
-    if t["user"].shape[1] != t["item"].shape[1]:
-        raise InputError("user and item embeddings differ in dimension", file=path)
-    return t["user"].astype(np.float32), t["item"].astype(np.float32), meta
-
-
-def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: float | None = None,
-               ease_max_items: int = 10000, max_fit_users: int = MAX_FIT_USERS, progress: bool = True) -> Ranker:
+def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None, *, k: int = 20,
+               ease_lambda: float | None = None, ease_max_items: int = 10000, max_fit_users: int = MAX_FIT_USERS,
+               progress: bool = True) -> Ranker:
     """Build the collaborative parts from train, fit the blend on validation, refit the collaborative parts
-    on train+valid, save model/ranker.*."""
+    on train+valid, save model/ranker.*.
+
+    trained: what `run_train` just returned (its embeddings are used as they are); None reads model/.
+    k: the cut-off of the validation NDCG the blend maximises. ease_lambda: fixed, or None to choose from
+    EASE_LAMBDAS. ease_max_items: EASE covers at most this many of the most popular warm items.
+    max_fit_users: users sampled per validation task. progress: show the fitting's progress bar.
+    """
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     if not ds.is_split:
         raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
-    user_emb, item_emb, _ = load_embeddings(ws, ds)
-    select = ws.stage_dir("model") / "embeddings_select.safetensors"
+    if trained is not None:
+        user_emb, item_emb, sha, select = trained.user, trained.item, trained.embeddings_sha256, trained.select
+    else:
+        user_emb, item_emb, _ = artifacts.read_embeddings(ws, ds)
+        sha = artifacts.embeddings_sha256(ws)
+        select = artifacts.read_embeddings(ws, ds, select=True)[:2] if artifacts.has_select_embeddings(ws) else None
     # Embeddings refit on train+valid have seen the validation answers: fit the blend on the selection-phase
     # embeddings (trained on train only) when the train stage kept them, then serve with the final ones.
-    fit_emb = load_embeddings(ws, ds, select.name)[:2] if select.exists() else (user_emb, item_emb)
-    train = interaction_matrix(ds, ("train",))
+    fit_emb = select if select is not None else (user_emb, item_emb)
+    train = ds.matrix(("train",))
     counts = np.asarray(train.sum(axis=0)).ravel()
-    warm = counts > 0
+    warm = ds.warm_items(("train",))  # during selection; served lists treat train+valid items as warm
     order = np.argsort(-counts, kind="stable")
     ease_items = np.sort(order[: min(int(warm.sum()), ease_max_items)])
     lambdas = EASE_LAMBDAS if ease_lambda is None else (ease_lambda,)
-    if progress:
-        print(f"ranker: EASE on {len(ease_items)} warm items (lambda {' / '.join(map(str, lambdas))})")
+    log.info("ranker: EASE on %d warm items (lambda %s)", len(ease_items), " / ".join(map(str, lambdas)))
     ease_lambda, ease, ease_info = _select_ease(train, ease_items, ds, k, lambdas)
     content, modalities = _content_matrix(ws, ds.n_items)
     r = Ranker(*fit_emb, warm, np.log1p(counts).astype(np.float32), ease_items.astype(np.int64), ease, content)
@@ -344,24 +324,24 @@ def fit_ranker(workspace: Workspace | str | Path, *, k: int = 20, ease_lambda: f
     _fit_weights(r, ds, k, max_fit_users, progress)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
-    given = interaction_matrix(ds, REFIT)
+    given = ds.matrix(TRAINED)
     if given.nnz > train.nnz:
         r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
         r.ease = ease_matrix(given, ease_items, ease_lambda) if len(ease_items) else r.ease
         if r.ridge is not None:
             r.ridge = ridge_map(r.ease, r.ridge_feats[ease_items], [ridge_info["ridge_lambda"]])[0]
-    r.user_emb, r.item_emb = user_emb, item_emb
+    r.user_emb, r.item_emb, r.warm = user_emb, item_emb, ds.warm_items(TRAINED)
     r.info = {"k": k, "ease_lambda": ease_lambda, "ease_max_items": ease_max_items, "ease_items": len(ease_items),
               "max_fit_users": max_fit_users,
               "modalities": modalities, "warm_items": int(warm.sum()), **ease_info, **ridge_info, **r.info,
-              "fitted_with": select.name if select.exists() else "embeddings.safetensors",
-              "embeddings_sha256": file_sha256(ws.stage_dir("model") / "embeddings.safetensors")}
+              "fitted_with": artifacts.SELECT_EMBEDDINGS if select is not None else artifacts.EMBEDDINGS,
+              "embeddings_sha256": sha}
     save_ranker(ws, r)
     return r
 
 
 def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool) -> None:
-    history = interaction_matrix(ds, FIT_HISTORY)
+    history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
     warm_c, cold_c, all_c = np.flatnonzero(r.warm), np.flatnonzero(~r.warm), np.arange(r.n_items)
     tasks = {"warm": (("valid",), warm_c), "cold": (("cold_valid",), cold_c), "mixed": (("valid", "cold_valid"), all_c)}
@@ -422,7 +402,8 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
               "validation_ndcg": {n: round(v, 6) for n, v in fitted.items()}}
 
 
-def _coordinate_search(f, start: dict[str, float], names: Sequence[str], bar, rounds: int = 2) -> tuple[dict, float]:
+def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, float], names: Sequence[str],
+                       bar: tqdm, rounds: int = 2) -> tuple[dict, float]:
     """Maximise f(weights) one weight at a time over WEIGHT_GRID (ties keep the current value)."""
     w = {c: start.get(c, 0.0) for c in names}
     if not any(w.values()):
@@ -446,30 +427,26 @@ def _coordinate_search(f, start: dict[str, float], names: Sequence[str], bar, ro
 
 
 def save_ranker(ws: Workspace, r: Ranker) -> None:
-    d = ws.stage_dir("model")
+    """model/ranker.* (through graphrec.artifacts): the fitted blend and its tensors."""
     tensors = {"ease": r.ease.astype(np.float16), "ease_items": r.ease_items, "pop": r.pop,
                "warm": r.warm.astype(np.uint8)}
     if r.ridge is not None and r.ridge_mean is not None:
         tensors["ridge"] = r.ridge.astype(np.float16)
         tensors["ridge_mean"] = r.ridge_mean
-    write_tensors(d / "ranker.safetensors", tensors)
-    write_json(d / "ranker.json", {"components": list(r.components), "scale": r.scale,
-                                   "weights_warm": r.weights_warm, "weights_cold": r.weights_cold,
-                                   "cold_offset": r.cold_offset, **r.info})
+    artifacts.write_ranker(ws, tensors, {"components": list(r.components), "scale": r.scale,
+                                         "weights_warm": r.weights_warm, "weights_cold": r.weights_cold,
+                                         "cold_offset": r.cold_offset, **r.info})
 
 
 def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker | None:
     """The saved ranker, or None when there is none or it was fitted for other embeddings."""
     ws = Workspace.of(workspace)
-    d = ws.require("model")
-    if not (d / "ranker.json").exists() or not (d / "ranker.safetensors").exists():
+    saved = artifacts.read_ranker(ws)
+    if saved is None:
         return None
-    info = read_json(d / "ranker.json")
-    if info.get("embeddings_sha256") != file_sha256(d / "embeddings.safetensors"):
-        return None
+    t, info = saved
     ds = ds if ds is not None else Dataset.load(ws)
-    user_emb, item_emb, _ = load_embeddings(ws, ds)
-    t = read_tensors(d / "ranker.safetensors")  # ease is float16 on disk: half the size, ranking unaffected
+    user_emb, item_emb, _ = artifacts.read_embeddings(ws, ds)
     content = _content_matrix(ws, ds.n_items)[0]
     if "content" in info["components"] and content is None:
         return None
@@ -481,10 +458,26 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
         ridge = {"ridge": t["ridge"].astype(np.float32), "ridge_feats": feats - t["ridge_mean"],
                  "ridge_mean": t["ridge_mean"]}
     rest = {k: v for k, v in info.items() if k not in ("components", "scale", "weights_warm", "weights_cold", "cold_offset")}
+    # ease is float16 on disk: half the size, ranking unaffected
     return Ranker(user_emb, item_emb, t["warm"].astype(bool), t["pop"], t["ease_items"].astype(np.int64),
                   torch.from_numpy(t["ease"]).float().numpy(), content if "content" in info["components"] else None,
                   **ridge, scale=info["scale"], weights_warm=info["weights_warm"], weights_cold=info["weights_cold"],
                   cold_offset=float(info["cold_offset"]), info=rest)
+
+
+def extend_ranker(ws: Workspace, staged: Workspace, grown: Dataset, n_old_items: int) -> bool:
+    """The ranker's own update step: carry the fitted blend over to the staged workspace's new embeddings.
+    New items are cold (gnn + content, no pop/EASE penalty); popularity counts include the new interactions.
+    False when there is no current ranker."""
+    r = load_ranker(ws)
+    if r is None:
+        return False
+    counts = np.asarray(grown.matrix(("train",)).sum(axis=0)).ravel()
+    r.warm = np.concatenate([r.warm, np.zeros(grown.n_items - n_old_items, bool)])
+    r.pop = np.log1p(counts).astype(np.float32)
+    r.info["embeddings_sha256"] = artifacts.embeddings_sha256(staged)
+    save_ranker(staged, r)
+    return True
 
 
 def ensure_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None, progress: bool = True) -> Ranker:

@@ -7,18 +7,20 @@ Every interaction the system was given (train, valid, cold_valid, cold_user_cont
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from data.dataset import Dataset
+from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.io import atomic_path, write_parquet
-from graphrec.rank import GIVEN, Ranker, ensure_ranker, interaction_matrix
+from graphrec.kg.explain import Explainer
+from graphrec.kg.graph import KnowledgeGraph
+from graphrec.rank import Ranker, ensure_ranker
 from graphrec.workspace import Workspace
 
 IdSpec = str | os.PathLike | Sequence[str] | None
@@ -74,7 +76,7 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
     r = ranker if ranker is not None else ensure_ranker(ws, ds, progress=progress)
     u = resolve_ids(ds.user_ids, users, "user")
     cand = None if candidates is None else resolve_ids(ds.item_ids, candidates, "item")
-    history = interaction_matrix(ds, GIVEN)
+    history = ds.matrix(GIVEN)
     items, scores = r.topk(u, k, history, cand, progress=progress)
     rows, pos = np.nonzero(items >= 0)
     frame = pd.DataFrame({"user_id": ds.user_ids[u[rows]], "item_id": ds.item_ids[items[rows, pos]],
@@ -88,10 +90,8 @@ def explanations(ws: Workspace, ds: Dataset, r: Ranker, history: sp.csr_matrix, 
                  items: np.ndarray, progress: bool = False) -> list[str]:
     """Knowledge-graph paths (kg.explain) when the workspace has a graph, else the embedding neighbour."""
     if ws.stage_dir("graph").is_dir():
-        from kg.explain import Explainer, item_names
-        from kg.graph import KnowledgeGraph
 
-        ex = Explainer(KnowledgeGraph.load(ws), item_names(ds))  # one Python call per pair: opt-in only
+        ex = Explainer(KnowledgeGraph.load(ws), ds.item_labels())  # one Python call per pair: opt-in only
         return [ex.text(int(a), int(b)) for a, b in tqdm(zip(users, items), total=len(users), desc="explaining",
                                                            disable=not progress)]
     return explain_pairs(ds, r, history, users, items)
@@ -108,8 +108,8 @@ def explain_pairs(ds: Dataset, r: Ranker, history: sp.csr_matrix, users: np.ndar
         order = np.lexsort((-sim, pair))  # per pair, the most similar known item first
         first = np.unique(pair[order], return_index=True)[1]
         best[pair[order][first]] = h.indices[order][first]
-    label = ds.items[ds.schema.text_columns[0]].to_numpy() if ds.schema.text_columns else ds.item_ids
-    return [f"like {label[b]!s}" if b >= 0 else "no history yet: ranked by content and model score" for b in best]
+    label = ds.item_labels()
+    return [f"like {label[b]}" if b >= 0 else "no history yet: ranked by content and model score" for b in best]
 
 
 def write_recommendations(frame: pd.DataFrame, out: str | os.PathLike) -> Path:

@@ -10,15 +10,20 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data.dataset import Dataset
+from graphrec.data.dataset import GIVEN, Dataset
+from graphrec.data.stats import dataset_stats
 from graphrec.io import read_json
 from graphrec.metrics import ACCURACY
-from graphrec.rank import GIVEN, Ranker, interaction_matrix
+from graphrec.rank import Ranker
+from graphrec.recommend import explanations
 from graphrec.workspace import STAGES, Workspace, command_line
+
+if TYPE_CHECKING:  # matplotlib is imported where a plot is drawn (the Agg backend is chosen first)
+    from matplotlib.figure import Figure
 
 Block = tuple  # ("h", text) | ("p", text) | ("warn", text) | ("pre", text) | ("table", header, rows) | ("img", file, caption)
 IDENTITY_KEYS = ("model", "pretrained", "weights", "checkpoint", "checkpoint_sha256", "random_weights", "dim")
@@ -63,7 +68,6 @@ def _encoders(ws: Workspace) -> dict[str, dict[str, Any]]:
 
 
 def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
-    from data.stats import dataset_stats
 
     st = dataset_stats(ds)
     rows = [[k, json.dumps(st[k]) if isinstance(st[k], (dict, list)) else _fmt(st[k])]
@@ -172,7 +176,7 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def _save(fig, path: Path, caption: str) -> Block:
+def _save(fig: Figure, path: Path, caption: str) -> Block:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     import matplotlib.pyplot as plt
@@ -184,16 +188,15 @@ def _save(fig, path: Path, caption: str) -> Block:
 def _examples(ws: Workspace, ds: Dataset, r: Ranker, n: int) -> list[Block]:
     if n <= 0:
         return []
-    from graphrec.recommend import explanations
 
     test_users = np.unique(ds.part("test", "cold_test", "cold_user_test")["user"].to_numpy())[:n]
     if len(test_users) == 0:
         return []
-    history = interaction_matrix(ds, GIVEN)
+    history = ds.matrix(GIVEN)
     top, scores = r.topk(test_users, 5, history)
     rows_, pos = np.nonzero(top >= 0)
     why = explanations(ws, ds, r, history, test_users[rows_], top[rows_, pos])
-    label = ds.items[ds.schema.text_columns[0]].to_numpy() if ds.schema.text_columns else ds.item_ids
+    label = ds.item_labels()
     rows = [[str(ds.user_ids[test_users[a]]), str(b + 1), f"{label[top[a, b]]} ({ds.item_ids[top[a, b]]})",
              "cold" if not r.warm[top[a, b]] else "warm", f"{scores[a, b]:.3f}", w]
             for a, b, w in zip(rows_, pos, why)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +23,27 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from graphrec import artifacts
+from graphrec.artifacts import Checkpoints
+from graphrec.data.dataset import Dataset
+from graphrec.device import resolve_device
 from graphrec.errors import InputError
-from graphrec.io import atomic_path, write_json, write_tensors
-from graphrec.model import GraphRec
+from graphrec.features import Features, load_features
+from graphrec.io import atomic_path
+from graphrec.kg.graph import KnowledgeGraph
+from graphrec.metrics import embedding_accuracy
+from graphrec.model import GraphRec, TrainedModel
 from graphrec.propagation import GraphInputs, build_inputs, sample_neighbourhood
 from graphrec.workspace import Workspace
 
 PHASES = ("select", "refit")
 # Settings that do not change the result: a resumed run may differ in them.
-_RUNTIME = ("device", "progress", "ranker")
+_RUNTIME = ("device", "progress")
 
 
 @dataclass
@@ -58,7 +66,6 @@ class TrainSettings:
     keep_checkpoints: int = 2
     device: str = "auto"
     progress: bool = True
-    ranker: bool = True  # fit the hybrid ranker (graphrec.rank) on validation once the embeddings are written
 
     def check(self) -> None:
         for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
@@ -78,23 +85,16 @@ class TrainSettings:
 
 @dataclass
 class TrainResult:
+    """What `run_train` wrote to model/, handed on so the next stage need not re-read it."""
+
     selected_epoch: int
     validation: dict[str, float]
     history: list[dict[str, Any]]
-    embeddings_path: Path
     refit: bool
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown --device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA GPU is available")
-    return dev
+    user: np.ndarray  # float32 [U, d+1]: the exported embeddings (model/embeddings.safetensors)
+    item: np.ndarray  # float32 [I, d+1]
+    embeddings_sha256: str
+    select: tuple[np.ndarray, np.ndarray] | None  # selection-phase (user, item) when the model was refit
 
 
 # -- sampling -------------------------------------------------------------------------------------------
@@ -139,44 +139,9 @@ def epoch_triples(pairs: np.ndarray, n_items: int, pool: np.ndarray, seed: int, 
     return users[keep], items[keep], neg[keep]
 
 
-# -- validation metric ----------------------------------------------------------------------------------
-@torch.no_grad()
-def ndcg_recall_at_k(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: sp.csr_matrix, exclude: sp.csr_matrix,
-                     candidates: np.ndarray, k: int = 20, chunk: int = 2048) -> tuple[float, float, int]:
-    """Full-ranking NDCG@k and Recall@k (hits / min(|truth|, k)) among `candidates`, excluded items removed.
-
-    truth / exclude: [U, I] binary CSR. Users without truth among the candidates do not count.
-    """
-    truth = truth[:, candidates].tocsr()
-    exclude = exclude[:, candidates].tocsr()
-    n_true = np.diff(truth.indptr)
-    users = np.flatnonzero(n_true > 0)
-    if len(users) == 0 or len(candidates) == 0:
-        return float("nan"), float("nan"), 0
-    kk = min(k, len(candidates))
-    disc = 1.0 / np.log2(np.arange(2, kk + 2))
-    cand = torch.as_tensor(candidates, device=item_emb.device)
-    v = item_emb[cand]
-    ndcg = recall = 0.0
-    for s in range(0, len(users), chunk):
-        u = users[s:s + chunk]
-        scores = user_emb[torch.as_tensor(u, device=user_emb.device)] @ v.T
-        ex = torch.as_tensor(exclude[u].toarray(), device=scores.device)
-        top = scores.masked_fill(ex, float("-inf")).topk(kk, dim=1).indices.cpu().numpy()
-        hits = np.take_along_axis(truth[u].toarray(), top, axis=1).astype(np.float64)
-        nt = np.minimum(n_true[u], kk)
-        idcg = np.cumsum(disc)[nt - 1]
-        ndcg += float(((hits @ disc) / idcg).sum())
-        recall += float((hits.sum(1) / nt).sum())
-    return ndcg / len(users), recall / len(users), len(users)
-
-
-# -- checkpoints ----------------------------------------------------------------------------------------
-def _ckpt_name(phase: str, epoch: int) -> str:
-    return f"epoch-{epoch}.safetensors" if phase == "select" else f"refit-epoch-{epoch}.safetensors"
-
-
+# -- checkpoints (at the paths graphrec.artifacts.Checkpoints names) -----------------------------------------
 def save_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Parameters, Adam state and the loop state (JSON in the safetensors metadata), written atomically."""
     tensors = {f"param/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for pid, st in opt.state_dict()["state"].items():
         for key, val in st.items():
@@ -187,8 +152,6 @@ def save_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer, sta
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
     """The loop state stored in a checkpoint's metadata (read before any tensor is loaded)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), "pt") as f:
             return json.loads((f.metadata() or {})["state"])
@@ -197,6 +160,7 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer | None) -> None:
+    """Restore parameters (and the optimiser's state when `opt` is given) from a checkpoint."""
     try:
         tensors = load_file(str(path))
     except Exception as e:
@@ -214,11 +178,13 @@ def load_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer | No
         opt.load_state_dict(sd)
 
 
-def _latest(model_dir: Path, phase: str) -> tuple[int, Path] | None:
-    pat = re.compile(r"epoch-(\d+)\.safetensors$" if phase == "select" else r"refit-epoch-(\d+)\.safetensors$")
-    found = [(int(m.group(1)), p) for p in model_dir.glob("*epoch-*.safetensors")
-             if (m := pat.fullmatch(p.name)) and (phase != "select" or not p.name.startswith("refit"))]
-    return max(found) if found else None
+def load_model(workspace: Workspace | str | Path) -> TrainedModel:
+    """The final model of a workspace's model/ stage (parameters, exported embeddings and model.json)."""
+    meta, params, user, item = artifacts.read_model(Workspace.of(workspace))
+    cfg = meta["architecture"]
+    model = GraphRec(cfg["n_users"], cfg["n_items"], cfg["dim"], cfg["layers"], cfg["modality_dims"], cfg["node_types"])
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    return TrainedModel(model, user, item, meta)
 
 
 # -- the loop -------------------------------------------------------------------------------------------
@@ -262,8 +228,6 @@ def _make_optimizer(model: GraphRec, s: TrainSettings) -> torch.optim.Optimizer:
 
 
 def _dist() -> tuple[int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -273,10 +237,6 @@ class _Run:
     """One training run's fixed inputs: dataset tensors, the graph, validation targets, output folder."""
 
     def __init__(self, ws: Workspace, s: TrainSettings, device: torch.device):
-        from data.dataset import Dataset
-        from graphrec.features import load_features
-        from kg.graph import KnowledgeGraph
-
         self.ws, self.s, self.device = ws, s, device
         self.ds = ds = Dataset.load(ws)
         if not ds.is_split:
@@ -290,8 +250,7 @@ class _Run:
         self.features = load_features(ws) if ws.stage_dir("features").is_dir() else {}
         self.valid = self._pairs("valid")
         self.context = self._pairs("cold_user_context")
-        self.dir = ws.stage_dir("model")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = artifacts.model_dir(ws, create=True)
 
     def _pairs(self, *parts: str) -> np.ndarray:
         p = self.ds.part(*parts)
@@ -335,7 +294,7 @@ def _evaluate(model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int)
     model.train()
     out = {}
     for name, (truth, exclude, cand) in sets.items():
-        n, r, _ = ndcg_recall_at_k(user, item, truth, exclude, cand, k)
+        n, r, _ = embedding_accuracy(user, item, truth, exclude, cand, k)
         out[f"{name}_ndcg@{k}"], out[f"{name}_recall@{k}"] = n, r
     ndcgs = [out[f"{name}_ndcg@{k}"] for name in sets if not np.isnan(out[f"{name}_ndcg@{k}"])]
     out["score"] = float(np.mean(ndcgs)) if ndcgs else float("nan")
@@ -345,8 +304,6 @@ def _evaluate(model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int)
 def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool,
          validate: bool) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
     """Train one phase; returns (model at its selected/last epoch, its inputs, history, selected epoch)."""
-    import torch.distributed as dist
-
     s = run.s
     rank, world = _dist()
     inp = run.inputs(pairs)
@@ -361,7 +318,8 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
     history: list[dict[str, Any]] = []
     best = {"score": -np.inf, "epoch": 0}
     start = 1
-    if resume and (last := _latest(run.dir, phase)):
+    ckpts = Checkpoints(run.dir, phase)
+    if resume and (last := ckpts.latest()):
         state = read_checkpoint_state(last[1])
         if state["settings"] != settings:
             raise InputError("checkpoint was made with other settings; run without --resume", file=last[1])
@@ -395,7 +353,7 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
             row.update(_evaluate(model, inp, sets, s.k))
             if row["score"] > best["score"] + 1e-5:
                 best = {"score": row["score"], "epoch": epoch}
-                save_checkpoint(run.dir / "best.safetensors", model, opt, {"epoch": epoch})
+                save_checkpoint(ckpts.best, model, opt, {"epoch": epoch})
             stopped = epoch - best["epoch"] >= s.patience or epoch == max_epochs
         elif not sets:
             stopped = epoch == max_epochs
@@ -407,12 +365,8 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
         if rank == 0:
             state = {"phase": phase, "epoch": epoch, "settings": settings, "history": history, "best": best,
                      "stopped": stopped}
-            save_checkpoint(run.dir / _ckpt_name(phase, epoch), model, opt, state)
-            for old in range(epoch - s.keep_checkpoints, 0, -1):
-                p = run.dir / _ckpt_name(phase, old)
-                if not p.exists():
-                    break
-                p.unlink()
+            save_checkpoint(ckpts.path(epoch), model, opt, state)
+            ckpts.prune(epoch, s.keep_checkpoints)
             bar.set_postfix({k2: f"{row[k2]:.4f}" for k2 in ("loss", "valid_ndcg@20", "cold_valid_ndcg@20")
                              if k2 in row})
         if stopped:
@@ -423,7 +377,7 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
             obj = [best]
             dist.broadcast_object_list(obj, 0)
             best = obj[0]
-        load_checkpoint(run.dir / "best.safetensors", model, None)
+        load_checkpoint(ckpts.best, model, None)
         return model, inp, history, int(best["epoch"])
     return model, inp, history, len(history) and int(history[-1]["epoch"])
 
@@ -432,6 +386,8 @@ def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None 
               **overrides: Any) -> TrainResult:
     """Select on validation, refit on train+valid, write model/ (embeddings, parameters, history, model.json).
 
+    workspace: the workspace folder (dataset/ split; graph/ and features/ used when present).
+    settings / overrides: TrainSettings, or its fields as keywords. resume: continue from the newest checkpoint.
     Under torchrun (torch.distributed initialised) every rank trains its share of each batch; rank 0
     validates and writes. The exported embeddings cover every user and item (see graphrec.model).
     """
@@ -444,55 +400,75 @@ def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None 
     run = _Run(ws, s, resolve_device(s.device))
     rank, _ = _dist()
     if not resume and rank == 0:
-        for p in run.dir.glob("*epoch-*.safetensors"):
-            p.unlink()
+        artifacts.clear_checkpoints(ws)
     model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
     validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
                   if "@" in k or k == "score"}
     refit = s.refit and len(run.valid) > 0 and selected > 0
-    select_path = run.dir / "embeddings_select.safetensors"
+    select = None
     if rank == 0:  # the ranker fits its blend on these: the refit embeddings have seen the validation answers
         if refit:
-            _write_embeddings(select_path, model, inp)
+            select = _embeddings(model, inp)
+            artifacts.write_embeddings(ws, *select, select=True)
         else:
-            select_path.unlink(missing_ok=True)
+            artifacts.drop_select_embeddings(ws)
     if refit:
         final_pairs = np.union1d(run.train, run.valid)
         model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
         history = history + refit_hist
+    user, item = _embeddings(model, inp)
+    sha = ""
     if rank == 0:
-        _export(run, model, inp, history, selected, validation, refit)
-        if s.ranker:
-            from graphrec.rank import fit_ranker
+        sha = artifacts.write_embeddings(ws, user, item)
+        params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        artifacts.write_model(ws, params, _model_meta(run, model, inp, selected, validation, refit), history)
+        ws.record("model", {**s.result_settings(), "device": s.device},
+                  inputs={"graph": run.kg is not None, "features": sorted(run.features)})
+    return TrainResult(selected, validation, history, refit, user, item, sha, select)
 
-            fit_ranker(ws, k=s.k, progress=s.progress)
-    return TrainResult(selected, validation, history, run.dir / "embeddings.safetensors", refit)
 
-
-def _write_embeddings(path: Path, model: GraphRec, inp: GraphInputs) -> np.ndarray:
-    """Every user's and item's final embedding (cold ones from their content path); returns the items'."""
+@torch.no_grad()
+def _embeddings(model: GraphRec, inp: GraphInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's and item's exported embedding (cold items from their content path)."""
     model.eval()
-    with torch.no_grad():
-        user, item = model.get_embedding(inp).export(inp.item_degree > 0)
-    write_tensors(path, {"user": user.cpu().numpy(), "item": item.cpu().numpy()})
-    return item.cpu().numpy()
+    user, item = model.get_embedding(inp).export(inp.item_degree > 0)
+    return user.cpu().numpy(), item.cpu().numpy()
 
 
-def _export(run: _Run, model: GraphRec, inp: GraphInputs, history: list[dict[str, Any]], selected: int,
-            validation: dict[str, float], refit: bool) -> None:
-    item = _write_embeddings(run.dir / "embeddings.safetensors", model, inp)
-    write_tensors(run.dir / "model.safetensors", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
-    write_json(run.dir / "history.json", history)
+def _model_meta(run: _Run, model: GraphRec, inp: GraphInputs, selected: int, validation: dict[str, float],
+                refit: bool) -> dict[str, Any]:
     feats = {m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
              for m, f in run.features.items()}
-    s = run.s.result_settings()
-    write_json(run.dir / "model.json", {
-        "scoring": "dot", "dim": int(item.shape[1]), "embedding_dim": run.s.dim,
-        "note": "last column: user 1, item content-predicted popularity bias",
-        "settings": s, "selected_epoch": selected, "refit": refit, "validation": validation,
-        "warm_items": int((inp.item_degree > 0).sum()), "features": feats,
-        "random_weights": {m: v["random_weights"] for m, v in feats.items()},
-        "architecture": model.config()})
-    run.ws.record("model", {**s, "device": run.s.device},
-                  inputs={"graph": run.kg is not None, "features": sorted(run.features)})
+    return {"scoring": "dot", "dim": run.s.dim + 1, "embedding_dim": run.s.dim,
+            "note": "last column: user 1, item content-predicted popularity bias",
+            "settings": run.s.result_settings(), "selected_epoch": selected, "refit": refit, "validation": validation,
+            "warm_items": int((inp.item_degree > 0).sum()), "features": feats,
+            "random_weights": {m: v["random_weights"] for m, v in feats.items()},
+            "architecture": model.config()}
 
+
+# -- growing without retraining (graphrec.update) ------------------------------------------------------
+@torch.no_grad()
+def refresh_embeddings(model: GraphRec, ds: Dataset, kg: KnowledgeGraph | None, features: dict[str, Features],
+                       trained: tuple[np.ndarray, np.ndarray], extra: tuple[np.ndarray, np.ndarray] | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Exported (user [U, d+1], item [I, d+1]) of the trained parameters over the extended dataset and graph.
+
+    `trained`: the (user, item) pairs the parameters were trained on (they decide which nodes have an ID
+    embedding and which items are warm); `extra`: pairs propagated over without ID embeddings. Rows the
+    parameters lack (new users, items, attribute values) start at zero, so with no new data this returns
+    exactly what the train stage exported."""
+    cfg = model.config()
+    types = {t: int(kg.num_nodes.get(t, n)) if kg is not None else n for t, n in cfg["node_types"].items()}
+    grown = GraphRec(ds.n_users, ds.n_items, cfg["dim"], cfg["layers"], cfg["modality_dims"], types)
+    state = {}
+    for name, v in model.state_dict().items():
+        target = grown.state_dict()[name]
+        if target.shape != v.shape:  # ID and attribute tables: trained rows first, new rows zero
+            v = torch.cat([v, torch.zeros(target.shape[0] - v.shape[0], *v.shape[1:], dtype=v.dtype)])
+        state[name] = v
+    grown.load_state_dict(state)
+    grown.eval()
+    inp = build_inputs(ds.n_users, ds.n_items, trained[0], trained[1], kg, features, extra=extra)
+    user, item = grown.get_embedding(inp).export(inp.item_degree > 0)
+    return user.numpy(), item.numpy()

@@ -27,7 +27,7 @@ STAGES = ("dataset", "features", "graph", "model", "eval")
 def command_line() -> str:
     """The command line of this process, as a user would retype it."""
     argv = list(sys.argv)
-    if argv and argv[0].endswith(("cli.py", "/graphrec")):
+    if argv and argv[0].endswith(("cli.py", "/graphrec", "graphrec/__main__.py")):
         argv[0] = "graphrec"
     return shlex.join(argv)
 
@@ -37,7 +37,7 @@ class Workspace:
         self.path = Path(path)
 
     @classmethod
-    def of(cls, workspace: "Workspace | str | os.PathLike") -> "Workspace":
+    def of(cls, workspace: Workspace | str | os.PathLike) -> Workspace:
         """Accept a Workspace or a path, as every stage function does."""
         return workspace if isinstance(workspace, Workspace) else cls(workspace)
 

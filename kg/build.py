@@ -21,17 +21,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from data.dataset import Dataset
+from graphrec.data.dataset import Dataset
+from graphrec.data.demographics import age_bands
 from graphrec.errors import InputError
 from graphrec.features import Features, load_features
 from graphrec.io import file_sha256
+from graphrec.kg.graph import EdgeSet, EdgeType, KnowledgeGraph
+from graphrec.kg.triples import RawTriples, dataset_triples, read_entity_map, read_triples, resolve_triples
 from graphrec.workspace import Workspace
-from kg.graph import EdgeSet, EdgeType, KnowledgeGraph
-from kg.triples import RawTriples, dataset_triples, read_entity_map, read_triples, resolve_triples
 
 USER, ITEM, ENTITY = "user", "item", "entity"
 DEFAULT_KNN = 10
-AGE_BANDS = (18, 25, 35, 45, 50, 56)  # MovieLens-1M style bands: <18, 18-24, ..., 56+
 KNN_BLOCK_CELLS = 1 << 25  # similarity cells per block: 32M float32 = 128 MiB, whatever the catalogue size
 
 
@@ -224,9 +224,7 @@ def _derive(column: str, src: str, values: pd.Series) -> tuple[str, np.ndarray, 
     num = num[keep]
     if name == "year":
         return "decade", keep, pd.Series((num // 10 * 10).astype(np.int64).astype(str)) + "s"
-    labels = np.array(["<18"] + [f"{a}-{b - 1}" for a, b in zip(AGE_BANDS, AGE_BANDS[1:])] + [f"{AGE_BANDS[-1]}+"],
-                      dtype=object)
-    return "age_band", keep, pd.Series(labels[np.digitize(num, AGE_BANDS)])
+    return "age_band", keep, pd.Series(age_bands(num))
 
 
 def _family_name(column: str) -> str:
@@ -295,7 +293,8 @@ def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = N
     return BuildResult(graph, True, notes)
 
 
-def _input_hashes(ws: Workspace, modalities: list[str] | None, triples, entity_map) -> dict[str, str]:
+def _input_hashes(ws: Workspace, modalities: list[str] | None, triples: str | os.PathLike | None,
+                  entity_map: str | os.PathLike | None) -> dict[str, str]:
     files = {f"dataset/{p.name}": p for p in sorted(ws.stage_dir("dataset").iterdir()) if p.is_file()}
     for m in modalities or []:
         for suffix in (".json", ".safetensors"):

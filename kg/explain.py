@@ -12,16 +12,18 @@ per `Explainer`, so the ranking stage can explain many pairs cheaply.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order
 
+from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
+from graphrec.kg.graph import EdgeType, KnowledgeGraph
+from graphrec.kg.stats import check_matches
 from graphrec.workspace import Workspace
-from kg.graph import EdgeType, KnowledgeGraph
 
 CO_USERS_CAP = 1000  # co-interaction support is estimated from at most this many of the item's users
 CO_SMOOTHING = 5.0  # pseudo-users added to the denominator: "1 of 1 users" is weak evidence, not certainty
@@ -126,7 +128,8 @@ class Explainer:
         found.sort(key=lambda p: -p.score)
         return found[:k]
 
-    def _co_interaction(self, user, item, liked, w, u, target, rel, k) -> list[ExplanationPath]:
+    def _co_interaction(self, user: int, item: int, liked: np.ndarray, w: np.ndarray, u: PathStep, target: PathStep,
+                        rel: str, k: int) -> list[ExplanationPath]:
         others = self.liked_by[item].indices
         others = others[others != user][:CO_USERS_CAP]
         if not len(others) or not len(liked):
@@ -136,7 +139,8 @@ class Explainer:
         score = w * support / (len(others) + CO_SMOOTHING)
         return [ExplanationPath("co_interaction", [u, self._step("item", liked[r]),
                                                    self._step("user", others[sub.indices[sub.indptr[r]]]), target],
-                                [rel, f"rev_{rel}", rel], float(score[r]), f"{int(support[r])} of this item's {len(others)} users")
+                                [rel, f"rev_{rel}", rel], float(score[r]),
+                                f"{int(support[r])} of this item's {len(others)} users")
                 for r in _top(score, k)]
 
     def _shortest(self, user: int, item: int) -> list[ExplanationPath]:
@@ -206,23 +210,13 @@ def _reverse(rel: str) -> str:
     return rel[len("rev_"):] if rel.startswith("rev_") else f"rev_{rel}"
 
 
-def item_names(ds) -> list[str]:
-    """Readable item names: the title (or first text) column, else the item id."""
-    col = next((c for c in ("title", "name") if c in ds.items.columns), None)
-    col = col or (ds.schema.text_columns[0] if ds.schema.text_columns else "item_id")
-    names = ds.items[col].astype(str)
-    return names.where(names != "", ds.items["item_id"].astype(str)).tolist()
-
-
 def explain_pair(workspace: Workspace | str | os.PathLike, user_id: str, item_id: str, k: int = 5
                  ) -> tuple[list[ExplanationPath], str]:
     """Paths and text for external ids, from a workspace's saved graph and dataset."""
-    from data.dataset import Dataset
-    from kg.stats import check_matches
 
     ws = Workspace.of(workspace)
     graph, ds = KnowledgeGraph.load(ws), Dataset.load(ws)
     check_matches(graph, ds)
     user, item = int(ds.user_index(user_id)[0]), int(ds.item_index(item_id)[0])
-    ex = Explainer(graph, item_names(ds), ds.user_ids.astype(str).tolist())
+    ex = Explainer(graph, ds.item_labels(), ds.user_ids.astype(str).tolist())
     return ex.paths(user, item, k), ex.text(user, item)

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, read_json, read_tensors, write_json
 from graphrec.workspace import Workspace
+
+if TYPE_CHECKING:  # optional at run time: the views import them when called
+    import networkx as nx
+    from torch_geometric.data import HeteroData
 
 EdgeType = tuple[str, str, str]
 
@@ -56,11 +61,9 @@ class KnowledgeGraph:
         starts = np.concatenate([[0], np.cumsum(list(self.num_nodes.values()))])
         return {t: int(o) for t, o in zip(self.num_nodes, starts)}
 
-    def to_homogeneous(self, relations: list[EdgeType] | None = None, undirected: bool = True):
+    def to_homogeneous(self, relations: list[EdgeType] | None = None, undirected: bool = True) -> sp.csr_matrix:
         """All (or the given) relations as one CSR adjacency over every node (offsets from `node_offsets`),
         symmetrised when `undirected`. Entries are summed edge weights."""
-        import scipy.sparse as sp
-
         off = self.node_offsets()
         n = sum(self.num_nodes.values())
         keys = list(self.edges) if relations is None else relations
@@ -72,7 +75,7 @@ class KnowledgeGraph:
         cat = (lambda xs, dt: np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt))
         return sp.csr_matrix((cat(w, np.float32), (cat(src, np.int64), cat(dst, np.int64))), shape=(n, n))
 
-    def to_hetero_data(self, reverse: bool = True):
+    def to_hetero_data(self, reverse: bool = True) -> HeteroData:
         """A torch-geometric HeteroData: `edge_index` [2, E] int64 sorted by (src, dst) so CSR conversion needs
         no re-sort, `edge_weight` float32 [E]; with `reverse`, each relation also as (dst, "rev_<rel>", src)."""
         import torch
@@ -92,7 +95,7 @@ class KnowledgeGraph:
                 data[key].edge_weight = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
         return data
 
-    def to_networkx(self, relations: list[EdgeType] | None = None):
+    def to_networkx(self, relations: list[EdgeType] | None = None) -> nx.MultiDiGraph:
         """A networkx MultiDiGraph for inspection and small graphs: nodes (type, index) with `type` and `name`,
         one edge per stored edge keyed by relation, with `weight`. Not for the hot path (per-edge Python)."""
         import networkx as nx
@@ -107,10 +110,8 @@ class KnowledgeGraph:
                              for a, b, w in zip(e.src.tolist(), e.dst.tolist(), e.weight.tolist()))
         return g
 
-    def to_scipy(self, key: EdgeType):
+    def to_scipy(self, key: EdgeType) -> sp.csr_matrix:
         """The relation as a scipy CSR matrix [num_nodes[src], num_nodes[dst]] of edge weights."""
-        import scipy.sparse as sp
-
         e = self.edges[key]
         return sp.csr_matrix((e.weight, (e.src, e.dst)), shape=(self.num_nodes[key[0]], self.num_nodes[key[2]]))
 
@@ -134,7 +135,7 @@ class KnowledgeGraph:
         return target
 
     @classmethod
-    def load(cls, workspace: Workspace | str | Path) -> "KnowledgeGraph":
+    def load(cls, workspace: Workspace | str | Path) -> KnowledgeGraph:
         ws = Workspace.of(workspace)
         d = ws.require("graph")
         info = read_json(d / "graph.json")

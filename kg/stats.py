@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
-from data.dataset import HELD_OUT, Dataset
+from graphrec.data.dataset import HELD_OUT, Dataset
 from graphrec.errors import InputError
+from graphrec.kg.graph import EdgeType, KnowledgeGraph
 from graphrec.workspace import Workspace
-from kg.graph import KnowledgeGraph
 
 EXAMPLES = 5
 ROUTES = {"attributes": ("item_attribute",), "entities": ("triple",), "similarity": ("similarity",)}
@@ -106,7 +106,7 @@ def cold_reachability(graph: KnowledgeGraph, cold: np.ndarray | None = None,
     return out
 
 
-def _two_hop_to_warm(graph: KnowledgeGraph, key, warm: np.ndarray) -> np.ndarray:
+def _two_hop_to_warm(graph: KnowledgeGraph, key: EdgeType, warm: np.ndarray) -> np.ndarray:
     """Items linked through relation `key` to a warm item: directly (item-item) or via a shared node."""
     m = graph.to_scipy(key)
     m.data[:] = 1.0

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.readers import PARQUET, fail_at, read_table, row_label
+from graphrec.data.readers import PARQUET, fail_at, read_table, row_label
 from graphrec.errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".tsv") + PARQUET

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.importer import import_files
+from graphrec.data.importer import import_files
 from graphrec.features import Features, save_features
 from graphrec.io import read_json, write_json, write_tensors
 from graphrec.workspace import Workspace
@@ -42,7 +42,8 @@ def make_workspace(root: Path, n_users: int = 60, n_items: int = 90, n_cold: int
         pd.DataFrame({"user_id": ids_u[users[sel]], "item_id": ids_i[items[sel]], "rating": 4}).to_csv(f, index=False)
         files[name] = str(f)
     pd.DataFrame({"item_id": ids_i, "title": [f"Film {i}" for i in range(n_items)],
-                  "genres": [("Drama" if q[i, 0] > 0 else "Comedy") for i in range(n_items)]}).to_csv(root / "items.csv", index=False)
+                  "genres": [("Drama" if q[i, 0] > 0 else "Comedy") for i in range(n_items)]}
+                 ).to_csv(root / "items.csv", index=False)
     pd.DataFrame({"user_id": ids_u, "gender": rng.choice(["F", "M"], n_users),
                   "age_band": rng.choice(["18-24", "25-34"], n_users)}).to_csv(root / "users.csv", index=False)
     ws = Workspace(root / "ws")
@@ -60,7 +61,7 @@ def make_workspace(root: Path, n_users: int = 60, n_items: int = 90, n_cold: int
 
 
 def write_embeddings(ws: Workspace, content: np.ndarray, dim: int) -> None:
-    from data.dataset import Dataset
+    from graphrec.data.dataset import Dataset
 
     ds = Dataset.load(ws)
     tr = ds.part("train")

@@ -8,15 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import write_csv
-from data.importer import import_files
 from test_movielens import write_mini_100k, write_mini_latest
+
+from graphrec.data.importer import import_files
 
 Case = tuple[list[str], list[str]]   # (CLI arguments without --out, fragments the error line must contain)
 
@@ -269,7 +269,7 @@ SURVIVORS = ("latin1", "duplicate_item", "image_dotdot", "unknown_item", "cold_i
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "graphrec", *args], capture_output=True, text=True, timeout=120)
 
 
 def _snapshot(ws: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ from benchmarks.split import BenchData, multi_hot, split
 
 
 def _bench(tmp_path) -> BenchData:
-    from data.synth import generate
+    from graphrec.data.synth import generate
 
     ds = split(generate(120, 150, 4000, seed=3, progress=False), seed=1)
     inter = ds.interactions
@@ -43,9 +43,9 @@ def test_rank_excludes_known_and_non_candidates():
 
 
 def test_popularity_and_itemknn_beat_nothing_on_synthetic(tmp_path):
+    from benchmarks.peers.content import ContentPopularity
     from benchmarks.peers.neighbours import ItemKNN
     from benchmarks.peers.popularity import Popularity
-    from benchmarks.peers.content import ContentPopularity
 
     d = _bench(tmp_path)
     rows = {r["system"] + r["task"]: r for s in (Popularity(), ItemKNN(), ContentPopularity())

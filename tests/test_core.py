@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.dataset import Dataset
-from data.importer import import_files
+from graphrec.data.dataset import Dataset
+from graphrec.data.importer import import_files
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, atomic_path, read_json, read_tensors, write_json, write_tensors
 from graphrec.workspace import Workspace

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_csv
 from PIL import Image
 
-from conftest import write_csv
-from data.importer import import_files
+from graphrec.data.importer import import_files
 from graphrec.encode import run_encode
 from graphrec.encoders.clip import TINY_MODEL, load_clip
 from graphrec.errors import InputError
@@ -187,7 +187,7 @@ def test_checkpoint_file_and_clear_weight_errors(tmp_path, monkeypatch):
 def test_cli_encode_and_one_line_weights_error(first_run, tmp_path, monkeypatch, capsys):
     from typer.testing import CliRunner
 
-    from cli import app
+    from graphrec.cli import app
 
     ws0, _ = first_run
     ws = tmp_path / "ws"
@@ -199,7 +199,7 @@ def test_cli_encode_and_one_line_weights_error(first_run, tmp_path, monkeypatch,
 
     import huggingface_hub.constants
 
-    import cli
+    import graphrec.cli as cli
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network: fail fast, not retry
     monkeypatch.setattr(sys, "argv", ["graphrec", "encode", str(ws), "--modalities", "text", "--device", "cpu"])

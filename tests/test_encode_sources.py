@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.importer import import_files
+from graphrec.data.importer import import_files
 from graphrec.encode import item_texts, run_encode
 from graphrec.encoders.lexical import lexical_features, randomized_svd, tfidf_matrix
 from graphrec.encoders.precomputed import parse_spec, read_precomputed
@@ -27,7 +27,7 @@ def ws(tiny_files):
 
 
 def test_item_texts_join_columns_and_values(ws):
-    from data.dataset import Dataset
+    from graphrec.data.dataset import Dataset
 
     texts = item_texts(Dataset.load(ws))
     assert texts[0] == "Red Circle. Drama, Comedy"
@@ -115,7 +115,7 @@ def test_precomputed_bad_input(tmp_path):
 def test_modality_names_columns_and_device_are_checked(ws):
     import torch
 
-    from graphrec.encoders.runtime import resolve_device
+    from graphrec.device import resolve_device
 
     with pytest.raises(InputError, match="unknown modality 'colour'"):
         run_encode(ws, ["colour"], show_progress=False)

@@ -8,15 +8,15 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import shared_path
-from data.dataset import Dataset
-from data.importer import import_files
+from rec_helpers import make_workspace
+
+from graphrec.data.dataset import Dataset
+from graphrec.data.importer import import_files
 from graphrec.evaluate import evaluate, run_evaluate
 from graphrec.io import read_json, write_json, write_tensors
 from graphrec.rank import fit_ranker
 from graphrec.recommend import recommend, write_recommendations
-from rec_helpers import make_workspace
 
 
 @pytest.fixture(scope="module")

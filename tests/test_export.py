@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from rec_helpers import make_workspace
 
 import graphrec
 from graphrec.errors import InputError
 from graphrec.export import export, load_export, pseudonymize_id
 from graphrec.io import read_tensors
-from rec_helpers import make_workspace
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_faiss_index_agrees_with_dot_scores(ws, tmp_path):
 def test_cli_export(ws, tmp_path):
     from typer.testing import CliRunner
 
-    import cli
+    import graphrec.cli as cli
 
     res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "e"), "--format", "parquet"])
     assert res.exit_code == 0, res.output

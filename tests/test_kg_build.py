@@ -5,19 +5,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import shared_path
 from typer.testing import CliRunner
 
-import kg.build as kb
-from data.build import build_dataset
-from data.dataset import Dataset
-from data.readers import read_table
+import graphrec.kg.build as kb
+from graphrec.data.build import build_dataset
+from graphrec.data.dataset import Dataset
+from graphrec.data.readers import read_table
 from graphrec.errors import InputError
 from graphrec.features import Features, save_features
+from graphrec.kg.build import build_graph, knn_edges, run_build
+from graphrec.kg.graph import EdgeSet, KnowledgeGraph
+from graphrec.kg.stats import graph_stats, leak_check
 from graphrec.workspace import Workspace
-from kg.build import build_graph, knn_edges, run_build
-from kg.graph import EdgeSet, KnowledgeGraph
-from kg.stats import graph_stats, leak_check
-from conftest import shared_path
 
 # (user, item) -> split part; item i4 is a cold item, i6 (no attributes) too
 PARTS = {("u1", "i1"): "train", ("u1", "i2"): "train", ("u1", "i5"): "valid", ("u2", "i2"): "train",
@@ -201,7 +201,7 @@ def test_dataset_triples_are_included(ds):
 
 
 def test_cli_build_stats_explain(ws):
-    import cli
+    import graphrec.cli as cli
 
     runner = CliRunner()
     r = runner.invoke(cli.app, ["build", str(ws.path)])
@@ -218,8 +218,8 @@ def test_cli_build_stats_explain(ws):
 
 
 def test_movielens_100k_user_attributes():
-    from data.movielens import load_movielens
-    from data.splits import split_dataset
+    from graphrec.data.movielens import load_movielens
+    from graphrec.data.splits import split_dataset
 
     ds, _ = load_movielens(shared_path("ml-100k"), "100k")
     ds = split_dataset(ds, cold_items=0.2, seed=0)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from graphrec.errors import InputError
-from kg.explain import CO_SMOOTHING, Explainer, render
-from kg.graph import EdgeSet, KnowledgeGraph
+from graphrec.kg.explain import CO_SMOOTHING, Explainer, render
+from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 
 
 def _edges(src, dst, w=None):

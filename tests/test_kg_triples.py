@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from graphrec.errors import InputError
-from kg.triples import RawTriples, read_entity_map, read_triples, resolve_triples
+from graphrec.kg.triples import RawTriples, read_entity_map, read_triples, resolve_triples
 
 ITEMS = np.array(["m1", "m2", "m3"], dtype=object)
 

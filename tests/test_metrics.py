@@ -8,8 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphrec.metrics import (activity_buckets, coverage, hit_matrix, intra_list_diversity, mean_metrics, novelty,
-                              per_user_accuracy, popularity_bias)
+from graphrec.metrics import (
+    activity_buckets,
+    coverage,
+    hit_matrix,
+    intra_list_diversity,
+    mean_metrics,
+    novelty,
+    per_user_accuracy,
+    popularity_bias,
+)
 
 
 def _metrics(topk, truth, ks, n_items=10):
@@ -57,7 +65,7 @@ def test_vectorised_equals_naive_reference(cases, ks):
     width = 12
     topk = np.array([[x if j < n else -1 for j, x in enumerate(p)] for p, _, n in cases])
     m = _metrics(topk, [t for _, t, _ in cases], ks, n_items=width)
-    for u, (p, t, n) in enumerate(cases):
+    for u, (_p, t, _n) in enumerate(cases):
         for k in ks:
             ref = _naive(topk[u].tolist(), t, k)
             for name, v in ref.items():

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA, shared_path
-from data import movielens
-from data.dataset import Dataset
-from data.movielens import download_movielens, import_movielens, load_movielens
+
+from graphrec.data import movielens
+from graphrec.data.dataset import Dataset
+from graphrec.data.movielens import download_movielens, import_movielens, load_movielens
 from graphrec.errors import InputError
 from graphrec.workspace import Workspace
 
@@ -171,12 +171,12 @@ def test_latest_small_items_agree_with_contract_protocol(tmp_path):
 def test_cli_movielens_then_stats(tmp_path):
     data = shared_path("ml-100k")
     ws = tmp_path / "ws"
-    run = subprocess.run([sys.executable, "-m", "cli", "data", "movielens", str(data), "--variant", "100k",
+    run = subprocess.run([sys.executable, "-m", "graphrec", "data", "movielens", str(data), "--variant", "100k",
                           "--out", str(ws)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "943 users" in run.stdout and "1682 items" in run.stdout and "100000 ratings" in run.stdout
     assert "regions" in run.stdout                        # the notes are printed
-    stats = subprocess.run([sys.executable, "-m", "cli", "data", "stats", str(ws), "--json"],
+    stats = subprocess.run([sys.executable, "-m", "graphrec", "data", "stats", str(ws), "--json"],
                            capture_output=True, text=True)
     assert stats.returncode == 0, stats.stderr
     got = json.loads(stats.stdout)

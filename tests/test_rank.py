@@ -5,14 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from rec_helpers import make_workspace
 from typer.testing import CliRunner
 
-from data.dataset import Dataset
+from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors, write_tensors
-from graphrec.rank import GIVEN, ease_matrix, ensure_ranker, fit_ranker, interaction_matrix, load_ranker, ridge_map
+from graphrec.rank import ease_matrix, ensure_ranker, fit_ranker, load_ranker, ridge_map
 from graphrec.recommend import recommend, write_recommendations
-from rec_helpers import make_workspace
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_cold_items_not_punished_for_missing_collaborative_signal(fitted):
     ws, r = fitted
     ds = Dataset.load(ws)
     cand = np.arange(ds.n_items)
-    comps = r.component_scores(np.arange(5), cand, interaction_matrix(ds, GIVEN))
+    comps = r.component_scores(np.arange(5), cand, ds.matrix(GIVEN))
     cold = ~r.warm
     heavy = {"gnn": 1.0, "ease": 100.0, "pop": 100.0, "content": 0.0}
     s = r.blend(comps, cand, heavy, {"gnn": 1.0, "content": 0.0}, 0.0).numpy()
@@ -114,7 +114,7 @@ def test_bad_inputs(fitted, tmp_path):
 
 
 def test_cli_recommend_writes_contract_columns(fitted, tmp_path):
-    import cli
+    import graphrec.cli as cli
 
     ws, _ = fitted
     cands = tmp_path / "cands.txt"
@@ -143,7 +143,7 @@ def test_topk_stable_breaks_ties_by_column():
 
 
 def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
-    from kg.build import run_build
+    from graphrec.kg.build import run_build
 
     ws = make_workspace(tmp_path)
     run_build(ws)
@@ -171,7 +171,7 @@ def test_ridge_component_is_cold_only_and_persisted(fitted):
     assert "ridge" in info["components"] and str(info["ridge_lambda"]) in info["ridge_validation_ndcg"]
     assert r.weights_warm.get("ridge", 0.0) == 0.0
     ds = Dataset.load(ws)
-    comps = r.component_scores(np.arange(5), np.arange(ds.n_items), interaction_matrix(ds, GIVEN))
+    comps = r.component_scores(np.arange(5), np.arange(ds.n_items), ds.matrix(GIVEN))
     assert (comps["ridge"].numpy()[:, r.warm] == 0).all() and comps["ridge"].numpy()[:, ~r.warm].std() > 0
     again = load_ranker(ws)
     np.testing.assert_allclose(again.ridge_feats, r.ridge_feats, atol=1e-5)

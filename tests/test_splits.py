@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data.dataset import SPLITS, Dataset, Schema
-from data.splits import check_no_leak, run_split, split_dataset
-from data.synth import generate
+from graphrec.data.dataset import SPLITS, Dataset, Schema
+from graphrec.data.splits import check_no_leak, run_split, split_dataset
+from graphrec.data.synth import generate
 from graphrec.errors import InputError
-from conftest import shared_path
 
 WARM = ("train", "valid", "test")
 COLD_ITEM = ("cold_valid", "cold_test")
@@ -201,7 +201,7 @@ def test_check_no_leak_catches_leaks(synth):
 
 
 def test_run_split_rewrites_workspace(tmp_path, synth):
-    from data.importer import save_dataset
+    from graphrec.data.importer import save_dataset
 
     save_dataset(tmp_path, synth, {"source": "synth"})
     ds = run_split(tmp_path, method="temporal", cold_users=0.1)

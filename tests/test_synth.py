@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from data.dataset import Dataset
-from data.synth import COLOURS, PATTERNS, SHAPES, generate, run_synth, synthesize
+from graphrec.data.dataset import Dataset
+from graphrec.data.synth import COLOURS, PATTERNS, SHAPES, generate, run_synth, synthesize
 from graphrec.errors import InputError
 
 
@@ -130,7 +130,7 @@ def test_run_synth_roundtrip(tmp_path):
 
 
 def test_cli_synth_and_split(tmp_path):
-    from cli import app
+    from graphrec.cli import app
 
     ws = tmp_path / "ws"
     r = CliRunner().invoke(app, ["data", "synth", "--out", str(ws), "--users", "40", "--items", "50",
@@ -143,6 +143,6 @@ def test_cli_synth_and_split(tmp_path):
     cfg = __import__("json").loads((ws / "config.json").read_text())["stages"]["dataset"]
     assert cfg["settings"]["source"] == "synth" and cfg["settings"]["split"]["method"] == "temporal"
     # a second split without --force is refused with a one-line error and exit code 2
-    p = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "data", "split", str(ws)],
+    p = subprocess.run([sys.executable, "-m", "graphrec", "data", "split", str(ws)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "already split" in p.stderr and len(p.stderr.strip().splitlines()) == 1

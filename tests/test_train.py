@@ -12,8 +12,8 @@ from train_fixtures import make_workspace
 import graphrec.train as train_mod
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors
-from graphrec.train import epoch_triples, ndcg_recall_at_k, run_train, sample_negatives
-
+from graphrec.metrics import embedding_accuracy
+from graphrec.train import epoch_triples, run_train, sample_negatives
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +48,7 @@ def test_ndcg_matches_a_direct_computation():
     truth = sp.csr_matrix(rng.random((nu, ni)) < 0.15)
     excl = sp.csr_matrix((rng.random((nu, ni)) < 0.2) & ~truth.toarray())
     cand = np.sort(rng.choice(ni, 18, replace=False))
-    ndcg, recall, n = ndcg_recall_at_k(U, V, truth, excl, cand, k, chunk=5)
+    ndcg, recall, n = embedding_accuracy(U, V, truth, excl, cand, k, chunk=5)
     s = (U @ V.T).numpy()
     nd, rc = [], []
     for u in range(nu):
@@ -146,7 +146,7 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
 def test_cli_train(tmp_path, monkeypatch, capsys):
     import sys
 
-    import cli
+    import graphrec.cli as cli
 
     ws = make_workspace(tmp_path)
     monkeypatch.setattr(sys, "argv", ["graphrec", "train", str(ws.path), "--epochs", "2", "--dim", "8",

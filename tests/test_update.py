@@ -13,21 +13,21 @@ import pytest
 import torch
 from conftest import shared_path, write_csv
 
-from data.dataset import Dataset
-from data.splits import run_split
-from data.synth import synthesize
+from graphrec.data.dataset import Dataset
+from graphrec.data.splits import run_split
+from graphrec.data.synth import synthesize
 from graphrec.encode import run_encode
 from graphrec.encoders.clip import TINY_MODEL
 from graphrec.errors import InputError
 from graphrec.features import load_features
 from graphrec.io import read_json, read_tensors
-from graphrec.model import load_model
+from graphrec.kg.build import run_build
+from graphrec.kg.graph import KnowledgeGraph
+from graphrec.rank import fit_ranker, load_ranker
 from graphrec.recommend import recommend
-from graphrec.train import run_train
-from graphrec.update import recover_update, refresh_embeddings, run_update
+from graphrec.train import load_model, refresh_embeddings, run_train
+from graphrec.update import recover_update, run_update
 from graphrec.workspace import Workspace
-from kg.build import run_build
-from kg.graph import KnowledgeGraph
 
 N_NEW = 15
 TRAIN = dict(epochs=4, dim=16, layers=2, batch_size=256, lr=0.02, patience=10, progress=False)
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _pipeline(ws: Path) -> None:
     run_encode(ws, **ENCODE)
     run_build(ws, force=True, progress=False)
-    run_train(ws, **TRAIN)
+    fit_ranker(ws, run_train(ws, **TRAIN), progress=False)  # as `graphrec train` chains them
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,6 @@ def test_new_items_are_encoded_alone_and_recommendable_at_once(shop, updated):
     emb = read_tensors(ws / "model" / "embeddings.safetensors")
     assert emb["item"].shape[0] == n_old + N_NEW and np.isfinite(emb["item"]).all()
     assert np.abs(emb["item"][n_old:, :-1]).sum(1).min() > 0  # content path, not zeros
-    from graphrec.rank import load_ranker
-
     r = load_ranker(ws)  # carried over, not refitted: new items are cold
     assert r is not None and not r.warm[n_old:].any() and r.warm[:n_old].sum() > 0
     log = read_json(ws / "model" / "updates.json")
@@ -258,7 +256,7 @@ def test_a_failure_after_staging_began_leaves_no_trace(shop, tmp_path, monkeypat
 def test_cli_update_and_its_one_line_error(shop, tmp_path, monkeypatch, capsys):
     import sys
 
-    import cli
+    import graphrec.cli as cli
 
     ws = _copy(shop, tmp_path)
     write_csv(tmp_path / "bad.csv", [{"user_id": "u000", "item_id": "missing"}])
@@ -301,7 +299,7 @@ def test_an_update_interrupted_after_its_commit_point_is_finished(shop, tmp_path
 
 @pytest.mark.skipif(not os.environ.get("GRAPHREC_SLOW"), reason="trains on MovieLens (minutes): GRAPHREC_SLOW=1")
 def test_movielens_latest_small_new_movies_are_recommendable(tmp_path):
-    from data.movielens import load_movielens
+    from graphrec.data.movielens import load_movielens
 
     ds, _ = load_movielens(shared_path("ml-latest-small"), "latest-small")
     inter = ds.interactions

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.dataset import Dataset, Schema
+from graphrec.data.dataset import Dataset, Schema
 from graphrec.features import Features, save_features
+from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 from graphrec.workspace import Workspace
-from kg.graph import EdgeSet, KnowledgeGraph
 
 
 def make_workspace(path: Path, n_users: int = 40, n_items: int = 60, seed: int = 0) -> Workspace:

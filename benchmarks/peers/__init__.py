@@ -1,14 +1,22 @@
 """Peer recommenders, one module per family, and graphrec itself; `SYSTEMS` maps name -> factory."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from benchmarks.peers.base import System
 
 
 def _registry() -> dict[str, Callable[[], System]]:
-    from benchmarks.peers import content, graphrec_system, implicit_mf, lightfm_peer, lightgcn, linear, neighbours
-    from benchmarks.peers import popularity
+    from benchmarks.peers import (
+        content,
+        graphrec_system,
+        implicit_mf,
+        lightfm_peer,
+        lightgcn,
+        linear,
+        neighbours,
+        popularity,
+    )
 
     systems: dict[str, Callable[[], System]] = {
         "popularity": popularity.Popularity,

@@ -7,8 +7,9 @@ system, applies the task's candidate rule and removes every known interaction, s
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,11 +50,6 @@ class System:
 
 def popularity(X: sp.csr_matrix) -> np.ndarray:
     return np.asarray(X.sum(axis=0)).ravel().astype(np.float32)
-
-
-def rows_dense(M: sp.csr_matrix | np.ndarray, users: np.ndarray) -> np.ndarray:
-    sub = M[users]
-    return np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float32)
 
 
 def top_k_sparse(S: np.ndarray, k: int) -> sp.csr_matrix:

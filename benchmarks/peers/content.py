@@ -7,9 +7,11 @@ ridge-als     ridge map from content to ALS item factors, scored with the user's
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
+
 from benchmarks.peers.base import COLD_ITEM, FitInput, Scorer, System, popularity, top_k_sparse
 from benchmarks.peers.implicit_mf import fit_als
 

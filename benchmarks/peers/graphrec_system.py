@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -50,11 +51,11 @@ class Graphrec(System):
         self.epoch_seconds: list[float] = []
 
     def _pipeline(self, data: FitInput) -> Any:
-        from data.dataset import Dataset
+        from graphrec.data.dataset import Dataset
         from graphrec.encode import run_encode
+        from graphrec.kg.build import run_build
         from graphrec.rank import fit_ranker
         from graphrec.train import run_train
-        from kg.build import run_build
 
         ws = Path(data.workspace).parent / f"{data.workspace.name}-{self.name}"
         shutil.rmtree(ws, ignore_errors=True)
@@ -80,7 +81,7 @@ class Graphrec(System):
         run_build(ws, progress=False)
         trained = run_train(ws, seed=data.seed, progress=False)
         self.epoch_seconds = [h["seconds"] for h in trained.history]  # training only, validation excluded
-        ranker = fit_ranker(ws, progress=False)
+        ranker = fit_ranker(ws, trained, progress=False)
         if not a.blend:  # the GNN score alone
             ranker.weights_warm = {"gnn": 1.0}
             ranker.weights_cold = {"gnn": 1.0}

@@ -1,7 +1,8 @@
 """Matrix factorisation from the `implicit` package: weighted ALS (Hu et al. 2008) and BPR."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

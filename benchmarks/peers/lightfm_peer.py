@@ -3,7 +3,8 @@ tags) and user features (age band, gender, ...) — the classic cold-start basel
 identity feature on the warm task only: for cold items/users it would stay an untrained random vector."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

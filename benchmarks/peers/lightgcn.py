@@ -7,7 +7,8 @@ the default normalize=True, LGConv would run gcn_norm on the sparse tensor in ev
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

@@ -4,7 +4,8 @@ L2 penalty  Lambda = lambda + p / (1 - p) * diag(X'X)  and whose weights are  B 
 The diagonal of B never matters for ranking unseen items, so neither model needs it."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.linalg as sl

@@ -1,7 +1,8 @@
 """Item-based neighbourhood peers: cosine ItemKNN with shrinkage, and RP3beta (random walk, popularity-damped)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

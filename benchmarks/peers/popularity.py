@@ -1,7 +1,8 @@
 """Popularity, and popularity within the cold user's attribute groups (age band, gender, occupation, ...)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

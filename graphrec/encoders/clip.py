@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphrec.device import resolve_device
 from graphrec.encoders.images import DEFAULT_MAX_PIXELS, default_workers, image_batches
-from graphrec.encoders.runtime import autocast, precision_for, progress, resolve_device
+from graphrec.encoders.runtime import autocast, precision_for, progress
 from graphrec.errors import InputError
 from graphrec.io import file_sha256, read_json
 

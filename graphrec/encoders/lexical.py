@@ -6,7 +6,8 @@ is fixed (largest absolute loading positive). Items without any word get mask 0.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

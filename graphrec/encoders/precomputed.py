@@ -10,8 +10,9 @@ Items of the dataset missing from the file get mask 0; ids the dataset does not 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

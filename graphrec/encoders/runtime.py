@@ -1,28 +1,12 @@
-"""Device choice, mixed precision and progress bars shared by the neural encoders."""
+"""Mixed precision and progress bars shared by the neural encoders (device choice: graphrec.device)."""
 from __future__ import annotations
 
 import contextlib
 import sys
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 from tqdm.auto import tqdm
-
-from graphrec.errors import InputError
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks the GPU when one is visible; asking for CUDA without one is an input error, not a fallback."""
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d == "cpu":
-        return torch.device("cpu")
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: no CUDA GPU is visible to torch (use --device cpu or auto)")
-        return torch.device(d)
-    raise InputError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
 
 
 def precision_for(device: torch.device) -> str:
@@ -32,7 +16,7 @@ def precision_for(device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def autocast(device: torch.device, precision: str) -> ContextManager:
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -5,14 +5,16 @@ Texts longer than the model's max_seq_length (256 word pieces for MiniLM) are tr
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from graphrec.encoders.runtime import autocast, precision_for, progress, resolve_device
+from graphrec.device import resolve_device
+from graphrec.encoders.runtime import autocast, precision_for, progress
 from graphrec.errors import InputError
 from graphrec.io import file_sha256
 

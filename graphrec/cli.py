@@ -1,0 +1,470 @@
+"""The `graphrec` command line: each command parses its options, calls one library function, prints.
+
+Bad input anywhere raises graphrec.InputError; `main` turns it into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from graphrec.artifacts import embeddings_path
+from graphrec.data.dataset import Dataset
+from graphrec.data.importer import import_files
+from graphrec.data.movielens import import_movielens
+from graphrec.data.splits import run_split
+from graphrec.data.stats import dataset_stats
+from graphrec.data.synth import run_synth
+from graphrec.errors import InputError
+from graphrec.export import export
+from graphrec.kg.build import run_build
+from graphrec.kg.explain import explain_pair
+from graphrec.kg.stats import run_stats
+from graphrec.workspace import Workspace
+
+# Commands that need torch (encode, train, evaluate, recommend, update, quickstart) import their stage when they
+# run, so `graphrec data ...`, `--help` and a usage error start in a second rather than paying for torch.
+app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False)
+data_app = typer.Typer(help="Import, generate, split and inspect datasets.", no_args_is_help=True)
+kg_app = typer.Typer(help="Inspect the knowledge graph.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(kg_app, name="kg")
+out = Console()
+
+WS = typer.Argument(..., help="Workspace folder (one run: dataset/, features/, graph/, model/, eval/).")
+
+
+def _columns(value: str | None) -> list[str] | None:
+    return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
+
+
+def _notes(notes: list[str]) -> None:
+    for n in notes:
+        out.print(f"[dim]- {n}[/dim]")
+
+
+# ---------------------------------------------------------------------------------------------- data
+@data_app.command("import")
+def data_import(
+    out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write."),
+    interactions: Path | None = typer.Option(None, help="All interactions (user_id,item_id[,timestamp][,rating|weight])."),
+    train: Path | None = typer.Option(None, help="Pre-split: training interactions."),
+    valid: Path | None = typer.Option(None, help="Pre-split: validation interactions (warm)."),
+    test: Path | None = typer.Option(None, help="Pre-split: test interactions (warm)."),
+    cold_valid: Path | None = typer.Option(None, help="Pre-split: validation interactions of cold items."),
+    cold_test: Path | None = typer.Option(None, help="Pre-split: test interactions of cold items."),
+    items: Path | None = typer.Option(None, help="Items table: item_id + text, image and attribute columns."),
+    users: Path | None = typer.Option(None, help="Users table: user_id + coarse attribute columns."),
+    images_dir: Path | None = typer.Option(None, help="Folder the image column's paths are relative to."),
+    text_columns: str | None = typer.Option(
+        None, help="Comma-separated text columns (default: title,name,description,text,tags present)."),
+    attribute_columns: str | None = typer.Option(None, help="Comma-separated categorical columns ('|' separates values)."),
+    image_column: str | None = typer.Option(None, help="Column holding an image path (default: image)."),
+    user_attribute_columns: str | None = typer.Option(None, help="Comma-separated user attribute columns."),
+    encoding: str = typer.Option("utf-8", help="Text encoding of CSV files."),
+) -> None:
+    """Import CSV/Parquet files (one interactions file, or pre-split parts) into a workspace."""
+
+    ds, notes = import_files(out_ws, interactions=interactions and str(interactions), items=items and str(items),
+                             users=users and str(users), images_dir=images_dir and str(images_dir),
+                             text_columns=_columns(text_columns), attribute_columns=_columns(attribute_columns),
+                             image_column=image_column, user_attribute_columns=_columns(user_attribute_columns),
+                             encoding=encoding, train=train and str(train), valid=valid and str(valid),
+                             test=test and str(test), cold_valid=cold_valid and str(cold_valid),
+                             cold_test=cold_test and str(cold_test))
+    _notes(notes)
+    out.print(f"imported {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
+
+
+@data_app.command("stats")
+def data_stats(workspace: Path = WS, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Counts, degree summaries, split parts and attribute cardinalities of the workspace's dataset."""
+
+    stats = dataset_stats(Dataset.load(workspace))
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return
+    table = Table(title=f"dataset {stats['name']}", show_header=False)
+    for k, v in stats.items():
+        table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------- data synth / data split
+@data_app.command("synth")
+def data_synth(
+    out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write (pictures go to WS/images/)."),
+    users: int = typer.Option(300, help="Number of users."),
+    items: int = typer.Option(400, help="Number of items."),
+    interactions: int = typer.Option(15000, help="Number of (user, item) interactions."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same dataset."),
+    no_images: bool = typer.Option(False, "--no-images", help="Skip drawing pictures (large-scale runs)."),
+    image_size: int = typer.Option(64, help="Picture side in pixels."),
+) -> None:
+    """Generate a synthetic shop whose pictures, text and attributes predict what users like."""
+
+    ds = run_synth(out_ws, users, items, interactions, seed, images=not no_images, image_size=image_size)
+    out.print(f"generated {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
+
+
+@data_app.command("split")
+def data_split(
+    workspace: Path = WS,
+    method: str = typer.Option("random", help="random, or temporal (latest interactions held out)."),
+    valid: float = typer.Option(0.1, help="Per-user validation share (< 1) or count (whole number >= 1)."),
+    test: float = typer.Option(0.1, help="Per-user test share (< 1) or count (whole number >= 1)."),
+    cold_items: float = typer.Option(0.2, help="Share of items held out with all their interactions."),
+    cold_users: float = typer.Option(0.0, help="Share of users held out with all their interactions."),
+    cold_user_context: int = typer.Option(0, help="First N interactions of each cold user given as context."),
+    cold_by: str = typer.Option("item", help="Cold items to cold_valid/cold_test by item or by interaction."),
+    seed: int = typer.Option(0, help="Random seed."),
+    force: bool = typer.Option(False, help="Re-split a dataset that is already split."),
+) -> None:
+    """Fill the split column: warm train/valid/test, cold items and cold users, with no leaks."""
+
+    with out.status("splitting interactions"):
+        ds = run_split(workspace, method=method, valid=valid, test=test, cold_items=cold_items,
+                       cold_users=cold_users, cold_user_context=cold_user_context, cold_by=cold_by, seed=seed,
+                       force=force)
+    table = Table(title=f"split of {workspace}", show_header=True)
+    table.add_column("part")
+    table.add_column("interactions", justify="right")
+    for part, n in ds.counts()["parts"].items():
+        table.add_row(part, str(n))
+    out.print(table)
+
+
+
+# ---------------------------------------------------------------------------------------------- data movielens
+@data_app.command("movielens")
+def data_movielens(
+    path: Path = typer.Argument(..., help="Unzipped MovieLens folder (ml-100k or ml-latest-small)."),
+    out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write."),
+    variant: str = typer.Option("100k", help="100k | latest-small."),
+    posters: Path | None = typer.Option(None, help="Folder of item images named <movieId>.jpg."),
+    download: bool = typer.Option(False, "--download", help="Fetch the official GroupLens zip into PATH if PATH is missing."),
+) -> None:
+    """Import MovieLens 100K or latest-small (ratings, titles, genres, tags, coarse user attributes, posters)."""
+
+    ds, notes = import_movielens(out_ws, path, variant, posters=posters, download=download)
+    _notes(notes)
+    images = ds.schema.image_column
+    with_image = f", {int((ds.items[images] != '').sum())} with an image" if images else ""
+    out.print(f"imported MovieLens {variant}: {ds.n_users} users, {ds.n_items} items{with_image}, "
+              f"{len(ds.interactions)} ratings -> {out_ws}/dataset")
+
+
+
+# ---------------------------------------------------------------------------------------------- encode
+@app.command("encode")
+def encode(
+    workspace: Path = WS,
+    modalities: str | None = typer.Option(None, help="Comma-separated: image, text, st_text, lexical "
+                                             "(default: image if the dataset has images, text, lexical)."),
+    clip_model: str = typer.Option("ViT-B-32", help="open_clip model name, 'hf-hub:ORG/REPO', or a model "
+                                   "config .json."),
+    clip_pretrained: str | None = typer.Option(None, help="open_clip pretrained tag (default: laion2b_s34b_b79k), "
+                                                  "or 'none' for random weights (tests only)."),
+    clip_checkpoint: Path | None = typer.Option(None, help="Local CLIP weights file (.safetensors/.bin/.pt)."),
+    st_model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2",
+                                 help="sentence-transformers hub name or local model folder (modality st_text)."),
+    precomputed: list[str] | None = typer.Option(None, help="NAME=FILE[,IDS]: .npy (+ id list) or .parquet "
+                                                    "keyed by item_id; repeatable."),
+    text_columns: str | None = typer.Option(None, help="Item columns forming the text (default: the dataset's)."),
+    batch_size: int = typer.Option(64, help="Images per batch."),
+    text_batch_size: int = typer.Option(256, help="Texts per batch."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    num_workers: int | None = typer.Option(None, help="Image decoding worker processes (default: min(4, CPUs))."),
+    lexical_dim: int = typer.Option(128, help="Dimension of the lexical (TF-IDF + SVD) vectors."),
+) -> None:
+    """Encode item images and texts into content vectors (WS/features/); unchanged items are not re-encoded."""
+    from graphrec.encode import run_encode
+
+    res = run_encode(workspace, _columns(modalities), clip_model=clip_model, clip_pretrained=clip_pretrained,
+                     clip_checkpoint=clip_checkpoint, st_model=st_model, precomputed=precomputed or (),
+                     text_columns=_columns(text_columns), batch_size=batch_size, text_batch_size=text_batch_size,
+                     device=device, num_workers=num_workers, lexical_dim=lexical_dim)
+    table = Table(title=f"features on {res.device} -> {res.path}")
+    for col in ("modality", "dim", "encoded", "reused", "no content", "bad", "items/s"):
+        table.add_column(col, justify="left" if col == "modality" else "right")
+    for r in res.reports.values():
+        table.add_row(r.modality + (" *" if r.random_weights else ""), str(r.dim), str(r.encoded), str(r.reused),
+                      str(r.missing), str(len(r.bad)),
+                      f"{r.items_per_s:.0f}" if r.encoded else "-")
+    out.print(table)
+    if any(r.random_weights for r in res.reports.values()):
+        out.print("[yellow]* random weights (--clip-pretrained none): for tests only, not for recommendations[/yellow]")
+    for r in res.reports.values():
+        _notes(r.notes)
+        for b in r.bad[:10]:
+            out.print(f"[dim]- {r.modality}: skipped {b['item_id']} ({b.get('file', '')}): {b['reason']}[/dim]")
+        if len(r.bad) > 10:
+            out.print(f"[dim]- {r.modality}: {len(r.bad) - 10} more skipped, listed in {res.path}/logs/encode.json"
+                      "[/dim]")
+
+
+
+# ---------------------------------------------------------------------------------------------- build / kg
+@app.command("build")
+def build(
+    workspace: Path = WS,
+    item_knn: int | None = typer.Option(None, help="Item-item kNN edges per content modality (default: 10 when "
+                                                      "features exist, else 0; 0 = none)."),
+    knn_modalities: str | None = typer.Option(None, help="Comma-separated modalities for kNN edges (default: all)."),
+    triples: Path | None = typer.Option(None, help="External triples: 'head relation tail' lines (KGAT/KGCN "
+                                                      "kg.txt) or a CSV/Parquet with head,relation,tail."),
+    entity_map: Path | None = typer.Option(None, help="Item -> entity map for --triples ('item_id entity_id' "
+                                                         "lines, KGAT item_list.txt, or CSV item_id,entity)."),
+    allow_unsplit: bool = typer.Option(False, help="Build from an unsplit dataset's interactions (inspection only)."),
+    force: bool = typer.Option(False, help="Rebuild even when the inputs are unchanged."),
+) -> None:
+    """Build the knowledge graph (users, items, attributes, entities; training interactions only)."""
+
+    res = run_build(workspace, item_knn=item_knn, knn_modalities=_columns(knn_modalities), triples=triples,
+                    entity_map=entity_map, allow_unsplit=allow_unsplit, force=force)
+    _notes(res.notes)
+    g = res.graph
+    n_edges = sum(len(e) for e in g.edges.values())
+    verb = "built" if res.rebuilt else "up to date:"
+    out.print(f"{verb} {sum(g.num_nodes.values())} nodes of {len(g.num_nodes)} types, {n_edges} edges of "
+              f"{len(g.edges)} relations -> {workspace}/graph")
+
+
+@kg_app.command("stats")
+def kg_stats(workspace: Path = WS, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Node/edge counts, degrees, isolated nodes, components, cold-item reachability and the leak check."""
+
+    stats = run_stats(workspace)
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return
+    table = Table(title="knowledge graph", show_header=True)
+    for col in ("node type", "nodes", "isolated", "degree min/median/mean/max"):
+        table.add_column(col)
+    for t, n in stats["nodes"].items():
+        d = stats["degree"].get(t)
+        table.add_row(t, str(n), str(stats["isolated"][t]),
+                      f"{d['min']}/{d['median']:g}/{d['mean']:g}/{d['max']}" if d else "-")
+    out.print(table)
+    rel = Table(title="relations", show_header=True)
+    rel.add_column("src | relation | dst")
+    rel.add_column("edges")
+    for k, n in stats["edges"].items():
+        rel.add_row(k, str(n))
+    out.print(rel)
+    c, cold, leak = stats["components"], stats["cold_items"], stats["leak_check"]
+    out.print(f"components: {c['count']} ({c['non_trivial']} with edges), largest {c['largest']} nodes "
+              f"({c['largest_share']:.1%})")
+    pct = lambda r: "n/a" if r["share"] is None else f"{r['count']} ({r['share']:.1%})"  # noqa: E731
+    out.print(f"cold items ({cold['definition']}): {cold['count']}; reach a warm item via attributes "
+              f"{pct(cold['via_attributes'])}, entities {pct(cold['via_entities'])}, similarity "
+              f"{pct(cold['via_similarity'])}, any route {pct(cold['via_any_route'])}; connected by any path "
+              f"{pct(cold['connected_to_warm'])}; dead ends {cold['dead_ends']} {cold['dead_end_examples'] or ''}")
+    if not leak["split"]:
+        out.print("[yellow]leak check: dataset not split, the graph holds every interaction (inspection only)[/yellow]")
+    elif leak["ok"]:
+        out.print(f"leak check: ok, none of {leak['held_out']} held-out interactions is an edge")
+    else:
+        out.print(f"[red]leak check FAILED: {leak['leaked']} of {leak['held_out']} held-out interactions are edges, "
+                  f"e.g. {'; '.join(leak['examples'])}[/red]")
+        raise typer.Exit(1)
+
+
+@kg_app.command("explain")
+def kg_explain(
+    workspace: Path = WS,
+    user: str = typer.Option(..., help="External user id."),
+    item: str = typer.Option(..., help="External item id."),
+    k: int = typer.Option(5, help="How many paths to show."),
+) -> None:
+    """Why an item fits a user: the best short paths through the graph, and a one-line reason."""
+
+    paths, text = explain_pair(workspace, user, item, k)
+    for p in paths:
+        out.print(f"{p.score:.3f}  {p.kind:<15} {p}", markup=False, highlight=False)
+    out.print(text, markup=False, highlight=False)
+
+
+
+# ---------------------------------------------------------------------------------------------- train
+@app.command("train")
+def train(
+    workspace: Path = WS,
+    epochs: int = typer.Option(60, help="Maximum epochs of the selection phase (early stopping on validation)."),
+    dim: int = typer.Option(64, help="Embedding dimension."),
+    layers: int = typer.Option(3, help="Propagation layers."),
+    lr: float = typer.Option(5e-3, help="Adam learning rate."),
+    batch_size: int = typer.Option(2048, help="Triples (user, positive, negative) per step."),
+    reg: float = typer.Option(1e-4, help="L2 on the batch's layer-0 embeddings."),
+    cold_weight: float = typer.Option(0.5, help="Weight of BPR through the content path (cold-start training)."),
+    align_weight: float = typer.Option(1.0, help="Weight of the content -> collaborative alignment."),
+    patience: int = typer.Option(5, help="Epochs without validation improvement before stopping."),
+    k: int = typer.Option(20, help="Cut-off of the validation NDCG@K."),
+    seed: int = typer.Option(0, help="Random seed (runs on CPU are deterministic)."),
+    mode: str = typer.Option("full", help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
+    fanouts: str = typer.Option("15,10,5", help="Neighbours sampled per layer in --mode sampled."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train+valid for the selected epochs."),
+    ranker: bool = typer.Option(True, "--ranker/--no-ranker", help="Fit the hybrid ranker's blend on validation."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in model/."),
+) -> None:
+    """Train the GNN: select on validation NDCG@K, refit on train+valid, write model/ embeddings."""
+    from graphrec.rank import fit_ranker
+    from graphrec.train import TrainSettings, run_train
+
+    try:
+        fan = tuple(int(f) for f in fanouts.split(",") if f.strip())
+    except ValueError:
+        raise InputError(f"--fanouts must be comma-separated integers (got {fanouts!r})") from None
+    s = TrainSettings(epochs=epochs, dim=dim, layers=layers, lr=lr, batch_size=batch_size, reg=reg,
+                      cold_weight=cold_weight, align_weight=align_weight, patience=patience, k=k, seed=seed,
+                      mode=mode, fanouts=fan, refit=refit, device=device)
+    r = run_train(workspace, s, resume=resume)
+    if ranker and r.embeddings_sha256:  # rank 0 of a distributed run writes model/ and fits the ranker
+        fit_ranker(workspace, r, k=k)
+    table = Table(title=f"trained: epoch {r.selected_epoch} selected" + (", refit on train+valid" if r.refit else ""))
+    table.add_column("validation")
+    table.add_column("value", justify="right")
+    for name, v in r.validation.items():
+        table.add_row(name, f"{v:.4f}")
+    out.print(table)
+    out.print(f"embeddings -> {embeddings_path(Workspace(workspace))}")
+
+
+
+# ------------------------------------------------------------- evaluate / recommend / export / update / quickstart
+@app.command("evaluate")
+def evaluate_cmd(
+    workspace: Path = WS,
+    k: str = typer.Option("10,20,50", "--k", help="Comma-separated cut-offs K."),
+    examples: int = typer.Option(3, help="Users shown with example recommendations in the report."),
+) -> None:
+    """Full-ranking metrics on the test parts (warm, cold-item, cold-user, overall) and eval/report.html."""
+    from graphrec.evaluate import run_evaluate
+
+    ks = [int(x) for x in _columns(k) or [] if x.isdigit()]
+    if len(ks) != len(_columns(k) or []) or not ks:
+        raise InputError(f"--k must be comma-separated positive integers, got {k!r}")
+    d = run_evaluate(workspace, ks, examples)
+    m = json.loads((d / "metrics.json").read_text())
+    table = Table(title="test metrics")
+    mid = m["histogram_k"]
+    for c in ("task", "users", f"recall@{mid}", f"ndcg@{mid}", f"coverage@{mid}"):
+        table.add_column(c)
+    for task, res in m["tasks"].items():
+        table.add_row(task, str(res["users"]), f"{res['accuracy'][f'recall@{mid}']:.4f}",
+                      f"{res['accuracy'][f'ndcg@{mid}']:.4f}", f"{res['beyond'][f'@{mid}']['coverage']:.4f}")
+    out.print(table)
+    out.print(f"report: {d / 'report.html'}")
+
+
+@app.command("recommend")
+def recommend_cmd(
+    workspace: Path = WS,
+    users: str = typer.Option("all", help="'all', a file of user ids (one per line), or comma-separated ids."),
+    k: int = typer.Option(20, "--k", help="Items per user."),
+    candidates: Path | None = typer.Option(None, help="File of candidate item ids, one per line."),
+    explain: bool = typer.Option(False, "--explain", help="Add an explanation column."),
+    out_file: Path = typer.Option(..., "--out", help="Output .csv or .parquet (user_id,item_id,rank,score)."),
+) -> None:
+    """Top-K items per user from the hybrid ranker; every interaction given to the system is excluded."""
+    from graphrec.recommend import recommend, write_recommendations
+
+    spec = users if users == "all" or Path(users).is_file() else _columns(users)
+    frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain, progress=True)
+    write_recommendations(frame, out_file)
+    out.print(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}")
+
+
+@app.command("export")
+def export_cmd(
+    workspace: Path = WS,
+    out_dir: Path = typer.Option(..., "--out", help="Export folder to write (replaced as a whole)."),
+    formats: str = typer.Option("parquet,npy", "--format", help="Comma-separated: parquet, npy, faiss."),
+    pseudonymize: str | None = typer.Option(None, help="Secret salt: user ids become HMAC-SHA256 pseudonyms."),
+) -> None:
+    """User and item embeddings with ids and a manifest (docs/export.md); load with graphrec.load_export."""
+
+    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize)
+    m = json.loads((d / "manifest.json").read_text())
+    out.print(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "
+              f"files: {', '.join(sorted(m['files'].values()))} -> {d}")
+
+
+@app.command("update")
+def update_cmd(
+    workspace: Path = WS,
+    interactions: Path | None = typer.Option(None, help="New interactions (user_id,item_id[,rating][,timestamp])."),
+    items: Path | None = typer.Option(None, help="New items with the dataset's item columns."),
+    users: Path | None = typer.Option(None, help="New users with the dataset's user columns."),
+    encoding: str = typer.Option("utf-8", help="Text encoding of CSV/TSV files."),
+) -> None:
+    """Fold new items, users and interactions into a trained workspace without retraining (all or nothing)."""
+    from graphrec.update import run_update
+
+    r = run_update(workspace, interactions, items, users, encoding=encoding, progress=True)
+    _notes(r.notes)
+    out.print(f"added {r.items_added} items, {r.users_added} users, {r.interactions_added} interactions "
+              f"({r.duplicates_skipped} repeats skipped); encoded {r.encoded or 'nothing'}; "
+              f"{r.users_changed} user embeddings changed; {r.seconds['total']:.1f} s")
+
+
+
+@app.command()
+def quickstart(
+    out_dir: Path = typer.Option(Path("graphrec-quickstart"), "--out", help="Workspace folder to (re)write."),
+    users: int = typer.Option(300, help="Synthetic users."),
+    items: int = typer.Option(400, help="Synthetic items."),
+    interactions: int = typer.Option(15000, help="Synthetic interactions."),
+    epochs: int = typer.Option(40, help="Maximum training epochs (early stopping on validation)."),
+    seed: int = typer.Option(0, help="Seed of data, split and training."),
+    modalities: str = typer.Option("lexical", help="Encoders, e.g. lexical,clip_image,clip_text (CLIP needs weights)."),
+    clip_pretrained: str | None = typer.Option(None, help="open_clip pretrained tag when CLIP modalities are asked for."),
+) -> None:
+    """Run the whole pipeline on the embedded synthetic default and print where the report and export are."""
+    from graphrec.quickstart import run_quickstart
+
+    r = run_quickstart(out_dir, users=users, items=items, interactions=interactions, seed=seed, epochs=epochs,
+                       modalities=tuple(_columns(modalities) or ["lexical"]), clip_pretrained=clip_pretrained,
+                       say=lambda m: out.print(f"[bold]{m}[/bold]"))
+    table = Table(title="test metrics @20 (model selected on validation)")
+    for col in ("task", "users", "recall@20", "ndcg@20"):
+        table.add_column(col)
+    for task, m in r.metrics.get("tasks", {}).items():
+        acc = m["accuracy"]
+        table.add_row(task, str(m["users"]), f"{acc['recall@20']:.4f}", f"{acc['ndcg@20']:.4f}")
+    out.print(table)
+    out.print(f"report: {r.report}\nexport: {r.export}\nworkspace: {r.workspace}")
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main() -> None:
+    """Entry point of the `graphrec` script: one-line errors and exit code 2 for bad input."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the stages' progress notes
+    try:
+        app(standalone_mode=False)
+    except InputError as e:
+        print(f"graphrec: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        print("graphrec: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("graphrec: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

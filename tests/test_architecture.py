@@ -1,0 +1,165 @@
+"""The house rules: one installed namespace, layers whose imports only point down, no import cycle.
+
+docs/architecture.md draws the same map; a new module must be given a layer here (the test says so).
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where each installed subpackage lives in the repository (pyproject's package-dir).
+SOURCES = {"graphrec": ROOT / "graphrec", "graphrec.data": ROOT / "data", "graphrec.kg": ROOT / "kg"}
+# Lowest first. A module may import its own layer and the ones below, never one above.
+LAYERS = (
+    ("core", ("graphrec.errors", "graphrec.io", "graphrec.workspace", "graphrec.features", "graphrec.device")),
+    ("data", ("graphrec.data",)),
+    ("kg", ("graphrec.kg",)),
+    ("model", ("graphrec.model", "graphrec.propagation", "graphrec.metrics", "graphrec.encoders",
+               "graphrec.artifacts")),
+    ("stages", ("graphrec.encode", "graphrec.train", "graphrec.rank", "graphrec.evaluate", "graphrec.report",
+                "graphrec.recommend", "graphrec.export", "graphrec.update")),
+    ("pipeline", ("graphrec.quickstart",)),
+    ("app", ("graphrec.cli", "graphrec.distributed", "graphrec.__main__", "graphrec")),
+)
+# The command line imports the torch-backed stages inside their commands, so that `graphrec data ...`, --help
+# and usage errors start fast. It is the top of the house: nothing imports it, so this can hide no cycle.
+LAZY_OK = ("graphrec.cli",)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package, folder in SOURCES.items():
+        for path in folder.rglob("*.py"):
+            rel = path.relative_to(folder).with_suffix("").parts
+            if rel[0] in ("data", "kg") and package == "graphrec":
+                continue  # (no such folders inside graphrec/; guards against a future mix-up)
+            parts = rel[:-1] if rel[-1] == "__init__" else rel
+            out[".".join((package, *parts))] = path
+    return out
+
+
+def _layer(module: str) -> int:
+    best = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if module == p or module.startswith(p + "."):
+                if best is None or len(p) > best[1]:
+                    best = (i, len(p))
+    if best is None:
+        raise AssertionError(f"{module} has no layer: add it to LAYERS here and to docs/architecture.md")
+    return best[0]
+
+
+def _imports(path: Path, module: str) -> list[tuple[str, bool, int]]:
+    """(imported graphrec module, inside a function?, line) for every graphrec import of a file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    in_function: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            in_function.update(id(n) for n in ast.walk(node) if n is not node)
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            base = node.module if node.level == 0 else module.rsplit(".", node.level)[0] + "." + node.module
+            # `from graphrec import artifacts` imports the module graphrec.artifacts, not a name of graphrec
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        for name in names:
+            if name == "graphrec" or name.startswith("graphrec."):
+                target = max((m for m in MODULES if name == m or name.startswith(m + ".")), key=len, default=name)
+                found.append((target, id(node) in in_function, node.lineno))
+    return found
+
+
+MODULES = _modules()
+
+
+def test_every_module_has_a_layer_and_imports_point_down():
+    upward, hidden = [], []
+    for module, path in MODULES.items():
+        for target, in_function, line in _imports(path, module):
+            if target == module:
+                continue
+            if in_function and module not in LAZY_OK:
+                hidden.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a function")
+            if _layer(target) > _layer(module):
+                upward.append(f"{path.relative_to(ROOT)}:{line} ({LAYERS[_layer(module)][0]}) imports {target} "
+                              f"({LAYERS[_layer(target)][0]})")
+    assert not hidden, "\n".join(hidden)
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycle():
+    graph = {m: {t for t, _, _ in _imports(p, m) if t != m and t in MODULES} for m, p in MODULES.items()}
+    # a package's __init__ importing its own submodules is how a package exposes them, not a cycle
+    for m in graph:
+        graph[m] = {t for t in graph[m] if not t.startswith(m + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_library_code_does_not_print():
+    offenders = []
+    for module, path in MODULES.items():
+        if module in ("graphrec.cli",):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_wheel_installs_only_the_graphrec_namespace(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next(tmp_path.glob("graphrec-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {"graphrec"}, sorted(top)
+    for expected in ("graphrec/data/dataset.py", "graphrec/kg/graph.py", "graphrec/cli.py", "graphrec/__main__.py"):
+        assert expected in names
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "graphrec = graphrec.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_public_api_imports_beside_a_users_own_data_and_kg_modules(tmp_path):
+    (tmp_path / "data.py").write_text("raise ImportError('the user data.py was imported')\n")
+    (tmp_path / "kg.py").write_text("raise ImportError('the user kg.py was imported')\n")
+    (tmp_path / "cli.py").write_text("raise ImportError('the user cli.py was imported')\n")
+    code = ("import graphrec, graphrec.data, graphrec.kg\n"
+            "from graphrec.data.dataset import Dataset\nfrom graphrec.kg.graph import KnowledgeGraph\n"
+            "assert callable(graphrec.load_export)\nprint(graphrec.data.__file__)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not Path(r.stdout.strip()).resolve().is_relative_to(tmp_path.resolve())
+
+
+@pytest.mark.parametrize("argv", [["-m", "graphrec", "--help"], [str(ROOT / "cli.py"), "--help"]])
+def test_module_and_shim_run_the_command_line(argv, tmp_path):
+    r = subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "quickstart" in r.stdout and "Traceback" not in r.stderr
