@@ -25,8 +25,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from graphrec.data.dataset import Dataset, Schema
-from graphrec.errors import InputError
 from graphrec.data.importer import save_dataset
+from graphrec.errors import InputError
 from graphrec.io import atomic_dir
 
 COLOURS = {"red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 160, 70),
