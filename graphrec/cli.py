@@ -11,6 +11,11 @@ from pathlib import Path
 
 import click
 import typer
+
+try:  # newer typer raises the usage errors of its own vendored click, not click's
+    from typer._click import exceptions as _typer_click
+except ImportError:  # older typer: click's own
+    _typer_click = click.exceptions
 from rich.console import Console
 from rich.table import Table
 
@@ -453,12 +458,12 @@ def main() -> None:
     except InputError as e:
         print(f"graphrec: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
+    except (click.ClickException, _typer_click.ClickException) as e:  # usage errors: Click's short message, exit 2
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print("graphrec: aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:

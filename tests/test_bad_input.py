@@ -320,3 +320,15 @@ def test_failed_reimport_keeps_existing_dataset(results, name):
     assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run.stderr
     assert "dataset/dataset.json" in before and "config.json" in before
     assert _snapshot(ws) == before     # same files, same bytes, no temp folders left beside them
+
+
+@pytest.mark.parametrize("args, says", [
+    (["trian"], "No such command 'trian'"),
+    (["train", "ws", "--epoch", "3"], "No such option: --epoch"),
+    (["data", "split"], "Missing argument"),
+])
+def test_usage_mistakes_exit_2_with_one_short_message(args, says, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "graphrec", *args], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and says in run.stderr
