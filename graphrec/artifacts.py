@@ -105,10 +105,6 @@ def write_model(ws: Workspace, parameters: dict[str, np.ndarray], meta: dict[str
     write_json(d / MODEL_JSON, meta)
 
 
-def read_model_meta(ws: Workspace) -> dict[str, Any]:
-    return read_json(ws.require("model") / MODEL_JSON)
-
-
 def read_history(ws: Workspace) -> list[dict[str, Any]] | None:
     """model/history.json, or None when the model has none."""
     path = model_dir(ws) / HISTORY

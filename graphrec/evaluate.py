@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from graphrec.artifacts import read_ranker_info
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.features import load_features
-from graphrec.io import atomic_dir, read_json
+from graphrec.io import atomic_dir
 from graphrec.metrics import (
     activity_buckets,
     coverage,
@@ -100,7 +101,7 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
         res["popularity_histogram"] = _popularity_histogram(topk[:, :plot_k], pop, cand)
         out["tasks"][task] = res
     out["bucket_rule"] = "users bucketed by the number of interactions the system was given (train, valid, context)"
-    out["ranker"] = {k: v for k, v in read_json(ws.stage_dir("model") / "ranker.json").items()
+    out["ranker"] = {k: v for k, v in read_ranker_info(ws).items()
                      if k in ("weights_warm", "weights_cold", "cold_offset", "validation_ndcg", "fitted_with")}
     return out
 

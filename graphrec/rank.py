@@ -465,15 +465,15 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
                   cold_offset=float(info["cold_offset"]), info=rest)
 
 
-def extend_ranker(ws: Workspace, staged: Workspace, grown: Dataset, n_old_items: int) -> bool:
+def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset) -> bool:
     """The ranker's own update step: carry the fitted blend over to the staged workspace's new embeddings.
     New items are cold (gnn + content, no pop/EASE penalty); popularity counts include the new interactions.
     False when there is no current ranker."""
-    r = load_ranker(ws)
+    r = load_ranker(ws, old)
     if r is None:
         return False
     counts = np.asarray(grown.matrix(("train",)).sum(axis=0)).ravel()
-    r.warm = np.concatenate([r.warm, np.zeros(grown.n_items - n_old_items, bool)])
+    r.warm = np.concatenate([r.warm, np.zeros(grown.n_items - old.n_items, bool)])
     r.pop = np.log1p(counts).astype(np.float32)
     r.info["embeddings_sha256"] = artifacts.embeddings_sha256(staged)
     save_ranker(staged, r)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from graphrec.artifacts import read_history
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.stats import dataset_stats
 from graphrec.io import read_json
@@ -152,9 +153,8 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
         ax.set_xticklabels(labels, rotation=45, fontsize=8)
         ax.legend()
         blocks.append(_save(fig, d / "popularity.png", "Popularity of recommended items vs the candidate catalogue"))
-    hist_path = ws.stage_dir("model") / "history.json"
-    if hist_path.exists():
-        hist = read_json(hist_path)
+    hist = read_history(ws)
+    if hist is not None:
         rows = hist if isinstance(hist, list) else hist.get("history", [])
         keys = [k for k in ("loss", "bpr", "cold", "align") if any(k in r for r in rows)]
         vkeys = sorted({k for r in rows for k in r if "@" in k and isinstance(r[k], (int, float))})

@@ -130,7 +130,7 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
             su, si, _ = artifacts.read_embeddings(ws, ds, select=True)
             artifacts.write_embeddings(sws, np.concatenate([su, user_emb[len(su):]]),
                                        np.concatenate([si, item_emb[len(si):]]), select=True)
-        ranker = extend_ranker(ws, sws, grown, ds.n_items)
+        ranker = extend_ranker(ws, sws, ds, grown)
         entry = {"finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
                  "items": [ds.n_items, grown.n_items], "users": [ds.n_users, grown.n_users],
                  "interactions": [len(ds.interactions), len(inter)], "duplicates_skipped": added.duplicates_skipped,

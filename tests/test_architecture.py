@@ -37,8 +37,6 @@ def _modules() -> dict[str, Path]:
     for package, folder in SOURCES.items():
         for path in folder.rglob("*.py"):
             rel = path.relative_to(folder).with_suffix("").parts
-            if rel[0] in ("data", "kg") and package == "graphrec":
-                continue  # (no such folders inside graphrec/; guards against a future mix-up)
             parts = rel[:-1] if rel[-1] == "__init__" else rel
             out[".".join((package, *parts))] = path
     return out
