@@ -5,7 +5,7 @@ The installed namespace is this one package: graphrec.data (canonical tables, re
 and the command line (graphrec.cli). docs/architecture.md draws the layers.
 """
 from graphrec.errors import InputError
-from graphrec.export import Export, load_export
+from graphrec.export_folder import Export, load_export
 from graphrec.workspace import Workspace
 
 __version__ = "0.1.0"

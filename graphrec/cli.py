@@ -27,7 +27,6 @@ from graphrec.data.splits import run_split
 from graphrec.data.stats import dataset_stats
 from graphrec.data.synth import run_synth
 from graphrec.errors import InputError
-from graphrec.export import export
 from graphrec.kg.build import run_build
 from graphrec.kg.explain import explain_pair
 from graphrec.kg.stats import run_stats
@@ -395,9 +394,11 @@ def export_cmd(
     formats: str = typer.Option("parquet,npy", "--format", help="Comma-separated: parquet, npy, faiss."),
     pseudonymize: str | None = typer.Option(None, help="Secret salt: user ids become HMAC-SHA256 pseudonyms."),
 ) -> None:
-    """User and item embeddings with ids and a manifest (docs/export.md); load with graphrec.load_export."""
+    """User and item vectors of the ranker's scoring space, with ids and a manifest (docs/export.md); load with
+    graphrec.load_export."""
+    from graphrec.export import export
 
-    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize)
+    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=True)
     m = json.loads((d / "manifest.json").read_text())
     out.print(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "
               f"files: {', '.join(sorted(m['files'].values()))} -> {d}")

@@ -1,180 +1,44 @@
-"""`graphrec export`: user and item embeddings with their ids, for use without graphrec (format: docs/export.md).
+"""`graphrec export`: user and item vectors with their ids, for use without graphrec (format: docs/export.md,
+layout owned by graphrec.export_folder).
 
-Only ids and embeddings leave the workspace: no user attribute, no interaction. User ids can be replaced by
-a keyed hash (HMAC-SHA256 with a secret salt). `load_export(DIR)` reads an export back, checks every file's
-sha256 against the manifest, and recommends / finds similar items from the exported data alone.
+The vectors are the ranker's scoring space (graphrec.rank): the dot product of an exported user vector and an
+exported item vector is the score `graphrec recommend` ranks with, so serving the export (numpy, faiss) with
+the user's given items excluded reproduces graphrec's lists. User vectors are computed from every interaction
+the system was given at export time. Only ids and vectors leave the workspace: no user attribute, no
+interaction. User ids can be replaced by a keyed hash (HMAC-SHA256 with a secret salt).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 
-from graphrec.artifacts import read_embeddings
-from graphrec.data.dataset import TRAINED, Dataset
+from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, file_sha256, read_json, write_json
+from graphrec.export_folder import check_formats, pseudonymize_id, write_export
+from graphrec.rank import ensure_ranker
 from graphrec.workspace import Workspace
-
-FORMATS = ("parquet", "npy", "faiss")
-FORMAT_NAME, FORMAT_VERSION = "graphrec-export", 1
-
-
-def pseudonymize_id(user_id: str, salt: str) -> str:
-    """The pseudonym of a user id: hex HMAC-SHA256 keyed with `salt` (stable, not reversible without it)."""
-    return hmac.new(salt.encode("utf-8"), str(user_id).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("parquet", "npy"),
-           pseudonymize: str | None = None) -> Path:
-    """Write the export folder `out` atomically (replacing an older export there) and return it."""
-    formats = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise InputError(f"unknown export format {bad[0]!r} (choose from {', '.join(FORMATS)})" if bad
-                         else "no export format given")
-    if "faiss" in formats and (len(formats) == 1):
-        raise InputError("the faiss format holds only the item index: add parquet or npy for the embeddings and ids")
+           pseudonymize: str | None = None, progress: bool = False) -> Path:
+    """Write the export folder `out` atomically (replacing an older export there) and return it. Fits the
+    ranker first when the workspace has none for its current embeddings (progress: show that fit's bar)."""
+    formats = check_formats(formats)
     if pseudonymize is not None and not pseudonymize:
         raise InputError("--pseudonymize needs a non-empty secret salt")
-    faiss = _faiss() if "faiss" in formats else None
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    user, item, meta = read_embeddings(ws, ds)
+    r = ensure_ranker(ws, ds, progress=progress)
     user_ids = [str(u) for u in ds.user_ids]
     if pseudonymize:
         user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
-    item_ids = [str(i) for i in ds.item_ids]
-    warm = ds.warm_items(TRAINED if meta.get("refit") else ("train",))
-    out = Path(out)
-    with atomic_dir(out) as tmp:
-        files = {"ids": "ids.json"}
-        write_json(tmp / "ids.json", {"users": user_ids, "items": item_ids, "item_warm": warm.astype(int).tolist()})
-        if "npy" in formats:
-            files.update(user_embeddings="user_embeddings.npy", item_embeddings="item_embeddings.npy")
-            np.save(tmp / "user_embeddings.npy", user, allow_pickle=False)
-            np.save(tmp / "item_embeddings.npy", item, allow_pickle=False)
-        if "parquet" in formats:
-            files.update(users="users.parquet", items="items.parquet")
-            _parquet(tmp / "users.parquet", {"user_id": user_ids}, user)
-            _parquet(tmp / "items.parquet", {"item_id": item_ids, "warm": warm}, item)
-        if faiss is not None:
-            index = faiss.IndexFlatIP(item.shape[1])
-            index.add(np.ascontiguousarray(item, np.float32))
-            faiss.write_index(index, str(tmp / "items.faiss"))
-            files["faiss_items"] = "items.faiss"
-        manifest = {
-            "format": FORMAT_NAME, "version": FORMAT_VERSION, "scoring": "dot", "dim": int(item.shape[1]),
-            "users": len(user_ids), "items": len(item_ids), "cold_items": int((~warm).sum()),
-            "user_ids": "hmac-sha256" if pseudonymize else "external", "files": files,
-            "sha256": {f: file_sha256(tmp / f) for f in files.values()},
-            "model": {k: meta[k] for k in ("note", "selected_epoch", "embedding_dim") if k in meta},
-            "dataset": ds.schema.name,
-        }
-        write_json(tmp / "manifest.json", manifest)
-    return out
-
-
-def _parquet(path: Path, columns: dict[str, Any], emb: np.ndarray) -> None:
-    """Id columns + `embedding` as fixed_size_list<float32>[dim] (bit-exact float32 round trip)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    flat = pa.array(np.ascontiguousarray(emb, np.float32).ravel(), type=pa.float32())
-    arrays = {k: pa.array(v) for k, v in columns.items()}
-    arrays["embedding"] = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
-    pq.write_table(pa.table(arrays), path)
-
-
-def _faiss() -> ModuleType:
-    try:
-        import faiss
-    except ImportError:
-        raise InputError("the faiss format needs the faiss package: pip install faiss-cpu") from None
-    return faiss
-
-
-@dataclass
-class Export:
-    """An export read back: ids, embeddings and the manifest; scores are dot products, as the manifest says."""
-
-    manifest: dict[str, Any]
-    user_ids: list[str]
-    item_ids: list[str]
-    item_warm: np.ndarray  # bool [n_items]
-    user_embeddings: np.ndarray  # float32 [n_users, dim]
-    item_embeddings: np.ndarray  # float32 [n_items, dim]
-
-    def __post_init__(self) -> None:
-        self._user = {u: i for i, u in enumerate(self.user_ids)}
-        self._item = {t: i for i, t in enumerate(self.item_ids)}
-
-    def _items(self, ids: Iterable[str]) -> np.ndarray:
-        ids = [str(i) for i in ids]
-        missing = [i for i in ids if i not in self._item]
-        if missing:
-            raise InputError(f"unknown item id {missing[0]!r} (not in the export)")
-        return np.asarray([self._item[i] for i in ids], np.int64)
-
-    def recommend(self, user_id: str, k: int = 10, exclude: Iterable[str] = (),
-                  candidates: Iterable[str] | None = None) -> list[tuple[str, float]]:
-        """Top-k (item id, dot score) for a user (its pseudonym if the export is pseudonymised)."""
-        if str(user_id) not in self._user:
-            hint = " (this export holds pseudonyms: pass pseudonymize_id(user_id, salt))" \
-                if self.manifest.get("user_ids") == "hmac-sha256" else ""
-            raise InputError(f"unknown user id {user_id!r}{hint}")
-        scores = self.item_embeddings @ self.user_embeddings[self._user[str(user_id)]]
-        return self._top(scores, k, self._items(exclude), None if candidates is None else self._items(candidates))
-
-    def similar_items(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:
-        """Top-k (item id, cosine similarity of item embeddings), the item itself left out."""
-        i = self._items([item_id])
-        norm = np.maximum(np.linalg.norm(self.item_embeddings, axis=1), 1e-12)
-        scores = (self.item_embeddings @ self.item_embeddings[i[0]]) / (norm * norm[i[0]])
-        return self._top(scores, k, i, None)
-
-    def _top(self, scores: np.ndarray, k: int, exclude: np.ndarray, cand: np.ndarray | None) -> list[tuple[str, float]]:
-        allowed = np.ones(len(scores), bool) if cand is None else np.isin(np.arange(len(scores)), cand)
-        allowed[exclude] = False
-        idx = np.flatnonzero(allowed)
-        order = idx[np.argsort(-scores[idx], kind="stable")[:k]]
-        return [(self.item_ids[j], float(scores[j])) for j in order]
-
-
-def load_export(directory: str | os.PathLike) -> Export:
-    """Read an export folder; every file must match the manifest's sha256."""
-    d = Path(directory)
-    m = read_json(d / "manifest.json")
-    if m.get("format") != FORMAT_NAME or m.get("version") != FORMAT_VERSION:
-        raise InputError(f"not a {FORMAT_NAME} v{FORMAT_VERSION} manifest", file=d / "manifest.json")
-    for name, digest in m["sha256"].items():
-        if not (d / name).is_file():
-            raise InputError("file listed in the manifest is missing", file=d / name)
-        if file_sha256(d / name) != digest:
-            raise InputError("file does not match its sha256 in the manifest (damaged or edited)", file=d / name)
-    ids = read_json(d / m["files"]["ids"])
-    files = m["files"]
-    if "user_embeddings" in files:
-        user = np.load(d / files["user_embeddings"], allow_pickle=False)
-        item = np.load(d / files["item_embeddings"], allow_pickle=False)
-    elif "users" in files:
-        user, item = _read_embedding_parquet(d / files["users"]), _read_embedding_parquet(d / files["items"])
-    else:
-        raise InputError("export holds no embeddings (npy or parquet)", file=d / "manifest.json")
-    if user.shape != (m["users"], m["dim"]) or item.shape != (m["items"], m["dim"]):
-        raise InputError("embedding shapes disagree with the manifest", file=d / "manifest.json")
-    return Export(m, ids["users"], ids["items"], np.asarray(ids["item_warm"], bool), user, item)
-
-
-def _read_embedding_parquet(path: Path) -> np.ndarray:
-    import pyarrow.parquet as pq
-
-    col = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
-    return col.values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size).astype(np.float32, copy=False)
+    about = {"blocks": r.blocks(), "user_vectors": "from every interaction given to the system at export time",
+             "model": {k: r.info[k] for k in ("ease_dim", "ease_lambda", "fitted_with", "embeddings_sha256")
+                       if k in r.info},
+             "dataset": ds.schema.name}
+    return write_export(out, formats, user_ids, [str(i) for i in ds.item_ids], r.warm,
+                        r.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN)), r.item_vectors(),
+                        bool(pseudonymize), about)

@@ -1,37 +1,43 @@
-"""The hybrid ranker: the GNN dot score blended with collaborative and content signals, fitted on validation.
+"""The ranker: one scoring space. Every list graphrec serves is ranked by a dot product of a user vector and an
+item vector (`Ranker.user_vectors` / `Ranker.item_vectors`), which `graphrec export` ships as they are, so an
+outside system serving the export by dot product gets graphrec's own lists (the given items excluded).
 
-Per (user, item) components, each divided by its spread on the validation users so weights are comparable:
+The vectors are blocks, each a component of the score, weighted by a blend fitted on validation:
 
-    gnn      user_emb[u] . item_emb[i]                       (model/embeddings.safetensors, all items)
-    ease     history[u] @ B[:, i], B = EASE closed form on the training matrix (warm items only), its
-             lambda chosen from EASE_LAMBDAS on warm validation NDCG of EASE alone
-    pop      log(1 + training interactions of i)
-    content  mean over the user's history h of cos(content[h], content[i])   (only when features exist)
-    ridge    (history[u] @ Q) . (f_i - mean f), cold items only: a ridge map from item content f (modality
-             blocks + the graph's item-attribute multi-hots and log counts) to the item's column of the
-             EASE-smoothed matrix X B, Q = B F_e (F_e'F_e + lam I)^-1 over the EASE items (the idea of
-             the ridge-to-ALS-factors cold-start baseline, closed form). lam is chosen on cold_valid.
+    gnn      user_emb[u] . item_emb[i]                      (model/embeddings.safetensors, all items)
+    ease     (history[u] @ E_user) . E_item[i]               low-rank EASE (graphrec.linear) on the training
+             matrix, `ease_dim` dimensions: warm items
+    ridge    the same user part . content_map(f_i)           cold items: a ridge map from item content f
+             (modality blocks + the graph's item-attribute / entity multi-hots and log counts, kept sparse) to
+             the warm items' E_item rows, so a cold item lands in the same space as the warm ones
+    pop      1 . log(1 + training interactions of i)         (one "bias" dimension, with the cold offset)
+    content  (mean content over the user's history) . content[i]                (only when features exist)
 
-score = sum_c w_c * component_c / scale_c, with one weight set for warm items (training interactions) and
-one for cold items, plus an offset for cold items. Cold items have no collaborative signal, so their weights
-cover gnn, content and ridge only: lacking ease/pop never pushes them down. Warm weights are fitted on `valid`
-(warm candidates), cold weights on `cold_valid` (cold candidates), the cold offset on both together (all
-items; its grid widens while the best value sits on its edge), each by coordinate search on NDCG@K. After
-fitting, EASE and popularity are refit on train+valid (the protocol: select on validation, refit on everything
-but held-out test). The history used for fitting is what training saw (train + cold_user_context); at
-serving time it is everything the system was given (train, valid, cold_valid,
-cold_user_context), and every history item is excluded from the lists.
+score = sum_c w_c * component_c / scale_c, one weight set for warm items (training interactions) and one for
+cold items, plus an offset for cold items. The weights and scales fold into the item vectors:
+
+    user = [user_emb | history @ E_user | 1 | content profile]
+    item = [a_t item_emb | b_t (E_item or content_map(f)) | bias_t | c_t content],  t = warm or cold
+
+Cold items have no collaborative signal, so their weights cover gnn, content and ridge only: lacking ease/pop
+never pushes them down. Warm weights are fitted on `valid` (warm candidates), cold weights on `cold_valid`
+(cold candidates), the cold offset on both together (all items; its grid widens while the best value sits on
+its edge), each by coordinate search on NDCG@K. The EASE lambda is chosen on warm validation NDCG of EASE
+alone, the ridge lambda on cold_valid NDCG of the ridge score alone. After fitting, EASE, the content map and
+popularity are refit on train+valid (the protocol: select on validation, refit on everything but held-out
+test). The history used for fitting is what training saw (train + cold_user_context); at serving time it is
+everything the system was given (train, valid, cold_valid, cold_user_context), and every history item is
+excluded from the lists.
 
 When the train stage keeps model/embeddings_select.safetensors (trained on train only, before its refit on
 train+valid), the blend is fitted with those, since the final embeddings have seen the validation answers.
 Lists break score ties by item index, so they do not depend on how users are batched.
 
 Saved as model/ranker.json (weights, scales, settings, the embeddings' sha256) and model/ranker.safetensors
-("ease" float16 [n_e, n_e], "ease_items" int64 [n_e], "pop" float32 [n_items], "warm" uint8 [n_items], and
-with the ridge component "ridge" float16 [n_e, d_f], "ridge_mean" float32 [d_f]; the item content f is rebuilt
-from features/ and graph/ when loading).
-EASE costs n_e^2 memory and n_e^3 time, so it covers at most `ease_max_items` of the most popular warm items
-(the rest score 0 on that component, like cold items).
+("ease_user" / "ease_item" float32 [n_items, ease_dim], "pop" float32 [n_items], "warm" uint8 [n_items], and
+with the ridge component "ridge" float32 [d_f, ease_dim], "ridge_mean" [d_f], "ridge_target_mean" [ease_dim];
+the item content f is rebuilt from features/ and graph/ when loading, each block cut to its fitted width).
+Every fitting step is linear in the interactions (graphrec.linear).
 """
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.features import load_features, unit_rows
 from graphrec.kg.graph import KnowledgeGraph
+from graphrec.linear import ContentMap, ease_factors, fit_content_maps, interaction_svd
 from graphrec.metrics import embedding_accuracy, hit_matrix, mean_metrics, per_user_accuracy
 from graphrec.train import TrainResult
 from graphrec.workspace import Workspace
@@ -60,14 +67,15 @@ log = logging.getLogger(__name__)
 COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
 COLD_COMPONENTS = ("gnn", "content", "ridge")
 COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
+BLOCKS = ("gnn", "ease", "bias", "content")  # the vectors' blocks, in order
 FIT_HISTORY = ("train", "cold_user_context")
-EASE_LAMBDAS = (100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
+EASE_DIM = 512
+EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
 MAX_OFFSET = 64.0
 MAX_FIT_USERS = 3000
-RIDGE_LAMBDAS = (3.0, 10.0, 30.0, 100.0)
-RIDGE_MAX_VALUES = 2000  # most frequent values kept per attribute relation: the ridge solve is cubic in d_f
+RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 @dataclass
@@ -76,12 +84,10 @@ class Ranker:
     item_emb: np.ndarray  # float32 [n_items, d]
     warm: np.ndarray  # bool [n_items]
     pop: np.ndarray  # float32 [n_items]
-    ease_items: np.ndarray  # int64 [n_e]
-    ease: np.ndarray  # float32 [n_e, n_e]
+    ease_user: np.ndarray  # float32 [n_items, k]: a user's EASE vector is history @ ease_user
+    ease_item: np.ndarray  # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
     content: np.ndarray | None  # float32 [n_items, dc], unit norm per modality, zero rows = no content
-    ridge: np.ndarray | None = None  # float32 [n_e, d_f]: Q, history over the EASE items -> content space
-    ridge_feats: np.ndarray | None = None  # float32 [n_items, d_f], centred ridge content f - mean f
-    ridge_mean: np.ndarray | None = None  # float32 [d_f], mean f over the EASE items
+    content_map: ContentMap | None = None  # item content -> ease_item space (the ridge component)
     scale: dict[str, float] = field(default_factory=lambda: {c: 1.0 for c in COMPONENTS})
     weights_warm: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0})
     weights_cold: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "content": 0.0})
@@ -95,28 +101,67 @@ class Ranker:
     @property
     def components(self) -> tuple[str, ...]:
         return tuple(c for c in COMPONENTS if (c != "content" or self.content is not None)
-                     and (c != "ridge" or self.ridge is not None))
+                     and (c != "ridge" or self.content_map is not None))
+
+    # -- the vectors -------------------------------------------------------------------------------
+    def _user_blocks(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray]:
+        h = history[users]
+        out = {"gnn": self.user_emb[users], "ease": np.asarray(h @ self.ease_user, np.float32),
+               "bias": np.ones((len(users), 1), np.float32)}
+        if self.content is not None:
+            deg = np.asarray(h.sum(axis=1)).ravel()
+            out["content"] = np.asarray(sp.diags(1.0 / np.maximum(deg, 1.0)) @ h @ self.content, np.float32)
+        return out
+
+    def _item_blocks(self, items: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"gnn": self.item_emb[items], "ease": self.ease_item[items], "pop": self.pop[items, None]}
+        if self.content is not None:
+            out["content"] = self.content[items]
+        return out
+
+    def blocks(self) -> dict[str, int]:
+        """The vectors' layout: block name -> width, in order; blocks whose weights are all 0 are left out."""
+        ww, wc = self.weights_warm, self.weights_cold
+        used = {"gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
+                "ease": ww.get("ease", 0.0) or (wc.get("ridge", 0.0) and self.content_map is not None),
+                "bias": ww.get("pop", 0.0) or self.cold_offset,
+                "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0))}
+        widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "bias": 1,
+                  "content": 0 if self.content is None else self.content.shape[1]}
+        return {b: widths[b] for b in BLOCKS if used[b]}
+
+    def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """float32 [len(users), dim]: the users' side of the scoring space, from their history rows."""
+        parts = self._user_blocks(np.asarray(users, np.int64), history)
+        return _stack([parts[b] for b in self.blocks()], len(users))
+
+    def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
+        """float32 [len(items), dim]: the items' side, the blend's weights and scales folded in."""
+        items = np.arange(self.n_items) if items is None else np.asarray(items, np.int64)
+        parts, warm = self._item_blocks(items), self.warm[items][:, None]
+
+        def weight(warm_name: str, cold_name: str) -> np.ndarray:
+            return np.where(warm, self.weights_warm.get(warm_name, 0.0) / self.scale[warm_name],
+                            self.weights_cold.get(cold_name, 0.0) / self.scale.get(cold_name, 1.0)).astype(np.float32)
+
+        folded = {"gnn": parts["gnn"] * weight("gnn", "gnn"), "ease": parts["ease"] * weight("ease", "ridge"),
+                  "bias": np.where(warm, parts["pop"] * weight("pop", "pop"), np.float32(self.cold_offset))}
+        if "content" in parts:
+            folded["content"] = parts["content"] * weight("content", "content")
+        return _stack([folded[b].astype(np.float32) for b in self.blocks()], len(items))
 
     # -- scoring -----------------------------------------------------------------------------------
     def component_scores(self, users: np.ndarray, cand: np.ndarray, history: sp.csr_matrix) -> dict[str, torch.Tensor]:
-        """Raw (unscaled) component scores float32 [len(users), len(cand)]."""
-        h = history[users]
-        out = {"gnn": torch.from_numpy(self.user_emb[users]) @ torch.from_numpy(self.item_emb[cand]).T}
-        ease_full = np.zeros((len(users), self.n_items), np.float32)
-        if len(self.ease_items):
-            ease_full[:, self.ease_items] = h[:, self.ease_items] @ self.ease
-        out["ease"] = torch.from_numpy(ease_full[:, cand])
-        out["pop"] = torch.from_numpy(self.pop[cand]).expand(len(users), len(cand))
-        if self.content is not None:
-            deg = np.asarray(h.sum(axis=1)).ravel()
-            profile = sp.diags(1.0 / np.maximum(deg, 1.0)).astype(np.float32) @ h @ self.content
-            out["content"] = torch.from_numpy(np.asarray(profile, np.float32)) @ torch.from_numpy(self.content[cand]).T
-        if self.ridge is not None and self.ridge_feats is not None:
-            cold = np.flatnonzero(~self.warm[cand])
-            ridge = torch.zeros(len(users), len(cand))
-            user_q = torch.from_numpy(np.asarray(h[:, self.ease_items] @ self.ridge, np.float32))
-            ridge[:, cold] = user_q @ torch.from_numpy(self.ridge_feats[cand[cold]]).T
-            out["ridge"] = ridge
+        """Raw (unscaled) component scores float32 [len(users), len(cand)], for fitting the blend."""
+        u, i = self._user_blocks(users, history), self._item_blocks(cand)
+        dot = {b: torch.from_numpy(u[b]) @ torch.from_numpy(i[b]).T for b in ("gnn", "ease", "content") if b in i}
+        warm = torch.from_numpy(self.warm[cand])
+        out = {"gnn": dot["gnn"], "ease": dot["ease"] * warm,
+               "pop": torch.from_numpy(self.pop[cand]).expand(len(users), len(cand))}
+        if "content" in dot:
+            out["content"] = dot["content"]
+        if self.content_map is not None:
+            out["ridge"] = dot["ease"] * ~warm
         return out
 
     def blend(self, comps: dict[str, torch.Tensor], cand: np.ndarray, weights_warm: dict[str, float] | None = None,
@@ -134,8 +179,8 @@ class Ranker:
 
     def topk(self, users: np.ndarray, k: int, history: sp.csr_matrix, candidates: np.ndarray | None = None,
              batch: int = 1024, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k candidate items per user, history items excluded: items int64 [n, k] (-1 = no more
-        candidates), scores float32 [n, k]."""
+        """Top-k candidate items per user by the dot product of the vectors, history items excluded: items
+        int64 [n, k] (-1 = no more candidates), scores float32 [n, k]."""
         users = np.asarray(users, np.int64)
         cand = np.arange(self.n_items) if candidates is None else np.unique(np.asarray(candidates, np.int64))
         kk = min(k, len(cand))
@@ -145,11 +190,12 @@ class Ranker:
             return items, scores
         col_of = np.full(self.n_items, -1, np.int64)
         col_of[cand] = np.arange(len(cand))
+        item_vec = torch.from_numpy(self.item_vectors(cand))
         steps = range(0, len(users), batch)
         for s in tqdm(steps, desc="ranking", unit="batch", disable=not progress or len(steps) < 2):
             u = users[s:s + batch]
             with torch.no_grad():
-                sc = self.blend(self.component_scores(u, cand, history), cand)
+                sc = torch.from_numpy(self.user_vectors(u, history)) @ item_vec.T
                 sc = _mask_known(sc, history[u], col_of)
                 val, idx = topk_stable(sc, kk)
             val, idx = val.numpy(), idx.numpy()
@@ -157,6 +203,10 @@ class Ranker:
             items[s:s + len(u), :kk] = np.where(found, cand[idx], -1)
             scores[s:s + len(u), :kk] = np.where(found, val, np.nan)
         return items, scores
+
+
+def _stack(blocks: list[np.ndarray], n: int) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1), np.float32) if blocks else np.zeros((n, 0), np.float32)
 
 
 def topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,18 +231,6 @@ def _mask_known(scores: torch.Tensor, known: sp.csr_matrix, col_of: np.ndarray) 
     return scores
 
 
-def ease_matrix(train: sp.csr_matrix, items: np.ndarray, lam: float) -> np.ndarray:
-    """EASE (Steck 2019): B = I - P / diag(P), P = (X'X + lam I)^-1, diag(B) = 0; float32 [len(items)]^2."""
-    x = train[:, items]
-    # float32 agrees with float64 to ~1e-6 relative on MovieLens and is ~1.6x faster.
-    gram = torch.from_numpy((x.T @ x).toarray().astype(np.float32))
-    gram.diagonal().add_(lam)
-    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
-    b = -p / p.diagonal()[None, :]
-    b.diagonal().zero_()
-    return b.numpy()
-
-
 def _content_matrix(ws: Workspace, n_items: int) -> tuple[np.ndarray | None, list[str]]:
     """Concatenated per-modality unit vectors (zero where a modality is absent), or None without features."""
     if not ws.stage_dir("features").is_dir():
@@ -206,11 +244,14 @@ def _content_matrix(ws: Workspace, n_items: int) -> tuple[np.ndarray | None, lis
     return (np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))).astype(np.float32), sorted(feats)
 
 
-def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None) -> np.ndarray | None:
-    """The ridge map's item content: the modality blocks, then per item-attribute relation of the graph its
-    multi-hot over the RIDGE_MAX_VALUES most frequent values (unit norm per relation, so a relation with many
-    values per item does not dominate) and log(1 + number of values) (tag counts predict popularity)."""
-    blocks = [] if content is None else [content]
+def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None,
+                  widths: Sequence[int] | None = None) -> tuple[sp.csr_matrix | None, list[int]]:
+    """The content map's item content (sparse) and its blocks' widths: the modality blocks, then per
+    item-attribute relation of the graph (attributes, external entities) its multi-hot (unit norm per
+    relation, so a relation with many values per item does not dominate) and log(1 + number of values)
+    (tag counts predict popularity). `widths` (those fitted) cuts each block to its fitted width: values
+    that appeared later have no weight in the fitted map anyway."""
+    blocks = [] if content is None else [sp.csr_matrix(content)]
     if ws.stage_dir("graph").is_dir():
         kg = KnowledgeGraph.load(ws)
         for (src, _, dst), e in sorted(kg.edges.items()):
@@ -218,83 +259,86 @@ def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None) -> np
                 continue
             m = sp.csr_matrix((np.ones(len(e), np.float32), (e.src, e.dst)), shape=(n_items, kg.num_nodes[dst]))
             m.data[:] = 1.0
-            m = m[:, np.sort(np.argsort(-np.asarray(m.sum(axis=0)).ravel(), kind="stable")[:RIDGE_MAX_VALUES])]
             deg = np.asarray(m.sum(axis=1)).ravel()
-            blocks += [(sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m).toarray(), np.log1p(deg)[:, None]]
-    return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else None
+            blocks += [sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m, sp.csr_matrix(np.log1p(deg)[:, None])]
+    if widths is not None:
+        if len(widths) != len(blocks) or any(b.shape[1] < w for b, w in zip(blocks, widths)):
+            return None, []
+        blocks = [b[:, :w] for b, w in zip(blocks, widths)]
+    if not blocks:
+        return None, []
+    return sp.hstack(blocks, format="csr", dtype=np.float32), [b.shape[1] for b in blocks]
 
 
-def ridge_map(ease: np.ndarray, feats: np.ndarray, lams: Sequence[float]) -> list[np.ndarray]:
-    """Q = B F (F'F + lam I)^-1 per lam, F = the EASE items' centred content [n_e, d_f]: history @ Q predicts
-    the EASE-smoothed user row's projection onto the content space, i.e. (history @ Q) . f_j is the ridge
-    prediction of item j's column of X B from j's content."""
-    f = torch.from_numpy(feats)
-    bf = torch.from_numpy(ease) @ f
-    gram = f.T @ f
-    eye = torch.eye(gram.shape[0])
-    return [torch.linalg.solve(gram + lam * eye, bf.T).T.contiguous().numpy() for lam in lams]
+def _validation_ndcg(user: np.ndarray, item: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix,
+                     cand: np.ndarray, k: int) -> float:
+    return embedding_accuracy(torch.from_numpy(user), torch.from_numpy(item), truth, exclude, cand, k)[0]
 
 
-def _select_ease(train: sp.csr_matrix, items: np.ndarray, ds: Dataset, k: int, lambdas: Sequence[float]
-                 ) -> tuple[float, np.ndarray, dict[str, Any]]:
-    """The EASE lambda with the best warm `valid` NDCG@k of EASE alone (history = what training saw)."""
-    if len(items) == 0:
-        return float(lambdas[0]), np.zeros((0, 0), np.float32), {}
-    truth = ds.part("valid")
-    users = np.unique(truth["user"].to_numpy())
-    if len(lambdas) == 1 or len(users) == 0:
-        return float(lambdas[0]), ease_matrix(train, items, lambdas[0]), {}
-    pos = np.full(ds.n_users, -1, np.int64)
-    pos[users] = np.arange(len(users))
-    h = ds.matrix(FIT_HISTORY)[users][:, items]
-    seen = torch.from_numpy(h.toarray() > 0)
-    tu, ti = pos[truth["user"].to_numpy()], truth["item"].to_numpy()
-    best: tuple[float, float, np.ndarray] | None = None
-    trials = {}
+def _select_ease(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, dim: int, lambdas: Sequence[float]
+                 ) -> tuple[float, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Low-rank EASE on x with the lambda of the best warm `valid` NDCG@k of EASE alone (history = what
+    training saw): (lambda, user_basis, item, trials)."""
+    s, v = interaction_svd(x, dim)
+    history = ds.matrix(FIT_HISTORY)
+    truth = ds.matrix(("valid",)).astype(bool)
+    cand = np.flatnonzero(warm)
+    trials: dict[str, float] = {}
+    best = None
     for lam in lambdas:
-        b = ease_matrix(train, items, lam)
-        sc = torch.from_numpy(np.asarray(h @ b, np.float32)).masked_fill_(seen, float("-inf"))
-        hits = hit_matrix(items[topk_stable(sc, min(k, len(items)))[1].numpy()], tu, ti, ds.n_items)
-        ndcg = mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
+        ub, it = ease_factors(s, v, lam)
+        if len(lambdas) == 1:
+            return float(lam), ub, it, {}
+        ndcg = _validation_ndcg(np.asarray(history @ ub, np.float32), it, truth, history.astype(bool), cand, k)
         trials[str(lam)] = round(ndcg, 6)
         if best is None or ndcg > best[0]:
-            best = (ndcg, float(lam), b)
-    return best[1], best[2], {"ease_validation_ndcg": trials}
+            best = (ndcg, float(lam), ub, it)
+    return best[1], best[2], best[3], {"ease_validation_ndcg": trials}
 
 
-def _select_ridge(r: Ranker, ds: Dataset, k: int, feats_e: np.ndarray) -> dict[str, Any]:
-    """Sets r.ridge to the lam of RIDGE_LAMBDAS with the best cold_valid NDCG@k of the ridge score alone;
-    returns the lam and the trials ({} without cold_valid: then no ridge component)."""
-    truth = ds.matrix(("cold_valid",)).astype(bool)
+def _fit_content_map(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], ds: Dataset | None, k: int
+                     ) -> dict[str, Any]:
+    """Sets r.content_map (fitted on the warm items' ease_item rows) and the cold items' ease_item rows. With
+    several lambdas it keeps the one with the best cold_valid NDCG@k of the ridge score alone; returns the lam
+    and the trials ({} without cold_valid to select on: then no ridge component)."""
+    rows = np.flatnonzero(r.warm)
     cold = np.flatnonzero(~r.warm)
+    maps = fit_content_maps(feats[rows], r.ease_item[rows], lambdas)
+    if len(lambdas) == 1:
+        r.content_map = maps[0]
+        r.ease_item[cold] = maps[0](feats[cold])
+        return {}
+    truth = ds.matrix(("cold_valid",)).astype(bool)
     if truth.nnz == 0 or len(cold) == 0:
         return {}
     history = ds.matrix(FIT_HISTORY)
-    h = history[:, r.ease_items]
-    feats = torch.from_numpy(r.ridge_feats)
+    user = np.asarray(history @ r.ease_user, np.float32)
     trials = []
-    for lam, q in zip(RIDGE_LAMBDAS, ridge_map(r.ease, feats_e, RIDGE_LAMBDAS)):
-        user_q = torch.from_numpy(np.asarray(h @ q, np.float32))
-        trials.append((embedding_accuracy(user_q, feats, truth, history.astype(bool), cold, k)[0], lam, q))
-    lam, r.ridge = max(trials, key=lambda t: t[0])[1:]
+    for lam, m in zip(lambdas, maps):
+        item = r.ease_item.copy()
+        item[cold] = m(feats[cold])
+        trials.append((_validation_ndcg(user, item, truth, history.astype(bool), cold, k), lam, m, item))
+    _, lam, r.content_map, r.ease_item = max(trials, key=lambda t: t[0])
     return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
 
 
 def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None, *, k: int = 20,
-               ease_lambda: float | None = None, ease_max_items: int = 10000, max_fit_users: int = MAX_FIT_USERS,
+               ease_lambda: float | None = None, ease_dim: int = EASE_DIM, max_fit_users: int = MAX_FIT_USERS,
                progress: bool = True) -> Ranker:
     """Build the collaborative parts from train, fit the blend on validation, refit the collaborative parts
     on train+valid, save model/ranker.*.
 
     trained: what `run_train` just returned (its embeddings are used as they are); None reads model/.
     k: the cut-off of the validation NDCG the blend maximises. ease_lambda: fixed, or None to choose from
-    EASE_LAMBDAS. ease_max_items: EASE covers at most this many of the most popular warm items.
+    EASE_LAMBDAS. ease_dim: dimensions of the low-rank EASE block (at most the number of users / items).
     max_fit_users: users sampled per validation task. progress: show the fitting's progress bar.
     """
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     if not ds.is_split:
         raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
+    if ease_dim < 1:
+        raise InputError(f"ease_dim must be at least 1 (got {ease_dim})")
     if trained is not None:
         user_emb, item_emb, sha, select = trained.user, trained.item, trained.embeddings_sha256, trained.select
     else:
@@ -305,35 +349,29 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     # embeddings (trained on train only) when the train stage kept them, then serve with the final ones.
     fit_emb = select if select is not None else (user_emb, item_emb)
     train = ds.matrix(("train",))
-    counts = np.asarray(train.sum(axis=0)).ravel()
     warm = ds.warm_items(("train",))  # during selection; served lists treat train+valid items as warm
-    order = np.argsort(-counts, kind="stable")
-    ease_items = np.sort(order[: min(int(warm.sum()), ease_max_items)])
     lambdas = EASE_LAMBDAS if ease_lambda is None else (ease_lambda,)
-    log.info("ranker: EASE on %d warm items (lambda %s)", len(ease_items), " / ".join(map(str, lambdas)))
-    ease_lambda, ease, ease_info = _select_ease(train, ease_items, ds, k, lambdas)
+    log.info("ranker: low-rank EASE (%d dims) on %d warm items (lambda %s)", ease_dim, int(warm.sum()),
+             " / ".join(map(str, lambdas)))
+    ease_lambda, ease_user, ease_item, ease_info = _select_ease(train, warm, ds, k, ease_dim, lambdas)
     content, modalities = _content_matrix(ws, ds.n_items)
-    r = Ranker(*fit_emb, warm, np.log1p(counts).astype(np.float32), ease_items.astype(np.int64), ease, content)
-    feats, ridge_info = ridge_content(ws, ds.n_items, content), {}
-    if feats is not None and len(ease_items):
-        r.ridge_mean = feats[ease_items].mean(axis=0)
-        r.ridge_feats = feats - r.ridge_mean
-        ridge_info = _select_ridge(r, ds, k, r.ridge_feats[ease_items])
-        if not ridge_info:
-            r.ridge_feats = r.ridge_mean = None
+    pop = np.log1p(np.asarray(train.sum(axis=0)).ravel()).astype(np.float32)
+    r = Ranker(*fit_emb, warm, pop, ease_user, ease_item, content)
+    feats, widths = ridge_content(ws, ds.n_items, content)
+    ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
     _fit_weights(r, ds, k, max_fit_users, progress)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
     given = ds.matrix(TRAINED)
+    r.user_emb, r.item_emb, r.warm = user_emb, item_emb, ds.warm_items(TRAINED)
     if given.nnz > train.nnz:
         r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
-        r.ease = ease_matrix(given, ease_items, ease_lambda) if len(ease_items) else r.ease
-        if r.ridge is not None:
-            r.ridge = ridge_map(r.ease, r.ridge_feats[ease_items], [ridge_info["ridge_lambda"]])[0]
-    r.user_emb, r.item_emb, r.warm = user_emb, item_emb, ds.warm_items(TRAINED)
-    r.info = {"k": k, "ease_lambda": ease_lambda, "ease_max_items": ease_max_items, "ease_items": len(ease_items),
-              "max_fit_users": max_fit_users,
-              "modalities": modalities, "warm_items": int(warm.sum()), **ease_info, **ridge_info, **r.info,
+        r.ease_user, r.ease_item, _ = _select_ease(given, r.warm, ds, k, ease_dim, (ease_lambda,))[1:]
+    if r.content_map is not None:
+        _fit_content_map(r, feats, [ridge_info["ridge_lambda"]], None, k)
+    r.info = {"k": k, "ease_lambda": ease_lambda, "ease_dim": int(r.ease_item.shape[1]), "max_fit_users": max_fit_users,
+              "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
+              **ease_info, **ridge_info, **r.info,
               "fitted_with": artifacts.SELECT_EMBEDDINGS if select is not None else artifacts.EMBEDDINGS,
               "embeddings_sha256": sha}
     save_ranker(ws, r)
@@ -428,18 +466,18 @@ def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, 
 
 def save_ranker(ws: Workspace, r: Ranker) -> None:
     """model/ranker.* (through graphrec.artifacts): the fitted blend and its tensors."""
-    tensors = {"ease": r.ease.astype(np.float16), "ease_items": r.ease_items, "pop": r.pop,
-               "warm": r.warm.astype(np.uint8)}
-    if r.ridge is not None and r.ridge_mean is not None:
-        tensors["ridge"] = r.ridge.astype(np.float16)
-        tensors["ridge_mean"] = r.ridge_mean
-    artifacts.write_ranker(ws, tensors, {"components": list(r.components), "scale": r.scale,
+    ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(np.float32)  # cold rows: rebuilt from content
+    tensors = {"ease_user": r.ease_user, "ease_item": ease_item, "pop": r.pop, "warm": r.warm.astype(np.uint8)}
+    if r.content_map is not None:
+        m = r.content_map
+        tensors.update(ridge=m.weights, ridge_mean=m.feature_mean, ridge_target_mean=m.target_mean)
+    artifacts.write_ranker(ws, tensors, {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale,
                                          "weights_warm": r.weights_warm, "weights_cold": r.weights_cold,
                                          "cold_offset": r.cold_offset, **r.info})
 
 
 def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker | None:
-    """The saved ranker, or None when there is none or it was fitted for other embeddings."""
+    """The saved ranker, or None when there is none or it was fitted for other embeddings or content."""
     ws = Workspace.of(workspace)
     saved = artifacts.read_ranker(ws)
     if saved is None:
@@ -450,30 +488,34 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
     content = _content_matrix(ws, ds.n_items)[0]
     if "content" in info["components"] and content is None:
         return None
-    ridge = {}
-    if "ridge" in info["components"]:  # the content it maps is rebuilt: it must still have the fitted layout
-        feats = ridge_content(ws, ds.n_items, content)
+    r = Ranker(user_emb, item_emb, t["warm"].astype(bool), t["pop"], t["ease_user"], t["ease_item"],
+               content if "content" in info["components"] else None, scale=info["scale"],
+               weights_warm=info["weights_warm"], weights_cold=info["weights_cold"],
+               cold_offset=float(info["cold_offset"]),
+               info={k: v for k, v in info.items()
+                     if k not in ("components", "blocks", "scale", "weights_warm", "weights_cold", "cold_offset")})
+    if "ridge" in info["components"]:  # the content it maps is rebuilt, cut to the fitted blocks' widths
+        feats = ridge_content(ws, ds.n_items, content, info["ridge_widths"])[0]
         if feats is None or "ridge" not in t or feats.shape[1] != t["ridge_mean"].shape[0]:
             return None
-        ridge = {"ridge": t["ridge"].astype(np.float32), "ridge_feats": feats - t["ridge_mean"],
-                 "ridge_mean": t["ridge_mean"]}
-    rest = {k: v for k, v in info.items() if k not in ("components", "scale", "weights_warm", "weights_cold", "cold_offset")}
-    # ease is float16 on disk: half the size, ranking unaffected
-    return Ranker(user_emb, item_emb, t["warm"].astype(bool), t["pop"], t["ease_items"].astype(np.int64),
-                  torch.from_numpy(t["ease"]).float().numpy(), content if "content" in info["components"] else None,
-                  **ridge, scale=info["scale"], weights_warm=info["weights_warm"], weights_cold=info["weights_cold"],
-                  cold_offset=float(info["cold_offset"]), info=rest)
+        r.content_map = ContentMap(t["ridge"], t["ridge_mean"], t["ridge_target_mean"])
+        cold = np.flatnonzero(~r.warm)
+        r.ease_item[cold] = r.content_map(feats[cold])
+    return r
 
 
 def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset) -> bool:
     """The ranker's own update step: carry the fitted blend over to the staged workspace's new embeddings.
-    New items are cold (gnn + content, no pop/EASE penalty); popularity counts include the new interactions.
-    False when there is no current ranker."""
+    New items are cold (gnn + content + the content map, no pop/EASE penalty) and add no EASE dimension to a
+    user's vector; popularity counts include the new interactions. False when there is no current ranker."""
     r = load_ranker(ws, old)
     if r is None:
         return False
+    new = grown.n_items - old.n_items
     counts = np.asarray(grown.matrix(("train",)).sum(axis=0)).ravel()
-    r.warm = np.concatenate([r.warm, np.zeros(grown.n_items - old.n_items, bool)])
+    r.warm = np.concatenate([r.warm, np.zeros(new, bool)])
+    r.ease_user = np.concatenate([r.ease_user, np.zeros((new, r.ease_user.shape[1]), np.float32)])
+    r.ease_item = np.concatenate([r.ease_item, np.zeros((new, r.ease_item.shape[1]), np.float32)])
     r.pop = np.log1p(counts).astype(np.float32)
     r.info["embeddings_sha256"] = artifacts.embeddings_sha256(staged)
     save_ranker(staged, r)

@@ -85,7 +85,7 @@ def test_agrees_with_benchmark_protocol_on_movielens(tmp_path):
     item[np.asarray(x.sum(0)).ravel() == 0] = np.random.default_rng(0).normal(0, 0.01, (1, 16))  # cold: random
     write_tensors(ws_path / "model" / "embeddings.safetensors", {"user": (u * np.sqrt(s)).astype(np.float32), "item": item})
     write_json(ws_path / "model" / "model.json", {"scoring": "dot", "dim": 16})
-    r = fit_ranker(ws_path, ease_max_items=400, max_fit_users=150, progress=False)
+    r = fit_ranker(ws_path, max_fit_users=150, progress=False)
     ours = evaluate(ws_path, ks=(20,), ranker=r, progress=False)
     for task, name in (("warm", "warm"), ("cold", "cold_item")):
         recs = recommend(ws_path, "all", k=20, candidates=str(split / f"{task}.txt"), ranker=r)

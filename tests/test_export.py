@@ -9,8 +9,11 @@ from rec_helpers import make_workspace
 
 import graphrec
 from graphrec.errors import InputError
-from graphrec.export import export, load_export, pseudonymize_id
-from graphrec.io import read_tensors
+from graphrec.data.dataset import GIVEN, Dataset
+from graphrec.export import export
+from graphrec.export_folder import load_export, pseudonymize_id
+from graphrec.rank import load_ranker
+from graphrec.recommend import recommend
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +25,31 @@ def ws(tmp_path_factory):
 def test_round_trip_is_bit_exact(ws, tmp_path, formats):
     d = export(ws, tmp_path / "exp", formats)
     e = graphrec.load_export(d)
-    t = read_tensors(ws.stage_dir("model") / "embeddings.safetensors")
+    r, ds = load_ranker(ws), Dataset.load(ws)  # the export fitted the ranker: its vectors are what ships
+    user, item = r.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN)), r.item_vectors()
     assert e.user_embeddings.dtype == np.float32
-    assert np.array_equal(e.user_embeddings.view(np.uint32), t["user"].view(np.uint32))
-    assert np.array_equal(e.item_embeddings.view(np.uint32), t["item"].view(np.uint32))
+    assert np.array_equal(e.user_embeddings.view(np.uint32), user.view(np.uint32))
+    assert np.array_equal(e.item_embeddings.view(np.uint32), item.view(np.uint32))
     ids = json.loads((ws.stage_dir("dataset") / "ids.json").read_text())
     assert e.user_ids == ids["users"] and e.item_ids == ids["items"]
     m = e.manifest
-    assert m["scoring"] == "dot" and m["dim"] == 8 and m["cold_items"] == 15 and m["user_ids"] == "external"
+    assert m["scoring"] == "dot" and m["dim"] == sum(m["blocks"].values()) == item.shape[1] and m["cold_items"] == 15 and m["user_ids"] == "external"
     assert int((~e.item_warm).sum()) == 15
+
+
+def test_serving_the_export_reproduces_graphrec_lists(ws, tmp_path):
+    """One scoring space: the export's dot product, given items excluded, is `graphrec recommend`."""
+    e = load_export(export(ws, tmp_path / "exp", ["npy"]))
+    recs = recommend(ws, "all", k=10)
+    ds = Dataset.load(ws)
+    given = ds.part(*GIVEN)
+    for u in range(ds.n_users):
+        seen = ds.item_ids[given["item"][given["user"] == u]]
+        served = e.recommend(ds.user_ids[u], k=10, exclude=seen)
+        mine = recs[recs["user_id"] == ds.user_ids[u]]
+        assert [i for i, _ in served] == mine["item_id"].tolist()
+        np.testing.assert_allclose([s for _, s in served], mine["score"], rtol=1e-5, atol=1e-5)
+    assert recs["item_id"].isin(ds.item_ids[~np.asarray(e.item_warm)]).any()  # cold items in the same lists
 
 
 def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors, write_tensors
-from graphrec.rank import ease_matrix, ensure_ranker, fit_ranker, load_ranker, ridge_map
+from graphrec.linear import ease_factors, fit_content_maps, interaction_svd
+from graphrec.rank import ensure_ranker, fit_ranker, load_ranker
 from graphrec.recommend import recommend, write_recommendations
 
 
@@ -21,17 +22,22 @@ def fitted(tmp_path_factory):
     return ws, fit_ranker(ws, progress=False)
 
 
-def test_ease_matches_closed_form():
+def test_low_rank_ease_is_ease_at_full_rank():
     rng = np.random.default_rng(1)
-    x = sp.csr_matrix((rng.random((30, 12)) < 0.3).astype(np.float32))
-    items = np.array([0, 2, 3, 5, 7, 11])
-    b = ease_matrix(x, items, 5.0)
-    xd = x[:, items].toarray().astype(np.float64)
-    p = np.linalg.inv(xd.T @ xd + 5.0 * np.eye(len(items)))
+    xd = (rng.random((30, 12)) < 0.3).astype(np.float64)
+    xd[:, 4] = 0  # an item without interactions gets zero vectors
+    x = sp.csr_matrix(xd)
+    ub, item = ease_factors(*interaction_svd(x, 12), 5.0)
+    p = np.linalg.inv(xd.T @ xd + 5.0 * np.eye(12))
     ref = -p / np.diag(p)[None, :]
     np.fill_diagonal(ref, 0.0)
-    np.testing.assert_allclose(b, ref, rtol=1e-4, atol=1e-6)
-    assert np.allclose(np.diag(b), 0)  # an item never recommends itself
+    lr = ub @ item.T  # B off its diagonal (the diagonal only scores the user's own items, always excluded)
+    off = ~np.eye(12, dtype=bool)
+    np.testing.assert_allclose(lr[off], ref[off], rtol=1e-3, atol=1e-5)
+    assert not ub[4].any() and not item[4].any()
+    # truncated: the best rank-k picture of B, still close to it
+    ub3, item3 = ease_factors(*interaction_svd(x, 6), 5.0)
+    assert ub3.shape == (12, 6) and np.abs((ub3 @ item3.T - ref)[off]).max() < np.abs(ref[off]).max()
 
 
 def test_fit_saves_state_and_beats_popularity(fitted):
@@ -40,12 +46,13 @@ def test_fit_saves_state_and_beats_popularity(fitted):
     assert set(info["weights_warm"]) == {"gnn", "ease", "pop", "content"}
     assert info["fitted_on"]["warm"] > 0 and info["fitted_on"]["cold"] > 0
     t = read_tensors(ws.stage_dir("model") / "ranker.safetensors")
-    assert t["ease"].dtype == np.float16 and t["ease"].shape == (75, 75)
+    assert t["ease_item"].dtype == np.float32 and t["ease_item"].shape == (90, info["ease_dim"])
+    assert info["ease_dim"] <= 60  # at most the number of users: the rank of the interaction matrix
     # planted structure: fitted blend on validation is far better than chance
     assert info["validation_ndcg"]["warm_ndcg"] > 0.3
     again = load_ranker(ws)
     assert again.weights_warm == r.weights_warm and again.cold_offset == r.cold_offset
-    np.testing.assert_allclose(again.ease, r.ease, atol=2e-3)
+    np.testing.assert_array_equal(again.item_vectors(), r.item_vectors())
 
 
 def test_recommend_excludes_given_and_respects_candidates(fitted):
@@ -152,17 +159,29 @@ def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
     assert recs["explanation"].str.startswith(("because you liked", "connected through")).all()
 
 
-def test_ridge_map_is_the_closed_form_ridge_prediction():
+@pytest.mark.parametrize("shape", [(40, 6), (8, 30)])  # the Gram path (d <= n) and the kernel path
+def test_content_map_is_the_closed_form_ridge_with_intercept(shape):
     rng = np.random.default_rng(2)
-    x = (rng.random((40, 15)) < 0.3).astype(np.float64)
-    b = rng.normal(size=(15, 15))
-    f = rng.normal(size=(15, 6))
-    f -= f.mean(axis=0)
-    q = ridge_map(b.astype(np.float32), f.astype(np.float32), [2.0])[0]
-    # ridge from an item's content to its column of X B, applied to a new item's content g
-    w = np.linalg.solve(f.T @ f + 2.0 * np.eye(6), f.T @ (x @ b).T)
-    g = rng.normal(size=6)
-    np.testing.assert_allclose(x @ q @ g, w.T @ g, rtol=1e-3, atol=1e-4)
+    f = rng.normal(size=shape) * (rng.random(shape) < 0.5)
+    y = rng.normal(size=(shape[0], 3))
+    m = fit_content_maps(sp.csr_matrix(f), y, [2.0])[0]
+    fc, yc = f - f.mean(axis=0), y - y.mean(axis=0)
+    w = np.linalg.solve(fc.T @ fc + 2.0 * np.eye(shape[1]), fc.T @ yc)
+    g = rng.normal(size=(2, shape[1]))
+    np.testing.assert_allclose(m(sp.csr_matrix(g)), (g - f.mean(axis=0)) @ w + y.mean(axis=0), rtol=1e-4, atol=1e-4)
+
+
+def test_content_map_randomized_path_fits_in_its_rank(monkeypatch):
+    import graphrec.linear as linear
+
+    rng = np.random.default_rng(3)
+    f = sp.random(300, 500, density=0.02, random_state=4, format="csr")
+    y = rng.normal(size=(300, 4))
+    exact = fit_content_maps(f, y, [1.0])[0]
+    monkeypatch.setattr(linear, "RIDGE_DENSE_BYTES", 1000)  # neither the Gram nor the kernel matrix "fits"
+    monkeypatch.setattr(linear, "RIDGE_RANK", 300)  # >= rank(F): the randomized basis is exact
+    approx = fit_content_maps(f, y, [1.0])[0]
+    np.testing.assert_allclose(approx(f), exact(f), rtol=1e-3, atol=1e-3)
 
 
 def test_ridge_component_is_cold_only_and_persisted(fitted):
@@ -173,6 +192,18 @@ def test_ridge_component_is_cold_only_and_persisted(fitted):
     ds = Dataset.load(ws)
     comps = r.component_scores(np.arange(5), np.arange(ds.n_items), ds.matrix(GIVEN))
     assert (comps["ridge"].numpy()[:, r.warm] == 0).all() and comps["ridge"].numpy()[:, ~r.warm].std() > 0
-    again = load_ranker(ws)
-    np.testing.assert_allclose(again.ridge_feats, r.ridge_feats, atol=1e-5)
-    np.testing.assert_allclose(again.ridge, r.ridge, rtol=1e-2, atol=1e-3)  # float16 on disk
+    again = load_ranker(ws)  # cold items' vectors rebuilt from their content through the saved map
+    np.testing.assert_allclose(again.ease_item, r.ease_item, rtol=1e-5, atol=1e-6)
+
+
+def test_the_vectors_score_exactly_the_fitted_blend(fitted):
+    """One scoring space: user_vectors . item_vectors is the blend of the components, weights and cold offset
+    included, for warm and cold items alike."""
+    ws, r = fitted
+    ds = Dataset.load(ws)
+    users, cand, history = np.arange(ds.n_users), np.arange(ds.n_items), ds.matrix(GIVEN)
+    blend = r.blend(r.component_scores(users, cand, history), cand).numpy()
+    user_vec, item_vec = r.user_vectors(users, history), r.item_vectors()
+    np.testing.assert_allclose(user_vec @ item_vec.T, blend, rtol=1e-4, atol=1e-4)
+    assert sum(r.blocks().values()) == user_vec.shape[1] == item_vec.shape[1]
+    assert (~r.warm).any() and np.abs(blend[:, ~r.warm]).max() > 0

@@ -178,15 +178,15 @@ def test_new_interactions_change_the_list_and_are_excluded(shop, tmp_path):
     ws = _copy(shop, tmp_path)
     ds = Dataset.load(ws)
     user = ds.user_ids[int(ds.part("train")["user"].value_counts().index[0])]
-    before = recommend(ws, [user], 10)
     warm = set(ds.item_ids[np.setdiff1d(np.arange(ds.n_items), ds.cold_items())])
+    before = recommend(ws, [user], 10, candidates=sorted(warm))
     held = set(ds.item_ids[ds.interactions.loc[ds.interactions["user"] == ds.user_index([user])[0], "item"]])
     picked = [i for i in before["item_id"] if i in warm and i not in held][:3]
     write_csv(tmp_path / "more.csv", [{"user_id": user, "item_id": i, "rating": 5} for i in picked]
               + [{"user_id": user, "item_id": picked[0], "rating": 5}])  # a repeat inside the file
     r = run_update(ws, interactions=tmp_path / "more.csv", progress=False)
     assert r.interactions_added == 3 and r.duplicates_skipped == 1 and r.items_added == 0
-    after = recommend(ws, [user], 10)
+    after = recommend(ws, [user], 10, candidates=sorted(warm))
     assert not set(picked) & set(after["item_id"]) and after["item_id"].tolist() != before["item_id"].tolist()
     grown = Dataset.load(ws)
     assert (grown.interactions["split"].iloc[len(ds.interactions):] == "train").all()

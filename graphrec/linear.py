@@ -1,0 +1,123 @@
+"""Closed-form linear parts of the scoring space, each linear in the data (no n_items^2 or d_content^2 object
+unless a size check made before allocating says it fits).
+
+Low-rank EASE. EASE (Steck 2019) of the rank-k approximation X ~ U S V' (randomized SVD, O(nnz k)):
+P = (V S^2 V' + lam I)^-1 = V diag(1/(s^2+lam)) V' + (I - V V')/lam and B = I - P diag(1/P_jj), so for j != i
+
+    B_ij = [V diag(s^2/(s^2+lam)) V']_ij / (lam P_jj),    lam P_jj = 1 - sum_m V_jm^2 s_m^2/(s_m^2+lam)
+
+i.e. x_u B[:, j] = (x_u V diag(f)) . (V_j / lam P_jj) with f = s^2/(s^2+lam): a dot product of a k-dim user
+vector (`user_basis` applied to the history) and a k-dim item vector. B's diagonal only scores the user's own
+items, which are always excluded. Exact EASE when k >= rank(X); on MovieLens latest-small k=512 keeps 99.7% of
+EASE's warm NDCG@20 (BENCHMARKS.md, "One scoring space").
+
+Content map. Ridge regression from item content f (sparse: modality blocks, attribute and entity multi-hots)
+to the items' low-rank EASE vectors, with an unpenalised intercept: W = V_c diag(1/(e+lam)) V_c' F_c' Y_c over
+the centred content F_c = U_c diag(sqrt e) V_c' of the warm items. (V_c, e) come from the d x d Gram matrix,
+the n x n kernel matrix or, when neither fits RIDGE_DENSE_BYTES, a randomized SVD of rank RIDGE_RANK.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from graphrec.errors import InputError
+
+RIDGE_DENSE_BYTES = 2 << 30  # a dense Gram / kernel matrix up to this size; past it the randomized path
+RIDGE_RANK = 1024  # rank of the randomized content basis
+SVD_BYTES = 8 << 30  # the randomized SVD's dense blocks ((n_rows + n_cols) x (k + oversample) float64, ~4 copies)
+
+Product = Callable[[np.ndarray], np.ndarray]
+
+
+def randomized_svd(matmul: Product, rmatmul: Product, shape: tuple[int, int], k: int, seed: int = 0,
+                   n_iter: int = 4, oversample: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k singular values s [k] and right singular vectors V [n, k] of an m x n operator A given by
+    matmul(Z) = A Z and rmatmul(Q) = A' Q (Halko, Martinsson & Tropp 2011, with power iterations)."""
+    m, n = shape
+    width = min(k + oversample, m, n)
+    if width == 0:
+        return np.zeros(0), np.zeros((n, 0))
+    need = 4 * 8 * (m + n) * width
+    if need > SVD_BYTES:
+        raise InputError(f"a rank-{k} SVD of a {m} x {n} matrix needs ~{need / 2**30:.1f} GiB "
+                         f"(budget {SVD_BYTES / 2**30:.0f} GiB): lower the dimension (--ease-dim)")
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(matmul(rng.standard_normal((n, width))))
+    for _ in range(n_iter):
+        z, _ = np.linalg.qr(rmatmul(q))
+        q, _ = np.linalg.qr(matmul(z))
+    _, s, vt = np.linalg.svd(rmatmul(q).T, full_matrices=False)
+    k = min(k, width)
+    return s[:k], vt[:k].T
+
+
+def interaction_svd(x: sp.csr_matrix, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """s [k], V [n_items, k] of the user x item matrix (float64); items without interactions get exact zero
+    rows (round-off would leave them ~1e-17)."""
+    x = x.astype(np.float64).tocsr()
+    xt = x.T.tocsr()
+    s, v = randomized_svd(lambda z: x @ z, lambda q: xt @ q, x.shape, k, seed)
+    v[np.diff(xt.indptr) == 0] = 0.0
+    return s, v
+
+
+def ease_factors(s: np.ndarray, v: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(user_basis [n_items, k], item [n_items, k]) float32 of low-rank EASE: a user's vector is
+    history @ user_basis; items without interactions get zero rows in both."""
+    f = s ** 2 / (s ** 2 + lam)
+    lam_p = 1.0 - (v ** 2) @ f
+    return (v * f).astype(np.float32), (v / np.maximum(lam_p, 1e-6)[:, None]).astype(np.float32)
+
+
+@dataclass
+class ContentMap:
+    """Item content -> item vector: (f - feature_mean) @ weights + target_mean."""
+
+    weights: np.ndarray  # float32 [d_f, k]
+    feature_mean: np.ndarray  # float32 [d_f]
+    target_mean: np.ndarray  # float32 [k]
+
+    def __call__(self, f: sp.csr_matrix) -> np.ndarray:
+        shift = self.target_mean - self.feature_mean @ self.weights
+        return np.asarray(f @ self.weights, np.float32) + shift
+
+
+def content_basis(f: sp.csr_matrix, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean [d], V_c [d, r], e [r]) with F - 1 mean' = U_c diag(sqrt e) V_c' (r = its rank, or RIDGE_RANK
+    on the randomized path). The centring is applied implicitly, so a sparse F stays sparse."""
+    f = f.astype(np.float64).tocsr()
+    n, d = f.shape
+    mean = np.asarray(f.mean(axis=0)).ravel()
+    if min(n, d) == 0:
+        return mean, np.zeros((d, 0)), np.zeros(0)
+    if d <= n and 8 * d * d <= RIDGE_DENSE_BYTES:  # Gram: F_c'F_c = F'F - n mean mean'
+        gram = (f.T @ f).toarray() - n * np.outer(mean, mean)
+        e, vc = np.linalg.eigh(gram)
+    elif 8 * n * n <= RIDGE_DENSE_BYTES:  # kernel: F_c F_c' = U e U', V_c = F_c' U / sqrt(e)
+        fm = f @ mean
+        kern = (f @ f.T).toarray() - fm[:, None] - fm[None, :] + mean @ mean
+        e, u = np.linalg.eigh(kern)
+        keep = e > e.max(initial=0.0) * 1e-10
+        e, u = e[keep], u[:, keep]
+        vc = (f.T @ u - np.outer(mean, u.sum(axis=0))) / np.sqrt(e)
+    else:
+        ft = f.T.tocsr()
+        s, vc = randomized_svd(lambda z: f @ z - np.outer(np.ones(n), mean @ z),
+                               lambda q: ft @ q - np.outer(mean, q.sum(axis=0)), (n, d), RIDGE_RANK, seed)
+        e = s ** 2
+    keep = e > max(float(e.max(initial=0.0)), 1e-30) * 1e-10
+    return mean, vc[:, keep], e[keep]
+
+
+def fit_content_maps(f: sp.csr_matrix, y: np.ndarray, lambdas: Sequence[float], seed: int = 0) -> list[ContentMap]:
+    """One ridge map per lam from content rows f [n, d_f] to targets y [n, k] (same rows), sharing one basis."""
+    mean, vc, e = content_basis(f, seed)
+    y = np.asarray(y, np.float64)
+    y_mean = y.mean(axis=0) if len(y) else np.zeros(y.shape[1])
+    proj = vc.T @ np.asarray(f.T @ (y - y_mean))  # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
+    return [ContentMap((vc @ (proj / (e + lam)[:, None])).astype(np.float32), mean.astype(np.float32),
+                       y_mean.astype(np.float32)) for lam in lambdas]
