@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from benchmarks.peers.base import COLD_ITEM, COLD_USER, TASKS, WARM, FitInput, Scorer, System
+from benchmarks.peers.base import COLD_ITEM, COLD_USER, MIXED, TASKS, WARM, FitInput, Scorer, System
 from graphrec.io import read_json, write_json
 from graphrec.metrics import hit_matrix, mean_metrics, per_user_accuracy
 
@@ -47,7 +47,8 @@ K = 20
 # task -> (validation part, test part, candidate parts)
 TASK_PARTS = {WARM: ("valid", "test", ("train",)),
               COLD_ITEM: ("cold_valid", "cold_test", ("cold_valid", "cold_test")),
-              COLD_USER: ("cold_user_valid", "cold_user_test", ("train",))}
+              COLD_USER: ("cold_user_valid", "cold_user_test", ("train",)),
+              MIXED: ("mixed_valid", "mixed_test", ("train", "cold_valid", "cold_test"))}
 GIVEN_FINAL = ("train", "valid", "cold_valid")  # everything a system is handed; excluded from final lists
 DEFAULT_SYSTEMS = ("popularity", "attr-popularity", "itemknn", "rp3beta", "ease", "edlae", "als", "bpr",
                    "lightfm", "lightfm-hybrid", "lightgcn", "content-knn", "content-pop", "ridge-als",
@@ -248,7 +249,7 @@ def drive(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="ml-latest-small", choices=("ml-latest-small", "ml-100k", "synthetic"))
-    ap.add_argument("--tasks", default="warm,cold-item,cold-user")
+    ap.add_argument("--tasks", default="warm,cold-item,cold-user,mixed")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--systems", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--quick", action="store_true", help="small grids (one setting each), for iteration")

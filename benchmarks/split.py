@@ -194,6 +194,9 @@ def text_embeddings(texts: list[str], cache: Path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- prepare
+MIXED_PARTS = {"mixed_valid": ("valid", "cold_valid"), "mixed_test": ("test", "cold_test")}
+
+
 def prepare(dataset: str, seed: int) -> BenchData:
     """The split of `dataset` for `seed`, made once and cached as a graphrec workspace."""
     root = CACHE / dataset
@@ -206,6 +209,8 @@ def prepare(dataset: str, seed: int) -> BenchData:
     for name in PARTS:
         rows = inter[inter["split"] == name]
         parts[name] = (rows["user"].to_numpy(np.int64), rows["item"].to_numpy(np.int64))
+    for mixed, (warm, cold) in MIXED_PARTS.items():  # one list over warm and cold items, both held-out parts
+        parts[mixed] = tuple(np.concatenate([parts[warm][j], parts[cold][j]]) for j in (0, 1))
     user_cols = ds.schema.user_attribute_columns
     return BenchData(
         name=dataset, seed=seed, n_users=ds.n_users, n_items=ds.n_items, parts=parts,

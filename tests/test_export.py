@@ -8,8 +8,8 @@ import pytest
 from rec_helpers import make_workspace
 
 import graphrec
-from graphrec.errors import InputError
 from graphrec.data.dataset import GIVEN, Dataset
+from graphrec.errors import InputError
 from graphrec.export import export
 from graphrec.export_folder import load_export, pseudonymize_id
 from graphrec.rank import load_ranker
@@ -33,7 +33,8 @@ def test_round_trip_is_bit_exact(ws, tmp_path, formats):
     ids = json.loads((ws.stage_dir("dataset") / "ids.json").read_text())
     assert e.user_ids == ids["users"] and e.item_ids == ids["items"]
     m = e.manifest
-    assert m["scoring"] == "dot" and m["dim"] == sum(m["blocks"].values()) == item.shape[1] and m["cold_items"] == 15 and m["user_ids"] == "external"
+    assert m["scoring"] == "dot" and m["dim"] == sum(m["blocks"].values()) == item.shape[1]
+    assert m["cold_items"] == 15 and m["user_ids"] == "external"
     assert int((~e.item_warm).sum()) == 15
 
 

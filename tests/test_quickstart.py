@@ -38,4 +38,7 @@ def test_quickstart_end_to_end(tmp_path):
     stages = json.loads((ws / "config.json").read_text())["stages"]
     assert all("quickstart" in rec["command"] for rec in stages.values())
     trained = load_file(str(ws / "model" / "embeddings.safetensors"))
-    assert np.array_equal(item_vecs, trained["item"]) and np.array_equal(user_vecs, trained["user"])
+    # the scoring space's first block is the trained GNN (user side as trained; the item side carries the blend)
+    gnn = exp.manifest["blocks"]["gnn"]
+    assert list(exp.manifest["blocks"])[0] == "gnn" and np.array_equal(user_vecs[:, :gnn], trained["user"])
+    assert user_vecs.shape[1] == item_vecs.shape[1] == exp.manifest["dim"] > gnn

@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 Scorer = Callable[[np.ndarray], np.ndarray]
-WARM, COLD_ITEM, COLD_USER = "warm", "cold-item", "cold-user"
-TASKS = (WARM, COLD_ITEM, COLD_USER)
+WARM, COLD_ITEM, COLD_USER, MIXED = "warm", "cold-item", "cold-user", "mixed"
+TASKS = (WARM, COLD_ITEM, COLD_USER, MIXED)  # mixed: one list over warm and cold items, test + cold_test
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sl
 
-from benchmarks.peers.base import WARM, FitInput, Scorer, System
+from benchmarks.peers.base import MIXED, WARM, FitInput, Scorer, System
 
 
 def _gram(data: FitInput) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +37,7 @@ def _inverse(G: np.ndarray, penalty: np.ndarray) -> np.ndarray:
 
 
 class EASE(System):
-    name, family, tasks = "ease", "linear", (WARM,)
+    name, family, tasks = "ease", "linear", (WARM, MIXED)  # mixed: cold items score 0
 
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         return [{"lambda": 300.0}] if quick else [{"lambda": v} for v in (30.0, 100.0, 300.0, 1000.0)]
