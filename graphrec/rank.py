@@ -12,12 +12,17 @@ The vectors are blocks, each a component of the score, weighted by a blend fitte
              the warm items' E_item rows, so a cold item lands in the same space as the warm ones
     pop      1 . log(1 + training interactions of i)         (one "bias" dimension, with the cold offset)
     content  (mean content over the user's history) . content[i]                (only when features exist)
+    group    for users without history only: the user's attribute values (age band, gender, ...: the graph's
+             user-attribute edges) . P(item | value) over the training users holding it ("what people like
+             u chose"); with the gnn and bias blocks re-weighted for those users, fitted on cold_user_valid
 
 score = sum_c w_c * component_c / scale_c, one weight set for warm items (training interactions) and one for
 cold items, plus an offset for cold items. The weights and scales fold into the item vectors:
 
-    user = [user_emb | history @ E_user | 1 | content profile]
-    item = [a_t item_emb | b_t (E_item or content_map(f)) | bias_t | c_t content],  t = warm or cold
+    user = [m_gnn user_emb | history @ E_user | m_bias | content profile | m_group groups]
+    item = [a_t item_emb | b_t (E_item or content_map(f)) | bias_t | c_t content | P(item | value)]
+
+t = warm or cold item; m_* = 1 (m_group = 0) for users with a history, fitted values for users without one.
 
 Cold items have no collaborative signal, so their weights cover gnn, content and ridge only: lacking ease/pop
 never pushes them down. Warm weights are fitted on `valid` (warm candidates), cold weights on `cold_valid`
@@ -36,7 +41,8 @@ Lists break score ties by item index, so they do not depend on how users are bat
 Saved as model/ranker.json (weights, scales, settings, the embeddings' sha256) and model/ranker.safetensors
 ("ease_user" / "ease_item" float32 [n_items, ease_dim], "pop" float32 [n_items], "warm" uint8 [n_items], and
 with the ridge component "ridge" float32 [d_f, ease_dim], "ridge_mean" [d_f], "ridge_target_mean" [ease_dim];
-the item content f is rebuilt from features/ and graph/ when loading, each block cut to its fitted width).
+the item content f is rebuilt from features/ and graph/ when loading, each block cut to its fitted width;
+with the group block "group_items" float32 [n_items, n_values], the users' values rebuilt from graph/).
 Every fitting step is linear in the interactions (graphrec.linear).
 """
 from __future__ import annotations
@@ -67,7 +73,8 @@ log = logging.getLogger(__name__)
 COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
 COLD_COMPONENTS = ("gnn", "content", "ridge")
 COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
-BLOCKS = ("gnn", "ease", "bias", "content")  # the vectors' blocks, in order
+BLOCKS = ("gnn", "ease", "bias", "content", "group")  # the vectors' blocks, in order
+NEW_USER_BLOCKS = ("gnn", "bias", "group")  # re-weighted for users without history
 FIT_HISTORY = ("train", "cold_user_context")
 EASE_DIM = 512
 EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
@@ -76,6 +83,7 @@ OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the 
 MAX_OFFSET = 64.0
 MAX_FIT_USERS = 3000
 RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
+GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
 
 
 @dataclass
@@ -88,6 +96,9 @@ class Ranker:
     ease_item: np.ndarray  # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
     content: np.ndarray | None  # float32 [n_items, dc], unit norm per modality, zero rows = no content
     content_map: ContentMap | None = None  # item content -> ease_item space (the ridge component)
+    groups: sp.csr_matrix | None = None  # float32 [n_users, n_values]: the users' attribute values (0/1)
+    group_items: np.ndarray | None = None  # float32 [n_items, n_values]: P(item | value), divided by its spread
+    new_user_weights: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "bias": 1.0, "group": 0.0})
     scale: dict[str, float] = field(default_factory=lambda: {c: 1.0 for c in COMPONENTS})
     weights_warm: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0})
     weights_cold: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "content": 0.0})
@@ -111,12 +122,16 @@ class Ranker:
         if self.content is not None:
             deg = np.asarray(h.sum(axis=1)).ravel()
             out["content"] = np.asarray(sp.diags(1.0 / np.maximum(deg, 1.0)) @ h @ self.content, np.float32)
+        if self.groups is not None:
+            out["group"] = self.groups[users].toarray().astype(np.float32)
         return out
 
     def _item_blocks(self, items: np.ndarray) -> dict[str, np.ndarray]:
         out = {"gnn": self.item_emb[items], "ease": self.ease_item[items], "pop": self.pop[items, None]}
         if self.content is not None:
             out["content"] = self.content[items]
+        if self.group_items is not None:
+            out["group"] = self.group_items[items]
         return out
 
     def blocks(self) -> dict[str, int]:
@@ -125,15 +140,24 @@ class Ranker:
         used = {"gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
                 "ease": ww.get("ease", 0.0) or (wc.get("ridge", 0.0) and self.content_map is not None),
                 "bias": ww.get("pop", 0.0) or self.cold_offset,
-                "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0))}
+                "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0)),
+                "group": self.groups is not None and self.new_user_weights.get("group", 0.0)}
         widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "bias": 1,
-                  "content": 0 if self.content is None else self.content.shape[1]}
+                  "content": 0 if self.content is None else self.content.shape[1],
+                  "group": 0 if self.group_items is None else self.group_items.shape[1]}
         return {b: widths[b] for b in BLOCKS if used[b]}
 
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [len(users), dim]: the users' side of the scoring space, from their history rows."""
-        parts = self._user_blocks(np.asarray(users, np.int64), history)
-        return _stack([parts[b] for b in self.blocks()], len(users))
+        users = np.asarray(users, np.int64)
+        parts = self._user_blocks(users, history)
+        new = (np.diff(history[users].indptr) == 0)[:, None]  # users without history: the new-user weights
+        if "group" in parts:
+            parts["group"] = np.where(new, parts["group"], 0.0)
+        for b in NEW_USER_BLOCKS:
+            if b in parts:
+                parts[b] = np.where(new, parts[b] * np.float32(self.new_user_weights.get(b, 1.0)), parts[b])
+        return _stack([parts[b].astype(np.float32) for b in self.blocks()], len(users))
 
     def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
         """float32 [len(items), dim]: the items' side, the blend's weights and scales folded in."""
@@ -148,6 +172,8 @@ class Ranker:
                   "bias": np.where(warm, parts["pop"] * weight("pop", "pop"), np.float32(self.cold_offset))}
         if "content" in parts:
             folded["content"] = parts["content"] * weight("content", "content")
+        if "group" in parts:
+            folded["group"] = parts["group"]
         return _stack([folded[b].astype(np.float32) for b in self.blocks()], len(items))
 
     # -- scoring -----------------------------------------------------------------------------------
@@ -244,30 +270,69 @@ def _content_matrix(ws: Workspace, n_items: int) -> tuple[np.ndarray | None, lis
     return (np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))).astype(np.float32), sorted(feats)
 
 
+def attribute_blocks(ws: Workspace, src: str, n: int) -> list[sp.csr_matrix]:
+    """Per attribute relation of the graph from `src` ("item" or "user") to attribute values or external
+    entities: the 0/1 matrix [n, n_values], in a fixed relation order; [] without a graph."""
+    if not ws.stage_dir("graph").is_dir():
+        return []
+    kg = KnowledgeGraph.load(ws)
+    blocks = []
+    for (s_, _, dst), e in sorted(kg.edges.items()):
+        if s_ == src and dst not in ("item", "user") and len(e):
+            m = sp.csr_matrix((np.ones(len(e), np.float32), (e.src, e.dst)), shape=(n, kg.num_nodes[dst]))
+            m.data[:] = 1.0
+            blocks.append(m)
+    return blocks
+
+
+def _cut(blocks: list[sp.csr_matrix], widths: Sequence[int] | None) -> list[sp.csr_matrix] | None:
+    """Each block cut to its fitted width (values that appeared later have no fitted weight), or None when
+    the blocks no longer have the fitted layout."""
+    if widths is None:
+        return blocks
+    if len(widths) != len(blocks) or any(b.shape[1] < w for b, w in zip(blocks, widths)):
+        return None
+    return [b[:, :w] for b, w in zip(blocks, widths)]
+
+
 def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None,
                   widths: Sequence[int] | None = None) -> tuple[sp.csr_matrix | None, list[int]]:
     """The content map's item content (sparse) and its blocks' widths: the modality blocks, then per
     item-attribute relation of the graph (attributes, external entities) its multi-hot (unit norm per
     relation, so a relation with many values per item does not dominate) and log(1 + number of values)
-    (tag counts predict popularity). `widths` (those fitted) cuts each block to its fitted width: values
-    that appeared later have no weight in the fitted map anyway."""
+    (tag counts predict popularity). `widths` (those fitted) cuts each block to its fitted width."""
     blocks = [] if content is None else [sp.csr_matrix(content)]
-    if ws.stage_dir("graph").is_dir():
-        kg = KnowledgeGraph.load(ws)
-        for (src, _, dst), e in sorted(kg.edges.items()):
-            if src != "item" or dst in ("item", "user") or len(e) == 0:
-                continue
-            m = sp.csr_matrix((np.ones(len(e), np.float32), (e.src, e.dst)), shape=(n_items, kg.num_nodes[dst]))
-            m.data[:] = 1.0
-            deg = np.asarray(m.sum(axis=1)).ravel()
-            blocks += [sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m, sp.csr_matrix(np.log1p(deg)[:, None])]
-    if widths is not None:
-        if len(widths) != len(blocks) or any(b.shape[1] < w for b, w in zip(blocks, widths)):
-            return None, []
-        blocks = [b[:, :w] for b, w in zip(blocks, widths)]
+    for m in attribute_blocks(ws, "item", n_items):
+        deg = np.asarray(m.sum(axis=1)).ravel()
+        blocks += [sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m, sp.csr_matrix(np.log1p(deg)[:, None])]
+    blocks = _cut(blocks, widths)
     if not blocks:
         return None, []
     return sp.hstack(blocks, format="csr", dtype=np.float32), [b.shape[1] for b in blocks]
+
+
+def user_groups(ws: Workspace, n_users: int, layout: dict[str, list[int]] | None = None
+                ) -> tuple[sp.csr_matrix | None, dict[str, list[int]]]:
+    """The users' attribute values [n_users, n_values] (0/1; the GROUP_MAX_VALUES most held) and the layout
+    that rebuilds the same columns later ({"widths": per relation, "columns": kept}); None without any."""
+    blocks = _cut(attribute_blocks(ws, "user", n_users), None if layout is None else layout["widths"])
+    if not blocks:
+        return None, {}
+    g = sp.hstack(blocks, format="csr", dtype=np.float32)
+    if layout is None:
+        held = np.asarray(g.sum(axis=0)).ravel()
+        keep = np.sort(np.argsort(-held, kind="stable")[:GROUP_MAX_VALUES])
+        layout = {"widths": [b.shape[1] for b in blocks], "columns": keep[held[keep] > 0].tolist()}
+    return g[:, layout["columns"]].tocsr(), layout
+
+
+def group_popularity(groups: sp.csr_matrix, x: sp.csr_matrix) -> np.ndarray:
+    """P(item | value) float32 [n_items, n_values] among the users with interactions in x (what people who
+    share an attribute value chose; the attr-popularity baseline's table)."""
+    known = (np.diff(x.indptr) > 0).astype(np.float32)
+    a = sp.diags(known) @ groups
+    size = np.maximum(np.asarray(a.sum(axis=0)).ravel(), 1.0)
+    return (np.asarray((x.T @ a).toarray(), np.float32) / size.astype(np.float32)).astype(np.float32)
 
 
 def _validation_ndcg(user: np.ndarray, item: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix,
@@ -360,6 +425,8 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     feats, widths = ridge_content(ws, ds.n_items, content)
     ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
     _fit_weights(r, ds, k, max_fit_users, progress)
+    groups, group_layout = user_groups(ws, ds.n_users)
+    new_user_info = _fit_new_users(r, ds, k, max_fit_users, groups, train) if groups is not None else {}
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
     given = ds.matrix(TRAINED)
@@ -369,9 +436,12 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
         r.ease_user, r.ease_item, _ = _select_ease(given, r.warm, ds, k, ease_dim, (ease_lambda,))[1:]
     if r.content_map is not None:
         _fit_content_map(r, feats, [ridge_info["ridge_lambda"]], None, k)
+    if r.group_items is not None:
+        r.group_items = group_popularity(r.groups, given) / np.float32(r.scale["group"])
     r.info = {"k": k, "ease_lambda": ease_lambda, "ease_dim": int(r.ease_item.shape[1]), "max_fit_users": max_fit_users,
               "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
-              **ease_info, **ridge_info, **r.info,
+              "group_layout": group_layout if r.groups is not None else None,
+              **ease_info, **ridge_info, **new_user_info, **r.info,
               "fitted_with": artifacts.SELECT_EMBEDDINGS if select is not None else artifacts.EMBEDDINGS,
               "embeddings_sha256": sha}
     save_ranker(ws, r)
@@ -440,6 +510,48 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
               "validation_ndcg": {n: round(v, 6) for n, v in fitted.items()}}
 
 
+def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix, x: sp.csr_matrix
+                   ) -> dict[str, Any]:
+    """Users without any history (known by attributes only): add the group block and re-weight their gnn,
+    bias and group blocks on cold_user_valid (all items are candidates). Sets r.groups / r.group_items /
+    r.new_user_weights; {} and nothing set when cold_user_valid has no such user."""
+    history = ds.matrix(FIT_HISTORY)
+    truth = ds.part("cold_user_valid")
+    users = np.unique(truth["user"].to_numpy())
+    users = users[np.diff(history[users].indptr) == 0]
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
+    if len(users) == 0:
+        return {}
+    items = r.item_vectors()
+    at, scores = 0, {}
+    for b, w in r.blocks().items():  # the blocks a history-less user has: gnn and bias
+        if b in ("gnn", "bias"):
+            user = r.user_emb[users] if b == "gnn" else np.ones((len(users), 1), np.float32)
+            scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + w]).T
+        at += w
+    group_items = group_popularity(groups, x)
+    raw = torch.from_numpy(groups[users].toarray().astype(np.float32)) @ torch.from_numpy(group_items).T
+    r.scale["group"] = float(raw.std()) or 1.0
+    scores["group"] = raw / r.scale["group"]
+    pos = np.full(ds.n_users, -1, np.int64)
+    pos[users] = np.arange(len(users))
+    t = truth[pos[truth["user"].to_numpy()] >= 0]
+    tu, ti = pos[t["user"].to_numpy()], t["item"].to_numpy()
+
+    def objective(w: dict[str, float]) -> float:
+        sc = sum(w.get(b, 0.0) * v for b, v in scores.items())
+        hits = hit_matrix(topk_stable(sc, min(k, r.n_items))[1].numpy(), tu, ti, r.n_items)
+        return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
+
+    with tqdm(disable=True) as bar:
+        before = objective({"gnn": 1.0, "bias": 1.0})
+        w, after = _coordinate_search(objective, {"gnn": 1.0, "bias": 1.0, "group": 0.0}, tuple(scores), bar)
+    r.groups, r.group_items, r.new_user_weights = groups, group_items / np.float32(r.scale["group"]), w
+    return {"new_user_validation_ndcg": {"without_group_block": round(before, 6), "fitted": round(after, 6)},
+            "fitted_on_new_users": int(len(users))}
+
+
 def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, float], names: Sequence[str],
                        bar: tqdm, rounds: int = 2) -> tuple[dict, float]:
     """Maximise f(weights) one weight at a time over WEIGHT_GRID (ties keep the current value)."""
@@ -471,9 +583,12 @@ def save_ranker(ws: Workspace, r: Ranker) -> None:
     if r.content_map is not None:
         m = r.content_map
         tensors.update(ridge=m.weights, ridge_mean=m.feature_mean, ridge_target_mean=m.target_mean)
+    if r.group_items is not None:
+        tensors["group_items"] = r.group_items
     artifacts.write_ranker(ws, tensors, {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale,
                                          "weights_warm": r.weights_warm, "weights_cold": r.weights_cold,
-                                         "cold_offset": r.cold_offset, **r.info})
+                                         "cold_offset": r.cold_offset, "new_user_weights": r.new_user_weights,
+                                         **r.info})
 
 
 def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker | None:
@@ -491,9 +606,14 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
     r = Ranker(user_emb, item_emb, t["warm"].astype(bool), t["pop"], t["ease_user"], t["ease_item"],
                content if "content" in info["components"] else None, scale=info["scale"],
                weights_warm=info["weights_warm"], weights_cold=info["weights_cold"],
-               cold_offset=float(info["cold_offset"]),
-               info={k: v for k, v in info.items()
-                     if k not in ("components", "blocks", "scale", "weights_warm", "weights_cold", "cold_offset")})
+               cold_offset=float(info["cold_offset"]), new_user_weights=info["new_user_weights"],
+               info={k: v for k, v in info.items() if k not in ("components", "blocks", "scale", "weights_warm",
+                                                                "weights_cold", "cold_offset", "new_user_weights")})
+    if "group_items" in t:  # the users' attribute values are rebuilt from graph/ with the fitted layout
+        r.groups = user_groups(ws, ds.n_users, info["group_layout"])[0]
+        if r.groups is None or r.groups.shape[1] != t["group_items"].shape[1]:
+            return None
+        r.group_items = t["group_items"]
     if "ridge" in info["components"]:  # the content it maps is rebuilt, cut to the fitted blocks' widths
         feats = ridge_content(ws, ds.n_items, content, info["ridge_widths"])[0]
         if feats is None or "ridge" not in t or feats.shape[1] != t["ridge_mean"].shape[0]:
@@ -516,6 +636,8 @@ def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
     r.warm = np.concatenate([r.warm, np.zeros(new, bool)])
     r.ease_user = np.concatenate([r.ease_user, np.zeros((new, r.ease_user.shape[1]), np.float32)])
     r.ease_item = np.concatenate([r.ease_item, np.zeros((new, r.ease_item.shape[1]), np.float32)])
+    if r.group_items is not None:
+        r.group_items = np.concatenate([r.group_items, np.zeros((new, r.group_items.shape[1]), np.float32)])
     r.pop = np.log1p(counts).astype(np.float32)
     r.info["embeddings_sha256"] = artifacts.embeddings_sha256(staged)
     save_ranker(staged, r)

@@ -207,3 +207,39 @@ def test_the_vectors_score_exactly_the_fitted_blend(fitted):
     np.testing.assert_allclose(user_vec @ item_vec.T, blend, rtol=1e-4, atol=1e-4)
     assert sum(r.blocks().values()) == user_vec.shape[1] == item_vec.shape[1]
     assert (~r.warm).any() and np.abs(blend[:, ~r.warm]).max() > 0
+
+
+@pytest.fixture(scope="module")
+def with_new_users(tmp_path_factory):
+    """Synthetic shop whose tastes lean on age band and region; 15% of users held out with no history."""
+    from graphrec.data.importer import save_dataset
+    from graphrec.data.splits import split_dataset
+    from graphrec.data.synth import generate
+    from graphrec.kg.build import run_build
+    from graphrec.train import run_train
+
+    ds = split_dataset(generate(400, 150, 12000, seed=3, progress=False), cold_items=0.1, cold_users=0.15, seed=0)
+    ws = save_dataset(tmp_path_factory.mktemp("newusers") / "ws", ds, {"source": "test"})
+    run_build(ws, progress=False)
+    return ws, fit_ranker(ws, run_train(ws, epochs=3, seed=0, progress=False), progress=False)
+
+
+def test_users_without_history_get_the_attribute_group_block(with_new_users):
+    ws, r = with_new_users
+    ds = Dataset.load(ws)
+    history = ds.matrix(GIVEN)
+    info = read_json(ws.stage_dir("model") / "ranker.json")
+    fit = info["new_user_validation_ndcg"]
+    assert info["fitted_on_new_users"] > 0 and fit["fitted"] >= fit["without_group_block"]
+    new = np.flatnonzero(np.diff(history.indptr) == 0)
+    old = np.flatnonzero(np.diff(history.indptr) > 0)
+    assert len(new) > 0 and r.groups is not None
+    blocks = r.blocks()
+    if "group" in blocks:  # chosen on cold_user_valid: only users without history carry it
+        at = sum(w for b, w in blocks.items() if list(blocks).index(b) < list(blocks).index("group"))
+        vec = r.user_vectors(np.arange(ds.n_users), history)[:, at:at + blocks["group"]]
+        assert not vec[old].any()
+        np.testing.assert_array_equal(vec[new], r.groups[new].toarray() * r.new_user_weights["group"])
+    again = load_ranker(ws)  # the users' values rebuilt from graph/ give the same vectors
+    np.testing.assert_array_equal(again.user_vectors(new, history), r.user_vectors(new, history))
+    np.testing.assert_array_equal(again.item_vectors(), r.item_vectors())
