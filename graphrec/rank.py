@@ -76,7 +76,7 @@ COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their
 BLOCKS = ("gnn", "ease", "bias", "content", "group")  # the vectors' blocks, in order
 NEW_USER_BLOCKS = ("gnn", "bias", "group")  # re-weighted for users without history
 FIT_HISTORY = ("train", "cold_user_context")
-EASE_DIM = 512
+EASE_DIM = 1024  # at most rank(X) <= min(n_users, n_items) are used
 EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
