@@ -11,7 +11,7 @@ from graphrec.data.readers import read_table
 from graphrec.errors import InputError
 from graphrec.workspace import Workspace
 
-PRESPLIT = ("train", "valid", "test", "cold_valid", "cold_test")
+PRESPLIT = ("train", "valid", "test", "cold_valid", "cold_test", "cold_user_context", "cold_user_valid", "cold_user_test")
 
 
 def import_files(out: str | os.PathLike, *, interactions: str | None = None, items: str | None = None,

@@ -64,6 +64,10 @@ def data_import(
     test: Path | None = typer.Option(None, help="Pre-split: test interactions (warm)."),
     cold_valid: Path | None = typer.Option(None, help="Pre-split: validation interactions of cold items."),
     cold_test: Path | None = typer.Option(None, help="Pre-split: test interactions of cold items."),
+    cold_user_context: Path | None = typer.Option(
+        None, help="Pre-split: the few interactions a cold user is known by (given at serving time)."),
+    cold_user_valid: Path | None = typer.Option(None, help="Pre-split: validation interactions of cold users."),
+    cold_user_test: Path | None = typer.Option(None, help="Pre-split: test interactions of cold users."),
     items: Path | None = typer.Option(None, help="Items table: item_id + text, image and attribute columns."),
     users: Path | None = typer.Option(None, help="Users table: user_id + coarse attribute columns."),
     images_dir: Path | None = typer.Option(None, help="Folder the image column's paths are relative to."),
@@ -82,7 +86,10 @@ def data_import(
                              image_column=image_column, user_attribute_columns=_columns(user_attribute_columns),
                              encoding=encoding, train=train and str(train), valid=valid and str(valid),
                              test=test and str(test), cold_valid=cold_valid and str(cold_valid),
-                             cold_test=cold_test and str(cold_test))
+                             cold_test=cold_test and str(cold_test),
+                             cold_user_context=cold_user_context and str(cold_user_context),
+                             cold_user_valid=cold_user_valid and str(cold_user_valid),
+                             cold_user_test=cold_user_test and str(cold_user_test))
     _notes(notes)
     out.print(f"imported {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
 

@@ -332,3 +332,20 @@ def test_usage_mistakes_exit_2_with_one_short_message(args, says, tmp_path):
                          cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr and says in run.stderr
+
+
+def test_presplit_import_takes_cold_user_parts(tmp_path):
+    from graphrec.data.dataset import Dataset
+    from graphrec.errors import InputError
+
+    rows = {"train": "u1,a\nu1,b\nu2,b\n", "valid": "u2,a\n", "cold_user_context": "u3,a\n",
+            "cold_user_valid": "u3,b\n", "cold_user_test": "u4,b\n"}
+    files = {}
+    for part, text in rows.items():
+        (tmp_path / f"{part}.csv").write_text("user_id,item_id\n" + text)
+        files[part] = str(tmp_path / f"{part}.csv")
+    ds, _ = import_files(tmp_path / "ws", **files)
+    assert set(Dataset.load(tmp_path / "ws").cold_users()) == set(ds.user_index(["u3", "u4"]))
+    (tmp_path / "bad.csv").write_text("user_id,item_id\nu1,c\n")  # u1 trains: it cannot be a cold user
+    with pytest.raises(InputError, match="bad.csv: line 2.*cold user 'u1' also has training interactions"):
+        import_files(tmp_path / "ws2", train=files["train"], cold_user_test=str(tmp_path / "bad.csv"))
