@@ -322,7 +322,8 @@ def train(
     mode: str = typer.Option("full", help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
     fanouts: str = typer.Option("15,10,5", help="Neighbours sampled per layer in --mode sampled."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train+valid for the selected epochs."),
-    ranker: bool = typer.Option(True, "--ranker/--no-ranker", help="Fit the hybrid ranker's blend on validation."),
+    ranker: bool = typer.Option(True, "--ranker/--no-ranker", help="Fit the ranker's blend on validation."),
+    ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (at most the rank)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in model/."),
 ) -> None:
@@ -339,7 +340,7 @@ def train(
                       mode=mode, fanouts=fan, refit=refit, device=device)
     r = run_train(workspace, s, resume=resume)
     if ranker and r.embeddings_sha256:  # rank 0 of a distributed run writes model/ and fits the ranker
-        fit_ranker(workspace, r, k=k)
+        fit_ranker(workspace, r, k=k, ease_dim=ease_dim)
     table = Table(title=f"trained: epoch {r.selected_epoch} selected" + (", refit on train+valid" if r.refit else ""))
     table.add_column("validation")
     table.add_column("value", justify="right")

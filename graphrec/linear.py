@@ -18,6 +18,7 @@ the n x n kernel matrix or, when neither fits RIDGE_DENSE_BYTES, a randomized SV
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from graphrec.errors import InputError
+
+log = logging.getLogger(__name__)
 
 RIDGE_DENSE_BYTES = 2 << 30  # a dense Gram / kernel matrix up to this size; past it the randomized path
 RIDGE_RANK = 1024  # rank of the randomized content basis
@@ -41,10 +44,14 @@ def randomized_svd(matmul: Product, rmatmul: Product, shape: tuple[int, int], k:
     width = min(k + oversample, m, n)
     if width == 0:
         return np.zeros(0), np.zeros((n, 0))
-    need = 4 * 8 * (m + n) * width
-    if need > SVD_BYTES:
-        raise InputError(f"a rank-{k} SVD of a {m} x {n} matrix needs ~{need / 2**30:.1f} GiB "
-                         f"(budget {SVD_BYTES / 2**30:.0f} GiB): lower the dimension (--ease-dim)")
+    fits = SVD_BYTES // (4 * 8 * (m + n))  # the widest sketch whose dense blocks fit the budget
+    if width > fits:
+        if fits <= oversample:
+            raise InputError(f"a randomized SVD of a {m} x {n} matrix does not fit {SVD_BYTES / 2**30:.0f} GiB "
+                             "even at rank 1")
+        log.warning("rank %d of a %d x %d matrix would need %.1f GiB: using rank %d", k, m, n,
+                    4 * 8 * (m + n) * width / 2**30, fits - oversample)
+        k, width = fits - oversample, fits
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(matmul(rng.standard_normal((n, width))))
     for _ in range(n_iter):

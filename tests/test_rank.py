@@ -243,3 +243,16 @@ def test_users_without_history_get_the_attribute_group_block(with_new_users):
     again = load_ranker(ws)  # the users' values rebuilt from graph/ give the same vectors
     np.testing.assert_array_equal(again.user_vectors(new, history), r.user_vectors(new, history))
     np.testing.assert_array_equal(again.item_vectors(), r.item_vectors())
+
+
+def test_svd_shrinks_its_rank_to_fit_the_memory_budget(monkeypatch, caplog):
+    import graphrec.linear as linear
+
+    x = sp.random(200, 100, density=0.1, random_state=5, format="csr")
+    monkeypatch.setattr(linear, "SVD_BYTES", 4 * 8 * 300 * 30)  # room for a sketch 30 wide
+    with caplog.at_level("WARNING", logger="graphrec.linear"):
+        s, v = interaction_svd(x, 64)
+    assert len(s) == 20 and v.shape == (100, 20) and "using rank 20" in caplog.text
+    monkeypatch.setattr(linear, "SVD_BYTES", 4 * 8 * 300 * 5)
+    with pytest.raises(InputError, match="does not fit"):
+        interaction_svd(x, 64)
