@@ -19,6 +19,7 @@ except ImportError:  # older typer: click's own
 from rich.console import Console
 from rich.table import Table
 
+from graphrec import __version__
 from graphrec.artifacts import embeddings_path
 from graphrec.data.dataset import Dataset
 from graphrec.data.importer import import_files
@@ -43,6 +44,18 @@ app.add_typer(kg_app, name="kg")
 out = Console()
 
 WS = typer.Argument(..., help="Workspace folder (one run: dataset/, features/, graph/, model/, eval/).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"graphrec {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """graphrec: a multimodal knowledge-graph recommendation engine that stays good for new items and users."""
 
 
 def _columns(value: str | None) -> list[str] | None:

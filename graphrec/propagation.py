@@ -11,6 +11,7 @@ without torch-scatter / pyg-lib.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +62,14 @@ def _to_torch_csr(m: sp.spmatrix) -> torch.Tensor:
     m = sp.csr_matrix(m)
     m.sum_duplicates()
     m.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                   torch.from_numpy(m.indices.astype(np.int64)),
-                                   torch.from_numpy(m.data.astype(np.float32)), size=m.shape)
+    # scipy built it valid (sorted, no duplicates), so torch's invariant checks are off on purpose; its
+    # "sparse CSR is in beta" notice would otherwise precede every run's output, even a one-line error
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data.astype(np.float32)), size=m.shape,
+                                       check_invariants=False)
 
 
 def normalized_bipartite(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> SparseOp:

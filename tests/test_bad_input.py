@@ -349,3 +349,13 @@ def test_presplit_import_takes_cold_user_parts(tmp_path):
     (tmp_path / "bad.csv").write_text("user_id,item_id\nu1,c\n")  # u1 trains: it cannot be a cold user
     with pytest.raises(InputError, match="bad.csv: line 2.*cold user 'u1' also has training interactions"):
         import_files(tmp_path / "ws2", train=files["train"], cold_user_test=str(tmp_path / "bad.csv"))
+
+
+def test_version_flag():
+    from typer.testing import CliRunner
+
+    import graphrec
+    import graphrec.cli as cli
+
+    res = CliRunner().invoke(cli.app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"graphrec {graphrec.__version__}"
