@@ -10,17 +10,18 @@ The vectors are blocks, each a component of the score, weighted by a blend fitte
     ridge    the same user part . content_map(f_i)           cold items: a ridge map from item content f
              (modality blocks + the graph's item-attribute / entity multi-hots and log counts, kept sparse) to
              the warm items' E_item rows, so a cold item lands in the same space as the warm ones
-    pop      1 . log(1 + training interactions of i)         (one "bias" dimension, with the cold offset)
+    pop      1 . log(1 + training interactions of i)         (warm items; cold items carry the cold offset in
+             one more dimension)
     content  (mean content over the user's history) . content[i]                (only when features exist)
     group    for users without history only: the user's attribute values (age band, gender, ...: the graph's
              user-attribute edges) . P(item | value) over the training users holding it ("what people like
-             u chose"); with the gnn and bias blocks re-weighted for those users, fitted on cold_user_valid
+             u chose"); with the gnn, pop and offset blocks re-weighted for those users, fitted on cold_user_valid
 
 score = sum_c w_c * component_c / scale_c, one weight set for warm items (training interactions) and one for
 cold items, plus an offset for cold items. The weights and scales fold into the item vectors:
 
-    user = [m_gnn user_emb | history @ E_user | m_bias | content profile | m_group groups]
-    item = [a_t item_emb | b_t (E_item or content_map(f)) | bias_t | c_t content | P(item | value)]
+    user = [m_gnn user_emb | history @ E_user | m_pop | m_off | content profile | m_group groups]
+    item = [a_t item_emb | b_t (E_item or content_map(f)) | w_pop pop (warm) | offset (cold) | c_t content | P(item | value)]
 
 t = warm or cold item; m_* = 1 (m_group = 0) for users with a history, fitted values for users without one.
 
@@ -73,8 +74,8 @@ log = logging.getLogger(__name__)
 COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
 COLD_COMPONENTS = ("gnn", "content", "ridge")
 COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
-BLOCKS = ("gnn", "ease", "bias", "content", "group")  # the vectors' blocks, in order
-NEW_USER_BLOCKS = ("gnn", "bias", "group")  # re-weighted for users without history
+BLOCKS = ("gnn", "ease", "pop", "offset", "content", "group")  # the vectors' blocks, in order
+NEW_USER_BLOCKS = ("gnn", "pop", "offset", "group")  # re-weighted for users without history
 FIT_HISTORY = ("train", "cold_user_context")
 EASE_DIM = 1024  # at most rank(X) <= min(n_users, n_items) are used
 EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
@@ -98,7 +99,8 @@ class Ranker:
     content_map: ContentMap | None = None  # item content -> ease_item space (the ridge component)
     groups: sp.csr_matrix | None = None  # float32 [n_users, n_values]: the users' attribute values (0/1)
     group_items: np.ndarray | None = None  # float32 [n_items, n_values]: P(item | value), divided by its spread
-    new_user_weights: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "bias": 1.0, "group": 0.0})
+    new_user_weights: dict[str, float] = field(
+        default_factory=lambda: {"gnn": 1.0, "pop": 1.0, "offset": 1.0, "group": 0.0})
     scale: dict[str, float] = field(default_factory=lambda: {c: 1.0 for c in COMPONENTS})
     weights_warm: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0})
     weights_cold: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "content": 0.0})
@@ -118,7 +120,7 @@ class Ranker:
     def _user_blocks(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray]:
         h = history[users]
         out = {"gnn": self.user_emb[users], "ease": np.asarray(h @ self.ease_user, np.float32),
-               "bias": np.ones((len(users), 1), np.float32)}
+               "pop": np.ones((len(users), 1), np.float32), "offset": np.ones((len(users), 1), np.float32)}
         if self.content is not None:
             deg = np.asarray(h.sum(axis=1)).ravel()
             out["content"] = np.asarray(sp.diags(1.0 / np.maximum(deg, 1.0)) @ h @ self.content, np.float32)
@@ -139,10 +141,10 @@ class Ranker:
         ww, wc = self.weights_warm, self.weights_cold
         used = {"gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
                 "ease": ww.get("ease", 0.0) or (wc.get("ridge", 0.0) and self.content_map is not None),
-                "bias": ww.get("pop", 0.0) or self.cold_offset,
+                "pop": ww.get("pop", 0.0), "offset": self.cold_offset,
                 "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0)),
                 "group": self.groups is not None and self.new_user_weights.get("group", 0.0)}
-        widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "bias": 1,
+        widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "pop": 1, "offset": 1,
                   "content": 0 if self.content is None else self.content.shape[1],
                   "group": 0 if self.group_items is None else self.group_items.shape[1]}
         return {b: widths[b] for b in BLOCKS if used[b]}
@@ -169,7 +171,8 @@ class Ranker:
                             self.weights_cold.get(cold_name, 0.0) / self.scale.get(cold_name, 1.0)).astype(np.float32)
 
         folded = {"gnn": parts["gnn"] * weight("gnn", "gnn"), "ease": parts["ease"] * weight("ease", "ridge"),
-                  "bias": np.where(warm, parts["pop"] * weight("pop", "pop"), np.float32(self.cold_offset))}
+                  "pop": np.where(warm, parts["pop"] * weight("pop", "pop"), 0.0),
+                  "offset": np.where(warm, 0.0, np.float32(self.cold_offset))}
         if "content" in parts:
             folded["content"] = parts["content"] * weight("content", "content")
         if "group" in parts:
@@ -513,7 +516,7 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
 def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix, x: sp.csr_matrix
                    ) -> dict[str, Any]:
     """Users without any history (known by attributes only): add the group block and re-weight their gnn,
-    bias and group blocks on cold_user_valid (all items are candidates). Sets r.groups / r.group_items /
+    pop, offset and group blocks on cold_user_valid (all items are candidates). Sets r.groups / r.group_items /
     r.new_user_weights; {} and nothing set when cold_user_valid has no such user."""
     history = ds.matrix(FIT_HISTORY)
     truth = ds.part("cold_user_valid")
@@ -525,8 +528,8 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         return {}
     items = r.item_vectors()
     at, scores = 0, {}
-    for b, w in r.blocks().items():  # the blocks a history-less user has: gnn and bias
-        if b in ("gnn", "bias"):
+    for b, w in r.blocks().items():  # the blocks a history-less user has: gnn, pop, offset
+        if b in ("gnn", "pop", "offset"):
             user = r.user_emb[users] if b == "gnn" else np.ones((len(users), 1), np.float32)
             scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + w]).T
         at += w
@@ -545,8 +548,9 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
 
     with tqdm(disable=True) as bar:
-        before = objective({"gnn": 1.0, "bias": 1.0})
-        w, after = _coordinate_search(objective, {"gnn": 1.0, "bias": 1.0, "group": 0.0}, tuple(scores), bar)
+        before = objective({"gnn": 1.0, "pop": 1.0, "offset": 1.0})
+        w, after = _coordinate_search(objective, {"gnn": 1.0, "pop": 1.0, "offset": 1.0, "group": 0.0},
+                                      tuple(scores), bar)
     r.groups, r.group_items, r.new_user_weights = groups, group_items / np.float32(r.scale["group"]), w
     return {"new_user_validation_ndcg": {"without_group_block": round(before, 6), "fitted": round(after, 6)},
             "fitted_on_new_users": int(len(users))}
