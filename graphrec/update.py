@@ -28,7 +28,6 @@ removed. A crash before the journal leaves the workspace as it was; after it, th
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -52,7 +51,7 @@ from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import GraphRec
 from graphrec.rank import extend_ranker
 from graphrec.train import load_model, refresh_embeddings
-from graphrec.workspace import Workspace
+from graphrec.workspace import LINEAGE, Workspace, fingerprints
 
 JOURNAL = "update-journal.json"
 
@@ -137,13 +136,14 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
                  "files": {k: None if v is None else str(Path(v).resolve())
                            for k, v in (("interactions", interactions), ("items", items), ("users", users))}}
         log["updates"].append(entry)
-        log["after"] = _fingerprint({s: (sws if s in moves else ws).stage_dir(s) for s in ("dataset", "features",
-                                                                                           "graph")})
+        final = {s: (sws if s in moves else ws).stage_dir(s) for s in LINEAGE}
+        log["after"] = fingerprints(final)
         artifacts.write_update_log(sws, log)
         sws.record("update", {"interactions": entry["files"]["interactions"], "items": entry["files"]["items"],
                               "users": entry["files"]["users"], "encoding": encoding},
                    inputs={k: file_sha256(v) for k, v in (("interactions", interactions), ("items", items),
                                                           ("users", users)) if v is not None})
+        sws.relink(["features", "graph", "model"], final)  # the stages it rewrote were made from the grown data
         seconds["embed"] = time.perf_counter() - t
         plan = [[str(sws.stage_dir(s)), str(ws.stage_dir(s))] for s in moves]
         plan += [[str(artifacts.model_dir(sws) / f), str(artifacts.model_dir(ws) / f)]
@@ -190,7 +190,7 @@ def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:
     sha = artifacts.parameters_sha256(ws)
     log = artifacts.read_update_log(ws)
     if log is not None and log.get("model_sha256") == sha:
-        changed = [k for k, v in _fingerprint({s: ws.stage_dir(s) for s in ("dataset", "features", "graph")}).items()
+        changed = [k for k, v in fingerprints({s: ws.stage_dir(s) for s in LINEAGE}).items()
                    if log.get("after", {}).get(k) != v]
         if changed:
             raise InputError(f"{changed[0]} changed since the last update (re-imported, re-encoded or rebuilt?): "
@@ -202,18 +202,5 @@ def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:
                          file=artifacts.model_dir(ws))
     return {"model_sha256": sha, "trained": {"users": ds.n_users, "items": ds.n_items,
                                              "interactions": len(ds.interactions)}, "updates": []}
-
-
-def _fingerprint(dirs: dict[str, Path]) -> dict[str, str]:
-    """sha256 over the data files of each stage folder (what a later update must find unchanged)."""
-    out = {}
-    for stage, d in dirs.items():
-        if d.is_dir():
-            h = hashlib.sha256()
-            for p in sorted(d.iterdir()):
-                if p.is_file() and (p.suffix in (".parquet", ".safetensors") or p.name == "ids.json"):
-                    h.update(p.name.encode() + bytes.fromhex(file_sha256(p)))
-            out[stage] = h.hexdigest()
-    return out
 
 

@@ -1,6 +1,7 @@
 """A workspace folder holds one run: one sub-folder per stage and `config.json` with every stage's settings.
 
-    WS/config.json   {"stages": {stage: {"settings": {...}, "command": "...", "inputs": {...}, "finished": ...}}}
+    WS/config.json   {"stages": {stage: {"settings": {...}, "command": "...", "inputs": {...}, "lineage": {...},
+                                     "finished": ...}}}
     WS/dataset/      canonical tables (data stage)
     WS/features/     per-modality content vectors (encode stage)
     WS/graph/        the knowledge graph (build stage)
@@ -8,10 +9,16 @@
     WS/eval/         metrics and reports (evaluate stage)
 
 A stage reads the folders of the stages before it and writes only its own.
+
+Lineage: a stage's record holds the fingerprints (sha256 over the data files) of the earlier stage folders it
+was made from (`LINEAGE`: dataset, features, graph). `require(stage)`, which every reader of an earlier
+stage's folder goes through, refuses a folder whose inputs have changed since it was made (a re-import, a
+re-encode, a rebuild) with one line naming the command to rerun, so a stale stage is never used silently.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import shlex
 import sys
@@ -19,9 +26,34 @@ from pathlib import Path
 from typing import Any
 
 from graphrec.errors import InputError
-from graphrec.io import read_json, write_json
+from graphrec.io import file_sha256, read_json, write_json
 
 STAGES = ("dataset", "features", "graph", "model", "eval")
+LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made from
+MAKE = {"dataset": "graphrec data import|movielens|synth", "features": "graphrec encode",
+        "graph": "graphrec build", "model": "graphrec train", "eval": "graphrec evaluate"}
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
+
+
+def _digest(p: Path) -> str:
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(p)
+    return _DIGESTS[key]
+
+
+def fingerprints(dirs: dict[str, Path]) -> dict[str, str]:
+    """sha256 over the data files (.parquet, .safetensors, ids.json) of each existing stage folder."""
+    out = {}
+    for stage, d in dirs.items():
+        if d.is_dir():
+            h = hashlib.sha256()
+            for p in sorted(d.iterdir()):
+                if p.is_file() and (p.suffix in (".parquet", ".safetensors") or p.name == "ids.json"):
+                    h.update(p.name.encode() + bytes.fromhex(_digest(p)))
+            out[stage] = h.hexdigest()
+    return out
 
 
 def command_line() -> str:
@@ -61,24 +93,46 @@ class Workspace:
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.config()["stages"].get(stage)
 
+    def lineage(self, stage: str, dirs: dict[str, Path] | None = None) -> dict[str, str]:
+        """Fingerprints of the LINEAGE folders before `stage` (from `dirs` where given, else this workspace)."""
+        if stage not in STAGES:
+            return {}
+        before = [s for s in LINEAGE if STAGES.index(s) < STAGES.index(stage)]
+        return fingerprints({s: (dirs or {}).get(s, self.stage_dir(s)) for s in before})
+
     def record(self, stage: str, settings: dict[str, Any], inputs: dict[str, Any] | None = None,
                command: str | None = None) -> None:
-        """Store a finished stage's settings, inputs and command line; drops records of later stages."""
+        """Store a finished stage's settings, inputs, lineage and command line."""
         cfg = self.config()
         stages = cfg.setdefault("stages", {})
         stages[stage] = {
             "settings": settings,
             "inputs": inputs or {},
+            "lineage": self.lineage(stage),
             "command": command if command is not None else command_line(),
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json(self.config_path, cfg)
 
+    def relink(self, stages: list[str], dirs: dict[str, Path]) -> None:
+        """Re-record the lineage of `stages` against `dirs` (an update that rewrote them together)."""
+        cfg = self.config()
+        for stage in stages:
+            if stage in cfg.get("stages", {}):
+                cfg["stages"][stage]["lineage"] = self.lineage(stage, dirs)
+        write_json(self.config_path, cfg)
+
     def require(self, stage: str) -> Path:
-        """The folder of an earlier stage, or an InputError saying which command makes it."""
+        """The folder of an earlier stage, checked against its lineage; else an InputError saying which
+        command makes it (again)."""
         d = self.stage_dir(stage)
         if not d.is_dir():
-            make = {"dataset": "graphrec data import|movielens|synth", "features": "graphrec encode",
-                    "graph": "graphrec build", "model": "graphrec train", "eval": "graphrec evaluate"}[stage]
-            raise InputError(f"workspace has no {stage}/ yet: run `{make}` first", file=self.path)
+            raise InputError(f"workspace has no {stage}/ yet: run `{MAKE[stage]}` first", file=self.path)
+        made_from = (self.stage_record(stage) or {}).get("lineage") or {}
+        now = self.lineage(stage) if made_from else {}
+        for s, fp in made_from.items():
+            if now.get(s) != fp:
+                why = "is gone" if s not in now else "has changed since"
+                raise InputError(f"{stage}/ was made from an earlier {s}/, which {why}: run `{MAKE[stage]}` again "
+                                 "(or re-make the earlier stages first)", file=d)
         return d

@@ -107,3 +107,31 @@ def test_parquet_input_reads_ids_as_text(tmp_path):
     ds, _ = import_files(tmp_path / "ws", interactions=str(tmp_path / "i.parquet"))
     assert ds.item_ids.tolist() == ["10", "11"]
     assert ds.interactions["weight"].tolist() == [4.0, 3.5]
+
+
+def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
+    """Lineage: a re-import into a trained workspace must not serve the old graph or model under new ids."""
+    from graphrec.data.importer import save_dataset
+    from graphrec.data.splits import split_dataset
+    from graphrec.data.synth import generate
+    from graphrec.kg.build import run_build
+    from graphrec.rank import fit_ranker
+    from graphrec.recommend import recommend
+    from graphrec.train import run_train
+
+    def dataset(seed: int):
+        return split_dataset(generate(60, 50, 1500, seed=seed, progress=False), cold_items=0.1, seed=0)
+
+    ws = save_dataset(tmp_path / "ws", dataset(0), {"source": "test"})
+    run_build(ws, progress=False)
+    fit_ranker(ws, run_train(ws, epochs=1, seed=0, progress=False), progress=False)
+    assert len(recommend(ws, "all", k=3)) == 60 * 3
+    save_dataset(ws.path, dataset(1), {"source": "test, again"})  # a re-import: new data, old later stages
+    with pytest.raises(InputError, match=r"model/ was made from an earlier dataset/, which has changed since: "
+                                         r"run `graphrec train` again"):
+        recommend(ws, "all", k=3)
+    with pytest.raises(InputError, match=r"graph/ was made from an earlier dataset/.*run `graphrec build` again"):
+        run_train(ws, epochs=1, seed=0, progress=False)
+    run_build(ws, progress=False)  # re-making the stages in order clears it
+    fit_ranker(ws, run_train(ws, epochs=1, seed=0, progress=False), progress=False)
+    assert len(recommend(ws, "all", k=3)) == 60 * 3
