@@ -75,7 +75,6 @@ COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
 COLD_COMPONENTS = ("gnn", "content", "ridge")
 COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
 BLOCKS = ("gnn", "ease", "pop", "offset", "content", "group")  # the vectors' blocks, in order
-NEW_USER_BLOCKS = ("gnn", "pop", "offset", "group")  # re-weighted for users without history
 FIT_HISTORY = ("train", "cold_user_context")
 EASE_DIM = 1024  # at most rank(X) <= min(n_users, n_items) are used
 EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
@@ -99,8 +98,8 @@ class Ranker:
     content_map: ContentMap | None = None  # item content -> ease_item space (the ridge component)
     groups: sp.csr_matrix | None = None  # float32 [n_users, n_values]: the users' attribute values (0/1)
     group_items: np.ndarray | None = None  # float32 [n_items, n_values]: P(item | value), divided by its spread
-    new_user_weights: dict[str, float] = field(
-        default_factory=lambda: {"gnn": 1.0, "pop": 1.0, "offset": 1.0, "group": 0.0})
+    # users without history: gnn / offset multipliers, their own pop and group weights ({}: as everyone)
+    new_user_weights: dict[str, float] = field(default_factory=dict)
     scale: dict[str, float] = field(default_factory=lambda: {c: 1.0 for c in COMPONENTS})
     weights_warm: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0})
     weights_cold: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "content": 0.0})
@@ -141,7 +140,7 @@ class Ranker:
         ww, wc = self.weights_warm, self.weights_cold
         used = {"gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
                 "ease": ww.get("ease", 0.0) or (wc.get("ridge", 0.0) and self.content_map is not None),
-                "pop": ww.get("pop", 0.0), "offset": self.cold_offset,
+                "pop": ww.get("pop", 0.0) or self.new_user_weights.get("pop", 0.0), "offset": self.cold_offset,
                 "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0)),
                 "group": self.groups is not None and self.new_user_weights.get("group", 0.0)}
         widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "pop": 1, "offset": 1,
@@ -154,11 +153,12 @@ class Ranker:
         users = np.asarray(users, np.int64)
         parts = self._user_blocks(users, history)
         new = (np.diff(history[users].indptr) == 0)[:, None]  # users without history: the new-user weights
+        nw = self.new_user_weights
+        parts["pop"] = np.where(new, nw.get("pop", self.weights_warm.get("pop", 0.0)), self.weights_warm.get("pop", 0.0))
         if "group" in parts:
-            parts["group"] = np.where(new, parts["group"], 0.0)
-        for b in NEW_USER_BLOCKS:
-            if b in parts:
-                parts[b] = np.where(new, parts[b] * np.float32(self.new_user_weights.get(b, 1.0)), parts[b])
+            parts["group"] = np.where(new, parts["group"] * np.float32(nw.get("group", 0.0)), 0.0)
+        for b in ("gnn", "offset"):
+            parts[b] = np.where(new, parts[b] * np.float32(nw.get(b, 1.0)), parts[b])
         return _stack([parts[b].astype(np.float32) for b in self.blocks()], len(users))
 
     def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
@@ -171,7 +171,7 @@ class Ranker:
                             self.weights_cold.get(cold_name, 0.0) / self.scale.get(cold_name, 1.0)).astype(np.float32)
 
         folded = {"gnn": parts["gnn"] * weight("gnn", "gnn"), "ease": parts["ease"] * weight("ease", "ridge"),
-                  "pop": np.where(warm, parts["pop"] * weight("pop", "pop"), 0.0),
+                  "pop": np.where(warm, parts["pop"] / np.float32(self.scale["pop"]), 0.0),
                   "offset": np.where(warm, 0.0, np.float32(self.cold_offset))}
         if "content" in parts:
             folded["content"] = parts["content"] * weight("content", "content")
@@ -528,11 +528,13 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         return {}
     items = r.item_vectors()
     at, scores = 0, {}
-    for b, w in r.blocks().items():  # the blocks a history-less user has: gnn, pop, offset
-        if b in ("gnn", "pop", "offset"):
+    for b, w in r.blocks().items():  # the blocks a history-less user has: gnn, offset (and pop, below)
+        if b in ("gnn", "offset"):
             user = r.user_emb[users] if b == "gnn" else np.ones((len(users), 1), np.float32)
             scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + w]).T
         at += w
+    pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
+    scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
     group_items = group_popularity(groups, x)
     raw = torch.from_numpy(groups[users].toarray().astype(np.float32)) @ torch.from_numpy(group_items).T
     r.scale["group"] = float(raw.std()) or 1.0
@@ -548,9 +550,9 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
 
     with tqdm(disable=True) as bar:
-        before = objective({"gnn": 1.0, "pop": 1.0, "offset": 1.0})
-        w, after = _coordinate_search(objective, {"gnn": 1.0, "pop": 1.0, "offset": 1.0, "group": 0.0},
-                                      tuple(scores), bar)
+        start = {"gnn": 1.0, "pop": r.weights_warm.get("pop", 0.0), "offset": 1.0, "group": 0.0}
+        before = objective(start)
+        w, after = _coordinate_search(objective, start, tuple(scores), bar)
     r.groups, r.group_items, r.new_user_weights = groups, group_items / np.float32(r.scale["group"]), w
     return {"new_user_validation_ndcg": {"without_group_block": round(before, 6), "fitted": round(after, 6)},
             "fitted_on_new_users": int(len(users))}
