@@ -58,6 +58,14 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """graphrec: a multimodal knowledge-graph recommendation engine that stays good for new items and users."""
 
 
+def _is_file(value: str) -> bool:
+    """Whether a flag's value names a file; an id list too long for a file name is not one (no OSError)."""
+    try:
+        return Path(value).is_file()
+    except OSError:
+        return False
+
+
 def _columns(value: str | None) -> list[str] | None:
     return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
 
@@ -402,7 +410,7 @@ def recommend_cmd(
     """Top-K items per user from the hybrid ranker; every interaction given to the system is excluded."""
     from graphrec.recommend import recommend, write_recommendations
 
-    spec = users if users == "all" or Path(users).is_file() else _columns(users)
+    spec = users if users == "all" or _is_file(users) else _columns(users)
     frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain, progress=True)
     write_recommendations(frame, out_file)
     out.print(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}")

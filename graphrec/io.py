@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -66,8 +67,22 @@ def _usual_mode(path: Path, mode: int) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Strict JSON (NaN and infinities become null, which every parser reads), written atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+                       + "\n", encoding="utf-8")
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    return o
 
 
 def read_json(path: str | os.PathLike) -> Any:

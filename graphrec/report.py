@@ -34,7 +34,7 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4f}"
+        return "-" if math.isnan(v) else f"{v:.4f}"
     return str(v)
 
 

@@ -135,3 +135,16 @@ def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
     run_build(ws, progress=False)  # re-making the stages in order clears it
     fit_ranker(ws, run_train(ws, epochs=1, seed=0, progress=False), progress=False)
     assert len(recommend(ws, "all", k=3)) == 60 * 3
+
+
+def test_json_is_strict_nan_becomes_null(tmp_path):
+    import json
+
+    import numpy as np
+
+    from graphrec.io import write_json
+
+    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([np.nan, 2.0])})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": [None, 2.0]}

@@ -256,3 +256,15 @@ def test_svd_shrinks_its_rank_to_fit_the_memory_budget(monkeypatch, caplog):
     monkeypatch.setattr(linear, "SVD_BYTES", 4 * 8 * 300 * 5)
     with pytest.raises(InputError, match="does not fit"):
         interaction_svd(x, 64)
+
+
+def test_cli_recommend_takes_an_id_list_longer_than_a_file_name(fitted, tmp_path):
+    import graphrec.cli as cli
+
+    ws, _ = fitted
+    users = ",".join(f"u{i}" for i in range(60)) + "," + ",".join(["u1"] * 60)  # > 255 characters
+    assert len(users) > 255
+    out = tmp_path / "recs.csv"
+    res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", users, "--k", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(out)["user_id"].nunique() == 60
