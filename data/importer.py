@@ -9,7 +9,7 @@ from graphrec.data.build import build_dataset
 from graphrec.data.dataset import Dataset
 from graphrec.data.readers import read_table
 from graphrec.errors import InputError
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 PRESPLIT = ("train", "valid", "test", "cold_valid", "cold_test", "cold_user_context", "cold_user_valid", "cold_user_test")
 
@@ -47,6 +47,7 @@ def import_files(out: str | os.PathLike, *, interactions: str | None = None, ite
     return ds, notes
 
 
+@writes
 def save_dataset(out: str | os.PathLike, ds: Dataset, settings: dict[str, Any]) -> Workspace:
     """Write dataset/ atomically and record how it was made."""
     ws = Workspace(out)

@@ -32,7 +32,7 @@ import pandas as pd
 
 from graphrec.data.dataset import SPLITS, Dataset
 from graphrec.errors import InputError
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 TRAIN, VALID, TEST, COLD_VALID, COLD_TEST, CU_CONTEXT, CU_VALID, CU_TEST = range(len(SPLITS))
 METHODS = ("random", "temporal")
@@ -128,6 +128,7 @@ def check_no_leak(ds: Dataset) -> None:
         raise InputError(f"split leak: cold user {ds.user_ids[user[r]]!r} also has interactions in {SPLITS[code[r]]}")
 
 
+@writes
 def run_split(workspace: Workspace | str | Path, **settings: Any) -> Dataset:
     """The `data split` stage: load dataset/, split it, rewrite dataset/ atomically, record the settings."""
     ws = Workspace.of(workspace)

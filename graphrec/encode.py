@@ -30,7 +30,7 @@ from graphrec.encoders.sentence import DEFAULT_ST_MODEL, load_sentence_model
 from graphrec.errors import InputError
 from graphrec.features import Features, load_features, save_features
 from graphrec.io import atomic_dir, file_sha256, read_json, read_tensors, write_json
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 NEURAL = ("clip_image", "clip_text", "st_text")
 LOG = Path("logs") / "encode.json"  # in a sub-folder: features/*.json are the modalities' own files
@@ -98,6 +98,7 @@ def item_texts(ds: Dataset, columns: Sequence[str] | None = None) -> np.ndarray:
     return out.to_numpy(dtype=object)
 
 
+@writes
 def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | None = None, *,
                clip_model: str = DEFAULT_MODEL, clip_pretrained: str | None = None,
                clip_checkpoint: str | Path | None = None, st_model: str = DEFAULT_ST_MODEL,

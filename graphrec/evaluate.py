@@ -36,7 +36,7 @@ from graphrec.metrics import (
 )
 from graphrec.rank import Ranker, ensure_ranker
 from graphrec.report import write_report
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 TASKS = {"warm": (("test",), "warm"), "cold_item": (("cold_test",), "cold"),
          "cold_user": (("cold_user_test",), "all"), "overall": (("test", "cold_test", "cold_user_test"), "all")}
@@ -114,6 +114,7 @@ def _popularity_histogram(topk: np.ndarray, pop: np.ndarray, cand: np.ndarray) -
     return {"edges": edges, "recommended": share(rec), "catalogue": share(pop[cand])}
 
 
+@writes
 def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50), examples: int = 3,
                  progress: bool = True) -> Path:
     """Evaluate, then write eval/ (metrics.json, report.md, report.html, plots/) atomically and record it."""

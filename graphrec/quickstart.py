@@ -19,7 +19,7 @@ from graphrec.io import read_json
 from graphrec.kg.build import run_build
 from graphrec.rank import fit_ranker
 from graphrec.train import run_train
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 
 @dataclass
@@ -30,6 +30,7 @@ class QuickstartResult:
     metrics: dict
 
 
+@writes
 def run_quickstart(out: str | os.PathLike = "graphrec-quickstart", *, users: int = 300, items: int = 400,
                    interactions: int = 15000, seed: int = 0, epochs: int = 40,
                    modalities: tuple[str, ...] = ("lexical",), clip_pretrained: str | None = None,

@@ -67,7 +67,7 @@ from graphrec.kg.graph import KnowledgeGraph
 from graphrec.linear import ContentMap, ease_factors, fit_content_maps, interaction_svd
 from graphrec.metrics import embedding_accuracy, hit_matrix, mean_metrics, per_user_accuracy
 from graphrec.train import TrainResult
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +390,7 @@ def _fit_content_map(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], 
     return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
 
 
+@writes
 def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None, *, k: int = 20,
                ease_lambda: float | None = None, ease_dim: int = EASE_DIM, max_fit_users: int = MAX_FIT_USERS,
                progress: bool = True) -> Ranker:

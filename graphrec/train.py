@@ -13,6 +13,7 @@ each epoch's sampling is seeded by (seed, phase, epoch), not by a running genera
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -392,6 +393,12 @@ def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None 
     validates and writes. The exported embeddings cover every user and item (see graphrec.model).
     """
     ws = Workspace.of(workspace)
+    # Under torchrun every rank runs this on the same workspace; rank 0 alone writes, so it alone holds the lock.
+    with ws.lock() if _dist()[0] == 0 else contextlib.nullcontext():
+        return _run_train(ws, settings, resume, **overrides)
+
+
+def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, **overrides: Any) -> TrainResult:
     s = dataclasses.replace(settings or TrainSettings(), **overrides)
     if isinstance(s.fanouts, list):
         s.fanouts = tuple(s.fanouts)

@@ -51,7 +51,7 @@ from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import GraphRec
 from graphrec.rank import extend_ranker
 from graphrec.train import load_model, refresh_embeddings
-from graphrec.workspace import LINEAGE, Workspace, fingerprints
+from graphrec.workspace import LINEAGE, Workspace, fingerprints, writes
 
 JOURNAL = "update-journal.json"
 
@@ -69,6 +69,7 @@ class UpdateResult:
 
 
 # -- the update stage ------------------------------------------------------------------------------------
+@writes
 def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLike | None = None,
                items: str | os.PathLike | None = None, users: str | os.PathLike | None = None, *,
                encoding: str = "utf-8", progress: bool = True) -> UpdateResult:

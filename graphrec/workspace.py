@@ -17,13 +17,19 @@ re-encode, a rebuild) with one line naming the command to rerun, so a stale stag
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
+import functools
 import hashlib
+import json
 import os
 import shlex
+import socket
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from graphrec.errors import InputError
 from graphrec.io import file_sha256, read_json, write_json
@@ -32,6 +38,7 @@ STAGES = ("dataset", "features", "graph", "model", "eval")
 LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made from
 MAKE = {"dataset": "graphrec data import|movielens|synth", "features": "graphrec encode",
         "graph": "graphrec build", "model": "graphrec train", "eval": "graphrec evaluate"}
+LOCK = ".lock"
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
 
 
@@ -41,6 +48,23 @@ def _digest(p: Path) -> str:
     if key not in _DIGESTS:
         _DIGESTS[key] = file_sha256(p)
     return _DIGESTS[key]
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        h = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {h['pid']} on {h['host']}: {h['command']}, since {h['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def writes(fn: F) -> F:
+    """Decorator for a stage function whose first argument is the workspace it writes: holds its lock."""
+    @functools.wraps(fn)
+    def locked(workspace: Workspace | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        with Workspace.of(workspace).lock():
+            return fn(workspace, *args, **kwargs)
+    return locked  # type: ignore[return-value]
 
 
 def fingerprints(dirs: dict[str, Path]) -> dict[str, str]:
@@ -64,9 +88,48 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+_HELD: dict[str, int] = {}  # lock file -> depth: a process that holds a workspace's lock may nest stages
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 class Workspace:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer at a time: an advisory lock (flock) on WS/.lock while a stage writes. The kernel drops it
+        when the holder dies, so a killed run never leaves a stale lock; the file names the holder (pid,
+        host, command) for the one-line refusal another writer gets."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / LOCK
+        key = str(path.resolve())
+        if _HELD.get(key):
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                raise InputError(f"workspace is in use by another graphrec run ({holder}): wait for it to finish "
+                                 "(one writer at a time)", file=self.path) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command_line(),
+                                      "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                                     ).encode(), 0)
+            _HELD[key] = 1
+            try:
+                yield
+            finally:
+                del _HELD[key]
+        finally:
+            os.close(fd)  # closing drops the flock
 
     @classmethod
     def of(cls, workspace: Workspace | str | os.PathLike) -> Workspace:

@@ -28,7 +28,7 @@ from graphrec.features import Features, load_features
 from graphrec.io import file_sha256
 from graphrec.kg.graph import EdgeSet, EdgeType, KnowledgeGraph
 from graphrec.kg.triples import RawTriples, dataset_triples, read_entity_map, read_triples, resolve_triples
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 USER, ITEM, ENTITY = "user", "item", "entity"
 DEFAULT_KNN = 10
@@ -240,6 +240,7 @@ class BuildResult:
     notes: list[str]
 
 
+@writes
 def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = None,
               knn_modalities: list[str] | None = None, triples: str | os.PathLike | None = None,
               entity_map: str | os.PathLike | None = None, allow_unsplit: bool = False, force: bool = False,

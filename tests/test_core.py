@@ -148,3 +148,32 @@ def test_json_is_strict_nan_becomes_null(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": [None, 2.0]}
+
+
+def test_one_writer_at_a_time(tmp_path):
+    """A second writer is refused with one line naming the holder; a killed holder leaves no stale lock."""
+    import subprocess
+    import sys
+    import time
+
+    from graphrec.data.importer import save_dataset
+    from graphrec.data.synth import generate
+    from graphrec.kg.build import run_build
+    from graphrec.workspace import Workspace
+
+    ws = save_dataset(tmp_path / "ws", generate(20, 15, 100, seed=0, progress=False), {"source": "test"})
+    hold = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom graphrec.workspace import Workspace\n"
+                             f"with Workspace({str(ws.path)!r}).lock():\n    print('held', flush=True)\n"
+                             "    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert hold.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=rf"workspace is in use by another graphrec run \(pid {hold.pid} on "):
+            run_build(ws, allow_unsplit=True, progress=False)
+        assert not ws.stage_dir("graph").exists()
+    finally:
+        hold.kill()
+        hold.wait()
+    time.sleep(0.1)
+    run_build(ws, allow_unsplit=True, progress=False)  # the kernel dropped the dead holder's lock
+    with Workspace(ws.path).lock(), Workspace(ws.path).lock():  # a holder may nest its own stages
+        pass
