@@ -114,6 +114,7 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metad
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata=metadata)
+        _usual_mode(tmp, 0o666)  # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:

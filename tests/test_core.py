@@ -177,3 +177,19 @@ def test_one_writer_at_a_time(tmp_path):
     run_build(ws, allow_unsplit=True, progress=False)  # the kernel dropped the dead holder's lock
     with Workspace(ws.path).lock(), Workspace(ws.path).lock():  # a holder may nest its own stages
         pass
+
+
+def test_safetensors_get_the_same_permissions_as_json(tmp_path):
+    import os
+
+    import numpy as np
+
+    from graphrec.io import write_json, write_tensors
+
+    old = os.umask(0o022)
+    try:
+        write_tensors(tmp_path / "t.safetensors", {"a": np.zeros(3, np.float32)})
+        write_json(tmp_path / "t.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == (tmp_path / "t.json").stat().st_mode & 0o777 == 0o644
