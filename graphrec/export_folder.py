@@ -149,13 +149,22 @@ def load_export(directory: str | os.PathLike) -> Export:
     if m.get("format") != FORMAT_NAME or m.get("version") not in READABLE_VERSIONS:
         raise InputError(f"not a {FORMAT_NAME} manifest of version {' or '.join(map(str, READABLE_VERSIONS))}",
                          file=d / "manifest.json")
-    for name, digest in m["sha256"].items():
+    files, digests = m.get("files"), m.get("sha256")
+    if not isinstance(files, dict) or not isinstance(digests, dict) or "ids" not in files:
+        raise InputError("manifest lacks its 'files' / 'sha256' maps", file=d / "manifest.json")
+    for name in files.values():  # every file it reads is a plain name in this folder, with a checksum
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise InputError(f"manifest names a file outside the export folder: {name!r}", file=d / "manifest.json")
+        if name not in digests:
+            raise InputError(f"manifest has no sha256 for {name!r}", file=d / "manifest.json")
+    for name, digest in digests.items():
+        if not isinstance(name, str) or Path(name).name != name:
+            raise InputError(f"manifest names a file outside the export folder: {name!r}", file=d / "manifest.json")
         if not (d / name).is_file():
             raise InputError("file listed in the manifest is missing", file=d / name)
         if file_sha256(d / name) != digest:
             raise InputError("file does not match its sha256 in the manifest (damaged or edited)", file=d / name)
-    ids = read_json(d / m["files"]["ids"])
-    files = m["files"]
+    ids = read_json(d / files["ids"])
     if "user_embeddings" in files:
         user = np.load(d / files["user_embeddings"], allow_pickle=False)
         item = np.load(d / files["item_embeddings"], allow_pickle=False)

@@ -97,6 +97,19 @@ def test_manifest_guards_against_damage(ws, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_manifest_cannot_drop_a_checksum_or_point_outside(ws, tmp_path):
+    d = export(ws, tmp_path / "exp", ["npy"])
+    manifest = json.loads((d / "manifest.json").read_text())
+    dropped = {**manifest, "sha256": {k: v for k, v in manifest["sha256"].items() if k != "item_embeddings.npy"}}
+    (d / "manifest.json").write_text(json.dumps(dropped))
+    with pytest.raises(InputError, match="manifest has no sha256 for 'item_embeddings.npy'"):
+        load_export(d)
+    outside = {**manifest, "files": {**manifest["files"], "ids": "../ids.json"}}
+    (d / "manifest.json").write_text(json.dumps(outside))
+    with pytest.raises(InputError, match="manifest names a file outside the export folder: '../ids.json'"):
+        load_export(d)
+
+
 def test_faiss_index_agrees_with_dot_scores(ws, tmp_path):
     faiss = pytest.importorskip("faiss")
     d = export(ws, tmp_path / "exp", ["npy", "faiss"])
