@@ -422,11 +422,19 @@ def export_cmd(
     out_dir: Path = typer.Option(..., "--out", help="Export folder to write (replaced as a whole)."),
     formats: str = typer.Option("parquet,npy", "--format", help="Comma-separated: parquet, npy, faiss."),
     pseudonymize: str | None = typer.Option(None, help="Secret salt: user ids become HMAC-SHA256 pseudonyms."),
+    salt_file: Path | None = typer.Option(None, help="Read the pseudonymisation salt from this file (first line), "
+                                                      "so it does not show in the process list."),
 ) -> None:
     """User and item vectors of the ranker's scoring space, with ids and a manifest (docs/export.md); load with
     graphrec.load_export."""
     from graphrec.export import export
 
+    if salt_file is not None:
+        if pseudonymize is not None:
+            raise InputError("give the salt once: --pseudonymize SALT or --salt-file FILE")
+        if not salt_file.is_file():
+            raise InputError("file not found", file=salt_file)
+        pseudonymize = (salt_file.read_text(encoding="utf-8").splitlines() or [""])[0]
     d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=True)
     m = json.loads((d / "manifest.json").read_text())
     out.print(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "

@@ -131,3 +131,15 @@ def test_cli_export(ws, tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["ids.json", "items.parquet", "manifest.json",
                                                                    "users.parquet"]
+
+
+def test_cli_export_reads_the_salt_from_a_file(ws, tmp_path):
+    from typer.testing import CliRunner
+
+    import graphrec.cli as cli
+
+    (tmp_path / "salt").write_text("s3cret\n")
+    res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "e"), "--format", "npy",
+                                       "--salt-file", str(tmp_path / "salt")])
+    assert res.exit_code == 0, res.output
+    assert load_export(tmp_path / "e").user_ids[0] == pseudonymize_id("u0", "s3cret")
