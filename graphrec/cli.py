@@ -405,13 +405,19 @@ def recommend_cmd(
     k: int = typer.Option(20, "--k", help="Items per user."),
     candidates: Path | None = typer.Option(None, help="File of candidate item ids, one per line."),
     explain: bool = typer.Option(False, "--explain", help="Add an explanation column."),
-    out_file: Path = typer.Option(..., "--out", help="Output .csv or .parquet (user_id,item_id,rank,score)."),
+    out_file: Path = typer.Option(..., "--out", help="Output .csv or .parquet (user_id,item_id,rank,score); "
+                                                     "'-' writes CSV to stdout."),
 ) -> None:
-    """Top-K items per user from the hybrid ranker; every interaction given to the system is excluded."""
+    """Top-K items per user, ranked by the exported vectors' dot product; every given interaction is excluded."""
     from graphrec.recommend import recommend, write_recommendations
 
+    to_stdout = str(out_file) == "-"
     spec = users if users == "all" or _is_file(users) else _columns(users)
-    frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain, progress=True)
+    frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain,
+                      progress=not to_stdout)
+    if to_stdout:  # the table is the output: nothing else goes to stdout
+        sys.stdout.write(frame.to_csv(index=False))
+        return
     write_recommendations(frame, out_file)
     out.print(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}")
 

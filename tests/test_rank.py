@@ -268,3 +268,15 @@ def test_cli_recommend_takes_an_id_list_longer_than_a_file_name(fitted, tmp_path
     res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", users, "--k", "2", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert pd.read_csv(out)["user_id"].nunique() == 60
+
+
+def test_cli_recommend_to_stdout(fitted):
+    import io
+
+    import graphrec.cli as cli
+
+    ws, _ = fitted
+    res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", "u1,u2", "--k", "3", "--out", "-"])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_csv(io.StringIO(res.stdout))
+    assert list(frame.columns) == ["user_id", "item_id", "rank", "score"] and len(frame) == 6
