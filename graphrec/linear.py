@@ -14,7 +14,8 @@ EASE's warm NDCG@20 (BENCHMARKS.md, "One scoring space").
 Content map. Ridge regression from item content f (sparse: modality blocks, attribute and entity multi-hots)
 to the items' low-rank EASE vectors, with an unpenalised intercept: W = V_c diag(1/(e+lam)) V_c' F_c' Y_c over
 the centred content F_c = U_c diag(sqrt e) V_c' of the warm items. (V_c, e) come from the d x d Gram matrix,
-the n x n kernel matrix or, when neither fits RIDGE_DENSE_BYTES, a randomized SVD of rank RIDGE_RANK.
+the n x n kernel matrix (dual form) or, when neither fits RIDGE_DENSE_BYTES, a randomized SVD of rank RIDGE_RANK; content
+columns no fitted item uses are dropped first.
 """
 from __future__ import annotations
 
@@ -82,49 +83,56 @@ def ease_factors(s: np.ndarray, v: np.ndarray, lam: float) -> tuple[np.ndarray, 
 
 @dataclass
 class ContentMap:
-    """Item content -> item vector: (f - feature_mean) @ weights + target_mean."""
+    """Item content -> item vector: (f[:, columns] - feature_mean) @ weights + target_mean. Only the content
+    columns that the fitted items use have weights (a KG with millions of entity columns stays small)."""
 
-    weights: np.ndarray  # float32 [d_f, k]
-    feature_mean: np.ndarray  # float32 [d_f]
+    weights: np.ndarray  # float32 [d_used, k]
+    feature_mean: np.ndarray  # float32 [d_used]
     target_mean: np.ndarray  # float32 [k]
+    columns: np.ndarray  # int64 [d_used]: the content columns the weights belong to
 
     def __call__(self, f: sp.csr_matrix) -> np.ndarray:
         shift = self.target_mean - self.feature_mean @ self.weights
-        return np.asarray(f @ self.weights, np.float32) + shift
-
-
-def content_basis(f: sp.csr_matrix, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean [d], V_c [d, r], e [r]) with F - 1 mean' = U_c diag(sqrt e) V_c' (r = its rank, or RIDGE_RANK
-    on the randomized path). The centring is applied implicitly, so a sparse F stays sparse."""
-    f = f.astype(np.float64).tocsr()
-    n, d = f.shape
-    mean = np.asarray(f.mean(axis=0)).ravel()
-    if min(n, d) == 0:
-        return mean, np.zeros((d, 0)), np.zeros(0)
-    if d <= n and 8 * d * d <= RIDGE_DENSE_BYTES:  # Gram: F_c'F_c = F'F - n mean mean'
-        gram = (f.T @ f).toarray() - n * np.outer(mean, mean)
-        e, vc = np.linalg.eigh(gram)
-    elif 8 * n * n <= RIDGE_DENSE_BYTES:  # kernel: F_c F_c' = U e U', V_c = F_c' U / sqrt(e)
-        fm = f @ mean
-        kern = (f @ f.T).toarray() - fm[:, None] - fm[None, :] + mean @ mean
-        e, u = np.linalg.eigh(kern)
-        keep = e > e.max(initial=0.0) * 1e-10
-        e, u = e[keep], u[:, keep]
-        vc = (f.T @ u - np.outer(mean, u.sum(axis=0))) / np.sqrt(e)
-    else:
-        ft = f.T.tocsr()
-        s, vc = randomized_svd(lambda z: f @ z - np.outer(np.ones(n), mean @ z),
-                               lambda q: ft @ q - np.outer(mean, q.sum(axis=0)), (n, d), RIDGE_RANK, seed)
-        e = s ** 2
-    keep = e > max(float(e.max(initial=0.0)), 1e-30) * 1e-10
-    return mean, vc[:, keep], e[keep]
+        return np.asarray(f.tocsr()[:, self.columns] @ self.weights, np.float32) + shift
 
 
 def fit_content_maps(f: sp.csr_matrix, y: np.ndarray, lambdas: Sequence[float], seed: int = 0) -> list[ContentMap]:
-    """One ridge map per lam from content rows f [n, d_f] to targets y [n, k] (same rows), sharing one basis."""
-    mean, vc, e = content_basis(f, seed)
+    """One ridge map per lam from content rows f [n, d_f] to targets y [n, k] (same rows), with an unpenalised
+    intercept. Unused columns are dropped; then the d x d Gram matrix (primal), the n x n kernel matrix (dual,
+    W = F_c' (K + lam I)^-1 Y_c) or a randomized SVD of rank RIDGE_RANK, whichever fits: memory stays
+    O(d k + min(d, n)^2), never d x n."""
+    f = f.astype(np.float64).tocsr()
+    columns = np.flatnonzero(np.diff(f.tocsc().indptr) > 0)
+    f = f[:, columns]
+    n, d = f.shape
     y = np.asarray(y, np.float64)
-    y_mean = y.mean(axis=0) if len(y) else np.zeros(y.shape[1])
-    proj = vc.T @ np.asarray(f.T @ (y - y_mean))  # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
-    return [ContentMap((vc @ (proj / (e + lam)[:, None])).astype(np.float32), mean.astype(np.float32),
-                       y_mean.astype(np.float32)) for lam in lambdas]
+    y_mean = y.mean(axis=0) if n else np.zeros(y.shape[1])
+    yc = y - y_mean
+    mean = np.asarray(f.mean(axis=0)).ravel() if n else np.zeros(d)
+
+    def done(weights: list[np.ndarray]) -> list[ContentMap]:
+        return [ContentMap(w.astype(np.float32), mean.astype(np.float32), y_mean.astype(np.float32), columns)
+                for w in weights]
+
+    if min(n, d) == 0:
+        return done([np.zeros((d, y.shape[1])) for _ in lambdas])
+    if 8 * n * n <= RIDGE_DENSE_BYTES and (n < d or 8 * d * d > RIDGE_DENSE_BYTES):  # dual
+        fm = f @ mean
+        kern = (f @ f.T).toarray() - fm[:, None] - fm[None, :] + mean @ mean  # F_c F_c'
+        e, u = np.linalg.eigh(kern)
+        uy = u.T @ yc
+        ft = f.T.tocsr()
+        out = []
+        for lam in lambdas:
+            z = u @ (uy / np.maximum(e + lam, 1e-12)[:, None])  # (K + lam I)^-1 Y_c
+            out.append(ft @ z - np.outer(mean, z.sum(axis=0)))  # F_c' z
+        return done(out)
+    if 8 * d * d <= RIDGE_DENSE_BYTES:  # primal: F_c'F_c = F'F - n mean mean'
+        e, vc = np.linalg.eigh((f.T @ f).toarray() - n * np.outer(mean, mean))
+    else:
+        ft = f.T.tocsr()
+        s_, vc = randomized_svd(lambda z: f @ z - np.outer(np.ones(n), mean @ z),
+                                lambda q: ft @ q - np.outer(mean, q.sum(axis=0)), (n, d), RIDGE_RANK, seed)
+        e = s_ ** 2
+    proj = vc.T @ np.asarray(f.T @ yc)  # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
+    return done([vc @ (proj / np.maximum(e + lam, 1e-12)[:, None]) for lam in lambdas])

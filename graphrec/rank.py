@@ -41,7 +41,8 @@ Lists break score ties by item index, so they do not depend on how users are bat
 
 Saved as model/ranker.json (weights, scales, settings, the embeddings' sha256) and model/ranker.safetensors
 ("ease_user" / "ease_item" float32 [n_items, ease_dim], "pop" float32 [n_items], "warm" uint8 [n_items], and
-with the ridge component "ridge" float32 [d_f, ease_dim], "ridge_mean" [d_f], "ridge_target_mean" [ease_dim];
+with the ridge component "ridge" float32 [d_used, ease_dim], "ridge_mean" [d_used], "ridge_target_mean"
+[ease_dim], "ridge_columns" int64 [d_used] (the content columns the fitted items use);
 the item content f is rebuilt from features/ and graph/ when loading, each block cut to its fitted width;
 with the group block "group_items" float32 [n_items, n_values], the users' values rebuilt from graph/).
 Every fitting step is linear in the interactions (graphrec.linear).
@@ -589,7 +590,8 @@ def save_ranker(ws: Workspace, r: Ranker) -> None:
     tensors = {"ease_user": r.ease_user, "ease_item": ease_item, "pop": r.pop, "warm": r.warm.astype(np.uint8)}
     if r.content_map is not None:
         m = r.content_map
-        tensors.update(ridge=m.weights, ridge_mean=m.feature_mean, ridge_target_mean=m.target_mean)
+        tensors.update(ridge=m.weights, ridge_mean=m.feature_mean, ridge_target_mean=m.target_mean,
+                       ridge_columns=m.columns.astype(np.int64))
     if r.group_items is not None:
         tensors["group_items"] = r.group_items
     artifacts.write_ranker(ws, tensors, {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale,
@@ -623,9 +625,9 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
         r.group_items = t["group_items"]
     if "ridge" in info["components"]:  # the content it maps is rebuilt, cut to the fitted blocks' widths
         feats = ridge_content(ws, ds.n_items, content, info["ridge_widths"])[0]
-        if feats is None or "ridge" not in t or feats.shape[1] != t["ridge_mean"].shape[0]:
+        if feats is None or "ridge_columns" not in t or feats.shape[1] != sum(info["ridge_widths"]):
             return None
-        r.content_map = ContentMap(t["ridge"], t["ridge_mean"], t["ridge_target_mean"])
+        r.content_map = ContentMap(t["ridge"], t["ridge_mean"], t["ridge_target_mean"], t["ridge_columns"])
         cold = np.flatnonzero(~r.warm)
         r.ease_item[cold] = r.content_map(feats[cold])
     return r
