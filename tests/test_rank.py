@@ -280,3 +280,18 @@ def test_cli_recommend_to_stdout(fitted):
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(io.StringIO(res.stdout))
     assert list(frame.columns) == ["user_id", "item_id", "rank", "score"] and len(frame) == 6
+
+
+def test_content_map_keeps_only_the_columns_items_use():
+    """A KG with millions of entity columns, few used: weights only for used columns (no d x n basis)."""
+    rng = np.random.default_rng(6)
+    f = sp.random(60, 3_000_000, density=2e-6, random_state=7, format="csr")
+    y = rng.normal(size=(60, 4))
+    m = fit_content_maps(f, y, [1.0])[0]
+    used = np.flatnonzero(np.diff(f.tocsc().indptr))
+    np.testing.assert_array_equal(m.columns, used)
+    assert m.weights.shape == (len(used), 4)
+    dense = f[:, used].toarray()
+    fc, yc = dense - dense.mean(axis=0), y - y.mean(axis=0)
+    w = np.linalg.solve(fc.T @ fc + np.eye(len(used)), fc.T @ yc)
+    np.testing.assert_allclose(m(f), (dense - dense.mean(axis=0)) @ w + y.mean(axis=0), rtol=1e-4, atol=1e-4)
