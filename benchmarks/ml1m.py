@@ -17,6 +17,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def main() -> None:
             raise SystemExit(f"unknown system {name!r}")
         row = {"system": name, "dataset": "ml-1m-lightgcnpp", **row,
                "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-               "command": "python -m benchmarks.ml1m " + " ".join(os.sys.argv[1:])}
+               "command": "python -m benchmarks.ml1m " + " ".join(sys.argv[1:])}
         print(json.dumps({k: v for k, v in row.items() if k != "valid"}), flush=True)
         OUT.parent.mkdir(exist_ok=True)
         with OUT.open("a") as f:

@@ -274,12 +274,15 @@ def _content_matrix(ws: Workspace, n_items: int) -> tuple[np.ndarray | None, lis
     return (np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))).astype(np.float32), sorted(feats)
 
 
-def attribute_blocks(ws: Workspace, src: str, n: int) -> list[sp.csr_matrix]:
+def _graph(ws: Workspace) -> KnowledgeGraph | None:
+    return KnowledgeGraph.load(ws) if ws.stage_dir("graph").is_dir() else None
+
+
+def attribute_blocks(kg: KnowledgeGraph | None, src: str, n: int) -> list[sp.csr_matrix]:
     """Per attribute relation of the graph from `src` ("item" or "user") to attribute values or external
     entities: the 0/1 matrix [n, n_values], in a fixed relation order; [] without a graph."""
-    if not ws.stage_dir("graph").is_dir():
+    if kg is None:
         return []
-    kg = KnowledgeGraph.load(ws)
     blocks = []
     for (s_, _, dst), e in sorted(kg.edges.items()):
         if s_ == src and dst not in ("item", "user") and len(e):
@@ -299,14 +302,14 @@ def _cut(blocks: list[sp.csr_matrix], widths: Sequence[int] | None) -> list[sp.c
     return [b[:, :w] for b, w in zip(blocks, widths)]
 
 
-def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None,
+def ridge_content(kg: KnowledgeGraph | None, n_items: int, content: np.ndarray | None,
                   widths: Sequence[int] | None = None) -> tuple[sp.csr_matrix | None, list[int]]:
     """The content map's item content (sparse) and its blocks' widths: the modality blocks, then per
     item-attribute relation of the graph (attributes, external entities) its multi-hot (unit norm per
     relation, so a relation with many values per item does not dominate) and log(1 + number of values)
     (tag counts predict popularity). `widths` (those fitted) cuts each block to its fitted width."""
     blocks = [] if content is None else [sp.csr_matrix(content)]
-    for m in attribute_blocks(ws, "item", n_items):
+    for m in attribute_blocks(kg, "item", n_items):
         deg = np.asarray(m.sum(axis=1)).ravel()
         blocks += [sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m, sp.csr_matrix(np.log1p(deg)[:, None])]
     blocks = _cut(blocks, widths)
@@ -315,11 +318,11 @@ def ridge_content(ws: Workspace, n_items: int, content: np.ndarray | None,
     return sp.hstack(blocks, format="csr", dtype=np.float32), [b.shape[1] for b in blocks]
 
 
-def user_groups(ws: Workspace, n_users: int, layout: dict[str, list[int]] | None = None
+def user_groups(kg: KnowledgeGraph | None, n_users: int, layout: dict[str, list[int]] | None = None
                 ) -> tuple[sp.csr_matrix | None, dict[str, list[int]]]:
     """The users' attribute values [n_users, n_values] (0/1; the GROUP_MAX_VALUES most held) and the layout
     that rebuilds the same columns later ({"widths": per relation, "columns": kept}); None without any."""
-    blocks = _cut(attribute_blocks(ws, "user", n_users), None if layout is None else layout["widths"])
+    blocks = _cut(attribute_blocks(kg, "user", n_users), None if layout is None else layout["widths"])
     if not blocks:
         return None, {}
     g = sp.hstack(blocks, format="csr", dtype=np.float32)
@@ -349,16 +352,16 @@ def _select_ease(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, dim: i
     """Low-rank EASE on x with the lambda of the best warm `valid` NDCG@k of EASE alone (history = what
     training saw): (lambda, user_basis, item, trials)."""
     s, v = interaction_svd(x, dim)
+    if len(lambdas) == 1:
+        return float(lambdas[0]), *ease_factors(s, v, lambdas[0]), {}
     history = ds.matrix(FIT_HISTORY)
-    truth = ds.matrix(("valid",)).astype(bool)
+    truth, seen = ds.matrix(("valid",)).astype(bool), history.astype(bool)
     cand = np.flatnonzero(warm)
     trials: dict[str, float] = {}
     best = None
     for lam in lambdas:
         ub, it = ease_factors(s, v, lam)
-        if len(lambdas) == 1:
-            return float(lam), ub, it, {}
-        ndcg = _validation_ndcg(np.asarray(history @ ub, np.float32), it, truth, history.astype(bool), cand, k)
+        ndcg = _validation_ndcg(np.asarray(history @ ub, np.float32), it, truth, seen, cand, k)
         trials[str(lam)] = round(ndcg, 6)
         if best is None or ndcg > best[0]:
             best = (ndcg, float(lam), ub, it)
@@ -381,12 +384,12 @@ def _fit_content_map(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], 
     if truth.nnz == 0 or len(cold) == 0:
         return {}
     history = ds.matrix(FIT_HISTORY)
-    user = np.asarray(history @ r.ease_user, np.float32)
+    user, seen = np.asarray(history @ r.ease_user, np.float32), history.astype(bool)
     trials = []
     for lam, m in zip(lambdas, maps):
         item = r.ease_item.copy()
         item[cold] = m(feats[cold])
-        trials.append((_validation_ndcg(user, item, truth, history.astype(bool), cold, k), lam, m, item))
+        trials.append((_validation_ndcg(user, item, truth, seen, cold, k), lam, m, item))
     _, lam, r.content_map, r.ease_item = max(trials, key=lambda t: t[0])
     return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
 
@@ -427,10 +430,11 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     content, modalities = _content_matrix(ws, ds.n_items)
     pop = np.log1p(np.asarray(train.sum(axis=0)).ravel()).astype(np.float32)
     r = Ranker(*fit_emb, warm, pop, ease_user, ease_item, content)
-    feats, widths = ridge_content(ws, ds.n_items, content)
+    kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
+    feats, widths = ridge_content(kg, ds.n_items, content)
     ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
     _fit_weights(r, ds, k, max_fit_users, progress)
-    groups, group_layout = user_groups(ws, ds.n_users)
+    groups, group_layout = user_groups(kg, ds.n_users)
     new_user_info = _fit_new_users(r, ds, k, max_fit_users, groups, train) if groups is not None else {}
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
@@ -618,13 +622,14 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
                cold_offset=float(info["cold_offset"]), new_user_weights=info["new_user_weights"],
                info={k: v for k, v in info.items() if k not in ("components", "blocks", "scale", "weights_warm",
                                                                 "weights_cold", "cold_offset", "new_user_weights")})
+    kg = _graph(ws) if "group_items" in t or "ridge" in info["components"] else None
     if "group_items" in t:  # the users' attribute values are rebuilt from graph/ with the fitted layout
-        r.groups = user_groups(ws, ds.n_users, info["group_layout"])[0]
+        r.groups = user_groups(kg, ds.n_users, info["group_layout"])[0]
         if r.groups is None or r.groups.shape[1] != t["group_items"].shape[1]:
             return None
         r.group_items = t["group_items"]
     if "ridge" in info["components"]:  # the content it maps is rebuilt, cut to the fitted blocks' widths
-        feats = ridge_content(ws, ds.n_items, content, info["ridge_widths"])[0]
+        feats = ridge_content(kg, ds.n_items, content, info["ridge_widths"])[0]
         if feats is None or "ridge_columns" not in t or feats.shape[1] != sum(info["ridge_widths"]):
             return None
         r.content_map = ContentMap(t["ridge"], t["ridge_mean"], t["ridge_target_mean"], t["ridge_columns"])
