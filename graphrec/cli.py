@@ -407,6 +407,9 @@ def recommend_cmd(
     explain: bool = typer.Option(False, "--explain", help="Add an explanation column."),
     out_file: Path = typer.Option(..., "--out", help="Output .csv or .parquet (user_id,item_id,rank,score); "
                                                      "'-' writes CSV to stdout."),
+    approximate: bool = typer.Option(False, "--approximate",
+                                     help="Search a faiss index of the item vectors instead of scoring every item "
+                                          "(large catalogues; needs graphrec[faiss]; most, not all, exact hits)."),
 ) -> None:
     """Top-K items per user, ranked by the exported vectors' dot product; every given interaction is excluded."""
     from graphrec.recommend import recommend, write_recommendations
@@ -414,7 +417,7 @@ def recommend_cmd(
     to_stdout = str(out_file) == "-"
     spec = users if users == "all" or _is_file(users) else _columns(users)
     frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain,
-                      progress=not to_stdout)
+                      progress=not to_stdout, approximate=approximate)
     if to_stdout:  # the table is the output: nothing else goes to stdout
         sys.stdout.write(frame.to_csv(index=False))
         return

@@ -9,11 +9,11 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from graphrec.ann import faiss_module
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, file_sha256, read_json, write_json
 
@@ -37,7 +37,7 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     if "faiss" in formats and (len(formats) == 1):
         raise InputError("the faiss format holds only the item index: add parquet or npy for the embeddings and ids")
     if "faiss" in formats:
-        _faiss()
+        faiss_module("the faiss format")
     return formats
 
 
@@ -46,7 +46,7 @@ def write_export(out: str | os.PathLike, formats: Sequence[str], user_ids: list[
                  about: dict[str, Any]) -> Path:
     """Write the folder `out` atomically (replacing an older one): ids, vectors in `formats`, the manifest
     (`about` adds its keys)."""
-    faiss = _faiss() if "faiss" in formats else None
+    faiss = faiss_module("the faiss format") if "faiss" in formats else None
     out = Path(out)
     with atomic_dir(out) as tmp:
         files = {"ids": "ids.json"}
@@ -83,16 +83,6 @@ def _parquet(path: Path, columns: dict[str, Any], emb: np.ndarray) -> None:
     arrays = {k: pa.array(v) for k, v in columns.items()}
     arrays["embedding"] = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
     pq.write_table(pa.table(arrays), path)
-
-
-def _faiss() -> ModuleType:
-    try:
-        import faiss
-    except ImportError:
-        raise InputError("the faiss format needs the faiss package: pip install faiss-cpu") from None
-    return faiss
-
-
 
 
 @dataclass

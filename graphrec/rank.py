@@ -61,6 +61,7 @@ import torch
 from tqdm.auto import tqdm
 
 from graphrec import artifacts
+from graphrec.ann import ApproximateTopK
 from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.features import load_features, unit_rows
@@ -208,9 +209,12 @@ class Ranker:
         return score + torch.where(warm, 0.0, off)
 
     def topk(self, users: np.ndarray, k: int, history: sp.csr_matrix, candidates: np.ndarray | None = None,
-             batch: int = 1024, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+             batch: int = 1024, progress: bool = False, approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k candidate items per user by the dot product of the vectors, history items excluded: items
-        int64 [n, k] (-1 = no more candidates), scores float32 [n, k]."""
+        int64 [n, k] (-1 = no more candidates), scores float32 [n, k].
+
+        approximate: search a faiss IVF index of the item vectors (`graphrec.ann`) instead of scoring every
+        candidate; for catalogues where users x items x dim is too much. The scores are exact dot products."""
         users = np.asarray(users, np.int64)
         cand = np.arange(self.n_items) if candidates is None else np.unique(np.asarray(candidates, np.int64))
         kk = min(k, len(cand))
@@ -220,19 +224,46 @@ class Ranker:
             return items, scores
         col_of = np.full(self.n_items, -1, np.int64)
         col_of[cand] = np.arange(len(cand))
-        item_vec = torch.from_numpy(self.item_vectors(cand))
+        item_np = self.item_vectors(cand)
+        item_vec = torch.from_numpy(item_np)
+        ann = ApproximateTopK(item_np) if approximate else None
+        # the index is asked for k + the longest history in a batch: batches of users with alike histories
+        order = np.argsort(np.diff(history[users].indptr), kind="stable") if ann else np.arange(len(users))
         steps = range(0, len(users), batch)
         for s in tqdm(steps, desc="ranking", unit="batch", disable=not progress or len(steps) < 2):
-            u = users[s:s + batch]
+            at = order[s:s + batch]
+            u = users[at]
+            uv = self.user_vectors(u, history)
             with torch.no_grad():
-                sc = torch.from_numpy(self.user_vectors(u, history)) @ item_vec.T
-                sc = _mask_known(sc, history[u], col_of)
-                val, idx = topk_stable(sc, kk)
+                if ann is not None:
+                    val, idx = _search_excluding(ann, uv, item_np, history[u], col_of, kk)
+                else:
+                    sc = _mask_known(torch.from_numpy(uv) @ item_vec.T, history[u], col_of)
+                    val, idx = topk_stable(sc, kk)
             val, idx = val.numpy(), idx.numpy()
             found = np.isfinite(val)
-            items[s:s + len(u), :kk] = np.where(found, cand[idx], -1)
-            scores[s:s + len(u), :kk] = np.where(found, val, np.nan)
+            items[at, :kk] = np.where(found, cand[idx], -1)
+            scores[at, :kk] = np.where(found, val, np.nan)
         return items, scores
+
+
+def _search_excluding(ann: ApproximateTopK, uv: np.ndarray, item_vec: np.ndarray, known: sp.csr_matrix,
+                      col_of: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The index's k nearest candidates per user that are not known, rescored exactly and stably ordered."""
+    n, n_cand = len(uv), len(item_vec)
+    rows = ann.search(uv, int(min(n_cand, k + np.diff(known.indptr).max(initial=0))))
+    coo = known.tocoo()
+    cols = col_of[coo.col]
+    keep = cols >= 0
+    key = lambda r, c: r * (n_cand + 1) + c
+    bad = (rows < 0) | np.isin(key(np.arange(n)[:, None], rows), key(coo.row[keep], cols[keep]))
+    rank = np.cumsum(~bad, axis=1)
+    r, c = np.nonzero(~bad & (rank <= k))
+    idx = np.full((n, k), -1, np.int64)
+    idx[r, rank[r, c] - 1] = rows[r, c]
+    valid = idx >= 0
+    sc = np.einsum("nd,nkd->nk", uv, item_vec[np.where(valid, idx, 0)])
+    return _sorted_by_column(torch.from_numpy(np.where(valid, sc, -np.inf).astype(np.float32)), torch.from_numpy(idx))
 
 
 def _stack(blocks: list[np.ndarray], n: int) -> np.ndarray:
@@ -243,14 +274,27 @@ def topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     """torch.topk with ties broken by column (lowest first), so lists do not depend on batch composition.
 
     Items with equal scores are common (e.g. cold items with identical content); torch.topk orders them
-    arbitrarily. Take every column tied with the k-th value, then sort that small set stably."""
-    val = torch.topk(scores, k, dim=1).values
-    m = int((scores >= val[:, -1:]).sum(dim=1).max())
-    val, idx = torch.topk(scores, m, dim=1)
+    arbitrarily. Take the top k + slack columns, then sort them stably; the rare rows whose tie at the k-th
+    value runs past the slack take every tied column."""
+    n = scores.shape[1]
+    m = min(k + 16, n)
+    val, idx = _sorted_by_column(*torch.topk(scores, m, dim=1))
+    spill = torch.nonzero(val[:, k - 1] == val[:, m - 1]).ravel() if m < n else torch.empty(0, dtype=torch.long)
+    val, idx = val[:, :k].clone(), idx[:, :k].clone()
+    for r in spill.tolist():
+        row = scores[r]
+        tied = int((row >= val[r, k - 1]).sum())
+        v, i = _sorted_by_column(*torch.topk(row[None], tied, dim=1))
+        val[r], idx[r] = v[0, :k], i[0, :k]
+    return val, idx
+
+
+def _sorted_by_column(val: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of topk output ordered by value, descending, equal values by column."""
     idx, order = torch.sort(idx, dim=1)
     val = torch.gather(val, 1, order)
     val, order = torch.sort(val, dim=1, descending=True, stable=True)
-    return val[:, :k], torch.gather(idx, 1, order)[:, :k]
+    return val, torch.gather(idx, 1, order)
 
 
 def _mask_known(scores: torch.Tensor, known: sp.csr_matrix, col_of: np.ndarray) -> torch.Tensor:

@@ -67,8 +67,11 @@ def resolve_ids(known: np.ndarray, spec: IdSpec, kind: str) -> np.ndarray:
 
 def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k: int = 20,
               candidates: IdSpec = None, explain: bool = False, ranker: Ranker | None = None,
-              progress: bool = False) -> pd.DataFrame:
-    """Top-k items per user among the candidates, every given interaction excluded, best first."""
+              progress: bool = False, approximate: bool = False) -> pd.DataFrame:
+    """Top-k items per user among the candidates, every given interaction excluded, best first.
+
+    approximate: search a faiss IVF index of the item vectors instead of scoring every candidate (for large
+    catalogues; the lists hold most, not all, of the exact ones: BENCHMARKS.md, "Scale")."""
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     ws = Workspace.of(workspace)
@@ -77,7 +80,7 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
     u = resolve_ids(ds.user_ids, users, "user")
     cand = None if candidates is None else resolve_ids(ds.item_ids, candidates, "item")
     history = ds.matrix(GIVEN)
-    items, scores = r.topk(u, k, history, cand, progress=progress)
+    items, scores = r.topk(u, k, history, cand, progress=progress, approximate=approximate)
     rows, pos = np.nonzero(items >= 0)
     frame = pd.DataFrame({"user_id": ds.user_ids[u[rows]], "item_id": ds.item_ids[items[rows, pos]],
                           "rank": (pos + 1).astype(np.int32), "score": scores[rows, pos]})

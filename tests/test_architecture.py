@@ -21,7 +21,7 @@ LAYERS = (
     ("data", ("graphrec.data",)),
     ("kg", ("graphrec.kg",)),
     ("model", ("graphrec.model", "graphrec.propagation", "graphrec.metrics", "graphrec.encoders",
-               "graphrec.artifacts", "graphrec.linear", "graphrec.export_folder")),
+               "graphrec.artifacts", "graphrec.linear", "graphrec.export_folder", "graphrec.ann")),
     ("stages", ("graphrec.encode", "graphrec.train", "graphrec.rank", "graphrec.evaluate", "graphrec.report",
                 "graphrec.recommend", "graphrec.export", "graphrec.update")),
     ("pipeline", ("graphrec.quickstart",)),

@@ -107,3 +107,24 @@ def test_forward_and_recommend_agree():
     top = model.recommend(inp, torch.arange(4), k=6)
     scores = model(inp, torch.arange(4).repeat_interleave(6), torch.arange(6).repeat(4)).reshape(4, 6)
     assert torch.equal(top, scores.argsort(dim=1, descending=True))
+
+
+@pytest.mark.parametrize("weights", [(0.5, 1.0), (0.0, 0.0), (2.0, 0.3)])
+def test_the_hand_written_loss_gradient_is_autograd_s(weights):
+    """triple_loss_grad against autograd through GraphRec.batch_loss (no L2 term), value and gradients."""
+    from graphrec.model import triple_loss_grad
+
+    cold_w, align_w = weights
+    g = torch.Generator().manual_seed(3)
+    m, d = 50, 6
+    user_rows = torch.randn(m, d, generator=g, dtype=torch.float64, requires_grad=True)
+    item_rows = torch.randn(2 * m, 2 * d + 1, generator=g, dtype=torch.float64, requires_grad=True)
+    h, c, b = item_rows[:, :d], item_rows[:, d:2 * d], item_rows[:, 2 * d]
+    want, parts = GraphRec(1, 1, d, 1).batch_loss(user_rows, (h[:m], h[m:]), (c[:m], c[m:]), (b[:m], b[m:]),
+                                                  torch.zeros(()), cold_w, align_w, 0.0)
+    want.backward()
+    got, got_parts, grad_user, grad_item = triple_loss_grad(user_rows.detach(), item_rows.detach(), cold_w, align_w)
+    assert got == pytest.approx(want.item(), rel=1e-9)
+    assert got_parts == pytest.approx(parts, rel=1e-9)
+    torch.testing.assert_close(grad_user, user_rows.grad)
+    torch.testing.assert_close(grad_item, item_rows.grad)

@@ -1,10 +1,14 @@
 """The hybrid ranker and `recommend`: EASE closed form, exclusions, candidates, cold items, persistence."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rec_helpers import make_workspace
 from typer.testing import CliRunner
 
@@ -74,6 +78,51 @@ def test_recommend_excludes_given_and_respects_candidates(fitted):
     for u, n in per_user.items():
         seen = set(ds.item_ids[given["item"][ds.user_ids[given["user"]] == u]])
         assert n == len(set(cold_ids) - seen)
+
+
+def test_approximate_topk_scanning_every_cluster_is_the_exact_topk(monkeypatch):
+    """With nprobe = nlist the index sees every item: the lists (exclusions, ties, scores) equal the exact ones."""
+    pytest.importorskip("faiss")
+    import graphrec.ann as ann
+    import graphrec.rank as rank_mod
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, d = 300, 2000, 12
+    user = rng.normal(size=(n_users, d)).astype(np.float32)
+    item = (rng.normal(size=(n_items, d)) * rng.uniform(0.2, 3, size=(n_items, 1))).astype(np.float32)
+    history = sp.random(n_users, n_items, density=0.02, format="csr", random_state=1, dtype=np.float32)
+    history.data[:] = 1
+    r = rank_mod.Ranker(user, item, np.ones(n_items, bool), np.zeros(n_items, np.float32),
+                        np.zeros((n_items, 0), np.float32), np.zeros((n_items, 0), np.float32), None)
+    exact_items, exact_scores = r.topk(np.arange(n_users), 20, history, batch=64)
+
+    class Exhaustive(ann.ApproximateTopK):
+        def __init__(self, items):
+            super().__init__(items, nlist=16)
+            self.index.nprobe = 16
+    monkeypatch.setattr(rank_mod, "ApproximateTopK", Exhaustive)
+    got_items, got_scores = r.topk(np.arange(n_users), 20, history, batch=64, approximate=True)
+    assert np.array_equal(got_items, exact_items)
+    np.testing.assert_allclose(got_scores, exact_scores, rtol=1e-5)
+    assert not history[np.arange(n_users)[:, None], got_items].toarray().any()
+
+
+def test_approximate_topk_finds_most_of_the_exact_lists():
+    pytest.importorskip("faiss")
+    from graphrec.rank import Ranker
+
+    rng = np.random.default_rng(1)
+    # clustered items, as real ones are: what an inverted file is made for
+    centres = rng.normal(size=(40, 16))
+    item = (centres[rng.integers(40, size=5000)] + 0.3 * rng.normal(size=(5000, 16))).astype(np.float32)
+    user = (centres[rng.integers(40, size=500)] + 0.3 * rng.normal(size=(500, 16))).astype(np.float32)
+    history = sp.csr_matrix((500, 5000), dtype=np.float32)
+    r = Ranker(user, item, np.ones(5000, bool), np.zeros(5000, np.float32), np.zeros((5000, 0), np.float32),
+               np.zeros((5000, 0), np.float32), None)
+    exact = r.topk(np.arange(500), 20, history)[0]
+    approx = r.topk(np.arange(500), 20, history, approximate=True)[0]
+    recall = np.mean([len(np.intersect1d(a, e)) / 20 for a, e in zip(approx, exact)])
+    assert recall > 0.9
 
 
 def test_cold_items_not_punished_for_missing_collaborative_signal(fitted):
@@ -147,6 +196,24 @@ def test_topk_stable_breaks_ties_by_column():
     assert idx.tolist() == [[1, 2], [4, 0]]
     assert val.tolist() == [[3.0, 3.0], [5.0, 0.0]]
     assert topk_stable(s, 6)[1][0].tolist() == [1, 2, 4, 3, 0, 5]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 80), st.integers(1, 30), st.integers(1, 4), st.integers(0, 10_000))
+def test_topk_stable_is_a_stable_sort_of_the_scores(rows, cols, k, levels, seed):
+    """Against the definition: order by score descending, equal scores by column; long ties included."""
+    import torch
+
+    from graphrec.rank import topk_stable
+
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, levels, size=(rows, cols)).astype(np.float32)  # few levels: many long ties
+    s[rng.random(s.shape) < 0.2] = -np.inf
+    k = min(k, cols)
+    val, idx = topk_stable(torch.from_numpy(s), k)
+    want = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    assert idx.tolist() == want.tolist()
+    assert np.array_equal(val.numpy(), np.take_along_axis(s, want, 1))
 
 
 def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
@@ -280,6 +347,12 @@ def test_cli_recommend_to_stdout(fitted):
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(io.StringIO(res.stdout))
     assert list(frame.columns) == ["user_id", "item_id", "rank", "score"] and len(frame) == 6
+    if importlib.util.find_spec("faiss"):
+        res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", "u1,u2", "--k", "3", "--out", "-",
+                                           "--approximate"])
+        assert res.exit_code == 0, res.output
+        approx = pd.read_csv(io.StringIO(res.stdout))
+        assert len(approx) == 6 and set(approx["user_id"]) == set(frame["user_id"])
 
 
 def test_content_map_keeps_only_the_columns_items_use():

@@ -1,6 +1,8 @@
 """Training: exact negative sampling, determinism, resume after interruption, DDP equivalence, CLI."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,6 +15,7 @@ import graphrec.train as train_mod
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors
 from graphrec.metrics import embedding_accuracy
+from graphrec.propagation import SparseOp
 from graphrec.train import epoch_triples, run_train, sample_negatives
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,6 +124,50 @@ def test_sampled_mode_trains(tmp_path):
     ws = make_workspace(tmp_path)
     r = run_train(ws, **{**FAST, "mode": "sampled", "fanouts": (5, 3)})
     assert np.isfinite(_emb(ws)["item"]).all() and r.history[0]["loss"] > 0
+
+
+def test_a_large_batch_chunked_loss_trains_as_one_piece(tmp_path, monkeypatch):
+    """Full mode splits a large batch's loss into chunks recomputed in the backward: same gradients."""
+    whole = make_workspace(tmp_path / "whole")
+    run_train(whole, **{**FAST, "batch_size": 512})
+    chunked = make_workspace(tmp_path / "chunked")
+    monkeypatch.setattr(train_mod, "LOSS_CHUNK", 100)
+    r = run_train(chunked, **{**FAST, "batch_size": 512})
+    assert len(r.history) > 1
+    for key in ("user", "item"):
+        np.testing.assert_allclose(_emb(chunked)[key], _emb(whole)[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 17])
+def test_the_full_graph_loss_has_batch_loss_s_value_and_gradients(tmp_path, monkeypatch, chunk):
+    """The chunked, hand-differentiated batch loss against autograd through GraphRec.batch_loss."""
+    ws = make_workspace(tmp_path)
+    run = train_mod._Run(ws, train_mod.TrainSettings(dim=8, layers=2), torch.device("cpu"))
+    inp = run.inputs(run.train)
+    model = run.new_model(inp).double()
+    inp = dataclasses.replace(inp, features={k: v.double() for k, v in inp.features.items()},
+                              item_attr={k: (t, SparseOp(op.a.double(), op.at.double())) for k, (t, op) in inp.item_attr.items()},
+                              user_attr={k: (t, SparseOp(op.a.double(), op.at.double())) for k, (t, op) in inp.user_attr.items()},
+                              ui=SparseOp(inp.ui.a.double()), item_sim=None if inp.item_sim is None else
+                              SparseOp(inp.item_sim.a.double(), inp.item_sim.at.double()))
+    s = run.s
+    users, pos, neg = (torch.as_tensor(x[:40]) for x in epoch_triples(run.train, run.ni, np.arange(run.ni), 0, 0, 1))
+
+    e = model.get_embedding(inp)
+    ego = e.user_ego[users].pow(2).sum() + e.item_ego[pos].pow(2).sum() + e.item_ego[neg].pow(2).sum()
+    want, want_parts = model.batch_loss(e.user[users], (e.item_cf[pos], e.item_cf[neg]),
+                                        (e.item_content[pos], e.item_content[neg]), (e.bias[pos], e.bias[neg]), ego,
+                                        s.cold_weight, s.align_weight, s.reg)
+    want.backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    monkeypatch.setattr(train_mod, "LOSS_CHUNK", chunk)
+    got, parts = train_mod._full_graph_loss(model, s, model.get_embedding(inp), users, pos, neg)
+    got.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-9) and parts == pytest.approx(want_parts, rel=1e-9)
+    assert reference
+    for n, g in reference.items():
+        torch.testing.assert_close(dict(model.named_parameters())[n].grad, g, msg=n)
 
 
 def test_bad_settings_are_input_errors(tmp_path):
