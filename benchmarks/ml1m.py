@@ -98,7 +98,7 @@ def run_peer(system, split: Split, grid: list[dict], threads: int) -> dict:
             "wall_s": round(time.perf_counter() - start, 1)}
 
 
-def run_graphrec(split: Split, root: Path, epochs: int | None) -> dict:
+def run_graphrec(split: Split, root: Path, train: dict) -> dict:
     import torch
 
     from graphrec.data.dataset import Dataset
@@ -118,7 +118,7 @@ def run_graphrec(split: Split, root: Path, epochs: int | None) -> dict:
     ws = root / "ws"
     import_files(ws, name="ml-1m-lightgcnpp", **files)
     run_build(ws, progress=False)
-    trained = run_train(ws, seed=1, progress=False, **({"epochs": epochs} if epochs else {}))
+    trained = run_train(ws, seed=1, progress=False, **train)
     r = fit_ranker(ws, trained, progress=False)
     pipeline_s = time.perf_counter() - start
     ds = Dataset.load(ws)
@@ -132,7 +132,7 @@ def run_graphrec(split: Split, root: Path, epochs: int | None) -> dict:
         return (torch.from_numpy(r.user_vectors(uix[users], history)) @ item_vec.T).numpy()
 
     m = split.evaluate(scorer, "test")
-    return {"params": {"epochs_selected": trained.history[-1].get("epoch") if trained.history else None,
+    return {"params": {**train, "epochs_selected": trained.history[-1].get("epoch") if trained.history else None,
                        "blocks": r.blocks(), "weights_warm": r.weights_warm, "ease_lambda": r.info.get("ease_lambda")},
             **m, "wall_s": round(pipeline_s, 1), "epoch_s": round(float(np.mean([h["seconds"] for h in trained.history])), 2)}
 
@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--lightgcn-epochs", type=int, default=40, help="checkpoints every 10 epochs up to this")
     ap.add_argument("--lightgcn-batch", type=int, default=8192)
     ap.add_argument("--graphrec-epochs", type=int, default=None, help="graphrec's max selection epochs (default: its own)")
+    ap.add_argument("--graphrec-batch", type=int, default=None, help="graphrec's batch size (default: its own)")
+    ap.add_argument("--graphrec-lr", type=float, default=None, help="graphrec's learning rate (default: its own)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--work", type=Path, default=Path("/tmp/graphrec-ml1m"))
     args = ap.parse_args()
@@ -153,7 +155,9 @@ def main() -> None:
           + ", ".join(f"{p} {len(u)}" for p, (u, _) in split.parts.items()), flush=True)
     for name in args.systems.split(","):
         if name == "graphrec":
-            row = run_graphrec(split, args.work, args.graphrec_epochs)
+            train = {k: v for k, v in (("epochs", args.graphrec_epochs), ("batch_size", args.graphrec_batch),
+                                       ("lr", args.graphrec_lr)) if v is not None}
+            row = run_graphrec(split, args.work, train)
         elif name == "ease":
             row = run_peer(EASE(), split, [{"lambda": v} for v in (100.0, 300.0, 1000.0, 3000.0)], args.threads)
         elif name == "lightgcn":

@@ -114,8 +114,7 @@ def sample_negatives(users: np.ndarray, positives: np.ndarray, pool: np.ndarray,
     bad = np.ones(len(users), bool)
     for _ in range(max_rounds):
         keys = users[bad] * n_items + neg[bad]
-        pos = np.searchsorted(positives, keys)
-        hit = (pos < len(positives)) & (positives[np.minimum(pos, len(positives) - 1)] == keys)
+        hit = _contains(positives, keys)
         idx = np.flatnonzero(bad)
         bad[idx[~hit]] = False
         if not hit.any():
@@ -131,6 +130,16 @@ def sample_negatives(users: np.ndarray, positives: np.ndarray, pool: np.ndarray,
         else:
             keep[rows] = False
     return keep, neg
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """bool [len(keys)]: which keys are in `sorted_keys`; the queries are sorted first, so the binary searches
+    walk memory in order (3-5x faster than random lookups once `sorted_keys` outgrows the cache)."""
+    order = np.argsort(keys, kind="stable")
+    pos = np.searchsorted(sorted_keys, keys[order])
+    found = np.empty(len(keys), bool)
+    found[order] = (pos < len(sorted_keys)) & (sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == keys[order])
+    return found
 
 
 def epoch_triples(pairs: np.ndarray, n_items: int, pool: np.ndarray, seed: int, phase: int,
@@ -235,6 +244,9 @@ def _full_graph_loss(m: GraphRec, s: TrainSettings, e: Embeddings, users: torch.
     flat = tuple(t.detach() for t in tables)
     grads = tuple(torch.zeros_like(t) for t in flat)
     value, parts = 0.0, {"bpr": 0.0, "cold": 0.0, "align": 0.0}
+    if len(users) > LOSS_CHUNK:  # a sum does not care for order: by user, a chunk reads and writes few user rows
+        order = torch.argsort(users)
+        users, pos, neg = users[order], pos[order], neg[order]
     for c0 in range(0, len(users), LOSS_CHUNK):
         u, items = users[c0:c0 + LOSS_CHUNK], torch.cat([pos[c0:c0 + LOSS_CHUNK], neg[c0:c0 + LOSS_CHUNK]])
         # index_select, not t[i]: advanced indexing is ~4x slower on CPU
