@@ -4,9 +4,11 @@ The new rows are read like `data import` reads files and checked against the dat
 content needs a re-import and a retrain), no interaction that would leak a held-out pair, cold item or cold
 user into training. Items and users keep their indices; new interactions become "train" rows; a pair already
 given to the system is skipped with a note; users first seen in the interactions file get blank attributes.
+Weights follow `data import`: negative is an error, rows with weight 0 are dropped with a logged warning.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -17,8 +19,10 @@ import pandas as pd
 
 from graphrec.data.build import WEIGHT_COLUMNS, check_image_paths
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.data.readers import check_ids, fail_at, numeric_column, read_table
+from graphrec.data.readers import check_ids, fail_at, read_table, timestamp_column, weight_column
 from graphrec.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,17 +98,26 @@ def _new_interactions(path: str | os.PathLike, ds: Dataset, item_ids: pd.Index, 
     t = read_table(path, ("user_id", "item_id"), encoding)
     for col in ("user_id", "item_id"):
         check_ids(t, col, unique=False)
+    wcol = next((c for c in WEIGHT_COLUMNS if c in t.columns), None)
+    weight = weight_column(t, wcol) if wcol else np.ones(len(t), np.float32)
+    # Rows with weight 0 are read and checked like the others, then dropped: they add no pair, no new user, and
+    # (never reaching training) cannot leak a held-out pair.
+    live = weight > 0
+    if not live.all():
+        log.warning("%s: dropped %d rows with %s 0 (a 0-weight interaction is no interaction)", path,
+                    int((~live).sum()), wcol)
     item = item_ids.get_indexer(t["item_id"])
     if (item < 0).any():
         at = int(np.flatnonzero(item < 0)[0])
         raise fail_at(t, at, "item_id", f"unknown item id {t['item_id'].iloc[at]!r} (not in the dataset or the "
                       "new items)")
     user = user_ids.get_indexer(t["user_id"])  # -1: a new user, added with blank attributes
-    new_ids = [str(i) for i in pd.unique(t["user_id"][user < 0])]
-    user[user < 0] = len(user_ids) + pd.Index(new_ids).get_indexer(t["user_id"][user < 0])
+    new = (user < 0) & live  # a new user named only by dropped rows keeps -1 and is never added
+    new_ids = [str(i) for i in pd.unique(t["user_id"][new])]
+    user[new] = len(user_ids) + pd.Index(new_ids).get_indexer(t["user_id"][new])
     cold_items, cold_users = ds.cold_items(), ds.cold_users()
     for col, idx, held, what in (("item_id", item, cold_items, "item"), ("user_id", user, cold_users, "user")):
-        bad = np.flatnonzero(np.isin(idx, held))
+        bad = np.flatnonzero(np.isin(idx, held) & live)
         if len(bad):
             raise fail_at(t, int(bad[0]), col, f"{what} {t[col].iloc[bad[0]]!r} is held out as a cold {what} for "
                           "evaluation; training interactions for it would leak the test")
@@ -113,19 +126,17 @@ def _new_interactions(path: str | os.PathLike, ds: Dataset, item_ids: pd.Index, 
     old = ds.interactions
     old_key = pd.Series(old["split"].to_numpy(), index=old["user"].to_numpy(np.int64) * n_i + old["item"].to_numpy())
     pos = pd.Index(old_key.index).get_indexer(key)
-    held = np.flatnonzero((pos >= 0) & ~np.isin(old_key.to_numpy()[np.maximum(pos, 0)], GIVEN))
+    held = np.flatnonzero(live & (pos >= 0) & ~np.isin(old_key.to_numpy()[np.maximum(pos, 0)], GIVEN))
     if len(held):
         raise fail_at(t, int(held[0]), None, f"pair ({t['user_id'].iloc[held[0]]}, {t['item_id'].iloc[held[0]]}) "
                       f"is held out in the {old_key.iloc[pos[held[0]]]} part; training on it would leak the test")
-    wcol = next((c for c in WEIGHT_COLUMNS if c in t.columns), None)
-    weight = numeric_column(t, wcol).astype(np.float32) if wcol else np.ones(len(t), np.float32)
     rows = pd.DataFrame({"user": user.astype(np.int32), "item": item.astype(np.int32), "weight": weight})
     if "timestamp" in old.columns:  # live events without a time are stamped now
-        rows["timestamp"] = (np.floor(numeric_column(t, "timestamp")).astype(np.int64) if "timestamp" in t.columns
+        rows["timestamp"] = (timestamp_column(t, "timestamp") if "timestamp" in t.columns
                              else np.full(len(t), int(time.time()), np.int64))
     rows["split"] = "train"
-    keep = (pos < 0) & ~pd.Series(key).duplicated().to_numpy()
-    skipped = int((~keep).sum())
+    keep = live & (pos < 0) & ~pd.Series(np.where(live, key, -1)).duplicated().to_numpy()
+    skipped = int((live & ~keep).sum())
     if skipped:
         notes.append(f"{Path(path).name}: skipped {skipped} rows repeating a (user, item) pair already given")
     return rows[keep].reset_index(drop=True)[list(old.columns)], skipped, new_ids

@@ -1,6 +1,7 @@
 """Turn raw tables (strings, as read by `readers.read_table`) into a checked canonical Dataset."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -8,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from graphrec.data.dataset import SPLITS, Dataset, Schema
-from graphrec.data.readers import check_ids, fail_at, numeric_column
+from graphrec.data.readers import MULTI_SEP, check_ids, fail_at, timestamp_column, weight_column
 from graphrec.errors import InputError
+
+log = logging.getLogger(__name__)
 
 TEXT_DEFAULTS = ("title", "name", "description", "text", "tags")
 ATTRIBUTE_DEFAULTS = ("genres", "genre", "category", "categories", "brand", "year", "decade", "price_band", "tags")
@@ -24,11 +27,12 @@ def build_dataset(interactions: pd.DataFrame | dict[str, pd.DataFrame], items: p
                   users: pd.DataFrame | None = None, *, text_columns: list[str] | None = None,
                   attribute_columns: list[str] | None = None, image_column: str | None = None,
                   images_dir: str | os.PathLike | None = None, user_attribute_columns: list[str] | None = None,
-                  name: str = "dataset", sep: str = "|", notes: list[str] | None = None) -> Dataset:
+                  name: str = "dataset", sep: str = MULTI_SEP, notes: list[str] | None = None) -> Dataset:
     """Check and index the tables. `interactions` is one table (unsplit) or {split part: table} (pre-split).
 
     Duplicate (user, item) pairs within one part keep their first row (counted in `notes`); the same pair
-    in two parts, a cold item in a warm part, or a cold user in training is an error.
+    in two parts, a cold item in a warm part, or a cold user in training is an error. Rows with weight 0 are
+    dropped with a logged warning (before duplicates are looked for); a negative weight is an error.
     """
     notes = notes if notes is not None else []
     parts = interactions if isinstance(interactions, dict) else {"": interactions}
@@ -105,12 +109,20 @@ def _assign_item_roles(items: pd.DataFrame, schema: Schema, text_columns: list[s
     return out
 
 
+def is_file_entry(entry: os.DirEntry) -> bool:
+    """DirEntry.is_file() that calls an entry it cannot resolve (a symlink loop: ELOOP) not a file."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def check_image_paths(items: pd.DataFrame, column: str, root: Path, notes: list[str]) -> None:
     """Image paths are relative to the images folder and may not leave it (no absolute paths, no '..').
 
     String checks only (no per-file resolve): the encode stage opens each file inside the folder anyway."""
     prefix = str(root) + os.sep
-    top_level = {e.name for e in os.scandir(root) if e.is_file()}
+    top_level = {e.name for e in os.scandir(root) if is_file_entry(e)}
     missing = 0
     for pos, value in enumerate(items[column].to_numpy()):
         if not value:
@@ -156,14 +168,21 @@ def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, use
             raise fail_at(frame, at, col, f"unknown {kind} id {frame[col].iloc[at]!r} (not in {where})")
         out[kind] = pos.astype(np.int32)
     wcol = next((c for c in WEIGHT_COLUMNS if c in frame.columns), None)
-    out["weight"] = numeric_column(frame, wcol).astype(np.float32) if wcol else np.ones(len(frame), np.float32)
+    out["weight"] = weight_column(frame, wcol) if wcol else np.ones(len(frame), np.float32)
     if "timestamp" in frame.columns:
-        out["timestamp"] = np.floor(numeric_column(frame, "timestamp")).astype(np.int64)
+        out["timestamp"] = timestamp_column(frame, "timestamp")
     result = pd.DataFrame(out)
     result["split"] = part
     result["_source"] = source or ""
-    result["_pos"] = np.arange(len(frame))
+    result["_pos"] = np.arange(len(frame))  # file positions for later messages, kept through the drop below
     result.attrs = frame.attrs
+    zero = result["weight"].to_numpy() == 0
+    if len(zero) and zero.all():
+        raise InputError(f"every row has {wcol} 0 (no interaction): nothing to import", file=source, column=wcol)
+    if zero.any():
+        log.warning("%s: dropped %d rows with %s 0 (a 0-weight interaction is no interaction)",
+                    source or "interactions", int(zero.sum()), wcol)
+        result = result[~zero].reset_index(drop=True)
     return result
 
 

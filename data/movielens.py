@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from graphrec.data.build import build_dataset
+from graphrec.data.build import build_dataset, is_file_entry
 from graphrec.data.dataset import Dataset
 from graphrec.data.demographics import age_bands
 from graphrec.data.readers import check_ids, fail_at, numeric_column, read_table
@@ -195,7 +195,7 @@ def _attach_posters(items: pd.DataFrame, posters: str | os.PathLike | None, note
     by_stem: dict[str, str] = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):  # one listing, not one stat per item
         stem, ext = os.path.splitext(entry.name)
-        if ext.lower() in IMAGE_SUFFIXES and entry.is_file():
+        if ext.lower() in IMAGE_SUFFIXES and is_file_entry(entry):
             by_stem.setdefault(stem, entry.name)
     items["image"] = items["item_id"].map(by_stem).fillna("").to_numpy()
     n = int((items["image"] != "").sum())

@@ -2,6 +2,8 @@
 
 Every cell is read as text so ids keep their exact spelling ("007" stays "007", "1" never becomes 1.0).
 Row numbers in messages are file lines for CSV (header = line 1) and 1-based rows for Parquet.
+Parquet list-of-strings cells become the `|`-joined text a multi-valued CSV cell has; other nested cells
+(structs, maps, lists of numbers) are refused.
 """
 from __future__ import annotations
 
@@ -9,13 +11,22 @@ import csv
 import io
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from graphrec.errors import InputError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 PARQUET = (".parquet", ".pq")
+# Separates the values of a multi-valued cell (`Drama|Comedy`); Schema.sep records it in the dataset.
+MULTI_SEP = "|"
+# Ids end up in terminals, logs, HTML reports and CSV exports: C0/C1 control characters (newline, tab, ANSI
+# escape) and the Unicode bidi overrides/isolates (which reorder the text shown around them) are refused.
+ID_FORBIDDEN = "[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 
 
 def read_table(path: str | Path, required: tuple[str, ...] = (), encoding: str = "utf-8") -> pd.DataFrame:
@@ -28,7 +39,7 @@ def read_table(path: str | Path, required: tuple[str, ...] = (), encoding: str =
     if path.stat().st_size == 0:
         raise InputError("file is empty", file=path)
     if path.suffix.lower() in PARQUET:
-        frame = _read_parquet(path)
+        frame = _read_parquet(path, required)
         frame.attrs["row_word"], frame.attrs["row_offset"] = "row", 1
     else:
         frame = _read_csv(path, encoding)
@@ -90,8 +101,13 @@ def _parser_error(message: str, path: Path) -> InputError:
     return InputError(f"malformed CSV: {' '.join(message.split())}", file=path)
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, single: tuple[str, ...]) -> pd.DataFrame:
+    """Parquet as strings; `single` columns (ids, numbers) may not hold lists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
+        kinds = {str(f.name).strip(): f.type for f in pq.read_schema(path)}
         frame = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
         raise InputError(f"not a readable Parquet file ({type(e).__name__})", file=path) from None
@@ -100,11 +116,48 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     out = pd.DataFrame(index=frame.index)
     for c in frame.columns:
         col = frame[c]
-        if pd.api.types.is_float_dtype(col) and col.notna().all() and (col % 1 == 0).all():
+        if c in kinds and pa.types.is_nested(kinds[c]):  # nested Arrow type: str() would store "['Drama' 'Comedy']"
+            out[c] = _nested_cells(col, kinds[c], path, c, c in single)
+            continue
+        # Whole floats are written as integers ("7", not "7.0"); beyond int64 they stay floats, so that the
+        # number checks see them (a cast would wrap 1e30 to INT64_MIN).
+        if (pd.api.types.is_float_dtype(col) and col.notna().all() and (col % 1 == 0).all()
+                and (col.abs() < 2.0**63).all()):
             col = col.astype(np.int64)
         out[c] = col.astype(object).where(col.notna(), "").astype(str)
     out.attrs = frame.attrs
     return out.reset_index(drop=True)
+
+
+def _nested_cells(col: pd.Series, kind: pa.DataType, path: Path, column: str, single: bool) -> pd.Series:
+    """A list-of-strings column as `|`-joined text (null elements skipped); any other nested type is an error
+    at its first non-null cell (an all-null column is simply empty)."""
+    import pyarrow as pa
+
+    cells = col.to_numpy(dtype=object)
+    first = next((pos for pos, cell in enumerate(cells) if cell is not None), None)
+    if first is None:
+        return pd.Series("", index=col.index, dtype=object)
+    value_type = getattr(kind, "value_type", None)
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    strings = is_list and (pa.types.is_string(value_type) or pa.types.is_large_string(value_type))
+    if not strings or single:
+        if single:
+            problem = "a list where one value is expected (lists are for multi-valued attribute columns)"
+        elif is_list:
+            problem = f"list of {value_type}: list cells must hold strings"
+        else:
+            problem = f"{str(kind).split('<')[0]} cells are not supported (give plain values, or a list of strings)"
+        raise InputError(problem, file=path, row=f"row {first + 1}", column=column)
+    joined = []
+    for pos, cell in enumerate(cells):
+        values = [] if cell is None else [v for v in cell if v is not None]
+        clash = next((v for v in values if MULTI_SEP in v), None)
+        if clash is not None:  # joining would split it into several values
+            raise InputError(f"list element {clash!r} contains {MULTI_SEP!r}, the multi-value separator",
+                             file=path, row=f"row {pos + 1}", column=column)
+        joined.append(MULTI_SEP.join(values))
+    return pd.Series(joined, index=col.index, dtype=object)
 
 
 def _check_header(frame: pd.DataFrame, path: Path) -> None:
@@ -127,11 +180,16 @@ def fail_at(frame: pd.DataFrame, position: int, column: str | None, message: str
 
 
 def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
-    """Ids must be non-blank (and unique when `unique`)."""
+    """Ids (trimmed of surrounding spaces) must be non-blank, free of control and bidi-override characters
+    (ID_FORBIDDEN), and unique when `unique`."""
     ids = frame[column].str.strip()
     blank = np.flatnonzero((ids == "").to_numpy() | ids.str.lower().isin(["nan", "none", "null"]).to_numpy())
     if len(blank):
         raise fail_at(frame, int(blank[0]), column, "blank or NaN id")
+    unsafe = np.flatnonzero(ids.str.contains(ID_FORBIDDEN, regex=True).to_numpy(dtype=bool))
+    if len(unsafe):
+        raise fail_at(frame, int(unsafe[0]), column, f"id {ids.iloc[unsafe[0]]!r} contains a control character "
+                      "or a Unicode bidi override/isolate")
     if unique:
         dup = np.flatnonzero(ids.duplicated().to_numpy())
         if len(dup):
@@ -152,3 +210,31 @@ def numeric_column(frame: pd.DataFrame, column: str, integer: bool = False) -> n
             raise fail_at(frame, at, column, f"not a whole number: {frame[column].iloc[at]!r}")
         return arr.astype(np.int64)
     return arr
+
+
+def weight_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Interaction weights (a `weight` or `rating` column) as float32: finite there and not negative.
+
+    0 is allowed here (the callers drop those rows: a 0-weight interaction is no interaction)."""
+    raw = numeric_column(frame, column)
+    with np.errstate(over="ignore"):  # overflow is reported below, naming the row
+        weight = raw.astype(np.float32)
+    bad = np.flatnonzero(np.isinf(weight))
+    if len(bad):
+        raise fail_at(frame, int(bad[0]), column, f"weight {frame[column].iloc[bad[0]]!r} overflows float32 "
+                      f"(largest {float(np.finfo(np.float32).max):.4g})")
+    bad = np.flatnonzero(weight < 0)
+    if len(bad):
+        raise fail_at(frame, int(bad[0]), column, f"negative weight {frame[column].iloc[bad[0]]!r}: interaction "
+                      "weights must be positive (rows with weight 0 are dropped)")
+    return weight
+
+
+def timestamp_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Timestamps as int64 (fractions floored); values outside the int64 range are an error naming the row."""
+    stamp = np.floor(numeric_column(frame, column))
+    bad = np.flatnonzero((stamp < -(2.0**63)) | (stamp >= 2.0**63))  # the cast would wrap them to INT64_MIN
+    if len(bad):
+        raise fail_at(frame, int(bad[0]), column, f"timestamp {frame[column].iloc[bad[0]]!r} is outside the "
+                      "int64 range")
+    return stamp.astype(np.int64)

@@ -4,6 +4,7 @@ Bad input anywhere raises graphrec.InputError; `main` turns it into one line on 
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ except ImportError:  # older typer: click's own
     _typer_click = click.exceptions
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from graphrec import __version__
 from graphrec.artifacts import embeddings_path
@@ -41,14 +43,14 @@ data_app = typer.Typer(help="Import, generate, split and inspect datasets.", no_
 kg_app = typer.Typer(help="Inspect the knowledge graph.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(kg_app, name="kg")
-out = Console()
+out = Console(emoji=False)  # ":name:" in an id or a path is text, not an emoji code
 
 WS = typer.Argument(..., help="Workspace folder (one run: dataset/, features/, graph/, model/, eval/).")
 
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"graphrec {__version__}", markup=False, highlight=False)
+        _say(f"graphrec {__version__}")
         raise typer.Exit()
 
 
@@ -70,9 +72,16 @@ def _columns(value: str | None) -> list[str] | None:
     return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
 
 
+def _say(text: str, style: str | None = None) -> None:
+    """Print a message as it is: ids, column names and paths in it may hold '[/dim]' or '[bold]', which Rich
+    markup would reject (a crash after the work is done) or apply. Tables take user strings as Text for the
+    same reason."""
+    out.print(text, style=style, markup=False, highlight=False)
+
+
 def _notes(notes: list[str]) -> None:
     for n in notes:
-        out.print(f"[dim]- {n}[/dim]")
+        _say(f"- {n}", "dim")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -112,7 +121,7 @@ def data_import(
                              cold_user_valid=cold_user_valid and str(cold_user_valid),
                              cold_user_test=cold_user_test and str(cold_user_test))
     _notes(notes)
-    out.print(f"imported {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
+    _say(f"imported {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
 
 
 @data_app.command("stats")
@@ -123,9 +132,9 @@ def data_stats(workspace: Path = WS, as_json: bool = typer.Option(False, "--json
     if as_json:
         print(json.dumps(stats, indent=2))
         return
-    table = Table(title=f"dataset {stats['name']}", show_header=False)
+    table = Table(title=Text(f"dataset {stats['name']}"), show_header=False)
     for k, v in stats.items():
-        table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        table.add_row(k, Text(json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
     out.print(table)
 
 
@@ -143,7 +152,7 @@ def data_synth(
     """Generate a synthetic shop whose pictures, text and attributes predict what users like."""
 
     ds = run_synth(out_ws, users, items, interactions, seed, images=not no_images, image_size=image_size)
-    out.print(f"generated {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
+    _say(f"generated {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
 
 
 @data_app.command("split")
@@ -165,7 +174,7 @@ def data_split(
         ds = run_split(workspace, method=method, valid=valid, test=test, cold_items=cold_items,
                        cold_users=cold_users, cold_user_context=cold_user_context, cold_by=cold_by, seed=seed,
                        force=force)
-    table = Table(title=f"split of {workspace}", show_header=True)
+    table = Table(title=Text(f"split of {workspace}"), show_header=True)
     table.add_column("part")
     table.add_column("interactions", justify="right")
     for part, n in ds.counts()["parts"].items():
@@ -189,7 +198,7 @@ def data_movielens(
     _notes(notes)
     images = ds.schema.image_column
     with_image = f", {int((ds.items[images] != '').sum())} with an image" if images else ""
-    out.print(f"imported MovieLens {variant}: {ds.n_users} users, {ds.n_items} items{with_image}, "
+    _say(f"imported MovieLens {variant}: {ds.n_users} users, {ds.n_items} items{with_image}, "
               f"{len(ds.interactions)} ratings -> {out_ws}/dataset")
 
 
@@ -223,11 +232,11 @@ def encode(
                      clip_checkpoint=clip_checkpoint, st_model=st_model, precomputed=precomputed or (),
                      text_columns=_columns(text_columns), batch_size=batch_size, text_batch_size=text_batch_size,
                      device=device, num_workers=num_workers, lexical_dim=lexical_dim)
-    table = Table(title=f"features on {res.device} -> {res.path}")
+    table = Table(title=Text(f"features on {res.device} -> {res.path}"))
     for col in ("modality", "dim", "encoded", "reused", "no content", "bad", "items/s"):
         table.add_column(col, justify="left" if col == "modality" else "right")
     for r in res.reports.values():
-        table.add_row(r.modality + (" *" if r.random_weights else ""), str(r.dim), str(r.encoded), str(r.reused),
+        table.add_row(Text(r.modality + (" *" if r.random_weights else "")), str(r.dim), str(r.encoded), str(r.reused),
                       str(r.missing), str(len(r.bad)),
                       f"{r.items_per_s:.0f}" if r.encoded else "-")
     out.print(table)
@@ -236,10 +245,9 @@ def encode(
     for r in res.reports.values():
         _notes(r.notes)
         for b in r.bad[:10]:
-            out.print(f"[dim]- {r.modality}: skipped {b['item_id']} ({b.get('file', '')}): {b['reason']}[/dim]")
+            _say(f"- {r.modality}: skipped {b['item_id']} ({b.get('file', '')}): {b['reason']}", "dim")
         if len(r.bad) > 10:
-            out.print(f"[dim]- {r.modality}: {len(r.bad) - 10} more skipped, listed in {res.path}/logs/encode.json"
-                      "[/dim]")
+            _say(f"- {r.modality}: {len(r.bad) - 10} more skipped, listed in {res.path}/logs/encode.json", "dim")
 
 
 
@@ -265,7 +273,7 @@ def build(
     g = res.graph
     n_edges = sum(len(e) for e in g.edges.values())
     verb = "built" if res.rebuilt else "up to date:"
-    out.print(f"{verb} {sum(g.num_nodes.values())} nodes of {len(g.num_nodes)} types, {n_edges} edges of "
+    _say(f"{verb} {sum(g.num_nodes.values())} nodes of {len(g.num_nodes)} types, {n_edges} edges of "
               f"{len(g.edges)} relations -> {workspace}/graph")
 
 
@@ -282,20 +290,20 @@ def kg_stats(workspace: Path = WS, as_json: bool = typer.Option(False, "--json",
         table.add_column(col)
     for t, n in stats["nodes"].items():
         d = stats["degree"].get(t)
-        table.add_row(t, str(n), str(stats["isolated"][t]),
+        table.add_row(Text(t), str(n), str(stats["isolated"][t]),
                       f"{d['min']}/{d['median']:g}/{d['mean']:g}/{d['max']}" if d else "-")
     out.print(table)
     rel = Table(title="relations", show_header=True)
     rel.add_column("src | relation | dst")
     rel.add_column("edges")
     for k, n in stats["edges"].items():
-        rel.add_row(k, str(n))
+        rel.add_row(Text(k), str(n))
     out.print(rel)
     c, cold, leak = stats["components"], stats["cold_items"], stats["leak_check"]
     out.print(f"components: {c['count']} ({c['non_trivial']} with edges), largest {c['largest']} nodes "
               f"({c['largest_share']:.1%})")
     pct = lambda r: "n/a" if r["share"] is None else f"{r['count']} ({r['share']:.1%})"  # noqa: E731
-    out.print(f"cold items ({cold['definition']}): {cold['count']}; reach a warm item via attributes "
+    _say(f"cold items ({cold['definition']}): {cold['count']}; reach a warm item via attributes "
               f"{pct(cold['via_attributes'])}, entities {pct(cold['via_entities'])}, similarity "
               f"{pct(cold['via_similarity'])}, any route {pct(cold['via_any_route'])}; connected by any path "
               f"{pct(cold['connected_to_warm'])}; dead ends {cold['dead_ends']} {cold['dead_end_examples'] or ''}")
@@ -304,8 +312,8 @@ def kg_stats(workspace: Path = WS, as_json: bool = typer.Option(False, "--json",
     elif leak["ok"]:
         out.print(f"leak check: ok, none of {leak['held_out']} held-out interactions is an edge")
     else:
-        out.print(f"[red]leak check FAILED: {leak['leaked']} of {leak['held_out']} held-out interactions are edges, "
-                  f"e.g. {'; '.join(leak['examples'])}[/red]")
+        _say(f"leak check FAILED: {leak['leaked']} of {leak['held_out']} held-out interactions are edges, "
+             f"e.g. {'; '.join(leak['examples'])}", "red")
         raise typer.Exit(1)
 
 
@@ -320,8 +328,8 @@ def kg_explain(
 
     paths, text = explain_pair(workspace, user, item, k)
     for p in paths:
-        out.print(f"{p.score:.3f}  {p.kind:<15} {p}", markup=False, highlight=False)
-    out.print(text, markup=False, highlight=False)
+        _say(f"{p.score:.3f}  {p.kind:<15} {p}")
+    _say(text)
 
 
 
@@ -368,7 +376,7 @@ def train(
     for name, v in r.validation.items():
         table.add_row(name, f"{v:.4f}")
     out.print(table)
-    out.print(f"embeddings -> {embeddings_path(Workspace(workspace))}")
+    _say(f"embeddings -> {embeddings_path(Workspace(workspace))}")
 
 
 
@@ -395,7 +403,7 @@ def evaluate_cmd(
         table.add_row(task, str(res["users"]), f"{res['accuracy'][f'recall@{mid}']:.4f}",
                       f"{res['accuracy'][f'ndcg@{mid}']:.4f}", f"{res['beyond'][f'@{mid}']['coverage']:.4f}")
     out.print(table)
-    out.print(f"report: {d / 'report.html'}")
+    _say(f"report: {d / 'report.html'}")
 
 
 @app.command("recommend")
@@ -412,17 +420,17 @@ def recommend_cmd(
                                           "(large catalogues; needs graphrec[faiss]; most, not all, exact hits)."),
 ) -> None:
     """Top-K items per user, ranked by the exported vectors' dot product; every given interaction is excluded."""
-    from graphrec.recommend import recommend, write_recommendations
+    from graphrec.recommend import csv_safe, recommend, write_recommendations
 
     to_stdout = str(out_file) == "-"
     spec = users if users == "all" or _is_file(users) else _columns(users)
     frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain,
                       progress=not to_stdout, approximate=approximate)
     if to_stdout:  # the table is the output: nothing else goes to stdout
-        sys.stdout.write(frame.to_csv(index=False))
+        sys.stdout.write(csv_safe(frame).to_csv(index=False))
         return
     write_recommendations(frame, out_file)
-    out.print(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}")
+    _say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}")
 
 
 @app.command("export")
@@ -446,7 +454,7 @@ def export_cmd(
         pseudonymize = (salt_file.read_text(encoding="utf-8").splitlines() or [""])[0]
     d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=True)
     m = json.loads((d / "manifest.json").read_text())
-    out.print(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "
+    _say(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "
               f"files: {', '.join(sorted(m['files'].values()))} -> {d}")
 
 
@@ -463,7 +471,7 @@ def update_cmd(
 
     r = run_update(workspace, interactions, items, users, encoding=encoding, progress=True)
     _notes(r.notes)
-    out.print(f"added {r.items_added} items, {r.users_added} users, {r.interactions_added} interactions "
+    _say(f"added {r.items_added} items, {r.users_added} users, {r.interactions_added} interactions "
               f"({r.duplicates_skipped} repeats skipped); encoded {r.encoded or 'nothing'}; "
               f"{r.users_changed} user embeddings changed; {r.seconds['total']:.1f} s")
 
@@ -485,7 +493,7 @@ def quickstart(
 
     r = run_quickstart(out_dir, users=users, items=items, interactions=interactions, seed=seed, epochs=epochs,
                        modalities=tuple(_columns(modalities) or ["lexical"]), clip_pretrained=clip_pretrained,
-                       say=lambda m: out.print(f"[bold]{m}[/bold]"))
+                       say=lambda m: _say(m, "bold"))
     table = Table(title="test metrics @20 (model selected on validation)")
     for col in ("task", "users", "recall@20", "ndcg@20"):
         table.add_column(col)
@@ -493,12 +501,28 @@ def quickstart(
         acc = m["accuracy"]
         table.add_row(task, str(m["users"]), f"{acc['recall@20']:.4f}", f"{acc['ndcg@20']:.4f}")
     out.print(table)
-    out.print(f"report: {r.report}\nexport: {r.export}\nworkspace: {r.workspace}")
+    _say(f"report: {r.report}\nexport: {r.export}\nworkspace: {r.workspace}")
 
 
 # ---------------------------------------------------------------------------------------------- main
+# Failures of the machine or of its files, not of graphrec: they get one line like bad input. Any other OSError
+# is a bug, and its traceback is what a report of it needs.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP,
+                                errno.ENAMETOOLONG})
+# Every stage writes its files under a temp name and renames them into place (graphrec.io), and removes the temp
+# file when the write fails: after a full disk each file is the old one or the new one, never a torn one.
+FULL_HINT = "free some space and run the command again (no file was half-written)"
+
+
+def _environment_error(e: OSError) -> str:
+    """The one line for an OSError of ENVIRONMENT_ERRNOS: the path, what the system said, what to do."""
+    hint = f"; {FULL_HINT}" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return str(InputError(f"{e.strerror}{hint}", file=e.filename))
+
+
 def main() -> None:
-    """Entry point of the `graphrec` script: one-line errors and exit code 2 for bad input."""
+    """Entry point of the `graphrec` script: one-line errors and exit code 2 for bad input, a full disk or a
+    denied file (see ENVIRONMENT_ERRNOS)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the stages' progress notes
     try:
         app(standalone_mode=False)
@@ -516,6 +540,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("graphrec: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"graphrec: error: {_environment_error(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -115,15 +115,37 @@ def explain_pairs(ds: Dataset, r: Ranker, history: sp.csr_matrix, users: np.ndar
     return [f"like {label[b]}" if b >= 0 else "no history yet: ranked by content and model score" for b in best]
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells that start with = + - @ tab or CR get a leading single quote, so that a
+    spreadsheet opening the CSV shows them as text instead of running them (OWASP's CSV-injection advice).
+
+    Only text columns change (ids, explanations); numeric columns (rank, score) stay numbers. Ids are strings,
+    so an id like "-5" is written as "'-5" too: a reader gets the id back by dropping the quote from cells that
+    start with "'" and then one of FORMULA_START.
+    For CSV output only: Parquet keeps the ids exactly."""
+    out = frame.copy()
+    for column in out.columns:
+        col = out[column]
+        # Columns holding any text (what pandas' .str accepts); numbers and empty columns pass unchanged.
+        if pd.api.types.infer_dtype(col, skipna=True) in ("string", "mixed", "mixed-integer"):
+            risky = col.str.startswith(FORMULA_START, na=False).astype(bool)  # missing or non-text: False
+            out[column] = col.mask(risky, "'" + col[risky])
+    return out
+
+
 def write_recommendations(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
-    """CSV or Parquet (by suffix), atomically."""
+    """CSV (formula-like cells neutralised by csv_safe) or Parquet (exact), by suffix, atomically."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix in (".parquet", ".pq"):
         write_parquet(out, frame)
     elif suffix in (".csv", ""):
         with atomic_path(out) as tmp:
-            frame.to_csv(tmp, index=False)
+            csv_safe(frame).to_csv(tmp, index=False)
     else:
         raise InputError("output must end in .csv or .parquet", file=out)
     return out

@@ -23,8 +23,11 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
+import re
 import shlex
+import shutil
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -39,6 +42,15 @@ LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made 
 MAKE = {"dataset": "graphrec data import|movielens|synth", "features": "graphrec encode",
         "graph": "graphrec build", "model": "graphrec train", "eval": "graphrec evaluate"}
 LOCK = ".lock"
+# The temp names graphrec's locked writers leave behind when killed: graphrec.io's atomic_dir/atomic_path
+# (".<name>.<8 tempfile characters>.tmp", and ".old" for the folder being replaced) for a stage folder or
+# config.json at the top, and for a file inside a stage folder (model/ checkpoints). Nothing else: WS/images/
+# (data synth) and export or recommend outputs are written without the lock, and an update's ".update-*"
+# staging folder may hold a committed update that graphrec.update.recover_update still has to finish.
+_RANDOM = r"[a-z0-9_]{8}"
+_LEFTOVER_TOP = re.compile(rf"\.(?:{'|'.join(STAGES)}|config\.json)\.{_RANDOM}\.(?:tmp|old)")
+_LEFTOVER_IN_STAGE = re.compile(rf"\..+\.{_RANDOM}\.tmp")
+log = logging.getLogger(__name__)
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
 
 
@@ -125,11 +137,31 @@ class Workspace:
                                      ).encode(), 0)
             _HELD[key] = 1
             try:
+                self._remove_leftovers()
                 yield
             finally:
                 del _HELD[key]
         finally:
             os.close(fd)  # closing drops the flock
+
+    def _remove_leftovers(self) -> None:
+        """Delete what killed writers left (see _LEFTOVER_TOP). Only the lock holder may: a temp name of a
+        writer still running would match too, and with the lock held no such writer exists."""
+        found = [p for p in self.path.iterdir() if _LEFTOVER_TOP.fullmatch(p.name)]
+        for stage in STAGES:
+            d = self.stage_dir(stage)
+            if d.is_dir():
+                found += [p for p in d.iterdir() if _LEFTOVER_IN_STAGE.fullmatch(p.name)]
+        for p in found:
+            # One that will not go is harmless (no reader looks at temp names) and must not stop the command.
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        if found:
+            log.info("removed %d leftovers of an interrupted run: %s", len(found),
+                     ", ".join(str(p.relative_to(self.path)) for p in found))
 
     @classmethod
     def of(cls, workspace: Workspace | str | os.PathLike) -> Workspace:

@@ -3,8 +3,10 @@ exit code 2, exactly one line on stderr naming the file (and line/column where t
 wrong, no traceback, and no dataset/ written - an existing good dataset/ survives a failed re-import."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +113,71 @@ def _rating_text(f):
 def _rating_infinite(f):
     text(f["inter"], INTER + "u1,i1,4,1\nu1,i2,4,2\nu2,i3,inf,3\n")
     return imp(f), ["inter.csv", "line 4", "column 'rating'", "not a finite number: 'inf'"]
+
+
+def _rating_nan(f):
+    text(f["inter"], INTER + "u1,i1,4,1\nu1,i2,NaN,2\n")
+    return imp(f), ["inter.csv", "line 3", "column 'rating'", "not a finite number: 'NaN'"]
+
+
+def _rating_overflows_float32(f):
+    text(f["inter"], INTER + "u1,i1,4,1\nu1,i2,4,2\nu2,i3,1e300,3\n")
+    return imp(f), ["inter.csv", "line 4", "column 'rating'", "weight '1e300' overflows float32"]
+
+
+def _weight_negative(f):
+    text(f["inter"], "user_id,item_id,weight\nu1,i1,1\nu1,i2,-0.5\n")
+    return imp(f), ["inter.csv", "line 3", "column 'weight'", "negative weight '-0.5'", "must be positive"]
+
+
+def _weights_all_zero(f):
+    text(f["inter"], "user_id,item_id,weight\nu1,i1,0\nu1,i2,0.0\n")
+    return imp(f), ["inter.csv", "column 'weight'", "every row has weight 0"]
+
+
+def _timestamp_beyond_int64(f):
+    text(f["inter"], INTER + "u1,i1,4,1\nu1,i2,4,1e30\n")
+    return imp(f), ["inter.csv", "line 3", "column 'timestamp'", "timestamp '1e30' is outside the int64 range"]
+
+
+def _id_ansi_escape(f):
+    text(f["items"], ITEMS + "i1,Red,Drama,\ni2\x1b[31m,Blue,Drama,\ni3,Green,,\n")
+    return imp(f), ["items.csv", "line 3", "column 'item_id'", "id 'i2\\x1b[31m' contains a control character"]
+
+
+def _id_newline(f):
+    text(f["inter"], 'user_id,item_id\n"u\n1",i1\n')
+    return imp(f), ["inter.csv", "line 2", "column 'user_id'", "id 'u\\n1' contains a control character"]
+
+
+def _id_tab(f):
+    text(f["inter"], 'user_id,item_id\nu1,i1\nu1,"i\t2"\n')
+    return imp(f), ["inter.csv", "line 3", "column 'item_id'", "id 'i\\t2' contains a control character"]
+
+
+def _id_bidi_override(f):
+    text(f["users"], "user_id,gender\nu1,F\nu\u202e2,M\n")
+    return imp(f, users=True), ["users.csv", "line 3", "column 'user_id'", "id 'u\\u202e2'", "bidi override"]
+
+
+def _parquet(path: Path, columns: dict) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return str(path)
+
+
+def _parquet_struct_cell(f):
+    f["items"] = _parquet(f["dir"] / "items.parquet", {
+        "item_id": ["i1", "i2", "i3"], "title": ["Red", "Blue", "Green"],
+        "genres": [None, {"main": "Drama", "sub": "Noir"}, None]})
+    return imp(f), ["items.parquet", "row 2", "column 'genres'", "struct cells are not supported"]
+
+
+def _parquet_list_id(f):
+    f["inter"] = _parquet(f["dir"] / "inter.parquet", {"user_id": [["u1", "u2"]], "item_id": ["i1"]})
+    return imp(f), ["inter.parquet", "row 1", "column 'user_id'", "a list where one value is expected"]
 
 
 def _latin1(f):
@@ -264,7 +331,7 @@ def _ml_unknown_variant(f):
 
 CASES: dict[str, Callable[[dict[str, Path]], Case]] = {
     name[1:]: fn for name, fn in sorted(globals().items()) if name.startswith("_") and callable(fn)
-    and name not in ("_presplit", "_ml") and fn.__module__ == __name__}
+    and name not in ("_presplit", "_ml", "_parquet") and fn.__module__ == __name__}
 # Failures at each stage of an import: reading, id checks, roles/images, indexing, split checks, MovieLens.
 SURVIVORS = ("latin1", "duplicate_item", "image_dotdot", "unknown_item", "cold_item_in_train", "ml_genre_flag")
 
@@ -360,3 +427,189 @@ def test_version_flag():
 
     res = CliRunner().invoke(cli.app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"graphrec {graphrec.__version__}"
+
+
+@pytest.mark.parametrize("code, says", [
+    (errno.ENOSPC, "/x/y: No space left on device; free some space and run the command again"),
+    (errno.EACCES, "/x/y: Permission denied"),
+    (errno.EROFS, "/x/y: Read-only file system"),
+])
+def test_full_disk_or_denied_file_is_one_line(code, says, tmp_path, monkeypatch, capsys):
+    import graphrec.cli as cli
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), "/x/y")
+
+    monkeypatch.setattr(cli, "run_split", fail)
+    monkeypatch.setattr(sys, "argv", ["graphrec", "data", "split", str(tmp_path / "ws")])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith(f"graphrec: error: {says}"), err
+
+
+def test_other_os_errors_keep_their_traceback(tmp_path, monkeypatch):
+    import graphrec.cli as cli
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", "/x/y")
+
+    monkeypatch.setattr(cli, "run_split", fail)
+    monkeypatch.setattr(sys, "argv", ["graphrec", "data", "split", str(tmp_path / "ws")])
+    with pytest.raises(OSError, match="Input/output error"):  # a bug or a broken disk: the traceback is wanted
+        cli.main()
+
+
+def test_rich_markup_in_paths_is_printed_literally(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from graphrec.cli import app
+
+    monkeypatch.chdir(tmp_path)  # short relative paths: Rich wraps long lines
+    ws = "w[/dim]:fire:"
+    runner = CliRunner()
+    r = runner.invoke(app, ["data", "synth", "--out", ws, "--users", "20", "--items", "30", "--interactions", "300",
+                            "--no-images"])
+    assert r.exit_code == 0, r.output
+    assert f"-> {ws}/dataset" in r.output
+    r = runner.invoke(app, ["data", "split", ws])
+    assert r.exit_code == 0, r.output
+    assert f"split of {ws}" in r.output
+
+
+def test_writing_command_removes_leftovers_of_a_killed_run(tmp_path):
+    import fcntl
+
+    from graphrec.data.splits import run_split
+    from graphrec.data.synth import run_synth
+    from graphrec.errors import InputError
+
+    ws = tmp_path / "ws"
+    run_synth(ws, 20, 30, 300, images=False)
+    (ws / "model").mkdir()
+    leftovers = [ws / ".eval.k2j3h4g5.tmp" / "report.md", ws / ".dataset.ab_cd123.old" / "x" / "items.parquet",
+                 ws / ".config.json.q1w2e3r4.tmp", ws / "model" / ".epoch-3.safetensors.z9y8x7w6.tmp"]
+    kept = [ws / ".images.abcd1234.tmp" / "0.png",  # data synth writes WS/images/ without the lock
+            ws / ".update-abcd1234" / "config.json",  # may hold a committed update still to be finished
+            ws / ".export.abcd1234.tmp" / "manifest.json", ws / ".eval.tmp", ws / "eval.abcd1234.tmp",
+            ws / "model" / "notes.abcd1234.tmp"]
+    for p in leftovers + kept:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("left behind")
+    fd = os.open(ws / LOCK, os.O_RDWR)
+    try:  # another writer holds the lock: its temp files are live, nothing is touched
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="in use by another graphrec run"):
+            run_split(ws)
+        assert all(p.exists() for p in leftovers + kept)
+    finally:
+        os.close(fd)
+    run_split(ws)
+    assert not any(p.exists() or p.parent.exists() for p in leftovers[:2])
+    assert not any(p.exists() for p in leftovers[2:])
+    assert all(p.exists() for p in kept)
+
+
+def _good_inputs(d: Path) -> dict[str, Path]:
+    f = base(d)
+    f["ws"] = d / "ws"
+    return f
+
+
+def test_zero_weight_rows_are_dropped_with_a_warning(tmp_path, caplog):
+    f = _good_inputs(tmp_path)
+    # (u1, i1) at weight 0 first: the later positive row of the pair is the one kept, not a "repeat".
+    text(f["inter"], INTER + "u1,i1,0,1\nu1,i2,4,2\nu1,i1,5,3\nu2,i3,0.0,4\nu2,i2,3,5\n")
+    with caplog.at_level("WARNING", logger="graphrec.data.build"):
+        ds, notes = import_files(f["ws"], interactions=str(f["inter"]), items=str(f["items"]),
+                                 images_dir=str(f["images"]))
+    assert "dropped 2 rows with rating 0" in caplog.text and "inter.csv" in caplog.text
+    inter = ds.interactions
+    assert len(inter) == 3 and (inter["weight"] > 0).all() and not any("repeated" in n for n in notes)
+    got = {(ds.user_ids[u], ds.item_ids[i]): w for u, i, w in inter[["user", "item", "weight"]].itertuples(index=False)}
+    assert got == {("u1", "i2"): 4.0, ("u1", "i1"): 5.0, ("u2", "i2"): 3.0}
+
+
+def test_parquet_list_cells_are_multi_valued_attributes(tmp_path):
+    from graphrec.data.dataset import Dataset
+
+    f = _good_inputs(tmp_path)
+    items = _parquet(tmp_path / "items.parquet", {
+        "item_id": ["i1", "i2", "i3"], "title": ["Red", "Blue", "Green"],
+        "genres": [["Drama"], ["Drama", None, "Comedy"], None]})
+    import_files(f["ws"], interactions=str(f["inter"]), items=items)
+    ds = Dataset.load(f["ws"])
+    assert ds.items["genres"].tolist() == ["Drama", "Drama|Comedy", ""]   # what the CSV spelling gives
+    assert ds.attribute_values("genres") == [["Drama"], ["Drama", "Comedy"], []]
+
+
+@pytest.mark.parametrize("genres, says", [
+    ([["Drama"], ["Drama|Comedy"], None], "row 2.*list element 'Drama\\|Comedy' contains '\\|'"),
+    ([[1], None, [2, 3]], "row 1.*list of int64: list cells must hold strings"),
+])
+def test_parquet_list_cells_that_cannot_be_values(tmp_path, genres, says):
+    from graphrec.errors import InputError
+
+    f = _good_inputs(tmp_path)
+    items = _parquet(tmp_path / "items.parquet", {"item_id": ["i1", "i2", "i3"], "genres": genres})
+    with pytest.raises(InputError, match=f"items.parquet: {says}"):
+        import_files(f["ws"], interactions=str(f["inter"]), items=items)
+
+
+def test_parquet_float_timestamp_beyond_int64_is_not_wrapped(tmp_path):
+    from graphrec.errors import InputError
+
+    f = _good_inputs(tmp_path)
+    inter = _parquet(tmp_path / "inter.parquet", {"user_id": ["u1", "u1"], "item_id": ["i1", "i2"],
+                                                  "timestamp": [1.0, 1e30]})
+    with pytest.raises(InputError, match="inter.parquet: row 2: column 'timestamp': timestamp '1e.?30' is outside"):
+        import_files(f["ws"], interactions=inter)
+
+
+def test_update_checks_values_like_import(tmp_path, caplog):
+    from graphrec.data.append import grow_dataset
+    from graphrec.errors import InputError
+
+    f = _good_inputs(tmp_path)
+    ds, _ = import_files(f["ws"], interactions=str(f["inter"]), items=str(f["items"]), images_dir=str(f["images"]))
+    new = tmp_path / "new.csv"
+    for body, says in ((INTER + "u2,i1,-1,7\n", "line 2: column 'rating': negative weight '-1'"),
+                       (INTER + "u2,i1,1e39,7\n", "line 2: column 'rating': weight '1e39' overflows float32"),
+                       (INTER + "u2,i1,4,-1e19\n", "line 2: column 'timestamp': timestamp '-1e19' is outside"),
+                       ("user_id,item_id\nu2,i\u20661\n", "line 2: column 'item_id': id 'i\\u20661'")):
+        text(new, body)
+        with pytest.raises(InputError, match=re.escape(f"new.csv: {says}")):
+            grow_dataset(ds, interactions=new)
+    # u9 is named only by a 0-weight row: neither the row nor the user is added; (u1, i3) at 0 then 2 is added.
+    text(new, INTER + "u9,i1,0,7\nu1,i3,0,8\nu1,i3,2,9\n")
+    with caplog.at_level("WARNING", logger="graphrec.data.append"):
+        grown = grow_dataset(ds, interactions=new)
+    assert "dropped 2 rows with rating 0" in caplog.text
+    assert (grown.users_added, grown.interactions_added, grown.duplicates_skipped) == (0, 1, 0)
+    assert grown.dataset.interactions["weight"].iloc[-1] == 2.0
+
+
+def test_csv_output_neutralises_formulas(tmp_path):
+    import pandas as pd
+
+    from graphrec.recommend import csv_safe, write_recommendations
+
+    ids = ["=HYPERLINK(\"http://x\")", "+1", "-5", "@SUM(A1)", "\tx", "ok", "a=b"]
+    frame = pd.DataFrame({"user_id": ids, "item_id": ids[::-1], "rank": range(1, 8), "score": [-1.5] * 7})
+    back = pd.read_csv(write_recommendations(frame, tmp_path / "recs.csv"), dtype=str, keep_default_na=False)
+    safe = ["'=HYPERLINK(\"http://x\")", "'+1", "'-5", "'@SUM(A1)", "'\tx", "ok", "a=b"]
+    assert back["user_id"].tolist() == safe and back["item_id"].tolist() == safe[::-1]
+    assert back["score"].tolist() == ["-1.5"] * 7                   # numbers are not text: unchanged
+    assert frame["user_id"].tolist() == ids                         # csv_safe works on a copy
+    assert csv_safe(pd.DataFrame({"id": ["\rx", None]}))["id"].tolist()[0] == "'\rx"
+    exact = pd.read_parquet(write_recommendations(frame, tmp_path / "recs.parquet"))
+    assert exact["user_id"].tolist() == ids                          # Parquet keeps ids exactly
+
+
+def test_a_symlink_loop_in_the_images_folder_does_not_stop_the_import(tmp_path):
+    f = _good_inputs(tmp_path)
+    os.symlink("loop", f["images"] / "loop")  # points at itself: ELOOP when resolved
+    ds, _ = import_files(f["ws"], interactions=str(f["inter"]), items=str(f["items"]), images_dir=str(f["images"]))
+    assert ds.n_items > 0

@@ -208,3 +208,46 @@ def test_cli_encode_and_one_line_weights_error(first_run, tmp_path, monkeypatch,
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "could not get the CLIP weights" in err[0] and "--clip-checkpoint" in err[0], err
+
+
+def test_unsafe_image_files_are_not_read_and_count_as_missing(tmp_path):
+    """A symlink to /dev/zero, a FIFO, a symlink out of the folder, a symlink loop and a huge file are never
+    opened (reading the first two blocks forever): the encode finishes, and they get mask 0 with a warning."""
+    import os
+    import subprocess
+
+    from graphrec.encoders.images import MAX_IMAGE_BYTES
+
+    img = tmp_path / "images"
+    img.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(img / "red.png")
+    Image.new("RGB", (40, 30), (30, 30, 200)).save(tmp_path / "elsewhere.png")
+    names = {"red": "red.png", "zero": "zero.png", "fifo": "fifo.png", "outside": "out.png", "loop": "loop.png",
+             "big": "big.png", "gone": "gone.png"}
+    write_csv(tmp_path / "items.csv", [{"item_id": i, "title": i, "image": f} for i, f in names.items()])
+    write_csv(tmp_path / "inter.csv", [{"user_id": "u1", "item_id": i} for i in names])
+    ws = tmp_path / "ws"
+    import_files(ws, interactions=str(tmp_path / "inter.csv"), items=str(tmp_path / "items.csv"),
+                 images_dir=str(img), text_columns=["title"], image_column="image")
+    (img / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(img / "fifo.png")
+    (img / "out.png").symlink_to(tmp_path / "elsewhere.png")
+    for a, b in (("loop.png", "loop2.png"), ("unused.png", "unused2.png")):  # the second: named by no item
+        (img / a).symlink_to(img / b)
+        (img / b).symlink_to(img / a)
+    with open(img / "big.png", "wb") as f:  # sparse: a PNG header, then holes up to one byte over the limit
+        f.write((img / "red.png").read_bytes())
+        f.truncate(MAX_IMAGE_BYTES + 1)
+    run = subprocess.run([sys.executable, "-m", "graphrec", "encode", str(ws), "--clip-model", TINY_MODEL,
+                          "--clip-pretrained", "none", "--modalities", "image", "--device", "cpu",
+                          "--num-workers", "0"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "5 item image files skipped as missing (mask 0)" in run.stderr, run.stderr
+    for reason in ("2 outside the images folder", "1 not a regular file", "1 over 50 MB",
+                   "1 cannot be resolved (Too many levels"):  # /dev/zero is outside too
+        assert reason in run.stderr, (reason, run.stderr)
+    feats = load_features(ws)["clip_image"]
+    ids = feats.meta["item_ids"]
+    assert [ids[i] for i in np.flatnonzero(feats.mask)] == ["red"]
+    assert feats.meta["missing"] == 5  # as if they named no image
+    assert [b["item_id"] for b in feats.meta["bad"]] == ["gone"]  # a file that is not there is still reported

@@ -4,11 +4,13 @@ Decoding and preprocessing run in DataLoader worker processes while the model wo
 """
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +20,10 @@ from graphrec.io import file_sha256
 
 # Posters and product photos are far below this; anything above is treated as a decompression bomb.
 DEFAULT_MAX_PIXELS = 40_000_000
+# Nor is any of them a file this large: such a file is not read (hashing it alone would take seconds).
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image | None, str]:
@@ -110,6 +116,42 @@ def default_workers() -> int:
 
 
 def image_paths(cells: np.ndarray, images_dir: str | None) -> list[str | None]:
-    """Absolute path for each non-empty image cell (None where the item names no image)."""
-    root = Path(images_dir) if images_dir else Path.cwd()
-    return [str(root / c) if c else None for c in cells]
+    """The file to read for each non-empty image cell: its path with symlinks resolved, or None.
+
+    None also where the file must not be read: anything but a regular file (a symlink to /dev/zero or a FIFO
+    would block the encode forever), a file outside the images folder once symlinks are resolved (it is not
+    the dataset's), one over MAX_IMAGE_BYTES, or a path that cannot be resolved (a symlink loop). Such items
+    count as having no image (mask 0), with one warning giving the counts. A file that does not exist keeps its
+    path, so that it is reported as "file not found" like any other unreadable image."""
+    root = os.path.realpath(images_dir or os.getcwd())
+    out: list[str | None] = []
+    skipped: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for c in cells:
+        path, reason = _screen(os.path.join(root, c), root) if c else (None, "")
+        out.append(path)
+        if reason:
+            skipped[reason] += 1
+            example.setdefault(reason, str(c))
+    if skipped:
+        log.warning("images: %d item image files skipped as missing (mask 0): %s", sum(skipped.values()),
+                    "; ".join(f"{n} {r} (e.g. {example[r]!r})" for r, n in skipped.most_common()))
+    return out
+
+
+def _screen(path: str, root: str) -> tuple[str | None, str]:
+    """(the resolved file to read, "") or (None, why it must not be read); see image_paths."""
+    try:
+        real = os.path.realpath(path, strict=True)
+        st = os.stat(real)
+    except FileNotFoundError:
+        return path, ""
+    except OSError as e:  # a symlink loop, a name too long, a folder we may not enter
+        return None, f"cannot be resolved ({e.strerror})"
+    if os.path.commonpath([root, real]) != root:
+        return None, "outside the images folder"
+    if not stat.S_ISREG(st.st_mode):
+        return None, "not a regular file"
+    if st.st_size > MAX_IMAGE_BYTES:
+        return None, f"over {MAX_IMAGE_BYTES >> 20} MB"
+    return real, ""
