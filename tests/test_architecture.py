@@ -24,7 +24,7 @@ LAYERS = (
                "graphrec.artifacts", "graphrec.linear", "graphrec.export_folder", "graphrec.ann")),
     ("stages", ("graphrec.encode", "graphrec.train", "graphrec.rank", "graphrec.evaluate", "graphrec.report",
                 "graphrec.recommend", "graphrec.export", "graphrec.update")),
-    ("pipeline", ("graphrec.quickstart",)),
+    ("pipeline", ("graphrec.quickstart", "graphrec.api")),
     ("app", ("graphrec.cli", "graphrec.distributed", "graphrec.__main__", "graphrec")),
 )
 # The command line imports the torch-backed stages inside their commands, so that `graphrec data ...`, --help
