@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from graphrec.data.build import build_dataset, is_file_entry
 from graphrec.data.dataset import Dataset
@@ -31,6 +30,7 @@ from graphrec.data.demographics import age_bands
 from graphrec.data.readers import check_ids, fail_at, numeric_column, read_table
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, file_sha256
+from graphrec.progress import progress_bar
 from graphrec.workspace import Workspace
 
 VARIANTS = ("100k", "latest-small")
@@ -292,7 +292,7 @@ def _fetch_to(url: str, target: Path, timeout: float) -> str:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
                 while block := response.read(1 << 16):
                     f.write(block)
                     digest.update(block)

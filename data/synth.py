@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from graphrec.data.dataset import Dataset, Schema
 from graphrec.data.importer import save_dataset
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir
+from graphrec.progress import progress_bar
 
 COLOURS = {"red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 160, 70),
            "teal": (30, 150, 150), "blue": (40, 80, 210), "purple": (130, 60, 180), "pink": (235, 110, 170)}
@@ -234,7 +234,7 @@ def _interactions(rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndar
 
     keys = np.zeros(0, np.int64)
     have = np.zeros(n_users, np.int64)
-    bar = tqdm(total=n_target, desc="sampling interactions", unit="pair", disable=not progress, leave=False)
+    bar = progress_bar(show=progress, total=n_target, desc="sampling interactions", unit="pair", leave=False)
     for round_ in range(12):  # top-up rounds redraw duplicates; heavy users need ever more draws per new pair
         need = quota - have
         if need.sum() == 0:
@@ -295,7 +295,7 @@ def draw_images(root: Path, names: np.ndarray, truth: SynthTruth, size: int = 64
     todo = np.flatnonzero(names != "")
     jitter = rng.uniform(-0.08, 0.08, size=(len(names), 3))  # position and scale, so pictures differ
     tint = rng.integers(225, 256, size=(len(names), 3))
-    for i in tqdm(todo, desc="drawing images", unit="img", disable=not progress, leave=False):
+    for i in progress_bar(todo, show=progress, desc="drawing images", unit="img", leave=False):
         img = _picture(size, tuple(COLOURS.values())[truth.item_colour[i]], SHAPES[truth.item_shape[i]],
                        PATTERNS[truth.item_pattern[i]], jitter[i], tuple(int(t) for t in tint[i]))
         img.save(root / names[i], format="PNG")

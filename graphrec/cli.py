@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,8 +57,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, notes or summaries; errors, "
+                                     "warnings and --json output still print.")) -> None:
     """graphrec: a multimodal knowledge-graph recommendation engine that stays good for new items and users."""
+    out.quiet = quiet
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # graphrec.progress reads it; so do the tqdm bars of libraries
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def _is_file(value: str) -> bool:

@@ -68,6 +68,7 @@ from graphrec.features import load_features, unit_rows
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.linear import ContentMap, ease_factors, fit_content_maps, interaction_svd
 from graphrec.metrics import embedding_accuracy, hit_matrix, mean_metrics, per_user_accuracy
+from graphrec.progress import progress_bar
 from graphrec.train import TrainResult
 from graphrec.workspace import Workspace, writes
 
@@ -230,7 +231,7 @@ class Ranker:
         # the index is asked for k + the longest history in a batch: batches of users with alike histories
         order = np.argsort(np.diff(history[users].indptr), kind="stable") if ann else np.arange(len(users))
         steps = range(0, len(users), batch)
-        for s in tqdm(steps, desc="ranking", unit="batch", disable=not progress or len(steps) < 2):
+        for s in progress_bar(steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"):
             at = order[s:s + batch]
             u = users[at]
             uv = self.user_vectors(u, history)
@@ -534,7 +535,7 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
         hits = hit_matrix(cand[idx], tu, ti, r.n_items)
         return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
 
-    bar = tqdm(desc="fitting blend on validation", unit="eval", disable=not progress)
+    bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
     fitted: dict[str, Any] = {}
     if "warm" in data:
         r.weights_warm, fitted["warm_ndcg"] = _coordinate_search(
@@ -599,7 +600,7 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         hits = hit_matrix(topk_stable(sc, min(k, r.n_items))[1].numpy(), tu, ti, r.n_items)
         return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
 
-    with tqdm(disable=True) as bar:
+    with progress_bar(show=False) as bar:
         start = {"gnn": 1.0, "pop": r.weights_warm.get("pop", 0.0), "offset": 1.0, "group": 0.0}
         before = objective(start)
         w, after = _coordinate_search(objective, start, tuple(scores), bar)

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.io import atomic_path, write_parquet
 from graphrec.kg.explain import Explainer
 from graphrec.kg.graph import KnowledgeGraph
+from graphrec.progress import progress_bar
 from graphrec.rank import Ranker, ensure_ranker
 from graphrec.workspace import Workspace
 
@@ -95,7 +95,7 @@ def explanations(ws: Workspace, ds: Dataset, r: Ranker, history: sp.csr_matrix, 
     if ws.stage_dir("graph").is_dir():
 
         ex = Explainer(KnowledgeGraph.load(ws), ds.item_labels())  # one Python call per pair: opt-in only
-        return [ex.text(int(a), int(b)) for a, b in tqdm(zip(users, items), total=len(users), desc="explaining",
+        return [ex.text(int(a), int(b)) for a, b in progress_bar(zip(users, items), total=len(users), desc="explaining",
                                                            disable=not progress)]
     return explain_pairs(ds, r, history, users, items)
 

@@ -27,7 +27,6 @@ import torch
 import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from graphrec import artifacts
 from graphrec.artifacts import Checkpoints
@@ -39,6 +38,7 @@ from graphrec.io import atomic_path
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.metrics import embedding_accuracy
 from graphrec.model import Embeddings, GraphRec, TrainedModel, triple_loss_grad
+from graphrec.progress import progress_bar
 from graphrec.propagation import GraphInputs, build_inputs, sample_neighbourhood
 from graphrec.workspace import Workspace
 
@@ -370,7 +370,7 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
         history, best, start = state["history"], state["best"], last[0] + 1
         if state.get("stopped"):
             start = max_epochs + 1
-    bar = tqdm(range(start, max_epochs + 1), desc=phase, disable=not s.progress or rank != 0,
+    bar = progress_bar(range(start, max_epochs + 1), show=s.progress and rank == 0, desc=phase,
                initial=start - 1, total=max_epochs)
     stopped = False
     for epoch in bar:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from graphrec.data.dataset import Dataset
 from graphrec.data.demographics import age_bands
@@ -28,6 +27,7 @@ from graphrec.features import Features, load_features
 from graphrec.io import file_sha256
 from graphrec.kg.graph import EdgeSet, EdgeType, KnowledgeGraph
 from graphrec.kg.triples import RawTriples, dataset_triples, read_entity_map, read_triples, resolve_triples
+from graphrec.progress import progress_bar
 from graphrec.workspace import Workspace, writes
 
 USER, ITEM, ENTITY = "user", "item", "entity"
@@ -182,7 +182,7 @@ def knn_edges(values: np.ndarray, mask: np.ndarray, k: int, progress: bool = Tru
     block = max(1, KNN_BLOCK_CELLS // n)
     sims, nbrs = [], []
     starts = range(0, n, block)
-    for start in tqdm(starts, desc=f"kNN {label}".strip(), unit="block", disable=not progress or len(starts) < 2):
+    for start in progress_bar(starts, show=progress and len(starts) > 1, desc=f"kNN {label}".strip(), unit="block"):
         s = x[start:start + block] @ x.T
         rows = torch.arange(s.shape[0])
         s[rows, rows + start] = -float("inf")  # not its own neighbour

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
@@ -17,6 +16,7 @@ from graphrec.features import Features
 from graphrec.kg.build import build_graph
 from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 from graphrec.kg.triples import read_entity_map, read_triples
+from graphrec.progress import progress_bar
 
 
 def extend_graph(old: KnowledgeGraph, ds: Dataset, features: dict[str, Features], n_old_items: int,
@@ -82,7 +82,7 @@ def extend_knn(old: EdgeSet, values: np.ndarray, mask: np.ndarray, n_old: int, k
     src, dst, sim = [old.src], [old.dst], [old.weight]
     block = max(1, block_cells // len(idx))
     steps = range(0, len(new), block)
-    for s in tqdm(steps, desc="kNN of new items", unit="block", disable=not progress or len(steps) < 2):
+    for s in progress_bar(steps, show=progress and len(steps) > 1, desc="kNN of new items", unit="block"):
         rows = torch.from_numpy(pos_new[s:s + block])
         sc = xn[s:s + block] @ x.T
         sc[torch.arange(len(rows)), rows] = -float("inf")  # not its own neighbour

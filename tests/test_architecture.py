@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"graphrec": ROOT / "graphrec", "graphrec.data": ROOT / "data", "graphrec.kg": ROOT / "kg"}
 # Lowest first. A module may import its own layer and the ones below, never one above.
 LAYERS = (
-    ("core", ("graphrec.errors", "graphrec.io", "graphrec.workspace", "graphrec.features", "graphrec.device")),
+    ("core", ("graphrec.errors", "graphrec.io", "graphrec.workspace", "graphrec.features", "graphrec.device",
+              "graphrec.progress")),
     ("data", ("graphrec.data",)),
     ("kg", ("graphrec.kg",)),
     ("model", ("graphrec.model", "graphrec.propagation", "graphrec.metrics", "graphrec.encoders",

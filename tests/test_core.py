@@ -193,3 +193,26 @@ def test_safetensors_get_the_same_permissions_as_json(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == (tmp_path / "t.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_bars_obey_tqdm_disable_and_quiet(monkeypatch, tmp_path):
+    import logging
+
+    from typer.testing import CliRunner
+
+    import graphrec.cli as cli
+    from graphrec.progress import progress_bar
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)  # --quiet lowers it: restore
+    assert progress_bar(range(3), show=False).disable
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_bar(range(3), show=True).disable
+    monkeypatch.delenv("TQDM_DISABLE")
+    args = ["data", "synth", "--out", str(tmp_path / "ws"), "--users", "30", "--items", "20", "--interactions", "300",
+            "--no-images"]
+    loud = CliRunner().invoke(cli.app, args)
+    assert loud.exit_code == 0 and "generated" in loud.stdout
+    quiet = CliRunner().invoke(cli.app, ["--quiet", *args[:2], "--out", str(tmp_path / "ws2"), *args[4:]])
+    assert quiet.exit_code == 0 and quiet.stdout == "", quiet.stdout
+    assert (tmp_path / "ws2" / "dataset").is_dir()

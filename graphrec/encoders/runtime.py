@@ -8,6 +8,8 @@ from contextlib import AbstractContextManager
 import torch
 from tqdm.auto import tqdm
 
+from graphrec.progress import progress_bar
+
 
 def precision_for(device: torch.device) -> str:
     """bf16 where the GPU supports it, else fp16 on GPU; fp32 on CPU, where autocast gains little."""
@@ -24,5 +26,5 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 
 def progress(total: int, desc: str, enabled: bool = True) -> tqdm:
     """A progress bar counting items, with items/s."""
-    return tqdm(total=total, desc=desc, unit="item", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
-                disable=not enabled or total == 0, leave=False)
+    return progress_bar(show=enabled and total > 0, total=total, desc=desc, unit="item", unit_scale=True,
+                        dynamic_ncols=True, file=sys.stderr, leave=False)
