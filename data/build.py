@@ -27,13 +27,18 @@ def build_dataset(interactions: pd.DataFrame | dict[str, pd.DataFrame], items: p
                   users: pd.DataFrame | None = None, *, text_columns: list[str] | None = None,
                   attribute_columns: list[str] | None = None, image_column: str | None = None,
                   images_dir: str | os.PathLike | None = None, user_attribute_columns: list[str] | None = None,
-                  name: str = "dataset", sep: str = MULTI_SEP, notes: list[str] | None = None) -> Dataset:
+                  name: str = "dataset", sep: str = MULTI_SEP, notes: list[str] | None = None,
+                  min_weight: float | None = None) -> Dataset:
     """Check and index the tables. `interactions` is one table (unsplit) or {split part: table} (pre-split).
 
     Duplicate (user, item) pairs within one part keep their first row (counted in `notes`); the same pair
     in two parts, a cold item in a warm part, or a cold user in training is an error. Rows with weight 0 are
     dropped with a logged warning (before duplicates are looked for); a negative weight is an error.
+    `min_weight` (`--min-rating`): rows whose rating/weight is below it are dropped too, in every part (explicit
+    ratings turned into implicit positives, e.g. 4 on a 1-5 scale), counted in `notes`.
     """
+    if min_weight is not None and not np.isfinite(min_weight):
+        raise InputError(f"--min-rating must be a finite number (got {min_weight})")
     notes = notes if notes is not None else []
     parts = interactions if isinstance(interactions, dict) else {"": interactions}
     for part, frame in parts.items():
@@ -50,7 +55,7 @@ def build_dataset(interactions: pd.DataFrame | dict[str, pd.DataFrame], items: p
     items = _assign_item_roles(items, schema, text_columns, attribute_columns, image_column, images_dir, notes)
     users = _assign_user_roles(users, schema, user_attribute_columns, notes)
 
-    frames = [_index_interactions(f, part, items, users) for part, f in parts.items()]
+    frames = [_index_interactions(f, part, items, users, min_weight, notes) for part, f in parts.items()]
     inter = pd.concat(frames, ignore_index=True)
     inter = _drop_duplicates(inter, parts, notes)
     if any(parts):
@@ -157,7 +162,8 @@ def _assign_user_roles(users: pd.DataFrame, schema: Schema, columns: list[str] |
     return out
 
 
-def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, users: pd.DataFrame,
+                        min_weight: float | None, notes: list[str]) -> pd.DataFrame:
     source = frame.attrs.get("source")
     out = {}
     for col, table, kind in (("user_id", users, "user"), ("item_id", items, "item")):
@@ -168,6 +174,8 @@ def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, use
             raise fail_at(frame, at, col, f"unknown {kind} id {frame[col].iloc[at]!r} (not in {where})")
         out[kind] = pos.astype(np.int32)
     wcol = next((c for c in WEIGHT_COLUMNS if c in frame.columns), None)
+    if min_weight is not None and wcol is None:
+        raise InputError("--min-rating needs a rating or weight column", file=source)
     out["weight"] = weight_column(frame, wcol) if wcol else np.ones(len(frame), np.float32)
     if "timestamp" in frame.columns:
         out["timestamp"] = timestamp_column(frame, "timestamp")
@@ -183,6 +191,15 @@ def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, use
         log.warning("%s: dropped %d rows with %s 0 (a 0-weight interaction is no interaction)",
                     source or "interactions", int(zero.sum()), wcol)
         result = result[~zero].reset_index(drop=True)
+    if min_weight is not None:
+        low = result["weight"].to_numpy() < min_weight
+        if low.all():
+            raise InputError(f"no row has {wcol} {min_weight:g} or more (--min-rating): nothing to import",
+                             file=source, column=wcol)
+        if low.any():
+            notes.append(f"{Path(source).name if source else 'interactions'}: dropped {int(low.sum())} rows with "
+                         f"{wcol} below {min_weight:g} (--min-rating)")
+            result = result[~low].reset_index(drop=True)
     return result
 
 

@@ -18,7 +18,7 @@ def import_files(out: str | os.PathLike, *, interactions: str | None = None, ite
                  users: str | None = None, images_dir: str | None = None, text_columns: list[str] | None = None,
                  attribute_columns: list[str] | None = None, image_column: str | None = None,
                  user_attribute_columns: list[str] | None = None, encoding: str = "utf-8", name: str | None = None,
-                 **presplit: str | None) -> tuple[Dataset, list[str]]:
+                 min_rating: float | None = None, **presplit: str | None) -> tuple[Dataset, list[str]]:
     """Import one interactions file (split later with `data split`) or pre-split files (train=, valid=, ...)."""
     unknown = set(presplit) - set(PRESPLIT)
     if unknown:
@@ -40,9 +40,9 @@ def import_files(out: str | os.PathLike, *, interactions: str | None = None, ite
                        text_columns=text_columns, attribute_columns=attribute_columns, image_column=image_column,
                        images_dir=images_dir, user_attribute_columns=user_attribute_columns,
                        name=name or Path(items or interactions or given["train"]).parent.name or "dataset",
-                       notes=notes)
+                       notes=notes, min_weight=min_rating)
     settings = {"source": "import", "interactions": interactions, **given, "items": items, "users": users,
-                "images_dir": images_dir, "encoding": encoding}
+                "images_dir": images_dir, "encoding": encoding, "min_rating": min_rating}
     save_dataset(out, ds, settings)
     return ds, notes
 

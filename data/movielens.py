@@ -49,18 +49,19 @@ YEAR_IN_TITLE = r"\((\d{4})\)\s*$"
 
 
 # ------------------------------------------------------------------------------------------- loading
-def load_movielens(path: str | os.PathLike, variant: str = "100k",
-                   posters: str | os.PathLike | None = None) -> tuple[Dataset, list[str]]:
+def load_movielens(path: str | os.PathLike, variant: str = "100k", posters: str | os.PathLike | None = None,
+                   min_rating: float | None = None) -> tuple[Dataset, list[str]]:
     """Read an unzipped MovieLens folder into a checked Dataset; returns it with human-readable notes.
 
     `posters`: folder of item images named <item id>.jpg (.jpeg/.png/.webp); items without one get image "".
+    `min_rating`: keep only ratings of at least this (e.g. 4: the usual implicit-feedback positives).
     """
     if variant not in VARIANTS:
         raise InputError(f"unknown MovieLens variant {variant!r} (known: {', '.join(VARIANTS)})")
     root = _find_root(Path(path), variant)
     notes: list[str] = []
     loader = _load_100k if variant == "100k" else _load_latest_small
-    ds = loader(root, posters, notes)
+    ds = loader(root, posters, notes, min_rating)
     got = {"interactions": len(ds.interactions), "users": ds.n_users, "items": ds.n_items}
     if got != EXPECTED[variant]:
         notes.append(f"counts {got} differ from the official {FOLDER[variant]} release {EXPECTED[variant]}")
@@ -68,19 +69,21 @@ def load_movielens(path: str | os.PathLike, variant: str = "100k",
 
 
 def import_movielens(out: str | os.PathLike, path: str | os.PathLike, variant: str = "100k",
-                     posters: str | os.PathLike | None = None, download: bool = False) -> tuple[Dataset, list[str]]:
+                     posters: str | os.PathLike | None = None, download: bool = False,
+                     min_rating: float | None = None) -> tuple[Dataset, list[str]]:
     """The `data movielens` stage: (download,) load, write WS/dataset atomically, record settings + input hashes."""
     path = Path(path)
     notes: list[str] = []
     if download and not path.exists():
         download_movielens(variant, path)
         notes.append(f"downloaded {URLS[variant]} into {path}")
-    ds, load_notes = load_movielens(path, variant, posters)
+    ds, load_notes = load_movielens(path, variant, posters, min_rating)
     root = _find_root(path, variant)
     ws = Workspace(out)
     ds.save(ws)
     settings = {"source": "movielens", "variant": variant, "path": str(path.resolve()),
-                "posters": None if posters is None else str(Path(posters).resolve()), "download": download}
+                "posters": None if posters is None else str(Path(posters).resolve()), "download": download,
+                "min_rating": min_rating}
     ws.record("dataset", settings, inputs={name: file_sha256(root / name) for name in FILES[variant]})
     return ds, notes + load_notes
 
@@ -98,7 +101,7 @@ def _find_root(path: Path, variant: str) -> Path:
     raise InputError(f"not a MovieLens {variant} folder: {marker} is missing", file=path / marker)
 
 
-def _load_100k(root: Path, posters: str | os.PathLike | None, notes: list[str]) -> Dataset:
+def _load_100k(root: Path, posters: str | os.PathLike | None, notes: list[str], min_rating: float | None) -> Dataset:
     ratings = _read_fields(root / "u.data", "\t", ["user_id", "item_id", "rating", "timestamp"])
     genres = _read_fields(root / "u.genre", "|", ["genre", "index"])
     index = numeric_column(genres, "index", integer=True)
@@ -137,10 +140,11 @@ def _load_100k(root: Path, posters: str | os.PathLike | None, notes: list[str]) 
     return build_dataset(ratings, items, users, text_columns=["title"], attribute_columns=["genres", "year"],
                          image_column=image, images_dir=posters,
                          user_attribute_columns=["age_band", "gender", "occupation", "region"],
-                         name=FOLDER["100k"], notes=notes)
+                         name=FOLDER["100k"], notes=notes, min_weight=min_rating)
 
 
-def _load_latest_small(root: Path, posters: str | os.PathLike | None, notes: list[str]) -> Dataset:
+def _load_latest_small(root: Path, posters: str | os.PathLike | None, notes: list[str],
+                       min_rating: float | None) -> Dataset:
     ratings = read_table(root / "ratings.csv", ("userId", "movieId", "rating", "timestamp"))
     ratings = _with_source(ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}), ratings)
     movies = read_table(root / "movies.csv", ("movieId", "title", "genres"))
@@ -159,7 +163,7 @@ def _load_latest_small(root: Path, posters: str | os.PathLike | None, notes: lis
     try:
         ds = build_dataset(ratings, items, None, text_columns=["title", "tags"],
                            attribute_columns=["genres", "year", "tags"], image_column=image, images_dir=posters,
-                           name=FOLDER["latest-small"], notes=notes)
+                           name=FOLDER["latest-small"], notes=notes, min_weight=min_rating)
     except InputError as e:  # name the column as the file spells it
         e.column = {"user_id": "userId", "item_id": "movieId"}.get(e.column, e.column)
         raise

@@ -114,6 +114,8 @@ def data_import(
     image_column: str | None = typer.Option(None, help="Column holding an image path (default: image)."),
     user_attribute_columns: str | None = typer.Option(None, help="Comma-separated user attribute columns."),
     encoding: str = typer.Option("utf-8", help="Text encoding of CSV files."),
+    min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only interactions whose rating/weight "
+                                            "is at least this (e.g. 4: ratings as implicit positives)."),
 ) -> None:
     """Import CSV/Parquet files (one interactions file, or pre-split parts) into a workspace."""
 
@@ -121,7 +123,8 @@ def data_import(
                              users=users and str(users), images_dir=images_dir and str(images_dir),
                              text_columns=_columns(text_columns), attribute_columns=_columns(attribute_columns),
                              image_column=image_column, user_attribute_columns=_columns(user_attribute_columns),
-                             encoding=encoding, train=train and str(train), valid=valid and str(valid),
+                             encoding=encoding, min_rating=min_rating, train=train and str(train),
+                             valid=valid and str(valid),
                              test=test and str(test), cold_valid=cold_valid and str(cold_valid),
                              cold_test=cold_test and str(cold_test),
                              cold_user_context=cold_user_context and str(cold_user_context),
@@ -198,10 +201,12 @@ def data_movielens(
     variant: str = typer.Option("100k", help="100k | latest-small."),
     posters: Path | None = typer.Option(None, help="Folder of item images named <movieId>.jpg."),
     download: bool = typer.Option(False, "--download", help="Fetch the official GroupLens zip into PATH if PATH is missing."),
+    min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only ratings of at least this "
+                                            "(e.g. 4: ratings as implicit positives)."),
 ) -> None:
     """Import MovieLens 100K or latest-small (ratings, titles, genres, tags, coarse user attributes, posters)."""
 
-    ds, notes = import_movielens(out_ws, path, variant, posters=posters, download=download)
+    ds, notes = import_movielens(out_ws, path, variant, posters=posters, download=download, min_rating=min_rating)
     _notes(notes)
     images = ds.schema.image_column
     with_image = f", {int((ds.items[images] != '').sum())} with an image" if images else ""

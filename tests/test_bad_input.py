@@ -19,6 +19,7 @@ from conftest import write_csv
 from test_movielens import write_mini_100k, write_mini_latest
 
 from graphrec.data.importer import import_files
+from graphrec.errors import InputError
 from graphrec.workspace import LOCK
 
 Case = tuple[list[str], list[str]]   # (CLI arguments without --out, fragments the error line must contain)
@@ -613,3 +614,18 @@ def test_a_symlink_loop_in_the_images_folder_does_not_stop_the_import(tmp_path):
     os.symlink("loop", f["images"] / "loop")  # points at itself: ELOOP when resolved
     ds, _ = import_files(f["ws"], interactions=str(f["inter"]), items=str(f["items"]), images_dir=str(f["images"]))
     assert ds.n_items > 0
+
+
+def test_min_rating_keeps_the_positives_and_counts_the_rest(tmp_path):
+    f = _good_inputs(tmp_path)
+    text(f["inter"], INTER + "u1,i1,5,1\nu1,i2,3,2\nu2,i3,4,3\nu2,i2,1,4\n")
+    ds, notes = import_files(f["ws"], interactions=str(f["inter"]), items=str(f["items"]),
+                             images_dir=str(f["images"]), min_rating=4)
+    assert sorted(ds.interactions["weight"].tolist()) == [4.0, 5.0]
+    assert any("dropped 2 rows with rating below 4 (--min-rating)" in n for n in notes)
+    with pytest.raises(InputError, match="no row has rating 9"):
+        import_files(tmp_path / "ws2", interactions=str(f["inter"]), items=str(f["items"]),
+                     images_dir=str(f["images"]), min_rating=9)
+    res = _run(["data", "import", "--out", str(tmp_path / "ws3"), "--interactions", str(f["inter"]), "--items",
+                   str(f["items"]), "--images-dir", str(f["images"]), "--min-rating", "4"])
+    assert res.returncode == 0 and "below 4" in res.stdout, res.stderr
