@@ -107,9 +107,12 @@ class Export:
             raise InputError(f"unknown item id {missing[0]!r} (not in the export)")
         return np.asarray([self._item[i] for i in ids], np.int64)
 
-    def recommend(self, user_id: str, k: int = 10, exclude: Iterable[str] = (),
+    def recommend(self, user_id: str, k: int = 10, *, exclude: Iterable[str],
                   candidates: Iterable[str] | None = None) -> list[tuple[str, float]]:
-        """Top-k (item id, dot score) for a user (its pseudonym if the export is pseudonymised)."""
+        """Top-k (item id, dot score) for a user (its pseudonym if the export is pseudonymised).
+
+        exclude: the items the user already has. Required: an export holds no interactions, so only the
+        caller knows them, and without them the lists repeat what the user has (`exclude=[]` to keep all)."""
         if str(user_id) not in self._user:
             hint = " (this export holds pseudonyms: pass pseudonymize_id(user_id, salt))" \
                 if self.manifest.get("user_ids") == "hmac-sha256" else ""

@@ -57,12 +57,14 @@ def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))
     u = e.user_ids.index("u4")
     scores = e.item_embeddings @ e.user_embeddings[u]
-    recs = e.recommend("u4", k=5)
+    recs = e.recommend("u4", k=5, exclude=[])
     assert [i for i, _ in recs] == [e.item_ids[j] for j in np.argsort(-scores, kind="stable")[:5]]
     assert recs[0][1] == pytest.approx(float(scores.max()))
     skip = [recs[0][0], recs[1][0]]
     assert [i for i, _ in e.recommend("u4", k=3, exclude=skip)] == [i for i, _ in recs[2:5]]
-    assert {i for i, _ in e.recommend("u4", k=10, candidates=["m1", "m2", "m3"])} == {"m1", "m2", "m3"}
+    assert {i for i, _ in e.recommend("u4", k=10, exclude=[], candidates=["m1", "m2", "m3"])} == {"m1", "m2", "m3"}
+    with pytest.raises(TypeError, match="exclude"):  # what the user has must be said, even if nothing
+        e.recommend("u4", k=3)
     sim = e.similar_items("m7", k=4)
     assert "m7" not in [i for i, _ in sim] and len(sim) == 4
     assert all(-1.0 - 1e-6 <= s <= 1.0 + 1e-6 for _, s in sim)
@@ -78,9 +80,9 @@ def test_pseudonyms_and_no_personal_data(ws, tmp_path):
     blob = b"".join(p.read_bytes() for p in d.iterdir())
     for raw in (b'"u0"', b'"u12"', b"age_band", b"gender", b"18-24", b"25-34"):
         assert raw not in blob
-    assert e.recommend(pseudonymize_id("u0", "s3cret"), k=3)
+    assert e.recommend(pseudonymize_id("u0", "s3cret"), k=3, exclude=[])
     with pytest.raises(InputError, match="pseudonymize_id"):
-        e.recommend("u0")
+        e.recommend("u0", exclude=[])
 
 
 def test_manifest_guards_against_damage(ws, tmp_path):
