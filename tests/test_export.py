@@ -145,3 +145,25 @@ def test_cli_export_reads_the_salt_from_a_file(ws, tmp_path):
                                        "--salt-file", str(tmp_path / "salt")])
     assert res.exit_code == 0, res.output
     assert load_export(tmp_path / "e").user_ids[0] == pseudonymize_id("u0", "s3cret")
+
+
+def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
+    """The README's "read it without the workspace" block, verbatim, on an export with the ids it names."""
+    import re
+    from pathlib import Path
+
+    from graphrec.export_folder import Export, write_export
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_export" in b)
+    rng = np.random.default_rng(0)
+    items = ["318", "296", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
+    monkeypatch.chdir(tmp_path)
+    write_export("export", ["npy"], ["42", "7"], items, np.ones(len(items), bool),
+                 rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(len(items), 4)).astype(np.float32),
+                 False, {"blocks": {"gnn": 4}})
+    served = []
+    real = Export.recommend
+    monkeypatch.setattr(Export, "recommend", lambda self, *a, **kw: served.append(real(self, *a, **kw)) or served[-1])
+    exec(compile(snippet, "README.md", "exec"), {})
+    assert len(served) == 1 and len(served[0]) == 10 and not {"318", "296"} & {i for i, _ in served[0]}
