@@ -4,12 +4,16 @@ Bad input anywhere raises graphrec.InputError; `main` turns it into one line on 
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import typer
@@ -31,6 +35,7 @@ from graphrec.data.splits import run_split
 from graphrec.data.stats import dataset_stats
 from graphrec.data.synth import run_synth
 from graphrec.errors import InputError
+from graphrec.io import dumps_json
 from graphrec.kg.build import run_build
 from graphrec.kg.explain import explain_pair
 from graphrec.kg.stats import run_stats
@@ -86,6 +91,17 @@ def _say(text: str, style: str | None = None) -> None:
     out.print(text, style=style, markup=False, highlight=False)
 
 
+JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout (nothing else there).")
+
+
+def _result(as_json: bool, payload: dict[str, Any], show: Callable[[], None]) -> None:
+    """The command's outcome: `payload` as strict JSON on stdout with --json, else `show()` for people."""
+    if as_json:
+        sys.stdout.write(dumps_json(payload) + "\n")
+    else:
+        show()
+
+
 def _notes(notes: list[str]) -> None:
     for n in notes:
         _say(f"- {n}", "dim")
@@ -116,6 +132,7 @@ def data_import(
     encoding: str = typer.Option("utf-8", help="Text encoding of CSV files."),
     min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only interactions whose rating/weight "
                                             "is at least this (e.g. 4: ratings as implicit positives)."),
+    as_json: bool = JSON,
 ) -> None:
     """Import CSV/Parquet files (one interactions file, or pre-split parts) into a workspace."""
 
@@ -130,17 +147,16 @@ def data_import(
                              cold_user_context=cold_user_context and str(cold_user_context),
                              cold_user_valid=cold_user_valid and str(cold_user_valid),
                              cold_user_test=cold_user_test and str(cold_user_test))
-    _notes(notes)
-    _say(f"imported {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
+    _dataset_result(as_json, ds, out_ws, notes, "imported")
 
 
 @data_app.command("stats")
-def data_stats(workspace: Path = WS, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def data_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
     """Counts, degree summaries, split parts and attribute cardinalities of the workspace's dataset."""
 
     stats = dataset_stats(Dataset.load(workspace))
     if as_json:
-        print(json.dumps(stats, indent=2))
+        _result(True, stats, lambda: None)
         return
     table = Table(title=Text(f"dataset {stats['name']}"), show_header=False)
     for k, v in stats.items():
@@ -158,11 +174,21 @@ def data_synth(
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same dataset."),
     no_images: bool = typer.Option(False, "--no-images", help="Skip drawing pictures (large-scale runs)."),
     image_size: int = typer.Option(64, help="Picture side in pixels."),
+    as_json: bool = JSON,
 ) -> None:
     """Generate a synthetic shop whose pictures, text and attributes predict what users like."""
 
     ds = run_synth(out_ws, users, items, interactions, seed, images=not no_images, image_size=image_size)
-    _say(f"generated {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {out_ws}/dataset")
+    _dataset_result(as_json, ds, out_ws, [], "generated")
+
+
+def _dataset_result(as_json: bool, ds: Dataset, ws: Path, notes: list[str], verb: str) -> None:
+    counts = {"users": ds.n_users, "items": ds.n_items, "interactions": len(ds.interactions)}
+
+    def show() -> None:
+        _notes(notes)
+        _say(f"{verb} {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {ws}/dataset")
+    _result(as_json, {"workspace": str(ws), **counts, "notes": notes}, show)
 
 
 @data_app.command("split")
@@ -177,19 +203,24 @@ def data_split(
     cold_by: str = typer.Option("item", help="Cold items to cold_valid/cold_test by item or by interaction."),
     seed: int = typer.Option(0, help="Random seed."),
     force: bool = typer.Option(False, help="Re-split a dataset that is already split."),
+    as_json: bool = JSON,
 ) -> None:
     """Fill the split column: warm train/valid/test, cold items and cold users, with no leaks."""
 
-    with out.status("splitting interactions"):
+    with contextlib.nullcontext() if as_json else out.status("splitting interactions"):
         ds = run_split(workspace, method=method, valid=valid, test=test, cold_items=cold_items,
                        cold_users=cold_users, cold_user_context=cold_user_context, cold_by=cold_by, seed=seed,
                        force=force)
-    table = Table(title=Text(f"split of {workspace}"), show_header=True)
-    table.add_column("part")
-    table.add_column("interactions", justify="right")
-    for part, n in ds.counts()["parts"].items():
-        table.add_row(part, str(n))
-    out.print(table)
+    parts = ds.counts()["parts"]
+
+    def show() -> None:
+        table = Table(title=Text(f"split of {workspace}"), show_header=True)
+        table.add_column("part")
+        table.add_column("interactions", justify="right")
+        for part, n in parts.items():
+            table.add_row(part, str(n))
+        out.print(table)
+    _result(as_json, {"workspace": str(workspace), "parts": parts}, show)
 
 
 
@@ -203,15 +234,12 @@ def data_movielens(
     download: bool = typer.Option(False, "--download", help="Fetch the official GroupLens zip into PATH if PATH is missing."),
     min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only ratings of at least this "
                                             "(e.g. 4: ratings as implicit positives)."),
+    as_json: bool = JSON,
 ) -> None:
     """Import MovieLens 100K or latest-small (ratings, titles, genres, tags, coarse user attributes, posters)."""
 
     ds, notes = import_movielens(out_ws, path, variant, posters=posters, download=download, min_rating=min_rating)
-    _notes(notes)
-    images = ds.schema.image_column
-    with_image = f", {int((ds.items[images] != '').sum())} with an image" if images else ""
-    _say(f"imported MovieLens {variant}: {ds.n_users} users, {ds.n_items} items{with_image}, "
-              f"{len(ds.interactions)} ratings -> {out_ws}/dataset")
+    _dataset_result(as_json, ds, out_ws, notes, f"imported MovieLens {variant}:")
 
 
 
@@ -236,6 +264,7 @@ def encode(
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     num_workers: int | None = typer.Option(None, help="Image decoding worker processes (default: min(4, CPUs))."),
     lexical_dim: int = typer.Option(128, help="Dimension of the lexical (TF-IDF + SVD) vectors."),
+    as_json: bool = JSON,
 ) -> None:
     """Encode item images and texts into content vectors (WS/features/); unchanged items are not re-encoded."""
     from graphrec.encode import run_encode
@@ -244,6 +273,10 @@ def encode(
                      clip_checkpoint=clip_checkpoint, st_model=st_model, precomputed=precomputed or (),
                      text_columns=_columns(text_columns), batch_size=batch_size, text_batch_size=text_batch_size,
                      device=device, num_workers=num_workers, lexical_dim=lexical_dim)
+    if as_json:
+        _result(True, {"path": str(res.path), "device": res.device,
+                       "modalities": {m: dataclasses.asdict(r) for m, r in res.reports.items()}}, lambda: None)
+        return
     table = Table(title=Text(f"features on {res.device} -> {res.path}"))
     for col in ("modality", "dim", "encoded", "reused", "no content", "bad", "items/s"):
         table.add_column(col, justify="left" if col == "modality" else "right")
@@ -276,26 +309,31 @@ def build(
                                                          "lines, KGAT item_list.txt, or CSV item_id,entity)."),
     allow_unsplit: bool = typer.Option(False, help="Build from an unsplit dataset's interactions (inspection only)."),
     force: bool = typer.Option(False, help="Rebuild even when the inputs are unchanged."),
+    as_json: bool = JSON,
 ) -> None:
     """Build the knowledge graph (users, items, attributes, entities; training interactions only)."""
 
     res = run_build(workspace, item_knn=item_knn, knn_modalities=_columns(knn_modalities), triples=triples,
                     entity_map=entity_map, allow_unsplit=allow_unsplit, force=force)
-    _notes(res.notes)
     g = res.graph
     n_edges = sum(len(e) for e in g.edges.values())
-    verb = "built" if res.rebuilt else "up to date:"
-    _say(f"{verb} {sum(g.num_nodes.values())} nodes of {len(g.num_nodes)} types, {n_edges} edges of "
-              f"{len(g.edges)} relations -> {workspace}/graph")
+
+    def show() -> None:
+        _notes(res.notes)
+        verb = "built" if res.rebuilt else "up to date:"
+        _say(f"{verb} {sum(g.num_nodes.values())} nodes of {len(g.num_nodes)} types, {n_edges} edges of "
+             f"{len(g.edges)} relations -> {workspace}/graph")
+    _result(as_json, {"workspace": str(workspace), "rebuilt": res.rebuilt, "nodes": dict(g.num_nodes),
+                      "edges": n_edges, "relations": len(g.edges), "notes": res.notes}, show)
 
 
 @kg_app.command("stats")
-def kg_stats(workspace: Path = WS, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def kg_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
     """Node/edge counts, degrees, isolated nodes, components, cold-item reachability and the leak check."""
 
     stats = run_stats(workspace)
     if as_json:
-        print(json.dumps(stats, indent=2))
+        _result(True, stats, lambda: None)
         return
     table = Table(title="knowledge graph", show_header=True)
     for col in ("node type", "nodes", "isolated", "degree min/median/mean/max"):
@@ -367,6 +405,7 @@ def train(
     ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (at most the rank)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in model/."),
+    as_json: bool = JSON,
 ) -> None:
     """Train the GNN: select on validation NDCG@K, refit on train+valid, write model/ embeddings."""
     from graphrec.rank import fit_ranker
@@ -382,13 +421,18 @@ def train(
     r = run_train(workspace, s, resume=resume)
     if ranker and r.embeddings_sha256:  # rank 0 of a distributed run writes model/ and fits the ranker
         fit_ranker(workspace, r, k=k, ease_dim=ease_dim)
-    table = Table(title=f"trained: epoch {r.selected_epoch} selected" + (", refit on train+valid" if r.refit else ""))
-    table.add_column("validation")
-    table.add_column("value", justify="right")
-    for name, v in r.validation.items():
-        table.add_row(name, f"{v:.4f}")
-    out.print(table)
-    _say(f"embeddings -> {embeddings_path(Workspace(workspace))}")
+    emb = embeddings_path(Workspace(workspace))
+
+    def show() -> None:
+        table = Table(title=f"trained: epoch {r.selected_epoch} selected" + (", refit on train+valid" if r.refit else ""))
+        table.add_column("validation")
+        table.add_column("value", justify="right")
+        for name, v in r.validation.items():
+            table.add_row(name, f"{v:.4f}")
+        out.print(table)
+        _say(f"embeddings -> {emb}")
+    _result(as_json, {"selected_epoch": r.selected_epoch, "refit": r.refit, "validation": r.validation,
+                      "embeddings": str(emb), "epochs": len(r.history)}, show)
 
 
 
@@ -398,6 +442,7 @@ def evaluate_cmd(
     workspace: Path = WS,
     k: str = typer.Option("10,20,50", "--k", help="Comma-separated cut-offs K."),
     examples: int = typer.Option(3, help="Users shown with example recommendations in the report."),
+    as_json: bool = JSON,
 ) -> None:
     """Full-ranking metrics on the test parts (warm, cold-item, cold-user, overall) and eval/report.html."""
     from graphrec.evaluate import run_evaluate
@@ -407,6 +452,9 @@ def evaluate_cmd(
         raise InputError(f"--k must be comma-separated positive integers, got {k!r}")
     d = run_evaluate(workspace, ks, examples)
     m = json.loads((d / "metrics.json").read_text())
+    if as_json:
+        _result(True, {**m, "report": str(d / "report.html")}, lambda: None)
+        return
     table = Table(title="test metrics")
     mid = m["histogram_k"]
     for c in ("task", "users", f"recall@{mid}", f"ndcg@{mid}", f"coverage@{mid}"):
@@ -453,6 +501,7 @@ def export_cmd(
     pseudonymize: str | None = typer.Option(None, help="Secret salt: user ids become HMAC-SHA256 pseudonyms."),
     salt_file: Path | None = typer.Option(None, help="Read the pseudonymisation salt from this file (first line), "
                                                       "so it does not show in the process list."),
+    as_json: bool = JSON,
 ) -> None:
     """User and item vectors of the ranker's scoring space, with ids and a manifest (docs/export.md); load with
     graphrec.load_export."""
@@ -464,10 +513,11 @@ def export_cmd(
         if not salt_file.is_file():
             raise InputError("file not found", file=salt_file)
         pseudonymize = (salt_file.read_text(encoding="utf-8").splitlines() or [""])[0]
-    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=True)
+    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=not as_json)
     m = json.loads((d / "manifest.json").read_text())
-    _say(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "
-              f"files: {', '.join(sorted(m['files'].values()))} -> {d}")
+    _result(as_json, {**m, "path": str(d)},
+            lambda: _say(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "
+                         f"files: {', '.join(sorted(m['files'].values()))} -> {d}"))
 
 
 @app.command("update")
@@ -477,15 +527,19 @@ def update_cmd(
     items: Path | None = typer.Option(None, help="New items with the dataset's item columns."),
     users: Path | None = typer.Option(None, help="New users with the dataset's user columns."),
     encoding: str = typer.Option("utf-8", help="Text encoding of CSV/TSV files."),
+    as_json: bool = JSON,
 ) -> None:
     """Fold new items, users and interactions into a trained workspace without retraining (all or nothing)."""
     from graphrec.update import run_update
 
-    r = run_update(workspace, interactions, items, users, encoding=encoding, progress=True)
-    _notes(r.notes)
-    _say(f"added {r.items_added} items, {r.users_added} users, {r.interactions_added} interactions "
-              f"({r.duplicates_skipped} repeats skipped); encoded {r.encoded or 'nothing'}; "
-              f"{r.users_changed} user embeddings changed; {r.seconds['total']:.1f} s")
+    r = run_update(workspace, interactions, items, users, encoding=encoding, progress=not as_json)
+
+    def show() -> None:
+        _notes(r.notes)
+        _say(f"added {r.items_added} items, {r.users_added} users, {r.interactions_added} interactions "
+             f"({r.duplicates_skipped} repeats skipped); encoded {r.encoded or 'nothing'}; "
+             f"{r.users_changed} user embeddings changed; {r.seconds['total']:.1f} s")
+    _result(as_json, dataclasses.asdict(r), show)
 
 
 
@@ -499,21 +553,26 @@ def quickstart(
     seed: int = typer.Option(0, help="Seed of data, split and training."),
     modalities: str = typer.Option("lexical", help="Encoders, e.g. lexical,clip_image,clip_text (CLIP needs weights)."),
     clip_pretrained: str | None = typer.Option(None, help="open_clip pretrained tag when CLIP modalities are asked for."),
+    as_json: bool = JSON,
 ) -> None:
     """Run the whole pipeline on the embedded synthetic default and print where the report and export are."""
     from graphrec.quickstart import run_quickstart
 
     r = run_quickstart(out_dir, users=users, items=items, interactions=interactions, seed=seed, epochs=epochs,
                        modalities=tuple(_columns(modalities) or ["lexical"]), clip_pretrained=clip_pretrained,
-                       say=lambda m: _say(m, "bold"))
-    table = Table(title="test metrics @20 (model selected on validation)")
-    for col in ("task", "users", "recall@20", "ndcg@20"):
-        table.add_column(col)
-    for task, m in r.metrics.get("tasks", {}).items():
-        acc = m["accuracy"]
-        table.add_row(task, str(m["users"]), f"{acc['recall@20']:.4f}", f"{acc['ndcg@20']:.4f}")
-    out.print(table)
-    _say(f"report: {r.report}\nexport: {r.export}\nworkspace: {r.workspace}")
+                       say=(lambda m: None) if as_json else (lambda m: _say(m, "bold")))
+
+    def show() -> None:
+        table = Table(title="test metrics @20 (model selected on validation)")
+        for col in ("task", "users", "recall@20", "ndcg@20"):
+            table.add_column(col)
+        for task, m in r.metrics.get("tasks", {}).items():
+            acc = m["accuracy"]
+            table.add_row(task, str(m["users"]), f"{acc['recall@20']:.4f}", f"{acc['ndcg@20']:.4f}")
+        out.print(table)
+        _say(f"report: {r.report}\nexport: {r.export}\nworkspace: {r.workspace}")
+    _result(as_json, {"report": str(r.report), "export": str(r.export), "workspace": str(r.workspace),
+                      "metrics": r.metrics}, show)
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -66,11 +66,16 @@ def _usual_mode(path: Path, mode: int) -> None:
     path.chmod(mode & ~umask)
 
 
+def dumps_json(obj: Any) -> str:
+    """Strict JSON text: NaN and infinities become null (which every parser reads); numpy values and paths as
+    plain ones."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Strict JSON (NaN and infinities become null, which every parser reads), written atomically."""
+    """`dumps_json`, written atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
-                       + "\n", encoding="utf-8")
+        tmp.write_text(dumps_json(obj) + "\n", encoding="utf-8")
 
 
 def _finite(o: Any) -> Any:

@@ -95,8 +95,8 @@ def explanations(ws: Workspace, ds: Dataset, r: Ranker, history: sp.csr_matrix, 
     if ws.stage_dir("graph").is_dir():
 
         ex = Explainer(KnowledgeGraph.load(ws), ds.item_labels())  # one Python call per pair: opt-in only
-        return [ex.text(int(a), int(b)) for a, b in progress_bar(zip(users, items), total=len(users), desc="explaining",
-                                                           disable=not progress)]
+        pairs = progress_bar(zip(users, items), show=progress, total=len(users), desc="explaining")
+        return [ex.text(int(a), int(b)) for a, b in pairs]
     return explain_pairs(ds, r, history, users, items)
 
 

@@ -371,7 +371,7 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
         if state.get("stopped"):
             start = max_epochs + 1
     bar = progress_bar(range(start, max_epochs + 1), show=s.progress and rank == 0, desc=phase,
-               initial=start - 1, total=max_epochs)
+                       initial=start - 1, total=max_epochs)
     stopped = False
     for epoch in bar:
         t0 = time.perf_counter()

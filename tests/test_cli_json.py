@@ -1,0 +1,33 @@
+"""Every command a script reads gives one strict JSON object on stdout with --json, and nothing else there."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import graphrec.cli as cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _json(args: list[str]) -> dict:
+    res = CliRunner().invoke(cli.app, [*args, "--json"])
+    assert res.exit_code == 0, (args, res.output)
+    return json.loads(res.stdout)  # the whole of stdout: one object
+
+
+def test_the_pipeline_speaks_json(tmp_path):
+    ws = str(tmp_path / "ws")
+    assert _json(["data", "synth", "--out", ws, "--users", "60", "--items", "50", "--interactions", "1500",
+                  "--no-images"])["interactions"] == 1500
+    assert _json(["data", "split", ws, "--seed", "1"])["parts"]["train"] > 0
+    assert _json(["data", "stats", ws])["users"] == 60
+    assert "lexical" in _json(["encode", ws, "--modalities", "lexical"])["modalities"]
+    assert _json(["build", ws])["edges"] > 0
+    assert "nodes" in _json(["kg", "stats", ws])
+    trained = _json(["train", ws, "--epochs", "2", "--dim", "8", "--layers", "1", "--ease-dim", "16"])
+    assert trained["selected_epoch"] >= 1 and "score" in trained["validation"]
+    metrics = _json(["evaluate", ws, "--k", "10,20"])
+    assert "warm" in metrics["tasks"] and metrics["report"].endswith("report.html")
+    assert _json(["export", ws, "--out", str(tmp_path / "exp")])["users"] == 60
