@@ -168,9 +168,10 @@ def data_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
 @data_app.command("synth")
 def data_synth(
     out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write (pictures go to WS/images/)."),
-    users: int = typer.Option(300, help="Number of users."),
-    items: int = typer.Option(400, help="Number of items."),
-    interactions: int = typer.Option(15000, help="Number of (user, item) interactions."),
+    users: int = typer.Option(300, "--n-users", "--users", help="Number of users."),
+    items: int = typer.Option(400, "--n-items", "--items", help="Number of items."),
+    interactions: int = typer.Option(15000, "--n-interactions", "--interactions",
+                                     help="Number of (user, item) interactions."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same dataset."),
     no_images: bool = typer.Option(False, "--no-images", help="Skip drawing pictures (large-scale runs)."),
     image_size: int = typer.Option(64, help="Picture side in pixels."),
@@ -440,7 +441,7 @@ def train(
 @app.command("evaluate")
 def evaluate_cmd(
     workspace: Path = WS,
-    k: str = typer.Option("10,20,50", "--k", help="Comma-separated cut-offs K."),
+    k: str = typer.Option("10,20,50", "--ks", "--k", help="Comma-separated cut-offs K."),
     examples: int = typer.Option(3, help="Users shown with example recommendations in the report."),
     as_json: bool = JSON,
 ) -> None:
@@ -449,7 +450,7 @@ def evaluate_cmd(
 
     ks = [int(x) for x in _columns(k) or [] if x.isdigit()]
     if len(ks) != len(_columns(k) or []) or not ks:
-        raise InputError(f"--k must be comma-separated positive integers, got {k!r}")
+        raise InputError(f"--ks must be comma-separated positive integers, got {k!r}")
     d = run_evaluate(workspace, ks, examples)
     m = json.loads((d / "metrics.json").read_text())
     if as_json:
@@ -546,9 +547,9 @@ def update_cmd(
 @app.command()
 def quickstart(
     out_dir: Path = typer.Option(Path("graphrec-quickstart"), "--out", help="Workspace folder to (re)write."),
-    users: int = typer.Option(300, help="Synthetic users."),
-    items: int = typer.Option(400, help="Synthetic items."),
-    interactions: int = typer.Option(15000, help="Synthetic interactions."),
+    users: int = typer.Option(300, "--n-users", "--users", help="Synthetic users."),
+    items: int = typer.Option(400, "--n-items", "--items", help="Synthetic items."),
+    interactions: int = typer.Option(15000, "--n-interactions", "--interactions", help="Synthetic interactions."),
     epochs: int = typer.Option(40, help="Maximum training epochs (early stopping on validation)."),
     seed: int = typer.Option(0, help="Seed of data, split and training."),
     modalities: str = typer.Option("lexical", help="Encoders, e.g. lexical,clip_image,clip_text (CLIP needs weights)."),
