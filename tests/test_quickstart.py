@@ -28,7 +28,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert cold["accuracy"]["recall@10"] > 2 * 10 / cold["candidates"]
     exp = load_export(ws / "export")
     ids = json.loads((ws / "dataset" / "ids.json").read_text())
-    recs = exp.recommend(ids["users"][0], k=5)
+    recs = exp.recommend(ids["users"][0], k=5, exclude=[])
     # the export serves exactly the dot product of the vectors it ships, best first
     user_vecs = np.load(ws / "export" / "user_embeddings.npy")
     item_vecs = np.load(ws / "export" / "item_embeddings.npy")
