@@ -43,8 +43,7 @@ from graphrec.workspace import Workspace
 
 # Commands that need torch (encode, train, evaluate, recommend, update, quickstart) import their stage when they
 # run, so `graphrec data ...`, `--help` and a usage error start in a second rather than paying for torch.
-app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False)
+app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Import, generate, split and inspect datasets.", no_args_is_help=True)
 kg_app = typer.Typer(help="Inspect the knowledge graph.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

@@ -64,10 +64,14 @@ class EncodeResult:
 
 def resolve_modalities(modalities: Sequence[str] | None, has_images: bool, precomputed: Sequence[str],
                        has_text: bool = True) -> list[str]:
-    """Full modality names; the default is clip_image (with an image column), clip_text and lexical (with text)."""
+    """Full modality names. The default is clip_image (with an image column), clip_text and lexical (with text);
+    with --precomputed vectors it is those alone (a user who brings vectors need not fetch CLIP weights;
+    `--modalities lexical,precomputed_NAME` combines them)."""
     pre = [f"precomputed_{n}" for n in precomputed]
     if not modalities:
-        return (["clip_image"] if has_images else []) + (["clip_text", "lexical"] if has_text else []) + pre
+        if pre:
+            return pre
+        return (["clip_image"] if has_images else []) + (["clip_text", "lexical"] if has_text else [])
     names = []
     for m in modalities:
         m = ALIASES.get(m.strip().lower(), m.strip().lower())
@@ -123,7 +127,7 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
     feats: dict[str, Features] = {}
     reports: dict[str, ModalityReport] = {}
     clip: ClipEncoder | None = None
-    resolved_device = device
+    resolved_device = "cpu"  # lexical and precomputed features are numpy work; a neural encoder says its own
     for name in names:
         t0 = time.perf_counter()
         if name in ("clip_image", "clip_text"):

@@ -82,6 +82,19 @@ def test_precomputed_npy_with_ids_and_parquet(ws, tmp_path):
     assert feats["precomputed_cols"].values[3].tolist() == [0.5, 1.5]
 
 
+def test_precomputed_alone_needs_no_clip(ws, tmp_path, monkeypatch):
+    """--precomputed without --modalities encodes those vectors only: nothing tries to fetch CLIP weights."""
+    import graphrec.encode as encode_mod
+
+    def no_clip(*a, **kw):
+        raise AssertionError("CLIP was loaded")
+    monkeypatch.setattr(encode_mod, "load_clip", no_clip)
+    np.save(tmp_path / "v.npy", np.ones((2, 3), np.float32))
+    (tmp_path / "v.ids.txt").write_text("i1\ni2\n")
+    res = run_encode(ws, None, precomputed=[f"v={tmp_path / 'v.npy'}"], show_progress=False)
+    assert set(res.reports) == {"precomputed_v"} and res.device == "cpu"
+
+
 def test_precomputed_bad_input(tmp_path):
     np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
     with pytest.raises(InputError, match="no item id list"):
