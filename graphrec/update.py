@@ -24,10 +24,12 @@ updates. A retrain makes the log start over.
 Atomicity: everything is validated and computed in WS/.update-<id>/; then WS/update-journal.json (the
 commit point) lists the renames that switch the staged artifacts in; the renames follow; the journal is
 removed. A crash before the journal leaves the workspace as it was; after it, the next `update` (or
-`recover_update`) finishes the renames.
+`recover_update`) finishes the renames, unless a target changed since the journal was written (a retrain or
+re-import in between): then the journal is discarded with a warning, never replayed over the newer work.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -54,6 +56,7 @@ from graphrec.train import load_model, refresh_embeddings
 from graphrec.workspace import LINEAGE, Workspace, fingerprints, writes
 
 JOURNAL = "update-journal.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -150,7 +153,9 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
         plan += [[str(artifacts.model_dir(sws) / f), str(artifacts.model_dir(ws) / f)]
                  for f in artifacts.switched_files(select, ranker)]
         plan.append([str(sws.config_path), str(ws.config_path)])
-        write_json(ws.path / JOURNAL, {"staging": str(staging), "moves": plan})  # the commit point
+        # the commit point; "before" pins what each target was, so the journal never replays over newer work
+        write_json(ws.path / JOURNAL, {"staging": str(staging), "moves": plan,
+                                       "before": {dst: _identity(Path(dst)) for _, dst in plan}})
     except BaseException:
         if not (ws.path / JOURNAL).exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -162,14 +167,28 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
 
 
 def recover_update(workspace: Workspace | str | Path) -> bool:
-    """Finish the switch of an update that reached its commit point (idempotent); drop uncommitted staging."""
+    """Finish the switch of an update that reached its commit point (idempotent); drop uncommitted staging.
+
+    A journal whose pending targets changed since it was written (the workspace was retrained or re-imported
+    after the interrupted update) is discarded with a warning, never replayed over the newer work."""
     ws = Workspace.of(workspace)
     journal = ws.path / JOURNAL
     recovered = journal.exists()
     if recovered:
         plan = read_json(journal)
         staging = Path(plan["staging"])
-        for src, dst in ((Path(a), Path(b)) for a, b in plan["moves"]):
+        before = plan.get("before", {})
+        # a folder caught between its two renames sits in the staging folder as old-<name>: still unchanged
+        now = lambda dst: _identity(dst) if dst.exists() else _identity(staging / f"old-{dst.name}")
+        changed = [dst for src, dst in plan["moves"] if Path(src).exists() and dst in before
+                   and now(Path(dst)) != before[dst]]
+        if changed:
+            logger.warning("discarded an interrupted update of %s: %s changed since it was staged (newer work wins; "
+                        "run the update again)", ws.path, changed[0])
+            journal.unlink()
+            shutil.rmtree(staging, ignore_errors=True)
+            recovered = False
+        for src, dst in ((Path(a), Path(b)) for a, b in plan["moves"] if recovered):
             if not src.exists():
                 continue  # moved before the interruption
             if src.is_dir():
@@ -178,14 +197,22 @@ def recover_update(workspace: Workspace | str | Path) -> bool:
                 os.replace(src, dst)
             else:
                 os.replace(src, dst)
-        journal.unlink()
-        shutil.rmtree(staging, ignore_errors=True)
+        if recovered:
+            journal.unlink()
+            shutil.rmtree(staging, ignore_errors=True)
     for stale in ws.path.glob(".update-*"):  # staging of an update that never committed
         shutil.rmtree(stale, ignore_errors=True)
     return recovered
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+def _identity(path: Path) -> str | None:
+    """What a switch target holds: a folder's data fingerprint, a file's sha256, None when absent."""
+    if path.is_dir():
+        return fingerprints({"d": path}).get("d")
+    return file_sha256(path) if path.is_file() else None
+
+
 def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:
     """The update log valid for the current parameters, or a fresh one; refuses a workspace changed since."""
     sha = artifacts.parameters_sha256(ws)

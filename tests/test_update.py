@@ -20,7 +20,7 @@ from graphrec.encode import run_encode
 from graphrec.encoders.clip import TINY_MODEL
 from graphrec.errors import InputError
 from graphrec.features import load_features
-from graphrec.io import read_json, read_tensors
+from graphrec.io import read_json, read_tensors, write_tensors
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.rank import fit_ranker, load_ranker
@@ -296,6 +296,33 @@ def test_an_update_interrupted_after_its_commit_point_is_finished(shop, tmp_path
     assert KnowledgeGraph.load(ws).num_nodes["item"] == ds.n_items
     assert read_tensors(ws / "model" / "embeddings.safetensors")["item"].shape[0] == ds.n_items
     assert len(recommend(ws, "all", 3)) == 3 * ds.n_users
+
+
+def test_an_interrupted_update_never_replays_over_newer_work(shop, tmp_path, monkeypatch, caplog):
+    """Killed after its commit point, then the model is rewritten (a retrain): the journal is discarded."""
+    import graphrec.update as upd
+
+    ws = _copy(shop, tmp_path)
+    real = os.replace
+
+    def crash(src, dst):
+        if Path(dst) == ws / "graph" and ".update-" in str(src):
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(upd.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_update(ws, items=shop["dir"] / "new_items.csv", progress=False)
+    monkeypatch.setattr(upd.os, "replace", real)
+    newer = ws / "model" / "embeddings.safetensors"  # stands for a retrain's output
+    emb = read_tensors(newer)
+    write_tensors(newer, {k: v + 1 for k, v in emb.items()})
+    after_retrain = newer.read_bytes()
+    with caplog.at_level("WARNING", logger="graphrec.update"):
+        assert not recover_update(ws)
+    assert "discarded an interrupted update" in caplog.text
+    assert newer.read_bytes() == after_retrain  # the newer work stands
+    assert not (ws / "update-journal.json").exists() and not list(ws.glob(".update-*"))
 
 
 @pytest.mark.skipif(not os.environ.get("GRAPHREC_SLOW"), reason="trains on MovieLens (minutes): GRAPHREC_SLOW=1")
