@@ -7,23 +7,35 @@ Tasks (truth / candidates; every interaction the system was given is excluded fr
     overall    all three       / every item
 Only test parts are scored; the ranker was fitted on validation parts (nothing is selected on test).
 
-Writes eval/metrics.json, eval/report.md, eval/report.html (plots inlined, also in eval/plots/*.png).
+Baselines, scored on the same tasks (same users, candidates, exclusions and metric code), answer "better than
+what?": popularity (train+valid interactions per item) and EASE (Steck 2019, item-item, fitted on train+valid,
+its lambda selected on valid). Neither can rank cold items (they have no interactions): such a task gets no
+number, and a note saying why.
+
+Writes eval/metrics.json (strict JSON: undefined values are null), eval/report.md, eval/report.html (plots
+inlined, also in eval/plots/*.png).
 """
 from __future__ import annotations
 
-import json
+import datetime as _dt
+import importlib.metadata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
 
 from graphrec.artifacts import read_ranker_info
-from graphrec.data.dataset import GIVEN, Dataset
+from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.features import load_features
-from graphrec.io import atomic_dir
+from graphrec.io import atomic_dir, write_json
 from graphrec.metrics import (
+    DEFINITIONS,
     activity_buckets,
     coverage,
     hit_matrix,
@@ -34,12 +46,56 @@ from graphrec.metrics import (
     per_user_accuracy,
     popularity_bias,
 )
-from graphrec.rank import Ranker, ensure_ranker
+from graphrec.rank import EASE_LAMBDAS, FIT_HISTORY, Ranker, ensure_ranker, topk_stable
 from graphrec.report import write_report
-from graphrec.workspace import Workspace, writes
+from graphrec.workspace import Workspace, command_line, writes
 
 TASKS = {"warm": (("test",), "warm"), "cold_item": (("cold_test",), "cold"),
          "cold_user": (("cold_user_test",), "all"), "overall": (("test", "cold_test", "cold_user_test"), "all")}
+HEADLINE_K = 20  # the headline's cut-off when it is among the Ks: NDCG@20 / Recall@20 are what papers report
+# EASE inverts a dense items x items matrix: 200 MB and a few seconds a lambda at this size, and it grows cubically.
+EASE_MAX_ITEMS = 5000
+PROTOCOL = ("full ranking: every candidate item of a task is scored; every interaction the system was given "
+            "(train, valid, cold_valid, cold_user_context) is excluded from the lists; only the test parts are "
+            "scored; graphrec's blend and the EASE baseline's lambda are selected on validation parts")
+# The order the stages make a workspace in; `update` grows what the stages before it made.
+PIPELINE = ("dataset", "features", "graph", "model", "update")
+
+
+@dataclass
+class _Task:
+    """One task's lists to score: its users, its candidates and the held-out (row in `users`, item) pairs."""
+
+    users: np.ndarray
+    cand: np.ndarray
+    truth_rows: np.ndarray
+    truth_items: np.ndarray
+
+    def accuracy(self, topk: np.ndarray, n_items: int, ks: Sequence[int]) -> dict[str, np.ndarray]:
+        hits = hit_matrix(topk, self.truth_rows, self.truth_items, n_items)
+        return per_user_accuracy(hits, np.bincount(self.truth_rows, minlength=len(self.users)), ks)
+
+
+def _task(truth: pd.DataFrame, cand: np.ndarray, n_users: int) -> _Task:
+    users = np.unique(truth["user"].to_numpy())
+    row = np.full(n_users, -1, np.int64)
+    row[users] = np.arange(len(users))
+    return _Task(users, cand, row[truth["user"].to_numpy()], truth["item"].to_numpy())
+
+
+def _tasks(ds: Dataset, warm: np.ndarray) -> tuple[dict[str, _Task], dict[str, str]]:
+    """The tasks with held-out interactions and candidates, and why the others are skipped. One definition for
+    graphrec and the baselines, so both are scored on the same lists' inputs."""
+    cand_sets = {"warm": np.flatnonzero(warm), "cold": ds.cold_items(), "all": np.arange(ds.n_items)}
+    tasks, skipped = {}, {}
+    for task, (parts, which) in TASKS.items():
+        truth = ds.part(*parts)
+        cand = cand_sets[which]
+        if len(truth) == 0 or len(cand) == 0:
+            skipped[task] = f"no interactions in {'/'.join(parts)}" if len(truth) == 0 else "no candidates"
+            continue
+        tasks[task] = _task(truth, cand, ds.n_users)
+    return tasks, skipped
 
 
 def _content(ws: Workspace) -> tuple[np.ndarray, np.ndarray] | None:
@@ -54,12 +110,17 @@ def _content(ws: Workspace) -> tuple[np.ndarray, np.ndarray] | None:
     return f.values, f.mask
 
 
+def _check_ks(ks: Sequence[int]) -> list[int]:
+    out = sorted({int(k) for k in ks})
+    if not out or out[0] < 1:
+        raise InputError(f"K values must be positive integers, got {out}")
+    return out
+
+
 def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50), ranker: Ranker | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Metrics of every task with held-out interactions: accuracy at each K, beyond-accuracy, activity buckets."""
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise InputError(f"K values must be positive integers, got {ks}")
+    ks = _check_ks(ks)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ranker if ranker is not None else ensure_ranker(ws, ds, progress=progress)
@@ -69,38 +130,30 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
     n_train_users = int(ds.part("train")["user"].nunique())
     content = _content(ws)
     bucket_of, labels = activity_buckets(given)
-    cand_sets = {"warm": np.flatnonzero(r.warm), "cold": ds.cold_items(), "all": np.arange(ds.n_items)}
     plot_k = ks[1] if len(ks) > 1 else ks[0]
-    out: dict[str, Any] = {"ks": ks, "histogram_k": plot_k, "tasks": {}, "skipped": {}}
-    for task, (parts, which) in TASKS.items():
-        truth = ds.part(*parts)
-        cand = cand_sets[which]
-        if len(truth) == 0 or len(cand) == 0:
-            out["skipped"][task] = f"no interactions in {'/'.join(parts)}" if len(truth) == 0 else "no candidates"
-            continue
-        users = np.unique(truth["user"].to_numpy())
-        row = np.full(ds.n_users, -1, np.int64)
-        row[users] = np.arange(len(users))
-        topk, _ = r.topk(users, max(ks), history, cand, progress=progress)
-        tu = row[truth["user"].to_numpy()]
-        hits = hit_matrix(topk, tu, truth["item"].to_numpy(), ds.n_items)
-        per_user = per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), ks)
-        res: dict[str, Any] = {"users": int(len(users)), "held_out": int(len(truth)), "candidates": int(len(cand)),
-                               "accuracy": mean_metrics(per_user), "beyond": {}, "buckets": {}}
+    tasks, skipped = _tasks(ds, r.warm)
+    out: dict[str, Any] = {"ks": ks, "histogram_k": plot_k, "tasks": {}, "skipped": skipped}
+    for task, t in tasks.items():
+        topk, _ = r.topk(t.users, max(ks), history, t.cand, progress=progress)
+        per_user = t.accuracy(topk, ds.n_items, ks)
+        res: dict[str, Any] = {"users": int(len(t.users)), "held_out": int(len(t.truth_rows)),
+                               "candidates": int(len(t.cand)), "accuracy": mean_metrics(per_user), "beyond": {},
+                               "buckets": {}}
         for k in ks:
             top = topk[:, :k]
             res["beyond"][f"@{k}"] = {
-                "coverage": coverage(top, len(cand)), "novelty": novelty(top, pop, n_train_users),
+                "coverage": coverage(top, len(t.cand)), "novelty": novelty(top, pop, n_train_users),
                 "diversity": intra_list_diversity(top, *content) if content is not None else None,
-                **popularity_bias(top, pop, cand)}
-        b = bucket_of[users]
+                **popularity_bias(top, pop, t.cand)}
+        b = bucket_of[t.users]
         for i, label in enumerate(labels):
             sel = b == i
             if sel.any():
                 res["buckets"][label] = {"users": int(sel.sum()), **mean_metrics(per_user, sel)}
-        res["popularity_histogram"] = _popularity_histogram(topk[:, :plot_k], pop, cand)
+        res["popularity_histogram"] = _popularity_histogram(topk[:, :plot_k], pop, t.cand)
         out["tasks"][task] = res
     out["bucket_rule"] = "users bucketed by the number of interactions the system was given (train, valid, context)"
+    out["bucket_labels"] = labels
     out["ranker"] = {k: v for k, v in read_ranker_info(ws).items()
                      if k in ("weights_warm", "weights_cold", "cold_offset", "validation_ndcg", "fitted_with")}
     return out
@@ -114,17 +167,166 @@ def _popularity_histogram(topk: np.ndarray, pop: np.ndarray, cand: np.ndarray) -
     return {"edges": edges, "recommended": share(rec), "catalogue": share(pop[cand])}
 
 
+# -- baselines ---------------------------------------------------------------------------------------
+def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
+    """EASE's item-item weights B float64 [n_items, n_items] (Steck 2019): P = (X'X + lam I)^-1,
+    B = I - P diag(1 / diag P), so B's diagonal is 0. Items without interactions get zero rows and columns."""
+    g = (x.T @ x).toarray().astype(np.float64)
+    g[np.diag_indices_from(g)] += lam
+    p = np.linalg.inv(g)
+    b = p / -np.diag(p)  # column j divided by -P_jj
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def _baseline_lists(item_scores: np.ndarray, t: _Task, history: sp.csr_matrix, k: int,
+                    batch: int = 1024) -> tuple[np.ndarray, bool]:
+    """Top-k candidates per user of the task: by `item_scores[i]` for a vector (the same for everyone), by
+    `history[u] @ item_scores` for an item-item matrix. Given items are excluded and ties go to the lower item
+    index, as in the ranker's lists. Also whether the scores told any two allowed candidates apart: when they
+    never did, the baseline cannot rank this task and its "lists" would only be index order."""
+    kk = min(k, len(t.cand))
+    top = np.full((len(t.users), k), -1, np.int64)
+    lo, hi = np.inf, -np.inf
+    for s in range(0, len(t.users), batch):
+        u = t.users[s:s + batch]
+        if item_scores.ndim == 1:
+            sc = np.tile(item_scores[t.cand].astype(np.float64), (len(u), 1))
+        else:
+            sc = np.asarray(history[u] @ item_scores, np.float64)[:, t.cand]
+        known = history[u][:, t.cand].toarray() > 0
+        allowed = sc[~known]
+        if allowed.size:
+            lo, hi = min(lo, float(allowed.min())), max(hi, float(allowed.max()))
+        sc[known] = -np.inf
+        val, idx = topk_stable(torch.from_numpy(sc), kk)
+        top[s:s + len(u), :kk] = np.where(np.isfinite(val.numpy()), t.cand[idx.numpy()], -1)
+    return top, hi > lo
+
+
+def _baseline_tasks(item_scores: np.ndarray, tasks: dict[str, _Task], history: sp.csr_matrix, n_items: int,
+                    ks: Sequence[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for task, t in tasks.items():
+        top, ranks = _baseline_lists(item_scores, t, history, max(ks))
+        if ranks:
+            out[task] = {"accuracy": mean_metrics(t.accuracy(top, n_items, ks))}
+        else:
+            why = "cold items have no interactions" if task == "cold_item" else "its users have no interactions"
+            out[task] = {"accuracy": None, "note": f"{why}, so every candidate gets the same score"}
+    return out
+
+
+def _select_ease_lambda(ds: Dataset, k: int) -> tuple[float, dict[str, float]]:
+    """EASE's lambda by NDCG@k on valid, fitted on train (warm-under-train candidates, what training saw
+    excluded): the protocol graphrec's own blend follows. Without validation interactions, the grid's middle."""
+    truth, warm = ds.part("valid"), ds.warm_items(("train",))
+    if len(truth) == 0 or not warm.any():
+        return EASE_LAMBDAS[len(EASE_LAMBDAS) // 2], {}
+    t = _task(truth, np.flatnonzero(warm), ds.n_users)
+    train, history = ds.matrix(("train",)), ds.matrix(FIT_HISTORY)
+    found = {}
+    for lam in EASE_LAMBDAS:
+        top, _ = _baseline_lists(ease_weights(train, lam), t, history, k)
+        found[lam] = mean_metrics(t.accuracy(top, ds.n_items, [k]))[f"ndcg@{k}"]
+    best = max(found, key=lambda lam: found[lam])
+    return best, {f"{lam:g}": round(v, 6) for lam, v in found.items()}
+
+
+def evaluate_baselines(ds: Dataset, warm: np.ndarray, ks: Sequence[int] = (10, 20, 50),
+                       select_k: int = HEADLINE_K) -> dict[str, Any]:
+    """Popularity and EASE scored on `evaluate`'s tasks: the same users, candidates (`warm`: the ranker's warm
+    items), given items excluded, the same metric code. {name: {"description", "tasks": {task: {"accuracy":
+    {...} | None, "note"?}}}}; EASE is {"description", "skipped"} past EASE_MAX_ITEMS items."""
+    ks = _check_ks(ks)
+    tasks, _ = _tasks(ds, warm)
+    history, trained = ds.matrix(GIVEN), ds.matrix(TRAINED)
+    pop = np.asarray(trained.sum(axis=0)).ravel()
+    out: dict[str, Any] = {"popularity": {
+        "description": "items ranked by their number of train+valid interactions, the same list for every user",
+        "tasks": _baseline_tasks(pop, tasks, history, ds.n_items, ks)}}
+    ease = "EASE (Steck 2019): item-item weights fitted on train+valid, a user's scores are history @ B"
+    if ds.n_items > EASE_MAX_ITEMS:
+        out["ease"] = {"description": ease, "skipped": f"{ds.n_items} items > {EASE_MAX_ITEMS}: EASE inverts a dense "
+                                                       "items x items matrix"}
+        return out
+    lam, selection = _select_ease_lambda(ds, select_k)
+    out["ease"] = {"description": ease, "lambda": lam, "lambda_validation_ndcg": selection,
+                   "tasks": _baseline_tasks(ease_weights(trained, lam), tasks, history, ds.n_items, ks)}
+    return out
+
+
+def headline(metrics: dict[str, Any], baselines: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """One row per evaluated task: graphrec's NDCG@k and Recall@k, the best baseline's (by NDCG@k, among those
+    that can rank the task) and graphrec's ratio to it (None where no baseline ranks the task or it scored 0)."""
+    rows = []
+    for task, res in metrics["tasks"].items():
+        ours = {m: res["accuracy"][f"{m}@{k}"] for m in ("ndcg", "recall")}
+        scored = [(name, b["tasks"][task]["accuracy"]) for name, b in baselines.items()
+                  if b.get("tasks", {}).get(task, {}).get("accuracy") is not None]
+        best = max(scored, key=lambda nb: nb[1][f"ndcg@{k}"], default=None)
+        theirs = {m: best[1][f"{m}@{k}"] for m in ("ndcg", "recall")} if best else None
+        rows.append({"task": task, "users": res["users"], "graphrec": ours,
+                     "best_baseline": best[0] if best else None, "baseline": theirs,
+                     "ratio": {m: ours[m] / theirs[m] if theirs and theirs[m] > 0 else None for m in ours}})
+    return rows
+
+
+# -- setup and provenance --------------------------------------------------------------------------
+def reproduce_commands(ws: Workspace) -> list[str]:
+    """The commands that made the workspace, in pipeline order, each once: the one that made the tables
+    (import, movielens or synth; a later `data split` keeps it as `made_by`), each stage's recorded command,
+    then this evaluation's. A quickstart made every stage with one command, so it is listed once."""
+    stages = ws.config().get("stages", {})
+    cmds = []
+    for stage in PIPELINE:
+        rec = stages.get(stage)
+        if rec is None:
+            continue
+        made_by = rec.get("inputs", {}).get("made_by") if stage == "dataset" else None
+        cmds += [made_by, rec["command"]] if made_by else [rec["command"]]
+    return list(dict.fromkeys([*cmds, command_line()]))
+
+
+def setup(ws: Workspace, ds: Dataset) -> dict[str, Any]:
+    """What the numbers depend on: split settings, seeds, graphrec version, date, model settings, commands."""
+    stages = ws.config().get("stages", {})
+    settings = {s: (stages.get(s) or {}).get("settings", {}) for s in ("dataset", "features", "model")}
+    return {
+        # The installed distribution's version is graphrec.__version__ (tests check they agree); a stage
+        # importing the package object itself would point up the layers (docs/architecture.md).
+        "graphrec_version": importlib.metadata.version("graphrec"),
+        "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": ds.schema.name,
+        "source": settings["dataset"].get("source"),
+        "split": dict(ds.schema.split),
+        "seeds": {"data": settings["dataset"].get("seed"), "split": ds.schema.split.get("seed"),
+                  "encode": settings["features"].get("seed"), "train": settings["model"].get("seed")},
+        "modalities": settings["features"].get("modalities"),
+        "model": settings["model"],
+        "protocol": PROTOCOL,
+        "commands": reproduce_commands(ws),
+    }
+
+
 @writes
 def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50), examples: int = 3,
                  progress: bool = True) -> Path:
-    """Evaluate, then write eval/ (metrics.json, report.md, report.html, plots/) atomically and record it."""
+    """Evaluate graphrec and the baselines, then write eval/ (metrics.json, report.md, report.html, plots/)
+    atomically and record it."""
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ensure_ranker(ws, ds, progress=progress)
     metrics = evaluate(ws, ks, r, progress)
+    k = HEADLINE_K if HEADLINE_K in metrics["ks"] else metrics["histogram_k"]
+    metrics["baselines"] = evaluate_baselines(ds, r.warm, metrics["ks"], k)
+    metrics["headline_k"] = k
+    metrics["headline"] = headline(metrics, metrics["baselines"], k)
+    metrics["definitions"] = DEFINITIONS
+    metrics["setup"] = setup(ws, ds)
 
     with atomic_dir(ws.stage_dir("eval")) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / "metrics.json", metrics)
         write_report(tmp, ws, ds, r, metrics, examples)
     ws.record("eval", {"ks": list(metrics["ks"]), "examples": examples},
               inputs={"tasks": sorted(metrics["tasks"]), "ranker": metrics["ranker"]})

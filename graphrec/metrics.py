@@ -4,11 +4,12 @@ Lists are int arrays [n_users, K] of item indices, best first, padded with -1 wh
 than K allowed candidates. Truth is the set of held-out items per user. Definitions (they agree with the
 benchmark protocol, /work/shared/contract/protocol.py):
 
-    Recall@K    = hits in top K / min(|truth|, K)
-    Precision@K = hits in top K / K
-    HitRate@K   = 1 if any hit in top K
-    MRR@K       = 1 / rank of the first hit in top K (0 if none)
-    NDCG@K      = sum_j hit_j / log2(j + 2)  /  sum_{j < min(|truth|, K)} 1 / log2(j + 2)
+    Recall@K      = hits in top K / min(|truth|, K)
+    RecallFull@K  = hits in top K / |truth|          (`recall_full@K`: LightGCN's and RecBole's Recall@K)
+    Precision@K   = hits in top K / K
+    HitRate@K     = 1 if any hit in top K
+    MRR@K         = 1 / rank of the first hit in top K (0 if none)
+    NDCG@K        = sum_j hit_j / log2(j + 2)  /  sum_{j < min(|truth|, K)} 1 / log2(j + 2)
 
 averaged over users with at least one held-out item (users without a list count as all misses).
 """
@@ -22,7 +23,18 @@ import torch
 
 from graphrec.features import unit_rows
 
-ACCURACY = ("recall", "ndcg", "precision", "hitrate", "mrr")
+ACCURACY = ("recall", "recall_full", "ndcg", "precision", "hitrate", "mrr")
+# The same definitions in words, for metrics.json and the report. Recall has two definitions in the field: a user
+# with more held-out items than K cannot reach 1 under the second, so papers' numbers are lower for heavy users.
+DEFINITIONS = {
+    "recall": "hits in the top K / min(|truth|, K): 1 when the list holds K hits or every held-out item",
+    "recall_full": "hits in the top K / |truth|: Recall@K as LightGCN and RecBole papers report it (equals "
+                   "recall when |truth| <= K)",
+    "ndcg": "sum of 1 / log2(rank + 1) over the hits / the same sum for min(|truth|, K) hits at the top",
+    "precision": "hits in the top K / K",
+    "hitrate": "1 if any hit in the top K, else 0",
+    "mrr": "1 / rank of the first hit in the top K (0 if none)",
+}
 # Train-interaction counts that separate the user-activity buckets: [0], [1, 5], [6, 20], ...
 ACTIVITY_EDGES = (0, 1, 6, 21, 51, 201)
 
@@ -59,6 +71,7 @@ def per_user_accuracy(hits: np.ndarray, n_truth: np.ndarray, ks: Sequence[int]) 
             n_hit = h.sum(axis=1).astype(np.float64)
             denom = np.minimum(n_truth, k)
             out[f"recall@{k}"] = np.where(valid, n_hit / denom, np.nan)
+            out[f"recall_full@{k}"] = np.where(valid, n_hit / n_truth, np.nan)
             out[f"precision@{k}"] = np.where(valid, n_hit / k, np.nan)
             out[f"hitrate@{k}"] = np.where(valid, (n_hit > 0).astype(np.float64), np.nan)
             out[f"mrr@{k}"] = np.where(valid, np.where(first < k, 1.0 / (first + 1.0), 0.0), np.nan)

@@ -1,5 +1,9 @@
 """The evaluation report: one list of blocks rendered twice, as report.md and as a self-contained report.html.
 
+Top first: the headline (graphrec against the best baseline, per task), the setup (version, date, split, seeds,
+model settings), the data, the metrics with the baselines beside graphrec, plots, examples, and the commands
+that made the workspace. A value that is not defined shows as "—", with a note saying why.
+
 Plots are matplotlib PNGs (Agg backend) in plots/ and inlined into the HTML as base64, so the HTML opens
 anywhere on its own.
 """
@@ -7,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,21 +25,51 @@ from graphrec.io import read_json
 from graphrec.metrics import ACCURACY
 from graphrec.rank import Ranker
 from graphrec.recommend import explanations
-from graphrec.workspace import STAGES, Workspace, command_line
+from graphrec.workspace import Workspace
 
 if TYPE_CHECKING:  # matplotlib is imported where a plot is drawn (the Agg backend is chosen first)
     from matplotlib.figure import Figure
 
-Block = tuple  # ("h", text) | ("p", text) | ("warn", text) | ("pre", text) | ("table", header, rows) | ("img", file, caption)
+# ("h" | "h2" | "h3" | "p" | "note" | "warn" | "pre", text) | ("table", header, rows) | ("kv", [(key, value)], columns)
+# | ("img", file, caption)
+Block = tuple
 IDENTITY_KEYS = ("model", "pretrained", "weights", "checkpoint", "checkpoint_sha256", "random_weights", "dim")
+UNDEFINED = "—"
+BEYOND = ("coverage", "novelty", "diversity", "arp", "arp_ratio", "head_share")
+# Why a beyond-accuracy value can be undefined: the footnote under a table that shows one.
+WHY_UNDEFINED = {
+    "coverage": "the task has no candidates",
+    "novelty": "no list holds an item",
+    "diversity": "there are no content features (or no list holds two items with content)",
+    "arp_ratio": "the candidates' mean training popularity is 0: cold items have no training interactions",
+    "head_share": "the top 20% most popular candidates include items without training interactions (cold items "
+                  "have none), so there is no popular head",
+}
+PART_ROLES = {"train": "training", "valid": "selection (warm)", "test": "test: warm task",
+              "cold_valid": "selection (cold items)", "cold_test": "test: cold-item task",
+              "cold_user_context": "given interactions of cold users", "cold_user_valid": "selection (cold users)",
+              "cold_user_test": "test: cold-user task"}
+BASELINE_NAMES = {"popularity": "popularity", "ease": "EASE"}
+NUMBER = re.compile(rf"[-+]?[0-9.,]+(e[-+]?[0-9]+)?×?|{UNDEFINED}")  # table cells the HTML aligns right
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.4f}"
+    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+        return UNDEFINED
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4f}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(_fmt, v)) if v else UNDEFINED
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items()) if v else UNDEFINED
     return str(v)
+
+
+def _setting(v: Any) -> str:
+    """A setting as typed (0.1, 5e-3), not rounded to four places like a metric."""
+    return f"{v:g}" if isinstance(v, float) else _fmt(v)
 
 
 def write_report(out: Path, ws: Workspace, ds: Dataset, r: Ranker, metrics: dict[str, Any], examples: int) -> None:
@@ -45,11 +79,14 @@ def write_report(out: Path, ws: Workspace, ds: Dataset, r: Ranker, metrics: dict
     (out / "plots").mkdir(exist_ok=True)
     blocks: list[Block] = [("h", f"graphrec evaluation: {ds.schema.name}")]
     blocks += _warnings(ws)
+    blocks += _headline(metrics)
+    blocks += _setup(metrics["setup"])
     blocks += _summary(ws, ds)
     blocks += _metric_tables(metrics)
     blocks += _plots(out / "plots", ws, metrics)
     blocks += _examples(ws, ds, r, examples)
-    blocks += _reproduce(ws)
+    blocks += [("h2", "Reproduce"), ("p", "The commands that made this workspace, in pipeline order:"),
+               ("pre", "\n".join(metrics["setup"]["commands"]))]
     (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(_html(blocks, out), encoding="utf-8")
 
@@ -68,13 +105,74 @@ def _encoders(ws: Workspace) -> dict[str, dict[str, Any]]:
     return {p.stem: read_json(p) for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
 
 
-def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
+def _ratio(v: float | None) -> str:
+    return UNDEFINED if v is None else f"{v:.2f}×"
 
+
+def _headline(m: dict[str, Any]) -> list[Block]:
+    k = m["headline_k"]
+    rows, missing = [], []
+    for h in m["headline"]:
+        theirs = h["baseline"] or {}
+        rows.append([h["task"], str(h["users"]), _fmt(h["graphrec"]["ndcg"]), _fmt(h["graphrec"]["recall"]),
+                     BASELINE_NAMES.get(h["best_baseline"], UNDEFINED), _fmt(theirs.get("ndcg")),
+                     _fmt(theirs.get("recall")), _ratio(h["ratio"]["ndcg"]), _ratio(h["ratio"]["recall"])])
+        if h["best_baseline"] is None:
+            missing.append(h["task"])
+    blocks: list[Block] = [
+        ("h2", f"Headline: NDCG@{k} and Recall@{k} on the test parts"),
+        ("table", ["task", "users", f"graphrec NDCG@{k}", f"graphrec Recall@{k}", "best baseline",
+                   f"baseline NDCG@{k}", f"baseline Recall@{k}", "NDCG ratio", "Recall ratio"], rows),
+        ("p", "Baselines are scored by graphrec evaluate itself on the same split and protocol: the same test "
+              "users, candidates and excluded interactions, full ranking. The best baseline is the one with the "
+              f"higher NDCG@{k}; ratio = graphrec / best baseline. Recall@K = hits / min(|truth|, K); "
+              "recall_full@K (hits / |truth|, as LightGCN and RecBole papers report Recall@K) is in the tables below.")]
+    notes = [f"{task}: no baseline can rank it ({_baseline_notes(m['baselines'], task)})." for task in missing]
+    notes += _skipped(m["baselines"])
+    if notes:
+        blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
+    return blocks
+
+
+def _skipped(baselines: dict[str, Any]) -> list[str]:
+    return [f"{BASELINE_NAMES.get(n, n)} not computed: {b['skipped']}." for n, b in baselines.items() if "skipped" in b]
+
+
+def _baseline_notes(baselines: dict[str, Any], task: str) -> str:
+    """Why the baselines have no number for `task`, each reason once with the baselines it applies to."""
+    by_note: dict[str, list[str]] = {}
+    for name, b in baselines.items():
+        note = b.get("tasks", {}).get(task, {}).get("note")
+        if note:
+            by_note.setdefault(note, []).append(BASELINE_NAMES.get(name, name))
+    return "; ".join(f"{' and '.join(names)}: {note}" for note, names in by_note.items())
+
+
+def _setup(s: dict[str, Any]) -> list[Block]:
+    seeds = ", ".join(f"{k} {v}" for k, v in s["seeds"].items() if v is not None) or UNDEFINED
+    blocks: list[Block] = [
+        ("h2", "Setup"),
+        ("kv", [("graphrec version", s["graphrec_version"]), ("evaluated", s["evaluated_at"]),
+                ("dataset", f"{s['dataset']} ({s['source'] or 'unknown source'})"), ("seeds", seeds),
+                ("modalities", _fmt(s["modalities"])), ("protocol", s["protocol"])], 1),
+        ("h3", "Split"),
+        ("kv", [(k, _setting(v)) for k, v in s["split"].items()] or [("split", "not split")], 3)]
+    if s["model"]:
+        blocks += [("h3", "Model (graphrec train)"), ("kv", [(k, _setting(v)) for k, v in s["model"].items()], 3)]
+    return blocks
+
+
+def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
     st = dataset_stats(ds)
-    rows = [[k, json.dumps(st[k]) if isinstance(st[k], (dict, list)) else _fmt(st[k])]
-            for k in ("users", "items", "interactions", "density", "parts", "cold_items", "cold_users",
-                      "interactions_per_user", "interactions_per_item") if k in st]
-    blocks: list[Block] = [("h2", "Dataset"), ("table", ["", "value"], rows)]
+    keys = ("users", "items", "interactions", "cold_items", "cold_users", "items_without_interactions")
+    pairs = [(k.replace("_", " "), _fmt(st[k])) for k in keys] + [("density", f"{st['density']:.4g}")]
+    blocks: list[Block] = [("h2", "Dataset"), ("kv", pairs, 3)]
+    rows = [[part, str(n), PART_ROLES.get(part, "")] for part, n in st["parts"].items()]
+    blocks.append(("table", ["part", "interactions", "used for"], rows))
+    stats = ("min", "median", "mean", "max")
+    rows = [[f"interactions per {what}", *[_setting(st[f"interactions_per_{what}"][s]) for s in stats]]
+            for what in ("user", "item")]
+    blocks.append(("table", ["", *stats], rows))
     g = ws.stage_dir("graph") / "graph.json"
     if g.exists():
         info = read_json(g)
@@ -88,30 +186,66 @@ def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
     return blocks
 
 
+def _blend(rk: dict[str, Any]) -> list[Block]:
+    ww, wc = rk.get("weights_warm") or {}, rk.get("weights_cold") or {}
+    rows = [[c, _setting(ww.get(c)), _setting(wc.get(c))] for c in dict.fromkeys([*ww, *wc])]
+    pairs = [("fitted with", rk.get("fitted_with", "embeddings.safetensors")),
+             ("cold offset", _setting(rk.get("cold_offset")))]
+    pairs += [(f"validation NDCG ({name.removesuffix('_ndcg')})", _fmt(v))
+              for name, v in (rk.get("validation_ndcg") or {}).items()]
+    blocks: list[Block] = [("h3", "Ranker blend (fitted on validation)"), ("kv", pairs, 2),
+                           ("table", ["component", "weight on warm items", "weight on cold items"], rows)]
+    if any(UNDEFINED in row for row in rows):
+        blocks.append(("note", f"{UNDEFINED} the component does not score these items: EASE and popularity need "
+                               "interactions (warm items only), the content map (ridge) stands in for them on cold "
+                               "items."))
+    return blocks
+
+
+def _undefined_note(names: list[str]) -> list[Block]:
+    why = [f"{n}: {WHY_UNDEFINED[n]}" for n in names if n in WHY_UNDEFINED]
+    return [("note", f"{UNDEFINED} not defined here. " + "; ".join(why) + ".")] if why else []
+
+
 def _metric_tables(m: dict[str, Any]) -> list[Block]:
     ks = m["ks"]
     blocks: list[Block] = [("h2", "Metrics (test parts, full ranking, known interactions excluded)")]
-    rk = m["ranker"]
-    blocks.append(("p", f"Blend fitted on validation with {rk.get('fitted_with', 'embeddings.safetensors')}: warm "
-                        f"{json.dumps(rk.get('weights_warm'))}, cold {json.dumps(rk.get('weights_cold'))}, cold offset "
-                        f"{rk.get('cold_offset')}; validation NDCG {json.dumps(rk.get('validation_ndcg'))}."))
+    blocks.append(("kv", [(name, d) for name, d in m["definitions"].items()], 1))
+    blocks += _blend(m["ranker"])
     for task, res in m["tasks"].items():
-        acc = res["accuracy"]
+        acc, beyond = res["accuracy"], res["beyond"]
         rows = [[name] + [_fmt(acc[f"{name}@{k}"]) for k in ks] for name in ACCURACY]
-        beyond = res["beyond"]
-        rows += [[name] + [_fmt(beyond[f"@{k}"][name]) for k in ks]
-                 for name in ("coverage", "novelty", "diversity", "arp", "arp_ratio", "head_share")]
+        rows += [[name] + [_fmt(beyond[f"@{k}"][name]) for k in ks] for name in BEYOND]
         blocks += [("h3", f"{task}: {res['users']} users, {res['held_out']} held-out interactions, "
                           f"{res['candidates']} candidates"), ("table", ["metric", *[f"@{k}" for k in ks]], rows)]
+        blocks += _undefined_note([row[0] for row in rows if UNDEFINED in row])
+        blocks += _versus_baselines(m, task)
         k = m["histogram_k"]
-        rows = [[b, str(v["users"]), _fmt(v[f"recall@{k}"]), _fmt(v[f"ndcg@{k}"])] for b, v in res["buckets"].items()]
-        blocks.append(("table", ["activity bucket", "users", f"recall@{k}", f"ndcg@{k}"], rows))
+        rows = [[b, str(v["users"]), _fmt(v[f"recall@{k}"]), _fmt(v[f"recall_full@{k}"]), _fmt(v[f"ndcg@{k}"])]
+                for b, v in res["buckets"].items()]
+        blocks.append(("table", ["activity bucket", "users", f"recall@{k}", f"recall_full@{k}", f"ndcg@{k}"], rows))
     for task, why in m["skipped"].items():
         blocks.append(("p", f"{task}: not evaluated ({why})."))
     blocks.append(("p", f"Activity buckets: {m['bucket_rule']}. Novelty: mean -log2 of smoothed training popularity. "
                         "Diversity: mean pairwise cosine distance of content vectors within a list. ARP: mean "
                         "training popularity of recommended items; head share: share in the top 20% most popular "
                         "candidates."))
+    return blocks
+
+
+def _versus_baselines(m: dict[str, Any], task: str) -> list[Block]:
+    """graphrec and each baseline on one task, side by side."""
+    names = [f"{name}@{k}" for k in m["ks"] for name in ("recall", "recall_full", "ndcg")]
+    rows = [["graphrec", *[_fmt(m["tasks"][task]["accuracy"][n]) for n in names]]]
+    for name, b in m["baselines"].items():
+        label = BASELINE_NAMES.get(name, name)
+        acc = b.get("tasks", {}).get(task, {}).get("accuracy") or {}
+        rows.append([f"{label} (λ {b['lambda']:g})" if "lambda" in b else label, *[_fmt(acc.get(n)) for n in names]])
+    why = _baseline_notes(m["baselines"], task)
+    notes = ([f"{why}."] if why else []) + _skipped(m["baselines"])
+    blocks: list[Block] = [("table", ["vs baselines", *names], rows)]
+    if notes:
+        blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
     return blocks
 
 
@@ -125,21 +259,12 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
         for ax, name in zip(axes, ("recall", "ndcg")):
             for task, res in tasks.items():
                 ax.plot(m["ks"], [res["accuracy"][f"{name}@{k}"] for k in m["ks"]], marker="o", label=task)
-            ax.set(xlabel="K", ylabel=name, title=f"{name} vs K")
-            ax.legend()
+            ax.set(xlabel="K", ylabel=name, title=f"{name} vs K", xticks=m["ks"])
+        # one legend for both panels, beside them: inside, it would hide points
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         blocks.append(_save(fig, d / "metric_vs_k.png", "Recall and NDCG at each K, per task"))
-        k = m["histogram_k"]
-        fig, ax = plt.subplots(figsize=(10, 3.6))
-        width = 0.8 / len(tasks)
-        for j, (task, res) in enumerate(tasks.items()):
-            labels = list(res["buckets"])
-            xs = np.arange(len(labels)) + j * width
-            ax.bar(xs, [res["buckets"][b][f"recall@{k}"] for b in labels], width, label=task)
-            for x, b in zip(xs, labels):
-                ax.annotate(b, (x, 0), rotation=90, fontsize=7, va="bottom", ha="center")
-        ax.set(ylabel=f"recall@{k}", title="Recall by user activity (interactions given)", xticks=[])
-        ax.legend()
-        blocks.append(_save(fig, d / "recall_by_activity.png", f"Recall@{k} per user-activity bucket"))
+        blocks.append(_save(_activity_plot(m), d / "recall_by_activity.png",
+                            f"Recall@{m['histogram_k']} per user-activity bucket, one bar per task"))
         fig, ax = plt.subplots(figsize=(10, 3.6))
         task = "overall" if "overall" in tasks else next(iter(tasks))
         h = tasks[task]["popularity_histogram"]
@@ -147,11 +272,11 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
         labels.append(f"{h['edges'][-1]}+")
         xs = np.arange(len(labels))
         ax.bar(xs - 0.2, h["catalogue"], 0.4, label="candidate items")
-        ax.bar(xs + 0.2, h["recommended"], 0.4, label=f"recommended (top {k})")
+        ax.bar(xs + 0.2, h["recommended"], 0.4, label=f"recommended (top {m['histogram_k']})")
         ax.set(xticks=xs, xlabel="training interactions of the item", ylabel="share",
                title=f"Popularity of recommended items vs catalogue ({task})")
         ax.set_xticklabels(labels, rotation=45, fontsize=8)
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         blocks.append(_save(fig, d / "popularity.png", "Popularity of recommended items vs the candidate catalogue"))
     hist = read_history(ws)
     if hist is not None:
@@ -170,15 +295,36 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
             axes[0].set(xlabel="epoch", title="training loss")
             axes[1].set(xlabel="epoch", title="validation metrics")
             for ax in axes:
-                if ax.has_data():
-                    ax.legend(fontsize=7)
+                if ax.has_data():  # below the panel: inside, the legend hides the curves
+                    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
             blocks.append(_save(fig, d / "training.png", "Training curves (model/history.json)"))
     return blocks
 
 
+def _activity_plot(m: dict[str, Any]) -> Figure:
+    """Bars grouped by activity bucket (x), one bar per task within each group, at the same place in every
+    group; a task without users in a bucket leaves its place empty rather than shifting the others."""
+    import matplotlib.pyplot as plt
+
+    k, tasks = m["histogram_k"], m["tasks"]
+    buckets = [b for b in m["bucket_labels"] if any(b in res["buckets"] for res in tasks.values())]
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    width = 0.8 / len(tasks)
+    for j, (task, res) in enumerate(tasks.items()):
+        at = [i for i, b in enumerate(buckets) if b in res["buckets"]]
+        xs = np.asarray(at, dtype=float) - 0.4 + (j + 0.5) * width
+        ax.bar(xs, [res["buckets"][buckets[i]][f"recall@{k}"] for i in at], width, label=task)
+    ax.set_xticks(np.arange(len(buckets)))
+    ax.set_xticklabels(buckets)
+    ax.set(xlabel="interactions given to the system (train, valid, context)", ylabel=f"recall@{k}",
+           title="Recall by user activity")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
 def _save(fig: Figure, path: Path, caption: str) -> Block:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # "tight" keeps the legends placed outside the axes
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -204,12 +350,6 @@ def _examples(ws: Workspace, ds: Dataset, r: Ranker, n: int) -> list[Block]:
             ("table", ["user", "rank", "item", "kind", "score", "explanation"], rows)]
 
 
-def _reproduce(ws: Workspace) -> list[Block]:
-    stages = ws.config().get("stages", {})
-    cmds = [stages[s]["command"] for s in STAGES if s in stages and s != "eval"] + [command_line()]
-    return [("h2", "Reproduce"), ("pre", "\n".join(cmds))]
-
-
 def _markdown(blocks: list[Block]) -> str:
     lines: list[str] = []
     for b in blocks:
@@ -218,10 +358,14 @@ def _markdown(blocks: list[Block]) -> str:
             lines += ["#" * {"h": 1, "h2": 2, "h3": 3}[kind] + " " + b[1], ""]
         elif kind == "p":
             lines += [b[1], ""]
+        elif kind == "note":
+            lines += [f"*{b[1]}*", ""]
         elif kind == "warn":
             lines += [f"> **WARNING:** {b[1]}", ""]
         elif kind == "pre":
             lines += ["```", b[1], "```", ""]
+        elif kind == "kv":
+            lines += [f"- **{key}**: {value}" for key, value in b[1]] + [""]
         elif kind == "table":
             cell = (lambda x: str(x).replace("|", "\\|"))
             lines += ["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1])]
@@ -229,6 +373,10 @@ def _markdown(blocks: list[Block]) -> str:
         elif kind == "img":
             lines += [f"![{b[2]}]({b[1]})", ""]
     return "\n".join(lines)
+
+
+def _align(cell: Any) -> str:
+    return "" if NUMBER.fullmatch(str(cell)) else ' class="t"'
 
 
 def _html(blocks: list[Block], root: Path) -> str:
@@ -241,13 +389,22 @@ def _html(blocks: list[Block], root: Path) -> str:
             body.append(f"<{tag}>{e(b[1])}</{tag}>")
         elif kind == "p":
             body.append(f"<p>{e(b[1])}</p>")
+        elif kind == "note":
+            body.append(f'<p class="note">{e(b[1])}</p>')
         elif kind == "warn":
             body.append(f'<div class="warn"><b>WARNING:</b> {e(b[1])}</div>')
         elif kind == "pre":
             body.append(f"<pre>{e(b[1])}</pre>")
+        elif kind == "kv":
+            items = "".join(f"<li><b>{e(str(key))}</b> {e(str(value))}</li>" for key, value in b[1])
+            body.append(f'<ul class="kv" style="columns:{b[2]}">{items}</ul>')
         elif kind == "table":
-            head = "".join(f"<th>{e(str(c))}</th>" for c in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in b[2])
+            # numbers line up on the right, words read from the left; a column's header follows its first cell
+            first = b[2][0] if b[2] else []
+            head = "".join(f"<th{_align(first[j] if j < len(first) else '')}>{e(str(c))}</th>"
+                           for j, c in enumerate(b[1]))
+            rows = "".join("<tr>" + "".join(f"<td{_align(c)}>{e(str(c))}</td>" for c in row) + "</tr>"
+                           for row in b[2])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "img":
             data = base64.b64encode((root / b[1]).read_bytes()).decode("ascii")
@@ -255,8 +412,11 @@ def _html(blocks: list[Block], root: Path) -> str:
                         f"<figcaption>{e(b[2])}</figcaption></figure>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
+             "text-align:right}th{background:#f3f3f3}.t{text-align:left}"
              ".warn{background:#fde2e1;border:2px solid #c00;padding:.8em;margin:1em 0;font-size:1.1em}"
+             ".note{font-size:.9em;color:#555;margin-top:-.8em}"
+             ".kv{list-style:none;padding:0;margin:.5em 0 1em}.kv li{padding:1px 0;break-inside:avoid}"
+             ".kv b{display:inline-block;min-width:9em;font-weight:600}"
              "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%}")
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>graphrec report</title><style>{style}'
             f"</style></head><body>{''.join(body)}</body></html>\n")

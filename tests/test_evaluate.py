@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 
@@ -11,10 +13,12 @@ import scipy.sparse as sp
 from conftest import shared_path
 from rec_helpers import make_workspace
 
-from graphrec.data.dataset import Dataset
+import graphrec
+from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.data.importer import import_files
-from graphrec.evaluate import evaluate, run_evaluate
+from graphrec.evaluate import evaluate, evaluate_baselines, reproduce_commands, run_evaluate
 from graphrec.io import read_json, write_json, write_tensors
+from graphrec.metrics import hit_matrix, per_user_accuracy
 from graphrec.rank import fit_ranker
 from graphrec.recommend import recommend, write_recommendations
 
@@ -64,6 +68,119 @@ def test_report_files(ws):
     assert ws.stage_record("eval")["settings"]["ks"] == [5, 10]
     assert sorted(p.name for p in (d / "plots").iterdir()) == ["metric_vs_k.png", "popularity.png",
                                                                "recall_by_activity.png", "training.png"]
+
+
+def _reject(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def test_report_headline_baselines_setup_and_no_nan(ws):
+    d = run_evaluate(ws, ks=(10, 20), progress=False)
+    m = json.loads((d / "metrics.json").read_text(), parse_constant=_reject)  # NaN / Infinity refused
+    assert m["headline_k"] == 20 and [h["task"] for h in m["headline"]] == list(m["tasks"])
+    for h in m["headline"]:
+        acc = m["tasks"][h["task"]]["accuracy"]
+        assert h["graphrec"] == {"ndcg": acc["ndcg@20"], "recall": acc["recall@20"]}
+        if h["best_baseline"] is None:
+            assert h["ratio"] == {"ndcg": None, "recall": None}
+            continue
+        theirs = m["baselines"][h["best_baseline"]]["tasks"][h["task"]]["accuracy"]
+        assert h["baseline"]["ndcg"] == theirs["ndcg@20"] == max(
+            b["tasks"][h["task"]]["accuracy"]["ndcg@20"] for b in m["baselines"].values()
+            if b["tasks"][h["task"]]["accuracy"] is not None)
+        assert h["ratio"]["ndcg"] == pytest.approx(acc["ndcg@20"] / theirs["ndcg@20"])
+    cold = next(h for h in m["headline"] if h["task"] == "cold_item")
+    assert cold["best_baseline"] is None  # nothing but content ranks items without interactions
+    assert m["setup"]["graphrec_version"] == graphrec.__version__
+    assert m["setup"]["split"] == Dataset.load(ws).schema.split and m["setup"]["evaluated_at"]
+    assert m["definitions"]["recall_full"].startswith("hits in the top K / |truth|")
+    html = (d / "report.html").read_text()
+    md = (d / "report.md").read_text()
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "Headline: NDCG@20 and Recall@20" in text and text.index("Headline") < text.index("Dataset")
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE) and not re.search(r"\bnan\b", md, re.IGNORECASE)
+    assert "—" in md and "cold items have no interactions" in md  # undefined cells say why
+    assert '{"' not in md and "{'" not in md  # no JSON or dict dumped into the page
+    for section in ("Setup", "graphrec version", "recall_full@20", "popularity", "EASE"):
+        assert section in md
+    reproduce = md.split("## Reproduce")[1]
+    assert reproduce.count(ws.stage_record("dataset")["command"]) == 1
+
+
+def test_baselines_rank_the_same_candidates_as_graphrec(ws):
+    """Popularity and EASE, recomputed here from their definitions, on warm test users: warm candidates
+    (train+valid items), every given interaction excluded, ties to the lower item index."""
+    ds = Dataset.load(ws)
+    b = evaluate_baselines(ds, ds.warm_items(), ks=(5, 10))
+    given, trained = ds.matrix(GIVEN).toarray() > 0, ds.matrix(TRAINED).toarray()
+    warm = trained.sum(axis=0) > 0
+    test = ds.part("test")
+    truth = test.groupby("user")["item"].apply(set)
+    lam = b["ease"]["lambda"]
+    g = trained.T @ trained + lam * np.eye(ds.n_items)
+    p = np.linalg.inv(g)
+    ease = np.eye(ds.n_items) - p / np.diag(p)
+    scores = {"popularity": lambda u: trained.sum(axis=0), "ease": lambda u: given[u].astype(float) @ ease}
+    for name, score in scores.items():
+        ndcg = []
+        for u, items in truth.items():
+            s = np.where(warm & ~given[u], score(u), -np.inf)
+            order = [i for i in np.lexsort((np.arange(ds.n_items), -s)) if np.isfinite(s[i])][:10]
+            dcg = sum(1 / math.log2(j + 2) for j, i in enumerate(order) if i in items)
+            ndcg.append(dcg / sum(1 / math.log2(j + 2) for j in range(min(len(items), 10))))
+        assert b[name]["tasks"]["warm"]["accuracy"]["ndcg@10"] == pytest.approx(np.mean(ndcg)), name
+        assert b[name]["tasks"]["cold_item"]["accuracy"] is None
+        assert "cold items have no interactions" in b[name]["tasks"]["cold_item"]["note"]
+    assert set(b["ease"]["lambda_validation_ndcg"]) and b["ease"]["lambda_validation_ndcg"][f"{lam:g}"] == max(
+        b["ease"]["lambda_validation_ndcg"].values())
+
+
+def test_recall_full_is_hits_over_all_held_out_items():
+    # user 0: truth {1, 4, 7}, list [1, 2, 4, 5]; user 1: truth {0, 2, 3, 5, 6}, list [0, 2, 8, 9]
+    hits = hit_matrix(np.array([[1, 2, 4, 5], [0, 2, 8, 9]]), np.array([0, 0, 0, 1, 1, 1, 1, 1]),
+                      np.array([1, 4, 7, 0, 2, 3, 5, 6]), 10)
+    m = per_user_accuracy(hits, np.array([3, 5]), [2, 4])
+    assert m["recall@2"].tolist() == pytest.approx([1 / 2, 2 / 2])  # hits / min(|truth|, K)
+    assert m["recall_full@2"].tolist() == pytest.approx([1 / 3, 2 / 5])  # hits / |truth|
+    assert m["recall@4"].tolist() == pytest.approx([2 / 3, 2 / 4])
+    assert m["recall_full@4"].tolist() == pytest.approx([2 / 3, 2 / 5])
+
+
+def test_reproduce_lists_each_command_once_in_pipeline_order(tmp_path):
+    ws = graphrec.Workspace(tmp_path / "ws")
+    ws.record("dataset", {}, inputs={"made_by": "graphrec data synth --out ws"}, command="graphrec data split ws")
+    ws.record("features", {}, command="graphrec encode ws")
+    ws.record("model", {}, command="graphrec train ws")
+    ws.record("graph", {}, command="graphrec build ws")
+    ws.record("eval", {}, command="graphrec evaluate ws --ks 5")  # an earlier evaluation: not this one
+    cmds = reproduce_commands(ws)
+    assert cmds[:4] == ["graphrec data synth --out ws", "graphrec data split ws", "graphrec encode ws",
+                        "graphrec build ws"]
+    assert cmds[4] == "graphrec train ws" and len(cmds) == 6 and "--ks 5" not in cmds[5]
+    quick = "graphrec quickstart --out ws"
+    for stage in ("dataset", "features", "graph", "model"):
+        ws.record(stage, {}, inputs={"made_by": quick} if stage == "dataset" else None, command=quick)
+    assert reproduce_commands(ws).count(quick) == 1 and reproduce_commands(ws)[0] == quick
+
+
+def test_activity_plot_groups_bars_by_bucket_with_the_legend_outside():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from graphrec.report import _activity_plot
+
+    row = lambda r: {"users": 1, "recall@20": r}
+    m = {"histogram_k": 20, "bucket_labels": ["0", "1-5", "6-20", "21-50", "51-200", "201+"],
+         "tasks": {"warm": {"buckets": {"6-20": row(0.5), "21-50": row(0.4)}},
+                   "cold_user": {"buckets": {"1-5": row(0.2)}},
+                   "overall": {"buckets": {"1-5": row(0.1), "6-20": row(0.3), "21-50": row(0.2)}}}}
+    fig = _activity_plot(m)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1-5", "6-20", "21-50"]
+    groups = {c.get_label(): [round(p.get_x() + p.get_width() / 2) for p in c.patches] for c in ax.containers}
+    assert groups == {"warm": [1, 2], "cold_user": [0], "overall": [0, 1, 2]}  # x = the bucket's position
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
 
 def test_agrees_with_benchmark_protocol_on_movielens(tmp_path):
