@@ -629,3 +629,46 @@ def test_min_rating_keeps_the_positives_and_counts_the_rest(tmp_path):
     res = _run(["data", "import", "--out", str(tmp_path / "ws3"), "--interactions", str(f["inter"]), "--items",
                    str(f["items"]), "--images-dir", str(f["images"]), "--min-rating", "4"])
     assert res.returncode == 0 and "below 4" in res.stdout, res.stderr
+
+
+def _leaf_commands() -> list[list[str]]:
+    import typer.main
+
+    import graphrec.cli as cli
+
+    found = []
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):  # a group (typer vendors its own click: no isinstance check)
+            for name, sub in sorted(cmd.commands.items()):
+                walk(sub, [*path, name])
+        else:
+            found.append(path)
+    walk(typer.main.get_command(cli.app), [])
+    return found
+
+
+@pytest.mark.parametrize("path", _leaf_commands(), ids=" ".join)
+def test_every_command_names_a_misspelt_flag_and_a_missing_parameter(path):
+    """Usage mistakes on every command: exit 2, Click's short message naming what the user typed or forgot."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    import graphrec.cli as cli
+
+    res = CliRunner().invoke(cli.app, [*path, "--no-such-flag"])
+    assert res.exit_code == 2 and "No such option: --no-such-flag" in res.output, res.output
+    cmd = typer.main.get_command(cli.app)
+    for name in path:
+        cmd = cmd.commands[name]
+    required = [p for p in cmd.params if p.required]
+    if required:  # nothing given: Click names the first missing one as it is spelt on the command line
+        res = CliRunner().invoke(cli.app, path)
+        first = required[0]
+        spelt = first.opts[0] if first.param_type_name == "option" else f"'{first.name}'"
+        assert res.exit_code == 2 and "Missing" in res.output and spelt in res.output, res.output
+
+
+def test_version_exits_0():
+    run = subprocess.run([sys.executable, "-m", "graphrec", "--version"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("graphrec ") and not run.stderr
