@@ -87,7 +87,7 @@ def _say(text: str, style: str | None = None) -> None:
     """Print a message as it is: ids, column names and paths in it may hold '[/dim]' or '[bold]', which Rich
     markup would reject (a crash after the work is done) or apply. Tables take user strings as Text for the
     same reason."""
-    out.print(text, style=style, markup=False, highlight=False)
+    out.print(text, style=style, markup=False, highlight=False, soft_wrap=True)  # paths stay whole for copying
 
 
 JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout (nothing else there).")
@@ -182,12 +182,14 @@ def data_synth(
     _dataset_result(as_json, ds, out_ws, [], "generated")
 
 
-def _dataset_result(as_json: bool, ds: Dataset, ws: Path, notes: list[str], verb: str) -> None:
+def _dataset_result(as_json: bool, ds: Dataset, ws: Path, notes: list[str], verb: str, item_detail: str = "",
+                    rows: str = "interactions") -> None:
     counts = {"users": ds.n_users, "items": ds.n_items, "interactions": len(ds.interactions)}
 
     def show() -> None:
         _notes(notes)
-        _say(f"{verb} {ds.n_users} users, {ds.n_items} items, {len(ds.interactions)} interactions -> {ws}/dataset")
+        _say(f"{verb} {ds.n_users} users, {ds.n_items} items{item_detail}, {len(ds.interactions)} {rows} -> "
+             f"{ws}/dataset")
     _result(as_json, {"workspace": str(ws), **counts, "notes": notes}, show)
 
 
@@ -239,7 +241,9 @@ def data_movielens(
     """Import MovieLens 100K or latest-small (ratings, titles, genres, tags, coarse user attributes, posters)."""
 
     ds, notes = import_movielens(out_ws, path, variant, posters=posters, download=download, min_rating=min_rating)
-    _dataset_result(as_json, ds, out_ws, notes, f"imported MovieLens {variant}:")
+    images = ds.schema.image_column
+    with_image = f", {int((ds.items[images] != '').sum())} with an image" if images else ""
+    _dataset_result(as_json, ds, out_ws, notes, f"imported MovieLens {variant}:", with_image, "ratings")
 
 
 
