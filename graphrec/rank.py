@@ -13,9 +13,10 @@ The vectors are blocks, each a component of the score, weighted by a blend fitte
     pop      1 . log(1 + training interactions of i)         (warm items; cold items carry the cold offset in
              one more dimension)
     content  (mean content over the user's history) . content[i]                (only when features exist)
-    group    for users without history only: the user's attribute values (age band, gender, ...: the graph's
-             user-attribute edges) . P(item | value) over the training users holding it ("what people like
-             u chose"); with the gnn, pop and offset blocks re-weighted for those users, fitted on cold_user_valid
+    group    for users with at most info["short_history"] given items only (cold users): the user's attribute
+             values (age band, gender, ...: the graph's user-attribute edges) . P(item | value) over the training
+             users holding it ("what people like u chose"); with the gnn, pop and offset blocks re-weighted for
+             those users, fitted on cold_user_valid
 
 score = sum_c w_c * component_c / scale_c, one weight set for warm items (training interactions) and one for
 cold items, plus an offset for cold items. The weights and scales fold into the item vectors:
@@ -155,7 +156,8 @@ class Ranker:
         """float32 [len(users), dim]: the users' side of the scoring space, from their history rows."""
         users = np.asarray(users, np.int64)
         parts = self._user_blocks(users, history)
-        new = (np.diff(history[users].indptr) == 0)[:, None]  # users without history: the new-user weights
+        # users known by at most `short_history` items (0: by attributes only) take the new-user weights
+        new = (np.diff(history[users].indptr) <= self.info.get("short_history", 0))[:, None]
         nw = self.new_user_weights
         parts["pop"] = np.where(new, nw.get("pop", self.weights_warm.get("pop", 0.0)), self.weights_warm.get("pop", 0.0))
         if "group" in parts:
@@ -480,7 +482,7 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
     _fit_weights(r, ds, k, max_fit_users, progress)
     groups, group_layout = user_groups(kg, ds.n_users)
-    new_user_info = _fit_new_users(r, ds, k, max_fit_users, groups, train) if groups is not None else {}
+    new_user_info = _fit_new_users(r, ds, k, max_fit_users, groups, train)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
     given = ds.matrix(TRAINED)
@@ -564,39 +566,49 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
               "validation_ndcg": {n: round(v, 6) for n, v in fitted.items()}}
 
 
-def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix, x: sp.csr_matrix
+def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix | None, x: sp.csr_matrix
                    ) -> dict[str, Any]:
-    """Users without any history (known by attributes only): add the group block and re-weight their gnn,
-    pop, offset and group blocks on cold_user_valid (all items are candidates). Sets r.groups / r.group_items /
-    r.new_user_weights; {} and nothing set when cold_user_valid has no such user."""
+    """Users known by attributes and at most a few items (cold users, with their cold_user_context if any): the
+    group block (when users have attributes) and their own gnn, pop, offset and group weights, fitted on
+    cold_user_valid over all items. Their history blocks (ease, content) keep the weights everyone has. The
+    weights then apply to every user with at most as many given items as the longest such history
+    (info["short_history"]): a cold offset fitted for warm users would otherwise fill their lists with new items.
+    Sets r.groups / r.group_items / r.new_user_weights; {} and nothing set when cold_user_valid is empty."""
     history = ds.matrix(FIT_HISTORY)
     truth = ds.part("cold_user_valid")
     users = np.unique(truth["user"].to_numpy())
-    users = users[np.diff(history[users].indptr) == 0]
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
     if len(users) == 0:
         return {}
+    short = int(np.diff(history[users].indptr).max())
     items = r.item_vectors()
+    known = r.user_vectors(users, history)  # before any new-user weight: the vectors everyone gets
     at, scores = 0, {}
-    for b, w in r.blocks().items():  # the blocks a history-less user has: gnn, offset (and pop, below)
+    rest = torch.zeros(len(users), r.n_items)
+    for b, w in r.blocks().items():
         if b in ("gnn", "offset"):
             user = r.user_emb[users] if b == "gnn" else np.ones((len(users), 1), np.float32)
             scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + w]).T
+        elif b in ("ease", "content"):  # from the few given items; 0 for users with none
+            rest += torch.from_numpy(known[:, at:at + w]) @ torch.from_numpy(items[:, at:at + w]).T
         at += w
     pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
     scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
-    group_items = group_popularity(groups, x)
-    raw = torch.from_numpy(groups[users].toarray().astype(np.float32)) @ torch.from_numpy(group_items).T
-    r.scale["group"] = float(raw.std()) or 1.0
-    scores["group"] = raw / r.scale["group"]
+    if groups is not None:
+        group_items = group_popularity(groups, x)
+        raw = torch.from_numpy(groups[users].toarray().astype(np.float32)) @ torch.from_numpy(group_items).T
+        r.scale["group"] = float(raw.std()) or 1.0
+        scores["group"] = raw / r.scale["group"]
     pos = np.full(ds.n_users, -1, np.int64)
     pos[users] = np.arange(len(users))
     t = truth[pos[truth["user"].to_numpy()] >= 0]
     tu, ti = pos[t["user"].to_numpy()], t["item"].to_numpy()
+    seen = history[users].tocoo()
 
     def objective(w: dict[str, float]) -> float:
-        sc = sum(w.get(b, 0.0) * v for b, v in scores.items())
+        sc = rest + sum(w.get(b, 0.0) * v for b, v in scores.items())
+        sc[torch.from_numpy(seen.row.astype(np.int64)), torch.from_numpy(seen.col.astype(np.int64))] = float("-inf")
         hits = hit_matrix(topk_stable(sc, min(k, r.n_items))[1].numpy(), tu, ti, r.n_items)
         return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
 
@@ -604,9 +616,12 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         start = {"gnn": 1.0, "pop": r.weights_warm.get("pop", 0.0), "offset": 1.0, "group": 0.0}
         before = objective(start)
         w, after = _coordinate_search(objective, start, tuple(scores), bar)
-    r.groups, r.group_items, r.new_user_weights = groups, group_items / np.float32(r.scale["group"]), w
+    if groups is not None:
+        r.groups, r.group_items = groups, group_items / np.float32(r.scale["group"])
+    r.new_user_weights = w
+    r.info["short_history"] = short
     return {"new_user_validation_ndcg": {"without_group_block": round(before, 6), "fitted": round(after, 6)},
-            "fitted_on_new_users": int(len(users))}
+            "fitted_on_new_users": int(len(users)), "short_history": short}
 
 
 def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, float], names: Sequence[str],

@@ -369,3 +369,33 @@ def test_content_map_keeps_only_the_columns_items_use():
     fc, yc = dense - dense.mean(axis=0), y - y.mean(axis=0)
     w = np.linalg.solve(fc.T @ fc + np.eye(len(used)), fc.T @ yc)
     np.testing.assert_allclose(m(f), (dense - dense.mean(axis=0)) @ w + y.mean(axis=0), rtol=1e-4, atol=1e-4)
+
+
+def test_users_known_by_a_few_items_take_the_weights_fitted_for_them(tmp_path):
+    """Cold users given 3 context items: their gnn / pop / offset weights are fitted on cold_user_valid and apply
+    to every user with at most 3 given items, not the cold offset fitted for warm users."""
+    from graphrec.data.importer import save_dataset
+    from graphrec.data.splits import split_dataset
+    from graphrec.data.synth import generate
+    from graphrec.kg.build import run_build
+    from graphrec.train import run_train
+
+    ds = split_dataset(generate(300, 120, 9000, seed=4, progress=False), cold_items=0.2, cold_users=0.15,
+                       cold_user_context=3, seed=0)
+    ws = save_dataset(tmp_path / "ws", ds, {"source": "test"})
+    run_build(ws, progress=False)
+    r = fit_ranker(ws, run_train(ws, epochs=2, dim=8, seed=0, progress=False), progress=False)
+    info = read_json(ws.stage_dir("model") / "ranker.json")
+    assert info["short_history"] == 3 and info["fitted_on_new_users"] > 0
+    fit = info["new_user_validation_ndcg"]
+    assert fit["fitted"] >= fit["without_group_block"]
+    history = Dataset.load(ws).matrix(GIVEN)
+    counts = np.diff(history.indptr)
+    short, long_ = np.flatnonzero((counts > 0) & (counts <= 3))[:1], np.flatnonzero(counts > 3)[:1]
+    at = sum(w for b, w in r.blocks().items() if b in ("gnn", "ease", "pop"))  # the offset block's column
+    assert "offset" in r.blocks()
+    assert r.user_vectors(short, history)[0, at] == pytest.approx(r.new_user_weights["offset"])
+    assert r.user_vectors(long_, history)[0, at] == 1.0
+    loaded = load_ranker(ws)
+    assert loaded.info["short_history"] == 3
+    np.testing.assert_array_equal(loaded.user_vectors(short, history), r.user_vectors(short, history))
