@@ -273,14 +273,14 @@ def test_cli_update_and_its_one_line_error(shop, tmp_path, monkeypatch, capsys):
     assert f"added {N_NEW} items" in r.output and Dataset.load(ws).n_items == shop["n_old"] + N_NEW
 
 
-def test_an_update_interrupted_after_its_commit_point_is_finished(shop, tmp_path, monkeypatch):
+def _update_killed_at_the_graph_switch(shop, ws: Path, monkeypatch) -> None:
+    """An update killed after its commit point: dataset/ and features/ are switched, graph/ is not."""
     import graphrec.update as upd
 
-    ws = _copy(shop, tmp_path)
     real = os.replace
 
     def crash(src, dst):
-        if Path(dst) == ws / "graph" and ".update-" in str(src):  # dataset/ and features/ are switched already
+        if Path(dst) == ws / "graph" and ".update-" in str(src):
             raise KeyboardInterrupt
         real(src, dst)
 
@@ -288,6 +288,11 @@ def test_an_update_interrupted_after_its_commit_point_is_finished(shop, tmp_path
     with pytest.raises(KeyboardInterrupt):
         run_update(ws, items=shop["dir"] / "new_items.csv", progress=False)
     monkeypatch.setattr(upd.os, "replace", real)
+
+
+def test_an_update_interrupted_after_its_commit_point_is_finished(shop, tmp_path, monkeypatch):
+    ws = _copy(shop, tmp_path)
+    _update_killed_at_the_graph_switch(shop, ws, monkeypatch)
     assert (ws / "update-journal.json").exists()
     assert recover_update(ws) and not (ws / "update-journal.json").exists()
     assert not list(ws.glob(".update-*"))
@@ -300,20 +305,8 @@ def test_an_update_interrupted_after_its_commit_point_is_finished(shop, tmp_path
 
 def test_an_interrupted_update_never_replays_over_newer_work(shop, tmp_path, monkeypatch, caplog):
     """Killed after its commit point, then the model is rewritten (a retrain): the journal is discarded."""
-    import graphrec.update as upd
-
     ws = _copy(shop, tmp_path)
-    real = os.replace
-
-    def crash(src, dst):
-        if Path(dst) == ws / "graph" and ".update-" in str(src):
-            raise KeyboardInterrupt
-        real(src, dst)
-
-    monkeypatch.setattr(upd.os, "replace", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_update(ws, items=shop["dir"] / "new_items.csv", progress=False)
-    monkeypatch.setattr(upd.os, "replace", real)
+    _update_killed_at_the_graph_switch(shop, ws, monkeypatch)
     newer = ws / "model" / "embeddings.safetensors"  # stands for a retrain's output
     emb = read_tensors(newer)
     write_tensors(newer, {k: v + 1 for k, v in emb.items()})
