@@ -9,6 +9,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from graphrec import load_export
+from graphrec.data.dataset import GIVEN, Dataset
 
 
 def test_quickstart_end_to_end(tmp_path):
@@ -38,7 +39,13 @@ def test_quickstart_end_to_end(tmp_path):
     stages = json.loads((ws / "config.json").read_text())["stages"]
     assert all("quickstart" in rec["command"] for rec in stages.values())
     trained = load_file(str(ws / "model" / "embeddings.safetensors"))
-    # the scoring space's first block is the trained GNN (user side as trained; the item side carries the blend)
+    # the scoring space's first block is the trained GNN (user side as trained, times the new-user gnn weight for
+    # users with at most `short_history` given items; the item side carries the blend)
     gnn = exp.manifest["blocks"]["gnn"]
-    assert list(exp.manifest["blocks"])[0] == "gnn" and np.array_equal(user_vecs[:, :gnn], trained["user"])
+    ranker = json.loads((ws / "model" / "ranker.json").read_text())
+    given = Dataset.load(ws).matrix(GIVEN)
+    short = np.diff(given.indptr) <= ranker.get("short_history", 0)
+    scale = np.where(short, ranker["new_user_weights"].get("gnn", 1.0) if short.any() else 1.0, 1.0)
+    assert list(exp.manifest["blocks"])[0] == "gnn"
+    np.testing.assert_allclose(user_vecs[:, :gnn], trained["user"] * scale[:, None].astype(np.float32), rtol=1e-6)
     assert user_vecs.shape[1] == item_vecs.shape[1] == exp.manifest["dim"] > gnn
