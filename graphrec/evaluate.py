@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +46,13 @@ from graphrec.metrics import (
     per_user_accuracy,
     popularity_bias,
 )
-from graphrec.rank import EASE_LAMBDAS, FIT_HISTORY, Ranker, ensure_ranker, topk_stable
+from graphrec.rank import EASE_DIM, EASE_LAMBDAS, Ranker, ensure_ranker, select_ease, topk_stable
 from graphrec.report import write_report
 from graphrec.workspace import Workspace, command_line, writes
 
 TASKS = {"warm": (("test",), "warm"), "cold_item": (("cold_test",), "cold"),
          "cold_user": (("cold_user_test",), "all"), "overall": (("test", "cold_test", "cold_user_test"), "all")}
 HEADLINE_K = 20  # the headline's cut-off when it is among the Ks: NDCG@20 / Recall@20 are what papers report
-# EASE inverts a dense items x items matrix: 200 MB and a few seconds a lambda at this size, and it grows cubically.
-EASE_MAX_ITEMS = 5000
 PROTOCOL = ("full ranking: every candidate item of a task is scored; every interaction the system was given "
             "(train, valid, cold_valid, cold_user_context) is excluded from the lists; only the test parts are "
             "scored; graphrec's blend and the EASE baseline's lambda are selected on validation parts")
@@ -168,32 +166,18 @@ def _popularity_histogram(topk: np.ndarray, pop: np.ndarray, cand: np.ndarray) -
 
 
 # -- baselines ---------------------------------------------------------------------------------------
-def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
-    """EASE's item-item weights B float64 [n_items, n_items] (Steck 2019): P = (X'X + lam I)^-1,
-    B = I - P diag(1 / diag P), so B's diagonal is 0. Items without interactions get zero rows and columns."""
-    g = (x.T @ x).toarray().astype(np.float64)
-    g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
-    b = p / -np.diag(p)  # column j divided by -P_jj
-    np.fill_diagonal(b, 0.0)
-    return b
-
-
-def _baseline_lists(item_scores: np.ndarray, t: _Task, history: sp.csr_matrix, k: int,
+def _baseline_lists(score: Callable[[np.ndarray], np.ndarray], t: _Task, history: sp.csr_matrix, k: int,
                     batch: int = 1024) -> tuple[np.ndarray, bool]:
-    """Top-k candidates per user of the task: by `item_scores[i]` for a vector (the same for everyone), by
-    `history[u] @ item_scores` for an item-item matrix. Given items are excluded and ties go to the lower item
-    index, as in the ranker's lists. Also whether the scores told any two allowed candidates apart: when they
-    never did, the baseline cannot rank this task and its "lists" would only be index order."""
+    """Top-k candidates per user of the task by `score(users)` (float [len(users), n_items]). Given items are
+    excluded and ties go to the lower item index, as in the ranker's lists. Also whether the scores told any two
+    allowed candidates apart: when they never did, the baseline cannot rank this task and its "lists" would only
+    be index order."""
     kk = min(k, len(t.cand))
     top = np.full((len(t.users), k), -1, np.int64)
     lo, hi = np.inf, -np.inf
     for s in range(0, len(t.users), batch):
         u = t.users[s:s + batch]
-        if item_scores.ndim == 1:
-            sc = np.tile(item_scores[t.cand].astype(np.float64), (len(u), 1))
-        else:
-            sc = np.asarray(history[u] @ item_scores, np.float64)[:, t.cand]
+        sc = np.asarray(score(u), np.float64)[:, t.cand]
         known = history[u][:, t.cand].toarray() > 0
         allowed = sc[~known]
         if allowed.size:
@@ -204,11 +188,11 @@ def _baseline_lists(item_scores: np.ndarray, t: _Task, history: sp.csr_matrix, k
     return top, hi > lo
 
 
-def _baseline_tasks(item_scores: np.ndarray, tasks: dict[str, _Task], history: sp.csr_matrix, n_items: int,
-                    ks: Sequence[int]) -> dict[str, Any]:
+def _baseline_tasks(score: Callable[[np.ndarray], np.ndarray], tasks: dict[str, _Task], history: sp.csr_matrix,
+                    n_items: int, ks: Sequence[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, t in tasks.items():
-        top, ranks = _baseline_lists(item_scores, t, history, max(ks))
+        top, ranks = _baseline_lists(score, t, history, max(ks))
         if ranks:
             out[task] = {"accuracy": mean_metrics(t.accuracy(top, n_items, ks))}
         else:
@@ -217,42 +201,33 @@ def _baseline_tasks(item_scores: np.ndarray, tasks: dict[str, _Task], history: s
     return out
 
 
-def _select_ease_lambda(ds: Dataset, k: int) -> tuple[float, dict[str, float]]:
-    """EASE's lambda by NDCG@k on valid, fitted on train (warm-under-train candidates, what training saw
-    excluded): the protocol graphrec's own blend follows. Without validation interactions, the grid's middle."""
-    truth, warm = ds.part("valid"), ds.warm_items(("train",))
-    if len(truth) == 0 or not warm.any():
-        return EASE_LAMBDAS[len(EASE_LAMBDAS) // 2], {}
-    t = _task(truth, np.flatnonzero(warm), ds.n_users)
-    train, history = ds.matrix(("train",)), ds.matrix(FIT_HISTORY)
-    found = {}
-    for lam in EASE_LAMBDAS:
-        top, _ = _baseline_lists(ease_weights(train, lam), t, history, k)
-        found[lam] = mean_metrics(t.accuracy(top, ds.n_items, [k]))[f"ndcg@{k}"]
-    best = max(found, key=lambda lam: found[lam])
-    return best, {f"{lam:g}": round(v, 6) for lam, v in found.items()}
-
-
 def evaluate_baselines(ds: Dataset, warm: np.ndarray, ks: Sequence[int] = (10, 20, 50),
                        select_k: int = HEADLINE_K) -> dict[str, Any]:
     """Popularity and EASE scored on `evaluate`'s tasks: the same users, candidates (`warm`: the ranker's warm
     items), given items excluded, the same metric code. {name: {"description", "tasks": {task: {"accuracy":
-    {...} | None, "note"?}}}}; EASE is {"description", "skipped"} past EASE_MAX_ITEMS items."""
+    {...} | None, "note"?}}}}. EASE is the ranker's own low-rank EASE (`rank.select_ease`: exact EASE when
+    rank(X) <= its dimensions, linear in the interactions otherwise), its lambda selected on valid."""
     ks = _check_ks(ks)
     tasks, _ = _tasks(ds, warm)
     history, trained = ds.matrix(GIVEN), ds.matrix(TRAINED)
     pop = np.asarray(trained.sum(axis=0)).ravel()
     out: dict[str, Any] = {"popularity": {
         "description": "items ranked by their number of train+valid interactions, the same list for every user",
-        "tasks": _baseline_tasks(pop, tasks, history, ds.n_items, ks)}}
-    ease = "EASE (Steck 2019): item-item weights fitted on train+valid, a user's scores are history @ B"
-    if ds.n_items > EASE_MAX_ITEMS:
-        out["ease"] = {"description": ease, "skipped": f"{ds.n_items} items > {EASE_MAX_ITEMS}: EASE inverts a dense "
-                                                       "items x items matrix"}
-        return out
-    lam, selection = _select_ease_lambda(ds, select_k)
-    out["ease"] = {"description": ease, "lambda": lam, "lambda_validation_ndcg": selection,
-                   "tasks": _baseline_tasks(ease_weights(trained, lam), tasks, history, ds.n_items, ks)}
+        "tasks": _baseline_tasks(lambda u: np.broadcast_to(pop, (len(u), len(pop))), tasks, history, ds.n_items,
+                                 ks)}}
+    # lambda on valid with a fit on train (what training saw excluded), then refit on train+valid, as the ranker
+    warm_train = ds.warm_items(("train",))
+    selectable = len(ds.part("valid")) > 0 and warm_train.any()  # else: the grid's middle
+    lam, _, _, trials = select_ease(ds.matrix(("train",)), warm_train, ds, select_k, EASE_DIM,
+                                    EASE_LAMBDAS if selectable else (EASE_LAMBDAS[len(EASE_LAMBDAS) // 2],))
+    user_basis, item = select_ease(trained, warm, ds, select_k, EASE_DIM, (lam,))[1:3]
+    out["ease"] = {"description": "EASE (Steck 2019): item-item weights fitted on train+valid (low-rank, exact up to "
+                                  f"rank {EASE_DIM}), a user's scores are history @ B",
+                   "lambda": lam,
+                   "lambda_validation_ndcg": {f"{float(v):g}": n for v, n in
+                                              trials.get("ease_validation_ndcg", {}).items()},
+                   "tasks": _baseline_tasks(lambda u: (history[u] @ user_basis) @ item.T, tasks, history,
+                                            ds.n_items, ks)}
     return out
 
 

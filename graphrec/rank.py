@@ -394,7 +394,7 @@ def _validation_ndcg(user: np.ndarray, item: np.ndarray, truth: sp.csr_matrix, e
     return embedding_accuracy(torch.from_numpy(user), torch.from_numpy(item), truth, exclude, cand, k)[0]
 
 
-def _select_ease(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, dim: int, lambdas: Sequence[float]
+def select_ease(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, dim: int, lambdas: Sequence[float]
                  ) -> tuple[float, np.ndarray, np.ndarray, dict[str, Any]]:
     """Low-rank EASE on x with the lambda of the best warm `valid` NDCG@k of EASE alone (history = what
     training saw): (lambda, user_basis, item, trials)."""
@@ -473,7 +473,7 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     lambdas = EASE_LAMBDAS if ease_lambda is None else (ease_lambda,)
     log.info("ranker: low-rank EASE (%d dims) on %d warm items (lambda %s)", ease_dim, int(warm.sum()),
              " / ".join(map(str, lambdas)))
-    ease_lambda, ease_user, ease_item, ease_info = _select_ease(train, warm, ds, k, ease_dim, lambdas)
+    ease_lambda, ease_user, ease_item, ease_info = select_ease(train, warm, ds, k, ease_dim, lambdas)
     content, modalities = _content_matrix(ws, ds.n_items)
     pop = np.log1p(np.asarray(train.sum(axis=0)).ravel()).astype(np.float32)
     r = Ranker(*fit_emb, warm, pop, ease_user, ease_item, content)
@@ -489,7 +489,7 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     r.user_emb, r.item_emb, r.warm = user_emb, item_emb, ds.warm_items(TRAINED)
     if given.nnz > train.nnz:
         r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
-        r.ease_user, r.ease_item, _ = _select_ease(given, r.warm, ds, k, ease_dim, (ease_lambda,))[1:]
+        r.ease_user, r.ease_item, _ = select_ease(given, r.warm, ds, k, ease_dim, (ease_lambda,))[1:]
     if r.content_map is not None:
         _fit_content_map(r, feats, [ridge_info["ridge_lambda"]], None, k)
     if r.group_items is not None:

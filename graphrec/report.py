@@ -128,14 +128,9 @@ def _headline(m: dict[str, Any]) -> list[Block]:
               f"higher NDCG@{k}; ratio = graphrec / best baseline. Recall@K = hits / min(|truth|, K); "
               "recall_full@K (hits / |truth|, as LightGCN and RecBole papers report Recall@K) is in the tables below.")]
     notes = [f"{task}: no baseline can rank it ({_baseline_notes(m['baselines'], task)})." for task in missing]
-    notes += _skipped(m["baselines"])
     if notes:
         blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
     return blocks
-
-
-def _skipped(baselines: dict[str, Any]) -> list[str]:
-    return [f"{BASELINE_NAMES.get(n, n)} not computed: {b['skipped']}." for n, b in baselines.items() if "skipped" in b]
 
 
 def _baseline_notes(baselines: dict[str, Any], task: str) -> str:
@@ -242,7 +237,7 @@ def _versus_baselines(m: dict[str, Any], task: str) -> list[Block]:
         acc = b.get("tasks", {}).get(task, {}).get("accuracy") or {}
         rows.append([f"{label} (λ {b['lambda']:g})" if "lambda" in b else label, *[_fmt(acc.get(n)) for n in names]])
     why = _baseline_notes(m["baselines"], task)
-    notes = ([f"{why}."] if why else []) + _skipped(m["baselines"])
+    notes = [f"{why}."] if why else []
     blocks: list[Block] = [("table", ["vs baselines", *names], rows)]
     if notes:
         blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
