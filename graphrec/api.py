@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 Id = str | int
 Ids = Id | Sequence[Id]
 INPUTS = "inputs"  # WS/inputs/: the frames handed to fit / partial_fit, as the files the stages read
-BATCH = 1024  # users scored at once, as Ranker.topk does
 
 
 @dataclass
@@ -281,13 +280,13 @@ class Recommender:
         scores = np.full((len(ids), k), np.nan, np.float32)
         stored = np.flatnonzero(~mine)
         if len(stored):
-            items[stored], scores[stored] = _top(s.ranker, pos[stored], s.history, cand, k, filter_already_liked,
-                                                 self.progress)
+            items[stored], scores[stored] = s.ranker.topk(pos[stored], k, s.history, cand, progress=self.progress,
+                                                          exclude_history=filter_already_liked)
         if mine.any():
             at = np.flatnonzero(mine)
             ranker, history = self._with_items(s, pos[at], [given[ids[i]] for i in at])
-            items[at], scores[at] = _top(ranker, np.arange(len(at)), history, cand, k, filter_already_liked,
-                                         self.progress)
+            items[at], scores[at] = ranker.topk(np.arange(len(at)), k, history, cand, progress=self.progress,
+                                                exclude_history=filter_already_liked)
         rows, rank = np.nonzero(items >= 0)
         return pd.DataFrame({"user_id": np.asarray(ids, dtype=object)[rows],
                              "item_id": s.dataset.item_ids[items[rows, rank]],
@@ -379,25 +378,6 @@ class Recommender:
         if s.ranker.groups is not None:
             groups = (keep @ s.ranker.groups[at]).tocsr()
         return dataclasses.replace(s.ranker, user_emb=user_emb, groups=groups), history
-
-
-def _top(ranker: Ranker, users: np.ndarray, history: sp.csr_matrix, cand: np.ndarray | None, k: int,
-         exclude: bool, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Ranker.topk (history items excluded), or the same dot products with nothing excluded."""
-    if exclude:
-        return ranker.topk(users, k, history, cand, progress=progress)
-    cand = np.arange(ranker.n_items) if cand is None else np.unique(cand)
-    kk = min(k, len(cand))
-    items = np.full((len(users), k), -1, np.int64)
-    scores = np.full((len(users), k), np.nan, np.float32)
-    item_vec = torch.from_numpy(ranker.item_vectors(cand))
-    for s in range(0, len(users), BATCH):
-        u = users[s:s + BATCH]
-        with torch.no_grad():
-            val, idx = topk_stable(torch.from_numpy(ranker.user_vectors(u, history)) @ item_vec.T, kk)
-        items[s:s + len(u), :kk] = cand[idx.numpy()]
-        scores[s:s + len(u), :kk] = val.numpy()
-    return items, scores
 
 
 def _ids(values: Ids | Iterable[Id]) -> list[str]:

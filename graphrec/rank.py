@@ -212,9 +212,10 @@ class Ranker:
         return score + torch.where(warm, 0.0, off)
 
     def topk(self, users: np.ndarray, k: int, history: sp.csr_matrix, candidates: np.ndarray | None = None,
-             batch: int = 1024, progress: bool = False, approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k candidate items per user by the dot product of the vectors, history items excluded: items
-        int64 [n, k] (-1 = no more candidates), scores float32 [n, k].
+             batch: int = 1024, progress: bool = False, approximate: bool = False,
+             exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k candidate items per user by the dot product of the vectors, history items excluded (unless
+        `exclude_history` is False): items int64 [n, k] (-1 = no more candidates), scores float32 [n, k].
 
         approximate: search a faiss IVF index of the item vectors (`graphrec.ann`) instead of scoring every
         candidate; for catalogues where users x items x dim is too much. The scores are exact dot products."""
@@ -237,12 +238,12 @@ class Ranker:
             at = order[s:s + batch]
             u = users[at]
             uv = self.user_vectors(u, history)
+            known = history[u] if exclude_history else sp.csr_matrix((len(u), self.n_items), dtype=np.float32)
             with torch.no_grad():
                 if ann is not None:
-                    val, idx = _search_excluding(ann, uv, item_np, history[u], col_of, kk)
+                    val, idx = _search_excluding(ann, uv, item_np, known, col_of, kk)
                 else:
-                    sc = _mask_known(torch.from_numpy(uv) @ item_vec.T, history[u], col_of)
-                    val, idx = topk_stable(sc, kk)
+                    val, idx = topk_stable(_mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of), kk)
             val, idx = val.numpy(), idx.numpy()
             found = np.isfinite(val)
             items[at, :kk] = np.where(found, cand[idx], -1)
