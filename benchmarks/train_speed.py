@@ -82,7 +82,7 @@ def main() -> None:
 
     dev = resolve_device(a.device)
     s = TrainSettings(dim=a.dim, layers=a.layers, batch_size=a.batch_size, device=str(dev))
-    run = _Run(Workspace(a.workspace), s, dev)
+    run = _Run(Workspace(a.workspace), s, dev, Workspace(a.workspace))
     inp = run.inputs(run.train)
     model = run.new_model(inp)
     step = _Step(model, s)

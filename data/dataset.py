@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, read_json, write_json
+from graphrec.io import read_json, write_json
 from graphrec.workspace import Workspace
 
 # Parts of a split. Everything but "train" is held out from training; "valid" and "cold_valid"
@@ -139,7 +139,7 @@ class Dataset:
     def save(self, workspace: Workspace | str | Path) -> Path:
         ws = Workspace.of(workspace)
         target = ws.stage_dir("dataset")
-        with atomic_dir(target) as tmp:
+        with ws.new_stage("dataset") as tmp:
             self.items.to_parquet(tmp / "items.parquet", index=False)
             self.users.to_parquet(tmp / "users.parquet", index=False)
             self.interactions.to_parquet(tmp / "interactions.parquet", index=False)

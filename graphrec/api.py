@@ -341,9 +341,10 @@ class Recommender:
     # -- helpers -----------------------------------------------------------------------------------
     def _state(self) -> _Served:
         if self._served is None:
-            ds = Dataset.load(self._ws)
-            self._served = _Served(ds, ensure_ranker(self._ws, ds, progress=self.progress), ds.matrix(GIVEN),
-                                   pd.Index(ds.user_ids), pd.Index(ds.item_ids))
+            with self._ws.reading():
+                ds = Dataset.load(self._ws)
+                r = ensure_ranker(self._ws, ds, progress=self.progress)
+            self._served = _Served(ds, r, ds.matrix(GIVEN), pd.Index(ds.user_ids), pd.Index(ds.item_ids))
         return self._served
 
     @staticmethod

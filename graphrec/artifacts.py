@@ -11,6 +11,11 @@
     model/ranker.json, ranker.safetensors  the hybrid ranker (graphrec.rank): its fitted blend and tensors
     model/updates.json                   the log of live updates (graphrec.update)
 
+The folder is switched as a whole, never file by file: `run_train` writes a new one in WS/.training/model/
+(`training_workspace`; checkpoints there let a killed run resume) and switches it in with its config record;
+the ranker is written into a hard-linked copy switched in by `Workspace.new_stage`; an update stages a copy
+(`copy_model`) for its journal. A reader finds the old folder or the new one, never a mix.
+
 Stages ask this module for what they need (`read_embeddings`, `read_model`, `read_ranker`, ...) instead of
 opening the files themselves, so a change of layout is a change here. It needs no torch: reading an export's
 embeddings or a ranker does not import the training stack (checkpoint tensors are written by graphrec.train
@@ -18,7 +23,10 @@ at the paths `Checkpoints` names).
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,7 @@ import numpy as np
 
 from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
-from graphrec.io import file_sha256, read_json, read_tensors, write_json, write_tensors
+from graphrec.io import file_sha256, link_files, read_json, read_tensors, write_json, write_tensors
 from graphrec.workspace import Workspace
 
 EMBEDDINGS = "embeddings.safetensors"
@@ -47,6 +55,30 @@ def model_dir(ws: Workspace, create: bool = False) -> Path:
     if create:
         d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+TRAINING = ".training"  # WS/.training/: the workspace-shaped folder a training run writes its model/ in
+
+
+def training_workspace(ws: Workspace, resume: bool) -> Workspace:
+    """WS/.training/, where `run_train` writes the next model/ (switched in when it finishes). Fresh unless
+    `resume`: then it keeps what a killed run left there or, after a finished run, starts from hard links to
+    model/'s files (its checkpoints)."""
+    out = Workspace(ws.path / TRAINING)
+    if not resume:
+        shutil.rmtree(out.path, ignore_errors=True)
+    if not model_dir(out).is_dir():
+        model_dir(out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=out.path))
+        if resume and model_dir(ws).is_dir():
+            link_files(model_dir(ws), tmp)
+        os.replace(tmp, model_dir(out))
+    return out
+
+
+def copy_model(ws: Workspace, into: Workspace) -> None:
+    """Hard links to model/'s files in `into`'s model/ folder, where a writer stages a changed model."""
+    link_files(model_dir(ws), model_dir(into, create=True))
 
 
 # -- embeddings --------------------------------------------------------------------------------------
@@ -153,17 +185,12 @@ class Checkpoints:
             p.unlink()
 
 
-def clear_checkpoints(ws: Workspace) -> None:
-    """Remove every epoch checkpoint of both phases (a fresh, not resumed, training run)."""
-    for p in model_dir(ws).glob("*epoch-*.safetensors"):
-        p.unlink()
-
-
 # -- ranker and update log ---------------------------------------------------------------------------
 def write_ranker(ws: Workspace, tensors: dict[str, np.ndarray], info: dict[str, Any]) -> None:
-    d = model_dir(ws, create=True)
-    write_tensors(d / RANKER_TENSORS, tensors)
-    write_json(d / RANKER_JSON, info)
+    """The ranker's two files, switched in with the rest of model/ in one step."""
+    with ws.new_stage("model", keep=True) as d:
+        write_tensors(d / RANKER_TENSORS, tensors)
+        write_json(d / RANKER_JSON, info)
 
 
 def read_ranker(ws: Workspace) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
@@ -189,9 +216,3 @@ def read_update_log(ws: Workspace) -> dict[str, Any] | None:
 def write_update_log(ws: Workspace, log: dict[str, Any]) -> None:
     write_json(model_dir(ws, create=True) / UPDATE_LOG, log)
 
-
-def switched_files(select: bool, ranker: bool) -> list[str]:
-    """The model/ files an update replaces: the embeddings, the selection-phase ones where kept, the ranker
-    where one is fitted, and the update log."""
-    return [EMBEDDINGS] + ([SELECT_EMBEDDINGS] if select else []) + ([RANKER_JSON, RANKER_TENSORS] if ranker else []) \
-        + [UPDATE_LOG]

@@ -153,7 +153,8 @@ def data_import(
 def data_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
     """Counts, degree summaries, split parts and attribute cardinalities of the workspace's dataset."""
 
-    stats = dataset_stats(Dataset.load(workspace))
+    with Workspace(workspace).reading():
+        stats = dataset_stats(Dataset.load(workspace))
     if as_json:
         _result(True, stats, lambda: None)
         return

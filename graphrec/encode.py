@@ -29,7 +29,7 @@ from graphrec.encoders.precomputed import parse_spec, read_precomputed
 from graphrec.encoders.sentence import DEFAULT_ST_MODEL, load_sentence_model
 from graphrec.errors import InputError
 from graphrec.features import Features, load_features, save_features
-from graphrec.io import atomic_dir, file_sha256, read_json, read_tensors, write_json
+from graphrec.io import file_sha256, read_json, read_tensors, write_json
 from graphrec.workspace import Workspace, writes
 
 NEURAL = ("clip_image", "clip_text", "st_text")
@@ -172,7 +172,7 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
         feats[name], reports[name] = f, rep
 
     target = ws.stage_dir("features")
-    with atomic_dir(target) as tmp:
+    with ws.new_stage("features") as tmp:
         for f in feats.values():
             save_features(tmp, f)
         write_json(tmp / LOG, {"device": resolved_device, "modalities": {

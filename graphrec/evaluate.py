@@ -33,7 +33,7 @@ from graphrec.artifacts import read_ranker_info
 from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.features import load_features
-from graphrec.io import atomic_dir, write_json
+from graphrec.io import write_json
 from graphrec.metrics import (
     DEFINITIONS,
     activity_buckets,
@@ -300,7 +300,7 @@ def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20,
     metrics["definitions"] = DEFINITIONS
     metrics["setup"] = setup(ws, ds)
 
-    with atomic_dir(ws.stage_dir("eval")) as tmp:
+    with ws.new_stage("eval") as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_report(tmp, ws, ds, r, metrics, examples)
     ws.record("eval", {"ks": list(metrics["ks"]), "examples": examples},

@@ -19,9 +19,10 @@ from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.export_folder import check_formats, pseudonymize_id, write_export
 from graphrec.rank import ensure_ranker
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, reads
 
 
+@reads
 def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("parquet", "npy"),
            pseudonymize: str | None = None, progress: bool = False) -> Path:
     """Write the export folder `out` atomically (replacing an older export there) and return it. Fits the

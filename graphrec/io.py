@@ -5,6 +5,9 @@ Nothing is pickled. A reader of a half-written workspace sees the old artifact o
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import hashlib
 import json
 import math
@@ -39,24 +42,89 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temp folder beside `target`; on success it replaces `target` as a whole."""
+def atomic_dir(target: str | os.PathLike, guard: contextlib.AbstractContextManager | None = None,
+               like: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield a temp folder beside `target` (empty, or holding hard links to the files of folder `like`); on
+    success it replaces `target` as a whole (`switch_dir`), inside `guard` where given (a workspace's switch
+    lock)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     _usual_mode(tmp, 0o777)
     try:
+        if like is not None and Path(like).is_dir():
+            link_files(Path(like), tmp)
         yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / "x")
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with guard or contextlib.nullcontext():
+            switch_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def switch_dir(new: Path, target: Path) -> None:
+    """Put folder `new` in the place of `target` in one step, so that a reader finds the old folder or the new one,
+    never none: an atomic exchange (Linux renameat2 RENAME_EXCHANGE) and then `new`, which now holds the old
+    folder, is deleted. Where the file system cannot exchange, two renames: `target` into a ".<name>.*.old"
+    folder beside it, then `new` into place; a kill between them leaves `target` missing, and
+    `restore_dir(target)` (run by the next locked writer of a workspace) puts the old folder back."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old / "x")
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def link_files(src: Path, dst: Path) -> None:
+    """Hard-link (copy where links are refused) the plain files of folder `src` into folder `dst`. Safe for
+    artifacts: every writer replaces a file by renaming a new one over it, never edits it in place."""
+    for p in src.iterdir():
+        if p.is_file() and not p.is_symlink():
+            try:
+                os.link(p, dst / p.name)
+            except OSError:
+                shutil.copy2(p, dst / p.name)
+
+
+def restore_dir(target: Path) -> bool:
+    """Undo the first of switch_dir's two renames when a kill left `target` missing; True when it did."""
+    if target.exists():
+        return False
+    for old in sorted(target.parent.glob(f".{target.name}.*.old")):
+        if (old / "x").is_dir():
+            os.replace(old / "x", target)
+            return True
+    return False
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically; False where the platform or file system cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def _usual_mode(path: Path, mode: int) -> None:

@@ -21,7 +21,7 @@ from graphrec.kg.explain import Explainer
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.progress import progress_bar
 from graphrec.rank import Ranker, ensure_ranker
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, reads
 
 IdSpec = str | os.PathLike | Sequence[str] | None
 
@@ -65,6 +65,7 @@ def resolve_ids(known: np.ndarray, spec: IdSpec, kind: str) -> np.ndarray:
     return pos.astype(np.int64)
 
 
+@reads
 def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k: int = 20,
               candidates: IdSpec = None, explain: bool = False, ranker: Ranker | None = None,
               progress: bool = False, approximate: bool = False) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from graphrec.metrics import embedding_accuracy
 from graphrec.model import Embeddings, GraphRec, TrainedModel, triple_loss_grad
 from graphrec.progress import progress_bar
 from graphrec.propagation import GraphInputs, build_inputs, sample_neighbourhood
-from graphrec.workspace import Workspace
+from graphrec.workspace import LINEAGE, Workspace
 
 PHASES = ("select", "refit")
 # Full mode computes a batch's loss in chunks of this many triples (see _Step): a batch of millions of
@@ -279,8 +280,8 @@ def _dist() -> tuple[int, int]:
 class _Run:
     """One training run's fixed inputs: dataset tensors, the graph, validation targets, output folder."""
 
-    def __init__(self, ws: Workspace, s: TrainSettings, device: torch.device):
-        self.ws, self.s, self.device = ws, s, device
+    def __init__(self, ws: Workspace, s: TrainSettings, device: torch.device, out: Workspace):
+        self.ws, self.s, self.device, self.out = ws, s, device, out
         self.ds = ds = Dataset.load(ws)
         if not ds.is_split:
             raise InputError("the dataset is not split yet: run `graphrec data split` or import pre-split files",
@@ -293,7 +294,7 @@ class _Run:
         self.features = load_features(ws) if ws.stage_dir("features").is_dir() else {}
         self.valid = self._pairs("valid")
         self.context = self._pairs("cold_user_context")
-        self.dir = artifacts.model_dir(ws, create=True)
+        self.dir = artifacts.model_dir(out)
 
     def _pairs(self, *parts: str) -> np.ndarray:
         p = self.ds.part(*parts)
@@ -446,10 +447,11 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, **ov
         s.fanouts = tuple(s.fanouts)
     s.check()
     torch.manual_seed(s.seed)
-    run = _Run(ws, s, resolve_device(s.device))
-    rank, _ = _dist()
-    if not resume and rank == 0:
-        artifacts.clear_checkpoints(ws)
+    rank, world = _dist()
+    out = artifacts.training_workspace(ws, resume) if rank == 0 else Workspace(ws.path / artifacts.TRAINING)
+    if world > 1:
+        dist.barrier()  # every rank resumes from the folder rank 0 prepared
+    run = _Run(ws, s, resolve_device(s.device), out)
     model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
     validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
                   if "@" in k or k == "score"}
@@ -458,9 +460,9 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, **ov
     if rank == 0:  # the ranker fits its blend on these: the refit embeddings have seen the validation answers
         if refit:
             select = _embeddings(model, inp)
-            artifacts.write_embeddings(ws, *select, select=True)
+            artifacts.write_embeddings(out, *select, select=True)
         else:
-            artifacts.drop_select_embeddings(ws)
+            artifacts.drop_select_embeddings(out)
     if refit:
         final_pairs = np.union1d(run.train, run.valid)
         model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
@@ -468,11 +470,16 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, **ov
     user, item = _embeddings(model, inp)
     sha = ""
     if rank == 0:
-        sha = artifacts.write_embeddings(ws, user, item)
+        sha = artifacts.write_embeddings(out, user, item)
         params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        artifacts.write_model(ws, params, _model_meta(run, model, inp, selected, validation, refit), history)
-        ws.record("model", {**s.result_settings(), "device": s.device},
-                  inputs={"graph": run.kg is not None, "features": sorted(run.features)})
+        artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit), history)
+        if ws.config_path.exists():
+            shutil.copy2(ws.config_path, out.config_path)
+        out.record("model", {**s.result_settings(), "device": s.device},
+                   inputs={"graph": run.kg is not None, "features": sorted(run.features)},
+                   dirs={st: ws.stage_dir(st) for st in LINEAGE})
+        # the new model/ and its record in one step (the config keeps the other stages' records as they are)
+        ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
     return TrainResult(selected, validation, history, refit, user, item, sha, select)
 
 

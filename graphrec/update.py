@@ -21,18 +21,17 @@ Log: model/updates.json names the parameters (sha256 of model.safetensors) the u
 how many users / items / interaction rows those parameters were trained with; rows after that came from
 updates. A retrain makes the log start over.
 
-Atomicity: everything is validated and computed in WS/.update-<id>/; then WS/update-journal.json (the
-commit point) lists the renames that switch the staged artifacts in; the renames follow; the journal is
-removed. A crash before the journal leaves the workspace as it was; after it, the next `update` (or
-`recover_update`) finishes the renames, unless a target changed since the journal was written (a retrain or
-re-import in between): then the journal is discarded with a warning, never replayed over the newer work.
+Atomicity: everything is validated and computed in a staging workspace (Workspace.staging: the grown
+dataset/, features/ and graph/, a hard-linked copy of model/ with the new embeddings, ranker and log, and the
+config); Workspace.switch then puts the folders and config.json in place through its journal, all or nothing.
+A kill before the journal leaves the workspace as it was; after it, the next graphrec command finishes the
+switch (or discards it where a target changed by other means since: never replayed over newer work).
 """
 from __future__ import annotations
 
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.encode import encode_new_items
 from graphrec.errors import InputError
 from graphrec.features import load_features
-from graphrec.io import file_sha256, read_json, write_json
+from graphrec.io import file_sha256
 from graphrec.kg.extend import extend_graph
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import GraphRec
@@ -55,7 +54,6 @@ from graphrec.rank import extend_ranker
 from graphrec.train import load_model, refresh_embeddings
 from graphrec.workspace import LINEAGE, Workspace, fingerprints, writes
 
-JOURNAL = "update-journal.json"
 logger = logging.getLogger(__name__)
 
 
@@ -78,7 +76,6 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
                encoding: str = "utf-8", progress: bool = True) -> UpdateResult:
     """Fold new items / users / interactions into a trained workspace (see the module doc); all or nothing."""
     ws = Workspace.of(workspace)
-    recover_update(ws)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     notes: list[str] = []
@@ -88,9 +85,7 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
     added = grow_dataset(ds, interactions, items, users, encoding=encoding, notes=notes)
     grown = added.dataset
     seconds["read"] = time.perf_counter() - t0
-    staging = Path(tempfile.mkdtemp(prefix=".update-", dir=ws.path))
-    try:
-        sws = Workspace(staging)
+    with ws.staging() as sws:
         if ws.config_path.exists():
             shutil.copy2(ws.config_path, sws.config_path)
         moves: list[str] = ["dataset"]
@@ -127,13 +122,14 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
         moved = np.linalg.norm(user_emb[:len(old_user)] - old_user, axis=1) > \
             1e-6 * np.maximum(np.linalg.norm(old_user, axis=1), 1.0)
         users_changed = int(moved.sum()) + len(user_emb) - len(old_user)
+        artifacts.copy_model(ws, sws)  # parameters and checkpoints stay; what follows replaces the rest
         artifacts.write_embeddings(sws, user_emb, item_emb)
         select = artifacts.has_select_embeddings(ws)
         if select:  # new rows as in the final embeddings; the ranker is fitted on existing ones
             su, si, _ = artifacts.read_embeddings(ws, ds, select=True)
             artifacts.write_embeddings(sws, np.concatenate([su, user_emb[len(su):]]),
                                        np.concatenate([si, item_emb[len(si):]]), select=True)
-        ranker = extend_ranker(ws, sws, ds, grown)
+        extend_ranker(ws, sws, ds, grown)
         entry = {"finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
                  "items": [ds.n_items, grown.n_items], "users": [ds.n_users, grown.n_users],
                  "interactions": [len(ds.interactions), len(inter)], "duplicates_skipped": added.duplicates_skipped,
@@ -149,68 +145,12 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
                                                           ("users", users)) if v is not None})
         sws.relink(["features", "graph", "model"], final)  # the stages it rewrote were made from the grown data
         seconds["embed"] = time.perf_counter() - t
-        plan = [[str(sws.stage_dir(s)), str(ws.stage_dir(s))] for s in moves]
-        plan += [[str(artifacts.model_dir(sws) / f), str(artifacts.model_dir(ws) / f)]
-                 for f in artifacts.switched_files(select, ranker)]
-        plan.append([str(sws.config_path), str(ws.config_path)])
-        # the commit point; "before" pins what each target was, so the journal never replays over newer work
-        write_json(ws.path / JOURNAL, {"staging": str(staging), "moves": plan,
-                                       "before": {dst: _identity(Path(dst)) for _, dst in plan}})
-    except BaseException:
-        if not (ws.path / JOURNAL).exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    recover_update(ws)
+        moves.append("model")
+        ws.switch([(sws.stage_dir(st), ws.stage_dir(st)) for st in moves] + [(sws.config_path, ws.config_path)],
+                  sws)
     seconds["total"] = time.perf_counter() - t0
     return UpdateResult(added.items_added, added.users_added, added.interactions_added, added.duplicates_skipped,
                         encoded, users_changed, {k: round(v, 3) for k, v in seconds.items()}, notes)
-
-
-def recover_update(workspace: Workspace | str | Path) -> bool:
-    """Finish the switch of an update that reached its commit point (idempotent); drop uncommitted staging.
-
-    A journal whose pending targets changed since it was written (the workspace was retrained or re-imported
-    after the interrupted update) is discarded with a warning, never replayed over the newer work."""
-    ws = Workspace.of(workspace)
-    journal = ws.path / JOURNAL
-    recovered = journal.exists()
-    if recovered:
-        plan = read_json(journal)
-        staging = Path(plan["staging"])
-        before = plan.get("before", {})
-        # a folder caught between its two renames sits in the staging folder as old-<name>: still unchanged
-        now = lambda dst: _identity(dst) if dst.exists() else _identity(staging / f"old-{dst.name}")
-        changed = [dst for src, dst in plan["moves"] if Path(src).exists() and dst in before
-                   and now(Path(dst)) != before[dst]]
-        if changed:
-            logger.warning("discarded an interrupted update of %s: %s changed since it was staged (newer work wins; "
-                        "run the update again)", ws.path, changed[0])
-            journal.unlink()
-            shutil.rmtree(staging, ignore_errors=True)
-            recovered = False
-        for src, dst in ((Path(a), Path(b)) for a, b in plan["moves"] if recovered):
-            if not src.exists():
-                continue  # moved before the interruption
-            if src.is_dir():
-                if dst.exists():
-                    os.replace(dst, staging / f"old-{dst.name}")
-                os.replace(src, dst)
-            else:
-                os.replace(src, dst)
-        if recovered:
-            journal.unlink()
-            shutil.rmtree(staging, ignore_errors=True)
-    for stale in ws.path.glob(".update-*"):  # staging of an update that never committed
-        shutil.rmtree(stale, ignore_errors=True)
-    return recovered
-
-
-# -- helpers -----------------------------------------------------------------------------------------
-def _identity(path: Path) -> str | None:
-    """What a switch target holds: a folder's data fingerprint, a file's sha256, None when absent."""
-    if path.is_dir():
-        return fingerprints({"d": path}).get("d")
-    return file_sha256(path) if path.is_file() else None
 
 
 def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:

@@ -14,6 +14,15 @@ Lineage: a stage's record holds the fingerprints (sha256 over the data files) of
 was made from (`LINEAGE`: dataset, features, graph). `require(stage)`, which every reader of an earlier
 stage's folder goes through, refuses a folder whose inputs have changed since it was made (a re-import, a
 re-encode, a rebuild) with one line naming the command to rerun, so a stale stage is never used silently.
+
+Switches: a stage writes its whole folder under a temp name and puts it in place in one step
+(graphrec.io.switch_dir). A writer that replaces several folders and files together (graphrec.update) stages
+them in `staging()` and hands them to `switch()`: WS/switch-journal.json, the commit point, lists the moves
+with what each target was before and what it is after; the moves follow; the journal goes. Whoever finds a
+journal (the next writer when it takes the lock, a reader when it starts) finishes the moves or, where a target
+is neither its before nor its after (changed by other means since), discards them with a warning: never
+replayed over newer work. Readers (`reading()`) hold WS/.switch shared, writers hold it exclusively while
+they switch, so a reader sees every folder of one moment, never a half-switched workspace.
 """
 from __future__ import annotations
 
@@ -30,23 +39,28 @@ import shlex
 import shutil
 import socket
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from graphrec.errors import InputError
-from graphrec.io import file_sha256, read_json, write_json
+from graphrec.io import atomic_dir, file_sha256, read_json, restore_dir, switch_dir, write_json
 
 STAGES = ("dataset", "features", "graph", "model", "eval")
 LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made from
 MAKE = {"dataset": "graphrec data import|movielens|synth", "features": "graphrec encode",
         "graph": "graphrec build", "model": "graphrec train", "eval": "graphrec evaluate"}
 LOCK = ".lock"
+SWITCH = ".switch"  # held shared by readers, exclusively by a writer while it switches folders in
+JOURNAL = "switch-journal.json"
+STAGING = ".staging-"  # prefix of the folders writers stage multi-folder switches in
 # The temp names graphrec's locked writers leave behind when killed: graphrec.io's atomic_dir/atomic_path
 # (".<name>.<8 tempfile characters>.tmp", and ".old" for the folder being replaced) for a stage folder or
 # config.json at the top, and for a file inside a stage folder (model/ checkpoints). Nothing else: WS/images/
-# (data synth) and export or recommend outputs are written without the lock, and an update's ".update-*"
-# staging folder may hold a committed update that graphrec.update.recover_update still has to finish.
+# (data synth) and export or recommend outputs are written without the lock. Staging folders (STAGING) go in
+# `recover`, after the journal that may name one is finished.
 _RANDOM = r"[a-z0-9_]{8}"
 _LEFTOVER_TOP = re.compile(rf"\.(?:{'|'.join(STAGES)}|config\.json)\.{_RANDOM}\.(?:tmp|old)")
 _LEFTOVER_IN_STAGE = re.compile(rf"\..+\.{_RANDOM}\.tmp")
@@ -79,6 +93,25 @@ def writes(fn: F) -> F:
     return locked  # type: ignore[return-value]
 
 
+def _identity(path: Path) -> list[int] | None:
+    """What a switch target holds: (inode, mtime) of a file or folder (a rename keeps both), None when absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_ino, st.st_mtime_ns]
+
+
+def reads(fn: F) -> F:
+    """Decorator for a function whose first argument is a workspace it reads without writing a stage: it runs
+    in `Workspace.reading()`, on one consistent state of the workspace."""
+    @functools.wraps(fn)
+    def reading(workspace: Workspace | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        with Workspace.of(workspace).reading():
+            return fn(workspace, *args, **kwargs)
+    return reading  # type: ignore[return-value]
+
+
 def fingerprints(dirs: dict[str, Path]) -> dict[str, str]:
     """sha256 over the data files (.parquet, .safetensors, ids.json) of each existing stage folder."""
     out = {}
@@ -101,6 +134,7 @@ def command_line() -> str:
 
 
 _HELD: dict[str, int] = {}  # lock file -> depth: a process that holds a workspace's lock may nest stages
+_READING: dict[str, int] = {}  # switch file -> the fd this process holds it shared with
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -137,17 +171,31 @@ class Workspace:
                                      ).encode(), 0)
             _HELD[key] = 1
             try:
-                self._remove_leftovers()
+                self.recover()
                 yield
             finally:
                 del _HELD[key]
         finally:
             os.close(fd)  # closing drops the flock
 
+    def recover(self) -> None:
+        """Put right what a killed writer left (the lock holder only: a live writer's temp names would match):
+        finish or discard a switch journal, put back a folder caught between the two renames of a switch on a
+        file system without atomic exchange, then delete temp folders and files (see _LEFTOVER_TOP)."""
+        journal = self.path / JOURNAL
+        missing = [s for s in STAGES if not self.stage_dir(s).exists()
+                   and any(self.path.glob(f".{s}.*.old"))]
+        if journal.exists() or missing:
+            with self._switch_lock(fcntl.LOCK_EX):
+                for stage in missing:  # first: a journal's move may be the one caught between its renames
+                    if restore_dir(self.stage_dir(stage)):
+                        log.warning("restored %s/ of %s: a run was killed while switching it", stage, self.path)
+                if journal.exists():
+                    self._replay(read_json(journal))
+        self._remove_leftovers()
+
     def _remove_leftovers(self) -> None:
-        """Delete what killed writers left (see _LEFTOVER_TOP). Only the lock holder may: a temp name of a
-        writer still running would match too, and with the lock held no such writer exists."""
-        found = [p for p in self.path.iterdir() if _LEFTOVER_TOP.fullmatch(p.name)]
+        found = [p for p in self.path.iterdir() if _LEFTOVER_TOP.fullmatch(p.name) or p.name.startswith(STAGING)]
         for stage in STAGES:
             d = self.stage_dir(stage)
             if d.is_dir():
@@ -162,6 +210,114 @@ class Workspace:
         if found:
             log.info("removed %d leftovers of an interrupted run: %s", len(found),
                      ", ".join(str(p.relative_to(self.path)) for p in found))
+
+    def new_stage(self, stage: str, keep: bool = False) -> contextlib.AbstractContextManager[Path]:
+        """A temp folder for writing `stage`'s folder afresh (`keep`: starting from hard links to its current
+        files), switched in as a whole on success while no reader reads (graphrec.io.atomic_dir)."""
+        target = self.stage_dir(stage)
+        return atomic_dir(target, guard=self._switch_lock(fcntl.LOCK_EX), like=target if keep else None)
+
+    # -- switching several folders and files in as one -----------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Workspace]:
+        """A workspace in a temp folder inside this one, for a writer (holding the lock) to stage several
+        folders in before `switch`; removed on failure (and by `recover` when the writer was killed)."""
+        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=self.path))
+        try:
+            yield Workspace(staging)
+        finally:
+            if not (self.path / JOURNAL).exists():  # else committed: the journal's replay needs it
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def switch(self, moves: list[tuple[Path, Path]], staging: Workspace) -> None:
+        """Put each staged (source, target) pair in place, all or nothing: journal first (the commit point),
+        then the moves, each a folder's atomic exchange or a file's rename; see the module doc."""
+        plan = {"staging": str(staging.path), "moves": [[str(a), str(b)] for a, b in moves],
+                "before": {str(b): _identity(b) for _, b in moves},
+                "after": {str(b): _identity(a) for a, b in moves}}
+        with self._switch_lock(fcntl.LOCK_EX):
+            write_json(self.path / JOURNAL, plan)
+            self._replay(plan)
+
+    def _replay(self, plan: dict[str, Any]) -> None:
+        """Finish the moves of a journal (idempotent), or discard them all when a target changed by other means."""
+        staging = Path(plan["staging"])
+        todo, newer = [], None
+        for src, dst in ((Path(a), Path(b)) for a, b in plan["moves"]):
+            now = _identity(dst)
+            if now == plan["after"].get(str(dst)):
+                continue  # moved before the interruption
+            if now == plan["before"].get(str(dst)) and src.exists():
+                todo.append((src, dst))
+            else:
+                newer = dst
+        if newer is not None:
+            log.warning("discarded an interrupted switch of %s: %s changed since it was staged (newer work wins; "
+                        "run the interrupted command again)", self.path, newer)
+            todo = []
+        for src, dst in todo:
+            if src.is_dir():
+                switch_dir(src, dst)
+            else:
+                os.replace(src, dst)
+        (self.path / JOURNAL).unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    # -- readers ---------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """A consistent view for a command that reads stages without writing them: holds WS/.switch shared, so
+        no writer switches a folder in while it runs (a switch in progress is waited for), after having a
+        killed writer's half-done switch put right (`recover`, under the lock when it is free)."""
+        key = str((self.path / SWITCH).resolve())
+        if _HELD.get(str((self.path / LOCK).resolve())) or key in _READING or not self.path.is_dir():
+            yield  # this process is the writer (nothing switches under it), or reads already
+            return
+        for _ in range(200):
+            with self._switch_lock(fcntl.LOCK_SH) as fd:
+                if not self._interrupted():
+                    if fd is not None:
+                        _READING[key] = fd
+                    try:
+                        yield
+                    finally:
+                        _READING.pop(key, None)
+                    return
+            with contextlib.suppress(InputError):  # a live writer holds the lock: it recovers first, wait for it
+                with self.lock():
+                    pass
+            time.sleep(0.05)
+        raise InputError("workspace was left half-switched by a killed run and another run holds it: wait for that "
+                         "run to finish", file=self.path)
+
+    def _interrupted(self) -> bool:
+        return (self.path / JOURNAL).exists() or any(
+            not self.stage_dir(s).exists() and any(self.path.glob(f".{s}.*.old")) for s in STAGES)
+
+    @contextlib.contextmanager
+    def _switch_lock(self, mode: int) -> Iterator[int | None]:
+        """flock WS/.switch in `mode`; a reader of this process that switches (a ranker fitted on demand) turns its
+        own shared lock exclusive for the switch and back. None where the folder cannot hold a lock file (a
+        read-only workspace: nothing can switch in it either)."""
+        key = str((self.path / SWITCH).resolve())
+        if key in _READING:
+            fd = _READING[key]
+            fcntl.flock(fd, mode)
+            try:
+                yield fd
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            return
+        try:
+            fd = os.open(self.path / SWITCH, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield None
+            return
+        try:
+            fcntl.flock(fd, mode)
+            yield fd
+        finally:
+            os.close(fd)
 
     @classmethod
     def of(cls, workspace: Workspace | str | os.PathLike) -> Workspace:
@@ -196,14 +352,14 @@ class Workspace:
         return fingerprints({s: (dirs or {}).get(s, self.stage_dir(s)) for s in before})
 
     def record(self, stage: str, settings: dict[str, Any], inputs: dict[str, Any] | None = None,
-               command: str | None = None) -> None:
-        """Store a finished stage's settings, inputs, lineage and command line."""
+               command: str | None = None, dirs: dict[str, Path] | None = None) -> None:
+        """Store a finished stage's settings, inputs, lineage (of `dirs` where given) and command line."""
         cfg = self.config()
         stages = cfg.setdefault("stages", {})
         stages[stage] = {
             "settings": settings,
             "inputs": inputs or {},
-            "lineage": self.lineage(stage),
+            "lineage": self.lineage(stage, dirs),
             "command": command if command is not None else command_line(),
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -23,7 +23,7 @@ from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
 from graphrec.kg.graph import EdgeType, KnowledgeGraph
 from graphrec.kg.stats import check_matches
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, reads
 
 CO_USERS_CAP = 1000  # co-interaction support is estimated from at most this many of the item's users
 CO_SMOOTHING = 5.0  # pseudo-users added to the denominator: "1 of 1 users" is weak evidence, not certainty
@@ -210,6 +210,7 @@ def _reverse(rel: str) -> str:
     return rel[len("rev_"):] if rel.startswith("rev_") else f"rev_{rel}"
 
 
+@reads
 def explain_pair(workspace: Workspace | str | os.PathLike, user_id: str, item_id: str, k: int = 5
                  ) -> tuple[list[ExplanationPath], str]:
     """Paths and text for external ids, from a workspace's saved graph and dataset."""

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, read_json, read_tensors, write_json
+from graphrec.io import read_json, read_tensors, write_json
 from graphrec.workspace import Workspace
 
 if TYPE_CHECKING:  # optional at run time: the views import them when called
@@ -126,7 +126,7 @@ class KnowledgeGraph:
             tensors[f"{name}/dst"] = np.ascontiguousarray(e.dst, dtype=np.int64)
             tensors[f"{name}/weight"] = np.ascontiguousarray(e.weight, dtype=np.float32)
         target = ws.stage_dir("graph")
-        with atomic_dir(target) as tmp:
+        with ws.new_stage("graph") as tmp:
             save_file(tensors, str(tmp / "graph.safetensors"))
             write_json(tmp / "graph.json", {
                 "num_nodes": self.num_nodes, "relations": [list(k) for k in self.edges],

@@ -11,7 +11,7 @@ from scipy.sparse.csgraph import connected_components
 from graphrec.data.dataset import HELD_OUT, Dataset
 from graphrec.errors import InputError
 from graphrec.kg.graph import EdgeType, KnowledgeGraph
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, reads
 
 EXAMPLES = 5
 ROUTES = {"attributes": ("item_attribute",), "entities": ("triple",), "similarity": ("similarity",)}
@@ -48,6 +48,7 @@ def graph_stats(graph: KnowledgeGraph, ds: Dataset | None = None) -> dict[str, A
     return out
 
 
+@reads
 def run_stats(workspace: Workspace | str | os.PathLike) -> dict[str, Any]:
     """Stats of a workspace's saved graph, checked against its dataset."""
     ws = Workspace.of(workspace)

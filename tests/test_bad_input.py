@@ -491,9 +491,9 @@ def test_writing_command_removes_leftovers_of_a_killed_run(tmp_path):
     run_synth(ws, 20, 30, 300, images=False)
     (ws / "model").mkdir()
     leftovers = [ws / ".eval.k2j3h4g5.tmp" / "report.md", ws / ".dataset.ab_cd123.old" / "x" / "items.parquet",
-                 ws / ".config.json.q1w2e3r4.tmp", ws / "model" / ".epoch-3.safetensors.z9y8x7w6.tmp"]
+                 ws / ".config.json.q1w2e3r4.tmp", ws / "model" / ".epoch-3.safetensors.z9y8x7w6.tmp",
+                 ws / ".staging-abcd1234" / "config.json"]  # an update killed before its commit point
     kept = [ws / ".images.abcd1234.tmp" / "0.png",  # data synth writes WS/images/ without the lock
-            ws / ".update-abcd1234" / "config.json",  # may hold a committed update still to be finished
             ws / ".export.abcd1234.tmp" / "manifest.json", ws / ".eval.tmp", ws / "eval.abcd1234.tmp",
             ws / "model" / "notes.abcd1234.tmp"]
     for p in leftovers + kept:

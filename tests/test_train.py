@@ -142,7 +142,7 @@ def test_a_large_batch_chunked_loss_trains_as_one_piece(tmp_path, monkeypatch):
 def test_the_full_graph_loss_has_batch_loss_s_value_and_gradients(tmp_path, monkeypatch, chunk):
     """The chunked, hand-differentiated batch loss against autograd through GraphRec.batch_loss."""
     ws = make_workspace(tmp_path)
-    run = train_mod._Run(ws, train_mod.TrainSettings(dim=8, layers=2), torch.device("cpu"))
+    run = train_mod._Run(ws, train_mod.TrainSettings(dim=8, layers=2), torch.device("cpu"), ws)
     inp = run.inputs(run.train)
     model = run.new_model(inp).double()
     inp = dataclasses.replace(inp, features={k: v.double() for k, v in inp.features.items()},
