@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -616,11 +617,22 @@ def main() -> None:
     except KeyboardInterrupt:
         print("graphrec: interrupted", file=sys.stderr)
         sys.exit(130)
-    except OSError as e:
-        if e.errno not in ENVIRONMENT_ERRNOS:
+    except Exception as e:
+        env = _as_environment_error(e)
+        if env is None:
             raise
-        print(f"graphrec: error: {_environment_error(e)}", file=sys.stderr)
+        print(f"graphrec: error: {_environment_error(env)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _as_environment_error(e: Exception) -> OSError | None:
+    """The OSError of ENVIRONMENT_ERRNOS that `e` is or carries: writers in native code report a full disk in
+    their own types, with the errno only in the message (safetensors: "(os error 28)", pyarrow: "[Errno 28]")."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e if e.errno in ENVIRONMENT_ERRNOS else None
+    m = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(e))
+    code = m and int(m.group(1) or m.group(2))
+    return OSError(code, os.strerror(code)) if code in ENVIRONMENT_ERRNOS else None
 
 
 if __name__ == "__main__":
