@@ -243,3 +243,29 @@ def test_a_full_disk_stops_every_writer_in_one_line_and_changes_nothing(trained,
         assert r.returncode == 0, r.stderr
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_switch_waits_for_the_readers_of_the_workspace(trained, tmp_path):
+    """A reader sees one moment's workspace: a writer that finishes meanwhile switches in after it."""
+    import graphrec.workspace as wsm
+
+    ws = tmp_path / "ws"
+    shutil.copytree(trained["ws"], ws)
+    before = _state(ws)
+    with wsm.Workspace(ws).reading():
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                for fd in wsm._READING.values():  # a fork shares the reader's lock: be another process
+                    os.close(fd)
+                wsm._READING.clear()
+                torch.set_num_threads(1)
+                run_build(ws, item_knn=3, force=True, progress=False)
+                status = 0
+            finally:
+                os._exit(status)
+        time.sleep(3)  # the build takes well under a second; its switch waits
+        assert os.waitpid(pid, os.WNOHANG)[0] == 0 and _state(ws) == before
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert _state(ws)["graph"] != before["graph"]
