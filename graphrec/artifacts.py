@@ -12,7 +12,7 @@
     model/updates.json                   the log of live updates (graphrec.update)
 
 The folder is switched as a whole, never file by file: `run_train` writes a new one in WS/.training/model/
-(`training_workspace`; checkpoints there let a killed run resume) and switches it in with its config record;
+(`prepare_training`; checkpoints there let a killed run resume) and switches it in with its config record;
 the ranker is written into a hard-linked copy switched in by `Workspace.new_stage`; an update stages a copy
 (`copy_model`) for its journal. A reader finds the old folder or the new one, never a mix.
 
@@ -60,11 +60,10 @@ def model_dir(ws: Workspace, create: bool = False) -> Path:
 TRAINING = ".training"  # WS/.training/: the workspace-shaped folder a training run writes its model/ in
 
 
-def training_workspace(ws: Workspace, resume: bool) -> Workspace:
-    """WS/.training/, where `run_train` writes the next model/ (switched in when it finishes). Fresh unless
-    `resume`: then it keeps what a killed run left there or, after a finished run, starts from hard links to
-    model/'s files (its checkpoints)."""
-    out = Workspace(ws.path / TRAINING)
+def prepare_training(out: Workspace, ws: Workspace, resume: bool) -> None:
+    """Prepare `out` (WS/.training/), where `run_train` writes the next model/ (switched in when it finishes).
+    Fresh unless `resume`: then it keeps what a killed run left there or, after a finished run, starts from
+    hard links to model/'s files (its checkpoints)."""
     if not resume:
         shutil.rmtree(out.path, ignore_errors=True)
     if not model_dir(out).is_dir():
@@ -73,7 +72,6 @@ def training_workspace(ws: Workspace, resume: bool) -> Workspace:
         if resume and model_dir(ws).is_dir():
             link_files(model_dir(ws), tmp)
         os.replace(tmp, model_dir(out))
-    return out
 
 
 def copy_model(ws: Workspace, into: Workspace) -> None:

@@ -448,10 +448,12 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, **ov
     s.check()
     torch.manual_seed(s.seed)
     rank, world = _dist()
-    out = artifacts.training_workspace(ws, resume) if rank == 0 else Workspace(ws.path / artifacts.TRAINING)
+    out = Workspace(ws.path / artifacts.TRAINING)
+    run = _Run(ws, s, resolve_device(s.device), out)  # checks the inputs before anything is written
+    if rank == 0:
+        artifacts.prepare_training(out, ws, resume)
     if world > 1:
         dist.barrier()  # every rank resumes from the folder rank 0 prepared
-    run = _Run(ws, s, resolve_device(s.device), out)
     model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
     validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
                   if "@" in k or k == "score"}

@@ -146,7 +146,9 @@ class Workspace:
     def lock(self) -> Iterator[None]:
         """One writer at a time: an advisory lock (flock) on WS/.lock while a stage writes. The kernel drops it
         when the holder dies, so a killed run never leaves a stale lock; the file names the holder (pid,
-        host, command) for the one-line refusal another writer gets."""
+        host, command) for the one-line refusal another writer gets. A workspace folder it had to create is
+        removed again when the writer left nothing in it (a mistyped path stays unmade)."""
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK
         key = str(path.resolve())
@@ -177,6 +179,8 @@ class Workspace:
                 del _HELD[key]
         finally:
             os.close(fd)  # closing drops the flock
+            if created and {p.name for p in self.path.iterdir()} <= {LOCK, SWITCH}:
+                shutil.rmtree(self.path, ignore_errors=True)
 
     def recover(self) -> None:
         """Put right what a killed writer left (the lock holder only: a live writer's temp names would match):

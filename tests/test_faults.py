@@ -269,3 +269,11 @@ def test_a_switch_waits_for_the_readers_of_the_workspace(trained, tmp_path):
         assert os.waitpid(pid, os.WNOHANG)[0] == 0 and _state(ws) == before
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert _state(ws)["graph"] != before["graph"]
+
+
+def test_a_writer_on_a_mistyped_workspace_path_leaves_nothing(tmp_path):
+    for fn in (lambda w: run_train(w, **TRAIN), lambda w: run_build(w, progress=False),
+               lambda w: run_encode(w, ["lexical"], show_progress=False), lambda w: run_evaluate(w, progress=False)):
+        with pytest.raises(InputError, match="no dataset/ yet"):
+            fn(tmp_path / "typo")
+        assert not (tmp_path / "typo").exists()
