@@ -507,6 +507,9 @@ def export_cmd(
     pseudonymize: str | None = typer.Option(None, help="Secret salt: user ids become HMAC-SHA256 pseudonyms."),
     salt_file: Path | None = typer.Option(None, help="Read the pseudonymisation salt from this file (first line), "
                                                       "so it does not show in the process list."),
+    private: bool = typer.Option(False, "--private", help="User vectors from the users' interactions alone, "
+                                 "without the paths that carry their attributes (docs/export.md, 'What a user "
+                                 "vector reveals')."),
     as_json: bool = JSON,
 ) -> None:
     """User and item vectors of the ranker's scoring space, with ids and a manifest (docs/export.md); load with
@@ -519,10 +522,11 @@ def export_cmd(
         if not salt_file.is_file():
             raise InputError("file not found", file=salt_file)
         pseudonymize = (salt_file.read_text(encoding="utf-8").splitlines() or [""])[0]
-    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=not as_json)
+    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=not as_json, private=private)
     m = json.loads((d / "manifest.json").read_text())
     _result(as_json, {**m, "path": str(d)},
-            lambda: _say(f"exported {m['users']} users, {m['items']} items ({m['cold_items']} cold), dim {m['dim']}, "
+            lambda: _say(f"exported {m['users']}{' private' if m['private'] else ''} users, {m['items']} items "
+                         f"({m['cold_items']} cold), dim {m['dim']}, "
                          f"files: {', '.join(sorted(m['files'].values()))} -> {d}"))
 
 

@@ -6,6 +6,10 @@ exported item vector is the score `graphrec recommend` ranks with, so serving th
 the user's given items excluded reproduces graphrec's lists. User vectors are computed from every interaction
 the system was given at export time. Only ids and vectors leave the workspace: no user attribute, no
 interaction. User ids can be replaced by a keyed hash (HMAC-SHA256 with a secret salt).
+
+The vectors themselves do carry the users' attributes: the model embeds age band, gender, ... into each user's
+GNN embedding, and a linear probe reads them back. `private=True` exports vectors that are functions of the
+user's history alone (`Ranker.without_user_attributes`): they reveal what the behaviour reveals, no more.
 """
 from __future__ import annotations
 
@@ -21,22 +25,35 @@ from graphrec.export_folder import check_formats, pseudonymize_id, write_export
 from graphrec.rank import ensure_ranker
 from graphrec.workspace import Workspace, reads
 
+PRIVATE_NOTE = ("private export: each user vector is a function of the user's interactions alone (no gnn block, "
+                "which embeds user attributes, no group block); it reveals what the behaviour reveals, no more")
+
 
 @reads
 def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("parquet", "npy"),
-           pseudonymize: str | None = None, progress: bool = False) -> Path:
+           pseudonymize: str | None = None, progress: bool = False, *, private: bool = False) -> Path:
     """Write the export folder `out` atomically (replacing an older export there) and return it. Fits the
-    ranker first when the workspace has none for its current embeddings (progress: show that fit's bar)."""
+    ranker first when the workspace has none for its current embeddings (progress: show that fit's bar).
+
+    private: user vectors from the users' interactions alone, with no path for their attributes
+    (`Ranker.without_user_attributes`): the score is the blend's less its gnn and group terms (so the lists are
+    not `graphrec recommend`'s), and the manifest says `"private": true`."""
     formats = check_formats(formats)
     if pseudonymize is not None and not pseudonymize:
         raise InputError("--pseudonymize needs a non-empty secret salt")
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ensure_ranker(ws, ds, progress=progress)
+    if private:
+        r = r.without_user_attributes(ds)
+        if not r.blocks():
+            raise InputError("the ranker's blend scores with the gnn alone, which carries user attributes: a private "
+                             "export would hold no scoring information", file=ws.path)
     user_ids = [str(u) for u in ds.user_ids]
     if pseudonymize:
         user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
     about = {"blocks": r.blocks(), "user_vectors": "from every interaction given to the system at export time",
+             "private": private, **({"privacy": PRIVATE_NOTE} if private else {}),
              "model": {k: r.info[k] for k in ("ease_dim", "ease_lambda", "fitted_with", "embeddings_sha256")
                        if k in r.info},
              "dataset": ds.schema.name}

@@ -25,6 +25,8 @@ cold items, plus an offset for cold items. The weights and scales fold into the 
     item = [a_t item_emb | b_t (E_item or content_map(f)) | w_pop pop (warm) | offset (cold) | c_t content | P(item | value)]
 
 t = warm or cold item; m_* = 1 (m_group = 0) for users with a history, fitted values for users without one.
+`Ranker.without_user_attributes` (the private export) leaves out the gnn and group blocks, which carry the
+users' attributes.
 
 Cold items have no collaborative signal, so their weights cover gnn, content and ridge only: lacking ease/pop
 never pushes them down. Warm weights are fitted on `valid` (warm candidates), cold weights on `cold_valid`
@@ -52,7 +54,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,31 @@ class Ranker:
                   "content": 0 if self.content is None else self.content.shape[1],
                   "group": 0 if self.group_items is None else self.group_items.shape[1]}
         return {b: widths[b] for b in BLOCKS if used[b]}
+
+    def without_user_attributes(self, ds: Dataset) -> Ranker:
+        """A copy whose user vectors carry no user attribute (the private export, docs/export.md):
+
+            user = [history @ E_user | m_pop(n) | m_off(n) | content profile of the history]
+            item = the same item blocks as before
+
+        n = the user's number of given items. Every user block is a function of the user's history alone, with
+        parameters fitted on interactions and item content (EASE, popularity, the content map) or scalars common
+        to all users (blend weights): two users with the same history get the same vector whatever their
+        attributes. Left out, on both sides so the dot product stays a score: `group` (the user's attribute
+        values; its item side is P(item | value), a table built from the attribute holders) and `gnn` (the model
+        embeds attribute nodes into x^0_u; recomputing h_u without those edges is not enough, since the item ID
+        embeddings were trained against them and a linear probe still reads age band and region from the
+        recomputed rows better than from a model trained without attributes: benchmarks/privacy_probe.py).
+        The score is the blend's score less those two terms. Users with at most info["short_history"] given
+        items leaned on those two blocks, so their pop and offset weights are refitted without them on
+        cold_user_valid (`_fit_new_users`; interactions only)."""
+        r = replace(self, weights_warm={**self.weights_warm, "gnn": 0.0},
+                    weights_cold={**self.weights_cold, "gnn": 0.0}, groups=None, group_items=None,
+                    new_user_weights={b: w for b, w in self.new_user_weights.items() if b not in ("gnn", "group")},
+                    info=dict(self.info))
+        _fit_new_users(r, ds, int(self.info.get("k", 20)), int(self.info.get("max_fit_users", MAX_FIT_USERS)), None,
+                       ds.matrix(("train",)))
+        return r
 
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [len(users), dim]: the users' side of the scoring space, from their history rows."""
