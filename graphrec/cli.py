@@ -504,7 +504,9 @@ def export_cmd(
     workspace: Path = WS,
     out_dir: Path = typer.Option(..., "--out", help="Export folder to write (replaced as a whole)."),
     formats: str = typer.Option("parquet,npy", "--format", help="Comma-separated: parquet, npy, faiss."),
-    pseudonymize: str | None = typer.Option(None, help="Secret salt: user ids become HMAC-SHA256 pseudonyms."),
+    pseudonymize: str | None = typer.Option(None, envvar="GRAPHREC_SALT", show_envvar=True,
+                                            help="Secret salt: user ids become HMAC-SHA256 pseudonyms (the "
+                                                 "environment variable keeps it out of the process list)."),
     salt_file: Path | None = typer.Option(None, help="Read the pseudonymisation salt from this file (first line), "
                                                       "so it does not show in the process list."),
     private: bool = typer.Option(False, "--private", help="User vectors from the users' interactions alone, "

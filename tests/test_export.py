@@ -135,7 +135,7 @@ def test_cli_export(ws, tmp_path):
                                                                    "users.parquet"]
 
 
-def test_cli_export_reads_the_salt_from_a_file(ws, tmp_path):
+def test_cli_export_reads_the_salt_from_a_file_or_the_environment(ws, tmp_path):
     from typer.testing import CliRunner
 
     import graphrec.cli as cli
@@ -145,6 +145,10 @@ def test_cli_export_reads_the_salt_from_a_file(ws, tmp_path):
                                        "--salt-file", str(tmp_path / "salt")])
     assert res.exit_code == 0, res.output
     assert load_export(tmp_path / "e").user_ids[0] == pseudonymize_id("u0", "s3cret")
+    res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "f"), "--format", "npy"],
+                             env={"GRAPHREC_SALT": "fr0m-env"})
+    assert res.exit_code == 0, res.output
+    assert load_export(tmp_path / "f").user_ids[0] == pseudonymize_id("u0", "fr0m-env")
 
 
 def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
