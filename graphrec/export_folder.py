@@ -15,7 +15,7 @@ import numpy as np
 
 from graphrec.ann import faiss_module
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, file_sha256, read_json, write_json
+from graphrec.io import atomic_dir, file_sha256, read_json, save_npy, write_json
 
 FORMATS = ("parquet", "npy", "faiss")
 FORMAT_NAME, FORMAT_VERSION = "graphrec-export", 2
@@ -53,8 +53,8 @@ def write_export(out: str | os.PathLike, formats: Sequence[str], user_ids: list[
         write_json(tmp / "ids.json", {"users": user_ids, "items": item_ids, "item_warm": warm.astype(int).tolist()})
         if "npy" in formats:
             files.update(user_embeddings="user_embeddings.npy", item_embeddings="item_embeddings.npy")
-            np.save(tmp / "user_embeddings.npy", user, allow_pickle=False)
-            np.save(tmp / "item_embeddings.npy", item, allow_pickle=False)
+            save_npy(tmp / "user_embeddings.npy", user)
+            save_npy(tmp / "item_embeddings.npy", item)
         if "parquet" in formats:
             files.update(users="users.parquet", items="items.parquet")
             _parquet(tmp / "users.parquet", {"user_id": user_ids}, user)

@@ -168,6 +168,123 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"not valid JSON ({e})", file=path) from None
 
 
+# -- structure checks: a well-formed file that holds the wrong thing stops with one line naming it --------------
+def check_json(value: Any, spec: Any, path: str | os.PathLike, remedy: str) -> Any:
+    """`value` (read from the JSON file `path`) when it has the structure `spec`, else an InputError naming the
+    file, the place in it and `remedy` (what rewrites the file), instead of a KeyError or TypeError later.
+
+    spec: a type (str, int, float, bool, list, dict) or None; [spec]: a list of such values; {key: spec}: an
+    object with these keys (a key ending in "?" may be absent; other keys are allowed); {str: spec}: an object
+    whose every value fits spec; a tuple: any one of its specs. float takes integers too (JSON writes 2.0 as 2),
+    neither number type takes true/false."""
+    problem = _misfit(value, spec, "")
+    if problem:
+        raise InputError(f"{problem}: {remedy}", file=path)
+    return value
+
+
+def _misfit(value: Any, spec: Any, at: str) -> str | None:
+    """What keeps `value` (found at `at`: "" for the whole file, else a path like schema.split) from fitting
+    `spec`, or None when it fits."""
+    if isinstance(spec, tuple):
+        if any(_misfit(value, s, at) is None for s in spec):
+            return None
+        # the alternative of the value's own kind says best what is wrong inside it
+        same_kind = [s for s in spec if _is_kind(value, s)]
+        if len(same_kind) == 1:
+            return _misfit(value, same_kind[0], at)
+        return f"{_place(at)} should be {' or '.join(map(_kind_name, spec))}, found {_found(value)}"
+    if not _is_kind(value, spec):
+        return f"{_place(at)} should be {_kind_name(spec)}, found {_found(value)}"
+    if isinstance(spec, list):
+        return next((p for i, v in enumerate(value) if (p := _misfit(v, spec[0], f"{at}[{i}]"))), None)
+    if isinstance(spec, dict) and list(spec) == [str]:
+        return next((p for k, v in value.items() if (p := _misfit(v, spec[str], f"{at}.{k}".lstrip(".")))), None)
+    for key, sub in spec.items() if isinstance(spec, dict) else ():
+        name = key.removesuffix("?")
+        inner = f"{at}.{name}".lstrip(".")
+        if name not in value:
+            if key.endswith("?"):
+                continue
+            return f"{_place(inner)} is missing"
+        if problem := _misfit(value[name], sub, inner):
+            return problem
+    return None
+
+
+def _place(at: str) -> str:
+    return f"'{at}'" if at else "the file"
+
+
+def _is_kind(value: Any, spec: Any) -> bool:
+    """Whether `value` is of the JSON kind of `spec` (its contents aside)."""
+    if spec is None:
+        return value is None
+    if isinstance(spec, (list, dict)):
+        return isinstance(value, type(spec))
+    if spec in (int, float):
+        return isinstance(value, int if spec is int else (int, float)) and not isinstance(value, bool)
+    return isinstance(value, spec)
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "an object", type(None): "null"}
+
+
+def _kind_name(spec: Any) -> str:
+    return _KIND_NAMES[type(spec) if isinstance(spec, (list, dict)) or spec is None else spec]
+
+
+def _found(value: Any) -> str:
+    return "a number" if isinstance(value, float) else _KIND_NAMES.get(type(value), type(value).__name__)
+
+
+TensorSpec = tuple[str, tuple[int | str, ...]]  # (dtype, shape: sizes, or names of sizes that must agree)
+
+
+def check_tensors(tensors: dict[str, np.ndarray], spec: dict[str, TensorSpec], path: str | os.PathLike,
+                  remedy: str, sizes: dict[str, int] | None = None) -> dict[str, int]:
+    """Check tensors read from `path` against `spec` (name -> (dtype, shape); a name ending in "?" may be
+    absent; other tensors are allowed). A named size must be the same wherever it appears, and equal to `sizes`
+    where given there. Returns the sizes; else an InputError naming the file, the tensor and `remedy`."""
+    sizes = dict(sizes or {})
+    for key, (dtype, shape) in spec.items():
+        name = key.removesuffix("?")
+        if name not in tensors:
+            if key.endswith("?"):
+                continue
+            raise InputError(f"tensor {name!r} is missing: {remedy}", file=path)
+        t = tensors[name]
+        fits = t.dtype == np.dtype(dtype) and t.ndim == len(shape)
+        for want, got in zip(shape, t.shape) if fits else ():
+            fits = got == (sizes.setdefault(want, got) if isinstance(want, str) else want)
+            if not fits:
+                break
+        if not fits:
+            expected = ", ".join(f"{d}={sizes[d]}" if d in sizes else str(d) for d in shape)
+            raise InputError(f"tensor {name!r} should be {dtype} [{expected}], found {t.dtype} {list(t.shape)}: "
+                             f"{remedy}", file=path)
+    return sizes
+
+
+def check_columns(frame: pd.DataFrame, spec: dict[str, str], path: str | os.PathLike, remedy: str) -> None:
+    """Check a table read from `path`: spec maps a column to "str", "int" or "float" (a name ending in "?" may
+    be absent; other columns are allowed). Else an InputError naming the file, the column and `remedy`."""
+    kinds = {"str": pd.api.types.is_string_dtype, "int": pd.api.types.is_integer_dtype,
+             "float": pd.api.types.is_float_dtype}
+    words = {"str": "text", "int": "integers", "float": "floating-point numbers"}
+    for key, kind in spec.items():
+        name = key.removesuffix("?")
+        if name not in frame.columns:
+            if key.endswith("?"):
+                continue
+            raise InputError(f"column is missing: {remedy}", file=path, column=name)
+        column = frame[name]  # the Series, not its dtype: an object column counts as text only if it holds text
+        if not kinds[kind](column) or pd.api.types.is_bool_dtype(column):
+            raise InputError(f"column should hold {words[kind]}, found {column.dtype}: {remedy}", file=path,
+                             column=name)
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -188,6 +305,18 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metad
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata=metadata)
         _usual_mode(tmp, 0o666)  # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """np.save without pickles, written through Python's file object: numpy's own fast path (ndarray.tofile)
+    reports a full disk as "OSError: N requested and M written", without the errno a one-line error needs."""
+
+    class _Stream:  # not a real file to numpy, so it writes in buffered chunks through f.write
+        def __init__(self, f: Any) -> None:
+            self.write = f.write
+
+    with open(path, "wb") as f:
+        np.lib.format.write_array(_Stream(f), np.asarray(array), allow_pickle=False)
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -232,13 +232,20 @@ def test_a_full_disk_stops_every_writer_in_one_line_and_changes_nothing(trained,
         os.truncate(filler, max(filler.stat().st_size - 8192, 0))
         before = _state(ws)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        d = trained["dir"]
         for cmd in (["train", str(ws), "--epochs", "2", "--dim", "32"], ["encode", str(ws), "--modalities", "lexical"],
-                    ["evaluate", str(ws)], ["build", str(ws), "--force", "--item-knn", "3"]):
+                    ["evaluate", str(ws)], ["build", str(ws), "--force", "--item-knn", "3"],
+                    ["data", "split", str(ws), "--force"], ["data", "import", "--interactions", str(d / "reimport.csv"),
+                                                             "--out", str(ws)],
+                    ["update", str(ws), "--items", str(d / "new_items.csv")],
+                    ["export", str(ws), "--out", str(mnt / "export")],
+                    ["recommend", str(ws), "--out", str(mnt / "recs.csv")]):
             r = subprocess.run([sys.executable, "-m", "graphrec", "--quiet", *cmd], capture_output=True, text=True,
                                env=env, timeout=300)
             lines = [x for x in r.stderr.splitlines() if x.strip()]
             assert r.returncode == 2 and len(lines) == 1 and "No space left on device" in lines[0], (cmd, r.stderr)
             assert _state(ws) == before and _read(ws) != "refused"
+        assert not (mnt / "export").exists() and not (mnt / "recs.csv").exists()
         filler.unlink()  # with room again, the same command works
         r = subprocess.run([sys.executable, "-m", "graphrec", "--quiet", "train", str(ws), "--epochs", "2"],
                            capture_output=True, text=True, env=env, timeout=300)
