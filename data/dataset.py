@@ -22,8 +22,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from graphrec.errors import InputError
-from graphrec.io import read_json, write_json
-from graphrec.workspace import Workspace
+from graphrec.io import check_columns, check_json, read_json, write_json
+from graphrec.workspace import MAKE, Workspace
 
 # Parts of a split. Everything but "train" is held out from training; "valid" and "cold_valid"
 # (and "cold_user_valid") may be used for model selection, the "*test" parts only for the final report.
@@ -35,6 +35,16 @@ GIVEN = ("train", "valid", "cold_valid", "cold_user_context")
 # What the served model is refit on once validation has selected it (cold_valid only selects: refitting on
 # it would turn the cold items it shares with cold_test warm).
 TRAINED = ("train", "valid")
+
+REMAKE = f"re-run `{MAKE['dataset']}`"  # what rewrites dataset/ whole
+# The structure of dataset/'s files as Dataset.load checks it (the module docstring describes them).
+DATASET_JSON = {"schema": {"name?": str, "text_columns?": [str], "attribute_columns?": [str],
+                           "image_column?": (str, None), "images_dir?": (str, None), "user_attribute_columns?": [str],
+                           "sep?": str, "split?": dict},
+                "counts?": dict}
+IDS_JSON = {"users": [str], "items": [str]}
+INTERACTIONS = {"user": "int", "item": "int", "weight": "float", "timestamp?": "int", "split": "str"}
+TRIPLES = {"item": "int", "relation": "str", "tail": "str"}
 
 
 @dataclass
@@ -154,21 +164,62 @@ class Dataset:
     def load(cls, workspace: Workspace | str | Path) -> Dataset:
         ws = Workspace.of(workspace)
         d = ws.require("dataset")
-        meta = read_json(d / "dataset.json")
-        try:
-            items = pd.read_parquet(d / "items.parquet")
-            users = pd.read_parquet(d / "users.parquet")
-            inter = pd.read_parquet(d / "interactions.parquet")
-            triples = pd.read_parquet(d / "triples.parquet") if (d / "triples.parquet").exists() else None
-        except Exception as e:  # pyarrow raises several types for damaged files
-            raise InputError(f"damaged dataset table ({e}); re-run the data stage", file=d) from None
-        return cls(Schema.from_dict(meta["schema"]), items, users, inter, triples)
+        meta = check_json(read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json", REMAKE)
+        ds = cls(Schema.from_dict(meta["schema"]), _read_table(d / "items.parquet"), _read_table(d / "users.parquet"),
+                 _read_table(d / "interactions.parquet"),
+                 _read_table(d / "triples.parquet") if (d / "triples.parquet").exists() else None)
+        ds._check(d)
+        return ds
+
+    def _check(self, d: Path) -> None:
+        """The tables' columns and types (dataset/ as documented above), the schema's columns, indices in range
+        and ids.json agreeing with the tables: what every stage relies on without looking again."""
+        sc = self.schema
+        for name, frame, id_column, roles in (
+                ("items", self.items, "item_id", [*sc.text_columns, *sc.attribute_columns, sc.image_column]),
+                ("users", self.users, "user_id", sc.user_attribute_columns)):
+            path = d / f"{name}.parquet"
+            check_columns(frame, {id_column: "str", **{c: "str" for c in frame.columns}}, path, REMAKE)
+            missing = [c for c in roles if c and c not in frame.columns]
+            if missing:
+                raise InputError(f"named in dataset.json's schema, but missing: {REMAKE}", file=path,
+                                 column=missing[0])
+        ids = check_json(read_json(d / "ids.json"), IDS_JSON, d / "ids.json", REMAKE)
+        for kind, known in (("users", self.user_ids), ("items", self.item_ids)):
+            if ids[kind] != known.tolist():
+                raise InputError(f"'{kind}' ({len(ids[kind])} ids) disagrees with {kind}.parquet ({len(known)} rows): "
+                                 f"{REMAKE}", file=d / "ids.json")
+        path = d / "interactions.parquet"
+        check_columns(self.interactions, INTERACTIONS, path, REMAKE)
+        _check_index(self.interactions, "user", self.n_users, path)
+        _check_index(self.interactions, "item", self.n_items, path)
+        unknown = set(self.interactions["split"].unique()) - {"", *SPLITS}
+        if unknown:
+            raise InputError(f"unknown split part {sorted(map(str, unknown))[0]!r}: {REMAKE}", file=path, column="split")
+        if self.triples is not None:
+            check_columns(self.triples, TRIPLES, d / "triples.parquet", REMAKE)
+            _check_index(self.triples, "item", self.n_items, d / "triples.parquet")
 
     def counts(self) -> dict[str, Any]:
         parts = self.interactions["split"].value_counts().to_dict()
         return {"users": self.n_users, "items": self.n_items, "interactions": len(self.interactions),
                 "parts": {k: int(v) for k, v in sorted(parts.items()) if k},
                 "triples": 0 if self.triples is None else len(self.triples)}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise InputError(f"damaged dataset table ({e}): {REMAKE}", file=path) from None
+
+
+def _check_index(frame: pd.DataFrame, column: str, n: int, path: Path) -> None:
+    """A column of dense indices must point at rows of the table it indexes ({column}s.parquet, n rows)."""
+    values = frame[column].to_numpy()
+    if len(values) and (values.min() < 0 or values.max() >= n):
+        raise InputError(f"indices must point at rows of {column}s.parquet ({n} rows): {REMAKE}", file=path,
+                         column=column)
 
 
 def _lookup(known: np.ndarray, ids: str | Sequence[str], kind: str) -> np.ndarray:

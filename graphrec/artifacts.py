@@ -35,8 +35,17 @@ import numpy as np
 
 from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
-from graphrec.io import file_sha256, link_files, read_json, read_tensors, write_json, write_tensors
-from graphrec.workspace import Workspace
+from graphrec.io import (
+    check_json,
+    check_tensors,
+    file_sha256,
+    link_files,
+    read_json,
+    read_tensors,
+    write_json,
+    write_tensors,
+)
+from graphrec.workspace import MAKE, Workspace
 
 EMBEDDINGS = "embeddings.safetensors"
 SELECT_EMBEDDINGS = "embeddings_select.safetensors"
@@ -47,6 +56,24 @@ BEST = "best.safetensors"
 RANKER_JSON = "ranker.json"
 RANKER_TENSORS = "ranker.safetensors"
 UPDATE_LOG = "updates.json"
+RETRAIN = f"re-run `{MAKE['model']}`"  # what rewrites model/ whole
+
+# What the readers below check of model/'s JSON files (they hold more: settings, validation, timings).
+ARCHITECTURE = {"n_users": int, "n_items": int, "dim": int, "layers": int, "modality_dims": {str: int},
+                "node_types": {str: int}}
+# Embeddings made elsewhere need only the scoring rule and their width ("dim"); a trained GraphRec adds the rest.
+MODEL_INFO = {"scoring?": str, "dim?": int, "refit?": bool, "settings?": dict, "features?": dict,
+              "architecture?": ARCHITECTURE}
+EMBEDDING_TENSORS = {"user": ("float32", ("users", "dim")), "item": ("float32", ("items", "dim"))}
+_NUMBER = (float, None)  # NaN is written as null
+HISTORY_ROW = {"epoch": int, "phase?": str, "seconds?": _NUMBER, "loss?": _NUMBER, "bpr?": _NUMBER, "cold?": _NUMBER,
+               "align?": _NUMBER}
+HISTORY_FILE = ([HISTORY_ROW], {"history": [HISTORY_ROW]})  # a list of epochs; early versions wrapped it
+RANKER_INFO = {"components": [str], "blocks?": {str: int}, "scale": {str: float}, "weights_warm": {str: float},
+               "weights_cold": {str: float}, "cold_offset": float, "new_user_weights": {str: float},
+               "embeddings_sha256": str, "k?": int, "ease_dim?": int, "short_history?": int, "max_fit_users?": int,
+               "ridge_widths?": [int], "group_layout?": ({"widths": [int], "columns": [int]}, None),
+               "modalities?": [str], "fitted_with?": str}
 
 
 def model_dir(ws: Workspace, create: bool = False) -> Path:
@@ -111,18 +138,25 @@ def read_embeddings(ws: Workspace, ds: Dataset, select: bool = False
     embeddings instead of the final ones."""
     d = ws.require("model")
     path = d / (SELECT_EMBEDDINGS if select else EMBEDDINGS)
+    meta = _model_info(d)
     t = read_tensors(path)
-    meta = read_json(d / MODEL_JSON)
+    _check_embeddings(t, path, meta, {"users": ds.n_users, "items": ds.n_items})
+    return t["user"], t["item"], meta
+
+
+def _model_info(d: Path) -> dict[str, Any]:
+    """model.json, checked (MODEL_INFO, and a scoring rule graphrec serves)."""
+    meta = check_json(read_json(d / MODEL_JSON), MODEL_INFO, d / MODEL_JSON, RETRAIN)
     if meta.get("scoring", "dot") != "dot":
         raise InputError(f"unsupported scoring rule {meta.get('scoring')!r} (expected 'dot')", file=d / MODEL_JSON)
-    for name, n in (("user", ds.n_users), ("item", ds.n_items)):
-        if name not in t or t[name].ndim != 2 or t[name].shape[0] != n:
-            shape = None if name not in t else tuple(t[name].shape)
-            raise InputError(f"tensor {name!r} should be [{n}, dim] for this dataset, found {shape}; re-run "
-                             "`graphrec train`", file=path)
-    if t["user"].shape[1] != t["item"].shape[1]:
-        raise InputError("user and item embeddings differ in dimension", file=path)
-    return t["user"].astype(np.float32), t["item"].astype(np.float32), meta
+    return meta
+
+
+def _check_embeddings(t: dict[str, np.ndarray], path: Path, meta: dict[str, Any], sizes: dict[str, int]) -> None:
+    """A row per user and per item, all of the width model.json gives."""
+    width = check_tensors(t, EMBEDDING_TENSORS, path, RETRAIN, sizes)["dim"]
+    if width != meta.get("dim", width):
+        raise InputError(f"embeddings are {width} wide, model.json's 'dim' says {meta['dim']}: {RETRAIN}", file=path)
 
 
 # -- the final model ---------------------------------------------------------------------------------
@@ -135,10 +169,10 @@ def write_model(ws: Workspace, parameters: dict[str, np.ndarray], meta: dict[str
     write_json(d / MODEL_JSON, meta)
 
 
-def read_history(ws: Workspace) -> list[dict[str, Any]] | None:
-    """model/history.json, or None when the model has none."""
+def read_history(ws: Workspace) -> list[dict[str, Any]] | dict[str, Any] | None:
+    """model/history.json (HISTORY_FILE), or None when the model has none."""
     path = model_dir(ws) / HISTORY
-    return read_json(path) if path.exists() else None
+    return check_json(read_json(path), HISTORY_FILE, path, RETRAIN) if path.exists() else None
 
 
 def parameters_sha256(ws: Workspace) -> str:
@@ -146,10 +180,29 @@ def parameters_sha256(ws: Workspace) -> str:
 
 
 def read_model(ws: Workspace) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """(model.json, parameters, user embeddings, item embeddings) of the final model, as stored."""
+    """(model.json, parameters, user embeddings, item embeddings) of the final model, as stored; the parameters
+    are those `parameter_shapes` names for model.json's architecture (a strict load_state_dict takes them)."""
     d = ws.require("model")
+    meta = check_json(_model_info(d), {"architecture": ARCHITECTURE}, d / MODEL_JSON, RETRAIN)
+    shapes = parameter_shapes(meta["architecture"])
+    params = read_tensors(d / PARAMETERS)
+    check_tensors(params, {name: ("float32", shape) for name, shape in shapes.items()}, d / PARAMETERS, RETRAIN)
     emb = read_tensors(d / EMBEDDINGS)
-    return read_json(d / MODEL_JSON), read_tensors(d / PARAMETERS), emb["user"], emb["item"]
+    # rows: of the dataset the embeddings were made for, which an update grows past the architecture's counts;
+    # width: the model's dimension and the bias column
+    _check_embeddings(emb, d / EMBEDDINGS, meta, {"dim": meta["architecture"]["dim"] + 1})
+    return meta, {name: params[name] for name in shapes}, emb["user"], emb["item"]
+
+
+def parameter_shapes(architecture: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """name -> shape of the parameters graphrec.model.GraphRec makes for `architecture` (model.json's; tests check
+    that the two agree), so that model.safetensors is checked without importing torch."""
+    dim = architecture["dim"]
+    shapes = {"user_id": (architecture["n_users"], dim), "item_id": (architecture["n_items"], dim)}
+    # GraphRec keeps one table per node type and one projection per modality, each in name order
+    shapes.update({f"attr.{k}": (n, dim) for k, (_, n) in enumerate(sorted(architecture["node_types"].items()))})
+    shapes.update({f"proj.{k}": (n, dim) for k, (_, n) in enumerate(sorted(architecture["modality_dims"].items()))})
+    return {**shapes, "transfer": (dim, dim), "bias_w": (dim,)}
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
@@ -191,19 +244,62 @@ def write_ranker(ws: Workspace, tensors: dict[str, np.ndarray], info: dict[str, 
         write_json(d / RANKER_JSON, info)
 
 
-def read_ranker(ws: Workspace) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """(tensors, info) of the saved ranker, or None when there is none or it was fitted for other embeddings."""
+def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """(tensors, info) of the saved ranker for a dataset of `n_items` items, or None when there is none or it was
+    fitted for other embeddings."""
     d = ws.require("model")
     if not (d / RANKER_JSON).exists() or not (d / RANKER_TENSORS).exists():
         return None
-    info = read_json(d / RANKER_JSON)
-    if info.get("embeddings_sha256") != embeddings_sha256(ws):
+    info = _ranker_info(d)
+    if info["embeddings_sha256"] != embeddings_sha256(ws):
         return None
-    return read_tensors(d / RANKER_TENSORS), info
+    path = d / RANKER_TENSORS
+    t = read_tensors(path)
+    spec = {"ease_user": ("float32", ("items", "ease_dim")), "ease_item": ("float32", ("items", "ease_dim")),
+            "pop": ("float32", ("items",)), "warm": ("uint8", ("items",)),
+            "group_items?": ("float32", ("items", "values"))}
+    ridge = "ridge" in info["components"]
+    if ridge:  # ridge_columns came later: the loader refits a ranker without them
+        spec.update({"ridge": ("float32", ("used", "ease_dim")), "ridge_mean": ("float32", ("used",)),
+                     "ridge_target_mean": ("float32", ("ease_dim",)), "ridge_columns?": ("int64", ("used",))})
+    sizes = {"items": n_items}
+    if "ease_dim" in info:
+        sizes["ease_dim"] = info["ease_dim"]
+    check_tensors(t, spec, path, RETRAIN, sizes)
+    layout = info.get("group_layout")
+    if "group_items" in t and layout is None:
+        raise InputError(f"'group_layout' is missing (the group block's columns): {RETRAIN}", file=d / RANKER_JSON)
+    # Column indices into content the loader rebuilds, block by block, with the recorded widths
+    if ridge and "ridge_columns" in t:
+        _check_within(t["ridge_columns"], sum(info["ridge_widths"]), "tensor 'ridge_columns'", path)
+    if layout is not None:
+        _check_within(layout["columns"], sum(layout["widths"]), "'group_layout.columns'", d / RANKER_JSON)
+    return t, info
+
+
+def _check_within(indices: np.ndarray | list[int], n: int, what: str, path: Path) -> None:
+    indices = np.asarray(indices, np.int64)
+    if len(indices) and (indices.min() < 0 or indices.max() >= n):
+        raise InputError(f"{what} points outside the {n} content columns its widths give: {RETRAIN}", file=path)
+
+
+def _ranker_info(d: Path) -> dict[str, Any]:
+    """ranker.json, checked (RANKER_INFO, a scale for each component, the widths the ridge component needs)."""
+    path = d / RANKER_JSON
+    info = check_json(read_json(path), RANKER_INFO, path, RETRAIN)
+    unscaled = [c for c in info["components"] if c not in info["scale"]]
+    if unscaled:
+        raise InputError(f"'scale' lacks component {unscaled[0]!r}: {RETRAIN}", file=path)
+    # keys the fit writes with a part of the ranker, and its loader reads whenever that part is there
+    needed = {"ridge_widths": "ridge" in info["components"], "short_history": bool(info["new_user_weights"])}
+    missing = [key for key, used in needed.items() if used and key not in info]
+    if missing:
+        raise InputError(f"'{missing[0]}' is missing: {RETRAIN}", file=path)
+    return info
 
 
 def read_ranker_info(ws: Workspace) -> dict[str, Any]:
-    return read_json(ws.require("model") / RANKER_JSON)
+    return _ranker_info(ws.require("model"))
 
 
 def read_update_log(ws: Workspace) -> dict[str, Any] | None:

@@ -15,11 +15,16 @@ import numpy as np
 
 from graphrec.ann import faiss_module
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, file_sha256, read_json, save_npy, write_json
+from graphrec.io import atomic_dir, check_json, file_sha256, read_json, save_npy, write_json
 
 FORMATS = ("parquet", "npy", "faiss")
 FORMAT_NAME, FORMAT_VERSION = "graphrec-export", 2
 READABLE_VERSIONS = (1, 2)  # 1: the GNN embeddings alone (before the one scoring space)
+REEXPORT = "re-run `graphrec export`"
+# What load_export reads of the manifest and ids.json (docs/export.md describes them; the manifest says more)
+MANIFEST = {"format": str, "version": int, "dim": int, "users": int, "items": int, "files": {str: str},
+            "sha256": {str: str}, "user_ids?": str, "scoring?": str}
+IDS = {"users": [str], "items": [str], "item_warm": [int]}
 
 
 def pseudonymize_id(user_id: str, salt: str) -> str:
@@ -136,9 +141,9 @@ class Export:
 
 
 def load_export(directory: str | os.PathLike) -> Export:
-    """Read an export folder; every file must match the manifest's sha256."""
+    """Read an export folder; every file must match the manifest's sha256, and hold what the manifest says."""
     d = Path(directory)
-    m = read_json(d / "manifest.json")
+    m = check_json(read_json(d / "manifest.json"), dict, d / "manifest.json", REEXPORT)
     if m.get("format") != FORMAT_NAME or m.get("version") not in READABLE_VERSIONS:
         raise InputError(f"not a {FORMAT_NAME} manifest of version {' or '.join(map(str, READABLE_VERSIONS))}",
                          file=d / "manifest.json")
@@ -157,21 +162,52 @@ def load_export(directory: str | os.PathLike) -> Export:
             raise InputError("file listed in the manifest is missing", file=d / name)
         if file_sha256(d / name) != digest:
             raise InputError("file does not match its sha256 in the manifest (damaged or edited)", file=d / name)
-    ids = read_json(d / files["ids"])
+    check_json(m, MANIFEST, d / "manifest.json", REEXPORT)
+    ids = check_json(read_json(d / files["ids"]), IDS, d / files["ids"], REEXPORT)
+    for key, n in (("users", m["users"]), ("items", m["items"]), ("item_warm", m["items"])):
+        if len(ids[key]) != n:
+            raise InputError(f"'{key}' holds {len(ids[key])} entries, manifest.json says {n}: {REEXPORT}",
+                             file=d / files["ids"])
     if "user_embeddings" in files:
-        user = np.load(d / files["user_embeddings"], allow_pickle=False)
-        item = np.load(d / files["item_embeddings"], allow_pickle=False)
+        read = _read_npy
+        paths = d / files["user_embeddings"], d / files["item_embeddings"]
     elif "users" in files:
-        user, item = _read_embedding_parquet(d / files["users"]), _read_embedding_parquet(d / files["items"])
+        read = _read_embedding_parquet
+        paths = d / files["users"], d / files["items"]
     else:
         raise InputError("export holds no embeddings (npy or parquet)", file=d / "manifest.json")
-    if user.shape != (m["users"], m["dim"]) or item.shape != (m["items"], m["dim"]):
-        raise InputError("embedding shapes disagree with the manifest", file=d / "manifest.json")
+    user, item = (read(path, (n, m["dim"])) for path, n in zip(paths, (m["users"], m["items"])))
     return Export(m, ids["users"], ids["items"], np.asarray(ids["item_warm"], bool), user, item)
 
 
-def _read_embedding_parquet(path: Path) -> np.ndarray:
+def _read_npy(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:  # not an npy file, or one holding Python objects
+        raise InputError(f"not a numeric npy array ({e}): {REEXPORT}", file=path) from None
+    _check_embeddings(arr.dtype, arr.shape, shape, path)
+    return arr
+
+
+def _read_embedding_parquet(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    col = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
-    return col.values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size).astype(np.float32, copy=False)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"not a readable Parquet table ({e}): {REEXPORT}", file=path) from None
+    kind = table.schema.field("embedding").type if "embedding" in table.schema.names else None
+    if kind is None or not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.float32():
+        raise InputError(f"should be fixed_size_list<float32>[{shape[1]}], found {kind or 'none'}: {REEXPORT}",
+                         file=path, column="embedding")
+    col = table.column("embedding").combine_chunks()
+    _check_embeddings(np.dtype(np.float32), (len(col), kind.list_size), shape, path)
+    return col.values.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+def _check_embeddings(dtype: np.dtype, found: tuple[int, ...], shape: tuple[int, int], path: Path) -> None:
+    """Vectors of the users or items the manifest counts, of its dimension, float32 as written."""
+    if dtype != np.float32 or tuple(found) != shape:
+        raise InputError(f"should hold float32 {list(shape)} (as manifest.json says), found {dtype} {list(found)}: "
+                         f"{REEXPORT}", file=path)

@@ -14,8 +14,15 @@ from typing import Any
 import numpy as np
 
 from graphrec.errors import InputError
-from graphrec.io import read_json, read_tensors, write_json, write_tensors
-from graphrec.workspace import Workspace
+from graphrec.io import check_json, check_tensors, read_json, read_tensors, write_json, write_tensors
+from graphrec.workspace import MAKE, Workspace
+
+REENCODE = f"re-run `{MAKE['features']}`"
+# What load_features checks of the two files (the module docstring describes them); the .json holds more
+# (the encoder's identity and settings), read by the encoder that wrote it.
+FEATURES_JSON = {"item_ids": [str], "dim?": int, "modality?": str, "random_weights?": bool, "identity?": dict,
+                 "content_hashes?": [str]}
+FEATURES_TENSORS = {"values": ("float32", ("items", "dim")), "mask": ("uint8", ("items",))}
 
 
 @dataclass
@@ -53,19 +60,42 @@ def load_features(workspace: Workspace | str | Path, modalities: list[str] | Non
     """All (or the named) modalities of a workspace's features/ folder, checked against the dataset's item ids."""
     ws = Workspace.of(workspace)
     d = ws.require("features")
-    names = sorted(p.stem for p in d.glob("*.safetensors"))
+    names = _modalities(d)
     if modalities is not None:
         missing = [m for m in modalities if m not in names]
         if missing:
             raise InputError(f"no features for modality {missing[0]!r} (have: {', '.join(names) or 'none'})", file=d)
         names = list(modalities)
-    item_ids = read_json(ws.stage_dir("dataset") / "ids.json")["items"]
+    out = {}
+    for name, meta in _records(ws, d, names).items():
+        path = d / f"{name}.safetensors"
+        t = read_tensors(path)
+        check_tensors(t, FEATURES_TENSORS, path, REENCODE,
+                      {"items": len(meta["item_ids"]), **({"dim": meta["dim"]} if "dim" in meta else {})})
+        out[name] = Features(name, t["values"], t["mask"].astype(bool), meta)
+    return out
+
+
+def feature_records(workspace: Workspace | str | Path) -> dict[str, dict[str, Any]]:
+    """modality -> its features/<modality>.json (the encoder's identity and settings), checked as load_features
+    checks it, without reading the vectors."""
+    ws = Workspace.of(workspace)
+    d = ws.require("features")
+    return _records(ws, d, _modalities(d))
+
+
+def _modalities(d: Path) -> list[str]:
+    return sorted(p.stem for p in d.glob("*.safetensors"))
+
+
+def _records(ws: Workspace, d: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The named modalities' .json files, checked (FEATURES_JSON, rows for the dataset's items)."""
+    ids_path = ws.stage_dir("dataset") / "ids.json"
+    item_ids = check_json(read_json(ids_path), {"items": [str]}, ids_path, f"re-run `{MAKE['dataset']}`")["items"]
     out = {}
     for name in names:
-        t = read_tensors(d / f"{name}.safetensors")
-        meta = read_json(d / f"{name}.json")
-        if meta.get("item_ids") != item_ids:
-            raise InputError("features are for another item list than the dataset's: re-run `graphrec encode`",
-                             file=d / f"{name}.json")
-        out[name] = Features(name, t["values"], t["mask"].astype(bool), meta)
+        path = d / f"{name}.json"
+        out[name] = check_json(read_json(path), FEATURES_JSON, path, REENCODE)
+        if out[name]["item_ids"] != item_ids:
+            raise InputError(f"features are for another item list than the dataset's: {REENCODE}", file=path)
     return out

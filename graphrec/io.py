@@ -197,6 +197,9 @@ def _misfit(value: Any, spec: Any, at: str) -> str | None:
     if not _is_kind(value, spec):
         return f"{_place(at)} should be {_kind_name(spec)}, found {_found(value)}"
     if isinstance(spec, list):
+        plain = _PLAIN.get(spec[0]) if not isinstance(spec[0], (list, dict, tuple)) else None
+        if plain is not None and {type(v) for v in value} <= plain:
+            return None  # the usual case (id lists of a million strings), without an item-by-item walk
         return next((p for i, v in enumerate(value) if (p := _misfit(v, spec[0], f"{at}[{i}]"))), None)
     if isinstance(spec, dict) and list(spec) == [str]:
         return next((p for k, v in value.items() if (p := _misfit(v, spec[str], f"{at}.{k}".lstrip(".")))), None)
@@ -210,6 +213,9 @@ def _misfit(value: Any, spec: Any, at: str) -> str | None:
         if problem := _misfit(value[name], sub, inner):
             return problem
     return None
+
+
+_PLAIN = {str: {str}, int: {int}, float: {int, float}, bool: {bool}, None: {type(None)}}
 
 
 def _place(at: str) -> str:
@@ -261,8 +267,8 @@ def check_tensors(tensors: dict[str, np.ndarray], spec: dict[str, TensorSpec], p
             if not fits:
                 break
         if not fits:
-            expected = ", ".join(f"{d}={sizes[d]}" if d in sizes else str(d) for d in shape)
-            raise InputError(f"tensor {name!r} should be {dtype} [{expected}], found {t.dtype} {list(t.shape)}: "
+            expected = ", ".join(str(sizes.get(d, d)) for d in shape)  # a size not known yet shows its name
+            raise InputError(f"tensor {name!r} should be [{expected}] {dtype}, found {list(t.shape)} {t.dtype}: "
                              f"{remedy}", file=path)
     return sizes
 
@@ -278,10 +284,10 @@ def check_columns(frame: pd.DataFrame, spec: dict[str, str], path: str | os.Path
         if name not in frame.columns:
             if key.endswith("?"):
                 continue
-            raise InputError(f"column is missing: {remedy}", file=path, column=name)
+            raise InputError(f"missing: {remedy}", file=path, column=name)
         column = frame[name]  # the Series, not its dtype: an object column counts as text only if it holds text
         if not kinds[kind](column) or pd.api.types.is_bool_dtype(column):
-            raise InputError(f"column should hold {words[kind]}, found {column.dtype}: {remedy}", file=path,
+            raise InputError(f"should hold {words[kind]}, found {column.dtype}: {remedy}", file=path,
                              column=name)
 
 

@@ -695,11 +695,11 @@ def save_ranker(ws: Workspace, r: Ranker) -> None:
 def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker | None:
     """The saved ranker, or None when there is none or it was fitted for other embeddings or content."""
     ws = Workspace.of(workspace)
-    saved = artifacts.read_ranker(ws)
+    ds = ds if ds is not None else Dataset.load(ws)
+    saved = artifacts.read_ranker(ws, ds.n_items)
     if saved is None:
         return None
     t, info = saved
-    ds = ds if ds is not None else Dataset.load(ws)
     user_emb, item_emb, _ = artifacts.read_embeddings(ws, ds)
     content = _content_matrix(ws, ds.n_items)[0]
     if "content" in info["components"] and content is None:

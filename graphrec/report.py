@@ -21,7 +21,8 @@ import numpy as np
 from graphrec.artifacts import read_history
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.stats import dataset_stats
-from graphrec.io import read_json
+from graphrec.features import feature_records
+from graphrec.kg.graph import read_graph_info
 from graphrec.metrics import ACCURACY
 from graphrec.rank import Ranker
 from graphrec.recommend import explanations
@@ -101,8 +102,7 @@ def _warnings(ws: Workspace) -> list[Block]:
 
 
 def _encoders(ws: Workspace) -> dict[str, dict[str, Any]]:
-    d = ws.stage_dir("features")
-    return {p.stem: read_json(p) for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
+    return feature_records(ws) if ws.stage_dir("features").is_dir() else {}
 
 
 def _ratio(v: float | None) -> str:
@@ -168,10 +168,9 @@ def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
     rows = [[f"interactions per {what}", *[_setting(st[f"interactions_per_{what}"][s]) for s in stats]]
             for what in ("user", "item")]
     blocks.append(("table", ["", *stats], rows))
-    g = ws.stage_dir("graph") / "graph.json"
-    if g.exists():
-        info = read_json(g)
-        rows = [[f"nodes: {t}", str(n)] for t, n in info.get("num_nodes", {}).items()]
+    if ws.stage_dir("graph").is_dir():
+        info = read_graph_info(ws)
+        rows = [[f"nodes: {t}", str(n)] for t, n in info["num_nodes"].items()]
         rows += [[f"edges: {k}", str(n)] for k, n in info.get("num_edges", {}).items()]
         blocks += [("h2", "Knowledge graph"), ("table", ["", "count"], rows)]
     enc = _encoders(ws)

@@ -46,12 +46,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, file_sha256, read_json, restore_dir, switch_dir, write_json
+from graphrec.io import atomic_dir, check_json, file_sha256, read_json, restore_dir, switch_dir, write_json
 
 STAGES = ("dataset", "features", "graph", "model", "eval")
 LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made from
 MAKE = {"dataset": "graphrec data import|movielens|synth", "features": "graphrec encode",
         "graph": "graphrec build", "model": "graphrec train", "eval": "graphrec evaluate"}
+# config.json as `record` writes it (see the module docstring)
+CONFIG = {"stages": {str: {"settings": dict, "inputs": dict, "lineage?": ({str: str}, None), "command": str,
+                           "finished?": str}}}
 LOCK = ".lock"
 SWITCH = ".switch"  # held shared by readers, exclusively by a writer while it switches folders in
 JOURNAL = "switch-journal.json"
@@ -341,9 +344,13 @@ class Workspace:
         return self.path / "config.json"
 
     def config(self) -> dict[str, Any]:
+        """config.json (CONFIG), or no stage records where there is none."""
         if not self.config_path.exists():
             return {"stages": {}}
-        return read_json(self.config_path)
+        # Every stage rewrites the file from what it reads here, so a damaged one is mended by removing it: the
+        # stages lose their records (and lineage checks) until each runs again.
+        return check_json(read_json(self.config_path), CONFIG, self.config_path,
+                          "remove it (each stage records itself again when it next runs)")
 
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.config()["stages"].get(stage)

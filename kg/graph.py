@@ -19,14 +19,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from graphrec.errors import InputError
-from graphrec.io import read_json, read_tensors, write_json
-from graphrec.workspace import Workspace
+from graphrec.io import check_json, check_tensors, read_json, read_tensors, write_json
+from graphrec.workspace import MAKE, Workspace
 
 if TYPE_CHECKING:  # optional at run time: the views import them when called
     import networkx as nx
     from torch_geometric.data import HeteroData
 
 EdgeType = tuple[str, str, str]
+REBUILD = f"re-run `{MAKE['graph']}`"
+# What KnowledgeGraph.load checks of graph.json (the module docstring describes it); meta holds the builder's
+# settings, read by kg.extend, of which relation_kinds is read here.
+GRAPH_JSON = {"num_nodes": {str: int}, "relations": [[str]], "num_edges?": {str: int}, "node_names?": {str: list},
+              "meta?": {"relation_kinds?": {str: str}}}
 
 
 @dataclass
@@ -138,16 +143,45 @@ class KnowledgeGraph:
     def load(cls, workspace: Workspace | str | Path) -> KnowledgeGraph:
         ws = Workspace.of(workspace)
         d = ws.require("graph")
-        info = read_json(d / "graph.json")
-        t = read_tensors(d / "graph.safetensors")
+        info = _graph_info(d / "graph.json")
+        path = d / "graph.safetensors"
+        tensors = read_tensors(path)
         edges = {}
-        for s, r, dd in info["relations"]:
-            name = f"{s}|{r}|{dd}"
-            try:
-                edges[(s, r, dd)] = EdgeSet(t[f"{name}/src"], t[f"{name}/dst"], t[f"{name}/weight"])
-            except KeyError:
-                raise InputError(f"graph tensors lack relation {name}: rebuild with `graphrec build`", file=d) from None
+        for key in map(tuple, info["relations"]):
+            name = "|".join(key)
+            check_tensors(tensors, {f"{name}/src": ("int64", ("edges",)), f"{name}/dst": ("int64", ("edges",)),
+                                    f"{name}/weight": ("float32", ("edges",))}, path, REBUILD)
+            e = EdgeSet(tensors[f"{name}/src"], tensors[f"{name}/dst"], tensors[f"{name}/weight"])
+            for end, nodes, n in (("src", e.src, info["num_nodes"][key[0]]), ("dst", e.dst, info["num_nodes"][key[2]])):
+                if len(nodes) and (nodes.min() < 0 or nodes.max() >= n):
+                    raise InputError(f"tensor '{name}/{end}' holds node indices outside 0..{n - 1}: {REBUILD}",
+                                     file=path)
+            edges[key] = e
         return cls(info["num_nodes"], edges, info.get("node_names", {}), info.get("meta", {}))
+
+
+def read_graph_info(workspace: Workspace | str | Path) -> dict[str, Any]:
+    """graph.json (node counts, relations, edge counts, node names, the builder's meta), checked as
+    KnowledgeGraph.load checks it, without reading the edges."""
+    return _graph_info(Workspace.of(workspace).require("graph") / "graph.json")
+
+
+def _graph_info(path: Path) -> dict[str, Any]:
+    """graph.json, checked: its structure (GRAPH_JSON), and node types, names and relations that agree."""
+    info = check_json(read_json(path), GRAPH_JSON, path, REBUILD)
+    num_nodes = info["num_nodes"]
+    for node_type, n in num_nodes.items():
+        if n < 0:
+            raise InputError(f"'num_nodes.{node_type}' is negative: {REBUILD}", file=path)
+    for node_type, names in info.get("node_names", {}).items():
+        if node_type in num_nodes and len(names) != num_nodes[node_type]:
+            raise InputError(f"'node_names.{node_type}' holds {len(names)} names for {num_nodes[node_type]} nodes: "
+                             f"{REBUILD}", file=path)
+    for key in info["relations"]:
+        if len(key) != 3 or key[0] not in num_nodes or key[2] not in num_nodes:
+            raise InputError(f"relation {key} should be [source type, name, target type], with types of 'num_nodes': "
+                             f"{REBUILD}", file=path)
+    return info
 
 
 def _csr_order(src: np.ndarray, dst: np.ndarray, n_dst: int) -> np.ndarray | None:
