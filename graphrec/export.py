@@ -27,6 +27,8 @@ from graphrec.workspace import Workspace, reads
 
 PRIVATE_NOTE = ("private export: each user vector is a function of the user's interactions alone (no gnn block, "
                 "which embeds user attributes, no group block); it reveals what the behaviour reveals, no more")
+NO_ATTRIBUTES_NOTE = ("private export: the dataset has no user attributes, so the model never saw any and every "
+                      "block is kept; the vectors reveal what the behaviour reveals, no more")
 
 
 @reads
@@ -37,14 +39,16 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
 
     private: user vectors from the users' interactions alone, with no path for their attributes
     (`Ranker.without_user_attributes`): the score is the blend's less its gnn and group terms (so the lists are
-    not `graphrec recommend`'s), and the manifest says `"private": true`."""
+    not `graphrec recommend`'s), and the manifest says `"private": true`. A dataset without user attributes
+    (no demographics: the graph has no user-attribute edges) keeps every block: its vectors are already
+    collaborative-only, and the export is the normal one, marked private."""
     formats = check_formats(formats)
     if pseudonymize is not None and not pseudonymize:
         raise InputError("--pseudonymize needs a non-empty secret salt")
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ensure_ranker(ws, ds, progress=progress)
-    if private:
+    if private and ds.schema.user_attribute_columns:  # without any, the vectors are collaborative already
         r = r.without_user_attributes(ds)
         if not r.blocks():
             raise InputError("the ranker's blend scores with the gnn alone, which carries user attributes: a private "
@@ -53,7 +57,9 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     if pseudonymize:
         user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
     about = {"blocks": r.blocks(), "user_vectors": "from every interaction given to the system at export time",
-             "private": private, **({"privacy": PRIVATE_NOTE} if private else {}),
+             "private": private,
+             **({"privacy": PRIVATE_NOTE if ds.schema.user_attribute_columns else NO_ATTRIBUTES_NOTE} if private
+                else {}),
              "model": {k: r.info[k] for k in ("ease_dim", "ease_lambda", "fitted_with", "embeddings_sha256")
                        if k in r.info},
              "dataset": ds.schema.name}

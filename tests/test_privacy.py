@@ -132,3 +132,13 @@ def test_cli_private_flag(exports, tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["private"] is True and "gnn" not in m["blocks"]
+
+
+def test_without_user_attributes_private_is_the_full_export(exports, tmp_path):
+    """A dataset without demographics: the model never saw any, so --private keeps every block."""
+    *_, root = exports
+    normal = load_export(export(root / "plain", tmp_path / "n", ["npy"]))
+    private = load_export(export(root / "plain", tmp_path / "p", ["npy"], private=True))
+    assert private.manifest["private"] is True and "no user attributes" in private.manifest["privacy"]
+    assert private.manifest["blocks"] == normal.manifest["blocks"] and "gnn" in private.manifest["blocks"]
+    assert np.array_equal(private.user_embeddings, normal.user_embeddings)
