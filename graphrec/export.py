@@ -48,8 +48,11 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = ensure_ranker(ws, ds, progress=progress)
-    if private and ds.schema.user_attribute_columns:  # without any, the vectors are collaborative already
-        r = r.without_user_attributes(ds)
+    note = None
+    if private and not ds.schema.user_attribute_columns:  # the model never saw any: collaborative already
+        note = NO_ATTRIBUTES_NOTE
+    elif private:
+        r, note = r.without_user_attributes(ds), PRIVATE_NOTE
         if not r.blocks():
             raise InputError("the ranker's blend scores with the gnn alone, which carries user attributes: a private "
                              "export would hold no scoring information", file=ws.path)
@@ -57,9 +60,7 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     if pseudonymize:
         user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
     about = {"blocks": r.blocks(), "user_vectors": "from every interaction given to the system at export time",
-             "private": private,
-             **({"privacy": PRIVATE_NOTE if ds.schema.user_attribute_columns else NO_ATTRIBUTES_NOTE} if private
-                else {}),
+             "private": private, **({"privacy": note} if note else {}),
              "model": {k: r.info[k] for k in ("ease_dim", "ease_lambda", "fitted_with", "embeddings_sha256")
                        if k in r.info},
              "dataset": ds.schema.name}

@@ -29,7 +29,6 @@ switch (or discards it where a target changed by other means since: never replay
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import time
@@ -53,8 +52,6 @@ from graphrec.model import GraphRec
 from graphrec.rank import extend_ranker
 from graphrec.train import load_model, refresh_embeddings
 from graphrec.workspace import LINEAGE, Workspace, fingerprints, writes
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -190,8 +190,7 @@ class Workspace:
         finish or discard a switch journal, put back a folder caught between the two renames of a switch on a
         file system without atomic exchange, then delete temp folders and files (see _LEFTOVER_TOP)."""
         journal = self.path / JOURNAL
-        missing = [s for s in STAGES if not self.stage_dir(s).exists()
-                   and any(self.path.glob(f".{s}.*.old"))]
+        missing = self._half_switched()
         if journal.exists() or missing:
             with self._switch_lock(fcntl.LOCK_EX):
                 for stage in missing:  # first: a journal's move may be the one caught between its renames
@@ -298,8 +297,11 @@ class Workspace:
                          "run to finish", file=self.path)
 
     def _interrupted(self) -> bool:
-        return (self.path / JOURNAL).exists() or any(
-            not self.stage_dir(s).exists() and any(self.path.glob(f".{s}.*.old")) for s in STAGES)
+        return (self.path / JOURNAL).exists() or bool(self._half_switched())
+
+    def _half_switched(self) -> list[str]:
+        """Stages whose folder a kill between switch_dir's two renames left missing (its old copy in a .old)."""
+        return [s for s in STAGES if not self.stage_dir(s).exists() and any(self.path.glob(f".{s}.*.old"))]
 
     @contextlib.contextmanager
     def _switch_lock(self, mode: int) -> Iterator[int | None]:
