@@ -18,14 +18,14 @@ import numpy as np
 
 from benchmarks.run import GIVEN_FINAL, K
 from graphrec.data.dataset import Dataset
-from graphrec.rank import ensure_ranker
+from graphrec.rank import serving_ranker
 
 CACHE = Path.home() / ".cache" / "graphrec-benchmarks"
 
 
 def cold_share(ws: Path) -> dict[str, float]:
     ds = Dataset.load(ws)
-    ranker = ensure_ranker(ws, ds, progress=False)
+    ranker = serving_ranker(ws, ds)
     truth = ds.part("test", "cold_test")
     users = np.unique(truth["user"].to_numpy(np.int64))
     cold = np.zeros(ds.n_items, bool)

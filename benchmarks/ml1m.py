@@ -7,7 +7,7 @@ Protocol (SOURCE.md of the data): all-item ranking for every test user, train an
 Recall@20 = hits / |test items of the user| (not min(|test|, 20)); NDCG@20 with the ideal DCG over
 min(|test|, 20) positions. Each system selects on valid with a fit on train, refits the chosen setting on
 train+valid, and is scored on test once. graphrec runs its own library stages (import pre-split, build, train,
-fit_ranker) and is served by its scoring-space vectors (what `graphrec export` ships). Rows are appended to
+with its ranker) and is served by its scoring-space vectors (what `graphrec export` ships). Rows are appended to
 benchmarks/results/ml1m.jsonl with wall times and peak RSS.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def run_graphrec(split: Split, root: Path, train: dict) -> dict:
     from graphrec.data.dataset import Dataset
     from graphrec.data.importer import import_files
     from graphrec.kg.build import run_build
-    from graphrec.rank import fit_ranker
+    from graphrec.rank import load_ranker
     from graphrec.train import run_train
 
     start = time.perf_counter()
@@ -119,7 +119,7 @@ def run_graphrec(split: Split, root: Path, train: dict) -> dict:
     import_files(ws, name="ml-1m-lightgcnpp", **files)
     run_build(ws, progress=False)
     trained = run_train(ws, seed=1, progress=False, **train)
-    r = fit_ranker(ws, trained, progress=False)
+    r = load_ranker(ws)
     pipeline_s = time.perf_counter() - start
     ds = Dataset.load(ws)
     # the workspace's dense indices are its own: map the split's ids through ids.json

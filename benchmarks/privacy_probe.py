@@ -50,7 +50,7 @@ from graphrec.io import write_json
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.metrics import embedding_accuracy
-from graphrec.rank import Ranker, fit_ranker, load_ranker
+from graphrec.rank import Ranker, load_ranker
 from graphrec.train import load_model, refresh_embeddings, run_train
 
 ATTRIBUTES = ("gender", "age_band", "occupation", "region")
@@ -62,7 +62,7 @@ REJECTED = "attribute edges removed (rejected)"
 def pipeline(ws: Path, epochs: int, seed: int) -> None:
     run_encode(ws, ["lexical"], seed=seed, show_progress=False)
     run_build(ws, item_knn=10, progress=False)
-    fit_ranker(ws, run_train(ws, epochs=epochs, seed=seed, progress=False), progress=False)
+    run_train(ws, epochs=epochs, seed=seed, progress=False)
 
 
 def without_attribute_edges(ws: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:

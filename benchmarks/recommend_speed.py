@@ -13,7 +13,7 @@ import numpy as np
 
 from graphrec.api import Recommender
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.rank import ensure_ranker
+from graphrec.rank import serving_ranker
 from graphrec.recommend import recommend
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     t = time.perf_counter()
     ds = Dataset.load(ws)
-    r = ensure_ranker(ws, ds, progress=False)
+    r = serving_ranker(ws, ds)
     load = time.perf_counter() - t
     history = ds.matrix(GIVEN)
     users = np.arange(ds.n_users)

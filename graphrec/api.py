@@ -34,7 +34,7 @@ from graphrec.evaluate import evaluate
 from graphrec.io import atomic_dir, write_parquet
 from graphrec.kg.build import run_build
 from graphrec.model import TrainedModel
-from graphrec.rank import EASE_DIM, Ranker, ensure_ranker, fit_ranker, topk_stable
+from graphrec.rank import EASE_DIM, Ranker, RankSettings, serving_ranker, topk_stable
 from graphrec.train import TrainSettings, load_model, run_train
 from graphrec.update import UpdateResult, run_update
 from graphrec.workspace import LOCK, Workspace
@@ -170,8 +170,7 @@ class Recommender:
                 # features of an earlier fit describe other items: the build and train stages would refuse them
                 shutil.rmtree(ws.stage_dir("features"), ignore_errors=True)
             run_build(ws, force=True, progress=self.progress)
-            trained = run_train(ws, self.train_settings)
-            fit_ranker(ws, trained, k=self.train_settings.k, ease_dim=self.ease_dim, progress=self.progress)
+            run_train(ws, self.train_settings, ranker=RankSettings(k=self.train_settings.k, ease_dim=self.ease_dim))
         self._served = None
         return self
 
@@ -276,6 +275,7 @@ class Recommender:
                              "they have as user_items")
         cand = None if candidates is None else self._item_index(s, _ids(candidates))
         mine = np.asarray([u in given for u in ids], bool)
+        k = min(k, len(s.items))  # a list holds every item at most (Ranker.topk cuts k the same way)
         items = np.full((len(ids), k), -1, np.int64)
         scores = np.full((len(ids), k), np.nan, np.float32)
         stored = np.flatnonzero(~mine)
@@ -343,7 +343,7 @@ class Recommender:
         if self._served is None:
             with self._ws.reading():
                 ds = Dataset.load(self._ws)
-                r = ensure_ranker(self._ws, ds, progress=self.progress)
+                r = serving_ranker(self._ws, ds)
             self._served = _Served(ds, r, ds.matrix(GIVEN), pd.Index(ds.user_ids), pd.Index(ds.item_ids))
         return self._served
 

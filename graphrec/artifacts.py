@@ -84,7 +84,6 @@ def model_dir(ws: Workspace, create: bool = False) -> Path:
     return d
 
 
-TRAINING = ".training"  # WS/.training/: the workspace-shaped folder a training run writes its model/ in
 
 
 def prepare_training(out: Workspace, ws: Workspace, resume: bool) -> None:
@@ -104,6 +103,20 @@ def prepare_training(out: Workspace, ws: Workspace, resume: bool) -> None:
 def copy_model(ws: Workspace, into: Workspace) -> None:
     """Hard links to model/'s files in `into`'s model/ folder, where a writer stages a changed model."""
     link_files(model_dir(ws), model_dir(into, create=True))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run wrote to model/ (graphrec.train), handed on so the ranker fit need not re-read it."""
+
+    selected_epoch: int
+    validation: dict[str, float]
+    history: list[dict[str, Any]]
+    refit: bool
+    user: np.ndarray  # float32 [U, d+1]: the exported embeddings (model/embeddings.safetensors)
+    item: np.ndarray  # float32 [I, d+1]
+    embeddings_sha256: str
+    select: tuple[np.ndarray, np.ndarray] | None  # selection-phase (user, item) when the model was refit
 
 
 # -- embeddings --------------------------------------------------------------------------------------
@@ -157,6 +170,9 @@ def _check_embeddings(t: dict[str, np.ndarray], path: Path, meta: dict[str, Any]
     width = check_tensors(t, EMBEDDING_TENSORS, path, RETRAIN, sizes)["dim"]
     if width != meta.get("dim", width):
         raise InputError(f"embeddings are {width} wide, model.json's 'dim' says {meta['dim']}: {RETRAIN}", file=path)
+    for name in ("user", "item"):  # training never writes them (it stops on divergence); a NaN row ranks nothing
+        if not np.isfinite(t[name]).all():
+            raise InputError(f"tensor '{name}' holds NaN or infinite values: {RETRAIN}", file=path)
 
 
 # -- the final model ---------------------------------------------------------------------------------
@@ -237,11 +253,12 @@ class Checkpoints:
 
 
 # -- ranker and update log ---------------------------------------------------------------------------
-def write_ranker(ws: Workspace, tensors: dict[str, np.ndarray], info: dict[str, Any]) -> None:
-    """The ranker's two files, switched in with the rest of model/ in one step."""
-    with ws.new_stage("model", keep=True) as d:
-        write_tensors(d / RANKER_TENSORS, tensors)
-        write_json(d / RANKER_JSON, info)
+def write_ranker(staged: Workspace, tensors: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    """The ranker's two files, into the model/ folder a writer stages (WS/.training, an update's staging
+    folder): they are switched in with the rest of that model/ in one step, never written into a live one."""
+    d = model_dir(staged, create=True)
+    write_tensors(d / RANKER_TENSORS, tensors)
+    write_json(d / RANKER_JSON, info)
 
 
 def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:

@@ -10,7 +10,6 @@ import errno
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +35,11 @@ from graphrec.data.splits import run_split
 from graphrec.data.stats import dataset_stats
 from graphrec.data.synth import run_synth
 from graphrec.errors import InputError
-from graphrec.io import dumps_json
+from graphrec.io import carried_errno, dumps_json
 from graphrec.kg.build import run_build
 from graphrec.kg.explain import explain_pair
 from graphrec.kg.stats import run_stats
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, check_output_file
 
 # Commands that need torch (encode, train, evaluate, recommend, update, quickstart) import their stage when they
 # run, so `graphrec data ...`, `--help` and a usage error start in a second rather than paying for torch.
@@ -407,14 +406,14 @@ def train(
     mode: str = typer.Option("full", help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
     fanouts: str = typer.Option("15,10,5", help="Neighbours sampled per layer in --mode sampled."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train+valid for the selected epochs."),
-    ranker: bool = typer.Option(True, "--ranker/--no-ranker", help="Fit the ranker's blend on validation."),
-    ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (at most the rank)."),
+    ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
+                                 "min(users, items)); the ranker is fitted on validation before model/ is switched in."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in model/."),
     as_json: bool = JSON,
 ) -> None:
     """Train the GNN: select on validation NDCG@K, refit on train+valid, write model/ embeddings."""
-    from graphrec.rank import fit_ranker
+    from graphrec.rank import RankSettings
     from graphrec.train import TrainSettings, run_train
 
     try:
@@ -424,9 +423,7 @@ def train(
     s = TrainSettings(epochs=epochs, dim=dim, layers=layers, lr=lr, batch_size=batch_size, reg=reg,
                       cold_weight=cold_weight, align_weight=align_weight, patience=patience, k=k, seed=seed,
                       mode=mode, fanouts=fan, refit=refit, device=device)
-    r = run_train(workspace, s, resume=resume)
-    if ranker and r.embeddings_sha256:  # rank 0 of a distributed run writes model/ and fits the ranker
-        fit_ranker(workspace, r, k=k, ease_dim=ease_dim)
+    r = run_train(workspace, s, resume=resume, ranker=RankSettings(k=k, ease_dim=ease_dim))
     emb = embeddings_path(Workspace(workspace))
 
     def show() -> None:
@@ -489,6 +486,8 @@ def recommend_cmd(
     from graphrec.recommend import csv_safe, recommend, write_recommendations
 
     to_stdout = str(out_file) == "-"
+    if not to_stdout:
+        check_output_file(out_file, "recommendations")  # before the work, as write_recommendations does after
     spec = users if users == "all" or _is_file(users) else _columns(users)
     frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain,
                       progress=not to_stdout, approximate=approximate)
@@ -502,7 +501,8 @@ def recommend_cmd(
 @app.command("export")
 def export_cmd(
     workspace: Path = WS,
-    out_dir: Path = typer.Option(..., "--out", help="Export folder to write (replaced as a whole)."),
+    out_dir: Path = typer.Option(..., "--out", help="Export folder to write: new, empty, or an earlier export "
+                                 "(replaced as a whole); never a file or a folder inside a workspace."),
     formats: str = typer.Option("parquet,npy", "--format", help="Comma-separated: parquet, npy, faiss."),
     pseudonymize: str | None = typer.Option(None, envvar="GRAPHREC_SALT", show_envvar=True,
                                             help="Secret salt: user ids become HMAC-SHA256 pseudonyms (the "
@@ -524,7 +524,7 @@ def export_cmd(
         if not salt_file.is_file():
             raise InputError("file not found", file=salt_file)
         pseudonymize = (salt_file.read_text(encoding="utf-8").splitlines() or [""])[0]
-    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, progress=not as_json, private=private)
+    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, private=private)
     m = json.loads((d / "manifest.json").read_text())
     _result(as_json, {**m, "path": str(d)},
             lambda: _say(f"exported {m['users']}{' private' if m['private'] else ''} users, {m['items']} items "
@@ -557,7 +557,8 @@ def update_cmd(
 
 @app.command()
 def quickstart(
-    out_dir: Path = typer.Option(Path("graphrec-quickstart"), "--out", help="Workspace folder to (re)write."),
+    out_dir: Path = typer.Option(Path("graphrec-quickstart"), "--out",
+                                 help="Folder to (re)write: the workspace goes to OUT/workspace, the export to OUT/export."),
     users: int = typer.Option(300, "--n-users", "--users", help="Synthetic users."),
     items: int = typer.Option(400, "--n-items", "--items", help="Synthetic items."),
     interactions: int = typer.Option(15000, "--n-interactions", "--interactions", help="Synthetic interactions."),
@@ -636,8 +637,7 @@ def _as_environment_error(e: Exception) -> OSError | None:
     their own types, with the errno only in the message (safetensors: "(os error 28)", pyarrow: "[Errno 28]")."""
     if isinstance(e, OSError) and e.errno is not None:
         return e if e.errno in ENVIRONMENT_ERRNOS else None
-    m = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(e))
-    code = m and int(m.group(1) or m.group(2))
+    code = carried_errno(e)
     return OSError(code, os.strerror(code)) if code in ENVIRONMENT_ERRNOS else None
 
 

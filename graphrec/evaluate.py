@@ -46,7 +46,7 @@ from graphrec.metrics import (
     per_user_accuracy,
     popularity_bias,
 )
-from graphrec.rank import EASE_DIM, EASE_LAMBDAS, Ranker, ensure_ranker, select_ease, topk_stable
+from graphrec.rank import EASE_DIM, EASE_LAMBDAS, Ranker, select_ease, serving_ranker, topk_stable
 from graphrec.report import write_report
 from graphrec.workspace import Workspace, command_line, writes
 
@@ -121,7 +121,9 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
     ks = _check_ks(ks)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    r = ranker if ranker is not None else ensure_ranker(ws, ds, progress=progress)
+    if ks[-1] > ds.n_items:  # a cut-off past the catalogue measures nothing more than the whole list
+        raise InputError(f"--ks {ks[-1]} is more than the {ds.n_items} items of the catalogue")
+    r = ranker if ranker is not None else serving_ranker(ws, ds)
     history = ds.matrix(GIVEN)
     given = np.asarray(history.sum(axis=1)).ravel().astype(np.int64)
     pop = item_popularity(ds.part("train")["item"].to_numpy(), ds.n_items)
@@ -291,7 +293,7 @@ def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20,
     atomically and record it."""
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    r = ensure_ranker(ws, ds, progress=progress)
+    r = serving_ranker(ws, ds)
     metrics = evaluate(ws, ks, r, progress)
     k = HEADLINE_K if HEADLINE_K in metrics["ks"] else metrics["histogram_k"]
     metrics["baselines"] = evaluate_baselines(ds, r.warm, metrics["ks"], k)

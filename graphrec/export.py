@@ -21,8 +21,8 @@ import numpy as np
 
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
-from graphrec.export_folder import check_formats, pseudonymize_id, write_export
-from graphrec.rank import ensure_ranker
+from graphrec.export_folder import check_export_target, check_formats, pseudonymize_id, write_export
+from graphrec.rank import serving_ranker
 from graphrec.workspace import Workspace, reads
 
 PRIVATE_NOTE = ("private export: each user vector is a function of the user's interactions alone (no gnn block, "
@@ -33,9 +33,10 @@ NO_ATTRIBUTES_NOTE = ("private export: the dataset has no user attributes, so th
 
 @reads
 def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("parquet", "npy"),
-           pseudonymize: str | None = None, progress: bool = False, *, private: bool = False) -> Path:
-    """Write the export folder `out` atomically (replacing an older export there) and return it. Fits the
-    ranker first when the workspace has none for its current embeddings (progress: show that fit's bar).
+           pseudonymize: str | None = None, *, private: bool = False) -> Path:
+    """Write the export folder `out` atomically and return it. `out` must be new, empty or an earlier export
+    (`check_export_target`: never a file, nor a folder inside a workspace). Pseudonymised user rows are sorted by
+    pseudonym.
 
     private: user vectors from the users' interactions alone, with no path for their attributes
     (`Ranker.without_user_attributes`): the score is the blend's less its gnn and group terms (so the lists are
@@ -45,9 +46,10 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     formats = check_formats(formats)
     if pseudonymize is not None and not pseudonymize:
         raise InputError("--pseudonymize needs a non-empty secret salt")
+    check_export_target(out)  # before any work: the same check runs again as it writes
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    r = ensure_ranker(ws, ds, progress=progress)
+    r = serving_ranker(ws, ds)
     note = None
     if private and not ds.schema.user_attribute_columns:  # the model never saw any: collaborative already
         note = NO_ATTRIBUTES_NOTE
@@ -57,13 +59,17 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
             raise InputError("the ranker's blend scores with the gnn alone, which carries user attributes: a private "
                              "export would hold no scoring information", file=ws.path)
     user_ids = [str(u) for u in ds.user_ids]
+    user_vectors = r.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN))
     if pseudonymize:
+        # rows sorted by pseudonym: in dataset order, row i would be the i-th user of the input files, and the
+        # pseudonyms could be undone by position without the salt
         user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
+        order = np.argsort(np.asarray(user_ids), kind="stable")
+        user_ids, user_vectors = [user_ids[i] for i in order], user_vectors[order]
     about = {"blocks": r.blocks(), "user_vectors": "from every interaction given to the system at export time",
              "private": private, **({"privacy": note} if note else {}),
              "model": {k: r.info[k] for k in ("ease_dim", "ease_lambda", "fitted_with", "embeddings_sha256")
                        if k in r.info},
              "dataset": ds.schema.name}
-    return write_export(out, formats, user_ids, [str(i) for i in ds.item_ids], r.warm,
-                        r.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN)), r.item_vectors(),
-                        bool(pseudonymize), about)
+    return write_export(out, formats, user_ids, [str(i) for i in ds.item_ids], r.warm, user_vectors,
+                        r.item_vectors(), bool(pseudonymize), about)

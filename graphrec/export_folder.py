@@ -15,7 +15,8 @@ import numpy as np
 
 from graphrec.ann import faiss_module
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, check_json, file_sha256, read_json, save_npy, write_json
+from graphrec.io import atomic_dir, check_json, file_sha256, read_json, remove_leftovers, save_npy, write_json
+from graphrec.workspace import enclosing_workspace
 
 FORMATS = ("parquet", "npy", "faiss")
 FORMAT_NAME, FORMAT_VERSION = "graphrec-export", 2
@@ -46,13 +47,42 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return formats
 
 
+def check_export_target(out: str | os.PathLike) -> Path:
+    """`out` when export may write it: absent, an empty folder, or an export graphrec wrote (replaced whole).
+    Never a file, a symbolic link, the root of the file system, or anything inside a workspace: a command only
+    replaces what it made."""
+    out = Path(out)
+    real = Path(os.path.realpath(out))
+    ws = enclosing_workspace(out)
+    problem = ("is the root of the file system" if real.parent == real
+               else f"lies inside the workspace {ws}: export to a folder outside it" if ws is not None
+               else "is a symbolic link: name the folder itself" if out.is_symlink()
+               else "exists and is not a folder" if out.exists() and not out.is_dir()
+               else None)
+    if problem is None and out.is_dir() and any(out.iterdir()) and not _is_export(out):
+        problem = ("exists and is not a graphrec export (no manifest.json of format graphrec-export): choose a new "
+                   "or empty folder, or remove it yourself")
+    if problem:
+        raise InputError(f"--out {problem}", file=out)
+    return out
+
+
+def _is_export(d: Path) -> bool:
+    manifest = d / "manifest.json"
+    try:
+        return not manifest.is_symlink() and read_json(manifest).get("format") == FORMAT_NAME
+    except (InputError, AttributeError):
+        return False
+
+
 def write_export(out: str | os.PathLike, formats: Sequence[str], user_ids: list[str], item_ids: list[str],
                  warm: np.ndarray, user: np.ndarray, item: np.ndarray, pseudonymized: bool,
                  about: dict[str, Any]) -> Path:
-    """Write the folder `out` atomically (replacing an older one): ids, vectors in `formats`, the manifest
-    (`about` adds its keys)."""
+    """Write the folder `out` atomically (replacing an older export; `check_export_target`): ids, vectors in
+    `formats`, the manifest (`about` adds its keys). Temp folders of a killed export there go first."""
     faiss = faiss_module("the faiss format") if "faiss" in formats else None
-    out = Path(out)
+    out = check_export_target(out)
+    remove_leftovers(out)
     with atomic_dir(out) as tmp:
         files = {"ids": "ids.json"}
         write_json(tmp / "ids.json", {"users": user_ids, "items": item_ids, "item_warm": warm.astype(int).tolist()})
@@ -143,6 +173,8 @@ class Export:
 def load_export(directory: str | os.PathLike) -> Export:
     """Read an export folder; every file must match the manifest's sha256, and hold what the manifest says."""
     d = Path(directory)
+    if (d / "manifest.json").is_symlink():
+        raise InputError("is a symbolic link; an export holds plain files only", file=d / "manifest.json")
     m = check_json(read_json(d / "manifest.json"), dict, d / "manifest.json", REEXPORT)
     if m.get("format") != FORMAT_NAME or m.get("version") not in READABLE_VERSIONS:
         raise InputError(f"not a {FORMAT_NAME} manifest of version {' or '.join(map(str, READABLE_VERSIONS))}",
@@ -158,6 +190,8 @@ def load_export(directory: str | os.PathLike) -> Export:
     for name, digest in digests.items():
         if not isinstance(name, str) or Path(name).name != name:
             raise InputError(f"manifest names a file outside the export folder: {name!r}", file=d / "manifest.json")
+        if (d / name).is_symlink():  # an export holds plain files: a link could point anywhere
+            raise InputError("is a symbolic link; an export holds plain files only", file=d / name)
         if not (d / name).is_file():
             raise InputError("file listed in the manifest is missing", file=d / name)
         if file_sha256(d / name) != digest:
@@ -176,7 +210,7 @@ def load_export(directory: str | os.PathLike) -> Export:
         paths = d / files["users"], d / files["items"]
     else:
         raise InputError("export holds no embeddings (npy or parquet)", file=d / "manifest.json")
-    user, item = (read(path, (n, m["dim"])) for path, n in zip(paths, (m["users"], m["items"])))
+    user, item = (_check_finite(read(path, (n, m["dim"])), path) for path, n in zip(paths, (m["users"], m["items"])))
     return Export(m, ids["users"], ids["items"], np.asarray(ids["item_warm"], bool), user, item)
 
 
@@ -211,3 +245,13 @@ def _check_embeddings(dtype: np.dtype, found: tuple[int, ...], shape: tuple[int,
     if dtype != np.float32 or tuple(found) != shape:
         raise InputError(f"should hold float32 {list(shape)} (as manifest.json says), found {dtype} {list(found)}: "
                          f"{REEXPORT}", file=path)
+
+
+def _check_finite(arr: np.ndarray, path: Path) -> np.ndarray:
+    """graphrec never exports NaN or infinite values: such vectors would rank nothing (and match the manifest's
+    digest only when someone rewrote both)."""
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} of {len(arr)} vectors hold NaN or infinite values (row "
+                         f"{int(np.flatnonzero(bad)[0])} first): {REEXPORT}", file=path)
+    return arr

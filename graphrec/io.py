@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
-    _usual_mode(tmp, 0o666)
+    usual_mode(tmp, 0o666)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -50,7 +51,7 @@ def atomic_dir(target: str | os.PathLike, guard: contextlib.AbstractContextManag
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    _usual_mode(tmp, 0o777)
+    usual_mode(tmp, 0o777)
     try:
         if like is not None and Path(like).is_dir():
             link_files(Path(like), tmp)
@@ -60,6 +61,24 @@ def atomic_dir(target: str | os.PathLike, guard: contextlib.AbstractContextManag
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+LEFTOVER = r"[a-z0-9_]{8}"  # the random part tempfile gives atomic_path / atomic_dir names
+
+
+def remove_leftovers(target: Path) -> None:
+    """Delete the temp files and folders a killed atomic_path / atomic_dir left beside `target`
+    (".<name>.<random>.tmp" or ".old"); the caller makes sure no live writer of `target` is using them."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{LEFTOVER}\.(?:tmp|old)")
+    if not target.parent.is_dir():
+        return
+    for p in target.parent.iterdir():
+        if pattern.fullmatch(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
 
 def switch_dir(new: Path, target: Path) -> None:
@@ -127,7 +146,7 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def _usual_mode(path: Path, mode: int) -> None:
+def usual_mode(path: Path, mode: int) -> None:
     """mkstemp/mkdtemp make private 0600/0700 entries; artifacts get what open()/mkdir() would give."""
     umask = os.umask(0)
     os.umask(umask)
@@ -166,6 +185,14 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError("file not found (run the stage that writes it first)", file=path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"not valid JSON ({e})", file=path) from None
+    except RecursionError:
+        raise InputError("not JSON graphrec reads: nested too deeply", file=path) from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise InputError("is not a file", file=path) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError("symbolic link loop (too many levels of symbolic links)", file=path) from None
+        raise
 
 
 # -- structure checks: a well-formed file that holds the wrong thing stops with one line naming it --------------
@@ -308,9 +335,33 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metad
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, native_errors(path):
         save_file(arrays, str(tmp), metadata=metadata)
-        _usual_mode(tmp, 0o666)  # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
+        usual_mode(tmp, 0o666)  # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
+
+
+@contextlib.contextmanager
+def native_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Writers in native code (safetensors, pyarrow) report a full disk or a denied file in their own error types,
+    the errno only in the message ("(os error 28)", "[Errno 28]") and without the path: re-raise those as the
+    OSError they are, naming `path`, so the one-line message says which file."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+    except Exception as e:
+        code = carried_errno(e)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def carried_errno(e: Exception) -> int | None:
+    """The errno an exception of a native writer names in its message, or None."""
+    m = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(e))
+    return int(m.group(1) or m.group(2)) if m else None
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -338,7 +389,7 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, native_errors(path):
         frame.to_parquet(tmp, index=False)
 
 

@@ -17,9 +17,8 @@ from graphrec.evaluate import run_evaluate
 from graphrec.export import export
 from graphrec.io import read_json
 from graphrec.kg.build import run_build
-from graphrec.rank import fit_ranker
 from graphrec.train import run_train
-from graphrec.workspace import Workspace, writes
+from graphrec.workspace import Workspace
 
 
 @dataclass
@@ -30,18 +29,24 @@ class QuickstartResult:
     metrics: dict
 
 
-@writes
 def run_quickstart(out: str | os.PathLike = "graphrec-quickstart", *, users: int = 300, items: int = 400,
                    interactions: int = 15000, seed: int = 0, epochs: int = 40,
                    modalities: tuple[str, ...] = ("lexical",), clip_pretrained: str | None = None,
                    say: Callable[[str], None] = print) -> QuickstartResult:
-    """Run every stage into the workspace `out` (replacing its stage folders) and return where things are.
+    """Run every stage into the workspace `out`/workspace (replacing its stage folders), export to `out`/export
+    (beside the workspace: an export never goes inside one) and return where things are.
 
     Text is encoded lexically by default because it needs no downloaded weights; pass
     `modalities=("lexical", "clip_image", "clip_text")` with a `clip_pretrained` tag where CLIP weights can be had.
     """
+    ws = Workspace(Path(out) / "workspace")
+    with ws.lock():
+        return _run(ws, Path(out) / "export", users, items, interactions, seed, epochs, modalities, clip_pretrained,
+                    say)
 
-    ws = Workspace(out)
+
+def _run(ws: Workspace, export_dir: Path, users: int, items: int, interactions: int, seed: int, epochs: int,
+         modalities: tuple[str, ...], clip_pretrained: str | None, say: Callable[[str], None]) -> QuickstartResult:
     say(f"1/7 synthetic data: {users} users, {items} items, {interactions} interactions -> {ws.path}")
     run_synth(ws.path, n_users=users, n_items=items, n_interactions=interactions, seed=seed)
     say("2/7 split: 10% valid, 10% test per user; 20% of items and 10% of users held out cold")
@@ -52,10 +57,10 @@ def run_quickstart(out: str | os.PathLike = "graphrec-quickstart", *, users: int
     say("4/7 knowledge graph")
     run_build(ws, item_knn=10, force=True)
     say("5/7 train")
-    fit_ranker(ws, run_train(ws, epochs=epochs, seed=seed))
+    run_train(ws, epochs=epochs, seed=seed)
     say("6/7 evaluate")
     eval_dir = run_evaluate(ws)
     say("7/7 export")
-    exported = export(ws, ws.path / "export")
+    exported = export(ws, export_dir)
     metrics = read_json(Path(eval_dir) / "metrics.json")
     return QuickstartResult(ws.path, Path(eval_dir) / "report.html", exported, metrics)

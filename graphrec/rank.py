@@ -53,6 +53,7 @@ Every fitting step is linear in the interactions (graphrec.linear).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,15 +66,16 @@ from tqdm.auto import tqdm
 
 from graphrec import artifacts
 from graphrec.ann import ApproximateTopK
+from graphrec.artifacts import TrainResult
 from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.features import load_features, unit_rows
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.linear import ContentMap, ease_factors, fit_content_maps, interaction_svd
+from graphrec.memory import check_fits
 from graphrec.metrics import embedding_accuracy, hit_matrix, mean_metrics, per_user_accuracy
 from graphrec.progress import progress_bar
-from graphrec.train import TrainResult
-from graphrec.workspace import Workspace, writes
+from graphrec.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +244,14 @@ class Ranker:
              batch: int = 1024, progress: bool = False, approximate: bool = False,
              exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Top-k candidate items per user by the dot product of the vectors, history items excluded (unless
-        `exclude_history` is False): items int64 [n, k] (-1 = no more candidates), scores float32 [n, k].
+        `exclude_history` is False): items int64 [n, k] (-1 = no more candidates), scores float32 [n, k]; k is
+        cut to the catalogue (a list holds every item at most), as implicit cuts N.
 
         approximate: search a faiss IVF index of the item vectors (`graphrec.ann`) instead of scoring every
         candidate; for catalogues where users x items x dim is too much. The scores are exact dot products."""
+        if k < 1:
+            raise InputError(f"--k must be at least 1, got {k}")
+        k = min(k, self.n_items)  # before the [n, k] allocation: --k 10**12 asks for every item
         users = np.asarray(users, np.int64)
         cand = np.arange(self.n_items) if candidates is None else np.unique(np.asarray(candidates, np.int64))
         kk = min(k, len(cand))
@@ -469,24 +475,54 @@ def _fit_content_map(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], 
     return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
 
 
-@writes
-def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None, *, k: int = 20,
-               ease_lambda: float | None = None, ease_dim: int = EASE_DIM, max_fit_users: int = MAX_FIT_USERS,
-               progress: bool = True) -> Ranker:
-    """Build the collaborative parts from train, fit the blend on validation, refit the collaborative parts
-    on train+valid, save model/ranker.*.
+@dataclass(frozen=True)
+class RankSettings:
+    """How the ranker is fitted (by `graphrec train`, after the GNN, before its model/ is switched in).
 
-    trained: what `run_train` just returned (its embeddings are used as they are); None reads model/.
     k: the cut-off of the validation NDCG the blend maximises. ease_lambda: fixed, or None to choose from
-    EASE_LAMBDAS. ease_dim: dimensions of the low-rank EASE block (at most the number of users / items).
-    max_fit_users: users sampled per validation task. progress: show the fitting's progress bar.
+    EASE_LAMBDAS on validation. ease_dim: dimensions of the low-rank EASE block; at most min(users, items) are
+    used, so the default is cut to the data, while a larger explicit value is refused. max_fit_users: users
+    sampled per validation task."""
+
+    k: int = 20
+    ease_lambda: float | None = None
+    ease_dim: int = EASE_DIM
+    max_fit_users: int = MAX_FIT_USERS
+
+    def check(self, n_users: int, n_items: int) -> None:
+        """One line for a setting out of range or one whose EASE block cannot fit in memory, before any work."""
+        for flag, value in (("--ease-dim", self.ease_dim), ("--k", self.k), ("max_fit_users", self.max_fit_users)):
+            if value < 1:
+                raise InputError(f"{flag} must be at least 1 (got {value})")
+        if self.k > n_items:
+            raise InputError(f"--k {self.k} is more than the {n_items} items of the catalogue")
+        rank = min(n_users, n_items)
+        if self.ease_dim > max(EASE_DIM, rank):
+            raise InputError(f"--ease-dim {self.ease_dim} is more than the {rank} dimensions the interactions have "
+                             f"(min of users and items): give at most {rank}")
+        if self.ease_lambda is not None and not (math.isfinite(self.ease_lambda) and self.ease_lambda > 0):
+            raise InputError(f"ease_lambda must be a positive finite number (got {self.ease_lambda})")
+        # the SVD's float64 basis and the user / item factors, a few copies of each at a time
+        check_fits(n_items * min(self.ease_dim, rank) * 8 * 6, f"a {self.ease_dim}-dimensional EASE block",
+                   "--ease-dim")
+
+
+def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None,
+               settings: RankSettings | None = None, *, progress: bool = True) -> Ranker:
+    """The ranker for a trained model: the collaborative parts built from train, the blend fitted on validation,
+    the collaborative parts refit on train+valid. Reads the workspace, writes nothing (`save_ranker` does, into
+    the model/ folder a writer stages).
+
+    trained: what the GNN's training returned (its embeddings are used as they are); None reads model/.
+    settings: RankSettings. progress: show the fitting's progress bar.
     """
     ws = Workspace.of(workspace)
+    s = settings or RankSettings()
     ds = Dataset.load(ws)
     if not ds.is_split:
         raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
-    if ease_dim < 1:
-        raise InputError(f"ease_dim must be at least 1 (got {ease_dim})")
+    s.check(ds.n_users, ds.n_items)
+    k, ease_dim = s.k, s.ease_dim
     if trained is not None:
         user_emb, item_emb, sha, select = trained.user, trained.item, trained.embeddings_sha256, trained.select
     else:
@@ -498,7 +534,7 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     fit_emb = select if select is not None else (user_emb, item_emb)
     train = ds.matrix(("train",))
     warm = ds.warm_items(("train",))  # during selection; served lists treat train+valid items as warm
-    lambdas = EASE_LAMBDAS if ease_lambda is None else (ease_lambda,)
+    lambdas = EASE_LAMBDAS if s.ease_lambda is None else (s.ease_lambda,)
     log.info("ranker: low-rank EASE (%d dims) on %d warm items (lambda %s)", ease_dim, int(warm.sum()),
              " / ".join(map(str, lambdas)))
     ease_lambda, ease_user, ease_item, ease_info = select_ease(train, warm, ds, k, ease_dim, lambdas)
@@ -508,9 +544,9 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
     feats, widths = ridge_content(kg, ds.n_items, content)
     ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
-    _fit_weights(r, ds, k, max_fit_users, progress)
+    _fit_weights(r, ds, k, s.max_fit_users, progress)
     groups, group_layout = user_groups(kg, ds.n_users)
-    new_user_info = _fit_new_users(r, ds, k, max_fit_users, groups, train)
+    new_user_info = _fit_new_users(r, ds, k, s.max_fit_users, groups, train)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
     given = ds.matrix(TRAINED)
@@ -522,13 +558,12 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
         _fit_content_map(r, feats, [ridge_info["ridge_lambda"]], None, k)
     if r.group_items is not None:
         r.group_items = group_popularity(r.groups, given) / np.float32(r.scale["group"])
-    r.info = {"k": k, "ease_lambda": ease_lambda, "ease_dim": int(r.ease_item.shape[1]), "max_fit_users": max_fit_users,
+    r.info = {"k": k, "ease_lambda": ease_lambda, "ease_dim": int(r.ease_item.shape[1]), "max_fit_users": s.max_fit_users,
               "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
               "group_layout": group_layout if r.groups is not None else None,
               **ease_info, **ridge_info, **new_user_info, **r.info,
               "fitted_with": artifacts.SELECT_EMBEDDINGS if select is not None else artifacts.EMBEDDINGS,
               "embeddings_sha256": sha}
-    save_ranker(ws, r)
     return r
 
 
@@ -676,8 +711,8 @@ def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, 
     return w, best
 
 
-def save_ranker(ws: Workspace, r: Ranker) -> None:
-    """model/ranker.* (through graphrec.artifacts): the fitted blend and its tensors."""
+def save_ranker(staged: Workspace, r: Ranker) -> None:
+    """model/ranker.* of a staged workspace (through graphrec.artifacts): the fitted blend and its tensors."""
     ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(np.float32)  # cold rows: rebuilt from content
     tensors = {"ease_user": r.ease_user, "ease_item": ease_item, "pop": r.pop, "warm": r.warm.astype(np.uint8)}
     if r.content_map is not None:
@@ -686,7 +721,7 @@ def save_ranker(ws: Workspace, r: Ranker) -> None:
                        ridge_columns=m.columns.astype(np.int64))
     if r.group_items is not None:
         tensors["group_items"] = r.group_items
-    artifacts.write_ranker(ws, tensors, {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale,
+    artifacts.write_ranker(staged, tensors, {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale,
                                          "weights_warm": r.weights_warm, "weights_cold": r.weights_cold,
                                          "cold_offset": r.cold_offset, "new_user_weights": r.new_user_weights,
                                          **r.info})
@@ -746,7 +781,17 @@ def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
     return True
 
 
-def ensure_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None, progress: bool = True) -> Ranker:
-    """The saved ranker if it matches the current embeddings, else a freshly fitted one."""
-    r = load_ranker(workspace, ds)
-    return r if r is not None else fit_ranker(workspace, progress=progress)
+def serving_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker:
+    """The saved ranker every reader serves from; one line naming the command that makes it when model/ has
+    none for its embeddings. Readers never fit one: `graphrec train` fits it before its model/ is switched in."""
+    ws = Workspace.of(workspace)
+    ds = ds if ds is not None else Dataset.load(ws)
+    r = load_ranker(ws, ds)
+    if r is None:
+        artifacts.read_embeddings(ws, ds)  # a damaged embeddings file is named as such
+        d = artifacts.model_dir(ws)
+        why = (f"was not fitted for {artifacts.EMBEDDINGS} and the content of features/ and graph/ beside it"
+               if (d / artifacts.RANKER_JSON).exists() else "is missing")
+        raise InputError(f"model/ has no ranker fitted for its embeddings: {artifacts.RANKER_JSON} {why}: "
+                         f"{artifacts.RETRAIN}", file=d)
+    return r

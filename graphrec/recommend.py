@@ -20,8 +20,8 @@ from graphrec.io import atomic_path, write_parquet
 from graphrec.kg.explain import Explainer
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.progress import progress_bar
-from graphrec.rank import Ranker, ensure_ranker
-from graphrec.workspace import Workspace, reads
+from graphrec.rank import Ranker, serving_ranker
+from graphrec.workspace import Workspace, check_output_file, reads
 
 IdSpec = str | os.PathLike | Sequence[str] | None
 
@@ -57,6 +57,8 @@ def resolve_ids(known: np.ndarray, spec: IdSpec, kind: str) -> np.ndarray:
         file = spec
     else:
         ids, rows, file = [str(s) for s in spec], None, None
+        if not ids:
+            raise InputError(f"no {kind} ids given (name at least one, or 'all')")
     pos = pd.Index(known).get_indexer(pd.Index(ids, dtype=object))
     if (pos < 0).any():
         at = int(np.flatnonzero(pos < 0)[0])
@@ -77,7 +79,7 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
         raise InputError(f"k must be at least 1, got {k}")
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    r = ranker if ranker is not None else ensure_ranker(ws, ds, progress=progress)
+    r = ranker if ranker is not None else serving_ranker(ws, ds)
     u = resolve_ids(ds.user_ids, users, "user")
     cand = None if candidates is None else resolve_ids(ds.item_ids, candidates, "item")
     history = ds.matrix(GIVEN)
@@ -139,8 +141,9 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_recommendations(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
-    """CSV (formula-like cells neutralised by csv_safe) or Parquet (exact), by suffix, atomically."""
-    out = Path(out)
+    """CSV (formula-like cells neutralised by csv_safe) or Parquet (exact), by suffix, atomically; `out` may be a
+    new file or an existing file, never a folder or a link (`check_output_file`)."""
+    out = check_output_file(out, "recommendations")
     suffix = out.suffix.lower()
     if suffix in (".parquet", ".pq"):
         write_parquet(out, frame)

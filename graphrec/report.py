@@ -345,27 +345,30 @@ def _examples(ws: Workspace, ds: Dataset, r: Ranker, n: int) -> list[Block]:
 
 
 def _markdown(blocks: list[Block]) -> str:
+    # Titles, ids and explanations come from the user's data: as text, never as the raw HTML that Markdown
+    # renderers pass through (report.html escapes them the same way).
+    text = lambda x: html.escape(str(x), quote=False)  # noqa: E731
+    cell = lambda x: text(x).replace("|", "\\|")  # noqa: E731
     lines: list[str] = []
     for b in blocks:
         kind = b[0]
         if kind in ("h", "h2", "h3"):
-            lines += ["#" * {"h": 1, "h2": 2, "h3": 3}[kind] + " " + b[1], ""]
+            lines += ["#" * {"h": 1, "h2": 2, "h3": 3}[kind] + " " + text(b[1]), ""]
         elif kind == "p":
-            lines += [b[1], ""]
+            lines += [text(b[1]), ""]
         elif kind == "note":
-            lines += [f"*{b[1]}*", ""]
+            lines += [f"*{text(b[1])}*", ""]
         elif kind == "warn":
-            lines += [f"> **WARNING:** {b[1]}", ""]
+            lines += [f"> **WARNING:** {text(b[1])}", ""]
         elif kind == "pre":
             lines += ["```", b[1], "```", ""]
         elif kind == "kv":
-            lines += [f"- **{key}**: {value}" for key, value in b[1]] + [""]
+            lines += [f"- **{text(key)}**: {text(value)}" for key, value in b[1]] + [""]
         elif kind == "table":
-            cell = (lambda x: str(x).replace("|", "\\|"))
             lines += ["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1])]
             lines += ["| " + " | ".join(map(cell, row)) + " |" for row in b[2]] + [""]
         elif kind == "img":
-            lines += [f"![{b[2]}]({b[1]})", ""]
+            lines += [f"![{text(b[2])}]({b[1]})", ""]
     return "\n".join(lines)
 
 

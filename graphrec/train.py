@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,18 +31,20 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from graphrec import artifacts
-from graphrec.artifacts import Checkpoints
+from graphrec.artifacts import Checkpoints, TrainResult
 from graphrec.data.dataset import Dataset
 from graphrec.device import resolve_device
 from graphrec.errors import InputError
 from graphrec.features import Features, load_features
-from graphrec.io import atomic_path
+from graphrec.io import atomic_path, native_errors, usual_mode
 from graphrec.kg.graph import KnowledgeGraph
+from graphrec.memory import check_fits
 from graphrec.metrics import embedding_accuracy
 from graphrec.model import Embeddings, GraphRec, TrainedModel, triple_loss_grad
 from graphrec.progress import progress_bar
 from graphrec.propagation import GraphInputs, build_inputs, sample_neighbourhood
-from graphrec.workspace import LINEAGE, Workspace
+from graphrec.rank import RankSettings, fit_ranker, save_ranker
+from graphrec.workspace import LINEAGE, TRAINING, Workspace
 
 PHASES = ("select", "refit")
 # Full mode computes a batch's loss in chunks of this many triples (see _Step): a batch of millions of
@@ -73,9 +76,19 @@ class TrainSettings:
     progress: bool = True
 
     def check(self) -> None:
+        """One line for the first setting out of range, before anything is read or written."""
+        flag = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
         for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+                raise InputError(f"{flag(name)} must be at least 1 (got {getattr(self, name)})")
+        if not (0.0 < self.lr <= 1.0):  # also refuses NaN, which fails every comparison
+            raise InputError(f"--lr must be a number in (0, 1] (got {self.lr})")
+        for name in ("reg", "weight_decay", "cold_weight", "align_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise InputError(f"{flag(name)} must be a finite number >= 0 (got {value})")
+        if not 0 <= self.seed < 2**32:
+            raise InputError(f"--seed must be in 0 .. 2^32-1 (got {self.seed})")
         if self.layers < 0 or self.patience < 0:
             raise InputError("--layers and --patience must not be negative")
         if self.mode not in ("full", "sampled"):
@@ -86,20 +99,6 @@ class TrainSettings:
     def result_settings(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
                 if k not in _RUNTIME}
-
-
-@dataclass
-class TrainResult:
-    """What `run_train` wrote to model/, handed on so the next stage need not re-read it."""
-
-    selected_epoch: int
-    validation: dict[str, float]
-    history: list[dict[str, Any]]
-    refit: bool
-    user: np.ndarray  # float32 [U, d+1]: the exported embeddings (model/embeddings.safetensors)
-    item: np.ndarray  # float32 [I, d+1]
-    embeddings_sha256: str
-    select: tuple[np.ndarray, np.ndarray] | None  # selection-phase (user, item) when the model was refit
 
 
 # -- sampling -------------------------------------------------------------------------------------------
@@ -160,8 +159,9 @@ def save_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer, sta
     for pid, st in opt.state_dict()["state"].items():
         for key, val in st.items():
             tensors[f"opt/{pid}/{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, native_errors(path):
         save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+        usual_mode(tmp, 0o666)  # safetensors writes 0600: checkpoints get the umask's mode, as every artifact
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
@@ -292,6 +292,11 @@ class _Run:
             raise InputError("the dataset's train part is empty", file=ws.stage_dir("dataset"))
         self.kg = KnowledgeGraph.load(ws) if ws.stage_dir("graph").is_dir() else None
         self.features = load_features(ws) if ws.stage_dir("features").is_dir() else {}
+        # ID and attribute tables with their gradients and Adam's two moments, and each layer's propagated rows
+        # (kept for the backward pass), before any of it is allocated
+        nodes = max(self.nu + self.ni, sum(self.kg.num_nodes.values()) if self.kg is not None else 0)
+        check_fits(nodes * s.dim * 4 * (4 + 3 * (s.layers + 1)), f"a {s.dim}-dimensional model of {nodes:,} nodes",
+                   "--dim")
         self.valid = self._pairs("valid")
         self.context = self._pairs("cold_user_context")
         self.dir = artifacts.model_dir(out)
@@ -391,6 +396,9 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
             totals["loss"] += loss.item()
             for k2, v in parts.items():
                 totals[k2] += v
+        if not math.isfinite(totals["loss"]):
+            raise InputError(f"training diverged in epoch {epoch} of {phase}: the loss is {totals['loss']} (lower "
+                             "--lr, or check --reg and the loss weights); model/ is unchanged")
         row: dict[str, Any] = {"phase": phase, "epoch": epoch, "seconds": round(time.perf_counter() - t0, 3),
                                **{k2: v / max(len(users), 1) for k2, v in totals.items()}}
         if sets and rank == 0:
@@ -427,29 +435,36 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
 
 
 def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None = None, resume: bool = False,
-              **overrides: Any) -> TrainResult:
-    """Select on validation, refit on train+valid, write model/ (embeddings, parameters, history, model.json).
+              ranker: RankSettings | None = None, **overrides: Any) -> TrainResult:
+    """Select on validation, refit on train+valid, fit the ranker, and switch the new model/ (embeddings,
+    parameters, history, model.json, ranker) in with its config record: one transaction, one lock, one switch.
+    Every setting is checked before any work; a run that fails (bad input, diverged training) keeps the old
+    model/.
 
     workspace: the workspace folder (dataset/ split; graph/ and features/ used when present).
     settings / overrides: TrainSettings, or its fields as keywords. resume: continue from the newest checkpoint.
+    ranker: RankSettings (its k is the training's k unless given).
     Under torchrun (torch.distributed initialised) every rank trains its share of each batch; rank 0
-    validates and writes. The exported embeddings cover every user and item (see graphrec.model).
+    validates, fits the ranker and writes. The exported embeddings cover every user and item (graphrec.model).
     """
     ws = Workspace.of(workspace)
     # Under torchrun every rank runs this on the same workspace; rank 0 alone writes, so it alone holds the lock.
     with ws.lock() if _dist()[0] == 0 else contextlib.nullcontext():
-        return _run_train(ws, settings, resume, **overrides)
+        return _run_train(ws, settings, resume, ranker, **overrides)
 
 
-def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, **overrides: Any) -> TrainResult:
+def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, ranker: RankSettings | None,
+               **overrides: Any) -> TrainResult:
     s = dataclasses.replace(settings or TrainSettings(), **overrides)
     if isinstance(s.fanouts, list):
         s.fanouts = tuple(s.fanouts)
     s.check()
+    rank_settings = ranker or RankSettings(k=s.k)
     torch.manual_seed(s.seed)
     rank, world = _dist()
-    out = Workspace(ws.path / artifacts.TRAINING)
+    out = Workspace(ws.path / TRAINING)
     run = _Run(ws, s, resolve_device(s.device), out)  # checks the inputs before anything is written
+    rank_settings.check(run.nu, run.ni)
     if rank == 0:
         artifacts.prepare_training(out, ws, resume)
     if world > 1:
@@ -470,19 +485,31 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, **ov
         model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
         history = history + refit_hist
     user, item = _embeddings(model, inp)
-    sha = ""
+    _check_finite(user, item, history)
+    result = TrainResult(selected, validation, history, refit, user, item, "", select)
     if rank == 0:
-        sha = artifacts.write_embeddings(out, user, item)
+        result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, user, item))
         params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit), history)
+        # the ranker reads the workspace's dataset/features/graph and the embeddings just trained; it is written
+        # into the staged model/, so readers never see a model without its ranker
+        save_ranker(out, fit_ranker(ws, result, rank_settings, progress=s.progress))
         if ws.config_path.exists():
             shutil.copy2(ws.config_path, out.config_path)
-        out.record("model", {**s.result_settings(), "device": s.device},
+        out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},
                    inputs={"graph": run.kg is not None, "features": sorted(run.features)},
                    dirs={st: ws.stage_dir(st) for st in LINEAGE})
         # the new model/ and its record in one step (the config keeps the other stages' records as they are)
         ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
-    return TrainResult(selected, validation, history, refit, user, item, sha, select)
+    return result
+
+
+def _check_finite(user: np.ndarray, item: np.ndarray, history: list[dict[str, Any]]) -> None:
+    """Stop (keeping the old model) when training diverged: a NaN model must never replace a good one."""
+    if not (np.isfinite(user).all() and np.isfinite(item).all()):
+        raise InputError(f"training diverged: the embeddings hold NaN or infinite values after epoch "
+                         f"{history[-1]['epoch'] if history else 0} (lower --lr, or check --reg and the weights); "
+                         "model/ is unchanged")
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import functools
 import hashlib
@@ -38,15 +39,17 @@ import re
 import shlex
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from graphrec.errors import InputError
-from graphrec.io import atomic_dir, check_json, file_sha256, read_json, restore_dir, switch_dir, write_json
+from graphrec.io import LEFTOVER, atomic_dir, check_json, file_sha256, read_json, restore_dir, switch_dir, write_json
 
 STAGES = ("dataset", "features", "graph", "model", "eval")
 LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made from
@@ -59,14 +62,15 @@ LOCK = ".lock"
 SWITCH = ".switch"  # held shared by readers, exclusively by a writer while it switches folders in
 JOURNAL = "switch-journal.json"
 STAGING = ".staging-"  # prefix of the folders writers stage multi-folder switches in
+TRAINING = ".training"  # WS/.training/: the workspace-shaped folder a training run writes its model/ in
+SWITCHED = (*STAGES, "config.json")  # what a switch may replace: the names right inside the workspace
 # The temp names graphrec's locked writers leave behind when killed: graphrec.io's atomic_dir/atomic_path
 # (".<name>.<8 tempfile characters>.tmp", and ".old" for the folder being replaced) for a stage folder or
 # config.json at the top, and for a file inside a stage folder (model/ checkpoints). Nothing else: WS/images/
 # (data synth) and export or recommend outputs are written without the lock. Staging folders (STAGING) go in
 # `recover`, after the journal that may name one is finished.
-_RANDOM = r"[a-z0-9_]{8}"
-_LEFTOVER_TOP = re.compile(rf"\.(?:{'|'.join(STAGES)}|config\.json)\.{_RANDOM}\.(?:tmp|old)")
-_LEFTOVER_IN_STAGE = re.compile(rf"\..+\.{_RANDOM}\.tmp")
+_LEFTOVER_TOP = re.compile(rf"\.(?:{'|'.join(STAGES)}|config\.json)\.{LEFTOVER}\.(?:tmp|old)")
+_LEFTOVER_IN_STAGE = re.compile(rf"\..+\.{LEFTOVER}\.tmp")
 log = logging.getLogger(__name__)
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
 
@@ -97,12 +101,38 @@ def writes(fn: F) -> F:
 
 
 def _identity(path: Path) -> list[int] | None:
-    """What a switch target holds: (inode, mtime) of a file or folder (a rename keeps both), None when absent."""
+    """What a switch target holds: (inode, mtime) of a file or folder (a rename keeps both), None when absent.
+    A symbolic link is its own entry: what it points to is never a switch's business."""
     try:
-        st = path.stat()
+        st = path.lstat()
     except FileNotFoundError:
         return None
     return [st.st_ino, st.st_mtime_ns]
+
+
+def open_private_file(path: Path) -> int:
+    """An fd for the workspace's own small file `path` (lock, switch), created if absent. O_NOFOLLOW and a
+    regular-file check: a planted symlink or device there must not make graphrec write (or block) elsewhere."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError("is a symbolic link; graphrec never follows it: remove it", file=path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError("is not a regular file (graphrec keeps its lock there): remove it", file=path)
+    return fd
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A switch journal read back: every path inside the workspace (see `_read_plan`)."""
+
+    staging: Path
+    moves: tuple[tuple[Path, Path], ...]
+    before: dict[Path, list[int] | None]
+    after: dict[Path, list[int] | None]
 
 
 def reads(fn: F) -> F:
@@ -125,6 +155,35 @@ def fingerprints(dirs: dict[str, Path]) -> dict[str, str]:
                 if p.is_file() and (p.suffix in (".parquet", ".safetensors") or p.name == "ids.json"):
                     h.update(p.name.encode() + bytes.fromhex(_digest(p)))
             out[stage] = h.hexdigest()
+    return out
+
+
+def enclosing_workspace(path: str | os.PathLike) -> Path | None:
+    """The workspace folder that `path` is or lies inside (symlinks resolved), known by what graphrec keeps there:
+    its switch file, a dataset's ids.json, or config.json beside a stage folder (not `.lock` alone, a name other
+    tools use too); None when there is none."""
+    real = Path(os.path.realpath(path))
+    marked = lambda d: (d / SWITCH).is_file() or (d / "dataset" / "ids.json").is_file() or (  # noqa: E731
+        (d / "config.json").is_file() and any((d / s).is_dir() for s in STAGES))
+    return next((d for d in (real, *real.parents) if marked(d)), None)
+
+
+def check_output_file(out: str | os.PathLike, what: str) -> Path:
+    """`out` when a command may write its output file there: a new file or an existing one (replaced by a
+    rename, as an output the user names), never a folder, a symbolic link, or one of a workspace's own files
+    (inside a stage folder, or config.json, the lock, switch and journal files)."""
+    out = Path(out)
+    ws = enclosing_workspace(out.parent)
+    real = Path(os.path.realpath(out.parent)) / out.name
+    owned = ws is not None and (real.parent == ws and real.name in (*SWITCHED, LOCK, SWITCH, JOURNAL)
+                                or any(real.is_relative_to(ws / s) for s in (*STAGES, TRAINING)))
+    problem = ("is a folder: name the file to write" if out.is_dir() and not out.is_symlink()
+               else "is a symbolic link: name the file itself" if out.is_symlink()
+               else "exists and is not a regular file" if out.exists() and not out.is_file()
+               else f"is one of the workspace {ws}'s own files: write elsewhere" if owned
+               else None)
+    if problem:
+        raise InputError(f"--out {problem} (the {what} file)", file=out)
     return out
 
 
@@ -151,6 +210,9 @@ class Workspace:
         when the holder dies, so a killed run never leaves a stale lock; the file names the holder (pid,
         host, command) for the one-line refusal another writer gets. A workspace folder it had to create is
         removed again when the writer left nothing in it (a mistyped path stays unmade)."""
+        if os.path.lexists(self.path) and not self.path.is_dir():
+            raise InputError("is not a folder (a workspace is a folder of stage folders): name another path",
+                             file=self.path)
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK
@@ -162,7 +224,7 @@ class Workspace:
             finally:
                 _HELD[key] -= 1
             return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_private_file(path)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,13 +253,16 @@ class Workspace:
         file system without atomic exchange, then delete temp folders and files (see _LEFTOVER_TOP)."""
         journal = self.path / JOURNAL
         missing = self._half_switched()
-        if journal.exists() or missing:
+        if os.path.lexists(journal) or missing:
             with self._switch_lock(fcntl.LOCK_EX):
                 for stage in missing:  # first: a journal's move may be the one caught between its renames
                     if restore_dir(self.stage_dir(stage)):
                         log.warning("restored %s/ of %s: a run was killed while switching it", stage, self.path)
-                if journal.exists():
-                    self._replay(read_json(journal))
+                if os.path.lexists(journal):
+                    plan = self._read_plan()
+                    if plan is not None:
+                        self._replay(plan)
+                    journal.unlink(missing_ok=True)
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
@@ -232,28 +297,73 @@ class Workspace:
         try:
             yield Workspace(staging)
         finally:
-            if not (self.path / JOURNAL).exists():  # else committed: the journal's replay needs it
+            if not os.path.lexists(self.path / JOURNAL):  # else committed: the journal's replay needs it
                 shutil.rmtree(staging, ignore_errors=True)
 
     def switch(self, moves: list[tuple[Path, Path]], staging: Workspace) -> None:
         """Put each staged (source, target) pair in place, all or nothing: journal first (the commit point),
-        then the moves, each a folder's atomic exchange or a file's rename; see the module doc."""
-        plan = {"staging": str(staging.path), "moves": [[str(a), str(b)] for a, b in moves],
-                "before": {str(b): _identity(b) for _, b in moves},
-                "after": {str(b): _identity(a) for a, b in moves}}
+        then the moves, each a folder's atomic exchange or a file's rename; see the module doc. Targets are
+        names right inside the workspace (SWITCHED), sources inside `staging`; the journal records them
+        relative to the workspace, so a moved workspace still recovers."""
+        rel = lambda p: Path(p).relative_to(self.path).as_posix()  # noqa: E731
+        record = {"staging": rel(staging.path), "moves": [[rel(a), rel(b)] for a, b in moves],
+                  "before": {rel(b): _identity(b) for _, b in moves},
+                  "after": {rel(b): _identity(a) for a, b in moves}}
         with self._switch_lock(fcntl.LOCK_EX):
-            write_json(self.path / JOURNAL, plan)
+            write_json(self.path / JOURNAL, record)
+            plan = self._read_plan()
+            if plan is None:  # a switch graphrec itself asked for is always inside: reaching here is a bug
+                raise RuntimeError(f"switch outside the workspace refused: {record}")
             self._replay(plan)
+            (self.path / JOURNAL).unlink(missing_ok=True)
 
-    def _replay(self, plan: dict[str, Any]) -> None:
+    def _read_plan(self) -> _Plan | None:
+        """The journal, when every path it names stays inside the workspace: the staging folder is a real folder
+        right inside it (STAGING* or TRAINING), each source inside that folder, each target one of SWITCHED.
+        Anything else (damaged, hand-edited, planted, a symlink) is discarded with a warning and never acted on:
+        the journal is the one file a reader acts on, so it must not be able to point a command elsewhere."""
+        path = self.path / JOURNAL
+        try:
+            if path.is_symlink():
+                raise ValueError("it is a symbolic link")
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return self._plan(raw)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            log.warning("discarded %s: %s (run the interrupted command again)", path,
+                        e if isinstance(e, ValueError) else "not a switch journal graphrec wrote")
+            return None
+
+    def _plan(self, raw: dict[str, Any]) -> _Plan:
+        staging = self._inside(raw["staging"])
+        if staging.parent != self.path or not (staging.name.startswith(STAGING) or staging.name == TRAINING) \
+                or staging.is_symlink():
+            raise ValueError(f"its staging folder {raw['staging']!r} is not one graphrec makes")
+        moves = tuple((self._inside(a), self._inside(b)) for a, b in raw["moves"])
+        for src, dst in moves:
+            if staging not in src.parents or dst.parent != self.path or dst.name not in SWITCHED:
+                raise ValueError(f"it moves {src} to {dst}: only staged files onto stage folders or config.json")
+        ident = lambda v: None if v is None else [int(v[0]), int(v[1])]  # noqa: E731
+        return _Plan(staging, moves, {b: ident(raw["before"][b.name]) for _, b in moves},
+                     {b: ident(raw["after"][b.name]) for _, b in moves})
+
+    def _inside(self, name: object) -> Path:
+        """self.path / `name` for a relative path that stays inside the workspace once symlinks are resolved."""
+        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
+            raise ValueError(f"it names {name!r}, not a path inside {self.path}")
+        p = self.path.joinpath(*parts)
+        if Path(os.path.realpath(self.path)) not in (Path(os.path.realpath(p.parent)) / p.name).parents:
+            raise ValueError(f"{name!r} leads outside {self.path} through a symbolic link")
+        return p
+
+    def _replay(self, plan: _Plan) -> None:
         """Finish the moves of a journal (idempotent), or discard them all when a target changed by other means."""
-        staging = Path(plan["staging"])
         todo, newer = [], None
-        for src, dst in ((Path(a), Path(b)) for a, b in plan["moves"]):
+        for src, dst in plan.moves:
             now = _identity(dst)
-            if now == plan["after"].get(str(dst)):
+            if now == plan.after[dst]:
                 continue  # moved before the interruption
-            if now == plan["before"].get(str(dst)) and src.exists():
+            if now == plan.before[dst] and src.exists() and not src.is_symlink():
                 todo.append((src, dst))
             else:
                 newer = dst
@@ -266,8 +376,7 @@ class Workspace:
                 switch_dir(src, dst)
             else:
                 os.replace(src, dst)
-        (self.path / JOURNAL).unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(plan.staging, ignore_errors=True)
 
     # -- readers ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -297,7 +406,7 @@ class Workspace:
                          "run to finish", file=self.path)
 
     def _interrupted(self) -> bool:
-        return (self.path / JOURNAL).exists() or bool(self._half_switched())
+        return os.path.lexists(self.path / JOURNAL) or bool(self._half_switched())
 
     def _half_switched(self) -> list[str]:
         """Stages whose folder a kill between switch_dir's two renames left missing (its old copy in a .old)."""
@@ -318,7 +427,7 @@ class Workspace:
                 fcntl.flock(fd, fcntl.LOCK_SH)
             return
         try:
-            fd = os.open(self.path / SWITCH, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_private_file(self.path / SWITCH)
         except OSError:
             yield None
             return
@@ -386,12 +495,21 @@ class Workspace:
                 cfg["stages"][stage]["lineage"] = self.lineage(stage, dirs)
         write_json(self.config_path, cfg)
 
+    def _check_no_links(self, d: Path) -> None:
+        """graphrec writes stage folders of plain files; a symbolic link there (the folder itself, or a file in it)
+        was planted, and could make a reader read, or a writer replace, something outside the workspace."""
+        link = d if d.is_symlink() else next((p for p in d.iterdir() if p.is_symlink()), None)
+        if link is not None:
+            raise InputError(f"is a symbolic link; a workspace's stage folders hold plain files only: remove it and "
+                             f"re-run `{MAKE[d.name]}`", file=link)
+
     def require(self, stage: str) -> Path:
         """The folder of an earlier stage, checked against its lineage; else an InputError saying which
         command makes it (again)."""
         d = self.stage_dir(stage)
         if not d.is_dir():
             raise InputError(f"workspace has no {stage}/ yet: run `{MAKE[stage]}` first", file=self.path)
+        self._check_no_links(d)
         made_from = (self.stage_record(stage) or {}).get("lineage") or {}
         now = self.lineage(stage) if made_from else {}
         for s, fp in made_from.items():

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from graphrec.errors import InputError
-from graphrec.io import check_json, check_tensors, read_json, read_tensors, write_json
+from graphrec.io import check_json, check_tensors, read_json, read_tensors, write_json, write_tensors
 from graphrec.workspace import MAKE, Workspace
 
 if TYPE_CHECKING:  # optional at run time: the views import them when called
@@ -122,8 +122,6 @@ class KnowledgeGraph:
 
     def save(self, workspace: Workspace | str | Path) -> Path:
         ws = Workspace.of(workspace)
-        from safetensors.numpy import save_file
-
         tensors = {}
         for (s, r, d), e in self.edges.items():
             name = f"{s}|{r}|{d}"
@@ -132,7 +130,7 @@ class KnowledgeGraph:
             tensors[f"{name}/weight"] = np.ascontiguousarray(e.weight, dtype=np.float32)
         target = ws.stage_dir("graph")
         with ws.new_stage("graph") as tmp:
-            save_file(tensors, str(tmp / "graph.safetensors"))
+            write_tensors(tmp / "graph.safetensors", tensors)  # the umask's mode, as every artifact
             write_json(tmp / "graph.json", {
                 "num_nodes": self.num_nodes, "relations": [list(k) for k in self.edges],
                 "num_edges": {"|".join(k): len(e) for k, e in self.edges.items()},

@@ -9,13 +9,16 @@ import pandas as pd
 from graphrec.data.importer import import_files
 from graphrec.features import Features, save_features
 from graphrec.io import read_json, write_json, write_tensors
+from graphrec.rank import fit_ranker, save_ranker
 from graphrec.workspace import Workspace
 
 
 def make_workspace(root: Path, n_users: int = 60, n_items: int = 90, n_cold: int = 15, per_user: int = 18,
-                   dim: int = 8, seed: int = 0, features: bool = True, embeddings: bool = True) -> Workspace:
+                   dim: int = 8, seed: int = 0, features: bool = True, embeddings: bool = True,
+                   ranker: bool = True) -> Workspace:
     """Users like items whose latent factors match theirs; the last `n_cold` items are cold (held out whole).
-    Embeddings: truncated SVD of the training matrix for warm items, a content regression for cold ones."""
+    Embeddings: truncated SVD of the training matrix for warm items, a content regression for cold ones.
+    ranker: fit the ranker on them and save it in model/, as `graphrec train` does, so readers can serve."""
     rng = np.random.default_rng(seed)
     p, q = rng.normal(size=(n_users, 4)), rng.normal(size=(n_items, 4))
     affinity = p @ q.T + 0.3 * rng.normal(size=(n_users, n_items))
@@ -57,6 +60,8 @@ def make_workspace(root: Path, n_users: int = 60, n_items: int = 90, n_cold: int
         save_features(ws.stage_dir("features"), Features("text", content, np.ones(n_items, bool), meta))
     if embeddings:
         write_embeddings(ws, content, dim)
+        if ranker:
+            save_ranker(ws, fit_ranker(ws, progress=False))  # hand-made: no writer stages this model/
     return ws
 
 

@@ -18,7 +18,7 @@ SOURCES = {"graphrec": ROOT / "graphrec", "graphrec.data": ROOT / "data", "graph
 # Lowest first. A module may import its own layer and the ones below, never one above.
 LAYERS = (
     ("core", ("graphrec.errors", "graphrec.io", "graphrec.workspace", "graphrec.features", "graphrec.device",
-              "graphrec.progress")),
+              "graphrec.progress", "graphrec.memory")),
     ("data", ("graphrec.data",)),
     ("kg", ("graphrec.kg",)),
     ("model", ("graphrec.model", "graphrec.propagation", "graphrec.metrics", "graphrec.encoders",

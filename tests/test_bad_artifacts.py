@@ -45,7 +45,6 @@ from graphrec.io import file_sha256
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import GraphRec
-from graphrec.rank import fit_ranker
 from graphrec.recommend import recommend
 from graphrec.train import run_train
 
@@ -292,7 +291,7 @@ def trained(tmp_path_factory) -> dict:
     run_split(ws, method="random", cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=0)
     run_encode(ws, ["lexical"], lexical_dim=8, show_progress=False)
     run_build(ws, force=True, progress=False)
-    fit_ranker(ws, run_train(ws, **TRAIN), progress=False)
+    run_train(ws, **TRAIN)
     export(ws, d / "export")
     ctx = {"users": full.user_ids[:2].tolist(), "items": full.item_ids[:2].tolist()}
     with _fast_report():

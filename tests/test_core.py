@@ -115,7 +115,6 @@ def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
     from graphrec.data.splits import split_dataset
     from graphrec.data.synth import generate
     from graphrec.kg.build import run_build
-    from graphrec.rank import fit_ranker
     from graphrec.recommend import recommend
     from graphrec.train import run_train
 
@@ -124,7 +123,7 @@ def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
 
     ws = save_dataset(tmp_path / "ws", dataset(0), {"source": "test"})
     run_build(ws, progress=False)
-    fit_ranker(ws, run_train(ws, epochs=1, seed=0, progress=False), progress=False)
+    run_train(ws, epochs=1, seed=0, progress=False)
     assert len(recommend(ws, "all", k=3)) == 60 * 3
     save_dataset(ws.path, dataset(1), {"source": "test, again"})  # a re-import: new data, old later stages
     with pytest.raises(InputError, match=r"model/ was made from an earlier dataset/, which has changed since: "
@@ -133,7 +132,7 @@ def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
     with pytest.raises(InputError, match=r"graph/ was made from an earlier dataset/.*run `graphrec build` again"):
         run_train(ws, epochs=1, seed=0, progress=False)
     run_build(ws, progress=False)  # re-making the stages in order clears it
-    fit_ranker(ws, run_train(ws, epochs=1, seed=0, progress=False), progress=False)
+    run_train(ws, epochs=1, seed=0, progress=False)
     assert len(recommend(ws, "all", k=3)) == 60 * 3
 
 

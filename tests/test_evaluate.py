@@ -19,8 +19,9 @@ from graphrec.data.importer import import_files
 from graphrec.evaluate import evaluate, evaluate_baselines, reproduce_commands, run_evaluate
 from graphrec.io import read_json, write_json, write_tensors
 from graphrec.metrics import hit_matrix, per_user_accuracy
-from graphrec.rank import fit_ranker
+from graphrec.rank import RankSettings, fit_ranker, save_ranker
 from graphrec.recommend import recommend, write_recommendations
+from graphrec.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,8 @@ def test_agrees_with_benchmark_protocol_on_movielens(tmp_path):
     item[np.asarray(x.sum(0)).ravel() == 0] = np.random.default_rng(0).normal(0, 0.01, (1, 16))  # cold: random
     write_tensors(ws_path / "model" / "embeddings.safetensors", {"user": (u * np.sqrt(s)).astype(np.float32), "item": item})
     write_json(ws_path / "model" / "model.json", {"scoring": "dot", "dim": 16})
-    r = fit_ranker(ws_path, max_fit_users=150, progress=False)
+    r = fit_ranker(ws_path, settings=RankSettings(max_fit_users=150), progress=False)
+    save_ranker(Workspace(ws_path), r)  # embeddings made here, not by a writer that stages model/
     ours = evaluate(ws_path, ks=(20,), ranker=r, progress=False)
     for task, name in (("warm", "warm"), ("cold", "cold_item")):
         recs = recommend(ws_path, "all", k=20, candidates=str(split / f"{task}.txt"), ranker=r)

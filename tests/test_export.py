@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,7 +77,16 @@ def test_pseudonyms_and_no_personal_data(ws, tmp_path):
     d = export(ws, tmp_path / "exp", ["parquet", "npy"], pseudonymize="s3cret")
     e = load_export(d)
     assert e.manifest["user_ids"] == "hmac-sha256"
-    assert e.user_ids[0] == pseudonymize_id("u0", "s3cret") != pseudonymize_id("u0", "other")
+    ds = Dataset.load(ws)
+    assert set(e.user_ids) == {pseudonymize_id(u, "s3cret") for u in ds.user_ids}
+    assert pseudonymize_id("u0", "s3cret") != pseudonymize_id("u0", "other")
+    # rows in pseudonym order, not dataset order: row i is not the i-th user of the input files
+    assert e.user_ids == sorted(e.user_ids)
+    plain = load_export(export(ws, tmp_path / "plain", ["npy"]))
+    assert [e.user_ids.index(pseudonymize_id(u, "s3cret")) for u in plain.user_ids] != list(range(len(plain.user_ids)))
+    for u in ("u0", "u7"):
+        np.testing.assert_array_equal(e.user_embeddings[e.user_ids.index(pseudonymize_id(u, "s3cret"))],
+                                      plain.user_embeddings[plain.user_ids.index(u)])
     blob = b"".join(p.read_bytes() for p in d.iterdir())
     for raw in (b'"u0"', b'"u12"', b"age_band", b"gender", b"18-24", b"25-34"):
         assert raw not in blob
@@ -144,11 +154,11 @@ def test_cli_export_reads_the_salt_from_a_file_or_the_environment(ws, tmp_path):
     res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "e"), "--format", "npy",
                                        "--salt-file", str(tmp_path / "salt")])
     assert res.exit_code == 0, res.output
-    assert load_export(tmp_path / "e").user_ids[0] == pseudonymize_id("u0", "s3cret")
+    assert pseudonymize_id("u0", "s3cret") in load_export(tmp_path / "e").user_ids
     res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "f"), "--format", "npy"],
                              env={"GRAPHREC_SALT": "fr0m-env"})
     assert res.exit_code == 0, res.output
-    assert load_export(tmp_path / "f").user_ids[0] == pseudonymize_id("u0", "fr0m-env")
+    assert pseudonymize_id("u0", "fr0m-env") in load_export(tmp_path / "f").user_ids
 
 
 def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
@@ -171,3 +181,38 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.setattr(Export, "recommend", lambda self, *a, **kw: served.append(real(self, *a, **kw)) or served[-1])
     exec(compile(snippet, "README.md", "exec"), {})
     assert len(served) == 1 and len(served[0]) == 10 and not {"318", "296"} & {i for i, _ in served[0]}
+
+
+def test_export_replaces_only_an_export(ws, tmp_path):
+    """--out never replaces what export did not make: the workspace, a stage folder, a file, a folder of other
+    things, the root; an empty folder and an earlier export are fine."""
+    before = sorted(p.name for p in ws.path.iterdir())
+    for target, why in ((ws.path, "inside the workspace"), (ws.stage_dir("model"), "inside the workspace"),
+                        (ws.stage_dir("dataset"), "inside the workspace"), (ws.path / "exports" / "x", "inside"),
+                        (Path("/"), "root of the file system")):
+        with pytest.raises(InputError, match=why):
+            export(ws, target, ["npy"])
+    assert sorted(p.name for p in ws.path.iterdir()) == before
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        export(ws, tmp_path / "notes.txt", ["npy"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="is not a graphrec export"):
+        export(ws, tmp_path / "other", ["npy"])
+    (tmp_path / "link").symlink_to(tmp_path / "other")
+    with pytest.raises(InputError, match="symbolic link"):
+        export(ws, tmp_path / "link", ["npy"])
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "other" / "keep.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    export(ws, tmp_path / "empty", ["npy"])
+    again = export(ws, tmp_path / "empty", ["parquet"])  # an earlier export is replaced whole
+    assert sorted(p.name for p in again.iterdir()) == ["ids.json", "items.parquet", "manifest.json", "users.parquet"]
+
+
+def test_a_killed_exports_temp_folder_goes_with_the_next_export(ws, tmp_path):
+    left = tmp_path / ".exp.abcd1234.tmp"  # what atomic_dir leaves when the process is killed mid-write
+    left.mkdir()
+    (left / "user_embeddings.npy").write_bytes(b"half")
+    export(ws, tmp_path / "exp", ["npy"])
+    assert not left.exists() and (tmp_path / "exp" / "manifest.json").is_file()

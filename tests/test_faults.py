@@ -29,7 +29,6 @@ from graphrec.errors import InputError
 from graphrec.evaluate import run_evaluate
 from graphrec.io import file_sha256
 from graphrec.kg.build import run_build
-from graphrec.rank import fit_ranker
 from graphrec.recommend import recommend
 from graphrec.train import run_train
 from graphrec.update import run_update
@@ -53,7 +52,7 @@ def trained(tmp_path_factory) -> dict:
     run_split(ws, method="random", cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=0)
     run_encode(ws, ["lexical"], lexical_dim=8, show_progress=False)
     run_build(ws, force=True, progress=False)
-    fit_ranker(ws, run_train(ws, **TRAIN), progress=False)
+    run_train(ws, **TRAIN)
     write_csv(d / "new_items.csv", full.items.iloc[n_old:])
     reimport = full.interactions.sample(frac=0.5, random_state=1)
     write_csv(d / "reimport.csv", pd.DataFrame({"user_id": full.user_ids[reimport["user"]],
@@ -69,7 +68,7 @@ def _writers(d: Path) -> dict[str, Callable[[Path], object]]:
         "data split": lambda ws: run_split(ws, method="random", cold_items=0.1, seed=3, force=True),
         "encode": lambda ws: run_encode(ws, ["lexical"], lexical_dim=6, show_progress=False),
         "build": lambda ws: run_build(ws, item_knn=3, force=True, progress=False),
-        "train": lambda ws: fit_ranker(ws, run_train(ws, **{**TRAIN, "seed": 7}), progress=False),
+        "train": lambda ws: run_train(ws, **{**TRAIN, "seed": 7}),
         "update": lambda ws: run_update(ws, items=d / "new_items.csv", progress=False),
         "evaluate": lambda ws: run_evaluate(ws, ks=(5,), examples=1, progress=False),
     }

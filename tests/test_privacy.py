@@ -18,7 +18,7 @@ from graphrec.export import export
 from graphrec.export_folder import Export, load_export
 from graphrec.kg.build import run_build
 from graphrec.metrics import embedding_accuracy
-from graphrec.rank import fit_ranker
+from graphrec.rank import RankSettings
 from graphrec.train import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ FOLDS = 5
 def _pipeline(ws, ds: Dataset) -> None:
     ds.save(ws)
     run_build(ws, item_knn=0, progress=False)
-    fit_ranker(ws, run_train(ws, epochs=4, dim=16, layers=2, progress=False), ease_dim=64, progress=False)
+    run_train(ws, epochs=4, dim=16, layers=2, progress=False, ranker=RankSettings(ease_dim=64))
 
 
 @pytest.fixture(scope="module")

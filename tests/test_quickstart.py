@@ -13,13 +13,14 @@ from graphrec.data.dataset import GIVEN, Dataset
 
 
 def test_quickstart_end_to_end(tmp_path):
-    ws = tmp_path / "qs"
-    r = subprocess.run([sys.executable, "-m", "graphrec", "quickstart", "--out", str(ws), "--users", "120", "--items",
-                        "300", "--interactions", "4000", "--epochs", "8"], capture_output=True, text=True)
+    ws, exported = tmp_path / "qs" / "workspace", tmp_path / "qs" / "export"
+    r = subprocess.run([sys.executable, "-m", "graphrec", "quickstart", "--out", str(tmp_path / "qs"), "--users", "120",
+                        "--items", "300", "--interactions", "4000", "--epochs", "8"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "report:" in r.stdout and "Traceback" not in r.stderr
-    for stage in ("dataset", "features", "graph", "model", "eval", "export"):
+    for stage in ("dataset", "features", "graph", "model", "eval"):
         assert (ws / stage).is_dir(), stage
+    assert exported.is_dir() and not (ws / "export").exists()
     html = (ws / "eval" / "report.html").read_text()
     assert "<img" in html or "data:image/png" in html
     metrics = json.loads((ws / "eval" / "metrics.json").read_text())
@@ -27,12 +28,12 @@ def test_quickstart_end_to_end(tmp_path):
     # taste-driven synthetic data: content must beat random ranking of cold items by a wide margin
     cold = metrics["tasks"]["cold_item"]
     assert cold["accuracy"]["recall@10"] > 2 * 10 / cold["candidates"]
-    exp = load_export(ws / "export")
+    exp = load_export(exported)
     ids = json.loads((ws / "dataset" / "ids.json").read_text())
     recs = exp.recommend(ids["users"][0], k=5, exclude=[])
     # the export serves exactly the dot product of the vectors it ships, best first
-    user_vecs = np.load(ws / "export" / "user_embeddings.npy")
-    item_vecs = np.load(ws / "export" / "item_embeddings.npy")
+    user_vecs = np.load(exported / "user_embeddings.npy")
+    item_vecs = np.load(exported / "item_embeddings.npy")
     scores = item_vecs @ user_vecs[0]
     assert [i for i, _ in recs] == [ids["items"][j] for j in np.argsort(-scores, kind="stable")[:5]]
     assert np.allclose([s for _, s in recs], np.sort(scores)[::-1][:5], rtol=1e-5)

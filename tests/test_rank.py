@@ -16,14 +16,14 @@ from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors, write_tensors
 from graphrec.linear import ease_factors, fit_content_maps, interaction_svd
-from graphrec.rank import ensure_ranker, fit_ranker, load_ranker
+from graphrec.rank import fit_ranker, load_ranker, save_ranker, serving_ranker
 from graphrec.recommend import recommend, write_recommendations
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("rank"))
-    return ws, fit_ranker(ws, progress=False)
+    return ws, load_ranker(ws)
 
 
 def test_low_rank_ease_is_ease_at_full_rank():
@@ -139,16 +139,22 @@ def test_cold_items_not_punished_for_missing_collaborative_signal(fitted):
     assert recs["item_id"].isin(ds.item_ids[cold]).any()
 
 
-def test_ranker_refits_when_embeddings_change(tmp_path):
-    ws = make_workspace(tmp_path, features=False)
-    fit_ranker(ws, progress=False)
-    assert load_ranker(ws) is not None
+def test_readers_refuse_a_ranker_fitted_for_other_embeddings(tmp_path):
+    """A reader never fits (nor writes) a ranker: a model/ whose ranker does not match is refused in one line."""
+    ws = make_workspace(tmp_path, features=False, ranker=False)
+    r = fit_ranker(ws, progress=False)
+    assert r.content is None and "content" not in r.components
+    assert not (ws.stage_dir("model") / "ranker.json").exists()  # fitting writes nothing
+    save_ranker(ws, r)
+    assert serving_ranker(ws) is not None
     t = read_tensors(ws.stage_dir("model") / "embeddings.safetensors")
     write_tensors(ws.stage_dir("model") / "embeddings.safetensors", {"user": t["user"] * 2, "item": t["item"]})
-    assert load_ranker(ws) is None
-    r = ensure_ranker(ws, progress=False)
-    assert r.content is None and "content" not in r.components
-    assert load_ranker(ws) is not None
+    before = sorted(p.name for p in ws.stage_dir("model").iterdir())
+    with pytest.raises(InputError, match="model/ has no ranker fitted for its embeddings.*re-run `graphrec train`"):
+        serving_ranker(ws)
+    with pytest.raises(InputError, match="no ranker fitted"):
+        recommend(ws, "all", k=3)
+    assert sorted(p.name for p in ws.stage_dir("model").iterdir()) == before
 
 
 def test_bad_inputs(fitted, tmp_path):
@@ -219,8 +225,9 @@ def test_topk_stable_is_a_stable_sort_of_the_scores(rows, cols, k, levels, seed)
 def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
     from graphrec.kg.build import run_build
 
-    ws = make_workspace(tmp_path)
+    ws = make_workspace(tmp_path, ranker=False)
     run_build(ws)
+    save_ranker(ws, fit_ranker(ws, progress=False))  # fitted after the build, as `graphrec train` would be
     recs = recommend(ws, ["u1"], k=3, explain=True)
     assert len(recs) == 3
     assert recs["explanation"].str.startswith(("because you liked", "connected through")).all()
@@ -288,7 +295,8 @@ def with_new_users(tmp_path_factory):
     ds = split_dataset(generate(400, 150, 12000, seed=3, progress=False), cold_items=0.1, cold_users=0.15, seed=0)
     ws = save_dataset(tmp_path_factory.mktemp("newusers") / "ws", ds, {"source": "test"})
     run_build(ws, progress=False)
-    return ws, fit_ranker(ws, run_train(ws, epochs=3, seed=0, progress=False), progress=False)
+    run_train(ws, epochs=3, seed=0, progress=False)
+    return ws, load_ranker(ws)
 
 
 def test_users_without_history_get_the_attribute_group_block(with_new_users):
@@ -384,7 +392,8 @@ def test_users_known_by_a_few_items_take_the_weights_fitted_for_them(tmp_path):
                        cold_user_context=3, seed=0)
     ws = save_dataset(tmp_path / "ws", ds, {"source": "test"})
     run_build(ws, progress=False)
-    r = fit_ranker(ws, run_train(ws, epochs=2, dim=8, seed=0, progress=False), progress=False)
+    run_train(ws, epochs=2, dim=8, seed=0, progress=False)
+    r = load_ranker(ws)
     info = read_json(ws.stage_dir("model") / "ranker.json")
     assert info["short_history"] == 3 and info["fitted_on_new_users"] > 0
     fit = info["new_user_validation_ndcg"]

@@ -22,7 +22,7 @@ from graphrec.features import load_features
 from graphrec.io import read_json, read_tensors, write_tensors
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
-from graphrec.rank import fit_ranker, load_ranker
+from graphrec.rank import load_ranker
 from graphrec.recommend import recommend
 from graphrec.train import load_model, refresh_embeddings, run_train
 from graphrec.update import run_update
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _pipeline(ws: Path) -> None:
     run_encode(ws, **ENCODE)
     run_build(ws, force=True, progress=False)
-    fit_ranker(ws, run_train(ws, **TRAIN), progress=False)  # as `graphrec train` chains them
+    run_train(ws, **TRAIN)  # as `graphrec train` chains them
 
 
 @pytest.fixture(scope="module")

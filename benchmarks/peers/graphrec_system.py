@@ -54,7 +54,7 @@ class Graphrec(System):
         from graphrec.data.dataset import Dataset
         from graphrec.encode import run_encode
         from graphrec.kg.build import run_build
-        from graphrec.rank import fit_ranker
+        from graphrec.rank import load_ranker
         from graphrec.train import run_train
 
         ws = Path(data.workspace).parent / f"{data.workspace.name}-{self.name}"
@@ -81,7 +81,7 @@ class Graphrec(System):
         run_build(ws, progress=False)
         trained = run_train(ws, seed=data.seed, progress=False)
         self.epoch_seconds = [h["seconds"] for h in trained.history]  # training only, validation excluded
-        ranker = fit_ranker(ws, trained, progress=False)
+        ranker = load_ranker(ws)  # run_train fitted it with the model
         if not a.blend:  # the GNN score alone
             ranker.weights_warm = {"gnn": 1.0}
             ranker.weights_cold = {"gnn": 1.0}
