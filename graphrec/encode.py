@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from graphrec.data.dataset import Dataset
+from graphrec.device import resolve_device
 from graphrec.encoders.clip import DEFAULT_MODEL, ClipEncoder, load_clip
 from graphrec.encoders.images import DEFAULT_MAX_PIXELS, hash_files, image_paths
 from graphrec.encoders.lexical import lexical_features, lexical_fold_in
@@ -117,6 +118,9 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
     item_ids: list[str] = read_json(ids_file)["items"]
     if batch_size < 1 or text_batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if lexical_dim < 1:
+        raise InputError(f"--lexical-dim must be at least 1 (got {lexical_dim})")
+    resolve_device(device)  # a misspelt --device stops here, whichever encoders run
     specs = {name: (path, ids) for name, path, ids in map(parse_spec, precomputed)}
     names = resolve_modalities(modalities, bool(ds.schema.image_column), list(specs),
                                bool(text_columns or ds.schema.text_columns))

@@ -49,8 +49,10 @@ def unit_rows(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def save_features(directory: str | Path, feats: Features) -> None:
-    """Write one modality (values + mask, then its JSON), each file atomically."""
+    """Write one modality (values + mask, then its JSON), each file atomically. An encoder that produced NaN or
+    infinite values (a damaged checkpoint, an overflow) stops here with one line: features/ never holds them."""
     directory = Path(directory)
+    _check_finite(feats.values, feats.modality, f"the {feats.modality} encoder produced", feats.meta.get("item_ids"))
     write_tensors(directory / f"{feats.modality}.safetensors",
                   {"values": feats.values.astype(np.float32), "mask": feats.mask.astype(np.uint8)})
     write_json(directory / f"{feats.modality}.json", {"modality": feats.modality, "dim": feats.dim, **feats.meta})
@@ -72,8 +74,16 @@ def load_features(workspace: Workspace | str | Path, modalities: list[str] | Non
         t = read_tensors(path)
         check_tensors(t, FEATURES_TENSORS, path, REENCODE,
                       {"items": len(meta["item_ids"]), **({"dim": meta["dim"]} if "dim" in meta else {})})
+        _check_finite(t["values"], name, f"{path} holds", meta["item_ids"])
         out[name] = Features(name, t["values"], t["mask"].astype(bool), meta)
     return out
+
+
+def _check_finite(values: np.ndarray, modality: str, what: str, item_ids: list[str] | None) -> None:
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if len(bad):
+        item = repr(item_ids[bad[0]]) if item_ids is not None and bad[0] < len(item_ids) else f"row {bad[0]}"
+        raise InputError(f"{what} NaN or infinite values for {len(bad)} items ({item} first): {REENCODE}")
 
 
 def feature_records(workspace: Workspace | str | Path) -> dict[str, dict[str, Any]]:

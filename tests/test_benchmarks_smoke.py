@@ -5,11 +5,15 @@ import scipy.sparse as sp
 
 from benchmarks.peers.base import COLD_ITEM, WARM
 from benchmarks.run import rank, run_system, score
-from benchmarks.split import BenchData, multi_hot, split
+from benchmarks.split import SHARED, BenchData, multi_hot, split
 
 
 def _bench(tmp_path) -> BenchData:
     from graphrec.data.synth import generate
+
+    protocol = SHARED / "contract" / "protocol.py"
+    if not protocol.exists():  # a fresh clone has no ../shared: the split is the contract's own
+        pytest.skip(f"{protocol} not present (the contract check lives in ../shared beside the checkout)")
 
     ds = split(generate(120, 150, 4000, seed=3, progress=False), seed=1)
     inter = ds.interactions

@@ -31,6 +31,7 @@ from graphrec.errors import InputError
 from graphrec.evaluate import evaluate
 from graphrec.export import export
 from graphrec.export_folder import load_export
+from graphrec.features import load_features, save_features
 from graphrec.io import file_sha256, native_errors, read_tensors, write_tensors
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
@@ -399,3 +400,30 @@ def test_a_symlink_planted_in_a_stage_folder_is_refused(ws, tmp_path):
     (ws / "graph").symlink_to(tmp_path / "graph")
     with pytest.raises(InputError, match="graph: is a symbolic link"):
         KnowledgeGraph.load(ws)
+
+
+# -- encode: settings and non-finite content ------------------------------------------------------------------
+@pytest.mark.parametrize("bad, message", [({"lexical_dim": -5}, "--lexical-dim must be at least 1"),
+                                          ({"lexical_dim": 0}, "--lexical-dim must be at least 1"),
+                                          ({"device": "foo"}, "--device 'foo'")])
+def test_bad_encode_settings_are_refused_before_anything_changes(ws, bad, message):
+    before = state(ws)
+    with pytest.raises(InputError, match=message):
+        run_encode(ws, ["lexical"], show_progress=False, **bad)
+    assert state(ws) == before
+
+
+def test_cli_encode_refuses_a_negative_lexical_dim_in_one_line(ws):
+    one_line_error(cli("encode", str(ws), "--modalities", "lexical", "--lexical-dim", "-5"), "--lexical-dim")
+
+
+def test_features_never_hold_nan(ws, tmp_path):
+    feats = load_features(ws)["lexical"]
+    feats.values[2, 0] = np.nan
+    with pytest.raises(InputError, match="the lexical encoder produced NaN or infinite values for 1 items"):
+        save_features(tmp_path, feats)
+    assert not list(tmp_path.glob("lexical.*"))
+    write_tensors(ws / "features" / "lexical.safetensors",
+                  {"values": feats.values, "mask": feats.mask.astype(np.uint8)})  # planted by hand
+    with pytest.raises(InputError, match=r"lexical.safetensors holds NaN or infinite values for 1 items"):
+        load_features(ws)
