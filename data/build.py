@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from graphrec.data.dataset import SPLITS, Dataset, Schema
+from graphrec.data.demographics import age_bands
 from graphrec.data.readers import MULTI_SEP, check_ids, fail_at, timestamp_column, weight_column
 from graphrec.errors import InputError
 
@@ -20,7 +21,8 @@ IMAGE_DEFAULTS = ("image", "image_path", "poster")
 WEIGHT_COLUMNS = ("weight", "rating")
 # Fine-grained personal data never becomes a user attribute: exports and the graph keep coarse demographics.
 PII_COLUMNS = {"zip", "zipcode", "zip_code", "postcode", "postal_code", "email", "phone", "name", "first_name",
-               "last_name", "address", "ip", "ip_address", "birthdate", "dob", "date_of_birth"}
+               "last_name", "address", "ip", "ip_address", "birthdate", "dob", "date_of_birth", "ssn",
+               "social_security_number", "passport", "national_id", "tax_id", "iban", "credit_card"}
 
 
 def build_dataset(interactions: pd.DataFrame | dict[str, pd.DataFrame], items: pd.DataFrame | None = None,
@@ -81,6 +83,9 @@ def _entity_table(table: pd.DataFrame | None, id_col: str, seen: list[pd.Series]
 def _pick(columns: list[str] | None, defaults: tuple[str, ...], table: pd.DataFrame, role: str) -> list[str]:
     if columns is None:
         return [c for c in defaults if c in table.columns]
+    ids = [c for c in columns if c in ("item_id", "user_id")]
+    if ids:  # the id is the row's key, not something it has: it would become one attribute node per row
+        raise InputError(f"the id column cannot be a {role} column", file=table.attrs.get("source"), column=ids[0])
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise InputError(f"{role} column not in the table (found: {', '.join(table.columns)})",
@@ -142,24 +147,49 @@ def check_image_paths(items: pd.DataFrame, column: str, root: Path, notes: list[
 
 def _assign_user_roles(users: pd.DataFrame, schema: Schema, columns: list[str] | None,
                        notes: list[str]) -> pd.DataFrame:
-    candidates = [c for c in users.columns if c != "user_id"]
-    if columns is None:
-        dropped = [c for c in candidates if c.lower() in PII_COLUMNS]
-        if dropped:
-            notes.append(f"dropped personal columns from users: {', '.join(dropped)} (only coarse attributes are kept)")
-        columns = [c for c in candidates if c.lower() not in PII_COLUMNS]
-    else:
-        columns = _pick(columns, (), users, "user attribute")
-        pii = [c for c in columns if c.lower() in PII_COLUMNS]
-        if pii:
-            raise InputError("is personal data; coarsen it first (e.g. zip code -> region)",
-                             file=users.attrs.get("source"), column=pii[0])
-    schema.user_attribute_columns = columns
+    """User attributes are opt-in: only the columns named (`--user-attribute-columns`) become attributes, and
+    each must be coarse: personal data (PII_COLUMNS) is refused, an `age` column is turned into its band
+    (`age_band`), and a column with nearly one value per user (an identifier in disguise) is refused."""
+    source = users.attrs.get("source")
+    if not columns:
+        ignored = [c for c in users.columns if c != "user_id"]
+        if ignored:
+            notes.append(f"users: no user attribute columns named, so none is used (ignored: {', '.join(ignored)}; "
+                         "name coarse ones with --user-attribute-columns)")
+        columns = []
+    columns = _pick(columns, (), users, "user attribute")
+    pii = [c for c in columns if c.lower() in PII_COLUMNS]
+    if pii:
+        raise InputError("is personal data; coarsen it first (e.g. zip code -> region)", file=source, column=pii[0])
+    kept = []
     for c in columns:
-        users[c] = users[c].fillna("").astype(str).str.strip()
-    out = users[["user_id"] + columns]
+        values = users[c].fillna("").astype(str).str.strip()
+        if c.lower() == "age":  # exact ages are personal data: only the band is stored
+            years = pd.to_numeric(values, errors="coerce")
+            bad = np.flatnonzero(years.isna().to_numpy() & (values != "").to_numpy())
+            if len(bad):
+                raise fail_at(users, int(bad[0]), c, f"age {values.iloc[bad[0]]!r} is not a number of years")
+            values = pd.Series(np.where(values == "", "", age_bands(years.fillna(0).to_numpy())), index=users.index)
+            c_out = "age_band"
+            notes.append(f"users: column {c!r} stored as age bands ({c_out}), never as exact ages")
+        else:
+            c_out = c
+            _check_coarse(values, source, c)
+        users[c_out] = values
+        kept.append(c_out)
+    schema.user_attribute_columns = kept
+    out = users[["user_id"] + kept]
     out.attrs = users.attrs
     return out
+
+
+def _check_coarse(values: pd.Series, source: str | None, column: str) -> None:
+    """A user attribute groups users: one whose values are nearly all distinct identifies them instead."""
+    filled = values[values != ""]
+    if len(filled) >= 20 and filled.nunique() > 0.5 * len(filled):
+        raise InputError(f"has {filled.nunique()} distinct values for {len(filled)} users: too fine to be a coarse "
+                         "attribute (it would identify users); coarsen it first (e.g. into bands or regions)",
+                         file=source, column=column)
 
 
 def _index_interactions(frame: pd.DataFrame, part: str, items: pd.DataFrame, users: pd.DataFrame,

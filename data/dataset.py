@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from graphrec.data.readers import normalize_id
 from graphrec.errors import InputError
 from graphrec.io import check_columns, check_json, read_json, write_json
 from graphrec.workspace import MAKE, Workspace
@@ -223,7 +224,7 @@ def _check_index(frame: pd.DataFrame, column: str, n: int, path: Path) -> None:
 
 
 def _lookup(known: np.ndarray, ids: str | Sequence[str], kind: str) -> np.ndarray:
-    ids = np.asarray([str(i) for i in np.atleast_1d(ids)], dtype=object)
+    ids = np.asarray([normalize_id(i) for i in np.atleast_1d(ids)], dtype=object)
     index = pd.Index(known)
     pos = index.get_indexer(ids)
     if (pos < 0).any():

@@ -1,6 +1,10 @@
 """Read user tables (CSV/TSV/Parquet) as strings and check them, raising one-line InputErrors.
 
-Every cell is read as text so ids keep their exact spelling ("007" stays "007", "1" never becomes 1.0).
+Every cell is read as text so ids keep their spelling ("007" stays "007", "1" never becomes 1.0). The one id
+rule (`normalize_id`, applied wherever an id enters: files, the API, recommend's id lists): Unicode NFC, then
+surrounding whitespace removed (NBSP included); ids holding control, bidi or invisible format characters
+(zero-width space, word joiner, ...) are refused, since they would look like another id. So "1", " 1", "1 " and
+"1<NBSP>" are one id, and "café" is one id whether written composed (NFC) or decomposed (NFD).
 Row numbers in messages are file lines for CSV (header = line 1) and 1-based rows for Parquet.
 Parquet list-of-strings cells become the `|`-joined text a multi-valued CSV cell has; other nested cells
 (structs, maps, lists of numbers) are refused.
@@ -8,8 +12,10 @@ Parquet list-of-strings cells become the `|`-joined text a multi-valued CSV cell
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import re
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +39,13 @@ def read_table(path: str | Path, required: tuple[str, ...] = (), encoding: str =
     """Read a table of strings; missing cells are "". Raises InputError on anything unreadable."""
     path = Path(path)
     if not path.exists():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports a loop so
+            raise InputError("symbolic link loop (too many levels of symbolic links)", file=path) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise InputError("symbolic link loop (too many levels of symbolic links)", file=path) from None
         raise InputError("file not found", file=path)
     if path.is_dir():
         raise InputError("is a folder, expected a file", file=path)
@@ -56,7 +69,8 @@ def read_table(path: str | Path, required: tuple[str, ...] = (), encoding: str =
 
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     raw = path.read_bytes()
-    if b"\0" in raw:  # decodes as "valid" text, then poisons headers and messages
+    wide = encoding.lower().replace("_", "-").startswith(("utf-16", "utf16", "utf-32", "utf32"))
+    if b"\0" in raw and not wide:  # decodes as "valid" text, then poisons headers and messages
         raise InputError("binary data (NUL byte), expected CSV/TSV text or a .parquet file", file=path,
                          row=raw[: raw.index(b"\0")].count(b"\n") + 1)
     try:
@@ -70,6 +84,9 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise InputError("file is empty", file=path)
+    if "\n" not in text and b"\n" in raw.rstrip(b"\r\n"):  # the bytes have lines, the decoded text none
+        raise InputError(f"not {encoding} text: its line breaks do not decode as {encoding} (pass the file's "
+                         "encoding, e.g. --encoding utf-8)", file=path)
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
@@ -119,6 +136,8 @@ def _read_parquet(path: Path, single: tuple[str, ...]) -> pd.DataFrame:
         if c in kinds and pa.types.is_nested(kinds[c]):  # nested Arrow type: str() would store "['Drama' 'Comedy']"
             out[c] = _nested_cells(col, kinds[c], path, c, c in single)
             continue
+        if c in kinds and (pa.types.is_binary(kinds[c]) or pa.types.is_large_binary(kinds[c])):
+            col = _text_cells(col, path, c)
         # Whole floats are written as integers ("7", not "7.0"); beyond int64 they stay floats, so that the
         # number checks see them (a cast would wrap 1e30 to INT64_MIN).
         if (pd.api.types.is_float_dtype(col) and col.notna().all() and (col % 1 == 0).all()
@@ -127,6 +146,20 @@ def _read_parquet(path: Path, single: tuple[str, ...]) -> pd.DataFrame:
         out[c] = col.astype(object).where(col.notna(), "").astype(str)
     out.attrs = frame.attrs
     return out.reset_index(drop=True)
+
+
+def _text_cells(col: pd.Series, path: Path, column: str) -> pd.Series:
+    """A binary column's cells as UTF-8 text; a cell that is not valid UTF-8 is an error naming its row."""
+    def text(pos: int, cell: object) -> object:
+        if not isinstance(cell, bytes):
+            return cell
+        try:
+            return cell.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"not valid UTF-8 text: {cell[:40]!r}", file=path, row=f"row {pos + 1}",
+                             column=column) from None
+    return pd.Series([text(pos, cell) for pos, cell in enumerate(col.to_numpy(dtype=object))], index=col.index,
+                     dtype=object)
 
 
 def _nested_cells(col: pd.Series, kind: pa.DataType, path: Path, column: str, single: bool) -> pd.Series:
@@ -179,10 +212,27 @@ def fail_at(frame: pd.DataFrame, position: int, column: str | None, message: str
     return InputError(message, file=frame.attrs.get("source"), row=row_label(frame, position), column=column)
 
 
+def normalize_id(value: object) -> str:
+    """An id as graphrec stores and looks it up: NFC, surrounding whitespace removed (see the module doc)."""
+    return unicodedata.normalize("NFC", str(value)).strip()
+
+
+def normalize_ids(values: pd.Series | np.ndarray) -> pd.Series:
+    """`normalize_id` over a column, each distinct value once (a file repeats each id many times)."""
+    raw = pd.Series(values, dtype=object).astype(str)
+    distinct = pd.unique(raw)
+    return raw.map(pd.Series([normalize_id(v) for v in distinct], index=distinct, dtype=object))
+
+
+def invisible(value: str) -> bool:
+    """Whether an id holds a format character (Unicode category Cf: zero-width space, joiners, soft hyphen...)."""
+    return any(unicodedata.category(ch) == "Cf" for ch in value)
+
+
 def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
-    """Ids (trimmed of surrounding spaces) must be non-blank, free of control and bidi-override characters
-    (ID_FORBIDDEN), and unique when `unique`."""
-    ids = frame[column].str.strip()
+    """Ids (`normalize_id`: NFC, trimmed) must be non-blank, free of control, bidi and invisible format
+    characters, and unique when `unique`."""
+    ids = normalize_ids(frame[column]).set_axis(frame.index)
     blank = np.flatnonzero((ids == "").to_numpy() | ids.str.lower().isin(["nan", "none", "null"]).to_numpy())
     if len(blank):
         raise fail_at(frame, int(blank[0]), column, "blank or NaN id")
@@ -190,6 +240,11 @@ def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
     if len(unsafe):
         raise fail_at(frame, int(unsafe[0]), column, f"id {ids.iloc[unsafe[0]]!r} contains a control character "
                       "or a Unicode bidi override/isolate")
+    hidden = {v for v in pd.unique(ids) if invisible(v)}
+    if hidden:
+        at = int(np.flatnonzero(ids.isin(hidden).to_numpy())[0])
+        raise fail_at(frame, at, column, f"id {ids.iloc[at]!r} contains an invisible format character (such as a "
+                      "zero-width space), which would make it look like another id")
     if unique:
         dup = np.flatnonzero(ids.duplicated().to_numpy())
         if len(dup):
@@ -231,9 +286,10 @@ def weight_column(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def timestamp_column(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """Timestamps as int64 (fractions floored); values outside the int64 range are an error naming the row."""
+    """Timestamps as int64 (fractions floored); |t| >= 2^63 is an error naming the row, at either end alike (in
+    float64 both INT64_MIN and anything just below it round to -2^63, so that end is refused whole, as the top)."""
     stamp = np.floor(numeric_column(frame, column))
-    bad = np.flatnonzero((stamp < -(2.0**63)) | (stamp >= 2.0**63))  # the cast would wrap them to INT64_MIN
+    bad = np.flatnonzero(np.abs(stamp) >= 2.0**63)  # the cast would wrap them to INT64_MIN
     if len(bad):
         raise fail_at(frame, int(bad[0]), column, f"timestamp {frame[column].iloc[bad[0]]!r} is outside the "
                       "int64 range")

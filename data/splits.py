@@ -24,6 +24,7 @@ Order of decisions (each interaction lands in exactly one part of data.dataset.S
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -156,17 +157,26 @@ def _check_settings(ds: Dataset, s: dict[str, Any], force: bool) -> None:
     if s["method"] == "temporal" and "timestamp" not in ds.interactions.columns:
         raise InputError("the temporal split needs timestamps, and the interactions have none "
                          "(use --method random)", column="timestamp")
+    most = int(np.bincount(ds.interactions["user"].to_numpy()).max())  # the longest user history
     for name in ("valid", "test"):
         v = s[name]
-        if v < 0 or (v >= 1 and v != int(v)):
+        if not math.isfinite(v) or v < 0 or (v >= 1 and v != int(v)):  # NaN would drop the part silently
             raise InputError(f"--{name} must be a fraction in [0, 1) or a whole count >= 1, got {v}")
+        if v >= 1 and v > most:
+            raise InputError(f"--{name} {v:g} holds out more interactions per user than any user has ({most})")
     if s["valid"] < 1 and s["test"] < 1 and s["valid"] + s["test"] >= 1:
         raise InputError(f"--valid + --test must stay below 1 (got {s['valid'] + s['test']:g})")
     for name in ("cold_items", "cold_users"):
         if not 0 <= s[name] < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a fraction in [0, 1), got {s[name]}")
-    if s["cold_user_context"] < 0 or s["cold_user_context"] != int(s["cold_user_context"]):
-        raise InputError(f"--cold-user-context must be a whole number >= 0, got {s['cold_user_context']}")
+    context = s["cold_user_context"]
+    if not math.isfinite(context) or context < 0 or context != int(context):
+        raise InputError(f"--cold-user-context must be a whole number >= 0, got {context}")
+    if s["cold_users"] > 0 and context >= most:
+        raise InputError(f"--cold-user-context {context:g} leaves no user with more interactions than that (the "
+                         f"most is {most}): no cold user could be held out")
+    if not 0 <= s["seed"] < 2**63:
+        raise InputError(f"--seed must be in 0 .. 2^63-1, got {s['seed']}")
 
 
 def _choose(rng: np.random.Generator, pool: np.ndarray, fraction: float, active: int) -> np.ndarray:

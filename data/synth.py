@@ -27,7 +27,9 @@ from graphrec.data.dataset import Dataset, Schema
 from graphrec.data.importer import save_dataset
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir
+from graphrec.memory import check_fits
 from graphrec.progress import progress_bar
+from graphrec.workspace import writes
 
 COLOURS = {"red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 160, 70),
            "teal": (30, 150, 150), "blue": (40, 80, 210), "purple": (130, 60, 180), "pink": (235, 110, 170)}
@@ -80,6 +82,7 @@ def synthesize(n_users: int = 300, n_items: int = 400, n_interactions: int = 150
         raise InputError("need at least 1 user, 1 item and 0 interactions")
     if not 0.0 <= missing_images <= 1.0:
         raise InputError(f"missing_images must be in [0, 1], got {missing_images}")
+    _check_size(n_users, n_items, n_interactions, image_size if images_dir is not None else None, seed)
     rng = np.random.default_rng(seed)
     n_seg = min(N_SEGMENTS, n_items)
     prototypes = _prototypes(rng, n_seg)
@@ -103,6 +106,24 @@ def synthesize(n_users: int = 300, n_items: int = 400, n_interactions: int = 150
     return Dataset(schema, items, users, inter), truth
 
 
+MAX_IMAGE_SIZE = 1024  # pixels a side: the pictures are flat shapes; larger ones only cost disk and time
+# bytes per item / user / interaction while generating: the tables' columns, text, and the sampling's arrays
+ITEM_BYTES, USER_BYTES, INTERACTION_BYTES = 2_000, 300, 100
+
+
+def _check_size(n_users: int, n_items: int, n_interactions: int, image_size: int | None, seed: int) -> None:
+    """One line for a size that is out of range or cannot fit in memory, before anything is allocated
+    (`image_size` None: no pictures are drawn)."""
+    if image_size is not None and not 8 <= image_size <= MAX_IMAGE_SIZE:
+        raise InputError(f"--image-size must be in 8 .. {MAX_IMAGE_SIZE} pixels, got {image_size}")
+    if not 0 <= seed < 2**63:
+        raise InputError(f"--seed must be in 0 .. 2^63-1, got {seed}")
+    check_fits(n_items * ITEM_BYTES + n_users * USER_BYTES + n_interactions * INTERACTION_BYTES,
+               f"a synthetic dataset of {n_users:,} users, {n_items:,} items and {n_interactions:,} interactions",
+               "--users, --items or --interactions")
+
+
+@writes
 def run_synth(out: str | os.PathLike, n_users: int = 300, n_items: int = 400, n_interactions: int = 15000,
               seed: int = 0, images: bool = True, image_size: int = 64, missing_images: float = 0.0) -> Dataset:
     """The `data synth` stage: pictures into WS/images/ and the dataset into WS/dataset/, both atomically."""

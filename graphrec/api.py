@@ -27,6 +27,7 @@ import torch
 
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.importer import import_files
+from graphrec.data.readers import normalize_id
 from graphrec.data.splits import run_split
 from graphrec.encode import run_encode
 from graphrec.errors import InputError
@@ -137,7 +138,8 @@ class Recommender:
                 held out cold, seed = this object's seed). Test parts and held-out cold items are never
                 trained on. (default: :obj:`None`)
             text_columns, attribute_columns, image_column, user_attribute_columns (optional): Column roles, as
-                the options of `graphrec data import` (default: the columns present among the usual names).
+                the options of `graphrec data import` (default: the columns present among the usual names; user
+                attributes are opt-in: none unless named, coarse only).
             images_dir (str or os.PathLike, optional): The folder the image column's paths are relative to.
                 (default: :obj:`None`: the inputs folder, so give it whenever items have images)
         """
@@ -382,10 +384,10 @@ class Recommender:
 
 
 def _ids(values: Ids | Iterable[Id]) -> list[str]:
-    """External ids as the importer reads them: text."""
+    """External ids as the importer reads them: text, by the one id rule (`normalize_id`)."""
     if isinstance(values, (str, int, np.integer)):
-        return [str(values)]
-    return [str(v) for v in values]
+        return [normalize_id(values)]
+    return [normalize_id(v) for v in values]
 
 
 def _list(values: Sequence[str] | None) -> list[str] | None:

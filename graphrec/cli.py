@@ -127,7 +127,8 @@ def data_import(
         None, help="Comma-separated text columns (default: title,name,description,text,tags present)."),
     attribute_columns: str | None = typer.Option(None, help="Comma-separated categorical columns ('|' separates values)."),
     image_column: str | None = typer.Option(None, help="Column holding an image path (default: image)."),
-    user_attribute_columns: str | None = typer.Option(None, help="Comma-separated user attribute columns."),
+    user_attribute_columns: str | None = typer.Option(None, help="Comma-separated coarse user attribute columns "
+                                                      "(opt-in: none without it; age becomes age bands)."),
     encoding: str = typer.Option("utf-8", help="Text encoding of CSV files."),
     min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only interactions whose rating/weight "
                                             "is at least this (e.g. 4: ratings as implicit positives)."),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from graphrec.ann import faiss_module
+from graphrec.data.readers import normalize_id
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, check_json, file_sha256, read_json, remove_leftovers, save_npy, write_json
 from graphrec.workspace import enclosing_workspace
@@ -29,8 +30,9 @@ IDS = {"users": [str], "items": [str], "item_warm": [int]}
 
 
 def pseudonymize_id(user_id: str, salt: str) -> str:
-    """The pseudonym of a user id: hex HMAC-SHA256 keyed with `salt` (stable, not reversible without it)."""
-    return hmac.new(salt.encode("utf-8"), str(user_id).encode("utf-8"), hashlib.sha256).hexdigest()
+    """The pseudonym of a user id (by the one id rule, `normalize_id`): hex HMAC-SHA256 keyed with `salt` (stable,
+    not reversible without it)."""
+    return hmac.new(salt.encode("utf-8"), normalize_id(user_id).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -136,7 +138,7 @@ class Export:
         self._item = {t: i for i, t in enumerate(self.item_ids)}
 
     def _items(self, ids: Iterable[str]) -> np.ndarray:
-        ids = [str(i) for i in ids]
+        ids = [normalize_id(i) for i in ids]
         missing = [i for i in ids if i not in self._item]
         if missing:
             raise InputError(f"unknown item id {missing[0]!r} (not in the export)")
@@ -148,11 +150,12 @@ class Export:
 
         exclude: the items the user already has. Required: an export holds no interactions, so only the
         caller knows them, and without them the lists repeat what the user has (`exclude=[]` to keep all)."""
-        if str(user_id) not in self._user:
+        user_id = normalize_id(user_id)
+        if user_id not in self._user:
             hint = " (this export holds pseudonyms: pass pseudonymize_id(user_id, salt))" \
                 if self.manifest.get("user_ids") == "hmac-sha256" else ""
             raise InputError(f"unknown user id {user_id!r}{hint}")
-        scores = self.item_embeddings @ self.user_embeddings[self._user[str(user_id)]]
+        scores = self.item_embeddings @ self.user_embeddings[self._user[user_id]]
         return self._top(scores, k, self._items(exclude), None if candidates is None else self._items(candidates))
 
     def similar_items(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:

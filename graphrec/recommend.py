@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from graphrec.data.dataset import GIVEN, Dataset
+from graphrec.data.readers import normalize_id
 from graphrec.errors import InputError
 from graphrec.io import atomic_path, write_parquet
 from graphrec.kg.explain import Explainer
@@ -37,7 +38,7 @@ def read_id_file(path: str | os.PathLike, header: str) -> tuple[list[str], list[
         raise InputError(f"not valid utf-8 text ({e.reason})", file=path) from None
     ids, rows = [], []
     for n, line in enumerate(lines, 1):
-        v = line.strip().lstrip("\ufeff")
+        v = normalize_id(line.lstrip("\ufeff"))
         if v and not (n == 1 and v == header):
             if "," in v:
                 raise InputError(f"expected one {header} per line, found {v!r}", file=path, row=n)
@@ -56,7 +57,7 @@ def resolve_ids(known: np.ndarray, spec: IdSpec, kind: str) -> np.ndarray:
         ids, rows = read_id_file(spec, f"{kind}_id")
         file = spec
     else:
-        ids, rows, file = [str(s) for s in spec], None, None
+        ids, rows, file = [normalize_id(s) for s in spec], None, None
         if not ids:
             raise InputError(f"no {kind} ids given (name at least one, or 'all')")
     pos = pd.Index(known).get_indexer(pd.Index(ids, dtype=object))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from graphrec.data.readers import PARQUET, fail_at, read_table, row_label
+from graphrec.data.readers import PARQUET, fail_at, normalize_ids, read_table, row_label
 from graphrec.errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".tsv") + PARQUET
@@ -53,7 +53,7 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
                 raise InputError(f"missing required column (found: {', '.join(frame.columns)})", file=path, column=col)
         cols = [head_col, "relation", "tail"]
         for col in cols:
-            values = frame[col].str.strip()
+            values = normalize_ids(frame[col]).set_axis(frame.index)  # the one id rule, as the dataset's ids
             blank = np.flatnonzero((values == "").to_numpy())
             if len(blank):
                 raise fail_at(frame, int(blank[0]), col, "blank cell")
@@ -62,7 +62,7 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
         if len(bad):
             raise fail_at(frame, int(bad[0]), "relation", "relation names may not contain '|'")
         return RawTriples(*(frame[c].to_numpy(dtype=object) for c in cols), str(path))
-    cols = _read_fields(path, 3, "head relation tail")
+    cols = [normalize_ids(c).to_numpy(dtype=object) for c in _read_fields(path, 3, "head relation tail")]
     bad = np.flatnonzero(pd.Series(cols[1]).str.contains("|", regex=False).to_numpy())
     if len(bad):
         raise InputError("relation names may not contain '|'", file=path, row=_line_of(path, int(bad[0])))
@@ -77,7 +77,7 @@ def read_entity_map(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ent = next((c for c in ("entity", "entity_id") if c in frame.columns), None)
         if ent is None:
             raise InputError("missing required column (an entity or entity_id column)", file=path, column="entity")
-        items, ents = frame["item_id"].str.strip(), frame[ent].str.strip()
+        items, ents = normalize_ids(frame["item_id"]), normalize_ids(frame[ent])
         labels = lambda i: row_label(frame, i)  # noqa: E731
     else:
         first = _first_line(path).split()

@@ -50,7 +50,8 @@ def make_workspace(root: Path, n_users: int = 60, n_items: int = 90, n_cold: int
     pd.DataFrame({"user_id": ids_u, "gender": rng.choice(["F", "M"], n_users),
                   "age_band": rng.choice(["18-24", "25-34"], n_users)}).to_csv(root / "users.csv", index=False)
     ws = Workspace(root / "ws")
-    ds, _ = import_files(ws.path, items=str(root / "items.csv"), users=str(root / "users.csv"), **files)
+    ds, _ = import_files(ws.path, items=str(root / "items.csv"), users=str(root / "users.csv"),
+                         user_attribute_columns=["gender", "age_band"], **files)
     order_i = ds.item_index(ids_i)  # dataset index of each planted item
     content = np.zeros((n_items, 6), np.float32)
     content[order_i] = np.concatenate([q, 0.2 * rng.normal(size=(n_items, 2))], axis=1)

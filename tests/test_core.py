@@ -66,9 +66,12 @@ def test_import_round_trip(tiny_files, tmp_path):
     assert ds.schema.text_columns == ["title"]
     assert ds.schema.attribute_columns == ["genres", "year"]
     assert ds.schema.image_column == "image"
-    # the raw zip code never becomes a user attribute
-    assert "zip" not in ds.users.columns and ds.schema.user_attribute_columns == ["age_band", "gender"]
-    assert any("zip" in n for n in notes)
+    # user attributes are opt-in: none named, none used (the note says which columns were ignored)
+    assert list(ds.users.columns) == ["user_id"] and ds.schema.user_attribute_columns == []
+    assert any("zip" in n and "--user-attribute-columns" in n for n in notes)
+    named, _ = import_files(tmp_path / "ws2", interactions=str(tiny_files["interactions"]),
+                            users=str(tiny_files["users"]), user_attribute_columns=["age_band", "gender"])
+    assert "zip" not in named.users.columns and named.schema.user_attribute_columns == ["age_band", "gender"]
     assert ds.attribute_values("genres")[0] == ["Drama", "Comedy"]
     back = Dataset.load(tmp_path / "ws")
     pd.testing.assert_frame_equal(back.interactions, ds.interactions)
@@ -204,6 +207,7 @@ def test_bars_obey_tqdm_disable_and_quiet(monkeypatch, tmp_path):
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)  # --quiet lowers it: restore
+    monkeypatch.setattr(cli.out, "quiet", False)  # and quietens the shared console: later in-process runs print
     assert progress_bar(range(3), show=False).disable
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert progress_bar(range(3), show=True).disable

@@ -33,7 +33,7 @@ def ds(tiny_files) -> Dataset:
     for f in frames.values():
         f.attrs = dict(inter.attrs)
     return build_dataset(frames, read_table(tiny_files["items"]), read_table(tiny_files["users"]),
-                         images_dir=tiny_files["images"])
+                         images_dir=tiny_files["images"], user_attribute_columns=["age_band", "gender"])
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -23,9 +25,10 @@ import graphrec.train as train_module
 import graphrec.update as update_module
 from graphrec.api import Recommender
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.data.importer import save_dataset
+from graphrec.data.importer import import_files, save_dataset
+from graphrec.data.readers import read_table
 from graphrec.data.splits import run_split
-from graphrec.data.synth import synthesize
+from graphrec.data.synth import run_synth, synthesize
 from graphrec.encode import run_encode
 from graphrec.errors import InputError
 from graphrec.evaluate import evaluate
@@ -427,3 +430,104 @@ def test_features_never_hold_nan(ws, tmp_path):
                   {"values": feats.values, "mask": feats.mask.astype(np.uint8)})  # planted by hand
     with pytest.raises(InputError, match=r"lexical.safetensors holds NaN or infinite values for 1 items"):
         load_features(ws)
+
+
+# -- the data layer: one id rule, opt-in coarse user attributes, checked settings ----------------------------------
+@pytest.fixture(scope="module")
+def unsplit(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("unsplit") / "ws"
+    run_synth(ws, 30, 20, 300, seed=1, images=False)
+    return ws
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--valid", "1e308"], "--valid 1e+308 holds out more interactions per user than any user has"),
+    (["--test", "inf"], "--test must be a fraction"), (["--valid", "nan"], "--valid must be a fraction"),
+    (["--seed", "-1"], "--seed must be in"),
+    (["--cold-users", "0.1", "--cold-user-context", "1000000000000"], "--cold-user-context 1e+12 leaves no user"),
+])
+def test_bad_split_settings_are_one_line(unsplit, tmp_path, flags, message):
+    ws = tmp_path / "ws"
+    shutil.copytree(unsplit, ws)
+    before = state(ws)
+    one_line_error(cli("data", "split", str(ws), *flags), message)
+    assert state(ws) == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--items", "1000000000", "--no-images"], "needs about"), (["--image-size", "0"], "--image-size must be in"),
+    (["--image-size", "100000"], "--image-size must be in"), (["--seed", "-1", "--no-images"], "--seed must be in"),
+])
+def test_bad_synth_sizes_are_one_line(tmp_path, flags, message):
+    one_line_error(cli("data", "synth", "--out", str(tmp_path / "ws"), "--users", "10", "--interactions", "50",
+                       *flags), message)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_writers_given_a_file_as_their_workspace_are_one_line(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "inter.csv").write_text("user_id,item_id\nu1,i1\n")
+    for args in (["data", "synth", "--out", str(tmp_path / "file"), "--no-images"],
+                 ["data", "import", "--interactions", str(tmp_path / "inter.csv"), "--out", str(tmp_path / "file")],
+                 ["data", "split", str(tmp_path / "file")]):
+        res = cli(*args)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "Traceback" not in res.stderr and "file" in res.stderr
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def _import(tmp_path: Path, inter: str, users: str | None = None, **roles) -> Dataset:
+    (tmp_path / "inter.csv").write_text(inter, encoding="utf-8")
+    if users is not None:
+        (tmp_path / "users.csv").write_text(users, encoding="utf-8")
+    return import_files(tmp_path / "ws", interactions=str(tmp_path / "inter.csv"),
+                        users=str(tmp_path / "users.csv") if users is not None else None, **roles)[0]
+
+
+def test_one_id_rule_nfc_and_trimmed_and_no_invisible_characters(tmp_path):
+    ds = _import(tmp_path, "user_id,item_id\n1,caf\u00e9\n1 ,b\n\" 1\",c\n1\u00a0,d\n2,cafe\u0301\n")
+    assert list(ds.user_ids) == ["1", "2"]  # "1", "1 ", " 1", "1<NBSP>": one user
+    assert list(ds.item_ids) == ["caf\u00e9", "b", "c", "d"]  # NFC and NFD "café": one item
+    assert ds.user_index(["1\u00a0"]).tolist() == [0] and ds.item_index(["cafe\u0301"]).tolist() == [0]
+    with pytest.raises(InputError, match=r"line 2: column 'user_id': id '1\\u200b' contains an invisible format"):
+        _import(tmp_path, "user_id,item_id\n1\u200b,a\n")
+
+
+def test_user_attributes_are_opt_in_and_coarse(tmp_path):
+    rows = "".join(f"u{i},{'FM'[i % 2]},{20 + i},{100000000 + i}\n" for i in range(30))
+    inter = "user_id,item_id\n" + "".join(f"u{i},i{i % 5}\n" for i in range(30))
+    ds = _import(tmp_path, inter, "user_id,gender,age,ssn\n" + rows)
+    assert ds.schema.user_attribute_columns == [] and list(ds.users.columns) == ["user_id"]  # none named, none used
+    ds = _import(tmp_path, inter, "user_id,gender,age,ssn\n" + rows, user_attribute_columns=["gender", "age"])
+    assert ds.schema.user_attribute_columns == ["gender", "age_band"] and "age" not in ds.users.columns
+    assert set(ds.users["age_band"]) == {"18-24", "25-34", "35-44", "45-49"}  # bands, never exact ages
+    with pytest.raises(InputError, match="column 'ssn': is personal data"):
+        _import(tmp_path, inter, "user_id,gender,age,ssn\n" + rows, user_attribute_columns=["ssn"])
+    with pytest.raises(InputError, match="column 'code': has 30 distinct values for 30 users: too fine"):
+        _import(tmp_path, inter, "user_id,code\n" + "".join(f"u{i},c{i}\n" for i in range(30)),
+                user_attribute_columns=["code"])
+
+
+def test_messages_name_the_real_cause(tmp_path):
+    (tmp_path / "items.csv").write_text("item_id,title\na,A\n")
+    with pytest.raises(InputError, match="column 'item_id': the id column cannot be a attribute column"):
+        import_files(tmp_path / "ws", interactions=str(_write(tmp_path, "user_id,item_id\nu,a\n")),
+                     items=str(tmp_path / "items.csv"), attribute_columns=["item_id"])
+    with pytest.raises(InputError, match="not utf-16 text: its line breaks do not decode"):
+        read_table(_write(tmp_path, "user_id,item_id\nu,a\nv,b\n"), encoding="utf-16")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(InputError, match="symbolic link loop"):
+        read_table(tmp_path / "loop")
+    pq.write_table(pa.table({"user_id": pa.array([b"u", b"\xff\xfe"], pa.binary()), "item_id": ["a", "b"]}),
+                   tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="bad.parquet: row 2: column 'user_id': not valid UTF-8"):
+        read_table(tmp_path / "bad.parquet")
+    for stamp in ("-9223372036854775809", "9223372036854775807"):  # both ends of int64 alike
+        with pytest.raises(InputError, match="is outside the int64 range"):
+            _import(tmp_path, f"user_id,item_id,timestamp\nu,a,{stamp}\n")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "table.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
