@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -116,11 +117,8 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
     ds = Dataset.load(ws)
     ids_file = ws.stage_dir("dataset") / "ids.json"
     item_ids: list[str] = read_json(ids_file)["items"]
-    if batch_size < 1 or text_batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
-    if lexical_dim < 1:
-        raise InputError(f"--lexical-dim must be at least 1 (got {lexical_dim})")
-    resolve_device(device)  # a misspelt --device stops here, whichever encoders run
+    check_settings(batch_size=batch_size, text_batch_size=text_batch_size, num_workers=num_workers,
+                   lexical_dim=lexical_dim, max_pixels=max_pixels, seed=seed, device=device)
     specs = {name: (path, ids) for name, path, ids in map(parse_spec, precomputed)}
     names = resolve_modalities(modalities, bool(ds.schema.image_column), list(specs),
                                bool(text_columns or ds.schema.text_columns))
@@ -169,10 +167,14 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
                                  f"(e.g. {', '.join(info['unknown_id_examples'][:5])})")
         if name == "clip_image" and rep.missing:
             rep.notes.append(f"clip_image: {rep.missing} of {len(item_ids)} items have no image (mask 0)")
+        if name == "lexical" and rep.dim < lexical_dim:  # said, not silently clamped
+            rep.notes.append(f"lexical: {rep.dim} dimensions, fewer than --lexical-dim {lexical_dim}: there are "
+                             f"no more than items with words or distinct words ({f.meta.get('vocabulary')})")
         rep.seconds = time.perf_counter() - t0
         f.meta = {**summary(f.meta["identity"]), **f.meta}
         f.meta.update(encoded=rep.encoded, reused=rep.reused, missing=rep.missing,
                       bad_count=len(rep.bad), bad=rep.bad)
+        _check_finite(f)  # before anything is written: features/ keeps the last good run
         feats[name], reports[name] = f, rep
 
     target = ws.stage_dir("features")
@@ -190,6 +192,38 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
                            "lexical_dim": lexical_dim, "max_pixels": max_pixels, "seed": seed},
               inputs={"dataset_ids_sha256": file_sha256(ids_file), "items": len(item_ids)})
     return EncodeResult(target, reports, resolved_device)
+
+
+def check_settings(*, batch_size: int, text_batch_size: int, num_workers: int | None, lexical_dim: int,
+                   max_pixels: int, seed: int, device: str) -> None:
+    """Every setting checked before any encoder loads or any file is read, so a typo costs nothing and names
+    its flag (a negative --lexical-dim would otherwise reach numpy's slicing as a traceback, and 0 would be
+    reported as "no item has any text")."""
+    for flag, value in (("--batch-size", batch_size), ("--text-batch-size", text_batch_size),
+                        ("--lexical-dim", lexical_dim), ("max_pixels", max_pixels)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1 (got {value})")
+    limit = max_workers()
+    if num_workers is not None and not 0 <= num_workers <= limit:
+        raise InputError(f"--num-workers must be from 0 to {limit} (2 per CPU here; got {num_workers})")
+    if seed < 0:
+        raise InputError(f"seed must be 0 or more (got {seed})")
+    resolve_device(device)  # a misspelt --device stops here, whichever encoders run
+
+
+def max_workers() -> int:
+    """Image-decoding processes beyond two per CPU only add memory and start-up time (each is a full process)."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def _check_finite(f: Features) -> None:
+    """An encoder that yields NaN or infinity (damaged weights, an overflow under fp16) stops the run with one line
+    naming the modality and its weights, instead of writing vectors that would poison every score they touch."""
+    bad = np.flatnonzero(~np.isfinite(f.values).all(axis=1))
+    if len(bad):
+        raise InputError(f"modality {f.modality}: the encoder ({f.meta.get('weights', 'no weights')}) produced NaN "
+                         f"or infinite values for {len(bad)} of {len(f.values)} items ({f.meta['item_ids'][bad[0]]!r} "
+                         "first); nothing was written: check the model and its weights")
 
 
 def summary(identity: dict[str, Any]) -> dict[str, Any]:
@@ -285,11 +319,20 @@ def _previous(directory: Path) -> dict[str, dict]:
         try:
             t = read_tensors(p)
             meta = read_json(p.with_suffix(".json"))
-            if len(meta.get("item_ids", [])) == len(meta.get("content_hashes", [])) == len(t["mask"]):
+            if _reusable(t, meta):
                 out[p.stem] = {"values": t["values"], "mask": t["mask"].astype(bool), "meta": meta}
-        except (InputError, KeyError):
+        except (InputError, KeyError, TypeError):
             continue
     return out
+
+
+def _reusable(t: dict[str, np.ndarray], meta: Any) -> bool:
+    """Rows can be copied on only from a well-formed file of finite vectors: a file holding NaN (planted, or
+    written before features were checked) is re-encoded, never carried into the next run."""
+    values, mask = t["values"], t["mask"]
+    return (isinstance(meta, dict) and values.ndim == 2 and mask.ndim == 1 and values.dtype.kind == "f"
+            and len(meta.get("item_ids", [])) == len(meta.get("content_hashes", [])) == len(mask) == len(values)
+            and bool(np.isfinite(values).all()))
 
 
 def encode_new_items(ws: Workspace, sws: Workspace, old: Dataset, grown: Dataset, progress: bool,

@@ -41,8 +41,12 @@ def unit_rows(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndar
     """(rows scaled to unit L2 norm, float32 [n, d]; present, bool [n]): the one masked row normalisation.
 
     A row is present when its mask is set and it is not all zero (NaN counts as zero); absent rows are zero,
-    so modalities of different scales enter alike and "no content" never looks like content."""
+    so modalities of different scales enter alike and "no content" never looks like content. Each row is divided
+    by its largest magnitude first: float32 squares overflow from 2e19 on, and a user's vectors of that scale would
+    otherwise become zeros flagged present."""
     v = np.nan_to_num(np.asarray(values, np.float32))
+    peak = np.abs(v).max(axis=1, keepdims=True) if v.shape[1] else np.zeros((len(v), 1), np.float32)
+    v = v / np.maximum(peak, np.finfo(np.float32).tiny)
     norm = np.linalg.norm(v, axis=1, keepdims=True)
     present = np.asarray(mask, bool) & (norm[:, 0] > 0)
     return np.where(present[:, None], v / np.maximum(norm, 1e-12), 0.0).astype(np.float32), present
@@ -52,7 +56,8 @@ def save_features(directory: str | Path, feats: Features) -> None:
     """Write one modality (values + mask, then its JSON), each file atomically. An encoder that produced NaN or
     infinite values (a damaged checkpoint, an overflow) stops here with one line: features/ never holds them."""
     directory = Path(directory)
-    _check_finite(feats.values, feats.modality, f"the {feats.modality} encoder produced", feats.meta.get("item_ids"))
+    _check_finite(feats.values, f"the {feats.modality} encoder produced", feats.meta.get("item_ids"),
+                  "nothing was written: check the encoder and its weights")
     write_tensors(directory / f"{feats.modality}.safetensors",
                   {"values": feats.values.astype(np.float32), "mask": feats.mask.astype(np.uint8)})
     write_json(directory / f"{feats.modality}.json", {"modality": feats.modality, "dim": feats.dim, **feats.meta})
@@ -74,16 +79,18 @@ def load_features(workspace: Workspace | str | Path, modalities: list[str] | Non
         t = read_tensors(path)
         check_tensors(t, FEATURES_TENSORS, path, REENCODE,
                       {"items": len(meta["item_ids"]), **({"dim": meta["dim"]} if "dim" in meta else {})})
-        _check_finite(t["values"], name, f"{path} holds", meta["item_ids"])
+        _check_finite(t["values"], f"{path} holds", meta["item_ids"], REENCODE)
         out[name] = Features(name, t["values"], t["mask"].astype(bool), meta)
     return out
 
 
-def _check_finite(values: np.ndarray, modality: str, what: str, item_ids: list[str] | None) -> None:
-    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+def _check_finite(values: np.ndarray, what: str, item_ids: list[str] | None, remedy: str) -> None:
+    """One line when any vector holds NaN or infinity: such a row would turn every score it enters into NaN
+    (unit_rows, cosine similarities, the model's content input), so it is stopped at both ends of the store."""
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1)) if values.ndim == 2 else np.zeros(0, np.int64)
     if len(bad):
-        item = repr(item_ids[bad[0]]) if item_ids is not None and bad[0] < len(item_ids) else f"row {bad[0]}"
-        raise InputError(f"{what} NaN or infinite values for {len(bad)} items ({item} first): {REENCODE}")
+        item = repr(item_ids[bad[0]]) if item_ids is not None and bad[0] < len(item_ids) else f"row {bad[0] + 1}"
+        raise InputError(f"{what} NaN or infinite values for {len(bad)} items ({item} first): {remedy}")
 
 
 def feature_records(workspace: Workspace | str | Path) -> dict[str, dict[str, Any]]:

@@ -414,8 +414,9 @@ class Workspace:
 
     @contextlib.contextmanager
     def _switch_lock(self, mode: int) -> Iterator[int | None]:
-        """flock WS/.switch in `mode`; a reader of this process that switches (a ranker fitted on demand) turns its
-        own shared lock exclusive for the switch and back. None where the folder cannot hold a lock file (a
+        """flock WS/.switch in `mode`; a process that reads the workspace and then writes a stage in it (a library
+        caller nesting a stage inside a read) turns its own shared lock exclusive for the switch and back, instead
+        of waiting on itself. None where the folder cannot hold a lock file (a
         read-only workspace: nothing can switch in it either)."""
         key = str((self.path / SWITCH).resolve())
         if key in _READING:

@@ -61,6 +61,11 @@ def parts_of(ds: Dataset) -> dict[str, pd.DataFrame]:
 def test_split_properties(data):
     ds = data.draw(datasets())
     args = data.draw(split_args("timestamp" in ds.interactions.columns))
+    most = int(np.bincount(ds.interactions["user"].to_numpy()).max())
+    if max(args["valid"], args["test"]) > most or (args["cold_users"] > 0 and args["cold_user_context"] >= most):
+        with pytest.raises(InputError, match="more interactions per user than any user has|no cold user could"):
+            split_dataset(ds, **args)  # a count no user reaches, or cold users none could be: refused, not empty
+        return
     out = split_dataset(ds, **args)
     inter, parts = out.interactions, parts_of(out)
 

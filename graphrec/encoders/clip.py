@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from graphrec.device import resolve_device
 from graphrec.encoders.images import DEFAULT_MAX_PIXELS, default_workers, image_batches
+from graphrec.encoders.precomputed import regular_file
 from graphrec.encoders.runtime import autocast, precision_for, progress
 from graphrec.errors import InputError
 from graphrec.io import file_sha256, read_json
@@ -159,9 +160,7 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = None, ch
                                 "checkpoint": None, "checkpoint_sha256": None, "random_weights": False}
     kwargs: dict[str, Any] = {"pretrained_image": False, "pretrained_text": False}
     if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise InputError("CLIP checkpoint file not found", file=path)
+        path = regular_file(Path(checkpoint), "CLIP checkpoint file")
         identity.update(checkpoint=str(path.resolve()), checkpoint_sha256=file_sha256(path))
         weights = str(path)
     elif (pretrained or "").lower() == "none":

@@ -6,10 +6,14 @@ Accepted files:
                 one id per line (.txt) or a JSON list (.json)
   FILE.parquet  an `item_id` column plus one list/array column, or plus numeric columns (one per dimension)
 Items of the dataset missing from the file get mask 0; ids the dataset does not know are counted and listed.
+A row is a vector or an error: NaN, infinity, a value beyond float32's range or an empty (null) vector is refused
+with the file, line and item, never read as "absent" (leaving the item out of the file says that, unambiguously).
 """
 from __future__ import annotations
 
+import errno
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,9 +40,7 @@ def parse_spec(spec: str) -> tuple[str, Path, Path | None]:
 def read_precomputed(path: str | Path, item_ids: Sequence[str], ids_path: str | Path | None = None,
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(values [n_items, dim] in dataset order, mask [n_items], info incl. the file hash and unknown ids)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("precomputed features file not found", file=path)
+    path = regular_file(Path(path), "precomputed features file")
     if path.suffix == ".npy":
         ids, vectors, ids_file = _read_npy(path, ids_path)
     elif path.suffix == ".parquet":
@@ -46,10 +48,7 @@ def read_precomputed(path: str | Path, item_ids: Sequence[str], ids_path: str | 
         ids_file = None
     else:
         raise InputError("precomputed features must be .npy (with an id list) or .parquet", file=path)
-    bad_rows = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-    if len(bad_rows):
-        raise InputError(f"non-finite value in the vector of item {ids[bad_rows[0]]!r}", file=path,
-                         row=int(bad_rows[0]) + 1)
+    _check_vectors(vectors, ids, path)
     dup = pd.Index(ids).duplicated()
     if dup.any():
         raise InputError(f"item id {ids[int(np.argmax(dup))]!r} appears twice", file=ids_file or path)
@@ -65,27 +64,74 @@ def read_precomputed(path: str | Path, item_ids: Sequence[str], ids_path: str | 
     return values, mask, info
 
 
+def regular_file(path: Path, what: str) -> Path:
+    """`path` when it is a regular file once symlinks are resolved, else one line with the real cause: a loop,
+    a folder or a device is not reported as "not found", and a FIFO or /dev/zero is never opened (it would block
+    or never end)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", file=path) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{what}: symbolic link loop (too many levels of symbolic links)", file=path) from None
+        raise InputError(f"{what} cannot be read ({e.strerror})", file=path) from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{what} is a folder, not a file", file=path)
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{what} is not a regular file (a device, FIFO or socket is never read)", file=path)
+    return path
+
+
+def _check_vectors(vectors: np.ndarray, ids: np.ndarray, path: Path) -> None:
+    """Vectors with at least one dimension, every value finite in float32 (see the module doc)."""
+    if vectors.shape[1] == 0:
+        raise InputError("the vectors have no dimensions (0 columns)", file=path)
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad):
+        more = f" ({len(bad)} rows in all)" if len(bad) > 1 else ""
+        raise InputError(f"non-finite value (NaN, infinity or beyond float32's range) in the vector of item "
+                         f"{ids[bad[0]]!r}{more}; leave an item out of the file to give it no vector", file=path,
+                         row=int(bad[0]) + 1)
+
+
+def _numeric(dtype: np.dtype) -> bool:
+    """Integers and floats; complex numbers and booleans are not vectors graphrec would read the user's way."""
+    return dtype.kind in "iuf"
+
+
+def _float32(values: np.ndarray) -> np.ndarray:
+    """float32 copy; a value beyond its range becomes infinity, which _check_vectors then names (no warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(np.float32)
+
+
 def _read_npy(path: Path, ids_path: str | Path | None) -> tuple[np.ndarray, np.ndarray, Path]:
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise InputError(f"not a plain numeric .npy array ({e})", file=path) from None
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+    if arr.ndim != 2 or not _numeric(arr.dtype):
         raise InputError(f"expected a 2-D numeric array, got shape {arr.shape} of {arr.dtype}", file=path)
     ids_file = Path(ids_path) if ids_path else path.with_suffix(".ids.txt")
-    if not ids_file.is_file():
+    if not ids_path and not ids_file.exists() and not ids_file.is_symlink():
         raise InputError("no item id list for this .npy: write one id per row to "
                          f"{path.with_suffix('.ids.txt').name} or pass NAME=FILE.npy,IDS_FILE", file=path)
+    regular_file(ids_file, "item id list")
     if ids_file.suffix == ".json":
         ids = read_json(ids_file)
         if not isinstance(ids, list):
             raise InputError("expected a JSON list of item ids", file=ids_file)
         ids = [str(i) for i in ids]
     else:
-        ids = [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = ids_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"item id list is not UTF-8 text (byte {e.start})", file=ids_file) from None
+        ids = [line.strip() for line in text.splitlines() if line.strip()]
     if len(ids) != arr.shape[0]:
         raise InputError(f"{len(ids)} ids for {arr.shape[0]} rows of {path.name}", file=ids_file)
-    return np.asarray(ids, dtype=object), arr.astype(np.float32), ids_file
+    return np.asarray(ids, dtype=object), _float32(arr), ids_file
 
 
 def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -116,11 +162,11 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise InputError("vector is empty or of another length than the first row's", file=path,
                              row=int(odd[0]) + 1, column=rest[0])
         flat = first.flatten().to_numpy(zero_copy_only=False)
-        if not np.issubdtype(flat.dtype, np.number):
+        if not _numeric(flat.dtype):
             raise InputError("vector column is not numeric", file=path, column=rest[0])
-        return ids, flat.astype(np.float32).reshape(len(ids), int(lengths[0]) if len(ids) else 0)
+        return ids, _float32(flat).reshape(len(ids), int(lengths[0]) if len(ids) else 0)
     frame = table.select(rest).to_pandas()
-    non_numeric = [c for c in rest if not pd.api.types.is_numeric_dtype(frame[c])]
+    non_numeric = [c for c in rest if not _numeric(frame[c].dtype)]
     if non_numeric:
         raise InputError("vector column is not numeric", file=path, column=str(non_numeric[0]))
-    return ids, frame.to_numpy(dtype=np.float32)
+    return ids, _float32(frame.to_numpy(dtype=np.float64))
