@@ -481,7 +481,7 @@ def recommend_cmd(
                                                      "'-' writes CSV to stdout."),
     approximate: bool = typer.Option(False, "--approximate",
                                      help="Search a faiss index of the item vectors instead of scoring every item "
-                                          "(large catalogues; needs graphrec[faiss]; most, not all, exact hits)."),
+                                          "(large catalogues; needs the faiss extra; most, not all, exact hits)."),
 ) -> None:
     """Top-K items per user, ranked by the exported vectors' dot product; every given interaction is excluded."""
     from graphrec.recommend import csv_safe, recommend, write_recommendations
@@ -609,6 +609,7 @@ def main() -> None:
     """Entry point of the `graphrec` script: one-line errors and exit code 2 for bad input, a full disk or a
     denied file (see ENVIRONMENT_ERRNOS)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the stages' progress notes
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader announces the CPU features it found at INFO
     try:
         app(standalone_mode=False)
     except InputError as e:
