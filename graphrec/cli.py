@@ -379,13 +379,18 @@ def kg_explain(
     user: str = typer.Option(..., help="External user id."),
     item: str = typer.Option(..., help="External item id."),
     k: int = typer.Option(5, help="How many paths to show."),
+    as_json: bool = JSON,
 ) -> None:
     """Why an item fits a user: the best short paths through the graph, and a one-line reason."""
 
     paths, text = explain_pair(workspace, user, item, k)
-    for p in paths:
-        _say(f"{p.score:.3f}  {p.kind:<15} {p}")
-    _say(text)
+
+    def show() -> None:
+        for p in paths:
+            _say(f"{p.score:.3f}  {p.kind:<15} {p}")
+        _say(text)
+    _result(as_json, {"user": user, "item": item, "reason": text,
+                      "paths": [{"score": p.score, "kind": p.kind, "path": str(p)} for p in paths]}, show)
 
 
 
@@ -482,11 +487,14 @@ def recommend_cmd(
     approximate: bool = typer.Option(False, "--approximate",
                                      help="Search a faiss index of the item vectors instead of scoring every item "
                                           "(large catalogues; needs the faiss extra; most, not all, exact hits)."),
+    as_json: bool = JSON,
 ) -> None:
     """Top-K items per user, ranked by the exported vectors' dot product; every given interaction is excluded."""
     from graphrec.recommend import csv_safe, recommend, write_recommendations
 
     to_stdout = str(out_file) == "-"
+    if to_stdout and as_json:
+        raise InputError("--json prints a summary on stdout, where --out - writes the table: choose one")
     if not to_stdout:
         check_output_file(out_file, "recommendations")  # before the work, as write_recommendations does after
     spec = users if users == "all" or _is_file(users) else _columns(users)
@@ -496,7 +504,8 @@ def recommend_cmd(
         sys.stdout.write(csv_safe(frame).to_csv(index=False))
         return
     write_recommendations(frame, out_file)
-    _say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}")
+    _result(as_json, {"rows": len(frame), "users": int(frame["user_id"].nunique()), "out": str(out_file)},
+            lambda: _say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}"))
 
 
 @app.command("export")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ from graphrec.metrics import (
 from graphrec.rank import EASE_DIM, EASE_LAMBDAS, Ranker, select_ease, serving_ranker, topk_stable
 from graphrec.report import write_report
 from graphrec.workspace import Workspace, command_line, writes
+
+log = logging.getLogger(__name__)
 
 TASKS = {"warm": (("test",), "warm"), "cold_item": (("cold_test",), "cold"),
          "cold_user": (("cold_user_test",), "all"), "overall": (("test", "cold_test", "cold_user_test"), "all")}
@@ -134,6 +137,7 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
     tasks, skipped = _tasks(ds, r.warm)
     out: dict[str, Any] = {"ks": ks, "histogram_k": plot_k, "tasks": {}, "skipped": skipped}
     for task, t in tasks.items():
+        log.info("evaluate: %s, %d test users over %d candidate items", task, len(t.users), len(t.cand))
         topk, _ = r.topk(t.users, max(ks), history, t.cand, progress=progress)
         per_user = t.accuracy(topk, ds.n_items, ks)
         res: dict[str, Any] = {"users": int(len(t.users)), "held_out": int(len(t.truth_rows)),
@@ -296,12 +300,14 @@ def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20,
     r = serving_ranker(ws, ds)
     metrics = evaluate(ws, ks, r, progress)
     k = HEADLINE_K if HEADLINE_K in metrics["ks"] else metrics["histogram_k"]
+    log.info("evaluate: the baselines on the same split (popularity, low-rank EASE selected on validation)")
     metrics["baselines"] = evaluate_baselines(ds, r.warm, metrics["ks"], k)
     metrics["headline_k"] = k
     metrics["headline"] = headline(metrics, metrics["baselines"], k)
     metrics["definitions"] = DEFINITIONS
     metrics["setup"] = setup(ws, ds)
 
+    log.info("evaluate: writing the report (metrics.json, report.md, report.html, plots)")
     with ws.new_stage("eval") as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_report(tmp, ws, ds, r, metrics, examples)

@@ -31,3 +31,8 @@ def test_the_pipeline_speaks_json(tmp_path):
     metrics = _json(["evaluate", ws, "--k", "10,20"])
     assert "warm" in metrics["tasks"] and metrics["report"].endswith("report.html")
     assert _json(["export", ws, "--out", str(tmp_path / "exp")])["users"] == 60
+    recs = _json(["recommend", ws, "--k", "3", "--out", str(tmp_path / "recs.csv")])
+    assert recs["rows"] == 180 and recs["users"] == 60
+    ids = json.loads((tmp_path / "ws" / "dataset" / "ids.json").read_text())
+    why = _json(["kg", "explain", ws, "--user", ids["users"][0], "--item", ids["items"][0]])
+    assert why["reason"] and all({"score", "kind", "path"} <= set(p) for p in why["paths"])
