@@ -69,14 +69,16 @@ def grow_dataset(ds: Dataset, interactions: str | os.PathLike | None = None, ite
 
 def _new_entities(path: str | os.PathLike, table: pd.DataFrame, id_col: str, kind: str, encoding: str,
                   notes: list[str]) -> pd.DataFrame:
-    """Rows of new items/users with the dataset table's columns; existing ids and missing columns are errors."""
+    """Rows of new items/users with the dataset table's columns; an existing id is an error, a column the file
+    lacks is empty for its rows (no content there, as a blank cell), said in the notes."""
     t = read_table(path, (id_col,), encoding)
     check_ids(t, id_col, unique=True)
     roles = [c for c in table.columns if c != id_col]
     missing = [c for c in roles if c not in t.columns]
     if missing:
-        raise InputError(f"missing column of the dataset's {kind} table (it has: {', '.join(table.columns)})",
-                         file=path, column=missing[0])
+        notes.append(f"{Path(path).name}: no {', '.join(missing)} column: the new {kind}s have none there")
+        for c in missing:
+            t[c] = ""
     known = np.flatnonzero(pd.Index(table[id_col]).get_indexer(t[id_col]) >= 0)
     if len(known):
         raise fail_at(t, int(known[0]), id_col, f"{kind} id {t[id_col].iloc[known[0]]!r} is already in the dataset "

@@ -343,3 +343,17 @@ def test_movielens_latest_small_new_movies_are_recommendable(tmp_path):
     assert r.items_added == 40 and r.encoded == {"lexical": 40}
     rec = recommend(ws, "all", 10, candidates=ds.item_ids[new].tolist())
     assert rec["user_id"].nunique() == ds.n_users and rec["item_id"].isin(ds.item_ids[new]).all()
+
+
+def test_new_items_may_lack_some_content_columns(tmp_path):
+    """An update file with only some of the dataset's item columns: the others are empty for the new rows."""
+    from graphrec.data.append import grow_dataset
+    from graphrec.data.synth import generate
+
+    ds = generate(20, 30, 200, seed=1, progress=False)
+    (tmp_path / "new.csv").write_text("item_id,title\nfresh,A fresh thing\n")
+    notes: list[str] = []
+    grown = grow_dataset(ds, None, tmp_path / "new.csv", None, notes=notes).dataset
+    row = grown.items[grown.items["item_id"] == "fresh"].iloc[0]
+    assert row["title"] == "A fresh thing" and row["description"] == "" and row["brand"] == ""
+    assert any("no description" in n and "the new items have none there" in n for n in notes)
