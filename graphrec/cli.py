@@ -614,13 +614,23 @@ def _environment_error(e: OSError) -> str:
     return str(InputError(f"{e.strerror}{hint}", file=e.filename))
 
 
+QUIET = ("-q", "--quiet")
+
+
+def hoist_quiet(args: list[str]) -> list[str]:
+    """`-q` / `--quiet` typed after the command means what it means before it (Click reads it there only)."""
+    if not any(a in QUIET for a in args):
+        return args
+    return ["--quiet", *(a for a in args if a not in QUIET)]
+
+
 def main() -> None:
     """Entry point of the `graphrec` script: one-line errors and exit code 2 for bad input, a full disk or a
     denied file (see ENVIRONMENT_ERRNOS)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the stages' progress notes
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader announces the CPU features it found at INFO
     try:
-        app(standalone_mode=False)
+        app(args=hoist_quiet(sys.argv[1:]), standalone_mode=False)
     except InputError as e:
         print(f"graphrec: error: {e}", file=sys.stderr)
         sys.exit(2)

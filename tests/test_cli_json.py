@@ -36,3 +36,8 @@ def test_the_pipeline_speaks_json(tmp_path):
     ids = json.loads((tmp_path / "ws" / "dataset" / "ids.json").read_text())
     why = _json(["kg", "explain", ws, "--user", ids["users"][0], "--item", ids["items"][0]])
     assert why["reason"] and all({"score", "kind", "path"} <= set(p) for p in why["paths"])
+
+
+def test_quiet_may_follow_the_command():
+    assert cli.hoist_quiet(["evaluate", "ws", "-q", "--ks", "10"]) == ["--quiet", "evaluate", "ws", "--ks", "10"]
+    assert cli.hoist_quiet(["evaluate", "ws"]) == ["evaluate", "ws"]
