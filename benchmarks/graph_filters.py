@@ -13,6 +13,7 @@ Systems, each a user-by-item score r_u F for an item-item filter F built from th
 - EASE (Steck 2019): F = B, the closed-form item autoencoder with zero diagonal, lambda on valid.
 - GF-CF (Shen et al., CIKM 2021): R~ = D_u^-1/2 R D_i^-1/2, F = R~'R~ + alpha D_i^-1/2 V V' D_i^1/2 with V the
   top-k right singular vectors of R~ (the ideal low-pass; k = 256 as the paper), alpha on valid.
+- EASE + ideal: EASE's B plus gamma times GF-CF's ideal low-pass (lambda, gamma on valid; gamma 0 is EASE).
 - BSPM-style (Choi et al., SIGIR 2023) with one Euler step per process: blur s1 = r + t_b (r P - r) with
   P = R~'R~, add the ideal low-pass beta r D^-1/2 V V' D^1/2, sharpen s2 = s - t_s s P; t_b, t_s, beta on valid.
   (The paper integrates the ODEs with more steps and early merging; this is its simplest discretisation.)
@@ -55,14 +56,30 @@ def _ideal(rn: sp.csr_matrix, di: np.ndarray, k: int) -> np.ndarray:
 
 def ease(x: sp.csr_matrix, grid: dict) -> Iterator[tuple[dict, Scorer]]:
     g = (x.T @ x).toarray().astype(np.float64)
-    diag = np.diag_indices_from(g)
     for lam in grid["lambda"]:
-        p = g.copy()
-        p[diag] += lam
-        p = np.linalg.inv(p)
-        b = (p / -np.diag(p)).astype(np.float32)
-        b[diag] = 0.0
+        b = _ease_weights(g, lam)
         yield {"lambda": lam}, lambda u, b=b: np.asarray(x[u] @ b)
+
+
+def _ease_weights(g: np.ndarray, lam: float) -> np.ndarray:
+    p = g.copy()
+    p[np.diag_indices_from(p)] += lam
+    p = np.linalg.inv(p)
+    b = (p / -np.diag(p)).astype(np.float32)
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
+def ease_ideal(x: sp.csr_matrix, grid: dict) -> Iterator[tuple[dict, Scorer]]:
+    """EASE's item-item weights plus gamma times GF-CF's ideal low-pass (both closed form, one item-item filter)."""
+    g = (x.T @ x).toarray().astype(np.float64)
+    rn, di = _normalised(x)
+    ideal = _ideal(rn, di, grid["k"])
+    for lam in grid["lambda"]:
+        b = _ease_weights(g, lam)
+        for gamma in grid["gamma"]:
+            f = b + np.float32(gamma) * ideal
+            yield {"lambda": lam, "gamma": gamma, "k": grid["k"]}, lambda u, f=f: np.asarray(x[u] @ f)
 
 
 def gf_cf(x: sp.csr_matrix, grid: dict) -> Iterator[tuple[dict, Scorer]]:
@@ -90,6 +107,7 @@ SYSTEMS = {
     "ease": (ease, {"lambda": [100.0, 300.0, 1000.0, 3000.0]}),
     "gf-cf": (gf_cf, {"alpha": [0.0, 0.1, 0.3, 0.5, 1.0], "k": 256}),
     "bspm": (bspm, {"t_b": [0.5, 1.0], "t_s": [0.0, 0.5, 1.0, 2.0], "beta": [0.1, 0.2, 0.3], "k": 256}),
+    "ease+ideal": (ease_ideal, {"lambda": [300.0, 1000.0, 3000.0], "gamma": [0.0, 0.1, 0.2, 0.3, 0.5], "k": 256}),
 }
 
 

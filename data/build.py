@@ -85,7 +85,7 @@ def _pick(columns: list[str] | None, defaults: tuple[str, ...], table: pd.DataFr
         return [c for c in defaults if c in table.columns]
     ids = [c for c in columns if c in ("item_id", "user_id")]
     if ids:  # the id is the row's key, not something it has: it would become one attribute node per row
-        raise InputError(f"the id column cannot be a {role} column", file=table.attrs.get("source"), column=ids[0])
+        raise InputError(f"the id column cannot be one of the {role} columns", file=table.attrs.get("source"), column=ids[0])
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise InputError(f"{role} column not in the table (found: {', '.join(table.columns)})",

@@ -31,7 +31,7 @@ from graphrec.data.readers import check_ids, fail_at, numeric_column, read_table
 from graphrec.errors import InputError
 from graphrec.io import atomic_dir, file_sha256
 from graphrec.progress import progress_bar
-from graphrec.workspace import Workspace
+from graphrec.workspace import Workspace, writes
 
 VARIANTS = ("100k", "latest-small")
 FOLDER = {"100k": "ml-100k", "latest-small": "ml-latest-small"}
@@ -68,10 +68,12 @@ def load_movielens(path: str | os.PathLike, variant: str = "100k", posters: str 
     return ds, notes
 
 
+@writes  # the lock refuses an --out that is not a folder before any download or load
 def import_movielens(out: str | os.PathLike, path: str | os.PathLike, variant: str = "100k",
                      posters: str | os.PathLike | None = None, download: bool = False,
                      min_rating: float | None = None) -> tuple[Dataset, list[str]]:
-    """The `data movielens` stage: (download,) load, write WS/dataset atomically, record settings + input hashes."""
+    """The `data movielens` stage: (download,) load, write WS/dataset atomically, record settings + input hashes,
+    under the workspace lock like every other writer (one writer at a time; an --out that is a file refused)."""
     path = Path(path)
     notes: list[str] = []
     if download and not path.exists():

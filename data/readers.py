@@ -229,6 +229,23 @@ def invisible(value: str) -> bool:
     return any(unicodedata.category(ch) == "Cf" for ch in value)
 
 
+def id_problem(ids: pd.Series) -> tuple[int, str] | None:
+    """The first (0-based) position of a normalised id the rule refuses, and why: a control or bidi character,
+    or an invisible format character; None when every id is fine. Shared by every reader of ids (tables,
+    knowledge triples, entity maps), so that one rule holds wherever an id enters."""
+    ids = pd.Series(ids, dtype=object).reset_index(drop=True)
+    unsafe = np.flatnonzero(ids.str.contains(ID_FORBIDDEN, regex=True).to_numpy(dtype=bool))
+    if len(unsafe):
+        return int(unsafe[0]), (f"id {ids.iloc[unsafe[0]]!r} contains a control character or a Unicode bidi "
+                                "override/isolate")
+    hidden = {v for v in pd.unique(ids) if invisible(v)}
+    if hidden:
+        at = int(np.flatnonzero(ids.isin(hidden).to_numpy())[0])
+        return at, (f"id {ids.iloc[at]!r} contains an invisible format character (such as a zero-width space), "
+                    "which would make it look like another id")
+    return None
+
+
 def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
     """Ids (`normalize_id`: NFC, trimmed) must be non-blank, free of control, bidi and invisible format
     characters, and unique when `unique`."""
@@ -236,15 +253,10 @@ def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
     blank = np.flatnonzero((ids == "").to_numpy() | ids.str.lower().isin(["nan", "none", "null"]).to_numpy())
     if len(blank):
         raise fail_at(frame, int(blank[0]), column, "blank or NaN id")
-    unsafe = np.flatnonzero(ids.str.contains(ID_FORBIDDEN, regex=True).to_numpy(dtype=bool))
-    if len(unsafe):
-        raise fail_at(frame, int(unsafe[0]), column, f"id {ids.iloc[unsafe[0]]!r} contains a control character "
-                      "or a Unicode bidi override/isolate")
-    hidden = {v for v in pd.unique(ids) if invisible(v)}
-    if hidden:
-        at = int(np.flatnonzero(ids.isin(hidden).to_numpy())[0])
-        raise fail_at(frame, at, column, f"id {ids.iloc[at]!r} contains an invisible format character (such as a "
-                      "zero-width space), which would make it look like another id")
+    problem = id_problem(ids)
+    if problem:
+        at, why = problem
+        raise fail_at(frame, at, column, why)
     if unique:
         dup = np.flatnonzero(ids.duplicated().to_numpy())
         if len(dup):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from graphrec.data.readers import PARQUET, fail_at, normalize_ids, read_table, row_label
+from graphrec.data.readers import PARQUET, fail_at, id_problem, normalize_ids, read_table, row_label
 from graphrec.errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".tsv") + PARQUET
@@ -57,12 +58,16 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
             blank = np.flatnonzero((values == "").to_numpy())
             if len(blank):
                 raise fail_at(frame, int(blank[0]), col, "blank cell")
+            problem = id_problem(values)
+            if problem:
+                raise fail_at(frame, problem[0], col, problem[1])
             frame[col] = values
         bad = np.flatnonzero(frame["relation"].str.contains("|", regex=False).to_numpy())
         if len(bad):
             raise fail_at(frame, int(bad[0]), "relation", "relation names may not contain '|'")
         return RawTriples(*(frame[c].to_numpy(dtype=object) for c in cols), str(path))
     cols = [normalize_ids(c).to_numpy(dtype=object) for c in _read_fields(path, 3, "head relation tail")]
+    _check_field_ids(path, cols, lambda i: _line_of(path, i))
     bad = np.flatnonzero(pd.Series(cols[1]).str.contains("|", regex=False).to_numpy())
     if len(bad):
         raise InputError("relation names may not contain '|'", file=path, row=_line_of(path, int(bad[0])))
@@ -78,17 +83,21 @@ def read_entity_map(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if ent is None:
             raise InputError("missing required column (an entity or entity_id column)", file=path, column="entity")
         items, ents = normalize_ids(frame["item_id"]), normalize_ids(frame[ent])
+        for col, values in (("item_id", items), (ent, ents)):
+            problem = id_problem(values)
+            if problem:
+                raise fail_at(frame, problem[0], col, problem[1])
         labels = lambda i: row_label(frame, i)  # noqa: E731
     else:
         first = _first_line(path).split()
         if first[:2] == ["org_id", "remap_id"]:  # KGAT item_list.txt: org_id remap_id [freebase_id]
             fields = _read_fields(path, len(first), " ".join(first), skip_header=True)
-            items, ents = pd.Series(fields[0]), pd.Series(fields[1])
             labels = lambda i: _line_of(path, i + 1)  # noqa: E731
         else:
             fields = _read_fields(path, 2, "item_id entity_id")
-            items, ents = pd.Series(fields[0]), pd.Series(fields[1])
             labels = lambda i: _line_of(path, i)  # noqa: E731
+        items, ents = normalize_ids(fields[0]), normalize_ids(fields[1])  # the one id rule, as for tables
+        _check_field_ids(path, [items, ents], labels)
     blank = np.flatnonzero(((items == "") | (ents == "")).to_numpy())
     if len(blank):
         raise InputError("blank item or entity id", file=path, row=labels(int(blank[0])))
@@ -96,6 +105,15 @@ def read_entity_map(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if len(dup):
         raise InputError(f"item {items.iloc[dup[0]]!r} is mapped twice", file=path, row=labels(int(dup[0])))
     return {"item": items.to_numpy(dtype=object), "entity": ents.to_numpy(dtype=object)}
+
+
+def _check_field_ids(path: Path, fields: list[np.ndarray] | list[pd.Series], line: Callable[[int], int | str]) -> None:
+    """Whitespace-format fields (already normalised) must pass the dataset's id rule (`id_problem`); `line`
+    gives the file line of a 0-based record, only on the error path."""
+    for values in fields:
+        problem = id_problem(pd.Series(values, dtype=object))
+        if problem:
+            raise InputError(problem[1], file=path, row=line(problem[0]))
 
 
 def _first_line(path: Path) -> str:

@@ -510,7 +510,7 @@ def test_user_attributes_are_opt_in_and_coarse(tmp_path):
 
 def test_messages_name_the_real_cause(tmp_path):
     (tmp_path / "items.csv").write_text("item_id,title\na,A\n")
-    with pytest.raises(InputError, match="column 'item_id': the id column cannot be a attribute column"):
+    with pytest.raises(InputError, match="column 'item_id': the id column cannot be one of the attribute columns"):
         import_files(tmp_path / "ws", interactions=str(_write(tmp_path, "user_id,item_id\nu,a\n")),
                      items=str(tmp_path / "items.csv"), attribute_columns=["item_id"])
     with pytest.raises(InputError, match="not utf-16 text: its line breaks do not decode"):
