@@ -216,6 +216,12 @@ def max_workers() -> int:
     return 2 * (os.cpu_count() or 1)
 
 
+def _workers_here(recorded: int | None) -> int | None:
+    """A recorded --num-workers cut to this machine's limit: an update on a smaller machine than the encode's
+    still runs (the worker count changes speed, never the vectors)."""
+    return None if recorded is None else min(int(recorded), max_workers())
+
+
 def _check_finite(f: Features) -> None:
     """An encoder that yields NaN or infinity (damaged weights, an overflow under fp16) stops the run with one line
     naming the modality and its weights, instead of writing vectors that would poison every score they touch."""
@@ -352,7 +358,7 @@ def encode_new_items(ws: Workspace, sws: Workspace, old: Dataset, grown: Dataset
                          clip_checkpoint=rec["clip_checkpoint"], st_model=rec["st_model"],
                          precomputed=rec["precomputed"], text_columns=rec["text_columns"],
                          batch_size=rec["batch_size"], text_batch_size=rec["text_batch_size"], device=rec["device"],
-                         num_workers=rec["num_workers"], lexical_dim=rec["lexical_dim"],
+                         num_workers=_workers_here(rec["num_workers"]), lexical_dim=rec["lexical_dim"],
                          max_pixels=rec["max_pixels"], seed=rec["seed"], show_progress=progress)
         encoded.update({m: r.encoded for m, r in res.reports.items()})
         for rep in res.reports.values():

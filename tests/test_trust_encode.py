@@ -203,3 +203,10 @@ def test_unit_rows_keeps_the_direction_of_huge_and_tiny_vectors():
     rows, present = unit_rows(v, np.ones(4, bool))
     assert present.tolist() == [True, True, True, False]
     assert np.allclose(rows[:3], [[2 ** -0.5, 2 ** -0.5, 0], [0.6, 0.8, 0], [0.6, 0.8, 0]], atol=1e-6)
+
+
+def test_an_update_on_a_smaller_machine_keeps_the_recorded_workers_within_its_limit():
+    from graphrec.encode import _workers_here, max_workers
+
+    assert _workers_here(None) is None and _workers_here(0) == 0
+    assert _workers_here(10 ** 6) == max_workers()

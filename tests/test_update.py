@@ -217,8 +217,6 @@ def _bad_cases(shop: dict, d: Path) -> list[tuple[dict, str]]:
     cases.append(({"interactions": d / "rating.csv"}, "column 'rating': not a finite number"))
     write_csv(d / "dup_item.csv", pd.concat([items.iloc[:2], ds.items.iloc[:1].assign(image="x.png")]))
     cases.append(({"items": d / "dup_item.csv"}, "line 4: column 'item_id': item id"))
-    write_csv(d / "no_brand.csv", items.drop(columns=["brand"]))
-    cases.append(({"items": d / "no_brand.csv"}, "column 'brand': missing column"))
     write_csv(d / "escape.csv", items.iloc[:2].assign(image=["ok.png", "../../etc/passwd"]))
     cases.append(({"items": d / "escape.csv"}, "line 3: column 'image': image path"))
     (d / "empty.csv").write_text("")
