@@ -5,31 +5,16 @@ line on stderr naming the file/flag and what is wrong, no traceback, nothing wri
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_movielens import write_mini_100k
+from test_trust import cli, one_line_error
 
 from graphrec.errors import InputError
 from graphrec.kg.triples import read_entity_map, read_triples
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "graphrec", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 # -- item 8: every data writer refuses a workspace path that is a regular file ---------------------------------
