@@ -30,7 +30,7 @@ from graphrec.encoders.lexical import lexical_features, lexical_fold_in
 from graphrec.encoders.precomputed import parse_spec, read_precomputed
 from graphrec.encoders.sentence import DEFAULT_ST_MODEL, load_sentence_model
 from graphrec.errors import InputError
-from graphrec.features import Features, load_features, save_features
+from graphrec.features import Features, check_finite, load_features, save_features
 from graphrec.io import file_sha256, read_json, read_tensors, write_json
 from graphrec.workspace import Workspace, writes
 
@@ -224,12 +224,9 @@ def _workers_here(recorded: int | None) -> int | None:
 
 def _check_finite(f: Features) -> None:
     """An encoder that yields NaN or infinity (damaged weights, an overflow under fp16) stops the run with one line
-    naming the modality and its weights, instead of writing vectors that would poison every score they touch."""
-    bad = np.flatnonzero(~np.isfinite(f.values).all(axis=1))
-    if len(bad):
-        raise InputError(f"modality {f.modality}: the encoder ({f.meta.get('weights', 'no weights')}) produced NaN "
-                         f"or infinite values for {len(bad)} of {len(f.values)} items ({f.meta['item_ids'][bad[0]]!r} "
-                         "first); nothing was written: check the model and its weights")
+    naming the modality and its weights, before any modality is written."""
+    check_finite(f.values, f"modality {f.modality}: the encoder ({f.meta.get('weights', 'no weights')}) produced",
+                 f.meta["item_ids"], "nothing was written: check the model and its weights")
 
 
 def summary(identity: dict[str, Any]) -> dict[str, Any]:

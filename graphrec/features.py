@@ -56,7 +56,7 @@ def save_features(directory: str | Path, feats: Features) -> None:
     """Write one modality (values + mask, then its JSON), each file atomically. An encoder that produced NaN or
     infinite values (a damaged checkpoint, an overflow) stops here with one line: features/ never holds them."""
     directory = Path(directory)
-    _check_finite(feats.values, f"the {feats.modality} encoder produced", feats.meta.get("item_ids"),
+    check_finite(feats.values, f"the {feats.modality} encoder produced", feats.meta.get("item_ids"),
                   "nothing was written: check the encoder and its weights")
     write_tensors(directory / f"{feats.modality}.safetensors",
                   {"values": feats.values.astype(np.float32), "mask": feats.mask.astype(np.uint8)})
@@ -79,12 +79,12 @@ def load_features(workspace: Workspace | str | Path, modalities: list[str] | Non
         t = read_tensors(path)
         check_tensors(t, FEATURES_TENSORS, path, REENCODE,
                       {"items": len(meta["item_ids"]), **({"dim": meta["dim"]} if "dim" in meta else {})})
-        _check_finite(t["values"], f"{path} holds", meta["item_ids"], REENCODE)
+        check_finite(t["values"], f"{path} holds", meta["item_ids"], REENCODE)
         out[name] = Features(name, t["values"], t["mask"].astype(bool), meta)
     return out
 
 
-def _check_finite(values: np.ndarray, what: str, item_ids: list[str] | None, remedy: str) -> None:
+def check_finite(values: np.ndarray, what: str, item_ids: list[str] | None, remedy: str) -> None:
     """One line when any vector holds NaN or infinity: such a row would turn every score it enters into NaN
     (unit_rows, cosine similarities, the model's content input), so it is stopped at both ends of the store."""
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1)) if values.ndim == 2 else np.zeros(0, np.int64)
