@@ -508,17 +508,18 @@ class RankSettings:
 
 
 def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None,
-               settings: RankSettings | None = None, *, progress: bool = True) -> Ranker:
+               settings: RankSettings | None = None, *, ds: Dataset | None = None, progress: bool = True) -> Ranker:
     """The ranker for a trained model: the collaborative parts built from train, the blend fitted on validation,
     the collaborative parts refit on train+valid. Reads the workspace, writes nothing (`save_ranker` does, into
     the model/ folder a writer stages).
 
     trained: what the GNN's training returned (its embeddings are used as they are); None reads model/.
-    settings: RankSettings. progress: show the fitting's progress bar.
+    settings: RankSettings. ds: the workspace's dataset when the caller has loaded it already. progress: show the
+    fitting's progress bar.
     """
     ws = Workspace.of(workspace)
     s = settings or RankSettings()
-    ds = Dataset.load(ws)
+    ds = ds if ds is not None else Dataset.load(ws)
     if not ds.is_split:
         raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
     s.check(ds.n_users, ds.n_items)

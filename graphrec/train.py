@@ -493,7 +493,7 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
         artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit), history)
         # the ranker reads the workspace's dataset/features/graph and the embeddings just trained; it is written
         # into the staged model/, so readers never see a model without its ranker
-        save_ranker(out, fit_ranker(ws, result, rank_settings, progress=s.progress))
+        save_ranker(out, fit_ranker(ws, result, rank_settings, ds=run.ds, progress=s.progress))
         if ws.config_path.exists():
             shutil.copy2(ws.config_path, out.config_path)
         out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},
