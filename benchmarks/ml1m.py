@@ -2,11 +2,15 @@
 under that paper family's protocol, in one run.
 
     OMP_NUM_THREADS=2 python -m benchmarks.ml1m [--systems graphrec,ease,lightgcn] [--lightgcn-epochs 40]
+                                               [--protocol refit|paper]
 
-Protocol (SOURCE.md of the data): all-item ranking for every test user, train and valid items excluded;
-Recall@20 = hits / |test items of the user| (not min(|test|, 20)); NDCG@20 with the ideal DCG over
-min(|test|, 20) positions. Each system selects on valid with a fit on train, refits the chosen setting on
-train+valid, and is scored on test once. graphrec runs its own library stages (import pre-split, build, train,
+Metrics (SOURCE.md of the data): all-item ranking for every test user; Recall@20 = hits / |test items of the
+user| (not min(|test|, 20)); NDCG@20 with the ideal DCG over min(|test|, 20) positions. Each system selects on
+valid with a fit on train and is scored on test once. Protocols:
+- refit (ours): the chosen setting is refit on train+valid; test masks train and valid.
+- paper (LightGCN++'s published table): no refit; test masks train only (valid items stay candidates);
+  graphrec trains with `refit=False` (its GNN and its ranker's collaborative parts stay fitted on train) and
+  its user vectors are built from the train history. graphrec runs its own library stages (import pre-split, build, train,
 with its ranker) and is served by its scoring-space vectors (what `graphrec export` ships). Rows are appended to
 benchmarks/results/ml1m.jsonl with wall times and peak RSS.
 """
@@ -72,8 +76,9 @@ class Split:
         m.data[:] = 1.0
         return m
 
-    def evaluate(self, scorer, phase: str) -> dict[str, float]:
-        given, truth = (("train",), "valid") if phase == "valid" else (("train", "valid"), "test")
+    def evaluate(self, scorer, phase: str, protocol: str = "refit") -> dict[str, float]:
+        given = ("train",) if phase == "valid" or protocol == "paper" else ("train", "valid")
+        truth = "valid" if phase == "valid" else "test"
         t = self.matrix(truth)
         users = np.flatnonzero(np.diff(t.indptr) > 0)
         cand = np.ones(self.n_items, bool)
@@ -85,20 +90,20 @@ class Split:
                         text=np.zeros((self.n_items, 0), np.float32), seed=1, threads=threads, final=final)
 
 
-def run_peer(system, split: Split, grid: list[dict], threads: int) -> dict:
+def run_peer(system, split: Split, grid: list[dict], threads: int, protocol: str) -> dict:
     start = time.perf_counter()
     trials = []
     for params in grid:
         for used, scorer in system.fit(split.fit_input(False, threads), params, checkpoints=True):
             trials.append((split.evaluate(scorer, "valid")["ndcg@20"], used))
     best = max(trials, key=lambda t: t[0])[1]
-    *_, (used, scorer) = system.fit(split.fit_input(True, threads), best, checkpoints=False)
-    m = split.evaluate(scorer, "test")
+    *_, (used, scorer) = system.fit(split.fit_input(protocol == "refit", threads), best, checkpoints=False)
+    m = split.evaluate(scorer, "test", protocol)
     return {"params": used, "valid": [{"ndcg@20": round(v, 5), **p} for v, p in trials], **m,
             "wall_s": round(time.perf_counter() - start, 1)}
 
 
-def run_graphrec(split: Split, root: Path, train: dict) -> dict:
+def run_graphrec(split: Split, root: Path, train: dict, protocol: str) -> dict:
     import torch
 
     from graphrec.data.dataset import Dataset
@@ -118,7 +123,7 @@ def run_graphrec(split: Split, root: Path, train: dict) -> dict:
     ws = root / "ws"
     import_files(ws, name="ml-1m-lightgcnpp", **files)
     run_build(ws, progress=False)
-    trained = run_train(ws, seed=1, progress=False, **train)
+    trained = run_train(ws, seed=1, progress=False, refit=protocol == "refit", **train)
     r = load_ranker(ws)
     pipeline_s = time.perf_counter() - start
     ds = Dataset.load(ws)
@@ -126,14 +131,16 @@ def run_graphrec(split: Split, root: Path, train: dict) -> dict:
     uix = ds.user_index([str(u) for u in range(split.n_users)])
     iix = ds.item_index([str(i) for i in range(split.n_items)])
     item_vec = torch.from_numpy(r.item_vectors(iix))
-    history = ds.matrix(("train", "valid"))
+    history = ds.matrix(("train",) if protocol == "paper" else ("train", "valid"))
 
     def scorer(users: np.ndarray) -> np.ndarray:
         return (torch.from_numpy(r.user_vectors(uix[users], history)) @ item_vec.T).numpy()
 
-    m = split.evaluate(scorer, "test")
+    m = split.evaluate(scorer, "test", protocol)
     return {"params": {**train, "epochs_selected": trained.history[-1].get("epoch") if trained.history else None,
-                       "blocks": r.blocks(), "weights_warm": r.weights_warm, "ease_lambda": r.info.get("ease_lambda")},
+                       "blocks": r.blocks(), "weights_warm": r.weights_warm, "ease_lambda": r.info.get("ease_lambda"),
+                       "gnn_kept": r.info.get("gnn_kept"), "validation_ndcg": r.info.get("validation_ndcg"),
+                       "closed_form_validation_ndcg": r.info.get("closed_form_validation_ndcg")},
             **m, "wall_s": round(pipeline_s, 1), "epoch_s": round(float(np.mean([h["seconds"] for h in trained.history])), 2)}
 
 
@@ -145,6 +152,7 @@ def main() -> None:
     ap.add_argument("--graphrec-epochs", type=int, default=None, help="graphrec's max selection epochs (default: its own)")
     ap.add_argument("--graphrec-batch", type=int, default=None, help="graphrec's batch size (default: its own)")
     ap.add_argument("--graphrec-lr", type=float, default=None, help="graphrec's learning rate (default: its own)")
+    ap.add_argument("--protocol", choices=("refit", "paper"), default="refit")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--work", type=Path, default=Path("/tmp/graphrec-ml1m"))
     args = ap.parse_args()
@@ -157,18 +165,19 @@ def main() -> None:
         if name == "graphrec":
             train = {k: v for k, v in (("epochs", args.graphrec_epochs), ("batch_size", args.graphrec_batch),
                                        ("lr", args.graphrec_lr)) if v is not None}
-            row = run_graphrec(split, args.work, train)
+            row = run_graphrec(split, args.work, train, args.protocol)
         elif name == "ease":
-            row = run_peer(EASE(), split, [{"lambda": v} for v in (100.0, 300.0, 1000.0, 3000.0)], args.threads)
+            row = run_peer(EASE(), split, [{"lambda": v} for v in (100.0, 300.0, 1000.0, 3000.0)], args.threads,
+                           args.protocol)
         elif name == "lightgcn":
             import benchmarks.peers.lightgcn as lg
 
             lg.EPOCH_STEPS = tuple(range(10, args.lightgcn_epochs + 1, 10))
             base = {"dim": 64, "layers": 3, "lr": 5e-3, "reg": 1e-4, "batch": args.lightgcn_batch}
-            row = run_peer(LightGCN(), split, [{**base, "epochs": args.lightgcn_epochs}], args.threads)
+            row = run_peer(LightGCN(), split, [{**base, "epochs": args.lightgcn_epochs}], args.threads, args.protocol)
         else:
             raise SystemExit(f"unknown system {name!r}")
-        row = {"system": name, "dataset": "ml-1m-lightgcnpp", **row,
+        row = {"system": name, "dataset": "ml-1m-lightgcnpp", "protocol": args.protocol, **row,
                "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
                "command": "python -m benchmarks.ml1m " + " ".join(sys.argv[1:])}
         print(json.dumps({k: v for k, v in row.items() if k != "valid"}), flush=True)

@@ -71,9 +71,9 @@ HISTORY_ROW = {"epoch": int, "phase?": str, "seconds?": _NUMBER, "loss?": _NUMBE
 HISTORY_FILE = ([HISTORY_ROW], {"history": [HISTORY_ROW]})  # a list of epochs; early versions wrapped it
 RANKER_INFO = {"components": [str], "blocks?": {str: int}, "scale": {str: float}, "weights_warm": {str: float},
                "weights_cold": {str: float}, "cold_offset": float, "new_user_weights": {str: float},
-               "embeddings_sha256": str, "k?": int, "ease_dim?": int, "short_history?": int, "max_fit_users?": int,
-               "ridge_widths?": [int], "group_layout?": ({"widths": [int], "columns": [int]}, None),
-               "modalities?": [str], "fitted_with?": str}
+               "embeddings_sha256": str, "k?": int, "ease_dim?": int, "lowpass_dim?": int, "short_history?": int,
+               "max_fit_users?": int, "ridge_widths?": [int],
+               "group_layout?": ({"widths": [int], "columns": [int]}, None), "modalities?": [str], "fitted_with?": str}
 
 
 def model_dir(ws: Workspace, create: bool = False) -> Path:
@@ -275,6 +275,9 @@ def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dic
     spec = {"ease_user": ("float32", ("items", "ease_dim")), "ease_item": ("float32", ("items", "ease_dim")),
             "pop": ("float32", ("items",)), "warm": ("uint8", ("items",)),
             "group_items?": ("float32", ("items", "values"))}
+    if info.get("lowpass_dim"):
+        spec.update({"lowpass_user": ("float32", ("items", "lowpass_dim")),
+                     "lowpass_item": ("float32", ("items", "lowpass_dim"))})
     ridge = "ridge" in info["components"]
     if ridge:  # ridge_columns came later: the loader refits a ranker without them
         spec.update({"ridge": ("float32", ("used", "ease_dim")), "ridge_mean": ("float32", ("used",)),

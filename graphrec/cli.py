@@ -414,6 +414,8 @@ def train(
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train+valid for the selected epochs."),
     ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
                                  "min(users, items)); the ranker is fitted on validation before model/ is switched in."),
+    lowpass_dim: int = typer.Option(256, help="Singular vectors of the ranker's ideal low-pass graph filter block "
+                                    "(GF-CF's; 0: none; the default is cut to min(users, items))."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in model/."),
     as_json: bool = JSON,
@@ -429,7 +431,7 @@ def train(
     s = TrainSettings(epochs=epochs, dim=dim, layers=layers, lr=lr, batch_size=batch_size, reg=reg,
                       cold_weight=cold_weight, align_weight=align_weight, patience=patience, k=k, seed=seed,
                       mode=mode, fanouts=fan, refit=refit, device=device)
-    r = run_train(workspace, s, resume=resume, ranker=RankSettings(k=k, ease_dim=ease_dim))
+    r = run_train(workspace, s, resume=resume, ranker=RankSettings(k=k, ease_dim=ease_dim, lowpass_dim=lowpass_dim))
     emb = embeddings_path(Workspace(workspace))
 
     def show() -> None:

@@ -11,6 +11,14 @@ vector (`user_basis` applied to the history) and a k-dim item vector. B's diagon
 items, which are always excluded. Exact EASE when k >= rank(X); on MovieLens latest-small k=512 keeps 99.7% of
 EASE's warm NDCG@20 (BENCHMARKS.md, "One scoring space").
 
+Ideal low-pass graph filter (GF-CF, Shen et al. 2021: the "ideal" term of its filter). On the normalised
+user-item graph R~ = D_u^-1/2 X D_i^-1/2 with top-k right singular vectors V, the filter D_i^-1/2 V V' D_i^1/2 keeps
+the k smoothest item signals of the graph: a user's score for item j is
+
+    x_u D_i^-1/2 V V_j' d_j^1/2 = (x_u @ user_basis) . item_j,  user_basis = D_i^-1/2 V,  item = D_i^1/2 V
+
+a dot product of k-dim vectors, as EASE's. Items without interactions get zero rows.
+
 Content map. Ridge regression from item content f (sparse: modality blocks, attribute and entity multi-hots)
 to the items' low-rank EASE vectors, with an unpenalised intercept: W = V_c diag(1/(e+lam)) V_c' F_c' Y_c over
 the centred content F_c = U_c diag(sqrt e) V_c' of the warm items. (V_c, e) come from the d x d Gram matrix,
@@ -79,6 +87,18 @@ def ease_factors(s: np.ndarray, v: np.ndarray, lam: float) -> tuple[np.ndarray, 
     f = s ** 2 / (s ** 2 + lam)
     lam_p = 1.0 - (v ** 2) @ f
     return (v * f).astype(np.float32), (v / np.maximum(lam_p, 1e-6)[:, None]).astype(np.float32)
+
+
+def ideal_lowpass(x: sp.csr_matrix, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(user_basis [n_items, k], item [n_items, k]) float32 of the ideal low-pass filter of the normalised
+    user-item graph (module docstring): a user's vector is history @ user_basis."""
+    x = x.astype(np.float64).tocsr()
+    inv_sqrt = lambda d: np.where(d > 0, 1.0 / np.sqrt(np.maximum(d, 1e-12)), 0.0)  # noqa: E731
+    d_item = np.asarray(x.sum(axis=0)).ravel()
+    rn = (sp.diags(inv_sqrt(np.asarray(x.sum(axis=1)).ravel())) @ x @ sp.diags(inv_sqrt(d_item))).tocsr()
+    _, v = interaction_svd(rn, k, seed)
+    return ((v * inv_sqrt(d_item)[:, None]).astype(np.float32),
+            (v * np.sqrt(d_item)[:, None]).astype(np.float32))
 
 
 @dataclass

@@ -6,7 +6,8 @@ The vectors are blocks, each a component of the score, weighted by a blend fitte
 
     gnn      user_emb[u] . item_emb[i]                      (model/embeddings.safetensors, all items)
     ease     (history[u] @ E_user) . E_item[i]               low-rank EASE (graphrec.linear) on the training
-             matrix, `ease_dim` dimensions: warm items
+             + (history[u] @ L_user) . L_item[i]             matrix, `ease_dim` dimensions, plus gamma times the
+             ideal low-pass graph filter (`lowpass_dim` dims; GraphFilter): one component, warm items
     ridge    the same user part . content_map(f_i)           cold items: a ridge map from item content f
              (modality blocks + the graph's item-attribute / entity multi-hots and log counts, kept sparse) to
              the warm items' E_item rows, so a cold item lands in the same space as the warm ones
@@ -21,8 +22,9 @@ The vectors are blocks, each a component of the score, weighted by a blend fitte
 score = sum_c w_c * component_c / scale_c, one weight set for warm items (training interactions) and one for
 cold items, plus an offset for cold items. The weights and scales fold into the item vectors:
 
-    user = [m_gnn user_emb | history @ E_user | m_pop | m_off | content profile | m_group groups]
-    item = [a_t item_emb | b_t (E_item or content_map(f)) | w_pop pop (warm) | offset (cold) | c_t content | P(item | value)]
+    user = [m_gnn user_emb | history @ E_user | history @ L_user | m_pop | m_off | content profile | m_group groups]
+    item = [a_t item_emb | b_t (E_item or content_map(f)) | b_t L_item | w_pop pop (warm) | offset (cold) | c_t content
+            | P(item | value)]
 
 t = warm or cold item; m_* = 1 (m_group = 0) for users with a history, fitted values for users without one.
 `Ranker.without_user_attributes` (the private export) leaves out the gnn and group blocks, which carry the
@@ -31,19 +33,22 @@ users' attributes.
 Cold items have no collaborative signal, so their weights cover gnn, content and ridge only: lacking ease/pop
 never pushes them down. Warm weights are fitted on `valid` (warm candidates), cold weights on `cold_valid`
 (cold candidates), the cold offset on both together (all items; its grid widens while the best value sits on
-its edge), each by coordinate search on NDCG@K. The EASE lambda is chosen on warm validation NDCG of EASE
-alone, the ridge lambda on cold_valid NDCG of the ridge score alone. After fitting, EASE, the content map and
+its edge), each by coordinate search on NDCG@K; once without the gnn block and once with it, the gnn kept only
+when that has the higher mean validation NDCG (a trained part that does not earn is not served). The EASE
+lambda is chosen on warm validation NDCG of EASE alone, then the low-pass gamma on that of the whole filter, the
+ridge lambda on cold_valid NDCG of the ridge score alone. After fitting, the filter, the content map and
 popularity are refit on train+valid (the protocol: select on validation, refit on everything but held-out
-test). The history used for fitting is what training saw (train + cold_user_context); at serving time it is
-everything the system was given (train, valid, cold_valid, cold_user_context), and every history item is
-excluded from the lists.
+test; RankSettings.refit False keeps them on train, the paper protocol). The history used for fitting is what
+training saw (train + cold_user_context); at serving time it is everything the system was given (train, valid,
+cold_valid, cold_user_context), and every history item is excluded from the lists.
 
 When the train stage keeps model/embeddings_select.safetensors (trained on train only, before its refit on
 train+valid), the blend is fitted with those, since the final embeddings have seen the validation answers.
 Lists break score ties by item index, so they do not depend on how users are batched.
 
 Saved as model/ranker.json (weights, scales, settings, the embeddings' sha256) and model/ranker.safetensors
-("ease_user" / "ease_item" float32 [n_items, ease_dim], "pop" float32 [n_items], "warm" uint8 [n_items], and
+("ease_user" / "ease_item" float32 [n_items, ease_dim], "pop" float32 [n_items], "warm" uint8 [n_items], with the
+low-pass block "lowpass_user" / "lowpass_item" float32 [n_items, lowpass_dim] (gamma folded into the item side), and
 with the ridge component "ridge" float32 [d_used, ease_dim], "ridge_mean" [d_used], "ridge_target_mean"
 [ease_dim], "ridge_columns" int64 [d_used] (the content columns the fitted items use);
 the item content f is rebuilt from features/ and graph/ when loading, each block cut to its fitted width;
@@ -71,7 +76,7 @@ from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.features import load_features, unit_rows
 from graphrec.kg.graph import KnowledgeGraph
-from graphrec.linear import ContentMap, ease_factors, fit_content_maps, interaction_svd
+from graphrec.linear import ContentMap, ease_factors, fit_content_maps, ideal_lowpass, interaction_svd
 from graphrec.memory import check_fits
 from graphrec.metrics import embedding_accuracy, hit_matrix, mean_metrics, per_user_accuracy
 from graphrec.progress import progress_bar
@@ -82,9 +87,11 @@ log = logging.getLogger(__name__)
 COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
 COLD_COMPONENTS = ("gnn", "content", "ridge")
 COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
-BLOCKS = ("gnn", "ease", "pop", "offset", "content", "group")  # the vectors' blocks, in order
+BLOCKS = ("gnn", "ease", "lowpass", "pop", "offset", "content", "group")  # the vectors' blocks, in order
 FIT_HISTORY = ("train", "cold_user_context")
 EASE_DIM = 1024  # at most rank(X) <= min(n_users, n_items) are used
+LOWPASS_DIM = 256  # the ideal low-pass filter's singular vectors (GF-CF's k)
+LOWPASS_GAMMAS = (0.0, 0.1, 0.2, 0.3, 0.5)  # its weight next to EASE, chosen on warm validation NDCG of the filter
 EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
@@ -104,6 +111,8 @@ class Ranker:
     ease_item: np.ndarray  # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
     content: np.ndarray | None  # float32 [n_items, dc], unit norm per modality, zero rows = no content
     content_map: ContentMap | None = None  # item content -> ease_item space (the ridge component)
+    lowpass_user: np.ndarray | None = None  # float32 [n_items, m]: a user's low-pass vector is history @ this
+    lowpass_item: np.ndarray | None = None  # float32 [n_items, m]: gamma D_i^1/2 V (zero rows for cold items)
     groups: sp.csr_matrix | None = None  # float32 [n_users, n_values]: the users' attribute values (0/1)
     group_items: np.ndarray | None = None  # float32 [n_items, n_values]: P(item | value), divided by its spread
     # users without history: gnn / offset multipliers, their own pop and group weights ({}: as everyone)
@@ -128,6 +137,8 @@ class Ranker:
         h = history[users]
         out = {"gnn": self.user_emb[users], "ease": np.asarray(h @ self.ease_user, np.float32),
                "pop": np.ones((len(users), 1), np.float32), "offset": np.ones((len(users), 1), np.float32)}
+        if self.lowpass_user is not None:
+            out["lowpass"] = np.asarray(h @ self.lowpass_user, np.float32)
         if self.content is not None:
             deg = np.asarray(h.sum(axis=1)).ravel()
             out["content"] = np.asarray(sp.diags(1.0 / np.maximum(deg, 1.0)) @ h @ self.content, np.float32)
@@ -137,6 +148,8 @@ class Ranker:
 
     def _item_blocks(self, items: np.ndarray) -> dict[str, np.ndarray]:
         out = {"gnn": self.item_emb[items], "ease": self.ease_item[items], "pop": self.pop[items, None]}
+        if self.lowpass_item is not None:
+            out["lowpass"] = self.lowpass_item[items]
         if self.content is not None:
             out["content"] = self.content[items]
         if self.group_items is not None:
@@ -148,10 +161,12 @@ class Ranker:
         ww, wc = self.weights_warm, self.weights_cold
         used = {"gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
                 "ease": ww.get("ease", 0.0) or (wc.get("ridge", 0.0) and self.content_map is not None),
+                "lowpass": self.lowpass_item is not None and ww.get("ease", 0.0),
                 "pop": ww.get("pop", 0.0) or self.new_user_weights.get("pop", 0.0), "offset": self.cold_offset,
                 "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0)),
                 "group": self.groups is not None and self.new_user_weights.get("group", 0.0)}
         widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "pop": 1, "offset": 1,
+                  "lowpass": 0 if self.lowpass_item is None else self.lowpass_item.shape[1],
                   "content": 0 if self.content is None else self.content.shape[1],
                   "group": 0 if self.group_items is None else self.group_items.shape[1]}
         return {b: widths[b] for b in BLOCKS if used[b]}
@@ -207,6 +222,8 @@ class Ranker:
         folded = {"gnn": parts["gnn"] * weight("gnn", "gnn"), "ease": parts["ease"] * weight("ease", "ridge"),
                   "pop": np.where(warm, parts["pop"] / np.float32(self.scale["pop"]), 0.0),
                   "offset": np.where(warm, 0.0, np.float32(self.cold_offset))}
+        if "lowpass" in parts:  # the filter's second part, weighted as its first; a cold item's row is zero
+            folded["lowpass"] = parts["lowpass"] * weight("ease", "ridge")
         if "content" in parts:
             folded["content"] = parts["content"] * weight("content", "content")
         if "group" in parts:
@@ -217,9 +234,11 @@ class Ranker:
     def component_scores(self, users: np.ndarray, cand: np.ndarray, history: sp.csr_matrix) -> dict[str, torch.Tensor]:
         """Raw (unscaled) component scores float32 [len(users), len(cand)], for fitting the blend."""
         u, i = self._user_blocks(users, history), self._item_blocks(cand)
-        dot = {b: torch.from_numpy(u[b]) @ torch.from_numpy(i[b]).T for b in ("gnn", "ease", "content") if b in i}
+        dot = {b: torch.from_numpy(u[b]) @ torch.from_numpy(i[b]).T for b in ("gnn", "ease", "lowpass", "content")
+               if b in i}
         warm = torch.from_numpy(self.warm[cand])
-        out = {"gnn": dot["gnn"], "ease": dot["ease"] * warm,
+        # the closed-form graph filter: EASE plus its gamma-weighted ideal low-pass, one component
+        out = {"gnn": dot["gnn"], "ease": (dot["ease"] + dot["lowpass"] if "lowpass" in dot else dot["ease"]) * warm,
                "pop": torch.from_numpy(self.pop[cand]).expand(len(users), len(cand))}
         if "content" in dot:
             out["content"] = dot["content"]
@@ -432,21 +451,55 @@ def select_ease(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, dim: in
                  ) -> tuple[float, np.ndarray, np.ndarray, dict[str, Any]]:
     """Low-rank EASE on x with the lambda of the best warm `valid` NDCG@k of EASE alone (history = what
     training saw): (lambda, user_basis, item, trials)."""
-    s, v = interaction_svd(x, dim)
-    if len(lambdas) == 1:
-        return float(lambdas[0]), *ease_factors(s, v, lambdas[0]), {}
+    f = select_filter(x, warm, ds, k, dim, 0, lambdas, (0.0,))
+    return f.ease_lambda, f.ease_user, f.ease_item, f.trials
+
+
+@dataclass(frozen=True)
+class GraphFilter:
+    """The closed-form item-item graph filter of the training matrix, as two pairs of factors: a user's score
+    for item j is (h @ ease_user) . ease_item[j] + (h @ lowpass_user) . lowpass_item[j] for history h, i.e.
+    h (B + gamma D^-1/2 V V' D^1/2)[:, j]: low-rank EASE plus gamma times GF-CF's ideal low-pass (`linear`)."""
+
+    ease_lambda: float
+    gamma: float
+    ease_user: np.ndarray  # float32 [n_items, k]
+    ease_item: np.ndarray  # float32 [n_items, k]
+    lowpass_user: np.ndarray | None  # float32 [n_items, m]; None when gamma is 0
+    lowpass_item: np.ndarray | None  # float32 [n_items, m], gamma folded in
+    trials: dict[str, Any]
+
+
+def select_filter(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, ease_dim: int, lowpass_dim: int,
+                  lambdas: Sequence[float], gammas: Sequence[float]) -> GraphFilter:
+    """The graph filter on x: EASE's lambda with the best warm `valid` NDCG@k of EASE alone, then the low-pass
+    weight gamma with the best of the whole filter (history = what training saw; one value each: no search)."""
+    s, v = interaction_svd(x, ease_dim)
+    low = ideal_lowpass(x, lowpass_dim) if lowpass_dim and any(gammas) else None
     history = ds.matrix(FIT_HISTORY)
     truth, seen = ds.matrix(("valid",)).astype(bool), history.astype(bool)
     cand = np.flatnonzero(warm)
-    trials: dict[str, float] = {}
-    best = None
-    for lam in lambdas:
-        ub, it = ease_factors(s, v, lam)
-        ndcg = _validation_ndcg(np.asarray(history @ ub, np.float32), it, truth, seen, cand, k)
-        trials[str(lam)] = round(ndcg, 6)
-        if best is None or ndcg > best[0]:
-            best = (ndcg, float(lam), ub, it)
-    return best[1], best[2], best[3], {"ease_validation_ndcg": trials}
+
+    def score(lam_factors: tuple[np.ndarray, np.ndarray], gamma: float) -> float:
+        user = [history @ lam_factors[0]] + ([history @ low[0]] if gamma else [])
+        item = [lam_factors[1]] + ([gamma * low[1]] if gamma else [])
+        return _validation_ndcg(np.hstack(user).astype(np.float32), np.hstack(item).astype(np.float32), truth,
+                                seen, cand, k)
+
+    trials: dict[str, Any] = {}
+    factors = {float(lam): ease_factors(s, v, lam) for lam in lambdas}
+    lam = float(lambdas[0])
+    if len(lambdas) > 1:
+        trials["ease_validation_ndcg"] = {str(m): round(score(f, 0.0), 6) for m, f in factors.items()}
+        lam = max(factors, key=lambda m: trials["ease_validation_ndcg"][str(m)])
+    gamma = float(gammas[0]) if low is not None else 0.0
+    if low is not None and len(gammas) > 1:
+        trials["lowpass_validation_ndcg"] = {str(g): round(score(factors[lam], float(g)), 6) for g in gammas}
+        gamma = float(max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)]))
+    ease_user, ease_item = factors[lam]
+    if not gamma:
+        return GraphFilter(lam, 0.0, ease_user, ease_item, None, None, trials)
+    return GraphFilter(lam, gamma, ease_user, ease_item, low[0], (gamma * low[1]).astype(np.float32), trials)
 
 
 def _fit_content_map(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], ds: Dataset | None, k: int
@@ -481,12 +534,16 @@ class RankSettings:
 
     k: the cut-off of the validation NDCG the blend maximises. ease_lambda: fixed, or None to choose from
     EASE_LAMBDAS on validation. ease_dim: dimensions of the low-rank EASE block; at most min(users, items) are
-    used, so the default is cut to the data, while a larger explicit value is refused. max_fit_users: users
-    sampled per validation task."""
+    used, so the default is cut to the data, while a larger explicit value is refused. lowpass_dim: singular
+    vectors of the ideal low-pass graph filter (0: no low-pass block), cut to the data as ease_dim.
+    refit: refit the collaborative parts on train+valid after selection (False: they stay fitted on train, as the
+    embeddings do under `graphrec train --no-refit`). max_fit_users: users sampled per validation task."""
 
     k: int = 20
     ease_lambda: float | None = None
     ease_dim: int = EASE_DIM
+    lowpass_dim: int = LOWPASS_DIM
+    refit: bool = True
     max_fit_users: int = MAX_FIT_USERS
 
     def check(self, n_users: int, n_items: int) -> None:
@@ -496,15 +553,21 @@ class RankSettings:
                 raise InputError(f"{flag} must be at least 1 (got {value})")
         if self.k > n_items:
             raise InputError(f"--k {self.k} is more than the {n_items} items of the catalogue")
+        if self.lowpass_dim < 0:
+            raise InputError(f"--lowpass-dim must be 0 (no low-pass block) or more (got {self.lowpass_dim})")
         rank = min(n_users, n_items)
-        if self.ease_dim > max(EASE_DIM, rank):
-            raise InputError(f"--ease-dim {self.ease_dim} is more than the {rank} dimensions the interactions have "
-                             f"(min of users and items): give at most {rank}")
+        for flag, value, default in (("--ease-dim", self.ease_dim, EASE_DIM),
+                                     ("--lowpass-dim", self.lowpass_dim, LOWPASS_DIM)):
+            if value > max(default, rank):
+                raise InputError(f"{flag} {value} is more than the {rank} dimensions the interactions have "
+                                 f"(min of users and items): give at most {rank}")
         if self.ease_lambda is not None and not (math.isfinite(self.ease_lambda) and self.ease_lambda > 0):
             raise InputError(f"ease_lambda must be a positive finite number (got {self.ease_lambda})")
         # the SVD's float64 basis and the user / item factors, a few copies of each at a time
         check_fits(n_items * min(self.ease_dim, rank) * 8 * 6, f"a {self.ease_dim}-dimensional EASE block",
                    "--ease-dim")
+        check_fits(n_items * min(self.lowpass_dim, rank) * 8 * 6, f"a {self.lowpass_dim}-dimensional low-pass "
+                   "block", "--lowpass-dim")
 
 
 def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None,
@@ -536,12 +599,13 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     train = ds.matrix(("train",))
     warm = ds.warm_items(("train",))  # during selection; served lists treat train+valid items as warm
     lambdas = EASE_LAMBDAS if s.ease_lambda is None else (s.ease_lambda,)
-    log.info("ranker: low-rank EASE (%d dims) on %d warm items (lambda %s)", ease_dim, int(warm.sum()),
-             " / ".join(map(str, lambdas)))
-    ease_lambda, ease_user, ease_item, ease_info = select_ease(train, warm, ds, k, ease_dim, lambdas)
+    log.info("ranker: graph filter, low-rank EASE (%d dims, lambda %s) + ideal low-pass (%d dims) on %d warm items",
+             ease_dim, " / ".join(map(str, lambdas)), s.lowpass_dim, int(warm.sum()))
+    gf = select_filter(train, warm, ds, k, ease_dim, s.lowpass_dim, lambdas, LOWPASS_GAMMAS)
     content, modalities = _content_matrix(ws, ds.n_items)
     pop = np.log1p(np.asarray(train.sum(axis=0)).ravel()).astype(np.float32)
-    r = Ranker(*fit_emb, warm, pop, ease_user, ease_item, content)
+    r = Ranker(*fit_emb, warm, pop, gf.ease_user, gf.ease_item, content, lowpass_user=gf.lowpass_user,
+               lowpass_item=gf.lowpass_item)
     kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
     feats, widths = ridge_content(kg, ds.n_items, content)
     ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
@@ -550,19 +614,24 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     new_user_info = _fit_new_users(r, ds, k, s.max_fit_users, groups, train)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
-    given = ds.matrix(TRAINED)
-    r.user_emb, r.item_emb, r.warm = user_emb, item_emb, ds.warm_items(TRAINED)
+    fitted_on = TRAINED if s.refit else ("train",)
+    given = ds.matrix(fitted_on)
+    r.user_emb, r.item_emb, r.warm = user_emb, item_emb, ds.warm_items(fitted_on)
     if given.nnz > train.nnz:
         r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
-        r.ease_user, r.ease_item, _ = select_ease(given, r.warm, ds, k, ease_dim, (ease_lambda,))[1:]
+        final = select_filter(given, r.warm, ds, k, ease_dim, s.lowpass_dim, (gf.ease_lambda,), (gf.gamma,))
+        r.ease_user, r.ease_item = final.ease_user, final.ease_item
+        r.lowpass_user, r.lowpass_item = final.lowpass_user, final.lowpass_item
     if r.content_map is not None:
         _fit_content_map(r, feats, [ridge_info["ridge_lambda"]], None, k)
     if r.group_items is not None:
         r.group_items = group_popularity(r.groups, given) / np.float32(r.scale["group"])
-    r.info = {"k": k, "ease_lambda": ease_lambda, "ease_dim": int(r.ease_item.shape[1]), "max_fit_users": s.max_fit_users,
+    r.info = {"k": k, "ease_lambda": gf.ease_lambda, "ease_dim": int(r.ease_item.shape[1]),
+              "max_fit_users": s.max_fit_users, "lowpass_gamma": gf.gamma,
+              "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
               "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
               "group_layout": group_layout if r.groups is not None else None,
-              **ease_info, **ridge_info, **new_user_info, **r.info,
+              **gf.trials, **ridge_info, **new_user_info, **r.info,
               "fitted_with": artifacts.SELECT_EMBEDDINGS if select is not None else artifacts.EMBEDDINGS,
               "embeddings_sha256": sha}
     return r
@@ -602,32 +671,50 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
         return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
 
     bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
-    fitted: dict[str, Any] = {}
+    # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
+    # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served.
+    closed = _search_blend(objective, data, tuple(c for c in r.components if c != "gnn"), bar)
+    with_gnn = _search_blend(objective, data, r.components, bar) if "gnn" in r.components else None
+    bar.close()
+    mean = lambda fit: float(np.mean(list(fit[3].values()))) if fit[3] else 0.0  # noqa: E731
+    gnn_kept = (with_gnn is not None and bool(with_gnn[0].get("gnn") or with_gnn[1].get("gnn"))
+                and mean(with_gnn) > mean(closed) + 1e-9)
+    r.weights_warm, r.weights_cold, r.cold_offset, fitted = with_gnn if gnn_kept else closed
+    r.info = {"fitted_on": {n: int(len(d[0])) for n, d in data.items()},
+              "validation_ndcg": {n: round(v, 6) for n, v in fitted.items()}, "gnn_kept": gnn_kept,
+              "closed_form_validation_ndcg": {n: round(v, 6) for n, v in closed[3].items()},
+              "with_gnn_validation_ndcg": None if with_gnn is None else {n: round(v, 6) for n, v in with_gnn[3].items()}}
+
+
+def _search_blend(objective: Callable[[str, dict, dict, float], float], data: dict[str, Any], components: Sequence[str],
+                  bar: tqdm) -> tuple[dict[str, float], dict[str, float], float, dict[str, float]]:
+    """The blend over `components` by coordinate search on validation: warm weights on the warm task, cold
+    weights on the cold task, the cold offset on the mixed task. Returns (warm weights, cold weights, offset,
+    validation NDCG per task fitted)."""
+    ww = {c: (1.0 if c == components[0] else 0.0) for c in components if c not in COLD_ONLY}
+    fitted: dict[str, float] = {}
     if "warm" in data:
-        r.weights_warm, fitted["warm_ndcg"] = _coordinate_search(
-            lambda w: objective("warm", w, r.weights_cold, 0.0), dict(r.weights_warm),
-            tuple(c for c in r.components if c not in COLD_ONLY), bar)
-    r.weights_cold = {c: r.weights_warm.get(c, 0.0) for c in COLD_COMPONENTS}
+        ww, fitted["warm_ndcg"] = _coordinate_search(lambda w: objective("warm", w, {}, 0.0), ww,
+                                                     tuple(c for c in components if c not in COLD_ONLY), bar)
+    wc = {c: ww.get(c, 0.0) for c in COLD_COMPONENTS if c in components}
     if "cold" in data:
-        r.weights_cold, fitted["cold_ndcg"] = _coordinate_search(
-            lambda w: objective("cold", r.weights_warm, w, 0.0), dict(r.weights_cold),
-            tuple(c for c in COLD_COMPONENTS if c in r.components), bar)
+        wc, fitted["cold_ndcg"] = _coordinate_search(lambda w: objective("cold", ww, w, 0.0), wc,
+                                                     tuple(c for c in COLD_COMPONENTS if c in components), bar)
+    offset = 0.0
     if "mixed" in data and "cold" in data and "warm" in data:
         trials: dict[float, tuple] = {}
         grid = OFFSET_GRID
         while True:  # ties go to the smallest |offset|; a best value on the grid's edge widens the grid
             for off in (float(o) for o in grid if float(o) not in trials):
-                trials[off] = (objective("mixed", r.weights_warm, r.weights_cold, off), -abs(off), off)
+                trials[off] = (objective("mixed", ww, wc, off), -abs(off), off)
                 bar.update()
             best = max(trials.values())
             edge = max(abs(o) for o in trials)
             if abs(best[2]) < edge or edge >= MAX_OFFSET:
                 break
             grid = np.sign(best[2]) * (edge + np.arange(1, 9) * edge / 8)
-        r.cold_offset, fitted["mixed_ndcg"] = best[2], best[0]
-    bar.close()
-    r.info = {"fitted_on": {n: int(len(d[0])) for n, d in data.items()},
-              "validation_ndcg": {n: round(v, 6) for n, v in fitted.items()}}
+        offset, fitted["mixed_ndcg"] = best[2], best[0]
+    return ww, wc, offset, fitted
 
 
 def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix | None, x: sp.csr_matrix
@@ -654,7 +741,7 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         if b in ("gnn", "offset"):
             user = r.user_emb[users] if b == "gnn" else np.ones((len(users), 1), np.float32)
             scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + w]).T
-        elif b in ("ease", "content"):  # from the few given items; 0 for users with none
+        elif b in ("ease", "lowpass", "content"):  # from the few given items; 0 for users with none
             rest += torch.from_numpy(known[:, at:at + w]) @ torch.from_numpy(items[:, at:at + w]).T
         at += w
     pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
@@ -692,8 +779,8 @@ def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, 
                        bar: tqdm, rounds: int = 2) -> tuple[dict, float]:
     """Maximise f(weights) one weight at a time over WEIGHT_GRID (ties keep the current value)."""
     w = {c: start.get(c, 0.0) for c in names}
-    if not any(w.values()):
-        w["gnn"] = 1.0
+    if not any(w.values()) and names:
+        w[names[0]] = 1.0
     best = f(w)
     bar.update()
     for _ in range(rounds):
@@ -716,6 +803,8 @@ def save_ranker(staged: Workspace, r: Ranker) -> None:
     """model/ranker.* of a staged workspace (through graphrec.artifacts): the fitted blend and its tensors."""
     ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(np.float32)  # cold rows: rebuilt from content
     tensors = {"ease_user": r.ease_user, "ease_item": ease_item, "pop": r.pop, "warm": r.warm.astype(np.uint8)}
+    if r.lowpass_item is not None:
+        tensors.update(lowpass_user=r.lowpass_user, lowpass_item=r.lowpass_item)
     if r.content_map is not None:
         m = r.content_map
         tensors.update(ridge=m.weights, ridge_mean=m.feature_mean, ridge_target_mean=m.target_mean,
@@ -746,6 +835,8 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
                cold_offset=float(info["cold_offset"]), new_user_weights=info["new_user_weights"],
                info={k: v for k, v in info.items() if k not in ("components", "blocks", "scale", "weights_warm",
                                                                 "weights_cold", "cold_offset", "new_user_weights")})
+    if "lowpass_item" in t:
+        r.lowpass_user, r.lowpass_item = t["lowpass_user"], t["lowpass_item"]
     kg = _graph(ws) if "group_items" in t or "ridge" in info["components"] else None
     if "group_items" in t:  # the users' attribute values are rebuilt from graph/ with the fitted layout
         r.groups = user_groups(kg, ds.n_users, info["group_layout"])[0]
@@ -771,11 +862,12 @@ def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
         return False
     new = grown.n_items - old.n_items
     counts = np.asarray(grown.matrix(("train",)).sum(axis=0)).ravel()
-    r.warm = np.concatenate([r.warm, np.zeros(new, bool)])
-    r.ease_user = np.concatenate([r.ease_user, np.zeros((new, r.ease_user.shape[1]), np.float32)])
-    r.ease_item = np.concatenate([r.ease_item, np.zeros((new, r.ease_item.shape[1]), np.float32)])
+    grow = lambda a: np.concatenate([a, np.zeros((new, *a.shape[1:]), a.dtype)])  # noqa: E731  new items: zero rows
+    r.warm, r.ease_user, r.ease_item = grow(r.warm), grow(r.ease_user), grow(r.ease_item)
+    if r.lowpass_item is not None:
+        r.lowpass_user, r.lowpass_item = grow(r.lowpass_user), grow(r.lowpass_item)
     if r.group_items is not None:
-        r.group_items = np.concatenate([r.group_items, np.zeros((new, r.group_items.shape[1]), np.float32)])
+        r.group_items = grow(r.group_items)
     r.pop = np.log1p(counts).astype(np.float32)
     r.info["embeddings_sha256"] = artifacts.embeddings_sha256(staged)
     save_ranker(staged, r)

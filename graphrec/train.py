@@ -459,7 +459,8 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     if isinstance(s.fanouts, list):
         s.fanouts = tuple(s.fanouts)
     s.check()
-    rank_settings = ranker or RankSettings(k=s.k)
+    # one protocol for the whole model: --no-refit keeps the ranker's collaborative parts on train as well
+    rank_settings = dataclasses.replace(ranker or RankSettings(k=s.k), refit=s.refit)
     torch.manual_seed(s.seed)
     rank, world = _dist()
     out = Workspace(ws.path / TRAINING)

@@ -15,8 +15,16 @@ from typer.testing import CliRunner
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors, write_tensors
-from graphrec.linear import ease_factors, fit_content_maps, interaction_svd
-from graphrec.rank import fit_ranker, load_ranker, save_ranker, serving_ranker
+from graphrec.linear import ease_factors, fit_content_maps, ideal_lowpass, interaction_svd
+from graphrec.rank import (
+    LOWPASS_GAMMAS,
+    RankSettings,
+    fit_ranker,
+    load_ranker,
+    save_ranker,
+    select_filter,
+    serving_ranker,
+)
 from graphrec.recommend import recommend, write_recommendations
 
 
@@ -47,7 +55,13 @@ def test_low_rank_ease_is_ease_at_full_rank():
 def test_fit_saves_state_and_beats_popularity(fitted):
     ws, r = fitted
     info = read_json(ws.stage_dir("model") / "ranker.json")
-    assert set(info["weights_warm"]) == {"gnn", "ease", "pop", "content"}
+    closed_form = {"ease", "pop", "content"}
+    assert set(info["weights_warm"]) == (closed_form | {"gnn"} if info["gnn_kept"] else closed_form)
+    # the GNN is served only when the blend with it beats the closed-form blend on validation
+    mean = lambda fit: np.mean(list(fit.values()))  # noqa: E731
+    if info["gnn_kept"]:
+        assert mean(info["with_gnn_validation_ndcg"]) > mean(info["closed_form_validation_ndcg"])
+    assert ("gnn" in r.blocks()) == info["gnn_kept"]
     assert info["fitted_on"]["warm"] > 0 and info["fitted_on"]["cold"] > 0
     t = read_tensors(ws.stage_dir("model") / "ranker.safetensors")
     assert t["ease_item"].dtype == np.float32 and t["ease_item"].shape == (90, info["ease_dim"])
@@ -408,3 +422,68 @@ def test_users_known_by_a_few_items_take_the_weights_fitted_for_them(tmp_path):
     loaded = load_ranker(ws)
     assert loaded.info["short_history"] == 3
     np.testing.assert_array_equal(loaded.user_vectors(short, history), r.user_vectors(short, history))
+
+
+def test_ideal_lowpass_is_gf_cf_s_filter():
+    """history @ user_basis . item = x_u D^-1/2 V V' D^1/2 (GF-CF's ideal low-pass), exact when k covers the
+    rank; an item without interactions scores 0."""
+    rng = np.random.default_rng(2)
+    xd = (rng.random((40, 5)) @ rng.random((5, 14)) > 1.2).astype(np.float64)
+    xd[:, 3] = 0
+    xd = xd[xd.sum(axis=1) > 0]
+    x = sp.csr_matrix(xd)
+    du, di = xd.sum(axis=1), xd.sum(axis=0)
+    inv = np.where(di > 0, 1 / np.sqrt(np.maximum(di, 1e-12)), 0.0)
+    _, _, vt = np.linalg.svd(xd / np.sqrt(du)[:, None] * inv[None, :], full_matrices=False)
+    r = np.linalg.matrix_rank(xd)
+    v = vt[:r].T
+    reference = xd @ (inv[:, None] * v) @ (v * np.sqrt(di)[:, None]).T
+    user_basis, item = ideal_lowpass(x, r)
+    np.testing.assert_allclose((x @ user_basis) @ item.T, reference, rtol=1e-4, atol=1e-5)
+    assert not user_basis[3].any() and not item[3].any()
+
+
+def test_graph_filter_chooses_gamma_on_validation_and_folds_it_into_the_items(fitted):
+    ws, r = fitted
+    ds = Dataset.load(ws)
+    train, warm = ds.matrix(("train",)), ds.warm_items(("train",))
+    gf = select_filter(train, warm, ds, 10, 64, 16, (100.0,), LOWPASS_GAMMAS)
+    trials = gf.trials["lowpass_validation_ndcg"]
+    assert trials[str(gf.gamma)] == max(trials.values())
+    fixed = select_filter(train, warm, ds, 10, 64, 16, (100.0,), (0.3,))
+    np.testing.assert_allclose(fixed.lowpass_item, 0.3 * ideal_lowpass(train, 16)[1], rtol=1e-5, atol=1e-6)
+    assert select_filter(train, warm, ds, 10, 64, 16, (100.0,), (0.0,)).lowpass_item is None
+    assert select_filter(train, warm, ds, 10, 64, 0, (100.0,), (0.3,)).lowpass_item is None
+    info = read_json(ws.stage_dir("model") / "ranker.json")
+    assert ("lowpass" in r.blocks()) == (info["lowpass_gamma"] > 0 and r.weights_warm.get("ease", 0) > 0)
+
+
+def test_the_vectors_score_the_blend_with_the_low_pass_block(fitted, monkeypatch):
+    """With the low-pass block in (gamma fixed), user . item is still exactly the fitted blend, and an export
+    of the vectors serves graphrec's lists."""
+    import graphrec.rank as rank
+
+    ws, _ = fitted
+    monkeypatch.setattr(rank, "LOWPASS_GAMMAS", (0.3,))
+    r = fit_ranker(ws, None, RankSettings(k=10, lowpass_dim=16), progress=False)
+    assert r.info["lowpass_gamma"] == 0.3 and r.lowpass_item.shape[1] == 16
+    ds = Dataset.load(ws)
+    users, cand, history = np.arange(ds.n_users), np.arange(ds.n_items), ds.matrix(GIVEN)
+    blend = r.blend(r.component_scores(users, cand, history), cand).numpy()
+    user_vec, item_vec = r.user_vectors(users, history), r.item_vectors()
+    np.testing.assert_allclose(user_vec @ item_vec.T, blend, rtol=1e-4, atol=1e-4)
+    if r.weights_warm.get("ease"):
+        assert "lowpass" in r.blocks()
+    assert not r.lowpass_item[~r.warm].any()  # cold items: no low-pass row, their ease rows come from content
+
+
+def test_no_refit_keeps_the_collaborative_parts_on_train(fitted):
+    """RankSettings(refit=False) (what `train --no-refit` passes): the paper protocol, nothing fitted on valid."""
+    ws, _ = fitted
+    ds = Dataset.load(ws)
+    r = fit_ranker(ws, None, RankSettings(k=10, refit=False), progress=False)
+    train = ds.matrix(("train",))
+    np.testing.assert_array_equal(r.warm, ds.warm_items(("train",)))
+    np.testing.assert_allclose(r.pop, np.log1p(np.asarray(train.sum(axis=0)).ravel()))
+    refit = fit_ranker(ws, None, RankSettings(k=10), progress=False)
+    assert not np.allclose(refit.pop, r.pop)
