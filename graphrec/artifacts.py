@@ -117,6 +117,7 @@ class TrainResult:
     item: np.ndarray  # float32 [I, d+1]
     embeddings_sha256: str
     select: tuple[np.ndarray, np.ndarray] | None  # selection-phase (user, item) when the model was refit
+    gnn_served: bool = False  # the ranker serves the GNN block (else the GNN was not refit: it did not add)
 
 
 # -- embeddings --------------------------------------------------------------------------------------

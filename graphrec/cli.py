@@ -411,7 +411,10 @@ def train(
     seed: int = typer.Option(0, help="Random seed (runs on CPU are deterministic)."),
     mode: str = typer.Option("full", help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
     fanouts: str = typer.Option("15,10,5", help="Neighbours sampled per layer in --mode sampled."),
-    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train+valid for the selected epochs."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train+valid after selection: the ranker's "
+                               "graph filter always, the GNN for the selected epochs when the ranker serves it."),
+    keep_gnn: bool = typer.Option(False, "--keep-gnn", help="Serve the GNN block even when the closed-form blend "
+                                  "without it scores as well on validation (by default it is served only when it adds)."),
     ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
                                  "min(users, items)); the ranker is fitted on validation before model/ is switched in."),
     lowpass_dim: int = typer.Option(256, help="Singular vectors of the ranker's ideal low-pass graph filter block "
@@ -420,7 +423,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in model/."),
     as_json: bool = JSON,
 ) -> None:
-    """Train the GNN: select on validation NDCG@K, refit on train+valid, write model/ embeddings."""
+    """Train: the GNN selected on validation NDCG@K, the ranker's blend fitted on validation (the GNN block kept only
+    when it adds), both refit on train+valid; model/ switched in whole."""
     from graphrec.rank import RankSettings
     from graphrec.train import TrainSettings, run_train
 
@@ -431,18 +435,22 @@ def train(
     s = TrainSettings(epochs=epochs, dim=dim, layers=layers, lr=lr, batch_size=batch_size, reg=reg,
                       cold_weight=cold_weight, align_weight=align_weight, patience=patience, k=k, seed=seed,
                       mode=mode, fanouts=fan, refit=refit, device=device)
-    r = run_train(workspace, s, resume=resume, ranker=RankSettings(k=k, ease_dim=ease_dim, lowpass_dim=lowpass_dim))
+    r = run_train(workspace, s, resume=resume, ranker=RankSettings(k=k, ease_dim=ease_dim, lowpass_dim=lowpass_dim,
+                                                                       keep_gnn=keep_gnn))
     emb = embeddings_path(Workspace(workspace))
 
     def show() -> None:
-        table = Table(title=f"trained: epoch {r.selected_epoch} selected" + (", refit on train+valid" if r.refit else ""))
+        served = ("GNN block served" + (", refit on train+valid" if r.refit else "") if r.gnn_served
+                  else "GNN block not served: the closed-form blend scores as well on validation")
+        table = Table(title=f"trained: epoch {r.selected_epoch} selected; {served}")
         table.add_column("validation")
         table.add_column("value", justify="right")
         for name, v in r.validation.items():
             table.add_row(name, f"{v:.4f}")
         out.print(table)
         _say(f"embeddings -> {emb}")
-    _result(as_json, {"selected_epoch": r.selected_epoch, "refit": r.refit, "validation": r.validation,
+    _result(as_json, {"selected_epoch": r.selected_epoch, "refit": r.refit, "gnn_served": r.gnn_served,
+                      "validation": r.validation,
                       "embeddings": str(emb), "epochs": len(r.history)}, show)
 
 

@@ -537,7 +537,9 @@ class RankSettings:
     used, so the default is cut to the data, while a larger explicit value is refused. lowpass_dim: singular
     vectors of the ideal low-pass graph filter (0: no low-pass block), cut to the data as ease_dim.
     refit: refit the collaborative parts on train+valid after selection (False: they stay fitted on train, as the
-    embeddings do under `graphrec train --no-refit`). max_fit_users: users sampled per validation task."""
+    embeddings do under `graphrec train --no-refit`). max_fit_users: users sampled per validation task.
+    keep_gnn: serve the GNN block even when the closed-form blend without it scores as well on validation
+    (by default it is served only when it adds, and `graphrec train` refits the GNN only then)."""
 
     k: int = 20
     ease_lambda: float | None = None
@@ -545,6 +547,7 @@ class RankSettings:
     lowpass_dim: int = LOWPASS_DIM
     refit: bool = True
     max_fit_users: int = MAX_FIT_USERS
+    keep_gnn: bool = False
 
     def check(self, n_users: int, n_items: int) -> None:
         """One line for a setting out of range or one whose EASE block cannot fit in memory, before any work."""
@@ -572,21 +575,16 @@ class RankSettings:
 
 def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None,
                settings: RankSettings | None = None, *, ds: Dataset | None = None, progress: bool = True) -> Ranker:
-    """The ranker for a trained model: the collaborative parts built from train, the blend fitted on validation,
-    the collaborative parts refit on train+valid. Reads the workspace, writes nothing (`save_ranker` does, into
-    the model/ folder a writer stages).
+    """The ranker for a trained model: `fit_blend` on the selection-phase embeddings (or the final ones when the
+    model was not refit), then `serve_embeddings` with the final ones. Reads the workspace, writes nothing
+    (`save_ranker` does, into the model/ folder a writer stages).
 
     trained: what the GNN's training returned (its embeddings are used as they are); None reads model/.
     settings: RankSettings. ds: the workspace's dataset when the caller has loaded it already. progress: show the
     fitting's progress bar.
     """
     ws = Workspace.of(workspace)
-    s = settings or RankSettings()
     ds = ds if ds is not None else Dataset.load(ws)
-    if not ds.is_split:
-        raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
-    s.check(ds.n_users, ds.n_items)
-    k, ease_dim = s.k, s.ease_dim
     if trained is not None:
         user_emb, item_emb, sha, select = trained.user, trained.item, trained.embeddings_sha256, trained.select
     else:
@@ -595,7 +593,23 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
         select = artifacts.read_embeddings(ws, ds, select=True)[:2] if artifacts.has_select_embeddings(ws) else None
     # Embeddings refit on train+valid have seen the validation answers: fit the blend on the selection-phase
     # embeddings (trained on train only) when the train stage kept them, then serve with the final ones.
-    fit_emb = select if select is not None else (user_emb, item_emb)
+    r = fit_blend(ws, select if select is not None else (user_emb, item_emb), settings, ds=ds, progress=progress)
+    return serve_embeddings(r, user_emb, item_emb, sha, refit=select is not None)
+
+
+def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, np.ndarray],
+              settings: RankSettings | None = None, *, ds: Dataset | None = None, progress: bool = True) -> Ranker:
+    """The collaborative parts built from train, the blend fitted on validation with the GNN's selection-phase
+    `embeddings` (user, item: trained on train only), then the collaborative parts refit on train+valid. The
+    returned ranker decides whether the GNN block is served (`info["gnn_kept"]`); `graphrec train` refits the GNN
+    only when it is, then hands the final embeddings to `serve_embeddings`."""
+    ws = Workspace.of(workspace)
+    s = settings or RankSettings()
+    ds = ds if ds is not None else Dataset.load(ws)
+    if not ds.is_split:
+        raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
+    s.check(ds.n_users, ds.n_items)
+    k, ease_dim = s.k, s.ease_dim
     train = ds.matrix(("train",))
     warm = ds.warm_items(("train",))  # during selection; served lists treat train+valid items as warm
     lambdas = EASE_LAMBDAS if s.ease_lambda is None else (s.ease_lambda,)
@@ -604,19 +618,19 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
     gf = select_filter(train, warm, ds, k, ease_dim, s.lowpass_dim, lambdas, LOWPASS_GAMMAS)
     content, modalities = _content_matrix(ws, ds.n_items)
     pop = np.log1p(np.asarray(train.sum(axis=0)).ravel()).astype(np.float32)
-    r = Ranker(*fit_emb, warm, pop, gf.ease_user, gf.ease_item, content, lowpass_user=gf.lowpass_user,
+    r = Ranker(*embeddings, warm, pop, gf.ease_user, gf.ease_item, content, lowpass_user=gf.lowpass_user,
                lowpass_item=gf.lowpass_item)
     kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
     feats, widths = ridge_content(kg, ds.n_items, content)
     ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
-    _fit_weights(r, ds, k, s.max_fit_users, progress)
+    _fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn)
     groups, group_layout = user_groups(kg, ds.n_users)
     new_user_info = _fit_new_users(r, ds, k, s.max_fit_users, groups, train)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
     fitted_on = TRAINED if s.refit else ("train",)
     given = ds.matrix(fitted_on)
-    r.user_emb, r.item_emb, r.warm = user_emb, item_emb, ds.warm_items(fitted_on)
+    r.warm = ds.warm_items(fitted_on)
     if given.nnz > train.nnz:
         r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
         final = select_filter(given, r.warm, ds, k, ease_dim, s.lowpass_dim, (gf.ease_lambda,), (gf.gamma,))
@@ -631,13 +645,19 @@ def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = 
               "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
               "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
               "group_layout": group_layout if r.groups is not None else None,
-              **gf.trials, **ridge_info, **new_user_info, **r.info,
-              "fitted_with": artifacts.SELECT_EMBEDDINGS if select is not None else artifacts.EMBEDDINGS,
-              "embeddings_sha256": sha}
+              **gf.trials, **ridge_info, **new_user_info, **r.info}
     return r
 
 
-def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool) -> None:
+def serve_embeddings(r: Ranker, user: np.ndarray, item: np.ndarray, sha256: str, refit: bool) -> Ranker:
+    """The fitted ranker serving the GNN's final embeddings (model/embeddings.safetensors, whose sha256 the
+    ranker records); `refit`: they are the refit ones, not those the blend was fitted with."""
+    return replace(r, user_emb=user, item_emb=item, info={
+        **r.info, "fitted_with": artifacts.SELECT_EMBEDDINGS if refit else artifacts.EMBEDDINGS,
+        "embeddings_sha256": sha256})
+
+
+def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, keep_gnn: bool) -> None:
     history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
     warm_c, cold_c, all_c = np.flatnonzero(r.warm), np.flatnonzero(~r.warm), np.arange(r.n_items)
@@ -672,13 +692,13 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool)
 
     bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
     # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
-    # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served.
+    # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served (keep_gnn: always).
     closed = _search_blend(objective, data, tuple(c for c in r.components if c != "gnn"), bar)
     with_gnn = _search_blend(objective, data, r.components, bar) if "gnn" in r.components else None
     bar.close()
     mean = lambda fit: float(np.mean(list(fit[3].values()))) if fit[3] else 0.0  # noqa: E731
-    gnn_kept = (with_gnn is not None and bool(with_gnn[0].get("gnn") or with_gnn[1].get("gnn"))
-                and mean(with_gnn) > mean(closed) + 1e-9)
+    gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn[0].get("gnn") or with_gnn[1].get("gnn"))
+                                                      and mean(with_gnn) > mean(closed) + 1e-9))
     r.weights_warm, r.weights_cold, r.cold_offset, fitted = with_gnn if gnn_kept else closed
     r.info = {"fitted_on": {n: int(len(d[0])) for n, d in data.items()},
               "validation_ndcg": {n: round(v, 6) for n, v in fitted.items()}, "gnn_kept": gnn_kept,

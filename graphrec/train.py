@@ -43,7 +43,7 @@ from graphrec.metrics import embedding_accuracy
 from graphrec.model import Embeddings, GraphRec, TrainedModel, triple_loss_grad
 from graphrec.progress import progress_bar
 from graphrec.propagation import GraphInputs, build_inputs, sample_neighbourhood
-from graphrec.rank import RankSettings, fit_ranker, save_ranker
+from graphrec.rank import RankSettings, fit_blend, save_ranker, serve_embeddings
 from graphrec.workspace import LINEAGE, TRAINING, Workspace
 
 PHASES = ("select", "refit")
@@ -473,11 +473,15 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
     validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
                   if "@" in k or k == "score"}
-    refit = s.refit and len(run.valid) > 0 and selected > 0
-    select = None
-    if rank == 0:  # the ranker fits its blend on these: the refit embeddings have seen the validation answers
+    select = _embeddings(model, inp)
+    _check_finite(*select, history)
+    # The ranker fits its blend on the selection-phase embeddings (the refit ones would have seen the validation
+    # answers) and decides whether the GNN block earns its place; the GNN is refit only when it is served.
+    blend = fit_blend(ws, select, rank_settings, ds=run.ds, progress=s.progress) if rank == 0 else None
+    gnn_kept = _from_rank0(blend.info["gnn_kept"] if blend is not None else None)
+    refit = s.refit and len(run.valid) > 0 and selected > 0 and gnn_kept
+    if rank == 0:
         if refit:
-            select = _embeddings(model, inp)
             artifacts.write_embeddings(out, *select, select=True)
         else:
             artifacts.drop_select_embeddings(out)
@@ -485,16 +489,17 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
         final_pairs = np.union1d(run.train, run.valid)
         model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
         history = history + refit_hist
-    user, item = _embeddings(model, inp)
-    _check_finite(user, item, history)
-    result = TrainResult(selected, validation, history, refit, user, item, "", select)
+    user, item = _embeddings(model, inp) if refit else select
+    if refit:
+        _check_finite(user, item, history)
+    result = TrainResult(selected, validation, history, refit, user, item, "", select if refit else None, gnn_kept)
     if rank == 0:
         result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, user, item))
         params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit), history)
-        # the ranker reads the workspace's dataset/features/graph and the embeddings just trained; it is written
-        # into the staged model/, so readers never see a model without its ranker
-        save_ranker(out, fit_ranker(ws, result, rank_settings, ds=run.ds, progress=s.progress))
+        # the ranker is written into the staged model/ with the embeddings just written, so readers never see a
+        # model without its ranker
+        save_ranker(out, serve_embeddings(blend, user, item, result.embeddings_sha256, refit))
         if ws.config_path.exists():
             shutil.copy2(ws.config_path, out.config_path)
         out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},
@@ -503,6 +508,15 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
         # the new model/ and its record in one step (the config keeps the other stages' records as they are)
         ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
     return result
+
+
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's value on every rank (as it is without torchrun)."""
+    if _dist()[1] == 1:
+        return value
+    obj = [value]
+    dist.broadcast_object_list(obj, 0)
+    return obj[0]
 
 
 def _check_finite(user: np.ndarray, item: np.ndarray, history: list[dict[str, Any]]) -> None:

@@ -12,15 +12,18 @@ from hypothesis import strategies as st
 from train_fixtures import make_workspace
 
 import graphrec.train as train_mod
+from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors
 from graphrec.metrics import embedding_accuracy
 from graphrec.propagation import SparseOp
+from graphrec.rank import RankSettings, load_ranker
 from graphrec.train import epoch_triples, run_train, sample_negatives
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = {"epochs": 3, "dim": 8, "layers": 2, "batch_size": 64, "lr": 0.02, "patience": 10, "progress": False}
+KEEP = RankSettings(keep_gnn=True)  # the GNN block served whatever validation says, so the GNN is always refit
 
 
 @settings(max_examples=40, deadline=None)
@@ -73,8 +76,8 @@ def _emb(ws):
 def test_deterministic_on_cpu_and_outputs_complete(tmp_path):
     a = make_workspace(tmp_path / "a")
     b = make_workspace(tmp_path / "b")
-    ra = run_train(a, **FAST)
-    run_train(b, **FAST)
+    ra = run_train(a, ranker=KEEP, **FAST)
+    run_train(b, ranker=KEEP, **FAST)
     for key in ("user", "item"):
         assert np.array_equal(_emb(a)[key], _emb(b)[key])
     d = a.stage_dir("model")
@@ -90,7 +93,7 @@ def test_deterministic_on_cpu_and_outputs_complete(tmp_path):
 @pytest.mark.parametrize("interrupt", [("select", 2), ("refit", 1)])
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch, interrupt):
     full = make_workspace(tmp_path / "full")
-    run_train(full, **FAST)
+    run_train(full, ranker=KEEP, **FAST)
     ws = make_workspace(tmp_path / "cut")
     real = train_mod.save_checkpoint
 
@@ -100,10 +103,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch, i
             raise KeyboardInterrupt  # as a kill right after the epoch's checkpoint
     monkeypatch.setattr(train_mod, "save_checkpoint", killing)
     with pytest.raises(KeyboardInterrupt):
-        run_train(ws, **FAST)
+        run_train(ws, ranker=KEEP, **FAST)
     assert not (ws.stage_dir("model") / "embeddings.safetensors").exists()
     monkeypatch.setattr(train_mod, "save_checkpoint", real)
-    run_train(ws, resume=True, **FAST)
+    run_train(ws, resume=True, ranker=KEEP, **FAST)
     for key in ("user", "item"):
         np.testing.assert_allclose(_emb(ws)[key], _emb(full)[key], rtol=1e-5, atol=1e-6)
     got, want = (read_json(w.stage_dir("model") / "history.json") for w in (ws, full))
@@ -111,6 +114,21 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch, i
     for g, w in zip(got, want):
         assert {k: g[k] for k in w if k not in ("phase", "epoch", "seconds")} == \
             pytest.approx({k: w[k] for k in w if k not in ("phase", "epoch", "seconds")}, rel=1e-4)
+
+
+def test_a_gnn_that_does_not_add_is_neither_served_nor_refit(tmp_path):
+    """An untrained GNN (lr 1e-7) cannot beat the closed-form blend: the ranker drops its block and train skips the
+    GNN's refit (its cost buys nothing); the closed-form parts are still refit on train+valid."""
+    ws = make_workspace(tmp_path)
+    r = run_train(ws, **{**FAST, "lr": 1e-7})
+    d = ws.stage_dir("model")
+    ranker, meta = read_json(d / "ranker.json"), read_json(d / "model.json")
+    assert not ranker["gnn_kept"] and not r.gnn_served and "gnn" not in ranker["blocks"]
+    assert not r.refit and not meta["refit"] and r.select is None
+    assert [h["phase"] for h in read_json(d / "history.json")] == ["select"] * len(r.history)
+    assert not (d / "embeddings_select.safetensors").exists() and ranker["fitted_with"] == "embeddings.safetensors"
+    ds = Dataset.load(ws)  # the graph filter and popularity are refit on train+valid all the same
+    assert np.array_equal(load_ranker(ws, ds).warm, ds.warm_items(("train", "valid")))
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
