@@ -59,7 +59,7 @@ def main() -> None:
     users, items, kg, feats = synthetic(a.users, a.items, a.interactions)
     inp = build_inputs(a.users, a.items, users, items, kg, feats).to(dev)
     print(f"graph built in {time.perf_counter() - t0:.1f} s: {inp.ui.a._nnz() // 2} user-item edges")
-    s = TrainSettings(dim=a.dim, batch_size=a.batch_size, mode=a.mode, device=str(dev))
+    s = TrainSettings(dim=a.dim, batch_size=a.batch_size, mode=a.mode, device=str(dev)).resolved(a.interactions)
     types = {t: int(op.shape[1]) for t, op in list(inp.item_attr.values()) + list(inp.user_attr.values())}
     model = GraphRec(a.users, a.items, a.dim, s.layers, {m: int(v.shape[1]) for m, v in inp.features.items()},
                      types, generator=torch.Generator().manual_seed(0)).to(dev)

@@ -81,7 +81,7 @@ def main() -> None:
     from torch_geometric.nn.models import LightGCN
 
     dev = resolve_device(a.device)
-    s = TrainSettings(dim=a.dim, layers=a.layers, batch_size=a.batch_size, device=str(dev))
+    s = TrainSettings(dim=a.dim, layers=a.layers, batch_size=a.batch_size, device=str(dev)).resolved(0)
     run = _Run(Workspace(a.workspace), s, dev, Workspace(a.workspace))
     inp = run.inputs(run.train)
     model = run.new_model(inp)

@@ -59,8 +59,8 @@ class TrainSettings:
     epochs: int = 60  # maximum epochs of the selection phase
     dim: int = 64
     layers: int = 3
-    lr: float = 5e-3
-    batch_size: int = 2048
+    lr: float | None = None  # None: auto_lr(batch_size), 0.005 at the smallest batch
+    batch_size: int | None = None  # None: auto_batch(train interactions), at least 2048, 32 batches an epoch
     reg: float = 1e-4  # L2 on the batch's layer-0 rows (LightGCN)
     weight_decay: float = 1e-5  # on projections and attribute tables
     cold_weight: float = 0.5  # BPR through the content path (DropoutNet)
@@ -79,9 +79,9 @@ class TrainSettings:
         """One line for the first setting out of range, before anything is read or written."""
         flag = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
         for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{flag(name)} must be at least 1 (got {getattr(self, name)})")
-        if not (0.0 < self.lr <= 1.0):  # also refuses NaN, which fails every comparison
+        if self.lr is not None and not (0.0 < self.lr <= 1.0):  # also refuses NaN, which fails every comparison
             raise InputError(f"--lr must be a number in (0, 1] (got {self.lr})")
         for name in ("reg", "weight_decay", "cold_weight", "align_weight"):
             value = getattr(self, name)
@@ -96,9 +96,34 @@ class TrainSettings:
         if self.mode == "sampled" and len(self.fanouts) != self.layers:
             raise InputError(f"--fanouts needs one value per layer ({self.layers}), got {list(self.fanouts)}")
 
+    def resolved(self, n_train: int) -> TrainSettings:
+        """The settings with the automatic batch size and learning rate decided for `n_train` interactions."""
+        batch = self.batch_size if self.batch_size is not None else auto_batch(n_train)
+        return dataclasses.replace(self, batch_size=batch, lr=self.lr if self.lr is not None else auto_lr(batch))
+
     def result_settings(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
                 if k not in _RUNTIME}
+
+
+MIN_BATCH = 2048
+BATCHES_PER_EPOCH = 32
+BASE_LR, MAX_LR = 5e-3, 2e-2
+
+
+def auto_batch(n_train: int) -> int:
+    """The default batch: at least MIN_BATCH triples, and an epoch of at most BATCHES_PER_EPOCH batches. A batch
+    costs one propagation over the whole graph plus its triples (full mode), so an epoch costs a bounded number
+    of propagations whatever the data's size: on MovieLens latest-small (66k training pairs) this is the former
+    default 2048; on MovieLens-1M (590k) 18,461."""
+    return max(MIN_BATCH, -(-n_train // BATCHES_PER_EPOCH))
+
+
+def auto_lr(batch_size: int) -> float:
+    """The default learning rate for a batch size: BASE_LR at MIN_BATCH, growing with the square root of the
+    batch (fewer, less noisy steps take larger ones), at most MAX_LR. (2048, 0.005) and (16384, 0.02) scored
+    alike on latest-small (BENCHMARKS.md, GNN alone)."""
+    return float(min(MAX_LR, BASE_LR * (max(batch_size, MIN_BATCH) / MIN_BATCH) ** 0.5))
 
 
 # -- sampling -------------------------------------------------------------------------------------------
@@ -465,6 +490,7 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     rank, world = _dist()
     out = Workspace(ws.path / TRAINING)
     run = _Run(ws, s, resolve_device(s.device), out)  # checks the inputs before anything is written
+    s = run.s = s.resolved(len(run.train))
     rank_settings.check(run.nu, run.ni)
     if rank == 0:
         artifacts.prepare_training(out, ws, resume)

@@ -131,6 +131,17 @@ def test_a_gnn_that_does_not_add_is_neither_served_nor_refit(tmp_path):
     assert np.array_equal(load_ranker(ws, ds).warm, ds.warm_items(("train", "valid")))
 
 
+def test_the_default_batch_bounds_an_epoch_and_the_lr_follows_it(tmp_path):
+    assert train_mod.auto_batch(10_000) == 2048 and train_mod.auto_batch(590_733) == 18_461
+    assert train_mod.auto_batch(20_000_000) * train_mod.BATCHES_PER_EPOCH >= 20_000_000
+    assert train_mod.auto_lr(2048) == 0.005 and train_mod.auto_lr(8192) == pytest.approx(0.01)
+    assert train_mod.auto_lr(10**7) == 0.02
+    ws = make_workspace(tmp_path)
+    r = run_train(ws, **{**FAST, "batch_size": None, "lr": None, "epochs": 1})
+    recorded = ws.stage_record("model")["settings"]
+    assert recorded["batch_size"] == 2048 and recorded["lr"] == 0.005 and len(r.history) >= 1
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     ws = make_workspace(tmp_path)
     run_train(ws, **{**FAST, "refit": False})
