@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchmarks.peers.base import COLD_ITEM, COLD_USER, MIXED, TASKS, WARM, FitInput, Scorer, System
+from benchmarks.split import DATASETS
 from graphrec.io import read_json, write_json
 from graphrec.metrics import hit_matrix, mean_metrics, per_user_accuracy
 
@@ -99,7 +100,8 @@ def score(topk: np.ndarray, users: np.ndarray, truth: tuple[np.ndarray, np.ndarr
 # ------------------------------------------------------------------------------------------- worker
 def _fit_input(data, parts: tuple[str, ...], task: str, final: bool, threads: int) -> FitInput:
     return FitInput(X=data.matrix(*parts), item_attr=data.item_attr, user_attr=data.user_attr, text=data.text,
-                    seed=data.seed, threads=threads, workspace=data.workspace, task=task, final=final)
+                    seed=data.seed, threads=threads, workspace=data.workspace, task=task, final=final,
+                    triples=data.triples)
 
 
 def run_system(system: System, data, tasks: list[str], quick: bool, threads: int) -> list[dict[str, Any]]:
@@ -248,7 +250,7 @@ def drive(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="ml-latest-small", choices=("ml-latest-small", "ml-100k", "synthetic"))
+    ap.add_argument("--dataset", default="ml-latest-small", choices=DATASETS)
     ap.add_argument("--tasks", default="warm,cold-item,cold-user,mixed")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--systems", default="", help="comma-separated subset (default: all)")

@@ -3,7 +3,11 @@
 The split is the one an outside evaluator makes (/work/shared/contract/protocol.py `split_rows`, imported,
 not copied): 20% of rated items cold (all their interactions held out, half cold_valid, half cold_test),
 the rest 80/10/10 per user, valid/test items unseen in train moved to train. For MovieLens latest-small the
-external ids are passed so the split is byte-for-byte the contract's. Datasets with user attributes
+external ids are passed so the split is byte-for-byte the contract's. "ml-latest-small-kg" is the same split of
+the same data as a catalogue whose only content is its knowledge graph: no text, no posters, no attribute columns;
+the genres, tags and release decades (values seen at least twice) arrive as triples (item -has_genre-> genre,
+-has_tag-> tag, -released_in-> decade, and tag -mostly_genre-> the genre most of its items have: two-hop paths),
+which `graphrec build --triples` reads and the content peers see as the same entity multi-hot. Datasets with user attributes
 (ml-100k, synthetic) first lose 10% of users as cold users (their rows, half cold_user_valid, half
 cold_user_test): a cold user is known only by attributes. That carve-out happens whatever --tasks says,
 so warm numbers do not depend on which tasks were asked for.
@@ -32,7 +36,8 @@ from graphrec.workspace import Workspace
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GRAPHREC_SHARED", REPO.parent / "shared"))
 CACHE = Path(os.environ.get("GRAPHREC_BENCH_CACHE", Path.home() / ".cache" / "graphrec-benchmarks"))
-DATASETS = ("ml-latest-small", "ml-100k", "synthetic")
+DATASETS = ("ml-latest-small", "ml-latest-small-kg", "ml-100k", "synthetic")
+KG_ONLY = {"ml-latest-small-kg": "ml-latest-small"}  # a KG-only catalogue -> the dataset it is made from
 COLD_USER_SHARE = 0.1
 # The synthetic benchmark dataset: big enough for stable numbers, small enough for many seeds on 2 cores.
 SYNTH_SIZE = {"n_users": 3000, "n_items": 4000, "n_interactions": 150_000}
@@ -50,8 +55,9 @@ class BenchData:
     parts: dict[str, tuple[np.ndarray, np.ndarray]]  # part -> (user int64, item int64)
     item_attr: sp.csr_matrix                          # float32 [n_items, n_attr] multi-hot
     user_attr: sp.csr_matrix | None                   # float32 [n_users, n_uattr] one-hot, None if no attributes
-    text: np.ndarray                                  # float32 [n_items, 384], L2-normalised
+    text: np.ndarray                                  # float32 [n_items, 384], L2-normalised ([n_items, 0]: none)
     workspace: Path                                   # graphrec workspace holding the split dataset
+    triples: Path | None = None                       # the KG-only catalogue's content (head,relation,tail)
 
     def matrix(self, *names: str) -> sp.csr_matrix:
         """Binary user x item matrix of the union of the given parts."""
@@ -77,6 +83,8 @@ class BenchData:
 
 # ------------------------------------------------------------------------------------------- loading
 def load_source(dataset: str) -> Dataset:
+    if dataset in KG_ONLY:  # the same rows; the content is taken away in `prepare`
+        return load_source(KG_ONLY[dataset])
     if dataset == "ml-latest-small":
         from graphrec.data.movielens import load_movielens
         posters = SHARED / "data" / "ml-latest-small-posters" / "posters"
@@ -149,8 +157,10 @@ def split(ds: Dataset, seed: int) -> Dataset:
 
 
 # ------------------------------------------------------------------------------------------- content
-def multi_hot(frame: pd.DataFrame, columns: list[str], sep: str, min_count: int = 2) -> sp.csr_matrix:
-    """Rows x attribute-values indicator matrix; `year` becomes a decade, rare values are dropped."""
+def multi_hot(frame: pd.DataFrame, columns: list[str], sep: str, min_count: int = 2, return_names: bool = False
+              ) -> sp.csr_matrix | tuple[sp.csr_matrix, list[str]]:
+    """Rows x attribute-values indicator matrix ("column=value" names with `return_names`); `year` becomes a
+    decade, rare values are dropped."""
     pieces = []
     for col in columns:
         vals = frame[col].astype(str).str.split(sep).explode().str.strip()
@@ -159,14 +169,15 @@ def multi_hot(frame: pd.DataFrame, columns: list[str], sep: str, min_count: int 
         vals = vals[vals != ""]
         pieces.append(pd.DataFrame({"row": vals.index.to_numpy(np.int64), "token": col + "=" + vals.to_numpy()}))
     if not pieces:
-        return sp.csr_matrix((len(frame), 0), dtype=np.float32)
+        m = sp.csr_matrix((len(frame), 0), dtype=np.float32)
+        return (m, []) if return_names else m
     tok = pd.concat(pieces).drop_duplicates()
     counts = tok["token"].value_counts()
     tok = tok[tok["token"].map(counts) >= min_count]
-    codes, _ = pd.factorize(tok["token"])
+    codes, uniques = pd.factorize(tok["token"])
     m = sp.csr_matrix((np.ones(len(tok), np.float32), (tok["row"].to_numpy(), codes)),
                       shape=(len(frame), int(codes.max(initial=-1)) + 1))
-    return m
+    return (m, [str(u) for u in uniques]) if return_names else m
 
 
 def item_texts(ds: Dataset) -> list[str]:
@@ -197,6 +208,25 @@ def text_embeddings(texts: list[str], cache: Path) -> np.ndarray:
 MIXED_PARTS = {"mixed_valid": ("valid", "cold_valid"), "mixed_test": ("test", "cold_test")}
 
 
+def kg_triples(ds: Dataset, attr: sp.csr_matrix, names: list[str]) -> pd.DataFrame:
+    """The KG-only catalogue's triples: item -> each attribute value it holds (relation from the column), and
+    tag -> the genre most of its items hold."""
+    coo = attr.tocoo()
+    column = np.array([n.split("=", 1)[0] for n in names], dtype=object)
+    relation = {"genres": "has_genre", "tags": "has_tag", "year": "released_in"}
+    item = pd.DataFrame({"head": np.asarray(ds.item_ids, dtype=object)[coo.row],
+                         "relation": [relation.get(c, f"has_{c}") for c in column[coo.col]],
+                         "tail": np.asarray(names, dtype=object)[coo.col]})
+    genre, tag = np.flatnonzero(column == "genres"), np.flatnonzero(column == "tags")
+    if len(genre) and len(tag):
+        co = (attr[:, tag].T @ attr[:, genre]).toarray()
+        keep = co.max(axis=1) > 0
+        item = pd.concat([item, pd.DataFrame({
+            "head": np.asarray(names, dtype=object)[tag[keep]], "relation": "mostly_genre",
+            "tail": np.asarray(names, dtype=object)[genre[co[keep].argmax(axis=1)]]})])
+    return item.reset_index(drop=True)
+
+
 def prepare(dataset: str, seed: int) -> BenchData:
     """The split of `dataset` for `seed`, made once and cached as a graphrec workspace."""
     root = CACHE / dataset
@@ -212,8 +242,14 @@ def prepare(dataset: str, seed: int) -> BenchData:
     for mixed, (warm, cold) in MIXED_PARTS.items():  # one list over warm and cold items, both held-out parts
         parts[mixed] = tuple(np.concatenate([parts[warm][j], parts[cold][j]]) for j in (0, 1))
     user_cols = ds.schema.user_attribute_columns
+    attr, names = multi_hot(ds.items, ds.schema.attribute_columns, ds.schema.sep, return_names=True)
+    triples = None
+    if dataset in KG_ONLY:
+        triples = ws.path / "triples.csv"
+        if not triples.exists():  # graphrec's copy of the dataset drops its content columns (graphrec_system)
+            kg_triples(ds, attr, names).to_csv(triples, index=False)
     return BenchData(
-        name=dataset, seed=seed, n_users=ds.n_users, n_items=ds.n_items, parts=parts,
-        item_attr=multi_hot(ds.items, ds.schema.attribute_columns, ds.schema.sep),
+        name=dataset, seed=seed, n_users=ds.n_users, n_items=ds.n_items, parts=parts, item_attr=attr,
         user_attr=multi_hot(ds.users, user_cols, ds.schema.sep, min_count=1) if user_cols else None,
-        text=text_embeddings(item_texts(ds), root), workspace=ws.path)
+        text=np.zeros((ds.n_items, 0), np.float32) if triples else text_embeddings(item_texts(ds), root),
+        workspace=ws.path, triples=triples)

@@ -59,3 +59,22 @@ def test_popularity_and_itemknn_beat_nothing_on_synthetic(tmp_path):
         assert 0.0 < r["recall@20"] <= 1.0 and 0.0 < r["ndcg@20"] <= 1.0
     assert rows["itemknnwarm"]["ndcg@20"] > rows["popularitywarm"]["ndcg@20"]  # tastes are learnable
     assert len(rows["itemknnwarm"]["grid"]) > 1  # a grid was selected on validation
+
+
+def test_the_kg_only_catalogue_carries_the_attributes_as_triples():
+    import pandas as pd
+
+    from benchmarks.split import kg_triples
+    from graphrec.data.synth import generate
+
+    ds = generate(20, 30, 300, seed=1, progress=False)
+    ds.items["genres"] = ["Comedy|Drama", "Comedy", "Drama|Horror"] * 10
+    ds.items["tags"] = ["funny", "sad", "scary"] * 10
+    attr, names = multi_hot(ds.items, ["genres", "tags"], "|", return_names=True)
+    t = kg_triples(ds, attr, names)
+    item0 = t[t["head"] == ds.item_ids[0]]
+    assert set(zip(item0["relation"], item0["tail"])) == {("has_genre", "genres=Comedy"),
+                                                          ("has_genre", "genres=Drama"), ("has_tag", "tags=funny")}
+    tag_genre = dict(zip(t.loc[t["relation"] == "mostly_genre", "head"], t.loc[t["relation"] == "mostly_genre", "tail"]))
+    assert tag_genre["tags=sad"] == "genres=Comedy" and tag_genre["tags=scary"] in ("genres=Drama", "genres=Horror")
+    assert len(t) == attr.nnz + 3 and isinstance(t, pd.DataFrame)

@@ -30,6 +30,7 @@ class FitInput:
     workspace: Any = None         # the graphrec workspace of this split (only graphrec uses it)
     task: str = WARM
     final: bool = False           # True for the refit on train+valid
+    triples: Any = None           # the KG-only catalogue's triples file (its only content), else None
 
 
 class System:

@@ -67,6 +67,9 @@ class Graphrec(System):
         if a.images and ds.schema.image_column and clip:
             modalities.append("clip_image")
         precomputed = []
+        if data.triples is not None:  # a KG-only catalogue: its triples are all the content graphrec gets
+            ds.schema.attribute_columns, ds.schema.text_columns, ds.schema.image_column = [], [], None
+            ds.save(ws)
         if a.text and ds.schema.text_columns:  # the peers' MiniLM vectors, so graphrec does not re-encode
             np.save(ws / "minilm.npy", data.text)
             write_json(ws / "minilm.ids.json", [str(i) for i in ds.item_ids])
@@ -78,7 +81,7 @@ class Graphrec(System):
         if modalities or precomputed:
             run_encode(ws, modalities, precomputed=precomputed, clip_checkpoint=clip, seed=data.seed,
                        show_progress=False)
-        run_build(ws, progress=False)
+        run_build(ws, progress=False, triples=data.triples)  # triples: the KG-only catalogue's content
         trained = run_train(ws, seed=data.seed, progress=False)
         self.epoch_seconds = [h["seconds"] for h in trained.history]  # training only, validation excluded
         ranker = load_ranker(ws)  # run_train fitted it with the model
