@@ -101,6 +101,20 @@ RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
 
 
+@dataclass(frozen=True)
+class UserFoldIn:
+    """A user's vector from the item indices they have (docs/export.md, "Users the export does not hold"):
+
+        h = rows[items].sum(0);  h[mean == 1] /= max(n, 1);  user = scale * h + const
+
+    n = the number of distinct items; (scale, const) = terms[1], terms[2] when n > short_history, else terms[3],
+    terms[4]; mean = terms[0]."""
+
+    rows: np.ndarray  # float32 [n_items, dim]
+    terms: np.ndarray  # float32 [5, dim]: mean mask, scale and constant for long histories, then for short ones
+    short_history: int
+
+
 @dataclass
 class Ranker:
     user_emb: np.ndarray  # float32 [n_users, d]
@@ -209,6 +223,33 @@ class Ranker:
         for b in ("gnn", "offset"):
             parts[b] = np.where(new, parts[b] * np.float32(nw.get(b, 1.0)), parts[b])
         return _stack([parts[b].astype(np.float32) for b in self.blocks()], len(users))
+
+    def fold_in(self) -> UserFoldIn:
+        """What computes a user's vector from the items they have, outside graphrec (docs/export.md): exactly
+        `user_vectors` for a user without attribute values whose gnn row is the mean of its items' gnn rows (a user
+        the model never saw: `TrainedModel.user_embedding_from_items`, as `Recommender.recommend(user_items=...)`
+        embeds one), and for every user when the gnn block is not served (all other blocks are functions of the
+        history)."""
+        n = self.n_items
+        nw, pop = self.new_user_weights, self.weights_warm.get("pop", 0.0)
+        rows, terms = [], []
+        for b, w in self.blocks().items():
+            zero, one = np.zeros(w, np.float32), np.ones(w, np.float32)
+            if b == "gnn":  # [mean of the items' gnn rows, 1], times the short-history weight
+                rows.append(np.concatenate([self.item_emb[:, :-1], np.zeros((n, 1), np.float32)], axis=1))
+                last = np.eye(1, w, w - 1, dtype=np.float32)[0]
+                g = np.float32(nw.get("gnn", 1.0))
+                terms.append([one, one, last, one * g, last * g])
+            elif b in ("ease", "lowpass", "content"):  # sums of the items' rows; the content profile is a mean
+                rows.append({"ease": self.ease_user, "lowpass": self.lowpass_user, "content": self.content}[b])
+                terms.append([one if b == "content" else zero, one, zero, one, zero])
+            else:  # constants: pop and offset weights (their own below short_history), no attribute values
+                const = {"pop": (pop, nw.get("pop", pop)), "offset": (1.0, nw.get("offset", 1.0))}.get(b, (0.0, 0.0))
+                rows.append(np.zeros((n, w), np.float32))
+                terms.append([zero, zero, one * np.float32(const[0]), zero, one * np.float32(const[1])])
+        columns = np.array([np.concatenate([t[j] for t in terms]) for j in range(5)], np.float32) if terms \
+            else np.zeros((5, 0), np.float32)
+        return UserFoldIn(_stack(rows, n), columns, int(self.info.get("short_history", 0)))
 
     def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
         """float32 [len(items), dim]: the items' side, the blend's weights and scales folded in."""

@@ -1,20 +1,24 @@
 """Embedding export: bit-exact round trip, manifest checks, pseudonyms, no personal data, faiss index."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rec_helpers import make_workspace
+from train_fixtures import make_workspace as make_split_workspace
 
 import graphrec
+from graphrec.api import Recommender
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.errors import InputError
 from graphrec.export import export
 from graphrec.export_folder import load_export, pseudonymize_id
-from graphrec.rank import load_ranker
+from graphrec.rank import RankSettings, load_ranker
 from graphrec.recommend import recommend
+from graphrec.train import run_train
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +146,7 @@ def test_cli_export(ws, tmp_path):
     res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "e"), "--format", "parquet"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["ids.json", "items.parquet", "manifest.json",
+                                                                   "user_fold_in.npy", "user_fold_in_terms.npy",
                                                                    "users.parquet"]
 
 
@@ -207,7 +212,8 @@ def test_export_replaces_only_an_export(ws, tmp_path):
     (tmp_path / "empty").mkdir()
     export(ws, tmp_path / "empty", ["npy"])
     again = export(ws, tmp_path / "empty", ["parquet"])  # an earlier export is replaced whole
-    assert sorted(p.name for p in again.iterdir()) == ["ids.json", "items.parquet", "manifest.json", "users.parquet"]
+    assert sorted(p.name for p in again.iterdir()) == ["ids.json", "items.parquet", "manifest.json",
+                                                       "user_fold_in.npy", "user_fold_in_terms.npy", "users.parquet"]
 
 
 def test_a_killed_exports_temp_folder_goes_with_the_next_export(ws, tmp_path):
@@ -216,3 +222,63 @@ def test_a_killed_exports_temp_folder_goes_with_the_next_export(ws, tmp_path):
     (left / "user_embeddings.npy").write_bytes(b"half")
     export(ws, tmp_path / "exp", ["npy"])
     assert not left.exists() and (tmp_path / "exp" / "manifest.json").is_file()
+
+
+def documented_user_vector(rows, terms, short_history, items):
+    """The formula of docs/export.md ("Users the export does not hold"), as a downstream system writes it."""
+    items = np.unique(items)
+    h = rows[items].sum(axis=0)
+    h = np.where(terms[0] > 0, h / max(len(items), 1), h)
+    scale, const = (terms[1], terms[2]) if len(items) > short_history else (terms[3], terms[4])
+    return scale * h + const
+
+
+def test_the_fold_in_gives_every_user_s_vector_when_the_gnn_block_is_not_served(ws):
+    r, ds = load_ranker(ws), Dataset.load(ws)
+    closed = dataclasses.replace(r, weights_warm={**r.weights_warm, "gnn": 0.0},
+                                 weights_cold={**r.weights_cold, "gnn": 0.0})
+    assert "gnn" not in closed.blocks() and "ease" in closed.blocks()
+    history, fold = ds.matrix(GIVEN), closed.fold_in()
+    want = closed.user_vectors(np.arange(ds.n_users), history)
+    got = np.stack([documented_user_vector(fold.rows, fold.terms, fold.short_history, history[u].indices)
+                    for u in range(ds.n_users)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A trained split workspace whose ranker serves the GNN block (cold users with 2 context items)."""
+    ws = make_split_workspace(tmp_path_factory.mktemp("fold-in"))
+    run_train(ws, epochs=3, dim=8, layers=2, batch_size=64, lr=0.02, progress=False,
+              ranker=RankSettings(keep_gnn=True))
+    return ws
+
+
+def test_the_export_computes_a_new_user_s_vector_as_graphrec_does(trained, tmp_path):
+    """100 users graphrec has never seen, each known by 1-11 items: the export's fold-in (docs/export.md) gives the
+    scores and lists `Recommender.recommend(user_items=...)` gives, gnn block included."""
+    e = load_export(export(trained, tmp_path / "exp", ("parquet",)))
+    assert "gnn" in e.manifest["blocks"] and e.manifest["fold_in"]["short_history"] >= 1
+    rng = np.random.default_rng(0)
+    histories = {f"new{i}": list(rng.choice(e.item_ids, rng.integers(1, 12), replace=False)) for i in range(100)}
+    lists = Recommender.load(trained.path).recommend(list(histories), user_items=histories, k=10)
+    assert lists["user_id"].nunique() == 100
+    for uid, got in lists.groupby("user_id"):
+        v = e.user_vector(histories[uid])
+        at = [e.item_ids.index(i) for i in histories[uid]]
+        np.testing.assert_allclose(v, documented_user_vector(e.fold_in_rows, e.fold_in_terms,
+                                                             e.manifest["fold_in"]["short_history"], at), rtol=1e-6)
+        scores = e.item_embeddings @ v
+        scores[at] = -np.inf  # the user's items are excluded, as graphrec excludes them
+        np.testing.assert_allclose(np.sort(scores)[::-1][:10], got["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+        idx = [e.item_ids.index(i) for i in got["item_id"]]
+        np.testing.assert_allclose(scores[idx], got["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_an_export_without_a_fold_in_says_so(trained, tmp_path):
+    e = load_export(export(trained, tmp_path / "exp", ("npy",)))
+    old = dataclasses.replace(e, fold_in_rows=None, fold_in_terms=None)
+    with pytest.raises(InputError, match="no user fold-in"):
+        old.user_vector([e.item_ids[0]])
+    with pytest.raises(InputError, match="unknown item id"):
+        e.user_vector(["no-such-item"])
