@@ -283,6 +283,9 @@ def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dic
     if ridge:  # ridge_columns came later: the loader refits a ranker without them
         spec.update({"ridge": ("float32", ("used", "ease_dim")), "ridge_mean": ("float32", ("used",)),
                      "ridge_target_mean": ("float32", ("ease_dim",)), "ridge_columns?": ("int64", ("used",))})
+    if "cpop" in info["components"]:  # the cold items' popularity map (a content map to one number)
+        spec.update({"cold_pop": ("float32", ("pop_used", 1)), "cold_pop_mean": ("float32", ("pop_used",)),
+                     "cold_pop_target_mean": ("float32", (1,)), "cold_pop_columns": ("int64", ("pop_used",))})
     sizes = {"items": n_items}
     if "ease_dim" in info:
         sizes["ease_dim"] = info["ease_dim"]
@@ -293,6 +296,10 @@ def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dic
     # Column indices into content the loader rebuilds, block by block, with the recorded widths
     if ridge and "ridge_columns" in t:
         _check_within(t["ridge_columns"], sum(info["ridge_widths"]), "tensor 'ridge_columns'", path)
+    if "cpop" in info["components"]:
+        if not ridge:
+            raise InputError(f"component 'cpop' needs the 'ridge' component's content: {RETRAIN}", file=d / RANKER_JSON)
+        _check_within(t["cold_pop_columns"], sum(info["ridge_widths"]), "tensor 'cold_pop_columns'", path)
     if layout is not None:
         _check_within(layout["columns"], sum(layout["widths"]), "'group_layout.columns'", d / RANKER_JSON)
     return t, info

@@ -13,6 +13,9 @@ The vectors are blocks, each a component of the score, weighted by a blend fitte
              the warm items' E_item rows, so a cold item lands in the same space as the warm ones
     pop      1 . log(1 + training interactions of i)         (warm items; cold items carry the cold offset in
              one more dimension)
+    cpop     1 . cold_pop_map(f_i)                           cold items: a ridge map from the same content f to
+             log(1 + interactions), fitted on the warm items (which new items will be popular), riding on the
+             cold offset's dimension
     content  (mean content over the user's history) . content[i]                (only when features exist)
     group    for users with at most info["short_history"] given items only (cold users): the user's attribute
              values (age band, gender, ...: the graph's user-attribute edges) . P(item | value) over the training
@@ -30,13 +33,13 @@ t = warm or cold item; m_* = 1 (m_group = 0) for users with a history, fitted va
 `Ranker.without_user_attributes` (the private export) leaves out the gnn and group blocks, which carry the
 users' attributes.
 
-Cold items have no collaborative signal, so their weights cover gnn, content and ridge only: lacking ease/pop
+Cold items have no collaborative signal, so their weights cover gnn, content, ridge and cpop only: lacking ease/pop
 never pushes them down. Warm weights are fitted on `valid` (warm candidates), cold weights on `cold_valid`
 (cold candidates), the cold offset on both together (all items; its grid widens while the best value sits on
 its edge), each by coordinate search on NDCG@K; once without the gnn block and once with it, the gnn kept only
 when that has the higher mean validation NDCG (a trained part that does not earn is not served). The EASE
 lambda is chosen on warm validation NDCG of EASE alone, then the low-pass gamma on that of the whole filter, the
-ridge lambda on cold_valid NDCG of the ridge score alone. After fitting, the filter, the content map and
+ridge lambda (and the cpop one) on cold_valid NDCG of the ridge (cpop) score alone. After fitting, the filter, the content map and
 popularity are refit on train+valid (the protocol: select on validation, refit on everything but held-out
 test; RankSettings.refit False keeps them on train, the paper protocol). The history used for fitting is what
 training saw (train + cold_user_context); at serving time it is everything the system was given (train, valid,
@@ -50,7 +53,8 @@ Saved as model/ranker.json (weights, scales, settings, the embeddings' sha256) a
 ("ease_user" / "ease_item" float32 [n_items, ease_dim], "pop" float32 [n_items], "warm" uint8 [n_items], with the
 low-pass block "lowpass_user" / "lowpass_item" float32 [n_items, lowpass_dim] (gamma folded into the item side), and
 with the ridge component "ridge" float32 [d_used, ease_dim], "ridge_mean" [d_used], "ridge_target_mean"
-[ease_dim], "ridge_columns" int64 [d_used] (the content columns the fitted items use);
+[ease_dim], "ridge_columns" int64 [d_used] (the content columns the fitted items use), with the cpop component
+"cold_pop" float32 [d_pop, 1], "cold_pop_mean" [d_pop], "cold_pop_target_mean" [1], "cold_pop_columns" int64 [d_pop];
 the item content f is rebuilt from features/ and graph/ when loading, each block cut to its fitted width;
 with the group block "group_items" float32 [n_items, n_values], the users' values rebuilt from graph/).
 Every fitting step is linear in the interactions (graphrec.linear).
@@ -84,9 +88,9 @@ from graphrec.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("gnn", "ease", "pop", "content", "ridge")
-COLD_COMPONENTS = ("gnn", "content", "ridge")
-COLD_ONLY = ("ridge",)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
+COMPONENTS = ("gnn", "ease", "pop", "content", "ridge", "cpop")
+COLD_COMPONENTS = ("gnn", "content", "ridge", "cpop")
+COLD_ONLY = ("ridge", "cpop")  # scored on cold candidates only (0 elsewhere), so their spread is measured there
 BLOCKS = ("gnn", "ease", "lowpass", "pop", "offset", "content", "group")  # the vectors' blocks, in order
 FIT_HISTORY = ("train", "cold_user_context")
 EASE_DIM = 1024  # at most rank(X) <= min(n_users, n_items) are used
@@ -125,6 +129,8 @@ class Ranker:
     ease_item: np.ndarray  # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
     content: np.ndarray | None  # float32 [n_items, dc], unit norm per modality, zero rows = no content
     content_map: ContentMap | None = None  # item content -> ease_item space (the ridge component)
+    cold_pop_map: ContentMap | None = None  # item content -> log(1 + interactions) (the cpop component)
+    cold_pop: np.ndarray | None = None  # float32 [n_items]: cold_pop_map(content) for cold items, 0 for warm ones
     lowpass_user: np.ndarray | None = None  # float32 [n_items, m]: a user's low-pass vector is history @ this
     lowpass_item: np.ndarray | None = None  # float32 [n_items, m]: gamma D_i^1/2 V (zero rows for cold items)
     groups: sp.csr_matrix | None = None  # float32 [n_users, n_values]: the users' attribute values (0/1)
@@ -144,7 +150,7 @@ class Ranker:
     @property
     def components(self) -> tuple[str, ...]:
         return tuple(c for c in COMPONENTS if (c != "content" or self.content is not None)
-                     and (c != "ridge" or self.content_map is not None))
+                     and (c != "ridge" or self.content_map is not None) and (c != "cpop" or self.cold_pop is not None))
 
     # -- the vectors -------------------------------------------------------------------------------
     def _user_blocks(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray]:
@@ -176,7 +182,8 @@ class Ranker:
         used = {"gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
                 "ease": ww.get("ease", 0.0) or (wc.get("ridge", 0.0) and self.content_map is not None),
                 "lowpass": self.lowpass_item is not None and ww.get("ease", 0.0),
-                "pop": ww.get("pop", 0.0) or self.new_user_weights.get("pop", 0.0), "offset": self.cold_offset,
+                "pop": ww.get("pop", 0.0) or self.new_user_weights.get("pop", 0.0),
+                "offset": self.cold_offset or (self.cold_pop is not None and wc.get("cpop", 0.0)),
                 "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0)),
                 "group": self.groups is not None and self.new_user_weights.get("group", 0.0)}
         widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "pop": 1, "offset": 1,
@@ -260,9 +267,12 @@ class Ranker:
             return np.where(warm, self.weights_warm.get(warm_name, 0.0) / self.scale[warm_name],
                             self.weights_cold.get(cold_name, 0.0) / self.scale.get(cold_name, 1.0)).astype(np.float32)
 
+        offset = np.full((len(items), 1), self.cold_offset, np.float32)
+        if self.cold_pop is not None:  # the cold items' content-predicted popularity rides on their offset
+            offset += self.cold_pop[items, None] * np.float32(self.weights_cold.get("cpop", 0.0) / self.scale["cpop"])
         folded = {"gnn": parts["gnn"] * weight("gnn", "gnn"), "ease": parts["ease"] * weight("ease", "ridge"),
                   "pop": np.where(warm, parts["pop"] / np.float32(self.scale["pop"]), 0.0),
-                  "offset": np.where(warm, 0.0, np.float32(self.cold_offset))}
+                  "offset": np.where(warm, 0.0, offset)}
         if "lowpass" in parts:  # the filter's second part, weighted as its first; a cold item's row is zero
             folded["lowpass"] = parts["lowpass"] * weight("ease", "ridge")
         if "content" in parts:
@@ -285,6 +295,9 @@ class Ranker:
             out["content"] = dot["content"]
         if self.content_map is not None:
             out["ridge"] = dot["ease"] * ~warm
+        if self.cold_pop is not None:
+            out["cpop"] = torch.from_numpy(np.where(self.warm[cand], 0.0, self.cold_pop[cand]).astype(np.float32)
+                                           ).expand(len(users), len(cand))
         return out
 
     def blend(self, comps: dict[str, torch.Tensor], cand: np.ndarray, weights_warm: dict[str, float] | None = None,
@@ -569,6 +582,34 @@ def _fit_content_map(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], 
     return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
 
 
+def _fit_cold_popularity(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], ds: Dataset | None, k: int,
+                         x: sp.csr_matrix) -> dict[str, Any]:
+    """Sets r.cold_pop_map, a ridge map from item content to log(1 + interactions in x) fitted on the warm items,
+    and r.cold_pop, its prediction for the cold items (the cpop component: which new items will be popular; a
+    strong cold-start baseline alone). With several lambdas it keeps the one with the best cold_valid NDCG@k of
+    that score alone; returns the lam and the trials ({} and nothing set without cold_valid to select on)."""
+    rows, cold = np.flatnonzero(r.warm), np.flatnonzero(~r.warm)
+    target = np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]
+    maps = fit_content_maps(feats[rows], target, lambdas)
+
+    def predicted(m: ContentMap) -> np.ndarray:
+        out = np.zeros(r.n_items, np.float32)
+        out[cold] = m(feats[cold])[:, 0]
+        return out
+
+    if len(lambdas) == 1:
+        r.cold_pop_map, r.cold_pop = maps[0], predicted(maps[0])
+        return {}
+    truth = ds.matrix(("cold_valid",)).astype(bool)
+    if truth.nnz == 0 or len(cold) == 0:
+        return {}
+    seen, ones = ds.matrix(FIT_HISTORY).astype(bool), np.ones((ds.n_users, 1), np.float32)
+    trials = [(_validation_ndcg(ones, predicted(m)[:, None], truth, seen, cold, k), lam, m) for lam, m in zip(lambdas, maps)]
+    _, lam, r.cold_pop_map = max(trials, key=lambda t: t[0])
+    r.cold_pop = predicted(r.cold_pop_map)
+    return {"cold_pop_lambda": lam, "cold_pop_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
+
+
 @dataclass(frozen=True)
 class RankSettings:
     """How the ranker is fitted (by `graphrec train`, after the GNN, before its model/ is switched in).
@@ -664,6 +705,7 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
     kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
     feats, widths = ridge_content(kg, ds.n_items, content)
     ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
+    pop_info = _fit_cold_popularity(r, feats, RIDGE_LAMBDAS, ds, k, train) if r.content_map is not None else {}
     _fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn)
     groups, group_layout = user_groups(kg, ds.n_users)
     new_user_info = _fit_new_users(r, ds, k, s.max_fit_users, groups, train)
@@ -679,6 +721,8 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
         r.lowpass_user, r.lowpass_item = final.lowpass_user, final.lowpass_item
     if r.content_map is not None:
         _fit_content_map(r, feats, [ridge_info["ridge_lambda"]], None, k)
+    if r.cold_pop_map is not None:
+        _fit_cold_popularity(r, feats, [pop_info["cold_pop_lambda"]], None, k, given)
     if r.group_items is not None:
         r.group_items = group_popularity(r.groups, given) / np.float32(r.scale["group"])
     r.info = {"k": k, "ease_lambda": gf.ease_lambda, "ease_dim": int(r.ease_item.shape[1]),
@@ -686,7 +730,7 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
               "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
               "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
               "group_layout": group_layout if r.groups is not None else None,
-              **gf.trials, **ridge_info, **new_user_info, **r.info}
+              **gf.trials, **ridge_info, **pop_info, **new_user_info, **r.info}
     return r
 
 
@@ -870,6 +914,10 @@ def save_ranker(staged: Workspace, r: Ranker) -> None:
         m = r.content_map
         tensors.update(ridge=m.weights, ridge_mean=m.feature_mean, ridge_target_mean=m.target_mean,
                        ridge_columns=m.columns.astype(np.int64))
+    if r.cold_pop_map is not None:
+        m = r.cold_pop_map
+        tensors.update(cold_pop=m.weights, cold_pop_mean=m.feature_mean, cold_pop_target_mean=m.target_mean,
+                       cold_pop_columns=m.columns.astype(np.int64))
     if r.group_items is not None:
         tensors["group_items"] = r.group_items
     artifacts.write_ranker(staged, tensors, {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale,
@@ -911,6 +959,11 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
         r.content_map = ContentMap(t["ridge"], t["ridge_mean"], t["ridge_target_mean"], t["ridge_columns"])
         cold = np.flatnonzero(~r.warm)
         r.ease_item[cold] = r.content_map(feats[cold])
+        if "cpop" in info["components"]:  # rebuilt from the same content, as the ridge's cold rows
+            r.cold_pop_map = ContentMap(t["cold_pop"], t["cold_pop_mean"], t["cold_pop_target_mean"],
+                                        t["cold_pop_columns"])
+            r.cold_pop = np.zeros(r.n_items, np.float32)
+            r.cold_pop[cold] = r.cold_pop_map(feats[cold])[:, 0]
     return r
 
 
@@ -929,6 +982,8 @@ def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
         r.lowpass_user, r.lowpass_item = grow(r.lowpass_user), grow(r.lowpass_item)
     if r.group_items is not None:
         r.group_items = grow(r.group_items)
+    if r.cold_pop is not None:  # saved as its map only: the new items' values are rebuilt from content on loading
+        r.cold_pop = grow(r.cold_pop)
     r.pop = np.log1p(counts).astype(np.float32)
     r.info["embeddings_sha256"] = artifacts.embeddings_sha256(staged)
     save_ranker(staged, r)

@@ -176,16 +176,19 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_export" in b)
     rng = np.random.default_rng(0)
-    items = ["318", "296", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
+    items = ["318", "296", "2571", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
     monkeypatch.chdir(tmp_path)
+    fold_in = (rng.normal(size=(len(items), 4)).astype(np.float32), np.ones((5, 4), np.float32), 0)
     write_export("export", ["npy"], ["42", "7"], items, np.ones(len(items), bool),
                  rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(len(items), 4)).astype(np.float32),
-                 False, {"blocks": {"gnn": 4}})
+                 False, {"blocks": {"gnn": 4}}, fold_in)
     served = []
     real = Export.recommend
     monkeypatch.setattr(Export, "recommend", lambda self, *a, **kw: served.append(real(self, *a, **kw)) or served[-1])
-    exec(compile(snippet, "README.md", "exec"), {})
+    scope = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
     assert len(served) == 1 and len(served[0]) == 10 and not {"318", "296"} & {i for i, _ in served[0]}
+    np.testing.assert_allclose(scope["v"], fold_in[0][:3].mean(axis=0) + 1, rtol=1e-6)  # terms: mean, scale 1, +1
 
 
 def test_export_replaces_only_an_export(ws, tmp_path):

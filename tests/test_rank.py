@@ -1,6 +1,7 @@
 """The hybrid ranker and `recommend`: EASE closed form, exclusions, candidates, cold items, persistence."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -282,6 +283,25 @@ def test_ridge_component_is_cold_only_and_persisted(fitted):
     assert (comps["ridge"].numpy()[:, r.warm] == 0).all() and comps["ridge"].numpy()[:, ~r.warm].std() > 0
     again = load_ranker(ws)  # cold items' vectors rebuilt from their content through the saved map
     np.testing.assert_allclose(again.ease_item, r.ease_item, rtol=1e-5, atol=1e-6)
+
+
+def test_cold_popularity_is_cold_only_persisted_and_folded_into_the_offset(fitted):
+    """The cpop component: content -> log popularity for cold items only, rebuilt from content on loading, and
+    scored through the cold items' offset dimension (one scoring space), whatever weight the blend gives it."""
+    ws, r = fitted
+    info = read_json(ws.stage_dir("model") / "ranker.json")
+    assert "cpop" in info["components"] and str(info["cold_pop_lambda"]) in info["cold_pop_validation_ndcg"]
+    assert (r.cold_pop[r.warm] == 0).all() and r.cold_pop[~r.warm].std() > 0
+    np.testing.assert_allclose(load_ranker(ws).cold_pop, r.cold_pop, rtol=1e-5, atol=1e-6)
+    ds = Dataset.load(ws)
+    users, cand, history = np.arange(ds.n_users), np.arange(ds.n_items), ds.matrix(GIVEN)
+    forced = dataclasses.replace(r, weights_cold={**r.weights_cold, "cpop": 2.0})
+    blend = forced.blend(forced.component_scores(users, cand, history), cand).numpy()
+    np.testing.assert_allclose(forced.user_vectors(users, history) @ forced.item_vectors().T, blend, rtol=1e-4,
+                               atol=1e-4)
+    lift = blend - r.blend(r.component_scores(users, cand, history), cand).numpy()
+    np.testing.assert_allclose(lift[:, r.warm], 0.0, atol=1e-6)
+    assert np.corrcoef(lift[0, ~r.warm], r.cold_pop[~r.warm])[0, 1] > 0.999
 
 
 def test_the_vectors_score_exactly_the_fitted_blend(fitted):
