@@ -36,7 +36,7 @@ from benchmarks.run import rank
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("GRAPHREC_SHARED", HERE.parent.parent / "shared")) / "data" / "ml-1m-lightgcnpp"
 OUT = HERE / "results" / "ml1m.jsonl"
-K = 20
+CUTOFFS = (10, 20, 40)
 
 
 def read_lists(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -51,16 +51,20 @@ def read_lists(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def paper_metrics(topk: np.ndarray, users: np.ndarray, truth: sp.csr_matrix) -> dict[str, float]:
-    """Recall@K = hits/|truth| and NDCG@K (ideal over min(|truth|, K)), averaged over users with truth."""
+    """Recall@K = hits/|truth| and NDCG@K (ideal over min(|truth|, K)), averaged over users with truth, for K in
+    CUTOFFS (the paper's supplement reports @10 and @40 next to the main table's @20)."""
     t = truth[users]
     n_true = np.diff(t.indptr)
     keep = n_true > 0
     hits = np.take_along_axis(t.toarray() > 0, np.maximum(topk, 0), axis=1) & (topk >= 0)
     hits, n_true = hits[keep], n_true[keep]
-    disc = 1.0 / np.log2(np.arange(2, K + 2))
-    idcg = np.cumsum(disc)[np.minimum(n_true, K) - 1]
-    return {"recall@20": float((hits.sum(axis=1) / n_true).mean()), "ndcg@20": float(((hits * disc).sum(axis=1) / idcg).mean()),
-            "users": int(keep.sum())}
+    out: dict[str, float] = {}
+    for k in CUTOFFS:
+        disc = 1.0 / np.log2(np.arange(2, k + 2))
+        idcg = np.cumsum(disc)[np.minimum(n_true, k) - 1]
+        out[f"recall@{k}"] = float((hits[:, :k].sum(axis=1) / n_true).mean())
+        out[f"ndcg@{k}"] = float(((hits[:, :k] * disc).sum(axis=1) / idcg).mean())
+    return {**out, "users": int(keep.sum())}
 
 
 class Split:
@@ -82,7 +86,7 @@ class Split:
         t = self.matrix(truth)
         users = np.flatnonzero(np.diff(t.indptr) > 0)
         cand = np.ones(self.n_items, bool)
-        return paper_metrics(rank(scorer, users, cand, self.matrix(*given), K), users, t)
+        return paper_metrics(rank(scorer, users, cand, self.matrix(*given), max(CUTOFFS)), users, t)
 
     def fit_input(self, final: bool, threads: int) -> FitInput:
         x = self.matrix("train", "valid") if final else self.matrix("train")
