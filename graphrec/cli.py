@@ -403,8 +403,8 @@ def train(
     layers: int = typer.Option(3, help="Propagation layers."),
     lr: float | None = typer.Option(None, help="Adam learning rate (default: 0.005 at batch 2048, growing with the square "
                              "root of the batch size, at most 0.02).", show_default=False),
-    batch_size: int | None = typer.Option(None, help="Triples (user, positive, negative) per step (default: at least 2048, "
-                                   "and at most 32 steps an epoch).", show_default=False),
+    batch_size: int | None = typer.Option(None, help="Triples (user, positive, negative) per step (default: 2048, "
+                                   "or a power of two giving 32 to 64 steps an epoch).", show_default=False),
     reg: float = typer.Option(1e-4, help="L2 on the batch's layer-0 embeddings."),
     cold_weight: float = typer.Option(0.5, help="Weight of BPR through the content path (cold-start training)."),
     align_weight: float = typer.Option(1.0, help="Weight of the content -> collaborative alignment."),

@@ -239,7 +239,7 @@ class Ranker:
         history)."""
         n = self.n_items
         nw, pop = self.new_user_weights, self.weights_warm.get("pop", 0.0)
-        rows, terms = [], []
+        rows, terms = [], []  # per block: its item rows; [mean mask, scale, const (long), scale, const (short)]
         for b, w in self.blocks().items():
             zero, one = np.zeros(w, np.float32), np.ones(w, np.float32)
             if b == "gnn":  # [mean of the items' gnn rows, 1], times the short-history weight

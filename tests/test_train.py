@@ -132,8 +132,11 @@ def test_a_gnn_that_does_not_add_is_neither_served_nor_refit(tmp_path):
 
 
 def test_the_default_batch_bounds_an_epoch_and_the_lr_follows_it(tmp_path):
-    assert train_mod.auto_batch(10_000) == 2048 and train_mod.auto_batch(590_733) == 18_461
-    assert train_mod.auto_batch(20_000_000) * train_mod.BATCHES_PER_EPOCH >= 20_000_000
+    assert train_mod.auto_batch(10_000) == 2048 and train_mod.auto_batch(66_418) == 2048
+    assert train_mod.auto_batch(590_733) == 16_384 and train_mod.auto_batch(20_000_000) == 524_288
+    for n in (1, 65_535, 65_536, 131_071, 131_072, 590_733, 10**9):  # 32 to 64 batches an epoch once above 2048
+        b = train_mod.auto_batch(n)
+        assert b == 2048 or 32 <= -(-n // b) <= 64
     assert train_mod.auto_lr(2048) == 0.005 and train_mod.auto_lr(8192) == pytest.approx(0.01)
     assert train_mod.auto_lr(10**7) == 0.02
     ws = make_workspace(tmp_path)
