@@ -534,6 +534,8 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
                    dirs={st: ws.stage_dir(st) for st in LINEAGE})
         # the new model/ and its record in one step (the config keeps the other stages' records as they are)
         ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
+    if world > 1:  # every rank leaves once rank 0 has switched model/ in: none tears its process group down mid-way
+        dist.barrier()
     return result
 
 
