@@ -214,8 +214,8 @@ def kg_triples(ds: Dataset, attr: sp.csr_matrix, names: list[str]) -> pd.DataFra
     coo = attr.tocoo()
     column = np.array([n.split("=", 1)[0] for n in names], dtype=object)
     relation = {"genres": "has_genre", "tags": "has_tag", "year": "released_in"}
-    item = pd.DataFrame({"head": np.asarray(ds.item_ids, dtype=object)[coo.row],
-                         "relation": [relation.get(c, f"has_{c}") for c in column[coo.col]],
+    relation_of = np.array([relation.get(c, f"has_{c}") for c in column], dtype=object)  # per attribute value
+    item = pd.DataFrame({"head": np.asarray(ds.item_ids, dtype=object)[coo.row], "relation": relation_of[coo.col],
                          "tail": np.asarray(names, dtype=object)[coo.col]})
     genre, tag = np.flatnonzero(column == "genres"), np.flatnonzero(column == "tags")
     if len(genre) and len(tag):

@@ -71,6 +71,5 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
              "model": {k: r.info[k] for k in ("ease_dim", "ease_lambda", "fitted_with", "embeddings_sha256")
                        if k in r.info},
              "dataset": ds.schema.name}
-    fold = r.fold_in()
     return write_export(out, formats, user_ids, [str(i) for i in ds.item_ids], r.warm, user_vectors,
-                        r.item_vectors(), bool(pseudonymize), about, (fold.rows, fold.terms, fold.short_history))
+                        r.item_vectors(), bool(pseudonymize), about, r.fold_in())

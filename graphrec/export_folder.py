@@ -77,12 +77,34 @@ def _is_export(d: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class UserFoldIn:
+    """A user's vector from the item indices they have (docs/export.md, "Users the export does not hold"):
+
+        h = rows[items].sum(0);  h[mean == 1] /= max(n, 1);  user = scale * h + const
+
+    n = the number of distinct items; (scale, const) = terms[1], terms[2] when n > short_history, else terms[3],
+    terms[4]; mean = terms[0]. Made by `graphrec.rank.Ranker.fold_in`, shipped in the export."""
+
+    rows: np.ndarray  # float32 [n_items, dim]
+    terms: np.ndarray  # float32 [5, dim]: mean mask, scale and constant for long histories, then for short ones
+    short_history: int
+
+    def user_vector(self, items: np.ndarray) -> np.ndarray:
+        """float32 [dim] for the item indices `items` (repeats count once)."""
+        items = np.unique(np.asarray(items, np.int64))
+        h = self.rows[items].sum(axis=0, dtype=np.float32)
+        h = np.where(self.terms[0] > 0, h / np.float32(max(len(items), 1)), h)
+        at = 1 if len(items) > self.short_history else 3
+        return (self.terms[at] * h + self.terms[at + 1]).astype(np.float32)
+
+
 def write_export(out: str | os.PathLike, formats: Sequence[str], user_ids: list[str], item_ids: list[str],
                  warm: np.ndarray, user: np.ndarray, item: np.ndarray, pseudonymized: bool,
-                 about: dict[str, Any], fold_in: tuple[np.ndarray, np.ndarray, int] | None = None) -> Path:
+                 about: dict[str, Any], fold_in: UserFoldIn | None = None) -> Path:
     """Write the folder `out` atomically (replacing an older export; `check_export_target`): ids, vectors in
-    `formats`, the user fold-in (rows [items, dim], terms [5, dim], short_history: `Export.user_vector`) as npy
-    whatever the formats, the manifest (`about` adds its keys). Temp folders of a killed export there go first."""
+    `formats`, the user fold-in (`Export.user_vector`) as npy whatever the formats, the manifest (`about` adds its
+    keys). Temp folders of a killed export there go first."""
     faiss = faiss_module("the faiss format") if "faiss" in formats else None
     out = check_export_target(out)
     remove_leftovers(out)
@@ -104,9 +126,9 @@ def write_export(out: str | os.PathLike, formats: Sequence[str], user_ids: list[
             files["faiss_items"] = "items.faiss"
         if fold_in is not None:
             files.update(user_fold_in="user_fold_in.npy", user_fold_in_terms="user_fold_in_terms.npy")
-            save_npy(tmp / "user_fold_in.npy", fold_in[0])
-            save_npy(tmp / "user_fold_in_terms.npy", fold_in[1])
-            about = {**about, "fold_in": {"short_history": int(fold_in[2])}}
+            save_npy(tmp / "user_fold_in.npy", fold_in.rows)
+            save_npy(tmp / "user_fold_in_terms.npy", fold_in.terms)
+            about = {**about, "fold_in": {"short_history": int(fold_in.short_history)}}
         manifest = {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "scoring": "dot", "dim": int(item.shape[1]),
             "users": len(user_ids), "items": len(item_ids), "cold_items": int((~warm).sum()),
@@ -138,8 +160,7 @@ class Export:
     item_warm: np.ndarray  # bool [n_items]
     user_embeddings: np.ndarray  # float32 [n_users, dim]
     item_embeddings: np.ndarray  # float32 [n_items, dim]
-    fold_in_rows: np.ndarray | None = None  # float32 [n_items, dim] (exports from before it: None)
-    fold_in_terms: np.ndarray | None = None  # float32 [5, dim]
+    fold_in: UserFoldIn | None = None  # None: an export written before graphrec shipped one
 
     def __post_init__(self) -> None:
         self._user = {u: i for i, u in enumerate(self.user_ids)}
@@ -172,15 +193,10 @@ class Export:
 
             h = rows[items].sum(0); h[mean] /= max(n, 1); user = scale * h + const
 
-        with (scale, const) those for n > short_history items, else those for short histories."""
-        if self.fold_in_rows is None or self.fold_in_terms is None:
+        with (scale, const) those for n > short_history items, else those for short histories (`UserFoldIn`)."""
+        if self.fold_in is None:
             raise InputError("this export has no user fold-in (written before graphrec shipped one): re-export")
-        idx = np.unique(self._items(item_ids))
-        terms, n = self.fold_in_terms, len(idx)
-        h = self.fold_in_rows[idx].sum(axis=0, dtype=np.float32)
-        h = np.where(terms[0] > 0, h / np.float32(max(n, 1)), h)
-        at = 1 if n > self.manifest["fold_in"]["short_history"] else 3
-        return (terms[at] * h + terms[at + 1]).astype(np.float32)
+        return self.fold_in.user_vector(self._items(item_ids))
 
     def similar_items(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:
         """Top-k (item id, cosine similarity of item embeddings), the item itself left out."""
@@ -238,14 +254,15 @@ def load_export(directory: str | os.PathLike) -> Export:
     else:
         raise InputError("export holds no embeddings (npy or parquet)", file=d / "manifest.json")
     user, item = (_check_finite(read(path, (n, m["dim"])), path) for path, n in zip(paths, (m["users"], m["items"])))
-    rows = terms = None
+    fold_in = None
     if "user_fold_in" in files:
         if not isinstance(m.get("fold_in"), dict) or not isinstance(m["fold_in"].get("short_history"), int):
             raise InputError(f"'fold_in' should be {{\"short_history\": int}}: {REEXPORT}", file=d / "manifest.json")
         rows, terms = (_check_finite(_read_npy(d / files[key], shape), d / files[key])
                        for key, shape in (("user_fold_in", (m["items"], m["dim"])),
                                           ("user_fold_in_terms", (5, m["dim"]))))
-    return Export(m, ids["users"], ids["items"], np.asarray(ids["item_warm"], bool), user, item, rows, terms)
+        fold_in = UserFoldIn(rows, terms, m["fold_in"]["short_history"])
+    return Export(m, ids["users"], ids["items"], np.asarray(ids["item_warm"], bool), user, item, fold_in)
 
 
 def _read_npy(path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -115,6 +115,11 @@ class ContentMap:
         shift = self.target_mean - self.feature_mean @ self.weights
         return np.asarray(f.tocsr()[:, self.columns] @ self.weights, np.float32) + shift
 
+    def target_columns(self, which: slice) -> ContentMap:
+        """The map to some of its targets only (a ridge map treats every target column on its own)."""
+        return ContentMap(np.ascontiguousarray(self.weights[:, which]), self.feature_mean,
+                          np.ascontiguousarray(self.target_mean[which]), self.columns)
+
 
 def fit_content_maps(f: sp.csr_matrix, y: np.ndarray, lambdas: Sequence[float], seed: int = 0) -> list[ContentMap]:
     """One ridge map per lam from content rows f [n, d_f] to targets y [n, k] (same rows), with an unpenalised

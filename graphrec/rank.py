@@ -78,6 +78,7 @@ from graphrec.ann import ApproximateTopK
 from graphrec.artifacts import TrainResult
 from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
+from graphrec.export_folder import UserFoldIn
 from graphrec.features import load_features, unit_rows
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.linear import ContentMap, ease_factors, fit_content_maps, ideal_lowpass, interaction_svd
@@ -103,20 +104,6 @@ MAX_OFFSET = 64.0
 MAX_FIT_USERS = 3000
 RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
-
-
-@dataclass(frozen=True)
-class UserFoldIn:
-    """A user's vector from the item indices they have (docs/export.md, "Users the export does not hold"):
-
-        h = rows[items].sum(0);  h[mean == 1] /= max(n, 1);  user = scale * h + const
-
-    n = the number of distinct items; (scale, const) = terms[1], terms[2] when n > short_history, else terms[3],
-    terms[4]; mean = terms[0]."""
-
-    rows: np.ndarray  # float32 [n_items, dim]
-    terms: np.ndarray  # float32 [5, dim]: mean mask, scale and constant for long histories, then for short ones
-    short_history: int
 
 
 @dataclass
@@ -556,58 +543,55 @@ def select_filter(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, ease_
     return GraphFilter(lam, gamma, ease_user, ease_item, low[0], (gamma * low[1]).astype(np.float32), trials)
 
 
-def _fit_content_map(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], ds: Dataset | None, k: int
-                     ) -> dict[str, Any]:
-    """Sets r.content_map (fitted on the warm items' ease_item rows) and the cold items' ease_item rows. With
-    several lambdas it keeps the one with the best cold_valid NDCG@k of the ridge score alone; returns the lam
-    and the trials ({} without cold_valid to select on: then no ridge component)."""
-    rows = np.flatnonzero(r.warm)
-    cold = np.flatnonzero(~r.warm)
-    maps = fit_content_maps(feats[rows], r.ease_item[rows], lambdas)
-    if len(lambdas) == 1:
-        r.content_map = maps[0]
-        r.ease_item[cold] = maps[0](feats[cold])
-        return {}
-    truth = ds.matrix(("cold_valid",)).astype(bool)
-    if truth.nnz == 0 or len(cold) == 0:
-        return {}
-    history = ds.matrix(FIT_HISTORY)
-    user, seen = np.asarray(history @ r.ease_user, np.float32), history.astype(bool)
-    trials = []
-    for lam, m in zip(lambdas, maps):
+def _fit_cold_maps(r: Ranker, feats: sp.csr_matrix, ridge_lambdas: Sequence[float], pop_lambdas: Sequence[float],
+                   ds: Dataset | None, k: int, x: sp.csr_matrix) -> dict[str, Any]:
+    """The cold items' two content maps, fitted on the warm items in one ridge solve (one decomposition of the
+    content for every lambda and both targets):
+
+    * r.content_map (the ridge component): content -> the warm items' ease_item rows; sets the cold items' rows;
+    * r.cold_pop_map (the cpop component): content -> log(1 + interactions in x); sets r.cold_pop for cold items
+      (which new items will be popular; a strong cold-start baseline alone). No pop_lambdas: no cpop component.
+
+    With one lambda each they are set as they are (the refit). With several, each keeps the lambda with the best
+    cold_valid NDCG@k of its own score alone; returns the lambdas and the trials ({} and nothing set without
+    cold_valid to select on)."""
+    rows, cold = np.flatnonzero(r.warm), np.flatnonzero(~r.warm)
+    width = r.ease_item.shape[1]
+    target = np.hstack([r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]])
+    lambdas = sorted({*ridge_lambdas, *pop_lambdas})
+    fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
+    ridge = {lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas}
+    pop = {lam: fitted[lam].target_columns(slice(width, width + 1)) for lam in pop_lambdas}
+
+    def cold_rows(m: ContentMap) -> np.ndarray:  # the ease_item rows with the cold ones from the map
         item = r.ease_item.copy()
         item[cold] = m(feats[cold])
-        trials.append((_validation_ndcg(user, item, truth, seen, cold, k), lam, m, item))
-    _, lam, r.content_map, r.ease_item = max(trials, key=lambda t: t[0])
-    return {"ridge_lambda": lam, "ridge_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
+        return item
 
-
-def _fit_cold_popularity(r: Ranker, feats: sp.csr_matrix, lambdas: Sequence[float], ds: Dataset | None, k: int,
-                         x: sp.csr_matrix) -> dict[str, Any]:
-    """Sets r.cold_pop_map, a ridge map from item content to log(1 + interactions in x) fitted on the warm items,
-    and r.cold_pop, its prediction for the cold items (the cpop component: which new items will be popular; a
-    strong cold-start baseline alone). With several lambdas it keeps the one with the best cold_valid NDCG@k of
-    that score alone; returns the lam and the trials ({} and nothing set without cold_valid to select on)."""
-    rows, cold = np.flatnonzero(r.warm), np.flatnonzero(~r.warm)
-    target = np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]
-    maps = fit_content_maps(feats[rows], target, lambdas)
-
-    def predicted(m: ContentMap) -> np.ndarray:
-        out = np.zeros(r.n_items, np.float32)
-        out[cold] = m(feats[cold])[:, 0]
+    def popularity(m: ContentMap) -> np.ndarray:  # [n_items, 1]: the prediction for cold items, 0 for warm ones
+        out = np.zeros((r.n_items, 1), np.float32)
+        out[cold] = m(feats[cold])
         return out
 
-    if len(lambdas) == 1:
-        r.cold_pop_map, r.cold_pop = maps[0], predicted(maps[0])
-        return {}
-    truth = ds.matrix(("cold_valid",)).astype(bool)
-    if truth.nnz == 0 or len(cold) == 0:
-        return {}
-    seen, ones = ds.matrix(FIT_HISTORY).astype(bool), np.ones((ds.n_users, 1), np.float32)
-    trials = [(_validation_ndcg(ones, predicted(m)[:, None], truth, seen, cold, k), lam, m) for lam, m in zip(lambdas, maps)]
-    _, lam, r.cold_pop_map = max(trials, key=lambda t: t[0])
-    r.cold_pop = predicted(r.cold_pop_map)
-    return {"cold_pop_lambda": lam, "cold_pop_validation_ndcg": {str(t[1]): round(t[0], 6) for t in trials}}
+    info: dict[str, Any] = {}
+    if len(ridge_lambdas) > 1:  # select each map's lambda on cold_valid
+        truth = ds.matrix(("cold_valid",)).astype(bool)
+        if truth.nnz == 0 or len(cold) == 0:
+            return {}
+        history = ds.matrix(FIT_HISTORY)
+        seen = history.astype(bool)
+        for name, user, maps, vectors in (("ridge", np.asarray(history @ r.ease_user, np.float32), ridge, cold_rows),
+                                          ("cold_pop", np.ones((ds.n_users, 1), np.float32), pop, popularity)):
+            trials = {lam: _validation_ndcg(user, vectors(m), truth, seen, cold, k) for lam, m in maps.items()}
+            if trials:
+                info[f"{name}_lambda"] = max(trials, key=trials.get)
+                info[f"{name}_validation_ndcg"] = {str(lam): round(v, 6) for lam, v in trials.items()}
+    r.content_map = ridge[info.get("ridge_lambda", ridge_lambdas[0])]
+    r.ease_item = cold_rows(r.content_map)
+    if pop:
+        r.cold_pop_map = pop[info.get("cold_pop_lambda", pop_lambdas[0])]
+        r.cold_pop = popularity(r.cold_pop_map)[:, 0]
+    return info
 
 
 @dataclass(frozen=True)
@@ -704,8 +688,8 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
                lowpass_item=gf.lowpass_item)
     kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
     feats, widths = ridge_content(kg, ds.n_items, content)
-    ridge_info = _fit_content_map(r, feats, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() else {}
-    pop_info = _fit_cold_popularity(r, feats, RIDGE_LAMBDAS, ds, k, train) if r.content_map is not None else {}
+    cold_info = (_fit_cold_maps(r, feats, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k, train)
+                 if feats is not None and warm.any() else {})
     _fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn)
     groups, group_layout = user_groups(kg, ds.n_users)
     new_user_info = _fit_new_users(r, ds, k, s.max_fit_users, groups, train)
@@ -720,9 +704,7 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
         r.ease_user, r.ease_item = final.ease_user, final.ease_item
         r.lowpass_user, r.lowpass_item = final.lowpass_user, final.lowpass_item
     if r.content_map is not None:
-        _fit_content_map(r, feats, [ridge_info["ridge_lambda"]], None, k)
-    if r.cold_pop_map is not None:
-        _fit_cold_popularity(r, feats, [pop_info["cold_pop_lambda"]], None, k, given)
+        _fit_cold_maps(r, feats, [cold_info["ridge_lambda"]], [cold_info["cold_pop_lambda"]], None, k, given)
     if r.group_items is not None:
         r.group_items = group_popularity(r.groups, given) / np.float32(r.scale["group"])
     r.info = {"k": k, "ease_lambda": gf.ease_lambda, "ease_dim": int(r.ease_item.shape[1]),
@@ -730,7 +712,7 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
               "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
               "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
               "group_layout": group_layout if r.groups is not None else None,
-              **gf.trials, **ridge_info, **pop_info, **new_user_info, **r.info}
+              **gf.trials, **cold_info, **new_user_info, **r.info}
     return r
 
 

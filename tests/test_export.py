@@ -171,14 +171,14 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
     import re
     from pathlib import Path
 
-    from graphrec.export_folder import Export, write_export
+    from graphrec.export_folder import Export, UserFoldIn, write_export
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_export" in b)
     rng = np.random.default_rng(0)
     items = ["318", "296", "2571", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
     monkeypatch.chdir(tmp_path)
-    fold_in = (rng.normal(size=(len(items), 4)).astype(np.float32), np.ones((5, 4), np.float32), 0)
+    fold_in = UserFoldIn(rng.normal(size=(len(items), 4)).astype(np.float32), np.ones((5, 4), np.float32), 0)
     write_export("export", ["npy"], ["42", "7"], items, np.ones(len(items), bool),
                  rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(len(items), 4)).astype(np.float32),
                  False, {"blocks": {"gnn": 4}}, fold_in)
@@ -188,7 +188,7 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
     scope = {}
     exec(compile(snippet, "README.md", "exec"), scope)
     assert len(served) == 1 and len(served[0]) == 10 and not {"318", "296"} & {i for i, _ in served[0]}
-    np.testing.assert_allclose(scope["v"], fold_in[0][:3].mean(axis=0) + 1, rtol=1e-6)  # terms: mean, scale 1, +1
+    np.testing.assert_allclose(scope["v"], fold_in.rows[:3].mean(axis=0) + 1, rtol=1e-6)  # terms: mean, scale 1, +1
 
 
 def test_export_replaces_only_an_export(ws, tmp_path):
@@ -269,7 +269,7 @@ def test_the_export_computes_a_new_user_s_vector_as_graphrec_does(trained, tmp_p
     for uid, got in lists.groupby("user_id"):
         v = e.user_vector(histories[uid])
         at = [e.item_ids.index(i) for i in histories[uid]]
-        np.testing.assert_allclose(v, documented_user_vector(e.fold_in_rows, e.fold_in_terms,
+        np.testing.assert_allclose(v, documented_user_vector(e.fold_in.rows, e.fold_in.terms,
                                                              e.manifest["fold_in"]["short_history"], at), rtol=1e-6)
         scores = e.item_embeddings @ v
         scores[at] = -np.inf  # the user's items are excluded, as graphrec excludes them
@@ -280,7 +280,7 @@ def test_the_export_computes_a_new_user_s_vector_as_graphrec_does(trained, tmp_p
 
 def test_an_export_without_a_fold_in_says_so(trained, tmp_path):
     e = load_export(export(trained, tmp_path / "exp", ("npy",)))
-    old = dataclasses.replace(e, fold_in_rows=None, fold_in_terms=None)
+    old = dataclasses.replace(e, fold_in=None)
     with pytest.raises(InputError, match="no user fold-in"):
         old.user_vector([e.item_ids[0]])
     with pytest.raises(InputError, match="unknown item id"):
