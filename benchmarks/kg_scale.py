@@ -98,7 +98,7 @@ def main() -> None:
            "entities": int(sum(n for t_, n in g.num_nodes.items() if t_ not in ("user", "item"))),
            "edge_types": len(g.edges), "edges": int(sum(len(e) for e in g.edges.values())), **times,
            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-           "blocks": r.blocks(), "ridge_lambda": r.info.get("ridge_lambda"),
+           "blocks": r.blocks(), "ridge_lambda": r.record.selection.get("ridge_lambda"),
            "cold_recall@20": round(cold["accuracy"]["recall@20"], 4), "cold_candidates": cold["candidates"],
            "cold_random_recall@20": round(20 / cold["candidates"], 4),
            "warm_ndcg@20": round(metrics["tasks"]["warm"]["accuracy"]["ndcg@20"], 4),

@@ -142,9 +142,9 @@ def run_graphrec(split: Split, root: Path, train: dict, protocol: str) -> dict:
 
     m = split.evaluate(scorer, "test", protocol)
     return {"params": {**train, "epochs_selected": trained.history[-1].get("epoch") if trained.history else None,
-                       "blocks": r.blocks(), "weights_warm": r.weights_warm, "ease_lambda": r.info.get("ease_lambda"),
-                       "gnn_kept": r.info.get("gnn_kept"), "validation_ndcg": r.info.get("validation_ndcg"),
-                       "closed_form_validation_ndcg": r.info.get("closed_form_validation_ndcg")},
+                       "blocks": r.blocks(), "weights_warm": r.weights_warm, "ease_lambda": r.record.ease_lambda,
+                       "gnn_kept": r.record.gnn_kept, "validation_ndcg": r.record.selection.get("validation_ndcg"),
+                       "closed_form_validation_ndcg": r.record.selection.get("closed_form_validation_ndcg")},
             **m, "wall_s": round(pipeline_s, 1), "epoch_s": round(float(np.mean([h["seconds"] for h in trained.history])), 2)}
 
 

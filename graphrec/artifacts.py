@@ -73,7 +73,8 @@ RANKER_INFO = {"components": [str], "blocks?": {str: int}, "scale": {str: float}
                "weights_cold": {str: float}, "cold_offset": float, "new_user_weights": {str: float},
                "embeddings_sha256": str, "k?": int, "ease_dim?": int, "lowpass_dim?": int, "short_history?": int,
                "max_fit_users?": int, "ridge_widths?": [int],
-               "group_layout?": ({"widths": [int], "columns": [int]}, None), "modalities?": [str], "fitted_with?": str}
+               "group_layout?": ({"widths": [int], "columns": [int]}, None), "modalities?": [str], "fitted_with?": str,
+               "private_new_user_weights?": ({str: float}, None)}
 
 
 def model_dir(ws: Workspace, create: bool = False) -> Path:

@@ -54,7 +54,7 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     if private and not ds.schema.user_attribute_columns:  # the model never saw any: collaborative already
         note = NO_ATTRIBUTES_NOTE
     elif private:
-        r, note = r.without_user_attributes(ds), PRIVATE_NOTE
+        r, note = r.without_user_attributes(), PRIVATE_NOTE
         if not r.blocks():
             raise InputError("the ranker's blend scores with the gnn alone, which carries user attributes: a private "
                              "export would hold no scoring information", file=ws.path)
@@ -68,8 +68,8 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
         user_ids, user_vectors = [user_ids[i] for i in order], user_vectors[order]
     about = {"blocks": r.blocks(), "user_vectors": "from every interaction given to the system at export time",
              "private": private, **({"privacy": note} if note else {}),
-             "model": {k: r.info[k] for k in ("ease_dim", "ease_lambda", "fitted_with", "embeddings_sha256")
-                       if k in r.info},
+             "model": {"ease_dim": int(r.ease_item.shape[1]), "ease_lambda": r.record.ease_lambda,
+                       "fitted_with": r.record.fitted_with, "embeddings_sha256": r.record.embeddings_sha256},
              "dataset": ds.schema.name}
     return write_export(out, formats, user_ids, [str(i) for i in ds.item_ids], r.warm, user_vectors,
                         r.item_vectors(), bool(pseudonymize), about, r.fold_in())

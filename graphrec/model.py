@@ -35,6 +35,17 @@ from torch import nn
 
 from graphrec.propagation import GraphInputs, SparseOp, row_normalized
 
+LOSS_CHUNK = 1 << 17  # triples per chunk of the full-graph loss: its memory is O(LOSS_CHUNK d)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The loss's weights next to BPR(h): lambda_cold, lambda_align, lambda_reg (module docstring)."""
+
+    cold: float
+    align: float
+    reg: float
+
 
 @dataclass
 class Embeddings:
@@ -145,17 +156,68 @@ class GraphRec(nn.Module):
         return -F.logsigmoid((u * pos).sum(-1) + b_pos - (u * neg).sum(-1) - b_neg).sum()
 
     def batch_loss(self, u: torch.Tensor, cf: tuple[torch.Tensor, torch.Tensor], content: tuple[torch.Tensor, torch.Tensor],
-                   bias: tuple[torch.Tensor, torch.Tensor], ego_sq: torch.Tensor, cold_weight: float,
-                   align_weight: float, reg: float) -> tuple[torch.Tensor, dict[str, float]]:
-        """Summed (not averaged) loss terms of a batch, so shards of a batch add up exactly (DDP).
+                   bias: tuple[torch.Tensor, torch.Tensor], ego_sq: torch.Tensor, w: LossWeights
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Summed (not averaged) loss terms of a batch, so shards of a batch add up exactly (DDP): the objective,
+        written once; `sampled_loss` computes it by autograd, `full_graph_loss` by `triple_loss_grad`.
 
         cf / content / bias: (positive, negative) rows; ego_sq: squared norm of the batch's layer-0 rows.
         """
         bpr = self.recommendation_loss(u, cf[0], cf[1], bias[0], bias[1])
         cold = self.recommendation_loss(u, content[0], content[1], bias[0], bias[1])
         align = ((content[0] - cf[0].detach()) ** 2).sum() / self.dim
-        total = bpr + cold_weight * cold + align_weight * align + reg * 0.5 * ego_sq
+        total = bpr + w.cold * cold + w.align * align + w.reg * 0.5 * ego_sq
         return total, {"bpr": bpr.item(), "cold": cold.item(), "align": align.item()}
+
+    def sampled_loss(self, inp: GraphInputs, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                     nodes: torch.Tensor, sub: SparseOp, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+        """`batch_loss` of triples (users, pos, neg) propagated over a sampled sub-operator `sub` of `nodes` (the
+        triples' sorted unique U+I ids first, then their sampled neighbours: `propagation.sample_neighbourhood`)."""
+        h = self.get_embedding_sampled(inp, nodes, sub)
+        n_seed = len(torch.unique(torch.cat([users, pos + inp.n_users, neg + inp.n_users])))
+        loc = lambda g: torch.searchsorted(nodes[:n_seed], g)  # noqa: E731
+        u, cf_p, cf_n = h[loc(users)], h[loc(pos + inp.n_users)], h[loc(neg + inp.n_users)]
+        z = self.content(inp)
+        c, b = z @ self.transfer, z @ self.bias_w
+        x_u = self.user_id[users] * (inp.user_degree[users] > 0)[:, None]
+        x_p = self.item_id[pos] * (inp.item_degree[pos] > 0)[:, None] + z[pos]
+        x_n = self.item_id[neg] * (inp.item_degree[neg] > 0)[:, None] + z[neg]
+        ego = x_u.pow(2).sum() + x_p.pow(2).sum() + x_n.pow(2).sum()
+        return self.batch_loss(u, (cf_p, cf_n), (c[pos], c[neg]), (b[pos], b[neg]), ego, w)
+
+    def full_graph_loss(self, inp: GraphInputs, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                        w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+        """`batch_loss` of a batch on the full-graph embeddings: one propagation, the triples in chunks.
+
+        The ranking terms depend on the parameters only through the tables T = (h_u) and (h_i, c_i, b_i), so
+        their gradient is sum_T G_T . dT/dtheta with G_T = dL/dT, which `triple_loss_grad` gives chunk by chunk,
+        scattered into G_T; the returned loss has the true value and, through sum_T <T, G_T>, the true gradient.
+        The L2 term on the batch's layer-0 rows is sum_n count_n ||x^0_n||^2 over the tables, counts from the
+        batch. So a batch costs one backward pass through the propagation (as DDP expects) and memory
+        O(LOSS_CHUNK d) whatever its size."""
+        e = self.get_embedding(inp)
+        tables = (e.user, torch.cat([e.item_cf, e.item_content, e.bias[:, None]], 1))
+        flat = tuple(t.detach() for t in tables)
+        grads = tuple(torch.zeros_like(t) for t in flat)
+        value, parts = 0.0, {"bpr": 0.0, "cold": 0.0, "align": 0.0}
+        chunk = LOSS_CHUNK
+        if len(users) > chunk:  # a sum does not care for order: by user, a chunk reads and writes few user rows
+            order = torch.argsort(users)
+            users, pos, neg = users[order], pos[order], neg[order]
+        for c0 in range(0, len(users), chunk):
+            u, items = users[c0:c0 + chunk], torch.cat([pos[c0:c0 + chunk], neg[c0:c0 + chunk]])
+            # index_select, not t[i]: advanced indexing is ~4x slower on CPU
+            loss, p, g_user, g_item = triple_loss_grad(flat[0].index_select(0, u), flat[1].index_select(0, items),
+                                                       w.cold, w.align)
+            grads[0].index_add_(0, u, g_user)
+            grads[1].index_add_(0, items, g_item)
+            value += loss
+            parts = {k: parts[k] + v for k, v in p.items()}
+        linear = (tables[0] * grads[0]).sum() + (tables[1] * grads[1]).sum()
+        count_u = torch.bincount(users, minlength=len(e.user_ego)).to(e.user_ego.dtype)
+        count_i = torch.bincount(torch.cat([pos, neg]), minlength=len(e.item_ego)).to(e.item_ego.dtype)
+        ego = count_u @ e.user_ego.pow(2).sum(1) + count_i @ e.item_ego.pow(2).sum(1)
+        return linear - linear.detach() + value + 0.5 * w.reg * ego, parts
 
 
 def triple_loss_grad(user_rows: torch.Tensor, item_rows: torch.Tensor, cold_weight: float, align_weight: float

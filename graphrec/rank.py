@@ -17,7 +17,7 @@ The vectors are blocks, each a component of the score, weighted by a blend fitte
              log(1 + interactions), fitted on the warm items (which new items will be popular), riding on the
              cold offset's dimension
     content  (mean content over the user's history) . content[i]                (only when features exist)
-    group    for users with at most info["short_history"] given items only (cold users): the user's attribute
+    group    for users with at most `short_history` given items only (cold users): the user's attribute
              values (age band, gender, ...: the graph's user-attribute edges) . P(item | value) over the training
              users holding it ("what people like u chose"); with the gnn, pop and offset blocks re-weighted for
              those users, fitted on cold_user_valid
@@ -64,7 +64,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,6 @@ from tqdm.auto import tqdm
 
 from graphrec import artifacts
 from graphrec.ann import ApproximateTopK
-from graphrec.artifacts import TrainResult
 from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.errors import InputError
 from graphrec.export_folder import UserFoldIn
@@ -83,7 +82,14 @@ from graphrec.features import load_features, unit_rows
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.linear import ContentMap, ease_factors, fit_content_maps, ideal_lowpass, interaction_svd
 from graphrec.memory import check_fits
-from graphrec.metrics import embedding_accuracy, hit_matrix, mean_metrics, per_user_accuracy
+from graphrec.metrics import (
+    embedding_accuracy,
+    hit_matrix,
+    mean_metrics,
+    per_user_accuracy,
+    sample_validation_rows,
+    validation_users,
+)
 from graphrec.progress import progress_bar
 from graphrec.workspace import Workspace
 
@@ -106,8 +112,44 @@ RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
 
 
-@dataclass
+@dataclass(frozen=True)
+class RankerRecord:
+    """ranker.json's account of a fit beside the blend's values: the settings, what validation chose, and the
+    embeddings served. `selection` holds every trial's validation score, for reports; serving never reads it."""
+
+    k: int = 20
+    max_fit_users: int = MAX_FIT_USERS
+    ease_lambda: float | None = None
+    lowpass_gamma: float = 0.0
+    modalities: tuple[str, ...] = ()
+    ridge_widths: tuple[int, ...] | None = None  # the content blocks' widths the cold maps were fitted on
+    group_layout: dict[str, list[int]] | None = None  # the group block's columns among the users' attributes
+    gnn_kept: bool = False
+    fitted_with: str = artifacts.EMBEDDINGS
+    embeddings_sha256: str = ""
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's fields with the selection's entries beside them (ranker.json is one flat object)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "selection"}
+        return {**out, "modalities": list(self.modalities),
+                "ridge_widths": None if self.ridge_widths is None else list(self.ridge_widths), **self.selection}
+
+    @classmethod
+    def from_json(cls, info: dict[str, Any], known: Sequence[str] = ()) -> RankerRecord:
+        """The record of a checked ranker.json; keys in `known` belong to the blend, not to the record."""
+        names = {f.name for f in fields(cls)} - {"selection"}
+        values = {n: info[n] for n in names if n in info}
+        values["modalities"] = tuple(values.get("modalities", ()))
+        if values.get("ridge_widths") is not None:
+            values["ridge_widths"] = tuple(values["ridge_widths"])
+        return cls(**values, selection={k: v for k, v in info.items() if k not in names and k not in known})
+
+
+@dataclass(frozen=True)
 class Ranker:
+    """The fitted ranker: frozen values, built by `fit_blend` / `load_ranker` (docs in the module's docstring)."""
+
     user_emb: np.ndarray  # float32 [n_users, d]
     item_emb: np.ndarray  # float32 [n_items, d]
     warm: np.ndarray  # bool [n_items]
@@ -122,13 +164,16 @@ class Ranker:
     lowpass_item: np.ndarray | None = None  # float32 [n_items, m]: gamma D_i^1/2 V (zero rows for cold items)
     groups: sp.csr_matrix | None = None  # float32 [n_users, n_values]: the users' attribute values (0/1)
     group_items: np.ndarray | None = None  # float32 [n_items, n_values]: P(item | value), divided by its spread
-    # users without history: gnn / offset multipliers, their own pop and group weights ({}: as everyone)
+    # users with at most short_history given items: gnn / offset multipliers, their own pop and group weights ({}:
+    # as everyone); the private export's own (without the gnn and group blocks; None: not fitted)
     new_user_weights: dict[str, float] = field(default_factory=dict)
+    short_history: int = 0
+    private_new_user_weights: dict[str, float] | None = None
     scale: dict[str, float] = field(default_factory=lambda: {c: 1.0 for c in COMPONENTS})
     weights_warm: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0})
     weights_cold: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "content": 0.0})
     cold_offset: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
+    record: RankerRecord = field(default_factory=RankerRecord)
 
     @property
     def n_items(self) -> int:
@@ -179,7 +224,7 @@ class Ranker:
                   "group": 0 if self.group_items is None else self.group_items.shape[1]}
         return {b: widths[b] for b in BLOCKS if used[b]}
 
-    def without_user_attributes(self, ds: Dataset) -> Ranker:
+    def without_user_attributes(self) -> Ranker:
         """A copy whose user vectors carry no user attribute (the private export, docs/export.md):
 
             user = [history @ E_user | m_pop(n) | m_off(n) | content profile of the history]
@@ -193,23 +238,25 @@ class Ranker:
         embeds attribute nodes into x^0_u; recomputing h_u without those edges is not enough, since the item ID
         embeddings were trained against them and a linear probe still reads age band and region from the
         recomputed rows better than from a model trained without attributes: benchmarks/privacy_probe.py).
-        The score is the blend's score less those two terms. Users with at most info["short_history"] given
-        items leaned on those two blocks, so their pop and offset weights are refitted without them on
-        cold_user_valid (`_fit_new_users`; interactions only)."""
-        r = replace(self, weights_warm={**self.weights_warm, "gnn": 0.0},
-                    weights_cold={**self.weights_cold, "gnn": 0.0}, groups=None, group_items=None,
-                    new_user_weights={b: w for b, w in self.new_user_weights.items() if b not in ("gnn", "group")},
-                    info=dict(self.info))
-        _fit_new_users(r, ds, int(self.info.get("k", 20)), int(self.info.get("max_fit_users", MAX_FIT_USERS)), None,
-                       ds.matrix(("train",)))
-        return r
+        The score is the blend's score less those two terms. Users with at most `short_history` given items
+        leaned on those two blocks, so they take their own pop and offset weights, fitted without them on
+        cold_user_valid by `graphrec train` (`private_new_user_weights`; interactions only)."""
+        if self.private_new_user_weights is None:
+            raise InputError(f"model/{artifacts.RANKER_JSON} has no weights for a private export (fitted by an "
+                             f"older graphrec): {artifacts.RETRAIN}")
+        return self._attribute_free(self.private_new_user_weights)
+
+    def _attribute_free(self, new_user_weights: dict[str, float]) -> Ranker:
+        return replace(self, weights_warm={**self.weights_warm, "gnn": 0.0},
+                       weights_cold={**self.weights_cold, "gnn": 0.0}, groups=None, group_items=None,
+                       new_user_weights=new_user_weights)
 
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [len(users), dim]: the users' side of the scoring space, from their history rows."""
         users = np.asarray(users, np.int64)
         parts = self._user_blocks(users, history)
         # users known by at most `short_history` items (0: by attributes only) take the new-user weights
-        new = (np.diff(history[users].indptr) <= self.info.get("short_history", 0))[:, None]
+        new = (np.diff(history[users].indptr) <= self.short_history)[:, None]
         nw = self.new_user_weights
         parts["pop"] = np.where(new, nw.get("pop", self.weights_warm.get("pop", 0.0)), self.weights_warm.get("pop", 0.0))
         if "group" in parts:
@@ -243,7 +290,7 @@ class Ranker:
                 terms.append([zero, zero, one * np.float32(const[0]), zero, one * np.float32(const[1])])
         columns = np.array([np.concatenate([t[j] for t in terms]) for j in range(5)], np.float32) if terms \
             else np.zeros((5, 0), np.float32)
-        return UserFoldIn(_stack(rows, n), columns, int(self.info.get("short_history", 0)))
+        return UserFoldIn(_stack(rows, n), columns, self.short_history)
 
     def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
         """float32 [len(items), dim]: the items' side, the blend's weights and scales folded in."""
@@ -518,8 +565,8 @@ def select_filter(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, ease_
     s, v = interaction_svd(x, ease_dim)
     low = ideal_lowpass(x, lowpass_dim) if lowpass_dim and any(gammas) else None
     history = ds.matrix(FIT_HISTORY)
-    truth, seen = ds.matrix(("valid",)).astype(bool), history.astype(bool)
     cand = np.flatnonzero(warm)
+    truth, seen = sample_validation_rows(ds.matrix(("valid",)), len(cand)).astype(bool), history.astype(bool)
 
     def score(lam_factors: tuple[np.ndarray, np.ndarray], gamma: float) -> float:
         user = [history @ lam_factors[0]] + ([history @ low[0]] if gamma else [])
@@ -543,18 +590,41 @@ def select_filter(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, ease_
     return GraphFilter(lam, gamma, ease_user, ease_item, low[0], (gamma * low[1]).astype(np.float32), trials)
 
 
-def _fit_cold_maps(r: Ranker, feats: sp.csr_matrix, ridge_lambdas: Sequence[float], pop_lambdas: Sequence[float],
-                   ds: Dataset | None, k: int, x: sp.csr_matrix) -> dict[str, Any]:
-    """The cold items' two content maps, fitted on the warm items in one ridge solve (one decomposition of the
-    content for every lambda and both targets):
+@dataclass(frozen=True)
+class ColdMaps:
+    """The cold items' two content maps, fitted on the warm items (`fit_cold_maps`):
 
-    * r.content_map (the ridge component): content -> the warm items' ease_item rows; sets the cold items' rows;
-    * r.cold_pop_map (the cpop component): content -> log(1 + interactions in x); sets r.cold_pop for cold items
-      (which new items will be popular; a strong cold-start baseline alone). No pop_lambdas: no cpop component.
+    * ridge (the ridge component): content -> the warm items' ease_item rows, giving the cold items theirs;
+    * pop (the cpop component, or None): content -> log(1 + interactions), the cold items' predicted popularity
+      (which new items will be popular; a strong cold-start baseline alone)."""
 
-    With one lambda each they are set as they are (the refit). With several, each keeps the lambda with the best
-    cold_valid NDCG@k of its own score alone; returns the lambdas and the trials ({} and nothing set without
-    cold_valid to select on)."""
+    ridge: ContentMap
+    pop: ContentMap | None
+    selection: dict[str, Any] = field(default_factory=dict)  # the lambdas chosen, and each lambda's validation NDCG
+
+    def on(self, r: Ranker, feats: sp.csr_matrix) -> Ranker:
+        """`r` with these maps and the cold items' rows they give (warm rows unchanged)."""
+        cold_pop = None if self.pop is None else _mapped(self.pop, feats, r.warm, np.zeros((r.n_items, 1)))[:, 0]
+        return replace(r, ease_item=_mapped(self.ridge, feats, r.warm, r.ease_item), content_map=self.ridge,
+                       cold_pop_map=self.pop, cold_pop=cold_pop)
+
+
+def _mapped(m: ContentMap, feats: sp.csr_matrix, warm: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """float32 `rows` with the cold items' rows replaced by the map of their content."""
+    out = rows.astype(np.float32)  # a copy
+    cold = np.flatnonzero(~warm)
+    out[cold] = m(feats[cold])
+    return out
+
+
+def fit_cold_maps(r: Ranker, feats: sp.csr_matrix, x: sp.csr_matrix, ridge_lambdas: Sequence[float],
+                  pop_lambdas: Sequence[float], ds: Dataset | None = None, k: int = 20) -> ColdMaps | None:
+    """The cold maps from content `feats` to r's warm ease_item rows and to log(1 + interactions in x), in one ridge
+    solve (one decomposition of the content for every lambda and both targets). No pop_lambdas: no cpop map.
+
+    With one lambda each they are fitted as they are (the refit). With several, each keeps the lambda with the best
+    cold_valid NDCG@k of its own score alone (`ds` gives cold_valid); None when there is no cold_valid to select
+    on."""
     rows, cold = np.flatnonzero(r.warm), np.flatnonzero(~r.warm)
     width = r.ease_item.shape[1]
     target = np.hstack([r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]])
@@ -562,36 +632,25 @@ def _fit_cold_maps(r: Ranker, feats: sp.csr_matrix, ridge_lambdas: Sequence[floa
     fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
     ridge = {lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas}
     pop = {lam: fitted[lam].target_columns(slice(width, width + 1)) for lam in pop_lambdas}
-
-    def cold_rows(m: ContentMap) -> np.ndarray:  # the ease_item rows with the cold ones from the map
-        item = r.ease_item.copy()
-        item[cold] = m(feats[cold])
-        return item
-
-    def popularity(m: ContentMap) -> np.ndarray:  # [n_items, 1]: the prediction for cold items, 0 for warm ones
-        out = np.zeros((r.n_items, 1), np.float32)
-        out[cold] = m(feats[cold])
-        return out
-
-    info: dict[str, Any] = {}
-    if len(ridge_lambdas) > 1:  # select each map's lambda on cold_valid
-        truth = ds.matrix(("cold_valid",)).astype(bool)
+    chosen = {"ridge": ridge_lambdas[0], "cold_pop": pop_lambdas[0] if pop_lambdas else None}
+    selection: dict[str, Any] = {}
+    if len(ridge_lambdas) > 1:
+        truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(bool)
         if truth.nnz == 0 or len(cold) == 0:
-            return {}
+            return None
         history = ds.matrix(FIT_HISTORY)
-        seen = history.astype(bool)
-        for name, user, maps, vectors in (("ridge", np.asarray(history @ r.ease_user, np.float32), ridge, cold_rows),
-                                          ("cold_pop", np.ones((ds.n_users, 1), np.float32), pop, popularity)):
-            trials = {lam: _validation_ndcg(user, vectors(m), truth, seen, cold, k) for lam, m in maps.items()}
+        # each map's score alone: the user's EASE vector . the mapped rows; 1 . the predicted popularity
+        user = {"ridge": np.asarray(history @ r.ease_user, np.float32),
+                "cold_pop": np.ones((ds.n_users, 1), np.float32)}
+        base = {"ridge": r.ease_item, "cold_pop": np.zeros((r.n_items, 1))}
+        for name, maps in (("ridge", ridge), ("cold_pop", pop)):
+            trials = {lam: _validation_ndcg(user[name], _mapped(m, feats, r.warm, base[name]), truth,
+                                            history.astype(bool), cold, k) for lam, m in maps.items()}
             if trials:
-                info[f"{name}_lambda"] = max(trials, key=trials.get)
-                info[f"{name}_validation_ndcg"] = {str(lam): round(v, 6) for lam, v in trials.items()}
-    r.content_map = ridge[info.get("ridge_lambda", ridge_lambdas[0])]
-    r.ease_item = cold_rows(r.content_map)
-    if pop:
-        r.cold_pop_map = pop[info.get("cold_pop_lambda", pop_lambdas[0])]
-        r.cold_pop = popularity(r.cold_pop_map)[:, 0]
-    return info
+                chosen[name] = max(trials, key=trials.get)
+                selection.update({f"{name}_lambda": chosen[name],
+                                  f"{name}_validation_ndcg": {str(lam): round(v, 6) for lam, v in trials.items()}})
+    return ColdMaps(ridge[chosen["ridge"]], pop[chosen["cold_pop"]] if pop else None, selection)
 
 
 @dataclass(frozen=True)
@@ -603,7 +662,8 @@ class RankSettings:
     used, so the default is cut to the data, while a larger explicit value is refused. lowpass_dim: singular
     vectors of the ideal low-pass graph filter (0: no low-pass block), cut to the data as ease_dim.
     refit: refit the collaborative parts on train+valid after selection (False: they stay fitted on train, as the
-    embeddings do under `graphrec train --no-refit`). max_fit_users: users sampled per validation task.
+    embeddings do under `graphrec train --no-refit`). max_fit_users: at most this many users sampled per
+    validation task of the blend (fewer once users x candidates passes metrics.VALIDATION_CELLS).
     keep_gnn: serve the GNN block even when the closed-form blend without it scores as well on validation
     (by default it is served only when it adds, and `graphrec train` refits the GNN only then)."""
 
@@ -639,36 +699,13 @@ class RankSettings:
                    "block", "--lowpass-dim")
 
 
-def fit_ranker(workspace: Workspace | str | Path, trained: TrainResult | None = None,
-               settings: RankSettings | None = None, *, ds: Dataset | None = None, progress: bool = True) -> Ranker:
-    """The ranker for a trained model: `fit_blend` on the selection-phase embeddings (or the final ones when the
-    model was not refit), then `serve_embeddings` with the final ones. Reads the workspace, writes nothing
-    (`save_ranker` does, into the model/ folder a writer stages).
-
-    trained: what the GNN's training returned (its embeddings are used as they are); None reads model/.
-    settings: RankSettings. ds: the workspace's dataset when the caller has loaded it already. progress: show the
-    fitting's progress bar.
-    """
-    ws = Workspace.of(workspace)
-    ds = ds if ds is not None else Dataset.load(ws)
-    if trained is not None:
-        user_emb, item_emb, sha, select = trained.user, trained.item, trained.embeddings_sha256, trained.select
-    else:
-        user_emb, item_emb, _ = artifacts.read_embeddings(ws, ds)
-        sha = artifacts.embeddings_sha256(ws)
-        select = artifacts.read_embeddings(ws, ds, select=True)[:2] if artifacts.has_select_embeddings(ws) else None
-    # Embeddings refit on train+valid have seen the validation answers: fit the blend on the selection-phase
-    # embeddings (trained on train only) when the train stage kept them, then serve with the final ones.
-    r = fit_blend(ws, select if select is not None else (user_emb, item_emb), settings, ds=ds, progress=progress)
-    return serve_embeddings(r, user_emb, item_emb, sha, refit=select is not None)
-
-
 def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, np.ndarray],
               settings: RankSettings | None = None, *, ds: Dataset | None = None, progress: bool = True) -> Ranker:
     """The collaborative parts built from train, the blend fitted on validation with the GNN's selection-phase
-    `embeddings` (user, item: trained on train only), then the collaborative parts refit on train+valid. The
-    returned ranker decides whether the GNN block is served (`info["gnn_kept"]`); `graphrec train` refits the GNN
-    only when it is, then hands the final embeddings to `serve_embeddings`."""
+    `embeddings` (user, item: trained on train only), then the collaborative parts refit on train+valid. Reads
+    the workspace, writes nothing (`save_ranker` does, into the model/ folder a writer stages). The returned
+    ranker decides whether the GNN block is served (`record.gnn_kept`); `graphrec train` refits the GNN only when
+    it is, then hands the final embeddings to `serve_embeddings`."""
     ws = Workspace.of(workspace)
     s = settings or RankSettings()
     ds = ds if ds is not None else Dataset.load(ws)
@@ -683,48 +720,72 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
              ease_dim, " / ".join(map(str, lambdas)), s.lowpass_dim, int(warm.sum()))
     gf = select_filter(train, warm, ds, k, ease_dim, s.lowpass_dim, lambdas, LOWPASS_GAMMAS)
     content, modalities = _content_matrix(ws, ds.n_items)
-    pop = np.log1p(np.asarray(train.sum(axis=0)).ravel()).astype(np.float32)
-    r = Ranker(*embeddings, warm, pop, gf.ease_user, gf.ease_item, content, lowpass_user=gf.lowpass_user,
-               lowpass_item=gf.lowpass_item)
+    r = Ranker(*embeddings, warm, _log_pop(train), gf.ease_user, gf.ease_item, content,
+               lowpass_user=gf.lowpass_user, lowpass_item=gf.lowpass_item)
     kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
     feats, widths = ridge_content(kg, ds.n_items, content)
-    cold_info = (_fit_cold_maps(r, feats, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k, train)
-                 if feats is not None and warm.any() else {})
-    _fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn)
+    cold = fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() \
+        else None
+    r = cold.on(r, feats) if cold is not None else r
+    blend = fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn)
+    r = replace(r, weights_warm=blend.weights_warm, weights_cold=blend.weights_cold, cold_offset=blend.cold_offset,
+                scale=blend.scale)
     groups, group_layout = user_groups(kg, ds.n_users)
-    new_user_info = _fit_new_users(r, ds, k, s.max_fit_users, groups, train)
+    new_users = fit_new_users(r, ds, k, s.max_fit_users, groups, train)
+    r = new_users.on(r) if new_users is not None else r
+    # the private export's own (no gnn, no group block): fitted here, so no reader ever fits
+    attribute_free = r._attribute_free({b: w for b, w in r.new_user_weights.items() if b not in ("gnn", "group")})
+    private = fit_new_users(attribute_free, ds, k, s.max_fit_users, None, train)
+    r = replace(r, private_new_user_weights=attribute_free.new_user_weights if private is None else private.weights)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
     fitted_on = TRAINED if s.refit else ("train",)
     given = ds.matrix(fitted_on)
-    r.warm = ds.warm_items(fitted_on)
+    r = replace(r, warm=ds.warm_items(fitted_on))
     if given.nnz > train.nnz:
-        r.pop = np.log1p(np.asarray(given.sum(axis=0)).ravel()).astype(np.float32)
         final = select_filter(given, r.warm, ds, k, ease_dim, s.lowpass_dim, (gf.ease_lambda,), (gf.gamma,))
-        r.ease_user, r.ease_item = final.ease_user, final.ease_item
-        r.lowpass_user, r.lowpass_item = final.lowpass_user, final.lowpass_item
-    if r.content_map is not None:
-        _fit_cold_maps(r, feats, [cold_info["ridge_lambda"]], [cold_info["cold_pop_lambda"]], None, k, given)
+        r = replace(r, pop=_log_pop(given), ease_user=final.ease_user, ease_item=final.ease_item,
+                    lowpass_user=final.lowpass_user, lowpass_item=final.lowpass_item)
+    if cold is not None:
+        pop_lambda = [cold.selection["cold_pop_lambda"]] if cold.pop is not None else []
+        r = fit_cold_maps(r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda).on(r, feats)
     if r.group_items is not None:
-        r.group_items = group_popularity(r.groups, given) / np.float32(r.scale["group"])
-    r.info = {"k": k, "ease_lambda": gf.ease_lambda, "ease_dim": int(r.ease_item.shape[1]),
-              "max_fit_users": s.max_fit_users, "lowpass_gamma": gf.gamma,
-              "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
-              "modalities": modalities, "warm_items": int(warm.sum()), "ridge_widths": widths,
-              "group_layout": group_layout if r.groups is not None else None,
-              **gf.trials, **cold_info, **new_user_info, **r.info}
-    return r
+        r = replace(r, group_items=group_popularity(r.groups, given) / np.float32(r.scale["group"]))
+    selection = {"warm_items": int(warm.sum()), **gf.trials, **(cold.selection if cold else {}), **blend.selection,
+                 **(new_users.selection if new_users else {})}
+    return replace(r, record=RankerRecord(
+        k=k, max_fit_users=s.max_fit_users, ease_lambda=gf.ease_lambda, lowpass_gamma=gf.gamma,
+        modalities=tuple(modalities), ridge_widths=tuple(widths) if widths is not None else None,
+        group_layout=group_layout if r.groups is not None else None, gnn_kept=blend.gnn_kept, selection=selection))
+
+
+def _log_pop(x: sp.csr_matrix) -> np.ndarray:
+    return np.log1p(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32)
 
 
 def serve_embeddings(r: Ranker, user: np.ndarray, item: np.ndarray, sha256: str, refit: bool) -> Ranker:
     """The fitted ranker serving the GNN's final embeddings (model/embeddings.safetensors, whose sha256 the
     ranker records); `refit`: they are the refit ones, not those the blend was fitted with."""
-    return replace(r, user_emb=user, item_emb=item, info={
-        **r.info, "fitted_with": artifacts.SELECT_EMBEDDINGS if refit else artifacts.EMBEDDINGS,
-        "embeddings_sha256": sha256})
+    return replace(r, user_emb=user, item_emb=item, record=replace(
+        r.record, fitted_with=artifacts.SELECT_EMBEDDINGS if refit else artifacts.EMBEDDINGS, embeddings_sha256=sha256))
 
 
-def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, keep_gnn: bool) -> None:
+@dataclass(frozen=True)
+class BlendFit:
+    """The blend's fitted values (`fit_weights`) and what validation said of them."""
+
+    weights_warm: dict[str, float]
+    weights_cold: dict[str, float]
+    cold_offset: float
+    scale: dict[str, float]  # each component's spread on validation candidates
+    gnn_kept: bool  # the blend with the GNN's block beat the closed-form blend without it
+    selection: dict[str, Any]  # users fitted on, validation NDCG with and without the GNN
+
+
+def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, keep_gnn: bool) -> BlendFit:
+    """The blend of r's components by coordinate search on validation NDCG@k (warm weights on `valid`, cold ones
+    on `cold_valid`, the cold offset on both); once without the gnn and once with it, the gnn kept only when it
+    adds (or `keep_gnn`)."""
     history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
     warm_c, cold_c, all_c = np.flatnonzero(r.warm), np.flatnonzero(~r.warm), np.arange(r.n_items)
@@ -733,8 +794,9 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool,
     for name, (parts, cand) in tasks.items():
         truth = ds.part(*parts)
         users = np.unique(truth["user"].to_numpy())
-        if len(users) > max_users:  # a random sample bounds the search's cost on large datasets
-            users = np.sort(rng.choice(users, max_users, replace=False))
+        n_users = validation_users(len(cand), max_users)
+        if len(users) > n_users:  # a random sample bounds the search's cost on large datasets
+            users = np.sort(rng.choice(users, n_users, replace=False))
         if len(users) == 0 or len(cand) == 0:
             continue
         pos = np.full(ds.n_users, -1, np.int64)
@@ -746,13 +808,15 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool,
         data[name] = (users, cand, comps, pos[t["user"].to_numpy()], t["item"].to_numpy(),
                       _mask_known(torch.zeros(len(users), len(cand)), history[users], col_of))
     # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
+    scale = dict(r.scale)
     for c in r.components:
-        name = next((n for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed")) if n in data), None)
-        r.scale[c] = float(data[name][2][c].std()) or 1.0 if name else 1.0
+        task = next((n for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed")) if n in data), None)
+        scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
+    scaled = replace(r, scale=scale)
 
     def objective(name: str, ww: dict, wc: dict, off: float) -> float:
         users, cand, comps, tu, ti, mask = data[name]
-        sc = r.blend(comps, cand, ww, wc, off) + mask
+        sc = scaled.blend(comps, cand, ww, wc, off) + mask
         idx = topk_stable(sc, min(k, len(cand)))[1].numpy()
         hits = hit_matrix(cand[idx], tu, ti, r.n_items)
         return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
@@ -766,11 +830,12 @@ def _fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool,
     mean = lambda fit: float(np.mean(list(fit[3].values()))) if fit[3] else 0.0  # noqa: E731
     gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn[0].get("gnn") or with_gnn[1].get("gnn"))
                                                       and mean(with_gnn) > mean(closed) + 1e-9))
-    r.weights_warm, r.weights_cold, r.cold_offset, fitted = with_gnn if gnn_kept else closed
-    r.info = {"fitted_on": {n: int(len(d[0])) for n, d in data.items()},
-              "validation_ndcg": {n: round(v, 6) for n, v in fitted.items()}, "gnn_kept": gnn_kept,
-              "closed_form_validation_ndcg": {n: round(v, 6) for n, v in closed[3].items()},
-              "with_gnn_validation_ndcg": None if with_gnn is None else {n: round(v, 6) for n, v in with_gnn[3].items()}}
+    ww, wc, offset, fitted = with_gnn if gnn_kept else closed
+    rounded = lambda fit: {n: round(v, 6) for n, v in fit.items()}  # noqa: E731
+    return BlendFit(ww, wc, offset, scale, gnn_kept, {
+        "fitted_on": {n: int(len(d[0])) for n, d in data.items()}, "validation_ndcg": rounded(fitted),
+        "closed_form_validation_ndcg": rounded(closed[3]),
+        "with_gnn_validation_ndcg": None if with_gnn is None else rounded(with_gnn[3])})
 
 
 def _search_blend(objective: Callable[[str, dict, dict, float], float], data: dict[str, Any], components: Sequence[str],
@@ -804,21 +869,41 @@ def _search_blend(objective: Callable[[str, dict, dict, float], float], data: di
     return ww, wc, offset, fitted
 
 
-def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix | None, x: sp.csr_matrix
-                   ) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NewUsersFit:
+    """The weights of users known by at most `short_history` given items (`fit_new_users`), with the group block
+    when users have attributes."""
+
+    weights: dict[str, float]
+    short_history: int
+    groups: sp.csr_matrix | None  # the users' attribute values
+    group_items: np.ndarray | None  # P(item | value) over the training users holding it, divided by its spread
+    group_scale: float
+    selection: dict[str, Any]
+
+    def on(self, r: Ranker) -> Ranker:
+        if self.groups is None:
+            return replace(r, new_user_weights=self.weights, short_history=self.short_history)
+        return replace(r, new_user_weights=self.weights, short_history=self.short_history, groups=self.groups,
+                       group_items=self.group_items, scale={**r.scale, "group": self.group_scale})
+
+
+def fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix | None, x: sp.csr_matrix
+                  ) -> NewUsersFit | None:
     """Users known by attributes and at most a few items (cold users, with their cold_user_context if any): the
     group block (when users have attributes) and their own gnn, pop, offset and group weights, fitted on
     cold_user_valid over all items. Their history blocks (ease, content) keep the weights everyone has. The
     weights then apply to every user with at most as many given items as the longest such history
-    (info["short_history"]): a cold offset fitted for warm users would otherwise fill their lists with new items.
-    Sets r.groups / r.group_items / r.new_user_weights; {} and nothing set when cold_user_valid is empty."""
+    (short_history): a cold offset fitted for warm users would otherwise fill their lists with new items.
+    None when cold_user_valid is empty."""
     history = ds.matrix(FIT_HISTORY)
     truth = ds.part("cold_user_valid")
     users = np.unique(truth["user"].to_numpy())
-    if len(users) > max_users:
-        users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
+    n_users = validation_users(r.n_items, max_users)
+    if len(users) > n_users:
+        users = np.sort(np.random.default_rng(0).choice(users, n_users, replace=False))
     if len(users) == 0:
-        return {}
+        return None
     short = int(np.diff(history[users].indptr).max())
     items = r.item_vectors()
     known = r.user_vectors(users, history)  # before any new-user weight: the vectors everyone gets
@@ -833,11 +918,13 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         at += w
     pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
     scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
+    group_items, group_scale = None, 1.0
     if groups is not None:
         group_items = group_popularity(groups, x)
         raw = torch.from_numpy(groups[users].toarray().astype(np.float32)) @ torch.from_numpy(group_items).T
-        r.scale["group"] = float(raw.std()) or 1.0
-        scores["group"] = raw / r.scale["group"]
+        group_scale = float(raw.std()) or 1.0
+        scores["group"] = raw / group_scale
+        group_items = group_items / np.float32(group_scale)
     pos = np.full(ds.n_users, -1, np.int64)
     pos[users] = np.arange(len(users))
     t = truth[pos[truth["user"].to_numpy()] >= 0]
@@ -854,12 +941,9 @@ def _fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.cs
         start = {"gnn": 1.0, "pop": r.weights_warm.get("pop", 0.0), "offset": 1.0, "group": 0.0}
         before = objective(start)
         w, after = _coordinate_search(objective, start, tuple(scores), bar)
-    if groups is not None:
-        r.groups, r.group_items = groups, group_items / np.float32(r.scale["group"])
-    r.new_user_weights = w
-    r.info["short_history"] = short
-    return {"new_user_validation_ndcg": {"without_group_block": round(before, 6), "fitted": round(after, 6)},
-            "fitted_on_new_users": int(len(users)), "short_history": short}
+    return NewUsersFit(w, short, groups, group_items, group_scale, {
+        "new_user_validation_ndcg": {"without_group_block": round(before, 6), "fitted": round(after, 6)},
+        "fitted_on_new_users": int(len(users))})
 
 
 def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, float], names: Sequence[str],
@@ -886,26 +970,28 @@ def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, 
     return w, best
 
 
+BLEND_KEYS = ("components", "blocks", "scale", "weights_warm", "weights_cold", "cold_offset", "new_user_weights",
+              "short_history", "private_new_user_weights", "ease_dim", "lowpass_dim")  # ranker.json beside the record
+
+
 def save_ranker(staged: Workspace, r: Ranker) -> None:
     """model/ranker.* of a staged workspace (through graphrec.artifacts): the fitted blend and its tensors."""
     ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(np.float32)  # cold rows: rebuilt from content
     tensors = {"ease_user": r.ease_user, "ease_item": ease_item, "pop": r.pop, "warm": r.warm.astype(np.uint8)}
     if r.lowpass_item is not None:
         tensors.update(lowpass_user=r.lowpass_user, lowpass_item=r.lowpass_item)
-    if r.content_map is not None:
-        m = r.content_map
-        tensors.update(ridge=m.weights, ridge_mean=m.feature_mean, ridge_target_mean=m.target_mean,
-                       ridge_columns=m.columns.astype(np.int64))
-    if r.cold_pop_map is not None:
-        m = r.cold_pop_map
-        tensors.update(cold_pop=m.weights, cold_pop_mean=m.feature_mean, cold_pop_target_mean=m.target_mean,
-                       cold_pop_columns=m.columns.astype(np.int64))
+    for name, m in (("ridge", r.content_map), ("cold_pop", r.cold_pop_map)):
+        if m is not None:
+            tensors.update({name: m.weights, f"{name}_mean": m.feature_mean, f"{name}_target_mean": m.target_mean,
+                            f"{name}_columns": m.columns.astype(np.int64)})
     if r.group_items is not None:
         tensors["group_items"] = r.group_items
-    artifacts.write_ranker(staged, tensors, {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale,
-                                         "weights_warm": r.weights_warm, "weights_cold": r.weights_cold,
-                                         "cold_offset": r.cold_offset, "new_user_weights": r.new_user_weights,
-                                         **r.info})
+    blend = {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale, "weights_warm": r.weights_warm,
+             "weights_cold": r.weights_cold, "cold_offset": r.cold_offset, "new_user_weights": r.new_user_weights,
+             "short_history": r.short_history, "private_new_user_weights": r.private_new_user_weights,
+             "ease_dim": int(r.ease_item.shape[1]),
+             "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1])}
+    artifacts.write_ranker(staged, tensors, {**r.record.to_json(), **blend})
 
 
 def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker | None:
@@ -921,31 +1007,25 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
     if "content" in info["components"] and content is None:
         return None
     r = Ranker(user_emb, item_emb, t["warm"].astype(bool), t["pop"], t["ease_user"], t["ease_item"],
-               content if "content" in info["components"] else None, scale=info["scale"],
+               content if "content" in info["components"] else None, lowpass_user=t.get("lowpass_user"),
+               lowpass_item=t.get("lowpass_item"), new_user_weights=info["new_user_weights"],
+               short_history=info.get("short_history", 0),
+               private_new_user_weights=info.get("private_new_user_weights"), scale=info["scale"],
                weights_warm=info["weights_warm"], weights_cold=info["weights_cold"],
-               cold_offset=float(info["cold_offset"]), new_user_weights=info["new_user_weights"],
-               info={k: v for k, v in info.items() if k not in ("components", "blocks", "scale", "weights_warm",
-                                                                "weights_cold", "cold_offset", "new_user_weights")})
-    if "lowpass_item" in t:
-        r.lowpass_user, r.lowpass_item = t["lowpass_user"], t["lowpass_item"]
+               cold_offset=float(info["cold_offset"]), record=RankerRecord.from_json(info, BLEND_KEYS))
     kg = _graph(ws) if "group_items" in t or "ridge" in info["components"] else None
     if "group_items" in t:  # the users' attribute values are rebuilt from graph/ with the fitted layout
-        r.groups = user_groups(kg, ds.n_users, info["group_layout"])[0]
-        if r.groups is None or r.groups.shape[1] != t["group_items"].shape[1]:
+        groups = user_groups(kg, ds.n_users, info["group_layout"])[0]
+        if groups is None or groups.shape[1] != t["group_items"].shape[1]:
             return None
-        r.group_items = t["group_items"]
+        r = replace(r, groups=groups, group_items=t["group_items"])
     if "ridge" in info["components"]:  # the content it maps is rebuilt, cut to the fitted blocks' widths
         feats = ridge_content(kg, ds.n_items, content, info["ridge_widths"])[0]
         if feats is None or "ridge_columns" not in t or feats.shape[1] != sum(info["ridge_widths"]):
             return None
-        r.content_map = ContentMap(t["ridge"], t["ridge_mean"], t["ridge_target_mean"], t["ridge_columns"])
-        cold = np.flatnonzero(~r.warm)
-        r.ease_item[cold] = r.content_map(feats[cold])
-        if "cpop" in info["components"]:  # rebuilt from the same content, as the ridge's cold rows
-            r.cold_pop_map = ContentMap(t["cold_pop"], t["cold_pop_mean"], t["cold_pop_target_mean"],
-                                        t["cold_pop_columns"])
-            r.cold_pop = np.zeros(r.n_items, np.float32)
-            r.cold_pop[cold] = r.cold_pop_map(feats[cold])[:, 0]
+        maps = [ContentMap(t[n], t[f"{n}_mean"], t[f"{n}_target_mean"], t[f"{n}_columns"]) if n in t else None
+                for n in ("ridge", "cold_pop")]
+        r = ColdMaps(maps[0], maps[1] if "cpop" in info["components"] else None).on(r, feats)
     return r
 
 
@@ -957,18 +1037,13 @@ def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
     if r is None:
         return False
     new = grown.n_items - old.n_items
-    counts = np.asarray(grown.matrix(("train",)).sum(axis=0)).ravel()
-    grow = lambda a: np.concatenate([a, np.zeros((new, *a.shape[1:]), a.dtype)])  # noqa: E731  new items: zero rows
-    r.warm, r.ease_user, r.ease_item = grow(r.warm), grow(r.ease_user), grow(r.ease_item)
-    if r.lowpass_item is not None:
-        r.lowpass_user, r.lowpass_item = grow(r.lowpass_user), grow(r.lowpass_item)
-    if r.group_items is not None:
-        r.group_items = grow(r.group_items)
-    if r.cold_pop is not None:  # saved as its map only: the new items' values are rebuilt from content on loading
-        r.cold_pop = grow(r.cold_pop)
-    r.pop = np.log1p(counts).astype(np.float32)
-    r.info["embeddings_sha256"] = artifacts.embeddings_sha256(staged)
-    save_ranker(staged, r)
+    grow = lambda a: None if a is None else np.concatenate([a, np.zeros((new, *a.shape[1:]), a.dtype)])  # noqa: E731
+    # new items: zero rows; the cold rows of ease_item and cold_pop are rebuilt from content on loading
+    save_ranker(staged, replace(
+        r, warm=grow(r.warm), ease_user=grow(r.ease_user), ease_item=grow(r.ease_item),
+        lowpass_user=grow(r.lowpass_user), lowpass_item=grow(r.lowpass_item), group_items=grow(r.group_items),
+        cold_pop=grow(r.cold_pop), pop=_log_pop(grown.matrix(("train",))),
+        record=replace(r.record, embeddings_sha256=artifacts.embeddings_sha256(staged))))
     return True
 
 

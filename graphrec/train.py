@@ -39,8 +39,8 @@ from graphrec.features import Features, load_features
 from graphrec.io import atomic_path, native_errors, usual_mode
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.memory import check_fits
-from graphrec.metrics import embedding_accuracy
-from graphrec.model import Embeddings, GraphRec, TrainedModel, triple_loss_grad
+from graphrec.metrics import embedding_accuracy, sample_validation_rows
+from graphrec.model import GraphRec, LossWeights, TrainedModel
 from graphrec.progress import progress_bar
 from graphrec.propagation import GraphInputs, build_inputs, sample_neighbourhood
 from graphrec.rank import RankSettings, fit_blend, save_ranker, serve_embeddings
@@ -49,7 +49,6 @@ from graphrec.workspace import LINEAGE, TRAINING, Workspace
 PHASES = ("select", "refit")
 # Full mode computes a batch's loss in chunks of this many triples (see _Step): a batch of millions of
 # triples costs one propagation and the memory of one chunk.
-LOSS_CHUNK = 1 << 17
 # Settings that do not change the result: a resumed run may differ in them.
 _RUNTIME = ("device", "progress")
 
@@ -237,57 +236,13 @@ class _Step(torch.nn.Module):
 
     def forward(self, inp: GraphInputs, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
                 gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        m, s = self.model, self.s
+        s = self.s
+        weights = LossWeights(s.cold_weight, s.align_weight, s.reg)
         if s.mode == "full":
-            return _full_graph_loss(m, s, m.get_embedding(inp), users, pos, neg)
-        else:
-            seeds = torch.cat([users, pos + inp.n_users, neg + inp.n_users])
-            nodes, sub = sample_neighbourhood(inp.ui, seeds, list(s.fanouts), gen)
-            h = m.get_embedding_sampled(inp, nodes, sub)
-            n_seed = len(torch.unique(seeds))  # seeds come first in `nodes`, sorted
-            loc = lambda g: torch.searchsorted(nodes[:n_seed], g)
-            u, cf_p, cf_n = h[loc(users)], h[loc(pos + inp.n_users)], h[loc(neg + inp.n_users)]
-            z = m.content(inp)
-            c, b = z @ m.transfer, z @ m.bias_w
-            x_u = m.user_id[users] * (inp.user_degree[users] > 0)[:, None]
-            x_p = m.item_id[pos] * (inp.item_degree[pos] > 0)[:, None] + z[pos]
-            x_n = m.item_id[neg] * (inp.item_degree[neg] > 0)[:, None] + z[neg]
-            ego = x_u.pow(2).sum() + x_p.pow(2).sum() + x_n.pow(2).sum()
-        return m.batch_loss(u, (cf_p, cf_n), (c[pos], c[neg]), (b[pos], b[neg]), ego,
-                            s.cold_weight, s.align_weight, s.reg)
-
-
-def _full_graph_loss(m: GraphRec, s: TrainSettings, e: Embeddings, users: torch.Tensor, pos: torch.Tensor,
-                     neg: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """`GraphRec.batch_loss` of a batch on the full-graph embeddings: one propagation, the triples in chunks.
-
-    The ranking terms depend on the parameters only through the tables T = (h_u) and (h_i, c_i, b_i), so
-    their gradient is sum_T G_T . dT/dtheta with G_T = dL/dT, which `triple_loss_grad` gives chunk by chunk,
-    scattered into G_T; the returned loss has the true value and, through sum_T <T, G_T>, the true gradient.
-    The L2 term on the batch's layer-0 rows is sum_n count_n ||x^0_n||^2 over the tables, counts from the
-    batch. So a batch costs one backward pass through the propagation (as DDP expects) and memory
-    O(LOSS_CHUNK d) whatever its size."""
-    tables = (e.user, torch.cat([e.item_cf, e.item_content, e.bias[:, None]], 1))
-    flat = tuple(t.detach() for t in tables)
-    grads = tuple(torch.zeros_like(t) for t in flat)
-    value, parts = 0.0, {"bpr": 0.0, "cold": 0.0, "align": 0.0}
-    if len(users) > LOSS_CHUNK:  # a sum does not care for order: by user, a chunk reads and writes few user rows
-        order = torch.argsort(users)
-        users, pos, neg = users[order], pos[order], neg[order]
-    for c0 in range(0, len(users), LOSS_CHUNK):
-        u, items = users[c0:c0 + LOSS_CHUNK], torch.cat([pos[c0:c0 + LOSS_CHUNK], neg[c0:c0 + LOSS_CHUNK]])
-        # index_select, not t[i]: advanced indexing is ~4x slower on CPU
-        loss, p, g_user, g_item = triple_loss_grad(flat[0].index_select(0, u), flat[1].index_select(0, items),
-                                                   s.cold_weight, s.align_weight)
-        grads[0].index_add_(0, u, g_user)
-        grads[1].index_add_(0, items, g_item)
-        value += loss
-        parts = {k: parts[k] + v for k, v in p.items()}
-    linear = (tables[0] * grads[0]).sum() + (tables[1] * grads[1]).sum()
-    count_u = torch.bincount(users, minlength=len(e.user_ego)).to(e.user_ego.dtype)
-    count_i = torch.bincount(torch.cat([pos, neg]), minlength=len(e.item_ego)).to(e.item_ego.dtype)
-    ego = count_u @ e.user_ego.pow(2).sum(1) + count_i @ e.item_ego.pow(2).sum(1)
-    return linear - linear.detach() + value + 0.5 * s.reg * ego, parts
+            return self.model.full_graph_loss(inp, users, pos, neg, weights)
+        seeds = torch.cat([users, pos + inp.n_users, neg + inp.n_users])
+        nodes, sub = sample_neighbourhood(inp.ui, seeds, list(s.fanouts), gen)
+        return self.model.sampled_loss(inp, users, pos, neg, nodes, sub, weights)
 
 
 def _make_optimizer(model: GraphRec, s: TrainSettings) -> torch.optim.Optimizer:
@@ -358,7 +313,7 @@ class _Run:
                                  ("cold_user_valid", "cold_user_valid", np.arange(self.ni))):
             p = self._pairs(part)
             if len(p):
-                out[name] = (self.csr(p), seen, cand)
+                out[name] = (sample_validation_rows(self.csr(p), len(cand)), seen, cand)
         return out
 
 
@@ -505,7 +460,7 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     # The ranker fits its blend on the selection-phase embeddings (the refit ones would have seen the validation
     # answers) and decides whether the GNN block earns its place; the GNN is refit only when it is served.
     blend = fit_blend(ws, select, rank_settings, ds=run.ds, progress=s.progress) if rank == 0 else None
-    gnn_kept = _from_rank0(blend.info["gnn_kept"] if blend is not None else None)
+    gnn_kept = _from_rank0(blend.record.gnn_kept if blend is not None else None)
     refit = s.refit and len(run.valid) > 0 and selected > 0 and gnn_kept
     if rank == 0:
         if refit:

@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphrec import artifacts
+from graphrec.data.dataset import Dataset
 from graphrec.data.importer import import_files
 from graphrec.features import Features, save_features
 from graphrec.io import read_json, write_json, write_tensors
-from graphrec.rank import fit_ranker, save_ranker
+from graphrec.rank import Ranker, RankSettings, fit_blend, save_ranker, serve_embeddings
 from graphrec.workspace import Workspace
 
 
@@ -62,13 +64,21 @@ def make_workspace(root: Path, n_users: int = 60, n_items: int = 90, n_cold: int
     if embeddings:
         write_embeddings(ws, content, dim)
         if ranker:
-            save_ranker(ws, fit_ranker(ws, progress=False))  # hand-made: no writer stages this model/
+            save_ranker(ws, fit_ranker(ws))  # hand-made: no writer stages this model/
     return ws
 
 
-def write_embeddings(ws: Workspace, content: np.ndarray, dim: int) -> None:
-    from graphrec.data.dataset import Dataset
+def fit_ranker(workspace: Workspace | Path, settings: RankSettings | None = None) -> Ranker:
+    """The ranker for model/'s hand-made embeddings, fitted as `graphrec train` fits one without a refit: the
+    blend on those embeddings, then served with them."""
+    ws = Workspace.of(workspace)
+    ds = Dataset.load(ws)
+    user, item, _ = artifacts.read_embeddings(ws, ds)
+    blend = fit_blend(ws, (user, item), settings, ds=ds, progress=False)
+    return serve_embeddings(blend, user, item, artifacts.embeddings_sha256(ws), refit=False)
 
+
+def write_embeddings(ws: Workspace, content: np.ndarray, dim: int) -> None:
     ds = Dataset.load(ws)
     tr = ds.part("train")
     x = np.zeros((ds.n_users, ds.n_items), np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import shared_path
-from rec_helpers import make_workspace
+from rec_helpers import fit_ranker, make_workspace
 
 import graphrec
 from graphrec.data.dataset import GIVEN, TRAINED, Dataset
@@ -19,7 +19,7 @@ from graphrec.data.importer import import_files
 from graphrec.evaluate import evaluate, evaluate_baselines, reproduce_commands, run_evaluate
 from graphrec.io import read_json, write_json, write_tensors
 from graphrec.metrics import hit_matrix, per_user_accuracy
-from graphrec.rank import RankSettings, fit_ranker, save_ranker
+from graphrec.rank import RankSettings, save_ranker
 from graphrec.recommend import recommend, write_recommendations
 from graphrec.workspace import Workspace
 
@@ -203,7 +203,7 @@ def test_agrees_with_benchmark_protocol_on_movielens(tmp_path):
     item[np.asarray(x.sum(0)).ravel() == 0] = np.random.default_rng(0).normal(0, 0.01, (1, 16))  # cold: random
     write_tensors(ws_path / "model" / "embeddings.safetensors", {"user": (u * np.sqrt(s)).astype(np.float32), "item": item})
     write_json(ws_path / "model" / "model.json", {"scoring": "dot", "dim": 16})
-    r = fit_ranker(ws_path, settings=RankSettings(max_fit_users=150), progress=False)
+    r = fit_ranker(ws_path, RankSettings(max_fit_users=150))
     save_ranker(Workspace(ws_path), r)  # embeddings made here, not by a writer that stages model/
     ours = evaluate(ws_path, ks=(20,), ranker=r, progress=False)
     for task, name in (("warm", "warm"), ("cold", "cold_item")):

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +99,22 @@ def test_activity_buckets():
     idx, labels = activity_buckets(np.array([0, 1, 5, 6, 20, 21, 300]))
     assert labels == ["0", "1-5", "6-20", "21-50", "51-200", "201+"]
     assert idx.tolist() == [0, 1, 1, 2, 2, 3, 5]
+
+
+def test_validation_rows_are_a_seeded_sample_of_users_once_users_times_candidates_is_large(monkeypatch):
+    """Model selection scores every user while users x candidates fits VALIDATION_CELLS, then a seeded sample of
+    whole users (their rows kept as they are, the others emptied without stored zeros)."""
+    import graphrec.metrics as metrics
+
+    truth = sp.random(500, 40, density=0.1, format="csr", random_state=1, dtype=np.float32)
+    truth.data[:] = 1.0
+    with_truth = np.flatnonzero(np.diff(truth.indptr) > 0)
+    assert (metrics.sample_validation_rows(truth, 40) != truth).nnz == 0  # 500 x 40 cells fit: every user
+    monkeypatch.setattr(metrics, "VALIDATION_CELLS", 100 * 40)
+    assert metrics.validation_users(40) == 100 and metrics.validation_users(40, cap=30) == 30
+    a, b = metrics.sample_validation_rows(truth, 40, seed=3), metrics.sample_validation_rows(truth, 40, seed=3)
+    kept = np.flatnonzero(np.diff(a.indptr) > 0)
+    assert len(kept) == 100 and set(kept) <= set(with_truth) and (a != b).nnz == 0
+    assert (a[kept] != truth[kept]).nnz == 0 and a.nnz == truth[kept].nnz  # whole rows, no explicit zeros
+    other = metrics.sample_validation_rows(truth, 40, seed=4)
+    assert set(np.flatnonzero(np.diff(other.indptr) > 0)) != set(kept)

@@ -7,7 +7,7 @@ import torch
 from train_fixtures import make_workspace
 
 from graphrec.io import read_tensors
-from graphrec.model import GraphRec
+from graphrec.model import GraphRec, LossWeights, triple_loss_grad
 from graphrec.propagation import SparseOp, normalized_bipartite, sample_neighbourhood
 from graphrec.train import load_model, run_train
 
@@ -112,8 +112,6 @@ def test_forward_and_recommend_agree():
 @pytest.mark.parametrize("weights", [(0.5, 1.0), (0.0, 0.0), (2.0, 0.3)])
 def test_the_hand_written_loss_gradient_is_autograd_s(weights):
     """triple_loss_grad against autograd through GraphRec.batch_loss (no L2 term), value and gradients."""
-    from graphrec.model import triple_loss_grad
-
     cold_w, align_w = weights
     g = torch.Generator().manual_seed(3)
     m, d = 50, 6
@@ -121,7 +119,7 @@ def test_the_hand_written_loss_gradient_is_autograd_s(weights):
     item_rows = torch.randn(2 * m, 2 * d + 1, generator=g, dtype=torch.float64, requires_grad=True)
     h, c, b = item_rows[:, :d], item_rows[:, d:2 * d], item_rows[:, 2 * d]
     want, parts = GraphRec(1, 1, d, 1).batch_loss(user_rows, (h[:m], h[m:]), (c[:m], c[m:]), (b[:m], b[m:]),
-                                                  torch.zeros(()), cold_w, align_w, 0.0)
+                                                  torch.zeros(()), LossWeights(cold_w, align_w, 0.0))
     want.backward()
     got, got_parts, grad_user, grad_item = triple_loss_grad(user_rows.detach(), item_rows.detach(), cold_w, align_w)
     assert got == pytest.approx(want.item(), rel=1e-9)

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rec_helpers import make_workspace
+from rec_helpers import fit_ranker, make_workspace
 from typer.testing import CliRunner
 
 from graphrec.data.dataset import GIVEN, Dataset
@@ -20,7 +20,6 @@ from graphrec.linear import ease_factors, fit_content_maps, ideal_lowpass, inter
 from graphrec.rank import (
     LOWPASS_GAMMAS,
     RankSettings,
-    fit_ranker,
     load_ranker,
     save_ranker,
     select_filter,
@@ -157,7 +156,7 @@ def test_cold_items_not_punished_for_missing_collaborative_signal(fitted):
 def test_readers_refuse_a_ranker_fitted_for_other_embeddings(tmp_path):
     """A reader never fits (nor writes) a ranker: a model/ whose ranker does not match is refused in one line."""
     ws = make_workspace(tmp_path, features=False, ranker=False)
-    r = fit_ranker(ws, progress=False)
+    r = fit_ranker(ws)
     assert r.content is None and "content" not in r.components
     assert not (ws.stage_dir("model") / "ranker.json").exists()  # fitting writes nothing
     save_ranker(ws, r)
@@ -187,7 +186,7 @@ def test_bad_inputs(fitted, tmp_path):
                   {"user": np.zeros((3, 4), np.float32), "item": np.zeros((90, 4), np.float32)})
     (bad.stage_dir("model") / "model.json").write_text('{"scoring": "dot", "dim": 4}')
     with pytest.raises(InputError, match=r"tensor 'user' should be \[60, dim\]"):
-        fit_ranker(bad, progress=False)
+        fit_ranker(bad)
 
 
 def test_cli_recommend_writes_contract_columns(fitted, tmp_path):
@@ -242,7 +241,7 @@ def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
 
     ws = make_workspace(tmp_path, ranker=False)
     run_build(ws)
-    save_ranker(ws, fit_ranker(ws, progress=False))  # fitted after the build, as `graphrec train` would be
+    save_ranker(ws, fit_ranker(ws))  # fitted after the build, as `graphrec train` would be
     recs = recommend(ws, ["u1"], k=3, explain=True)
     assert len(recs) == 3
     assert recs["explanation"].str.startswith(("because you liked", "connected through")).all()
@@ -440,7 +439,7 @@ def test_users_known_by_a_few_items_take_the_weights_fitted_for_them(tmp_path):
     assert r.user_vectors(short, history)[0, at] == pytest.approx(r.new_user_weights["offset"])
     assert r.user_vectors(long_, history)[0, at] == 1.0
     loaded = load_ranker(ws)
-    assert loaded.info["short_history"] == 3
+    assert loaded.short_history == 3
     np.testing.assert_array_equal(loaded.user_vectors(short, history), r.user_vectors(short, history))
 
 
@@ -485,8 +484,8 @@ def test_the_vectors_score_the_blend_with_the_low_pass_block(fitted, monkeypatch
 
     ws, _ = fitted
     monkeypatch.setattr(rank, "LOWPASS_GAMMAS", (0.3,))
-    r = fit_ranker(ws, None, RankSettings(k=10, lowpass_dim=16), progress=False)
-    assert r.info["lowpass_gamma"] == 0.3 and r.lowpass_item.shape[1] == 16
+    r = fit_ranker(ws, RankSettings(k=10, lowpass_dim=16))
+    assert r.record.lowpass_gamma == 0.3 and r.lowpass_item.shape[1] == 16
     ds = Dataset.load(ws)
     users, cand, history = np.arange(ds.n_users), np.arange(ds.n_items), ds.matrix(GIVEN)
     blend = r.blend(r.component_scores(users, cand, history), cand).numpy()
@@ -501,9 +500,9 @@ def test_no_refit_keeps_the_collaborative_parts_on_train(fitted):
     """RankSettings(refit=False) (what `train --no-refit` passes): the paper protocol, nothing fitted on valid."""
     ws, _ = fitted
     ds = Dataset.load(ws)
-    r = fit_ranker(ws, None, RankSettings(k=10, refit=False), progress=False)
+    r = fit_ranker(ws, RankSettings(k=10, refit=False))
     train = ds.matrix(("train",))
     np.testing.assert_array_equal(r.warm, ds.warm_items(("train",)))
     np.testing.assert_allclose(r.pop, np.log1p(np.asarray(train.sum(axis=0)).ravel()))
-    refit = fit_ranker(ws, None, RankSettings(k=10), progress=False)
+    refit = fit_ranker(ws, RankSettings(k=10))
     assert not np.allclose(refit.pop, r.pop)

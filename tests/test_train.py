@@ -11,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from train_fixtures import make_workspace
 
+import graphrec.model as model_mod
 import graphrec.train as train_mod
 from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
 from graphrec.io import read_json, read_tensors
 from graphrec.metrics import embedding_accuracy
+from graphrec.model import LossWeights
 from graphrec.propagation import SparseOp
 from graphrec.rank import RankSettings, load_ranker
 from graphrec.train import epoch_triples, run_train, sample_negatives
@@ -163,7 +165,7 @@ def test_a_large_batch_chunked_loss_trains_as_one_piece(tmp_path, monkeypatch):
     whole = make_workspace(tmp_path / "whole")
     run_train(whole, **{**FAST, "batch_size": 512})
     chunked = make_workspace(tmp_path / "chunked")
-    monkeypatch.setattr(train_mod, "LOSS_CHUNK", 100)
+    monkeypatch.setattr(model_mod, "LOSS_CHUNK", 100)
     r = run_train(chunked, **{**FAST, "batch_size": 512})
     assert len(r.history) > 1
     for key in ("user", "item"):
@@ -189,12 +191,12 @@ def test_the_full_graph_loss_has_batch_loss_s_value_and_gradients(tmp_path, monk
     ego = e.user_ego[users].pow(2).sum() + e.item_ego[pos].pow(2).sum() + e.item_ego[neg].pow(2).sum()
     want, want_parts = model.batch_loss(e.user[users], (e.item_cf[pos], e.item_cf[neg]),
                                         (e.item_content[pos], e.item_content[neg]), (e.bias[pos], e.bias[neg]), ego,
-                                        s.cold_weight, s.align_weight, s.reg)
+                                        LossWeights(s.cold_weight, s.align_weight, s.reg))
     want.backward()
     reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    monkeypatch.setattr(train_mod, "LOSS_CHUNK", chunk)
-    got, parts = train_mod._full_graph_loss(model, s, model.get_embedding(inp), users, pos, neg)
+    monkeypatch.setattr(model_mod, "LOSS_CHUNK", chunk)
+    got, parts = model.full_graph_loss(inp, users, pos, neg, LossWeights(s.cold_weight, s.align_weight, s.reg))
     got.backward()
     assert got.item() == pytest.approx(want.item(), rel=1e-9) and parts == pytest.approx(want_parts, rel=1e-9)
     assert reference

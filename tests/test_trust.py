@@ -246,7 +246,7 @@ def _paused(module: object, name: str, flag: str, release: str) -> None:
 def _write_paused(writer: str, ws: str, flag: str, release: str, new_items: str) -> None:
     torch.set_num_threads(1)
     if writer == "train":  # paused inside its ranker fit, after the GNN trained
-        _paused(rank_module, "_fit_weights", flag, release)
+        _paused(rank_module, "fit_weights", flag, release)
         run_train(ws, **{**TRAIN, "seed": 7})
     elif writer == "update":  # paused where it carries the ranker over to the grown model
         _paused(update_module, "extend_ranker", flag, release)

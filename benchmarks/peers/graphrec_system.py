@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,7 @@ class Graphrec(System):
         self.epoch_seconds = [h["seconds"] for h in trained.history]  # training only, validation excluded
         ranker = load_ranker(ws)  # run_train fitted it with the model
         if not a.blend:  # the GNN score alone
-            ranker.weights_warm = {"gnn": 1.0}
-            ranker.weights_cold = {"gnn": 1.0}
-            ranker.cold_offset = 0.0
+            ranker = replace(ranker, weights_warm={"gnn": 1.0}, weights_cold={"gnn": 1.0}, cold_offset=0.0)
         return ranker
 
     def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
