@@ -9,12 +9,15 @@ its defaults (select on validation, refit, the ranker's blend: `run_train` timed
 the served model (`Ranker.topk`, approximate as `recommend --approximate`, with the share of the exact lists it
 keeps on a sample of users). The same process then times implicit's ALS (64 factors, 15 iterations, 2 threads) on
 the same training matrix, and EASE's dense closed form when its item-item matrix fits in --ease-gib. Rows are
-appended to benchmarks/results/train_cost.jsonl.
+appended to benchmarks/results/train_cost.jsonl. `--one SHAPE` runs one shape in the current process and shows
+training's progress (how far a shape got when it runs out of time: `timeout 1800 python -m benchmarks.train_cost
+--one 20000000x400000x100000`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -30,7 +33,8 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "train_cost.jsonl"
 
 
-def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0) -> dict[str, Any]:
+def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, progress: bool = False
+            ) -> dict[str, Any]:
     """The stages' wall seconds and the process's peak RSS (MiB) after each, for one shape."""
     from graphrec.data.splits import run_split
     from graphrec.data.synth import generate
@@ -50,7 +54,7 @@ def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0) 
         run_build(ws, progress=False)
         out.update(encode_build_s=time.perf_counter() - t, build_peak_mb=_peak_mb())
         t = time.perf_counter()
-        trained = run_train(ws, seed=1, progress=False, device="cpu")
+        trained = run_train(ws, seed=1, progress=progress, device="cpu")
         out.update(train_s=time.perf_counter() - t, train_peak_mb=_peak_mb(),
                    selected_epoch=trained.selected_epoch,
                    epoch_s={ph: [h["seconds"] for h in trained.history if h["phase"] == ph]
@@ -107,11 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shapes", default="1000000x25000x40000", help="INTERACTIONSxUSERSxITEMS, comma-separated")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per shape before it counts as not fitting")
     ap.add_argument("--ease-gib", type=float, default=12.0, help="run dense EASE only below this memory")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--one", help="measure one shape in this process, its row on stdout, training's progress on "
+                                   "stderr (how far a run got before a timeout)")
     a = ap.parse_args(argv)
     if a.one:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         n, u, i = (int(v) for v in a.one.split("x"))
-        print(json.dumps(measure(n, u, i, a.ease_gib)))
+        print(json.dumps(measure(n, u, i, a.ease_gib, progress=True)))
         return
     from benchmarks.run import environment
 

@@ -34,8 +34,17 @@ HELD_OUT = tuple(s for s in SPLITS if s != "train")
 # Every interaction the system was given: excluded from its lists, never counted as a hit.
 GIVEN = ("train", "valid", "cold_valid", "cold_user_context")
 # What the served model is refit on once validation has selected it (cold_valid only selects: refitting on
-# it would turn the cold items it shares with cold_test warm).
+# it would turn the cold items it shares with cold_test warm). In serve mode, every part (`Dataset.refit_parts`).
 TRAINED = ("train", "valid")
+SERVE = "serve"  # schema.split["mode"] of the split `graphrec train` makes to choose settings on an unsplit dataset
+
+def excluded_from_lists(schema: Schema) -> str:
+    """What graphrec's lists leave out of a dataset with this schema, in words (its mode)."""
+    if not schema.split:
+        return "serve mode (the dataset is not split): every interaction a user has is left out of their list"
+    return (f"evaluate mode (a split dataset): lists leave out what the system was given ({', '.join(GIVEN)}); a "
+            "user's test items can appear: they are what `graphrec evaluate` scores")
+
 
 REMAKE = f"re-run `{MAKE['dataset']}`"  # what rewrites dataset/ whole
 # The structure of dataset/'s files as Dataset.load checks it (the module docstring describes them).
@@ -98,12 +107,20 @@ class Dataset:
     def is_split(self) -> bool:
         return bool(self.schema.split)
 
+    @property
+    def refit_parts(self) -> tuple[str, ...]:
+        """What the served model is refit on once validation has chosen its settings: TRAINED, or every part
+        when the split only chooses them (serve mode, `data.splits.selection_split`: nothing is held out)."""
+        return SPLITS if self.schema.split.get("mode") == SERVE else TRAINED
+
     def part(self, *names: str) -> pd.DataFrame:
-        """Interactions of the given split parts (e.g. `part("train")`, `part("train", "valid")`)."""
+        """Interactions of the given split parts (e.g. `part("train")`, `part("train", "valid")`). A dataset
+        that is not split is all training data (serve mode: every interaction is given, none held out), so its
+        interactions are the "train" part."""
         bad = [n for n in names if n not in SPLITS]
         if bad:
             raise ValueError(f"unknown split part(s) {bad}; known: {SPLITS}")
-        return self.interactions[self.interactions["split"].isin(names)]
+        return self.interactions[self.interactions["split"].isin([*names, ""] if "train" in names else names)]
 
     def item_labels(self) -> list[str]:
         """Readable item names: the title (or name, or first text) column, else the item id."""
@@ -160,6 +177,13 @@ class Dataset:
             write_json(tmp / "dataset.json", meta)
             write_json(tmp / "ids.json", {"users": self.user_ids.tolist(), "items": self.item_ids.tolist()})
         return target
+
+    @staticmethod
+    def load_schema(workspace: Workspace | str | Path) -> Schema:
+        """dataset/'s schema alone (dataset.json, checked), without reading the tables."""
+        d = Workspace.of(workspace).require("dataset")
+        return Schema.from_dict(check_json(read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json",
+                                           REMAKE)["schema"])
 
     @classmethod
     def load(cls, workspace: Workspace | str | Path) -> Dataset:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from graphrec.data.dataset import SPLITS, Dataset
+from graphrec.data.dataset import SERVE, SPLITS, Dataset
 from graphrec.errors import InputError
 from graphrec.workspace import Workspace, writes
 
@@ -127,6 +127,21 @@ def check_no_leak(ds: Dataset) -> None:
     if len(bad):
         r = bad[0]
         raise InputError(f"split leak: cold user {ds.user_ids[user[r]]!r} also has interactions in {SPLITS[code[r]]}")
+
+
+# The split `graphrec train` chooses its settings on when the dataset is not split (serve mode): a tenth of each
+# user's interactions to validate the warm lists, a tenth of the items held out whole for the cold ones.
+SELECTION = {"method": "random", "valid": 0.1, "test": 0.0, "cold_items": 0.1, "cold_users": 0.0}
+
+
+def selection_split(ds: Dataset, seed: int = 0) -> Dataset:
+    """Serve mode's split of a dataset that is not split (a shop's whole data): SELECTION's parts, in memory,
+    only to choose the settings on validation; the served model is then refit on every interaction
+    (`Dataset.refit_parts`), and its lists exclude every interaction the user has. The cold items' second half
+    (cold_test) takes no part: nothing is scored."""
+    out = split_dataset(ds, **SELECTION, seed=seed)
+    check_no_leak(out)
+    return dataclasses.replace(out, schema=dataclasses.replace(out.schema, split={**out.schema.split, "mode": SERVE}))
 
 
 @writes

@@ -32,6 +32,7 @@ from graphrec.data.splits import run_split
 from graphrec.encode import run_encode
 from graphrec.errors import InputError
 from graphrec.evaluate import evaluate
+from graphrec.export_folder import UserFoldIn, taste_vector
 from graphrec.io import atomic_dir, write_parquet
 from graphrec.kg.build import run_build
 from graphrec.model import TrainedModel
@@ -57,7 +58,7 @@ class _Served:
     users: pd.Index  # external user id -> user index
     items: pd.Index  # external item id -> item index
     model: TrainedModel | None = None  # loaded on the first user known only by `user_items`
-    unit_items: np.ndarray | None = None  # item vectors scaled to unit length, for similar_items
+    taste: tuple[UserFoldIn, np.ndarray] | None = None  # the user fold-in and the item vectors, for similar_items
 
 
 class Recommender:
@@ -116,7 +117,12 @@ class Recommender:
             attribute_columns: Sequence[str] | None = None, image_column: str | None = None,
             images_dir: str | os.PathLike | None = None,
             user_attribute_columns: Sequence[str] | None = None) -> Recommender:
-        """Import the frames, split, encode, build the graph, train and fit the ranker; replaces the dataset.
+        """Import the frames, encode, build the graph, train and fit the ranker; replaces the dataset.
+
+        Two modes. **Serve** (the default, as implicit and LightFM fit what they are given): the model is fitted on
+        every interaction, its settings chosen on an internal validation split first (`graphrec train` on a
+        dataset that is not split), and lists leave out everything a user has. **Evaluate** (`split=` or `valid=`
+        given): parts are held out, the model is fitted on train+valid and :meth:`evaluate` scores the test parts.
 
         Each stage writes atomically; when one fails, the ones before it stay done, as when the commands are run
         one by one (and a later stage refuses what no longer matches its inputs).
@@ -129,14 +135,13 @@ class Recommender:
                 categorical attributes); without it nothing is encoded. (default: :obj:`None`)
             users (pandas.DataFrame, optional): `user_id` and coarse attribute columns. (default: :obj:`None`)
             valid (pandas.DataFrame, optional): Pre-split validation interactions (`graphrec data import
-                --valid`). Without it the interactions are split as `graphrec data split` does.
-                (default: :obj:`None`)
+                --valid`): evaluate mode with the given parts. (default: :obj:`None`)
             test (pandas.DataFrame, optional): Pre-split test interactions, scored by :meth:`evaluate`; needs
                 `valid`. (default: :obj:`None`)
-            split (Mapping, optional): Settings of :func:`graphrec.data.splits.run_split` overriding the
-                defaults of `graphrec data split` (random, 10% valid and 10% test per user, 20% of items
-                held out cold, seed = this object's seed). Test parts and held-out cold items are never
-                trained on. (default: :obj:`None`)
+            split (Mapping, optional): Evaluate mode: the interactions are split as `graphrec data split`
+                does, these settings of :func:`graphrec.data.splits.run_split` overriding its defaults (``{}``:
+                random, 10% valid and 10% test per user, 20% of items held out cold, seed = this object's seed).
+                Test parts and held-out cold items are never trained on. (default: :obj:`None`: serve mode)
             text_columns, attribute_columns, image_column, user_attribute_columns (optional): Column roles, as
                 the options of `graphrec data import` (default: the columns present among the usual names; user
                 attributes are opt-in: none unless named, coarse only).
@@ -144,7 +149,7 @@ class Recommender:
                 (default: :obj:`None`: the inputs folder, so give it whenever items have images)
         """
         if valid is None and test is not None:
-            raise InputError("test needs valid: give both pre-split parts, or neither and fit splits")
+            raise InputError("test needs valid: give both pre-split parts, or neither")
         if valid is not None and split is not None:
             raise InputError("split settings apply when fit splits; with valid the parts are given")
         ws = self._ws
@@ -163,8 +168,8 @@ class Recommender:
                                     name=ws.path.name, **parts)
             for note in notes:
                 log.info("%s", note)
-            if valid is None:
-                run_split(ws, **{"seed": self.seed, **(split or {})})
+            if split is not None:
+                run_split(ws, **{"seed": self.seed, **split})
             if items is not None and self.modalities:
                 run_encode(ws, list(self.modalities), seed=self.seed, device=self.train_settings.device,
                            show_progress=self.progress, **self.encode_settings)
@@ -295,9 +300,12 @@ class Recommender:
                              "rank": (rank + 1).astype(np.int32), "score": scores[rows, rank]})
 
     def similar_items(self, item_ids: Ids, k: int = 10) -> pd.DataFrame:
-        """The k items most similar to each given item, by cosine similarity of the item vectors graphrec ranks
-        with (:meth:`graphrec.rank.Ranker.item_vectors`, as the export's `similar_items`); the item itself is
-        left out. Columns `item_id, similar_item_id, rank, score`.
+        """The k items most similar to each given item by taste: the list graphrec gives a user whose only item
+        is that one (the user's vector from :meth:`graphrec.rank.Ranker.fold_in`, scored against the item vectors,
+        as the export's `similar_items`: `export_folder.taste_vector`), the item itself left out. An item with
+        interactions is read through the collaborative blocks alone (the graph filter's item-item row: what the
+        people who have it chose; title words and genres do not enter); an item without any, through every
+        block (its content). Columns `item_id, similar_item_id, rank, score` (the score is that dot product).
 
         Args:
             item_ids (str, int or sequence): External item ids.
@@ -308,11 +316,12 @@ class Recommender:
         s = self._state()
         ids = _ids(item_ids)
         idx = self._item_index(s, ids)
-        if s.unit_items is None:
-            v = s.ranker.item_vectors()
-            s.unit_items = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        unit = torch.from_numpy(s.unit_items)
-        sim = unit[torch.from_numpy(idx)] @ unit.T
+        if s.taste is None:
+            s.taste = s.ranker.fold_in(), s.ranker.item_vectors()
+        fold_in, item_vectors = s.taste
+        blocks = s.ranker.blocks()
+        one_item_users = np.stack([taste_vector(fold_in, blocks, int(i), bool(s.ranker.warm[i])) for i in idx])
+        sim = torch.from_numpy(one_item_users) @ torch.from_numpy(item_vectors).T
         sim[torch.arange(len(idx)), torch.from_numpy(idx)] = -torch.inf  # not similar to itself: the same item
         val, top = topk_stable(sim, min(k, s.dataset.n_items))
         val, top = val.numpy(), top.numpy()

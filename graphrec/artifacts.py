@@ -119,6 +119,7 @@ class TrainResult:
     embeddings_sha256: str
     select: tuple[np.ndarray, np.ndarray] | None  # selection-phase (user, item) when the model was refit
     gnn_served: bool = False  # the ranker serves the GNN block (else the GNN was not refit: it did not add)
+    mode: str = "evaluate"  # "serve": the dataset was not split; settings chosen on an internal split, refit on all
 
 
 # -- embeddings --------------------------------------------------------------------------------------

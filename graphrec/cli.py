@@ -28,7 +28,7 @@ from rich.text import Text
 
 from graphrec import __version__
 from graphrec.artifacts import embeddings_path
-from graphrec.data.dataset import Dataset
+from graphrec.data.dataset import Dataset, excluded_from_lists
 from graphrec.data.importer import import_files
 from graphrec.data.movielens import import_movielens
 from graphrec.data.splits import run_split
@@ -313,14 +313,13 @@ def build(
                                                       "kg.txt) or a CSV/Parquet with head,relation,tail."),
     entity_map: Path | None = typer.Option(None, help="Item -> entity map for --triples ('item_id entity_id' "
                                                          "lines, KGAT item_list.txt, or CSV item_id,entity)."),
-    allow_unsplit: bool = typer.Option(False, help="Build from an unsplit dataset's interactions (inspection only)."),
     force: bool = typer.Option(False, help="Rebuild even when the inputs are unchanged."),
     as_json: bool = JSON,
 ) -> None:
     """Build the knowledge graph (users, items, attributes, entities; training interactions only)."""
 
     res = run_build(workspace, item_knn=item_knn, knn_modalities=_columns(knn_modalities), triples=triples,
-                    entity_map=entity_map, allow_unsplit=allow_unsplit, force=force)
+                    entity_map=entity_map, force=force)
     g = res.graph
     n_edges = sum(len(e) for e in g.edges.values())
 
@@ -364,7 +363,7 @@ def kg_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
               f"{pct(cold['via_similarity'])}, any route {pct(cold['via_any_route'])}; connected by any path "
               f"{pct(cold['connected_to_warm'])}; dead ends {cold['dead_ends']} {cold['dead_end_examples'] or ''}")
     if not leak["split"]:
-        out.print("[yellow]leak check: dataset not split, the graph holds every interaction (inspection only)[/yellow]")
+        out.print("[yellow]leak check: dataset not split (serve mode), the graph holds every interaction[/yellow]")
     elif leak["ok"]:
         out.print(f"leak check: ok, none of {leak['held_out']} held-out interactions is an edge")
     else:
@@ -442,9 +441,13 @@ def train(
     emb = embeddings_path(Workspace(workspace))
 
     def show() -> None:
-        served = ("GNN block served" + (", refit on train+valid" if r.refit else "") if r.gnn_served
+        fitted_on = "every interaction" if r.mode == "serve" else "train+valid"
+        served = ("GNN block served" + (f", refit on {fitted_on}" if r.refit else "") if r.gnn_served
                   else "GNN block not served: the closed-form blend scores as well on validation")
-        table = Table(title=f"trained: epoch {r.selected_epoch} selected; {served}")
+        mode = ("serve mode (the dataset is not split): settings chosen on an internal validation split, the model "
+                "fitted on every interaction" if r.mode == "serve" else
+                "evaluate mode (a split dataset): fitted on train+valid, the test parts held out")
+        table = Table(title=f"trained: epoch {r.selected_epoch} selected; {served}\n{mode}")
         table.add_column("validation")
         table.add_column("value", justify="right")
         for name, v in r.validation.items():
@@ -452,7 +455,7 @@ def train(
         out.print(table)
         _say(f"embeddings -> {emb}")
     _result(as_json, {"selected_epoch": r.selected_epoch, "refit": r.refit, "gnn_served": r.gnn_served,
-                      "validation": r.validation,
+                      "mode": r.mode, "validation": r.validation,
                       "embeddings": str(emb), "epochs": len(r.history)}, show)
 
 
@@ -516,8 +519,11 @@ def recommend_cmd(
         sys.stdout.write(csv_safe(frame).to_csv(index=False))
         return
     write_recommendations(frame, out_file)
-    _result(as_json, {"rows": len(frame), "users": int(frame["user_id"].nunique()), "out": str(out_file)},
-            lambda: _say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}"))
+    excluded = excluded_from_lists(Dataset.load_schema(workspace))
+    _result(as_json, {"rows": len(frame), "users": int(frame["user_id"].nunique()), "out": str(out_file),
+                      "excluded": excluded},
+            lambda: (_say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}"),
+                     _say(excluded)))
 
 
 @app.command("export")

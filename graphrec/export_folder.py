@@ -99,6 +99,19 @@ class UserFoldIn:
         return (self.terms[at] * h + self.terms[at + 1]).astype(np.float32)
 
 
+COLLABORATIVE = ("ease", "lowpass")  # the blocks of the closed-form graph filter of the interactions
+
+
+def taste_vector(fold_in: UserFoldIn, blocks: dict[str, int], item: int, warm: bool) -> np.ndarray:
+    """float32 [dim]: what the items similar to `item` are scored with (`similar_items`): the vector of a user
+    whose only item it is, through the collaborative blocks alone when the item has interactions (the graph
+    filter's item-item row: what the people who have it chose; title words and genres do not enter), through
+    every block when it has none (its content is all there is)."""
+    v = fold_in.user_vector(np.array([item]))
+    keep = np.concatenate([np.full(w, b in COLLABORATIVE) for b, w in blocks.items()]) if blocks else np.zeros(0, bool)
+    return np.where(keep, v, np.float32(0)) if warm and keep.any() else v
+
+
 def write_export(out: str | os.PathLike, formats: Sequence[str], user_ids: list[str], item_ids: list[str],
                  warm: np.ndarray, user: np.ndarray, item: np.ndarray, pseudonymized: bool,
                  about: dict[str, Any], fold_in: UserFoldIn | None = None) -> Path:
@@ -199,11 +212,14 @@ class Export:
         return self.fold_in.user_vector(self._items(item_ids))
 
     def similar_items(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:
-        """Top-k (item id, cosine similarity of item embeddings), the item itself left out."""
+        """Top-k (item id, score) by taste (`taste_vector`: the list of a user whose only item is `item_id`, through
+        the collaborative blocks when it has interactions), the item itself left out; graphrec's
+        `Recommender.similar_items` gives the same."""
+        if self.fold_in is None:
+            raise InputError("this export has no user fold-in (written before graphrec shipped one): re-export")
         i = self._items([item_id])
-        norm = np.maximum(np.linalg.norm(self.item_embeddings, axis=1), 1e-12)
-        scores = (self.item_embeddings @ self.item_embeddings[i[0]]) / (norm * norm[i[0]])
-        return self._top(scores, k, i, None)
+        v = taste_vector(self.fold_in, self.manifest["blocks"], int(i[0]), bool(self.item_warm[i[0]]))
+        return self._top(self.item_embeddings @ v, k, i, None)
 
     def _top(self, scores: np.ndarray, k: int, exclude: np.ndarray, cand: np.ndarray | None) -> list[tuple[str, float]]:
         allowed = np.ones(len(scores), bool) if cand is None else np.isin(np.arange(len(scores)), cand)
@@ -258,6 +274,11 @@ def load_export(directory: str | os.PathLike) -> Export:
     if "user_fold_in" in files:
         if not isinstance(m.get("fold_in"), dict) or not isinstance(m["fold_in"].get("short_history"), int):
             raise InputError(f"'fold_in' should be {{\"short_history\": int}}: {REEXPORT}", file=d / "manifest.json")
+        blocks = m.get("blocks")
+        if not isinstance(blocks, dict) or not all(isinstance(w, int) and w >= 0 for w in blocks.values()) \
+                or sum(blocks.values()) != m["dim"]:
+            raise InputError(f"'blocks' should map block names to widths adding up to dim {m['dim']}: {REEXPORT}",
+                             file=d / "manifest.json")
         rows, terms = (_check_finite(_read_npy(d / files[key], shape), d / files[key])
                        for key, shape in (("user_fold_in", (m["items"], m["dim"])),
                                           ("user_fold_in_terms", (5, m["dim"]))))

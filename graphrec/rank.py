@@ -75,7 +75,7 @@ from tqdm.auto import tqdm
 
 from graphrec import artifacts
 from graphrec.ann import ApproximateTopK
-from graphrec.data.dataset import TRAINED, Dataset
+from graphrec.data.dataset import Dataset
 from graphrec.errors import InputError
 from graphrec.export_folder import UserFoldIn
 from graphrec.features import load_features, unit_rows
@@ -739,7 +739,7 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
     r = replace(r, private_new_user_weights=attribute_free.new_user_weights if private is None else private.weights)
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
-    fitted_on = TRAINED if s.refit else ("train",)
+    fitted_on = ds.refit_parts if s.refit else ("train",)
     given = ds.matrix(fitted_on)
     r = replace(r, warm=ds.warm_items(fitted_on))
     if given.nnz > train.nnz:

@@ -32,7 +32,8 @@ from safetensors.torch import load_file, save_file
 
 from graphrec import artifacts
 from graphrec.artifacts import Checkpoints, TrainResult
-from graphrec.data.dataset import Dataset
+from graphrec.data.dataset import SERVE, TRAINED, Dataset
+from graphrec.data.splits import selection_split
 from graphrec.device import resolve_device
 from graphrec.errors import InputError
 from graphrec.features import Features, load_features
@@ -263,10 +264,9 @@ class _Run:
 
     def __init__(self, ws: Workspace, s: TrainSettings, device: torch.device, out: Workspace):
         self.ws, self.s, self.device, self.out = ws, s, device, out
-        self.ds = ds = Dataset.load(ws)
-        if not ds.is_split:
-            raise InputError("the dataset is not split yet: run `graphrec data split` or import pre-split files",
-                             file=ws.stage_dir("dataset"))
+        ds = Dataset.load(ws)
+        # serve mode (a dataset that is not split): settings chosen on an internal split, then refit on everything
+        self.ds = ds = ds if ds.is_split else selection_split(ds, s.seed)
         self.nu, self.ni = ds.n_users, ds.n_items
         self.train = self._pairs("train")
         if len(self.train) == 0:
@@ -467,18 +467,20 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
             artifacts.write_embeddings(out, *select, select=True)
         else:
             artifacts.drop_select_embeddings(out)
+    final_pairs = run._pairs(*run.ds.refit_parts) if refit else run.train  # what the served model is fitted on
     if refit:
-        final_pairs = np.union1d(run.train, run.valid)
         model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
         history = history + refit_hist
     user, item = _embeddings(model, inp) if refit else select
     if refit:
         _check_finite(user, item, history)
-    result = TrainResult(selected, validation, history, refit, user, item, "", select if refit else None, gnn_kept)
+    result = TrainResult(selected, validation, history, refit, user, item, "", select if refit else None, gnn_kept,
+                         SERVE if run.ds.refit_parts != TRAINED else "evaluate")
     if rank == 0:
         result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, user, item))
         params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit), history)
+        artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit,
+                                                                len(final_pairs)), history)
         # the ranker is written into the staged model/ with the embeddings just written, so readers never see a
         # model without its ranker
         save_ranker(out, serve_embeddings(blend, user, item, result.embeddings_sha256, refit))
@@ -520,12 +522,14 @@ def _embeddings(model: GraphRec, inp: GraphInputs) -> tuple[np.ndarray, np.ndarr
 
 
 def _model_meta(run: _Run, model: GraphRec, inp: GraphInputs, selected: int, validation: dict[str, float],
-                refit: bool) -> dict[str, Any]:
+                refit: bool, fitted_interactions: int) -> dict[str, Any]:
     feats = {m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
              for m, f in run.features.items()}
     return {"scoring": "dot", "dim": run.s.dim + 1, "embedding_dim": run.s.dim,
             "note": "last column: user 1, item content-predicted popularity bias",
             "settings": run.s.result_settings(), "selected_epoch": selected, "refit": refit, "validation": validation,
+            "mode": SERVE if run.ds.refit_parts != TRAINED else "evaluate",
+            "fitted_interactions": fitted_interactions,  # distinct user-item pairs the served GNN was fitted on
             "warm_items": int((inp.item_degree > 0).sum()), "features": feats,
             "random_weights": {m: v["random_weights"] for m, v in feats.items()},
             "architecture": model.config()}

@@ -38,12 +38,12 @@ KNN_BLOCK_CELLS = 1 << 25  # similarity cells per block: 32M float32 = 128 MiB, 
 def build_graph(ds: Dataset, features: dict[str, Features] | None = None, item_knn: int = 0,
                 knn_modalities: list[str] | None = None,
                 triples: list[tuple[RawTriples, dict[str, np.ndarray] | None]] | None = None,
-                allow_unsplit: bool = False, progress: bool = True) -> KnowledgeGraph:
+                progress: bool = True) -> KnowledgeGraph:
     """The graph of a dataset. `triples` are extra (raw triples, optional item->entity map) pairs; the
-    dataset's own triples are always included. `allow_unsplit` uses every interaction (inspection only:
-    such a graph leaks whatever is later held out)."""
+    dataset's own triples are always included. Its interactions are the training ones: every interaction of a
+    dataset that is not split (serve mode)."""
     g = _Builder(ds)
-    g.interactions(allow_unsplit)
+    g.interactions()
     g.attributes()
     if item_knn > 0:
         feats = features or {}
@@ -88,13 +88,8 @@ class _Builder:
         self.meta["relation_kinds"]["|".join(key)] = kind
 
     # -- user-item ---------------------------------------------------------------------------------
-    def interactions(self, allow_unsplit: bool) -> None:
-        inter = self.ds.interactions
-        if self.ds.is_split:
-            inter = self.ds.part("train")
-        elif not allow_unsplit:
-            raise InputError("the dataset is not split, so the graph would contain test interactions: run "
-                             "`graphrec data split` first (or build with --allow-unsplit, for inspection only)")
+    def interactions(self) -> None:
+        inter = self.ds.part("train")  # every interaction of a dataset that is not split (serve mode)
         self.meta["unsplit"] = not self.ds.is_split
         self.add((USER, "interacts", ITEM), "interaction", inter["user"].to_numpy(), inter["item"].to_numpy(),
                  inter["weight"].to_numpy())
@@ -243,7 +238,7 @@ class BuildResult:
 @writes
 def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = None,
               knn_modalities: list[str] | None = None, triples: str | os.PathLike | None = None,
-              entity_map: str | os.PathLike | None = None, allow_unsplit: bool = False, force: bool = False,
+              entity_map: str | os.PathLike | None = None, force: bool = False,
               progress: bool = True) -> BuildResult:
     """The build stage: dataset/ (+ features/, + a triples file) -> graph/. `item_knn=None` means 10 when
     features exist, else 0. Skips the work when the recorded inputs and settings are unchanged."""
@@ -266,7 +261,7 @@ def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = N
     modalities = None
     if item_knn > 0:
         modalities = sorted(knn_modalities or (p.stem for p in ws.stage_dir("features").glob("*.safetensors")))
-    settings = {"item_knn": item_knn, "knn_modalities": modalities, "allow_unsplit": allow_unsplit,
+    settings = {"item_knn": item_knn, "knn_modalities": modalities,
                 "triples": None if triples is None else str(Path(triples).resolve()),
                 "entity_map": None if entity_map is None else str(Path(entity_map).resolve())}
     inputs = _input_hashes(ws, modalities, triples, entity_map)
@@ -279,7 +274,7 @@ def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = N
     extra = []
     if triples is not None:
         extra.append((read_triples(triples), None if entity_map is None else read_entity_map(entity_map)))
-    graph = build_graph(ds, feats, item_knn, modalities, extra, allow_unsplit, progress)
+    graph = build_graph(ds, feats, item_knn, modalities, extra, progress)
     graph.meta["settings"] = settings
     for rep in graph.meta["triples"]:
         notes.append(f"triples {rep['source']}: kept {rep['kept']} of {rep['read']}; dropped {rep['self_loops_dropped']}"
@@ -288,7 +283,8 @@ def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = N
         if rep.get("map_items_unknown"):
             notes.append(f"entity map: {rep['map_items_unknown']} items not in the dataset (ignored)")
     if graph.meta.get("unsplit"):
-        notes.append("built from ALL interactions of an unsplit dataset: for inspection only, not for evaluation")
+        notes.append("the dataset is not split: serve mode, the graph holds every interaction (`graphrec train` "
+                     "chooses its settings on an internal validation split, then fits on everything)")
     graph.save(ws)
     ws.record("graph", settings, inputs)
     return BuildResult(graph, True, notes)

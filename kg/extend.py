@@ -28,7 +28,7 @@ def extend_graph(old: KnowledgeGraph, ds: Dataset, features: dict[str, Features]
         emap = settings.get("entity_map")
         extra.append((read_triples(settings["triples"]), read_entity_map(emap) if emap else None))
     # Everything but kNN is linear in the data: rebuild it, then map node indices back to the old ones.
-    fresh = build_graph(ds, None, 0, None, extra, bool(settings.get("allow_unsplit", False)), progress=False)
+    fresh = build_graph(ds, None, 0, None, extra, progress=False)
     remap: dict[str, np.ndarray] = {}
     names: dict[str, list[str]] = {}
     for t, new_names in fresh.node_names.items():

@@ -170,13 +170,13 @@ def test_one_writer_at_a_time(tmp_path):
     try:
         assert hold.stdout.readline().strip() == "held"
         with pytest.raises(InputError, match=rf"workspace is in use by another graphrec run \(pid {hold.pid} on "):
-            run_build(ws, allow_unsplit=True, progress=False)
+            run_build(ws, progress=False)
         assert not ws.stage_dir("graph").exists()
     finally:
         hold.kill()
         hold.wait()
     time.sleep(0.1)
-    run_build(ws, allow_unsplit=True, progress=False)  # the kernel dropped the dead holder's lock
+    run_build(ws, progress=False)  # the kernel dropped the dead holder's lock
     with Workspace(ws.path).lock(), Workspace(ws.path).lock():  # a holder may nest its own stages
         pass
 

@@ -70,9 +70,14 @@ def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
     assert {i for i, _ in e.recommend("u4", k=10, exclude=[], candidates=["m1", "m2", "m3"])} == {"m1", "m2", "m3"}
     with pytest.raises(TypeError, match="exclude"):  # what the user has must be said, even if nothing
         e.recommend("u4", k=3)
-    sim = e.similar_items("m7", k=4)
-    assert "m7" not in [i for i, _ in sim] and len(sim) == 4
-    assert all(-1.0 - 1e-6 <= s <= 1.0 + 1e-6 for _, s in sim)
+    sim = e.similar_items("m7", k=4)  # by taste: the list of a user whose only item is m7, collaborative blocks
+    assert e.item_warm[e.item_ids.index("m7")]
+    columns = np.concatenate([np.full(w, name in ("ease", "lowpass")) for name, w in e.manifest["blocks"].items()])
+    assert columns.any() and not columns.all()
+    one_item_user = e.item_embeddings @ np.where(columns, e.user_vector(["m7"]), 0.0)
+    one_item_user[e.item_ids.index("m7")] = -np.inf
+    assert [i for i, _ in sim] == [e.item_ids[j] for j in np.argsort(-one_item_user, kind="stable")[:4]]
+    assert sim[0][1] == pytest.approx(float(one_item_user.max()), rel=1e-5)
     with pytest.raises(InputError, match="unknown item id 'nope'"):
         e.similar_items("nope")
 
@@ -276,6 +281,20 @@ def test_the_export_computes_a_new_user_s_vector_as_graphrec_does(trained, tmp_p
         np.testing.assert_allclose(np.sort(scores)[::-1][:10], got["score"].to_numpy(), rtol=1e-4, atol=1e-5)
         idx = [e.item_ids.index(i) for i in got["item_id"]]
         np.testing.assert_allclose(scores[idx], got["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_similar_items_are_the_same_through_the_api_and_the_export(trained, tmp_path):
+    """Similar items by taste (the list of a user whose only item it is): Recommender and the export agree, warm
+    and cold query items alike."""
+    e = load_export(export(trained, tmp_path / "exp", ("npy",)))
+    queries = [e.item_ids[j] for j in np.flatnonzero(e.item_warm)[:3]] + \
+        [e.item_ids[j] for j in np.flatnonzero(~np.asarray(e.item_warm))[:2]]
+    got = Recommender.load(trained.path).similar_items(queries, k=5)
+    for q in queries:
+        mine = got[got["item_id"] == q]
+        exported = e.similar_items(q, k=5)
+        assert mine["similar_item_id"].tolist() == [i for i, _ in exported] and q not in mine["similar_item_id"].values
+        np.testing.assert_allclose(mine["score"], [v for _, v in exported], rtol=1e-4, atol=1e-5)
 
 
 def test_an_export_without_a_fold_in_says_so(trained, tmp_path):

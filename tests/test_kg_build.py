@@ -71,11 +71,10 @@ def test_training_interactions_only_and_leak_check(ds):
     assert not leak["ok"] and leak["leaked"] == 1 and leak["examples"] == ["user u4 item i3 (test)"]
 
 
-def test_unsplit_dataset_is_refused_unless_allowed(tiny_files):
+def test_a_dataset_that_is_not_split_is_built_with_every_interaction(tiny_files):
+    """Serve mode: a dataset imported whole is all training data, so its graph holds every interaction."""
     ds = build_dataset(read_table(tiny_files["interactions"]), read_table(tiny_files["items"]))
-    with pytest.raises(InputError, match="graphrec data split"):
-        build_graph(ds)
-    g = build_graph(ds, allow_unsplit=True)
+    g = build_graph(ds)
     assert len(g.edges[("user", "interacts", "item")]) == 12 and g.meta["unsplit"]
     assert leak_check(g, ds)["ok"] is False
 
