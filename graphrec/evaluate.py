@@ -124,6 +124,9 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
     ks = _check_ks(ks)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
+    if not ds.is_split:
+        raise InputError("serve mode (the dataset is not split): nothing is held out to score; evaluate a workspace "
+                         "split by `graphrec data split` (or imported pre-split)", file=ws.stage_dir("dataset"))
     if ks[-1] > ds.n_items:  # a cut-off past the catalogue measures nothing more than the whole list
         raise InputError(f"--ks {ks[-1]} is more than the {ds.n_items} items of the catalogue")
     r = ranker if ranker is not None else serving_ranker(ws, ds)

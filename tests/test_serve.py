@@ -2,6 +2,9 @@
 (through the CLI, the Python API and the export with its documented exclusion)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,3 +95,10 @@ def test_latest_small_imported_whole_gives_similar_items_by_taste(tmp_path):
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))
     assert "3114" in [i for i, _ in e.similar_items("1", k=10)]  # Toy Story -> Toy Story 2
     assert "1196" in [i for i, _ in e.similar_items("260", k=10)]  # Star Wars IV -> The Empire Strikes Back
+
+
+def test_evaluate_says_a_served_workspace_holds_nothing_out(served):
+    ws, _ = served
+    run = subprocess.run([sys.executable, "-m", "graphrec", "evaluate", str(ws)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2 and "nothing is held out" in run.stderr and "Traceback" not in run.stderr
