@@ -10,7 +10,10 @@ Order of decisions (each interaction lands in exactly one part of data.dataset.S
 2. Cold items: a fraction of the items with interactions is held out with all their interactions (of
    non-cold users), into `cold_valid` / `cold_test` by item (default: half of the cold items are
    validation items, so model selection never sees a test item) or, with `cold_by="interaction"`, by
-   interaction, as the outside benchmark protocol does.
+   interaction, as the outside benchmark protocol does. With `cold_by="time"` the cold items are not drawn at
+   random but are the new ones, those whose first interaction is latest (a shop's new arrivals, usually
+   little known; random cold items are often popular ones); the earlier half of them are validation items,
+   the newest half test items.
 3. Warm: each remaining user's interactions go to train / valid / test, randomly or by time (latest ->
    test, the ones before -> valid). `valid`/`test` below 1 are fractions of the user's interactions
    (at least one each); whole numbers >= 1 are counts (`--valid 1 --test 1 --method temporal` is
@@ -37,7 +40,7 @@ from graphrec.workspace import Workspace, writes
 
 TRAIN, VALID, TEST, COLD_VALID, COLD_TEST, CU_CONTEXT, CU_VALID, CU_TEST = range(len(SPLITS))
 METHODS = ("random", "temporal")
-COLD_BY = ("item", "interaction")
+COLD_BY = ("item", "interaction", "time")
 
 
 def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test: float = 0.1,
@@ -62,7 +65,15 @@ def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test:
     cold_u = np.zeros(n_users, bool)
     cold_u[_choose(rng, np.flatnonzero(per_user > cold_user_context), cold_users, (per_user > 0).sum())] = True
     cold_i = np.zeros(n_items, bool)
-    cold_i[_choose(rng, np.flatnonzero(per_item > 0), cold_items, (per_item > 0).sum())] = True
+    first_seen = None
+    if cold_by == "time":  # new items: those whose first interaction is latest
+        first_seen = np.full(n_items, np.iinfo(np.int64).max)
+        np.minimum.at(first_seen, item, ts.astype(np.int64))
+        active = np.flatnonzero(per_item > 0)
+        n_cold = min(len(active), int(round(cold_items * len(active))))
+        cold_i[active[np.argsort(first_seen[active], kind="stable")][len(active) - n_cold:]] = True
+    else:
+        cold_i[_choose(rng, np.flatnonzero(per_item > 0), cold_items, (per_item > 0).sum())] = True
 
     # 3. warm split, per user by rank from the end (latest first, or a random order)
     warm = ~cold_u[user] & ~cold_i[item]
@@ -88,7 +99,7 @@ def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test:
     in_cu = cold_u[user]
     _assign_cold_users(rng, part, user, in_cu, ts if ts is not None else shuffle, cold_u, cold_user_context, n_users)
     in_ci = cold_i[item] & ~in_cu
-    _assign_cold_items(rng, part, item, in_ci, cold_i, cold_by)
+    _assign_cold_items(rng, part, item, in_ci, cold_i, cold_by, first_seen)
     assert (part >= 0).all(), "every interaction gets a part"
 
     out_inter = inter.copy()
@@ -172,6 +183,9 @@ def _check_settings(ds: Dataset, s: dict[str, Any], force: bool) -> None:
     if s["method"] == "temporal" and "timestamp" not in ds.interactions.columns:
         raise InputError("the temporal split needs timestamps, and the interactions have none "
                          "(use --method random)", column="timestamp")
+    if s["cold_by"] == "time" and "timestamp" not in ds.interactions.columns:
+        raise InputError("--cold-by time picks the items first seen last, and the interactions have no timestamps "
+                         "(use --cold-by item)", column="timestamp")
     most = int(np.bincount(ds.interactions["user"].to_numpy()).max())  # the longest user history
     for name in ("valid", "test"):
         v = s[name]
@@ -245,12 +259,14 @@ def _assign_cold_users(rng: np.random.Generator, part: np.ndarray, user: np.ndar
 
 
 def _assign_cold_items(rng: np.random.Generator, part: np.ndarray, item: np.ndarray, rows: np.ndarray,
-                       cold_i: np.ndarray, cold_by: str) -> None:
+                       cold_i: np.ndarray, cold_by: str, first_seen: np.ndarray | None) -> None:
     idx = np.flatnonzero(rows)
-    if cold_by == "item":
+    if cold_by in ("item", "time"):
         items = np.flatnonzero(cold_i)
+        # by time: the earlier half of the new items selects, the newest half is the test
+        order = items[np.argsort(first_seen[items], kind="stable")] if cold_by == "time" else rng.permutation(items)
         valid_item = np.zeros(len(cold_i), bool)
-        valid_item[rng.permutation(items)[: len(items) // 2]] = True
+        valid_item[order[: len(items) // 2]] = True
         part[idx] = np.where(valid_item[item[idx]], COLD_VALID, COLD_TEST)
     else:
         idx = rng.permutation(idx)

@@ -1,12 +1,19 @@
-"""Approximate top-k by inner product for large catalogues: a faiss IVF index over the item vectors.
+"""Approximate top-k by inner product for large catalogues: candidates from a faiss IVF index in a few dimensions,
+rescored exactly by the caller with the full vectors.
 
-Exact top-k for every user costs users x items x dim (at 400k users, 100k items and 1k dims, hours on two
-cores); an inverted-file index scans only the `nprobe` of `nlist` item clusters nearest each user.
+Exact top-k for every user costs users x items x dim (at 400k users, 100k items and 1k dims, many minutes on
+two cores). The served vectors are long (the graph filter's 1k+ dimensions) and their scores are dominated by
+few directions once the users' side is whitened, so the first pass works in `dim` dimensions:
 
-Maximum inner product search is reduced to nearest neighbours (Bachrach et al. 2014): item x becomes
+    C = E[u u']  (the users' second moment),  W = C^1/2,  P = the top `dim` right singular vectors of items @ W
+    u . v = (u W^-1) . (v W)  ~  (u W^-1 P) . (v W P)
+
+Whitening matters: the items' own principal directions keep about 70% of the exact top-20 at 64 dimensions on
+MovieLens latest-small, the whitened ones 99% (benchmarks/ann_served.py, BENCHMARKS.md). In those dimensions,
+maximum inner product search is reduced to nearest neighbours (Bachrach et al. 2014): item x becomes
 [x, sqrt(M - |x|^2)] with M the largest squared norm and user q becomes [q, 0], so |q' - x'|^2 =
-|q|^2 + M - 2 q.x and the nearest item is the one with the largest dot product. The clusters are then
-found by L2, where k-means is at home, not by inner product, which favours long vectors.
+|q|^2 + M - 2 q.x and the nearest item is the one with the largest dot product; an inverted-file index then
+scans only the `nprobe` of `nlist` item clusters nearest each user.
 """
 from __future__ import annotations
 
@@ -15,6 +22,9 @@ from types import ModuleType
 import numpy as np
 
 from graphrec.errors import InputError
+from graphrec.linear import randomized_svd
+
+REDUCED_DIM = 32  # the first pass's dimensions (benchmarks/ann_served.py: recall .97-.995 of the exact top-20)
 
 
 def faiss_module(purpose: str) -> ModuleType:
@@ -27,20 +37,24 @@ def faiss_module(purpose: str) -> ModuleType:
 
 
 class ApproximateTopK:
-    """IVF index over item vectors; `search(users, k)` returns candidate rows ranked by approximate dot product.
+    """A first pass for top-k by inner product: `search(users, n)` returns n candidate rows per user, ranked by
+    the reduced dot product, for the caller to rescore exactly.
 
-    items: float32 [n, d]. nlist: clusters (default about 4 sqrt(n), at least 39 items each, as faiss's
-    k-means wants); nprobe: clusters scanned per query (default nlist / 8: recall against exact
-    top-20 is measured in BENCHMARKS.md, "Scale").
+    items: float32 [n, d]; users: float32 [m, d], a sample of the users to be served (their second moment
+    whitens the projection). dim: dimensions of the first pass (the full d when d is smaller). nlist: clusters
+    (default about 4 sqrt(n), at least 39 items each, as faiss's k-means wants); nprobe: clusters scanned per
+    query (default nlist / 8). Recall against the exact top-20 is measured in BENCHMARKS.md.
     """
 
-    def __init__(self, items: np.ndarray, nlist: int | None = None, nprobe: int | None = None, seed: int = 0):
+    def __init__(self, items: np.ndarray, users: np.ndarray, dim: int = REDUCED_DIM, nlist: int | None = None,
+                 nprobe: int | None = None, seed: int = 0):
         faiss = faiss_module("approximate top-k")
         items = np.ascontiguousarray(items, np.float32)
         n, d = items.shape
-        sq = (items ** 2).sum(1)
-        self.index_dim = d + 1
-        lifted = np.hstack([items, np.sqrt(np.maximum(sq.max(initial=0.0) - sq, 0.0))[:, None]]).astype(np.float32)
+        self.user_map, reduced = _whitened_projection(items, np.asarray(users, np.float32), dim, seed)
+        sq = (reduced ** 2).sum(1)
+        lifted = np.hstack([reduced, np.sqrt(np.maximum(sq.max(initial=0.0) - sq, 0.0))[:, None]]).astype(np.float32)
+        self.index_dim = lifted.shape[1]
         self.nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
         self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.index_dim), self.index_dim, self.nlist, faiss.METRIC_L2)
         self.index.cp.seed = seed
@@ -50,7 +64,26 @@ class ApproximateTopK:
         self.index.add(lifted)
         self.index.nprobe = nprobe or max(1, self.nlist // 8)
 
-    def search(self, users: np.ndarray, k: int) -> np.ndarray:
-        """int64 [len(users), k]: item rows, nearest first; -1 where the probed clusters hold fewer than k."""
-        q = np.hstack([np.asarray(users, np.float32), np.zeros((len(users), 1), np.float32)])
-        return self.index.search(np.ascontiguousarray(q), k)[1]
+    def search(self, users: np.ndarray, n: int) -> np.ndarray:
+        """int64 [len(users), n]: candidate item rows, best first by the reduced dot product; -1 where the probed
+        clusters hold fewer than n."""
+        q = np.asarray(users, np.float32) @ self.user_map
+        q = np.hstack([q, np.zeros((len(q), 1), np.float32)])
+        return self.index.search(np.ascontiguousarray(q), n)[1]
+
+
+def _whitened_projection(items: np.ndarray, users: np.ndarray, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user_map [d, r], items in r dims [n, r]) float32 with users @ user_map . reduced items ~ the dot product:
+    the module docstring's W^-1 P and items W P (r = min(dim, rank of the users' second moment))."""
+    cov = users.T.astype(np.float64) @ users / max(len(users), 1)
+    w, v = np.linalg.eigh(cov)
+    keep = w > max(w.max(initial=0.0), 1e-30) * 1e-9
+    v, root = v[:, keep], np.sqrt(w[keep])
+    whitened = (items.astype(np.float64) @ v) * root  # items W, in the kept eigenbasis
+    r = min(dim, whitened.shape[1])
+    if r == whitened.shape[1]:  # nothing to reduce: the whitened basis itself
+        p = np.eye(r)
+    else:
+        wt = whitened.T.copy()
+        p = randomized_svd(lambda z: whitened @ z, lambda q: wt @ q, whitened.shape, r, seed)[1]
+    return ((v / root) @ p).astype(np.float32), (whitened @ p).astype(np.float32)

@@ -108,6 +108,8 @@ WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
 MAX_OFFSET = 64.0
 MAX_FIT_USERS = 3000
+ANN_USER_SAMPLE = 20_000  # users whose vectors whiten the approximate index's projection
+ANN_OVERSAMPLE = 10  # first-pass candidates per list item, rescored exactly
 RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
 
@@ -354,7 +356,8 @@ class Ranker:
         `exclude_history` is False): items int64 [n, k] (-1 = no more candidates), scores float32 [n, k]; k is
         cut to the catalogue (a list holds every item at most), as implicit cuts N.
 
-        approximate: search a faiss IVF index of the item vectors (`graphrec.ann`) instead of scoring every
+        approximate: ANN_OVERSAMPLE x k candidates from a faiss IVF index in a few dimensions (`graphrec.ann`,
+        its projection whitened by up to ANN_USER_SAMPLE of these users), rescored exactly, instead of scoring every
         candidate; for catalogues where users x items x dim is too much. The scores are exact dot products."""
         if k < 1:
             raise InputError(f"--k must be at least 1, got {k}")
@@ -370,7 +373,10 @@ class Ranker:
         col_of[cand] = np.arange(len(cand))
         item_np = self.item_vectors(cand)
         item_vec = torch.from_numpy(item_np)
-        ann = ApproximateTopK(item_np) if approximate else None
+        ann = None
+        if approximate:  # the users' second moment whitens the index's projection: a sample of those served
+            sample = np.sort(np.random.default_rng(0).choice(users, min(len(users), ANN_USER_SAMPLE), replace=False))
+            ann = ApproximateTopK(item_np, self.user_vectors(sample, history))
         # the index is asked for k + the longest history in a batch: batches of users with alike histories
         order = np.argsort(np.diff(history[users].indptr), kind="stable") if ann else np.arange(len(users))
         steps = range(0, len(users), batch)
@@ -393,21 +399,25 @@ class Ranker:
 
 def _search_excluding(ann: ApproximateTopK, uv: np.ndarray, item_vec: np.ndarray, known: sp.csr_matrix,
                       col_of: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The index's k nearest candidates per user that are not known, rescored exactly and stably ordered."""
+    """The exact top k among the index's ANN_OVERSAMPLE x k first-pass candidates per user that are not known
+    (plus as many as the user's history, which the index cannot leave out), stably ordered."""
     n, n_cand = len(uv), len(item_vec)
-    rows = ann.search(uv, int(min(n_cand, k + np.diff(known.indptr).max(initial=0))))
+    rows = ann.search(uv, int(min(n_cand, ANN_OVERSAMPLE * k + np.diff(known.indptr).max(initial=0))))
     coo = known.tocoo()
     cols = col_of[coo.col]
     keep = cols >= 0
-    key = lambda r, c: r * (n_cand + 1) + c
+    key = lambda r, c: r * (n_cand + 1) + c  # noqa: E731
     bad = (rows < 0) | np.isin(key(np.arange(n)[:, None], rows), key(coo.row[keep], cols[keep]))
-    rank = np.cumsum(~bad, axis=1)
-    r, c = np.nonzero(~bad & (rank <= k))
-    idx = np.full((n, k), -1, np.int64)
-    idx[r, rank[r, c] - 1] = rows[r, c]
-    valid = idx >= 0
-    sc = np.einsum("nd,nkd->nk", uv, item_vec[np.where(valid, idx, 0)])
-    return _sorted_by_column(torch.from_numpy(np.where(valid, sc, -np.inf).astype(np.float32)), torch.from_numpy(idx))
+    sc = np.full(rows.shape, -np.inf, np.float32)
+    for s in range(0, n, 64):  # exact scores of the candidates, a few users at a time: [users, candidates, dim]
+        part = slice(s, s + 64)
+        sc[part] = np.einsum("nd,nkd->nk", uv[part], item_vec[np.maximum(rows[part], 0)])
+    sc[bad] = -np.inf
+    val, at = topk_stable(torch.from_numpy(sc), min(k, rows.shape[1]))
+    idx = np.take_along_axis(rows, at.numpy(), axis=1)
+    val, idx = torch.cat([val, torch.full((n, k - val.shape[1]), -np.inf)], 1), np.pad(
+        idx, ((0, 0), (0, k - idx.shape[1])), constant_values=-1)
+    return val, torch.from_numpy(np.where(np.isfinite(val.numpy()), idx, -1))
 
 
 def _stack(blocks: list[np.ndarray], n: int) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Splits: properties over random small datasets (hypothesis), plus hand-checked cases and the leak checker."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -228,3 +230,22 @@ def test_movielens_100k_temporal_split():
     check_no_leak(out)
     parts = out.counts()["parts"]
     assert sum(parts.values()) == 100_000 and parts["test"] > 700
+
+
+def test_cold_by_time_holds_out_the_items_first_seen_last(synth):
+    """New items: the cold ones are those whose first interaction is latest; the earlier half selects (cold_valid),
+    the newest half is the test; nothing leaks; without timestamps it is one line."""
+    out = split_dataset(synth, cold_items=0.2, cold_by="time", seed=3)
+    check_no_leak(out)
+    inter = out.interactions
+    first = inter.groupby("item")["timestamp"].min()
+    cold_valid = set(inter.loc[inter["split"] == "cold_valid", "item"])
+    cold_test = set(inter.loc[inter["split"] == "cold_test", "item"])
+    warm = set(inter.loc[inter["split"].isin(["train", "valid", "test"]), "item"])
+    assert cold_valid and cold_test and not (cold_valid | cold_test) & warm
+    assert first[list(cold_valid | cold_test)].min() >= first[list(warm)].max()  # newer than every warm item
+    assert first[list(cold_test)].min() >= first[list(cold_valid)].max()  # the newest half is the test
+    assert out.schema.split["cold_by"] == "time"
+    with pytest.raises(InputError, match="no timestamps"):
+        split_dataset(dataclasses.replace(synth, interactions=synth.interactions.drop(columns="timestamp")),
+                      cold_by="time")
