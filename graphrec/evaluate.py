@@ -33,11 +33,12 @@ import torch
 from graphrec.artifacts import read_ranker_info
 from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.errors import InputError
-from graphrec.features import load_features
+from graphrec.features import load_features, unit_rows
 from graphrec.io import write_json
 from graphrec.metrics import (
     DEFINITIONS,
     activity_buckets,
+    bootstrap_intervals,
     coverage,
     hit_matrix,
     intra_list_diversity,
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TASKS = {"warm": (("test",), "warm"), "cold_item": (("cold_test",), "cold"),
          "cold_user": (("cold_user_test",), "all"), "overall": (("test", "cold_test", "cold_user_test"), "all")}
+PER_USER = "per_user"  # a task's per-user metric values, in memory only (not in metrics.json)
 HEADLINE_K = 20  # the headline's cut-off when it is among the Ks: NDCG@20 / Recall@20 are what papers report
 PROTOCOL = ("full ranking: every candidate item of a task is scored; every interaction the system was given "
             "(train, valid, cold_valid, cold_user_context) is excluded from the lists; only the test parts are "
@@ -145,7 +147,7 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
         per_user = t.accuracy(topk, ds.n_items, ks)
         res: dict[str, Any] = {"users": int(len(t.users)), "held_out": int(len(t.truth_rows)),
                                "candidates": int(len(t.cand)), "accuracy": mean_metrics(per_user), "beyond": {},
-                               "buckets": {}}
+                               "buckets": {}, PER_USER: per_user}
         for k in ks:
             top = topk[:, :k]
             res["beyond"][f"@{k}"] = {
@@ -203,7 +205,8 @@ def _baseline_tasks(score: Callable[[np.ndarray], np.ndarray], tasks: dict[str, 
     for task, t in tasks.items():
         top, ranks = _baseline_lists(score, t, history, max(ks))
         if ranks:
-            out[task] = {"accuracy": mean_metrics(t.accuracy(top, n_items, ks))}
+            per_user = t.accuracy(top, n_items, ks)
+            out[task] = {"accuracy": mean_metrics(per_user), PER_USER: per_user}
         else:
             why = "cold items have no interactions" if task == "cold_item" else "its users have no interactions"
             out[task] = {"accuracy": None, "note": f"{why}, so every candidate gets the same score"}
@@ -211,11 +214,14 @@ def _baseline_tasks(score: Callable[[np.ndarray], np.ndarray], tasks: dict[str, 
 
 
 def evaluate_baselines(ds: Dataset, warm: np.ndarray, ks: Sequence[int] = (10, 20, 50),
-                       select_k: int = HEADLINE_K) -> dict[str, Any]:
-    """Popularity and EASE scored on `evaluate`'s tasks: the same users, candidates (`warm`: the ranker's warm
-    items), given items excluded, the same metric code. {name: {"description", "tasks": {task: {"accuracy":
-    {...} | None, "note"?}}}}. EASE is the ranker's own low-rank EASE (`rank.select_ease`: exact EASE when
-    rank(X) <= its dimensions, linear in the interactions otherwise), its lambda selected on valid."""
+                       select_k: int = HEADLINE_K, content: tuple[np.ndarray, np.ndarray] | None = None
+                       ) -> dict[str, Any]:
+    """Popularity and EASE (and, given item `content` vectors, content similarity) scored on `evaluate`'s tasks:
+    the same users, candidates (`warm`: the ranker's warm items), given items excluded, the same metric code.
+    {name: {"description", "tasks": {task: {"accuracy": {...} | None, "note"?}}}}. EASE is the ranker's own
+    low-rank EASE (`rank.select_ease`: exact EASE when rank(X) <= its dimensions, linear in the interactions
+    otherwise), its lambda selected on valid. Content ((values, mask) of a modality): cosine of the item's content
+    with the mean of the user's given items' (the one baseline that ranks items without interactions)."""
     ks = _check_ks(ks)
     tasks, _ = _tasks(ds, warm)
     history, trained = ds.matrix(GIVEN), ds.matrix(TRAINED)
@@ -237,23 +243,45 @@ def evaluate_baselines(ds: Dataset, warm: np.ndarray, ks: Sequence[int] = (10, 2
                                               trials.get("ease_validation_ndcg", {}).items()},
                    "tasks": _baseline_tasks(lambda u: (history[u] @ user_basis) @ item.T, tasks, history,
                                             ds.n_items, ks)}
+    if content is not None:
+        unit = unit_rows(*content)[0]
+        out["content"] = {"description": "content similarity: cosine of an item's content vector with the mean of "
+                                         "the user's given items' (features/, first modality)",
+                          "tasks": _baseline_tasks(lambda u: (history[u] @ unit) @ unit.T, tasks, history,
+                                                   ds.n_items, ks)}
     return out
 
 
+HEADLINE_METRICS = ("ndcg", "recall_full", "recall")  # recall_full: the field's Recall (hits / |truth|)
+
+
 def headline(metrics: dict[str, Any], baselines: dict[str, Any], k: int) -> list[dict[str, Any]]:
-    """One row per evaluated task: graphrec's NDCG@k and Recall@k, the best baseline's (by NDCG@k, among those
-    that can rank the task) and graphrec's ratio to it (None where no baseline ranks the task or it scored 0)."""
+    """One row per evaluated task: graphrec's NDCG@k and Recall@k (the field's and the capped one), the best
+    baseline's (by NDCG@k, among those that can rank the task), graphrec's ratio to it (None where no baseline
+    ranks the task or it scored 0) and 95% bootstrap intervals over the task's users of each (`intervals`:
+    metric -> {ours, theirs, ratio}, paired resamples; needs the tasks' per-user values, `evaluate` keeps them)."""
     rows = []
     for task, res in metrics["tasks"].items():
-        ours = {m: res["accuracy"][f"{m}@{k}"] for m in ("ndcg", "recall")}
-        scored = [(name, b["tasks"][task]["accuracy"]) for name, b in baselines.items()
+        ours = {m: res["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS}
+        scored = [(name, b["tasks"][task]) for name, b in baselines.items()
                   if b.get("tasks", {}).get(task, {}).get("accuracy") is not None]
-        best = max(scored, key=lambda nb: nb[1][f"ndcg@{k}"], default=None)
-        theirs = {m: best[1][f"{m}@{k}"] for m in ("ndcg", "recall")} if best else None
+        best = max(scored, key=lambda nb: nb[1]["accuracy"][f"ndcg@{k}"], default=None)
+        theirs = {m: best[1]["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS} if best else None
+        intervals = {m: bootstrap_intervals(res[PER_USER][f"{m}@{k}"],
+                                            best[1][PER_USER][f"{m}@{k}"] if best else None)
+                     for m in HEADLINE_METRICS}
         rows.append({"task": task, "users": res["users"], "graphrec": ours,
                      "best_baseline": best[0] if best else None, "baseline": theirs,
-                     "ratio": {m: ours[m] / theirs[m] if theirs and theirs[m] > 0 else None for m in ours}})
+                     "ratio": {m: ours[m] / theirs[m] if theirs and theirs[m] > 0 else None for m in ours},
+                     "intervals": intervals})
     return rows
+
+
+def without_per_user(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics with the tasks' per-user values (kept in memory for the intervals) left out: metrics.json."""
+    if isinstance(metrics, dict):
+        return {k: without_per_user(v) for k, v in metrics.items() if k != PER_USER}
+    return metrics
 
 
 # -- setup and provenance --------------------------------------------------------------------------
@@ -304,7 +332,7 @@ def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20,
     metrics = evaluate(ws, ks, r, progress)
     k = HEADLINE_K if HEADLINE_K in metrics["ks"] else metrics["histogram_k"]
     log.info("evaluate: the baselines on the same split (popularity, low-rank EASE selected on validation)")
-    metrics["baselines"] = evaluate_baselines(ds, r.warm, metrics["ks"], k)
+    metrics["baselines"] = evaluate_baselines(ds, r.warm, metrics["ks"], k, _content(ws))
     metrics["headline_k"] = k
     metrics["headline"] = headline(metrics, metrics["baselines"], k)
     metrics["definitions"] = DEFINITIONS
@@ -312,6 +340,7 @@ def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20,
 
     log.info("evaluate: writing the report (metrics.json, report.md, report.html, plots)")
     with ws.new_stage("eval") as tmp:
+        metrics = without_per_user(metrics)
         write_json(tmp / "metrics.json", metrics)
         write_report(tmp, ws, ds, r, metrics, examples)
     ws.record("eval", {"ks": list(metrics["ks"]), "examples": examples},

@@ -92,6 +92,32 @@ def mean_metrics(per_user: dict[str, np.ndarray], mask: np.ndarray | None = None
     return out
 
 
+def bootstrap_intervals(ours: np.ndarray, theirs: np.ndarray | None = None, resamples: int = 1000,
+                        seed: int = 0, level: float = 0.95) -> dict[str, list[float] | None]:
+    """Percentile-bootstrap intervals over users: of the mean of `ours` (per-user values), of `theirs` (the same
+    users, another system) and of the ratio of the two means, all from the same resamples of users (paired), so
+    a ratio whose interval holds 1 is not a win. NaN users are left out of both."""
+    keep = ~np.isnan(ours) if theirs is None else ~np.isnan(ours) & ~np.isnan(theirs)
+    a = ours[keep]
+    b = None if theirs is None else theirs[keep]
+    if len(a) == 0:
+        return {"ours": None, "theirs": None, "ratio": None}
+    rng = np.random.default_rng(seed)
+    means_a, means_b = np.empty(resamples), np.empty(resamples)
+    for at in range(0, resamples, 100):  # 100 resamples at a time: memory 100 x users
+        idx = rng.integers(0, len(a), size=(min(100, resamples - at), len(a)))
+        means_a[at:at + len(idx)] = a[idx].mean(axis=1)
+        if b is not None:
+            means_b[at:at + len(idx)] = b[idx].mean(axis=1)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    interval = lambda v: [float(x) for x in np.percentile(v, q)]  # noqa: E731
+    if b is None:
+        return {"ours": interval(means_a), "theirs": None, "ratio": None}
+    ratio = means_a / np.where(means_b > 0, means_b, np.nan)
+    return {"ours": interval(means_a), "theirs": interval(means_b),
+            "ratio": interval(ratio) if np.isfinite(ratio).all() else None}
+
+
 def item_popularity(train_items: np.ndarray, n_items: int) -> np.ndarray:
     """Number of training interactions of each item (int64 [n_items])."""
     return np.bincount(np.asarray(train_items, np.int64), minlength=n_items)

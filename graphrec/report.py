@@ -50,7 +50,7 @@ PART_ROLES = {"train": "training", "valid": "selection (warm)", "test": "test: w
               "cold_valid": "selection (cold items)", "cold_test": "test: cold-item task",
               "cold_user_context": "given interactions of cold users", "cold_user_valid": "selection (cold users)",
               "cold_user_test": "test: cold-user task"}
-BASELINE_NAMES = {"popularity": "popularity", "ease": "EASE"}
+BASELINE_NAMES = {"popularity": "popularity", "ease": "EASE", "content": "content similarity"}
 NUMBER = re.compile(rf"[-+]?[0-9.,]+(e[-+]?[0-9]+)?×?|{UNDEFINED}")  # table cells the HTML aligns right
 
 
@@ -81,6 +81,11 @@ def write_report(out: Path, ws: Workspace, ds: Dataset, r: Ranker, metrics: dict
     blocks: list[Block] = [("h", f"graphrec evaluation: {ds.schema.name}")]
     blocks += _warnings(ws)
     blocks += _headline(metrics)
+    if "cold_user" in metrics["tasks"] and not ds.schema.user_attribute_columns:
+        blocks.append(("note", "cold_user: this dataset has no user attributes, so a cold user is ranked by their few "
+                               "context items if any and otherwise by what everyone gets (popularity and the fitted "
+                               "offsets: one list for all of them); coarse attributes (`data import "
+                               "--user-attribute-columns`) rank them by what people like them chose."))
     blocks += _setup(metrics["setup"])
     blocks += _summary(ws, ds)
     blocks += _metric_tables(metrics)
@@ -109,24 +114,43 @@ def _ratio(v: float | None) -> str:
     return UNDEFINED if v is None else f"{v:.2f}×"
 
 
+def _with_interval(value: float | None, interval: list[float] | None, fmt: Any = None) -> str:
+    fmt = fmt or _fmt
+    return fmt(value) if interval is None or value is None else f"{fmt(value)} ({fmt(interval[0])}–{fmt(interval[1])})"
+
+
+def _headline_row(h: dict[str, Any]) -> list[str]:
+    """A task's headline cells, each value with its bootstrap interval where metrics.json has one."""
+    sides = {"ours": h["graphrec"], "theirs": h["baseline"] or {}, "ratio": h["ratio"]}
+    intervals = h.get("intervals", {})
+
+    def cell(metric: str, side: str) -> str:
+        return _with_interval(sides[side].get(metric), (intervals.get(metric) or {}).get(side),
+                              _ratio if side == "ratio" else _fmt)
+
+    return [h["task"], str(h["users"]), cell("ndcg", "ours"), cell("recall_full", "ours"),
+            _fmt(h["graphrec"].get("recall")), BASELINE_NAMES.get(h["best_baseline"], UNDEFINED),
+            cell("ndcg", "theirs"), cell("recall_full", "theirs"), cell("ndcg", "ratio"), cell("recall_full", "ratio")]
+
+
 def _headline(m: dict[str, Any]) -> list[Block]:
     k = m["headline_k"]
     rows, missing = [], []
     for h in m["headline"]:
-        theirs = h["baseline"] or {}
-        rows.append([h["task"], str(h["users"]), _fmt(h["graphrec"]["ndcg"]), _fmt(h["graphrec"]["recall"]),
-                     BASELINE_NAMES.get(h["best_baseline"], UNDEFINED), _fmt(theirs.get("ndcg")),
-                     _fmt(theirs.get("recall")), _ratio(h["ratio"]["ndcg"]), _ratio(h["ratio"]["recall"])])
+        rows.append(_headline_row(h))
         if h["best_baseline"] is None:
             missing.append(h["task"])
     blocks: list[Block] = [
         ("h2", f"Headline: NDCG@{k} and Recall@{k} on the test parts"),
-        ("table", ["task", "users", f"graphrec NDCG@{k}", f"graphrec Recall@{k}", "best baseline",
-                   f"baseline NDCG@{k}", f"baseline Recall@{k}", "NDCG ratio", "Recall ratio"], rows),
+        ("table", ["task", "users", f"graphrec NDCG@{k}", f"graphrec Recall@{k}", f"capped Recall@{k}",
+                   "best baseline", f"baseline NDCG@{k}", f"baseline Recall@{k}", "NDCG ratio", "Recall ratio"],
+         rows),
         ("p", "Baselines are scored by graphrec evaluate itself on the same split and protocol: the same test "
               "users, candidates and excluded interactions, full ranking. The best baseline is the one with the "
-              f"higher NDCG@{k}; ratio = graphrec / best baseline. Recall@K = hits / min(|truth|, K); "
-              "recall_full@K (hits / |truth|, as LightGCN and RecBole papers report Recall@K) is in the tables below.")]
+              f"higher NDCG@{k}; ratio = graphrec / best baseline. In brackets: 95% bootstrap intervals over the "
+              "task's users (1,000 resamples, the same users for both systems): a ratio whose interval holds 1× "
+              f"is not a win. Recall@{k} = hits / |truth| (as LightGCN and RecBole papers report it); capped "
+              f"Recall@{k} = hits / min(|truth|, {k}), the one in the tables below.")]
     notes = [f"{task}: no baseline can rank it ({_baseline_notes(m['baselines'], task)})." for task in missing]
     if notes:
         blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
@@ -250,13 +274,14 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
     tasks = m["tasks"]
     if tasks:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for ax, name in zip(axes, ("recall", "ndcg")):
+        # Recall as hits / |truth| (recall_full): it cannot fall as K grows, where the capped one can
+        for ax, (name, label) in zip(axes, (("recall_full", "recall"), ("ndcg", "ndcg"))):
             for task, res in tasks.items():
                 ax.plot(m["ks"], [res["accuracy"][f"{name}@{k}"] for k in m["ks"]], marker="o", label=task)
-            ax.set(xlabel="K", ylabel=name, title=f"{name} vs K", xticks=m["ks"])
+            ax.set(xlabel="K", ylabel=label, title=f"{label} vs K", xticks=m["ks"])
         # one legend for both panels, beside them: inside, it would hide points
         fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        blocks.append(_save(fig, d / "metric_vs_k.png", "Recall and NDCG at each K, per task"))
+        blocks.append(_save(fig, d / "metric_vs_k.png", "Recall (hits / |truth|) and NDCG at each K, per task"))
         blocks.append(_save(_activity_plot(m), d / "recall_by_activity.png",
                             f"Recall@{m['histogram_k']} per user-activity bucket, one bar per task"))
         fig, ax = plt.subplots(figsize=(10, 3.6))

@@ -81,17 +81,23 @@ def test_report_headline_baselines_setup_and_no_nan(ws):
     assert m["headline_k"] == 20 and [h["task"] for h in m["headline"]] == list(m["tasks"])
     for h in m["headline"]:
         acc = m["tasks"][h["task"]]["accuracy"]
-        assert h["graphrec"] == {"ndcg": acc["ndcg@20"], "recall": acc["recall@20"]}
+        assert h["graphrec"] == {"ndcg": acc["ndcg@20"], "recall_full": acc["recall_full@20"],
+                                 "recall": acc["recall@20"]}
+        low, high = h["intervals"]["ndcg"]["ours"]  # a 95% bootstrap interval over the task's users
+        assert low <= acc["ndcg@20"] <= high and low < high
         if h["best_baseline"] is None:
-            assert h["ratio"] == {"ndcg": None, "recall": None}
+            assert h["ratio"] == {"ndcg": None, "recall_full": None, "recall": None}
+            assert h["intervals"]["ndcg"]["ratio"] is None
             continue
+        low, high = h["intervals"]["ndcg"]["ratio"]  # paired: the same resampled users for both systems
+        assert low <= h["ratio"]["ndcg"] <= high
         theirs = m["baselines"][h["best_baseline"]]["tasks"][h["task"]]["accuracy"]
         assert h["baseline"]["ndcg"] == theirs["ndcg@20"] == max(
             b["tasks"][h["task"]]["accuracy"]["ndcg@20"] for b in m["baselines"].values()
             if b["tasks"][h["task"]]["accuracy"] is not None)
         assert h["ratio"]["ndcg"] == pytest.approx(acc["ndcg@20"] / theirs["ndcg@20"])
     cold = next(h for h in m["headline"] if h["task"] == "cold_item")
-    assert cold["best_baseline"] is None  # nothing but content ranks items without interactions
+    assert cold["best_baseline"] == "content"  # the one baseline that ranks items without interactions
     assert m["setup"]["graphrec_version"] == graphrec.__version__
     assert m["setup"]["split"] == Dataset.load(ws).schema.split and m["setup"]["evaluated_at"]
     assert m["definitions"]["recall_full"].startswith("hits in the top K / |truth|")

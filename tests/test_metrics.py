@@ -118,3 +118,19 @@ def test_validation_rows_are_a_seeded_sample_of_users_once_users_times_candidate
     assert (a[kept] != truth[kept]).nnz == 0 and a.nnz == truth[kept].nnz  # whole rows, no explicit zeros
     other = metrics.sample_validation_rows(truth, 40, seed=4)
     assert set(np.flatnonzero(np.diff(other.indptr) > 0)) != set(kept)
+
+
+def test_bootstrap_intervals_are_paired_over_users():
+    from graphrec.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 400)
+    same = bootstrap_intervals(base, base.copy())
+    assert same["ratio"] == pytest.approx([1.0, 1.0])  # paired: the same users in every resample
+    assert same["ours"][0] < base.mean() < same["ours"][1]
+    win = bootstrap_intervals(base + 0.05, base)
+    assert win["ratio"][0] > 1.0  # a small but consistent gain is a win
+    noise = bootstrap_intervals(base + rng.normal(0, 0.5, 400), base)
+    assert noise["ratio"][0] < 1.0 < noise["ratio"][1]  # noise is not
+    alone = bootstrap_intervals(np.array([0.5, np.nan, 0.7]))
+    assert alone["theirs"] is None and alone["ratio"] is None and 0.5 <= alone["ours"][0] <= alone["ours"][1] <= 0.7
