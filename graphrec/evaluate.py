@@ -160,6 +160,10 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
             if sel.any():
                 res["buckets"][label] = {"users": int(sel.sum()), **mean_metrics(per_user, sel)}
         res["popularity_histogram"] = _popularity_histogram(topk[:, :plot_k], pop, t.cand)
+        if (~r.warm[t.cand]).any() and r.warm[t.cand].any():  # a task over warm and cold items alike
+            listed = topk[:, :plot_k][topk[:, :plot_k] >= 0]
+            res["cold_share"] = {"lists": float((~r.warm[listed]).mean()) if len(listed) else None,
+                                 "truth": float((~r.warm[t.truth_items]).mean()), "k": plot_k}
         out["tasks"][task] = res
     out["bucket_rule"] = "users bucketed by the number of interactions the system was given (train, valid, context)"
     out["bucket_labels"] = labels

@@ -152,6 +152,12 @@ def _headline(m: dict[str, Any]) -> list[Block]:
               f"is not a win. Recall@{k} = hits / |truth| (as LightGCN and RecBole papers report it); capped "
               f"Recall@{k} = hits / min(|truth|, {k}), the one in the tables below.")]
     notes = [f"{task}: no baseline can rank it ({_baseline_notes(m['baselines'], task)})." for task in missing]
+    for task, res in m["tasks"].items():
+        share = res.get("cold_share")
+        if share and share["lists"] is not None:
+            blocks.append(("p", f"{task}: cold items (no training interaction) are {share['lists']:.0%} of the "
+                                f"top-{share['k']} lists and {share['truth']:.0%} of the held-out items they are "
+                                "scored against (a list that over-promotes new items shows a larger first share)."))
     if notes:
         blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
     return blocks

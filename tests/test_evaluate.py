@@ -98,6 +98,9 @@ def test_report_headline_baselines_setup_and_no_nan(ws):
         assert h["ratio"]["ndcg"] == pytest.approx(acc["ndcg@20"] / theirs["ndcg@20"])
     cold = next(h for h in m["headline"] if h["task"] == "cold_item")
     assert cold["best_baseline"] == "content"  # the one baseline that ranks items without interactions
+    share = m["tasks"]["overall"]["cold_share"]  # new items in the lists vs in what they are scored against
+    assert 0 <= share["lists"] <= 1 and 0 < share["truth"] < 1 and "warm" not in {t for t in m["tasks"]
+                                                                                  if "cold_share" in m["tasks"][t]}
     assert m["setup"]["graphrec_version"] == graphrec.__version__
     assert m["setup"]["split"] == Dataset.load(ws).schema.split and m["setup"]["evaluated_at"]
     assert m["definitions"]["recall_full"].startswith("hits in the top K / |truth|")
@@ -107,6 +110,7 @@ def test_report_headline_baselines_setup_and_no_nan(ws):
     assert "Headline: NDCG@20 and Recall@20" in text and text.index("Headline") < text.index("Dataset")
     assert not re.search(r"\bnan\b", text, re.IGNORECASE) and not re.search(r"\bnan\b", md, re.IGNORECASE)
     assert "—" in md and "cold items have no interactions" in md  # undefined cells say why
+    assert "of the top-20 lists and" in md
     assert '{"' not in md and "{'" not in md  # no JSON or dict dumped into the page
     for section in ("Setup", "graphrec version", "recall_full@20", "popularity", "EASE"):
         assert section in md
