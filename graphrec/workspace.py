@@ -511,11 +511,14 @@ class Workspace:
         if not d.is_dir():
             raise InputError(f"workspace has no {stage}/ yet: run `{MAKE[stage]}` first", file=self.path)
         self._check_no_links(d)
+        for s, now in self.outdated_inputs(stage).items():
+            why = "is gone" if now is None else "has changed since"
+            raise InputError(f"{stage}/ was made from an earlier {s}/, which {why}: run `{MAKE[stage]}` again "
+                             "(or re-make the earlier stages first)", file=d)
+        return d
+
+    def outdated_inputs(self, stage: str) -> dict[str, str | None]:
+        """The earlier stages whose folders changed (fingerprint now, None when gone) since `stage` was made."""
         made_from = (self.stage_record(stage) or {}).get("lineage") or {}
         now = self.lineage(stage) if made_from else {}
-        for s, fp in made_from.items():
-            if now.get(s) != fp:
-                why = "is gone" if s not in now else "has changed since"
-                raise InputError(f"{stage}/ was made from an earlier {s}/, which {why}: run `{MAKE[stage]}` again "
-                                 "(or re-make the earlier stages first)", file=d)
-        return d
+        return {s: now.get(s) for s, fp in made_from.items() if now.get(s) != fp}

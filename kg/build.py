@@ -287,6 +287,9 @@ def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = N
                      "chooses its settings on an internal validation split, then fits on everything)")
     graph.save(ws)
     ws.record("graph", settings, inputs)
+    if ws.stage_dir("model").is_dir() and "graph" in ws.outdated_inputs("model"):  # `update` keeps them together
+        notes.append("model/ was trained on the previous graph: run `graphrec train` before serving again "
+                     "(recommend and export refuse the older model; `graphrec update` grows both without this)")
     return BuildResult(graph, True, notes)
 
 

@@ -2,6 +2,7 @@
 (through the CLI, the Python API and the export with its documented exclusion)."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -17,11 +18,13 @@ from graphrec.data.dataset import Dataset
 from graphrec.data.movielens import import_movielens
 from graphrec.data.synth import run_synth
 from graphrec.encode import run_encode
+from graphrec.errors import InputError
 from graphrec.export import export
 from graphrec.export_folder import load_export
 from graphrec.io import read_json
 from graphrec.kg.build import run_build
 from graphrec.rank import RankSettings, serving_ranker
+from graphrec.recommend import recommend
 from graphrec.train import run_train
 
 
@@ -102,3 +105,12 @@ def test_evaluate_says_a_served_workspace_holds_nothing_out(served):
     run = subprocess.run([sys.executable, "-m", "graphrec", "evaluate", str(ws)], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 2 and "nothing is held out" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_rebuild_under_a_trained_model_says_the_model_must_be_retrained(served, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(served[0], ws)
+    notes = run_build(ws, item_knn=3, progress=False).notes  # another graph under the trained model
+    assert any("run `graphrec train` before serving again" in n for n in notes)
+    with pytest.raises(InputError, match="graphrec train"):  # and serving says so too, in one line
+        recommend(ws, "all", 5)
