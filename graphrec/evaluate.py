@@ -237,9 +237,11 @@ def evaluate_baselines(ds: Dataset, warm: np.ndarray, ks: Sequence[int] = (10, 2
     # lambda on valid with a fit on train (what training saw excluded), then refit on train+valid, as the ranker
     warm_train = ds.warm_items(("train",))
     selectable = len(ds.part("valid")) > 0 and warm_train.any()  # else: the grid's middle
-    lam, _, _, trials = select_ease(ds.matrix(("train",)), warm_train, ds, select_k, EASE_DIM,
-                                    EASE_LAMBDAS if selectable else (EASE_LAMBDAS[len(EASE_LAMBDAS) // 2],))
-    user_basis, item = select_ease(trained, warm, ds, select_k, EASE_DIM, (lam,))[1:3]
+    selected = select_ease(ds.matrix(("train",)), warm_train, ds, select_k, EASE_DIM,
+                           EASE_LAMBDAS if selectable else (EASE_LAMBDAS[len(EASE_LAMBDAS) // 2],))
+    lam, trials = selected.ease_lambda, selected.trials
+    final = select_ease(trained, warm, ds, select_k, EASE_DIM, (lam,))
+    user_basis, item = final.ease_user, final.ease_item
     out["ease"] = {"description": "EASE (Steck 2019): item-item weights fitted on train+valid (low-rank, exact up to "
                                   f"rank {EASE_DIM}), a user's scores are history @ B",
                    "lambda": lam,

@@ -546,11 +546,10 @@ def _validation_ndcg(user: np.ndarray, item: np.ndarray, truth: sp.csr_matrix, e
 
 
 def select_ease(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, dim: int, lambdas: Sequence[float]
-                 ) -> tuple[float, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Low-rank EASE on x with the lambda of the best warm `valid` NDCG@k of EASE alone (history = what
-    training saw): (lambda, user_basis, item, trials)."""
-    f = select_filter(x, warm, ds, k, dim, 0, lambdas, (0.0,))
-    return f.ease_lambda, f.ease_user, f.ease_item, f.trials
+                 ) -> GraphFilter:
+    """Low-rank EASE on x (the graph filter without its low-pass part) with the lambda of the best warm `valid`
+    NDCG@k of EASE alone (history = what training saw)."""
+    return select_filter(x, warm, ds, k, dim, 0, lambdas, (0.0,))
 
 
 @dataclass(frozen=True)
@@ -837,22 +836,33 @@ def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, 
     closed = _search_blend(objective, data, tuple(c for c in r.components if c != "gnn"), bar)
     with_gnn = _search_blend(objective, data, r.components, bar) if "gnn" in r.components else None
     bar.close()
-    mean = lambda fit: float(np.mean(list(fit[3].values()))) if fit[3] else 0.0  # noqa: E731
-    gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn[0].get("gnn") or with_gnn[1].get("gnn"))
-                                                      and mean(with_gnn) > mean(closed) + 1e-9))
-    ww, wc, offset, fitted = with_gnn if gnn_kept else closed
-    rounded = lambda fit: {n: round(v, 6) for n, v in fit.items()}  # noqa: E731
-    return BlendFit(ww, wc, offset, scale, gnn_kept, {
-        "fitted_on": {n: int(len(d[0])) for n, d in data.items()}, "validation_ndcg": rounded(fitted),
-        "closed_form_validation_ndcg": rounded(closed[3]),
-        "with_gnn_validation_ndcg": None if with_gnn is None else rounded(with_gnn[3])})
+    gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn.weights_warm.get("gnn")
+                                                           or with_gnn.weights_cold.get("gnn"))
+                                                      and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9))
+    chosen = with_gnn if gnn_kept else closed
+    rounded = lambda fit: {n: round(v, 6) for n, v in fit.validation_ndcg.items()}  # noqa: E731
+    return BlendFit(chosen.weights_warm, chosen.weights_cold, chosen.cold_offset, scale, gnn_kept, {
+        "fitted_on": {n: int(len(d[0])) for n, d in data.items()}, "validation_ndcg": rounded(chosen),
+        "closed_form_validation_ndcg": rounded(closed),
+        "with_gnn_validation_ndcg": None if with_gnn is None else rounded(with_gnn)})
+
+
+@dataclass(frozen=True)
+class _SearchedBlend:
+    weights_warm: dict[str, float]
+    weights_cold: dict[str, float]
+    cold_offset: float
+    validation_ndcg: dict[str, float]  # per task fitted
+
+    @property
+    def mean_ndcg(self) -> float:
+        return float(np.mean(list(self.validation_ndcg.values()))) if self.validation_ndcg else 0.0
 
 
 def _search_blend(objective: Callable[[str, dict, dict, float], float], data: dict[str, Any], components: Sequence[str],
-                  bar: tqdm) -> tuple[dict[str, float], dict[str, float], float, dict[str, float]]:
+                  bar: tqdm) -> _SearchedBlend:
     """The blend over `components` by coordinate search on validation: warm weights on the warm task, cold
-    weights on the cold task, the cold offset on the mixed task. Returns (warm weights, cold weights, offset,
-    validation NDCG per task fitted)."""
+    weights on the cold task, the cold offset on the mixed task."""
     ww = {c: (1.0 if c == components[0] else 0.0) for c in components if c not in COLD_ONLY}
     fitted: dict[str, float] = {}
     if "warm" in data:
@@ -876,7 +886,7 @@ def _search_blend(objective: Callable[[str, dict, dict, float], float], data: di
                 break
             grid = np.sign(best[2]) * (edge + np.arange(1, 9) * edge / 8)
         offset, fitted["mixed_ndcg"] = best[2], best[0]
-    return ww, wc, offset, fitted
+    return _SearchedBlend(ww, wc, offset, fitted)
 
 
 @dataclass(frozen=True)
