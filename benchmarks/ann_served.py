@@ -48,7 +48,9 @@ def exact_topk(user: np.ndarray, item: np.ndarray, given: sp.csr_matrix, k: int,
 def rescore(user: np.ndarray, item: np.ndarray, cand: np.ndarray, given: sp.csr_matrix, k: int) -> np.ndarray:
     """The exact top-k among each user's candidate rows (-1 = none), given items excluded."""
     safe = np.maximum(cand, 0)
-    sc = np.einsum("ud,ucd->uc", user, item[safe])
+    sc = np.empty(cand.shape, np.float32)
+    for s in range(0, len(user), 32):  # [32, candidates, dim] at a time
+        sc[s:s + 32] = np.einsum("ud,ucd->uc", user[s:s + 32], item[safe[s:s + 32]])
     sc[cand < 0] = -np.inf
     rows = np.repeat(np.arange(len(user)), cand.shape[1])
     sc[np.asarray(given[rows, safe.ravel()]).reshape(cand.shape) > 0] = -np.inf
@@ -62,14 +64,15 @@ def lifted(item: np.ndarray) -> np.ndarray:
 
 
 def ivf(items: np.ndarray, queries: np.ndarray, fraction: int, n: int) -> np.ndarray:
-    """faiss IVF (L2 on MIPS-lifted vectors, nlist about 4 sqrt(items)), nprobe = nlist / fraction: n rows each."""
+    """faiss IVF (L2 on MIPS-lifted vectors, nlist about 4 sqrt(items)), nprobe = nlist / fraction or more, so
+    that the scanned clusters hold about 2n items: n rows each."""
     import faiss
 
     nlist = max(1, min(int(4 * np.sqrt(len(items))), len(items) // 39))
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(items.shape[1]), items.shape[1], nlist, faiss.METRIC_L2)
     index.train(items)
     index.add(items)
-    index.nprobe = max(1, nlist // fraction)
+    index.nprobe = int(min(nlist, max(nlist // fraction, np.ceil(2 * n * nlist / len(items)))))  # as graphrec.ann
     return index.search(np.ascontiguousarray(queries, np.float32), n)[1]
 
 

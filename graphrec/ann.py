@@ -8,8 +8,8 @@ few directions once the users' side is whitened, so the first pass works in `dim
     C = E[u u']  (the users' second moment),  W = C^1/2,  P = the top `dim` right singular vectors of items @ W
     u . v = (u W^-1) . (v W)  ~  (u W^-1 P) . (v W P)
 
-Whitening matters: the items' own principal directions keep about 70% of the exact top-20 at 64 dimensions on
-MovieLens latest-small, the whitened ones 99% (benchmarks/ann_served.py, BENCHMARKS.md). In those dimensions,
+Whitening matters: in 32 dimensions the items' own principal directions keep 28% of the exact top-20 on MovieLens
+latest-small, the whitened ones 98% (benchmarks/ann_served.py, BENCHMARKS.md). In those dimensions,
 maximum inner product search is reduced to nearest neighbours (Bachrach et al. 2014): item x becomes
 [x, sqrt(M - |x|^2)] with M the largest squared norm and user q becomes [q, 0], so |q' - x'|^2 =
 |q|^2 + M - 2 q.x and the nearest item is the one with the largest dot product; an inverted-file index then
@@ -24,7 +24,7 @@ import numpy as np
 from graphrec.errors import InputError
 from graphrec.linear import randomized_svd
 
-REDUCED_DIM = 32  # the first pass's dimensions (benchmarks/ann_served.py: recall .97-.995 of the exact top-20)
+REDUCED_DIM = 32  # the first pass's dimensions (benchmarks/ann_served.py: recall .96-1.0 of the exact top-20)
 
 
 def faiss_module(purpose: str) -> ModuleType:
@@ -62,13 +62,16 @@ class ApproximateTopK:
         sample = lifted if n <= 256 * self.nlist else lifted[rng.choice(n, 256 * self.nlist, replace=False)]
         self.index.train(sample)
         self.index.add(lifted)
-        self.index.nprobe = nprobe or max(1, self.nlist // 8)
+        self.nprobe = nprobe or max(1, self.nlist // 8)
+        self.n_items = n
 
     def search(self, users: np.ndarray, n: int) -> np.ndarray:
         """int64 [len(users), n]: candidate item rows, best first by the reduced dot product; -1 where the probed
-        clusters hold fewer than n."""
+        clusters hold fewer than n. The clusters scanned hold about twice n items at least (`nprobe` grows with
+        n: a user with a long history asks for many candidates, most of which are their own items)."""
         q = np.asarray(users, np.float32) @ self.user_map
         q = np.hstack([q, np.zeros((len(q), 1), np.float32)])
+        self.index.nprobe = int(min(self.nlist, max(self.nprobe, np.ceil(2 * n * self.nlist / max(self.n_items, 1)))))
         return self.index.search(np.ascontiguousarray(q), n)[1]
 
 

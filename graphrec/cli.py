@@ -504,7 +504,7 @@ def recommend_cmd(
     approximate: bool = typer.Option(False, "--approximate",
                                      help="Take candidates from a faiss index in 32 dimensions and rescore them "
                                           "instead of scoring every item (large catalogues; needs the faiss extra; "
-                                          "97-99% of the exact top-20 in BENCHMARKS.md)."),
+                                          "96-100% of the exact top-20 in BENCHMARKS.md)."),
     as_json: bool = JSON,
 ) -> None:
     """Top-K items per user, ranked by the exported vectors' dot product; every given interaction is excluded."""

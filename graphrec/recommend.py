@@ -75,7 +75,7 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
     """Top-k items per user among the candidates, every given interaction excluded, best first.
 
     approximate: candidates from a faiss IVF index in a few dimensions, rescored exactly, instead of scoring every
-    candidate (for large catalogues; the lists hold 97-99% of the exact ones: BENCHMARKS.md, "Approximate top-K on
+    candidate (for large catalogues; the lists hold 96-100% of the exact ones: BENCHMARKS.md, "Approximate top-K on
     the served vectors")."""
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")

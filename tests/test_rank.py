@@ -113,7 +113,7 @@ def test_approximate_topk_scanning_every_cluster_is_the_exact_topk(monkeypatch):
     class Exhaustive(ann.ApproximateTopK):
         def __init__(self, items, users):
             super().__init__(items, users, nlist=16)
-            self.index.nprobe = 16
+            self.nprobe = 16
     monkeypatch.setattr(rank_mod, "ApproximateTopK", Exhaustive)
     got_items, got_scores = r.topk(np.arange(n_users), 20, history, batch=64, approximate=True)
     assert np.array_equal(got_items, exact_items)
