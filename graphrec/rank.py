@@ -36,7 +36,9 @@ users' attributes.
 Cold items have no collaborative signal, so their weights cover gnn, content, ridge and cpop only: lacking ease/pop
 never pushes them down. Warm weights are fitted on `valid` (warm candidates), cold weights on `cold_valid`
 (cold candidates), the cold offset on both together (all items; its grid widens while the best value sits on
-its edge), each by coordinate search on NDCG@K; once without the gnn block and once with it, the gnn kept only
+its edge) — when the split holds out whole cold items, the cold weights on one seeded half of cold_valid's items
+and the offset on the other, so the offset is not chosen on the items the cold weights were —, each by coordinate
+search on NDCG@K; once without the gnn block and once with it, the gnn kept only
 when that has the higher mean validation NDCG (a trained part that does not earn is not served). The EASE
 lambda is chosen on warm validation NDCG of EASE alone, then the low-pass gamma on that of the whole filter, the
 ridge lambda (and the cpop one) on cold_valid NDCG of the ridge (cpop) score alone. After fitting, the filter, the content map and
