@@ -38,12 +38,14 @@ GIVEN = ("train", "valid", "cold_valid", "cold_user_context")
 TRAINED = ("train", "valid")
 SERVE = "serve"  # schema.split["mode"] of the split `graphrec train` makes to choose settings on an unsplit dataset
 
+
 def excluded_from_lists(schema: Schema) -> str:
     """What graphrec's lists leave out of a dataset with this schema, in words (its mode)."""
     if not schema.split:
         return "serve mode (the dataset is not split): every interaction a user has is left out of their list"
     return (f"evaluate mode (a split dataset): lists leave out what the system was given ({', '.join(GIVEN)}); a "
             "user's test items can appear: they are what `graphrec evaluate` scores")
+
 
 
 REMAKE = f"re-run `{MAKE['dataset']}`"  # what rewrites dataset/ whole
@@ -108,10 +110,16 @@ class Dataset:
         return bool(self.schema.split)
 
     @property
+    def mode(self) -> str:
+        """"serve" for the split `data.splits.selection_split` makes of a dataset that is not split (it only
+        chooses settings: nothing is held out), else "evaluate"."""
+        return SERVE if self.schema.split.get("mode") == SERVE else "evaluate"
+
+    @property
     def refit_parts(self) -> tuple[str, ...]:
-        """What the served model is refit on once validation has chosen its settings: TRAINED, or every part
-        when the split only chooses them (serve mode, `data.splits.selection_split`: nothing is held out)."""
-        return SPLITS if self.schema.split.get("mode") == SERVE else TRAINED
+        """What the served model is refit on once validation has chosen its settings: TRAINED, or every part in
+        serve mode."""
+        return SPLITS if self.mode == SERVE else TRAINED
 
     def part(self, *names: str) -> pd.DataFrame:
         """Interactions of the given split parts (e.g. `part("train")`, `part("train", "valid")`). A dataset
@@ -181,16 +189,13 @@ class Dataset:
     @staticmethod
     def load_schema(workspace: Workspace | str | Path) -> Schema:
         """dataset/'s schema alone (dataset.json, checked), without reading the tables."""
-        d = Workspace.of(workspace).require("dataset")
-        return Schema.from_dict(check_json(read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json",
-                                           REMAKE)["schema"])
+        return _read_schema(Workspace.of(workspace).require("dataset"))
 
     @classmethod
     def load(cls, workspace: Workspace | str | Path) -> Dataset:
         ws = Workspace.of(workspace)
         d = ws.require("dataset")
-        meta = check_json(read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json", REMAKE)
-        ds = cls(Schema.from_dict(meta["schema"]), _read_table(d / "items.parquet"), _read_table(d / "users.parquet"),
+        ds = cls(_read_schema(d), _read_table(d / "items.parquet"), _read_table(d / "users.parquet"),
                  _read_table(d / "interactions.parquet"),
                  _read_table(d / "triples.parquet") if (d / "triples.parquet").exists() else None)
         ds._check(d)
@@ -230,6 +235,11 @@ class Dataset:
         return {"users": self.n_users, "items": self.n_items, "interactions": len(self.interactions),
                 "parts": {k: int(v) for k, v in sorted(parts.items()) if k},
                 "triples": 0 if self.triples is None else len(self.triples)}
+
+
+def _read_schema(d: Path) -> Schema:
+    """The schema in dataset/'s dataset.json, checked (DATASET_JSON)."""
+    return Schema.from_dict(check_json(read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json", REMAKE)["schema"])
 
 
 def _read_table(path: Path) -> pd.DataFrame:

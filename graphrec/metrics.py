@@ -188,7 +188,6 @@ def activity_buckets(train_counts: np.ndarray, edges: Sequence[int] = ACTIVITY_E
     return np.searchsorted(np.asarray(edges), np.asarray(train_counts), side="right") - 1, labels
 
 
-@torch.no_grad()
 def validation_users(n_candidates: int, cap: int | None = None) -> int:
     """How many users a validation set may score among `n_candidates` items (VALIDATION_CELLS), at most `cap`."""
     n = max(1, VALIDATION_CELLS // max(n_candidates, 1))
@@ -210,6 +209,7 @@ def sample_validation_rows(truth: sp.csr_matrix, n_candidates: int, seed: int = 
     return sp.csr_matrix((coo.data[kept], (coo.row[kept], coo.col[kept])), shape=truth.shape)
 
 
+@torch.no_grad()
 def embedding_accuracy(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: sp.csr_matrix, exclude: sp.csr_matrix,
                        candidates: np.ndarray, k: int = 20, chunk: int = 2048) -> tuple[float, float, int]:
     """(NDCG@k, Recall@k, users counted) of dot-product lists among `candidates`, excluded items removed.

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from graphrec import artifacts
 from graphrec.artifacts import Checkpoints, TrainResult
-from graphrec.data.dataset import SERVE, TRAINED, Dataset
+from graphrec.data.dataset import Dataset
 from graphrec.data.splits import selection_split
 from graphrec.device import resolve_device
 from graphrec.errors import InputError
@@ -475,7 +475,7 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     if refit:
         _check_finite(user, item, history)
     result = TrainResult(selected, validation, history, refit, user, item, "", select if refit else None, gnn_kept,
-                         SERVE if run.ds.refit_parts != TRAINED else "evaluate")
+                         run.ds.mode)
     if rank == 0:
         result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, user, item))
         params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
@@ -528,7 +528,7 @@ def _model_meta(run: _Run, model: GraphRec, inp: GraphInputs, selected: int, val
     return {"scoring": "dot", "dim": run.s.dim + 1, "embedding_dim": run.s.dim,
             "note": "last column: user 1, item content-predicted popularity bias",
             "settings": run.s.result_settings(), "selected_epoch": selected, "refit": refit, "validation": validation,
-            "mode": SERVE if run.ds.refit_parts != TRAINED else "evaluate",
+            "mode": run.ds.mode,
             "fitted_interactions": fitted_interactions,  # distinct user-item pairs the served GNN was fitted on
             "warm_items": int((inp.item_degree > 0).sum()), "features": feats,
             "random_weights": {m: v["random_weights"] for m, v in feats.items()},
