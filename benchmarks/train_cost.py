@@ -11,7 +11,7 @@ keeps on a sample of users). The same process then times implicit's ALS (64 fact
 the same training matrix, and EASE's dense closed form when its item-item matrix fits in --ease-gib. Rows are
 appended to benchmarks/results/train_cost.jsonl. `--one SHAPE` runs one shape in the current process and shows
 training's progress (how far a shape got when it runs out of time: `timeout 1800 python -m benchmarks.train_cost
---one 20000000x400000x100000`).
+--one 20000000x400000x100000`). `--no-gnn` trains as `graphrec train --no-gnn` (the closed-form blend alone).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "train_cost.jsonl"
 
 
-def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, progress: bool = False
-            ) -> dict[str, Any]:
+def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, progress: bool = False,
+            gnn: bool = True) -> dict[str, Any]:
     """The stages' wall seconds and the process's peak RSS (MiB) after each, for one shape."""
     from graphrec.data.splits import run_split
     from graphrec.data.synth import generate
@@ -43,7 +43,7 @@ def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, 
     from graphrec.rank import serving_ranker
     from graphrec.train import run_train
 
-    out: dict[str, Any] = {"interactions": n, "users": n_users, "items": n_items}
+    out: dict[str, Any] = {"interactions": n, "users": n_users, "items": n_items, "gnn": gnn}
     with tempfile.TemporaryDirectory(prefix="graphrec-cost-") as ws:
         t = time.perf_counter()
         generate(n_users, n_items, n, seed=seed, progress=False).save(ws)
@@ -54,7 +54,7 @@ def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, 
         run_build(ws, progress=False)
         out.update(encode_build_s=time.perf_counter() - t, build_peak_mb=_peak_mb())
         t = time.perf_counter()
-        trained = run_train(ws, seed=1, progress=progress, device="cpu")
+        trained = run_train(ws, seed=1, progress=progress, device="cpu", gnn=gnn)
         out.update(train_s=time.perf_counter() - t, train_peak_mb=_peak_mb(),
                    selected_epoch=trained.selected_epoch,
                    epoch_s={ph: [h["seconds"] for h in trained.history if h["phase"] == ph]
@@ -113,16 +113,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ease-gib", type=float, default=12.0, help="run dense EASE only below this memory")
     ap.add_argument("--one", help="measure one shape in this process, its row on stdout, training's progress on "
                                    "stderr (how far a run got before a timeout)")
+    ap.add_argument("--no-gnn", action="store_true", help="`graphrec train --no-gnn`: the closed-form blend alone")
     a = ap.parse_args(argv)
     if a.one:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         n, u, i = (int(v) for v in a.one.split("x"))
-        print(json.dumps(measure(n, u, i, a.ease_gib, progress=True)))
+        print(json.dumps(measure(n, u, i, a.ease_gib, progress=True, gnn=not a.no_gnn)))
         return
     from benchmarks.run import environment
 
     for shape in a.shapes.split(","):
-        cmd = [sys.executable, "-m", "benchmarks.train_cost", "--one", shape, "--ease-gib", str(a.ease_gib)]
+        cmd = [sys.executable, "-m", "benchmarks.train_cost", "--one", shape, "--ease-gib", str(a.ease_gib),
+               *(["--no-gnn"] if a.no_gnn else [])]
         t = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)

@@ -46,6 +46,12 @@ from graphrec.workspace import Workspace, check_output_file
 app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Import, generate, split and inspect datasets.", no_args_is_help=True)
 kg_app = typer.Typer(help="Inspect the knowledge graph.", no_args_is_help=True)
+
+
+def flag(default: bool, *names: str, help: str) -> Any:
+    """A switch: no value follows it, so its help shows none (Typer would print `<bool>`, and `--json true` is a
+    usage error)."""
+    return typer.Option(default, *names, help=help, metavar="")
 app.add_typer(data_app, name="data")
 app.add_typer(kg_app, name="kg")
 out = Console(emoji=False)  # ":name:" in an id or a path is text, not an emoji code
@@ -61,8 +67,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, notes or summaries; errors, "
+                                       help="Print the version and exit.", metavar=""),
+          quiet: bool = flag(False, "--quiet", "-q", help="No progress bars, notes or summaries; errors, "
                                      "warnings and --json output still print.")) -> None:
     """graphrec: a multimodal knowledge-graph recommendation engine that stays good for new items and users."""
     out.quiet = quiet
@@ -90,7 +96,7 @@ def _say(text: str, style: str | None = None) -> None:
     out.print(text, style=style, markup=False, highlight=False, soft_wrap=True)  # paths stay whole for copying
 
 
-JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout (nothing else there).")
+JSON = flag(False, "--json", help="Print the result as one JSON object on stdout (nothing else there).")
 
 
 def _result(as_json: bool, payload: dict[str, Any], show: Callable[[], None]) -> None:
@@ -174,7 +180,7 @@ def data_synth(
     interactions: int = typer.Option(15000, "--n-interactions", "--interactions",
                                      help="Number of (user, item) interactions."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same dataset."),
-    no_images: bool = typer.Option(False, "--no-images", help="Skip drawing pictures (large-scale runs)."),
+    no_images: bool = flag(False, "--no-images", help="Skip drawing pictures (large-scale runs)."),
     image_size: int = typer.Option(64, help="Picture side in pixels."),
     as_json: bool = JSON,
 ) -> None:
@@ -208,7 +214,7 @@ def data_split(
                                              "interaction ('interaction'); or 'time': the items first seen last "
                                              "(new items; the earlier half selects, the newest half is the test)."),
     seed: int = typer.Option(0, help="Random seed."),
-    force: bool = typer.Option(False, help="Re-split a dataset that is already split."),
+    force: bool = flag(False, "--force", help="Re-split a dataset that is already split."),
     as_json: bool = JSON,
 ) -> None:
     """Fill the split column: warm train/valid/test, cold items and cold users, with no leaks."""
@@ -237,7 +243,7 @@ def data_movielens(
     out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write."),
     variant: str = typer.Option("100k", help="100k | latest-small."),
     posters: Path | None = typer.Option(None, help="Folder of item images named <movieId>.jpg."),
-    download: bool = typer.Option(False, "--download", help="Fetch the official GroupLens zip into PATH if PATH is missing."),
+    download: bool = flag(False, "--download", help="Fetch the official GroupLens zip into PATH if PATH is missing."),
     min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only ratings of at least this "
                                             "(e.g. 4: ratings as implicit positives)."),
     as_json: bool = JSON,
@@ -315,7 +321,7 @@ def build(
                                                       "kg.txt) or a CSV/Parquet with head,relation,tail."),
     entity_map: Path | None = typer.Option(None, help="Item -> entity map for --triples ('item_id entity_id' "
                                                          "lines, KGAT item_list.txt, or CSV item_id,entity)."),
-    force: bool = typer.Option(False, help="Rebuild even when the inputs are unchanged."),
+    force: bool = flag(False, "--force", help="Rebuild even when the inputs are unchanged."),
     as_json: bool = JSON,
 ) -> None:
     """Build the knowledge graph (users, items, attributes, entities; training interactions only)."""
@@ -414,16 +420,18 @@ def train(
     seed: int = typer.Option(0, help="Random seed (runs on CPU are deterministic)."),
     mode: str = typer.Option("full", help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
     fanouts: str = typer.Option("15,10,5", help="Neighbours sampled per layer in --mode sampled."),
-    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train+valid after selection: the ranker's "
+    refit: bool = flag(True, "--refit/--no-refit", help="Refit on train+valid after selection: the ranker's "
                                "graph filter always, the GNN for the selected epochs when the ranker serves it."),
-    keep_gnn: bool = typer.Option(False, "--keep-gnn", help="Serve the GNN block even when the closed-form blend "
+    keep_gnn: bool = flag(False, "--keep-gnn", help="Serve the GNN block even when the closed-form blend "
                                   "without it scores as well on validation (by default it is served only when it adds)."),
+    gnn: bool = flag(True, "--gnn/--no-gnn", help="--no-gnn: train no GNN; serve the closed-form blend (graph "
+                             "filter, content maps) alone: for CPU catalogues where the GNN's epochs do not fit."),
     ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
                                  "min(users, items)); the ranker is fitted on validation before model/ is switched in."),
     lowpass_dim: int = typer.Option(256, help="Singular vectors of the ranker's ideal low-pass graph filter block "
                                     "(GF-CF's; 0: none; the default is cut to min(users, items))."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in model/."),
+    resume: bool = flag(False, "--resume", help="Continue from the newest checkpoint in model/."),
     as_json: bool = JSON,
 ) -> None:
     """Train: the GNN selected on validation NDCG@K, the ranker's blend fitted on validation (the GNN block kept only
@@ -437,7 +445,7 @@ def train(
         raise InputError(f"--fanouts must be comma-separated integers (got {fanouts!r})") from None
     s = TrainSettings(epochs=epochs, dim=dim, layers=layers, lr=lr, batch_size=batch_size, reg=reg,
                       cold_weight=cold_weight, align_weight=align_weight, patience=patience, k=k, seed=seed,
-                      mode=mode, fanouts=fan, refit=refit, device=device)
+                      mode=mode, fanouts=fan, refit=refit, gnn=gnn, device=device)
     r = run_train(workspace, s, resume=resume, ranker=RankSettings(k=k, ease_dim=ease_dim, lowpass_dim=lowpass_dim,
                                                                        keep_gnn=keep_gnn))
     emb = embeddings_path(Workspace(workspace))
@@ -445,11 +453,13 @@ def train(
     def show() -> None:
         fitted_on = "every interaction" if r.mode == "serve" else "train+valid"
         served = ("GNN block served" + (f", refit on {fitted_on}" if r.refit else "") if r.gnn_served
+                  else "no GNN (--no-gnn): the closed-form blend" if not gnn
                   else "GNN block not served: the closed-form blend scores as well on validation")
         mode = ("serve mode (the dataset is not split): settings chosen on an internal validation split, the model "
                 "fitted on every interaction" if r.mode == "serve" else
                 "evaluate mode (a split dataset): fitted on train+valid, the test parts held out")
-        table = Table(title=f"trained: epoch {r.selected_epoch} selected; {served}\n{mode}")
+        selected = f"epoch {r.selected_epoch} selected; " if gnn else ""
+        table = Table(title=f"trained: {selected}{served}\n{mode}")
         table.add_column("validation")
         table.add_column("value", justify="right")
         for name, v in r.validation.items():
@@ -498,10 +508,10 @@ def recommend_cmd(
     users: str = typer.Option("all", help="'all', a file of user ids (one per line), or comma-separated ids."),
     k: int = typer.Option(20, "--k", help="Items per user."),
     candidates: Path | None = typer.Option(None, help="File of candidate item ids, one per line."),
-    explain: bool = typer.Option(False, "--explain", help="Add an explanation column."),
+    explain: bool = flag(False, "--explain", help="Add an explanation column."),
     out_file: Path = typer.Option(..., "--out", help="Output .csv or .parquet (user_id,item_id,rank,score); "
                                                      "'-' writes CSV to stdout."),
-    approximate: bool = typer.Option(False, "--approximate",
+    approximate: bool = flag(False, "--approximate",
                                      help="Take candidates from a faiss index in 32 dimensions and rescore them "
                                           "instead of scoring every item (large catalogues; needs the faiss extra; "
                                           "96-100% of the exact top-20 in BENCHMARKS.md)."),
@@ -534,13 +544,14 @@ def export_cmd(
     workspace: Path = WS,
     out_dir: Path = typer.Option(..., "--out", help="Export folder to write: new, empty, or an earlier export "
                                  "(replaced as a whole); never a file or a folder inside a workspace."),
-    formats: str = typer.Option("parquet,npy", "--format", help="Comma-separated: parquet, npy, faiss."),
+    formats: str = typer.Option("parquet", "--format", help="Comma-separated: parquet, npy, faiss (each holds its "
+                                "own copy of the item vectors: name only those a reader needs)."),
     pseudonymize: str | None = typer.Option(None, envvar="GRAPHREC_SALT", show_envvar=True,
                                             help="Secret salt: user ids become HMAC-SHA256 pseudonyms (the "
                                                  "environment variable keeps it out of the process list)."),
     salt_file: Path | None = typer.Option(None, help="Read the pseudonymisation salt from this file (first line), "
                                                       "so it does not show in the process list."),
-    private: bool = typer.Option(False, "--private", help="User vectors from the users' interactions alone, "
+    private: bool = flag(False, "--private", help="User vectors from the users' interactions alone, "
                                  "without the paths that carry their attributes (docs/export.md, 'What a user "
                                  "vector reveals')."),
     as_json: bool = JSON,

@@ -32,11 +32,12 @@ NO_ATTRIBUTES_NOTE = ("private export: the dataset has no user attributes, so th
 
 
 @reads
-def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("parquet", "npy"),
+def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("parquet",),
            pseudonymize: str | None = None, *, private: bool = False) -> Path:
     """Write the export folder `out` atomically and return it. `out` must be new, empty or an earlier export
     (`check_export_target`: never a file, nor a folder inside a workspace). Pseudonymised user rows are sorted by
-    pseudonym.
+    pseudonym. formats: any of parquet, npy, faiss (docs/export.md); each holds its own copy of the item vectors,
+    so the default writes one.
 
     private: user vectors from the users' interactions alone, with no path for their attributes
     (`Ranker.without_user_attributes`): the score is the blend's less its gnn and group terms (so the lists are

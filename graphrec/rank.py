@@ -676,7 +676,8 @@ class RankSettings:
     embeddings do under `graphrec train --no-refit`). max_fit_users: at most this many users sampled per
     validation task of the blend (fewer once users x candidates passes metrics.VALIDATION_CELLS).
     keep_gnn: serve the GNN block even when the closed-form blend without it scores as well on validation
-    (by default it is served only when it adds, and `graphrec train` refits the GNN only then)."""
+    (by default it is served only when it adds, and `graphrec train` refits the GNN only then). gnn: False leaves
+    the GNN's block out of the blend whatever it scores (`graphrec train --no-gnn`, which trains no GNN)."""
 
     k: int = 20
     ease_lambda: float | None = None
@@ -685,9 +686,12 @@ class RankSettings:
     refit: bool = True
     max_fit_users: int = MAX_FIT_USERS
     keep_gnn: bool = False
+    gnn: bool = True
 
     def check(self, n_users: int, n_items: int) -> None:
         """One line for a setting out of range or one whose EASE block cannot fit in memory, before any work."""
+        if self.keep_gnn and not self.gnn:
+            raise InputError("--keep-gnn and --no-gnn contradict each other: give one")
         for flag, value in (("--ease-dim", self.ease_dim), ("--k", self.k), ("max_fit_users", self.max_fit_users)):
             if value < 1:
                 raise InputError(f"{flag} must be at least 1 (got {value})")
@@ -738,7 +742,7 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
     cold = fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() \
         else None
     r = cold.on(r, feats) if cold is not None else r
-    blend = fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn)
+    blend = fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn, s.gnn)
     r = replace(r, weights_warm=blend.weights_warm, weights_cold=blend.weights_cold, cold_offset=blend.cold_offset,
                 scale=blend.scale)
     groups, group_layout = user_groups(kg, ds.n_users)
@@ -793,10 +797,11 @@ class BlendFit:
     selection: dict[str, Any]  # users fitted on, validation NDCG with and without the GNN
 
 
-def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, keep_gnn: bool) -> BlendFit:
+def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, keep_gnn: bool,
+                gnn: bool = True) -> BlendFit:
     """The blend of r's components by coordinate search on validation NDCG@k (warm weights on `valid`, cold ones
     on `cold_valid`, the cold offset on both); once without the gnn and once with it, the gnn kept only when it
-    adds (or `keep_gnn`)."""
+    adds (or `keep_gnn`; `gnn` False: never tried)."""
     history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
     warm_c, cold_c, all_c = np.flatnonzero(r.warm), np.flatnonzero(~r.warm), np.arange(r.n_items)
@@ -847,7 +852,7 @@ def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, 
     # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
     # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served (keep_gnn: always).
     closed = _search_blend(objective, data, tuple(c for c in r.components if c != "gnn"), bar)
-    with_gnn = _search_blend(objective, data, r.components, bar) if "gnn" in r.components else None
+    with_gnn = _search_blend(objective, data, r.components, bar) if gnn and "gnn" in r.components else None
     bar.close()
     gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn.weights_warm.get("gnn")
                                                            or with_gnn.weights_cold.get("gnn"))

@@ -69,6 +69,7 @@ class TrainSettings:
     k: int = 20
     seed: int = 0
     refit: bool = True
+    gnn: bool = True  # False: no GNN epochs; the ranker serves its closed-form blend (graph filter, content maps)
     mode: str = "full"  # "full" propagation per batch, or "sampled" neighbourhoods
     fanouts: tuple[int, ...] = (15, 10, 5)
     keep_checkpoints: int = 2
@@ -440,8 +441,9 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     if isinstance(s.fanouts, list):
         s.fanouts = tuple(s.fanouts)
     s.check()
-    # one protocol for the whole model: --no-refit keeps the ranker's collaborative parts on train as well
-    rank_settings = dataclasses.replace(ranker or RankSettings(k=s.k), refit=s.refit)
+    # one protocol for the whole model: --no-refit keeps the ranker's collaborative parts on train as well, and
+    # --no-gnn leaves the GNN's block out of its blend
+    rank_settings = dataclasses.replace(ranker or RankSettings(k=s.k), refit=s.refit, gnn=s.gnn)
     torch.manual_seed(s.seed)
     rank, world = _dist()
     out = Workspace(ws.path / TRAINING)
@@ -452,7 +454,11 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
         artifacts.prepare_training(out, ws, resume)
     if world > 1:
         dist.barrier()  # every rank resumes from the folder rank 0 prepared
-    model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
+    if s.gnn:
+        model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
+    else:  # closed-form only: the untrained model is recorded (update grows it) but its block is never served
+        inp = run.inputs(run.train)
+        model, history, selected = run.new_model(inp), [], 0
     validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
                   if "@" in k or k == "score"}
     select = _embeddings(model, inp)
@@ -461,6 +467,8 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     # answers) and decides whether the GNN block earns its place; the GNN is refit only when it is served.
     blend = fit_blend(ws, select, rank_settings, ds=run.ds, progress=s.progress) if rank == 0 else None
     gnn_kept = _from_rank0(blend.record.gnn_kept if blend is not None else None)
+    if not s.gnn and blend is not None:  # no GNN epochs to report: the blend's own validation NDCG per task
+        validation = {f"{task}_blend_ndcg@{s.k}": v for task, v in blend.record.selection["validation_ndcg"].items()}
     refit = s.refit and len(run.valid) > 0 and selected > 0 and gnn_kept
     if rank == 0:
         if refit:

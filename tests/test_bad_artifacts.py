@@ -90,7 +90,7 @@ def _api(ws: Path, ctx: dict) -> tuple:
 
 
 def _export(ws: Path, ctx: dict) -> tuple:
-    return _export_view(export(ws, ws.parent / "export-out"))
+    return _export_view(export(ws, ws.parent / "export-out", ["parquet", "npy"]))
 
 
 def _evaluate(ws: Path, ctx: dict) -> dict:
@@ -292,7 +292,7 @@ def trained(tmp_path_factory) -> dict:
     run_encode(ws, ["lexical"], lexical_dim=8, show_progress=False)
     run_build(ws, force=True, progress=False)
     run_train(ws, **TRAIN)
-    export(ws, d / "export")
+    export(ws, d / "export", ["parquet", "npy"])
     ctx = {"users": full.user_ids[:2].tolist(), "items": full.item_ids[:2].tolist()}
     with _fast_report():
         expected = {name: READERS[name](d / "export" if name == "load_export" else _copy(ws, d / "pristine"), ctx)

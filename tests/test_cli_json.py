@@ -41,3 +41,22 @@ def test_the_pipeline_speaks_json(tmp_path):
 def test_quiet_may_follow_the_command():
     assert cli.hoist_quiet(["evaluate", "ws", "-q", "--ks", "10"]) == ["--quiet", "evaluate", "ws", "--ks", "10"]
     assert cli.hoist_quiet(["evaluate", "ws"]) == ["evaluate", "ws"]
+
+
+def test_switches_show_no_value_in_help():
+    """A switch takes no value (`--json true` is a usage error), so its help line shows none (Typer's default
+    would print `<bool>` beside it)."""
+    import typer.main
+
+    def commands(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from commands(sub, [*path, name])
+
+    switches = [(path, p.name, p.metavar) for path, cmd in commands(typer.main.get_command(cli.app), ["graphrec"])
+                for p in cmd.params if getattr(p, "is_flag", False)
+                and p.name not in ("help", "install_completion", "show_completion")]
+    assert len(switches) > 20 and all(metavar == "" for _, _, metavar in switches), \
+        [s for s in switches if s[2] != ""]
+    help_text = CliRunner().invoke(cli.app, ["recommend", "--help"], env={"COLUMNS": "200"}).output
+    assert "--json" in help_text and help_text.count("<bool>") == 1  # --help's own

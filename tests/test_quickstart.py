@@ -32,8 +32,8 @@ def test_quickstart_end_to_end(tmp_path):
     ids = json.loads((ws / "dataset" / "ids.json").read_text())
     recs = exp.recommend(ids["users"][0], k=5, exclude=[])
     # the export serves exactly the dot product of the vectors it ships, best first
-    user_vecs = np.load(exported / "user_embeddings.npy")
-    item_vecs = np.load(exported / "item_embeddings.npy")
+    user_vecs, item_vecs = exp.user_embeddings, exp.item_embeddings
+    assert sorted(exp.manifest["files"]) == ["ids", "items", "user_fold_in", "user_fold_in_terms", "users"]
     scores = item_vecs @ user_vecs[0]
     assert [i for i, _ in recs] == [ids["items"][j] for j in np.argsort(-scores, kind="stable")[:5]]
     assert np.allclose([s for _, s in recs], np.sort(scores)[::-1][:5], rtol=1e-5)

@@ -133,6 +133,27 @@ def test_a_gnn_that_does_not_add_is_neither_served_nor_refit(tmp_path):
     assert np.array_equal(load_ranker(ws, ds).warm, ds.warm_items(("train", "valid")))
 
 
+def test_without_the_gnn_the_closed_form_blend_is_served_as_when_the_gnn_does_not_add(tmp_path):
+    """--no-gnn trains no epoch and serves what a run whose GNN does not add serves: the closed-form blend's search
+    does not see the GNN, so both serve the same vectors."""
+    untrained = make_workspace(tmp_path / "untrained")
+    run_train(untrained, **{**FAST, "lr": 1e-7})
+    closed = make_workspace(tmp_path / "closed")
+    r = run_train(closed, **{**FAST, "gnn": False})
+    assert r.history == [] and r.selected_epoch == 0 and not r.gnn_served and not r.refit
+    assert r.validation and all(name.endswith("_blend_ndcg@20") for name in r.validation)
+    ds = Dataset.load(closed)
+    served, reference = load_ranker(closed, ds), load_ranker(untrained, ds)
+    assert "gnn" not in served.blocks() and served.blocks() == reference.blocks()
+    users, items = np.arange(ds.n_users), np.arange(ds.n_items)
+    history = ds.matrix(("train", "valid"))
+    np.testing.assert_allclose(served.item_vectors(items), reference.item_vectors(items), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served.user_vectors(users, history), reference.user_vectors(users, history),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="--keep-gnn and --no-gnn"):
+        run_train(closed, ranker=RankSettings(keep_gnn=True), **{**FAST, "gnn": False})
+
+
 def test_the_default_batch_bounds_an_epoch_and_the_lr_follows_it(tmp_path):
     assert train_mod.auto_batch(10_000) == 2048 and train_mod.auto_batch(66_418) == 2048
     assert train_mod.auto_batch(590_733) == 16_384 and train_mod.auto_batch(20_000_000) == 524_288
