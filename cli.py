@@ -1,8 +1,8 @@
 """`python cli.py ...` from a checkout: the same command line as the installed `graphrec` script.
 
-The command line lives in graphrec/cli.py (installed as graphrec.cli); this file only forwards to it.
+The command line lives in graphrec/app/cli.py (installed as graphrec.app.cli); this file only forwards to it.
 """
-from graphrec.cli import main
+from graphrec.app.cli import main
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@ For each trained workspace: the served user and item vectors (`Ranker.user_vecto
 `graphrec export` ships them), the exact top-20 of a sample of users (given items excluded) and, per candidate,
 the share of those lists it finds and its time (index build + search) against the exact pass. Candidates:
 
-  ivf/N      faiss IVF over the MIPS-lifted vectors (graphrec.ann today), nprobe = nlist / N
+  ivf/N      faiss IVF over the MIPS-lifted vectors (graphrec.model.ann today), nprobe = nlist / N
   hnsw/E     faiss HNSW (M 32) over the lifted vectors, efSearch E
   pca/R      a first pass in R dimensions (the item vectors' top principal directions after whitening the users'
              side, so the reduced dot products keep most of the score), exact search there for the top 10 x 20
@@ -72,7 +72,7 @@ def ivf(items: np.ndarray, queries: np.ndarray, fraction: int, n: int) -> np.nda
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(items.shape[1]), items.shape[1], nlist, faiss.METRIC_L2)
     index.train(items)
     index.add(items)
-    index.nprobe = int(min(nlist, max(nlist // fraction, np.ceil(2 * n * nlist / len(items)))))  # as graphrec.ann
+    index.nprobe = int(min(nlist, max(nlist // fraction, np.ceil(2 * n * nlist / len(items)))))  # as graphrec.model.ann
     return index.search(np.ascontiguousarray(queries, np.float32), n)[1]
 
 
@@ -82,7 +82,7 @@ def candidates(name: str, user: np.ndarray, item: np.ndarray, given: sp.csr_matr
     want = K + int(np.diff(given.indptr).max())
     q = np.hstack([user, np.zeros((len(user), 1), np.float32)]).astype(np.float32)
     kind, arg = name.split("/")
-    if kind == "ivf":  # graphrec.ann before the whitened first pass: the full lifted vectors
+    if kind == "ivf":  # graphrec.model.ann before the whitened first pass: the full lifted vectors
         return ivf(lifted(item), q, int(arg), want)
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(item.shape[1] + 1, 32)
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--candidates", default="ranker,ivf/8,pca/32,ipca/32,wivf/32")
     a = ap.parse_args()
     from graphrec.data.dataset import GIVEN, Dataset
-    from graphrec.rank import serving_ranker
+    from graphrec.stages.rank import serving_ranker
 
     for ws in a.workspaces:
         ds = Dataset.load(ws)

@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks.run import GIVEN_FINAL, K
 from graphrec.data.dataset import Dataset
-from graphrec.rank import serving_ranker
+from graphrec.stages.rank import serving_ranker
 
 CACHE = Path.home() / ".cache" / "graphrec-benchmarks"
 

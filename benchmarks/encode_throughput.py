@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphrec.encoders.clip import load_clip  # noqa: E402
-from graphrec.encoders.images import default_workers  # noqa: E402
-from graphrec.encoders.runtime import autocast  # noqa: E402
+from graphrec.model.encoders.clip import load_clip  # noqa: E402
+from graphrec.model.encoders.images import default_workers  # noqa: E402
+from graphrec.model.encoders.runtime import autocast  # noqa: E402
 
 POSTERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small-posters" / "posters"
 

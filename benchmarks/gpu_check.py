@@ -14,12 +14,12 @@ import time
 import numpy as np
 import torch
 
-from graphrec.device import resolve_device
-from graphrec.features import Features
+from graphrec.core.device import resolve_device
+from graphrec.core.feature_store import Features
 from graphrec.kg.graph import EdgeSet, KnowledgeGraph
-from graphrec.model import GraphRec
-from graphrec.propagation import build_inputs
-from graphrec.train import TrainSettings, _Step, epoch_triples
+from graphrec.model.gnn import GraphRec
+from graphrec.model.propagation import build_inputs
+from graphrec.stages.train import TrainSettings, _Step, epoch_triples
 
 
 def synthetic(n_users: int, n_items: int, n_inter: int, seed: int = 0):

@@ -22,11 +22,11 @@ from pathlib import Path
 def setup(work: Path, users: int, items: int, interactions: int, knn_dim: int) -> Path:
     import numpy as np
 
+    from graphrec.core.feature_store import Features, save_features
+    from graphrec.core.workspace import Workspace
     from graphrec.data.importer import save_dataset
     from graphrec.data.splits import split_dataset
     from graphrec.data.synth import generate
-    from graphrec.features import Features, save_features
-    from graphrec.workspace import Workspace
 
     ws = work / f"ws-{users}-{items}-{interactions}"
     if not (ws / "dataset" / "dataset.json").exists():

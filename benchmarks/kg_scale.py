@@ -71,10 +71,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--work", type=Path, default=Path("/tmp/graphrec-kg-scale"))
     a = ap.parse_args()
-    from graphrec.evaluate import evaluate
     from graphrec.kg.build import run_build
-    from graphrec.rank import load_ranker
-    from graphrec.train import run_train
+    from graphrec.stages.evaluate import evaluate
+    from graphrec.stages.rank import load_ranker
+    from graphrec.stages.train import run_train
 
     shutil.rmtree(a.work, ignore_errors=True)
     ws = a.work / "ws"

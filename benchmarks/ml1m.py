@@ -113,8 +113,8 @@ def run_graphrec(split: Split, root: Path, train: dict, protocol: str) -> dict:
     from graphrec.data.dataset import Dataset
     from graphrec.data.importer import import_files
     from graphrec.kg.build import run_build
-    from graphrec.rank import load_ranker
-    from graphrec.train import run_train
+    from graphrec.stages.rank import load_ranker
+    from graphrec.stages.train import run_train
 
     start = time.perf_counter()
     shutil.rmtree(root, ignore_errors=True)

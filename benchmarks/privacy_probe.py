@@ -13,7 +13,7 @@ features, the knowledge graph, `--epochs` of training, the ranker. Two pipelines
 
 Exports compared: the normal and the `--private` export of the first, the normal export of the second, and
 the design `--private` did not take: the first model's user GNN rows recomputed with the user-attribute
-edges removed from the graph (`graphrec.train.refresh_embeddings`), group block dropped (probed only: its
+edges removed from the graph (`graphrec.stages.train.refresh_embeddings`), group block dropped (probed only: its
 short-history weights are those fitted with the attribute blocks, so its NDCG is not shown).
 
 Probe: multinomial logistic regression (scikit-learn, standardised inputs, C chosen by inner 3-fold CV from
@@ -39,19 +39,19 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from graphrec.core.feature_store import load_features
+from graphrec.core.io import write_json
 from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.data.movielens import import_movielens
 from graphrec.data.splits import run_split
-from graphrec.encode import run_encode
-from graphrec.export import export
-from graphrec.export_folder import load_export
-from graphrec.features import load_features
-from graphrec.io import write_json
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
-from graphrec.metrics import embedding_accuracy
-from graphrec.rank import Ranker, load_ranker
-from graphrec.train import load_model, refresh_embeddings, run_train
+from graphrec.model.export_format import load_export
+from graphrec.model.metrics import embedding_accuracy
+from graphrec.stages.encode import run_encode
+from graphrec.stages.export import export
+from graphrec.stages.rank import Ranker, load_ranker
+from graphrec.stages.train import load_model, refresh_embeddings, run_train
 
 ATTRIBUTES = ("gender", "age_band", "occupation", "region")
 TASKS = {"warm": "test", "cold_item": "cold_test", "cold_user": "cold_user_test"}

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from graphrec.api import Recommender
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.rank import serving_ranker
-from graphrec.recommend import recommend
+from graphrec.pipeline.api import Recommender
+from graphrec.stages.rank import serving_ranker
+from graphrec.stages.recommend import recommend
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from graphrec.io import atomic_path
+from graphrec.core.io import atomic_path
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 TASK_TITLES = {"warm": "Warm users and items", "cold-item": "Cold items (no interactions, content only)",

@@ -9,7 +9,7 @@ Protocol, the same for every system (graphrec included):
   refit    fit the chosen setting on train+valid (cold items stay cold: cold_valid is never trained on)
   rank     full ranking of the task's candidates (warm: items in train; cold-item: the cold items; cold-user:
            items in train) for every eligible user, every interaction the system was given excluded
-  score    Recall@K and NDCG@K (graphrec.metrics, which agrees with the contract's protocol.py) on the test
+  score    Recall@K and NDCG@K (graphrec.model.metrics, which agrees with the contract's protocol.py) on the test
            part (test / cold_test / cold_user_test), averaged over users with held-out items
 Grids are sized for a 2-core machine (each peer's `grid` lists them: EASE 4 lambdas, EDLAE 2 dropout rates,
 RP3beta 2x2, ItemKNN 3 k, ALS 2x2, content peers 3-4 points, LightFM/LightGCN select only their epoch count);
@@ -39,8 +39,8 @@ import scipy.sparse as sp
 
 from benchmarks.peers.base import COLD_ITEM, COLD_USER, MIXED, TASKS, WARM, FitInput, Scorer, System
 from benchmarks.split import DATASETS
-from graphrec.io import read_json, write_json
-from graphrec.metrics import hit_matrix, mean_metrics, per_user_accuracy
+from graphrec.core.io import read_json, write_json
+from graphrec.model.metrics import hit_matrix, mean_metrics, per_user_accuracy
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

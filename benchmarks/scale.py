@@ -6,7 +6,7 @@ Per size, in its own process (so peak memory is that size's): generate users/ite
 users = n/50, items = n/200), mark every interaction train, then time
 
   build   kg.build.run_build: interactions + attribute relations into the graph
-  epoch   one training epoch of graphrec.train (its own "seconds" for the epoch, without validation)
+  epoch   one training epoch of graphrec.stages.train (its own "seconds" for the epoch, without validation)
   top-K   top-20 over all items for every user with graphrec's Ranker (GNN vectors, history excluded):
           approximate (faiss IVF, `Ranker.topk(approximate=True)`) for every user; exact for a sample of
           users, extrapolated to all, and the share of the exact top-20 the approximate lists hold
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from graphrec.io import read_json, write_json
+from graphrec.core.io import read_json, write_json
 
 HERE = Path(__file__).resolve().parent
 EXACT_SAMPLE = 20_000  # users whose exact top-20 is timed (and compared with the approximate lists)
@@ -47,8 +47,8 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
 
     from graphrec.data.synth import generate
     from graphrec.kg.build import run_build
-    from graphrec.rank import Ranker
-    from graphrec.train import run_train
+    from graphrec.stages.rank import Ranker
+    from graphrec.stages.train import run_train
 
     out: dict[str, Any] = {"interactions": n, "users": max(n // 50, 100), "items": max(n // 200, 100), "mode": mode}
     with tempfile.TemporaryDirectory(prefix="graphrec-scale-") as tmp:
@@ -71,8 +71,8 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
         history = read_json(Path(tmp) / "model" / "history.json")
         out.update(train_call_s=time.perf_counter() - t, epoch_s=history[0]["seconds"], train_peak_mb=_peak_mb())
 
+        from graphrec.core.io import read_tensors
         from graphrec.data.dataset import Dataset
-        from graphrec.io import read_tensors
 
         ds = Dataset.load(tmp)
         emb = read_tensors(Path(tmp) / "model" / "embeddings.safetensors")

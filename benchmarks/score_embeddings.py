@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphrec.core.io import read_tensors
 from graphrec.data.dataset import Dataset
-from graphrec.io import read_tensors
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "contract" / "protocol.py"
 

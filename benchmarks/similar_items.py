@@ -35,11 +35,11 @@ def main() -> None:
 
     from graphrec.data.dataset import Dataset
     from graphrec.data.movielens import import_movielens
-    from graphrec.encode import run_encode
-    from graphrec.export import export
-    from graphrec.export_folder import load_export
     from graphrec.kg.build import run_build
-    from graphrec.train import run_train
+    from graphrec.model.export_format import load_export
+    from graphrec.stages.encode import run_encode
+    from graphrec.stages.export import export
+    from graphrec.stages.train import run_train
 
     titles = pd.read_csv(DATA / "movies.csv", dtype=str).set_index("movieId")["title"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from graphrec.core.io import read_tensors, write_tensors
+from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import Dataset
-from graphrec.io import read_tensors, write_tensors
-from graphrec.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GRAPHREC_SHARED", REPO.parent / "shared"))

@@ -38,10 +38,10 @@ def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, 
     """The stages' wall seconds and the process's peak RSS (MiB) after each, for one shape."""
     from graphrec.data.splits import run_split
     from graphrec.data.synth import generate
-    from graphrec.encode import run_encode
     from graphrec.kg.build import run_build
-    from graphrec.rank import serving_ranker
-    from graphrec.train import run_train
+    from graphrec.stages.encode import run_encode
+    from graphrec.stages.rank import serving_ranker
+    from graphrec.stages.train import run_train
 
     out: dict[str, Any] = {"interactions": n, "users": n_users, "items": n_items, "gnn": gnn}
     with tempfile.TemporaryDirectory(prefix="graphrec-cost-") as ws:

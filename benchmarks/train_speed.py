@@ -17,9 +17,9 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.peers.lightgcn import normalized_adjacency
-from graphrec.device import resolve_device
-from graphrec.train import TrainSettings, _Run, _Step, epoch_triples
-from graphrec.workspace import Workspace
+from graphrec.core.device import resolve_device
+from graphrec.core.workspace import Workspace
+from graphrec.stages.train import TrainSettings, _Run, _Step, epoch_triples
 
 
 def time_epochs(step, params, inp_call, triples, batch: int, epochs: int) -> float:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphrec.core.errors import InputError
 from graphrec.data.build import WEIGHT_COLUMNS, check_image_paths
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.readers import check_ids, fail_at, read_table, timestamp_column, weight_column
-from graphrec.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphrec.core.errors import InputError
 from graphrec.data.dataset import SPLITS, Dataset, Schema
 from graphrec.data.demographics import age_bands
 from graphrec.data.readers import MULTI_SEP, check_ids, fail_at, timestamp_column, weight_column
-from graphrec.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from graphrec.core.errors import InputError
+from graphrec.core.io import check_columns, check_json, read_json, write_json
+from graphrec.core.workspace import MAKE, Workspace
 from graphrec.data.readers import normalize_id
-from graphrec.errors import InputError
-from graphrec.io import check_columns, check_json, read_json, write_json
-from graphrec.workspace import MAKE, Workspace
 
 # Parts of a split. Everything but "train" is held out from training; "valid" and "cold_valid"
 # (and "cold_user_valid") may be used for model selection, the "*test" parts only for the final report.

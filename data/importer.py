@@ -5,11 +5,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from graphrec.core.errors import InputError
+from graphrec.core.workspace import Workspace, writes
 from graphrec.data.build import build_dataset
 from graphrec.data.dataset import Dataset
 from graphrec.data.readers import read_table
-from graphrec.errors import InputError
-from graphrec.workspace import Workspace, writes
 
 PRESPLIT = ("train", "valid", "test", "cold_valid", "cold_test", "cold_user_context", "cold_user_valid", "cold_user_test")
 

@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphrec.core.errors import InputError
+from graphrec.core.io import atomic_dir, file_sha256
+from graphrec.core.progress import progress_bar
+from graphrec.core.workspace import Workspace, writes
 from graphrec.data.build import build_dataset, is_file_entry
 from graphrec.data.dataset import Dataset
 from graphrec.data.demographics import age_bands
 from graphrec.data.readers import check_ids, fail_at, numeric_column, read_table
-from graphrec.errors import InputError
-from graphrec.io import atomic_dir, file_sha256
-from graphrec.progress import progress_bar
-from graphrec.workspace import Workspace, writes
 
 VARIANTS = ("100k", "latest-small")
 FOLDER = {"100k": "ml-100k", "latest-small": "ml-latest-small"}

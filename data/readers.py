@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from graphrec.errors import InputError
+from graphrec.core.errors import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from graphrec.core.errors import InputError
+from graphrec.core.workspace import Workspace, writes
 from graphrec.data.dataset import SERVE, SPLITS, Dataset
-from graphrec.errors import InputError
-from graphrec.workspace import Workspace, writes
 
 TRAIN, VALID, TEST, COLD_VALID, COLD_TEST, CU_CONTEXT, CU_VALID, CU_TEST = range(len(SPLITS))
 METHODS = ("random", "temporal")

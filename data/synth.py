@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from graphrec.core.errors import InputError
+from graphrec.core.io import atomic_dir
+from graphrec.core.memory import check_fits
+from graphrec.core.progress import progress_bar
+from graphrec.core.workspace import writes
 from graphrec.data.dataset import Dataset, Schema
 from graphrec.data.importer import save_dataset
-from graphrec.errors import InputError
-from graphrec.io import atomic_dir
-from graphrec.memory import check_fits
-from graphrec.progress import progress_bar
-from graphrec.workspace import writes
 
 COLOURS = {"red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 160, 70),
            "teal": (30, 150, 150), "blue": (40, 80, 210), "purple": (130, 60, 180), "pink": (235, 110, 170)}

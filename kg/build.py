@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import Features, load_features
+from graphrec.core.io import file_sha256
+from graphrec.core.progress import progress_bar
+from graphrec.core.workspace import Workspace, writes
 from graphrec.data.dataset import Dataset
 from graphrec.data.demographics import age_bands
-from graphrec.errors import InputError
-from graphrec.features import Features, load_features
-from graphrec.io import file_sha256
 from graphrec.kg.graph import EdgeSet, EdgeType, KnowledgeGraph
 from graphrec.kg.triples import RawTriples, dataset_triples, read_entity_map, read_triples, resolve_triples
-from graphrec.progress import progress_bar
-from graphrec.workspace import Workspace, writes
 
 USER, ITEM, ENTITY = "user", "item", "entity"
 DEFAULT_KNN = 10

@@ -19,11 +19,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order
 
+from graphrec.core.errors import InputError
+from graphrec.core.workspace import Workspace, reads
 from graphrec.data.dataset import Dataset
-from graphrec.errors import InputError
 from graphrec.kg.graph import EdgeType, KnowledgeGraph
 from graphrec.kg.stats import check_matches
-from graphrec.workspace import Workspace, reads
 
 CO_USERS_CAP = 1000  # co-interaction support is estimated from at most this many of the item's users
 CO_SMOOTHING = 5.0  # pseudo-users added to the denominator: "1 of 1 users" is weak evidence, not certainty

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import Features
+from graphrec.core.progress import progress_bar
 from graphrec.data.dataset import Dataset
-from graphrec.errors import InputError
-from graphrec.features import Features
 from graphrec.kg.build import build_graph
 from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 from graphrec.kg.triples import read_entity_map, read_triples
-from graphrec.progress import progress_bar
 
 
 def extend_graph(old: KnowledgeGraph, ds: Dataset, features: dict[str, Features], n_old_items: int,

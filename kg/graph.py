@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from graphrec.errors import InputError
-from graphrec.io import check_json, check_tensors, read_json, read_tensors, write_json, write_tensors
-from graphrec.workspace import MAKE, Workspace
+from graphrec.core.errors import InputError
+from graphrec.core.io import check_json, check_tensors, read_json, read_tensors, write_json, write_tensors
+from graphrec.core.workspace import MAKE, Workspace
 
 if TYPE_CHECKING:  # optional at run time: the views import them when called
     import networkx as nx

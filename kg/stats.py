@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
+from graphrec.core.errors import InputError
+from graphrec.core.workspace import Workspace, reads
 from graphrec.data.dataset import HELD_OUT, Dataset
-from graphrec.errors import InputError
 from graphrec.kg.graph import EdgeType, KnowledgeGraph
-from graphrec.workspace import Workspace, reads
 
 EXAMPLES = 5
 ROUTES = {"attributes": ("item_attribute",), "entities": ("triple",), "similarity": ("similarity",)}

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from graphrec.core.errors import InputError
 from graphrec.data.readers import PARQUET, fail_at, id_problem, normalize_ids, read_table, row_label
-from graphrec.errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".tsv") + PARQUET
 EXAMPLES = 5  # how many unknown ids a report names

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from graphrec import artifacts
+from graphrec.core.feature_store import Features, save_features
+from graphrec.core.io import read_json, write_json, write_tensors
+from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import Dataset
 from graphrec.data.importer import import_files
-from graphrec.features import Features, save_features
-from graphrec.io import read_json, write_json, write_tensors
-from graphrec.rank import Ranker, RankSettings, fit_blend, save_ranker, serve_embeddings
-from graphrec.workspace import Workspace
+from graphrec.model import artifacts
+from graphrec.stages.rank import Ranker, RankSettings, fit_blend, save_ranker, serve_embeddings
 
 
 def make_workspace(root: Path, n_users: int = 60, n_items: int = 90, n_cold: int = 15, per_user: int = 18,

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import graphrec
-from graphrec.api import Recommender
+from graphrec.core.errors import InputError
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.errors import InputError
-from graphrec.recommend import recommend
+from graphrec.pipeline.api import Recommender
+from graphrec.stages.recommend import recommend
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
@@ -126,6 +126,6 @@ def test_partial_fit_makes_a_new_item_recommendable(example, tmp_path):
 
 def test_import_graphrec_stays_light_until_the_recommender_is_asked_for():
     code = ("import sys, graphrec\nassert 'torch' not in sys.modules\n"
-            "assert graphrec.Recommender.__module__ == 'graphrec.api'")
+            "assert graphrec.Recommender.__module__ == 'graphrec.pipeline.api'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

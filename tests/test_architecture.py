@@ -15,22 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Where each installed subpackage lives in the repository (pyproject's package-dir).
 SOURCES = {"graphrec": ROOT / "graphrec", "graphrec.data": ROOT / "data", "graphrec.kg": ROOT / "kg"}
-# Lowest first. A module may import its own layer and the ones below, never one above.
-LAYERS = (
-    ("core", ("graphrec.errors", "graphrec.io", "graphrec.workspace", "graphrec.features", "graphrec.device",
-              "graphrec.progress", "graphrec.memory")),
-    ("data", ("graphrec.data",)),
-    ("kg", ("graphrec.kg",)),
-    ("model", ("graphrec.model", "graphrec.propagation", "graphrec.metrics", "graphrec.encoders",
-               "graphrec.artifacts", "graphrec.linear", "graphrec.export_folder", "graphrec.ann")),
-    ("stages", ("graphrec.encode", "graphrec.train", "graphrec.rank", "graphrec.evaluate", "graphrec.report",
-                "graphrec.recommend", "graphrec.export", "graphrec.update")),
-    ("pipeline", ("graphrec.quickstart", "graphrec.api")),
-    ("app", ("graphrec.cli", "graphrec.distributed", "graphrec.__main__", "graphrec")),
-)
+# Lowest first: the folder a module lives in is its layer (graphrec.data and graphrec.kg are the root folders data/
+# and kg/, where the product design fixes them). A module may import its own layer and the ones below, never one
+# above.
+LAYERS = ("core", "data", "kg", "model", "stages", "pipeline", "app")
+# The package's face, above every layer: its __init__ (graphrec.load_export, graphrec.Recommender), `python -m
+# graphrec`, and the former import path graphrec.export (graphrec.export.pseudonymize_id) that users may hold.
+FACE = ("graphrec", "graphrec.__main__", "graphrec.export")
 # The command line imports the torch-backed stages inside their commands, so that `graphrec data ...`, --help
 # and usage errors start fast. It is the top of the house: nothing imports it, so this can hide no cycle.
-LAZY_OK = ("graphrec.cli",)
+LAZY_OK = ("graphrec.app.cli",)
 
 
 def _modules() -> dict[str, Path]:
@@ -44,15 +38,17 @@ def _modules() -> dict[str, Path]:
 
 
 def _layer(module: str) -> int:
-    best = None
-    for i, (_, prefixes) in enumerate(LAYERS):
-        for p in prefixes:
-            if module == p or module.startswith(p + "."):
-                if best is None or len(p) > best[1]:
-                    best = (i, len(p))
-    if best is None:
-        raise AssertionError(f"{module} has no layer: add it to LAYERS here and to docs/architecture.md")
-    return best[0]
+    """The index in LAYERS of the folder `module` lives in; the face is above them all."""
+    if module in FACE:
+        return len(LAYERS)
+    folder = module.split(".")[1] if module.count(".") else ""
+    if folder not in LAYERS:
+        raise AssertionError(f"{module} is in no layer folder: move it into graphrec/<layer>/ (one of {LAYERS})")
+    return LAYERS.index(folder)
+
+
+def _layer_name(module: str) -> str:
+    return "face" if module in FACE else LAYERS[_layer(module)]
 
 
 def _imports(path: Path, module: str) -> list[tuple[str, bool, int]]:
@@ -69,7 +65,7 @@ def _imports(path: Path, module: str) -> list[tuple[str, bool, int]]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             base = node.module if node.level == 0 else module.rsplit(".", node.level)[0] + "." + node.module
-            # `from graphrec import artifacts` imports the module graphrec.artifacts, not a name of graphrec
+            # `from graphrec.model import artifacts` imports the module graphrec.model.artifacts, not a name of the package
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         for name in names:
             if name == "graphrec" or name.startswith("graphrec."):
@@ -90,10 +86,22 @@ def test_every_module_has_a_layer_and_imports_point_down():
             if in_function and module not in LAZY_OK:
                 hidden.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a function")
             if _layer(target) > _layer(module):
-                upward.append(f"{path.relative_to(ROOT)}:{line} ({LAYERS[_layer(module)][0]}) imports {target} "
-                              f"({LAYERS[_layer(target)][0]})")
+                upward.append(f"{path.relative_to(ROOT)}:{line} ({_layer_name(module)}) imports {target} "
+                              f"({_layer_name(target)})")
     assert not hidden, "\n".join(hidden)
     assert not upward, "\n".join(upward)
+
+
+def test_the_tree_shows_the_layers():
+    """graphrec/ holds one folder per layer it owns and the face's modules, nothing else: the tree alone tells which
+    layer a file is in."""
+    owned = {p.name for p in (ROOT / "graphrec").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert owned == set(LAYERS) - {"data", "kg"}, sorted(owned)
+    flat = {f"graphrec.{p.stem}" if p.stem != "__init__" else "graphrec" for p in (ROOT / "graphrec").glob("*.py")}
+    assert flat == set(FACE), sorted(flat)
+    for layer in owned:
+        assert (ROOT / "graphrec" / layer / "__init__.py").read_text().startswith(f'"""Layer {LAYERS.index(layer) + 1}, '
+                                                                                 f"{layer}:")
 
 
 def test_no_import_cycle():
@@ -123,7 +131,7 @@ def test_no_import_cycle():
 def test_library_code_does_not_print():
     offenders = []
     for module, path in MODULES.items():
-        if module in ("graphrec.cli",):
+        if module in ("graphrec.app.cli",):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
@@ -139,10 +147,10 @@ def test_wheel_installs_only_the_graphrec_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {"graphrec"}, sorted(top)
-    for expected in ("graphrec/data/dataset.py", "graphrec/kg/graph.py", "graphrec/cli.py", "graphrec/__main__.py"):
+    for expected in ("graphrec/data/dataset.py", "graphrec/kg/graph.py", "graphrec/app/cli.py", "graphrec/__main__.py"):
         assert expected in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "graphrec = graphrec.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "graphrec = graphrec.app.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
 def test_public_api_imports_beside_a_users_own_data_and_kg_modules(tmp_path):

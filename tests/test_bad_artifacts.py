@@ -28,25 +28,25 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-import graphrec.report
-from graphrec.api import Recommender
-from graphrec.artifacts import parameter_shapes
+import graphrec.stages.report
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import load_features
+from graphrec.core.io import file_sha256
 from graphrec.data.dataset import Dataset
 from graphrec.data.importer import save_dataset
 from graphrec.data.splits import run_split
 from graphrec.data.synth import synthesize
-from graphrec.encode import run_encode
-from graphrec.errors import InputError
-from graphrec.evaluate import run_evaluate
-from graphrec.export import export
-from graphrec.export_folder import load_export
-from graphrec.features import load_features
-from graphrec.io import file_sha256
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
-from graphrec.model import GraphRec
-from graphrec.recommend import recommend
-from graphrec.train import run_train
+from graphrec.model.artifacts import parameter_shapes
+from graphrec.model.export_format import load_export
+from graphrec.model.gnn import GraphRec
+from graphrec.pipeline.api import Recommender
+from graphrec.stages.encode import run_encode
+from graphrec.stages.evaluate import run_evaluate
+from graphrec.stages.export import export
+from graphrec.stages.recommend import recommend
+from graphrec.stages.train import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN = dict(epochs=2, dim=8, layers=1, batch_size=512, lr=0.02, patience=5, progress=False)
@@ -310,7 +310,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def _fast_report() -> Iterator[None]:
     """Reports without drawing their figures: the data behind each plot is still read, the rendering (most of an
     evaluation's time on this workspace) is not what is tested here."""
-    save = graphrec.report._save
+    save = graphrec.stages.report._save
 
     def no_render(fig: Any, path: Path, caption: str) -> Any:
         import matplotlib.pyplot as plt
@@ -319,11 +319,11 @@ def _fast_report() -> Iterator[None]:
         path.write_bytes(b"")  # the page inlines the file
         return ("img", f"plots/{path.name}", caption)
 
-    graphrec.report._save = no_render
+    graphrec.stages.report._save = no_render
     try:
         yield
     finally:
-        graphrec.report._save = save
+        graphrec.stages.report._save = save
 
 
 class Hung(Exception):
@@ -400,7 +400,7 @@ def test_a_wrongly_structured_artifact_works_or_is_named_in_one_line(trained, tm
 
 
 def test_the_model_layout_checked_on_reading_is_the_models_own(trained):
-    """graphrec.artifacts checks model.safetensors against the parameters GraphRec makes for model.json's
+    """graphrec.model.artifacts checks model.safetensors against the parameters GraphRec makes for model.json's
     architecture, without torch: the two must agree."""
     arch = json.loads((trained["ws"] / "model" / "model.json").read_text())["architecture"]
     model = GraphRec(arch["n_users"], arch["n_items"], arch["dim"], arch["layers"], arch["modality_dims"],

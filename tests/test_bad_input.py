@@ -18,9 +18,9 @@ import pytest
 from conftest import write_csv
 from test_movielens import write_mini_100k, write_mini_latest
 
+from graphrec.core.errors import InputError
+from graphrec.core.workspace import LOCK
 from graphrec.data.importer import import_files
-from graphrec.errors import InputError
-from graphrec.workspace import LOCK
 
 Case = tuple[list[str], list[str]]   # (CLI arguments without --out, fragments the error line must contain)
 
@@ -404,8 +404,8 @@ def test_usage_mistakes_exit_2_with_one_short_message(args, says, tmp_path):
 
 
 def test_presplit_import_takes_cold_user_parts(tmp_path):
+    from graphrec.core.errors import InputError
     from graphrec.data.dataset import Dataset
-    from graphrec.errors import InputError
 
     rows = {"train": "u1,a\nu1,b\nu2,b\n", "valid": "u2,a\n", "cold_user_context": "u3,a\n",
             "cold_user_valid": "u3,b\n", "cold_user_test": "u4,b\n"}
@@ -424,7 +424,7 @@ def test_version_flag():
     from typer.testing import CliRunner
 
     import graphrec
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     res = CliRunner().invoke(cli.app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"graphrec {graphrec.__version__}"
@@ -436,7 +436,7 @@ def test_version_flag():
     (errno.EROFS, "/x/y: Read-only file system"),
 ])
 def test_full_disk_or_denied_file_is_one_line(code, says, tmp_path, monkeypatch, capsys):
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code), "/x/y")
@@ -452,7 +452,7 @@ def test_full_disk_or_denied_file_is_one_line(code, says, tmp_path, monkeypatch,
 
 
 def test_other_os_errors_keep_their_traceback(tmp_path, monkeypatch):
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     def fail(*args, **kwargs):
         raise OSError(errno.EIO, "Input/output error", "/x/y")
@@ -466,7 +466,7 @@ def test_other_os_errors_keep_their_traceback(tmp_path, monkeypatch):
 def test_rich_markup_in_paths_is_printed_literally(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from graphrec.cli import app
+    from graphrec.app.cli import app
 
     monkeypatch.chdir(tmp_path)  # short relative paths: Rich wraps long lines
     ws = "w[/dim]:fire:"
@@ -483,9 +483,9 @@ def test_rich_markup_in_paths_is_printed_literally(tmp_path, monkeypatch):
 def test_writing_command_removes_leftovers_of_a_killed_run(tmp_path):
     import fcntl
 
+    from graphrec.core.errors import InputError
     from graphrec.data.splits import run_split
     from graphrec.data.synth import run_synth
-    from graphrec.errors import InputError
 
     ws = tmp_path / "ws"
     run_synth(ws, 20, 30, 300, images=False)
@@ -551,7 +551,7 @@ def test_parquet_list_cells_are_multi_valued_attributes(tmp_path):
     ([[1], None, [2, 3]], "row 1.*list of int64: list cells must hold strings"),
 ])
 def test_parquet_list_cells_that_cannot_be_values(tmp_path, genres, says):
-    from graphrec.errors import InputError
+    from graphrec.core.errors import InputError
 
     f = _good_inputs(tmp_path)
     items = _parquet(tmp_path / "items.parquet", {"item_id": ["i1", "i2", "i3"], "genres": genres})
@@ -560,7 +560,7 @@ def test_parquet_list_cells_that_cannot_be_values(tmp_path, genres, says):
 
 
 def test_parquet_float_timestamp_beyond_int64_is_not_wrapped(tmp_path):
-    from graphrec.errors import InputError
+    from graphrec.core.errors import InputError
 
     f = _good_inputs(tmp_path)
     inter = _parquet(tmp_path / "inter.parquet", {"user_id": ["u1", "u1"], "item_id": ["i1", "i2"],
@@ -570,8 +570,8 @@ def test_parquet_float_timestamp_beyond_int64_is_not_wrapped(tmp_path):
 
 
 def test_update_checks_values_like_import(tmp_path, caplog):
+    from graphrec.core.errors import InputError
     from graphrec.data.append import grow_dataset
-    from graphrec.errors import InputError
 
     f = _good_inputs(tmp_path)
     ds, _ = import_files(f["ws"], interactions=str(f["inter"]), items=str(f["items"]), images_dir=str(f["images"]))
@@ -595,7 +595,7 @@ def test_update_checks_values_like_import(tmp_path, caplog):
 def test_csv_output_neutralises_formulas(tmp_path):
     import pandas as pd
 
-    from graphrec.recommend import csv_safe, write_recommendations
+    from graphrec.stages.recommend import csv_safe, write_recommendations
 
     ids = ["=HYPERLINK(\"http://x\")", "+1", "-5", "@SUM(A1)", "\tx", "ok", "a=b"]
     frame = pd.DataFrame({"user_id": ids, "item_id": ids[::-1], "rank": range(1, 8), "score": [-1.5] * 7})
@@ -634,7 +634,7 @@ def test_min_rating_keeps_the_positives_and_counts_the_rest(tmp_path):
 def _leaf_commands() -> list[list[str]]:
     import typer.main
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     found = []
 
@@ -654,7 +654,7 @@ def test_every_command_names_a_misspelt_flag_and_a_missing_parameter(path):
     import typer.main
     from typer.testing import CliRunner
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     res = CliRunner().invoke(cli.app, [*path, "--no-such-flag"])
     assert res.exit_code == 2 and "No such option: --no-such-flag" in res.output, res.output

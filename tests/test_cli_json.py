@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import graphrec.cli as cli
+import graphrec.app.cli as cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

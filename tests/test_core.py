@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from graphrec.core.errors import InputError
+from graphrec.core.io import atomic_dir, atomic_path, read_json, read_tensors, write_json, write_tensors
+from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import Dataset
 from graphrec.data.importer import import_files
-from graphrec.errors import InputError
-from graphrec.io import atomic_dir, atomic_path, read_json, read_tensors, write_json, write_tensors
-from graphrec.workspace import Workspace
 
 
 def test_atomic_path_keeps_old_file_on_failure(tmp_path):
@@ -118,8 +118,8 @@ def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
     from graphrec.data.splits import split_dataset
     from graphrec.data.synth import generate
     from graphrec.kg.build import run_build
-    from graphrec.recommend import recommend
-    from graphrec.train import run_train
+    from graphrec.stages.recommend import recommend
+    from graphrec.stages.train import run_train
 
     def dataset(seed: int):
         return split_dataset(generate(60, 50, 1500, seed=seed, progress=False), cold_items=0.1, seed=0)
@@ -144,7 +144,7 @@ def test_json_is_strict_nan_becomes_null(tmp_path):
 
     import numpy as np
 
-    from graphrec.io import write_json
+    from graphrec.core.io import write_json
 
     write_json(tmp_path / "m.json", {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([np.nan, 2.0])})
     text = (tmp_path / "m.json").read_text()
@@ -158,13 +158,13 @@ def test_one_writer_at_a_time(tmp_path):
     import sys
     import time
 
+    from graphrec.core.workspace import Workspace
     from graphrec.data.importer import save_dataset
     from graphrec.data.synth import generate
     from graphrec.kg.build import run_build
-    from graphrec.workspace import Workspace
 
     ws = save_dataset(tmp_path / "ws", generate(20, 15, 100, seed=0, progress=False), {"source": "test"})
-    hold = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom graphrec.workspace import Workspace\n"
+    hold = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom graphrec.core.workspace import Workspace\n"
                              f"with Workspace({str(ws.path)!r}).lock():\n    print('held', flush=True)\n"
                              "    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
     try:
@@ -186,7 +186,7 @@ def test_safetensors_get_the_same_permissions_as_json(tmp_path):
 
     import numpy as np
 
-    from graphrec.io import write_json, write_tensors
+    from graphrec.core.io import write_json, write_tensors
 
     old = os.umask(0o022)
     try:
@@ -202,8 +202,8 @@ def test_bars_obey_tqdm_disable_and_quiet(monkeypatch, tmp_path):
 
     from typer.testing import CliRunner
 
-    import graphrec.cli as cli
-    from graphrec.progress import progress_bar
+    import graphrec.app.cli as cli
+    from graphrec.core.progress import progress_bar
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)  # --quiet lowers it: restore

@@ -11,11 +11,11 @@ import pytest
 from conftest import write_csv
 from PIL import Image
 
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import load_features
 from graphrec.data.importer import import_files
-from graphrec.encode import run_encode
-from graphrec.encoders.clip import TINY_MODEL, load_clip
-from graphrec.errors import InputError
-from graphrec.features import load_features
+from graphrec.model.encoders.clip import TINY_MODEL, load_clip
+from graphrec.stages.encode import run_encode
 
 TINY = dict(clip_model=TINY_MODEL, clip_pretrained="none", device="cpu", show_progress=False)
 
@@ -89,7 +89,7 @@ def test_masks_and_bad_images(first_run):
 
 
 def test_pillow_bomb_guard_without_our_limit(tmp_path):
-    from graphrec.encoders.images import open_image
+    from graphrec.model.encoders.images import open_image
 
     Image.new("1", (12000, 12000)).save(tmp_path / "b.png")  # above Pillow's own 89 Mpx warning threshold
     img, reason = open_image(tmp_path / "b.png", max_pixels=10**12)
@@ -187,7 +187,7 @@ def test_checkpoint_file_and_clear_weight_errors(tmp_path, monkeypatch):
 def test_cli_encode_and_one_line_weights_error(first_run, tmp_path, monkeypatch, capsys):
     from typer.testing import CliRunner
 
-    from graphrec.cli import app
+    from graphrec.app.cli import app
 
     ws0, _ = first_run
     ws = tmp_path / "ws"
@@ -199,7 +199,7 @@ def test_cli_encode_and_one_line_weights_error(first_run, tmp_path, monkeypatch,
 
     import huggingface_hub.constants
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network: fail fast, not retry
     monkeypatch.setattr(sys, "argv", ["graphrec", "encode", str(ws), "--modalities", "text", "--device", "cpu"])
@@ -216,7 +216,7 @@ def test_unsafe_image_files_are_not_read_and_count_as_missing(tmp_path):
     import os
     import subprocess
 
-    from graphrec.encoders.images import MAX_IMAGE_BYTES
+    from graphrec.model.encoders.images import MAX_IMAGE_BYTES
 
     img = tmp_path / "images"
     img.mkdir()

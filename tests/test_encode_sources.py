@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import load_features
 from graphrec.data.importer import import_files
-from graphrec.encode import item_texts, run_encode
-from graphrec.encoders.lexical import lexical_features, randomized_svd, tfidf_matrix
-from graphrec.encoders.precomputed import parse_spec, read_precomputed
-from graphrec.errors import InputError
-from graphrec.features import load_features
+from graphrec.model.encoders.lexical import lexical_features, randomized_svd, tfidf_matrix
+from graphrec.model.encoders.precomputed import parse_spec, read_precomputed
+from graphrec.stages.encode import item_texts, run_encode
 
 IDS = ["i1", "i2", "i3", "i4", "i5", "i6"]
 
@@ -84,7 +84,7 @@ def test_precomputed_npy_with_ids_and_parquet(ws, tmp_path):
 
 def test_precomputed_alone_needs_no_clip(ws, tmp_path, monkeypatch):
     """--precomputed without --modalities encodes those vectors only: nothing tries to fetch CLIP weights."""
-    import graphrec.encode as encode_mod
+    import graphrec.stages.encode as encode_mod
 
     def no_clip(*a, **kw):
         raise AssertionError("CLIP was loaded")
@@ -128,7 +128,7 @@ def test_precomputed_bad_input(tmp_path):
 def test_modality_names_columns_and_device_are_checked(ws):
     import torch
 
-    from graphrec.device import resolve_device
+    from graphrec.core.device import resolve_device
 
     with pytest.raises(InputError, match="unknown modality 'colour'"):
         run_encode(ws, ["colour"], show_progress=False)

@@ -14,14 +14,14 @@ from conftest import shared_path
 from rec_helpers import fit_ranker, make_workspace
 
 import graphrec
+from graphrec.core.io import read_json, write_json, write_tensors
+from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.data.importer import import_files
-from graphrec.evaluate import evaluate, evaluate_baselines, reproduce_commands, run_evaluate
-from graphrec.io import read_json, write_json, write_tensors
-from graphrec.metrics import hit_matrix, per_user_accuracy
-from graphrec.rank import RankSettings, save_ranker
-from graphrec.recommend import recommend, write_recommendations
-from graphrec.workspace import Workspace
+from graphrec.model.metrics import hit_matrix, per_user_accuracy
+from graphrec.stages.evaluate import evaluate, evaluate_baselines, reproduce_commands, run_evaluate
+from graphrec.stages.rank import RankSettings, save_ranker
+from graphrec.stages.recommend import recommend, write_recommendations
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_activity_plot_groups_bars_by_bucket_with_the_legend_outside():
     import matplotlib
 
     matplotlib.use("Agg")
-    from graphrec.report import _activity_plot
+    from graphrec.stages.report import _activity_plot
 
     row = lambda r: {"users": 1, "recall@20": r}
     m = {"histogram_k": 20, "bucket_labels": ["0", "1-5", "6-20", "21-50", "51-200", "201+"],

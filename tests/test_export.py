@@ -11,14 +11,14 @@ from rec_helpers import make_workspace
 from train_fixtures import make_workspace as make_split_workspace
 
 import graphrec
-from graphrec.api import Recommender
+from graphrec.core.errors import InputError
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.errors import InputError
-from graphrec.export import export
-from graphrec.export_folder import load_export, pseudonymize_id
-from graphrec.rank import RankSettings, load_ranker
-from graphrec.recommend import recommend
-from graphrec.train import run_train
+from graphrec.model.export_format import load_export, pseudonymize_id
+from graphrec.pipeline.api import Recommender
+from graphrec.stages.export import export
+from graphrec.stages.rank import RankSettings, load_ranker
+from graphrec.stages.recommend import recommend
+from graphrec.stages.train import run_train
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_faiss_index_agrees_with_dot_scores(ws, tmp_path):
 def test_cli_export(ws, tmp_path):
     from typer.testing import CliRunner
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "e"), "--format", "parquet"])
     assert res.exit_code == 0, res.output
@@ -158,7 +158,7 @@ def test_cli_export(ws, tmp_path):
 def test_cli_export_reads_the_salt_from_a_file_or_the_environment(ws, tmp_path):
     from typer.testing import CliRunner
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     (tmp_path / "salt").write_text("s3cret\n")
     res = CliRunner().invoke(cli.app, ["export", str(ws.path), "--out", str(tmp_path / "e"), "--format", "npy",
@@ -176,7 +176,7 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
     import re
     from pathlib import Path
 
-    from graphrec.export_folder import Export, UserFoldIn, write_export
+    from graphrec.model.export_format import Export, UserFoldIn, write_export
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_export" in b)

@@ -19,20 +19,20 @@ import pytest
 import torch
 from conftest import write_csv
 
-import graphrec.io as gio
+import graphrec.core.io as gio
+from graphrec.core.errors import InputError
+from graphrec.core.io import file_sha256
+from graphrec.core.workspace import STAGES
 from graphrec.data.dataset import Dataset
 from graphrec.data.importer import save_dataset
 from graphrec.data.splits import run_split
 from graphrec.data.synth import synthesize
-from graphrec.encode import run_encode
-from graphrec.errors import InputError
-from graphrec.evaluate import run_evaluate
-from graphrec.io import file_sha256
 from graphrec.kg.build import run_build
-from graphrec.recommend import recommend
-from graphrec.train import run_train
-from graphrec.update import run_update
-from graphrec.workspace import STAGES
+from graphrec.stages.encode import run_encode
+from graphrec.stages.evaluate import run_evaluate
+from graphrec.stages.recommend import recommend
+from graphrec.stages.train import run_train
+from graphrec.stages.update import run_update
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN = dict(epochs=2, dim=8, layers=1, batch_size=512, lr=0.02, patience=5, progress=False)
@@ -196,7 +196,7 @@ def test_two_writers_at_once_one_is_refused_in_one_line(trained, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(trained["ws"], ws)
     before = _state(ws)
-    code = ("import sys, time\nfrom graphrec.train import run_train\nfrom graphrec.workspace import Workspace\n"
+    code = ("import sys, time\nfrom graphrec.stages.train import run_train\nfrom graphrec.core.workspace import Workspace\n"
             f"with Workspace({str(ws)!r}).lock():\n    print('held', flush=True)\n    time.sleep(60)\n")
     hold = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -255,7 +255,7 @@ def test_a_full_disk_stops_every_writer_in_one_line_and_changes_nothing(trained,
 
 def test_a_switch_waits_for_the_readers_of_the_workspace(trained, tmp_path):
     """A reader sees one moment's workspace: a writer that finishes meanwhile switches in after it."""
-    import graphrec.workspace as wsm
+    import graphrec.core.workspace as wsm
 
     ws = tmp_path / "ws"
     shutil.copytree(trained["ws"], ws)

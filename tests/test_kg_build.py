@@ -9,15 +9,15 @@ from conftest import shared_path
 from typer.testing import CliRunner
 
 import graphrec.kg.build as kb
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import Features, save_features
+from graphrec.core.workspace import Workspace
 from graphrec.data.build import build_dataset
 from graphrec.data.dataset import Dataset
 from graphrec.data.readers import read_table
-from graphrec.errors import InputError
-from graphrec.features import Features, save_features
 from graphrec.kg.build import build_graph, knn_edges, run_build
 from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 from graphrec.kg.stats import graph_stats, leak_check
-from graphrec.workspace import Workspace
 
 # (user, item) -> split part; item i4 is a cold item, i6 (no attributes) too
 PARTS = {("u1", "i1"): "train", ("u1", "i2"): "train", ("u1", "i5"): "valid", ("u2", "i2"): "train",
@@ -200,7 +200,7 @@ def test_dataset_triples_are_included(ds):
 
 
 def test_cli_build_stats_explain(ws):
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     runner = CliRunner()
     r = runner.invoke(cli.app, ["build", str(ws.path)])

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from graphrec.errors import InputError
+from graphrec.core.errors import InputError
 from graphrec.kg.explain import CO_SMOOTHING, Explainer, render
 from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from graphrec.errors import InputError
+from graphrec.core.errors import InputError
 from graphrec.kg.triples import RawTriples, read_entity_map, read_triples, resolve_triples
 
 ITEMS = np.array(["m1", "m2", "m3"], dtype=object)

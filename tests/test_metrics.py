@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphrec.metrics import (
+from graphrec.model.metrics import (
     activity_buckets,
     coverage,
     hit_matrix,
@@ -104,7 +104,7 @@ def test_activity_buckets():
 def test_validation_rows_are_a_seeded_sample_of_users_once_users_times_candidates_is_large(monkeypatch):
     """Model selection scores every user while users x candidates fits VALIDATION_CELLS, then a seeded sample of
     whole users (their rows kept as they are, the others emptied without stored zeros)."""
-    import graphrec.metrics as metrics
+    import graphrec.model.metrics as metrics
 
     truth = sp.random(500, 40, density=0.1, format="csr", random_state=1, dtype=np.float32)
     truth.data[:] = 1.0
@@ -121,7 +121,7 @@ def test_validation_rows_are_a_seeded_sample_of_users_once_users_times_candidate
 
 
 def test_bootstrap_intervals_are_paired_over_users():
-    from graphrec.metrics import bootstrap_intervals
+    from graphrec.model.metrics import bootstrap_intervals
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, 400)

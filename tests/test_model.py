@@ -6,10 +6,10 @@ import pytest
 import torch
 from train_fixtures import make_workspace
 
-from graphrec.io import read_tensors
-from graphrec.model import GraphRec, LossWeights, triple_loss_grad
-from graphrec.propagation import SparseOp, normalized_bipartite, sample_neighbourhood
-from graphrec.train import load_model, run_train
+from graphrec.core.io import read_tensors
+from graphrec.model.gnn import GraphRec, LossWeights, triple_loss_grad
+from graphrec.model.propagation import SparseOp, normalized_bipartite, sample_neighbourhood
+from graphrec.stages.train import load_model, run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,8 +79,8 @@ def test_cold_items_get_finite_distinct_embeddings(trained):
 
 def test_live_item_embedding_matches_export(trained):
     """A cold item embedded later from its content alone lands where training's export put it."""
+    from graphrec.core.feature_store import load_features
     from graphrec.data.dataset import Dataset
-    from graphrec.features import load_features
     from graphrec.kg.graph import KnowledgeGraph
 
     ds = Dataset.load(trained)
@@ -100,7 +100,7 @@ def test_live_item_embedding_matches_export(trained):
 
 
 def test_forward_and_recommend_agree():
-    from graphrec.propagation import build_inputs
+    from graphrec.model.propagation import build_inputs
 
     inp = build_inputs(4, 6, np.array([0, 1, 2, 3, 0]), np.array([0, 1, 2, 3, 4]))
     model = GraphRec(4, 6, dim=8, layers=2, generator=torch.Generator().manual_seed(0))

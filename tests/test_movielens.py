@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from conftest import SHARED_DATA, shared_path
 
+from graphrec.core.errors import InputError
+from graphrec.core.workspace import Workspace
 from graphrec.data import movielens
 from graphrec.data.dataset import Dataset
 from graphrec.data.movielens import download_movielens, import_movielens, load_movielens
-from graphrec.errors import InputError
-from graphrec.workspace import Workspace
 
 GENRES = ["unknown", "Action", "Comedy", "Drama"]
 

@@ -10,16 +10,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import graphrec.cli as cli
+import graphrec.app.cli as cli
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.splits import split_dataset
 from graphrec.data.synth import generate
-from graphrec.export import export
-from graphrec.export_folder import Export, load_export
 from graphrec.kg.build import run_build
-from graphrec.metrics import embedding_accuracy
-from graphrec.rank import RankSettings
-from graphrec.train import run_train
+from graphrec.model.export_format import Export, load_export
+from graphrec.model.metrics import embedding_accuracy
+from graphrec.stages.export import export
+from graphrec.stages.rank import RankSettings
+from graphrec.stages.train import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

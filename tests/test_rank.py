@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from rec_helpers import fit_ranker, make_workspace
 from typer.testing import CliRunner
 
+from graphrec.core.errors import InputError
+from graphrec.core.io import read_json, read_tensors, write_tensors
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.errors import InputError
-from graphrec.io import read_json, read_tensors, write_tensors
-from graphrec.linear import ease_factors, fit_content_maps, ideal_lowpass, interaction_svd
-from graphrec.rank import (
+from graphrec.model.closed_form import ease_factors, fit_content_maps, ideal_lowpass, interaction_svd
+from graphrec.stages.rank import (
     LOWPASS_GAMMAS,
     RankSettings,
     load_ranker,
@@ -25,7 +25,7 @@ from graphrec.rank import (
     select_filter,
     serving_ranker,
 )
-from graphrec.recommend import recommend, write_recommendations
+from graphrec.stages.recommend import recommend, write_recommendations
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,8 @@ def test_recommend_excludes_given_and_respects_candidates(fitted):
 def test_approximate_topk_scanning_every_cluster_is_the_exact_topk(monkeypatch):
     """With nprobe = nlist the index sees every item: the lists (exclusions, ties, scores) equal the exact ones."""
     pytest.importorskip("faiss")
-    import graphrec.ann as ann
-    import graphrec.rank as rank_mod
+    import graphrec.model.ann as ann
+    import graphrec.stages.rank as rank_mod
 
     rng = np.random.default_rng(0)
     n_users, n_items, d = 300, 2000, 12
@@ -123,7 +123,7 @@ def test_approximate_topk_scanning_every_cluster_is_the_exact_topk(monkeypatch):
 
 def test_approximate_topk_finds_most_of_the_exact_lists():
     pytest.importorskip("faiss")
-    from graphrec.rank import Ranker
+    from graphrec.stages.rank import Ranker
 
     rng = np.random.default_rng(1)
     # clustered items, as real ones are: what an inverted file is made for
@@ -144,8 +144,8 @@ def test_the_index_s_first_pass_is_whitened_by_the_users(monkeypatch):
     heavily weighted narrow block next to wide ones): the users' whitening finds them, the items' own principal
     directions would not. The first pass keeps the exact dot products when it keeps every direction."""
     pytest.importorskip("faiss")
-    import graphrec.ann as ann
-    from graphrec.rank import Ranker
+    import graphrec.model.ann as ann
+    from graphrec.stages.rank import Ranker
 
     rng = np.random.default_rng(2)
     n_users, n_items, d = 600, 4000, 160
@@ -216,7 +216,7 @@ def test_bad_inputs(fitted, tmp_path):
 
 
 def test_cli_recommend_writes_contract_columns(fitted, tmp_path):
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     ws, _ = fitted
     cands = tmp_path / "cands.txt"
@@ -235,7 +235,7 @@ def test_cli_recommend_writes_contract_columns(fitted, tmp_path):
 def test_topk_stable_breaks_ties_by_column():
     import torch
 
-    from graphrec.rank import topk_stable
+    from graphrec.stages.rank import topk_stable
 
     s = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, float("-inf")], [0.0, 0.0, 0.0, 0.0, 5.0, 0.0]])
     val, idx = topk_stable(s, 2)
@@ -250,7 +250,7 @@ def test_topk_stable_is_a_stable_sort_of_the_scores(rows, cols, k, levels, seed)
     """Against the definition: order by score descending, equal scores by column; long ties included."""
     import torch
 
-    from graphrec.rank import topk_stable
+    from graphrec.stages.rank import topk_stable
 
     rng = np.random.default_rng(seed)
     s = rng.integers(0, levels, size=(rows, cols)).astype(np.float32)  # few levels: many long ties
@@ -286,7 +286,7 @@ def test_content_map_is_the_closed_form_ridge_with_intercept(shape):
 
 
 def test_content_map_randomized_path_fits_in_its_rank(monkeypatch):
-    import graphrec.linear as linear
+    import graphrec.model.closed_form as linear
 
     rng = np.random.default_rng(3)
     f = sp.random(300, 500, density=0.02, random_state=4, format="csr")
@@ -349,7 +349,7 @@ def with_new_users(tmp_path_factory):
     from graphrec.data.splits import split_dataset
     from graphrec.data.synth import generate
     from graphrec.kg.build import run_build
-    from graphrec.train import run_train
+    from graphrec.stages.train import run_train
 
     ds = split_dataset(generate(400, 150, 12000, seed=3, progress=False), cold_items=0.1, cold_users=0.15, seed=0)
     ws = save_dataset(tmp_path_factory.mktemp("newusers") / "ws", ds, {"source": "test"})
@@ -380,11 +380,11 @@ def test_users_without_history_get_the_attribute_group_block(with_new_users):
 
 
 def test_svd_shrinks_its_rank_to_fit_the_memory_budget(monkeypatch, caplog):
-    import graphrec.linear as linear
+    import graphrec.model.closed_form as linear
 
     x = sp.random(200, 100, density=0.1, random_state=5, format="csr")
     monkeypatch.setattr(linear, "SVD_BYTES", 4 * 8 * 300 * 30)  # room for a sketch 30 wide
-    with caplog.at_level("WARNING", logger="graphrec.linear"):
+    with caplog.at_level("WARNING", logger="graphrec.model.closed_form"):
         s, v = interaction_svd(x, 64)
     assert len(s) == 20 and v.shape == (100, 20) and "using rank 20" in caplog.text
     monkeypatch.setattr(linear, "SVD_BYTES", 4 * 8 * 300 * 5)
@@ -393,7 +393,7 @@ def test_svd_shrinks_its_rank_to_fit_the_memory_budget(monkeypatch, caplog):
 
 
 def test_cli_recommend_takes_an_id_list_longer_than_a_file_name(fitted, tmp_path):
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     ws, _ = fitted
     users = ",".join(f"u{i}" for i in range(60)) + "," + ",".join(["u1"] * 60)  # > 255 characters
@@ -407,7 +407,7 @@ def test_cli_recommend_takes_an_id_list_longer_than_a_file_name(fitted, tmp_path
 def test_cli_recommend_to_stdout(fitted):
     import io
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     ws, _ = fitted
     res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", "u1,u2", "--k", "3", "--out", "-"])
@@ -445,7 +445,7 @@ def test_users_known_by_a_few_items_take_the_weights_fitted_for_them(tmp_path):
     from graphrec.data.splits import split_dataset
     from graphrec.data.synth import generate
     from graphrec.kg.build import run_build
-    from graphrec.train import run_train
+    from graphrec.stages.train import run_train
 
     ds = split_dataset(generate(300, 120, 9000, seed=4, progress=False), cold_items=0.2, cold_users=0.15,
                        cold_user_context=3, seed=0)
@@ -506,7 +506,7 @@ def test_graph_filter_chooses_gamma_on_validation_and_folds_it_into_the_items(fi
 def test_the_vectors_score_the_blend_with_the_low_pass_block(fitted, monkeypatch):
     """With the low-pass block in (gamma fixed), user . item is still exactly the fitted blend, and an export
     of the vectors serves graphrec's lists."""
-    import graphrec.rank as rank
+    import graphrec.stages.rank as rank
 
     ws, _ = fitted
     monkeypatch.setattr(rank, "LOWPASS_GAMMAS", (0.3,))

@@ -12,20 +12,20 @@ import pytest
 from conftest import shared_path
 from typer.testing import CliRunner
 
-from graphrec.api import Recommender
-from graphrec.cli import app
+from graphrec.app.cli import app
+from graphrec.core.errors import InputError
+from graphrec.core.io import read_json
 from graphrec.data.dataset import Dataset
 from graphrec.data.movielens import import_movielens
 from graphrec.data.synth import run_synth
-from graphrec.encode import run_encode
-from graphrec.errors import InputError
-from graphrec.export import export
-from graphrec.export_folder import load_export
-from graphrec.io import read_json
 from graphrec.kg.build import run_build
-from graphrec.rank import RankSettings, serving_ranker
-from graphrec.recommend import recommend
-from graphrec.train import run_train
+from graphrec.model.export_format import load_export
+from graphrec.pipeline.api import Recommender
+from graphrec.stages.encode import run_encode
+from graphrec.stages.export import export
+from graphrec.stages.rank import RankSettings, serving_ranker
+from graphrec.stages.recommend import recommend
+from graphrec.stages.train import run_train
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from conftest import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from graphrec.core.errors import InputError
 from graphrec.data.dataset import SPLITS, Dataset, Schema
 from graphrec.data.splits import check_no_leak, run_split, split_dataset
 from graphrec.data.synth import generate
-from graphrec.errors import InputError
 
 WARM = ("train", "valid", "test")
 COLD_ITEM = ("cold_valid", "cold_test")

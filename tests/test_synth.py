@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from graphrec.core.errors import InputError
 from graphrec.data.dataset import Dataset
 from graphrec.data.synth import COLOURS, PATTERNS, SHAPES, generate, run_synth, synthesize
-from graphrec.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_run_synth_roundtrip(tmp_path):
 
 
 def test_cli_synth_and_split(tmp_path):
-    from graphrec.cli import app
+    from graphrec.app.cli import app
 
     ws = tmp_path / "ws"
     r = CliRunner().invoke(app, ["data", "synth", "--out", str(ws), "--users", "40", "--items", "50",

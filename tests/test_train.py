@@ -11,16 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from train_fixtures import make_workspace
 
-import graphrec.model as model_mod
-import graphrec.train as train_mod
+import graphrec.model.gnn as model_mod
+import graphrec.stages.train as train_mod
+from graphrec.core.errors import InputError
+from graphrec.core.io import read_json, read_tensors
 from graphrec.data.dataset import Dataset
-from graphrec.errors import InputError
-from graphrec.io import read_json, read_tensors
-from graphrec.metrics import embedding_accuracy
-from graphrec.model import LossWeights
-from graphrec.propagation import SparseOp
-from graphrec.rank import RankSettings, load_ranker
-from graphrec.train import epoch_triples, run_train, sample_negatives
+from graphrec.model.gnn import LossWeights
+from graphrec.model.metrics import embedding_accuracy
+from graphrec.model.propagation import SparseOp
+from graphrec.stages.rank import RankSettings, load_ranker
+from graphrec.stages.train import epoch_triples, run_train, sample_negatives
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -234,7 +234,7 @@ def test_bad_settings_are_input_errors(tmp_path):
 
 
 def test_ddp_two_gloo_processes_match_one(tmp_path):
-    from graphrec.distributed import spawn_train
+    from graphrec.app.distributed import spawn_train
 
     one = make_workspace(tmp_path / "one")
     two = make_workspace(tmp_path / "two")
@@ -248,7 +248,7 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
 def test_cli_train(tmp_path, monkeypatch, capsys):
     import sys
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     ws = make_workspace(tmp_path)
     monkeypatch.setattr(sys, "argv", ["graphrec", "train", str(ws.path), "--epochs", "2", "--dim", "8",

@@ -20,30 +20,30 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import graphrec.rank as rank_module
-import graphrec.train as train_module
-import graphrec.update as update_module
-from graphrec.api import Recommender
+import graphrec.stages.rank as rank_module
+import graphrec.stages.train as train_module
+import graphrec.stages.update as update_module
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import load_features, save_features
+from graphrec.core.io import file_sha256, native_errors, read_tensors, write_tensors
+from graphrec.core.workspace import JOURNAL, LOCK, SWITCH, Workspace
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.importer import import_files, save_dataset
 from graphrec.data.readers import read_table
 from graphrec.data.splits import run_split
 from graphrec.data.synth import run_synth, synthesize
-from graphrec.encode import run_encode
-from graphrec.errors import InputError
-from graphrec.evaluate import evaluate
-from graphrec.export import export
-from graphrec.export_folder import load_export
-from graphrec.features import load_features, save_features
-from graphrec.io import file_sha256, native_errors, read_tensors, write_tensors
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
-from graphrec.rank import RankSettings
-from graphrec.recommend import recommend, write_recommendations
-from graphrec.report import _markdown
-from graphrec.train import run_train
-from graphrec.update import run_update
-from graphrec.workspace import JOURNAL, LOCK, SWITCH, Workspace
+from graphrec.model.export_format import load_export
+from graphrec.pipeline.api import Recommender
+from graphrec.stages.encode import run_encode
+from graphrec.stages.evaluate import evaluate
+from graphrec.stages.export import export
+from graphrec.stages.rank import RankSettings
+from graphrec.stages.recommend import recommend, write_recommendations
+from graphrec.stages.report import _markdown
+from graphrec.stages.train import run_train
+from graphrec.stages.update import run_update
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN = dict(epochs=2, dim=8, layers=1, batch_size=512, lr=0.02, patience=5, progress=False)

@@ -13,7 +13,7 @@ import pytest
 from test_movielens import write_mini_100k
 from test_trust import cli, one_line_error
 
-from graphrec.errors import InputError
+from graphrec.core.errors import InputError
 from graphrec.kg.triples import read_entity_map, read_triples
 
 

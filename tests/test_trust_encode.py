@@ -14,14 +14,14 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
+from graphrec.core.device import resolve_device
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import load_features, unit_rows
+from graphrec.core.io import file_sha256
 from graphrec.data.importer import import_files
-from graphrec.device import resolve_device
-from graphrec.encode import run_encode
-from graphrec.encoders.clip import TINY_MODEL, load_clip
-from graphrec.encoders.precomputed import read_precomputed
-from graphrec.errors import InputError
-from graphrec.features import load_features, unit_rows
-from graphrec.io import file_sha256
+from graphrec.model.encoders.clip import TINY_MODEL, load_clip
+from graphrec.model.encoders.precomputed import read_precomputed
+from graphrec.stages.encode import run_encode
 
 IDS = ["i1", "i2", "i3", "i4", "i5", "i6"]
 
@@ -206,7 +206,7 @@ def test_unit_rows_keeps_the_direction_of_huge_and_tiny_vectors():
 
 
 def test_an_update_on_a_smaller_machine_keeps_the_recorded_workers_within_its_limit():
-    from graphrec.encode import _workers_here, max_workers
+    from graphrec.stages.encode import _workers_here, max_workers
 
     assert _workers_here(None) is None and _workers_here(0) == 0
     assert _workers_here(10 ** 6) == max_workers()

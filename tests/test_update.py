@@ -12,21 +12,21 @@ import pytest
 import torch
 from conftest import shared_path, write_csv
 
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import load_features
+from graphrec.core.io import read_json, read_tensors, write_tensors
+from graphrec.core.workspace import JOURNAL, LOCK, Workspace
 from graphrec.data.dataset import Dataset
 from graphrec.data.splits import run_split
 from graphrec.data.synth import synthesize
-from graphrec.encode import run_encode
-from graphrec.encoders.clip import TINY_MODEL
-from graphrec.errors import InputError
-from graphrec.features import load_features
-from graphrec.io import read_json, read_tensors, write_tensors
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
-from graphrec.rank import load_ranker
-from graphrec.recommend import recommend
-from graphrec.train import load_model, refresh_embeddings, run_train
-from graphrec.update import run_update
-from graphrec.workspace import JOURNAL, LOCK, Workspace
+from graphrec.model.encoders.clip import TINY_MODEL
+from graphrec.stages.encode import run_encode
+from graphrec.stages.rank import load_ranker
+from graphrec.stages.recommend import recommend
+from graphrec.stages.train import load_model, refresh_embeddings, run_train
+from graphrec.stages.update import run_update
 
 N_NEW = 15
 TRAIN = dict(epochs=4, dim=16, layers=2, batch_size=256, lr=0.02, patience=10, progress=False)
@@ -237,7 +237,7 @@ def test_bad_update_files_fail_in_one_line_and_change_nothing(shop, tmp_path):
 
 
 def test_a_failure_after_staging_began_leaves_no_trace(shop, tmp_path, monkeypatch):
-    import graphrec.update as upd
+    import graphrec.stages.update as upd
 
     ws = _copy(shop, tmp_path)
     before = _tree_hash(ws)
@@ -254,7 +254,7 @@ def test_a_failure_after_staging_began_leaves_no_trace(shop, tmp_path, monkeypat
 def test_cli_update_and_its_one_line_error(shop, tmp_path, monkeypatch, capsys):
     import sys
 
-    import graphrec.cli as cli
+    import graphrec.app.cli as cli
 
     ws = _copy(shop, tmp_path)
     write_csv(tmp_path / "bad.csv", [{"user_id": "u000", "item_id": "missing"}])
@@ -272,7 +272,7 @@ def test_cli_update_and_its_one_line_error(shop, tmp_path, monkeypatch, capsys):
 
 def _update_killed_at_the_graph_switch(shop, ws: Path, monkeypatch) -> None:
     """An update killed after its commit point: dataset/ and features/ are switched, graph/ is not."""
-    import graphrec.workspace as wsm
+    import graphrec.core.workspace as wsm
 
     real = wsm.switch_dir
 
@@ -307,7 +307,7 @@ def test_an_interrupted_update_never_replays_over_newer_work(shop, tmp_path, mon
     emb = read_tensors(newer)
     write_tensors(newer, {k: v + 1 for k, v in emb.items()})
     after = newer.read_bytes()
-    with caplog.at_level("WARNING", logger="graphrec.workspace"):
+    with caplog.at_level("WARNING", logger="graphrec.core.workspace"):
         with Workspace(ws).lock():  # the next writer recovers first
             pass
     assert "discarded an interrupted switch" in caplog.text

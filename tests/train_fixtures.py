@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphrec.core.feature_store import Features, save_features
+from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import Dataset, Schema
-from graphrec.features import Features, save_features
 from graphrec.kg.graph import EdgeSet, KnowledgeGraph
-from graphrec.workspace import Workspace
 
 
 def make_workspace(path: Path, n_users: int = 40, n_items: int = 60, seed: int = 0) -> Workspace:

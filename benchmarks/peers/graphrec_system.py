@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.peers.base import COLD_ITEM, COLD_USER, MIXED, WARM, FitInput, Scorer, System
-from graphrec.io import write_json
+from graphrec.core.io import write_json
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,10 @@ class Graphrec(System):
 
     def _pipeline(self, data: FitInput) -> Any:
         from graphrec.data.dataset import Dataset
-        from graphrec.encode import run_encode
         from graphrec.kg.build import run_build
-        from graphrec.rank import load_ranker
-        from graphrec.train import run_train
+        from graphrec.stages.encode import run_encode
+        from graphrec.stages.rank import load_ranker
+        from graphrec.stages.train import run_train
 
         ws = Path(data.workspace).parent / f"{data.workspace.name}-{self.name}"
         shutil.rmtree(ws, ignore_errors=True)

@@ -1,0 +1,418 @@
+"""A Python API in the manner of implicit and LightFM: `Recommender.fit / recommend / similar_items / partial_fit`.
+
+It runs the same stage functions as the command line, in the same order (`graphrec data import` or
+`data split`, `encode`, `build`, `train` with its ranker fit, `recommend`, `update`, `evaluate`), on a
+workspace folder, so a model made here is a workspace the CLI can read and the other way round. Data frames
+are written as Parquet files under `WS/inputs/` and read back by the importer, so they pass exactly the
+checks a CLI import does (docs/data-format.md). Serving state (the ranker, the dataset's id maps and the
+history matrix) is loaded once and kept on the object until the next `fit` or `partial_fit`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+import torch
+
+from graphrec.core.errors import InputError
+from graphrec.core.io import atomic_dir, write_parquet
+from graphrec.core.workspace import LOCK, Workspace
+from graphrec.data.dataset import GIVEN, Dataset
+from graphrec.data.importer import import_files
+from graphrec.data.readers import normalize_id
+from graphrec.data.splits import run_split
+from graphrec.kg.build import run_build
+from graphrec.model.export_format import UserFoldIn, taste_vector
+from graphrec.model.gnn import TrainedModel
+from graphrec.stages.encode import run_encode
+from graphrec.stages.evaluate import evaluate
+from graphrec.stages.rank import EASE_DIM, Ranker, RankSettings, serving_ranker, topk_stable
+from graphrec.stages.train import TrainSettings, load_model, run_train
+from graphrec.stages.update import UpdateResult, run_update
+
+log = logging.getLogger(__name__)
+
+Id = str | int
+Ids = Id | Sequence[Id]
+INPUTS = "inputs"  # WS/inputs/: the frames handed to fit / partial_fit, as the files the stages read
+
+
+@dataclass
+class _Served:
+    """What recommend / similar_items need, loaded from the workspace once."""
+
+    dataset: Dataset
+    ranker: Ranker
+    history: sp.csr_matrix  # every interaction the system was given (what the CLI excludes)
+    users: pd.Index  # external user id -> user index
+    items: pd.Index  # external item id -> item index
+    model: TrainedModel | None = None  # loaded on the first user known only by `user_items`
+    taste: tuple[UserFoldIn, np.ndarray] | None = None  # the user fold-in and the item vectors, for similar_items
+
+
+class Recommender:
+    """A multimodal knowledge-graph recommender over a workspace folder, with the API of implicit / LightFM.
+
+    Args:
+        workspace (str or os.PathLike, optional): The workspace folder the model lives in (it *is* the saved
+            model: dataset/, features/, graph/, model/). :obj:`None` makes a temporary folder owned by this
+            object and deleted with it (when it is garbage-collected or the interpreter exits); call
+            :meth:`save` to keep it. (default: :obj:`None`)
+        modalities (tuple of str, optional): Content encoders `fit` runs on the items table, as
+            `graphrec encode --modalities` (e.g. :obj:`("lexical", "clip_image", "clip_text")` where CLIP
+            weights can be had). An empty tuple skips encoding. (default: :obj:`("lexical",)`)
+        epochs (int, optional): Maximum training epochs (early stopping on validation).
+            (default: :obj:`60`, as `graphrec train`)
+        dim (int, optional): Embedding dimension of the graph model. (default: :obj:`64`)
+        seed (int, optional): Seed of the split, the encoders and training. (default: :obj:`0`)
+        progress (bool, optional): Show the stages' progress bars. (default: :obj:`False`)
+        ease_dim (int, optional): Dimensions of the ranker's low-rank EASE block, as `graphrec train
+            --ease-dim`. (default: :obj:`1024`)
+        encode_settings (Mapping, optional): More keywords of :func:`graphrec.stages.encode.run_encode`
+            (`clip_pretrained`, `clip_checkpoint`, `lexical_dim`, ...). (default: :obj:`None`)
+        **train_settings (optional): Fields of :class:`graphrec.stages.train.TrainSettings` (`layers`, `lr`,
+            `batch_size`, `patience`, `k`, `device`, ...), as the options of `graphrec train`.
+    """
+
+    def __init__(self, workspace: str | os.PathLike | None = None, *, modalities: Sequence[str] = ("lexical",),
+                 epochs: int = TrainSettings.epochs, dim: int = TrainSettings.dim, seed: int = 0,
+                 progress: bool = False, ease_dim: int = EASE_DIM, encode_settings: Mapping[str, Any] | None = None,
+                 **train_settings: Any) -> None:
+        # A TemporaryDirectory removes its folder when collected: the model lives exactly as long as the object.
+        self._tmp = tempfile.TemporaryDirectory(prefix="graphrec-") if workspace is None else None
+        self._ws = Workspace(self._tmp.name if self._tmp is not None else workspace)
+        self.modalities = tuple(modalities)
+        self.seed = seed
+        self.progress = progress
+        self.ease_dim = ease_dim
+        self.encode_settings = dict(encode_settings or {})
+        self.train_settings = TrainSettings(epochs=epochs, dim=dim, seed=seed, progress=progress, **train_settings)
+        self.train_settings.check()  # bad settings fail here, not after the import and the encoders ran
+        self.last_update: UpdateResult | None = None  # what the latest partial_fit added
+        self._served: _Served | None = None
+
+    def __repr__(self) -> str:
+        return f"Recommender({str(self.workspace)!r})"
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace folder."""
+        return self._ws.path
+
+    # -- training ----------------------------------------------------------------------------------
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
+            *, valid: pd.DataFrame | None = None, test: pd.DataFrame | None = None,
+            split: Mapping[str, Any] | None = None, text_columns: Sequence[str] | None = None,
+            attribute_columns: Sequence[str] | None = None, image_column: str | None = None,
+            images_dir: str | os.PathLike | None = None,
+            user_attribute_columns: Sequence[str] | None = None) -> Recommender:
+        """Import the frames, encode, build the graph, train and fit the ranker; replaces the dataset.
+
+        Two modes. **Serve** (the default, as implicit and LightFM fit what they are given): the model is fitted on
+        every interaction, its settings chosen on an internal validation split first (`graphrec train` on a
+        dataset that is not split), and lists leave out everything a user has. **Evaluate** (`split=` or `valid=`
+        given): parts are held out, the model is fitted on train+valid and :meth:`evaluate` scores the test parts.
+
+        Each stage writes atomically; when one fails, the ones before it stay done, as when the commands are run
+        one by one (and a later stage refuses what no longer matches its inputs).
+
+        Args:
+            interactions (pandas.DataFrame): `user_id`, `item_id` and optionally `timestamp` (a number such as
+                Unix seconds, or a datetime column, turned into Unix seconds) and `rating` or `weight`
+                (docs/data-format.md). With `valid`, these are the training interactions.
+            items (pandas.DataFrame, optional): `item_id` and content columns (text, an image path,
+                categorical attributes); without it nothing is encoded. (default: :obj:`None`)
+            users (pandas.DataFrame, optional): `user_id` and coarse attribute columns. (default: :obj:`None`)
+            valid (pandas.DataFrame, optional): Pre-split validation interactions (`graphrec data import
+                --valid`): evaluate mode with the given parts. (default: :obj:`None`)
+            test (pandas.DataFrame, optional): Pre-split test interactions, scored by :meth:`evaluate`; needs
+                `valid`. (default: :obj:`None`)
+            split (Mapping, optional): Evaluate mode: the interactions are split as `graphrec data split`
+                does, these settings of :func:`graphrec.data.splits.run_split` overriding its defaults (``{}``:
+                random, 10% valid and 10% test per user, 20% of items held out cold, seed = this object's seed).
+                Test parts and held-out cold items are never trained on. (default: :obj:`None`: serve mode)
+            text_columns, attribute_columns, image_column, user_attribute_columns (optional): Column roles, as
+                the options of `graphrec data import` (default: the columns present among the usual names; user
+                attributes are opt-in: none unless named, coarse only).
+            images_dir (str or os.PathLike, optional): The folder the image column's paths are relative to.
+                (default: :obj:`None`: the inputs folder, so give it whenever items have images)
+        """
+        if valid is None and test is not None:
+            raise InputError("test needs valid: give both pre-split parts, or neither")
+        if valid is not None and split is not None:
+            raise InputError("split settings apply when fit splits; with valid the parts are given")
+        ws = self._ws
+        with ws.lock():
+            inputs = ws.path / INPUTS / "fit"
+            shutil.rmtree(inputs, ignore_errors=True)  # a part the previous fit had and this one lacks must go
+            frames = {"interactions": interactions, "valid": valid, "test": test, "items": items, "users": users}
+            files = {name: _write_table(inputs / f"{name}.parquet", frame, name)
+                     for name, frame in frames.items() if frame is not None}
+            parts = ({"train": files["interactions"], "valid": files["valid"], "test": files.get("test")}
+                     if valid is not None else {"interactions": files["interactions"]})
+            _, notes = import_files(ws.path, items=files.get("items"), users=files.get("users"),
+                                    images_dir=None if images_dir is None else str(images_dir),
+                                    text_columns=_list(text_columns), attribute_columns=_list(attribute_columns),
+                                    image_column=image_column, user_attribute_columns=_list(user_attribute_columns),
+                                    name=ws.path.name, **parts)
+            for note in notes:
+                log.info("%s", note)
+            if split is not None:
+                run_split(ws, **{"seed": self.seed, **split})
+            if items is not None and self.modalities:
+                run_encode(ws, list(self.modalities), seed=self.seed, device=self.train_settings.device,
+                           show_progress=self.progress, **self.encode_settings)
+            else:
+                # features of an earlier fit describe other items: the build and train stages would refuse them
+                shutil.rmtree(ws.stage_dir("features"), ignore_errors=True)
+            run_build(ws, force=True, progress=self.progress)
+            run_train(ws, self.train_settings, ranker=RankSettings(k=self.train_settings.k, ease_dim=self.ease_dim))
+        self._served = None
+        return self
+
+    def partial_fit(self, interactions: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
+                    users: pd.DataFrame | None = None) -> Recommender:
+        """Fold new interactions, items and users into the trained model without retraining (`graphrec update`).
+
+        New items are recommendable at once (embedded from their content and the graph); new interactions
+        join each user's history. All or nothing: on bad input nothing changes. `last_update` tells what was
+        added.
+
+        Args:
+            interactions (pandas.DataFrame, optional): New `user_id`, `item_id` [, `rating`/`weight`,
+                `timestamp`] rows; users first seen are added. (default: :obj:`None`)
+            items (pandas.DataFrame, optional): New items with the dataset's item columns; an id already in
+                the dataset is an error (changed content needs a new `fit`). (default: :obj:`None`)
+            users (pandas.DataFrame, optional): New users with the dataset's user columns. (default: :obj:`None`)
+        """
+        ws = self._ws
+        with ws.lock():
+            root = ws.path / INPUTS
+            n = len(list(root.glob("update-*"))) + 1 if root.is_dir() else 1
+            inputs = root / f"update-{n:04d}"
+            frames = {"interactions": interactions, "items": items, "users": users}
+            try:
+                files = {name: _write_table(inputs / f"{name}.parquet", frame, name)
+                         for name, frame in frames.items() if frame is not None}
+                self.last_update = run_update(ws, files.get("interactions"), files.get("items"),
+                                              files.get("users"), progress=self.progress)
+            except BaseException:
+                shutil.rmtree(inputs, ignore_errors=True)  # all or nothing: a refused update leaves no inputs
+                raise
+        for note in self.last_update.notes:
+            log.info("%s", note)
+        self._served = None
+        return self
+
+    # -- persistence -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, workspace: str | os.PathLike, **settings: Any) -> Recommender:
+        """A Recommender over a trained workspace (made by :meth:`fit`, :meth:`save` or the command line).
+
+        Args:
+            workspace (str or os.PathLike): The workspace folder; it is used in place, not copied.
+            **settings (optional): Constructor settings for a later :meth:`fit` on it.
+        """
+        ws = Workspace(workspace)
+        ws.require("model")
+        return cls(ws.path, **settings)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Copy the workspace to `path` atomically (a reader sees the old folder or the whole new one).
+
+        Saving to the workspace itself does nothing: it is always up to date. An existing `path` is replaced
+        only when it is a graphrec workspace (it holds config.json) or empty.
+
+        Args:
+            path (str or os.PathLike): The folder to write.
+        """
+        target = Path(path)
+        source = self.workspace.resolve()
+        if target.resolve() == source:
+            return target
+        if target.resolve().is_relative_to(source):
+            raise InputError("cannot save a workspace into itself", file=target)
+        if target.exists() and not (target.is_dir() and (Workspace(target).config_path.exists()
+                                                         or not any(target.iterdir()))):
+            raise InputError("exists and is not a graphrec workspace: not replacing it", file=target)
+        with self._ws.lock(), atomic_dir(target) as tmp:  # the lock: no stage writes while it is copied
+            shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK))
+        return target
+
+    # -- serving -----------------------------------------------------------------------------------
+    def recommend(self, user_ids: Ids, user_items: Mapping[Id, Iterable[Id]] | None = None, k: int = 10,
+                  filter_already_liked: bool = True, candidates: Sequence[Id] | None = None) -> pd.DataFrame:
+        """Top-k items per user, best first, as `graphrec recommend`: columns `user_id, item_id, rank, score`.
+
+        A user's vector comes from their history (every interaction the system was given) through
+        :meth:`graphrec.stages.rank.Ranker.user_vectors`; the score is its dot product with the item vector. Users
+        without `user_items` get exactly the lists of :func:`graphrec.stages.recommend.recommend`.
+
+        Args:
+            user_ids (str, int or sequence): External user ids (ids are text: `7` means `"7"`).
+            user_items (Mapping, optional): user id -> item ids they have, for users the workspace does not
+                know (their graph embedding is the mean of those items', as for a live new user) or to add
+                items to a known user's history for this call (a session's fresh clicks). Nothing is written.
+                (default: :obj:`None`)
+            k (int, optional): Items per user. (default: :obj:`10`)
+            filter_already_liked (bool, optional): Leave out the items of the user's history (stored and
+                given in `user_items`). (default: :obj:`True`)
+            candidates (sequence, optional): Item ids to rank among. (default: :obj:`None`: every item)
+        """
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        s = self._state()
+        ids = _ids(user_ids)
+        given = {str(u): _ids(v) for u, v in (user_items or {}).items()}
+        pos = s.users.get_indexer(pd.Index(ids, dtype=object))
+        unknown = [u for u, p in zip(ids, pos) if p < 0 and u not in given]
+        if unknown:
+            raise InputError(f"unknown user id {unknown[0]!r} (not in the workspace's dataset): pass the items "
+                             "they have as user_items")
+        cand = None if candidates is None else self._item_index(s, _ids(candidates))
+        mine = np.asarray([u in given for u in ids], bool)
+        k = min(k, len(s.items))  # a list holds every item at most (Ranker.topk cuts k the same way)
+        items = np.full((len(ids), k), -1, np.int64)
+        scores = np.full((len(ids), k), np.nan, np.float32)
+        stored = np.flatnonzero(~mine)
+        if len(stored):
+            items[stored], scores[stored] = s.ranker.topk(pos[stored], k, s.history, cand, progress=self.progress,
+                                                          exclude_history=filter_already_liked)
+        if mine.any():
+            at = np.flatnonzero(mine)
+            ranker, history = self._with_items(s, pos[at], [given[ids[i]] for i in at])
+            items[at], scores[at] = ranker.topk(np.arange(len(at)), k, history, cand, progress=self.progress,
+                                                exclude_history=filter_already_liked)
+        rows, rank = np.nonzero(items >= 0)
+        return pd.DataFrame({"user_id": np.asarray(ids, dtype=object)[rows],
+                             "item_id": s.dataset.item_ids[items[rows, rank]],
+                             "rank": (rank + 1).astype(np.int32), "score": scores[rows, rank]})
+
+    def similar_items(self, item_ids: Ids, k: int = 10) -> pd.DataFrame:
+        """The k items most similar to each given item by taste: the list graphrec gives a user whose only item
+        is that one (the user's vector from :meth:`graphrec.stages.rank.Ranker.fold_in`, scored against the item vectors,
+        as the export's `similar_items`: `export_format.taste_vector`), the item itself left out. An item with
+        interactions is read through the collaborative blocks alone (the graph filter's item-item row: what the
+        people who have it chose; title words and genres do not enter); an item without any, through every
+        block (its content). Columns `item_id, similar_item_id, rank, score` (the score is that dot product).
+
+        Args:
+            item_ids (str, int or sequence): External item ids.
+            k (int, optional): Similar items per item. (default: :obj:`10`)
+        """
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        s = self._state()
+        ids = _ids(item_ids)
+        idx = self._item_index(s, ids)
+        if s.taste is None:
+            s.taste = s.ranker.fold_in(), s.ranker.item_vectors()
+        fold_in, item_vectors = s.taste
+        blocks = s.ranker.blocks()
+        one_item_users = np.stack([taste_vector(fold_in, blocks, int(i), bool(s.ranker.warm[i])) for i in idx])
+        sim = torch.from_numpy(one_item_users) @ torch.from_numpy(item_vectors).T
+        sim[torch.arange(len(idx)), torch.from_numpy(idx)] = -torch.inf  # not similar to itself: the same item
+        val, top = topk_stable(sim, min(k, s.dataset.n_items))
+        val, top = val.numpy(), top.numpy()
+        rows, rank = np.nonzero(np.isfinite(val))  # the item itself, ranked last at -inf, drops out here
+        return pd.DataFrame({"item_id": np.asarray(ids, dtype=object)[rows],
+                             "similar_item_id": s.dataset.item_ids[top[rows, rank]],
+                             "rank": (rank + 1).astype(np.int32), "score": val[rows, rank]})
+
+    def evaluate(self, ks: Sequence[int] = (10, 20)) -> pd.DataFrame:
+        """Full-ranking metrics on the held-out test parts (`graphrec evaluate`, without writing eval/).
+
+        One row per task (`warm`: test / warm items, `cold_item`: cold_test / cold items, `cold_user`:
+        cold_user_test / all items, `overall`) that has test interactions; columns `task, users, held_out,
+        candidates`, then `recall@K, ndcg@K, precision@K, hitrate@K, mrr@K` and `coverage@K, novelty@K,
+        diversity@K, arp@K, arp_ratio@K, head_share@K` for each K.
+
+        Args:
+            ks (sequence of int, optional): The cut-offs K. (default: :obj:`(10, 20)`)
+        """
+        metrics = evaluate(self._ws, ks, ranker=self._state().ranker, progress=self.progress)
+        rows = []
+        for task, res in metrics["tasks"].items():
+            beyond = {f"{name}{at}": v for at, values in res["beyond"].items() for name, v in values.items()}
+            rows.append({"task": task, "users": res["users"], "held_out": res["held_out"],
+                         "candidates": res["candidates"], **res["accuracy"], **beyond})
+        return pd.DataFrame(rows)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _state(self) -> _Served:
+        if self._served is None:
+            with self._ws.reading():
+                ds = Dataset.load(self._ws)
+                r = serving_ranker(self._ws, ds)
+            self._served = _Served(ds, r, ds.matrix(GIVEN), pd.Index(ds.user_ids), pd.Index(ds.item_ids))
+        return self._served
+
+    @staticmethod
+    def _item_index(s: _Served, ids: list[str]) -> np.ndarray:
+        pos = s.items.get_indexer(pd.Index(ids, dtype=object))
+        if (pos < 0).any():
+            raise InputError(f"unknown item id {ids[int(np.flatnonzero(pos < 0)[0])]!r} (not in the workspace's "
+                             "dataset)")
+        return pos.astype(np.int64)
+
+    def _with_items(self, s: _Served, pos: np.ndarray, items: list[list[str]]) -> tuple[Ranker, sp.csr_matrix]:
+        """A ranker whose user rows are these users, and their history rows: the stored one (known users) plus
+        the given items. A user the workspace lacks gets the model's live embedding from items
+        (TrainedModel.user_embedding_from_items) and no attribute values."""
+        known = pos >= 0
+        at = np.where(known, pos, 0)
+        idx = [self._item_index(s, i) for i in items]
+        rows = np.repeat(np.arange(len(idx)), [len(i) for i in idx])
+        cols = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+        added = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(idx), s.dataset.n_items))
+        keep = sp.diags(known.astype(np.float32))  # stored rows of known users only
+        history = (added + keep @ s.history[at]).tocsr()
+        history.eliminate_zeros()  # a row without entries is how user_vectors knows a user without history
+        history.data[:] = 1.0
+        user_emb = s.ranker.user_emb[at].copy()
+        if not known.all():
+            if s.model is None:
+                s.model = load_model(self._ws)
+            for j in np.flatnonzero(~known):
+                user_emb[j] = s.model.user_embedding_from_items(idx[j])
+        groups = None
+        if s.ranker.groups is not None:
+            groups = (keep @ s.ranker.groups[at]).tocsr()
+        return dataclasses.replace(s.ranker, user_emb=user_emb, groups=groups), history
+
+
+def _ids(values: Ids | Iterable[Id]) -> list[str]:
+    """External ids as the importer reads them: text, by the one id rule (`normalize_id`)."""
+    if isinstance(values, (str, int, np.integer)):
+        return [normalize_id(values)]
+    return [normalize_id(v) for v in values]
+
+
+def _list(values: Sequence[str] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
+def _write_table(path: Path, frame: pd.DataFrame, name: str) -> str:
+    """Write a frame as Parquet for the importer (which reads every cell as text); datetime timestamps become
+    Unix seconds, the number the importer expects."""
+    if not isinstance(frame, pd.DataFrame):
+        raise InputError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    if "timestamp" in frame.columns and pd.api.types.is_datetime64_any_dtype(frame["timestamp"]):
+        ts = frame["timestamp"]
+        frame = frame.assign(timestamp=(ts - pd.Timestamp(0, tz=ts.dt.tz)) // pd.Timedelta(seconds=1))
+    try:
+        write_parquet(path, frame)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:  # e.g. a column mixing numbers and text
+        raise InputError(f"{name} cannot be stored as a table ({e})", file=path) from None
+    return str(path)

@@ -1,0 +1,570 @@
+"""Training: BPR with exact negative sampling, early stopping on validation NDCG@K, checkpoints, resume, refit.
+
+Phases. "select" trains on the train part only and evaluates every epoch on `valid` (warm items),
+`cold_valid` (items without training interactions, content path) and `cold_user_valid` (users known by
+their `cold_user_context` interactions only). The selection score is the mean of the NDCG@K of the parts
+present; training stops after `patience` epochs without improvement and the best epoch is kept.
+"refit" then retrains from scratch with the same settings on train+valid for the selected number of
+epochs (cold_valid is never trained on: its items stay cold, as the benchmark's cold items are).
+
+Every epoch writes model/epoch-N.safetensors (parameters, Adam state, loop state in the metadata);
+`resume=True` continues from the newest one, so an interrupted run ends as an uninterrupted one would:
+each epoch's sampling is seeded by (seed, phase, epoch), not by a running generator.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from graphrec.core.device import resolve_device
+from graphrec.core.errors import InputError
+from graphrec.core.feature_store import Features, load_features
+from graphrec.core.io import atomic_path, native_errors, usual_mode
+from graphrec.core.memory import check_fits
+from graphrec.core.progress import progress_bar
+from graphrec.core.workspace import LINEAGE, TRAINING, Workspace
+from graphrec.data.dataset import Dataset
+from graphrec.data.splits import selection_split
+from graphrec.kg.graph import KnowledgeGraph
+from graphrec.model import artifacts
+from graphrec.model.artifacts import Checkpoints, TrainResult
+from graphrec.model.gnn import GraphRec, LossWeights, TrainedModel
+from graphrec.model.metrics import embedding_accuracy, sample_validation_rows
+from graphrec.model.propagation import GraphInputs, build_inputs, sample_neighbourhood
+from graphrec.stages.rank import RankSettings, fit_blend, save_ranker, serve_embeddings
+
+PHASES = ("select", "refit")
+# Full mode computes a batch's loss in chunks of this many triples (see _Step): a batch of millions of
+# triples costs one propagation and the memory of one chunk.
+# Settings that do not change the result: a resumed run may differ in them.
+_RUNTIME = ("device", "progress")
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 60  # maximum epochs of the selection phase
+    dim: int = 64
+    layers: int = 3
+    lr: float | None = None  # None: auto_lr(batch_size), 0.005 at the smallest batch
+    batch_size: int | None = None  # None: auto_batch(train interactions): 2048, or a power of two, <= 64 an epoch
+    reg: float = 1e-4  # L2 on the batch's layer-0 rows (LightGCN)
+    weight_decay: float = 1e-5  # on projections and attribute tables
+    cold_weight: float = 0.5  # BPR through the content path (DropoutNet)
+    align_weight: float = 1.0  # content -> collaborative distillation (ALDI)
+    patience: int = 5
+    k: int = 20
+    seed: int = 0
+    refit: bool = True
+    gnn: bool = True  # False: no GNN epochs; the ranker serves its closed-form blend (graph filter, content maps)
+    mode: str = "full"  # "full" propagation per batch, or "sampled" neighbourhoods
+    fanouts: tuple[int, ...] = (15, 10, 5)
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    progress: bool = True
+
+    def check(self) -> None:
+        """One line for the first setting out of range, before anything is read or written."""
+        flag = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
+        for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"{flag(name)} must be at least 1 (got {getattr(self, name)})")
+        if self.lr is not None and not (0.0 < self.lr <= 1.0):  # also refuses NaN, which fails every comparison
+            raise InputError(f"--lr must be a number in (0, 1] (got {self.lr})")
+        for name in ("reg", "weight_decay", "cold_weight", "align_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise InputError(f"{flag(name)} must be a finite number >= 0 (got {value})")
+        if not 0 <= self.seed < 2**32:
+            raise InputError(f"--seed must be in 0 .. 2^32-1 (got {self.seed})")
+        if self.layers < 0 or self.patience < 0:
+            raise InputError("--layers and --patience must not be negative")
+        if self.mode not in ("full", "sampled"):
+            raise InputError(f"--mode must be 'full' or 'sampled' (got {self.mode!r})")
+        if self.mode == "sampled" and len(self.fanouts) != self.layers:
+            raise InputError(f"--fanouts needs one value per layer ({self.layers}), got {list(self.fanouts)}")
+
+    def resolved(self, n_train: int) -> TrainSettings:
+        """The settings with the automatic batch size and learning rate decided for `n_train` interactions."""
+        batch = self.batch_size if self.batch_size is not None else auto_batch(n_train)
+        return dataclasses.replace(self, batch_size=batch, lr=self.lr if self.lr is not None else auto_lr(batch))
+
+    def result_settings(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if k not in _RUNTIME}
+
+
+MIN_BATCH = 2048
+MAX_BATCHES_PER_EPOCH = 64
+BASE_LR, MAX_LR = 5e-3, 2e-2
+
+
+def auto_batch(n_train: int) -> int:
+    """The default batch: the largest power of two with at least 32 batches an epoch, and at least MIN_BATCH
+    triples, so an epoch is at most MAX_BATCHES_PER_EPOCH batches once the data is large. A batch costs one
+    propagation over the whole graph plus its triples (full mode), so an epoch costs a bounded number of
+    propagations whatever the data's size: MovieLens latest-small (66k training pairs) keeps the former default
+    2048; MovieLens-1M (590k) gets 16,384; 20M interactions 524,288."""
+    return max(MIN_BATCH, 1 << max(0, (n_train // (MAX_BATCHES_PER_EPOCH // 2)).bit_length() - 1))
+
+
+def auto_lr(batch_size: int) -> float:
+    """The default learning rate for a batch size: BASE_LR at MIN_BATCH, growing with the square root of the
+    batch (fewer, less noisy steps take larger ones), at most MAX_LR. (2048, 0.005) and (16384, 0.02) scored
+    alike on latest-small (BENCHMARKS.md, GNN alone)."""
+    return float(min(MAX_LR, BASE_LR * (max(batch_size, MIN_BATCH) / MIN_BATCH) ** 0.5))
+
+
+# -- sampling -------------------------------------------------------------------------------------------
+def sample_negatives(users: np.ndarray, positives: np.ndarray, pool: np.ndarray, n_items: int,
+                     rng: np.random.Generator, max_rounds: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """One negative per user from `pool`, never one of the user's `positives` (sorted u*n_items+i keys).
+
+    Rejection sampling, vectorised: redraw only the rows that hit a positive. Rows still unresolved after
+    `max_rounds` (users who interacted with most of the pool) draw from their exact complement; a user with
+    no item left to be a negative has its rows dropped (keep mask False).
+    """
+    neg = pool[rng.integers(len(pool), size=len(users))]
+    bad = np.ones(len(users), bool)
+    for _ in range(max_rounds):
+        keys = users[bad] * n_items + neg[bad]
+        hit = _contains(positives, keys)
+        idx = np.flatnonzero(bad)
+        bad[idx[~hit]] = False
+        if not hit.any():
+            break
+        neg[idx[hit]] = pool[rng.integers(len(pool), size=int(hit.sum()))]
+    keep = np.ones(len(users), bool)
+    for u in np.unique(users[bad]):  # rare: only near-saturated users reach this loop
+        rows = np.flatnonzero(bad & (users == u))
+        lo, hi = np.searchsorted(positives, [u * n_items, (u + 1) * n_items])
+        free = np.setdiff1d(pool, positives[lo:hi] - u * n_items)
+        if len(free):
+            neg[rows] = free[rng.integers(len(free), size=len(rows))]
+        else:
+            keep[rows] = False
+    return keep, neg
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """bool [len(keys)]: which keys are in `sorted_keys`; the queries are sorted first, so the binary searches
+    walk memory in order (3-5x faster than random lookups once `sorted_keys` outgrows the cache)."""
+    order = np.argsort(keys, kind="stable")
+    pos = np.searchsorted(sorted_keys, keys[order])
+    found = np.empty(len(keys), bool)
+    found[order] = (pos < len(sorted_keys)) & (sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == keys[order])
+    return found
+
+
+def epoch_triples(pairs: np.ndarray, n_items: int, pool: np.ndarray, seed: int, phase: int,
+                  epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, positives, negatives) of one epoch: every training pair once, in a seeded order."""
+    rng = np.random.default_rng([seed, phase, epoch])
+    order = rng.permutation(len(pairs))
+    users, items = pairs[order] // n_items, pairs[order] % n_items
+    keep, neg = sample_negatives(users, pairs, pool, n_items, rng)
+    return users[keep], items[keep], neg[keep]
+
+
+# -- checkpoints (at the paths graphrec.model.artifacts.Checkpoints names) -----------------------------------------
+def save_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Parameters, Adam state and the loop state (JSON in the safetensors metadata), written atomically."""
+    tensors = {f"param/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for pid, st in opt.state_dict()["state"].items():
+        for key, val in st.items():
+            tensors[f"opt/{pid}/{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
+    with atomic_path(path) as tmp, native_errors(path):
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+        usual_mode(tmp, 0o666)  # safetensors writes 0600: checkpoints get the umask's mode, as every artifact
+
+
+def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    """The loop state stored in a checkpoint's metadata (read before any tensor is loaded)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {})["state"])
+    except Exception as e:  # a damaged file: safetensors raises several types
+        raise InputError(f"unreadable checkpoint ({e}); run without --resume", file=path) from None
+
+
+def load_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer | None) -> None:
+    """Restore parameters (and the optimiser's state when `opt` is given) from a checkpoint."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise InputError(f"unreadable checkpoint ({e}); run without --resume", file=path) from None
+    dev = model.user_id.device
+    model.load_state_dict({k[6:]: v.to(dev) for k, v in tensors.items() if k.startswith("param/")})
+    if opt is not None:
+        sd = opt.state_dict()
+        st: dict[int, dict[str, torch.Tensor]] = {}
+        for name, v in tensors.items():
+            if name.startswith("opt/"):
+                _, pid, key = name.split("/", 2)
+                st.setdefault(int(pid), {})[key] = v if key == "step" else v.to(dev)
+        sd["state"] = st
+        opt.load_state_dict(sd)
+
+
+def load_model(workspace: Workspace | str | Path) -> TrainedModel:
+    """The final model of a workspace's model/ stage (parameters, exported embeddings and model.json)."""
+    meta, params, user, item = artifacts.read_model(Workspace.of(workspace))
+    cfg = meta["architecture"]
+    model = GraphRec(cfg["n_users"], cfg["n_items"], cfg["dim"], cfg["layers"], cfg["modality_dims"], cfg["node_types"])
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    return TrainedModel(model, user, item, meta)
+
+
+# -- the loop -------------------------------------------------------------------------------------------
+class _Step(torch.nn.Module):
+    """One batch's summed loss as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: GraphRec, s: TrainSettings):
+        super().__init__()
+        self.model, self.s = model, s
+
+    def forward(self, inp: GraphInputs, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.s
+        weights = LossWeights(s.cold_weight, s.align_weight, s.reg)
+        if s.mode == "full":
+            return self.model.full_graph_loss(inp, users, pos, neg, weights)
+        seeds = torch.cat([users, pos + inp.n_users, neg + inp.n_users])
+        nodes, sub = sample_neighbourhood(inp.ui, seeds, list(s.fanouts), gen)
+        return self.model.sampled_loss(inp, users, pos, neg, nodes, sub, weights)
+
+
+def _make_optimizer(model: GraphRec, s: TrainSettings) -> torch.optim.Optimizer:
+    emb = [model.user_id, model.item_id]
+    rest = [p for n, p in model.named_parameters() if n not in ("user_id", "item_id")]
+    return torch.optim.Adam([{"params": emb, "weight_decay": 0.0},
+                             {"params": rest, "weight_decay": s.weight_decay}], lr=s.lr)
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Run:
+    """One training run's fixed inputs: dataset tensors, the graph, validation targets, output folder."""
+
+    def __init__(self, ws: Workspace, s: TrainSettings, device: torch.device, out: Workspace):
+        self.ws, self.s, self.device, self.out = ws, s, device, out
+        ds = Dataset.load(ws)
+        # serve mode (a dataset that is not split): settings chosen on an internal split, then refit on everything
+        self.ds = ds = ds if ds.is_split else selection_split(ds, s.seed)
+        self.nu, self.ni = ds.n_users, ds.n_items
+        self.train = self._pairs("train")
+        if len(self.train) == 0:
+            raise InputError("the dataset's train part is empty", file=ws.stage_dir("dataset"))
+        self.kg = KnowledgeGraph.load(ws) if ws.stage_dir("graph").is_dir() else None
+        self.features = load_features(ws) if ws.stage_dir("features").is_dir() else {}
+        # ID and attribute tables with their gradients and Adam's two moments, and each layer's propagated rows
+        # (kept for the backward pass), before any of it is allocated
+        nodes = max(self.nu + self.ni, sum(self.kg.num_nodes.values()) if self.kg is not None else 0)
+        check_fits(nodes * s.dim * 4 * (4 + 3 * (s.layers + 1)), f"a {s.dim}-dimensional model of {nodes:,} nodes",
+                   "--dim")
+        self.valid = self._pairs("valid")
+        self.context = self._pairs("cold_user_context")
+        self.dir = artifacts.model_dir(out)
+
+    def _pairs(self, *parts: str) -> np.ndarray:
+        p = self.ds.part(*parts)
+        return np.unique(p["user"].to_numpy(np.int64) * self.ds.n_items + p["item"].to_numpy(np.int64))
+
+    def csr(self, pairs: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((np.ones(len(pairs), bool), (pairs // self.ni, pairs % self.ni)),
+                             shape=(self.nu, self.ni))
+
+    def inputs(self, pairs: np.ndarray) -> GraphInputs:
+        extra = (self.context // self.ni, self.context % self.ni) if len(self.context) else None
+        return build_inputs(self.nu, self.ni, pairs // self.ni, pairs % self.ni, self.kg, self.features,
+                            extra=extra).to(self.device)
+
+    def new_model(self, inp: GraphInputs) -> GraphRec:
+        types: dict[str, int] = {}
+        for node_type, op in list(inp.item_attr.values()) + list(inp.user_attr.values()):
+            types[node_type] = int(op.shape[1])
+        g = torch.Generator().manual_seed(self.s.seed)
+        return GraphRec(self.nu, self.ni, self.s.dim, self.s.layers,
+                        {m: int(v.shape[1]) for m, v in inp.features.items()}, types, generator=g).to(self.device)
+
+    def validation_sets(self, pairs: np.ndarray, inp: GraphInputs) -> dict[str, tuple]:
+        """name -> (truth, exclude, candidates) for the held-out parts the dataset has."""
+        seen = self.csr(np.concatenate([pairs, self.context]))
+        warm = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
+        cold = np.flatnonzero(inp.item_degree.cpu().numpy() == 0)
+        out = {}
+        for name, part, cand in (("valid", "valid", warm), ("cold_valid", "cold_valid", cold),
+                                 ("cold_user_valid", "cold_user_valid", np.arange(self.ni))):
+            p = self._pairs(part)
+            if len(p):
+                out[name] = (sample_validation_rows(self.csr(p), len(cand)), seen, cand)
+        return out
+
+
+def _evaluate(model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        user, item = model.get_embedding(inp).export(inp.item_degree > 0)
+    model.train()
+    out = {}
+    for name, (truth, exclude, cand) in sets.items():
+        n, r, _ = embedding_accuracy(user, item, truth, exclude, cand, k)
+        out[f"{name}_ndcg@{k}"], out[f"{name}_recall@{k}"] = n, r
+    ndcgs = [out[f"{name}_ndcg@{k}"] for name in sets if not np.isnan(out[f"{name}_ndcg@{k}"])]
+    out["score"] = float(np.mean(ndcgs)) if ndcgs else float("nan")
+    return out
+
+
+def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool,
+         validate: bool) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
+    """Train one phase; returns (model at its selected/last epoch, its inputs, history, selected epoch)."""
+    s = run.s
+    rank, world = _dist()
+    inp = run.inputs(pairs)
+    model = run.new_model(inp)
+    opt = _make_optimizer(model, s)
+    step = _Step(model, s)
+    if world > 1:
+        step = torch.nn.parallel.DistributedDataParallel(step)
+    sets = run.validation_sets(pairs, inp) if validate else {}
+    pool = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
+    settings = s.result_settings()
+    history: list[dict[str, Any]] = []
+    best = {"score": -np.inf, "epoch": 0}
+    start = 1
+    ckpts = Checkpoints(run.dir, phase)
+    if resume and (last := ckpts.latest()):
+        state = read_checkpoint_state(last[1])
+        if state["settings"] != settings:
+            raise InputError("checkpoint was made with other settings; run without --resume", file=last[1])
+        load_checkpoint(last[1], model, opt)
+        history, best, start = state["history"], state["best"], last[0] + 1
+        if state.get("stopped"):
+            start = max_epochs + 1
+    bar = progress_bar(range(start, max_epochs + 1), show=s.progress and rank == 0, desc=phase,
+                       initial=start - 1, total=max_epochs)
+    stopped = False
+    for epoch in bar:
+        t0 = time.perf_counter()
+        users, pos, neg = epoch_triples(pairs, run.ni, pool, s.seed, PHASES.index(phase), epoch)
+        gen = torch.Generator(device=run.device).manual_seed(s.seed * 1_000_003 + epoch)
+        totals = {"loss": 0.0, "bpr": 0.0, "cold": 0.0, "align": 0.0}
+        for b in range(0, len(users), s.batch_size):
+            n_b = min(s.batch_size, len(users) - b)
+            lo, hi = b + rank * n_b // world, b + (rank + 1) * n_b // world  # this rank's share of the batch
+            t = [torch.as_tensor(x[lo:hi], device=run.device) for x in (users, pos, neg)]
+            loss, parts = step(inp, *t, gen)
+            # DDP averages gradients over ranks: scale so the sum equals the whole batch's mean loss.
+            (loss * world / n_b).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            totals["loss"] += loss.item()
+            for k2, v in parts.items():
+                totals[k2] += v
+        if not math.isfinite(totals["loss"]):
+            raise InputError(f"training diverged in epoch {epoch} of {phase}: the loss is {totals['loss']} (lower "
+                             "--lr, or check --reg and the loss weights); model/ is unchanged")
+        row: dict[str, Any] = {"phase": phase, "epoch": epoch, "seconds": round(time.perf_counter() - t0, 3),
+                               **{k2: v / max(len(users), 1) for k2, v in totals.items()}}
+        if sets and rank == 0:
+            row.update(_evaluate(model, inp, sets, s.k))
+            if row["score"] > best["score"] + 1e-5:
+                best = {"score": row["score"], "epoch": epoch}
+                save_checkpoint(ckpts.best, model, opt, {"epoch": epoch})
+            stopped = epoch - best["epoch"] >= s.patience or epoch == max_epochs
+        elif not sets:
+            stopped = epoch == max_epochs
+        if world > 1:
+            flag = torch.tensor([int(stopped)])
+            dist.broadcast(flag, 0)
+            stopped = bool(flag.item())
+        history.append(row)
+        if rank == 0:
+            state = {"phase": phase, "epoch": epoch, "settings": settings, "history": history, "best": best,
+                     "stopped": stopped}
+            save_checkpoint(ckpts.path(epoch), model, opt, state)
+            ckpts.prune(epoch, s.keep_checkpoints)
+            bar.set_postfix({k2: f"{row[k2]:.4f}" for k2 in ("loss", "valid_ndcg@20", "cold_valid_ndcg@20")
+                             if k2 in row})
+        if stopped:
+            break
+    bar.close()
+    if sets:
+        if world > 1:
+            obj = [best]
+            dist.broadcast_object_list(obj, 0)
+            best = obj[0]
+        load_checkpoint(ckpts.best, model, None)
+        return model, inp, history, int(best["epoch"])
+    return model, inp, history, len(history) and int(history[-1]["epoch"])
+
+
+def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None = None, resume: bool = False,
+              ranker: RankSettings | None = None, **overrides: Any) -> TrainResult:
+    """Select on validation, refit on train+valid, fit the ranker, and switch the new model/ (embeddings,
+    parameters, history, model.json, ranker) in with its config record: one transaction, one lock, one switch.
+    Every setting is checked before any work; a run that fails (bad input, diverged training) keeps the old
+    model/.
+
+    workspace: the workspace folder (dataset/ split; graph/ and features/ used when present).
+    settings / overrides: TrainSettings, or its fields as keywords. resume: continue from the newest checkpoint.
+    ranker: RankSettings (its k is the training's k unless given).
+    Under torchrun (torch.distributed initialised) every rank trains its share of each batch; rank 0
+    validates, fits the ranker and writes. The exported embeddings cover every user and item (graphrec.model.gnn).
+    """
+    ws = Workspace.of(workspace)
+    # Under torchrun every rank runs this on the same workspace; rank 0 alone writes, so it alone holds the lock.
+    with ws.lock() if _dist()[0] == 0 else contextlib.nullcontext():
+        return _run_train(ws, settings, resume, ranker, **overrides)
+
+
+def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, ranker: RankSettings | None,
+               **overrides: Any) -> TrainResult:
+    s = dataclasses.replace(settings or TrainSettings(), **overrides)
+    if isinstance(s.fanouts, list):
+        s.fanouts = tuple(s.fanouts)
+    s.check()
+    # one protocol for the whole model: --no-refit keeps the ranker's collaborative parts on train as well, and
+    # --no-gnn leaves the GNN's block out of its blend
+    rank_settings = dataclasses.replace(ranker or RankSettings(k=s.k), refit=s.refit, gnn=s.gnn)
+    torch.manual_seed(s.seed)
+    rank, world = _dist()
+    out = Workspace(ws.path / TRAINING)
+    run = _Run(ws, s, resolve_device(s.device), out)  # checks the inputs before anything is written
+    s = run.s = s.resolved(len(run.train))
+    rank_settings.check(run.nu, run.ni)
+    if rank == 0:
+        artifacts.prepare_training(out, ws, resume)
+    if world > 1:
+        dist.barrier()  # every rank resumes from the folder rank 0 prepared
+    if s.gnn:
+        model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
+    else:  # closed-form only: the untrained model is recorded (update grows it) but its block is never served
+        inp = run.inputs(run.train)
+        model, history, selected = run.new_model(inp), [], 0
+    validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
+                  if "@" in k or k == "score"}
+    select = _embeddings(model, inp)
+    _check_finite(*select, history)
+    # The ranker fits its blend on the selection-phase embeddings (the refit ones would have seen the validation
+    # answers) and decides whether the GNN block earns its place; the GNN is refit only when it is served.
+    blend = fit_blend(ws, select, rank_settings, ds=run.ds, progress=s.progress) if rank == 0 else None
+    gnn_kept = _from_rank0(blend.record.gnn_kept if blend is not None else None)
+    if not s.gnn and blend is not None:  # no GNN epochs to report: the blend's own validation NDCG per task
+        validation = {f"{task}_blend_ndcg@{s.k}": v for task, v in blend.record.selection["validation_ndcg"].items()}
+    refit = s.refit and len(run.valid) > 0 and selected > 0 and gnn_kept
+    if rank == 0:
+        if refit:
+            artifacts.write_embeddings(out, *select, select=True)
+        else:
+            artifacts.drop_select_embeddings(out)
+    final_pairs = run._pairs(*run.ds.refit_parts) if refit else run.train  # what the served model is fitted on
+    if refit:
+        model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
+        history = history + refit_hist
+    user, item = _embeddings(model, inp) if refit else select
+    if refit:
+        _check_finite(user, item, history)
+    result = TrainResult(selected, validation, history, refit, user, item, "", select if refit else None, gnn_kept,
+                         run.ds.mode)
+    if rank == 0:
+        result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, user, item))
+        params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit,
+                                                                len(final_pairs)), history)
+        # the ranker is written into the staged model/ with the embeddings just written, so readers never see a
+        # model without its ranker
+        save_ranker(out, serve_embeddings(blend, user, item, result.embeddings_sha256, refit))
+        if ws.config_path.exists():
+            shutil.copy2(ws.config_path, out.config_path)
+        out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},
+                   inputs={"graph": run.kg is not None, "features": sorted(run.features)},
+                   dirs={st: ws.stage_dir(st) for st in LINEAGE})
+        # the new model/ and its record in one step (the config keeps the other stages' records as they are)
+        ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
+    if world > 1:  # every rank leaves once rank 0 has switched model/ in: none tears its process group down mid-way
+        dist.barrier()
+    return result
+
+
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's value on every rank (as it is without torchrun)."""
+    if _dist()[1] == 1:
+        return value
+    obj = [value]
+    dist.broadcast_object_list(obj, 0)
+    return obj[0]
+
+
+def _check_finite(user: np.ndarray, item: np.ndarray, history: list[dict[str, Any]]) -> None:
+    """Stop (keeping the old model) when training diverged: a NaN model must never replace a good one."""
+    if not (np.isfinite(user).all() and np.isfinite(item).all()):
+        raise InputError(f"training diverged: the embeddings hold NaN or infinite values after epoch "
+                         f"{history[-1]['epoch'] if history else 0} (lower --lr, or check --reg and the weights); "
+                         "model/ is unchanged")
+
+
+@torch.no_grad()
+def _embeddings(model: GraphRec, inp: GraphInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's and item's exported embedding (cold items from their content path)."""
+    model.eval()
+    user, item = model.get_embedding(inp).export(inp.item_degree > 0)
+    return user.cpu().numpy(), item.cpu().numpy()
+
+
+def _model_meta(run: _Run, model: GraphRec, inp: GraphInputs, selected: int, validation: dict[str, float],
+                refit: bool, fitted_interactions: int) -> dict[str, Any]:
+    feats = {m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
+             for m, f in run.features.items()}
+    return {"scoring": "dot", "dim": run.s.dim + 1, "embedding_dim": run.s.dim,
+            "note": "last column: user 1, item content-predicted popularity bias",
+            "settings": run.s.result_settings(), "selected_epoch": selected, "refit": refit, "validation": validation,
+            "mode": run.ds.mode,
+            "fitted_interactions": fitted_interactions,  # distinct user-item pairs the served GNN was fitted on
+            "warm_items": int((inp.item_degree > 0).sum()), "features": feats,
+            "random_weights": {m: v["random_weights"] for m, v in feats.items()},
+            "architecture": model.config()}
+
+
+# -- growing without retraining (graphrec.stages.update) ------------------------------------------------------
+@torch.no_grad()
+def refresh_embeddings(model: GraphRec, ds: Dataset, kg: KnowledgeGraph | None, features: dict[str, Features],
+                       trained: tuple[np.ndarray, np.ndarray], extra: tuple[np.ndarray, np.ndarray] | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Exported (user [U, d+1], item [I, d+1]) of the trained parameters over the extended dataset and graph.
+
+    `trained`: the (user, item) pairs the parameters were trained on (they decide which nodes have an ID
+    embedding and which items are warm); `extra`: pairs propagated over without ID embeddings. Rows the
+    parameters lack (new users, items, attribute values) start at zero, so with no new data this returns
+    exactly what the train stage exported."""
+    cfg = model.config()
+    types = {t: int(kg.num_nodes.get(t, n)) if kg is not None else n for t, n in cfg["node_types"].items()}
+    grown = GraphRec(ds.n_users, ds.n_items, cfg["dim"], cfg["layers"], cfg["modality_dims"], types)
+    state = {}
+    for name, v in model.state_dict().items():
+        target = grown.state_dict()[name]
+        if target.shape != v.shape:  # ID and attribute tables: trained rows first, new rows zero
+            v = torch.cat([v, torch.zeros(target.shape[0] - v.shape[0], *v.shape[1:], dtype=v.dtype)])
+        state[name] = v
+    grown.load_state_dict(state)
+    grown.eval()
+    inp = build_inputs(ds.n_users, ds.n_items, trained[0], trained[1], kg, features, extra=extra)
+    user, item = grown.get_embedding(inp).export(inp.item_degree > 0)
+    return user.numpy(), item.numpy()
