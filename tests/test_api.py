@@ -50,6 +50,8 @@ def _given(rec: Recommender) -> set[tuple[str, str]]:
 def test_docs_example_runs_and_gives_what_it_says(example):
     top, newcomer, alike, metrics = example["top"], example["newcomer"], example["alike"], example["metrics"]
     assert list(top.columns) == ["user_id", "item_id", "rank", "score"]
+    ids, scores = example["ids"], example["scores"]  # implicit's pair, the same lists as the table
+    assert ids.shape == scores.shape == (2, 5) and ids.ravel().tolist() == top["item_id"].tolist()
     assert top.groupby("user_id").size().to_dict() == {"u01": 5, "u02": 5}
     assert len(newcomer) == 5 and not set(newcomer["item_id"]) & {"i03", "i07"}
     assert len(alike) == 5 and "i03" not in set(alike["similar_item_id"])
@@ -64,7 +66,7 @@ def test_docs_example_runs_and_gives_what_it_says(example):
 def test_lists_exclude_what_was_given_and_equal_graphrec_recommend(example, monkeypatch):
     rec = example["rec"]
     users = [str(u) for u in Dataset.load(rec.workspace).user_ids]
-    mine = rec.recommend(users, k=10)
+    mine = rec.recommend(users, k=10).to_frame()
     given = _given(rec)
     assert not [p for p in zip(mine["user_id"], mine["item_id"]) if p in given]
     cli = recommend(rec.workspace, users, 10)
@@ -73,22 +75,22 @@ def test_lists_exclude_what_was_given_and_equal_graphrec_recommend(example, monk
     np.testing.assert_allclose(mine["score"], cli["score"], rtol=1e-5)
     # Served from memory: a thousand users without touching the workspace again.
     monkeypatch.setattr(Dataset, "load", lambda *a, **k: pytest.fail("the dataset was read again"))
-    many = rec.recommend((users * 13)[:1000], k=10)
+    many = rec.recommend((users * 13)[:1000], k=10).to_frame()
     assert many["user_id"].nunique() == len(users) and len(many) == 10_000
-    kept = rec.recommend(users[:5], k=100, filter_already_liked=False)
+    kept = rec.recommend(users[:5], k=100, filter_already_liked=False).to_frame()
     assert [p for p in zip(kept["user_id"], kept["item_id"]) if p in given]
 
 
 def test_user_items_for_a_new_user_and_a_known_one(example):
     rec = example["rec"]
     has = ["i03", "i07", "i11"]
-    lists = rec.recommend(["visitor", "u01"], user_items={"visitor": has}, k=20)
+    lists = rec.recommend(["visitor", "u01"], user_items={"visitor": has}, k=20).to_frame()
     visitor = lists[lists["user_id"] == "visitor"]
     assert len(visitor) == 20 and not set(visitor["item_id"]) & set(has)
     # A known user given exactly what the workspace holds for them gets their own list.
     own = [i for u, i in _given(rec) if u == "u01"]
-    again = rec.recommend("u01", user_items={"u01": own}, k=20)
-    assert again["item_id"].tolist() == lists.loc[lists["user_id"] == "u01", "item_id"].tolist()
+    again, _ = rec.recommend("u01", user_items={"u01": own}, N=20)
+    assert again.tolist() == lists.loc[lists["user_id"] == "u01", "item_id"].tolist()
     with pytest.raises(InputError, match="unknown user id 'nobody'"):
         rec.recommend("nobody")
     with pytest.raises(InputError, match="unknown item id 'nothing'"):
@@ -100,7 +102,7 @@ def test_save_and_load_give_the_same_lists(example, tmp_path):
     users = ["u01", "u05", "u40"]
     path = rec.save(tmp_path / "copy")
     loaded = Recommender.load(path)
-    pd.testing.assert_frame_equal(loaded.recommend(users, k=10), rec.recommend(users, k=10))
+    pd.testing.assert_frame_equal(loaded.recommend(users, N=10).to_frame(), rec.recommend(users, N=10).to_frame())
     assert rec.save(rec.workspace) == rec.workspace  # the workspace is always saved
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
@@ -111,13 +113,13 @@ def test_save_and_load_give_the_same_lists(example, tmp_path):
 def test_partial_fit_makes_a_new_item_recommendable(example, tmp_path):
     model = Recommender.load(example["rec"].save(tmp_path / "copy"))
     users = ["u01", "u02", "u03"]
-    assert "fresh" not in set(model.recommend(users, k=1000)["item_id"])
+    assert "fresh" not in set(model.recommend(users, k=1000).to_frame()["item_id"])
     new = example["shop"].items.iloc[[10]].assign(item_id="fresh")
     model.partial_fit(items=new, interactions=pd.DataFrame({"user_id": ["u09"], "item_id": ["fresh"]}))
     assert (model.last_update.items_added, model.last_update.interactions_added) == (1, 1)
-    lists = model.recommend(users + ["u09"], k=1000)
+    lists = model.recommend(users + ["u09"], k=1000).to_frame()
     assert {u for u, i in zip(lists["user_id"], lists["item_id"]) if i == "fresh"} == set(users)  # u09 has it
-    only = model.recommend(users, k=5, candidates=["fresh"])
+    only = model.recommend(users, k=5, candidates=["fresh"]).to_frame()
     assert only["item_id"].tolist() == ["fresh"] * 3 and np.isfinite(only["score"]).all()
     with pytest.raises(InputError, match="fresh"):  # all or nothing: an id already there is refused
         model.partial_fit(items=new)

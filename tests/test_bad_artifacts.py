@@ -62,7 +62,7 @@ def _frame(f: pd.DataFrame) -> tuple:
 def _export_view(d: Path) -> tuple:
     e = load_export(d)
     return (e.user_ids, e.item_ids, e.item_warm, e.user_embeddings, e.item_embeddings,
-            e.recommend(e.user_ids[0], k=3, exclude=[]), e.similar_items(e.item_ids[0], k=3))
+            _frame(e.recommend(e.user_ids[0], k=3, exclude=[]).to_frame()), e.similar_items(e.item_ids[0], k=3))
 
 
 def _dataset(ws: Path, ctx: dict) -> tuple:
@@ -86,7 +86,7 @@ def _recommend(ws: Path, ctx: dict) -> tuple:
 def _api(ws: Path, ctx: dict) -> tuple:
     """Known users, and a new one known by two items (that one loads the trained model: model.safetensors)."""
     rec = Recommender.load(ws)
-    return _frame(rec.recommend([*ctx["users"], "new"], user_items={"new": ctx["items"]}, k=3))
+    return _frame(rec.recommend([*ctx["users"], "new"], user_items={"new": ctx["items"]}, k=3).to_frame())
 
 
 def _export(ws: Path, ctx: dict) -> tuple:

@@ -51,10 +51,10 @@ def test_serving_the_export_reproduces_graphrec_lists(ws, tmp_path):
     given = ds.part(*GIVEN)
     for u in range(ds.n_users):
         seen = ds.item_ids[given["item"][given["user"] == u]]
-        served = e.recommend(ds.user_ids[u], k=10, exclude=seen)
+        ids, scores = e.recommend(ds.user_ids[u], user_items={ds.user_ids[u]: seen}, N=10)
         mine = recs[recs["user_id"] == ds.user_ids[u]]
-        assert [i for i, _ in served] == mine["item_id"].tolist()
-        np.testing.assert_allclose([s for _, s in served], mine["score"], rtol=1e-5, atol=1e-5)
+        assert ids.tolist() == mine["item_id"].tolist()
+        np.testing.assert_allclose(scores, mine["score"], rtol=1e-5, atol=1e-5)
     assert recs["item_id"].isin(ds.item_ids[~np.asarray(e.item_warm)]).any()  # cold items in the same lists
 
 
@@ -62,14 +62,16 @@ def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))
     u = e.user_ids.index("u4")
     scores = e.item_embeddings @ e.user_embeddings[u]
-    recs = e.recommend("u4", k=5, exclude=[])
-    assert [i for i, _ in recs] == [e.item_ids[j] for j in np.argsort(-scores, kind="stable")[:5]]
-    assert recs[0][1] == pytest.approx(float(scores.max()))
-    skip = [recs[0][0], recs[1][0]]
-    assert [i for i, _ in e.recommend("u4", k=3, exclude=skip)] == [i for i, _ in recs[2:5]]
-    assert {i for i, _ in e.recommend("u4", k=10, exclude=[], candidates=["m1", "m2", "m3"])} == {"m1", "m2", "m3"}
-    with pytest.raises(TypeError, match="exclude"):  # what the user has must be said, even if nothing
-        e.recommend("u4", k=3)
+    ids, best = e.recommend("u4", N=5, filter_already_liked_items=False)
+    assert ids.tolist() == [e.item_ids[j] for j in np.argsort(-scores, kind="stable")[:5]]
+    assert best[0] == pytest.approx(float(scores.max()))
+    skip = ids[:2].tolist()
+    assert e.recommend("u4", k=3, exclude=skip).ids[0].tolist() == ids[2:5].tolist()  # the former names
+    assert e.recommend("u4", user_items={"u4": []}, N=10, items=["m1", "m2", "m3"]).to_frame()["item_id"].tolist() \
+        == sorted(["m1", "m2", "m3"], key=lambda i: -scores[e.item_ids.index(i)])  # three candidates: three items
+    assert e.recommend("u4", {"u4": []}, N=3, filter_items=ids[:2]).ids.tolist() == [ids[2:5].tolist()]
+    with pytest.raises(InputError, match="holds no interactions"):  # what the user has must be said, even if nothing
+        e.recommend("u4", N=3)
     sim = e.similar_items("m7", k=4)  # by taste: the list of a user whose only item is m7, collaborative blocks
     assert e.item_warm[e.item_ids.index("m7")]
     columns = np.concatenate([np.full(w, name in ("ease", "lowpass")) for name, w in e.manifest["blocks"].items()])
@@ -99,7 +101,7 @@ def test_pseudonyms_and_no_personal_data(ws, tmp_path):
     blob = b"".join(p.read_bytes() for p in d.iterdir())
     for raw in (b'"u0"', b'"u12"', b"age_band", b"gender", b"18-24", b"25-34"):
         assert raw not in blob
-    assert e.recommend(pseudonymize_id("u0", "s3cret"), k=3, exclude=[])
+    assert len(e.recommend(pseudonymize_id("u0", "s3cret"), k=3, exclude=[]).to_frame()) == 3
     with pytest.raises(InputError, match="pseudonymize_id"):
         e.recommend("u0", exclude=[])
 
@@ -192,7 +194,8 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.setattr(Export, "recommend", lambda self, *a, **kw: served.append(real(self, *a, **kw)) or served[-1])
     scope = {}
     exec(compile(snippet, "README.md", "exec"), scope)
-    assert len(served) == 1 and len(served[0]) == 10 and not {"318", "296"} & {i for i, _ in served[0]}
+    ids, _ = served[0]
+    assert len(served) == 1 and len(ids) == 10 and not {"318", "296"} & set(ids) and np.array_equal(scope["ids"], ids)
     np.testing.assert_allclose(scope["v"], fold_in.rows[:3].mean(axis=0) + 1, rtol=1e-6)  # terms: mean, scale 1, +1
 
 
@@ -269,7 +272,7 @@ def test_the_export_computes_a_new_user_s_vector_as_graphrec_does(trained, tmp_p
     assert "gnn" in e.manifest["blocks"] and e.manifest["fold_in"]["short_history"] >= 1
     rng = np.random.default_rng(0)
     histories = {f"new{i}": list(rng.choice(e.item_ids, rng.integers(1, 12), replace=False)) for i in range(100)}
-    lists = Recommender.load(trained.path).recommend(list(histories), user_items=histories, k=10)
+    lists = Recommender.load(trained.path).recommend(list(histories), user_items=histories, N=10).to_frame()
     assert lists["user_id"].nunique() == 100
     for uid, got in lists.groupby("user_id"):
         v = e.user_vector(histories[uid])

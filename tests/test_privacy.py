@@ -121,8 +121,8 @@ def test_private_export_still_ranks(exports):
     ndcg = embedding_accuracy(user, item, truth, seen, warm, 20)[0]
     shuffled = torch.from_numpy(np.random.default_rng(0).permutation(private.user_embeddings))
     assert ndcg > 2 * embedding_accuracy(shuffled, item, truth, seen, warm, 20)[0]
-    top = private.recommend(private.user_ids[0], k=5, exclude=[])
-    assert [i for i, _ in top] == [private.item_ids[j] for j in np.argsort(-scores[0], kind="stable")[:5]]
+    top, _ = private.recommend(private.user_ids[0], N=5, filter_already_liked_items=False)
+    assert top.tolist() == [private.item_ids[j] for j in np.argsort(-scores[0], kind="stable")[:5]]
 
 
 def test_cli_private_flag(exports, tmp_path):

@@ -30,13 +30,13 @@ def test_quickstart_end_to_end(tmp_path):
     assert cold["accuracy"]["recall@10"] > 2 * 10 / cold["candidates"]
     exp = load_export(exported)
     ids = json.loads((ws / "dataset" / "ids.json").read_text())
-    recs = exp.recommend(ids["users"][0], k=5, exclude=[])
+    recs, best = exp.recommend(ids["users"][0], N=5, filter_already_liked_items=False)
     # the export serves exactly the dot product of the vectors it ships, best first
     user_vecs, item_vecs = exp.user_embeddings, exp.item_embeddings
     assert sorted(exp.manifest["files"]) == ["ids", "items", "user_fold_in", "user_fold_in_terms", "users"]
     scores = item_vecs @ user_vecs[0]
-    assert [i for i, _ in recs] == [ids["items"][j] for j in np.argsort(-scores, kind="stable")[:5]]
-    assert np.allclose([s for _, s in recs], np.sort(scores)[::-1][:5], rtol=1e-5)
+    assert recs.tolist() == [ids["items"][j] for j in np.argsort(-scores, kind="stable")[:5]]
+    assert np.allclose(best, np.sort(scores)[::-1][:5], rtol=1e-5)
     stages = json.loads((ws / "config.json").read_text())["stages"]
     assert all("quickstart" in rec["command"] for rec in stages.values())
     trained = load_file(str(ws / "model" / "embeddings.safetensors"))

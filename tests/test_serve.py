@@ -66,12 +66,13 @@ def test_no_list_gives_back_what_the_user_has(served, tmp_path):
     assert "serve mode" in run.output
     cli = pd.read_csv(tmp_path / "recs.csv", dtype=str)
     assert cli["user_id"].nunique() == ds.n_users and not set(zip(cli["user_id"], cli["item_id"])) & has
-    api = Recommender.load(ws).recommend(list(ds.user_ids), k=40)
+    api = Recommender.load(ws).recommend(list(ds.user_ids), N=40).to_frame()
     assert len(api) == len(cli) and not set(zip(api["user_id"], api["item_id"])) & has
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))
     mine = pd.DataFrame(sorted(has), columns=["user_id", "item_id"]).groupby("user_id")["item_id"].apply(list)
     for uid in ds.user_ids[:20]:  # the export's documented exclusion: everything the user has
-        assert not {i for i, _ in e.recommend(uid, k=40, exclude=mine.get(uid, []))} & set(mine.get(uid, []))
+        ids, _ = e.recommend(uid, {uid: mine.get(uid, [])}, N=40)
+        assert not set(ids) & set(mine.get(uid, []))
 
 
 def test_the_api_serves_by_default_and_evaluates_on_request(tmp_path):

@@ -275,7 +275,7 @@ def test_readers_answer_while_a_writer_works(ws, tmp_path, writer):
         # the writer holds the lock in the middle of its work: every reader answers, with the old state
         assert recommend(ws, "all", k=5).equals(old)
         some = list(ds.user_ids[:3])
-        assert Recommender.load(ws).recommend(some, k=5)["item_id"].tolist() == \
+        assert Recommender.load(ws).recommend(some, k=5).to_frame()["item_id"].tolist() == \
             old[old["user_id"].isin(some)]["item_id"].tolist()
         np.testing.assert_array_equal(load_export(export(ws, tmp_path / "during", ["npy"])).user_embeddings,
                                       old_export.user_embeddings)

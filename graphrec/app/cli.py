@@ -40,6 +40,7 @@ from graphrec.kg.build import run_build
 from graphrec.kg.explain import explain_pair
 from graphrec.kg.stats import run_stats
 from graphrec.model.artifacts import embeddings_path
+from graphrec.model.lists import DEFAULT_N
 
 # Commands that need torch (encode, train, evaluate, recommend, update, quickstart) import their stage when they
 # run, so `graphrec data ...`, `--help` and a usage error start in a second rather than paying for torch.
@@ -508,8 +509,10 @@ def evaluate_cmd(
 def recommend_cmd(
     workspace: Path = WS,
     users: str = typer.Option("all", help="'all', a file of user ids (one per line), or comma-separated ids."),
-    k: int = typer.Option(20, "--k", help="Items per user."),
+    k: int = typer.Option(DEFAULT_N, "--k", "-N", help="Items per user (the same default as the API and the export)."),
     candidates: Path | None = typer.Option(None, help="File of candidate item ids, one per line."),
+    filter_items: str | None = typer.Option(None, help="Item ids left out of every list: a file (one per line) or "
+                                            "comma-separated ids."),
     explain: bool = flag(False, "--explain", help="Add an explanation column."),
     out_file: Path = typer.Option(..., "--out", help="Output .csv or .parquet (user_id,item_id,rank,score); "
                                                      "'-' writes CSV to stdout."),
@@ -528,8 +531,9 @@ def recommend_cmd(
     if not to_stdout:
         check_output_file(out_file, "recommendations")  # before the work, as write_recommendations does after
     spec = users if users == "all" or _is_file(users) else _columns(users)
+    left_out = None if filter_items is None else filter_items if _is_file(filter_items) else _columns(filter_items)
     frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain,
-                      progress=not to_stdout, approximate=approximate)
+                      progress=not to_stdout, approximate=approximate, filter_items=left_out)
     if to_stdout:  # the table is the output: nothing else goes to stdout
         sys.stdout.write(csv_safe(frame).to_csv(index=False))
         return

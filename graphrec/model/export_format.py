@@ -18,6 +18,7 @@ from graphrec.core.io import atomic_dir, check_json, file_sha256, read_json, rem
 from graphrec.core.workspace import enclosing_workspace
 from graphrec.data.readers import normalize_id
 from graphrec.model.ann import faiss_module
+from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, list_request
 
 FORMATS = ("parquet", "npy", "faiss")
 FORMAT_NAME, FORMAT_VERSION = "graphrec-export", 2
@@ -186,19 +187,53 @@ class Export:
             raise InputError(f"unknown item id {missing[0]!r} (not in the export)")
         return np.asarray([self._item[i] for i in ids], np.int64)
 
-    def recommend(self, user_id: str, k: int = 10, *, exclude: Iterable[str],
-                  candidates: Iterable[str] | None = None) -> list[tuple[str, float]]:
-        """Top-k (item id, dot score) for a user (its pseudonym if the export is pseudonymised).
+    def recommend(self, userid: Any, user_items: Any = None, N: int = DEFAULT_N,  # noqa: N803 (implicit's name)
+                  filter_already_liked_items: bool = True, filter_items: Any = None, recalculate_user: bool = False,
+                  items: Any = None, **aliases: Any) -> Recommendations:
+        """Lists by the dot product of the vectors shipped, under the recommend contract (graphrec.model.lists):
+        `ids, scores = export.recommend(userid, user_items, N=10)`, `.to_frame()` for a table.
 
-        exclude: the items the user already has. Required: an export holds no interactions, so only the
-        caller knows them, and without them the lists repeat what the user has (`exclude=[]` to keep all)."""
-        user_id = normalize_id(user_id)
-        if user_id not in self._user:
-            hint = " (this export holds pseudonyms: pass pseudonymize_id(user_id, salt))" \
-                if self.manifest.get("user_ids") == "hmac-sha256" else ""
-            raise InputError(f"unknown user id {user_id!r}{hint}")
-        scores = self.item_embeddings @ self.user_embeddings[self._user[user_id]]
-        return self._top(scores, k, self._items(exclude), None if candidates is None else self._items(candidates))
+        An export holds no interactions, so only the caller knows what a user has: with
+        `filter_already_liked_items` (the default) every user needs `user_items` (or `exclude`, the former name
+        for one user's items), else the lists repeat what the user has; `filter_already_liked_items=False` keeps
+        them. `recalculate_user=True`, or a user the export does not hold, computes the vector from `user_items`
+        (`user_vector`)."""
+        if "exclude" in aliases:  # the former way to pass one user's items
+            if user_items is not None or not isinstance(userid, (str, int, np.integer)):
+                raise InputError("exclude names one user's items: give it or user_items, for one user id")
+            user_items = {userid: aliases.pop("exclude")}
+        req = list_request(userid, user_items, N, filter_already_liked_items, filter_items, recalculate_user, items,
+                           item_ids=self.item_ids, aliases=aliases)
+        vectors = np.stack([self._user_row(req, u) for u in req.users])
+        allowed = np.ones(len(self.item_ids), bool) if req.items is None else np.isin(
+            np.arange(len(self.item_ids)), self._items(req.items))
+        allowed[self._items(req.filter_items)] = False
+        width = min(req.n, int(allowed.sum()))
+        top = np.full((len(req.users), width), -1, np.int64)
+        best = np.full((len(req.users), width), np.nan, np.float32)
+        for row, (user, vector) in enumerate(zip(req.users, vectors)):
+            scores = self.item_embeddings @ vector
+            keep = allowed.copy()
+            if req.filter_liked:
+                keep[self._items(req.user_items[user])] = False
+            idx = np.flatnonzero(keep)
+            order = idx[np.argsort(-scores[idx], kind="stable")[:width]]
+            top[row, :len(order)], best[row, :len(order)] = order, scores[order]
+        return Recommendations.of(req, self.item_ids, top, best)
+
+    def _user_row(self, req: ListRequest, user: str) -> np.ndarray:
+        """The vector a user is scored with: shipped, or from their given items (recalculated or not held)."""
+        if req.filter_liked and user not in req.user_items:
+            raise InputError(f"user {user!r}: an export holds no interactions, so pass the items the user has as "
+                             "user_items (or filter_already_liked_items=False to keep them in the list)")
+        held = user in self._user
+        if req.recalculate or not held:
+            if not held and not req.user_items.get(user):  # a mistyped or pseudonymised id, not a new user
+                hint = " (this export holds pseudonyms: pass pseudonymize_id(user_id, salt))" \
+                    if self.manifest.get("user_ids") == "hmac-sha256" else ""
+                raise InputError(f"unknown user id {user!r}{hint}: pass the items they have as user_items")
+            return self.user_vector(req.user_items[user])
+        return self.user_embeddings[self._user[user]]
 
     def user_vector(self, item_ids: Iterable[str]) -> np.ndarray:
         """float32 [dim]: the vector of a user known by the items they have (a user the export does not hold, or a
@@ -211,7 +246,7 @@ class Export:
             raise InputError("this export has no user fold-in (written before graphrec shipped one): re-export")
         return self.fold_in.user_vector(self._items(item_ids))
 
-    def similar_items(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:
+    def similar_items(self, item_id: str, k: int = DEFAULT_N) -> list[tuple[str, float]]:
         """Top-k (item id, score) by taste (`taste_vector`: the list of a user whose only item is `item_id`, through
         the collaborative blocks when it has interactions), the item itself left out; graphrec's
         `Recommender.similar_items` gives the same."""

@@ -35,6 +35,7 @@ from graphrec.data.splits import run_split
 from graphrec.kg.build import run_build
 from graphrec.model.export_format import UserFoldIn, taste_vector
 from graphrec.model.gnn import TrainedModel
+from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, list_request
 from graphrec.stages.encode import run_encode
 from graphrec.stages.evaluate import evaluate
 from graphrec.stages.rank import EASE_DIM, Ranker, RankSettings, serving_ranker, topk_stable
@@ -59,6 +60,7 @@ class _Served:
     items: pd.Index  # external item id -> item index
     model: TrainedModel | None = None  # loaded on the first user known only by `user_items`
     taste: tuple[UserFoldIn, np.ndarray] | None = None  # the user fold-in and the item vectors, for similar_items
+    item_list: list[str] | None = None  # the external item ids as a list (Recommender.item_ids)
 
 
 class Recommender:
@@ -251,55 +253,70 @@ class Recommender:
         return target
 
     # -- serving -----------------------------------------------------------------------------------
-    def recommend(self, user_ids: Ids, user_items: Mapping[Id, Iterable[Id]] | None = None, k: int = 10,
-                  filter_already_liked: bool = True, candidates: Sequence[Id] | None = None) -> pd.DataFrame:
-        """Top-k items per user, best first, as `graphrec recommend`: columns `user_id, item_id, rank, score`.
+    def recommend(self, userid: Any, user_items: Any = None, N: int = DEFAULT_N,  # noqa: N803 (implicit's name)
+                  filter_already_liked_items: bool = True, filter_items: Any = None, recalculate_user: bool = False,
+                  items: Any = None, **aliases: Any) -> Recommendations:
+        """Top-N items per user, best first, under the recommend contract (:mod:`graphrec.model.lists`) that
+        `graphrec recommend` and :meth:`graphrec.Export.recommend` share: `ids, scores = rec.recommend(...)` as
+        implicit's, `.to_frame()` for the table `user_id, item_id, rank, score` that `graphrec recommend` writes.
 
         A user's vector comes from their history (every interaction the system was given) through
         :meth:`graphrec.stages.rank.Ranker.user_vectors`; the score is its dot product with the item vector. Users
         without `user_items` get exactly the lists of :func:`graphrec.stages.recommend.recommend`.
 
         Args:
-            user_ids (str, int or sequence): External user ids (ids are text: `7` means `"7"`).
-            user_items (Mapping, optional): user id -> item ids they have, for users the workspace does not
-                know (their graph embedding is the mean of those items', as for a live new user) or to add
-                items to a known user's history for this call (a session's fresh clicks). Nothing is written.
+            userid (str, int or sequence): External user id(s) (ids are text: `7` means `"7"`); one id gives 1-D
+                arrays, a sequence one row per user.
+            user_items (Mapping or scipy sparse, optional): The items users have: user id -> item ids, or one
+                sparse row per user of `userid` over the items in `item_ids` order (implicit's form). Left out of
+                the lists with the stored history. A user the workspace lacks is scored from them (the graph
+                embedding is the mean of those items', as for a live new user). Nothing is written.
                 (default: :obj:`None`)
-            k (int, optional): Items per user. (default: :obj:`10`)
-            filter_already_liked (bool, optional): Leave out the items of the user's history (stored and
-                given in `user_items`). (default: :obj:`True`)
-            candidates (sequence, optional): Item ids to rank among. (default: :obj:`None`: every item)
+            N (int, optional): Items per user (`k`, the former name, is accepted). (default: :obj:`10`)
+            filter_already_liked_items (bool, optional): Leave out the user's items (stored and given)
+                (`filter_already_liked`, the former name, is accepted). (default: :obj:`True`)
+            filter_items (sequence, optional): Item ids left out of every list. (default: :obj:`None`)
+            recalculate_user (bool, optional): Score a known user from their stored history plus `user_items`
+                (a session's fresh clicks) instead of the stored history alone. (default: :obj:`False`)
+            items (sequence, optional): Item ids to rank among (`candidates`, the former name, is accepted).
+                (default: :obj:`None`: every item)
         """
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
         s = self._state()
-        ids = _ids(user_ids)
-        given = {str(u): _ids(v) for u, v in (user_items or {}).items()}
-        pos = s.users.get_indexer(pd.Index(ids, dtype=object))
-        unknown = [u for u, p in zip(ids, pos) if p < 0 and u not in given]
+        req = list_request(userid, user_items, N, filter_already_liked_items, filter_items, recalculate_user, items,
+                           item_ids=self.item_ids, aliases=aliases)
+        pos = s.users.get_indexer(pd.Index(req.users, dtype=object))
+        unknown = [u for u, p in zip(req.users, pos) if p < 0 and u not in req.user_items]
         if unknown:
             raise InputError(f"unknown user id {unknown[0]!r} (not in the workspace's dataset): pass the items "
                              "they have as user_items")
-        cand = None if candidates is None else self._item_index(s, _ids(candidates))
-        mine = np.asarray([u in given for u in ids], bool)
-        k = min(k, len(s.items))  # a list holds every item at most (Ranker.topk cuts k the same way)
-        items = np.full((len(ids), k), -1, np.int64)
-        scores = np.full((len(ids), k), np.nan, np.float32)
-        stored = np.flatnonzero(~mine)
+        cand = self._candidates(s, req)
+        # scored from items: users the workspace lacks, and known ones recalculated with given items
+        rescored = np.asarray([u in req.user_items and (p < 0 or req.recalculate) for u, p in zip(req.users, pos)])
+        n = min(req.n, len(s.items) if cand is None else len(cand))  # a list holds every candidate at most
+        top = np.full((len(req.users), n), -1, np.int64)
+        scores = np.full((len(req.users), n), np.nan, np.float32)
+        stored = np.flatnonzero(~rescored)
         if len(stored):
-            items[stored], scores[stored] = s.ranker.topk(pos[stored], k, s.history, cand, progress=self.progress,
-                                                          exclude_history=filter_already_liked)
-        if mine.any():
-            at = np.flatnonzero(mine)
-            ranker, history = self._with_items(s, pos[at], [given[ids[i]] for i in at])
-            items[at], scores[at] = ranker.topk(np.arange(len(at)), k, history, cand, progress=self.progress,
-                                                exclude_history=filter_already_liked)
-        rows, rank = np.nonzero(items >= 0)
-        return pd.DataFrame({"user_id": np.asarray(ids, dtype=object)[rows],
-                             "item_id": s.dataset.item_ids[items[rows, rank]],
-                             "rank": (rank + 1).astype(np.int32), "score": scores[rows, rank]})
+            given = self._rows(s, [req.user_items.get(req.users[i], []) for i in stored])
+            top[stored], scores[stored] = s.ranker.topk(
+                pos[stored], n, s.history, cand, progress=self.progress, exclude_history=req.filter_liked,
+                exclude=given if req.filter_liked and given.nnz else None)
+        if rescored.any():
+            at = np.flatnonzero(rescored)
+            ranker, history = self._with_items(s, pos[at], [req.user_items[req.users[i]] for i in at])
+            top[at], scores[at] = ranker.topk(np.arange(len(at)), n, history, cand, progress=self.progress,
+                                              exclude_history=req.filter_liked)
+        return Recommendations.of(req, self.item_ids, top, scores)
 
-    def similar_items(self, item_ids: Ids, k: int = 10) -> pd.DataFrame:
+    @property
+    def item_ids(self) -> list[str]:
+        """The external item ids in the workspace's order: the columns of a sparse `user_items`."""
+        s = self._state()
+        if s.item_list is None:
+            s.item_list = [str(i) for i in s.dataset.item_ids]
+        return s.item_list
+
+    def similar_items(self, item_ids: Ids, k: int = DEFAULT_N) -> pd.DataFrame:
         """The k items most similar to each given item by taste: the list graphrec gives a user whose only item
         is that one (the user's vector from :meth:`graphrec.stages.rank.Ranker.fold_in`, scored against the item vectors,
         as the export's `similar_items`: `export_format.taste_vector`), the item itself left out. An item with
@@ -366,6 +383,24 @@ class Recommender:
                              "dataset)")
         return pos.astype(np.int64)
 
+    def _candidates(self, s: _Served, req: ListRequest) -> np.ndarray | None:
+        """Item indices to rank among: `items` (or every item) less `filter_items`; None: every item."""
+        cand = None if req.items is None else self._item_index(s, req.items)
+        if not req.filter_items:
+            return cand
+        left_out = self._item_index(s, req.filter_items)
+        return np.setdiff1d(np.arange(len(s.items)) if cand is None else cand, left_out)
+
+    def _rows(self, s: _Served, items: list[list[str]]) -> sp.csr_matrix:
+        """One 0/1 row per list of item ids, over the workspace's items."""
+        idx = [self._item_index(s, i) for i in items]
+        rows = np.repeat(np.arange(len(idx)), [len(i) for i in idx])
+        cols = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+        out = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(idx), s.dataset.n_items))
+        out.sum_duplicates()
+        out.data[:] = 1.0
+        return out
+
     def _with_items(self, s: _Served, pos: np.ndarray, items: list[list[str]]) -> tuple[Ranker, sp.csr_matrix]:
         """A ranker whose user rows are these users, and their history rows: the stored one (known users) plus
         the given items. A user the workspace lacks gets the model's live embedding from items
@@ -373,11 +408,8 @@ class Recommender:
         known = pos >= 0
         at = np.where(known, pos, 0)
         idx = [self._item_index(s, i) for i in items]
-        rows = np.repeat(np.arange(len(idx)), [len(i) for i in idx])
-        cols = np.concatenate(idx) if idx else np.zeros(0, np.int64)
-        added = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(idx), s.dataset.n_items))
         keep = sp.diags(known.astype(np.float32))  # stored rows of known users only
-        history = (added + keep @ s.history[at]).tocsr()
+        history = (self._rows(s, items) + keep @ s.history[at]).tocsr()
         history.eliminate_zeros()  # a row without entries is how user_vectors knows a user without history
         history.data[:] = 1.0
         user_emb = s.ranker.user_emb[at].copy()

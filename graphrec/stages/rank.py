@@ -353,10 +353,11 @@ class Ranker:
 
     def topk(self, users: np.ndarray, k: int, history: sp.csr_matrix, candidates: np.ndarray | None = None,
              batch: int = 1024, progress: bool = False, approximate: bool = False,
-             exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
+             exclude_history: bool = True, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k candidate items per user by the dot product of the vectors, history items excluded (unless
         `exclude_history` is False): items int64 [n, k] (-1 = no more candidates), scores float32 [n, k]; k is
-        cut to the catalogue (a list holds every item at most), as implicit cuts N.
+        cut to the catalogue (a list holds every item at most), as implicit cuts N. exclude: more items to leave
+        out, one row per user of `users` (they do not enter the user's vector, as history does).
 
         approximate: ANN_OVERSAMPLE x k candidates from a faiss IVF index in a few dimensions (`graphrec.model.ann`,
         its projection whitened by up to ANN_USER_SAMPLE of these users), rescored exactly, instead of scoring every
@@ -387,6 +388,8 @@ class Ranker:
             u = users[at]
             uv = self.user_vectors(u, history)
             known = history[u] if exclude_history else sp.csr_matrix((len(u), self.n_items), dtype=np.float32)
+            if exclude is not None:
+                known = (known + exclude[at]).tocsr()
             with torch.no_grad():
                 if ann is not None:
                     val, idx = _search_excluding(ann, uv, item_np, known, col_of, kk)

@@ -22,6 +22,7 @@ from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.readers import normalize_id
 from graphrec.kg.explain import Explainer
 from graphrec.kg.graph import KnowledgeGraph
+from graphrec.model.lists import DEFAULT_N
 from graphrec.stages.rank import Ranker, serving_ranker
 
 IdSpec = str | os.PathLike | Sequence[str] | None
@@ -69,10 +70,13 @@ def resolve_ids(known: np.ndarray, spec: IdSpec, kind: str) -> np.ndarray:
 
 
 @reads
-def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k: int = 20,
+def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k: int = DEFAULT_N,
               candidates: IdSpec = None, explain: bool = False, ranker: Ranker | None = None,
-              progress: bool = False, approximate: bool = False) -> pd.DataFrame:
-    """Top-k items per user among the candidates, every given interaction excluded, best first.
+              progress: bool = False, approximate: bool = False, filter_items: IdSpec = None) -> pd.DataFrame:
+    """Top-k items per user among the candidates, every given interaction excluded, best first: the recommend
+    contract's table (graphrec.model.lists; `Recommender.recommend(...).to_frame()` gives the same).
+
+    filter_items: item ids (a list, or a file of one per line) left out of every list.
 
     approximate: candidates from a faiss IVF index in a few dimensions, rescored exactly, instead of scoring every
     candidate (for large catalogues; the lists hold 96-100% of the exact ones: BENCHMARKS.md, "Approximate top-K on
@@ -84,6 +88,9 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
     r = ranker if ranker is not None else serving_ranker(ws, ds)
     u = resolve_ids(ds.user_ids, users, "user")
     cand = None if candidates is None else resolve_ids(ds.item_ids, candidates, "item")
+    if filter_items is not None:
+        cand = np.setdiff1d(np.arange(ds.n_items) if cand is None else cand,
+                            resolve_ids(ds.item_ids, filter_items, "item"))
     history = ds.matrix(GIVEN)
     items, scores = r.topk(u, k, history, cand, progress=progress, approximate=approximate)
     rows, pos = np.nonzero(items >= 0)
