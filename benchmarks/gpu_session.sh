@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_session.sh            # on the GPU machine; logs to $OUT (or /tmp/gpu-session)
 #   SMALL=1 DEVICE=cpu bash benchmarks/gpu_session.sh   # a quick dry run of the same steps on a CPU box
 #
-# Steps, most important first: (1) full-model training epochs on a 3M-interaction synthetic graph;
-# (2) the whole CLI chain (synth -> split -> encode with CLIP on the GPU -> build -> train -> evaluate -> recommend);
+# Steps, most important first: (1) full-model training epochs on a 3M-interaction synthetic graph, then the
+# suite's tests marked gpu; (2) the whole CLI chain (synth -> split -> encode with CLIP on the GPU -> build -> train -> evaluate -> recommend);
 # (3) CLIP image-encoding throughput, graphrec vs bare open_clip; (4) training epochs at 20M interactions.
 # open_clip is not on the GPU image: its wheels travel in .whl/ (see BENCHMARKS.md "GPU").
 set -u
@@ -41,6 +41,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 } 2>&1 | tee "$OUT/env.log"
 
 step train_3M 100 python3 benchmarks/gpu_check.py --device "$DEVICE" $G1
+# the suite's CUDA tests (marked gpu; skipped on CPU machines): CUDA training equals CPU training
+step pytest_gpu 90 python3 -m pytest -q -o addopts="" -m gpu -p no:cacheprovider tests/test_gpu.py
 
 WS=/tmp/gpu-ws; rm -rf "$WS"
 chain() {

@@ -49,7 +49,7 @@ def grow_dataset(ds: Dataset, interactions: str | os.PathLike | None = None, ite
     notes = notes if notes is not None else []
     new_items = (_new_entities(items, ds.items, "item_id", "item", encoding, notes) if items is not None
                  else ds.items.iloc[:0])
-    if len(new_items) and ds.schema.image_column:
+    if len(new_items) and ds.schema.image_column and ds.schema.images_dir is not None:
         check_image_paths(new_items, ds.schema.image_column, Path(ds.schema.images_dir), notes)
     new_users = (_new_entities(users, ds.users, "user_id", "user", encoding, notes) if users is not None
                  else ds.users.iloc[:0])
@@ -57,7 +57,7 @@ def grow_dataset(ds: Dataset, interactions: str | os.PathLike | None = None, ite
     user_ids = pd.Index(np.concatenate([ds.user_ids, new_users["user_id"].to_numpy()]).astype(str))
     new_rows, skipped, auto_ids = (_new_interactions(interactions, ds, item_ids, user_ids, encoding, notes)
                                    if interactions is not None else (ds.interactions.iloc[:0], 0, []))
-    if len(auto_ids):  # users first seen in the interactions file: blank attributes
+    if len(auto_ids) and interactions is not None:  # users first seen in the interactions file: blank attributes
         auto = pd.DataFrame({c: (list(auto_ids) if c == "user_id" else [""] * len(auto_ids)) for c in ds.users.columns})
         new_users = pd.concat([new_users, auto], ignore_index=True)
         notes.append(f"{len(auto_ids)} users first seen in {Path(interactions).name} were added without attributes")

@@ -258,10 +258,10 @@ def _check_index(frame: pd.DataFrame, column: str, n: int, path: Path) -> None:
 
 
 def _lookup(known: np.ndarray, ids: str | Sequence[str], kind: str) -> np.ndarray:
-    ids = np.asarray([normalize_id(i) for i in np.atleast_1d(ids)], dtype=object)
+    wanted = np.asarray([normalize_id(i) for i in np.atleast_1d(ids)], dtype=object)
     index = pd.Index(known)
-    pos = index.get_indexer(ids)
+    pos = index.get_indexer(wanted)
     if (pos < 0).any():
-        missing = ids[pos < 0][:5].tolist()
+        missing = wanted[pos < 0][:5].tolist()
         raise InputError(f"unknown {kind} id(s): {', '.join(map(str, missing))}")
     return pos.astype(np.int64)

@@ -11,19 +11,22 @@ from graphrec.data.build import build_dataset
 from graphrec.data.dataset import Dataset
 from graphrec.data.readers import read_table
 
+FileArg = str | os.PathLike | None  # a file (or folder) a command was given; None: not given
 PRESPLIT = ("train", "valid", "test", "cold_valid", "cold_test", "cold_user_context", "cold_user_valid", "cold_user_test")
 
 
-def import_files(out: str | os.PathLike, *, interactions: str | None = None, items: str | None = None,
-                 users: str | None = None, images_dir: str | None = None, text_columns: list[str] | None = None,
+def import_files(out: str | os.PathLike, *, interactions: FileArg = None, items: FileArg = None,
+                 users: FileArg = None, images_dir: FileArg = None, text_columns: list[str] | None = None,
                  attribute_columns: list[str] | None = None, image_column: str | None = None,
                  user_attribute_columns: list[str] | None = None, encoding: str = "utf-8", name: str | None = None,
-                 min_rating: float | None = None, **presplit: str | None) -> tuple[Dataset, list[str]]:
+                 min_rating: float | None = None, **presplit: FileArg) -> tuple[Dataset, list[str]]:
     """Import one interactions file (split later with `data split`) or pre-split files (train=, valid=, ...)."""
+    interactions, items, users, images_dir = (None if f is None else str(f) for f in (interactions, items, users,
+                                                                                     images_dir))
     unknown = set(presplit) - set(PRESPLIT)
     if unknown:
         raise TypeError(f"unknown arguments {sorted(unknown)}")
-    given = {k: v for k, v in presplit.items() if v}
+    given = {k: str(v) for k, v in presplit.items() if v}
     if interactions and given:
         raise InputError("give either one interactions file or pre-split files (--train ...), not both")
     if not interactions and not given:
@@ -32,7 +35,7 @@ def import_files(out: str | os.PathLike, *, interactions: str | None = None, ite
         raise InputError("pre-split input needs --train")
     need = ("user_id", "item_id")
     tables: Any = ({part: read_table(p, need, encoding) for part, p in given.items()} if given
-                   else read_table(interactions, need, encoding))
+                   else read_table(str(interactions), need, encoding))
     notes: list[str] = []
     ds = build_dataset(tables,
                        items=read_table(items, ("item_id",), encoding) if items else None,

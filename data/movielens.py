@@ -167,7 +167,8 @@ def _load_latest_small(root: Path, posters: str | os.PathLike | None, notes: lis
                            attribute_columns=["genres", "year", "tags"], image_column=image, images_dir=posters,
                            name=FOLDER["latest-small"], notes=notes, min_weight=min_rating)
     except InputError as e:  # name the column as the file spells it
-        e.column = {"user_id": "userId", "item_id": "movieId"}.get(e.column, e.column)
+        if e.column is not None:
+            e.column = {"user_id": "userId", "item_id": "movieId"}.get(e.column, e.column)
         raise
     # build_dataset keeps only role columns; the external ids ride along in the same (unchanged) row order.
     for col in ("imdbId", "tmdbId"):

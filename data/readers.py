@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -35,7 +36,7 @@ MULTI_SEP = "|"
 ID_FORBIDDEN = "[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 
 
-def read_table(path: str | Path, required: tuple[str, ...] = (), encoding: str = "utf-8") -> pd.DataFrame:
+def read_table(path: str | os.PathLike, required: tuple[str, ...] = (), encoding: str = "utf-8") -> pd.DataFrame:
     """Read a table of strings; missing cells are "". Raises InputError on anything unreadable."""
     path = Path(path)
     if not path.exists():

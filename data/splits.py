@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -68,7 +68,7 @@ def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test:
     first_seen = None
     if cold_by == "time":  # new items: those whose first interaction is latest
         first_seen = np.full(n_items, np.iinfo(np.int64).max)
-        np.minimum.at(first_seen, item, ts.astype(np.int64))
+        np.minimum.at(first_seen, item, cast(np.ndarray, ts).astype(np.int64))  # _check_settings: timestamps
         active = np.flatnonzero(per_item > 0)
         n_cold = min(len(active), int(round(cold_items * len(active))))
         cold_i[active[np.argsort(first_seen[active], kind="stable")][len(active) - n_cold:]] = True
@@ -77,7 +77,7 @@ def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test:
 
     # 3. warm split, per user by rank from the end (latest first, or a random order)
     warm = ~cold_u[user] & ~cold_i[item]
-    order_key = ts if method == "temporal" else shuffle
+    order_key = cast(np.ndarray, ts) if method == "temporal" else shuffle  # _check_settings: timestamps
     rank, count = _rank_within_user(user, order_key, warm, n_users)
     from_end = count[user] - 1 - rank
     n_test, n_valid = _held_counts(count, test, valid)
@@ -142,7 +142,7 @@ def check_no_leak(ds: Dataset) -> None:
 
 # The split `graphrec train` chooses its settings on when the dataset is not split (serve mode): a tenth of each
 # user's interactions to validate the warm lists, a tenth of the items held out whole for the cold ones.
-SELECTION = {"method": "random", "valid": 0.1, "test": 0.0, "cold_items": 0.1, "cold_users": 0.0}
+SELECTION: dict[str, Any] = {"method": "random", "valid": 0.1, "test": 0.0, "cold_items": 0.1, "cold_users": 0.0}
 
 
 def selection_split(ds: Dataset, seed: int = 0) -> Dataset:
@@ -263,8 +263,9 @@ def _assign_cold_items(rng: np.random.Generator, part: np.ndarray, item: np.ndar
     idx = np.flatnonzero(rows)
     if cold_by in ("item", "time"):
         items = np.flatnonzero(cold_i)
-        # by time: the earlier half of the new items selects, the newest half is the test
-        order = items[np.argsort(first_seen[items], kind="stable")] if cold_by == "time" else rng.permutation(items)
+        # by time (first_seen given): the earlier half of the new items selects, the newest half is the test
+        order = (items[np.argsort(first_seen[items], kind="stable")] if first_seen is not None
+                 else rng.permutation(items))
         valid_item = np.zeros(len(cold_i), bool)
         valid_item[order[: len(items) // 2]] = True
         part[idx] = np.where(valid_item[item[idx]], COLD_VALID, COLD_TEST)

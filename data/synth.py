@@ -219,7 +219,7 @@ def _grouped_cdf(probs: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 def _interactions(rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndarray, n_target: int,
                   progress: bool) -> pd.DataFrame:
-    n_users, n_seg = taste.shape
+    n_users, n_seg = map(int, taste.shape)  # ints, so the rng draws below are typed as arrays
     n_items = len(item_seg)
     columns = {"user": np.int32, "item": np.int32, "weight": np.float32, "timestamp": np.int64}
     if n_target == 0:
@@ -318,7 +318,7 @@ def draw_images(root: Path, names: np.ndarray, truth: SynthTruth, size: int = 64
     tint = rng.integers(225, 256, size=(len(names), 3))
     for i in progress_bar(todo, show=progress, desc="drawing images", unit="img", leave=False):
         img = _picture(size, tuple(COLOURS.values())[truth.item_colour[i]], SHAPES[truth.item_shape[i]],
-                       PATTERNS[truth.item_pattern[i]], jitter[i], tuple(int(t) for t in tint[i]))
+                       PATTERNS[truth.item_pattern[i]], jitter[i], (int(tint[i, 0]), int(tint[i, 1]), int(tint[i, 2])))
         img.save(root / names[i], format="PNG")
 
 

@@ -295,16 +295,16 @@ def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = N
 
 def _input_hashes(ws: Workspace, modalities: list[str] | None, triples: str | os.PathLike | None,
                   entity_map: str | os.PathLike | None) -> dict[str, str]:
-    files = {f"dataset/{p.name}": p for p in sorted(ws.stage_dir("dataset").iterdir()) if p.is_file()}
+    files: dict[str, Path] = {f"dataset/{p.name}": p for p in sorted(ws.stage_dir("dataset").iterdir()) if p.is_file()}
     for m in modalities or []:
         for suffix in (".json", ".safetensors"):
             p = ws.stage_dir("features") / f"{m}{suffix}"
             if not p.exists():
                 raise InputError(f"no features for modality {m!r}", file=p)
             files[f"features/{p.name}"] = p
-    for label, p in (("triples", triples), ("entity_map", entity_map)):
-        if p is not None:
-            if not Path(p).is_file():
-                raise InputError("file not found", file=p)
-            files[label] = Path(p)
+    for label, given in (("triples", triples), ("entity_map", entity_map)):
+        if given is not None:
+            if not Path(given).is_file():
+                raise InputError("file not found", file=given)
+            files[label] = Path(given)
     return {k: file_sha256(p) for k, p in files.items()}

@@ -79,7 +79,7 @@ def extend_knn(old: EdgeSet, values: np.ndarray, mask: np.ndarray, n_old: int, k
     x = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(values[idx], np.float32)), dim=1)
     pos_new = np.searchsorted(idx, new)
     xn = x[torch.from_numpy(pos_new)]
-    src, dst, sim = [old.src], [old.dst], [old.weight]
+    srcs, dsts, sims = [old.src], [old.dst], [old.weight]
     block = max(1, block_cells // len(idx))
     steps = range(0, len(new), block)
     for s in progress_bar(steps, show=progress and len(steps) > 1, desc="kNN of new items", unit="block"):
@@ -87,19 +87,19 @@ def extend_knn(old: EdgeSet, values: np.ndarray, mask: np.ndarray, n_old: int, k
         sc = xn[s:s + block] @ x.T
         sc[torch.arange(len(rows)), rows] = -float("inf")  # not its own neighbour
         v, j = sc.topk(k, dim=1)
-        src.append(np.repeat(new[s:s + block], k))
-        dst.append(idx[j.numpy().ravel()])
-        sim.append(v.numpy().ravel())
+        srcs.append(np.repeat(new[s:s + block], k))
+        dsts.append(idx[j.numpy().ravel()])
+        sims.append(v.numpy().ravel())
     old_rows = np.flatnonzero(idx < n_old)
     kn = min(k, len(new))
     block = max(1, block_cells // len(new))
     for s in range(0, len(old_rows), block):  # old items: only new items can enter their lists
-        rows = old_rows[s:s + block]
-        v, j = (x[torch.from_numpy(rows)] @ xn.T).topk(kn, dim=1)
-        src.append(np.repeat(idx[rows], kn))
-        dst.append(new[j.numpy().ravel()])
-        sim.append(v.numpy().ravel())
-    src, dst, sim = np.concatenate(src), np.concatenate(dst), np.concatenate(sim).astype(np.float32)
+        olds = old_rows[s:s + block]
+        v, j = (x[torch.from_numpy(olds)] @ xn.T).topk(kn, dim=1)
+        srcs.append(np.repeat(idx[olds], kn))
+        dsts.append(new[j.numpy().ravel()])
+        sims.append(v.numpy().ravel())
+    src, dst, sim = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(sims).astype(np.float32)
     order = np.lexsort((dst, -sim, src))  # per item, the most similar first (index breaks ties)
     src, dst, sim = src[order], dst[order], sim[order]
     start = np.searchsorted(src, src, side="left")

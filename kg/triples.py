@@ -48,12 +48,12 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
     path = Path(path)
     if path.suffix.lower() in TABLE_SUFFIXES:
         frame = read_table(path)
-        head_col = "head" if "head" in frame.columns else "item" if "item" in frame.columns else None
-        for col in (head_col or "head", "relation", "tail"):
+        head_col = "item" if "head" not in frame.columns and "item" in frame.columns else "head"
+        names = [head_col, "relation", "tail"]
+        for col in names:
             if col not in frame.columns:
                 raise InputError(f"missing required column (found: {', '.join(frame.columns)})", file=path, column=col)
-        cols = [head_col, "relation", "tail"]
-        for col in cols:
+        for col in names:
             values = normalize_ids(frame[col]).set_axis(frame.index)  # the one id rule, as the dataset's ids
             blank = np.flatnonzero((values == "").to_numpy())
             if len(blank):
@@ -65,7 +65,8 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
         bad = np.flatnonzero(frame["relation"].str.contains("|", regex=False).to_numpy())
         if len(bad):
             raise fail_at(frame, int(bad[0]), "relation", "relation names may not contain '|'")
-        return RawTriples(*(frame[c].to_numpy(dtype=object) for c in cols), str(path))
+        head, relation, tail = (frame[c].to_numpy(dtype=object) for c in names)
+        return RawTriples(head, relation, tail, str(path))
     cols = [normalize_ids(c).to_numpy(dtype=object) for c in _read_fields(path, 3, "head relation tail")]
     _check_field_ids(path, cols, lambda i: _line_of(path, i))
     bad = np.flatnonzero(pd.Series(cols[1]).str.contains("|", regex=False).to_numpy())
@@ -77,6 +78,7 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
 def read_entity_map(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Item id -> entity id pairs as {"item": [...], "entity": [...]} (strings); an item mapped twice is an error."""
     path = Path(path)
+    labels: Callable[[int], int | str]  # the row of a 0-based record: a table's row label or a file line
     if path.suffix.lower() in TABLE_SUFFIXES:
         frame = read_table(path, ("item_id",))
         ent = next((c for c in ("entity", "entity_id") if c in frame.columns), None)

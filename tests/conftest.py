@@ -19,6 +19,18 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need CUDA: without one they are skipped, with the reason (the GPU machine runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible): run on a GPU machine, benchmarks/gpu_session.sh")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def write_csv(path: Path, rows: list[dict] | pd.DataFrame) -> Path:
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     frame.to_csv(path, index=False)

@@ -147,7 +147,8 @@ def test_wheel_installs_only_the_graphrec_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {"graphrec"}, sorted(top)
-    for expected in ("graphrec/data/dataset.py", "graphrec/kg/graph.py", "graphrec/app/cli.py", "graphrec/__main__.py"):
+    for expected in ("graphrec/data/dataset.py", "graphrec/kg/graph.py", "graphrec/app/cli.py", "graphrec/__main__.py",
+                     "graphrec/py.typed"):
         assert expected in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "graphrec = graphrec.app.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
@@ -170,3 +171,9 @@ def test_module_and_shim_run_the_command_line(argv, tmp_path):
     r = subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "quickstart" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_the_api_reference_page_is_what_the_code_says():
+    r = subprocess.run([sys.executable, str(ROOT / ".ci" / "api_reference.py"), "--check"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -194,6 +194,7 @@ def test_activity_plot_groups_bars_by_bucket_with_the_legend_outside():
     assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
 
+@pytest.mark.slow
 def test_agrees_with_benchmark_protocol_on_movielens(tmp_path):
     data = shared_path("ml-latest-small")
     protocol = shared_path("..", "contract", "protocol.py")

@@ -212,6 +212,7 @@ def test_two_writers_at_once_one_is_refused_in_one_line(trained, tmp_path):
     assert _state(ws) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_every_writer_in_one_line_and_changes_nothing(trained, tmp_path):
     """A small tmpfs holds the workspace with little room to spare (root only; skipped elsewhere)."""
     mnt = tmp_path / "small"

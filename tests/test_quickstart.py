@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
 from graphrec import load_export
 from graphrec.data.dataset import GIVEN, Dataset
 
 
+@pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path):
     ws, exported = tmp_path / "qs" / "workspace", tmp_path / "qs" / "export"
     r = subprocess.run([sys.executable, "-m", "graphrec", "quickstart", "--out", str(tmp_path / "qs"), "--users", "120",

@@ -87,6 +87,7 @@ def test_the_api_serves_by_default_and_evaluates_on_request(tmp_path):
     assert read_json(evaluated.workspace / "model" / "model.json")["mode"] == "evaluate"
 
 
+@pytest.mark.slow
 def test_latest_small_imported_whole_gives_similar_items_by_taste(tmp_path):
     """MovieLens latest-small imported whole (serve mode): through the export, Toy Story 2 is among Toy Story's 10
     most similar items and The Empire Strikes Back among Star Wars IV's (by title words it would be Palm Beach

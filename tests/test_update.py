@@ -315,6 +315,7 @@ def test_an_interrupted_update_never_replays_over_newer_work(shop, tmp_path, mon
     assert not (ws / JOURNAL).exists() and not list(ws.glob(".staging-*"))
 
 
+@pytest.mark.slow
 def test_movielens_latest_small_new_movies_are_recommendable(tmp_path):
     from graphrec.data.movielens import load_movielens
 

@@ -12,17 +12,13 @@ import json
 import logging
 import os
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import typer
-
-try:  # newer typer raises the usage errors of its own vendored click, not click's
-    from typer._click import exceptions as _typer_click
-except ImportError:  # older typer: click's own
-    _typer_click = click.exceptions
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -41,6 +37,12 @@ from graphrec.kg.explain import explain_pair
 from graphrec.kg.stats import run_stats
 from graphrec.model.artifacts import embeddings_path
 from graphrec.model.lists import DEFAULT_N
+
+_typer_click: types.ModuleType
+try:  # newer typer raises the usage errors of its own vendored click, not click's
+    from typer._click import exceptions as _typer_click
+except ImportError:  # older typer: click's own
+    _typer_click = click.exceptions
 
 # Commands that need torch (encode, train, evaluate, recommend, update, quickstart) import their stage when they
 # run, so `graphrec data ...`, `--help` and a usage error start in a second rather than paying for torch.
@@ -145,17 +147,12 @@ def data_import(
 ) -> None:
     """Import CSV/Parquet files (one interactions file, or pre-split parts) into a workspace."""
 
-    ds, notes = import_files(out_ws, interactions=interactions and str(interactions), items=items and str(items),
-                             users=users and str(users), images_dir=images_dir and str(images_dir),
+    ds, notes = import_files(out_ws, interactions=interactions, items=items, users=users, images_dir=images_dir,
                              text_columns=_columns(text_columns), attribute_columns=_columns(attribute_columns),
                              image_column=image_column, user_attribute_columns=_columns(user_attribute_columns),
-                             encoding=encoding, min_rating=min_rating, train=train and str(train),
-                             valid=valid and str(valid),
-                             test=test and str(test), cold_valid=cold_valid and str(cold_valid),
-                             cold_test=cold_test and str(cold_test),
-                             cold_user_context=cold_user_context and str(cold_user_context),
-                             cold_user_valid=cold_user_valid and str(cold_user_valid),
-                             cold_user_test=cold_user_test and str(cold_user_test))
+                             encoding=encoding, min_rating=min_rating, train=train, valid=valid, test=test,
+                             cold_valid=cold_valid, cold_test=cold_test, cold_user_context=cold_user_context,
+                             cold_user_valid=cold_user_valid, cold_user_test=cold_user_test)
     _dataset_result(as_json, ds, out_ws, notes, "imported")
 
 
@@ -541,8 +538,8 @@ def recommend_cmd(
     excluded = excluded_from_lists(Dataset.load_schema(workspace))
     _result(as_json, {"rows": len(frame), "users": int(frame["user_id"].nunique()), "out": str(out_file),
                       "excluded": excluded},
-            lambda: (_say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}"),
-                     _say(excluded)))
+            lambda: _say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}\n"
+                         f"{excluded}"))
 
 
 @app.command("export")

@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from graphrec.core.errors import InputError
-from graphrec.core.io import check_json, check_tensors, read_json, read_tensors, write_json, write_tensors
+from graphrec.core.io import (
+    TensorSpec,
+    check_json,
+    check_tensors,
+    read_json,
+    read_tensors,
+    write_json,
+    write_tensors,
+)
 from graphrec.core.workspace import MAKE, Workspace
 
 REENCODE = f"re-run `{MAKE['features']}`"
@@ -22,7 +30,7 @@ REENCODE = f"re-run `{MAKE['features']}`"
 # (the encoder's identity and settings), read by the encoder that wrote it.
 FEATURES_JSON = {"item_ids": [str], "dim?": int, "modality?": str, "random_weights?": bool, "identity?": dict,
                  "content_hashes?": [str]}
-FEATURES_TENSORS = {"values": ("float32", ("items", "dim")), "mask": ("uint8", ("items",))}
+FEATURES_TENSORS: dict[str, TensorSpec] = {"values": ("float32", ("items", "dim")), "mask": ("uint8", ("items",))}
 
 
 @dataclass

@@ -30,9 +30,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success rename it over `target`, on failure remove it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(tmp_name)
     usual_mode(tmp, 0o666)
     try:
         yield tmp
@@ -242,7 +242,7 @@ def _misfit(value: Any, spec: Any, at: str) -> str | None:
     return None
 
 
-_PLAIN = {str: {str}, int: {int}, float: {int, float}, bool: {bool}, None: {type(None)}}
+_PLAIN: dict[type | None, set[type]] = {str: {str}, int: {int}, float: {int, float}, bool: {bool}, None: {type(None)}}
 
 
 def _place(at: str) -> str:
@@ -294,7 +294,8 @@ def check_tensors(tensors: dict[str, np.ndarray], spec: dict[str, TensorSpec], p
             if not fits:
                 break
         if not fits:
-            expected = ", ".join(str(sizes.get(d, d)) for d in shape)  # a size not known yet shows its name
+            # a size not known yet shows its name
+            expected = ", ".join(str(sizes.get(d, d) if isinstance(d, str) else d) for d in shape)
             raise InputError(f"tensor {name!r} should be [{expected}] {dtype}, found {list(t.shape)} {t.dtype}: "
                              f"{remedy}", file=path)
     return sizes

@@ -357,10 +357,10 @@ class Workspace:
 
     def _inside(self, name: object) -> Path:
         """self.path / `name` for a relative path that stays inside the workspace once symlinks are resolved."""
-        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
-        if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
+        rel = PurePosixPath(name) if isinstance(name, str) else None
+        if rel is None or not rel.parts or rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"it names {name!r}, not a path inside {self.path}")
-        p = self.path.joinpath(*parts)
+        p = self.path.joinpath(*rel.parts)
         if Path(os.path.realpath(self.path)) not in (Path(os.path.realpath(p.parent)) / p.name).parents:
             raise ValueError(f"{name!r} leads outside {self.path} through a symbolic link")
         return p

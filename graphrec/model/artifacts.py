@@ -35,6 +35,7 @@ import numpy as np
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import (
+    TensorSpec,
     check_json,
     check_tensors,
     file_sha256,
@@ -64,7 +65,8 @@ ARCHITECTURE = {"n_users": int, "n_items": int, "dim": int, "layers": int, "moda
 # Embeddings made elsewhere need only the scoring rule and their width ("dim"); a trained GraphRec adds the rest.
 MODEL_INFO = {"scoring?": str, "dim?": int, "refit?": bool, "settings?": dict, "features?": dict,
               "architecture?": ARCHITECTURE}
-EMBEDDING_TENSORS = {"user": ("float32", ("users", "dim")), "item": ("float32", ("items", "dim"))}
+EMBEDDING_TENSORS: dict[str, TensorSpec] = {"user": ("float32", ("users", "dim")),
+                                            "item": ("float32", ("items", "dim"))}
 _NUMBER = (float, None)  # NaN is written as null
 HISTORY_ROW = {"epoch": int, "phase?": str, "seconds?": _NUMBER, "loss?": _NUMBER, "bpr?": _NUMBER, "cold?": _NUMBER,
                "align?": _NUMBER}
@@ -275,9 +277,9 @@ def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dic
         return None
     path = d / RANKER_TENSORS
     t = read_tensors(path)
-    spec = {"ease_user": ("float32", ("items", "ease_dim")), "ease_item": ("float32", ("items", "ease_dim")),
-            "pop": ("float32", ("items",)), "warm": ("uint8", ("items",)),
-            "group_items?": ("float32", ("items", "values"))}
+    spec: dict[str, TensorSpec] = {
+        "ease_user": ("float32", ("items", "ease_dim")), "ease_item": ("float32", ("items", "ease_dim")),
+        "pop": ("float32", ("items",)), "warm": ("uint8", ("items",)), "group_items?": ("float32", ("items", "values"))}
     if info.get("lowpass_dim"):
         spec.update({"lowpass_user": ("float32", ("items", "lowpass_dim")),
                      "lowpass_item": ("float32", ("items", "lowpass_dim"))})

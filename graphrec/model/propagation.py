@@ -27,12 +27,12 @@ class _SpMM(torch.autograd.Function):
     """A @ x whose backward is the precomputed A^T @ grad: torch's CSR backward transposes A on every call."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, at: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, a: torch.Tensor, at: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.at = at
         return torch.sparse.mm(a, x)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
         return None, None, torch.sparse.mm(ctx.at, grad)
 
 
@@ -107,12 +107,12 @@ class GraphInputs:
     item_sim: SparseOp | None = None
 
     def to(self, device: torch.device | str) -> GraphInputs:
-        mv = lambda t: None if t is None else t.to(device)
-        return GraphInputs(self.n_users, self.n_items, mv(self.ui), mv(self.item_degree), mv(self.user_degree),
-                           {k: mv(v) for k, v in self.features.items()},
-                           {k: mv(v) for k, v in self.feature_mask.items()},
-                           {k: (t, mv(m)) for k, (t, m) in self.item_attr.items()},
-                           {k: (t, mv(m)) for k, (t, m) in self.user_attr.items()}, mv(self.item_sim))
+        return GraphInputs(self.n_users, self.n_items, self.ui.to(device), self.item_degree.to(device),
+                           self.user_degree.to(device), {k: v.to(device) for k, v in self.features.items()},
+                           {k: v.to(device) for k, v in self.feature_mask.items()},
+                           {k: (t, m.to(device)) for k, (t, m) in self.item_attr.items()},
+                           {k: (t, m.to(device)) for k, (t, m) in self.user_attr.items()},
+                           None if self.item_sim is None else self.item_sim.to(device))
 
 
 def feature_tensors(features: dict[str, Features]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -92,8 +92,11 @@ class Recommender:
                  progress: bool = False, ease_dim: int = EASE_DIM, encode_settings: Mapping[str, Any] | None = None,
                  **train_settings: Any) -> None:
         # A TemporaryDirectory removes its folder when collected: the model lives exactly as long as the object.
-        self._tmp = tempfile.TemporaryDirectory(prefix="graphrec-") if workspace is None else None
-        self._ws = Workspace(self._tmp.name if self._tmp is not None else workspace)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workspace is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="graphrec-")
+            workspace = self._tmp.name
+        self._ws = Workspace(workspace)
         self.modalities = tuple(modalities)
         self.seed = seed
         self.progress = progress
@@ -340,8 +343,8 @@ class Recommender:
         one_item_users = np.stack([taste_vector(fold_in, blocks, int(i), bool(s.ranker.warm[i])) for i in idx])
         sim = torch.from_numpy(one_item_users) @ torch.from_numpy(item_vectors).T
         sim[torch.arange(len(idx)), torch.from_numpy(idx)] = -torch.inf  # not similar to itself: the same item
-        val, top = topk_stable(sim, min(k, s.dataset.n_items))
-        val, top = val.numpy(), top.numpy()
+        top_val, top_idx = topk_stable(sim, min(k, s.dataset.n_items))
+        val, top = top_val.numpy(), top_idx.numpy()
         rows, rank = np.nonzero(np.isfinite(val))  # the item itself, ranked last at -inf, drops out here
         return pd.DataFrame({"item_id": np.asarray(ids, dtype=object)[rows],
                              "similar_item_id": s.dataset.item_ids[top[rows, rank]],

@@ -141,19 +141,16 @@ def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | No
                                     ds.schema.images_dir)
                 f, rep = _cached(name, item_ids, hash_files(paths), clip.image_identity(max_pixels),
                                  previous.get(name), clip.dim,
-                                 lambda idx, clip=clip, paths=paths: clip.encode_images(
-                                     [paths[i] for i in idx], batch_size, num_workers, max_pixels, show_progress),
+                                 _image_encoder(clip, paths, batch_size, num_workers, max_pixels, show_progress),
                                  {i: p for i, p in enumerate(paths) if p})
             else:
                 f, rep = _cached(name, item_ids, text_hashes, clip.text_identity(), previous.get(name), clip.dim,
-                                 lambda idx, clip=clip: _texts(clip.encode_texts(texts[idx].tolist(), text_batch_size,
-                                                                                 show_progress), len(idx)))
+                                 _text_encoder(clip.encode_texts, texts, text_batch_size, show_progress))
         elif name == "st_text":
             st = load_sentence_model(st_model, device)
             resolved_device = str(st.device)
             f, rep = _cached(name, item_ids, text_hashes, st.identity, previous.get(name), st.dim,
-                             lambda idx, st=st: _texts(st.encode_texts(texts[idx].tolist(), text_batch_size,
-                                                                       show_progress), len(idx)))
+                             _text_encoder(st.encode_texts, texts, text_batch_size, show_progress))
         elif name == "lexical":
             f, rep = _lexical(item_ids, texts, text_hashes, lexical_dim, seed, previous.get(name))
         else:
@@ -273,7 +270,7 @@ def _cached(name: str, item_ids: list[str], hashes: list[str], identity: dict[st
         values[reused] = prev["values"][pos[reused]]
         mask[reused] = prev["mask"][pos[reused]]
         old_bad = {b["item_id"]: b["reason"] for b in prev["meta"].get("bad", [])}
-        bad.update({i: old_bad[item_ids[i]] for i in np.flatnonzero(reused & ~mask) if item_ids[i] in old_bad})
+        bad.update({int(i): old_bad[item_ids[i]] for i in np.flatnonzero(reused & ~mask) if item_ids[i] in old_bad})
     todo = np.flatnonzero(has & ~reused)
     if len(todo):
         vec, ok, new_bad = encode(todo)
@@ -282,15 +279,27 @@ def _cached(name: str, item_ids: list[str], hashes: list[str], identity: dict[st
         bad.update({int(todo[p]): r for p, r in new_bad})
     bad_list = [{"item_id": item_ids[i], **({"file": files[i]} if files else {}), "reason": bad[i]}
                 for i in sorted(bad)]
-    meta = {"identity": identity, "random_weights": bool(identity.get("random_weights", False)),
-            "item_ids": item_ids, "content_hashes": hashes}
+    random_weights = bool(identity.get("random_weights", False))
+    meta = {"identity": identity, "random_weights": random_weights, "item_ids": item_ids, "content_hashes": hashes}
     rep = ModalityReport(name, dim, int(has.sum()), int((~has).sum()), encoded=len(todo), reused=int(reused.sum()),
-                         bad=bad_list, random_weights=meta["random_weights"])
+                         bad=bad_list, random_weights=random_weights)
     return Features(name, values, mask, meta), rep
 
 
-def _texts(vectors: np.ndarray, n: int) -> Encoded:
-    return vectors, np.ones(n, dtype=bool), []
+def _text_encoder(encode_texts: Callable[[list[str], int, bool], np.ndarray], texts: np.ndarray, batch_size: int,
+                  show_progress: bool) -> Callable[[np.ndarray], Encoded]:
+    """`_cached`'s encode for a text modality: `encode_texts` (an encoder's) over the texts of the rows asked."""
+    def encode(idx: np.ndarray) -> Encoded:
+        return encode_texts(texts[idx].tolist(), batch_size, show_progress), np.ones(len(idx), dtype=bool), []
+    return encode
+
+
+def _image_encoder(clip: ClipEncoder, paths: list[str | None], batch_size: int, num_workers: int | None,
+                   max_pixels: int, show_progress: bool) -> Callable[[np.ndarray], Encoded]:
+    """`_cached`'s encode for clip_image: the image files of the rows asked."""
+    def encode(idx: np.ndarray) -> Encoded:
+        return clip.encode_images([paths[i] for i in idx], batch_size, num_workers, max_pixels, show_progress)
+    return encode
 
 
 def _lexical(item_ids: list[str], texts: np.ndarray, hashes: list[str], dim: int, seed: int,

@@ -68,7 +68,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -286,7 +286,9 @@ class Ranker:
                 g = np.float32(nw.get("gnn", 1.0))
                 terms.append([one, one, last, one * g, last * g])
             elif b in ("ease", "lowpass", "content"):  # sums of the items' rows; the content profile is a mean
-                rows.append({"ease": self.ease_user, "lowpass": self.lowpass_user, "content": self.content}[b])
+                # blocks() lists lowpass and content only when the ranker has them
+                rows.append(cast(np.ndarray, {"ease": self.ease_user, "lowpass": self.lowpass_user,
+                                              "content": self.content}[b]))
                 terms.append([one if b == "content" else zero, one, zero, one, zero])
             else:  # constants: pop and offset weights (their own below short_history), no attribute values
                 const = {"pop": (pop, nw.get("pop", pop)), "offset": (1.0, nw.get("offset", 1.0))}.get(b, (0.0, 0.0))
@@ -392,10 +394,10 @@ class Ranker:
                 known = (known + exclude[at]).tocsr()
             with torch.no_grad():
                 if ann is not None:
-                    val, idx = _search_excluding(ann, uv, item_np, known, col_of, kk)
+                    top_val, top_idx = _search_excluding(ann, uv, item_np, known, col_of, kk)
                 else:
-                    val, idx = topk_stable(_mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of), kk)
-            val, idx = val.numpy(), idx.numpy()
+                    top_val, top_idx = topk_stable(_mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of), kk)
+            val, idx = top_val.numpy(), top_idx.numpy()
             found = np.isfinite(val)
             items[at, :kk] = np.where(found, cand[idx], -1)
             scores[at, :kk] = np.where(found, val, np.nan)
@@ -515,10 +517,10 @@ def ridge_content(kg: KnowledgeGraph | None, n_items: int, content: np.ndarray |
     for m in attribute_blocks(kg, "item", n_items):
         deg = np.asarray(m.sum(axis=1)).ravel()
         blocks += [sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m, sp.csr_matrix(np.log1p(deg)[:, None])]
-    blocks = _cut(blocks, widths)
-    if not blocks:
+    cut = _cut(blocks, widths)
+    if not cut:
         return None, []
-    return sp.hstack(blocks, format="csr", dtype=np.float32), [b.shape[1] for b in blocks]
+    return sp.hstack(cut, format="csr", dtype=np.float32), [b.shape[1] for b in cut]
 
 
 def user_groups(kg: KnowledgeGraph | None, n_users: int, layout: dict[str, list[int]] | None = None
@@ -583,8 +585,9 @@ def select_filter(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, ease_
     truth, seen = sample_validation_rows(ds.matrix(("valid",)), len(cand)).astype(bool), history.astype(bool)
 
     def score(lam_factors: tuple[np.ndarray, np.ndarray], gamma: float) -> float:
-        user = [history @ lam_factors[0]] + ([history @ low[0]] if gamma else [])
-        item = [lam_factors[1]] + ([gamma * low[1]] if gamma else [])
+        # gamma is 0 without a low-pass part
+        user = [history @ lam_factors[0]] + ([history @ low[0]] if gamma and low is not None else [])
+        item = [lam_factors[1]] + ([gamma * low[1]] if gamma and low is not None else [])
         return _validation_ndcg(np.hstack(user).astype(np.float32), np.hstack(item).astype(np.float32), truth,
                                 seen, cand, k)
 
@@ -599,7 +602,7 @@ def select_filter(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, ease_
         trials["lowpass_validation_ndcg"] = {str(g): round(score(factors[lam], float(g)), 6) for g in gammas}
         gamma = float(max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)]))
     ease_user, ease_item = factors[lam]
-    if not gamma:
+    if not gamma or low is None:
         return GraphFilter(lam, 0.0, ease_user, ease_item, None, None, trials)
     return GraphFilter(lam, gamma, ease_user, ease_item, low[0], (gamma * low[1]).astype(np.float32), trials)
 
@@ -646,9 +649,13 @@ def fit_cold_maps(r: Ranker, feats: sp.csr_matrix, x: sp.csr_matrix, ridge_lambd
     fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
     ridge = {lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas}
     pop = {lam: fitted[lam].target_columns(slice(width, width + 1)) for lam in pop_lambdas}
-    chosen = {"ridge": ridge_lambdas[0], "cold_pop": pop_lambdas[0] if pop_lambdas else None}
+    chosen = {"ridge": ridge_lambdas[0]}
+    if pop_lambdas:
+        chosen["cold_pop"] = pop_lambdas[0]
     selection: dict[str, Any] = {}
     if len(ridge_lambdas) > 1:
+        if ds is None:
+            raise ValueError("selecting the cold maps' lambdas needs the dataset (its cold_valid)")
         truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(bool)
         if truth.nnz == 0 or len(cold) == 0:
             return None
@@ -661,7 +668,7 @@ def fit_cold_maps(r: Ranker, feats: sp.csr_matrix, x: sp.csr_matrix, ridge_lambd
             trials = {lam: _validation_ndcg(user[name], _mapped(m, feats, r.warm, base[name]), truth,
                                             history.astype(bool), cold, k) for lam, m in maps.items()}
             if trials:
-                chosen[name] = max(trials, key=trials.get)
+                chosen[name] = max(trials, key=trials.__getitem__)
                 selection.update({f"{name}_lambda": chosen[name],
                                   f"{name}_validation_ndcg": {str(lam): round(v, 6) for lam, v in trials.items()}})
     return ColdMaps(ridge[chosen["ridge"]], pop[chosen["cold_pop"]] if pop else None, selection)
@@ -766,7 +773,9 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
                     lowpass_user=final.lowpass_user, lowpass_item=final.lowpass_item)
     if cold is not None:
         pop_lambda = [cold.selection["cold_pop_lambda"]] if cold.pop is not None else []
-        r = fit_cold_maps(r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda).on(r, feats)
+        # one lambda each: fitted as they are, never None
+        refit_maps = cast(ColdMaps, fit_cold_maps(r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda))
+        r = refit_maps.on(r, feats)
     if r.group_items is not None:
         r = replace(r, group_items=group_popularity(r.groups, given) / np.float32(r.scale["group"]))
     selection = {"warm_items": int(warm.sum()), **gf.trials, **(cold.selection if cold else {}), **blend.selection,
@@ -860,7 +869,7 @@ def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, 
     gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn.weights_warm.get("gnn")
                                                            or with_gnn.weights_cold.get("gnn"))
                                                       and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9))
-    chosen = with_gnn if gnn_kept else closed
+    chosen = with_gnn if with_gnn is not None and gnn_kept else closed
     rounded = lambda fit: {n: round(v, 6) for n, v in fit.validation_ndcg.items()}  # noqa: E731
     return BlendFit(chosen.weights_warm, chosen.weights_cold, chosen.cold_offset, scale, gnn_kept, {
         "fitted_on": {n: int(len(d[0])) for n, d in data.items()}, "validation_ndcg": rounded(chosen),
@@ -950,13 +959,13 @@ def fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr
     known = r.user_vectors(users, history)  # before any new-user weight: the vectors everyone gets
     at, scores = 0, {}
     rest = torch.zeros(len(users), r.n_items)
-    for b, w in r.blocks().items():
+    for b, width in r.blocks().items():
         if b in ("gnn", "offset"):
             user = r.user_emb[users] if b == "gnn" else np.ones((len(users), 1), np.float32)
-            scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + w]).T
+            scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + width]).T
         elif b in ("ease", "lowpass", "content"):  # from the few given items; 0 for users with none
-            rest += torch.from_numpy(known[:, at:at + w]) @ torch.from_numpy(items[:, at:at + w]).T
-        at += w
+            rest += torch.from_numpy(known[:, at:at + width]) @ torch.from_numpy(items[:, at:at + width]).T
+        at += width
     pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
     scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
     group_items, group_scale = None, 1.0
@@ -1020,7 +1029,8 @@ def save_ranker(staged: Workspace, r: Ranker) -> None:
     ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(np.float32)  # cold rows: rebuilt from content
     tensors = {"ease_user": r.ease_user, "ease_item": ease_item, "pop": r.pop, "warm": r.warm.astype(np.uint8)}
     if r.lowpass_item is not None:
-        tensors.update(lowpass_user=r.lowpass_user, lowpass_item=r.lowpass_item)
+        # lowpass_user is set with lowpass_item (GraphFilter)
+        tensors.update(lowpass_user=cast(np.ndarray, r.lowpass_user), lowpass_item=r.lowpass_item)
     for name, m in (("ridge", r.content_map), ("cold_pop", r.cold_pop_map)):
         if m is not None:
             tensors.update({name: m.weights, f"{name}_mean": m.feature_mean, f"{name}_target_mean": m.target_mean,
@@ -1064,9 +1074,9 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
         feats = ridge_content(kg, ds.n_items, content, info["ridge_widths"])[0]
         if feats is None or "ridge_columns" not in t or feats.shape[1] != sum(info["ridge_widths"]):
             return None
-        maps = [ContentMap(t[n], t[f"{n}_mean"], t[f"{n}_target_mean"], t[f"{n}_columns"]) if n in t else None
-                for n in ("ridge", "cold_pop")]
-        r = ColdMaps(maps[0], maps[1] if "cpop" in info["components"] else None).on(r, feats)
+        maps = {n: ContentMap(t[n], t[f"{n}_mean"], t[f"{n}_target_mean"], t[f"{n}_columns"])
+                for n in ("ridge", "cold_pop") if n in t}  # read_ranker checked: ridge is there
+        r = ColdMaps(maps["ridge"], maps.get("cold_pop") if "cpop" in info["components"] else None).on(r, feats)
     return r
 
 
@@ -1078,14 +1088,23 @@ def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
     if r is None:
         return False
     new = grown.n_items - old.n_items
-    grow = lambda a: None if a is None else np.concatenate([a, np.zeros((new, *a.shape[1:]), a.dtype)])  # noqa: E731
     # new items: zero rows; the cold rows of ease_item and cold_pop are rebuilt from content on loading
     save_ranker(staged, replace(
-        r, warm=grow(r.warm), ease_user=grow(r.ease_user), ease_item=grow(r.ease_item),
-        lowpass_user=grow(r.lowpass_user), lowpass_item=grow(r.lowpass_item), group_items=grow(r.group_items),
-        cold_pop=grow(r.cold_pop), pop=_log_pop(grown.matrix(("train",))),
+        r, warm=_zero_rows(r.warm, new), ease_user=_zero_rows(r.ease_user, new), ease_item=_zero_rows(r.ease_item, new),
+        lowpass_user=_zero_rows(r.lowpass_user, new), lowpass_item=_zero_rows(r.lowpass_item, new),
+        group_items=_zero_rows(r.group_items, new), cold_pop=_zero_rows(r.cold_pop, new),
+        pop=_log_pop(grown.matrix(("train",))),
         record=replace(r.record, embeddings_sha256=artifacts.embeddings_sha256(staged))))
     return True
+
+
+@overload
+def _zero_rows(a: np.ndarray, n: int) -> np.ndarray: ...
+@overload
+def _zero_rows(a: None, n: int) -> None: ...
+def _zero_rows(a: np.ndarray | None, n: int) -> np.ndarray | None:
+    """`a` with n zero rows appended (None: an array the ranker does not have)."""
+    return None if a is None else np.concatenate([a, np.zeros((n, *a.shape[1:]), a.dtype)])
 
 
 def serving_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker:

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,7 +45,7 @@ from graphrec.model.artifacts import Checkpoints, TrainResult
 from graphrec.model.gnn import GraphRec, LossWeights, TrainedModel
 from graphrec.model.metrics import embedding_accuracy, sample_validation_rows
 from graphrec.model.propagation import GraphInputs, build_inputs, sample_neighbourhood
-from graphrec.stages.rank import RankSettings, fit_blend, save_ranker, serve_embeddings
+from graphrec.stages.rank import Ranker, RankSettings, fit_blend, save_ranker, serve_embeddings
 
 PHASES = ("select", "refit")
 # Full mode computes a batch's loss in chunks of this many triples (see _Step): a batch of millions of
@@ -250,8 +250,9 @@ class _Step(torch.nn.Module):
 def _make_optimizer(model: GraphRec, s: TrainSettings) -> torch.optim.Optimizer:
     emb = [model.user_id, model.item_id]
     rest = [p for n, p in model.named_parameters() if n not in ("user_id", "item_id")]
+    lr = cast(float, s.lr)  # run_train resolved the settings: the rate is decided
     return torch.optim.Adam([{"params": emb, "weight_decay": 0.0},
-                             {"params": rest, "weight_decay": s.weight_decay}], lr=s.lr)
+                             {"params": rest, "weight_decay": s.weight_decay}], lr=lr)
 
 
 def _dist() -> tuple[int, int]:
@@ -336,11 +337,12 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
          validate: bool) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
     """Train one phase; returns (model at its selected/last epoch, its inputs, history, selected epoch)."""
     s = run.s
+    batch_size = cast(int, s.batch_size)  # run_train resolved the settings: it is decided
     rank, world = _dist()
     inp = run.inputs(pairs)
     model = run.new_model(inp)
     opt = _make_optimizer(model, s)
-    step = _Step(model, s)
+    step: torch.nn.Module = _Step(model, s)
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(step)
     sets = run.validation_sets(pairs, inp) if validate else {}
@@ -366,8 +368,8 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
         users, pos, neg = epoch_triples(pairs, run.ni, pool, s.seed, PHASES.index(phase), epoch)
         gen = torch.Generator(device=run.device).manual_seed(s.seed * 1_000_003 + epoch)
         totals = {"loss": 0.0, "bpr": 0.0, "cold": 0.0, "align": 0.0}
-        for b in range(0, len(users), s.batch_size):
-            n_b = min(s.batch_size, len(users) - b)
+        for b in range(0, len(users), batch_size):
+            n_b = min(batch_size, len(users) - b)
             lo, hi = b + rank * n_b // world, b + (rank + 1) * n_b // world  # this rank's share of the batch
             t = [torch.as_tensor(x[lo:hi], device=run.device) for x in (users, pos, neg)]
             loss, parts = step(inp, *t, gen)
@@ -490,8 +492,8 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
         artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit,
                                                                 len(final_pairs)), history)
         # the ranker is written into the staged model/ with the embeddings just written, so readers never see a
-        # model without its ranker
-        save_ranker(out, serve_embeddings(blend, user, item, result.embeddings_sha256, refit))
+        # model without its ranker (rank 0 fitted the blend)
+        save_ranker(out, serve_embeddings(cast(Ranker, blend), user, item, result.embeddings_sha256, refit))
         if ws.config_path.exists():
             shutil.copy2(ws.config_path, out.config_path)
         out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},

@@ -42,9 +42,9 @@ TINY_CONFIG: dict[str, Any] = {
 
 @dataclass
 class ClipEncoder:
-    model: torch.nn.Module
+    model: Any  # an open_clip CLIP model: encode_image / encode_text (typed by open_clip, not torch.nn.Module)
     preprocess: Callable
-    tokenizer: Callable
+    tokenizer: Any  # an open_clip tokenizer: called on texts; SimpleTokenizer also encodes and names its tokens
     device: torch.device
     precision: str
     identity: dict[str, Any]

@@ -157,7 +157,7 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(rest) == 1 and (pa.types.is_list(first.type) or pa.types.is_large_list(first.type)
                            or pa.types.is_fixed_size_list(first.type)):
         lengths = pc.fill_null(pc.list_value_length(first), -1).to_numpy(zero_copy_only=False)
-        odd = np.flatnonzero((lengths != lengths[0]) | (lengths <= 0)) if len(lengths) else []
+        odd = np.flatnonzero((lengths != lengths[0]) | (lengths <= 0)) if len(lengths) else np.zeros(0, np.int64)
         if len(odd):
             raise InputError("vector is empty or of another length than the first row's", file=path,
                              row=int(odd[0]) + 1, column=rest[0])

@@ -70,6 +70,10 @@ def load_sentence_model(name_or_path: str = DEFAULT_ST_MODEL, device: str = "aut
     model.eval()
     get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension  # renamed in v5
     dim = int(get_dim() or model.encode([""], convert_to_numpy=True).shape[1])
+    max_len = model.max_seq_length  # None where the first module is no text transformer (int(None) failed)
+    if max_len is None:
+        raise InputError(f"sentence-transformers model {name_or_path!r} gives no max_seq_length: st_text needs a "
+                         "text transformer model")
     precision = precision_for(dev)
-    identity.update(max_seq_length=int(model.max_seq_length), precision=precision, dim=dim, normalized=True)
+    identity.update(max_seq_length=int(max_len), precision=precision, dim=dim, normalized=True)
     return SentenceEncoder(model, dev, precision, identity, dim)
