@@ -145,6 +145,18 @@ def has_select_embeddings(ws: Workspace) -> bool:
     return (model_dir(ws) / SELECT_EMBEDDINGS).exists()
 
 
+def extend_select_embeddings(ws: Workspace, staged: Workspace, ds: Dataset, user: np.ndarray,
+                             item: np.ndarray) -> None:
+    """When `ws` keeps selection-phase embeddings (the ranker was fitted on them), stage them grown to the rows of
+    the final `user` / `item` embeddings: the existing rows as they were, new users and items as in the final
+    ones."""
+    if not has_select_embeddings(ws):
+        return
+    select_user, select_item, _ = read_embeddings(ws, ds, select=True)
+    write_embeddings(staged, np.concatenate([select_user, user[len(select_user):]]),
+                     np.concatenate([select_item, item[len(select_item):]]), select=True)
+
+
 def embeddings_sha256(ws: Workspace) -> str:
     """sha256 of model/embeddings.safetensors: what a fitted ranker records to recognise its embeddings."""
     return file_sha256(model_dir(ws) / EMBEDDINGS)

@@ -37,7 +37,7 @@ from graphrec.core.io import atomic_path, native_errors, usual_mode
 from graphrec.core.memory import check_fits
 from graphrec.core.progress import progress_bar
 from graphrec.core.workspace import LINEAGE, TRAINING, Workspace
-from graphrec.data.dataset import Dataset
+from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.data.splits import selection_split
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import artifacts
@@ -545,7 +545,23 @@ def _model_meta(run: _Run, model: GraphRec, inp: GraphInputs, selected: int, val
             "architecture": model.config()}
 
 
-# -- growing without retraining (graphrec.stages.update) ------------------------------------------------------
+# -- growing without retraining (graphrec.stages.update) ---------------------------------------------
+def updated_embeddings(trained: TrainedModel, grown: Dataset, kg: KnowledgeGraph | None,
+                       features: dict[str, Features], trained_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exported (user, item) of the trained parameters over a grown dataset whose first `trained_rows`
+    interaction rows are those the parameters were made with: of those, the parts the served model was fitted on
+    (train+valid when it was refit, train otherwise) keep their ID embeddings; cold-user context and every row
+    added since are propagated over without one (`refresh_embeddings`)."""
+    inter = grown.interactions
+    rows = np.arange(len(inter))
+    fitted_parts = TRAINED if trained.meta.get("refit") else ("train",)
+    is_trained = (rows < trained_rows) & inter["split"].isin(fitted_parts).to_numpy()
+    is_extra = ((rows < trained_rows) & (inter["split"] == "cold_user_context").to_numpy()) | (rows >= trained_rows)
+    users, items = inter["user"].to_numpy(np.int64), inter["item"].to_numpy(np.int64)
+    extra = (users[is_extra], items[is_extra]) if is_extra.any() else None
+    return refresh_embeddings(trained.model, grown, kg, features, (users[is_trained], items[is_trained]), extra)
+
+
 @torch.no_grad()
 def refresh_embeddings(model: GraphRec, ds: Dataset, kg: KnowledgeGraph | None, features: dict[str, Features],
                        trained: tuple[np.ndarray, np.ndarray], extra: tuple[np.ndarray, np.ndarray] | None

@@ -14,8 +14,9 @@ What an update does, given files of new items / users / interactions (read like 
             touched. The ranker keeps its fitted blend and treats new items as cold.
 Existing item ids in --items are an error (content changes need a re-import and a retrain).
 Each step is its stage's own function (graphrec.data.append.grow_dataset, graphrec.stages.encode.encode_new_items,
-graphrec.kg.extend.extend_graph, graphrec.stages.train.refresh_embeddings, graphrec.stages.rank.extend_ranker); this module
-holds only the transaction: staging, journal, switch.
+graphrec.kg.extend.extend_graph, graphrec.stages.train.updated_embeddings,
+graphrec.model.artifacts.extend_select_embeddings, graphrec.stages.rank.extend_ranker); this module holds only the
+transaction: staging, the log, journal, switch.
 
 Log: model/updates.json names the parameters (sha256 of model.safetensors) the updates were made for and
 how many users / items / interaction rows those parameters were trained with; rows after that came from
@@ -40,18 +41,18 @@ import numpy as np
 import pandas as pd
 
 from graphrec.core.errors import InputError
-from graphrec.core.feature_store import load_features
+from graphrec.core.feature_store import Features, load_features
 from graphrec.core.io import file_sha256
 from graphrec.core.workspace import LINEAGE, Workspace, fingerprints, writes
 from graphrec.data.append import grow_dataset
-from graphrec.data.dataset import TRAINED, Dataset
+from graphrec.data.dataset import Dataset
 from graphrec.kg.extend import extend_graph
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import artifacts
 from graphrec.model.gnn import GraphRec
 from graphrec.stages.encode import encode_new_items
 from graphrec.stages.rank import extend_ranker
-from graphrec.stages.train import load_model, refresh_embeddings
+from graphrec.stages.train import load_model, updated_embeddings
 
 
 @dataclass
@@ -77,77 +78,89 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
     seconds: dict[str, float] = {}
     notes: list[str] = []
     ds = Dataset.load(ws)
-    trained_model = load_model(ws)
-    log = _current_log(ws, ds, trained_model.model)
+    trained = load_model(ws)
+    log = _current_log(ws, ds, trained.model)
     added = grow_dataset(ds, interactions, items, users, encoding=encoding, notes=notes)
     grown = added.dataset
+    files = {"interactions": interactions, "items": items, "users": users}
     seconds["read"] = time.perf_counter() - t0
     with ws.staging() as sws:
         if ws.config_path.exists():
             shutil.copy2(ws.config_path, sws.config_path)
-        moves: list[str] = ["dataset"]
         grown.save(sws)
-        encoded: dict[str, int] = {}
-        features_dir = ws.stage_dir("features")
-        if added.items_added and features_dir.is_dir():
-            t = time.perf_counter()
-            shutil.copytree(features_dir, sws.stage_dir("features"))  # the encode cache reads the old vectors
-            encoded = encode_new_items(ws, sws, ds, grown, progress, notes)
-            moves.append("features")
-            seconds["encode"] = time.perf_counter() - t
-        features = load_features(sws if "features" in moves else ws) if features_dir.is_dir() else {}
-        kg = None
-        if ws.stage_dir("graph").is_dir():
-            t = time.perf_counter()
-            kg = extend_graph(KnowledgeGraph.load(ws), grown, features, ds.n_items, progress)
-            kg.save(sws)
-            moves.append("graph")
-            seconds["graph"] = time.perf_counter() - t
-
+        moves = ["dataset"]
+        content = _grow_content(ws, sws, ds, grown, added.items_added, moves, seconds, progress, notes)
         t = time.perf_counter()
-        base = log["trained"]
-        inter = grown.interactions
-        rows = np.arange(len(inter))
-        trained_parts = TRAINED if trained_model.meta.get("refit") else ("train",)
-        is_trained = (rows < base["interactions"]) & inter["split"].isin(trained_parts).to_numpy()
-        is_extra = ((rows < base["interactions"]) & (inter["split"] == "cold_user_context").to_numpy()) | \
-                   (rows >= base["interactions"])
-        pairs = lambda m: (inter["user"].to_numpy(np.int64)[m], inter["item"].to_numpy(np.int64)[m])
-        extra = pairs(is_extra) if is_extra.any() else None
-        user_emb, item_emb = refresh_embeddings(trained_model.model, grown, kg, features, pairs(is_trained), extra)
-        old_user = trained_model.user
+        user_emb, item_emb = updated_embeddings(trained, grown, content.graph, content.features,
+                                                log["trained"]["interactions"])
+        old_user = trained.user
         moved = np.linalg.norm(user_emb[:len(old_user)] - old_user, axis=1) > \
             1e-6 * np.maximum(np.linalg.norm(old_user, axis=1), 1.0)
-        users_changed = int(moved.sum()) + len(user_emb) - len(old_user)
-        artifacts.copy_model(ws, sws)  # parameters and checkpoints stay; what follows replaces the rest
-        artifacts.write_embeddings(sws, user_emb, item_emb)
-        select = artifacts.has_select_embeddings(ws)
-        if select:  # new rows as in the final embeddings; the ranker is fitted on existing ones
-            su, si, _ = artifacts.read_embeddings(ws, ds, select=True)
-            artifacts.write_embeddings(sws, np.concatenate([su, user_emb[len(su):]]),
-                                       np.concatenate([si, item_emb[len(si):]]), select=True)
-        extend_ranker(ws, sws, ds, grown)
-        entry = {"finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-                 "items": [ds.n_items, grown.n_items], "users": [ds.n_users, grown.n_users],
-                 "interactions": [len(ds.interactions), len(inter)], "duplicates_skipped": added.duplicates_skipped,
-                 "files": {k: None if v is None else str(Path(v).resolve())
-                           for k, v in (("interactions", interactions), ("items", items), ("users", users))}}
-        log["updates"].append(entry)
-        final = {s: (sws if s in moves else ws).stage_dir(s) for s in LINEAGE}
-        log["after"] = fingerprints(final)
-        artifacts.write_update_log(sws, log)
-        sws.record("update", {"interactions": entry["files"]["interactions"], "items": entry["files"]["items"],
-                              "users": entry["files"]["users"], "encoding": encoding},
-                   inputs={k: file_sha256(v) for k, v in (("interactions", interactions), ("items", items),
-                                                          ("users", users)) if v is not None})
-        sws.relink(["features", "graph", "model"], final)  # the stages it rewrote were made from the grown data
+        _stage_model(ws, sws, ds, grown, user_emb, item_emb)
+        _stage_log(ws, sws, ds, grown, log, added.duplicates_skipped, moves, files, encoding)
         seconds["embed"] = time.perf_counter() - t
         moves.append("model")
         ws.switch([(sws.stage_dir(st), ws.stage_dir(st)) for st in moves] + [(sws.config_path, ws.config_path)],
                   sws)
     seconds["total"] = time.perf_counter() - t0
     return UpdateResult(added.items_added, added.users_added, added.interactions_added, added.duplicates_skipped,
-                        encoded, users_changed, {k: round(v, 3) for k, v in seconds.items()}, notes)
+                        content.encoded, int(moved.sum()) + len(user_emb) - len(old_user),
+                        {k: round(v, 3) for k, v in seconds.items()}, notes)
+
+
+@dataclass(frozen=True)
+class _GrownContent:
+    encoded: dict[str, int]  # modality -> items encoded (or folded in)
+    features: dict[str, Features]  # the features the grown dataset is served with
+    graph: KnowledgeGraph | None  # the extended graph (None: the workspace has none)
+
+
+def _grow_content(ws: Workspace, sws: Workspace, ds: Dataset, grown: Dataset, items_added: int, moves: list[str],
+                  seconds: dict[str, float], progress: bool, notes: list[str]) -> _GrownContent:
+    """Stage the features of the new items and the extended graph in `sws` (each stage it rewrote is added to
+    `moves`); the features and graph the model is refreshed over."""
+    encoded: dict[str, int] = {}
+    features_dir = ws.stage_dir("features")
+    if items_added and features_dir.is_dir():
+        t = time.perf_counter()
+        shutil.copytree(features_dir, sws.stage_dir("features"))  # the encode cache reads the old vectors
+        encoded = encode_new_items(ws, sws, ds, grown, progress, notes)
+        moves.append("features")
+        seconds["encode"] = time.perf_counter() - t
+    features = load_features(sws if "features" in moves else ws) if features_dir.is_dir() else {}
+    kg = None
+    if ws.stage_dir("graph").is_dir():
+        t = time.perf_counter()
+        kg = extend_graph(KnowledgeGraph.load(ws), grown, features, ds.n_items, progress)
+        kg.save(sws)
+        moves.append("graph")
+        seconds["graph"] = time.perf_counter() - t
+    return _GrownContent(encoded, features, kg)
+
+
+def _stage_model(ws: Workspace, sws: Workspace, ds: Dataset, grown: Dataset, user_emb: np.ndarray,
+                 item_emb: np.ndarray) -> None:
+    """The staged model/: the same parameters, the refreshed embeddings, the ranker grown to the new items."""
+    artifacts.copy_model(ws, sws)  # parameters and checkpoints stay; what follows replaces the rest
+    artifacts.write_embeddings(sws, user_emb, item_emb)
+    artifacts.extend_select_embeddings(ws, sws, ds, user_emb, item_emb)
+    extend_ranker(ws, sws, ds, grown)
+
+
+def _stage_log(ws: Workspace, sws: Workspace, ds: Dataset, grown: Dataset, log: dict[str, Any], duplicates: int,
+               moves: list[str], files: dict[str, str | os.PathLike | None], encoding: str) -> None:
+    """The update log entry and the config record of this update, in `sws`."""
+    paths = {k: None if v is None else str(Path(v).resolve()) for k, v in files.items()}
+    log["updates"].append({"finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+                           "items": [ds.n_items, grown.n_items], "users": [ds.n_users, grown.n_users],
+                           "interactions": [len(ds.interactions), len(grown.interactions)],
+                           "duplicates_skipped": duplicates, "files": paths})
+    final = {st: (sws if st in moves else ws).stage_dir(st) for st in LINEAGE}
+    log["after"] = fingerprints(final)
+    artifacts.write_update_log(sws, log)
+    sws.record("update", {**paths, "encoding": encoding},
+               inputs={k: file_sha256(v) for k, v in files.items() if v is not None})
+    sws.relink(["features", "graph", "model"], final)  # the stages it rewrote were made from the grown data
 
 
 def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:
