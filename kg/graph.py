@@ -11,6 +11,7 @@ meta["relation_kinds"] maps "src|rel|dst" to interaction, item_attribute, user_a
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from graphrec.core.errors import InputError
 from graphrec.core.io import check_json, check_tensors, read_json, read_tensors, write_json, write_tensors
 from graphrec.core.workspace import MAKE, Workspace
 
-if TYPE_CHECKING:  # optional at run time: the views import them when called
+if TYPE_CHECKING:  # the [pyg] extra: only the views below use them, and import them when called
     import networkx as nx
     from torch_geometric.data import HeteroData
 
@@ -84,9 +85,8 @@ class KnowledgeGraph:
         """A torch-geometric HeteroData: `edge_index` [2, E] int64 sorted by (src, dst) so CSR conversion needs
         no re-sort, `edge_weight` float32 [E]; with `reverse`, each relation also as (dst, "rev_<rel>", src)."""
         import torch
-        from torch_geometric.data import HeteroData
 
-        data = HeteroData()
+        data = _extra("torch_geometric.data", "to_hetero_data").HeteroData()
         for t, n in self.num_nodes.items():
             data[t].num_nodes = int(n)
         for (s, r, d), e in self.edges.items():
@@ -103,9 +103,7 @@ class KnowledgeGraph:
     def to_networkx(self, relations: list[EdgeType] | None = None) -> nx.MultiDiGraph:
         """A networkx MultiDiGraph for inspection and small graphs: nodes (type, index) with `type` and `name`,
         one edge per stored edge keyed by relation, with `weight`. Not for the hot path (per-edge Python)."""
-        import networkx as nx
-
-        g = nx.MultiDiGraph()
+        g = _extra("networkx", "to_networkx").MultiDiGraph()
         for t, n in self.num_nodes.items():
             g.add_nodes_from(((t, i), {"type": t, "name": self.node_name(t, i)}) for i in range(n))
         for key in (list(self.edges) if relations is None else relations):
@@ -188,3 +186,11 @@ def _csr_order(src: np.ndarray, dst: np.ndarray, n_dst: int) -> np.ndarray | Non
     if len(key) < 2 or bool((key[1:] >= key[:-1]).all()):
         return None
     return np.argsort(key, kind="stable")
+
+
+def _extra(module: str, view: str) -> Any:
+    """A module of the [pyg] extra, or one line saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"KnowledgeGraph.{view} needs {module.split('.')[0]}: pip install 'graphrec[pyg]'") from None

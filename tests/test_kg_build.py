@@ -1,6 +1,8 @@
 """Graph building: training-only interactions, the leak check, attributes, kNN, conversions, persistence, CLI."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,6 +135,13 @@ def test_hetero_data_is_csr_ready_with_reverse_relations(ds):
     fwd, rev = data["user", "interacts", "item"], data["item", "rev_interacts", "user"]
     assert torch.equal(torch.sort(fwd.edge_weight).values, torch.sort(rev.edge_weight).values)
     assert len(g.to_hetero_data(reverse=False).edge_types) == len(g.edges)
+
+
+@pytest.mark.parametrize(("module", "view"), [("torch_geometric.data", "to_hetero_data"), ("networkx", "to_networkx")])
+def test_the_views_without_the_pyg_extra_say_how_to_install_it(ds, monkeypatch, module, view):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(InputError, match=rf"KnowledgeGraph.{view} needs .*pip install 'graphrec\[pyg\]'"):
+        getattr(build_graph(ds), view)()
 
 
 def test_networkx_view(ds):

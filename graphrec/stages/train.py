@@ -403,7 +403,7 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
                      "stopped": stopped}
             save_checkpoint(ckpts.path(epoch), model, opt, state)
             ckpts.prune(epoch, s.keep_checkpoints)
-            bar.set_postfix({k2: f"{row[k2]:.4f}" for k2 in ("loss", "valid_ndcg@20", "cold_valid_ndcg@20")
+            bar.set_postfix({k2: f"{row[k2]:.4f}" for k2 in ("loss", f"valid_ndcg@{s.k}", f"cold_valid_ndcg@{s.k}")
                              if k2 in row})
         if stopped:
             break
