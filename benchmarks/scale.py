@@ -8,7 +8,7 @@ users = n/50, items = n/200), mark every interaction train, then time
   build   kg.build.run_build: interactions + attribute relations into the graph
   epoch   one training epoch of graphrec.stages.train (its own "seconds" for the epoch, without validation)
   top-K   top-20 over all items for every user with graphrec's Ranker (GNN vectors, history excluded):
-          approximate (faiss IVF, `Ranker.topk(approximate=True)`) for every user; exact for a sample of
+          approximate (`Ranker.topk(approximate=True)`) for every user; exact for a sample of
           users, extrapolated to all, and the share of the exact top-20 the approximate lists hold
 
 and the process's peak RSS after each step. Results: benchmarks/results/scale.json, a table and a plot

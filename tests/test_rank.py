@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import functools
 
 import numpy as np
 import pandas as pd
@@ -94,39 +94,43 @@ def test_recommend_excludes_given_and_respects_candidates(fitted):
         assert n == len(set(cold_ids) - seen)
 
 
-def test_approximate_topk_scanning_every_cluster_is_the_exact_topk(monkeypatch):
-    """With nprobe = nlist the index sees every item: the lists (exclusions, ties, scores) equal the exact ones."""
-    pytest.importorskip("faiss")
+def _first_pass_in(monkeypatch, dim: int) -> None:
+    """Ranker.topk(approximate=True) with a first pass in `dim` dimensions (the default keeps more than these
+    small vectors have, which would make it exact)."""
     import graphrec.model.ann as ann
     import graphrec.stages.rank as rank_mod
+
+    monkeypatch.setattr(rank_mod, "ApproximateTopK", functools.partial(ann.ApproximateTopK, dim=dim))
+
+
+def test_a_first_pass_keeping_every_dimension_gives_the_exact_topk():
+    """Vectors shorter than the first pass's dimensions: it keeps every direction, so the lists (exclusions, ties,
+    scores) equal the exact ones."""
+    from graphrec.stages.rank import Ranker
 
     rng = np.random.default_rng(0)
     n_users, n_items, d = 300, 2000, 12
     user = rng.normal(size=(n_users, d)).astype(np.float32)
     item = (rng.normal(size=(n_items, d)) * rng.uniform(0.2, 3, size=(n_items, 1))).astype(np.float32)
+    item[1000:1010] = item[0]  # ties, broken by item index in both passes
     history = sp.random(n_users, n_items, density=0.02, format="csr", random_state=1, dtype=np.float32)
     history.data[:] = 1
-    r = rank_mod.Ranker(user, item, np.ones(n_items, bool), np.zeros(n_items, np.float32),
-                        np.zeros((n_items, 0), np.float32), np.zeros((n_items, 0), np.float32), None)
+    r = Ranker(user, item, np.ones(n_items, bool), np.zeros(n_items, np.float32), np.zeros((n_items, 0), np.float32),
+               np.zeros((n_items, 0), np.float32), None)
     exact_items, exact_scores = r.topk(np.arange(n_users), 20, history, batch=64)
-
-    class Exhaustive(ann.ApproximateTopK):
-        def __init__(self, items, users):
-            super().__init__(items, users, nlist=16)
-            self.nprobe = 16
-    monkeypatch.setattr(rank_mod, "ApproximateTopK", Exhaustive)
     got_items, got_scores = r.topk(np.arange(n_users), 20, history, batch=64, approximate=True)
     assert np.array_equal(got_items, exact_items)
     np.testing.assert_allclose(got_scores, exact_scores, rtol=1e-5)
     assert not history[np.arange(n_users)[:, None], got_items].toarray().any()
+    few = r.topk(np.arange(5), 20, history, candidates=np.arange(12), approximate=True)[0]  # fewer than 5 x 20
+    assert np.array_equal(few, r.topk(np.arange(5), 20, history, candidates=np.arange(12))[0])
 
 
-def test_approximate_topk_finds_most_of_the_exact_lists():
-    pytest.importorskip("faiss")
+def test_approximate_topk_finds_most_of_the_exact_lists(monkeypatch):
     from graphrec.stages.rank import Ranker
 
+    _first_pass_in(monkeypatch, 10)  # of 16
     rng = np.random.default_rng(1)
-    # clustered items, as real ones are: what an inverted file is made for
     centres = rng.normal(size=(40, 16))
     item = (centres[rng.integers(40, size=5000)] + 0.3 * rng.normal(size=(5000, 16))).astype(np.float32)
     user = (centres[rng.integers(40, size=500)] + 0.3 * rng.normal(size=(500, 16))).astype(np.float32)
@@ -139,18 +143,18 @@ def test_approximate_topk_finds_most_of_the_exact_lists():
     assert recall > 0.9
 
 
-def test_the_index_s_first_pass_is_whitened_by_the_users(monkeypatch):
+def test_the_first_pass_is_whitened_by_the_users(monkeypatch):
     """Long vectors whose scores live in a few directions the items barely vary in (as the served blocks: one
     heavily weighted narrow block next to wide ones): the users' whitening finds them, the items' own principal
     directions would not. The first pass keeps the exact dot products when it keeps every direction."""
-    pytest.importorskip("faiss")
     import graphrec.model.ann as ann
     from graphrec.stages.rank import Ranker
 
+    _first_pass_in(monkeypatch, 16)
     rng = np.random.default_rng(2)
     n_users, n_items, d = 600, 4000, 160
     item = rng.normal(size=(n_items, d)).astype(np.float32)
-    centres = rng.normal(size=(40, 8))  # clustered, as real items are: what an inverted file is made for
+    centres = rng.normal(size=(40, 8))
     item[:, :8] = 0.05 * (centres[rng.integers(40, size=n_items)] + 0.3 * rng.normal(size=(n_items, 8)))
     # the directions that decide the scores vary little across items (0.05)...
     user = (rng.normal(size=(n_users, d)) * 0.02).astype(np.float32)
@@ -414,12 +418,11 @@ def test_cli_recommend_to_stdout(fitted):
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(io.StringIO(res.stdout))
     assert list(frame.columns) == ["user_id", "item_id", "rank", "score"] and len(frame) == 6
-    if importlib.util.find_spec("faiss"):
-        res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", "u1,u2", "--k", "3", "--out", "-",
-                                           "--approximate"])
-        assert res.exit_code == 0, res.output
-        approx = pd.read_csv(io.StringIO(res.stdout))
-        assert len(approx) == 6 and set(approx["user_id"]) == set(frame["user_id"])
+    res = CliRunner().invoke(cli.app, ["recommend", str(ws.path), "--users", "u1,u2", "--k", "3", "--out", "-",
+                                       "--approximate"])  # no faiss needed: the first pass is a dense product
+    assert res.exit_code == 0, res.output
+    approx = pd.read_csv(io.StringIO(res.stdout))
+    assert len(approx) == 6 and set(approx["user_id"]) == set(frame["user_id"])
 
 
 def test_content_map_keeps_only_the_columns_items_use():

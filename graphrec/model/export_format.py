@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,6 @@ from graphrec.core.errors import InputError
 from graphrec.core.io import atomic_dir, check_json, file_sha256, read_json, remove_leftovers, save_npy, write_json
 from graphrec.core.workspace import enclosing_workspace
 from graphrec.data.readers import normalize_id
-from graphrec.model.ann import faiss_module
 from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, list_request
 
 FORMATS = ("parquet", "npy", "faiss")
@@ -28,6 +28,15 @@ REEXPORT = "re-run `graphrec export`"
 MANIFEST = {"format": str, "version": int, "dim": int, "users": int, "items": int, "files": {str: str},
             "sha256": {str: str}, "user_ids?": str, "scoring?": str}
 IDS = {"users": [str], "items": [str], "item_warm": [int]}
+
+
+def faiss_module(purpose: str) -> ModuleType:
+    """The faiss package, or one line saying how to install it."""
+    try:
+        import faiss
+    except ImportError:
+        raise InputError(f"{purpose} needs the faiss package: pip install 'graphrec[faiss]'") from None
+    return faiss
 
 
 def pseudonymize_id(user_id: str, salt: str) -> str:

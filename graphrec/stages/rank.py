@@ -111,7 +111,7 @@ OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the 
 MAX_OFFSET = 64.0
 MAX_FIT_USERS = 3000
 ANN_USER_SAMPLE = 20_000  # users whose vectors whiten the approximate index's projection
-ANN_OVERSAMPLE = 10  # first-pass candidates per list item, rescored exactly
+ANN_OVERSAMPLE = 5  # first-pass candidates per list item, rescored exactly
 RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
 
@@ -361,7 +361,7 @@ class Ranker:
         cut to the catalogue (a list holds every item at most), as implicit cuts N. exclude: more items to leave
         out, one row per user of `users` (they do not enter the user's vector, as history does).
 
-        approximate: ANN_OVERSAMPLE x k candidates from a faiss IVF index in a few dimensions (`graphrec.model.ann`,
+        approximate: ANN_OVERSAMPLE x k candidates from a first pass in a few dimensions (`graphrec.model.ann`,
         its projection whitened by up to ANN_USER_SAMPLE of these users), rescored exactly, instead of scoring every
         candidate; for catalogues where users x items x dim is too much. The scores are exact dot products."""
         if k < 1:
@@ -379,14 +379,12 @@ class Ranker:
         item_np = self.item_vectors(cand)
         item_vec = torch.from_numpy(item_np)
         ann = None
-        if approximate:  # the users' second moment whitens the index's projection: a sample of those served
+        if approximate:  # the users' second moment whitens the first pass's projection: a sample of those served
             sample = np.sort(np.random.default_rng(0).choice(users, min(len(users), ANN_USER_SAMPLE), replace=False))
             ann = ApproximateTopK(item_np, self.user_vectors(sample, history))
-        # the index is asked for k + the longest history in a batch: batches of users with alike histories
-        order = np.argsort(np.diff(history[users].indptr), kind="stable") if ann else np.arange(len(users))
         steps = range(0, len(users), batch)
         for s in progress_bar(steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"):
-            at = order[s:s + batch]
+            at = np.arange(s, min(s + batch, len(users)))
             u = users[at]
             uv = self.user_vectors(u, history)
             known = history[u] if exclude_history else sp.csr_matrix((len(u), self.n_items), dtype=np.float32)
@@ -394,7 +392,7 @@ class Ranker:
                 known = (known + exclude[at]).tocsr()
             with torch.no_grad():
                 if ann is not None:
-                    top_val, top_idx = _search_excluding(ann, uv, item_np, known, col_of, kk)
+                    top_val, top_idx = _search_excluding(ann, uv, item_vec, known, col_of, kk)
                 else:
                     top_val, top_idx = topk_stable(_mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of), kk)
             val, idx = top_val.numpy(), top_idx.numpy()
@@ -404,27 +402,25 @@ class Ranker:
         return items, scores
 
 
-def _search_excluding(ann: ApproximateTopK, uv: np.ndarray, item_vec: np.ndarray, known: sp.csr_matrix,
+def _search_excluding(ann: ApproximateTopK, uv: np.ndarray, item_vec: torch.Tensor, known: sp.csr_matrix,
                       col_of: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact top k among the index's ANN_OVERSAMPLE x k first-pass candidates per user that are not known
-    (plus as many as the user's history, which the index cannot leave out), stably ordered."""
-    n, n_cand = len(uv), len(item_vec)
-    rows = ann.search(uv, int(min(n_cand, ANN_OVERSAMPLE * k + np.diff(known.indptr).max(initial=0))))
-    coo = known.tocoo()
-    cols = col_of[coo.col]
-    keep = cols >= 0
-    key = lambda r, c: r * (n_cand + 1) + c  # noqa: E731
-    bad = (rows < 0) | np.isin(key(np.arange(n)[:, None], rows), key(coo.row[keep], cols[keep]))
-    sc = np.full(rows.shape, -np.inf, np.float32)
-    for s in range(0, n, 64):  # exact scores of the candidates, a few users at a time: [users, candidates, dim]
-        part = slice(s, s + 64)
-        sc[part] = np.einsum("nd,nkd->nk", uv[part], item_vec[np.maximum(rows[part], 0)])
-    sc[bad] = -np.inf
-    val, at = topk_stable(torch.from_numpy(sc), min(k, rows.shape[1]))
-    idx = np.take_along_axis(rows, at.numpy(), axis=1)
-    val, idx = torch.cat([val, torch.full((n, k - val.shape[1]), -np.inf)], 1), np.pad(
-        idx, ((0, 0), (0, k - idx.shape[1])), constant_values=-1)
-    return val, torch.from_numpy(np.where(np.isfinite(val.numpy()), idx, -1))
+    """The exact top k among each user's ANN_OVERSAMPLE x k best first-pass candidates that are not known, stably
+    ordered (ties by candidate column, as `topk_stable` orders the exact lists)."""
+    first = _mask_known(ann.scores(uv), known, col_of)
+    first_val, rows = torch.topk(first, min(ANN_OVERSAMPLE * k, first.shape[1]), dim=1)
+    rows, order = torch.sort(rows, dim=1)  # column order: ties in the exact scores break as in the exact pass
+    first_val = torch.gather(first_val, 1, order)
+    user = torch.from_numpy(np.ascontiguousarray(uv, np.float32))
+    exact = torch.empty(rows.shape)
+    for s in range(0, len(uv), 128):  # [users, candidates, dim] a few users at a time
+        exact[s:s + 128] = torch.bmm(item_vec[rows[s:s + 128]], user[s:s + 128, :, None])[:, :, 0]
+    exact[~torch.isfinite(first_val)] = -torch.inf  # known items, or fewer candidates than asked for
+    val, at = topk_stable(exact, min(k, rows.shape[1]))
+    idx = torch.gather(rows, 1, at)
+    if val.shape[1] < k:
+        val = torch.cat([val, torch.full((len(uv), k - val.shape[1]), -torch.inf)], 1)
+        idx = torch.cat([idx, torch.full((len(uv), k - idx.shape[1]), -1, dtype=idx.dtype)], 1)
+    return val, torch.where(torch.isfinite(val), idx, -1)
 
 
 def _stack(blocks: list[np.ndarray], n: int) -> np.ndarray:

@@ -78,8 +78,8 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
 
     filter_items: item ids (a list, or a file of one per line) left out of every list.
 
-    approximate: candidates from a faiss IVF index in a few dimensions, rescored exactly, instead of scoring every
-    candidate (for large catalogues; the lists hold 96-100% of the exact ones: BENCHMARKS.md, "Approximate top-K on
+    approximate: candidates from a first pass in 256 whitened dimensions, rescored exactly, instead of scoring every
+    candidate in full (for large catalogues; the lists hold 99.5-100% of the exact ones: BENCHMARKS.md, "Approximate top-K on
     the served vectors")."""
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
