@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,91 +104,138 @@ def item_texts(ds: Dataset, columns: Sequence[str] | None = None) -> np.ndarray:
     return out.to_numpy(dtype=object)
 
 
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How `run_encode` encodes (the options of `graphrec encode`; recorded in config.json as they are)."""
+
+    clip_model: str = DEFAULT_MODEL
+    clip_pretrained: str | None = None
+    clip_checkpoint: str | Path | None = None
+    st_model: str = DEFAULT_ST_MODEL
+    precomputed: Sequence[str] = ()  # NAME=FILE[,IDS]
+    text_columns: Sequence[str] | None = None
+    batch_size: int = 64
+    text_batch_size: int = 256
+    device: str = "auto"
+    num_workers: int | None = None
+    lexical_dim: int = 128
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    seed: int = 0
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> EncodeSettings:
+        """The settings a features record holds (the inverse of `record`)."""
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
+
+    def record(self, modalities: list[str], resolved_device: str) -> dict[str, Any]:
+        """The settings as config.json's features record holds them."""
+        return {"modalities": modalities, "clip_model": self.clip_model, "clip_pretrained": self.clip_pretrained,
+                "clip_checkpoint": None if self.clip_checkpoint is None else str(self.clip_checkpoint),
+                "st_model": self.st_model, "precomputed": list(self.precomputed),
+                "text_columns": list(self.text_columns) if self.text_columns else None,
+                "batch_size": self.batch_size, "text_batch_size": self.text_batch_size, "device": self.device,
+                "resolved_device": resolved_device, "num_workers": self.num_workers,
+                "lexical_dim": self.lexical_dim, "max_pixels": self.max_pixels, "seed": self.seed}
+
+
 @writes
-def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | None = None, *,
-               clip_model: str = DEFAULT_MODEL, clip_pretrained: str | None = None,
-               clip_checkpoint: str | Path | None = None, st_model: str = DEFAULT_ST_MODEL,
-               precomputed: Sequence[str] = (), text_columns: Sequence[str] | None = None,
-               batch_size: int = 64, text_batch_size: int = 256, device: str = "auto",
-               num_workers: int | None = None, lexical_dim: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
-               seed: int = 0, show_progress: bool = True) -> EncodeResult:
-    """Encode every item's content into WS/features/ (see module doc); `precomputed` holds NAME=FILE[,IDS]."""
+def run_encode(workspace: Workspace | str | Path, modalities: Sequence[str] | None = None,
+               settings: EncodeSettings | None = None, *, show_progress: bool = True,
+               **overrides: Any) -> EncodeResult:
+    """Encode every item's content into WS/features/ (see module doc). settings / overrides: `EncodeSettings`, or
+    its fields as keywords (`precomputed` holds NAME=FILE[,IDS])."""
+    s = replace(settings or EncodeSettings(), **overrides)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     ids_file = ws.stage_dir("dataset") / "ids.json"
     item_ids: list[str] = read_json(ids_file)["items"]
-    check_settings(batch_size=batch_size, text_batch_size=text_batch_size, num_workers=num_workers,
-                   lexical_dim=lexical_dim, max_pixels=max_pixels, seed=seed, device=device)
-    specs = {name: (path, ids) for name, path, ids in map(parse_spec, precomputed)}
+    check_settings(batch_size=s.batch_size, text_batch_size=s.text_batch_size, num_workers=s.num_workers,
+                   lexical_dim=s.lexical_dim, max_pixels=s.max_pixels, seed=s.seed, device=s.device)
+    specs = {name: (path, ids) for name, path, ids in map(parse_spec, s.precomputed)}
     names = resolve_modalities(modalities, bool(ds.schema.image_column), list(specs),
-                               bool(text_columns or ds.schema.text_columns))
-    previous = _previous(ws.stage_dir("features"))
-    texts = item_texts(ds, text_columns)
-    text_hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() if t else "" for t in texts]
-
+                               bool(s.text_columns or ds.schema.text_columns))
+    texts = item_texts(ds, s.text_columns)
+    run = _EncodeRun(s, ds, item_ids, specs, _previous(ws.stage_dir("features")), texts,
+                     [hashlib.sha256(t.encode("utf-8")).hexdigest() if t else "" for t in texts], show_progress)
     feats: dict[str, Features] = {}
     reports: dict[str, ModalityReport] = {}
-    clip: ClipEncoder | None = None
-    resolved_device = "cpu"  # lexical and precomputed features are numpy work; a neural encoder says its own
     for name in names:
+        feats[name], reports[name] = run.encode(name)
+    target = ws.stage_dir("features")
+    with ws.new_stage("features") as tmp:
+        for f in feats.values():
+            save_features(tmp, f)
+        write_json(tmp / LOG, {"device": run.device, "modalities": {
+            k: {**asdict(r), "items_per_s": round(r.items_per_s, 1)} for k, r in reports.items()}})
+    ws.record("features", s.record(names, run.device),
+              inputs={"dataset_ids_sha256": file_sha256(ids_file), "items": len(item_ids)})
+    return EncodeResult(target, reports, run.device)
+
+
+class _EncodeRun:
+    """One `run_encode` call's inputs, and its encoders once loaded (CLIP serves both of its modalities)."""
+
+    def __init__(self, s: EncodeSettings, ds: Dataset, item_ids: list[str], specs: dict[str, tuple[Path, Any]],
+                 previous: dict[str, dict], texts: np.ndarray, text_hashes: list[str], show_progress: bool):
+        self.s, self.ds, self.item_ids, self.specs, self.previous = s, ds, item_ids, specs, previous
+        self.texts, self.text_hashes, self.show_progress = texts, text_hashes, show_progress
+        self.clip: ClipEncoder | None = None
+        self.device = "cpu"  # lexical and precomputed features are numpy work; a neural encoder says its own
+
+    def encode(self, name: str) -> tuple[Features, ModalityReport]:
+        """One modality's features and report, checked finite before anything is written."""
         t0 = time.perf_counter()
-        if name in ("clip_image", "clip_text"):
-            if clip is None:
-                clip = load_clip(clip_model, clip_pretrained, clip_checkpoint, device, seed=seed)
-                resolved_device = str(clip.device)
-            if name == "clip_image":
-                paths = image_paths(ds.items[ds.schema.image_column].fillna("").astype(str).to_numpy(),
-                                    ds.schema.images_dir)
-                f, rep = _cached(name, item_ids, hash_files(paths), clip.image_identity(max_pixels),
-                                 previous.get(name), clip.dim,
-                                 _image_encoder(clip, paths, batch_size, num_workers, max_pixels, show_progress),
-                                 {i: p for i, p in enumerate(paths) if p})
-            else:
-                f, rep = _cached(name, item_ids, text_hashes, clip.text_identity(), previous.get(name), clip.dim,
-                                 _text_encoder(clip.encode_texts, texts, text_batch_size, show_progress))
-        elif name == "st_text":
-            st = load_sentence_model(st_model, device)
-            resolved_device = str(st.device)
-            f, rep = _cached(name, item_ids, text_hashes, st.identity, previous.get(name), st.dim,
-                             _text_encoder(st.encode_texts, texts, text_batch_size, show_progress))
-        elif name == "lexical":
-            f, rep = _lexical(item_ids, texts, text_hashes, lexical_dim, seed, previous.get(name))
-        else:
-            path, ids = specs[name.removeprefix("precomputed_")]
-            values, mask, info = read_precomputed(path, item_ids, ids)
-            f = Features(name, values, mask, {"identity": {"encoder": "precomputed", **info}, "random_weights": False,
-                                              "item_ids": item_ids})
-            rep = ModalityReport(name, f.dim, int(mask.sum()), int((~mask).sum()), encoded=int(mask.sum()))
-            if info["unknown_ids"]:
-                rep.notes.append(f"{info['unknown_ids']} ids in {Path(path).name} are not dataset items "
-                                 f"(e.g. {', '.join(info['unknown_id_examples'][:5])})")
+        f, rep = self._features(name)
         if name == "clip_image" and rep.missing:
-            rep.notes.append(f"clip_image: {rep.missing} of {len(item_ids)} items have no image (mask 0)")
-        if name == "lexical" and rep.dim < lexical_dim:  # said, not silently clamped
-            rep.notes.append(f"lexical: {rep.dim} dimensions, fewer than --lexical-dim {lexical_dim}: there are "
-                             f"no more than items with words or distinct words ({f.meta.get('vocabulary')})")
+            rep.notes.append(f"clip_image: {rep.missing} of {len(self.item_ids)} items have no image (mask 0)")
+        if name == "lexical" and rep.dim < self.s.lexical_dim:  # said, not silently clamped
+            rep.notes.append(f"lexical: {rep.dim} dimensions, fewer than --lexical-dim {self.s.lexical_dim}: there "
+                             f"are no more than items with words or distinct words ({f.meta.get('vocabulary')})")
         rep.seconds = time.perf_counter() - t0
         f.meta = {**summary(f.meta["identity"]), **f.meta}
         f.meta.update(encoded=rep.encoded, reused=rep.reused, missing=rep.missing,
                       bad_count=len(rep.bad), bad=rep.bad)
         _check_finite(f)  # before anything is written: features/ keeps the last good run
-        feats[name], reports[name] = f, rep
+        return f, rep
 
-    target = ws.stage_dir("features")
-    with ws.new_stage("features") as tmp:
-        for f in feats.values():
-            save_features(tmp, f)
-        write_json(tmp / LOG, {"device": resolved_device, "modalities": {
-            k: {**asdict(r), "items_per_s": round(r.items_per_s, 1)} for k, r in reports.items()}})
-    ws.record("features", {"modalities": names, "clip_model": clip_model, "clip_pretrained": clip_pretrained,
-                           "clip_checkpoint": None if clip_checkpoint is None else str(clip_checkpoint),
-                           "st_model": st_model, "precomputed": list(precomputed),
-                           "text_columns": list(text_columns) if text_columns else None,
-                           "batch_size": batch_size, "text_batch_size": text_batch_size, "device": device,
-                           "resolved_device": resolved_device, "num_workers": num_workers,
-                           "lexical_dim": lexical_dim, "max_pixels": max_pixels, "seed": seed},
-              inputs={"dataset_ids_sha256": file_sha256(ids_file), "items": len(item_ids)})
-    return EncodeResult(target, reports, resolved_device)
+    def _features(self, name: str) -> tuple[Features, ModalityReport]:
+        s, prev = self.s, self.previous.get(name)
+        if name in ("clip_image", "clip_text"):
+            clip = self._clip()
+            if name == "clip_text":
+                return _cached(name, self.item_ids, self.text_hashes, clip.text_identity(), prev, clip.dim,
+                               _text_encoder(clip.encode_texts, self.texts, s.text_batch_size, self.show_progress))
+            paths = image_paths(self.ds.items[self.ds.schema.image_column].fillna("").astype(str).to_numpy(),
+                                self.ds.schema.images_dir)
+            return _cached(name, self.item_ids, hash_files(paths), clip.image_identity(s.max_pixels), prev, clip.dim,
+                           _image_encoder(clip, paths, s.batch_size, s.num_workers, s.max_pixels, self.show_progress),
+                           {i: p for i, p in enumerate(paths) if p})
+        if name == "st_text":
+            st = load_sentence_model(s.st_model, s.device)
+            self.device = str(st.device)
+            return _cached(name, self.item_ids, self.text_hashes, st.identity, prev, st.dim,
+                           _text_encoder(st.encode_texts, self.texts, s.text_batch_size, self.show_progress))
+        if name == "lexical":
+            return _lexical(self.item_ids, self.texts, self.text_hashes, s.lexical_dim, s.seed, prev)
+        return self._precomputed(name)
+
+    def _clip(self) -> ClipEncoder:
+        if self.clip is None:
+            self.clip = load_clip(self.s.clip_model, self.s.clip_pretrained, self.s.clip_checkpoint, self.s.device,
+                                  seed=self.s.seed)
+            self.device = str(self.clip.device)
+        return self.clip
+
+    def _precomputed(self, name: str) -> tuple[Features, ModalityReport]:
+        path, ids = self.specs[name.removeprefix("precomputed_")]
+        values, mask, info = read_precomputed(path, self.item_ids, ids)
+        f = Features(name, values, mask, {"identity": {"encoder": "precomputed", **info}, "random_weights": False,
+                                          "item_ids": self.item_ids})
+        rep = ModalityReport(name, f.dim, int(mask.sum()), int((~mask).sum()), encoded=int(mask.sum()))
+        if info["unknown_ids"]:
+            rep.notes.append(f"{info['unknown_ids']} ids in {Path(path).name} are not dataset items "
+                             f"(e.g. {', '.join(info['unknown_id_examples'][:5])})")
+        return f, rep
 
 
 def check_settings(*, batch_size: int, text_batch_size: int, num_workers: int | None, lexical_dim: int,
@@ -360,12 +407,9 @@ def encode_new_items(ws: Workspace, sws: Workspace, old: Dataset, grown: Dataset
     neural = [m for m in names if m != "lexical"]
     encoded: dict[str, int] = {}
     if neural:
-        res = run_encode(sws, neural, clip_model=rec["clip_model"], clip_pretrained=rec["clip_pretrained"],
-                         clip_checkpoint=rec["clip_checkpoint"], st_model=rec["st_model"],
-                         precomputed=rec["precomputed"], text_columns=rec["text_columns"],
-                         batch_size=rec["batch_size"], text_batch_size=rec["text_batch_size"], device=rec["device"],
-                         num_workers=_workers_here(rec["num_workers"]), lexical_dim=rec["lexical_dim"],
-                         max_pixels=rec["max_pixels"], seed=rec["seed"], show_progress=progress)
+        recorded = EncodeSettings.from_record(rec)
+        res = run_encode(sws, neural, replace(recorded, num_workers=_workers_here(recorded.num_workers)),
+                         show_progress=progress)
         encoded.update({m: r.encoded for m, r in res.reports.items()})
         for rep in res.reports.values():
             notes += rep.notes
