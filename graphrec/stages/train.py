@@ -333,11 +333,49 @@ def _evaluate(model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int)
     return out
 
 
+def _epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, inp: GraphInputs,
+           triples: tuple[np.ndarray, np.ndarray, np.ndarray], batch_size: int, device: torch.device,
+           gen: torch.Generator) -> dict[str, float]:
+    """One pass over the epoch's (user, positive, negative) triples, a step per batch (this rank's share of each
+    under torchrun); the summed losses."""
+    rank, world = _dist()
+    users = triples[0]
+    totals = {"loss": 0.0, "bpr": 0.0, "cold": 0.0, "align": 0.0}
+    for b in range(0, len(users), batch_size):  # batch_size: run_train resolved it
+        n_b = min(batch_size, len(users) - b)
+        lo, hi = b + rank * n_b // world, b + (rank + 1) * n_b // world  # this rank's share of the batch
+        loss, parts = step(inp, *(torch.as_tensor(x[lo:hi], device=device) for x in triples), gen)
+        # DDP averages gradients over ranks: scale so the sum equals the whole batch's mean loss.
+        (loss * world / n_b).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        totals["loss"] += loss.item()
+        for name, v in parts.items():
+            totals[name] += v
+    return totals
+
+
+_NO_BEST: dict[str, Any] = {"score": -np.inf, "epoch": 0}
+
+
+def _resumed(ckpts: Checkpoints, settings: dict[str, Any], model: GraphRec, opt: torch.optim.Optimizer,
+             max_epochs: int) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    """(history, best, first epoch to run) from the phase's newest checkpoint, its parameters and Adam state
+    loaded; a fresh start when there is none. A stopped phase runs no more epochs."""
+    last = ckpts.latest()
+    if not last:
+        return [], _NO_BEST, 1
+    state = read_checkpoint_state(last[1])
+    if state["settings"] != settings:
+        raise InputError("checkpoint was made with other settings; run without --resume", file=last[1])
+    load_checkpoint(last[1], model, opt)
+    return state["history"], state["best"], max_epochs + 1 if state.get("stopped") else last[0] + 1
+
+
 def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool,
          validate: bool) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
     """Train one phase; returns (model at its selected/last epoch, its inputs, history, selected epoch)."""
     s = run.s
-    batch_size = cast(int, s.batch_size)  # run_train resolved the settings: it is decided
     rank, world = _dist()
     inp = run.inputs(pairs)
     model = run.new_model(inp)
@@ -348,18 +386,8 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
     sets = run.validation_sets(pairs, inp) if validate else {}
     pool = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
     settings = s.result_settings()
-    history: list[dict[str, Any]] = []
-    best = {"score": -np.inf, "epoch": 0}
-    start = 1
     ckpts = Checkpoints(run.dir, phase)
-    if resume and (last := ckpts.latest()):
-        state = read_checkpoint_state(last[1])
-        if state["settings"] != settings:
-            raise InputError("checkpoint was made with other settings; run without --resume", file=last[1])
-        load_checkpoint(last[1], model, opt)
-        history, best, start = state["history"], state["best"], last[0] + 1
-        if state.get("stopped"):
-            start = max_epochs + 1
+    history, best, start = _resumed(ckpts, settings, model, opt, max_epochs) if resume else ([], _NO_BEST, 1)
     bar = progress_bar(range(start, max_epochs + 1), show=s.progress and rank == 0, desc=phase,
                        initial=start - 1, total=max_epochs)
     stopped = False
@@ -367,19 +395,7 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
         t0 = time.perf_counter()
         users, pos, neg = epoch_triples(pairs, run.ni, pool, s.seed, PHASES.index(phase), epoch)
         gen = torch.Generator(device=run.device).manual_seed(s.seed * 1_000_003 + epoch)
-        totals = {"loss": 0.0, "bpr": 0.0, "cold": 0.0, "align": 0.0}
-        for b in range(0, len(users), batch_size):
-            n_b = min(batch_size, len(users) - b)
-            lo, hi = b + rank * n_b // world, b + (rank + 1) * n_b // world  # this rank's share of the batch
-            t = [torch.as_tensor(x[lo:hi], device=run.device) for x in (users, pos, neg)]
-            loss, parts = step(inp, *t, gen)
-            # DDP averages gradients over ranks: scale so the sum equals the whole batch's mean loss.
-            (loss * world / n_b).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            totals["loss"] += loss.item()
-            for k2, v in parts.items():
-                totals[k2] += v
+        totals = _epoch(step, opt, inp, (users, pos, neg), cast(int, s.batch_size), run.device, gen)
         if not math.isfinite(totals["loss"]):
             raise InputError(f"training diverged in epoch {epoch} of {phase}: the loss is {totals['loss']} (lower "
                              "--lr, or check --reg and the loss weights); model/ is unchanged")
