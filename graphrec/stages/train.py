@@ -502,23 +502,32 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
         _check_finite(user, item, history)
     result = TrainResult(selected, validation, history, refit, user, item, "", select if refit else None, gnn_kept,
                          run.ds.mode)
-    if rank == 0:
-        result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, user, item))
-        params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        artifacts.write_model(out, params, _model_meta(run, model, inp, selected, validation, refit,
-                                                                len(final_pairs)), history)
-        # the ranker is written into the staged model/ with the embeddings just written, so readers never see a
-        # model without its ranker (rank 0 fitted the blend)
-        save_ranker(out, serve_embeddings(cast(Ranker, blend), user, item, result.embeddings_sha256, refit))
-        if ws.config_path.exists():
-            shutil.copy2(ws.config_path, out.config_path)
-        out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},
-                   inputs={"graph": run.kg is not None, "features": sorted(run.features)},
-                   dirs={st: ws.stage_dir(st) for st in LINEAGE})
-        # the new model/ and its record in one step (the config keeps the other stages' records as they are)
-        ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
+    if rank == 0:  # rank 0 fitted the blend
+        result = _switch_in(run, model, inp, result, len(final_pairs), cast(Ranker, blend), rank_settings)
     if world > 1:  # every rank leaves once rank 0 has switched model/ in: none tears its process group down mid-way
         dist.barrier()
+    return result
+
+
+def _switch_in(run: _Run, model: GraphRec, inp: GraphInputs, result: TrainResult, fitted_interactions: int,
+               blend: Ranker, rank_settings: RankSettings) -> TrainResult:
+    """Write the staged model/ (embeddings, parameters, history, model.json, the ranker serving these embeddings)
+    and its config record, then switch both in at once; the result with the embeddings' sha256."""
+    ws, out, s = run.ws, run.out, run.s
+    result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, result.user, result.item))
+    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    artifacts.write_model(out, params, _model_meta(run, model, inp, result.selected_epoch, result.validation,
+                                                   result.refit, fitted_interactions), result.history)
+    # the ranker is written into the staged model/ with the embeddings just written, so readers never see a
+    # model without its ranker
+    save_ranker(out, serve_embeddings(blend, result.user, result.item, result.embeddings_sha256, result.refit))
+    if ws.config_path.exists():
+        shutil.copy2(ws.config_path, out.config_path)
+    out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},
+               inputs={"graph": run.kg is not None, "features": sorted(run.features)},
+               dirs={st: ws.stage_dir(st) for st in LINEAGE})
+    # the new model/ and its record in one step (the config keeps the other stages' records as they are)
+    ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
     return result
 
 
