@@ -159,20 +159,10 @@ class Recommender:
             raise InputError("split settings apply when fit splits; with valid the parts are given")
         ws = self._ws
         with ws.lock():
-            inputs = ws.path / INPUTS / "fit"
-            shutil.rmtree(inputs, ignore_errors=True)  # a part the previous fit had and this one lacks must go
             frames = {"interactions": interactions, "valid": valid, "test": test, "items": items, "users": users}
-            files = {name: _write_table(inputs / f"{name}.parquet", frame, name)
-                     for name, frame in frames.items() if frame is not None}
-            parts = ({"train": files["interactions"], "valid": files["valid"], "test": files.get("test")}
-                     if valid is not None else {"interactions": files["interactions"]})
-            _, notes = import_files(ws.path, items=files.get("items"), users=files.get("users"),
-                                    images_dir=None if images_dir is None else str(images_dir),
-                                    text_columns=_list(text_columns), attribute_columns=_list(attribute_columns),
-                                    image_column=image_column, user_attribute_columns=_list(user_attribute_columns),
-                                    name=ws.path.name, **parts)
-            for note in notes:
-                log.info("%s", note)
+            _import_frames(ws, frames, images_dir=images_dir, text_columns=_list(text_columns),
+                           attribute_columns=_list(attribute_columns), image_column=image_column,
+                           user_attribute_columns=_list(user_attribute_columns))
             if split is not None:
                 run_split(ws, **{"seed": self.seed, **split})
             if items is not None and self.modalities:
@@ -425,6 +415,21 @@ class Recommender:
         if s.ranker.groups is not None:
             groups = (keep @ s.ranker.groups[at]).tocsr()
         return dataclasses.replace(s.ranker, user_emb=user_emb, groups=groups), history
+
+
+def _import_frames(ws: Workspace, frames: dict[str, pd.DataFrame | None], **roles: Any) -> None:
+    """`graphrec data import` of the frames, written as Parquet under WS/inputs/fit/ first (so they pass the
+    importer's checks); `valid` present: pre-split parts. roles: the importer's column-role keywords."""
+    inputs = ws.path / INPUTS / "fit"
+    shutil.rmtree(inputs, ignore_errors=True)  # a part the previous fit had and this one lacks must go
+    files = {name: _write_table(inputs / f"{name}.parquet", frame, name)
+             for name, frame in frames.items() if frame is not None}
+    parts = ({"train": files["interactions"], "valid": files["valid"], "test": files.get("test")}
+             if "valid" in files else {"interactions": files["interactions"]})
+    _, notes = import_files(ws.path, items=files.get("items"), users=files.get("users"), name=ws.path.name,
+                            **roles, **parts)
+    for note in notes:
+        log.info("%s", note)
 
 
 def _ids(values: Ids | Iterable[Id]) -> list[str]:
