@@ -810,6 +810,41 @@ def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, 
     """The blend of r's components by coordinate search on validation NDCG@k (warm weights on `valid`, cold ones
     on `cold_valid`, the cold offset on both); once without the gnn and once with it, the gnn kept only when it
     adds (or `keep_gnn`; `gnn` False: never tried)."""
+    data = _blend_tasks(r, ds, max_users)
+    # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
+    scale = dict(r.scale)
+    for c in r.components:
+        task = next((n for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed")) if n in data), None)
+        scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
+    scaled = replace(r, scale=scale)
+
+    def objective(name: str, ww: dict, wc: dict, off: float) -> float:
+        users, cand, comps, tu, ti, mask = data[name]
+        sc = scaled.blend(comps, cand, ww, wc, off) + mask
+        idx = topk_stable(sc, min(k, len(cand)))[1].numpy()
+        hits = hit_matrix(cand[idx], tu, ti, r.n_items)
+        return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
+
+    bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
+    # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
+    # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served (keep_gnn: always).
+    closed = _search_blend(objective, data, tuple(c for c in r.components if c != "gnn"), bar)
+    with_gnn = _search_blend(objective, data, r.components, bar) if gnn and "gnn" in r.components else None
+    bar.close()
+    gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn.weights_warm.get("gnn")
+                                                           or with_gnn.weights_cold.get("gnn"))
+                                                      and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9))
+    chosen = with_gnn if with_gnn is not None and gnn_kept else closed
+    rounded = lambda fit: {n: round(v, 6) for n, v in fit.validation_ndcg.items()}  # noqa: E731
+    return BlendFit(chosen.weights_warm, chosen.weights_cold, chosen.cold_offset, scale, gnn_kept, {
+        "fitted_on": {n: int(len(d[0])) for n, d in data.items()}, "validation_ndcg": rounded(chosen),
+        "closed_form_validation_ndcg": rounded(closed),
+        "with_gnn_validation_ndcg": None if with_gnn is None else rounded(with_gnn)})
+
+
+def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
+    """The validation tasks the blend is fitted on: name -> (users, candidates, component scores, truth rows,
+    truth items, the mask of known items); warm on `valid`, cold on `cold_valid`, mixed on both."""
     history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
     warm_c, cold_c, all_c = np.flatnonzero(r.warm), np.flatnonzero(~r.warm), np.arange(r.n_items)
@@ -842,35 +877,7 @@ def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, 
         col_of[cand] = np.arange(len(cand))
         data[name] = (users, cand, comps, pos[t["user"].to_numpy()], t["item"].to_numpy(),
                       _mask_known(torch.zeros(len(users), len(cand)), history[users], col_of))
-    # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
-    scale = dict(r.scale)
-    for c in r.components:
-        task = next((n for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed")) if n in data), None)
-        scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
-    scaled = replace(r, scale=scale)
-
-    def objective(name: str, ww: dict, wc: dict, off: float) -> float:
-        users, cand, comps, tu, ti, mask = data[name]
-        sc = scaled.blend(comps, cand, ww, wc, off) + mask
-        idx = topk_stable(sc, min(k, len(cand)))[1].numpy()
-        hits = hit_matrix(cand[idx], tu, ti, r.n_items)
-        return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
-
-    bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
-    # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
-    # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served (keep_gnn: always).
-    closed = _search_blend(objective, data, tuple(c for c in r.components if c != "gnn"), bar)
-    with_gnn = _search_blend(objective, data, r.components, bar) if gnn and "gnn" in r.components else None
-    bar.close()
-    gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn.weights_warm.get("gnn")
-                                                           or with_gnn.weights_cold.get("gnn"))
-                                                      and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9))
-    chosen = with_gnn if with_gnn is not None and gnn_kept else closed
-    rounded = lambda fit: {n: round(v, 6) for n, v in fit.validation_ndcg.items()}  # noqa: E731
-    return BlendFit(chosen.weights_warm, chosen.weights_cold, chosen.cold_offset, scale, gnn_kept, {
-        "fitted_on": {n: int(len(d[0])) for n, d in data.items()}, "validation_ndcg": rounded(chosen),
-        "closed_form_validation_ndcg": rounded(closed),
-        "with_gnn_validation_ndcg": None if with_gnn is None else rounded(with_gnn)})
+    return data
 
 
 @dataclass(frozen=True)
