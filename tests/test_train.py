@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from train_fixtures import make_workspace
 
+import graphrec.core.settings as settings_mod
 import graphrec.model.gnn as model_mod
 import graphrec.stages.train as train_mod
 from graphrec.core.errors import InputError
@@ -155,13 +156,13 @@ def test_without_the_gnn_the_closed_form_blend_is_served_as_when_the_gnn_does_no
 
 
 def test_the_default_batch_bounds_an_epoch_and_the_lr_follows_it(tmp_path):
-    assert train_mod.auto_batch(10_000) == 2048 and train_mod.auto_batch(66_418) == 2048
-    assert train_mod.auto_batch(590_733) == 16_384 and train_mod.auto_batch(20_000_000) == 524_288
+    assert settings_mod.auto_batch(10_000) == 2048 and settings_mod.auto_batch(66_418) == 2048
+    assert settings_mod.auto_batch(590_733) == 16_384 and settings_mod.auto_batch(20_000_000) == 524_288
     for n in (1, 65_535, 65_536, 131_071, 131_072, 590_733, 10**9):  # 32 to 64 batches an epoch once above 2048
-        b = train_mod.auto_batch(n)
+        b = settings_mod.auto_batch(n)
         assert b == 2048 or 32 <= -(-n // b) <= 64
-    assert train_mod.auto_lr(2048) == 0.005 and train_mod.auto_lr(8192) == pytest.approx(0.01)
-    assert train_mod.auto_lr(10**7) == 0.02
+    assert settings_mod.auto_lr(2048) == 0.005 and settings_mod.auto_lr(8192) == pytest.approx(0.01)
+    assert settings_mod.auto_lr(10**7) == 0.02
     ws = make_workspace(tmp_path)
     r = run_train(ws, **{**FAST, "batch_size": None, "lr": None, "epochs": 1})
     recorded = ws.stage_record("model")["settings"]

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import carried_errno, dumps_json
+from graphrec.core.settings import EncodeSettings, RankSettings, TrainSettings
 from graphrec.core.workspace import Workspace, check_output_file
 from graphrec.data.dataset import Dataset, excluded_from_lists
 from graphrec.data.importer import import_files
@@ -121,7 +122,8 @@ def _notes(notes: list[str]) -> None:
 @data_app.command("import")
 def data_import(
     out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write."),
-    interactions: Path | None = typer.Option(None, help="All interactions (user_id,item_id[,timestamp][,rating|weight])."),
+    interactions: Path | None = typer.Option(None,
+                                             help="All interactions (user_id,item_id[,timestamp][,rating|weight])."),
     train: Path | None = typer.Option(None, help="Pre-split: training interactions."),
     valid: Path | None = typer.Option(None, help="Pre-split: validation interactions (warm)."),
     test: Path | None = typer.Option(None, help="Pre-split: test interactions (warm)."),
@@ -136,7 +138,8 @@ def data_import(
     images_dir: Path | None = typer.Option(None, help="Folder the image column's paths are relative to."),
     text_columns: str | None = typer.Option(
         None, help="Comma-separated text columns (default: title,name,description,text,tags present)."),
-    attribute_columns: str | None = typer.Option(None, help="Comma-separated categorical columns ('|' separates values)."),
+    attribute_columns: str | None = typer.Option(None,
+                                                 help="Comma-separated categorical columns ('|' separates values)."),
     image_column: str | None = typer.Option(None, help="Column holding an image path (default: image)."),
     user_attribute_columns: str | None = typer.Option(None, help="Comma-separated coarse user attribute columns "
                                                       "(opt-in: none without it; age becomes age bands)."),
@@ -263,21 +266,22 @@ def encode(
     workspace: Path = WS,
     modalities: str | None = typer.Option(None, help="Comma-separated: image, text, st_text, lexical "
                                              "(default: image if the dataset has images, text, lexical)."),
-    clip_model: str = typer.Option("ViT-B-32", help="open_clip model name, 'hf-hub:ORG/REPO', or a model "
-                                   "config .json."),
+    clip_model: str = typer.Option(EncodeSettings.clip_model,
+                                   help="open_clip model name, 'hf-hub:ORG/REPO', or a model config .json."),
     clip_pretrained: str | None = typer.Option(None, help="open_clip pretrained tag (default: laion2b_s34b_b79k), "
                                                   "or 'none' for random weights (tests only)."),
     clip_checkpoint: Path | None = typer.Option(None, help="Local CLIP weights file (.safetensors/.bin/.pt)."),
-    st_model: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2",
+    st_model: str = typer.Option(EncodeSettings.st_model,
                                  help="sentence-transformers hub name or local model folder (modality st_text)."),
     precomputed: list[str] | None = typer.Option(None, help="NAME=FILE[,IDS]: .npy (+ id list) or .parquet "
                                                     "keyed by item_id; repeatable."),
     text_columns: str | None = typer.Option(None, help="Item columns forming the text (default: the dataset's)."),
-    batch_size: int = typer.Option(64, help="Images per batch."),
-    text_batch_size: int = typer.Option(256, help="Texts per batch."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    batch_size: int = typer.Option(EncodeSettings.batch_size, help="Images per batch."),
+    text_batch_size: int = typer.Option(EncodeSettings.text_batch_size, help="Texts per batch."),
+    device: str = typer.Option(EncodeSettings.device, help="auto, cpu or cuda[:N]."),
     num_workers: int | None = typer.Option(None, help="Image decoding worker processes (default: min(4, CPUs))."),
-    lexical_dim: int = typer.Option(128, help="Dimension of the lexical (TF-IDF + SVD) vectors."),
+    lexical_dim: int = typer.Option(EncodeSettings.lexical_dim,
+                                    help="Dimension of the lexical (TF-IDF + SVD) vectors."),
     as_json: bool = JSON,
 ) -> None:
     """Encode item images and texts into content vectors (WS/features/); unchanged items are not re-encoded."""
@@ -405,39 +409,49 @@ def kg_explain(
 @app.command("train")
 def train(
     workspace: Path = WS,
-    epochs: int = typer.Option(60, help="Maximum epochs of the selection phase (early stopping on validation)."),
-    dim: int = typer.Option(64, help="Embedding dimension."),
-    layers: int = typer.Option(3, help="Propagation layers."),
-    lr: float | None = typer.Option(None, help="Adam learning rate (default: 0.005 at batch 2048, growing with the square "
-                             "root of the batch size, at most 0.02).", show_default=False),
+    epochs: int = typer.Option(TrainSettings.epochs,
+                               help="Maximum epochs of the selection phase (early stopping on validation)."),
+    dim: int = typer.Option(TrainSettings.dim, help="Embedding dimension."),
+    layers: int = typer.Option(TrainSettings.layers, help="Propagation layers."),
+    lr: float | None = typer.Option(None, help="Adam learning rate (default: 0.005 at batch 2048, growing with the "
+                                    "square root of the batch size, at most 0.02).", show_default=False),
     batch_size: int | None = typer.Option(None, help="Triples (user, positive, negative) per step (default: 2048, "
                                    "or a power of two giving 32 to 64 steps an epoch).", show_default=False),
-    reg: float = typer.Option(1e-4, help="L2 on the batch's layer-0 embeddings."),
-    cold_weight: float = typer.Option(0.5, help="Weight of BPR through the content path (cold-start training)."),
-    align_weight: float = typer.Option(1.0, help="Weight of the content -> collaborative alignment."),
-    patience: int = typer.Option(5, help="Epochs without validation improvement before stopping."),
-    k: int = typer.Option(20, help="Cut-off of the validation NDCG@K."),
-    seed: int = typer.Option(0, help="Random seed (runs on CPU are deterministic)."),
-    mode: str = typer.Option("full", help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
-    fanouts: str = typer.Option("15,10,5", help="Neighbours sampled per layer in --mode sampled."),
-    refit: bool = flag(True, "--refit/--no-refit", help="Refit on train+valid after selection: the ranker's "
-                               "graph filter always, the GNN for the selected epochs when the ranker serves it."),
-    keep_gnn: bool = flag(False, "--keep-gnn", help="Serve the GNN block even when the closed-form blend "
-                                  "without it scores as well on validation (by default it is served only when it adds)."),
-    gnn: bool = flag(True, "--gnn/--no-gnn", help="--no-gnn: train no GNN; serve the closed-form blend (graph "
-                             "filter, content maps) alone: for CPU catalogues where the GNN's epochs do not fit."),
-    ease_dim: int = typer.Option(1024, help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
-                                 "min(users, items)); the ranker is fitted on validation before model/ is switched in."),
-    lowpass_dim: int = typer.Option(256, help="Singular vectors of the ranker's ideal low-pass graph filter block "
-                                    "(GF-CF's; 0: none; the default is cut to min(users, items))."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    reg: float = typer.Option(TrainSettings.reg, help="L2 on the batch's layer-0 embeddings."),
+    cold_weight: float = typer.Option(TrainSettings.cold_weight,
+                                      help="Weight of BPR through the content path (cold-start training)."),
+    align_weight: float = typer.Option(TrainSettings.align_weight,
+                                       help="Weight of the content -> collaborative alignment."),
+    patience: int = typer.Option(TrainSettings.patience, help="Epochs without validation improvement before stopping."),
+    k: int = typer.Option(TrainSettings.k, help="Cut-off of the validation NDCG@K."),
+    seed: int = typer.Option(TrainSettings.seed, help="Random seed (runs on CPU are deterministic)."),
+    mode: str = typer.Option(TrainSettings.mode,
+                             help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
+    fanouts: str = typer.Option(",".join(map(str, TrainSettings.fanouts)),
+                                help="Neighbours sampled per layer in --mode sampled."),
+    refit: bool = flag(TrainSettings.refit, "--refit/--no-refit",
+                       help="Refit on train+valid after selection: the ranker's graph filter always, the GNN for the "
+                            "selected epochs when the ranker serves it."),
+    keep_gnn: bool = flag(RankSettings.keep_gnn, "--keep-gnn",
+                          help="Serve the GNN block even when the closed-form blend without it scores as well on "
+                               "validation (by default it is served only when it adds)."),
+    gnn: bool = flag(TrainSettings.gnn, "--gnn/--no-gnn",
+                     help="--no-gnn: train no GNN; serve the closed-form blend (graph filter, content maps) alone: "
+                          "for CPU catalogues where the GNN's epochs do not fit."),
+    ease_dim: int = typer.Option(RankSettings.ease_dim,
+                                 help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
+                                      "min(users, items)); the ranker is fitted on validation before model/ is "
+                                      "switched in."),
+    lowpass_dim: int = typer.Option(RankSettings.lowpass_dim,
+                                    help="Singular vectors of the ranker's ideal low-pass graph filter block "
+                                         "(GF-CF's; 0: none; the default is cut to min(users, items))."),
+    device: str = typer.Option(TrainSettings.device, help="auto, cpu, cuda or cuda:N."),
     resume: bool = flag(False, "--resume", help="Continue from the newest checkpoint in model/."),
     as_json: bool = JSON,
 ) -> None:
     """Train: the GNN selected on validation NDCG@K, the ranker's blend fitted on validation (the GNN block kept only
     when it adds), both refit on train+valid; model/ switched in whole."""
-    from graphrec.stages.rank import RankSettings
-    from graphrec.stages.train import TrainSettings, run_train
+    from graphrec.stages.train import run_train
 
     try:
         fan = tuple(int(f) for f in fanouts.split(",") if f.strip())
@@ -610,7 +624,8 @@ def quickstart(
     epochs: int = typer.Option(40, help="Maximum training epochs (early stopping on validation)."),
     seed: int = typer.Option(0, help="Seed of data, split and training."),
     modalities: str = typer.Option("lexical", help="Encoders, e.g. lexical,clip_image,clip_text (CLIP needs weights)."),
-    clip_pretrained: str | None = typer.Option(None, help="open_clip pretrained tag when CLIP modalities are asked for."),
+    clip_pretrained: str | None = typer.Option(None,
+                                               help="open_clip pretrained tag when CLIP modalities are asked for."),
     as_json: bool = JSON,
 ) -> None:
     """Run the whole pipeline on the embedded synthetic default and print where the report and export are."""

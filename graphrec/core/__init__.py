@@ -1,4 +1,5 @@
 """Layer 1, core: what every layer uses and nothing of graphrec's below it: one-line input errors (`errors`), checked
 JSON / tensor files and atomic writes (`io`), the workspace and its stage folders (`workspace`), the encoded
-feature files (`feature_store`), the device, progress bars and memory estimates.
+feature files (`feature_store`), the stages' settings and their defaults (`settings`), the device, progress bars
+and memory estimates.
 """

@@ -27,6 +27,7 @@ import torch
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import atomic_dir, write_parquet
+from graphrec.core.settings import EASE_DIM, RankSettings
 from graphrec.core.workspace import LOCK, Workspace
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.importer import import_files
@@ -38,7 +39,7 @@ from graphrec.model.gnn import TrainedModel
 from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, list_request
 from graphrec.stages.encode import run_encode
 from graphrec.stages.evaluate import evaluate
-from graphrec.stages.rank import EASE_DIM, Ranker, RankSettings, serving_ranker, topk_stable
+from graphrec.stages.rank import Ranker, serving_ranker, topk_stable
 from graphrec.stages.train import TrainSettings, load_model, run_train
 from graphrec.stages.update import UpdateResult, run_update
 
@@ -88,7 +89,7 @@ class Recommender:
     """
 
     def __init__(self, workspace: str | os.PathLike | None = None, *, modalities: Sequence[str] = ("lexical",),
-                 epochs: int = TrainSettings.epochs, dim: int = TrainSettings.dim, seed: int = 0,
+                 epochs: int = TrainSettings.epochs, dim: int = TrainSettings.dim, seed: int = TrainSettings.seed,
                  progress: bool = False, ease_dim: int = EASE_DIM, encode_settings: Mapping[str, Any] | None = None,
                  **train_settings: Any) -> None:
         # A TemporaryDirectory removes its folder when collected: the model lives exactly as long as the object.

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,14 @@ from graphrec.core.device import resolve_device
 from graphrec.core.errors import InputError
 from graphrec.core.feature_store import Features, check_finite, load_features, save_features
 from graphrec.core.io import file_sha256, read_json, read_tensors, write_json
+from graphrec.core.settings import EncodeSettings
 from graphrec.core.workspace import Workspace, writes
 from graphrec.data.dataset import Dataset
-from graphrec.model.encoders.clip import DEFAULT_MODEL, ClipEncoder, load_clip
-from graphrec.model.encoders.images import DEFAULT_MAX_PIXELS, hash_files, image_paths
+from graphrec.model.encoders.clip import ClipEncoder, load_clip
+from graphrec.model.encoders.images import hash_files, image_paths
 from graphrec.model.encoders.lexical import lexical_features, lexical_fold_in
 from graphrec.model.encoders.precomputed import parse_spec, read_precomputed
-from graphrec.model.encoders.sentence import DEFAULT_ST_MODEL, load_sentence_model
+from graphrec.model.encoders.sentence import load_sentence_model
 
 NEURAL = ("clip_image", "clip_text", "st_text")
 LOG = Path("logs") / "encode.json"  # in a sub-folder: features/*.json are the modalities' own files
@@ -102,40 +103,6 @@ def item_texts(ds: Dataset, columns: Sequence[str] | None = None) -> np.ndarray:
         both = (out != "") & (part != "")
         out = (out + np.where(both, ". ", "") + part).astype(object)
     return out.to_numpy(dtype=object)
-
-
-@dataclass(frozen=True)
-class EncodeSettings:
-    """How `run_encode` encodes (the options of `graphrec encode`; recorded in config.json as they are)."""
-
-    clip_model: str = DEFAULT_MODEL
-    clip_pretrained: str | None = None
-    clip_checkpoint: str | Path | None = None
-    st_model: str = DEFAULT_ST_MODEL
-    precomputed: Sequence[str] = ()  # NAME=FILE[,IDS]
-    text_columns: Sequence[str] | None = None
-    batch_size: int = 64
-    text_batch_size: int = 256
-    device: str = "auto"
-    num_workers: int | None = None
-    lexical_dim: int = 128
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    seed: int = 0
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> EncodeSettings:
-        """The settings a features record holds (the inverse of `record`)."""
-        return cls(**{f.name: record[f.name] for f in fields(cls)})
-
-    def record(self, modalities: list[str], resolved_device: str) -> dict[str, Any]:
-        """The settings as config.json's features record holds them."""
-        return {"modalities": modalities, "clip_model": self.clip_model, "clip_pretrained": self.clip_pretrained,
-                "clip_checkpoint": None if self.clip_checkpoint is None else str(self.clip_checkpoint),
-                "st_model": self.st_model, "precomputed": list(self.precomputed),
-                "text_columns": list(self.text_columns) if self.text_columns else None,
-                "batch_size": self.batch_size, "text_batch_size": self.text_batch_size, "device": self.device,
-                "resolved_device": resolved_device, "num_workers": self.num_workers,
-                "lexical_dim": self.lexical_dim, "max_pixels": self.max_pixels, "seed": self.seed}
 
 
 @writes

@@ -33,6 +33,7 @@ import torch
 from graphrec.core.errors import InputError
 from graphrec.core.feature_store import load_features, unit_rows
 from graphrec.core.io import write_json
+from graphrec.core.settings import EASE_DIM
 from graphrec.core.workspace import Workspace, command_line, writes
 from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.model.artifacts import read_ranker_info
@@ -49,7 +50,7 @@ from graphrec.model.metrics import (
     per_user_accuracy,
     popularity_bias,
 )
-from graphrec.stages.rank import EASE_DIM, EASE_LAMBDAS, Ranker, select_ease, serving_ranker, topk_stable
+from graphrec.stages.rank import EASE_LAMBDAS, Ranker, select_ease, serving_ranker, topk_stable
 from graphrec.stages.report import write_report
 
 log = logging.getLogger(__name__)

@@ -64,7 +64,6 @@ Every fitting step is linear in the interactions (graphrec.model.closed_form).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -77,8 +76,8 @@ from tqdm.auto import tqdm
 
 from graphrec.core.errors import InputError
 from graphrec.core.feature_store import load_features, unit_rows
-from graphrec.core.memory import check_fits
 from graphrec.core.progress import progress_bar
+from graphrec.core.settings import MAX_FIT_USERS, RankSettings
 from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import Dataset
 from graphrec.kg.graph import KnowledgeGraph
@@ -102,14 +101,11 @@ COLD_COMPONENTS = ("gnn", "content", "ridge", "cpop")
 COLD_ONLY = ("ridge", "cpop")  # scored on cold candidates only (0 elsewhere), so their spread is measured there
 BLOCKS = ("gnn", "ease", "lowpass", "pop", "offset", "content", "group")  # the vectors' blocks, in order
 FIT_HISTORY = ("train", "cold_user_context")
-EASE_DIM = 1024  # at most rank(X) <= min(n_users, n_items) are used
-LOWPASS_DIM = 256  # the ideal low-pass filter's singular vectors (GF-CF's k)
 LOWPASS_GAMMAS = (0.0, 0.1, 0.2, 0.3, 0.5)  # its weight next to EASE, chosen on warm validation NDCG of the filter
 EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
 MAX_OFFSET = 64.0
-MAX_FIT_USERS = 3000
 ANN_USER_SAMPLE = 20_000  # users whose vectors whiten the approximate index's projection
 ANN_OVERSAMPLE = 5  # first-pass candidates per list item, rescored exactly
 RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -668,56 +664,6 @@ def fit_cold_maps(r: Ranker, feats: sp.csr_matrix, x: sp.csr_matrix, ridge_lambd
                 selection.update({f"{name}_lambda": chosen[name],
                                   f"{name}_validation_ndcg": {str(lam): round(v, 6) for lam, v in trials.items()}})
     return ColdMaps(ridge[chosen["ridge"]], pop[chosen["cold_pop"]] if pop else None, selection)
-
-
-@dataclass(frozen=True)
-class RankSettings:
-    """How the ranker is fitted (by `graphrec train`, after the GNN, before its model/ is switched in).
-
-    k: the cut-off of the validation NDCG the blend maximises. ease_lambda: fixed, or None to choose from
-    EASE_LAMBDAS on validation. ease_dim: dimensions of the low-rank EASE block; at most min(users, items) are
-    used, so the default is cut to the data, while a larger explicit value is refused. lowpass_dim: singular
-    vectors of the ideal low-pass graph filter (0: no low-pass block), cut to the data as ease_dim.
-    refit: refit the collaborative parts on train+valid after selection (False: they stay fitted on train, as the
-    embeddings do under `graphrec train --no-refit`). max_fit_users: at most this many users sampled per
-    validation task of the blend (fewer once users x candidates passes metrics.VALIDATION_CELLS).
-    keep_gnn: serve the GNN block even when the closed-form blend without it scores as well on validation
-    (by default it is served only when it adds, and `graphrec train` refits the GNN only then). gnn: False leaves
-    the GNN's block out of the blend whatever it scores (`graphrec train --no-gnn`, which trains no GNN)."""
-
-    k: int = 20
-    ease_lambda: float | None = None
-    ease_dim: int = EASE_DIM
-    lowpass_dim: int = LOWPASS_DIM
-    refit: bool = True
-    max_fit_users: int = MAX_FIT_USERS
-    keep_gnn: bool = False
-    gnn: bool = True
-
-    def check(self, n_users: int, n_items: int) -> None:
-        """One line for a setting out of range or one whose EASE block cannot fit in memory, before any work."""
-        if self.keep_gnn and not self.gnn:
-            raise InputError("--keep-gnn and --no-gnn contradict each other: give one")
-        for flag, value in (("--ease-dim", self.ease_dim), ("--k", self.k), ("max_fit_users", self.max_fit_users)):
-            if value < 1:
-                raise InputError(f"{flag} must be at least 1 (got {value})")
-        if self.k > n_items:
-            raise InputError(f"--k {self.k} is more than the {n_items} items of the catalogue")
-        if self.lowpass_dim < 0:
-            raise InputError(f"--lowpass-dim must be 0 (no low-pass block) or more (got {self.lowpass_dim})")
-        rank = min(n_users, n_items)
-        for flag, value, default in (("--ease-dim", self.ease_dim, EASE_DIM),
-                                     ("--lowpass-dim", self.lowpass_dim, LOWPASS_DIM)):
-            if value > max(default, rank):
-                raise InputError(f"{flag} {value} is more than the {rank} dimensions the interactions have "
-                                 f"(min of users and items): give at most {rank}")
-        if self.ease_lambda is not None and not (math.isfinite(self.ease_lambda) and self.ease_lambda > 0):
-            raise InputError(f"ease_lambda must be a positive finite number (got {self.ease_lambda})")
-        # the SVD's float64 basis and the user / item factors, a few copies of each at a time
-        check_fits(n_items * min(self.ease_dim, rank) * 8 * 6, f"a {self.ease_dim}-dimensional EASE block",
-                   "--ease-dim")
-        check_fits(n_items * min(self.lowpass_dim, rank) * 8 * 6, f"a {self.lowpass_dim}-dimensional low-pass "
-                   "block", "--lowpass-dim")
 
 
 def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, np.ndarray],

@@ -19,7 +19,6 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,6 +35,7 @@ from graphrec.core.feature_store import Features, load_features
 from graphrec.core.io import atomic_path, native_errors, usual_mode
 from graphrec.core.memory import check_fits
 from graphrec.core.progress import progress_bar
+from graphrec.core.settings import TrainSettings
 from graphrec.core.workspace import LINEAGE, TRAINING, Workspace
 from graphrec.data.dataset import TRAINED, Dataset
 from graphrec.data.splits import selection_split
@@ -50,84 +50,6 @@ from graphrec.stages.rank import Ranker, RankSettings, fit_blend, save_ranker, s
 PHASES = ("select", "refit")
 # Full mode computes a batch's loss in chunks of this many triples (see _Step): a batch of millions of
 # triples costs one propagation and the memory of one chunk.
-# Settings that do not change the result: a resumed run may differ in them.
-_RUNTIME = ("device", "progress")
-
-
-@dataclass
-class TrainSettings:
-    epochs: int = 60  # maximum epochs of the selection phase
-    dim: int = 64
-    layers: int = 3
-    lr: float | None = None  # None: auto_lr(batch_size), 0.005 at the smallest batch
-    batch_size: int | None = None  # None: auto_batch(train interactions): 2048, or a power of two, <= 64 an epoch
-    reg: float = 1e-4  # L2 on the batch's layer-0 rows (LightGCN)
-    weight_decay: float = 1e-5  # on projections and attribute tables
-    cold_weight: float = 0.5  # BPR through the content path (DropoutNet)
-    align_weight: float = 1.0  # content -> collaborative distillation (ALDI)
-    patience: int = 5
-    k: int = 20
-    seed: int = 0
-    refit: bool = True
-    gnn: bool = True  # False: no GNN epochs; the ranker serves its closed-form blend (graph filter, content maps)
-    mode: str = "full"  # "full" propagation per batch, or "sampled" neighbourhoods
-    fanouts: tuple[int, ...] = (15, 10, 5)
-    keep_checkpoints: int = 2
-    device: str = "auto"
-    progress: bool = True
-
-    def check(self) -> None:
-        """One line for the first setting out of range, before anything is read or written."""
-        flag = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
-        for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise InputError(f"{flag(name)} must be at least 1 (got {getattr(self, name)})")
-        if self.lr is not None and not (0.0 < self.lr <= 1.0):  # also refuses NaN, which fails every comparison
-            raise InputError(f"--lr must be a number in (0, 1] (got {self.lr})")
-        for name in ("reg", "weight_decay", "cold_weight", "align_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise InputError(f"{flag(name)} must be a finite number >= 0 (got {value})")
-        if not 0 <= self.seed < 2**32:
-            raise InputError(f"--seed must be in 0 .. 2^32-1 (got {self.seed})")
-        if self.layers < 0 or self.patience < 0:
-            raise InputError("--layers and --patience must not be negative")
-        if self.mode not in ("full", "sampled"):
-            raise InputError(f"--mode must be 'full' or 'sampled' (got {self.mode!r})")
-        if self.mode == "sampled" and len(self.fanouts) != self.layers:
-            raise InputError(f"--fanouts needs one value per layer ({self.layers}), got {list(self.fanouts)}")
-
-    def resolved(self, n_train: int) -> TrainSettings:
-        """The settings with the automatic batch size and learning rate decided for `n_train` interactions."""
-        batch = self.batch_size if self.batch_size is not None else auto_batch(n_train)
-        return dataclasses.replace(self, batch_size=batch, lr=self.lr if self.lr is not None else auto_lr(batch))
-
-    def result_settings(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
-                if k not in _RUNTIME}
-
-
-MIN_BATCH = 2048
-MAX_BATCHES_PER_EPOCH = 64
-BASE_LR, MAX_LR = 5e-3, 2e-2
-
-
-def auto_batch(n_train: int) -> int:
-    """The default batch: the largest power of two with at least 32 batches an epoch, and at least MIN_BATCH
-    triples, so an epoch is at most MAX_BATCHES_PER_EPOCH batches once the data is large. A batch costs one
-    propagation over the whole graph plus its triples (full mode), so an epoch costs a bounded number of
-    propagations whatever the data's size: MovieLens latest-small (66k training pairs) keeps the former default
-    2048; MovieLens-1M (590k) gets 16,384; 20M interactions 524,288."""
-    return max(MIN_BATCH, 1 << max(0, (n_train // (MAX_BATCHES_PER_EPOCH // 2)).bit_length() - 1))
-
-
-def auto_lr(batch_size: int) -> float:
-    """The default learning rate for a batch size: BASE_LR at MIN_BATCH, growing with the square root of the
-    batch (fewer, less noisy steps take larger ones), at most MAX_LR. (2048, 0.005) and (16384, 0.02) scored
-    alike on latest-small (BENCHMARKS.md, GNN alone)."""
-    return float(min(MAX_LR, BASE_LR * (max(batch_size, MIN_BATCH) / MIN_BATCH) ** 0.5))
-
-
 # -- sampling -------------------------------------------------------------------------------------------
 def sample_negatives(users: np.ndarray, positives: np.ndarray, pool: np.ndarray, n_items: int,
                      rng: np.random.Generator, max_rounds: int = 100) -> tuple[np.ndarray, np.ndarray]:

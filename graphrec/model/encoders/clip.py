@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from graphrec.core.device import resolve_device
 from graphrec.core.errors import InputError
 from graphrec.core.io import file_sha256, read_json
+from graphrec.core.settings import DEFAULT_CLIP_MODEL
 from graphrec.model.encoders.images import DEFAULT_MAX_PIXELS, default_workers, image_batches
 from graphrec.model.encoders.precomputed import regular_file
 from graphrec.model.encoders.runtime import autocast, precision_for, progress
 
-DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_TAG = "laion2b_s34b_b79k"
 # A deliberately small architecture for tests and CI (random weights only: nobody publishes weights for it).
 TINY_MODEL = "graphrec-tiny"
@@ -145,7 +145,7 @@ class ClipEncoder:
         return torch.from_numpy(rows), torch.from_numpy(owner), torch.from_numpy(weight)
 
 
-def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = None, checkpoint: str | Path | None = None,
+def load_clip(model_name: str = DEFAULT_CLIP_MODEL, pretrained: str | None = None, checkpoint: str | Path | None = None,
               device: str = "auto", seed: int = 0, max_chunks: int = 4) -> ClipEncoder:
     """An open_clip model ready for inference; see the module doc for where weights come from."""
     import open_clip

@@ -17,9 +17,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from graphrec.core.io import file_sha256
+from graphrec.core.settings import DEFAULT_MAX_PIXELS
 
-# Posters and product photos are far below this; anything above is treated as a decompression bomb.
-DEFAULT_MAX_PIXELS = 40_000_000
+# DEFAULT_MAX_PIXELS (core.settings): posters and product photos are far below it; anything above is treated as a
+# decompression bomb.
 # Nor is any of them a file this large: such a file is not read (hashing it alone would take seconds).
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 

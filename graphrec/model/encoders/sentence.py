@@ -16,9 +16,9 @@ import torch
 from graphrec.core.device import resolve_device
 from graphrec.core.errors import InputError
 from graphrec.core.io import file_sha256
+from graphrec.core.settings import DEFAULT_ST_MODEL
 from graphrec.model.encoders.runtime import autocast, precision_for, progress
 
-DEFAULT_ST_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 

@@ -1,0 +1,56 @@
+"""Each default is written once (graphrec.core.settings): the command line's options and the Python API's
+arguments take theirs from the settings classes, so the three never disagree."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import typer.main
+
+from graphrec.app.cli import app
+from graphrec.core.settings import EncodeSettings, RankSettings, TrainSettings
+from graphrec.pipeline.api import Recommender
+
+
+def _options(command: str) -> dict[str, object]:
+    group = typer.main.get_command(app)
+    return {p.name: p.default for p in group.commands[command].params}
+
+
+def _defaults(*classes: type) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out.setdefault(f.name, f.default)
+    return out
+
+
+def _compare(options: dict[str, object], defaults: dict[str, object], at_least: int = 10) -> list[str]:
+    shared = sorted(set(options) & set(defaults))
+    assert len(shared) >= at_least, shared  # the comparison covers the options, not an empty intersection
+    wrong = []
+    for name in shared:
+        want = defaults[name]
+        got = options[name]
+        if isinstance(want, tuple):  # a list option: comma-separated numbers, or repeated (None: none given)
+            got = () if got is None else tuple(int(v) for v in got.split(",")) if isinstance(got, str) else tuple(got)
+        if got != want:
+            wrong.append(f"{name}: option {got!r}, settings {want!r}")
+    return wrong
+
+
+def test_train_options_default_to_the_settings():
+    assert not _compare(_options("train"), _defaults(TrainSettings, RankSettings))
+
+
+def test_encode_options_default_to_the_settings():
+    assert not _compare(_options("encode"), _defaults(EncodeSettings), at_least=8)
+
+
+def test_the_python_api_defaults_to_the_settings():
+    params = inspect.signature(Recommender.__init__).parameters
+    # progress: a library is quiet unless asked (as implicit and LightFM are); the command line shows its bars
+    api = {name: p.default for name, p in params.items()
+           if p.default is not inspect.Parameter.empty and name != "progress"}
+    assert not _compare(api, _defaults(TrainSettings, RankSettings), at_least=4)  # epochs, dim, seed, ease_dim
