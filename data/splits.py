@@ -64,27 +64,12 @@ def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test:
     per_item = np.bincount(item, minlength=n_items)
     cold_u = np.zeros(n_users, bool)
     cold_u[_choose(rng, np.flatnonzero(per_user > cold_user_context), cold_users, (per_user > 0).sum())] = True
-    cold_i = np.zeros(n_items, bool)
-    first_seen = None
-    if cold_by == "time":  # new items: those whose first interaction is latest
-        first_seen = np.full(n_items, np.iinfo(np.int64).max)
-        np.minimum.at(first_seen, item, cast(np.ndarray, ts).astype(np.int64))  # _check_settings: timestamps
-        active = np.flatnonzero(per_item > 0)
-        n_cold = min(len(active), int(round(cold_items * len(active))))
-        cold_i[active[np.argsort(first_seen[active], kind="stable")][len(active) - n_cold:]] = True
-    else:
-        cold_i[_choose(rng, np.flatnonzero(per_item > 0), cold_items, (per_item > 0).sum())] = True
+    cold_i, first_seen = _cold_items(rng, item, per_item, cold_items, cold_by, ts)
 
     # 3. warm split, per user by rank from the end (latest first, or a random order)
     warm = ~cold_u[user] & ~cold_i[item]
     order_key = cast(np.ndarray, ts) if method == "temporal" else shuffle  # _check_settings: timestamps
-    rank, count = _rank_within_user(user, order_key, warm, n_users)
-    from_end = count[user] - 1 - rank
-    n_test, n_valid = _held_counts(count, test, valid)
-    part[warm] = TRAIN
-    is_test = warm & (from_end < n_test[user])
-    is_valid = warm & ~is_test & (from_end < n_test[user] + n_valid[user])
-    part[is_test], part[is_valid] = TEST, VALID
+    _split_warm(part, user, warm, order_key, n_users, test, valid)
 
     # 4. held-out pairs on items unseen in training move to train (one pass: moving only adds train items)
     train_item = np.bincount(item[part == TRAIN], minlength=n_items) > 0
@@ -107,6 +92,36 @@ def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test:
     schema = dataclasses.replace(ds.schema, split={**settings, "moved_to_train": int(move.sum()),
                                                    "promoted_cold_users": int(promoted.sum())})
     return Dataset(schema, ds.items, ds.users, out_inter, ds.triples)
+
+
+def _cold_items(rng: np.random.Generator, item: np.ndarray, per_item: np.ndarray, share: float, cold_by: str,
+                ts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(cold item mask, each item's first timestamp when cold by time): `share` of the items with interactions,
+    drawn at random or, by time, the ones first seen last (new items)."""
+    n_items = len(per_item)
+    cold_i = np.zeros(n_items, bool)
+    if cold_by != "time":
+        cold_i[_choose(rng, np.flatnonzero(per_item > 0), share, (per_item > 0).sum())] = True
+        return cold_i, None
+    first_seen = np.full(n_items, np.iinfo(np.int64).max)
+    np.minimum.at(first_seen, item, cast(np.ndarray, ts).astype(np.int64))  # _check_settings: timestamps
+    active = np.flatnonzero(per_item > 0)
+    n_cold = min(len(active), int(round(share * len(active))))
+    cold_i[active[np.argsort(first_seen[active], kind="stable")][len(active) - n_cold:]] = True
+    return cold_i, first_seen
+
+
+def _split_warm(part: np.ndarray, user: np.ndarray, warm: np.ndarray, order_key: np.ndarray, n_users: int,
+                test: float, valid: float) -> None:
+    """Each user's warm interactions into `part`: the last `test` share by `order_key` to TEST, the `valid` share
+    before them to VALID, the rest to TRAIN."""
+    rank, count = _rank_within_user(user, order_key, warm, n_users)
+    from_end = count[user] - 1 - rank
+    n_test, n_valid = _held_counts(count, test, valid)
+    part[warm] = TRAIN
+    is_test = warm & (from_end < n_test[user])
+    is_valid = warm & ~is_test & (from_end < n_test[user] + n_valid[user])
+    part[is_test], part[is_valid] = TEST, VALID
 
 
 def check_no_leak(ds: Dataset) -> None:

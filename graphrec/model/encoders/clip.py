@@ -159,25 +159,7 @@ def load_clip(model_name: str = DEFAULT_CLIP_MODEL, pretrained: str | None = Non
                                 "model": model_name, "architecture": arch, "pretrained": None,
                                 "checkpoint": None, "checkpoint_sha256": None, "random_weights": False}
     kwargs: dict[str, Any] = {"pretrained_image": False, "pretrained_text": False}
-    if checkpoint is not None:
-        path = regular_file(Path(checkpoint), "CLIP checkpoint file")
-        identity.update(checkpoint=str(path.resolve()), checkpoint_sha256=file_sha256(path))
-        weights = str(path)
-    elif (pretrained or "").lower() == "none":
-        identity.update(pretrained="none", random_weights=True, seed=seed)
-        weights = None
-    elif name.startswith(("hf-hub:", "local-dir:")):
-        identity["pretrained"] = name  # the repo / folder brings its own weights; open_clip ignores `pretrained`
-        weights = None
-    else:
-        tag = pretrained or _default_tag(open_clip, name)
-        known = open_clip.list_pretrained_tags_by_model(name)
-        if tag not in known:
-            raise InputError(f"no pretrained weights {tag!r} for CLIP model {name!r} "
-                             f"(known tags: {', '.join(known) or 'none'}); pass --clip-checkpoint PATH "
-                             "or --clip-pretrained none (random weights, tests only)")
-        identity["pretrained"] = tag
-        weights = tag
+    weights = _weights(open_clip, name, pretrained, checkpoint, seed, identity)
     quiet = logging.root.manager.disable
     logging.disable(logging.CRITICAL)  # open_clip logs its failures on the root logger; ours is the one line
     try:
@@ -208,6 +190,30 @@ def load_clip(model_name: str = DEFAULT_CLIP_MODEL, pretrained: str | None = Non
     identity["dim"] = enc.dim
     logging.getLogger(__name__).info("CLIP %s on %s (%s), dim %d", model_name, dev, precision, enc.dim)
     return enc
+
+
+def _weights(open_clip: Any, name: str, pretrained: str | None, checkpoint: str | Path | None, seed: int,
+             identity: dict[str, Any]) -> str | None:
+    """What open_clip loads the weights from (a checkpoint file, a pretrained tag, or None: random weights or
+    a hub repo / folder bringing its own); `identity` records it."""
+    if checkpoint is not None:
+        path = regular_file(Path(checkpoint), "CLIP checkpoint file")
+        identity.update(checkpoint=str(path.resolve()), checkpoint_sha256=file_sha256(path))
+        return str(path)
+    if (pretrained or "").lower() == "none":
+        identity.update(pretrained="none", random_weights=True, seed=seed)
+        return None
+    if name.startswith(("hf-hub:", "local-dir:")):
+        identity["pretrained"] = name  # the repo / folder brings its own weights; open_clip ignores `pretrained`
+        return None
+    tag = pretrained or _default_tag(open_clip, name)
+    known = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in known:
+        raise InputError(f"no pretrained weights {tag!r} for CLIP model {name!r} "
+                         f"(known tags: {', '.join(known) or 'none'}); pass --clip-checkpoint PATH "
+                         "or --clip-pretrained none (random weights, tests only)")
+    identity["pretrained"] = tag
+    return tag
 
 
 def _architecture(open_clip: Any, model_name: str) -> tuple[str, Any]:
