@@ -268,6 +268,14 @@ def _interactions(rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndar
         bar.update(int(have.sum()) - bar.n)
     bar.close()
 
+    return _dated_and_rated(rng, keys, taste, item_seg)
+
+
+def _dated_and_rated(rng: np.random.Generator, keys: np.ndarray, taste: np.ndarray, item_seg: np.ndarray
+                     ) -> pd.DataFrame:
+    """The interaction table of the (user * n_items + item) `keys`: timestamps after the user's start and the
+    item's release, ratings that follow the user's taste, rows by user then time."""
+    n_users, n_items = len(taste), len(item_seg)
     user, item = np.divmod(np.sort(keys), n_items)
     n = len(user)
     # timestamps: a user is active from a start date on; an item exists from its release on
