@@ -22,7 +22,7 @@ SURFACE = (
     ("Stages", "graphrec.data.movielens", ("import_movielens",)),
     ("Stages", "graphrec.data.synth", ("run_synth",)),
     ("Stages", "graphrec.data.splits", ("run_split",)),
-    ("Stages", "graphrec.core.settings", ("EncodeSettings", "TrainSettings", "RankSettings")),
+    ("Stages", "graphrec.core.settings", ("SplitSettings", "EncodeSettings", "TrainSettings", "RankSettings")),
     ("Stages", "graphrec.stages.encode", ("run_encode",)),
     ("Stages", "graphrec.kg.build", ("run_build",)),
     ("Stages", "graphrec.stages.train", ("run_train",)),

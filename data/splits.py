@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from graphrec.core.errors import InputError
+from graphrec.core.settings import SplitSettings
 from graphrec.core.workspace import Workspace, writes
 from graphrec.data.dataset import SERVE, SPLITS, Dataset
 
@@ -43,9 +44,10 @@ METHODS = ("random", "temporal")
 COLD_BY = ("item", "interaction", "time")
 
 
-def split_dataset(ds: Dataset, method: str = "random", valid: float = 0.1, test: float = 0.1,
-                  cold_items: float = 0.2, cold_users: float = 0.0, cold_user_context: int = 0, seed: int = 0,
-                  cold_by: str = "item", force: bool = False) -> Dataset:
+def split_dataset(ds: Dataset, method: str = SplitSettings.method, valid: float = SplitSettings.valid,
+                  test: float = SplitSettings.test, cold_items: float = SplitSettings.cold_items,
+                  cold_users: float = SplitSettings.cold_users, cold_user_context: int = SplitSettings.cold_user_context,
+                  seed: int = SplitSettings.seed, cold_by: str = SplitSettings.cold_by, force: bool = False) -> Dataset:
     """A copy of `ds` whose `split` column is filled and whose `schema.split` records these settings."""
     settings = {"method": method, "valid": valid, "test": test, "cold_items": cold_items, "cold_users": cold_users,
                 "cold_user_context": cold_user_context, "cold_by": cold_by, "seed": seed}
@@ -171,10 +173,14 @@ def selection_split(ds: Dataset, seed: int = 0) -> Dataset:
 
 
 @writes
-def run_split(workspace: Workspace | str | Path, **settings: Any) -> Dataset:
-    """The `data split` stage: load dataset/, split it, rewrite dataset/ atomically, record the settings."""
+def run_split(workspace: Workspace | str | Path, settings: SplitSettings | None = None, *, force: bool = False,
+              **overrides: Any) -> Dataset:
+    """The `data split` stage: load dataset/, split it, rewrite dataset/ atomically, record the settings.
+
+    settings / overrides: `SplitSettings`, or its fields as keywords. force: re-split a split dataset."""
+    s = dataclasses.replace(settings or SplitSettings(), **overrides)
     ws = Workspace.of(workspace)
-    ds = split_dataset(Dataset.load(ws), **settings)
+    ds = split_dataset(Dataset.load(ws), **dataclasses.asdict(s), force=force)
     check_no_leak(ds)
     ds.save(ws)
     before = ws.stage_record("dataset") or {}

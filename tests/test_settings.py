@@ -8,13 +8,15 @@ import inspect
 import typer.main
 
 from graphrec.app.cli import app
-from graphrec.core.settings import EncodeSettings, RankSettings, TrainSettings
+from graphrec.core.settings import EncodeSettings, RankSettings, SplitSettings, TrainSettings
 from graphrec.pipeline.api import Recommender
 
 
-def _options(command: str) -> dict[str, object]:
-    group = typer.main.get_command(app)
-    return {p.name: p.default for p in group.commands[command].params}
+def _options(*command: str) -> dict[str, object]:
+    cmd = typer.main.get_command(app)
+    for name in command:
+        cmd = cmd.commands[name]
+    return {p.name: p.default for p in cmd.params}
 
 
 def _defaults(*classes: type) -> dict[str, object]:
@@ -46,6 +48,18 @@ def test_train_options_default_to_the_settings():
 
 def test_encode_options_default_to_the_settings():
     assert not _compare(_options("encode"), _defaults(EncodeSettings), at_least=8)
+
+
+def test_split_options_default_to_the_settings():
+    assert not _compare(_options("data", "split"), _defaults(SplitSettings), at_least=8)
+
+
+def test_the_library_s_split_defaults_are_the_settings():
+    from graphrec.data.splits import split_dataset
+
+    params = inspect.signature(split_dataset).parameters
+    signature = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+    assert not _compare(signature, _defaults(SplitSettings), at_least=8)
 
 
 def test_the_python_api_defaults_to_the_settings():

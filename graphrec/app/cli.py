@@ -25,7 +25,7 @@ from rich.text import Text
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import carried_errno, dumps_json
-from graphrec.core.settings import EncodeSettings, RankSettings, TrainSettings
+from graphrec.core.settings import EncodeSettings, RankSettings, SplitSettings, TrainSettings
 from graphrec.core.workspace import Workspace, check_output_file
 from graphrec.data.dataset import Dataset, excluded_from_lists
 from graphrec.data.importer import import_files
@@ -207,16 +207,20 @@ def _dataset_result(as_json: bool, ds: Dataset, ws: Path, notes: list[str], verb
 @data_app.command("split")
 def data_split(
     workspace: Path = WS,
-    method: str = typer.Option("random", help="random, or temporal (latest interactions held out)."),
-    valid: float = typer.Option(0.1, help="Per-user validation share (< 1) or count (whole number >= 1)."),
-    test: float = typer.Option(0.1, help="Per-user test share (< 1) or count (whole number >= 1)."),
-    cold_items: float = typer.Option(0.2, help="Share of items held out with all their interactions."),
-    cold_users: float = typer.Option(0.0, help="Share of users held out with all their interactions."),
-    cold_user_context: int = typer.Option(0, help="First N interactions of each cold user given as context."),
-    cold_by: str = typer.Option("item", help="Cold items: random, to cold_valid/cold_test by item ('item') or by "
+    method: str = typer.Option(SplitSettings.method, help="random, or temporal (latest interactions held out)."),
+    valid: float = typer.Option(SplitSettings.valid,
+                                help="Per-user validation share (< 1) or count (whole number >= 1)."),
+    test: float = typer.Option(SplitSettings.test, help="Per-user test share (< 1) or count (whole number >= 1)."),
+    cold_items: float = typer.Option(SplitSettings.cold_items,
+                                     help="Share of items held out with all their interactions."),
+    cold_users: float = typer.Option(SplitSettings.cold_users,
+                                     help="Share of users held out with all their interactions."),
+    cold_user_context: int = typer.Option(SplitSettings.cold_user_context,
+                                          help="First N interactions of each cold user given as context."),
+    cold_by: str = typer.Option(SplitSettings.cold_by, help="Cold items: random, to cold_valid/cold_test by item ('item') or by "
                                              "interaction ('interaction'); or 'time': the items first seen last "
                                              "(new items; the earlier half selects, the newest half is the test)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(SplitSettings.seed, help="Random seed."),
     force: bool = flag(False, "--force", help="Re-split a dataset that is already split."),
     as_json: bool = JSON,
 ) -> None:

@@ -15,6 +15,24 @@ from typing import Any
 from graphrec.core.errors import InputError
 from graphrec.core.memory import check_fits
 
+
+# -- split ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitSettings:
+    """How `graphrec data split` holds parts out (its options; dataset.json's `split` records them). valid / test:
+    per-user shares (< 1) or counts; cold_items / cold_users: shares held out whole; cold_user_context: the
+    first interactions of each cold user given as context; cold_by: item, interaction or time (new items)."""
+
+    method: str = "random"
+    valid: float = 0.1
+    test: float = 0.1
+    cold_items: float = 0.2
+    cold_users: float = 0.0
+    cold_user_context: int = 0
+    cold_by: str = "item"
+    seed: int = 0
+
+
 # -- encode ---------------------------------------------------------------------------------------------
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_ST_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
