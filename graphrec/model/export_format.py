@@ -214,20 +214,21 @@ class Export:
         req = list_request(userid, user_items, N, filter_already_liked_items, filter_items, recalculate_user, items,
                            item_ids=self.item_ids, aliases=aliases)
         vectors = np.stack([self._user_row(req, u) for u in req.users])
-        allowed = np.ones(len(self.item_ids), bool) if req.items is None else np.isin(
-            np.arange(len(self.item_ids)), self._items(req.items))
+        allowed = np.ones(len(self.item_ids), bool)
+        if req.items is not None:
+            allowed[:] = False
+            allowed[self._items(req.items)] = True
         allowed[self._items(req.filter_items)] = False
         width = min(req.n, int(allowed.sum()))
         top = np.full((len(req.users), width), -1, np.int64)
         best = np.full((len(req.users), width), np.nan, np.float32)
-        for row, (user, vector) in enumerate(zip(req.users, vectors)):
-            scores = self.item_embeddings @ vector
-            keep = allowed.copy()
-            if req.filter_liked:
-                keep[self._items(req.user_items[user])] = False
-            idx = np.flatnonzero(keep)
-            order = idx[np.argsort(-scores[idx], kind="stable")[:width]]
-            top[row, :len(order)], best[row, :len(order)] = order, scores[order]
+        for s in range(0, len(req.users), 1024):  # [users, items] scores a batch at a time
+            users = req.users[s:s + 1024]
+            keep = np.repeat(allowed[None], len(users), axis=0)
+            if req.filter_liked:  # what each user has (given: an export holds none)
+                for row, user in enumerate(users):
+                    keep[row, self._items(req.user_items[user])] = False
+            top[s:s + 1024], best[s:s + 1024] = _best(vectors[s:s + 1024] @ self.item_embeddings.T, keep, width)
         return Recommendations.of(req, self.item_ids, top, best)
 
     def _user_row(self, req: ListRequest, user: str) -> np.ndarray:
@@ -263,14 +264,20 @@ class Export:
             raise InputError("this export has no user fold-in (written before graphrec shipped one): re-export")
         i = self._items([item_id])
         v = taste_vector(self.fold_in, self.manifest["blocks"], int(i[0]), bool(self.item_warm[i[0]]))
-        return self._top(self.item_embeddings @ v, k, i, None)
+        keep = np.ones((1, len(self.item_ids)), bool)
+        keep[0, i] = False  # not similar to itself: the same item
+        top, scores = _best((self.item_embeddings @ v)[None], keep, k)
+        return [(self.item_ids[j], float(sc)) for j, sc in zip(top[0], scores[0]) if j >= 0]
 
-    def _top(self, scores: np.ndarray, k: int, exclude: np.ndarray, cand: np.ndarray | None) -> list[tuple[str, float]]:
-        allowed = np.ones(len(scores), bool) if cand is None else np.isin(np.arange(len(scores)), cand)
-        allowed[exclude] = False
-        idx = np.flatnonzero(allowed)
-        order = idx[np.argsort(-scores[idx], kind="stable")[:k]]
-        return [(self.item_ids[j], float(scores[j])) for j in order]
+
+def _best(scores: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `scores`, the k best columns `keep` allows, best first, ties by column (as graphrec's own lists
+    break them): column indices int64 [n, k] (-1 past the allowed ones) and their scores float32 (NaN there)."""
+    masked = np.where(keep, scores, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(masked, order, axis=1)
+    found = np.isfinite(values)
+    return np.where(found, order, -1), np.where(found, values, np.nan).astype(np.float32)
 
 
 def load_export(directory: str | os.PathLike) -> Export:

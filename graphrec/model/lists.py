@@ -70,18 +70,18 @@ def list_request(userid: Any, user_items: Any = None, N: int = DEFAULT_N,  # noq
     n = given["N"]
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"N (items per user) must be a whole number of at least 1, got {n!r}")
-    single = isinstance(userid, (str, int, np.integer))
-    users = [normalize_id(userid)] if single else [normalize_id(u) for u in userid]
+    users = external_ids(userid)
     if not users:
         raise InputError("no user ids given")
     return ListRequest(users, int(n), bool(given["filter_already_liked_items"]), bool(recalculate_user),
-                       _user_items(user_items, users, item_ids), _id_list(filter_items) or [],
-                       _id_list(given["items"]), single)
+                       _user_items(user_items, users, item_ids),
+                       [] if filter_items is None else external_ids(filter_items),
+                       None if given["items"] is None else external_ids(given["items"]),
+                       isinstance(userid, (str, int, np.integer)))
 
 
-def _id_list(values: Any) -> list[str] | None:
-    if values is None:
-        return None
+def external_ids(values: Any) -> list[str]:
+    """Ids as the importer reads them, text by the one id rule (`normalize_id`): of one id or of an iterable."""
     if isinstance(values, (str, int, np.integer)):
         return [normalize_id(values)]
     return [normalize_id(v) for v in values]
@@ -101,7 +101,7 @@ def _user_items(value: Any, users: list[str], item_ids: Sequence[str]) -> dict[s
     if not isinstance(value, Mapping):
         raise InputError(f"user_items must be a mapping user id -> item ids or a scipy sparse matrix, got "
                          f"{type(value).__name__}")
-    out = {normalize_id(u): _id_list(items) or [] for u, items in value.items()}
+    out = {normalize_id(u): [] if items is None else external_ids(items) for u, items in value.items()}
     extra = sorted(set(out) - set(users))
     if extra:
         raise InputError(f"user_items names user {extra[0]!r}, who is not among the users asked for")

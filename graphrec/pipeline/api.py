@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,11 @@ from graphrec.core.settings import EASE_DIM, RankSettings
 from graphrec.core.workspace import LOCK, Workspace
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.data.importer import import_files
-from graphrec.data.readers import normalize_id
 from graphrec.data.splits import run_split
 from graphrec.kg.build import run_build
 from graphrec.model.export_format import UserFoldIn, taste_vector
 from graphrec.model.gnn import TrainedModel
-from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, list_request
+from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, external_ids, list_request
 from graphrec.stages.encode import run_encode
 from graphrec.stages.evaluate import evaluate
 from graphrec.stages.rank import Ranker, serving_ranker, topk_stable
@@ -325,7 +324,7 @@ class Recommender:
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         s = self._state()
-        ids = _ids(item_ids)
+        ids = external_ids(item_ids)
         idx = self._item_index(s, ids)
         if s.taste is None:
             s.taste = s.ranker.fold_in(), s.ranker.item_vectors()
@@ -379,7 +378,7 @@ class Recommender:
 
     def _candidates(self, s: _Served, req: ListRequest) -> np.ndarray | None:
         """Item indices to rank among: `items` (or every item) less `filter_items`; None: every item."""
-        cand = None if req.items is None else self._item_index(s, req.items)
+        cand = None if req.items is None else np.unique(self._item_index(s, req.items))  # a list holds an item once
         if not req.filter_items:
             return cand
         left_out = self._item_index(s, req.filter_items)
@@ -431,13 +430,6 @@ def _import_frames(ws: Workspace, frames: dict[str, pd.DataFrame | None], **role
                             **roles, **parts)
     for note in notes:
         log.info("%s", note)
-
-
-def _ids(values: Ids | Iterable[Id]) -> list[str]:
-    """External ids as the importer reads them: text, by the one id rule (`normalize_id`)."""
-    if isinstance(values, (str, int, np.integer)):
-        return [normalize_id(values)]
-    return [normalize_id(v) for v in values]
 
 
 def _list(values: Sequence[str] | None) -> list[str] | None:
