@@ -20,6 +20,7 @@ the share of those lists it finds and its time (index build + search) against th
 
 Rows are appended to benchmarks/results/ann_served.jsonl.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,23 +36,31 @@ OUT = HERE / "results" / "ann_served.jsonl"
 K = 20
 
 
-def exact_topk(user: np.ndarray, item: np.ndarray, given: sp.csr_matrix, k: int, batch: int = 2048) -> np.ndarray:
+def exact_topk(
+    user: np.ndarray, item: np.ndarray, given: sp.csr_matrix, k: int, batch: int = 2048
+) -> np.ndarray:
     out = np.empty((len(user), k), np.int64)
     for s in range(0, len(user), batch):
-        sc = user[s:s + batch] @ item.T
-        g = given[s:s + batch].tocoo()
+        sc = user[s : s + batch] @ item.T
+        g = given[s : s + batch].tocoo()
         sc[g.row, g.col] = -np.inf
         top = np.argpartition(-sc, k, axis=1)[:, :k]
-        out[s:s + batch] = np.take_along_axis(top, np.argsort(-np.take_along_axis(sc, top, 1), 1), 1)
+        out[s : s + batch] = np.take_along_axis(
+            top, np.argsort(-np.take_along_axis(sc, top, 1), 1), 1
+        )
     return out
 
 
-def rescore(user: np.ndarray, item: np.ndarray, cand: np.ndarray, given: sp.csr_matrix, k: int) -> np.ndarray:
+def rescore(
+    user: np.ndarray, item: np.ndarray, cand: np.ndarray, given: sp.csr_matrix, k: int
+) -> np.ndarray:
     """The exact top-k among each user's candidate rows (-1 = none), given items excluded."""
     safe = np.maximum(cand, 0)
     sc = np.empty(cand.shape, np.float32)
     for s in range(0, len(user), 32):  # [32, candidates, dim] at a time
-        sc[s:s + 32] = np.einsum("ud,ucd->uc", user[s:s + 32], item[safe[s:s + 32]])
+        sc[s : s + 32] = np.einsum(
+            "ud,ucd->uc", user[s : s + 32], item[safe[s : s + 32]]
+        )
     sc[cand < 0] = -np.inf
     rows = np.repeat(np.arange(len(user)), cand.shape[1])
     sc[np.asarray(given[rows, safe.ravel()]).reshape(cand.shape) > 0] = -np.inf
@@ -60,8 +69,10 @@ def rescore(user: np.ndarray, item: np.ndarray, cand: np.ndarray, given: sp.csr_
 
 
 def lifted(item: np.ndarray) -> np.ndarray:
-    sq = (item ** 2).sum(1)
-    return np.hstack([item, np.sqrt(np.maximum(sq.max() - sq, 0))[:, None]]).astype(np.float32)
+    sq = (item**2).sum(1)
+    return np.hstack([item, np.sqrt(np.maximum(sq.max() - sq, 0))[:, None]]).astype(
+        np.float32
+    )
 
 
 def ivf(items: np.ndarray, queries: np.ndarray, fraction: int, n: int) -> np.ndarray:
@@ -70,21 +81,31 @@ def ivf(items: np.ndarray, queries: np.ndarray, fraction: int, n: int) -> np.nda
     import faiss
 
     nlist = max(1, min(int(4 * np.sqrt(len(items))), len(items) // 39))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(items.shape[1]), items.shape[1], nlist, faiss.METRIC_L2)
+    index = faiss.IndexIVFFlat(
+        faiss.IndexFlatL2(items.shape[1]), items.shape[1], nlist, faiss.METRIC_L2
+    )
     index.train(items)
     index.add(items)
-    index.nprobe = int(min(nlist, max(nlist // fraction, np.ceil(2 * n * nlist / len(items)))))  # as graphrec.model.ann
+    index.nprobe = int(
+        min(nlist, max(nlist // fraction, np.ceil(2 * n * nlist / len(items))))
+    )  # as graphrec.model.ann
     return index.search(np.ascontiguousarray(queries, np.float32), n)[1]
 
 
-def candidates(name: str, user: np.ndarray, item: np.ndarray, given: sp.csr_matrix) -> np.ndarray:
+def candidates(
+    name: str, user: np.ndarray, item: np.ndarray, given: sp.csr_matrix
+) -> np.ndarray:
     import faiss
 
     want = K + int(np.diff(given.indptr).max())
     q = np.hstack([user, np.zeros((len(user), 1), np.float32)]).astype(np.float32)
     kind, arg, *more = name.split("/")
-    rescored = int(more[0]) if more else 10 * K  # pca/R/M, wivf/R/M: M first-pass candidates rescored
-    if kind == "ivf":  # graphrec.model.ann before the whitened first pass: the full lifted vectors
+    rescored = (
+        int(more[0]) if more else 10 * K
+    )  # pca/R/M, wivf/R/M: M first-pass candidates rescored
+    if (
+        kind == "ivf"
+    ):  # graphrec.model.ann before the whitened first pass: the full lifted vectors
         return ivf(lifted(item), q, int(arg), want)
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(item.shape[1] + 1, 32)
@@ -93,19 +114,30 @@ def candidates(name: str, user: np.ndarray, item: np.ndarray, given: sp.csr_matr
         index.hnsw.efSearch = max(int(arg), want)
         return index.search(np.ascontiguousarray(q), want)[1]
     r = int(arg)
-    if kind in ("pca", "wivf"):  # whiten the users' side, keep the items' top r directions there
+    if kind in (
+        "pca",
+        "wivf",
+    ):  # whiten the users' side, keep the items' top r directions there
         cov = user.T.astype(np.float64) @ user / len(user)
         w, v = np.linalg.eigh(cov)
         keep = w > w.max() * 1e-9
         half = (v[:, keep] * np.sqrt(w[keep])) @ v[:, keep].T
         inv = (v[:, keep] / np.sqrt(w[keep])) @ v[:, keep].T
         p = np.linalg.svd(item.astype(np.float64) @ half, full_matrices=False)[2][:r].T
-        iu, ii = (user @ inv @ p).astype(np.float32), (item @ half @ p).astype(np.float32)
+        iu, ii = (
+            (user @ inv @ p).astype(np.float32),
+            (item @ half @ p).astype(np.float32),
+        )
     else:  # ipca, pcaivf: the item vectors' own top r principal directions (no user statistics)
         p = np.linalg.svd(item.astype(np.float64), full_matrices=False)[2][:r].T
         iu, ii = (user @ p).astype(np.float32), (item @ p).astype(np.float32)
     if kind in ("pcaivf", "wivf"):
-        found = ivf(lifted(ii), np.hstack([iu, np.zeros((len(iu), 1), np.float32)]), 8, rescored + want - K)
+        found = ivf(
+            lifted(ii),
+            np.hstack([iu, np.zeros((len(iu), 1), np.float32)]),
+            8,
+            rescored + want - K,
+        )
         return _first_not_given(found, given, rescored)
     return exact_topk(iu, ii, given, rescored)
 
@@ -114,15 +146,22 @@ def _first_not_given(rows: np.ndarray, given: sp.csr_matrix, m: int) -> np.ndarr
     """Each user's first m candidate rows that are not their given items (-1 where fewer)."""
     out = np.full((len(rows), m), -1, np.int64)
     for u, row in enumerate(rows):
-        keep = row[(row >= 0) & ~np.isin(row, given.indices[given.indptr[u]:given.indptr[u + 1]])][:m]
-        out[u, :len(keep)] = keep
+        keep = row[
+            (row >= 0)
+            & ~np.isin(row, given.indices[given.indptr[u] : given.indptr[u + 1]])
+        ][:m]
+        out[u, : len(keep)] = keep
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.ann_served", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.ann_served", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("workspaces", nargs="+", type=Path)
-    ap.add_argument("--users", type=int, default=5000, help="users sampled for the comparison")
+    ap.add_argument(
+        "--users", type=int, default=5000, help="users sampled for the comparison"
+    )
     ap.add_argument("--candidates", default="ranker,ivf/8,pca/32,ipca/32,wivf/32")
     a = ap.parse_args()
     from graphrec.data.dataset import GIVEN, Dataset
@@ -131,18 +170,26 @@ def main() -> None:
     for ws in a.workspaces:
         ds = Dataset.load(ws)
         r = serving_ranker(ws, ds)
-        users = np.sort(np.random.default_rng(0).choice(ds.n_users, min(a.users, ds.n_users), replace=False))
+        users = np.sort(
+            np.random.default_rng(0).choice(
+                ds.n_users, min(a.users, ds.n_users), replace=False
+            )
+        )
         given = ds.matrix(GIVEN)[users].tocsr()
         history = ds.matrix(GIVEN)
         names = a.candidates.split(",")
-        if names != ["ranker"]:  # the study rows share one exact pass over the sampled users
+        if names != [
+            "ranker"
+        ]:  # the study rows share one exact pass over the sampled users
             user, item = r.user_vectors(users, history), r.item_vectors()
             t = time.perf_counter()
             exact = exact_topk(user, item, given, K)
             exact_s = time.perf_counter() - t
         for name in names:
             t = time.perf_counter()
-            if name == "ranker":  # the product path: `graphrec recommend --approximate` against exact, whole
+            if (
+                name == "ranker"
+            ):  # the product path: `graphrec recommend --approximate` against exact, whole
                 exact_s = None
                 t = time.perf_counter()
                 exact = r.topk(users, K, history)[0]
@@ -152,10 +199,20 @@ def main() -> None:
             else:
                 got = rescore(user, item, candidates(name, user, item, given), given, K)
             s = time.perf_counter() - t
-            recall = float(np.mean([len(np.intersect1d(g, e)) / K for g, e in zip(got, exact)]))
-            row = {"workspace": str(ws), "users": len(users), "items": ds.n_items, "dim": r.item_vectors([0]).shape[1],
-                   "candidate": name, "recall": round(recall, 4), "seconds": round(s, 2),
-                   "exact_seconds": round(exact_s, 2), "speedup": round(exact_s / s, 2)}
+            recall = float(
+                np.mean([len(np.intersect1d(g, e)) / K for g, e in zip(got, exact)])
+            )
+            row = {
+                "workspace": str(ws),
+                "users": len(users),
+                "items": ds.n_items,
+                "dim": r.item_vectors([0]).shape[1],
+                "candidate": name,
+                "recall": round(recall, 4),
+                "seconds": round(s, 2),
+                "exact_seconds": round(exact_s, 2),
+                "speedup": round(exact_s / s, 2),
+            }
             print(json.dumps(row), flush=True)
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -34,6 +34,7 @@ multi-hot / ||attr|| (sparse)] + intercept, fit on the warm items, selected on c
 Mixed (one list over warm + cold items, test + cold_test): user_vec -> [user_vec / ||user_vec||, 1],
 item_vec -> [item_vec, 0] for warm, [s * mapped item_vec, b] for cold; s and b selected on valid + cold_valid.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,7 +73,9 @@ class Stage:
         self.warm_known = np.asarray(self.X.sum(axis=0)).ravel() > 0
 
     def _eval(self, scorer, cand, truth):
-        users = np.unique(truth[0])  # users without truth do not count in the means; ranking them changes nothing
+        users = np.unique(
+            truth[0]
+        )  # users without truth do not count in the means; ranking them changes nothing
         topk = rank(scorer, users, cand, self.exclude)
         m = score_topk(topk, users, truth, self.data.n_users, self.data.n_items)
         return {"recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]}
@@ -84,7 +87,9 @@ class Stage:
         return self._eval(scorer, self.cold_cand, self.cold_truth)
 
     def mixed(self, scorer):
-        truth = tuple(np.concatenate([a, b]) for a, b in zip(self.warm_truth, self.cold_truth))
+        truth = tuple(
+            np.concatenate([a, b]) for a, b in zip(self.warm_truth, self.cold_truth)
+        )
         return self._eval(scorer, self.warm_cand | self.cold_cand, truth)
 
 
@@ -122,7 +127,9 @@ def fit_ease(X, grid, seed):
         B = -P / np.diag(P)[None, :]
         np.fill_diagonal(B, 0.0)
         item = np.zeros((X.shape[1], len(active)), np.float32)
-        item[active] = B.T  # item_vec_j = B[:, j] over active items; user_vec = x_u over active items
+        item[active] = (
+            B.T
+        )  # item_vec_j = B[:, j] over active items; user_vec = x_u over active items
         yield p, Xa.toarray(), item
 
 
@@ -132,7 +139,7 @@ def fit_lrease(X, grid, seed):
         k, lam = p["k"], p["lambda"]
         Vk, s2 = V[:, :k], s[:k] ** 2
         f = s2 / (s2 + lam)
-        lamP = 1.0 - (Vk ** 2) @ f  # lambda * P_jj
+        lamP = 1.0 - (Vk**2) @ f  # lambda * P_jj
         item = Vk / np.maximum(lamP, 1e-6)[:, None]
         user = X @ (Vk * f)
         yield {**p, "dim": k}, user, item
@@ -167,9 +174,9 @@ def fit_gfcf_exact(X, grid, seed):
     R, dinv, dsq = _gfcf_parts(X)
     s, V = rsvd(R, max(p["k"] for p in grid), seed)
     XR = np.asarray((X @ R.T).todense())  # x_u R~' [n_users, n_users]
-    Rt = R.T.toarray()                    # item_vec part: column i of R~ [n_items, n_users]
+    Rt = R.T.toarray()  # item_vec part: column i of R~ [n_items, n_users]
     for p in grid:
-        Vk = V[:, :p["k"]]
+        Vk = V[:, : p["k"]]
         user = np.hstack([XR, p["alpha"] * (X @ (Vk * dinv[:, None]))])
         item = np.hstack([Rt, dsq[:, None] * Vk])
         yield {**p, "dim": X.shape[0] + p["k"]}, user, item
@@ -186,18 +193,22 @@ def fit_elsa(X, grid, seed, eval_epochs=None):
     for p in grid:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        W = torch.nn.Parameter(torch.nn.init.xavier_uniform_(torch.empty(len(active), p["d"])))
+        W = torch.nn.Parameter(
+            torch.nn.init.xavier_uniform_(torch.empty(len(active), p["d"]))
+        )
         opt = torch.optim.Adam([W], lr=p["lr"])
         stops = sorted(eval_epochs or [p["epochs"]])
         t0 = time.perf_counter()
         for epoch in range(1, stops[-1] + 1):
             perm = rng.permutation(rows)
             for s in range(0, len(perm), p["batch"]):
-                xb = torch.from_numpy(Xa[perm[s:s + p["batch"]]].toarray())
+                xb = torch.from_numpy(Xa[perm[s : s + p["batch"]]].toarray())
                 A = torch.nn.functional.normalize(W, dim=-1)
                 pred = (xb @ A) @ A.T - xb
-                loss = torch.nn.functional.mse_loss(torch.nn.functional.normalize(pred, dim=-1),
-                                                    torch.nn.functional.normalize(xb, dim=-1))
+                loss = torch.nn.functional.mse_loss(
+                    torch.nn.functional.normalize(pred, dim=-1),
+                    torch.nn.functional.normalize(xb, dim=-1),
+                )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -206,16 +217,30 @@ def fit_elsa(X, grid, seed, eval_epochs=None):
                     A = torch.nn.functional.normalize(W, dim=-1).numpy()
                 item = np.zeros((X.shape[1], p["d"]), np.float32)
                 item[active] = A
-                yield ({**p, "epochs": epoch, "dim": p["d"], "train_s": round(time.perf_counter() - t0, 1)},
-                       X @ item, item)
+                yield (
+                    {
+                        **p,
+                        "epochs": epoch,
+                        "dim": p["d"],
+                        "train_s": round(time.perf_counter() - t0, 1),
+                    },
+                    X @ item,
+                    item,
+                )
 
 
 def fit_ials(X, grid, seed):
     from implicit.cpu.als import AlternatingLeastSquares
 
     for p in grid:
-        m = AlternatingLeastSquares(factors=p["factors"], regularization=p["reg"], alpha=p["alpha"],
-                                    iterations=p.get("iterations", 15), random_state=seed, num_threads=1)
+        m = AlternatingLeastSquares(
+            factors=p["factors"],
+            regularization=p["reg"],
+            alpha=p["alpha"],
+            iterations=p.get("iterations", 15),
+            random_state=seed,
+            num_threads=1,
+        )
         m.fit(X.tocsr(), show_progress=False)
         U, V = np.asarray(m.user_factors), np.asarray(m.item_factors)
         yield {**p, "dim": U.shape[1]}, U, V
@@ -223,15 +248,49 @@ def fit_ials(X, grid, seed):
 
 CANDIDATES = {
     "ease": (fit_ease, [{"lambda": v} for v in (30.0, 100.0, 300.0, 1000.0)]),
-    "lrease": (fit_lrease, [{"k": k, "lambda": v} for k in (64, 128, 256, 512) for v in (30.0, 100.0, 300.0, 1000.0)]),
-    "gfcf": (fit_gfcf, [{"k": k, "alpha": a} for k in (64, 128, 256, 512)
-                        for a in (0.0, 0.03, 0.1, 0.3, 1.0, "ideal")]),
-    "gfcf-exact": (fit_gfcf_exact, [{"k": k, "alpha": a} for k in (64, 128, 256, 512) for a in (0.03, 0.1, 0.3, 1.0)]),
-    "elsa": (fit_elsa, [{"d": d, "lr": lr, "batch": 64, "epochs": 0} for d in (256, 512) for lr in (0.01, 0.003)]),
+    "lrease": (
+        fit_lrease,
+        [
+            {"k": k, "lambda": v}
+            for k in (64, 128, 256, 512)
+            for v in (30.0, 100.0, 300.0, 1000.0)
+        ],
+    ),
+    "gfcf": (
+        fit_gfcf,
+        [
+            {"k": k, "alpha": a}
+            for k in (64, 128, 256, 512)
+            for a in (0.0, 0.03, 0.1, 0.3, 1.0, "ideal")
+        ],
+    ),
+    "gfcf-exact": (
+        fit_gfcf_exact,
+        [
+            {"k": k, "alpha": a}
+            for k in (64, 128, 256, 512)
+            for a in (0.03, 0.1, 0.3, 1.0)
+        ],
+    ),
+    "elsa": (
+        fit_elsa,
+        [
+            {"d": d, "lr": lr, "batch": 64, "epochs": 0}
+            for d in (256, 512)
+            for lr in (0.01, 0.003)
+        ],
+    ),
     # implicit's loss: sum_observed (1 + alpha)(1 - u.v)^2 + sum_unobserved (u.v)^2 + reg (|u|^2 + |v|^2); the good
     # region has reg ~ 3..6 x (1 + alpha) (seed-1 probe), so the grid is alpha x that ratio
-    "ials": (fit_ials, [{"factors": f, "reg": r * (1 + a), "alpha": a} for f in (256, 512) for a in (1.0, 4.0, 9.0)
-                        for r in (3.0, 4.5, 6.0)]),
+    "ials": (
+        fit_ials,
+        [
+            {"factors": f, "reg": r * (1 + a), "alpha": a}
+            for f in (256, 512)
+            for a in (1.0, 4.0, 9.0)
+            for r in (3.0, 4.5, 6.0)
+        ],
+    ),
 }
 ELSA_EPOCHS = (4, 6, 8, 10, 12, 15, 20, 25, 30)
 
@@ -244,8 +303,13 @@ class Content:
         A = data.item_attr.tocsr().astype(np.float64)
         norm = np.sqrt(np.asarray(A.multiply(A).sum(axis=1)).ravel())
         A = sp.diags(w_attr / np.where(norm > 0, norm, 1.0)) @ A
-        self.F = sp.hstack([sp.csr_matrix(data.text.astype(np.float64)), A,
-                            sp.csr_matrix(np.ones((data.n_items, 1)))]).tocsr()
+        self.F = sp.hstack(
+            [
+                sp.csr_matrix(data.text.astype(np.float64)),
+                A,
+                sp.csr_matrix(np.ones((data.n_items, 1))),
+            ]
+        ).tocsr()
         self.dim = self.F.shape[1]
 
     def gram(self, rows):
@@ -304,31 +368,68 @@ def run_candidate(name, data, seed, cold: bool, rows_out: list, per_dim: bool = 
     *_, (params, U, V) = fit(fin.X, [refit], seed)
     fit_s = time.perf_counter() - t0
     m = fin.warm(dot(U, V))
-    row = {"candidate": name, "seed": seed, "task": "warm", "selected": params, "dim": params.get("dim"),
-           "valid_ndcg@20": round(best_v, 4), "fit_s": round(fit_s, 1), "select_s": round(select_s, 1),
-           "recall@20": round(m["recall@20"], 4), "ndcg@20": round(m["ndcg@20"], 4), "grid": checked}
-    log(f"== {name} seed {seed} warm: R@20 {m['recall@20']:.4f} N@20 {m['ndcg@20']:.4f} "
-        f"(selected {params}, fit {fit_s:.1f}s)")
+    row = {
+        "candidate": name,
+        "seed": seed,
+        "task": "warm",
+        "selected": params,
+        "dim": params.get("dim"),
+        "valid_ndcg@20": round(best_v, 4),
+        "fit_s": round(fit_s, 1),
+        "select_s": round(select_s, 1),
+        "recall@20": round(m["recall@20"], 4),
+        "ndcg@20": round(m["ndcg@20"], 4),
+        "grid": checked,
+    }
+    log(
+        f"== {name} seed {seed} warm: R@20 {m['recall@20']:.4f} N@20 {m['ndcg@20']:.4f} "
+        f"(selected {params}, fit {fit_s:.1f}s)"
+    )
     rows_out.append(row)
     if per_dim:  # best setting within each dimension, refit and tested (the dimension/quality curve)
         dims = sorted({c["dim"] for c in checked})
         for d in dims:
-            b = max((c for c in checked if c["dim"] == d), key=lambda c: c["valid_ndcg@20"])
-            p = {k: v for k, v in b.items() if k not in ("dim", "train_s", "valid_ndcg@20")}
+            b = max(
+                (c for c in checked if c["dim"] == d), key=lambda c: c["valid_ndcg@20"]
+            )
+            p = {
+                k: v
+                for k, v in b.items()
+                if k not in ("dim", "train_s", "valid_ndcg@20")
+            }
             t1 = time.perf_counter()
             *_, (pp, Ud, Vd) = fit(fin.X, [p], seed)
             fs = time.perf_counter() - t1
             md = fin.warm(dot(Ud, Vd))
-            rows_out.append({"candidate": name, "seed": seed, "task": "warm@dim", "selected": pp, "dim": d,
-                             "valid_ndcg@20": b["valid_ndcg@20"], "fit_s": round(fs, 1),
-                             "recall@20": round(md["recall@20"], 4), "ndcg@20": round(md["ndcg@20"], 4)})
-            log(f"   {name} dim {d}: R@20 {md['recall@20']:.4f} N@20 {md['ndcg@20']:.4f} ({pp})")
+            rows_out.append(
+                {
+                    "candidate": name,
+                    "seed": seed,
+                    "task": "warm@dim",
+                    "selected": pp,
+                    "dim": d,
+                    "valid_ndcg@20": b["valid_ndcg@20"],
+                    "fit_s": round(fs, 1),
+                    "recall@20": round(md["recall@20"], 4),
+                    "ndcg@20": round(md["ndcg@20"], 4),
+                }
+            )
+            log(
+                f"   {name} dim {d}: R@20 {md['recall@20']:.4f} N@20 {md['ndcg@20']:.4f} ({pp})"
+            )
     if cold and name != "ease" and name != "gfcf-exact":
         run_cold(name, data, seed, sel, fin, best_vecs, (U, V), refit, rows_out)
 
 
 COLD_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-COLD_LAMS_REL = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # bilinear lam, relative to max(lu) * max(lf)
+COLD_LAMS_REL = (
+    1e-6,
+    1e-5,
+    1e-4,
+    1e-3,
+    1e-2,
+    1e-1,
+)  # bilinear lam, relative to max(lu) * max(lf)
 W_ATTR = (0.5, 1.0, 2.0)
 COLD_KINDS = ("ridge", "wridge", "bilin")
 
@@ -338,17 +439,28 @@ def _cold_maps(data, stage, U, V, w_attr, kind):
     rows = np.flatnonzero(stage.warm_known)
     cold_rows = np.flatnonzero(stage.cold_cand)
     if kind == "ridge":
-        for a, W, mu in cold_ridge(content, rows, V[rows].astype(np.float64), COLD_ALPHAS):
+        for a, W, mu in cold_ridge(
+            content, rows, V[rows].astype(np.float64), COLD_ALPHAS
+        ):
             yield a, cold_vectors(content, V, W, mu, cold_rows)
-    elif kind == "wridge":  # rows weighted by popularity^gamma: well-observed item vectors count more
+    elif (
+        kind == "wridge"
+    ):  # rows weighted by popularity^gamma: well-observed item vectors count more
         pop = np.asarray(stage.X.sum(axis=0)).ravel()[rows]
         for g in (0.5, 1.0):
-            for a, W, mu in cold_ridge(content, rows, V[rows].astype(np.float64), COLD_ALPHAS, pop ** g):
+            for a, W, mu in cold_ridge(
+                content, rows, V[rows].astype(np.float64), COLD_ALPHAS, pop**g
+            ):
                 yield (g, a), cold_vectors(content, V, W, mu, cold_rows)
     else:
-        scale = np.linalg.eigvalsh(U.T.astype(np.float64) @ U).max() * np.linalg.eigvalsh(content.gram(rows)[0]).max()
+        scale = (
+            np.linalg.eigvalsh(U.T.astype(np.float64) @ U).max()
+            * np.linalg.eigvalsh(content.gram(rows)[0]).max()
+        )
         lams = [r * scale for r in COLD_LAMS_REL]
-        for r, (_lam, W, mu) in zip(COLD_LAMS_REL, cold_bilinear(content, rows, stage.X, U, lams)):
+        for r, (_lam, W, mu) in zip(
+            COLD_LAMS_REL, cold_bilinear(content, rows, stage.X, U, lams)
+        ):
             yield r, cold_vectors(content, V, W, mu, cold_rows)
 
 
@@ -367,31 +479,65 @@ def run_cold(name, data, seed, sel, fin, sel_vecs, fin_vecs, refit, rows_out):
         Vc = next(v for r, v in _cold_maps(data, fin, *fin_vecs, w, kind) if r == reg)
         fit_s = time.perf_counter() - t0
         m = fin.cold(dot(fin_vecs[0], Vc))
-        rows_out.append({"candidate": f"{name}+{kind}", "seed": seed, "task": "cold", "warm_selected": refit,
-                         "selected": {"w_attr": w, "reg": reg}, "valid_ndcg@20": round(best_v, 4),
-                         "fit_s": round(fit_s, 1), "select_s": round(select_s, 1),
-                         "recall@20": round(m["recall@20"], 4), "ndcg@20": round(m["ndcg@20"], 4)})
-        log(f"== {name}+{kind} seed {seed} cold: R@20 {m['recall@20']:.4f} N@20 {m['ndcg@20']:.4f} "
-            f"(selected w_attr={w} reg={reg}, valid {best_v:.4f})")
-        run_mixed(f"{name}+{kind}", seed, sel, fin, (sel_vecs[0], best_Vc), (fin_vecs[0], Vc), rows_out)
+        rows_out.append(
+            {
+                "candidate": f"{name}+{kind}",
+                "seed": seed,
+                "task": "cold",
+                "warm_selected": refit,
+                "selected": {"w_attr": w, "reg": reg},
+                "valid_ndcg@20": round(best_v, 4),
+                "fit_s": round(fit_s, 1),
+                "select_s": round(select_s, 1),
+                "recall@20": round(m["recall@20"], 4),
+                "ndcg@20": round(m["ndcg@20"], 4),
+            }
+        )
+        log(
+            f"== {name}+{kind} seed {seed} cold: R@20 {m['recall@20']:.4f} N@20 {m['ndcg@20']:.4f} "
+            f"(selected w_attr={w} reg={reg}, valid {best_v:.4f})"
+        )
+        run_mixed(
+            f"{name}+{kind}",
+            seed,
+            sel,
+            fin,
+            (sel_vecs[0], best_Vc),
+            (fin_vecs[0], Vc),
+            rows_out,
+        )
 
 
 def _mixed_vecs(U, Vc, cold_mask, norm_user, s, b):
-    Un = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12) if norm_user else U
+    Un = (
+        U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
+        if norm_user
+        else U
+    )
     Vm = Vc.copy()
     Vm[cold_mask] *= s
-    return (np.hstack([Un, np.ones((len(U), 1))]),
-            np.hstack([Vm, np.where(cold_mask, b, 0.0)[:, None]]))
+    return (
+        np.hstack([Un, np.ones((len(U), 1))]),
+        np.hstack([Vm, np.where(cold_mask, b, 0.0)[:, None]]),
+    )
 
 
 def run_mixed(name, seed, sel, fin, sel_vecs, fin_vecs, rows_out):
     """One list over warm + cold items; cold items get item_vec = [s * mapped, b], warm [item_vec, 0], users
     [user_vec (optionally L2-normalised), 1]: the offset b is the extra dimension."""
+
     def scale_of(U, V, stage, norm_user):
-        Un = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12) if norm_user else U
+        Un = (
+            U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
+            if norm_user
+            else U
+        )
         users = np.unique(stage.warm_truth[0])
         S = Un[users] @ V[stage.warm_cand].T
-        return float(np.median(np.sort(S, axis=1)[:, -20:]))  # typical top-20 warm score
+        return float(
+            np.median(np.sort(S, axis=1)[:, -20:])
+        )  # typical top-20 warm score
+
     U, V = sel_vecs
     best, best_v, grid = None, -1.0, []
     for norm_user in (False, True):
@@ -405,17 +551,30 @@ def run_mixed(name, seed, sel, fin, sel_vecs, fin_vecs, rows_out):
                     best, best_v = (norm_user, s, rel), m["ndcg@20"]
     norm_user, s, rel = best
     U, V = fin_vecs
-    Um, Vm = _mixed_vecs(U, V, fin.cold_cand, norm_user, s, rel * scale_of(U, V, fin, norm_user))
+    Um, Vm = _mixed_vecs(
+        U, V, fin.cold_cand, norm_user, s, rel * scale_of(U, V, fin, norm_user)
+    )
     m = fin.mixed(dot(Um, Vm))
     # no-offset reference (s=1, b=0, raw user_vec) on test, for comparison
     U0, V0 = _mixed_vecs(U, V, fin.cold_cand, False, 1.0, 0.0)
     m0 = fin.mixed(dot(U0, V0))
-    rows_out.append({"candidate": name, "seed": seed, "task": "mixed",
-                     "selected": {"norm_user": norm_user, "s": s, "b_rel_top20": rel}, "valid_ndcg@20": round(best_v, 4),
-                     "recall@20": round(m["recall@20"], 4), "ndcg@20": round(m["ndcg@20"], 4),
-                     "no_offset_recall@20": round(m0["recall@20"], 4), "no_offset_ndcg@20": round(m0["ndcg@20"], 4)})
-    log(f"== {name} seed {seed} mixed: R@20 {m['recall@20']:.4f} N@20 {m['ndcg@20']:.4f} "
-        f"(selected norm_user={norm_user} s={s} b={rel}*top20; no offset: N@20 {m0['ndcg@20']:.4f})")
+    rows_out.append(
+        {
+            "candidate": name,
+            "seed": seed,
+            "task": "mixed",
+            "selected": {"norm_user": norm_user, "s": s, "b_rel_top20": rel},
+            "valid_ndcg@20": round(best_v, 4),
+            "recall@20": round(m["recall@20"], 4),
+            "ndcg@20": round(m["ndcg@20"], 4),
+            "no_offset_recall@20": round(m0["recall@20"], 4),
+            "no_offset_ndcg@20": round(m0["ndcg@20"], 4),
+        }
+    )
+    log(
+        f"== {name} seed {seed} mixed: R@20 {m['recall@20']:.4f} N@20 {m['ndcg@20']:.4f} "
+        f"(selected norm_user={norm_user} s={s} b={rel}*top20; no offset: N@20 {m0['ndcg@20']:.4f})"
+    )
 
 
 def main(argv=None):
@@ -423,11 +582,25 @@ def main(argv=None):
     ap.add_argument("--dataset", default="ml-latest-small")
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--candidates", default="ease,lrease,gfcf,elsa,ials")
-    ap.add_argument("--cold", default="lrease,gfcf,elsa,ials", help="candidates that also get the cold/mixed tasks")
-    ap.add_argument("--grid", default="", help="JSON {candidate: [params, ...]} overriding a grid")
-    ap.add_argument("--elsa-epochs", default="", help="comma-separated checkpoint epochs for ELSA selection")
+    ap.add_argument(
+        "--cold",
+        default="lrease,gfcf,elsa,ials",
+        help="candidates that also get the cold/mixed tasks",
+    )
+    ap.add_argument(
+        "--grid", default="", help="JSON {candidate: [params, ...]} overriding a grid"
+    )
+    ap.add_argument(
+        "--elsa-epochs",
+        default="",
+        help="comma-separated checkpoint epochs for ELSA selection",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--per-dim", default="", help="candidates that also report the best setting per dimension")
+    ap.add_argument(
+        "--per-dim",
+        default="",
+        help="candidates that also report the best setting per dimension",
+    )
     args = ap.parse_args(argv)
     if args.grid:
         for k, v in json.loads(args.grid).items():
@@ -441,10 +614,17 @@ def main(argv=None):
         for name in args.candidates.split(","):
             rows: list = []
             t0 = time.perf_counter()
-            run_candidate(name, data, seed, name in cold, rows, name in args.per_dim.split(","))
+            run_candidate(
+                name, data, seed, name in cold, rows, name in args.per_dim.split(",")
+            )
             for r in rows:
-                r["dataset"], r["wall_s"] = args.dataset, round(time.perf_counter() - t0, 1)
-                r["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                r["dataset"], r["wall_s"] = (
+                    args.dataset,
+                    round(time.perf_counter() - t0, 1),
+                )
+                r["peak_rss_mb"] = round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                )
             with open(args.out, "a") as f:
                 for r in rows:
                     f.write(json.dumps(r) + "\n")

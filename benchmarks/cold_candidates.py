@@ -15,6 +15,7 @@ Content: MiniLM text + the attribute multi-hot (latest-small) or the KG's entity
 Rows (candidate, seed, the selected setting, validation NDCG@20, test Recall/NDCG@20, seconds for the grid) go to
 benchmarks/results/cold_candidates.jsonl.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,13 @@ KNN = [(k, p) for k in (10, 50, 200) for p in (1, 4)]
 BETAS = (0.1, 0.25, 0.5, 1.0)
 
 
-def evaluate(stage: Stage, user: np.ndarray, item: np.ndarray, extra: np.ndarray | None = None,
-             beta: float = 0.0) -> dict[str, float]:
+def evaluate(
+    stage: Stage,
+    user: np.ndarray,
+    item: np.ndarray,
+    extra: np.ndarray | None = None,
+    beta: float = 0.0,
+) -> dict[str, float]:
     """Cold-task metrics of user . item (+ beta * extra, each over its spread among the cold candidates)."""
     cand, truth = stage.cold_cand, stage.cold_truth
     users = np.unique(truth[0])
@@ -51,7 +57,9 @@ def evaluate(stage: Stage, user: np.ndarray, item: np.ndarray, extra: np.ndarray
     return score(top, users, truth, stage.data.n_users, stage.data.n_items)
 
 
-def knn_vectors(dense: np.ndarray, item: np.ndarray, stage: Stage, k: int, p: float) -> np.ndarray:
+def knn_vectors(
+    dense: np.ndarray, item: np.ndarray, stage: Stage, k: int, p: float
+) -> np.ndarray:
     warm, cold = np.flatnonzero(stage.warm_known), np.flatnonzero(stage.cold_cand)
     sim = np.maximum(dense[cold] @ dense[warm].T, 0.0)
     idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
@@ -65,8 +73,10 @@ def knn_vectors(dense: np.ndarray, item: np.ndarray, stage: Stage, k: int, p: fl
 def candidates(content: Content, dense: np.ndarray, stage: Stage, item: np.ndarray):
     """(name, setting, item vectors, extra score or None, beta) for every grid point of every candidate."""
     warm, cold = np.flatnonzero(stage.warm_known), np.flatnonzero(stage.cold_cand)
-    ridge = {a: cold_vectors(content, item, w, mu, cold)
-             for a, w, mu in cold_ridge(content, warm, item[warm].astype(np.float64), ALPHAS)}
+    ridge = {
+        a: cold_vectors(content, item, w, mu, cold)
+        for a, w, mu in cold_ridge(content, warm, item[warm].astype(np.float64), ALPHAS)
+    }
     for a, v in ridge.items():
         yield "ridge", {"alpha": a}, v, None, 0.0
     for k, p in KNN:
@@ -76,18 +86,30 @@ def candidates(content: Content, dense: np.ndarray, stage: Stage, item: np.ndarr
         extra = np.asarray(content.F @ w).ravel() + mu
         for a, v in ridge.items():
             for beta in BETAS:
-                yield "ridge+pop", {"alpha": a, "pop_alpha": pa, "beta": beta}, v, extra, beta
+                yield (
+                    "ridge+pop",
+                    {"alpha": a, "pop_alpha": pa, "beta": beta},
+                    v,
+                    extra,
+                    beta,
+                )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="ml-latest-small", choices=("ml-latest-small", "ml-latest-small-kg"))
+    ap.add_argument(
+        "--dataset",
+        default="ml-latest-small",
+        choices=("ml-latest-small", "ml-latest-small-kg"),
+    )
     ap.add_argument("--seeds", default="1")
     a = ap.parse_args(argv)
     for seed in (int(s) for s in a.seeds.split(",")):
         data = prepare(a.dataset, seed)
         content = Content(data, 1.0)
-        dense = content.F[:, :-1].toarray().astype(np.float32)  # without the intercept column
+        dense = (
+            content.F[:, :-1].toarray().astype(np.float32)
+        )  # without the intercept column
         dense /= np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-12)
         sel, fin = Stage(data, False), Stage(data, True)
         fits = {}
@@ -97,20 +119,35 @@ def main(argv: list[str] | None = None) -> None:
         best: dict[str, tuple] = {}
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
-        for name, setting, item, extra, beta in candidates(content, dense, sel, fits[False][1]):
+        for name, setting, item, extra, beta in candidates(
+            content, dense, sel, fits[False][1]
+        ):
             v = evaluate(sel, fits[False][0], item, extra, beta)["ndcg@20"]
             if v > best.get(name, (-1.0,))[0]:
                 best[name] = (v, setting)
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
         for name, (valid, setting) in best.items():
-            got = next((item, extra, beta) for n, s, item, extra, beta in candidates(content, dense, fin, fits[True][1])
-                       if n == name and s == setting)
+            got = next(
+                (item, extra, beta)
+                for n, s, item, extra, beta in candidates(
+                    content, dense, fin, fits[True][1]
+                )
+                if n == name and s == setting
+            )
             m = evaluate(fin, fits[True][0], *got)
-            row = {"candidate": name, "dataset": a.dataset, "seed": seed, "selected": setting,
-                   "valid_ndcg@20": round(valid, 4), "recall@20": round(m["recall@20"], 4),
-                   "ndcg@20": round(m["ndcg@20"], 4), "grid_s": round(seconds[name], 1),
-                   "command": "python -m benchmarks.cold_candidates " + " ".join(sys.argv[1:])}
+            row = {
+                "candidate": name,
+                "dataset": a.dataset,
+                "seed": seed,
+                "selected": setting,
+                "valid_ndcg@20": round(valid, 4),
+                "recall@20": round(m["recall@20"], 4),
+                "ndcg@20": round(m["ndcg@20"], 4),
+                "grid_s": round(seconds[name], 1),
+                "command": "python -m benchmarks.cold_candidates "
+                + " ".join(sys.argv[1:]),
+            }
             print(json.dumps(row), flush=True)
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")

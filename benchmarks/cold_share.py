@@ -8,6 +8,7 @@ made by `python -m benchmarks.run --systems graphrec --tasks mixed ...`): for th
 ranks them. Prints, per seed, the share of recommended slots that hold a cold item and the share of the
 held-out pairs (test + cold_test) that are cold-item pairs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,11 @@ def cold_share(ws: Path) -> dict[str, float]:
     cold[ds.cold_items()] = True
     items, _ = ranker.topk(users, K, ds.matrix(GIVEN_FINAL))
     listed = items[items >= 0]
-    return {"users": len(users), f"cold_share_of_top{K}": float(cold[listed].mean()),
-            "cold_share_of_truth": float(cold[truth["item"].to_numpy(np.int64)].mean())}
+    return {
+        "users": len(users),
+        f"cold_share_of_top{K}": float(cold[listed].mean()),
+        "cold_share_of_truth": float(cold[truth["item"].to_numpy(np.int64)].mean()),
+    }
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ machine costs all three alike):
 The goal is graphrec >= 90 % of bare_loop. `measure()` is the function to call on a GPU machine.
 Images default to the MovieLens posters beside the checkout; without them, synthetic JPEGs are written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,13 @@ from graphrec.model.encoders.clip import load_clip  # noqa: E402
 from graphrec.model.encoders.images import default_workers  # noqa: E402
 from graphrec.model.encoders.runtime import autocast  # noqa: E402
 
-POSTERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small-posters" / "posters"
+POSTERS = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "ml-latest-small-posters"
+    / "posters"
+)
 
 
 class _Plain(torch.utils.data.Dataset):
@@ -44,30 +51,47 @@ class _Plain(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from PIL import Image
+
         return self.transform(Image.open(self.paths[i]).convert("RGB"))
 
 
 def image_files(directory: Path | None, n: int) -> list[str]:
     """n image paths from `directory` (cycled if it has fewer), or synthetic 200x300 JPEGs."""
     if directory is not None and directory.is_dir():
-        files = sorted(str(p) for p in directory.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        files = sorted(
+            str(p)
+            for p in directory.iterdir()
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
         if files:
             return [files[i % len(files)] for i in range(n)]
     from PIL import Image
+
     out = Path(tempfile.mkdtemp(prefix="encode-bench-"))
     rng = np.random.default_rng(0)
     for i in range(min(n, 256)):
-        Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)).save(out / f"{i}.jpg", quality=85)
+        Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)).save(
+            out / f"{i}.jpg", quality=85
+        )
     files = sorted(str(p) for p in out.iterdir())
     return [files[i % len(files)] for i in range(n)]
 
 
-def measure(paths: list[str], model: str = "ViT-B-32", pretrained: str | None = "none", checkpoint: str | None = None,
-            batch_size: int = 64, workers: int | None = None, device: str = "auto", repeats: int = 3) -> dict:
+def measure(
+    paths: list[str],
+    model: str = "ViT-B-32",
+    pretrained: str | None = "none",
+    checkpoint: str | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    repeats: int = 3,
+) -> dict:
     enc = load_clip(model, pretrained, checkpoint, device)
     workers = default_workers() if workers is None else workers
     dev, prec = enc.device, enc.precision
     from PIL import Image
+
     tensors = torch.stack([enc.preprocess(Image.open(p).convert("RGB")) for p in paths])
 
     def sync():
@@ -77,12 +101,18 @@ def measure(paths: list[str], model: str = "ViT-B-32", pretrained: str | None = 
     def bare_forward():
         with torch.inference_mode(), autocast(dev, prec):
             for s in range(0, len(tensors), batch_size):
-                enc.model.encode_image(tensors[s:s + batch_size].to(dev, non_blocking=True))
+                enc.model.encode_image(
+                    tensors[s : s + batch_size].to(dev, non_blocking=True)
+                )
         sync()
 
     def bare_loop():
-        loader = torch.utils.data.DataLoader(_Plain(paths, enc.preprocess), batch_size=batch_size,
-                                             num_workers=workers, pin_memory=dev.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            _Plain(paths, enc.preprocess),
+            batch_size=batch_size,
+            num_workers=workers,
+            pin_memory=dev.type == "cuda",
+        )
         feats = []
         with torch.inference_mode(), autocast(dev, prec):
             for x in loader:
@@ -100,13 +130,22 @@ def measure(paths: list[str], model: str = "ViT-B-32", pretrained: str | None = 
             t0 = time.perf_counter()
             fn()
             best[name] = max(best[name], len(paths) / (time.perf_counter() - t0))
-    return {"model": model, "pretrained": pretrained, "device": str(dev), "precision": prec,
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "workers": workers,
-            "batch_size": batch_size, "images": len(paths), "repeats": repeats,
-            "images_per_s": {k: round(v, 1) for k, v in best.items()},
-            "graphrec_vs_bare_loop": round(best["graphrec"] / best["bare_loop"], 3),
-            "graphrec_vs_bare_forward": round(best["graphrec"] / best["bare_forward"], 3)}
+    return {
+        "model": model,
+        "pretrained": pretrained,
+        "device": str(dev),
+        "precision": prec,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "workers": workers,
+        "batch_size": batch_size,
+        "images": len(paths),
+        "repeats": repeats,
+        "images_per_s": {k: round(v, 1) for k, v in best.items()},
+        "graphrec_vs_bare_loop": round(best["graphrec"] / best["bare_loop"], 3),
+        "graphrec_vs_bare_forward": round(best["graphrec"] / best["bare_forward"], 3),
+    }
 
 
 def main() -> None:
@@ -122,8 +161,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     pretrained = None if a.checkpoint else a.pretrained
-    res = measure(image_files(a.images, a.n), a.model, pretrained, a.checkpoint, a.batch_size, a.workers,
-                  a.device, a.repeats)
+    res = measure(
+        image_files(a.images, a.n),
+        a.model,
+        pretrained,
+        a.checkpoint,
+        a.batch_size,
+        a.workers,
+        a.device,
+        a.repeats,
+    )
     print(json.dumps(res, indent=2))
 
 

@@ -20,6 +20,7 @@ Systems, each a user-by-item score r_u F for an item-item filter F built from th
 Rows are appended to benchmarks/results/graph_filters.jsonl with the grid, the selected setting, fit seconds and
 the test metrics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,7 +80,10 @@ def ease_ideal(x: sp.csr_matrix, grid: dict) -> Iterator[tuple[dict, Scorer]]:
         b = _ease_weights(g, lam)
         for gamma in grid["gamma"]:
             f = b + np.float32(gamma) * ideal
-            yield {"lambda": lam, "gamma": gamma, "k": grid["k"]}, lambda u, f=f: np.asarray(x[u] @ f)
+            yield (
+                {"lambda": lam, "gamma": gamma, "k": grid["k"]},
+                lambda u, f=f: np.asarray(x[u] @ f),
+            )
 
 
 def gf_cf(x: sp.csr_matrix, grid: dict) -> Iterator[tuple[dict, Scorer]]:
@@ -96,43 +100,80 @@ def bspm(x: sp.csr_matrix, grid: dict) -> Iterator[tuple[dict, Scorer]]:
     p = (rn.T @ rn).toarray().astype(np.float32)
     ideal = _ideal(rn, di, grid["k"])
     for t_b, t_s, beta in itertools.product(grid["t_b"], grid["t_s"], grid["beta"]):
-        def score(u: np.ndarray, t_b: float = t_b, t_s: float = t_s, beta: float = beta) -> np.ndarray:
+
+        def score(
+            u: np.ndarray, t_b: float = t_b, t_s: float = t_s, beta: float = beta
+        ) -> np.ndarray:
             r = x[u].toarray().astype(np.float32)
             s = r + t_b * (r @ p - r) + beta * (r @ ideal)
             return s - t_s * (s @ p)
+
         yield {"t_b": t_b, "t_s": t_s, "beta": beta, "k": grid["k"]}, score
 
 
 SYSTEMS = {
     "ease": (ease, {"lambda": [100.0, 300.0, 1000.0, 3000.0]}),
     "gf-cf": (gf_cf, {"alpha": [0.0, 0.1, 0.3, 0.5, 1.0], "k": 256}),
-    "bspm": (bspm, {"t_b": [0.5, 1.0], "t_s": [0.0, 0.5, 1.0, 2.0], "beta": [0.1, 0.2, 0.3], "k": 256}),
-    "ease+ideal": (ease_ideal, {"lambda": [300.0, 1000.0, 3000.0], "gamma": [0.0, 0.1, 0.2, 0.3, 0.5], "k": 256}),
+    "bspm": (
+        bspm,
+        {
+            "t_b": [0.5, 1.0],
+            "t_s": [0.0, 0.5, 1.0, 2.0],
+            "beta": [0.1, 0.2, 0.3],
+            "k": 256,
+        },
+    ),
+    "ease+ideal": (
+        ease_ideal,
+        {
+            "lambda": [300.0, 1000.0, 3000.0],
+            "gamma": [0.0, 0.1, 0.2, 0.3, 0.5],
+            "k": 256,
+        },
+    ),
 }
 
 
-def evaluate(split: Split, scorer: Scorer, given: tuple[str, ...], truth: str) -> dict[str, float]:
+def evaluate(
+    split: Split, scorer: Scorer, given: tuple[str, ...], truth: str
+) -> dict[str, float]:
     t = split.matrix(truth)
     users = np.flatnonzero(np.diff(t.indptr) > 0)
-    return paper_metrics(rank(scorer, users, np.ones(split.n_items, bool), split.matrix(*given), K), users, t)
+    return paper_metrics(
+        rank(scorer, users, np.ones(split.n_items, bool), split.matrix(*given), K),
+        users,
+        t,
+    )
 
 
 def run(split: Split, name: str, protocol: str) -> dict:
     fit, grid = SYSTEMS[name]
     start = time.perf_counter()
-    trials = [(evaluate(split, scorer, ("train",), "valid")["ndcg@20"], params)
-              for params, scorer in fit(split.matrix("train"), grid)]
+    trials = [
+        (evaluate(split, scorer, ("train",), "valid")["ndcg@20"], params)
+        for params, scorer in fit(split.matrix("train"), grid)
+    ]
     best = max(trials, key=lambda t: t[0])[1]
     search_s = time.perf_counter() - start
     t0 = time.perf_counter()
-    final_x = split.matrix("train") if protocol == "paper" else split.matrix("train", "valid")
-    one = {k: [v] for k, v in best.items() if k != "k"} | ({"k": best["k"]} if "k" in best else {})
+    final_x = (
+        split.matrix("train") if protocol == "paper" else split.matrix("train", "valid")
+    )
+    one = {k: [v] for k, v in best.items() if k != "k"} | (
+        {"k": best["k"]} if "k" in best else {}
+    )
     _, scorer = next(iter(fit(final_x, one)))
     given = ("train",) if protocol == "paper" else ("train", "valid")
     m = evaluate(split, scorer, given, "test")
-    return {"system": name, "protocol": protocol, "selected": best, "fit_and_test_s": round(time.perf_counter() - t0, 1),
-            "search_s": round(search_s, 1), "valid": [{"ndcg@20": round(v, 5), **p} for v, p in trials],
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}}
+    return {
+        "system": name,
+        "protocol": protocol,
+        "selected": best,
+        "fit_and_test_s": round(time.perf_counter() - t0, 1),
+        "search_s": round(search_s, 1),
+        "valid": [{"ndcg@20": round(v, 5), **p} for v, p in trials],
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()},
+    }
 
 
 def main() -> None:
@@ -144,7 +185,9 @@ def main() -> None:
     for protocol in a.protocol.split(","):
         for name in a.systems.split(","):
             row = run(split, name, protocol)
-            print(json.dumps({k: v for k, v in row.items() if k != "valid"}), flush=True)
+            print(
+                json.dumps({k: v for k, v in row.items() if k != "valid"}), flush=True
+            )
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")
 

@@ -7,6 +7,7 @@ and, with --item-knn, random 64-d content features. Then a fresh child process r
 (`run_build(force=True)`), `graph_stats` and `to_hetero_data`, and reports wall and CPU seconds per step and
 its peak RSS (ru_maxrss: includes the interpreter, numpy, torch and the loaded dataset).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,21 @@ def setup(work: Path, users: int, items: int, interactions: int, knn_dim: int) -
 
     ws = work / f"ws-{users}-{items}-{interactions}"
     if not (ws / "dataset" / "dataset.json").exists():
-        ds = split_dataset(generate(users, items, interactions, seed=0), cold_items=0.2, seed=0)
+        ds = split_dataset(
+            generate(users, items, interactions, seed=0), cold_items=0.2, seed=0
+        )
         save_dataset(ws, ds, {"source": "benchmark", "interactions": interactions})
     if knn_dim and not (ws / "features" / "text.safetensors").exists():
         ids = json.loads((ws / "dataset" / "ids.json").read_text())["items"]
         rng = np.random.default_rng(0)
         centres = rng.normal(size=(64, knn_dim)).astype(np.float32)
-        values = centres[rng.integers(64, size=len(ids))] + 0.5 * rng.normal(size=(len(ids), knn_dim)).astype(np.float32)
-        save_features(Workspace(ws).stage_dir("features"),
-                      Features("text", values, np.ones(len(ids), bool), {"item_ids": ids}))
+        values = centres[rng.integers(64, size=len(ids))] + 0.5 * rng.normal(
+            size=(len(ids), knn_dim)
+        ).astype(np.float32)
+        save_features(
+            Workspace(ws).stage_dir("features"),
+            Features("text", values, np.ones(len(ids), bool), {"item_ids": ids}),
+        )
     return ws
 
 
@@ -54,7 +61,10 @@ def measure(ws: Path, item_knn: int) -> dict:
 
     def lap(name: str, t0: tuple[float, float]) -> None:
         t1 = clock()
-        timings[f"{name}_wall_s"], timings[f"{name}_cpu_s"] = round(t1[0] - t0[0], 1), round(t1[1] - t0[1], 1)
+        timings[f"{name}_wall_s"], timings[f"{name}_cpu_s"] = (
+            round(t1[0] - t0[0], 1),
+            round(t1[1] - t0[1], 1),
+        )
 
     lap("imports", start)
     t = clock()
@@ -66,12 +76,20 @@ def measure(ws: Path, item_knn: int) -> dict:
     t = clock()
     res.graph.to_hetero_data()
     lap("hetero_data", t)
-    return {**timings, "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            "nodes": stats["total_nodes"], "edges": stats["total_edges"],
-            "interaction_edges": stats["edges"]["user|interacts|item"], "leak_ok": stats["leak_check"]["ok"],
-            "cold_items": stats["cold_items"]["count"],
-            "cold_connected_share": stats["cold_items"]["connected_to_warm"]["share"],
-            "load_avg_1min": round(os.getloadavg()[0], 1), "cpu_count": os.cpu_count()}
+    return {
+        **timings,
+        "peak_rss_gib": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2
+        ),
+        "nodes": stats["total_nodes"],
+        "edges": stats["total_edges"],
+        "interaction_edges": stats["edges"]["user|interacts|item"],
+        "leak_ok": stats["leak_check"]["ok"],
+        "cold_items": stats["cold_items"]["count"],
+        "cold_connected_share": stats["cold_items"]["connected_to_warm"]["share"],
+        "load_avg_1min": round(os.getloadavg()[0], 1),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def main() -> None:
@@ -90,10 +108,19 @@ def main() -> None:
     t = time.perf_counter()
     ws = setup(a.work, a.users, a.items, a.interactions, a.knn_dim if a.item_knn else 0)
     print(f"setup {time.perf_counter() - t:.0f}s -> {ws}", file=sys.stderr)
-    child = subprocess.run([sys.executable, __file__, "--measure", str(ws), "--item-knn", str(a.item_knn)],
-                           check=True, capture_output=True, text=True)
-    result = {"users": a.users, "items": a.items, "interactions": a.interactions, "item_knn": a.item_knn,
-              **json.loads(child.stdout.strip().splitlines()[-1])}
+    child = subprocess.run(
+        [sys.executable, __file__, "--measure", str(ws), "--item-knn", str(a.item_knn)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = {
+        "users": a.users,
+        "items": a.items,
+        "interactions": a.interactions,
+        "item_knn": a.item_knn,
+        **json.loads(child.stdout.strip().splitlines()[-1]),
+    }
     print(json.dumps(result, indent=1))
 
 

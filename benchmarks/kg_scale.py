@@ -8,10 +8,12 @@ the only content is a triples file: per relation r, every item links to one of `
 entities, chosen from the block of entities of the item's hidden taste segment 70% of the time (else at
 random), and every entity links to one of 100 "group" entities per relation (entity-entity chains). With the
 defaults: 50 item relations + 50 entity relations, 100k entities + 5k groups. Then the stages as a user runs
-them: `run_build(triples=...)`, `run_train` (the GNN and the ranker), `evaluate` (cold items are reached only through the
+them: `run_build(triples=...)`, `run_train` (the GNN and the ranker), `evaluate` (cold items are reached only through
+the
 KG). Prints one JSON row (appended to benchmarks/results/kg_scale.jsonl): seconds per stage, peak RSS,
 graph size, cold-item Recall@20 and the random-ranking expectation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,18 +48,30 @@ def setup(ws: Path, a: argparse.Namespace) -> Path:
     heads, rels, tails = [], [], []
     item_ids = np.asarray(ds.item_ids, dtype=object)
     for r in range(a.relations):
-        ent = np.where(rng.random(len(seg)) < 0.7, seg * per_seg + rng.integers(per_seg, size=len(seg)),
-                       rng.integers(a.entities_per_relation, size=len(seg)))
+        ent = np.where(
+            rng.random(len(seg)) < 0.7,
+            seg * per_seg + rng.integers(per_seg, size=len(seg)),
+            rng.integers(a.entities_per_relation, size=len(seg)),
+        )
         heads.append(item_ids)
         rels.append(np.full(len(seg), f"r{r}", dtype=object))
         tails.append(np.char.add(f"e{r}_", ent.astype(str)).astype(object))
         used = np.unique(ent)
         heads.append(np.char.add(f"e{r}_", used.astype(str)).astype(object))
         rels.append(np.full(len(used), f"g{r}", dtype=object))
-        tails.append(np.char.add(f"c{r}_", (used // max(1, a.entities_per_relation // 100)).astype(str)).astype(object))
+        tails.append(
+            np.char.add(
+                f"c{r}_", (used // max(1, a.entities_per_relation // 100)).astype(str)
+            ).astype(object)
+        )
     triples = ws.parent / "triples.csv"
-    pd.DataFrame({"head": np.concatenate(heads), "relation": np.concatenate(rels),
-                  "tail": np.concatenate(tails)}).to_csv(triples, index=False)
+    pd.DataFrame(
+        {
+            "head": np.concatenate(heads),
+            "relation": np.concatenate(rels),
+            "tail": np.concatenate(tails),
+        }
+    ).to_csv(triples, index=False)
     return triples
 
 
@@ -86,7 +100,9 @@ def main() -> None:
     built = run_build(ws, triples=triples, progress=False)
     times["build_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    run_train(ws, epochs=a.epochs, seed=1, progress=False)  # the GNN and the ranker fitted on validation
+    run_train(
+        ws, epochs=a.epochs, seed=1, progress=False
+    )  # the GNN and the ranker fitted on validation
     times["train_s"] = round(time.perf_counter() - t, 1)
     r = load_ranker(ws)
     t = time.perf_counter()
@@ -94,15 +110,29 @@ def main() -> None:
     times["evaluate_s"] = round(time.perf_counter() - t, 1)
     cold = metrics["tasks"]["cold_item"]
     g = built.graph
-    row = {"users": a.users, "items": a.items, "interactions": a.interactions, "relations": a.relations,
-           "entities": int(sum(n for t_, n in g.num_nodes.items() if t_ not in ("user", "item"))),
-           "edge_types": len(g.edges), "edges": int(sum(len(e) for e in g.edges.values())), **times,
-           "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-           "blocks": r.blocks(), "ridge_lambda": r.record.selection.get("ridge_lambda"),
-           "cold_recall@20": round(cold["accuracy"]["recall@20"], 4), "cold_candidates": cold["candidates"],
-           "cold_random_recall@20": round(20 / cold["candidates"], 4),
-           "warm_ndcg@20": round(metrics["tasks"]["warm"]["accuracy"]["ndcg@20"], 4),
-           "command": "python -m benchmarks.kg_scale " + " ".join(sys.argv[1:]), "cpu_count": os.cpu_count()}
+    row = {
+        "users": a.users,
+        "items": a.items,
+        "interactions": a.interactions,
+        "relations": a.relations,
+        "entities": int(
+            sum(n for t_, n in g.num_nodes.items() if t_ not in ("user", "item"))
+        ),
+        "edge_types": len(g.edges),
+        "edges": int(sum(len(e) for e in g.edges.values())),
+        **times,
+        "peak_rss_gib": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2
+        ),
+        "blocks": r.blocks(),
+        "ridge_lambda": r.record.selection.get("ridge_lambda"),
+        "cold_recall@20": round(cold["accuracy"]["recall@20"], 4),
+        "cold_candidates": cold["candidates"],
+        "cold_random_recall@20": round(20 / cold["candidates"], 4),
+        "warm_ndcg@20": round(metrics["tasks"]["warm"]["accuracy"]["ndcg@20"], 4),
+        "command": "python -m benchmarks.kg_scale " + " ".join(sys.argv[1:]),
+        "cpu_count": os.cpu_count(),
+    }
     print(json.dumps(row))
     OUT.parent.mkdir(exist_ok=True)
     with OUT.open("a") as f:

@@ -4,6 +4,7 @@ the Python API's `Recommender.recommend` for a batch of 1,000 user ids from a lo
     python benchmarks/recommend_speed.py WORKSPACE [K] [REPEATS]
 The ranker must already be fitted (model/ranker.*); the first call fits it otherwise (reported separately).
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,20 +35,28 @@ def main() -> None:
     t = time.perf_counter()
     frame = recommend(ws, "all", k, ranker=r)
     full = time.perf_counter() - t
-    print(f"{ds.n_users} users x {ds.n_items} items, k={k}: load {load:.2f}s, ranking min {min(times):.2f}s "
-          f"(of {repeats}), recommend() incl. dataset load and table {full:.2f}s, {len(frame)} rows")
+    print(
+        f"{ds.n_users} users x {ds.n_items} items, k={k}: load {load:.2f}s, ranking min {min(times):.2f}s "
+        f"(of {repeats}), recommend() incl. dataset load and table {full:.2f}s, {len(frame)} rows"
+    )
     rec = Recommender.load(ws)
     t = time.perf_counter()
-    rec.recommend(list(ds.user_ids[:1]), k=k)  # the first call loads the model into memory
+    rec.recommend(
+        list(ds.user_ids[:1]), k=k
+    )  # the first call loads the model into memory
     first = time.perf_counter() - t
-    batch = list(np.resize(ds.user_ids, 1000))  # 1,000 requests (ids repeat where there are fewer users)
+    batch = list(
+        np.resize(ds.user_ids, 1000)
+    )  # 1,000 requests (ids repeat where there are fewer users)
     api = []
     for _ in range(repeats):
         t = time.perf_counter()
         rec.recommend(batch, k=k)
         api.append(time.perf_counter() - t)
-    print(f"Recommender.load(ws): first recommend (loads the model) {first:.2f}s, then 1,000 users in "
-          f"{min(api) * 1e3:.0f} ms (min of {repeats})")
+    print(
+        f"Recommender.load(ws): first recommend (loads the model) {first:.2f}s, then 1,000 users in "
+        f"{min(api) * 1e3:.0f} ms (min of {repeats})"
+    )
 
 
 if __name__ == "__main__":

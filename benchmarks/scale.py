@@ -15,6 +15,7 @@ and the process's peak RSS after each step. Results: benchmarks/results/scale.js
 (benchmarks/results/scale.png) in BENCHMARKS.md between the scale markers. A size that fails (out of
 memory, or over --timeout) is reported as such: the largest size that finished is the one that fits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,15 +51,25 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
     from graphrec.stages.rank import Ranker
     from graphrec.stages.train import run_train
 
-    out: dict[str, Any] = {"interactions": n, "users": max(n // 50, 100), "items": max(n // 200, 100), "mode": mode}
+    out: dict[str, Any] = {
+        "interactions": n,
+        "users": max(n // 50, 100),
+        "items": max(n // 200, 100),
+        "mode": mode,
+    }
     with tempfile.TemporaryDirectory(prefix="graphrec-scale-") as tmp:
         t = time.perf_counter()
         ds = generate(out["users"], out["items"], n, seed=seed, progress=False)
-        ds.interactions["split"] = pd.array(np.full(len(ds.interactions), "train"), dtype="str")
+        ds.interactions["split"] = pd.array(
+            np.full(len(ds.interactions), "train"), dtype="str"
+        )
         ds.schema.split = {"method": "all-train (scale benchmark)"}
         ds.save(tmp)
-        out.update(generate_s=time.perf_counter() - t, generate_peak_mb=_peak_mb(),
-                   actual_interactions=len(ds.interactions))
+        out.update(
+            generate_s=time.perf_counter() - t,
+            generate_peak_mb=_peak_mb(),
+            actual_interactions=len(ds.interactions),
+        )
         del ds
 
         t = time.perf_counter()
@@ -66,10 +77,22 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
         out.update(build_s=time.perf_counter() - t, build_peak_mb=_peak_mb())
 
         t = time.perf_counter()
-        run_train(tmp, epochs=1, patience=1, refit=False, mode=mode, batch_size=batch_size, progress=False,
-                  device="cpu")
+        run_train(
+            tmp,
+            epochs=1,
+            patience=1,
+            refit=False,
+            mode=mode,
+            batch_size=batch_size,
+            progress=False,
+            device="cpu",
+        )
         history = read_json(Path(tmp) / "model" / "history.json")
-        out.update(train_call_s=time.perf_counter() - t, epoch_s=history[0]["seconds"], train_peak_mb=_peak_mb())
+        out.update(
+            train_call_s=time.perf_counter() - t,
+            epoch_s=history[0]["seconds"],
+            train_peak_mb=_peak_mb(),
+        )
 
         from graphrec.core.io import read_tensors
         from graphrec.data.dataset import Dataset
@@ -78,22 +101,46 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
         emb = read_tensors(Path(tmp) / "model" / "embeddings.safetensors")
         history_m = ds.matrix(("train",))
         pop = np.asarray(history_m.sum(axis=0)).ravel()
-        none = np.zeros((ds.n_items, 0), np.float32)  # no EASE block: the GNN vectors alone
-        ranker = Ranker(emb["user"], emb["item"], pop > 0, np.log1p(pop).astype(np.float32), none, none, None,
-                        weights_warm={"gnn": 1.0}, weights_cold={"gnn": 1.0})
+        none = np.zeros(
+            (ds.n_items, 0), np.float32
+        )  # no EASE block: the GNN vectors alone
+        ranker = Ranker(
+            emb["user"],
+            emb["item"],
+            pop > 0,
+            np.log1p(pop).astype(np.float32),
+            none,
+            none,
+            None,
+            weights_warm={"gnn": 1.0},
+            weights_cold={"gnn": 1.0},
+        )
         history_m = sp.csr_matrix(history_m)
         t = time.perf_counter()
         approx, _ = ranker.topk(np.arange(ds.n_users), 20, history_m, approximate=True)
         out.update(ann_topk_s=time.perf_counter() - t, ann_peak_mb=_peak_mb())
         # exact top-20 on a sample of users (all of them would take hours at 20M): its time per user, and the
         # share of the exact lists the index finds
-        sample = np.random.default_rng(seed).choice(ds.n_users, min(ds.n_users, EXACT_SAMPLE), replace=False)
+        sample = np.random.default_rng(seed).choice(
+            ds.n_users, min(ds.n_users, EXACT_SAMPLE), replace=False
+        )
         t = time.perf_counter()
         exact, _ = ranker.topk(sample, 20, history_m)
-        out.update(exact_sample_users=len(sample), exact_sample_s=time.perf_counter() - t,
-                   topk_s=(time.perf_counter() - t) * ds.n_users / len(sample), topk_peak_mb=_peak_mb(),
-                   ann_recall=float(np.mean([len(np.intersect1d(a[a >= 0], e[e >= 0])) / max((e >= 0).sum(), 1)
-                                             for a, e in zip(approx[sample], exact)])))
+        out.update(
+            exact_sample_users=len(sample),
+            exact_sample_s=time.perf_counter() - t,
+            topk_s=(time.perf_counter() - t) * ds.n_users / len(sample),
+            topk_peak_mb=_peak_mb(),
+            ann_recall=float(
+                np.mean(
+                    [
+                        len(np.intersect1d(a[a >= 0], e[e >= 0]))
+                        / max((e >= 0).sum(), 1)
+                        for a, e in zip(approx[sample], exact)
+                    ]
+                )
+            ),
+        )
     return out
 
 
@@ -108,13 +155,33 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         return
     x = [r["interactions"] / 1e6 for r in ok]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for key, label in (("build_s", "graph build"), ("epoch_s", "one epoch"), ("topk_s", "all-user top-20, exact"),
-                       ("ann_topk_s", "all-user top-20, approximate")):
+    for key, label in (
+        ("build_s", "graph build"),
+        ("epoch_s", "one epoch"),
+        ("topk_s", "all-user top-20, exact"),
+        ("ann_topk_s", "all-user top-20, approximate"),
+    ):
         a.plot(x, [r[key] for r in ok], "o-", label=label)
-    a.set(xlabel="interactions (millions)", ylabel="seconds", xscale="log", yscale="log", title="time")
+    a.set(
+        xlabel="interactions (millions)",
+        ylabel="seconds",
+        xscale="log",
+        yscale="log",
+        title="time",
+    )
     a.legend()
-    b.plot(x, [r["train_peak_mb"] / 1024 for r in ok], "o-", label="peak RSS (through training)")
-    b.plot(x, [r["topk_peak_mb"] / 1024 for r in ok], "s--", label="peak RSS (through top-K)")
+    b.plot(
+        x,
+        [r["train_peak_mb"] / 1024 for r in ok],
+        "o-",
+        label="peak RSS (through training)",
+    )
+    b.plot(
+        x,
+        [r["topk_peak_mb"] / 1024 for r in ok],
+        "s--",
+        label="peak RSS (through top-K)",
+    )
     b.set(xlabel="interactions (millions)", ylabel="GiB", xscale="log", title="memory")
     b.legend()
     fig.tight_layout()
@@ -124,30 +191,49 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def table(result: dict[str, Any]) -> str:
     env = result["environment"]
-    lines = [f"{env['cpus']} CPUs ({env['cpu']}), {env['ram_gib']} GiB RAM, torch {env['versions']['torch']}; "
-             f"{env['date']}. Training mode `{result['mode']}`, batch {result['batch_size']}.", "",
-             f"`{result['command']}`", "",
-             "| interactions | users | items | generate s | graph build s | one epoch s | all-user top-20 s, exact "
-             "(extrapolated) | all-user top-20 s, approximate (recall of exact) | peak RSS GiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{env['cpus']} CPUs ({env['cpu']}), {env['ram_gib']} GiB RAM, torch {env['versions']['torch']}; "
+        f"{env['date']}. Training mode `{result['mode']}`, batch {result['batch_size']}.",
+        "",
+        f"`{result['command']}`",
+        "",
+        "| interactions | users | items | generate s | graph build s | one epoch s | all-user top-20 s, exact "
+        "(extrapolated) | all-user top-20 s, approximate (recall of exact) | peak RSS GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['interactions']:,} | | | | | | | | did not finish: {r['error']} |")
+            lines.append(
+                f"| {r['interactions']:,} | | | | | | | | did not finish: {r['error']} |"
+            )
             continue
-        lines.append(f"| {r['actual_interactions']:,} | {r['users']:,} | {r['items']:,} | {r['generate_s']:.1f} | "
-                     f"{r['build_s']:.1f} | {r['epoch_s']:.1f} | {r['topk_s']:.1f} | "
-                     f"{r['ann_topk_s']:.1f} ({r['ann_recall']:.3f}) | "
-                     f"{max(r['train_peak_mb'], r['topk_peak_mb'], r['ann_peak_mb']) / 1024:.2f} |")
-    lines += ["", "![time and memory against interactions](benchmarks/results/scale.png)", ""]
+        lines.append(
+            f"| {r['actual_interactions']:,} | {r['users']:,} | {r['items']:,} | {r['generate_s']:.1f} | "
+            f"{r['build_s']:.1f} | {r['epoch_s']:.1f} | {r['topk_s']:.1f} | "
+            f"{r['ann_topk_s']:.1f} ({r['ann_recall']:.3f}) | "
+            f"{max(r['train_peak_mb'], r['topk_peak_mb'], r['ann_peak_mb']) / 1024:.2f} |"
+        )
+    lines += [
+        "",
+        "![time and memory against interactions](benchmarks/results/scale.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--sizes", default="1000000,5000000,20000000")
     ap.add_argument("--mode", default="sampled", choices=("full", "sampled"))
     ap.add_argument("--batch-size", type=int, default=8192)
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per size before it counts as not fitting")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        help="seconds per size before it counts as not fitting",
+    )
     ap.add_argument("--no-markdown", action="store_true")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help=argparse.SUPPRESS)
@@ -162,20 +248,44 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for n in (int(s) for s in a.sizes.split(",")):
         target = RESULTS / f".scale-{n}.json"
-        cmd = [sys.executable, "-m", "benchmarks.scale", "--one", str(n), "--mode", a.mode,
-               "--batch-size", str(a.batch_size), "--json", str(target)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.scale",
+            "--one",
+            str(n),
+            "--mode",
+            a.mode,
+            "--batch-size",
+            str(a.batch_size),
+            "--json",
+            str(target),
+        ]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
-            err = None if proc.returncode == 0 else ((proc.stderr.strip().splitlines() or [""])[-1]
-                                                      or f"exit code {proc.returncode} (killed: out of memory?)")
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=a.timeout
+            )
+            err = (
+                None
+                if proc.returncode == 0
+                else (
+                    (proc.stderr.strip().splitlines() or [""])[-1]
+                    or f"exit code {proc.returncode} (killed: out of memory?)"
+                )
+            )
         except subprocess.TimeoutExpired:
             err = f"over {a.timeout:.0f} s"
         row = {"interactions": n, "error": err} if err else read_json(target)
         target.unlink(missing_ok=True)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]), "mode": a.mode,
-              "batch_size": a.batch_size, "environment": environment(), "rows": rows}
+    result = {
+        "command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
+        "mode": a.mode,
+        "batch_size": a.batch_size,
+        "environment": environment(),
+        "rows": rows,
+    }
     write_json(RESULTS / "scale.json", result)
     plot(rows, RESULTS / "scale.png")
     if not a.no_markdown:

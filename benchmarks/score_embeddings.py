@@ -5,6 +5,7 @@
 Writes top-20 per user among each task's candidates, excluding every interaction given to the system
 (train, valid, cold_valid), then runs /work/shared/contract/protocol.py score on warm and cold.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -28,16 +29,28 @@ def main(ws: str, split: str, k: int = 20) -> None:
     scores[given["user"].to_numpy(), given["item"].to_numpy()] = -np.inf
     ids = pd.Index(ds.item_ids)
     for task in ("warm", "cold"):
-        cand_ids = [x.strip() for x in (Path(split) / f"{task}.txt").read_text().splitlines() if x.strip()]
+        cand_ids = [
+            x.strip()
+            for x in (Path(split) / f"{task}.txt").read_text().splitlines()
+            if x.strip()
+        ]
         cand = ids.get_indexer(cand_ids)
         cand = cand[cand >= 0]
         s = scores[:, cand]
         top = np.argsort(-s, axis=1)[:, :k]
-        rows = [(ds.user_ids[u], ds.item_ids[cand[i]], r + 1) for u in range(ds.n_users)
-                for r, i in enumerate(top[u]) if np.isfinite(s[u, i])]
+        rows = [
+            (ds.user_ids[u], ds.item_ids[cand[i]], r + 1)
+            for u in range(ds.n_users)
+            for r, i in enumerate(top[u])
+            if np.isfinite(s[u, i])
+        ]
         out = Path(ws) / f"recs_{task}.csv"
-        pd.DataFrame(rows, columns=["user_id", "item_id", "rank"]).to_csv(out, index=False)
-        subprocess.run([sys.executable, str(PROTOCOL), "score", split, task, str(out)], check=True)
+        pd.DataFrame(rows, columns=["user_id", "item_id", "rank"]).to_csv(
+            out, index=False
+        )
+        subprocess.run(
+            [sys.executable, str(PROTOCOL), "score", split, task, str(out)], check=True
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ ALS: implicit's AlternatingLeastSquares (64 factors, 15 iterations) on every rat
 item factors). EASE: lambda 100 on every rating, the film's row of the item-item matrix B. Prints a markdown
 table of the top 5 each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,25 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("GRAPHREC_SHARED", HERE.parent.parent / "shared")) / "data" / "ml-latest-small"
-FILMS = {"1": "Toy Story (1995)", "260": "Star Wars IV (1977)", "318": "The Shawshank Redemption (1994)",
-         "2571": "The Matrix (1999)", "4993": "The Lord of the Rings: The Fellowship of the Ring (2001)"}
+DATA = (
+    Path(os.environ.get("GRAPHREC_SHARED", HERE.parent.parent / "shared"))
+    / "data"
+    / "ml-latest-small"
+)
+FILMS = {
+    "1": "Toy Story (1995)",
+    "260": "Star Wars IV (1977)",
+    "318": "The Shawshank Redemption (1994)",
+    "2571": "The Matrix (1999)",
+    "4993": "The Lord of the Rings: The Fellowship of the Ring (2001)",
+}
 TOP = 5
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.similar_items", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.similar_items", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "similar_items.md")
     a = ap.parse_args()
     import implicit
@@ -50,10 +62,17 @@ def main() -> None:
         run_train(ws, progress=False)
         e = load_export(export(ws, Path(tmp) / "exp", ["npy"]))
         ds = Dataset.load(ws)
-        x = sp.csr_matrix((np.ones(len(ds.interactions), np.float32),
-                           (ds.interactions["user"], ds.interactions["item"])), shape=(ds.n_users, ds.n_items))
+        x = sp.csr_matrix(
+            (
+                np.ones(len(ds.interactions), np.float32),
+                (ds.interactions["user"], ds.interactions["item"]),
+            ),
+            shape=(ds.n_users, ds.n_items),
+        )
         x.data[:] = 1.0
-        als = implicit.cpu.als.AlternatingLeastSquares(factors=64, iterations=15, random_state=0)
+        als = implicit.cpu.als.AlternatingLeastSquares(
+            factors=64, iterations=15, random_state=0
+        )
         als.fit(x, show_progress=False)
         g = (x.T @ x).toarray().astype(np.float64)
         g[np.diag_indices_from(g)] += 100.0
@@ -61,14 +80,21 @@ def main() -> None:
         b = -p / np.diag(p)[None, :]
         np.fill_diagonal(b, 0.0)
         index = {i: n for n, i in enumerate(ds.item_ids)}
-        rows = ["| film | graphrec (export) | ALS (implicit) | EASE |", "|---|---|---|---|"]
+        rows = [
+            "| film | graphrec (export) | ALS (implicit) | EASE |",
+            "|---|---|---|---|",
+        ]
         for mid, name in FILMS.items():
             j = index[mid]
             ours = [titles[i] for i, _ in e.similar_items(mid, k=TOP)]
             ids, _ = als.similar_items(j, N=TOP + 1)
             theirs = [titles[ds.item_ids[i]] for i in ids if i != j][:TOP]
-            ease = [titles[ds.item_ids[i]] for i in np.argsort(-b[j], kind="stable")[:TOP]]
-            rows.append(f"| {name} | {'; '.join(ours)} | {'; '.join(theirs)} | {'; '.join(ease)} |")
+            ease = [
+                titles[ds.item_ids[i]] for i in np.argsort(-b[j], kind="stable")[:TOP]
+            ]
+            rows.append(
+                f"| {name} | {'; '.join(ours)} | {'; '.join(theirs)} | {'; '.join(ease)} |"
+            )
     table = "\n".join(rows)
     print(table)
     a.out.write_text(f"`python -m benchmarks.similar_items`\n\n{table}\n")

@@ -1,7 +1,8 @@
 """Time and peak memory of `data.synth.generate` (no images) and `data.splits.split_dataset` at a given scale.
 
-    python benchmarks/synth_scale.py --users 200000 --items 50000 --interactions 2000000
+python benchmarks/synth_scale.py --users 200000 --items 50000 --interactions 2000000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,17 +24,23 @@ def main() -> None:
     ds = generate(a.users, a.items, a.interactions, seed=a.seed, progress=False)
     dt = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{len(ds.interactions):,} interactions ({a.users:,} users, {a.items:,} items): "
-          f"{dt:.1f} s, {len(ds.interactions) / dt / 1e6:.2f} M/s, peak RSS {rss:,.0f} MiB")
+    print(
+        f"{len(ds.interactions):,} interactions ({a.users:,} users, {a.items:,} items): "
+        f"{dt:.1f} s, {len(ds.interactions) / dt / 1e6:.2f} M/s, peak RSS {rss:,.0f} MiB"
+    )
     for method in ("random", "temporal"):
         t = time.perf_counter()
-        out = split_dataset(ds, method=method, cold_items=0.2, cold_users=0.05, cold_user_context=3)
+        out = split_dataset(
+            ds, method=method, cold_items=0.2, cold_users=0.05, cold_user_context=3
+        )
         dt = time.perf_counter() - t
         t = time.perf_counter()
         check_no_leak(out)
         dc = time.perf_counter() - t
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"split {method}: {dt:.1f} s, check_no_leak {dc:.1f} s, peak RSS {rss:,.0f} MiB")
+        print(
+            f"split {method}: {dt:.1f} s, check_no_leak {dc:.1f} s, peak RSS {rss:,.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ appended to benchmarks/results/train_cost.jsonl. `--one SHAPE` runs one shape in
 training's progress (how far a shape got when it runs out of time: `timeout 1800 python -m benchmarks.train_cost
 --one 20000000x400000x100000`). `--no-gnn` trains as `graphrec train --no-gnn` (the closed-form blend alone).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,15 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "train_cost.jsonl"
 
 
-def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, progress: bool = False,
-            gnn: bool = True) -> dict[str, Any]:
+def measure(
+    n: int,
+    n_users: int,
+    n_items: int,
+    ease_gib: float,
+    seed: int = 0,
+    progress: bool = False,
+    gnn: bool = True,
+) -> dict[str, Any]:
     """The stages' wall seconds and the process's peak RSS (MiB) after each, for one shape."""
     from graphrec.data.splits import run_split
     from graphrec.data.synth import generate
@@ -43,7 +51,12 @@ def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, 
     from graphrec.stages.rank import serving_ranker
     from graphrec.stages.train import run_train
 
-    out: dict[str, Any] = {"interactions": n, "users": n_users, "items": n_items, "gnn": gnn}
+    out: dict[str, Any] = {
+        "interactions": n,
+        "users": n_users,
+        "items": n_items,
+        "gnn": gnn,
+    }
     with tempfile.TemporaryDirectory(prefix="graphrec-cost-") as ws:
         t = time.perf_counter()
         generate(n_users, n_items, n, seed=seed, progress=False).save(ws)
@@ -55,11 +68,17 @@ def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, 
         out.update(encode_build_s=time.perf_counter() - t, build_peak_mb=_peak_mb())
         t = time.perf_counter()
         trained = run_train(ws, seed=1, progress=progress, device="cpu", gnn=gnn)
-        out.update(train_s=time.perf_counter() - t, train_peak_mb=_peak_mb(),
-                   selected_epoch=trained.selected_epoch,
-                   epoch_s={ph: [h["seconds"] for h in trained.history if h["phase"] == ph]
-                            for ph in {h["phase"] for h in trained.history}},
-                   refit=trained.refit, gnn_served=trained.gnn_served)
+        out.update(
+            train_s=time.perf_counter() - t,
+            train_peak_mb=_peak_mb(),
+            selected_epoch=trained.selected_epoch,
+            epoch_s={
+                ph: [h["seconds"] for h in trained.history if h["phase"] == ph]
+                for ph in {h["phase"] for h in trained.history}
+            },
+            refit=trained.refit,
+            gnn_served=trained.gnn_served,
+        )
 
         r = serving_ranker(ws)
         from graphrec.data.dataset import Dataset
@@ -70,12 +89,24 @@ def measure(n: int, n_users: int, n_items: int, ease_gib: float, seed: int = 0, 
         t = time.perf_counter()
         approx, _ = r.topk(users, 20, given, approximate=True)
         out.update(ann_topk_s=time.perf_counter() - t)
-        sample = np.random.default_rng(seed).choice(ds.n_users, min(ds.n_users, EXACT_SAMPLE), replace=False)
+        sample = np.random.default_rng(seed).choice(
+            ds.n_users, min(ds.n_users, EXACT_SAMPLE), replace=False
+        )
         t = time.perf_counter()
         exact, _ = r.topk(sample, 20, given)
-        out.update(exact_topk_s=(time.perf_counter() - t) * ds.n_users / len(sample), topk_peak_mb=_peak_mb(),
-                   ann_recall=float(np.mean([len(np.intersect1d(a[a >= 0], e[e >= 0])) / max((e >= 0).sum(), 1)
-                                             for a, e in zip(approx[sample], exact)])))
+        out.update(
+            exact_topk_s=(time.perf_counter() - t) * ds.n_users / len(sample),
+            topk_peak_mb=_peak_mb(),
+            ann_recall=float(
+                np.mean(
+                    [
+                        len(np.intersect1d(a[a >= 0], e[e >= 0]))
+                        / max((e >= 0).sum(), 1)
+                        for a, e in zip(approx[sample], exact)
+                    ]
+                )
+            ),
+        )
         out.update(_peers(given, ease_gib))
     return out
 
@@ -93,51 +124,106 @@ def _peers(x, ease_gib: float) -> dict[str, Any]:
     x = x.tocsr().astype(np.float32)
     t = time.perf_counter()
     with threadpool_limits(1, "blas"):
-        implicit.cpu.als.AlternatingLeastSquares(factors=64, iterations=15, num_threads=2,
-                                                 random_state=0).fit(x, show_progress=False)
+        implicit.cpu.als.AlternatingLeastSquares(
+            factors=64, iterations=15, num_threads=2, random_state=0
+        ).fit(x, show_progress=False)
     out["als_s"] = time.perf_counter() - t
     need = x.shape[1] ** 2 * 4 * 3 / 2**30  # the Gram, its inverse and the weights
     if need > ease_gib:
-        out["ease"] = f"not run: dense {x.shape[1]:,}^2 float32 needs ~{need:.0f} GiB > --ease-gib {ease_gib:g}"
+        out["ease"] = (
+            f"not run: dense {x.shape[1]:,}^2 float32 needs ~{need:.0f} GiB > --ease-gib {ease_gib:g}"
+        )
         return out
     t = time.perf_counter()
-    next(EASE().fit(FitInput(x, None, None, None, seed=0, threads=2), {"lambda": 300.0}))
+    next(
+        EASE().fit(FitInput(x, None, None, None, seed=0, threads=2), {"lambda": 300.0})
+    )
     out["ease_s"] = time.perf_counter() - t
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.train_cost", description=__doc__.splitlines()[0])
-    ap.add_argument("--shapes", default="1000000x25000x40000", help="INTERACTIONSxUSERSxITEMS, comma-separated")
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per shape before it counts as not fitting")
-    ap.add_argument("--ease-gib", type=float, default=12.0, help="run dense EASE only below this memory")
-    ap.add_argument("--one", help="measure one shape in this process, its row on stdout, training's progress on "
-                                   "stderr (how far a run got before a timeout)")
-    ap.add_argument("--no-gnn", action="store_true", help="`graphrec train --no-gnn`: the closed-form blend alone")
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_cost", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument(
+        "--shapes",
+        default="1000000x25000x40000",
+        help="INTERACTIONSxUSERSxITEMS, comma-separated",
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        help="seconds per shape before it counts as not fitting",
+    )
+    ap.add_argument(
+        "--ease-gib",
+        type=float,
+        default=12.0,
+        help="run dense EASE only below this memory",
+    )
+    ap.add_argument(
+        "--one",
+        help="measure one shape in this process, its row on stdout, training's progress on "
+        "stderr (how far a run got before a timeout)",
+    )
+    ap.add_argument(
+        "--no-gnn",
+        action="store_true",
+        help="`graphrec train --no-gnn`: the closed-form blend alone",
+    )
     a = ap.parse_args(argv)
     if a.one:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+        )
         n, u, i = (int(v) for v in a.one.split("x"))
         print(json.dumps(measure(n, u, i, a.ease_gib, progress=True, gnn=not a.no_gnn)))
         return
     from benchmarks.run import environment
 
     for shape in a.shapes.split(","):
-        cmd = [sys.executable, "-m", "benchmarks.train_cost", "--one", shape, "--ease-gib", str(a.ease_gib),
-               *(["--no-gnn"] if a.no_gnn else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.train_cost",
+            "--one",
+            shape,
+            "--ease-gib",
+            str(a.ease_gib),
+            *(["--no-gnn"] if a.no_gnn else []),
+        ]
         t = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
-            row = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
-                   {"error": (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]})
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=a.timeout
+            )
+            row = (
+                json.loads(proc.stdout.strip().splitlines()[-1])
+                if proc.returncode == 0
+                else {
+                    "error": (
+                        proc.stderr.strip().splitlines()
+                        or [f"exit code {proc.returncode}"]
+                    )[-1]
+                }
+            )
         except subprocess.TimeoutExpired:
             row = {"error": f"over {a.timeout:.0f} s"}
-        row.update(shape=shape, wall_s=time.perf_counter() - t, environment=environment(),
-                   command="python -m benchmarks.train_cost " + " ".join(sys.argv[1:] if argv is None else argv))
+        row.update(
+            shape=shape,
+            wall_s=time.perf_counter() - t,
+            environment=environment(),
+            command="python -m benchmarks.train_cost "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+        )
         OUT.parent.mkdir(parents=True, exist_ok=True)
         with OUT.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(json.dumps({k: v for k, v in row.items() if k != "environment"}), flush=True)
+        print(
+            json.dumps({k: v for k, v in row.items() if k != "environment"}), flush=True
+        )
 
 
 if __name__ == "__main__":

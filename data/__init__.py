@@ -1,4 +1,5 @@
 """Canonical tables: schema and validation, CSV/Parquet readers, MovieLens loaders, synthetic data, splits."""
+
 from graphrec.data.dataset import HELD_OUT, SPLITS, Dataset, Schema
 
 __all__ = ["Dataset", "Schema", "SPLITS", "HELD_OUT"]

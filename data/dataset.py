@@ -1,14 +1,15 @@
 """The canonical dataset: items, users and interactions with dense indices, saved as Parquet + JSON.
 
-    dataset/items.parquet         item_id (str) + text, image and attribute columns (str, "" when absent);
-                                  row i is item index i
-    dataset/users.parquet         user_id (str) + coarse attribute columns; row u is user index u
-    dataset/interactions.parquet  user (int32), item (int32), weight (float32), [timestamp (int64)],
-                                  split (str): "" before splitting, else one of SPLITS
-    dataset/triples.parquet       optional external knowledge: item (int32), relation (str), tail (str)
-    dataset/dataset.json          schema (column roles, images folder), counts, split settings
-    dataset/ids.json              {"users": [...], "items": [...]}: external id of each dense index
+dataset/items.parquet         item_id (str) + text, image and attribute columns (str, "" when absent);
+                              row i is item index i
+dataset/users.parquet         user_id (str) + coarse attribute columns; row u is user index u
+dataset/interactions.parquet  user (int32), item (int32), weight (float32), [timestamp (int64)],
+                              split (str): "" before splitting, else one of SPLITS
+dataset/triples.parquet       optional external knowledge: item (int32), relation (str), tail (str)
+dataset/dataset.json          schema (column roles, images folder), counts, split settings
+dataset/ids.json              {"users": [...], "items": [...]}: external id of each dense index
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,16 @@ from graphrec.data.readers import normalize_id
 
 # Parts of a split. Everything but "train" is held out from training; "valid" and "cold_valid"
 # (and "cold_user_valid") may be used for model selection, the "*test" parts only for the final report.
-SPLITS = ("train", "valid", "test", "cold_valid", "cold_test",
-          "cold_user_context", "cold_user_valid", "cold_user_test")
+SPLITS = (
+    "train",
+    "valid",
+    "test",
+    "cold_valid",
+    "cold_test",
+    "cold_user_context",
+    "cold_user_valid",
+    "cold_user_test",
+)
 HELD_OUT = tuple(s for s in SPLITS if s != "train")
 # Every interaction the system was given: excluded from its lists, never counted as a hit.
 GIVEN = ("train", "valid", "cold_valid", "cold_user_context")
@@ -43,19 +52,35 @@ def excluded_from_lists(schema: Schema) -> str:
     """What graphrec's lists leave out of a dataset with this schema, in words (its mode)."""
     if not schema.split:
         return "serve mode (the dataset is not split): every interaction a user has is left out of their list"
-    return (f"evaluate mode (a split dataset): lists leave out what the system was given ({', '.join(GIVEN)}); a "
-            "user's test items can appear: they are what `graphrec evaluate` scores")
-
+    return (
+        f"evaluate mode (a split dataset): lists leave out what the system was given ({', '.join(GIVEN)}); a "
+        "user's test items can appear: they are what `graphrec evaluate` scores"
+    )
 
 
 REMAKE = f"re-run `{MAKE['dataset']}`"  # what rewrites dataset/ whole
 # The structure of dataset/'s files as Dataset.load checks it (the module docstring describes them).
-DATASET_JSON = {"schema": {"name?": str, "text_columns?": [str], "attribute_columns?": [str],
-                           "image_column?": (str, None), "images_dir?": (str, None), "user_attribute_columns?": [str],
-                           "sep?": str, "split?": dict},
-                "counts?": dict}
+DATASET_JSON = {
+    "schema": {
+        "name?": str,
+        "text_columns?": [str],
+        "attribute_columns?": [str],
+        "image_column?": (str, None),
+        "images_dir?": (str, None),
+        "user_attribute_columns?": [str],
+        "sep?": str,
+        "split?": dict,
+    },
+    "counts?": dict,
+}
 IDS_JSON = {"users": [str], "items": [str]}
-INTERACTIONS = {"user": "int", "item": "int", "weight": "float", "timestamp?": "int", "split": "str"}
+INTERACTIONS = {
+    "user": "int",
+    "item": "int",
+    "weight": "float",
+    "timestamp?": "int",
+    "split": "str",
+}
 TRIPLES = {"item": "int", "relation": "str", "tail": "str"}
 
 
@@ -70,7 +95,9 @@ class Schema:
     images_dir: str | None = None
     user_attribute_columns: list[str] = field(default_factory=list)
     sep: str = "|"
-    split: dict[str, Any] = field(default_factory=dict)  # how the split was made ({} = not split)
+    split: dict[str, Any] = field(
+        default_factory=dict
+    )  # how the split was made ({} = not split)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,7 +138,7 @@ class Dataset:
 
     @property
     def mode(self) -> str:
-        """"serve" for the split `data.splits.selection_split` makes of a dataset that is not split (it only
+        """ "serve" for the split `data.splits.selection_split` makes of a dataset that is not split (it only
         chooses settings: nothing is held out), else "evaluate"."""
         return SERVE if self.schema.split.get("mode") == SERVE else "evaluate"
 
@@ -128,12 +155,16 @@ class Dataset:
         bad = [n for n in names if n not in SPLITS]
         if bad:
             raise ValueError(f"unknown split part(s) {bad}; known: {SPLITS}")
-        return self.interactions[self.interactions["split"].isin([*names, ""] if "train" in names else names)]
+        return self.interactions[
+            self.interactions["split"].isin([*names, ""] if "train" in names else names)
+        ]
 
     def item_labels(self) -> list[str]:
         """Readable item names: the title (or name, or first text) column, else the item id."""
         col = next((c for c in ("title", "name") if c in self.items.columns), None)
-        col = col or (self.schema.text_columns[0] if self.schema.text_columns else "item_id")
+        col = col or (
+            self.schema.text_columns[0] if self.schema.text_columns else "item_id"
+        )
         names = self.items[col].astype(str)
         return names.where(names != "", self.items["item_id"].astype(str)).tolist()
 
@@ -148,15 +179,23 @@ class Dataset:
     def matrix(self, parts: Sequence[str]) -> sp.csr_matrix:
         """Binary float32 CSR [n_users, n_items] of the interactions in the given parts (a repeat counts once)."""
         inter = self.part(*parts)
-        m = sp.csr_matrix((np.ones(len(inter), np.float32), (inter["user"].to_numpy(), inter["item"].to_numpy())),
-                          shape=(self.n_users, self.n_items))
+        m = sp.csr_matrix(
+            (
+                np.ones(len(inter), np.float32),
+                (inter["user"].to_numpy(), inter["item"].to_numpy()),
+            ),
+            shape=(self.n_users, self.n_items),
+        )
         m.data[:] = 1.0
         return m
 
     def attribute_values(self, column: str, table: str = "items") -> list[list[str]]:
         """Per-row lists of the values of a multi-valued column (empty cells give [])."""
         frame = self.items if table == "items" else self.users
-        return [[v.strip() for v in s.split(self.schema.sep) if v.strip()] if s else [] for s in frame[column]]
+        return [
+            [v.strip() for v in s.split(self.schema.sep) if v.strip()] if s else []
+            for s in frame[column]
+        ]
 
     def item_index(self, ids: str | Sequence[str]) -> np.ndarray:
         return _lookup(self.item_ids, ids, "item")
@@ -169,7 +208,11 @@ class Dataset:
         return np.unique(self.part("cold_valid", "cold_test")["item"].to_numpy())
 
     def cold_users(self) -> np.ndarray:
-        return np.unique(self.part("cold_user_context", "cold_user_valid", "cold_user_test")["user"].to_numpy())
+        return np.unique(
+            self.part("cold_user_context", "cold_user_valid", "cold_user_test")[
+                "user"
+            ].to_numpy()
+        )
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, workspace: Workspace | str | Path) -> Path:
@@ -183,7 +226,10 @@ class Dataset:
                 self.triples.to_parquet(tmp / "triples.parquet", index=False)
             meta = {"schema": self.schema.to_dict(), "counts": self.counts()}
             write_json(tmp / "dataset.json", meta)
-            write_json(tmp / "ids.json", {"users": self.user_ids.tolist(), "items": self.item_ids.tolist()})
+            write_json(
+                tmp / "ids.json",
+                {"users": self.user_ids.tolist(), "items": self.item_ids.tolist()},
+            )
         return target
 
     @staticmethod
@@ -195,9 +241,15 @@ class Dataset:
     def load(cls, workspace: Workspace | str | Path) -> Dataset:
         ws = Workspace.of(workspace)
         d = ws.require("dataset")
-        ds = cls(_read_schema(d), _read_table(d / "items.parquet"), _read_table(d / "users.parquet"),
-                 _read_table(d / "interactions.parquet"),
-                 _read_table(d / "triples.parquet") if (d / "triples.parquet").exists() else None)
+        ds = cls(
+            _read_schema(d),
+            _read_table(d / "items.parquet"),
+            _read_table(d / "users.parquet"),
+            _read_table(d / "interactions.parquet"),
+            _read_table(d / "triples.parquet")
+            if (d / "triples.parquet").exists()
+            else None,
+        )
         ds._check(d)
         return ds
 
@@ -206,40 +258,69 @@ class Dataset:
         and ids.json agreeing with the tables: what every stage relies on without looking again."""
         sc = self.schema
         for name, frame, id_column, roles in (
-                ("items", self.items, "item_id", [*sc.text_columns, *sc.attribute_columns, sc.image_column]),
-                ("users", self.users, "user_id", sc.user_attribute_columns)):
+            (
+                "items",
+                self.items,
+                "item_id",
+                [*sc.text_columns, *sc.attribute_columns, sc.image_column],
+            ),
+            ("users", self.users, "user_id", sc.user_attribute_columns),
+        ):
             path = d / f"{name}.parquet"
-            check_columns(frame, {id_column: "str", **{c: "str" for c in frame.columns}}, path, REMAKE)
+            check_columns(
+                frame,
+                {id_column: "str", **{c: "str" for c in frame.columns}},
+                path,
+                REMAKE,
+            )
             missing = [c for c in roles if c and c not in frame.columns]
             if missing:
-                raise InputError(f"named in dataset.json's schema, but missing: {REMAKE}", file=path,
-                                 column=missing[0])
+                raise InputError(
+                    f"named in dataset.json's schema, but missing: {REMAKE}",
+                    file=path,
+                    column=missing[0],
+                )
         ids = check_json(read_json(d / "ids.json"), IDS_JSON, d / "ids.json", REMAKE)
         for kind, known in (("users", self.user_ids), ("items", self.item_ids)):
             if ids[kind] != known.tolist():
-                raise InputError(f"'{kind}' ({len(ids[kind])} ids) disagrees with {kind}.parquet ({len(known)} rows): "
-                                 f"{REMAKE}", file=d / "ids.json")
+                raise InputError(
+                    f"'{kind}' ({len(ids[kind])} ids) disagrees with {kind}.parquet ({len(known)} rows): "
+                    f"{REMAKE}",
+                    file=d / "ids.json",
+                )
         path = d / "interactions.parquet"
         check_columns(self.interactions, INTERACTIONS, path, REMAKE)
         _check_index(self.interactions, "user", self.n_users, path)
         _check_index(self.interactions, "item", self.n_items, path)
         unknown = set(self.interactions["split"].unique()) - {"", *SPLITS}
         if unknown:
-            raise InputError(f"unknown split part {sorted(map(str, unknown))[0]!r}: {REMAKE}", file=path, column="split")
+            raise InputError(
+                f"unknown split part {sorted(map(str, unknown))[0]!r}: {REMAKE}",
+                file=path,
+                column="split",
+            )
         if self.triples is not None:
             check_columns(self.triples, TRIPLES, d / "triples.parquet", REMAKE)
             _check_index(self.triples, "item", self.n_items, d / "triples.parquet")
 
     def counts(self) -> dict[str, Any]:
         parts = self.interactions["split"].value_counts().to_dict()
-        return {"users": self.n_users, "items": self.n_items, "interactions": len(self.interactions),
-                "parts": {k: int(v) for k, v in sorted(parts.items()) if k},
-                "triples": 0 if self.triples is None else len(self.triples)}
+        return {
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": len(self.interactions),
+            "parts": {k: int(v) for k, v in sorted(parts.items()) if k},
+            "triples": 0 if self.triples is None else len(self.triples),
+        }
 
 
 def _read_schema(d: Path) -> Schema:
     """The schema in dataset/'s dataset.json, checked (DATASET_JSON)."""
-    return Schema.from_dict(check_json(read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json", REMAKE)["schema"])
+    return Schema.from_dict(
+        check_json(
+            read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json", REMAKE
+        )["schema"]
+    )
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -253,8 +334,11 @@ def _check_index(frame: pd.DataFrame, column: str, n: int, path: Path) -> None:
     """A column of dense indices must point at rows of the table it indexes ({column}s.parquet, n rows)."""
     values = frame[column].to_numpy()
     if len(values) and (values.min() < 0 or values.max() >= n):
-        raise InputError(f"indices must point at rows of {column}s.parquet ({n} rows): {REMAKE}", file=path,
-                         column=column)
+        raise InputError(
+            f"indices must point at rows of {column}s.parquet ({n} rows): {REMAKE}",
+            file=path,
+            column=column,
+        )
 
 
 def _lookup(known: np.ndarray, ids: str | Sequence[str], kind: str) -> np.ndarray:

@@ -1,4 +1,5 @@
 """`graphrec data import`: read the user's files, check them, write the workspace's dataset/ stage."""
+
 from __future__ import annotations
 
 import os
@@ -11,47 +12,95 @@ from graphrec.data.build import build_dataset
 from graphrec.data.dataset import Dataset
 from graphrec.data.readers import read_table
 
-FileArg = str | os.PathLike | None  # a file (or folder) a command was given; None: not given
-PRESPLIT = ("train", "valid", "test", "cold_valid", "cold_test", "cold_user_context", "cold_user_valid", "cold_user_test")
+FileArg = (
+    str | os.PathLike | None
+)  # a file (or folder) a command was given; None: not given
+PRESPLIT = (
+    "train",
+    "valid",
+    "test",
+    "cold_valid",
+    "cold_test",
+    "cold_user_context",
+    "cold_user_valid",
+    "cold_user_test",
+)
 
 
-def import_files(out: str | os.PathLike, *, interactions: FileArg = None, items: FileArg = None,
-                 users: FileArg = None, images_dir: FileArg = None, text_columns: list[str] | None = None,
-                 attribute_columns: list[str] | None = None, image_column: str | None = None,
-                 user_attribute_columns: list[str] | None = None, encoding: str = "utf-8", name: str | None = None,
-                 min_rating: float | None = None, **presplit: FileArg) -> tuple[Dataset, list[str]]:
+def import_files(
+    out: str | os.PathLike,
+    *,
+    interactions: FileArg = None,
+    items: FileArg = None,
+    users: FileArg = None,
+    images_dir: FileArg = None,
+    text_columns: list[str] | None = None,
+    attribute_columns: list[str] | None = None,
+    image_column: str | None = None,
+    user_attribute_columns: list[str] | None = None,
+    encoding: str = "utf-8",
+    name: str | None = None,
+    min_rating: float | None = None,
+    **presplit: FileArg,
+) -> tuple[Dataset, list[str]]:
     """Import one interactions file (split later with `data split`) or pre-split files (train=, valid=, ...)."""
-    interactions, items, users, images_dir = (None if f is None else str(f) for f in (interactions, items, users,
-                                                                                     images_dir))
+    interactions, items, users, images_dir = (
+        None if f is None else str(f) for f in (interactions, items, users, images_dir)
+    )
     unknown = set(presplit) - set(PRESPLIT)
     if unknown:
         raise TypeError(f"unknown arguments {sorted(unknown)}")
     given = {k: str(v) for k, v in presplit.items() if v}
     if interactions and given:
-        raise InputError("give either one interactions file or pre-split files (--train ...), not both")
+        raise InputError(
+            "give either one interactions file or pre-split files (--train ...), not both"
+        )
     if not interactions and not given:
-        raise InputError("no interactions given: pass --interactions FILE or --train FILE --valid FILE")
+        raise InputError(
+            "no interactions given: pass --interactions FILE or --train FILE --valid FILE"
+        )
     if given and "train" not in given:
         raise InputError("pre-split input needs --train")
     need = ("user_id", "item_id")
-    tables: Any = ({part: read_table(p, need, encoding) for part, p in given.items()} if given
-                   else read_table(str(interactions), need, encoding))
+    tables: Any = (
+        {part: read_table(p, need, encoding) for part, p in given.items()}
+        if given
+        else read_table(str(interactions), need, encoding)
+    )
     notes: list[str] = []
-    ds = build_dataset(tables,
-                       items=read_table(items, ("item_id",), encoding) if items else None,
-                       users=read_table(users, ("user_id",), encoding) if users else None,
-                       text_columns=text_columns, attribute_columns=attribute_columns, image_column=image_column,
-                       images_dir=images_dir, user_attribute_columns=user_attribute_columns,
-                       name=name or Path(items or interactions or given["train"]).parent.name or "dataset",
-                       notes=notes, min_weight=min_rating)
-    settings = {"source": "import", "interactions": interactions, **given, "items": items, "users": users,
-                "images_dir": images_dir, "encoding": encoding, "min_rating": min_rating}
+    ds = build_dataset(
+        tables,
+        items=read_table(items, ("item_id",), encoding) if items else None,
+        users=read_table(users, ("user_id",), encoding) if users else None,
+        text_columns=text_columns,
+        attribute_columns=attribute_columns,
+        image_column=image_column,
+        images_dir=images_dir,
+        user_attribute_columns=user_attribute_columns,
+        name=name
+        or Path(items or interactions or given["train"]).parent.name
+        or "dataset",
+        notes=notes,
+        min_weight=min_rating,
+    )
+    settings = {
+        "source": "import",
+        "interactions": interactions,
+        **given,
+        "items": items,
+        "users": users,
+        "images_dir": images_dir,
+        "encoding": encoding,
+        "min_rating": min_rating,
+    }
     save_dataset(out, ds, settings)
     return ds, notes
 
 
 @writes
-def save_dataset(out: str | os.PathLike, ds: Dataset, settings: dict[str, Any]) -> Workspace:
+def save_dataset(
+    out: str | os.PathLike, ds: Dataset, settings: dict[str, Any]
+) -> Workspace:
     """Write dataset/ atomically and record how it was made."""
     ws = Workspace(out)
     ds.save(ws)

@@ -9,6 +9,7 @@
 
 Both go through data.build.build_dataset, so every check of `graphrec data import` applies.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,43 +36,80 @@ from graphrec.data.readers import check_ids, fail_at, numeric_column, read_table
 
 VARIANTS = ("100k", "latest-small")
 FOLDER = {"100k": "ml-100k", "latest-small": "ml-latest-small"}
-URLS = {v: f"https://files.grouplens.org/datasets/movielens/{FOLDER[v]}.zip" for v in VARIANTS}
-FILES = {"100k": ("u.data", "u.item", "u.genre", "u.user"),
-         "latest-small": ("ratings.csv", "movies.csv", "tags.csv", "links.csv")}
+URLS = {
+    v: f"https://files.grouplens.org/datasets/movielens/{FOLDER[v]}.zip"
+    for v in VARIANTS
+}
+FILES = {
+    "100k": ("u.data", "u.item", "u.genre", "u.user"),
+    "latest-small": ("ratings.csv", "movies.csv", "tags.csv", "links.csv"),
+}
 # The official releases; other counts are allowed (edited copies) but reported in the notes.
-EXPECTED = {"100k": {"interactions": 100_000, "users": 943, "items": 1_682},
-            "latest-small": {"interactions": 100_836, "users": 610, "items": 9_742}}
+EXPECTED = {
+    "100k": {"interactions": 100_000, "users": 943, "items": 1_682},
+    "latest-small": {"interactions": 100_836, "users": 610, "items": 9_742},
+}
 # First digit of a US ZIP code -> its national area (USPS zones 0-9).
-ZIP_REGIONS = np.array(["northeast", "ny-pa-de", "mid-atlantic", "southeast", "great-lakes", "upper-midwest",
-                        "central", "south-central", "mountain", "pacific"], dtype=object)
+ZIP_REGIONS = np.array(
+    [
+        "northeast",
+        "ny-pa-de",
+        "mid-atlantic",
+        "southeast",
+        "great-lakes",
+        "upper-midwest",
+        "central",
+        "south-central",
+        "mountain",
+        "pacific",
+    ],
+    dtype=object,
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 YEAR_IN_TITLE = r"\((\d{4})\)\s*$"
 
 
 # ------------------------------------------------------------------------------------------- loading
-def load_movielens(path: str | os.PathLike, variant: str = "100k", posters: str | os.PathLike | None = None,
-                   min_rating: float | None = None) -> tuple[Dataset, list[str]]:
+def load_movielens(
+    path: str | os.PathLike,
+    variant: str = "100k",
+    posters: str | os.PathLike | None = None,
+    min_rating: float | None = None,
+) -> tuple[Dataset, list[str]]:
     """Read an unzipped MovieLens folder into a checked Dataset; returns it with human-readable notes.
 
     `posters`: folder of item images named <item id>.jpg (.jpeg/.png/.webp); items without one get image "".
     `min_rating`: keep only ratings of at least this (e.g. 4: the usual implicit-feedback positives).
     """
     if variant not in VARIANTS:
-        raise InputError(f"unknown MovieLens variant {variant!r} (known: {', '.join(VARIANTS)})")
+        raise InputError(
+            f"unknown MovieLens variant {variant!r} (known: {', '.join(VARIANTS)})"
+        )
     root = _find_root(Path(path), variant)
     notes: list[str] = []
     loader = _load_100k if variant == "100k" else _load_latest_small
     ds = loader(root, posters, notes, min_rating)
-    got = {"interactions": len(ds.interactions), "users": ds.n_users, "items": ds.n_items}
+    got = {
+        "interactions": len(ds.interactions),
+        "users": ds.n_users,
+        "items": ds.n_items,
+    }
     if got != EXPECTED[variant]:
-        notes.append(f"counts {got} differ from the official {FOLDER[variant]} release {EXPECTED[variant]}")
+        notes.append(
+            f"counts {got} differ from the official {FOLDER[variant]} release {EXPECTED[variant]}"
+        )
     return ds, notes
 
 
 @writes  # the lock refuses an --out that is not a folder before any download or load
-def import_movielens(out: str | os.PathLike, path: str | os.PathLike, variant: str = "100k",
-                     posters: str | os.PathLike | None = None, download: bool = False,
-                     min_rating: float | None = None) -> tuple[Dataset, list[str]]:
+def import_movielens(
+    out: str | os.PathLike,
+    path: str | os.PathLike,
+    variant: str = "100k",
+    posters: str | os.PathLike | None = None,
+    download: bool = False,
+    min_rating: float | None = None,
+) -> tuple[Dataset, list[str]]:
     """The `data movielens` stage: (download,) load, write WS/dataset atomically, record settings + input hashes,
     under the workspace lock like every other writer (one writer at a time; an --out that is a file refused)."""
     path = Path(path)
@@ -83,10 +121,19 @@ def import_movielens(out: str | os.PathLike, path: str | os.PathLike, variant: s
     root = _find_root(path, variant)
     ws = Workspace(out)
     ds.save(ws)
-    settings = {"source": "movielens", "variant": variant, "path": str(path.resolve()),
-                "posters": None if posters is None else str(Path(posters).resolve()), "download": download,
-                "min_rating": min_rating}
-    ws.record("dataset", settings, inputs={name: file_sha256(root / name) for name in FILES[variant]})
+    settings = {
+        "source": "movielens",
+        "variant": variant,
+        "path": str(path.resolve()),
+        "posters": None if posters is None else str(Path(posters).resolve()),
+        "download": download,
+        "min_rating": min_rating,
+    }
+    ws.record(
+        "dataset",
+        settings,
+        inputs={name: file_sha256(root / name) for name in FILES[variant]},
+    )
     return ds, notes + load_notes
 
 
@@ -97,65 +144,147 @@ def _find_root(path: Path, variant: str) -> Path:
         if (root / marker).is_file():
             return root
     if not path.exists():
-        raise InputError(f"MovieLens {variant} folder not found (pass --download to fetch it)", file=path)
+        raise InputError(
+            f"MovieLens {variant} folder not found (pass --download to fetch it)",
+            file=path,
+        )
     if not path.is_dir():
-        raise InputError(f"expected the unzipped MovieLens {variant} folder, found a file", file=path)
-    raise InputError(f"not a MovieLens {variant} folder: {marker} is missing", file=path / marker)
+        raise InputError(
+            f"expected the unzipped MovieLens {variant} folder, found a file", file=path
+        )
+    raise InputError(
+        f"not a MovieLens {variant} folder: {marker} is missing", file=path / marker
+    )
 
 
-def _load_100k(root: Path, posters: str | os.PathLike | None, notes: list[str], min_rating: float | None) -> Dataset:
-    ratings = _read_fields(root / "u.data", "\t", ["user_id", "item_id", "rating", "timestamp"])
+def _load_100k(
+    root: Path,
+    posters: str | os.PathLike | None,
+    notes: list[str],
+    min_rating: float | None,
+) -> Dataset:
+    ratings = _read_fields(
+        root / "u.data", "\t", ["user_id", "item_id", "rating", "timestamp"]
+    )
     genres = _read_fields(root / "u.genre", "|", ["genre", "index"])
     index = numeric_column(genres, "index", integer=True)
     if sorted(index.tolist()) != list(range(len(genres))):
-        raise InputError(f"genre indices must be 0..{len(genres) - 1}, each once", file=genres.attrs["source"],
-                         column="index")
+        raise InputError(
+            f"genre indices must be 0..{len(genres) - 1}, each once",
+            file=genres.attrs["source"],
+            column="index",
+        )
     names = genres["genre"].to_numpy()[np.argsort(index)]
     flags = [f"genre_{i}" for i in range(len(names))]
-    raw = _read_fields(root / "u.item", "|", ["item_id", "title", "release_date", "video_date", "url"] + flags)
+    raw = _read_fields(
+        root / "u.item",
+        "|",
+        ["item_id", "title", "release_date", "video_date", "url"] + flags,
+    )
     flag_values = raw[flags].to_numpy()
     bad = np.argwhere(~np.isin(flag_values, ["0", "1"]))
     if len(bad):
         r, c = bad[0]
-        raise fail_at(raw, int(r), str(names[c]), f"genre flag must be 0 or 1, found {flag_values[r, c]!r}")
+        raise fail_at(
+            raw,
+            int(r),
+            str(names[c]),
+            f"genre flag must be 0 or 1, found {flag_values[r, c]!r}",
+        )
     # 'unknown' is MovieLens's placeholder for "no genre", like latest-small's "(no genres listed)".
-    labels = np.where(names == "unknown", "", np.char.add(names.astype(str), "|")).astype(object)
-    joined = pd.DataFrame(np.where(flag_values == "1", labels, "")).sum(axis=1).str.rstrip("|")
+    labels = np.where(
+        names == "unknown", "", np.char.add(names.astype(str), "|")
+    ).astype(object)
+    joined = (
+        pd.DataFrame(np.where(flag_values == "1", labels, ""))
+        .sum(axis=1)
+        .str.rstrip("|")
+    )
     year = raw["release_date"].str.extract(r"(\d{4})\s*$")[0]
     year = year.fillna(raw["title"].str.extract(YEAR_IN_TITLE)[0]).fillna("")
-    items = _with_source(pd.DataFrame({"item_id": raw["item_id"].str.strip(), "title": raw["title"],
-                                       "genres": joined.to_numpy(), "year": year.to_numpy()}), raw)
+    items = _with_source(
+        pd.DataFrame(
+            {
+                "item_id": raw["item_id"].str.strip(),
+                "title": raw["title"],
+                "genres": joined.to_numpy(),
+                "year": year.to_numpy(),
+            }
+        ),
+        raw,
+    )
     image = _attach_posters(items, posters, notes)
 
-    people = _read_fields(root / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip"])
+    people = _read_fields(
+        root / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip"]
+    )
     check_ids(people, "user_id", unique=True)
     age = numeric_column(people, "age", integer=True)
     zips = people["zip"].str.strip()
     numeric_zip = zips.str.fullmatch(r"\d{5}").to_numpy()
     region = np.full(len(zips), "other", dtype=object)
     region[numeric_zip] = ZIP_REGIONS[zips[numeric_zip].str[0].astype(int).to_numpy()]
-    notes.append(f"user zip codes coarsened to {len(ZIP_REGIONS)} US regions; {int((~numeric_zip).sum())} "
-                 "non-US or malformed zip codes became 'other'; raw zip codes are not kept")
-    users = _with_source(pd.DataFrame({"user_id": people["user_id"], "age_band": age_bands(age),
-                                       "gender": people["gender"].str.strip(),
-                                       "occupation": people["occupation"].str.strip(), "region": region}), people)
-    return build_dataset(ratings, items, users, text_columns=["title"], attribute_columns=["genres", "year"],
-                         image_column=image, images_dir=posters,
-                         user_attribute_columns=["age_band", "gender", "occupation", "region"],
-                         name=FOLDER["100k"], notes=notes, min_weight=min_rating)
+    notes.append(
+        f"user zip codes coarsened to {len(ZIP_REGIONS)} US regions; {int((~numeric_zip).sum())} "
+        "non-US or malformed zip codes became 'other'; raw zip codes are not kept"
+    )
+    users = _with_source(
+        pd.DataFrame(
+            {
+                "user_id": people["user_id"],
+                "age_band": age_bands(age),
+                "gender": people["gender"].str.strip(),
+                "occupation": people["occupation"].str.strip(),
+                "region": region,
+            }
+        ),
+        people,
+    )
+    return build_dataset(
+        ratings,
+        items,
+        users,
+        text_columns=["title"],
+        attribute_columns=["genres", "year"],
+        image_column=image,
+        images_dir=posters,
+        user_attribute_columns=["age_band", "gender", "occupation", "region"],
+        name=FOLDER["100k"],
+        notes=notes,
+        min_weight=min_rating,
+    )
 
 
-def _load_latest_small(root: Path, posters: str | os.PathLike | None, notes: list[str],
-                       min_rating: float | None) -> Dataset:
-    ratings = read_table(root / "ratings.csv", ("userId", "movieId", "rating", "timestamp"))
-    ratings = _with_source(ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}), ratings)
+def _load_latest_small(
+    root: Path,
+    posters: str | os.PathLike | None,
+    notes: list[str],
+    min_rating: float | None,
+) -> Dataset:
+    ratings = read_table(
+        root / "ratings.csv", ("userId", "movieId", "rating", "timestamp")
+    )
+    ratings = _with_source(
+        ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}), ratings
+    )
     movies = read_table(root / "movies.csv", ("movieId", "title", "genres"))
     check_ids(movies, "movieId", unique=True)
-    items = _with_source(pd.DataFrame({
-        "item_id": movies["movieId"], "title": movies["title"].str.strip(),
-        "genres": movies["genres"].str.strip().replace("(no genres listed)", ""),
-        "year": movies["title"].str.extract(YEAR_IN_TITLE)[0].fillna("")}), movies)
-    items["tags"] = _tags(read_table(root / "tags.csv", ("movieId", "tag")), items["item_id"]).to_numpy()
+    items = _with_source(
+        pd.DataFrame(
+            {
+                "item_id": movies["movieId"],
+                "title": movies["title"].str.strip(),
+                "genres": movies["genres"]
+                .str.strip()
+                .replace("(no genres listed)", ""),
+                "year": movies["title"].str.extract(YEAR_IN_TITLE)[0].fillna(""),
+            }
+        ),
+        movies,
+    )
+    items["tags"] = _tags(
+        read_table(root / "tags.csv", ("movieId", "tag")), items["item_id"]
+    ).to_numpy()
     links = read_table(root / "links.csv", ("movieId", "imdbId", "tmdbId"))
     check_ids(links, "movieId", unique=True)
     pos = pd.Index(links["movieId"]).get_indexer(items["item_id"])
@@ -163,18 +292,31 @@ def _load_latest_small(root: Path, posters: str | os.PathLike | None, notes: lis
         items[col] = np.where(pos >= 0, links[col].str.strip().to_numpy()[pos], "")
     image = _attach_posters(items, posters, notes)
     try:
-        ds = build_dataset(ratings, items, None, text_columns=["title", "tags"],
-                           attribute_columns=["genres", "year", "tags"], image_column=image, images_dir=posters,
-                           name=FOLDER["latest-small"], notes=notes, min_weight=min_rating)
+        ds = build_dataset(
+            ratings,
+            items,
+            None,
+            text_columns=["title", "tags"],
+            attribute_columns=["genres", "year", "tags"],
+            image_column=image,
+            images_dir=posters,
+            name=FOLDER["latest-small"],
+            notes=notes,
+            min_weight=min_rating,
+        )
     except InputError as e:  # name the column as the file spells it
         if e.column is not None:
-            e.column = {"user_id": "userId", "item_id": "movieId"}.get(e.column, e.column)
+            e.column = {"user_id": "userId", "item_id": "movieId"}.get(
+                e.column, e.column
+            )
         raise
     # build_dataset keeps only role columns; the external ids ride along in the same (unchanged) row order.
     for col in ("imdbId", "tmdbId"):
         ds.items[col] = items[col].to_numpy()
     n_tagged = int((ds.items["tags"] != "").sum())
-    notes.append(f"{n_tagged} movies carry user tags (lowercased, de-duplicated, '|' joined)")
+    notes.append(
+        f"{n_tagged} movies carry user tags (lowercased, de-duplicated, '|' joined)"
+    )
     return ds
 
 
@@ -184,15 +326,25 @@ def _tags(tags: pd.DataFrame, item_ids: pd.Series) -> pd.Series:
     pos = pd.Index(item_ids).get_indexer(tags["movieId"])
     if (pos < 0).any():
         at = int(np.flatnonzero(pos < 0)[0])
-        raise fail_at(tags, at, "movieId", f"tag for unknown movie {tags['movieId'].iloc[at]!r} (not in movies.csv)")
+        raise fail_at(
+            tags,
+            at,
+            "movieId",
+            f"tag for unknown movie {tags['movieId'].iloc[at]!r} (not in movies.csv)",
+        )
     text = tags["tag"].str.strip().str.lower().str.replace("|", " ", regex=False)
     frame = pd.DataFrame({"pos": pos, "tag": text})
     frame = frame[frame["tag"] != ""].drop_duplicates().sort_values(["pos", "tag"])
     joined = frame.groupby("pos")["tag"].agg("|".join)
-    return pd.Series(joined.reindex(range(len(item_ids)), fill_value="").to_numpy(), index=item_ids.index)
+    return pd.Series(
+        joined.reindex(range(len(item_ids)), fill_value="").to_numpy(),
+        index=item_ids.index,
+    )
 
 
-def _attach_posters(items: pd.DataFrame, posters: str | os.PathLike | None, notes: list[str]) -> str | None:
+def _attach_posters(
+    items: pd.DataFrame, posters: str | os.PathLike | None, notes: list[str]
+) -> str | None:
     """Add an 'image' column naming <item_id>.<ext> when the posters folder has it; returns the column name."""
     if posters is None:
         return None
@@ -200,15 +352,19 @@ def _attach_posters(items: pd.DataFrame, posters: str | os.PathLike | None, note
     if not folder.is_dir():
         raise InputError("posters folder not found", file=folder)
     by_stem: dict[str, str] = {}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):  # one listing, not one stat per item
+    for entry in sorted(
+        os.scandir(folder), key=lambda e: e.name
+    ):  # one listing, not one stat per item
         stem, ext = os.path.splitext(entry.name)
         if ext.lower() in IMAGE_SUFFIXES and is_file_entry(entry):
             by_stem.setdefault(stem, entry.name)
     items["image"] = items["item_id"].map(by_stem).fillna("").to_numpy()
     n = int((items["image"] != "").sum())
     unused = len(by_stem) - n
-    notes.append(f"posters matched by file name <item id>.jpg: {n} items have one"
-                 + (f"; {unused} image files match no item" if unused else ""))
+    notes.append(
+        f"posters matched by file name <item id>.jpg: {n} items have one"
+        + (f"; {unused} image files match no item" if unused else "")
+    )
     return "image"
 
 
@@ -221,11 +377,17 @@ def _with_source(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
 def _read_fields(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
     """A headerless delimited file (UTF-8, else latin-1) with exactly len(names) fields per line, as strings."""
     if not path.is_file():
-        raise InputError("file not found" if not path.exists() else "is a folder, expected a file", file=path)
+        raise InputError(
+            "file not found" if not path.exists() else "is a folder, expected a file",
+            file=path,
+        )
     raw = path.read_bytes()
     if b"\0" in raw:
-        raise InputError("binary data (NUL byte), expected MovieLens text", file=path,
-                         row=raw[: raw.index(b"\0")].count(b"\n") + 1)
+        raise InputError(
+            "binary data (NUL byte), expected MovieLens text",
+            file=path,
+            row=raw[: raw.index(b"\0")].count(b"\n") + 1,
+        )
     try:  # the GroupLens files are latin-1; some re-published copies were re-encoded to UTF-8
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -238,17 +400,28 @@ def _read_fields(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
     n_fields = pd.Series(lines, dtype=object).str.count(re.escape(sep)).to_numpy() + 1
     wrong = np.flatnonzero(n_fields != len(names))
     if len(wrong):
-        raise InputError(f"expected {len(names)} {sep!r}-separated fields, found {n_fields[wrong[0]]}", file=path,
-                         row=int(wrong[0]) + 1)
-    frame = pd.DataFrame(pd.Series(lines, dtype=object).str.split(sep, regex=False).tolist(), columns=names)
+        raise InputError(
+            f"expected {len(names)} {sep!r}-separated fields, found {n_fields[wrong[0]]}",
+            file=path,
+            row=int(wrong[0]) + 1,
+        )
+    frame = pd.DataFrame(
+        pd.Series(lines, dtype=object).str.split(sep, regex=False).tolist(),
+        columns=names,
+    )
     frame = frame.astype(str)
     frame.attrs.update(source=str(path), row_word="line", row_offset=1)
     return frame
 
 
 # ------------------------------------------------------------------------------------------- download
-def download_movielens(variant: str, dest: str | os.PathLike, url: str | None = None, md5: str | None = None,
-                       timeout: float = 60.0) -> Path:
+def download_movielens(
+    variant: str,
+    dest: str | os.PathLike,
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Fetch the official GroupLens zip, check it and unzip its files into `dest` (created atomically).
 
     `md5` defaults to the checksum GroupLens publishes beside the zip (<url>.md5); where none is published
@@ -256,7 +429,9 @@ def download_movielens(variant: str, dest: str | os.PathLike, url: str | None = 
     `url` may be any URL urllib opens (file:// included), for mirrors and tests.
     """
     if variant not in VARIANTS:
-        raise InputError(f"unknown MovieLens variant {variant!r} (known: {', '.join(VARIANTS)})")
+        raise InputError(
+            f"unknown MovieLens variant {variant!r} (known: {', '.join(VARIANTS)})"
+        )
     dest = Path(dest)
     if dest.exists():
         raise InputError("already exists; download into a new folder", file=dest)
@@ -264,11 +439,16 @@ def download_movielens(variant: str, dest: str | os.PathLike, url: str | None = 
     if md5 is None:
         md5 = _published_md5(url + ".md5", timeout)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as scratch:
+    with tempfile.TemporaryDirectory(
+        dir=dest.parent, prefix=f".{dest.name}."
+    ) as scratch:
         archive = Path(scratch) / "download.zip"
         digest = _fetch_to(url, archive, timeout)
         if md5 is not None and digest.lower() != md5.lower():
-            raise InputError(f"download is corrupt: MD5 {digest} but GroupLens publishes {md5.lower()}", file=url)
+            raise InputError(
+                f"download is corrupt: MD5 {digest} but GroupLens publishes {md5.lower()}",
+                file=url,
+            )
         with atomic_dir(dest) as tmp:
             _unzip(archive, tmp, variant, url)
     return dest
@@ -284,7 +464,9 @@ def _published_md5(url: str, timeout: float) -> str | None:
             return None
         raise InputError(f"download failed: {_reason(e)}", file=url) from None
     except (urllib.error.URLError, OSError, ValueError) as e:
-        if isinstance(getattr(e, "reason", None), FileNotFoundError):  # file:// mirror without a .md5
+        if isinstance(
+            getattr(e, "reason", None), FileNotFoundError
+        ):  # file:// mirror without a .md5
             return None
         raise InputError(f"download failed: {_reason(e)}", file=url) from None
     found = re.search(r"\b[0-9a-fA-F]{32}\b", text)
@@ -297,9 +479,14 @@ def _fetch_to(url: str, target: Path, timeout: float) -> str:
     """Stream `url` into `target` with a progress bar; returns the MD5 of what was written."""
     digest = hashlib.md5()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as f:
+        with (
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            open(target, "wb") as f,
+        ):
             total = int(response.headers.get("Content-Length") or 0) or None
-            with progress_bar(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
+            with progress_bar(
+                total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False
+            ) as bar:
                 while block := response.read(1 << 16):
                     f.write(block)
                     digest.update(block)
@@ -320,12 +507,19 @@ def _unzip(archive: Path, into: Path, variant: str, url: str) -> None:
             members = [m for m in zf.infolist() if not m.is_dir()]
             for m in members:
                 parts = Path(m.filename).parts
-                if m.filename.startswith(("/", "\\")) or ".." in parts or ":" in m.filename:
-                    raise InputError(f"zip member {m.filename!r} would be written outside the folder", file=url)
+                if (
+                    m.filename.startswith(("/", "\\"))
+                    or ".." in parts
+                    or ":" in m.filename
+                ):
+                    raise InputError(
+                        f"zip member {m.filename!r} would be written outside the folder",
+                        file=url,
+                    )
             prefix = f"{FOLDER[variant]}/"
             strip = all(m.filename.startswith(prefix) for m in members)
             for m in members:
-                target = into / (m.filename[len(prefix):] if strip else m.filename)
+                target = into / (m.filename[len(prefix) :] if strip else m.filename)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(m) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
@@ -333,5 +527,7 @@ def _unzip(archive: Path, into: Path, variant: str, url: str) -> None:
         raise InputError(f"not a readable zip file ({e})", file=url) from None
     missing = [f for f in FILES[variant] if not (into / f).is_file()]
     if missing:
-        raise InputError(f"the zip lacks the MovieLens {variant} file(s) {', '.join(missing)}", file=url)
-
+        raise InputError(
+            f"the zip lacks the MovieLens {variant} file(s) {', '.join(missing)}",
+            file=url,
+        )

@@ -9,6 +9,7 @@ Row numbers in messages are file lines for CSV (header = line 1) and 1-based row
 Parquet list-of-strings cells become the `|`-joined text a multi-valued CSV cell has; other nested cells
 (structs, maps, lists of numbers) are refused.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,17 +37,23 @@ MULTI_SEP = "|"
 ID_FORBIDDEN = "[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 
 
-def read_table(path: str | os.PathLike, required: tuple[str, ...] = (), encoding: str = "utf-8") -> pd.DataFrame:
+def read_table(
+    path: str | os.PathLike, required: tuple[str, ...] = (), encoding: str = "utf-8"
+) -> pd.DataFrame:
     """Read a table of strings; missing cells are "". Raises InputError on anything unreadable."""
     path = Path(path)
     if not path.exists():
         try:
             path.resolve(strict=True)
         except RuntimeError:  # Python < 3.13 reports a loop so
-            raise InputError("symbolic link loop (too many levels of symbolic links)", file=path) from None
+            raise InputError(
+                "symbolic link loop (too many levels of symbolic links)", file=path
+            ) from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise InputError("symbolic link loop (too many levels of symbolic links)", file=path) from None
+                raise InputError(
+                    "symbolic link loop (too many levels of symbolic links)", file=path
+                ) from None
         raise InputError("file not found", file=path)
     if path.is_dir():
         raise InputError("is a folder, expected a file", file=path)
@@ -63,41 +70,74 @@ def read_table(path: str | os.PathLike, required: tuple[str, ...] = (), encoding
         raise InputError("has a header but no rows", file=path)
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise InputError(f"missing required column (found: {', '.join(map(str, frame.columns))})",
-                         file=path, column=missing[0])
+        raise InputError(
+            f"missing required column (found: {', '.join(map(str, frame.columns))})",
+            file=path,
+            column=missing[0],
+        )
     return frame
 
 
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     raw = path.read_bytes()
-    wide = encoding.lower().replace("_", "-").startswith(("utf-16", "utf16", "utf-32", "utf32"))
-    if b"\0" in raw and not wide:  # decodes as "valid" text, then poisons headers and messages
-        raise InputError("binary data (NUL byte), expected CSV/TSV text or a .parquet file", file=path,
-                         row=raw[: raw.index(b"\0")].count(b"\n") + 1)
+    wide = (
+        encoding.lower()
+        .replace("_", "-")
+        .startswith(("utf-16", "utf16", "utf-32", "utf32"))
+    )
+    if (
+        b"\0" in raw and not wide
+    ):  # decodes as "valid" text, then poisons headers and messages
+        raise InputError(
+            "binary data (NUL byte), expected CSV/TSV text or a .parquet file",
+            file=path,
+            row=raw[: raw.index(b"\0")].count(b"\n") + 1,
+        )
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise InputError(f"not valid {encoding} text at byte {e.start} (pass the file's encoding, e.g. latin-1)",
-                         file=path, row=line) from None
+        raise InputError(
+            f"not valid {encoding} text at byte {e.start} (pass the file's encoding, e.g. latin-1)",
+            file=path,
+            row=line,
+        ) from None
     except LookupError:
         raise InputError(f"unknown text encoding {encoding!r}", file=path) from None
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise InputError("file is empty", file=path)
-    if "\n" not in text and b"\n" in raw.rstrip(b"\r\n"):  # the bytes have lines, the decoded text none
-        raise InputError(f"not {encoding} text: its line breaks do not decode as {encoding} (pass the file's "
-                         "encoding, e.g. --encoding utf-8)", file=path)
+    if "\n" not in text and b"\n" in raw.rstrip(
+        b"\r\n"
+    ):  # the bytes have lines, the decoded text none
+        raise InputError(
+            f"not {encoding} text: its line breaks do not decode as {encoding} (pass the file's "
+            "encoding, e.g. --encoding utf-8)",
+            file=path,
+        )
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                            quoting=csv.QUOTE_MINIMAL, skipinitialspace=False)
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            quoting=csv.QUOTE_MINIMAL,
+            skipinitialspace=False,
+        )
     except pd.errors.ParserError as e:
         raise _parser_error(str(e), path) from None
     except pd.errors.EmptyDataError:
         raise InputError("file is empty", file=path) from None
-    if not isinstance(frame.index, pd.RangeIndex):  # pandas silently turns surplus leading fields into an index
-        raise InputError("malformed CSV: the first data row has more fields than the header", file=path, row=2)
+    if not isinstance(
+        frame.index, pd.RangeIndex
+    ):  # pandas silently turns surplus leading fields into an index
+        raise InputError(
+            "malformed CSV: the first data row has more fields than the header",
+            file=path,
+            row=2,
+        )
     # pandas renames a repeated header name to "name.1"; check the header as written.
     header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=sep))
     names = header if len(header) == frame.shape[1] else frame.columns
@@ -111,11 +151,18 @@ def _parser_error(message: str, path: Path) -> InputError:
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if fields:
         expected, line, saw = map(int, fields.groups())
-        return InputError(f"malformed CSV: {saw} fields where the header has {expected}", file=path, row=line)
+        return InputError(
+            f"malformed CSV: {saw} fields where the header has {expected}",
+            file=path,
+            row=line,
+        )
     quote = re.search(r"EOF inside string starting at row (\d+)", message)
     if quote:  # pandas counts records from 0 with the header as record 0
-        return InputError("malformed CSV: a quoted field is never closed (unbalanced '\"')", file=path,
-                          row=int(quote.group(1)) + 1)
+        return InputError(
+            "malformed CSV: a quoted field is never closed (unbalanced '\"')",
+            file=path,
+            row=int(quote.group(1)) + 1,
+        )
     return InputError(f"malformed CSV: {' '.join(message.split())}", file=path)
 
 
@@ -127,22 +174,34 @@ def _read_parquet(path: Path, single: tuple[str, ...]) -> pd.DataFrame:
     try:
         kinds = {str(f.name).strip(): f.type for f in pq.read_schema(path)}
         frame = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
-        raise InputError(f"not a readable Parquet file ({type(e).__name__})", file=path) from None
+    except (
+        Exception
+    ) as e:  # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
+        raise InputError(
+            f"not a readable Parquet file ({type(e).__name__})", file=path
+        ) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     _check_header(frame, path)
     out = pd.DataFrame(index=frame.index)
     for c in frame.columns:
         col = frame[c]
-        if c in kinds and pa.types.is_nested(kinds[c]):  # nested Arrow type: str() would store "['Drama' 'Comedy']"
+        if c in kinds and pa.types.is_nested(
+            kinds[c]
+        ):  # nested Arrow type: str() would store "['Drama' 'Comedy']"
             out[c] = _nested_cells(col, kinds[c], path, c, c in single)
             continue
-        if c in kinds and (pa.types.is_binary(kinds[c]) or pa.types.is_large_binary(kinds[c])):
+        if c in kinds and (
+            pa.types.is_binary(kinds[c]) or pa.types.is_large_binary(kinds[c])
+        ):
             col = _text_cells(col, path, c)
         # Whole floats are written as integers ("7", not "7.0"); beyond int64 they stay floats, so that the
         # number checks see them (a cast would wrap 1e30 to INT64_MIN).
-        if (pd.api.types.is_float_dtype(col) and col.notna().all() and (col % 1 == 0).all()
-                and (col.abs() < 2.0**63).all()):
+        if (
+            pd.api.types.is_float_dtype(col)
+            and col.notna().all()
+            and (col % 1 == 0).all()
+            and (col.abs() < 2.0**63).all()
+        ):
             col = col.astype(np.int64)
         out[c] = col.astype(object).where(col.notna(), "").astype(str)
     out.attrs = frame.attrs
@@ -151,19 +210,30 @@ def _read_parquet(path: Path, single: tuple[str, ...]) -> pd.DataFrame:
 
 def _text_cells(col: pd.Series, path: Path, column: str) -> pd.Series:
     """A binary column's cells as UTF-8 text; a cell that is not valid UTF-8 is an error naming its row."""
+
     def text(pos: int, cell: object) -> object:
         if not isinstance(cell, bytes):
             return cell
         try:
             return cell.decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError(f"not valid UTF-8 text: {cell[:40]!r}", file=path, row=f"row {pos + 1}",
-                             column=column) from None
-    return pd.Series([text(pos, cell) for pos, cell in enumerate(col.to_numpy(dtype=object))], index=col.index,
-                     dtype=object)
+            raise InputError(
+                f"not valid UTF-8 text: {cell[:40]!r}",
+                file=path,
+                row=f"row {pos + 1}",
+                column=column,
+            ) from None
+
+    return pd.Series(
+        [text(pos, cell) for pos, cell in enumerate(col.to_numpy(dtype=object))],
+        index=col.index,
+        dtype=object,
+    )
 
 
-def _nested_cells(col: pd.Series, kind: pa.DataType, path: Path, column: str, single: bool) -> pd.Series:
+def _nested_cells(
+    col: pd.Series, kind: pa.DataType, path: Path, column: str, single: bool
+) -> pd.Series:
     """A list-of-strings column as `|`-joined text (null elements skipped); any other nested type is an error
     at its first non-null cell (an all-null column is simply empty)."""
     import pyarrow as pa
@@ -173,8 +243,14 @@ def _nested_cells(col: pd.Series, kind: pa.DataType, path: Path, column: str, si
     if first is None:
         return pd.Series("", index=col.index, dtype=object)
     value_type = getattr(kind, "value_type", None)
-    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
-    strings = is_list and (pa.types.is_string(value_type) or pa.types.is_large_string(value_type))
+    is_list = (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+    )
+    strings = is_list and (
+        pa.types.is_string(value_type) or pa.types.is_large_string(value_type)
+    )
     if not strings or single:
         if single:
             problem = "a list where one value is expected (lists are for multi-valued attribute columns)"
@@ -188,8 +264,12 @@ def _nested_cells(col: pd.Series, kind: pa.DataType, path: Path, column: str, si
         values = [] if cell is None else [v for v in cell if v is not None]
         clash = next((v for v in values if MULTI_SEP in v), None)
         if clash is not None:  # joining would split it into several values
-            raise InputError(f"list element {clash!r} contains {MULTI_SEP!r}, the multi-value separator",
-                             file=path, row=f"row {pos + 1}", column=column)
+            raise InputError(
+                f"list element {clash!r} contains {MULTI_SEP!r}, the multi-value separator",
+                file=path,
+                row=f"row {pos + 1}",
+                column=column,
+            )
         joined.append(MULTI_SEP.join(values))
     return pd.Series(joined, index=col.index, dtype=object)
 
@@ -198,10 +278,14 @@ def _check_header(frame: pd.DataFrame, path: Path) -> None:
     cols = list(frame.columns)
     blank = [i for i, c in enumerate(cols) if not c or c.startswith("Unnamed:")]
     if blank:
-        raise InputError(f"header has a blank column name at position {blank[0] + 1}", file=path)
+        raise InputError(
+            f"header has a blank column name at position {blank[0] + 1}", file=path
+        )
     dup = pd.Index(cols)[pd.Index(cols).duplicated()]
     if len(dup):
-        raise InputError("column name appears twice in the header", file=path, column=dup[0])
+        raise InputError(
+            "column name appears twice in the header", file=path, column=dup[0]
+        )
 
 
 def row_label(frame: pd.DataFrame, position: int) -> str:
@@ -209,8 +293,15 @@ def row_label(frame: pd.DataFrame, position: int) -> str:
     return f"{frame.attrs.get('row_word', 'row')} {position + frame.attrs.get('row_offset', 1)}"
 
 
-def fail_at(frame: pd.DataFrame, position: int, column: str | None, message: str) -> InputError:
-    return InputError(message, file=frame.attrs.get("source"), row=row_label(frame, position), column=column)
+def fail_at(
+    frame: pd.DataFrame, position: int, column: str | None, message: str
+) -> InputError:
+    return InputError(
+        message,
+        file=frame.attrs.get("source"),
+        row=row_label(frame, position),
+        column=column,
+    )
 
 
 def normalize_id(value: object) -> str:
@@ -222,7 +313,9 @@ def normalize_ids(values: pd.Series | np.ndarray) -> pd.Series:
     """`normalize_id` over a column, each distinct value once (a file repeats each id many times)."""
     raw = pd.Series(values, dtype=object).astype(str)
     distinct = pd.unique(raw)
-    return raw.map(pd.Series([normalize_id(v) for v in distinct], index=distinct, dtype=object))
+    return raw.map(
+        pd.Series([normalize_id(v) for v in distinct], index=distinct, dtype=object)
+    )
 
 
 def invisible(value: str) -> bool:
@@ -235,15 +328,21 @@ def id_problem(ids: pd.Series) -> tuple[int, str] | None:
     or an invisible format character; None when every id is fine. Shared by every reader of ids (tables,
     knowledge triples, entity maps), so that one rule holds wherever an id enters."""
     ids = pd.Series(ids, dtype=object).reset_index(drop=True)
-    unsafe = np.flatnonzero(ids.str.contains(ID_FORBIDDEN, regex=True).to_numpy(dtype=bool))
+    unsafe = np.flatnonzero(
+        ids.str.contains(ID_FORBIDDEN, regex=True).to_numpy(dtype=bool)
+    )
     if len(unsafe):
-        return int(unsafe[0]), (f"id {ids.iloc[unsafe[0]]!r} contains a control character or a Unicode bidi "
-                                "override/isolate")
+        return int(unsafe[0]), (
+            f"id {ids.iloc[unsafe[0]]!r} contains a control character or a Unicode bidi "
+            "override/isolate"
+        )
     hidden = {v for v in pd.unique(ids) if invisible(v)}
     if hidden:
         at = int(np.flatnonzero(ids.isin(hidden).to_numpy())[0])
-        return at, (f"id {ids.iloc[at]!r} contains an invisible format character (such as a zero-width space), "
-                    "which would make it look like another id")
+        return at, (
+            f"id {ids.iloc[at]!r} contains an invisible format character (such as a zero-width space), "
+            "which would make it look like another id"
+        )
     return None
 
 
@@ -251,7 +350,10 @@ def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
     """Ids (`normalize_id`: NFC, trimmed) must be non-blank, free of control, bidi and invisible format
     characters, and unique when `unique`."""
     ids = normalize_ids(frame[column]).set_axis(frame.index)
-    blank = np.flatnonzero((ids == "").to_numpy() | ids.str.lower().isin(["nan", "none", "null"]).to_numpy())
+    blank = np.flatnonzero(
+        (ids == "").to_numpy()
+        | ids.str.lower().isin(["nan", "none", "null"]).to_numpy()
+    )
     if len(blank):
         raise fail_at(frame, int(blank[0]), column, "blank or NaN id")
     problem = id_problem(ids)
@@ -261,21 +363,35 @@ def check_ids(frame: pd.DataFrame, column: str, unique: bool) -> None:
     if unique:
         dup = np.flatnonzero(ids.duplicated().to_numpy())
         if len(dup):
-            raise fail_at(frame, int(dup[0]), column, f"duplicate id {ids.iloc[dup[0]]!r}")
+            raise fail_at(
+                frame, int(dup[0]), column, f"duplicate id {ids.iloc[dup[0]]!r}"
+            )
     frame[column] = ids
 
 
-def numeric_column(frame: pd.DataFrame, column: str, integer: bool = False) -> np.ndarray:
+def numeric_column(
+    frame: pd.DataFrame, column: str, integer: bool = False
+) -> np.ndarray:
     """Parse a column as numbers; blank, NaN or non-numeric cells are an error naming the row."""
     values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
-    bad = np.flatnonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)))
+    bad = np.flatnonzero(
+        values.isna().to_numpy()
+        | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    )
     if len(bad):
-        raise fail_at(frame, int(bad[0]), column, f"not a finite number: {frame[column].iloc[bad[0]]!r}")
+        raise fail_at(
+            frame,
+            int(bad[0]),
+            column,
+            f"not a finite number: {frame[column].iloc[bad[0]]!r}",
+        )
     arr = values.to_numpy(dtype=np.float64)
     if integer:
         if (arr % 1 != 0).any():
             at = int(np.flatnonzero(arr % 1 != 0)[0])
-            raise fail_at(frame, at, column, f"not a whole number: {frame[column].iloc[at]!r}")
+            raise fail_at(
+                frame, at, column, f"not a whole number: {frame[column].iloc[at]!r}"
+            )
         return arr.astype(np.int64)
     return arr
 
@@ -289,12 +405,22 @@ def weight_column(frame: pd.DataFrame, column: str) -> np.ndarray:
         weight = raw.astype(np.float32)
     bad = np.flatnonzero(np.isinf(weight))
     if len(bad):
-        raise fail_at(frame, int(bad[0]), column, f"weight {frame[column].iloc[bad[0]]!r} overflows float32 "
-                      f"(largest {float(np.finfo(np.float32).max):.4g})")
+        raise fail_at(
+            frame,
+            int(bad[0]),
+            column,
+            f"weight {frame[column].iloc[bad[0]]!r} overflows float32 "
+            f"(largest {float(np.finfo(np.float32).max):.4g})",
+        )
     bad = np.flatnonzero(weight < 0)
     if len(bad):
-        raise fail_at(frame, int(bad[0]), column, f"negative weight {frame[column].iloc[bad[0]]!r}: interaction "
-                      "weights must be positive (rows with weight 0 are dropped)")
+        raise fail_at(
+            frame,
+            int(bad[0]),
+            column,
+            f"negative weight {frame[column].iloc[bad[0]]!r}: interaction "
+            "weights must be positive (rows with weight 0 are dropped)",
+        )
     return weight
 
 
@@ -302,8 +428,14 @@ def timestamp_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     """Timestamps as int64 (fractions floored); |t| >= 2^63 is an error naming the row, at either end alike (in
     float64 both INT64_MIN and anything just below it round to -2^63, so that end is refused whole, as the top)."""
     stamp = np.floor(numeric_column(frame, column))
-    bad = np.flatnonzero(np.abs(stamp) >= 2.0**63)  # the cast would wrap them to INT64_MIN
+    bad = np.flatnonzero(
+        np.abs(stamp) >= 2.0**63
+    )  # the cast would wrap them to INT64_MIN
     if len(bad):
-        raise fail_at(frame, int(bad[0]), column, f"timestamp {frame[column].iloc[bad[0]]!r} is outside the "
-                      "int64 range")
+        raise fail_at(
+            frame,
+            int(bad[0]),
+            column,
+            f"timestamp {frame[column].iloc[bad[0]]!r} is outside the int64 range",
+        )
     return stamp.astype(np.int64)

@@ -24,6 +24,7 @@ Order of decisions (each interaction lands in exactly one part of data.dataset.S
    they join the cold users of step 1 rather than being dropped, so cold-item parts only hold users
    with training data and nothing is lost.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,18 +40,36 @@ from graphrec.core.settings import SplitSettings
 from graphrec.core.workspace import Workspace, writes
 from graphrec.data.dataset import SERVE, SPLITS, Dataset
 
-TRAIN, VALID, TEST, COLD_VALID, COLD_TEST, CU_CONTEXT, CU_VALID, CU_TEST = range(len(SPLITS))
+TRAIN, VALID, TEST, COLD_VALID, COLD_TEST, CU_CONTEXT, CU_VALID, CU_TEST = range(
+    len(SPLITS)
+)
 METHODS = ("random", "temporal")
 COLD_BY = ("item", "interaction", "time")
 
 
-def split_dataset(ds: Dataset, method: str = SplitSettings.method, valid: float = SplitSettings.valid,
-                  test: float = SplitSettings.test, cold_items: float = SplitSettings.cold_items,
-                  cold_users: float = SplitSettings.cold_users, cold_user_context: int = SplitSettings.cold_user_context,
-                  seed: int = SplitSettings.seed, cold_by: str = SplitSettings.cold_by, force: bool = False) -> Dataset:
+def split_dataset(
+    ds: Dataset,
+    method: str = SplitSettings.method,
+    valid: float = SplitSettings.valid,
+    test: float = SplitSettings.test,
+    cold_items: float = SplitSettings.cold_items,
+    cold_users: float = SplitSettings.cold_users,
+    cold_user_context: int = SplitSettings.cold_user_context,
+    seed: int = SplitSettings.seed,
+    cold_by: str = SplitSettings.cold_by,
+    force: bool = False,
+) -> Dataset:
     """A copy of `ds` whose `split` column is filled and whose `schema.split` records these settings."""
-    settings = {"method": method, "valid": valid, "test": test, "cold_items": cold_items, "cold_users": cold_users,
-                "cold_user_context": cold_user_context, "cold_by": cold_by, "seed": seed}
+    settings = {
+        "method": method,
+        "valid": valid,
+        "test": test,
+        "cold_items": cold_items,
+        "cold_users": cold_users,
+        "cold_user_context": cold_user_context,
+        "cold_by": cold_by,
+        "seed": seed,
+    }
     inter = ds.interactions
     _check_settings(ds, settings, force)
     n, n_users, n_items = len(inter), ds.n_users, ds.n_items
@@ -58,19 +77,30 @@ def split_dataset(ds: Dataset, method: str = SplitSettings.method, valid: float 
     item = inter["item"].to_numpy().astype(np.int64)
     ts = inter["timestamp"].to_numpy() if "timestamp" in inter.columns else None
     rng = np.random.default_rng(seed)
-    shuffle = rng.permutation(n)  # random order key: warm random split, cold-user context without timestamps
+    shuffle = rng.permutation(
+        n
+    )  # random order key: warm random split, cold-user context without timestamps
     part = np.full(n, -1, np.int8)
 
     # 1-2. choose cold users and cold items
     per_user = np.bincount(user, minlength=n_users)
     per_item = np.bincount(item, minlength=n_items)
     cold_u = np.zeros(n_users, bool)
-    cold_u[_choose(rng, np.flatnonzero(per_user > cold_user_context), cold_users, (per_user > 0).sum())] = True
+    cold_u[
+        _choose(
+            rng,
+            np.flatnonzero(per_user > cold_user_context),
+            cold_users,
+            (per_user > 0).sum(),
+        )
+    ] = True
     cold_i, first_seen = _cold_items(rng, item, per_item, cold_items, cold_by, ts)
 
     # 3. warm split, per user by rank from the end (latest first, or a random order)
     warm = ~cold_u[user] & ~cold_i[item]
-    order_key = cast(np.ndarray, ts) if method == "temporal" else shuffle  # _check_settings: timestamps
+    order_key = (
+        cast(np.ndarray, ts) if method == "temporal" else shuffle
+    )  # _check_settings: timestamps
     _split_warm(part, user, warm, order_key, n_users, test, valid)
 
     # 4. held-out pairs on items unseen in training move to train (one pass: moving only adds train items)
@@ -84,37 +114,71 @@ def split_dataset(ds: Dataset, method: str = SplitSettings.method, valid: float 
     cold_u |= promoted
 
     in_cu = cold_u[user]
-    _assign_cold_users(rng, part, user, in_cu, ts if ts is not None else shuffle, cold_u, cold_user_context, n_users)
+    _assign_cold_users(
+        rng,
+        part,
+        user,
+        in_cu,
+        ts if ts is not None else shuffle,
+        cold_u,
+        cold_user_context,
+        n_users,
+    )
     in_ci = cold_i[item] & ~in_cu
     _assign_cold_items(rng, part, item, in_ci, cold_i, cold_by, first_seen)
     assert (part >= 0).all(), "every interaction gets a part"
 
     out_inter = inter.copy()
     out_inter["split"] = np.asarray(SPLITS, dtype=object)[part]
-    schema = dataclasses.replace(ds.schema, split={**settings, "moved_to_train": int(move.sum()),
-                                                   "promoted_cold_users": int(promoted.sum())})
+    schema = dataclasses.replace(
+        ds.schema,
+        split={
+            **settings,
+            "moved_to_train": int(move.sum()),
+            "promoted_cold_users": int(promoted.sum()),
+        },
+    )
     return Dataset(schema, ds.items, ds.users, out_inter, ds.triples)
 
 
-def _cold_items(rng: np.random.Generator, item: np.ndarray, per_item: np.ndarray, share: float, cold_by: str,
-                ts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _cold_items(
+    rng: np.random.Generator,
+    item: np.ndarray,
+    per_item: np.ndarray,
+    share: float,
+    cold_by: str,
+    ts: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(cold item mask, each item's first timestamp when cold by time): `share` of the items with interactions,
     drawn at random or, by time, the ones first seen last (new items)."""
     n_items = len(per_item)
     cold_i = np.zeros(n_items, bool)
     if cold_by != "time":
-        cold_i[_choose(rng, np.flatnonzero(per_item > 0), share, (per_item > 0).sum())] = True
+        cold_i[
+            _choose(rng, np.flatnonzero(per_item > 0), share, (per_item > 0).sum())
+        ] = True
         return cold_i, None
     first_seen = np.full(n_items, np.iinfo(np.int64).max)
-    np.minimum.at(first_seen, item, cast(np.ndarray, ts).astype(np.int64))  # _check_settings: timestamps
+    np.minimum.at(
+        first_seen, item, cast(np.ndarray, ts).astype(np.int64)
+    )  # _check_settings: timestamps
     active = np.flatnonzero(per_item > 0)
     n_cold = min(len(active), int(round(share * len(active))))
-    cold_i[active[np.argsort(first_seen[active], kind="stable")][len(active) - n_cold:]] = True
+    cold_i[
+        active[np.argsort(first_seen[active], kind="stable")][len(active) - n_cold :]
+    ] = True
     return cold_i, first_seen
 
 
-def _split_warm(part: np.ndarray, user: np.ndarray, warm: np.ndarray, order_key: np.ndarray, n_users: int,
-                test: float, valid: float) -> None:
+def _split_warm(
+    part: np.ndarray,
+    user: np.ndarray,
+    warm: np.ndarray,
+    order_key: np.ndarray,
+    n_users: int,
+    test: float,
+    valid: float,
+) -> None:
     """Each user's warm interactions into `part`: the last `test` share by `order_key` to TEST, the `valid` share
     before them to VALID, the rest to TRAIN."""
     rank, count = _rank_within_user(user, order_key, warm, n_users)
@@ -134,32 +198,53 @@ def check_no_leak(ds: Dataset) -> None:
     code = pd.Categorical(split, categories=SPLITS).codes.astype(np.int8)
     if (code < 0).any():
         at = int(np.argmax(code < 0))
-        raise InputError(f"interaction {at} has unknown split part {split.iloc[at]!r} (known: {', '.join(SPLITS)})",
-                         column="split")
+        raise InputError(
+            f"interaction {at} has unknown split part {split.iloc[at]!r} (known: {', '.join(SPLITS)})",
+            column="split",
+        )
     user = ds.interactions["user"].to_numpy().astype(np.int64)
     item = ds.interactions["item"].to_numpy().astype(np.int64)
     key = user * max(1, ds.n_items) + item
     order = np.argsort(key, kind="stable")
-    clash = np.flatnonzero((key[order][1:] == key[order][:-1]) & (code[order][1:] != code[order][:-1]))
+    clash = np.flatnonzero(
+        (key[order][1:] == key[order][:-1]) & (code[order][1:] != code[order][:-1])
+    )
     if len(clash):
         a, b = order[clash[0]], order[clash[0] + 1]
-        raise InputError(f"split leak: pair (user {ds.user_ids[user[a]]!r}, item {ds.item_ids[item[a]]!r}) is in "
-                         f"both {SPLITS[code[a]]} and {SPLITS[code[b]]}")
-    cold_item = np.bincount(item[(code == COLD_VALID) | (code == COLD_TEST)], minlength=ds.n_items) > 0
+        raise InputError(
+            f"split leak: pair (user {ds.user_ids[user[a]]!r}, item {ds.item_ids[item[a]]!r}) is in "
+            f"both {SPLITS[code[a]]} and {SPLITS[code[b]]}"
+        )
+    cold_item = (
+        np.bincount(
+            item[(code == COLD_VALID) | (code == COLD_TEST)], minlength=ds.n_items
+        )
+        > 0
+    )
     bad = np.flatnonzero((code <= TEST) & cold_item[item])
     if len(bad):
         r = bad[0]
-        raise InputError(f"split leak: cold item {ds.item_ids[item[r]]!r} also has interactions in {SPLITS[code[r]]}")
+        raise InputError(
+            f"split leak: cold item {ds.item_ids[item[r]]!r} also has interactions in {SPLITS[code[r]]}"
+        )
     cold_user = np.bincount(user[code >= CU_CONTEXT], minlength=ds.n_users) > 0
     bad = np.flatnonzero((code < CU_CONTEXT) & cold_user[user])
     if len(bad):
         r = bad[0]
-        raise InputError(f"split leak: cold user {ds.user_ids[user[r]]!r} also has interactions in {SPLITS[code[r]]}")
+        raise InputError(
+            f"split leak: cold user {ds.user_ids[user[r]]!r} also has interactions in {SPLITS[code[r]]}"
+        )
 
 
 # The split `graphrec train` chooses its settings on when the dataset is not split (serve mode): a tenth of each
 # user's interactions to validate the warm lists, a tenth of the items held out whole for the cold ones.
-SELECTION: dict[str, Any] = {"method": "random", "valid": 0.1, "test": 0.0, "cold_items": 0.1, "cold_users": 0.0}
+SELECTION: dict[str, Any] = {
+    "method": "random",
+    "valid": 0.1,
+    "test": 0.0,
+    "cold_items": 0.1,
+    "cold_users": 0.0,
+}
 
 
 def selection_split(ds: Dataset, seed: int = 0) -> Dataset:
@@ -169,12 +254,22 @@ def selection_split(ds: Dataset, seed: int = 0) -> Dataset:
     (cold_test) takes no part: nothing is scored."""
     out = split_dataset(ds, **SELECTION, seed=seed)
     check_no_leak(out)
-    return dataclasses.replace(out, schema=dataclasses.replace(out.schema, split={**out.schema.split, "mode": SERVE}))
+    return dataclasses.replace(
+        out,
+        schema=dataclasses.replace(
+            out.schema, split={**out.schema.split, "mode": SERVE}
+        ),
+    )
 
 
 @writes
-def run_split(workspace: Workspace | str | Path, settings: SplitSettings | None = None, *, force: bool = False,
-              **overrides: Any) -> Dataset:
+def run_split(
+    workspace: Workspace | str | Path,
+    settings: SplitSettings | None = None,
+    *,
+    force: bool = False,
+    **overrides: Any,
+) -> Dataset:
     """The `data split` stage: load dataset/, split it, rewrite dataset/ atomically, record the settings.
 
     settings / overrides: `SplitSettings`, or its fields as keywords. force: re-split a split dataset."""
@@ -186,57 +281,91 @@ def run_split(workspace: Workspace | str | Path, settings: SplitSettings | None 
     before = ws.stage_record("dataset") or {}
     inputs = before.get("inputs", {})
     # keep the command that made the tables, not that of an earlier split
-    ws.record("dataset", {**before.get("settings", {}), "split": ds.schema.split},
-              inputs={**inputs, "made_by": inputs.get("made_by", before.get("command"))})
+    ws.record(
+        "dataset",
+        {**before.get("settings", {}), "split": ds.schema.split},
+        inputs={**inputs, "made_by": inputs.get("made_by", before.get("command"))},
+    )
     return ds
 
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _check_settings(ds: Dataset, s: dict[str, Any], force: bool) -> None:
     if ds.is_split and not force:
-        raise InputError(f"dataset is already split ({ds.schema.split.get('method', '?')}); pass --force to re-split")
+        raise InputError(
+            f"dataset is already split ({ds.schema.split.get('method', '?')}); pass --force to re-split"
+        )
     if len(ds.interactions) == 0:
         raise InputError("dataset has no interactions to split")
     if s["method"] not in METHODS:
-        raise InputError(f"unknown split method {s['method']!r} (use {' or '.join(METHODS)})")
+        raise InputError(
+            f"unknown split method {s['method']!r} (use {' or '.join(METHODS)})"
+        )
     if s["cold_by"] not in COLD_BY:
-        raise InputError(f"unknown cold_by {s['cold_by']!r} (use {' or '.join(COLD_BY)})")
+        raise InputError(
+            f"unknown cold_by {s['cold_by']!r} (use {' or '.join(COLD_BY)})"
+        )
     if s["method"] == "temporal" and "timestamp" not in ds.interactions.columns:
-        raise InputError("the temporal split needs timestamps, and the interactions have none "
-                         "(use --method random)", column="timestamp")
+        raise InputError(
+            "the temporal split needs timestamps, and the interactions have none "
+            "(use --method random)",
+            column="timestamp",
+        )
     if s["cold_by"] == "time" and "timestamp" not in ds.interactions.columns:
-        raise InputError("--cold-by time picks the items first seen last, and the interactions have no timestamps "
-                         "(use --cold-by item)", column="timestamp")
-    most = int(np.bincount(ds.interactions["user"].to_numpy()).max())  # the longest user history
+        raise InputError(
+            "--cold-by time picks the items first seen last, and the interactions have no timestamps "
+            "(use --cold-by item)",
+            column="timestamp",
+        )
+    most = int(
+        np.bincount(ds.interactions["user"].to_numpy()).max()
+    )  # the longest user history
     for name in ("valid", "test"):
         v = s[name]
-        if not math.isfinite(v) or v < 0 or (v >= 1 and v != int(v)):  # NaN would drop the part silently
-            raise InputError(f"--{name} must be a fraction in [0, 1) or a whole count >= 1, got {v}")
+        if (
+            not math.isfinite(v) or v < 0 or (v >= 1 and v != int(v))
+        ):  # NaN would drop the part silently
+            raise InputError(
+                f"--{name} must be a fraction in [0, 1) or a whole count >= 1, got {v}"
+            )
         if v >= 1 and v > most:
-            raise InputError(f"--{name} {v:g} holds out more interactions per user than any user has ({most})")
+            raise InputError(
+                f"--{name} {v:g} holds out more interactions per user than any user has ({most})"
+            )
     if s["valid"] < 1 and s["test"] < 1 and s["valid"] + s["test"] >= 1:
-        raise InputError(f"--valid + --test must stay below 1 (got {s['valid'] + s['test']:g})")
+        raise InputError(
+            f"--valid + --test must stay below 1 (got {s['valid'] + s['test']:g})"
+        )
     for name in ("cold_items", "cold_users"):
         if not 0 <= s[name] < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be a fraction in [0, 1), got {s[name]}")
+            raise InputError(
+                f"--{name.replace('_', '-')} must be a fraction in [0, 1), got {s[name]}"
+            )
     context = s["cold_user_context"]
     if not math.isfinite(context) or context < 0 or context != int(context):
-        raise InputError(f"--cold-user-context must be a whole number >= 0, got {context}")
+        raise InputError(
+            f"--cold-user-context must be a whole number >= 0, got {context}"
+        )
     if s["cold_users"] > 0 and context >= most:
-        raise InputError(f"--cold-user-context {context:g} leaves no user with more interactions than that (the "
-                         f"most is {most}): no cold user could be held out")
+        raise InputError(
+            f"--cold-user-context {context:g} leaves no user with more interactions than that (the "
+            f"most is {most}): no cold user could be held out"
+        )
     if not 0 <= s["seed"] < 2**63:
         raise InputError(f"--seed must be in 0 .. 2^63-1, got {s['seed']}")
 
 
-def _choose(rng: np.random.Generator, pool: np.ndarray, fraction: float, active: int) -> np.ndarray:
+def _choose(
+    rng: np.random.Generator, pool: np.ndarray, fraction: float, active: int
+) -> np.ndarray:
     """round(fraction * active) members of pool (fewer if the pool is smaller)."""
     k = min(len(pool), int(round(fraction * int(active))))
     return rng.choice(pool, size=k, replace=False) if k else np.zeros(0, np.int64)
 
 
-def _rank_within_user(user: np.ndarray, key: np.ndarray, mask: np.ndarray,
-                      n_users: int) -> tuple[np.ndarray, np.ndarray]:
+def _rank_within_user(
+    user: np.ndarray, key: np.ndarray, mask: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rank of each masked row within its user by (key, row) ascending, and masked rows per user.
 
     `key` is an integer array (timestamps or a permutation). One stable argsort of user * span + key is
@@ -256,8 +385,11 @@ def _rank_within_user(user: np.ndarray, key: np.ndarray, mask: np.ndarray,
     return rank, np.bincount(u, minlength=n_users)
 
 
-def _held_counts(count: np.ndarray, test: float, valid: float) -> tuple[np.ndarray, np.ndarray]:
+def _held_counts(
+    count: np.ndarray, test: float, valid: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Held-out test and valid counts per user: none below 3 interactions, always one left for training."""
+
     def k(v: float) -> np.ndarray:
         if v >= 1:
             return np.full(len(count), int(v), np.int64)
@@ -269,8 +401,16 @@ def _held_counts(count: np.ndarray, test: float, valid: float) -> tuple[np.ndarr
     return kt, total - kt
 
 
-def _assign_cold_users(rng: np.random.Generator, part: np.ndarray, user: np.ndarray, rows: np.ndarray,
-                       order_key: np.ndarray, cold_u: np.ndarray, n_context: int, n_users: int) -> None:
+def _assign_cold_users(
+    rng: np.random.Generator,
+    part: np.ndarray,
+    user: np.ndarray,
+    rows: np.ndarray,
+    order_key: np.ndarray,
+    cold_u: np.ndarray,
+    n_context: int,
+    n_users: int,
+) -> None:
     users = np.flatnonzero(cold_u)
     valid_user = np.zeros(n_users, bool)
     valid_user[rng.permutation(users)[: len(users) // 2]] = True
@@ -279,17 +419,27 @@ def _assign_cold_users(rng: np.random.Generator, part: np.ndarray, user: np.ndar
     part[rows & (rank < n_context)] = CU_CONTEXT
 
 
-def _assign_cold_items(rng: np.random.Generator, part: np.ndarray, item: np.ndarray, rows: np.ndarray,
-                       cold_i: np.ndarray, cold_by: str, first_seen: np.ndarray | None) -> None:
+def _assign_cold_items(
+    rng: np.random.Generator,
+    part: np.ndarray,
+    item: np.ndarray,
+    rows: np.ndarray,
+    cold_i: np.ndarray,
+    cold_by: str,
+    first_seen: np.ndarray | None,
+) -> None:
     idx = np.flatnonzero(rows)
     if cold_by in ("item", "time"):
         items = np.flatnonzero(cold_i)
         # by time (first_seen given): the earlier half of the new items selects, the newest half is the test
-        order = (items[np.argsort(first_seen[items], kind="stable")] if first_seen is not None
-                 else rng.permutation(items))
+        order = (
+            items[np.argsort(first_seen[items], kind="stable")]
+            if first_seen is not None
+            else rng.permutation(items)
+        )
         valid_item = np.zeros(len(cold_i), bool)
         valid_item[order[: len(items) // 2]] = True
         part[idx] = np.where(valid_item[item[idx]], COLD_VALID, COLD_TEST)
     else:
         idx = rng.permutation(idx)
-        part[idx[: len(idx) // 2]], part[idx[len(idx) // 2:]] = COLD_VALID, COLD_TEST
+        part[idx[: len(idx) // 2]], part[idx[len(idx) // 2 :]] = COLD_VALID, COLD_TEST

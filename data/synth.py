@@ -13,6 +13,7 @@ Sampling is vectorised numpy in chunks: categorical draws use one flat CDF per g
 once. Pairs are deduplicated with int64 keys and topped up in rounds, so tens of millions of interactions
 need no per-row Python. Images are only drawn when `images_dir` is given.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,70 +32,158 @@ from graphrec.core.workspace import writes
 from graphrec.data.dataset import Dataset, Schema
 from graphrec.data.importer import save_dataset
 
-COLOURS = {"red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 160, 70),
-           "teal": (30, 150, 150), "blue": (40, 80, 210), "purple": (130, 60, 180), "pink": (235, 110, 170)}
+COLOURS = {
+    "red": (210, 40, 40),
+    "orange": (240, 140, 30),
+    "yellow": (235, 210, 40),
+    "green": (50, 160, 70),
+    "teal": (30, 150, 150),
+    "blue": (40, 80, 210),
+    "purple": (130, 60, 180),
+    "pink": (235, 110, 170),
+}
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 PATTERNS = ("solid", "striped", "dotted", "checked")
 CATEGORIES = ("home", "garden", "toys", "fashion", "sports", "office")
-BRANDS = ("Acme", "Borealis", "Cobalt", "Dune", "Ember", "Fjord", "Granite", "Halcyon", "Iris", "Juniper",
-          "Kestrel", "Lumen", "Meridian", "Nimbus", "Orchid", "Pinnacle", "Quartz", "Riverstone", "Solace", "Tundra")
+BRANDS = (
+    "Acme",
+    "Borealis",
+    "Cobalt",
+    "Dune",
+    "Ember",
+    "Fjord",
+    "Granite",
+    "Halcyon",
+    "Iris",
+    "Juniper",
+    "Kestrel",
+    "Lumen",
+    "Meridian",
+    "Nimbus",
+    "Orchid",
+    "Pinnacle",
+    "Quartz",
+    "Riverstone",
+    "Solace",
+    "Tundra",
+)
 PRICE_BANDS = ("budget", "mid", "high", "premium")
-EXTRA_TAGS = ("bestseller", "eco", "handmade", "limited", "new", "vintage", "gift", "compact")
+EXTRA_TAGS = (
+    "bestseller",
+    "eco",
+    "handmade",
+    "limited",
+    "new",
+    "vintage",
+    "gift",
+    "compact",
+)
 # The generator's own illustrative bands (real data is banded by graphrec.data.demographics); changing them
 # would reshuffle every synthetic dataset the tests and benchmarks are calibrated on.
 AGE_BANDS = ("under-18", "18-24", "25-34", "35-44", "45-54", "55+")
 REGIONS = ("north", "south", "east", "west", "central")
-ADJECTIVES = ("Classic", "Bold", "Tiny", "Grand", "Soft", "Bright", "Quiet", "Lucky", "Swift", "Noble")
+ADJECTIVES = (
+    "Classic",
+    "Bold",
+    "Tiny",
+    "Grand",
+    "Soft",
+    "Bright",
+    "Quiet",
+    "Lucky",
+    "Swift",
+    "Noble",
+)
 
 N_SEGMENTS = 12
-TRAIT_FIDELITY = 0.8   # chance an item's trait equals its segment's prototype
-EXPLORE = 0.1          # share of interactions drawn from global popularity rather than taste
-TASTE_ALPHA = 0.15     # Dirichlet concentration of tastes: small = each user likes few segments
-ZIPF_A = 0.9           # popularity exponent within a segment
+TRAIT_FIDELITY = 0.8  # chance an item's trait equals its segment's prototype
+EXPLORE = 0.1  # share of interactions drawn from global popularity rather than taste
+TASTE_ALPHA = (
+    0.15  # Dirichlet concentration of tastes: small = each user likes few segments
+)
+ZIPF_A = 0.9  # popularity exponent within a segment
 T0, SPAN = 1_577_836_800, 3 * 365 * 86_400  # 2020-01-01, three years of activity
-CHUNK = 2_000_000      # draws per vectorised chunk (bounds memory)
+CHUNK = 2_000_000  # draws per vectorised chunk (bounds memory)
 
 
 @dataclass
 class SynthTruth:
     """The hidden generative state, for tests and diagnostics (never part of the dataset)."""
 
-    item_segment: np.ndarray   # int [n_items]
-    item_colour: np.ndarray    # int index into COLOURS [n_items]
-    item_shape: np.ndarray     # int index into SHAPES
-    item_pattern: np.ndarray   # int index into PATTERNS
-    user_taste: np.ndarray     # float [n_users, n_segments], rows sum to 1
-    prototypes: np.ndarray     # int [n_segments, 4]: colour, shape, pattern, category
+    item_segment: np.ndarray  # int [n_items]
+    item_colour: np.ndarray  # int index into COLOURS [n_items]
+    item_shape: np.ndarray  # int index into SHAPES
+    item_pattern: np.ndarray  # int index into PATTERNS
+    user_taste: np.ndarray  # float [n_users, n_segments], rows sum to 1
+    prototypes: np.ndarray  # int [n_segments, 4]: colour, shape, pattern, category
 
 
-def generate(n_users: int = 300, n_items: int = 400, n_interactions: int = 15000, seed: int = 0,
-             images_dir: str | os.PathLike | None = None, image_size: int = 64,
-             missing_images: float = 0.0, progress: bool = True) -> Dataset:
+def generate(
+    n_users: int = 300,
+    n_items: int = 400,
+    n_interactions: int = 15000,
+    seed: int = 0,
+    images_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    missing_images: float = 0.0,
+    progress: bool = True,
+) -> Dataset:
     """A synthetic Dataset (split column ""). PNGs go to `images_dir` when given (else no image column)."""
-    return synthesize(n_users, n_items, n_interactions, seed, images_dir, image_size, missing_images, progress)[0]
+    return synthesize(
+        n_users,
+        n_items,
+        n_interactions,
+        seed,
+        images_dir,
+        image_size,
+        missing_images,
+        progress,
+    )[0]
 
 
-def synthesize(n_users: int = 300, n_items: int = 400, n_interactions: int = 15000, seed: int = 0,
-               images_dir: str | os.PathLike | None = None, image_size: int = 64,
-               missing_images: float = 0.0, progress: bool = True) -> tuple[Dataset, SynthTruth]:
+def synthesize(
+    n_users: int = 300,
+    n_items: int = 400,
+    n_interactions: int = 15000,
+    seed: int = 0,
+    images_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    missing_images: float = 0.0,
+    progress: bool = True,
+) -> tuple[Dataset, SynthTruth]:
     """Like `generate`, also returning the hidden traits and tastes. `n_interactions=0` gives users/items only."""
     if n_users < 1 or n_items < 1 or n_interactions < 0:
         raise InputError("need at least 1 user, 1 item and 0 interactions")
     if not 0.0 <= missing_images <= 1.0:
         raise InputError(f"missing_images must be in [0, 1], got {missing_images}")
-    _check_size(n_users, n_items, n_interactions, image_size if images_dir is not None else None, seed)
+    _check_size(
+        n_users,
+        n_items,
+        n_interactions,
+        image_size if images_dir is not None else None,
+        seed,
+    )
     rng = np.random.default_rng(seed)
     n_seg = min(N_SEGMENTS, n_items)
     prototypes = _prototypes(rng, n_seg)
     items, truth_items = _items(rng, n_items, prototypes)
     users, taste = _users(rng, n_users, n_seg)
-    truth = SynthTruth(truth_items["segment"], truth_items["colour"], truth_items["shape"], truth_items["pattern"],
-                       taste, prototypes)
+    truth = SynthTruth(
+        truth_items["segment"],
+        truth_items["colour"],
+        truth_items["shape"],
+        truth_items["pattern"],
+        taste,
+        prototypes,
+    )
     inter = _interactions(rng, taste, truth.item_segment, n_interactions, progress)
 
-    schema = Schema(name=f"synth-{seed}", text_columns=["title", "description"],
-                    attribute_columns=["category", "brand", "price_band", "tags"],
-                    user_attribute_columns=["age_band", "region"])
+    schema = Schema(
+        name=f"synth-{seed}",
+        text_columns=["title", "description"],
+        attribute_columns=["category", "brand", "price_band", "tags"],
+        user_attribute_columns=["age_band", "region"],
+    )
     if images_dir is not None:
         root = Path(images_dir)
         root.mkdir(parents=True, exist_ok=True)
@@ -111,29 +200,55 @@ MAX_IMAGE_SIZE = 1024  # pixels a side: the pictures are flat shapes; larger one
 ITEM_BYTES, USER_BYTES, INTERACTION_BYTES = 2_000, 300, 100
 
 
-def _check_size(n_users: int, n_items: int, n_interactions: int, image_size: int | None, seed: int) -> None:
+def _check_size(
+    n_users: int, n_items: int, n_interactions: int, image_size: int | None, seed: int
+) -> None:
     """One line for a size that is out of range or cannot fit in memory, before anything is allocated
     (`image_size` None: no pictures are drawn)."""
     if image_size is not None and not 8 <= image_size <= MAX_IMAGE_SIZE:
-        raise InputError(f"--image-size must be in 8 .. {MAX_IMAGE_SIZE} pixels, got {image_size}")
+        raise InputError(
+            f"--image-size must be in 8 .. {MAX_IMAGE_SIZE} pixels, got {image_size}"
+        )
     if not 0 <= seed < 2**63:
         raise InputError(f"--seed must be in 0 .. 2^63-1, got {seed}")
-    check_fits(n_items * ITEM_BYTES + n_users * USER_BYTES + n_interactions * INTERACTION_BYTES,
-               f"a synthetic dataset of {n_users:,} users, {n_items:,} items and {n_interactions:,} interactions",
-               "--users, --items or --interactions")
+    check_fits(
+        n_items * ITEM_BYTES
+        + n_users * USER_BYTES
+        + n_interactions * INTERACTION_BYTES,
+        f"a synthetic dataset of {n_users:,} users, {n_items:,} items and {n_interactions:,} interactions",
+        "--users, --items or --interactions",
+    )
 
 
 @writes
-def run_synth(out: str | os.PathLike, n_users: int = 300, n_items: int = 400, n_interactions: int = 15000,
-              seed: int = 0, images: bool = True, image_size: int = 64, missing_images: float = 0.0) -> Dataset:
+def run_synth(
+    out: str | os.PathLike,
+    n_users: int = 300,
+    n_items: int = 400,
+    n_interactions: int = 15000,
+    seed: int = 0,
+    images: bool = True,
+    image_size: int = 64,
+    missing_images: float = 0.0,
+) -> Dataset:
     """The `data synth` stage: pictures into WS/images/ and the dataset into WS/dataset/, both atomically."""
 
-    settings = {"source": "synth", "users": n_users, "items": n_items, "interactions": n_interactions,
-                "seed": seed, "images": images, "image_size": image_size, "missing_images": missing_images}
+    settings = {
+        "source": "synth",
+        "users": n_users,
+        "items": n_items,
+        "interactions": n_interactions,
+        "seed": seed,
+        "images": images,
+        "image_size": image_size,
+        "missing_images": missing_images,
+    }
     final = Path(out) / "images"
     if images:
         with atomic_dir(final) as tmp:
-            ds = generate(n_users, n_items, n_interactions, seed, tmp, image_size, missing_images)
+            ds = generate(
+                n_users, n_items, n_interactions, seed, tmp, image_size, missing_images
+            )
         ds.schema.images_dir = str(final.resolve())
     else:
         ds = generate(n_users, n_items, n_interactions, seed)
@@ -151,45 +266,96 @@ def _prototypes(rng: np.random.Generator, n_seg: int) -> np.ndarray:
     return np.stack([colour, shape, pattern, category], axis=1)
 
 
-def _items(rng: np.random.Generator, n: int, proto: np.ndarray) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _items(
+    rng: np.random.Generator, n: int, proto: np.ndarray
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     n_seg = len(proto)
     seg_pop = rng.dirichlet(np.full(n_seg, 2.0))
     # every segment gets at least one item, the rest follow uneven segment sizes
-    seg = rng.permutation(np.concatenate([np.arange(n_seg), rng.choice(n_seg, n - n_seg, p=seg_pop)]))
+    seg = rng.permutation(
+        np.concatenate([np.arange(n_seg), rng.choice(n_seg, n - n_seg, p=seg_pop)])
+    )
 
     def trait(col: int, k: int) -> np.ndarray:
         keep = rng.random(n) < TRAIT_FIDELITY
         return np.where(keep, proto[seg, col], rng.integers(k, size=n))
 
-    colour, shape, pattern = trait(0, len(COLOURS)), trait(1, len(SHAPES)), trait(2, len(PATTERNS))
+    colour, shape, pattern = (
+        trait(0, len(COLOURS)),
+        trait(1, len(SHAPES)),
+        trait(2, len(PATTERNS)),
+    )
     category = trait(3, len(CATEGORIES))
     # brands: each segment favours three, price band follows the brand with some noise
     fav = rng.integers(len(BRANDS), size=(n_seg, 3))
-    brand = np.where(rng.random(n) < 0.7, fav[seg, rng.integers(3, size=n)], rng.integers(len(BRANDS), size=n))
-    price = np.clip(brand % len(PRICE_BANDS) + rng.integers(-1, 2, size=n) * (rng.random(n) < 0.3),
-                    0, len(PRICE_BANDS) - 1)
+    brand = np.where(
+        rng.random(n) < 0.7,
+        fav[seg, rng.integers(3, size=n)],
+        rng.integers(len(BRANDS), size=n),
+    )
+    price = np.clip(
+        brand % len(PRICE_BANDS) + rng.integers(-1, 2, size=n) * (rng.random(n) < 0.3),
+        0,
+        len(PRICE_BANDS) - 1,
+    )
 
     def s(names: Any, idx: np.ndarray) -> pd.Series:  # vectorised index -> label lookup
         return pd.Series(np.asarray(names, dtype=object)[idx])
 
-    colour_s, shape_s, pattern_s = s(list(COLOURS), colour), s(SHAPES, shape), s(PATTERNS, pattern)
+    colour_s, shape_s, pattern_s = (
+        s(list(COLOURS), colour),
+        s(SHAPES, shape),
+        s(PATTERNS, pattern),
+    )
     brand_s, cat_s = s(BRANDS, brand), s(CATEGORIES, category)
-    ids = pd.Series(np.char.add("i", np.char.zfill(np.arange(n).astype(str), len(str(n - 1)))))
-    title = s(ADJECTIVES, rng.integers(len(ADJECTIVES), size=n)) + " " + colour_s.str.capitalize() + " " \
-        + shape_s.str.capitalize() + " " + pd.Series(np.arange(1, n + 1).astype(str))
-    description = "A " + pattern_s + " " + colour_s + " " + shape_s + ", a " + cat_s + " piece by " + brand_s + "."
+    ids = pd.Series(
+        np.char.add("i", np.char.zfill(np.arange(n).astype(str), len(str(n - 1))))
+    )
+    title = (
+        s(ADJECTIVES, rng.integers(len(ADJECTIVES), size=n))
+        + " "
+        + colour_s.str.capitalize()
+        + " "
+        + shape_s.str.capitalize()
+        + " "
+        + pd.Series(np.arange(1, n + 1).astype(str))
+    )
+    description = (
+        "A "
+        + pattern_s
+        + " "
+        + colour_s
+        + " "
+        + shape_s
+        + ", a "
+        + cat_s
+        + " piece by "
+        + brand_s
+        + "."
+    )
     # tags: the pattern plus 0-2 extra labels, '|'-separated (a multi-valued attribute)
     extra = rng.integers(len(EXTRA_TAGS), size=(n, 2))
     n_extra = rng.integers(0, 3, size=n)
     t1, t2 = s(EXTRA_TAGS, extra[:, 0]), s(EXTRA_TAGS, extra[:, 1])
     tags = pattern_s.where(n_extra == 0, pattern_s + "|" + t1)
     tags = tags.where((n_extra < 2) | (t1 == t2), tags + "|" + t2)
-    items = pd.DataFrame({"item_id": ids, "title": title, "description": description, "category": cat_s,
-                          "brand": brand_s, "price_band": s(PRICE_BANDS, price), "tags": tags}).astype(str)
+    items = pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": title,
+            "description": description,
+            "category": cat_s,
+            "brand": brand_s,
+            "price_band": s(PRICE_BANDS, price),
+            "tags": tags,
+        }
+    ).astype(str)
     return items, {"segment": seg, "colour": colour, "shape": shape, "pattern": pattern}
 
 
-def _users(rng: np.random.Generator, n: int, n_seg: int) -> tuple[pd.DataFrame, np.ndarray]:
+def _users(
+    rng: np.random.Generator, n: int, n_seg: int
+) -> tuple[pd.DataFrame, np.ndarray]:
     age = rng.choice(len(AGE_BANDS), size=n, p=[0.05, 0.2, 0.3, 0.2, 0.15, 0.1])
     region = rng.integers(len(REGIONS), size=n)
     # each age band and region lifts a few segments, so coarse attributes hint at taste
@@ -199,8 +365,13 @@ def _users(rng: np.random.Generator, n: int, n_seg: int) -> tuple[pd.DataFrame, 
     g = rng.gamma(alpha) + 1e-12
     taste = g / g.sum(axis=1, keepdims=True)
     ids = np.char.add("u", np.char.zfill(np.arange(n).astype(str), len(str(n - 1))))
-    users = pd.DataFrame({"user_id": ids, "age_band": np.asarray(AGE_BANDS, dtype=object)[age],
-                          "region": np.asarray(REGIONS, dtype=object)[region]}).astype(str)
+    users = pd.DataFrame(
+        {
+            "user_id": ids,
+            "age_band": np.asarray(AGE_BANDS, dtype=object)[age],
+            "region": np.asarray(REGIONS, dtype=object)[region],
+        }
+    ).astype(str)
     return users, taste
 
 
@@ -210,23 +381,43 @@ def _grouped_cdf(probs: np.ndarray, group: np.ndarray) -> np.ndarray:
     cum = np.cumsum(probs)
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     base = np.repeat(cum[starts] - probs[starts], np.diff(np.r_[starts, len(group)]))
-    total = np.repeat(np.add.reduceat(probs, starts), np.diff(np.r_[starts, len(group)]))
+    total = np.repeat(
+        np.add.reduceat(probs, starts), np.diff(np.r_[starts, len(group)])
+    )
     cdf = group + (cum - base) / total
     ends = np.r_[starts[1:], len(group)] - 1
-    cdf[ends] = group[ends] + 1.0  # exact upper end, so g + u (u < 1) never falls past its group
+    cdf[ends] = (
+        group[ends] + 1.0
+    )  # exact upper end, so g + u (u < 1) never falls past its group
     return cdf
 
 
-def _interactions(rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndarray, n_target: int,
-                  progress: bool) -> pd.DataFrame:
-    n_users, n_seg = map(int, taste.shape)  # ints, so the rng draws below are typed as arrays
+def _interactions(
+    rng: np.random.Generator,
+    taste: np.ndarray,
+    item_seg: np.ndarray,
+    n_target: int,
+    progress: bool,
+) -> pd.DataFrame:
+    n_users, n_seg = map(
+        int, taste.shape
+    )  # ints, so the rng draws below are typed as arrays
     n_items = len(item_seg)
-    columns = {"user": np.int32, "item": np.int32, "weight": np.float32, "timestamp": np.int64}
+    columns = {
+        "user": np.int32,
+        "item": np.int32,
+        "weight": np.float32,
+        "timestamp": np.int64,
+    }
     if n_target == 0:
-        return pd.DataFrame({c: np.zeros(0, t) for c, t in columns.items()}).assign(split="")
+        return pd.DataFrame({c: np.zeros(0, t) for c, t in columns.items()}).assign(
+            split=""
+        )
     cap = max(1, int(0.5 * n_items))  # a user may touch at most half the catalogue
     if n_target > cap * n_users:
-        raise InputError(f"{n_target} interactions exceed {cap} per user (half the items) x {n_users} users")
+        raise InputError(
+            f"{n_target} interactions exceed {cap} per user (half the items) x {n_users} users"
+        )
     quota = _quotas(rng, n_users, n_target, cap)
 
     # items sorted by segment, Zipf popularity within each segment over a random order
@@ -255,14 +446,25 @@ def _interactions(rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndar
 
     keys = np.zeros(0, np.int64)
     have = np.zeros(n_users, np.int64)
-    bar = progress_bar(show=progress, total=n_target, desc="sampling interactions", unit="pair", leave=False)
-    for round_ in range(12):  # top-up rounds redraw duplicates; heavy users need ever more draws per new pair
+    bar = progress_bar(
+        show=progress,
+        total=n_target,
+        desc="sampling interactions",
+        unit="pair",
+        leave=False,
+    )
+    for round_ in range(
+        12
+    ):  # top-up rounds redraw duplicates; heavy users need ever more draws per new pair
         need = quota - have
         if need.sum() == 0:
             break
-        ask = np.ceil(need * 1.25 * 2.0 ** round_).astype(np.int64) + (need > 0)
+        ask = np.ceil(need * 1.25 * 2.0**round_).astype(np.int64) + (need > 0)
         users = np.repeat(np.arange(n_users), ask)
-        new = [users[i:i + CHUNK] * n_items + draw(users[i:i + CHUNK]) for i in range(0, len(users), CHUNK)]
+        new = [
+            users[i : i + CHUNK] * n_items + draw(users[i : i + CHUNK])
+            for i in range(0, len(users), CHUNK)
+        ]
         keys = _keep_first(np.concatenate([keys, *new]), quota, n_items)
         have = np.bincount(keys // n_items, minlength=n_users)
         bar.update(int(have.sum()) - bar.n)
@@ -271,8 +473,9 @@ def _interactions(rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndar
     return _dated_and_rated(rng, keys, taste, item_seg)
 
 
-def _dated_and_rated(rng: np.random.Generator, keys: np.ndarray, taste: np.ndarray, item_seg: np.ndarray
-                     ) -> pd.DataFrame:
+def _dated_and_rated(
+    rng: np.random.Generator, keys: np.ndarray, taste: np.ndarray, item_seg: np.ndarray
+) -> pd.DataFrame:
     """The interaction table of the (user * n_items + item) `keys`: timestamps after the user's start and the
     item's release, ratings that follow the user's taste, rows by user then time."""
     n_users, n_items = len(taste), len(item_seg)
@@ -285,20 +488,36 @@ def _dated_and_rated(rng: np.random.Generator, keys: np.ndarray, taste: np.ndarr
     ts = begin + (rng.random(n) * (T0 + SPAN - begin)).astype(np.int64)
     # ratings 1..5 in halves: higher where the item's segment is central to the user's taste
     affinity = taste[user, item_seg[item]] / taste.max(axis=1)[user]
-    rating = np.clip(np.round((1.5 + 3.0 * affinity + rng.normal(0.0, 0.6, n)) * 2) / 2, 1.0, 5.0)
+    rating = np.clip(
+        np.round((1.5 + 3.0 * affinity + rng.normal(0.0, 0.6, n)) * 2) / 2, 1.0, 5.0
+    )
     by_time = np.lexsort((ts, user))
-    out = pd.DataFrame({"user": user[by_time].astype(np.int32), "item": item[by_time].astype(np.int32),
-                        "weight": rating[by_time].astype(np.float32), "timestamp": ts[by_time]})
+    out = pd.DataFrame(
+        {
+            "user": user[by_time].astype(np.int32),
+            "item": item[by_time].astype(np.int32),
+            "weight": rating[by_time].astype(np.float32),
+            "timestamp": ts[by_time],
+        }
+    )
     out["split"] = ""
     return out
 
 
-def _quotas(rng: np.random.Generator, n_users: int, n_target: int, cap: int) -> np.ndarray:
+def _quotas(
+    rng: np.random.Generator, n_users: int, n_target: int, cap: int
+) -> np.ndarray:
     """Per-user counts: log-normal activity, at least one each (when possible), at most `cap`, summing to n_target."""
     act = rng.lognormal(0.0, 1.0, n_users)
     floor = 1 if n_target >= n_users else 0
-    quota = np.minimum(floor + np.floor(act / act.sum() * (n_target - floor * n_users)).astype(np.int64), cap)
-    while (short := n_target - int(quota.sum())) > 0:  # hand out the remainder where room is left
+    quota = np.minimum(
+        floor
+        + np.floor(act / act.sum() * (n_target - floor * n_users)).astype(np.int64),
+        cap,
+    )
+    while (
+        short := n_target - int(quota.sum())
+    ) > 0:  # hand out the remainder where room is left
         room = np.flatnonzero(quota < cap)
         pick = room[rng.permutation(len(room))[:short]]
         quota[pick] += 1
@@ -317,21 +536,43 @@ def _keep_first(keys: np.ndarray, quota: np.ndarray, n_items: int) -> np.ndarray
 
 
 # -- images -----------------------------------------------------------------------------------------
-def draw_images(root: Path, names: np.ndarray, truth: SynthTruth, size: int = 64, seed: int = 0,
-                progress: bool = True) -> None:
+def draw_images(
+    root: Path,
+    names: np.ndarray,
+    truth: SynthTruth,
+    size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> None:
     """One PNG per item with a name: its shape filled with its colour, its pattern drawn inside."""
     rng = np.random.default_rng(seed + 1)
     todo = np.flatnonzero(names != "")
-    jitter = rng.uniform(-0.08, 0.08, size=(len(names), 3))  # position and scale, so pictures differ
+    jitter = rng.uniform(
+        -0.08, 0.08, size=(len(names), 3)
+    )  # position and scale, so pictures differ
     tint = rng.integers(225, 256, size=(len(names), 3))
-    for i in progress_bar(todo, show=progress, desc="drawing images", unit="img", leave=False):
-        img = _picture(size, tuple(COLOURS.values())[truth.item_colour[i]], SHAPES[truth.item_shape[i]],
-                       PATTERNS[truth.item_pattern[i]], jitter[i], (int(tint[i, 0]), int(tint[i, 1]), int(tint[i, 2])))
+    for i in progress_bar(
+        todo, show=progress, desc="drawing images", unit="img", leave=False
+    ):
+        img = _picture(
+            size,
+            tuple(COLOURS.values())[truth.item_colour[i]],
+            SHAPES[truth.item_shape[i]],
+            PATTERNS[truth.item_pattern[i]],
+            jitter[i],
+            (int(tint[i, 0]), int(tint[i, 1]), int(tint[i, 2])),
+        )
         img.save(root / names[i], format="PNG")
 
 
-def _picture(size: int, rgb: tuple[int, int, int], shape: str, pattern: str, jitter: np.ndarray,
-             background: tuple[int, int, int]) -> Any:
+def _picture(
+    size: int,
+    rgb: tuple[int, int, int],
+    shape: str,
+    pattern: str,
+    jitter: np.ndarray,
+    background: tuple[int, int, int],
+) -> Any:
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), background)
@@ -350,7 +591,9 @@ def _picture(size: int, rgb: tuple[int, int, int], shape: str, pattern: str, jit
             else:
                 for m in range(0, size, step):
                     if pattern == "dotted":
-                        d.ellipse([k + 1, m + 1, k + step // 2, m + step // 2], fill=light)
+                        d.ellipse(
+                            [k + 1, m + 1, k + step // 2, m + step // 2], fill=light
+                        )
                     elif (k // step + m // step) % 2:
                         d.rectangle([k, m, k + step - 1, m + step - 1], fill=light)
     img.paste(fill, (0, 0), mask)
@@ -361,9 +604,13 @@ def _shape(d: Any, shape: str, cx: float, cy: float, r: float) -> None:
     if shape == "circle":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     elif shape == "square":
-        d.rectangle([cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=255)
+        d.rectangle(
+            [cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=255
+        )
     elif shape == "triangle":
-        d.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=255)
+        d.polygon(
+            [(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=255
+        )
     elif shape == "diamond":
         d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=255)
     elif shape == "cross":
@@ -373,4 +620,11 @@ def _shape(d: Any, shape: str, cx: float, cy: float, r: float) -> None:
     else:  # star: ten points alternating outer and inner radius
         ang = np.pi / 2 + np.arange(10) * np.pi / 5
         rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
-        d.polygon(list(zip((cx + rad * np.cos(ang)).tolist(), (cy - rad * np.sin(ang)).tolist())), fill=255)
+        d.polygon(
+            list(
+                zip(
+                    (cx + rad * np.cos(ang)).tolist(), (cy - rad * np.sin(ang)).tolist()
+                )
+            ),
+            fill=255,
+        )

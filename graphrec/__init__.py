@@ -5,6 +5,7 @@ The installed namespace is this one package: graphrec.data (canonical tables, re
 the Python API (graphrec.Recommender, docs/api.md) and the command line (graphrec.app.cli). docs/architecture.md
 draws the layers.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,7 +19,14 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ below provides i
     from graphrec.pipeline.api import Recommender
 
 __version__ = "0.1.0"
-__all__ = ["Export", "InputError", "Recommender", "Workspace", "__version__", "load_export"]
+__all__ = [
+    "Export",
+    "InputError",
+    "Recommender",
+    "Workspace",
+    "__version__",
+    "load_export",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,6 @@
 """The former import path of the export stage and of the pseudonym rule, kept for code written against it:
 `from graphrec.export import export, pseudonymize_id` (both live in graphrec.stages.export now)."""
+
 from graphrec.stages.export import export, pseudonymize_id
 
 __all__ = ["export", "pseudonymize_id"]

@@ -10,6 +10,7 @@ Relations (stored forward, sorted by (src, dst)):
 Cold items keep content, attribute and triple edges (that is how a new item is reached); cold users keep
 attribute edges. Held-out interactions never become edges.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,17 +29,29 @@ from graphrec.core.workspace import Workspace, writes
 from graphrec.data.dataset import Dataset
 from graphrec.data.demographics import age_bands
 from graphrec.kg.graph import EdgeSet, EdgeType, KnowledgeGraph
-from graphrec.kg.triples import RawTriples, dataset_triples, read_entity_map, read_triples, resolve_triples
+from graphrec.kg.triples import (
+    RawTriples,
+    dataset_triples,
+    read_entity_map,
+    read_triples,
+    resolve_triples,
+)
 
 USER, ITEM, ENTITY = "user", "item", "entity"
 DEFAULT_KNN = 10
-KNN_BLOCK_CELLS = 1 << 25  # similarity cells per block: 32M float32 = 128 MiB, whatever the catalogue size
+KNN_BLOCK_CELLS = (
+    1 << 25
+)  # similarity cells per block: 32M float32 = 128 MiB, whatever the catalogue size
 
 
-def build_graph(ds: Dataset, features: dict[str, Features] | None = None, item_knn: int = 0,
-                knn_modalities: list[str] | None = None,
-                triples: list[tuple[RawTriples, dict[str, np.ndarray] | None]] | None = None,
-                progress: bool = True) -> KnowledgeGraph:
+def build_graph(
+    ds: Dataset,
+    features: dict[str, Features] | None = None,
+    item_knn: int = 0,
+    knn_modalities: list[str] | None = None,
+    triples: list[tuple[RawTriples, dict[str, np.ndarray] | None]] | None = None,
+    progress: bool = True,
+) -> KnowledgeGraph:
     """The graph of a dataset. `triples` are extra (raw triples, optional item->entity map) pairs; the
     dataset's own triples are always included. Its interactions are the training ones: every interaction of a
     dataset that is not split (serve mode)."""
@@ -50,11 +63,17 @@ def build_graph(ds: Dataset, features: dict[str, Features] | None = None, item_k
         names = list(feats) if knn_modalities is None else knn_modalities
         missing = [m for m in names if m not in feats]
         if missing or not names:
-            raise InputError(f"no features for modality {missing[0] if missing else '(any)'}: run `graphrec encode` "
-                             "first or build with --item-knn 0")
+            raise InputError(
+                f"no features for modality {missing[0] if missing else '(any)'}: run `graphrec encode` "
+                "first or build with --item-knn 0"
+            )
         for name in names:
             g.knn(feats[name], item_knn, progress)
-    sources = [(dataset_triples(ds.triples, ds.item_ids), None)] if ds.triples is not None and len(ds.triples) else []
+    sources = (
+        [(dataset_triples(ds.triples, ds.item_ids), None)]
+        if ds.triples is not None and len(ds.triples)
+        else []
+    )
     g.triples(sources + list(triples or []))
     return g.finish()
 
@@ -69,14 +88,33 @@ class _Builder:
 
     def __post_init__(self) -> None:
         self.num_nodes = {USER: self.ds.n_users, ITEM: self.ds.n_items}
-        self.meta = {"dataset": self.ds.schema.name, "split": self.ds.schema.split, "relation_kinds": {},
-                     "families": {}, "knn": {}, "triples": []}
+        self.meta = {
+            "dataset": self.ds.schema.name,
+            "split": self.ds.schema.split,
+            "relation_kinds": {},
+            "families": {},
+            "knn": {},
+            "triples": [],
+        }
 
-    def add(self, key: EdgeType, kind: str, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        key: EdgeType,
+        kind: str,
+        src: np.ndarray,
+        dst: np.ndarray,
+        weight: np.ndarray | None = None,
+    ) -> None:
         if key in self.edges:
-            raise InputError(f"relation {key[1]!r} from {key[0]} to {key[2]} is defined twice (rename the triples' "
-                             "relation)")
-        w = np.ones(len(src), np.float32) if weight is None else np.asarray(weight, np.float32)
+            raise InputError(
+                f"relation {key[1]!r} from {key[0]} to {key[2]} is defined twice (rename the triples' "
+                "relation)"
+            )
+        w = (
+            np.ones(len(src), np.float32)
+            if weight is None
+            else np.asarray(weight, np.float32)
+        )
         src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
         # one edge per (src, dst): keep the largest weight; sorting by key also makes the CSR order
         key_ = src * max(1, self.num_nodes[key[2]]) + dst
@@ -89,18 +127,27 @@ class _Builder:
 
     # -- user-item ---------------------------------------------------------------------------------
     def interactions(self) -> None:
-        inter = self.ds.part("train")  # every interaction of a dataset that is not split (serve mode)
+        inter = self.ds.part(
+            "train"
+        )  # every interaction of a dataset that is not split (serve mode)
         self.meta["unsplit"] = not self.ds.is_split
-        self.add((USER, "interacts", ITEM), "interaction", inter["user"].to_numpy(), inter["item"].to_numpy(),
-                 inter["weight"].to_numpy())
+        self.add(
+            (USER, "interacts", ITEM),
+            "interaction",
+            inter["user"].to_numpy(),
+            inter["item"].to_numpy(),
+            inter["weight"].to_numpy(),
+        )
 
     # -- attributes --------------------------------------------------------------------------------
     def attributes(self) -> None:
         """Item and user attribute columns become families; a column name used by both shares its nodes."""
         schema = self.ds.schema
         per_family: dict[str, list[tuple[str, np.ndarray, pd.Series]]] = {}
-        for src, table, columns in ((ITEM, self.ds.items, schema.attribute_columns),
-                                    (USER, self.ds.users, schema.user_attribute_columns)):
+        for src, table, columns in (
+            (ITEM, self.ds.items, schema.attribute_columns),
+            (USER, self.ds.users, schema.user_attribute_columns),
+        ):
             for col in columns:
                 rows, values = _explode(table[col], schema.sep)
                 family = _family_name(col)
@@ -112,27 +159,41 @@ class _Builder:
                     per_family.setdefault(name, []).append((src, rows[keep], dvalues))
                     self.meta["families"].setdefault(name, {})[src] = f"{col} (derived)"
         for family, parts in per_family.items():
-            names, codes = np.unique(np.concatenate([p[2].to_numpy(dtype=object) for p in parts]).astype(str),
-                                     return_inverse=True)
+            names, codes = np.unique(
+                np.concatenate([p[2].to_numpy(dtype=object) for p in parts]).astype(
+                    str
+                ),
+                return_inverse=True,
+            )
             self.num_nodes[family] = len(names)
             self.node_names[family] = names.tolist()
             start = 0
             for src, rows, values in parts:
-                dst = codes[start:start + len(values)]
+                dst = codes[start : start + len(values)]
                 start += len(values)
                 self.add((src, f"has_{family}", family), f"{src}_attribute", rows, dst)
 
     # -- content similarity ------------------------------------------------------------------------
     def knn(self, feats: Features, k: int, progress: bool) -> None:
         if len(feats.mask) != self.ds.n_items:
-            raise InputError(f"features of modality {feats.modality!r} have {len(feats.mask)} rows, the dataset "
-                             f"{self.ds.n_items} items: re-run `graphrec encode`")
-        src, dst, sim = knn_edges(feats.values, feats.mask, k, progress=progress, label=feats.modality)
+            raise InputError(
+                f"features of modality {feats.modality!r} have {len(feats.mask)} rows, the dataset "
+                f"{self.ds.n_items} items: re-run `graphrec encode`"
+            )
+        src, dst, sim = knn_edges(
+            feats.values, feats.mask, k, progress=progress, label=feats.modality
+        )
         self.add((ITEM, f"similar_{feats.modality}", ITEM), "similarity", src, dst, sim)
-        self.meta["knn"][feats.modality] = {"k": k, "items_with_content": int(feats.mask.sum()), "edges": len(src)}
+        self.meta["knn"][feats.modality] = {
+            "k": k,
+            "items_with_content": int(feats.mask.sum()),
+            "edges": len(src),
+        }
 
     # -- external triples --------------------------------------------------------------------------
-    def triples(self, sources: list[tuple[RawTriples, dict[str, np.ndarray] | None]]) -> None:
+    def triples(
+        self, sources: list[tuple[RawTriples, dict[str, np.ndarray] | None]]
+    ) -> None:
         frames = []
         for raw, entity_map in sources:
             frame, report = resolve_triples(raw, self.ds.item_ids, entity_map)
@@ -142,18 +203,31 @@ class _Builder:
             return
         t = pd.concat(frames, ignore_index=True)
         t = t[~t.duplicated()]
-        names = np.unique(np.concatenate([t["head_entity"].to_numpy()[t["head_item"].to_numpy() < 0],
-                                          t["tail_entity"].to_numpy()[t["tail_item"].to_numpy() < 0]]).astype(str))
+        names = np.unique(
+            np.concatenate(
+                [
+                    t["head_entity"].to_numpy()[t["head_item"].to_numpy() < 0],
+                    t["tail_entity"].to_numpy()[t["tail_item"].to_numpy() < 0],
+                ]
+            ).astype(str)
+        )
         self.num_nodes[ENTITY] = len(names)
         self.node_names[ENTITY] = names.tolist()
         index = pd.Index(names)
         h_item, t_item = t["head_item"].to_numpy(), t["tail_item"].to_numpy()
-        h = np.where(h_item >= 0, h_item, index.get_indexer(t["head_entity"].to_numpy()))
-        d = np.where(t_item >= 0, t_item, index.get_indexer(t["tail_entity"].to_numpy()))
+        h = np.where(
+            h_item >= 0, h_item, index.get_indexer(t["head_entity"].to_numpy())
+        )
+        d = np.where(
+            t_item >= 0, t_item, index.get_indexer(t["tail_entity"].to_numpy())
+        )
         h_type = np.where(h_item >= 0, ITEM, ENTITY)
         t_type = np.where(t_item >= 0, ITEM, ENTITY)
-        groups = pd.DataFrame({"h": h_type, "r": t["relation"].to_numpy(), "t": t_type}).groupby(
-            ["h", "r", "t"], sort=True).indices
+        groups = (
+            pd.DataFrame({"h": h_type, "r": t["relation"].to_numpy(), "t": t_type})
+            .groupby(["h", "r", "t"], sort=True)
+            .indices
+        )
         for (hs, r, ts), rows in groups.items():
             self.add((hs, str(r), ts), "triple", h[rows], d[rows])
 
@@ -162,8 +236,9 @@ class _Builder:
         return KnowledgeGraph(self.num_nodes, self.edges, self.node_names, self.meta)
 
 
-def knn_edges(values: np.ndarray, mask: np.ndarray, k: int, progress: bool = True, label: str = ""
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def knn_edges(
+    values: np.ndarray, mask: np.ndarray, k: int, progress: bool = True, label: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each content-bearing item's k most cosine-similar other content-bearing items (similarity > 0), computed
     block by block so memory stays O(block x n), never O(n^2)."""
     import torch
@@ -173,12 +248,19 @@ def knn_edges(values: np.ndarray, mask: np.ndarray, k: int, progress: bool = Tru
     k = min(k, n - 1)
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    x = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(values[idx], np.float32)), dim=1)
+    x = torch.nn.functional.normalize(
+        torch.from_numpy(np.ascontiguousarray(values[idx], np.float32)), dim=1
+    )
     block = max(1, KNN_BLOCK_CELLS // n)
     sims, nbrs = [], []
     starts = range(0, n, block)
-    for start in progress_bar(starts, show=progress and len(starts) > 1, desc=f"kNN {label}".strip(), unit="block"):
-        s = x[start:start + block] @ x.T
+    for start in progress_bar(
+        starts,
+        show=progress and len(starts) > 1,
+        desc=f"kNN {label}".strip(),
+        unit="block",
+    ):
+        s = x[start : start + block] @ x.T
         rows = torch.arange(s.shape[0])
         s[rows, rows + start] = -float("inf")  # not its own neighbour
         v, j = s.topk(k, dim=1)
@@ -197,17 +279,23 @@ def _explode(column: pd.Series, sep: str) -> tuple[np.ndarray, pd.Series]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    cells = pa.array(column.fillna("").astype(str).to_numpy(dtype=object), type=pa.string())
+    cells = pa.array(
+        column.fillna("").astype(str).to_numpy(dtype=object), type=pa.string()
+    )
     lists = pc.split_pattern(cells, pattern=sep)
     rows = pc.list_parent_indices(lists).to_numpy()
-    values = pc.utf8_trim_whitespace(pc.list_flatten(lists)).to_numpy(zero_copy_only=False)
+    values = pc.utf8_trim_whitespace(pc.list_flatten(lists)).to_numpy(
+        zero_copy_only=False
+    )
     keep = values != ""
     frame = pd.DataFrame({"row": rows[keep].astype(np.int64), "value": values[keep]})
     frame = frame[~frame.duplicated()]
     return frame["row"].to_numpy(np.int64), frame["value"].reset_index(drop=True)
 
 
-def _derive(column: str, src: str, values: pd.Series) -> tuple[str, np.ndarray, pd.Series] | None:
+def _derive(
+    column: str, src: str, values: pd.Series
+) -> tuple[str, np.ndarray, pd.Series] | None:
     """Coarser families from numeric columns: year -> decade (items), age -> age_band (users)."""
     name = column.lower()
     if (src, name) not in ((ITEM, "year"), (USER, "age")):
@@ -218,7 +306,11 @@ def _derive(column: str, src: str, values: pd.Series) -> tuple[str, np.ndarray, 
         return None
     num = num[keep]
     if name == "year":
-        return "decade", keep, pd.Series((num // 10 * 10).astype(np.int64).astype(str)) + "s"
+        return (
+            "decade",
+            keep,
+            pd.Series((num // 10 * 10).astype(np.int64).astype(str)) + "s",
+        )
     return "age_band", keep, pd.Series(age_bands(num))
 
 
@@ -236,66 +328,118 @@ class BuildResult:
 
 
 @writes
-def run_build(workspace: Workspace | str | os.PathLike, item_knn: int | None = None,
-              knn_modalities: list[str] | None = None, triples: str | os.PathLike | None = None,
-              entity_map: str | os.PathLike | None = None, force: bool = False,
-              progress: bool = True) -> BuildResult:
+def run_build(
+    workspace: Workspace | str | os.PathLike,
+    item_knn: int | None = None,
+    knn_modalities: list[str] | None = None,
+    triples: str | os.PathLike | None = None,
+    entity_map: str | os.PathLike | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> BuildResult:
     """The build stage: dataset/ (+ features/, + a triples file) -> graph/. `item_knn=None` means 10 when
     features exist, else 0. Skips the work when the recorded inputs and settings are unchanged."""
     ws = Workspace.of(workspace)
     ws.require("dataset")
     if entity_map is not None and triples is None:
-        raise InputError("--entity-map needs --triples (it maps the dataset's items to the triples' entities)",
-                         file=entity_map)
-    has_features = ws.stage_dir("features").is_dir() and any(ws.stage_dir("features").glob("*.safetensors"))
+        raise InputError(
+            "--entity-map needs --triples (it maps the dataset's items to the triples' entities)",
+            file=entity_map,
+        )
+    has_features = ws.stage_dir("features").is_dir() and any(
+        ws.stage_dir("features").glob("*.safetensors")
+    )
     notes = []
     if item_knn is None:
         item_knn = DEFAULT_KNN if has_features else 0
         if not has_features:
-            notes.append("no features/ yet: built without item-item similarity edges (run `graphrec encode`)")
+            notes.append(
+                "no features/ yet: built without item-item similarity edges (run `graphrec encode`)"
+            )
     if item_knn < 0:
         raise InputError(f"--item-knn must be 0 or more, got {item_knn}")
     if item_knn > 0 and not has_features:
-        raise InputError("--item-knn needs content features: run `graphrec encode` first or pass --item-knn 0",
-                         file=ws.path)
+        raise InputError(
+            "--item-knn needs content features: run `graphrec encode` first or pass --item-knn 0",
+            file=ws.path,
+        )
     modalities = None
     if item_knn > 0:
-        modalities = sorted(knn_modalities or (p.stem for p in ws.stage_dir("features").glob("*.safetensors")))
-    settings = {"item_knn": item_knn, "knn_modalities": modalities,
-                "triples": None if triples is None else str(Path(triples).resolve()),
-                "entity_map": None if entity_map is None else str(Path(entity_map).resolve())}
+        modalities = sorted(
+            knn_modalities
+            or (p.stem for p in ws.stage_dir("features").glob("*.safetensors"))
+        )
+    settings = {
+        "item_knn": item_knn,
+        "knn_modalities": modalities,
+        "triples": None if triples is None else str(Path(triples).resolve()),
+        "entity_map": None if entity_map is None else str(Path(entity_map).resolve()),
+    }
     inputs = _input_hashes(ws, modalities, triples, entity_map)
     record = ws.stage_record("graph")
     saved = ws.stage_dir("graph") / "graph.json"
-    if not force and record and saved.exists() and record["settings"] == settings and record["inputs"] == inputs:
-        return BuildResult(KnowledgeGraph.load(ws), False, notes + ["graph up to date with its inputs: not rebuilt"])
+    if (
+        not force
+        and record
+        and saved.exists()
+        and record["settings"] == settings
+        and record["inputs"] == inputs
+    ):
+        return BuildResult(
+            KnowledgeGraph.load(ws),
+            False,
+            notes + ["graph up to date with its inputs: not rebuilt"],
+        )
     ds = Dataset.load(ws)
     feats = load_features(ws, modalities) if modalities else None
     extra = []
     if triples is not None:
-        extra.append((read_triples(triples), None if entity_map is None else read_entity_map(entity_map)))
+        extra.append(
+            (
+                read_triples(triples),
+                None if entity_map is None else read_entity_map(entity_map),
+            )
+        )
     graph = build_graph(ds, feats, item_knn, modalities, extra, progress)
     graph.meta["settings"] = settings
     for rep in graph.meta["triples"]:
-        notes.append(f"triples {rep['source']}: kept {rep['kept']} of {rep['read']}; dropped {rep['self_loops_dropped']}"
-                     f" self-loops, {rep['duplicates_dropped']} duplicates, {rep['unknown_head_triples_dropped']} "
-                     f"with {rep['unknown_heads']} unknown heads {rep['unknown_head_examples'] or ''}".rstrip())
+        notes.append(
+            f"triples {rep['source']}: kept {rep['kept']} of {rep['read']}; dropped {rep['self_loops_dropped']}"
+            f" self-loops, {rep['duplicates_dropped']} duplicates, {rep['unknown_head_triples_dropped']} "
+            f"with {rep['unknown_heads']} unknown heads {rep['unknown_head_examples'] or ''}".rstrip()
+        )
         if rep.get("map_items_unknown"):
-            notes.append(f"entity map: {rep['map_items_unknown']} items not in the dataset (ignored)")
+            notes.append(
+                f"entity map: {rep['map_items_unknown']} items not in the dataset (ignored)"
+            )
     if graph.meta.get("unsplit"):
-        notes.append("the dataset is not split: serve mode, the graph holds every interaction (`graphrec train` "
-                     "chooses its settings on an internal validation split, then fits on everything)")
+        notes.append(
+            "the dataset is not split: serve mode, the graph holds every interaction (`graphrec train` "
+            "chooses its settings on an internal validation split, then fits on everything)"
+        )
     graph.save(ws)
     ws.record("graph", settings, inputs)
-    if ws.stage_dir("model").is_dir() and "graph" in ws.outdated_inputs("model"):  # `update` keeps them together
-        notes.append("model/ was trained on the previous graph: run `graphrec train` before serving again "
-                     "(recommend and export refuse the older model; `graphrec update` grows both without this)")
+    if ws.stage_dir("model").is_dir() and "graph" in ws.outdated_inputs(
+        "model"
+    ):  # `update` keeps them together
+        notes.append(
+            "model/ was trained on the previous graph: run `graphrec train` before serving again "
+            "(recommend and export refuse the older model; `graphrec update` grows both without this)"
+        )
     return BuildResult(graph, True, notes)
 
 
-def _input_hashes(ws: Workspace, modalities: list[str] | None, triples: str | os.PathLike | None,
-                  entity_map: str | os.PathLike | None) -> dict[str, str]:
-    files: dict[str, Path] = {f"dataset/{p.name}": p for p in sorted(ws.stage_dir("dataset").iterdir()) if p.is_file()}
+def _input_hashes(
+    ws: Workspace,
+    modalities: list[str] | None,
+    triples: str | os.PathLike | None,
+    entity_map: str | os.PathLike | None,
+) -> dict[str, str]:
+    files: dict[str, Path] = {
+        f"dataset/{p.name}": p
+        for p in sorted(ws.stage_dir("dataset").iterdir())
+        if p.is_file()
+    }
     for m in modalities or []:
         for suffix in (".json", ".safetensors"):
             p = ws.stage_dir("features") / f"{m}{suffix}"

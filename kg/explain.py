@@ -9,6 +9,7 @@ Patterns, each scored in [0, 1] (x the user's relative weight for the liked item
 When none applies, the shortest path of any kind (breadth-first) is returned. Sparse matrices are built once
 per `Explainer`, so the ranking stage can explain many pairs cheaply.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,9 @@ class PathStep:
 class ExplanationPath:
     kind: str  # interacted | shared_node | similar_item | co_interaction | path
     nodes: list[PathStep]
-    relations: list[str]  # relations[k] joins nodes[k] and nodes[k+1]; "rev_" marks a reversed edge
+    relations: list[
+        str
+    ]  # relations[k] joins nodes[k] and nodes[k+1]; "rev_" marks a reversed edge
     score: float
     label: str = ""  # shared node family, similarity modality or co-interaction support, for rendering
 
@@ -52,22 +55,40 @@ class ExplanationPath:
 
 
 class Explainer:
-    def __init__(self, graph: KnowledgeGraph, item_labels: Sequence[str] | None = None,
-                 user_labels: Sequence[str] | None = None):
+    def __init__(
+        self,
+        graph: KnowledgeGraph,
+        item_labels: Sequence[str] | None = None,
+        user_labels: Sequence[str] | None = None,
+    ):
         self.graph = graph
         self.n_items = graph.num_nodes["item"]
         self.item_labels = item_labels
         self.user_labels = user_labels
-        keys = [k for k in graph.relations("user", "item") if graph.relation_kind(k) == "interaction"]
+        keys = [
+            k
+            for k in graph.relations("user", "item")
+            if graph.relation_kind(k) == "interaction"
+        ]
         if not keys:
-            raise InputError("the graph has no user-item interaction relation to explain from")
+            raise InputError(
+                "the graph has no user-item interaction relation to explain from"
+            )
         self.likes_key = keys[0]
         self.likes = graph.to_scipy(self.likes_key)  # [users, items]
         self.liked_by = self.likes.T.tocsr()
-        self.item_nodes: list[tuple[EdgeType, sp.csr_matrix, np.ndarray]] = []  # (relation, [items, nodes], rarity)
-        self.item_items: list[tuple[EdgeType, sp.csr_matrix]] = []  # symmetric [items, items]
+        self.item_nodes: list[
+            tuple[EdgeType, sp.csr_matrix, np.ndarray]
+        ] = []  # (relation, [items, nodes], rarity)
+        self.item_items: list[
+            tuple[EdgeType, sp.csr_matrix]
+        ] = []  # symmetric [items, items]
         for key in graph.edges:
-            if graph.relation_kind(key) == "interaction" or "item" not in (key[0], key[2]) or "user" in (key[0], key[2]):
+            if (
+                graph.relation_kind(key) == "interaction"
+                or "item" not in (key[0], key[2])
+                or "user" in (key[0], key[2])
+            ):
                 continue
             m = graph.to_scipy(key)
             if key[0] == key[2] == "item":
@@ -77,14 +98,20 @@ class Explainer:
             m.data[:] = 1.0
             deg = np.asarray(m.sum(axis=0)).ravel()
             # rarer shared nodes explain more; a node every item has explains nothing
-            rarity = np.log1p(self.n_items / np.maximum(deg, 1)) / np.log1p(self.n_items)
+            rarity = np.log1p(self.n_items / np.maximum(deg, 1)) / np.log1p(
+                self.n_items
+            )
             rarity[deg >= self.n_items] = 0.0
             self.item_nodes.append((key, m, rarity))
         self._adj = None
 
     def _name(self, node_type: str, index: int) -> str:
         labels = {"item": self.item_labels, "user": self.user_labels}.get(node_type)
-        return str(labels[index]) if labels is not None else self.graph.node_name(node_type, index)
+        return (
+            str(labels[index])
+            if labels is not None
+            else self.graph.node_name(node_type, index)
+        )
 
     def _step(self, node_type: str, index: int) -> PathStep:
         return PathStep(node_type, int(index), self._name(node_type, int(index)))
@@ -111,37 +138,78 @@ class Explainer:
             fam = key[2] if key[0] == "item" else key[0]
             label = key[1] if fam == "entity" else fam
             for h in _top(score, k):
-                found.append(ExplanationPath(
-                    "shared_node", [u, self._step("item", liked[hit.row[h]]), self._step(fam, nodes[hit.col[h]]),
-                                    target], [rel, back, _reverse(back)], float(score[h]), label))
+                found.append(
+                    ExplanationPath(
+                        "shared_node",
+                        [
+                            u,
+                            self._step("item", liked[hit.row[h]]),
+                            self._step(fam, nodes[hit.col[h]]),
+                            target,
+                        ],
+                        [rel, back, _reverse(back)],
+                        float(score[h]),
+                        label,
+                    )
+                )
         for key, m in self.item_items:
             if not len(liked):
                 continue
             score = w * np.minimum(1.0, m[liked][:, [item]].toarray().ravel())
-            label = key[1][len("similar_"):] if key[1].startswith("similar_") else key[1]
+            label = (
+                key[1][len("similar_") :] if key[1].startswith("similar_") else key[1]
+            )
             for r in _top(score, k):
-                found.append(ExplanationPath("similar_item", [u, self._step("item", liked[r]), target],
-                                             [rel, key[1]], float(score[r]), label))
+                found.append(
+                    ExplanationPath(
+                        "similar_item",
+                        [u, self._step("item", liked[r]), target],
+                        [rel, key[1]],
+                        float(score[r]),
+                        label,
+                    )
+                )
         found += self._co_interaction(user, item, liked, w, u, target, rel, k)
         if not found:
             return self._shortest(user, item)
         found.sort(key=lambda p: -p.score)
         return found[:k]
 
-    def _co_interaction(self, user: int, item: int, liked: np.ndarray, w: np.ndarray, u: PathStep, target: PathStep,
-                        rel: str, k: int) -> list[ExplanationPath]:
+    def _co_interaction(
+        self,
+        user: int,
+        item: int,
+        liked: np.ndarray,
+        w: np.ndarray,
+        u: PathStep,
+        target: PathStep,
+        rel: str,
+        k: int,
+    ) -> list[ExplanationPath]:
         others = self.liked_by[item].indices
         others = others[others != user][:CO_USERS_CAP]
         if not len(others) or not len(liked):
             return []
         sub = self.likes[others][:, liked].tocsc()
-        support = np.diff(sub.indptr)  # how many of the item's users also have each liked item
+        support = np.diff(
+            sub.indptr
+        )  # how many of the item's users also have each liked item
         score = w * support / (len(others) + CO_SMOOTHING)
-        return [ExplanationPath("co_interaction", [u, self._step("item", liked[r]),
-                                                   self._step("user", others[sub.indices[sub.indptr[r]]]), target],
-                                [rel, f"rev_{rel}", rel], float(score[r]),
-                                f"{int(support[r])} of this item's {len(others)} users")
-                for r in _top(score, k)]
+        return [
+            ExplanationPath(
+                "co_interaction",
+                [
+                    u,
+                    self._step("item", liked[r]),
+                    self._step("user", others[sub.indices[sub.indptr[r]]]),
+                    target,
+                ],
+                [rel, f"rev_{rel}", rel],
+                float(score[r]),
+                f"{int(support[r])} of this item's {len(others)} users",
+            )
+            for r in _top(score, k)
+        ]
 
     def _shortest(self, user: int, item: int) -> list[ExplanationPath]:
         """Any shortest path (breadth-first over all relations, both directions), or none."""
@@ -149,7 +217,9 @@ class Explainer:
             self._adj = self.graph.to_homogeneous()
         off = self.graph.node_offsets()
         start, goal = off["user"] + user, off["item"] + item
-        _, pred = breadth_first_order(self._adj, start, directed=True, return_predecessors=True)
+        _, pred = breadth_first_order(
+            self._adj, start, directed=True, return_predecessors=True
+        )
         if pred[goal] < 0:
             return []
         chain = [goal]
@@ -197,7 +267,9 @@ def render(paths: list[ExplanationPath], k: int = 3) -> str:
         reasons.setdefault(liked, [])
         if why not in reasons[liked]:
             reasons[liked].append(why)
-    return "because you liked " + ", ".join(f"{liked} ({'; '.join(r)})" for liked, r in reasons.items())
+    return "because you liked " + ", ".join(
+        f"{liked} ({'; '.join(r)})" for liked, r in reasons.items()
+    )
 
 
 def _top(score: np.ndarray, k: int) -> list[int]:
@@ -207,12 +279,13 @@ def _top(score: np.ndarray, k: int) -> list[int]:
 
 
 def _reverse(rel: str) -> str:
-    return rel[len("rev_"):] if rel.startswith("rev_") else f"rev_{rel}"
+    return rel[len("rev_") :] if rel.startswith("rev_") else f"rev_{rel}"
 
 
 @reads
-def explain_pair(workspace: Workspace | str | os.PathLike, user_id: str, item_id: str, k: int = 5
-                 ) -> tuple[list[ExplanationPath], str]:
+def explain_pair(
+    workspace: Workspace | str | os.PathLike, user_id: str, item_id: str, k: int = 5
+) -> tuple[list[ExplanationPath], str]:
     """Paths and text for external ids, from a workspace's saved graph and dataset."""
 
     ws = Workspace.of(workspace)

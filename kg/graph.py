@@ -9,6 +9,7 @@ meta["relation_kinds"] maps "src|rel|dst" to interaction, item_attribute, user_a
     graph/graph.safetensors   "<src>|<rel>|<dst>/src", ".../dst" int64 [E], ".../weight" float32 [E]
     graph/graph.json          num_nodes, relations, node_names (attribute values / entity ids), meta
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,10 +21,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from graphrec.core.errors import InputError
-from graphrec.core.io import check_json, check_tensors, read_json, read_tensors, write_json, write_tensors
+from graphrec.core.io import (
+    check_json,
+    check_tensors,
+    read_json,
+    read_tensors,
+    write_json,
+    write_tensors,
+)
 from graphrec.core.workspace import MAKE, Workspace
 
-if TYPE_CHECKING:  # the [pyg] extra: only the views below use them, and import them when called
+if (
+    TYPE_CHECKING
+):  # the [pyg] extra: only the views below use them, and import them when called
     import networkx as nx
     from torch_geometric.data import HeteroData
 
@@ -31,8 +41,13 @@ EdgeType = tuple[str, str, str]
 REBUILD = f"re-run `{MAKE['graph']}`"
 # What KnowledgeGraph.load checks of graph.json (the module docstring describes it); meta holds the builder's
 # settings, read by kg.extend, of which relation_kinds is read here.
-GRAPH_JSON = {"num_nodes": {str: int}, "relations": [[str]], "num_edges?": {str: int}, "node_names?": {str: list},
-              "meta?": {"relation_kinds?": {str: str}}}
+GRAPH_JSON = {
+    "num_nodes": {str: int},
+    "relations": [[str]],
+    "num_edges?": {str: int},
+    "node_names?": {str: list},
+    "meta?": {"relation_kinds?": {str: str}},
+}
 
 
 @dataclass
@@ -49,11 +64,19 @@ class EdgeSet:
 class KnowledgeGraph:
     num_nodes: dict[str, int]
     edges: dict[EdgeType, EdgeSet]
-    node_names: dict[str, list[str]] = field(default_factory=dict)  # for node types other than user/item
+    node_names: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # for node types other than user/item
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def relations(self, src: str | None = None, dst: str | None = None) -> list[EdgeType]:
-        return [k for k in self.edges if (src is None or k[0] == src) and (dst is None or k[2] == dst)]
+    def relations(
+        self, src: str | None = None, dst: str | None = None
+    ) -> list[EdgeType]:
+        return [
+            k
+            for k in self.edges
+            if (src is None or k[0] == src) and (dst is None or k[2] == dst)
+        ]
 
     def node_name(self, node_type: str, index: int) -> str:
         names = self.node_names.get(node_type)
@@ -67,7 +90,9 @@ class KnowledgeGraph:
         starts = np.concatenate([[0], np.cumsum(list(self.num_nodes.values()))])
         return {t: int(o) for t, o in zip(self.num_nodes, starts)}
 
-    def to_homogeneous(self, relations: list[EdgeType] | None = None, undirected: bool = True) -> sp.csr_matrix:
+    def to_homogeneous(
+        self, relations: list[EdgeType] | None = None, undirected: bool = True
+    ) -> sp.csr_matrix:
         """All (or the given) relations as one CSR adjacency over every node (offsets from `node_offsets`),
         symmetrised when `undirected`. Entries are summed edge weights."""
         off = self.node_offsets()
@@ -78,8 +103,12 @@ class KnowledgeGraph:
         w = [self.edges[k].weight for k in keys]
         if undirected:
             src, dst, w = src + dst, dst + src, w + w
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt))
-        return sp.csr_matrix((cat(w, np.float32), (cat(src, np.int64), cat(dst, np.int64))), shape=(n, n))
+        cat = lambda xs, dt: (
+            np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt)
+        )
+        return sp.csr_matrix(
+            (cat(w, np.float32), (cat(src, np.int64), cat(dst, np.int64))), shape=(n, n)
+        )
 
     def to_hetero_data(self, reverse: bool = True) -> HeteroData:
         """A torch-geometric HeteroData: `edge_index` [2, E] int64 sorted by (src, dst) so CSR conversion needs
@@ -95,9 +124,17 @@ class KnowledgeGraph:
                 pairs.append(((d, f"rev_{r}", s), e.dst, e.src))
             for key, a, b in pairs:
                 order = _csr_order(a, b, self.num_nodes[key[2]])
-                a, b, w = (a, b, e.weight) if order is None else (a[order], b[order], e.weight[order])
-                data[key].edge_index = torch.from_numpy(np.stack([a, b]).astype(np.int64, copy=False))
-                data[key].edge_weight = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+                a, b, w = (
+                    (a, b, e.weight)
+                    if order is None
+                    else (a[order], b[order], e.weight[order])
+                )
+                data[key].edge_index = torch.from_numpy(
+                    np.stack([a, b]).astype(np.int64, copy=False)
+                )
+                data[key].edge_weight = torch.from_numpy(
+                    np.ascontiguousarray(w, dtype=np.float32)
+                )
         return data
 
     def to_networkx(self, relations: list[EdgeType] | None = None) -> nx.MultiDiGraph:
@@ -105,18 +142,25 @@ class KnowledgeGraph:
         one edge per stored edge keyed by relation, with `weight`. Not for the hot path (per-edge Python)."""
         g = _extra("networkx", "to_networkx").MultiDiGraph()
         for t, n in self.num_nodes.items():
-            g.add_nodes_from(((t, i), {"type": t, "name": self.node_name(t, i)}) for i in range(n))
-        for key in (list(self.edges) if relations is None else relations):
+            g.add_nodes_from(
+                ((t, i), {"type": t, "name": self.node_name(t, i)}) for i in range(n)
+            )
+        for key in list(self.edges) if relations is None else relations:
             s, r, d = key
             e = self.edges[key]
-            g.add_edges_from(((s, int(a)), (d, int(b)), r, {"relation": r, "weight": float(w)})
-                             for a, b, w in zip(e.src.tolist(), e.dst.tolist(), e.weight.tolist()))
+            g.add_edges_from(
+                ((s, int(a)), (d, int(b)), r, {"relation": r, "weight": float(w)})
+                for a, b, w in zip(e.src.tolist(), e.dst.tolist(), e.weight.tolist())
+            )
         return g
 
     def to_scipy(self, key: EdgeType) -> sp.csr_matrix:
         """The relation as a scipy CSR matrix [num_nodes[src], num_nodes[dst]] of edge weights."""
         e = self.edges[key]
-        return sp.csr_matrix((e.weight, (e.src, e.dst)), shape=(self.num_nodes[key[0]], self.num_nodes[key[2]]))
+        return sp.csr_matrix(
+            (e.weight, (e.src, e.dst)),
+            shape=(self.num_nodes[key[0]], self.num_nodes[key[2]]),
+        )
 
     def save(self, workspace: Workspace | str | Path) -> Path:
         ws = Workspace.of(workspace)
@@ -128,11 +172,19 @@ class KnowledgeGraph:
             tensors[f"{name}/weight"] = np.ascontiguousarray(e.weight, dtype=np.float32)
         target = ws.stage_dir("graph")
         with ws.new_stage("graph") as tmp:
-            write_tensors(tmp / "graph.safetensors", tensors)  # the umask's mode, as every artifact
-            write_json(tmp / "graph.json", {
-                "num_nodes": self.num_nodes, "relations": [list(k) for k in self.edges],
-                "num_edges": {"|".join(k): len(e) for k, e in self.edges.items()},
-                "node_names": self.node_names, "meta": self.meta})
+            write_tensors(
+                tmp / "graph.safetensors", tensors
+            )  # the umask's mode, as every artifact
+            write_json(
+                tmp / "graph.json",
+                {
+                    "num_nodes": self.num_nodes,
+                    "relations": [list(k) for k in self.edges],
+                    "num_edges": {"|".join(k): len(e) for k, e in self.edges.items()},
+                    "node_names": self.node_names,
+                    "meta": self.meta,
+                },
+            )
         return target
 
     @classmethod
@@ -145,15 +197,34 @@ class KnowledgeGraph:
         edges = {}
         for key in map(tuple, info["relations"]):
             name = "|".join(key)
-            check_tensors(tensors, {f"{name}/src": ("int64", ("edges",)), f"{name}/dst": ("int64", ("edges",)),
-                                    f"{name}/weight": ("float32", ("edges",))}, path, REBUILD)
-            e = EdgeSet(tensors[f"{name}/src"], tensors[f"{name}/dst"], tensors[f"{name}/weight"])
-            for end, nodes, n in (("src", e.src, info["num_nodes"][key[0]]), ("dst", e.dst, info["num_nodes"][key[2]])):
+            check_tensors(
+                tensors,
+                {
+                    f"{name}/src": ("int64", ("edges",)),
+                    f"{name}/dst": ("int64", ("edges",)),
+                    f"{name}/weight": ("float32", ("edges",)),
+                },
+                path,
+                REBUILD,
+            )
+            e = EdgeSet(
+                tensors[f"{name}/src"],
+                tensors[f"{name}/dst"],
+                tensors[f"{name}/weight"],
+            )
+            for end, nodes, n in (
+                ("src", e.src, info["num_nodes"][key[0]]),
+                ("dst", e.dst, info["num_nodes"][key[2]]),
+            ):
                 if len(nodes) and (nodes.min() < 0 or nodes.max() >= n):
-                    raise InputError(f"tensor '{name}/{end}' holds node indices outside 0..{n - 1}: {REBUILD}",
-                                     file=path)
+                    raise InputError(
+                        f"tensor '{name}/{end}' holds node indices outside 0..{n - 1}: {REBUILD}",
+                        file=path,
+                    )
             edges[key] = e
-        return cls(info["num_nodes"], edges, info.get("node_names", {}), info.get("meta", {}))
+        return cls(
+            info["num_nodes"], edges, info.get("node_names", {}), info.get("meta", {})
+        )
 
 
 def read_graph_info(workspace: Workspace | str | Path) -> dict[str, Any]:
@@ -168,15 +239,23 @@ def _graph_info(path: Path) -> dict[str, Any]:
     num_nodes = info["num_nodes"]
     for node_type, n in num_nodes.items():
         if n < 0:
-            raise InputError(f"'num_nodes.{node_type}' is negative: {REBUILD}", file=path)
+            raise InputError(
+                f"'num_nodes.{node_type}' is negative: {REBUILD}", file=path
+            )
     for node_type, names in info.get("node_names", {}).items():
         if node_type in num_nodes and len(names) != num_nodes[node_type]:
-            raise InputError(f"'node_names.{node_type}' holds {len(names)} names for {num_nodes[node_type]} nodes: "
-                             f"{REBUILD}", file=path)
+            raise InputError(
+                f"'node_names.{node_type}' holds {len(names)} names for {num_nodes[node_type]} nodes: "
+                f"{REBUILD}",
+                file=path,
+            )
     for key in info["relations"]:
         if len(key) != 3 or key[0] not in num_nodes or key[2] not in num_nodes:
-            raise InputError(f"relation {key} should be [source type, name, target type], with types of 'num_nodes': "
-                             f"{REBUILD}", file=path)
+            raise InputError(
+                f"relation {key} should be [source type, name, target type], with types of 'num_nodes': "
+                f"{REBUILD}",
+                file=path,
+            )
     return info
 
 
@@ -193,4 +272,6 @@ def _extra(module: str, view: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise InputError(f"KnowledgeGraph.{view} needs {module.split('.')[0]}: pip install 'graphrec[pyg]'") from None
+        raise InputError(
+            f"KnowledgeGraph.{view} needs {module.split('.')[0]}: pip install 'graphrec[pyg]'"
+        ) from None

@@ -11,6 +11,7 @@ columns item_id, entity (or entity_id).
 item becomes the item node; other heads must appear as the tail of some triple (entity-entity chains),
 else they are unknown: reported and dropped. Self-loops and duplicate triples are dropped with counts.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,7 +25,14 @@ import numpy as np
 import pandas as pd
 
 from graphrec.core.errors import InputError
-from graphrec.data.readers import PARQUET, fail_at, id_problem, normalize_ids, read_table, row_label
+from graphrec.data.readers import (
+    PARQUET,
+    fail_at,
+    id_problem,
+    normalize_ids,
+    read_table,
+    row_label,
+)
 
 TABLE_SUFFIXES = (".csv", ".tsv") + PARQUET
 EXAMPLES = 5  # how many unknown ids a report names
@@ -48,13 +56,23 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
     path = Path(path)
     if path.suffix.lower() in TABLE_SUFFIXES:
         frame = read_table(path)
-        head_col = "item" if "head" not in frame.columns and "item" in frame.columns else "head"
+        head_col = (
+            "item"
+            if "head" not in frame.columns and "item" in frame.columns
+            else "head"
+        )
         names = [head_col, "relation", "tail"]
         for col in names:
             if col not in frame.columns:
-                raise InputError(f"missing required column (found: {', '.join(frame.columns)})", file=path, column=col)
+                raise InputError(
+                    f"missing required column (found: {', '.join(frame.columns)})",
+                    file=path,
+                    column=col,
+                )
         for col in names:
-            values = normalize_ids(frame[col]).set_axis(frame.index)  # the one id rule, as the dataset's ids
+            values = normalize_ids(frame[col]).set_axis(
+                frame.index
+            )  # the one id rule, as the dataset's ids
             blank = np.flatnonzero((values == "").to_numpy())
             if len(blank):
                 raise fail_at(frame, int(blank[0]), col, "blank cell")
@@ -62,28 +80,45 @@ def read_triples(path: str | os.PathLike) -> RawTriples:
             if problem:
                 raise fail_at(frame, problem[0], col, problem[1])
             frame[col] = values
-        bad = np.flatnonzero(frame["relation"].str.contains("|", regex=False).to_numpy())
+        bad = np.flatnonzero(
+            frame["relation"].str.contains("|", regex=False).to_numpy()
+        )
         if len(bad):
-            raise fail_at(frame, int(bad[0]), "relation", "relation names may not contain '|'")
+            raise fail_at(
+                frame, int(bad[0]), "relation", "relation names may not contain '|'"
+            )
         head, relation, tail = (frame[c].to_numpy(dtype=object) for c in names)
         return RawTriples(head, relation, tail, str(path))
-    cols = [normalize_ids(c).to_numpy(dtype=object) for c in _read_fields(path, 3, "head relation tail")]
+    cols = [
+        normalize_ids(c).to_numpy(dtype=object)
+        for c in _read_fields(path, 3, "head relation tail")
+    ]
     _check_field_ids(path, cols, lambda i: _line_of(path, i))
     bad = np.flatnonzero(pd.Series(cols[1]).str.contains("|", regex=False).to_numpy())
     if len(bad):
-        raise InputError("relation names may not contain '|'", file=path, row=_line_of(path, int(bad[0])))
+        raise InputError(
+            "relation names may not contain '|'",
+            file=path,
+            row=_line_of(path, int(bad[0])),
+        )
     return RawTriples(cols[0], cols[1], cols[2], str(path))
 
 
 def read_entity_map(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Item id -> entity id pairs as {"item": [...], "entity": [...]} (strings); an item mapped twice is an error."""
     path = Path(path)
-    labels: Callable[[int], int | str]  # the row of a 0-based record: a table's row label or a file line
+    labels: Callable[
+        [int], int | str
+    ]  # the row of a 0-based record: a table's row label or a file line
     if path.suffix.lower() in TABLE_SUFFIXES:
         frame = read_table(path, ("item_id",))
         ent = next((c for c in ("entity", "entity_id") if c in frame.columns), None)
         if ent is None:
-            raise InputError("missing required column (an entity or entity_id column)", file=path, column="entity")
+            raise InputError(
+                "missing required column (an entity or entity_id column)",
+                file=path,
+                column="entity",
+            )
         items, ents = normalize_ids(frame["item_id"]), normalize_ids(frame[ent])
         for col, values in (("item_id", items), (ent, ents)):
             problem = id_problem(values)
@@ -92,24 +127,40 @@ def read_entity_map(path: str | os.PathLike) -> dict[str, np.ndarray]:
         labels = lambda i: row_label(frame, i)  # noqa: E731
     else:
         first = _first_line(path).split()
-        if first[:2] == ["org_id", "remap_id"]:  # KGAT item_list.txt: org_id remap_id [freebase_id]
+        if first[:2] == [
+            "org_id",
+            "remap_id",
+        ]:  # KGAT item_list.txt: org_id remap_id [freebase_id]
             fields = _read_fields(path, len(first), " ".join(first), skip_header=True)
             labels = lambda i: _line_of(path, i + 1)  # noqa: E731
         else:
             fields = _read_fields(path, 2, "item_id entity_id")
             labels = lambda i: _line_of(path, i)  # noqa: E731
-        items, ents = normalize_ids(fields[0]), normalize_ids(fields[1])  # the one id rule, as for tables
+        items, ents = (
+            normalize_ids(fields[0]),
+            normalize_ids(fields[1]),
+        )  # the one id rule, as for tables
         _check_field_ids(path, [items, ents], labels)
     blank = np.flatnonzero(((items == "") | (ents == "")).to_numpy())
     if len(blank):
-        raise InputError("blank item or entity id", file=path, row=labels(int(blank[0])))
+        raise InputError(
+            "blank item or entity id", file=path, row=labels(int(blank[0]))
+        )
     dup = np.flatnonzero(items.duplicated().to_numpy())
     if len(dup):
-        raise InputError(f"item {items.iloc[dup[0]]!r} is mapped twice", file=path, row=labels(int(dup[0])))
+        raise InputError(
+            f"item {items.iloc[dup[0]]!r} is mapped twice",
+            file=path,
+            row=labels(int(dup[0])),
+        )
     return {"item": items.to_numpy(dtype=object), "entity": ents.to_numpy(dtype=object)}
 
 
-def _check_field_ids(path: Path, fields: list[np.ndarray] | list[pd.Series], line: Callable[[int], int | str]) -> None:
+def _check_field_ids(
+    path: Path,
+    fields: list[np.ndarray] | list[pd.Series],
+    line: Callable[[int], int | str],
+) -> None:
     """Whitespace-format fields (already normalised) must pass the dataset's id rule (`id_problem`); `line`
     gives the file line of a 0-based record, only on the error path."""
     for values in fields:
@@ -128,7 +179,9 @@ def _first_line(path: Path) -> str:
     raise InputError("file is empty", file=path)
 
 
-def _read_fields(path: Path, n: int, layout: str, skip_header: bool = False) -> list[np.ndarray]:
+def _read_fields(
+    path: Path, n: int, layout: str, skip_header: bool = False
+) -> list[np.ndarray]:
     """Whitespace-separated lines of exactly n fields (blank lines skipped), read by pandas' C parser."""
     _first_line(path)
     try:
@@ -136,14 +189,27 @@ def _read_fields(path: Path, n: int, layout: str, skip_header: bool = False) -> 
     except UnicodeDecodeError as e:
         raise InputError(f"not valid utf-8 text at byte {e.start}", file=path) from None
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=list(range(n)), dtype=str,
-                            keep_default_na=False, na_filter=False, engine="c", skiprows=1 if skip_header else 0,
-                            quoting=3)
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=r"\s+",
+            header=None,
+            names=list(range(n)),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            engine="c",
+            skiprows=1 if skip_header else 0,
+            quoting=3,
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
         frame = None
     if frame is None or (frame[n - 1] == "").any():
         line, got = _bad_line(text, n, skip_header)
-        raise InputError(f"expected {n} whitespace-separated fields ({layout}), found {got}", file=path, row=line)
+        raise InputError(
+            f"expected {n} whitespace-separated fields ({layout}), found {got}",
+            file=path,
+            row=line,
+        )
     return [frame[c].to_numpy(dtype=object) for c in range(n)]
 
 
@@ -169,8 +235,11 @@ def _line_of(path: Path, record: int) -> int:
     return 0
 
 
-def resolve_triples(raw: RawTriples, item_ids: np.ndarray, entity_map: dict[str, np.ndarray] | None = None
-                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+def resolve_triples(
+    raw: RawTriples,
+    item_ids: np.ndarray,
+    entity_map: dict[str, np.ndarray] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Typed triples: columns head_item, tail_item (int64 item index, -1 = entity), head_entity, tail_entity
     (entity name, "" = item), relation; plus a report of what was dropped and why."""
     head = pd.Series(raw.head, dtype=object)
@@ -187,7 +256,9 @@ def resolve_triples(raw: RawTriples, item_ids: np.ndarray, entity_map: dict[str,
     if entity_map is not None:  # heads and tails are entity ids; mapped ones are items
         mapped = item_index.get_indexer(entity_map["item"])
         report["map_items_unknown"] = int((mapped < 0).sum())
-        ent_to_item = pd.Series(mapped[mapped >= 0], index=entity_map["entity"][mapped >= 0])
+        ent_to_item = pd.Series(
+            mapped[mapped >= 0], index=entity_map["entity"][mapped >= 0]
+        )
         ent_to_item = ent_to_item[~ent_to_item.index.duplicated()]
         head_item = ent_to_item.reindex(frame["h"]).fillna(-1).to_numpy(np.int64)
         tail_item = ent_to_item.reindex(frame["t"]).fillna(-1).to_numpy(np.int64)
@@ -197,14 +268,25 @@ def resolve_triples(raw: RawTriples, item_ids: np.ndarray, entity_map: dict[str,
     tails = pd.Index(frame["t"].to_numpy()[tail_item < 0]).unique()
     unknown = (head_item < 0) & ~np.asarray(pd.Index(frame["h"]).isin(tails))
     names = pd.unique(frame["h"].to_numpy()[unknown])
-    report.update(unknown_heads=len(names), unknown_head_examples=[str(x) for x in names[:EXAMPLES]],
-                  unknown_head_triples_dropped=int(unknown.sum()))
+    report.update(
+        unknown_heads=len(names),
+        unknown_head_examples=[str(x) for x in names[:EXAMPLES]],
+        unknown_head_triples_dropped=int(unknown.sum()),
+    )
     keep = ~unknown
-    out = pd.DataFrame({
-        "head_item": head_item[keep], "tail_item": tail_item[keep],
-        "head_entity": np.where(head_item[keep] < 0, frame["h"].to_numpy()[keep], ""),
-        "tail_entity": np.where(tail_item[keep] < 0, frame["t"].to_numpy()[keep], ""),
-        "relation": frame["r"].to_numpy()[keep]})
+    out = pd.DataFrame(
+        {
+            "head_item": head_item[keep],
+            "tail_item": tail_item[keep],
+            "head_entity": np.where(
+                head_item[keep] < 0, frame["h"].to_numpy()[keep], ""
+            ),
+            "tail_entity": np.where(
+                tail_item[keep] < 0, frame["t"].to_numpy()[keep], ""
+            ),
+            "relation": frame["r"].to_numpy()[keep],
+        }
+    )
     # two entity ids mapped to the same item can make a loop or a repeat only after mapping
     loop = ((out["head_item"] >= 0) & (out["head_item"] == out["tail_item"])).to_numpy()
     out = out[~loop]
@@ -219,5 +301,9 @@ def resolve_triples(raw: RawTriples, item_ids: np.ndarray, entity_map: dict[str,
 def dataset_triples(triples: pd.DataFrame, item_ids: np.ndarray) -> RawTriples:
     """The dataset's own triples (item index, relation, tail) as raw triples headed by external item ids."""
     items = np.asarray(item_ids, dtype=object)[triples["item"].to_numpy(np.int64)]
-    return RawTriples(items, triples["relation"].astype(str).to_numpy(dtype=object),
-                      triples["tail"].astype(str).to_numpy(dtype=object), "dataset/triples.parquet")
+    return RawTriples(
+        items,
+        triples["relation"].astype(str).to_numpy(dtype=object),
+        triples["tail"].astype(str).to_numpy(dtype=object),
+        "dataset/triples.parquet",
+    )

@@ -2,6 +2,7 @@
 
 docs/architecture.md draws the same map; a new module must be given a layer here (the test says so).
 """
+
 from __future__ import annotations
 
 import ast
@@ -14,7 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where each installed subpackage lives in the repository (pyproject's package-dir).
-SOURCES = {"graphrec": ROOT / "graphrec", "graphrec.data": ROOT / "data", "graphrec.kg": ROOT / "kg"}
+SOURCES = {
+    "graphrec": ROOT / "graphrec",
+    "graphrec.data": ROOT / "data",
+    "graphrec.kg": ROOT / "kg",
+}
 # Lowest first: the folder a module lives in is its layer (graphrec.data and graphrec.kg are the root folders data/
 # and kg/, where the product design fixes them). A module may import its own layer and the ones below, never one
 # above.
@@ -43,7 +48,9 @@ def _layer(module: str) -> int:
         return len(LAYERS)
     folder = module.split(".")[1] if module.count(".") else ""
     if folder not in LAYERS:
-        raise AssertionError(f"{module} is in no layer folder: move it into graphrec/<layer>/ (one of {LAYERS})")
+        raise AssertionError(
+            f"{module} is in no layer folder: move it into graphrec/<layer>/ (one of {LAYERS})"
+        )
     return LAYERS.index(folder)
 
 
@@ -64,12 +71,24 @@ def _imports(path: Path, module: str) -> list[tuple[str, bool, int]]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            base = node.module if node.level == 0 else module.rsplit(".", node.level)[0] + "." + node.module
-            # `from graphrec.model import artifacts` imports the module graphrec.model.artifacts, not a name of the package
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+            base = (
+                node.module
+                if node.level == 0
+                else module.rsplit(".", node.level)[0] + "." + node.module
+            )
+            # `from graphrec.model import artifacts` imports the module graphrec.model.artifacts, not a name of the
+            # package
+            names = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                for a in node.names
+            ]
         for name in names:
             if name == "graphrec" or name.startswith("graphrec."):
-                target = max((m for m in MODULES if name == m or name.startswith(m + ".")), key=len, default=name)
+                target = max(
+                    (m for m in MODULES if name == m or name.startswith(m + ".")),
+                    key=len,
+                    default=name,
+                )
                 found.append((target, id(node) in in_function, node.lineno))
     return found
 
@@ -84,10 +103,14 @@ def test_every_module_has_a_layer_and_imports_point_down():
             if target == module:
                 continue
             if in_function and module not in LAZY_OK:
-                hidden.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a function")
+                hidden.append(
+                    f"{path.relative_to(ROOT)}:{line} imports {target} inside a function"
+                )
             if _layer(target) > _layer(module):
-                upward.append(f"{path.relative_to(ROOT)}:{line} ({_layer_name(module)}) imports {target} "
-                              f"({_layer_name(target)})")
+                upward.append(
+                    f"{path.relative_to(ROOT)}:{line} ({_layer_name(module)}) imports {target} "
+                    f"({_layer_name(target)})"
+                )
     assert not hidden, "\n".join(hidden)
     assert not upward, "\n".join(upward)
 
@@ -95,17 +118,30 @@ def test_every_module_has_a_layer_and_imports_point_down():
 def test_the_tree_shows_the_layers():
     """graphrec/ holds one folder per layer it owns and the face's modules, nothing else: the tree alone tells which
     layer a file is in."""
-    owned = {p.name for p in (ROOT / "graphrec").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    owned = {
+        p.name
+        for p in (ROOT / "graphrec").iterdir()
+        if p.is_dir() and p.name != "__pycache__"
+    }
     assert owned == set(LAYERS) - {"data", "kg"}, sorted(owned)
-    flat = {f"graphrec.{p.stem}" if p.stem != "__init__" else "graphrec" for p in (ROOT / "graphrec").glob("*.py")}
+    flat = {
+        f"graphrec.{p.stem}" if p.stem != "__init__" else "graphrec"
+        for p in (ROOT / "graphrec").glob("*.py")
+    }
     assert flat == set(FACE), sorted(flat)
     for layer in owned:
-        assert (ROOT / "graphrec" / layer / "__init__.py").read_text().startswith(f'"""Layer {LAYERS.index(layer) + 1}, '
-                                                                                 f"{layer}:")
+        assert (
+            (ROOT / "graphrec" / layer / "__init__.py")
+            .read_text()
+            .startswith(f'"""Layer {LAYERS.index(layer) + 1}, {layer}:')
+        )
 
 
 def test_no_import_cycle():
-    graph = {m: {t for t, _, _ in _imports(p, m) if t != m and t in MODULES} for m, p in MODULES.items()}
+    graph = {
+        m: {t for t, _, _ in _imports(p, m) if t != m and t in MODULES}
+        for m, p in MODULES.items()
+    }
     # a package's __init__ importing its own submodules is how a package exposes them, not a cycle
     for m in graph:
         graph[m] = {t for t in graph[m] if not t.startswith(m + ".")}
@@ -117,7 +153,9 @@ def test_no_import_cycle():
         stack.append(m)
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(stack[stack.index(t) :] + [t])
+                )
             if t not in state:
                 visit(t)
         stack.pop()
@@ -134,46 +172,101 @@ def test_library_code_does_not_print():
         if module in ("graphrec.app.cli",):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            ):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, offenders
 
 
 def test_wheel_installs_only_the_graphrec_namespace(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(tmp_path.glob("graphrec-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
-    assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {"graphrec"}, sorted(top)
-    for expected in ("graphrec/data/dataset.py", "graphrec/kg/graph.py", "graphrec/app/cli.py", "graphrec/__main__.py",
-                     "graphrec/py.typed"):
+    assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {
+        "graphrec"
+    }, sorted(top)
+    for expected in (
+        "graphrec/data/dataset.py",
+        "graphrec/kg/graph.py",
+        "graphrec/app/cli.py",
+        "graphrec/__main__.py",
+        "graphrec/py.typed",
+    ):
         assert expected in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "graphrec = graphrec.app.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert (
+        "graphrec = graphrec.app.cli:main"
+        in zipfile.ZipFile(wheel).read(entry).decode()
+    )
 
 
 def test_public_api_imports_beside_a_users_own_data_and_kg_modules(tmp_path):
-    (tmp_path / "data.py").write_text("raise ImportError('the user data.py was imported')\n")
-    (tmp_path / "kg.py").write_text("raise ImportError('the user kg.py was imported')\n")
-    (tmp_path / "cli.py").write_text("raise ImportError('the user cli.py was imported')\n")
-    code = ("import graphrec, graphrec.data, graphrec.kg\n"
-            "from graphrec.data.dataset import Dataset\nfrom graphrec.kg.graph import KnowledgeGraph\n"
-            "assert callable(graphrec.load_export)\nprint(graphrec.data.__file__)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    (tmp_path / "data.py").write_text(
+        "raise ImportError('the user data.py was imported')\n"
+    )
+    (tmp_path / "kg.py").write_text(
+        "raise ImportError('the user kg.py was imported')\n"
+    )
+    (tmp_path / "cli.py").write_text(
+        "raise ImportError('the user cli.py was imported')\n"
+    )
+    code = (
+        "import graphrec, graphrec.data, graphrec.kg\n"
+        "from graphrec.data.dataset import Dataset\nfrom graphrec.kg.graph import KnowledgeGraph\n"
+        "assert callable(graphrec.load_export)\nprint(graphrec.data.__file__)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert not Path(r.stdout.strip()).resolve().is_relative_to(tmp_path.resolve())
 
 
-@pytest.mark.parametrize("argv", [["-m", "graphrec", "--help"], [str(ROOT / "cli.py"), "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["-m", "graphrec", "--help"], [str(ROOT / "cli.py"), "--help"]]
+)
 def test_module_and_shim_run_the_command_line(argv, tmp_path):
-    r = subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "quickstart" in r.stdout and "Traceback" not in r.stderr
 
 
 def test_the_api_reference_page_is_what_the_code_says():
-    r = subprocess.run([sys.executable, str(ROOT / ".ci" / "api_reference.py"), "--check"], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "api_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]

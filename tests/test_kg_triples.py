@@ -1,4 +1,5 @@
 """External triples: formats, malformed input, and resolution (unknown heads, self-loops, duplicates)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,12 @@ import pandas as pd
 import pytest
 
 from graphrec.core.errors import InputError
-from graphrec.kg.triples import RawTriples, read_entity_map, read_triples, resolve_triples
+from graphrec.kg.triples import (
+    RawTriples,
+    read_entity_map,
+    read_triples,
+    resolve_triples,
+)
 
 ITEMS = np.array(["m1", "m2", "m3"], dtype=object)
 
@@ -20,7 +26,10 @@ def test_kgat_whitespace_lines(tmp_path):
     assert t.tail.tolist() == ["10", "10", "11"]
 
 
-@pytest.mark.parametrize("text,line,found", [("0 0 10\n0 1\n", 2, 2), ("0 0 10\n\n1 1 11\n2 2 12 13\n", 4, 4)])
+@pytest.mark.parametrize(
+    "text,line,found",
+    [("0 0 10\n0 1\n", 2, 2), ("0 0 10\n\n1 1 11\n2 2 12 13\n", 4, 4)],
+)
 def test_malformed_line_names_file_and_line(tmp_path, text, line, found):
     p = tmp_path / "kg.txt"
     p.write_text(text)
@@ -40,8 +49,13 @@ def test_missing_and_empty_files(tmp_path):
 
 def test_csv_triples_and_blank_cell(tmp_path):
     p = tmp_path / "t.csv"
-    pd.DataFrame({"head": ["m1", "m2"], "relation": ["directed_by", "directed_by"],
-                  "tail": ["Kubrick", "Kubrick"]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "head": ["m1", "m2"],
+            "relation": ["directed_by", "directed_by"],
+            "tail": ["Kubrick", "Kubrick"],
+        }
+    ).to_csv(p, index=False)
     assert read_triples(p).tail.tolist() == ["Kubrick", "Kubrick"]
     p.write_text("head,relation,tail\nm1,directed_by,Kubrick\nm2,,Lynch\n")
     with pytest.raises(InputError) as e:
@@ -55,9 +69,15 @@ def test_csv_triples_and_blank_cell(tmp_path):
 
 def test_parquet_triples(tmp_path):
     p = tmp_path / "t.parquet"
-    pd.DataFrame({"item": ["m1"], "relation": ["genre_of"], "tail": ["noir"]}).to_parquet(p)
+    pd.DataFrame(
+        {"item": ["m1"], "relation": ["genre_of"], "tail": ["noir"]}
+    ).to_parquet(p)
     t = read_triples(p)
-    assert (t.head.tolist(), t.relation.tolist(), t.tail.tolist()) == (["m1"], ["genre_of"], ["noir"])
+    assert (t.head.tolist(), t.relation.tolist(), t.tail.tolist()) == (
+        ["m1"],
+        ["genre_of"],
+        ["noir"],
+    )
 
 
 def test_entity_map_formats(tmp_path):
@@ -81,27 +101,49 @@ def test_entity_map_formats(tmp_path):
 def test_resolve_without_map_reports_unknown_heads_loops_and_duplicates():
     raw = RawTriples(
         head=np.array(["m1", "m1", "m1", "m2", "zz", "Kubrick", "m3"], dtype=object),
-        relation=np.array(["dir", "dir", "genre", "dir", "dir", "born_in", "loop"], dtype=object),
-        tail=np.array(["Kubrick", "Kubrick", "noir", "Lynch", "x", "NYC", "m3"], dtype=object), source="t")
+        relation=np.array(
+            ["dir", "dir", "genre", "dir", "dir", "born_in", "loop"], dtype=object
+        ),
+        tail=np.array(
+            ["Kubrick", "Kubrick", "noir", "Lynch", "x", "NYC", "m3"], dtype=object
+        ),
+        source="t",
+    )
     out, rep = resolve_triples(raw, ITEMS)
-    assert rep["read"] == 7 and rep["self_loops_dropped"] == 1 and rep["duplicates_dropped"] == 1
+    assert (
+        rep["read"] == 7
+        and rep["self_loops_dropped"] == 1
+        and rep["duplicates_dropped"] == 1
+    )
     assert rep["unknown_heads"] == 1 and rep["unknown_head_examples"] == ["zz"]
     assert rep["kept"] == 4 == len(out)
     # Kubrick is a tail of another triple, so his own triple is an entity-entity edge
     ent = out[out["head_item"] < 0]
-    assert ent["head_entity"].tolist() == ["Kubrick"] and ent["tail_entity"].tolist() == ["NYC"]
+    assert ent["head_entity"].tolist() == ["Kubrick"] and ent[
+        "tail_entity"
+    ].tolist() == ["NYC"]
     assert sorted(out.loc[out["head_item"] >= 0, "head_item"].tolist()) == [0, 0, 1]
 
 
 def test_resolve_with_entity_map_turns_item_entities_into_items():
-    emap = {"item": np.array(["m1", "m2", "gone"], dtype=object), "entity": np.array(["0", "1", "7"], dtype=object)}
-    raw = RawTriples(head=np.array(["0", "1", "5", "9", "0"], dtype=object),
-                     relation=np.array(["r", "r", "s", "s", "sequel"], dtype=object),
-                     tail=np.array(["5", "5", "6", "6", "1"], dtype=object), source="kg")
+    emap = {
+        "item": np.array(["m1", "m2", "gone"], dtype=object),
+        "entity": np.array(["0", "1", "7"], dtype=object),
+    }
+    raw = RawTriples(
+        head=np.array(["0", "1", "5", "9", "0"], dtype=object),
+        relation=np.array(["r", "r", "s", "s", "sequel"], dtype=object),
+        tail=np.array(["5", "5", "6", "6", "1"], dtype=object),
+        source="kg",
+    )
     out, rep = resolve_triples(raw, ITEMS, emap)
     assert rep["map_items_unknown"] == 1
     assert rep["unknown_heads"] == 1 and rep["unknown_head_examples"] == ["9"]
     sequel = out[out["relation"] == "sequel"].iloc[0]
     assert (sequel["head_item"], sequel["tail_item"]) == (0, 1)
     chain = out[out["relation"] == "s"].iloc[0]
-    assert (chain["head_item"], chain["head_entity"], chain["tail_entity"]) == (-1, "5", "6")
+    assert (chain["head_item"], chain["head_entity"], chain["tail_entity"]) == (
+        -1,
+        "5",
+        "6",
+    )

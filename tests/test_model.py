@@ -1,4 +1,5 @@
 """The model's building blocks: sparse operators, neighbour sampling, cold-item embeddings, live updates."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,14 +9,21 @@ from train_fixtures import make_workspace
 
 from graphrec.core.io import read_tensors
 from graphrec.model.gnn import GraphRec, LossWeights, triple_loss_grad
-from graphrec.model.propagation import SparseOp, normalized_bipartite, sample_neighbourhood
+from graphrec.model.propagation import (
+    SparseOp,
+    normalized_bipartite,
+    sample_neighbourhood,
+)
 from graphrec.stages.train import load_model, run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bipartite_operator_is_symmetric_normalised():
-    users, items = np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 2, 1])  # (1, 1) twice: one edge
+    users, items = (
+        np.array([0, 0, 1, 1, 1]),
+        np.array([0, 1, 1, 2, 1]),
+    )  # (1, 1) twice: one edge
     op = normalized_bipartite(users, items, 2, 3)
     a = op.a.to_dense().numpy()
     assert np.allclose(a, a.T)
@@ -26,7 +34,9 @@ def test_bipartite_operator_is_symmetric_normalised():
 
 def test_sparse_op_gradient_matches_dense():
     g = torch.Generator().manual_seed(0)
-    dense = (torch.rand(5, 7, generator=g) > 0.6).float() * torch.rand(5, 7, generator=g)
+    dense = (torch.rand(5, 7, generator=g) > 0.6).float() * torch.rand(
+        5, 7, generator=g
+    )
     op = SparseOp(dense.to_sparse_csr(), dense.T.contiguous().to_sparse_csr())
     x = torch.randn(7, 3, generator=g, requires_grad=True)
     w = torch.randn(5, 3, generator=g)
@@ -38,7 +48,9 @@ def test_sparse_op_gradient_matches_dense():
 
 def test_neighbour_sampling_is_unbiased():
     rng = np.random.default_rng(1)
-    op = normalized_bipartite(rng.integers(20, size=300), rng.integers(30, size=300), 20, 30)
+    op = normalized_bipartite(
+        rng.integers(20, size=300), rng.integers(30, size=300), 20, 30
+    )
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 4, generator=g)  # not the global generator: other tests move it
     seeds = torch.tensor([0, 3, 25])
@@ -70,7 +82,9 @@ def test_cold_items_get_finite_distinct_embeddings(trained):
     assert len(cold) > 5
     assert np.isfinite(item).all() and np.isfinite(user).all()
     assert (np.linalg.norm(item[cold, :-1], axis=1) > 1e-3).all()
-    assert len(np.unique(item[cold].round(5), axis=0)) == len(cold)  # not one collapsed vector
+    assert len(np.unique(item[cold].round(5), axis=0)) == len(
+        cold
+    )  # not one collapsed vector
     # cold-item scores spread out per user (a ranking, not a tie)
     assert (np.std(user @ item[cold].T, axis=1) > 1e-4).all()
     cold_users = np.unique(ds.part("cold_user_valid")["user"].to_numpy())
@@ -93,10 +107,14 @@ def test_live_item_embedding_matches_export(trained):
     sel = np.isin(e.src, cold)
     row_of = {int(c): k for k, c in enumerate(cold)}
     rows = np.array([row_of[int(s)] for s in e.src[sel]])
-    new = m.item_embeddings_from_content({"text": feats.values[cold]}, {"genre": (rows, e.dst[sel])}, n_new=len(cold))
+    new = m.item_embeddings_from_content(
+        {"text": feats.values[cold]}, {"genre": (rows, e.dst[sel])}, n_new=len(cold)
+    )
     assert np.allclose(new, emb[cold], atol=1e-5)
     u = m.user_embedding_from_items(warm[:3])
-    assert np.allclose(u[:-1], emb[warm[:3], :-1].mean(0)) and u[-1] == 1.0  # [mean of its items, 1]
+    assert (
+        np.allclose(u[:-1], emb[warm[:3], :-1].mean(0)) and u[-1] == 1.0
+    )  # [mean of its items, 1]
 
 
 def test_forward_and_recommend_agree():
@@ -105,7 +123,9 @@ def test_forward_and_recommend_agree():
     inp = build_inputs(4, 6, np.array([0, 1, 2, 3, 0]), np.array([0, 1, 2, 3, 4]))
     model = GraphRec(4, 6, dim=8, layers=2, generator=torch.Generator().manual_seed(0))
     top = model.recommend(inp, torch.arange(4), k=6)
-    scores = model(inp, torch.arange(4).repeat_interleave(6), torch.arange(6).repeat(4)).reshape(4, 6)
+    scores = model(
+        inp, torch.arange(4).repeat_interleave(6), torch.arange(6).repeat(4)
+    ).reshape(4, 6)
     assert torch.equal(top, scores.argsort(dim=1, descending=True))
 
 
@@ -116,12 +136,22 @@ def test_the_hand_written_loss_gradient_is_autograd_s(weights):
     g = torch.Generator().manual_seed(3)
     m, d = 50, 6
     user_rows = torch.randn(m, d, generator=g, dtype=torch.float64, requires_grad=True)
-    item_rows = torch.randn(2 * m, 2 * d + 1, generator=g, dtype=torch.float64, requires_grad=True)
-    h, c, b = item_rows[:, :d], item_rows[:, d:2 * d], item_rows[:, 2 * d]
-    want, parts = GraphRec(1, 1, d, 1).batch_loss(user_rows, (h[:m], h[m:]), (c[:m], c[m:]), (b[:m], b[m:]),
-                                                  torch.zeros(()), LossWeights(cold_w, align_w, 0.0))
+    item_rows = torch.randn(
+        2 * m, 2 * d + 1, generator=g, dtype=torch.float64, requires_grad=True
+    )
+    h, c, b = item_rows[:, :d], item_rows[:, d : 2 * d], item_rows[:, 2 * d]
+    want, parts = GraphRec(1, 1, d, 1).batch_loss(
+        user_rows,
+        (h[:m], h[m:]),
+        (c[:m], c[m:]),
+        (b[:m], b[m:]),
+        torch.zeros(()),
+        LossWeights(cold_w, align_w, 0.0),
+    )
     want.backward()
-    got, got_parts, grad_user, grad_item = triple_loss_grad(user_rows.detach(), item_rows.detach(), cold_w, align_w)
+    got, got_parts, grad_user, grad_item = triple_loss_grad(
+        user_rows.detach(), item_rows.detach(), cold_w, align_w
+    )
     assert got == pytest.approx(want.item(), rel=1e-9)
     assert got_parts == pytest.approx(parts, rel=1e-9)
     torch.testing.assert_close(grad_user, user_rows.grad)

@@ -1,6 +1,7 @@
 """The private export: a linear probe reads users' attributes from the normal export's user vectors, and from the
 private export's no better than from a model trained without user attributes (docs/export.md; the MovieLens
 numbers: benchmarks/privacy_probe.py)."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,19 @@ from graphrec.stages.train import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ATTRIBUTES = ("age_band", "region")  # the synthetic users' attributes; both nudge their tastes
+ATTRIBUTES = (
+    "age_band",
+    "region",
+)  # the synthetic users' attributes; both nudge their tastes
 FOLDS = 5
 
 
 def _pipeline(ws, ds: Dataset) -> None:
     ds.save(ws)
     run_build(ws, item_knn=0, progress=False)
-    run_train(ws, epochs=4, dim=16, layers=2, progress=False, ranker=RankSettings(ease_dim=64))
+    run_train(
+        ws, epochs=4, dim=16, layers=2, progress=False, ranker=RankSettings(ease_dim=64)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +44,26 @@ def exports(tmp_path_factory):
     """(normal export, private export, the no-attribute model's export, labels, the folder of both workspaces)
     on one synthetic split."""
     root = tmp_path_factory.mktemp("privacy")
-    ds = split_dataset(generate(400, 200, 8000, seed=2, progress=False), cold_users=0.1, cold_user_context=3,
-                       seed=0)
+    ds = split_dataset(
+        generate(400, 200, 8000, seed=2, progress=False),
+        cold_users=0.1,
+        cold_user_context=3,
+        seed=0,
+    )
     _pipeline(root / "attr", ds)
     bare = Dataset.load(root / "attr")
     bare.users = bare.users[["user_id"]]
     bare.schema.user_attribute_columns = []
     _pipeline(root / "plain", bare)
     normal = load_export(export(root / "attr", root / "normal", ["npy"]))
-    private = load_export(export(root / "attr", root / "private", ["npy"], private=True))
+    private = load_export(
+        export(root / "attr", root / "private", ["npy"], private=True)
+    )
     plain = load_export(export(root / "plain", root / "plain-export", ["npy"]))
-    labels = {c: np.unique(ds.users[c].astype(str).to_numpy(), return_inverse=True)[1] for c in ATTRIBUTES}
+    labels = {
+        c: np.unique(ds.users[c].astype(str).to_numpy(), return_inverse=True)[1]
+        for c in ATTRIBUTES
+    }
     return normal, private, plain, labels, root
 
 
@@ -60,7 +75,10 @@ def _softmax_regression(x: torch.Tensor, y: torch.Tensor, n_class: int) -> torch
 
     def loss() -> torch.Tensor:
         opt.zero_grad()
-        value = torch.nn.functional.cross_entropy(design @ w, y) + 1e-2 * w[:-1].pow(2).sum()
+        value = (
+            torch.nn.functional.cross_entropy(design @ w, y)
+            + 1e-2 * w[:-1].pow(2).sum()
+        )
         value.backward()
         return value
 
@@ -86,9 +104,11 @@ def _strongest(e: Export, y: np.ndarray) -> float:
     """The best probe over the whole user vector and each block alone (the manifest tells the layout)."""
     parts, at = [e.user_embeddings], 0
     for width in e.manifest["blocks"].values():
-        parts.append(e.user_embeddings[:, at:at + width])
+        parts.append(e.user_embeddings[:, at : at + width])
         at += width
-    return max(_probe(p, y) for p in parts if p.shape[1] > 1 and p.std(axis=0).max() > 0)
+    return max(
+        _probe(p, y) for p in parts if p.shape[1] > 1 and p.std(axis=0).max() > 0
+    )
 
 
 def test_private_vectors_reveal_no_more_than_a_model_without_attributes(exports):
@@ -97,16 +117,29 @@ def test_private_vectors_reveal_no_more_than_a_model_without_attributes(exports)
         base = np.bincount(y).max() / len(y)
         leaked, kept, behaviour = (_strongest(e, y) for e in (normal, private, plain))
         assert kept <= behaviour + 0.05, (attribute, kept, behaviour)
-        assert leaked >= max(kept, behaviour, base) + 0.2, (attribute, leaked, kept, behaviour, base)
+        assert leaked >= max(kept, behaviour, base) + 0.2, (
+            attribute,
+            leaked,
+            kept,
+            behaviour,
+            base,
+        )
 
 
 def test_private_manifest_and_layout(exports):
     normal, private, _, _, _ = exports
-    assert private.manifest["private"] is True and "interactions alone" in private.manifest["privacy"]
+    assert (
+        private.manifest["private"] is True
+        and "interactions alone" in private.manifest["privacy"]
+    )
     assert normal.manifest["private"] is False and "privacy" not in normal.manifest
     assert "gnn" in normal.manifest["blocks"]
     assert not {"gnn", "group"} & set(private.manifest["blocks"])
-    assert private.user_embeddings.shape[1] == private.item_embeddings.shape[1] == private.manifest["dim"]
+    assert (
+        private.user_embeddings.shape[1]
+        == private.item_embeddings.shape[1]
+        == private.manifest["dim"]
+    )
     assert private.user_ids == normal.user_ids and private.item_ids == normal.item_ids
 
 
@@ -115,20 +148,38 @@ def test_private_export_still_ranks(exports):
     ds = Dataset.load(root / "attr")
     scores = private.user_embeddings @ private.item_embeddings.T
     assert np.isfinite(scores).all()
-    user, item = torch.from_numpy(private.user_embeddings), torch.from_numpy(private.item_embeddings)
+    user, item = (
+        torch.from_numpy(private.user_embeddings),
+        torch.from_numpy(private.item_embeddings),
+    )
     warm = np.flatnonzero(private.item_warm)
     seen, truth = ds.matrix(GIVEN).astype(bool), ds.matrix(("test",)).astype(bool)
     ndcg = embedding_accuracy(user, item, truth, seen, warm, 20)[0]
-    shuffled = torch.from_numpy(np.random.default_rng(0).permutation(private.user_embeddings))
+    shuffled = torch.from_numpy(
+        np.random.default_rng(0).permutation(private.user_embeddings)
+    )
     assert ndcg > 2 * embedding_accuracy(shuffled, item, truth, seen, warm, 20)[0]
-    top, _ = private.recommend(private.user_ids[0], N=5, filter_already_liked_items=False)
-    assert top.tolist() == [private.item_ids[j] for j in np.argsort(-scores[0], kind="stable")[:5]]
+    top, _ = private.recommend(
+        private.user_ids[0], N=5, filter_already_liked_items=False
+    )
+    assert top.tolist() == [
+        private.item_ids[j] for j in np.argsort(-scores[0], kind="stable")[:5]
+    ]
 
 
 def test_cli_private_flag(exports, tmp_path):
     *_, root = exports
-    res = CliRunner().invoke(cli.app, ["export", str(root / "attr"), "--out", str(tmp_path / "exp"), "--private",
-                                       "--json"])
+    res = CliRunner().invoke(
+        cli.app,
+        [
+            "export",
+            str(root / "attr"),
+            "--out",
+            str(tmp_path / "exp"),
+            "--private",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["private"] is True and "gnn" not in m["blocks"]
@@ -139,6 +190,12 @@ def test_without_user_attributes_private_is_the_full_export(exports, tmp_path):
     *_, root = exports
     normal = load_export(export(root / "plain", tmp_path / "n", ["npy"]))
     private = load_export(export(root / "plain", tmp_path / "p", ["npy"], private=True))
-    assert private.manifest["private"] is True and "no user attributes" in private.manifest["privacy"]
-    assert private.manifest["blocks"] == normal.manifest["blocks"] and "gnn" in private.manifest["blocks"]
+    assert (
+        private.manifest["private"] is True
+        and "no user attributes" in private.manifest["privacy"]
+    )
+    assert (
+        private.manifest["blocks"] == normal.manifest["blocks"]
+        and "gnn" in private.manifest["blocks"]
+    )
     assert np.array_equal(private.user_embeddings, normal.user_embeddings)

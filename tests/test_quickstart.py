@@ -1,4 +1,5 @@
 """The quickstart runs every stage on the synthetic default and leaves a usable workspace."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,26 @@ from graphrec.data.dataset import GIVEN, Dataset
 @pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path):
     ws, exported = tmp_path / "qs" / "workspace", tmp_path / "qs" / "export"
-    r = subprocess.run([sys.executable, "-m", "graphrec", "quickstart", "--out", str(tmp_path / "qs"), "--users", "120",
-                        "--items", "300", "--interactions", "4000", "--epochs", "8"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graphrec",
+            "quickstart",
+            "--out",
+            str(tmp_path / "qs"),
+            "--users",
+            "120",
+            "--items",
+            "300",
+            "--interactions",
+            "4000",
+            "--epochs",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "report:" in r.stdout and "Traceback" not in r.stderr
     for stage in ("dataset", "features", "graph", "model", "eval"):
@@ -35,9 +54,17 @@ def test_quickstart_end_to_end(tmp_path):
     recs, best = exp.recommend(ids["users"][0], N=5, filter_already_liked_items=False)
     # the export serves exactly the dot product of the vectors it ships, best first
     user_vecs, item_vecs = exp.user_embeddings, exp.item_embeddings
-    assert sorted(exp.manifest["files"]) == ["ids", "items", "user_fold_in", "user_fold_in_terms", "users"]
+    assert sorted(exp.manifest["files"]) == [
+        "ids",
+        "items",
+        "user_fold_in",
+        "user_fold_in_terms",
+        "users",
+    ]
     scores = item_vecs @ user_vecs[0]
-    assert recs.tolist() == [ids["items"][j] for j in np.argsort(-scores, kind="stable")[:5]]
+    assert recs.tolist() == [
+        ids["items"][j] for j in np.argsort(-scores, kind="stable")[:5]
+    ]
     assert np.allclose(best, np.sort(scores)[::-1][:5], rtol=1e-5)
     stages = json.loads((ws / "config.json").read_text())["stages"]
     assert all("quickstart" in rec["command"] for rec in stages.values())
@@ -48,7 +75,13 @@ def test_quickstart_end_to_end(tmp_path):
     ranker = json.loads((ws / "model" / "ranker.json").read_text())
     given = Dataset.load(ws).matrix(GIVEN)
     short = np.diff(given.indptr) <= ranker.get("short_history", 0)
-    scale = np.where(short, ranker["new_user_weights"].get("gnn", 1.0) if short.any() else 1.0, 1.0)
+    scale = np.where(
+        short, ranker["new_user_weights"].get("gnn", 1.0) if short.any() else 1.0, 1.0
+    )
     assert list(exp.manifest["blocks"])[0] == "gnn"
-    np.testing.assert_allclose(user_vecs[:, :gnn], trained["user"] * scale[:, None].astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(
+        user_vecs[:, :gnn],
+        trained["user"] * scale[:, None].astype(np.float32),
+        rtol=1e-6,
+    )
     assert user_vecs.shape[1] == item_vecs.shape[1] == exp.manifest["dim"] > gnn

@@ -1,5 +1,6 @@
 """Serve mode: a dataset that is not split is fitted on every interaction, and no list gives back what a user has
 (through the CLI, the Python API and the export with its documented exclusion)."""
+
 from __future__ import annotations
 
 import shutil
@@ -34,8 +35,16 @@ def served(tmp_path_factory):
     run_synth(ws, n_users=80, n_items=120, n_interactions=2500, seed=0, images=False)
     run_encode(ws, ["lexical"], show_progress=False)
     run_build(ws, progress=False)
-    result = run_train(ws, epochs=3, dim=8, layers=2, batch_size=256, lr=0.02, progress=False,
-                       ranker=RankSettings(keep_gnn=True))  # the GNN block served, so the GNN is refit too
+    result = run_train(
+        ws,
+        epochs=3,
+        dim=8,
+        layers=2,
+        batch_size=256,
+        lr=0.02,
+        progress=False,
+        ranker=RankSettings(keep_gnn=True),
+    )  # the GNN block served, so the GNN is refit too
     return ws, result
 
 
@@ -49,40 +58,84 @@ def test_a_dataset_that_is_not_split_is_fitted_on_every_interaction(served):
     ds = Dataset.load(ws)
     assert not ds.is_split and result.mode == "serve" and result.refit
     meta = read_json(ws / "model" / "model.json")
-    assert meta["mode"] == "serve" and meta["fitted_interactions"] == len(_has(ds))  # every distinct pair
+    assert meta["mode"] == "serve" and meta["fitted_interactions"] == len(
+        _has(ds)
+    )  # every distinct pair
     r = serving_ranker(ws, ds)
     with_interactions = np.bincount(ds.interactions["item"], minlength=ds.n_items) > 0
-    np.testing.assert_array_equal(r.warm, with_interactions)  # every item with an interaction is warm
-    assert r.record.selection["fitted_on"]["warm"] > 0  # settings were chosen on the internal validation split
+    np.testing.assert_array_equal(
+        r.warm, with_interactions
+    )  # every item with an interaction is warm
+    assert (
+        r.record.selection["fitted_on"]["warm"] > 0
+    )  # settings were chosen on the internal validation split
 
 
 def test_no_list_gives_back_what_the_user_has(served, tmp_path):
     ws, _ = served
     ds = Dataset.load(ws)
     has = _has(ds)
-    run = CliRunner().invoke(app, ["recommend", str(ws), "--users", "all", "--k", "40", "--out",
-                                   str(tmp_path / "recs.csv")])
+    run = CliRunner().invoke(
+        app,
+        [
+            "recommend",
+            str(ws),
+            "--users",
+            "all",
+            "--k",
+            "40",
+            "--out",
+            str(tmp_path / "recs.csv"),
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert "serve mode" in run.output
     cli = pd.read_csv(tmp_path / "recs.csv", dtype=str)
-    assert cli["user_id"].nunique() == ds.n_users and not set(zip(cli["user_id"], cli["item_id"])) & has
+    assert (
+        cli["user_id"].nunique() == ds.n_users
+        and not set(zip(cli["user_id"], cli["item_id"])) & has
+    )
     api = Recommender.load(ws).recommend(list(ds.user_ids), N=40).to_frame()
     assert len(api) == len(cli) and not set(zip(api["user_id"], api["item_id"])) & has
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))
-    mine = pd.DataFrame(sorted(has), columns=["user_id", "item_id"]).groupby("user_id")["item_id"].apply(list)
-    for uid in ds.user_ids[:20]:  # the export's documented exclusion: everything the user has
+    mine = (
+        pd.DataFrame(sorted(has), columns=["user_id", "item_id"])
+        .groupby("user_id")["item_id"]
+        .apply(list)
+    )
+    for uid in ds.user_ids[
+        :20
+    ]:  # the export's documented exclusion: everything the user has
         ids, _ = e.recommend(uid, {uid: mine.get(uid, [])}, N=40)
         assert not set(ids) & set(mine.get(uid, []))
 
 
 def test_the_api_serves_by_default_and_evaluates_on_request(tmp_path):
-    shop = run_synth(tmp_path / "shop", n_users=40, n_items=60, n_interactions=900, seed=1, images=False)
-    inter = pd.DataFrame({"user_id": shop.user_ids[shop.interactions["user"]],
-                          "item_id": shop.item_ids[shop.interactions["item"]]})
-    rec = Recommender(tmp_path / "serve", modalities=(), epochs=2, dim=8, layers=2).fit(inter)
+    shop = run_synth(
+        tmp_path / "shop",
+        n_users=40,
+        n_items=60,
+        n_interactions=900,
+        seed=1,
+        images=False,
+    )
+    inter = pd.DataFrame(
+        {
+            "user_id": shop.user_ids[shop.interactions["user"]],
+            "item_id": shop.item_ids[shop.interactions["item"]],
+        }
+    )
+    rec = Recommender(tmp_path / "serve", modalities=(), epochs=2, dim=8, layers=2).fit(
+        inter
+    )
     ds = Dataset.load(rec.workspace)
-    assert not ds.is_split and read_json(rec.workspace / "model" / "model.json")["mode"] == "serve"
-    evaluated = Recommender(tmp_path / "eval", modalities=(), epochs=2, dim=8, layers=2).fit(inter, split={})
+    assert (
+        not ds.is_split
+        and read_json(rec.workspace / "model" / "model.json")["mode"] == "serve"
+    )
+    evaluated = Recommender(
+        tmp_path / "eval", modalities=(), epochs=2, dim=8, layers=2
+    ).fit(inter, split={})
     assert Dataset.load(evaluated.workspace).part("test").shape[0] > 0
     assert read_json(evaluated.workspace / "model" / "model.json")["mode"] == "evaluate"
 
@@ -98,21 +151,39 @@ def test_latest_small_imported_whole_gives_similar_items_by_taste(tmp_path):
     run_build(ws, progress=False)
     run_train(ws, epochs=3, progress=False)
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))
-    assert "3114" in [i for i, _ in e.similar_items("1", k=10)]  # Toy Story -> Toy Story 2
-    assert "1196" in [i for i, _ in e.similar_items("260", k=10)]  # Star Wars IV -> The Empire Strikes Back
+    assert "3114" in [
+        i for i, _ in e.similar_items("1", k=10)
+    ]  # Toy Story -> Toy Story 2
+    assert "1196" in [
+        i for i, _ in e.similar_items("260", k=10)
+    ]  # Star Wars IV -> The Empire Strikes Back
 
 
 def test_evaluate_says_a_served_workspace_holds_nothing_out(served):
     ws, _ = served
-    run = subprocess.run([sys.executable, "-m", "graphrec", "evaluate", str(ws)], capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 2 and "nothing is held out" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "graphrec", "evaluate", str(ws)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        run.returncode == 2
+        and "nothing is held out" in run.stderr
+        and "Traceback" not in run.stderr
+    )
 
 
-def test_a_rebuild_under_a_trained_model_says_the_model_must_be_retrained(served, tmp_path):
+def test_a_rebuild_under_a_trained_model_says_the_model_must_be_retrained(
+    served, tmp_path
+):
     ws = tmp_path / "ws"
     shutil.copytree(served[0], ws)
-    notes = run_build(ws, item_knn=3, progress=False).notes  # another graph under the trained model
+    notes = run_build(
+        ws, item_knn=3, progress=False
+    ).notes  # another graph under the trained model
     assert any("run `graphrec train` before serving again" in n for n in notes)
-    with pytest.raises(InputError, match="graphrec train"):  # and serving says so too, in one line
+    with pytest.raises(
+        InputError, match="graphrec train"
+    ):  # and serving says so too, in one line
         recommend(ws, "all", 5)

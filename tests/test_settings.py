@@ -1,5 +1,6 @@
 """Each default is written once (graphrec.core.settings): the command line's options and the Python API's
 arguments take theirs from the settings classes, so the three never disagree."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,12 @@ import inspect
 import typer.main
 
 from graphrec.app.cli import app
-from graphrec.core.settings import EncodeSettings, RankSettings, SplitSettings, TrainSettings
+from graphrec.core.settings import (
+    EncodeSettings,
+    RankSettings,
+    SplitSettings,
+    TrainSettings,
+)
 from graphrec.pipeline.api import Recommender
 
 
@@ -28,15 +34,27 @@ def _defaults(*classes: type) -> dict[str, object]:
     return out
 
 
-def _compare(options: dict[str, object], defaults: dict[str, object], at_least: int = 10) -> list[str]:
+def _compare(
+    options: dict[str, object], defaults: dict[str, object], at_least: int = 10
+) -> list[str]:
     shared = sorted(set(options) & set(defaults))
-    assert len(shared) >= at_least, shared  # the comparison covers the options, not an empty intersection
+    assert len(shared) >= at_least, (
+        shared
+    )  # the comparison covers the options, not an empty intersection
     wrong = []
     for name in shared:
         want = defaults[name]
         got = options[name]
-        if isinstance(want, tuple):  # a list option: comma-separated numbers, or repeated (None: none given)
-            got = () if got is None else tuple(int(v) for v in got.split(",")) if isinstance(got, str) else tuple(got)
+        if isinstance(
+            want, tuple
+        ):  # a list option: comma-separated numbers, or repeated (None: none given)
+            got = (
+                ()
+                if got is None
+                else tuple(int(v) for v in got.split(","))
+                if isinstance(got, str)
+                else tuple(got)
+            )
         if got != want:
             wrong.append(f"{name}: option {got!r}, settings {want!r}")
     return wrong
@@ -58,13 +76,22 @@ def test_the_library_s_split_defaults_are_the_settings():
     from graphrec.data.splits import split_dataset
 
     params = inspect.signature(split_dataset).parameters
-    signature = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+    signature = {
+        name: p.default
+        for name, p in params.items()
+        if p.default is not inspect.Parameter.empty
+    }
     assert not _compare(signature, _defaults(SplitSettings), at_least=8)
 
 
 def test_the_python_api_defaults_to_the_settings():
     params = inspect.signature(Recommender.__init__).parameters
     # progress: a library is quiet unless asked (as implicit and LightFM are); the command line shows its bars
-    api = {name: p.default for name, p in params.items()
-           if p.default is not inspect.Parameter.empty and name != "progress"}
-    assert not _compare(api, _defaults(TrainSettings, RankSettings), at_least=4)  # epochs, dim, seed, ease_dim
+    api = {
+        name: p.default
+        for name, p in params.items()
+        if p.default is not inspect.Parameter.empty and name != "progress"
+    }
+    assert not _compare(
+        api, _defaults(TrainSettings, RankSettings), at_least=4
+    )  # epochs, dim, seed, ease_dim

@@ -1,4 +1,5 @@
 """Splits: properties over random small datasets (hypothesis), plus hand-checked cases and the leak checker."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,13 +21,22 @@ COLD_ITEM = ("cold_valid", "cold_test")
 COLD_USER = ("cold_user_context", "cold_user_valid", "cold_user_test")
 
 
-def make_dataset(pairs: np.ndarray, n_users: int, n_items: int, ts: np.ndarray | None) -> Dataset:
-    inter = pd.DataFrame({"user": pairs[:, 0].astype(np.int32), "item": pairs[:, 1].astype(np.int32),
-                          "weight": np.ones(len(pairs), np.float32)})
+def make_dataset(
+    pairs: np.ndarray, n_users: int, n_items: int, ts: np.ndarray | None
+) -> Dataset:
+    inter = pd.DataFrame(
+        {
+            "user": pairs[:, 0].astype(np.int32),
+            "item": pairs[:, 1].astype(np.int32),
+            "weight": np.ones(len(pairs), np.float32),
+        }
+    )
     if ts is not None:
         inter["timestamp"] = ts.astype(np.int64)
     inter["split"] = ""
-    users = pd.DataFrame({"user_id": [f"u{k}" for k in range(n_users)], "age_band": ["25-34"] * n_users})
+    users = pd.DataFrame(
+        {"user_id": [f"u{k}" for k in range(n_users)], "age_band": ["25-34"] * n_users}
+    )
     items = pd.DataFrame({"item_id": [f"i{k}" for k in range(n_items)]})
     return Dataset(Schema(user_attribute_columns=["age_band"]), items, users, inter)
 
@@ -34,11 +44,17 @@ def make_dataset(pairs: np.ndarray, n_users: int, n_items: int, ts: np.ndarray |
 @st.composite
 def datasets(draw):
     n_users, n_items = draw(st.integers(1, 12)), draw(st.integers(1, 15))
-    cells = draw(st.lists(st.integers(0, n_users * n_items - 1), min_size=1, max_size=80, unique=True))
+    cells = draw(
+        st.lists(
+            st.integers(0, n_users * n_items - 1), min_size=1, max_size=80, unique=True
+        )
+    )
     pairs = np.stack(np.divmod(np.asarray(cells), n_items), axis=1)
     ts = None
     if draw(st.booleans()):  # small range: ties on purpose
-        ts = np.asarray(draw(st.lists(st.integers(0, 30), min_size=len(cells), max_size=len(cells))))
+        ts = np.asarray(
+            draw(st.lists(st.integers(0, 30), min_size=len(cells), max_size=len(cells)))
+        )
     return make_dataset(pairs, n_users, n_items, ts)
 
 
@@ -48,10 +64,18 @@ def split_args(draw, temporal_ok: bool):
     test = draw(st.sampled_from([0.0, 0.1, 0.3, 1.0, 2.0]))
     if valid < 1 and test < 1 and valid + test >= 1:
         test = 0.0
-    return dict(method=draw(st.sampled_from(["random", "temporal"] if temporal_ok else ["random"])),
-                valid=valid, test=test, cold_items=draw(st.sampled_from([0.0, 0.2, 0.5])),
-                cold_users=draw(st.sampled_from([0.0, 0.2, 0.5])), cold_user_context=draw(st.integers(0, 3)),
-                cold_by=draw(st.sampled_from(["item", "interaction"])), seed=draw(st.integers(0, 2**16)))
+    return dict(
+        method=draw(
+            st.sampled_from(["random", "temporal"] if temporal_ok else ["random"])
+        ),
+        valid=valid,
+        test=test,
+        cold_items=draw(st.sampled_from([0.0, 0.2, 0.5])),
+        cold_users=draw(st.sampled_from([0.0, 0.2, 0.5])),
+        cold_user_context=draw(st.integers(0, 3)),
+        cold_by=draw(st.sampled_from(["item", "interaction"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 def parts_of(ds: Dataset) -> dict[str, pd.DataFrame]:
@@ -64,16 +88,25 @@ def test_split_properties(data):
     ds = data.draw(datasets())
     args = data.draw(split_args("timestamp" in ds.interactions.columns))
     most = int(np.bincount(ds.interactions["user"].to_numpy()).max())
-    if max(args["valid"], args["test"]) > most or (args["cold_users"] > 0 and args["cold_user_context"] >= most):
-        with pytest.raises(InputError, match="more interactions per user than any user has|no cold user could"):
-            split_dataset(ds, **args)  # a count no user reaches, or cold users none could be: refused, not empty
+    if max(args["valid"], args["test"]) > most or (
+        args["cold_users"] > 0 and args["cold_user_context"] >= most
+    ):
+        with pytest.raises(
+            InputError,
+            match="more interactions per user than any user has|no cold user could",
+        ):
+            split_dataset(
+                ds, **args
+            )  # a count no user reaches, or cold users none could be: refused, not empty
         return
     out = split_dataset(ds, **args)
     inter, parts = out.interactions, parts_of(out)
 
     # every original interaction lands in exactly one known part, rows unchanged otherwise
     assert inter["split"].isin(SPLITS).all()
-    pd.testing.assert_frame_equal(inter.drop(columns="split"), ds.interactions.drop(columns="split"))
+    pd.testing.assert_frame_equal(
+        inter.drop(columns="split"), ds.interactions.drop(columns="split")
+    )
     check_no_leak(out)
 
     pair = lambda f: set(zip(f["user"], f["item"]))  # noqa: E731
@@ -90,12 +123,18 @@ def test_split_properties(data):
     # chosen cold items split by item: no item in both cold_valid and cold_test
     if args["cold_by"] == "item":
         assert not set(parts["cold_valid"]["item"]) & set(parts["cold_test"]["item"])
-    assert not set(parts["cold_user_valid"]["user"]) & set(parts["cold_user_test"]["user"])
+    assert not set(parts["cold_user_valid"]["user"]) & set(
+        parts["cold_user_test"]["user"]
+    )
     # context: at most N per cold user, taken before the user's other interactions
     ctx = parts["cold_user_context"]
     assert (ctx.groupby("user").size() <= args["cold_user_context"]).all()
     if "timestamp" in inter.columns and len(ctx):
-        rest = out.part("cold_user_valid", "cold_user_test").groupby("user")["timestamp"].min()
+        rest = (
+            out.part("cold_user_valid", "cold_user_test")
+            .groupby("user")["timestamp"]
+            .min()
+        )
         first = ctx.groupby("user")["timestamp"].max()
         common = first.index.intersection(rest.index)
         assert (first[common] <= rest[common]).all()
@@ -111,7 +150,11 @@ def _check_temporal(out: Dataset) -> None:
     """Per user: test rows are the latest; with no row moved back to train, later than all of train too."""
     warm = out.part(*WARM)
     last = {p: warm[warm["split"] == p].groupby("user")["timestamp"] for p in WARM}
-    test_min, valid_max, valid_min = last["test"].min(), last["valid"].max(), last["valid"].min()
+    test_min, valid_max, valid_min = (
+        last["test"].min(),
+        last["valid"].max(),
+        last["valid"].min(),
+    )
     common = test_min.index.intersection(valid_max.index)
     assert (test_min[common] >= valid_max[common]).all()
     if out.schema.split["moved_to_train"] == 0:
@@ -131,7 +174,10 @@ def test_leave_last_out_and_counts(synth):
     assert out.schema.split["moved_to_train"] == 0  # dense enough that nothing moves
     inter = out.interactions.sort_values(["user", "timestamp"], kind="stable")
     last_two = inter.groupby("user").tail(2)
-    assert last_two.groupby("user")["split"].agg(list).tolist() == [["valid", "test"]] * 200
+    assert (
+        last_two.groupby("user")["split"].agg(list).tolist()
+        == [["valid", "test"]] * 200
+    )
     assert (out.part("test").groupby("user").size() == 1).all()
 
 
@@ -145,12 +191,18 @@ def test_ratio_counts_match_the_benchmark_protocol(synth):
 
 
 def test_cold_items_and_users_sizes(synth):
-    out = split_dataset(synth, cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=3)
+    out = split_dataset(
+        synth, cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=3
+    )
     check_no_leak(out)
-    assert len(out.cold_items()) == pytest.approx(60, abs=3)  # cold items met only by cold users drop out
+    assert len(out.cold_items()) == pytest.approx(
+        60, abs=3
+    )  # cold items met only by cold users drop out
     assert len(out.cold_users()) == 20 + out.schema.split["promoted_cold_users"]
     assert (out.part("cold_user_context").groupby("user").size() == 2).all()
-    pd.testing.assert_frame_equal(out.users, synth.users)  # cold users keep their attributes
+    pd.testing.assert_frame_equal(
+        out.users, synth.users
+    )  # cold users keep their attributes
     by_inter = split_dataset(synth, cold_items=0.2, cold_by="interaction", seed=3)
     sizes = by_inter.counts()["parts"]
     assert abs(sizes["cold_valid"] - sizes["cold_test"]) <= 1
@@ -162,7 +214,10 @@ def test_user_left_without_training_becomes_cold_user():
     ds = make_dataset(np.asarray(pairs), 8, 10, np.arange(len(pairs)))
     for seed in range(40):
         out = split_dataset(ds, cold_items=0.3, seed=seed)
-        if 0 in out.cold_items() or 0 in out.part("cold_user_test", "cold_user_valid")["item"].to_numpy():
+        if (
+            0 in out.cold_items()
+            or 0 in out.part("cold_user_test", "cold_user_valid")["item"].to_numpy()
+        ):
             break
     else:
         pytest.fail("item 0 never chosen cold")
@@ -179,8 +234,15 @@ def test_refuses_resplit_and_bad_settings(synth):
     no_ts = make_dataset(np.asarray([(0, 0), (0, 1)]), 1, 2, None)
     with pytest.raises(InputError, match="timestamp"):
         split_dataset(no_ts, method="temporal")
-    for bad in (dict(method="chrono"), dict(valid=0.6, test=0.5), dict(valid=1.5), dict(cold_items=1.0),
-                dict(cold_users=-0.1), dict(cold_user_context=-1), dict(cold_by="user")):
+    for bad in (
+        dict(method="chrono"),
+        dict(valid=0.6, test=0.5),
+        dict(valid=1.5),
+        dict(cold_items=1.0),
+        dict(cold_users=-0.1),
+        dict(cold_user_context=-1),
+        dict(cold_by="user"),
+    ):
         with pytest.raises(InputError):
             split_dataset(synth, **bad)
 
@@ -193,7 +255,9 @@ def test_check_no_leak_catches_leaks(synth):
     cases = {
         "cold item": lambda s: s["split"] == "cold_test",
         # a cold user's row on a warm item, so only the cold-user rule is broken
-        "cold user": lambda s: (s["split"] == "cold_user_test") & ~s["item"].isin(good.cold_items()),
+        "cold user": lambda s: (
+            (s["split"] == "cold_user_test") & ~s["item"].isin(good.cold_items())
+        ),
     }
     for what, rows in cases.items():
         bad = Dataset(good.schema, good.items, good.users, good.interactions.copy())
@@ -202,7 +266,12 @@ def test_check_no_leak_catches_leaks(synth):
         with pytest.raises(InputError, match=what):
             check_no_leak(bad)
     dup = good.part("test").head(1).assign(split="train")
-    bad = Dataset(good.schema, good.items, good.users, pd.concat([good.interactions, dup], ignore_index=True))
+    bad = Dataset(
+        good.schema,
+        good.items,
+        good.users,
+        pd.concat([good.interactions, dup], ignore_index=True),
+    )
     with pytest.raises(InputError, match="in both"):
         check_no_leak(bad)
 
@@ -213,9 +282,16 @@ def test_run_split_rewrites_workspace(tmp_path, synth):
     save_dataset(tmp_path, synth, {"source": "synth"})
     ds = run_split(tmp_path, method="temporal", cold_users=0.1)
     back = Dataset.load(tmp_path)
-    assert back.schema.split == ds.schema.split and back.interactions["split"].equals(ds.interactions["split"])
-    rec = __import__("json").loads((tmp_path / "config.json").read_text())["stages"]["dataset"]
-    assert rec["settings"]["source"] == "synth" and rec["settings"]["split"]["cold_users"] == 0.1
+    assert back.schema.split == ds.schema.split and back.interactions["split"].equals(
+        ds.interactions["split"]
+    )
+    rec = __import__("json").loads((tmp_path / "config.json").read_text())["stages"][
+        "dataset"
+    ]
+    assert (
+        rec["settings"]["source"] == "synth"
+        and rec["settings"]["split"]["cold_users"] == 0.1
+    )
     with pytest.raises(InputError, match="already split"):
         run_split(tmp_path)
 
@@ -225,8 +301,18 @@ def test_movielens_100k_temporal_split():
     raw = pd.read_csv(path, sep="\t", names=["u", "i", "r", "t"])
     uid, users = pd.factorize(raw["u"])
     iid, items = pd.factorize(raw["i"])
-    ds = make_dataset(np.stack([uid, iid], 1), len(users), len(items), raw["t"].to_numpy())
-    out = split_dataset(ds, method="temporal", valid=1, test=1, cold_items=0.2, cold_users=0.1, cold_user_context=5)
+    ds = make_dataset(
+        np.stack([uid, iid], 1), len(users), len(items), raw["t"].to_numpy()
+    )
+    out = split_dataset(
+        ds,
+        method="temporal",
+        valid=1,
+        test=1,
+        cold_items=0.2,
+        cold_users=0.1,
+        cold_user_context=5,
+    )
     check_no_leak(out)
     parts = out.counts()["parts"]
     assert sum(parts.values()) == 100_000 and parts["test"] > 700
@@ -243,9 +329,17 @@ def test_cold_by_time_holds_out_the_items_first_seen_last(synth):
     cold_test = set(inter.loc[inter["split"] == "cold_test", "item"])
     warm = set(inter.loc[inter["split"].isin(["train", "valid", "test"]), "item"])
     assert cold_valid and cold_test and not (cold_valid | cold_test) & warm
-    assert first[list(cold_valid | cold_test)].min() >= first[list(warm)].max()  # newer than every warm item
-    assert first[list(cold_test)].min() >= first[list(cold_valid)].max()  # the newest half is the test
+    assert (
+        first[list(cold_valid | cold_test)].min() >= first[list(warm)].max()
+    )  # newer than every warm item
+    assert (
+        first[list(cold_test)].min() >= first[list(cold_valid)].max()
+    )  # the newest half is the test
     assert out.schema.split["cold_by"] == "time"
     with pytest.raises(InputError, match="no timestamps"):
-        split_dataset(dataclasses.replace(synth, interactions=synth.interactions.drop(columns="timestamp")),
-                      cold_by="time")
+        split_dataset(
+            dataclasses.replace(
+                synth, interactions=synth.interactions.drop(columns="timestamp")
+            ),
+            cold_by="time",
+        )

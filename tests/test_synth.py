@@ -1,4 +1,5 @@
 """The synthetic generator: deterministic, well-formed, pictures that show the traits, content that predicts taste."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,12 +13,21 @@ from typer.testing import CliRunner
 
 from graphrec.core.errors import InputError
 from graphrec.data.dataset import Dataset
-from graphrec.data.synth import COLOURS, PATTERNS, SHAPES, generate, run_synth, synthesize
+from graphrec.data.synth import (
+    COLOURS,
+    PATTERNS,
+    SHAPES,
+    generate,
+    run_synth,
+    synthesize,
+)
 
 
 @pytest.fixture(scope="module")
 def small():
-    return synthesize(n_users=120, n_items=150, n_interactions=4000, seed=3, progress=False)
+    return synthesize(
+        n_users=120, n_items=150, n_interactions=4000, seed=3, progress=False
+    )
 
 
 def test_same_seed_same_data_other_seed_other_data():
@@ -33,17 +43,30 @@ def test_shapes_dtypes_and_ranges(small):
     ds, truth = small
     assert (ds.n_users, ds.n_items, len(ds.interactions)) == (120, 150, 4000)
     inter = ds.interactions
-    assert {c: str(t) for c, t in inter.dtypes.items() if c != "split"} == \
-        {"user": "int32", "item": "int32", "weight": "float32", "timestamp": "int64"}
+    assert {c: str(t) for c, t in inter.dtypes.items() if c != "split"} == {
+        "user": "int32",
+        "item": "int32",
+        "weight": "float32",
+        "timestamp": "int64",
+    }
     assert (inter["split"] == "").all() and not ds.is_split
     assert inter["user"].between(0, 119).all() and inter["item"].between(0, 149).all()
     assert inter["weight"].between(1, 5).all()
     assert ds.items["item_id"].is_unique and ds.users["user_id"].is_unique
-    assert set(ds.schema.attribute_columns) == {"category", "brand", "price_band", "tags"}
+    assert set(ds.schema.attribute_columns) == {
+        "category",
+        "brand",
+        "price_band",
+        "tags",
+    }
     assert ds.schema.user_attribute_columns == ["age_band", "region"]
     assert ds.schema.image_column is None and "image" not in ds.items.columns
-    assert ds.items["tags"].str.contains("|", regex=False).any()  # a multi-valued attribute
-    assert truth.user_taste.shape == (120, 12) and np.allclose(truth.user_taste.sum(1), 1)
+    assert (
+        ds.items["tags"].str.contains("|", regex=False).any()
+    )  # a multi-valued attribute
+    assert truth.user_taste.shape == (120, 12) and np.allclose(
+        truth.user_taste.sum(1), 1
+    )
     # interactions come ordered by user, then time
     assert (np.diff(inter["user"].to_numpy()) >= 0).all()
     same_user = np.diff(inter["user"].to_numpy()) == 0
@@ -51,7 +74,9 @@ def test_shapes_dtypes_and_ranges(small):
 
 
 def test_no_duplicate_pairs_even_when_dense():
-    ds = generate(30, 40, 30 * 20, seed=1, progress=False)  # every user at the cap: half the catalogue
+    ds = generate(
+        30, 40, 30 * 20, seed=1, progress=False
+    )  # every user at the cap: half the catalogue
     assert len(ds.interactions) == 600
     assert not ds.interactions.duplicated(["user", "item"]).any()
     assert np.bincount(ds.interactions["user"], minlength=30).max() <= 20
@@ -77,7 +102,9 @@ def test_content_predicts_interactions(small):
     assert truth.user_taste[u, seg].mean() > 2.0 / n_seg
     # each user's top segment gets several times its share of the catalogue
     top = truth.user_taste.argmax(1)[u]
-    share_of_catalogue = np.bincount(truth.item_segment, minlength=n_seg)[top] / ds.n_items
+    share_of_catalogue = (
+        np.bincount(truth.item_segment, minlength=n_seg)[top] / ds.n_items
+    )
     assert (seg == top).mean() > 2.5 * share_of_catalogue.mean()
     # items of one segment mostly share the prototype colour
     same_colour = truth.item_colour == truth.prototypes[truth.item_segment, 0]
@@ -91,12 +118,24 @@ def test_popularity_is_skewed(small):
 
 
 def test_images_written_show_colour(tmp_path):
-    ds, truth = synthesize(20, 25, 200, seed=2, images_dir=tmp_path / "img", image_size=48,
-                           missing_images=0.2, progress=False)
-    assert ds.schema.image_column == "image" and ds.schema.images_dir == str((tmp_path / "img").resolve())
+    ds, truth = synthesize(
+        20,
+        25,
+        200,
+        seed=2,
+        images_dir=tmp_path / "img",
+        image_size=48,
+        missing_images=0.2,
+        progress=False,
+    )
+    assert ds.schema.image_column == "image" and ds.schema.images_dir == str(
+        (tmp_path / "img").resolve()
+    )
     names = ds.items["image"].to_numpy()
     assert (names == "").any() and (names != "").sum() >= 10
-    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == sorted(n for n in names if n)
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == sorted(
+        n for n in names if n
+    )
     for k, name in enumerate(names):
         if not name:
             continue
@@ -109,7 +148,12 @@ def test_images_written_show_colour(tmp_path):
 
 def test_users_and_items_only():
     ds = generate(10, 12, 0, progress=False)
-    assert len(ds.interactions) == 0 and list(ds.interactions.columns)[:4] == ["user", "item", "weight", "timestamp"]
+    assert len(ds.interactions) == 0 and list(ds.interactions.columns)[:4] == [
+        "user",
+        "item",
+        "weight",
+        "timestamp",
+    ]
 
 
 def test_bad_sizes_are_input_errors():
@@ -133,16 +177,44 @@ def test_cli_synth_and_split(tmp_path):
     from graphrec.app.cli import app
 
     ws = tmp_path / "ws"
-    r = CliRunner().invoke(app, ["data", "synth", "--out", str(ws), "--users", "40", "--items", "50",
-                                 "--interactions", "600", "--no-images"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--out",
+            str(ws),
+            "--users",
+            "40",
+            "--items",
+            "50",
+            "--interactions",
+            "600",
+            "--no-images",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert not (ws / "images").exists() and Dataset.load(ws).schema.image_column is None
-    r = CliRunner().invoke(app, ["data", "split", str(ws), "--method", "temporal", "--cold-users", "0.1"])
+    r = CliRunner().invoke(
+        app, ["data", "split", str(ws), "--method", "temporal", "--cold-users", "0.1"]
+    )
     assert r.exit_code == 0, r.output
     assert "cold_user_test" in r.output and Dataset.load(ws).is_split
-    cfg = __import__("json").loads((ws / "config.json").read_text())["stages"]["dataset"]
-    assert cfg["settings"]["source"] == "synth" and cfg["settings"]["split"]["method"] == "temporal"
+    cfg = __import__("json").loads((ws / "config.json").read_text())["stages"][
+        "dataset"
+    ]
+    assert (
+        cfg["settings"]["source"] == "synth"
+        and cfg["settings"]["split"]["method"] == "temporal"
+    )
     # a second split without --force is refused with a one-line error and exit code 2
-    p = subprocess.run([sys.executable, "-m", "graphrec", "data", "split", str(ws)],
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and "already split" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run(
+        [sys.executable, "-m", "graphrec", "data", "split", str(ws)],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        p.returncode == 2
+        and "already split" in p.stderr
+        and len(p.stderr.strip().splitlines()) == 1
+    )

@@ -1,6 +1,7 @@
 """Issue 20, the encode stage's part: every setting is checked before work starts, a bad one names its flag in
 one line and leaves features/ as it was; features/ never holds NaN or infinity, from a user's file, a model or
 a planted file, and a re-run repairs a damaged one."""
+
 from __future__ import annotations
 
 import os
@@ -30,19 +31,33 @@ IDS = ["i1", "i2", "i3", "i4", "i5", "i6"]
 def ws(tiny_files) -> Path:
     """A workspace with lexical features already written, so a failed run has something to leave alone."""
     f = tiny_files
-    import_files(f["dir"] / "ws", interactions=str(f["interactions"]), items=str(f["items"]),
-                 images_dir=str(f["images"]), text_columns=["title", "genres"])
+    import_files(
+        f["dir"] / "ws",
+        interactions=str(f["interactions"]),
+        items=str(f["items"]),
+        images_dir=str(f["images"]),
+        text_columns=["title", "genres"],
+    )
     run_encode(f["dir"] / "ws", ["lexical"], show_progress=False)
     return f["dir"] / "ws"
 
 
 def features_state(ws: Path) -> dict[str, str]:
-    return {str(p.relative_to(ws)): file_sha256(p) for p in sorted((ws / "features").rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(ws)): file_sha256(p)
+        for p in sorted((ws / "features").rglob("*"))
+        if p.is_file()
+    }
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "graphrec", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "graphrec", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def refused(ws: Path, *args: str, quiet: bool = False) -> str:
@@ -51,7 +66,9 @@ def refused(ws: Path, *args: str, quiet: bool = False) -> str:
     before = features_state(ws)
     res = cli(*(["-q"] if quiet else []), "encode", str(ws), *args)
     lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, (
+        res.stderr
+    )
     assert features_state(ws) == before
     return lines[0]
 
@@ -66,15 +83,25 @@ def npy(path: Path, values: np.ndarray, ids: list[str] = IDS) -> Path:
 @pytest.mark.parametrize("value", ["-5", "0"])
 def test_lexical_dim_below_one_names_the_flag(ws, value):
     line = refused(ws, "--modalities", "lexical", "--lexical-dim", value)
-    assert f"--lexical-dim must be at least 1 (got {value})" in line and "no item has any text" not in line
+    assert (
+        f"--lexical-dim must be at least 1 (got {value})" in line
+        and "no item has any text" not in line
+    )
 
 
 def test_lexical_dim_above_what_the_texts_allow_is_said_not_silently_clamped(ws):
     res = run_encode(ws, ["lexical"], lexical_dim=1000, show_progress=False)
     dim = res.reports["lexical"].dim
     assert dim < 1000
-    assert any(f"lexical: {dim} dimensions, fewer than --lexical-dim 1000" in n for n in res.reports["lexical"].notes)
-    assert not run_encode(ws, ["lexical"], lexical_dim=dim, show_progress=False).reports["lexical"].notes
+    assert any(
+        f"lexical: {dim} dimensions, fewer than --lexical-dim 1000" in n
+        for n in res.reports["lexical"].notes
+    )
+    assert (
+        not run_encode(ws, ["lexical"], lexical_dim=dim, show_progress=False)
+        .reports["lexical"]
+        .notes
+    )
 
 
 # -- item 2: --device ---------------------------------------------------------------------------------------
@@ -85,7 +112,10 @@ def test_unknown_device_is_refused_as_a_typo_on_every_machine(ws, device):
 
 
 def test_device_spellings():
-    assert resolve_device(" CPU ").type == "cpu" and resolve_device(None).type in ("cpu", "cuda")
+    assert resolve_device(" CPU ").type == "cpu" and resolve_device(None).type in (
+        "cpu",
+        "cuda",
+    )
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU is visible"):
             resolve_device("cuda:0")
@@ -97,11 +127,14 @@ def test_device_spellings():
 
 
 # -- item 8: other settings, checked before any work ----------------------------------------------------------
-@pytest.mark.parametrize("args, message", [
-    (["--num-workers", "-1"], "--num-workers must be from 0 to"),
-    (["--num-workers", "100000"], "--num-workers must be from 0 to"),
-    (["--text-batch-size", "0"], "--text-batch-size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num-workers", "-1"], "--num-workers must be from 0 to"),
+        (["--num-workers", "100000"], "--num-workers must be from 0 to"),
+        (["--text-batch-size", "0"], "--text-batch-size must be at least 1"),
+    ],
+)
 def test_other_encode_settings_name_their_flag(ws, args, message):
     assert message in refused(ws, "--modalities", "lexical", *args)
 
@@ -125,28 +158,50 @@ def test_precomputed_beyond_float32_is_refused_without_a_warning(ws, tmp_path):
     values = np.ones((6, 3))
     values[4, 0] = 1e300  # finite in float64, infinity in float32
     line = refused(ws, "--precomputed", f"v={npy(tmp_path / 'big.npy', values)}")
-    assert "big.npy: line 5: non-finite value" in line and "float32" in line and "'i5'" in line
+    assert (
+        "big.npy: line 5: non-finite value" in line
+        and "float32" in line
+        and "'i5'" in line
+    )
 
 
 def test_a_missing_value_is_refused_not_read_as_no_vector(tmp_path):
     """Documented choice: NaN / null rows are errors; leaving an item out of the file is how to give it none."""
-    pd.DataFrame({"item_id": ["i1", "i2"], "a": [1.0, None], "b": [1.0, 2.0]}).to_parquet(tmp_path / "cols.parquet")
-    with pytest.raises(InputError, match="cols.parquet: line 2: non-finite.*'i2'.*leave an item out of the file"):
+    pd.DataFrame(
+        {"item_id": ["i1", "i2"], "a": [1.0, None], "b": [1.0, 2.0]}
+    ).to_parquet(tmp_path / "cols.parquet")
+    with pytest.raises(
+        InputError,
+        match="cols.parquet: line 2: non-finite.*'i2'.*leave an item out of the file",
+    ):
         read_precomputed(tmp_path / "cols.parquet", IDS)
-    pd.DataFrame({"item_id": ["i1", "i2"], "v": [[1.0, 2.0], [np.nan, np.nan]]}).to_parquet(tmp_path / "nan.parquet")
+    pd.DataFrame(
+        {"item_id": ["i1", "i2"], "v": [[1.0, 2.0], [np.nan, np.nan]]}
+    ).to_parquet(tmp_path / "nan.parquet")
     with pytest.raises(InputError, match="nan.parquet: line 2: non-finite"):
         read_precomputed(tmp_path / "nan.parquet", IDS)
-    pd.DataFrame({"item_id": ["i1", "i2"], "v": [[1.0, 2.0], None]}).to_parquet(tmp_path / "null.parquet")
-    with pytest.raises(InputError, match="null.parquet: line 2: column 'v': vector is empty"):
+    pd.DataFrame({"item_id": ["i1", "i2"], "v": [[1.0, 2.0], None]}).to_parquet(
+        tmp_path / "null.parquet"
+    )
+    with pytest.raises(
+        InputError, match="null.parquet: line 2: column 'v': vector is empty"
+    ):
         read_precomputed(tmp_path / "null.parquet", IDS)
-    values, mask, _ = read_precomputed(npy(tmp_path / "two.npy", np.ones((2, 3), np.float32)), IDS)
-    assert mask.tolist() == [True, True, False, False, False, False] and np.isfinite(values).all()
+    values, mask, _ = read_precomputed(
+        npy(tmp_path / "two.npy", np.ones((2, 3), np.float32)), IDS
+    )
+    assert (
+        mask.tolist() == [True, True, False, False, False, False]
+        and np.isfinite(values).all()
+    )
 
 
 # -- item 10: precomputed files named by their real fault -----------------------------------------------------
 def test_precomputed_files_that_are_not_plain_vectors(tmp_path):
     (tmp_path / "loop.npy").symlink_to(tmp_path / "loop.npy")
-    with pytest.raises(InputError, match="loop.npy: precomputed features file: symbolic link loop"):
+    with pytest.raises(
+        InputError, match="loop.npy: precomputed features file: symbolic link loop"
+    ):
         read_precomputed(tmp_path / "loop.npy", IDS)
     (tmp_path / "dir.npy").mkdir()
     with pytest.raises(InputError, match="is a folder, not a file"):
@@ -168,11 +223,29 @@ def test_precomputed_files_that_are_not_plain_vectors(tmp_path):
 # -- item 3: a model that yields NaN -----------------------------------------------------------------------
 def test_a_model_yielding_nan_stops_in_one_line_and_keeps_the_features(ws, tmp_path):
     enc = load_clip(TINY_MODEL, "none", device="cpu")
-    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                for k, v in enc.model.state_dict().items()}, tmp_path / "nan.pt")
-    line = refused(ws, "--modalities", "text", "--clip-model", TINY_MODEL, "--clip-checkpoint",
-                   str(tmp_path / "nan.pt"), "--device", "cpu", quiet=True)
-    assert "modality clip_text: the encoder (checkpoint" in line and "NaN or infinite values" in line
+    torch.save(
+        {
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+            for k, v in enc.model.state_dict().items()
+        },
+        tmp_path / "nan.pt",
+    )
+    line = refused(
+        ws,
+        "--modalities",
+        "text",
+        "--clip-model",
+        TINY_MODEL,
+        "--clip-checkpoint",
+        str(tmp_path / "nan.pt"),
+        "--device",
+        "cpu",
+        quiet=True,
+    )
+    assert (
+        "modality clip_text: the encoder (checkpoint" in line
+        and "NaN or infinite values" in line
+    )
     assert "nothing was written" in line
 
 
@@ -181,10 +254,18 @@ def test_a_model_yielding_nan_stops_in_one_line_and_keeps_the_features(ws, tmp_p
 def test_the_reader_refuses_a_planted_non_finite_file(ws, bad):
     f = load_features(ws)["lexical"]
     values = f.values.copy()
-    values[5, 0] = bad  # i6 has no text: even a masked-out row must hold zeros, never NaN
-    save_file({"values": values, "mask": f.mask.astype(np.uint8)}, str(ws / "features" / "lexical.safetensors"))
-    with pytest.raises(InputError, match=r"features/lexical.safetensors holds NaN or infinite values for 1 items "
-                                         r"\('i6' first\)"):
+    values[5, 0] = (
+        bad  # i6 has no text: even a masked-out row must hold zeros, never NaN
+    )
+    save_file(
+        {"values": values, "mask": f.mask.astype(np.uint8)},
+        str(ws / "features" / "lexical.safetensors"),
+    )
+    with pytest.raises(
+        InputError,
+        match=r"features/lexical.safetensors holds NaN or infinite values for 1 items "
+        r"\('i6' first\)",
+    ):
         load_features(ws)
 
 
@@ -193,20 +274,30 @@ def test_a_re_encode_repairs_a_planted_nan_instead_of_copying_it(ws):
     good = f.values.copy()
     values = f.values.copy()
     values[0] = np.nan
-    save_file({"values": values, "mask": f.mask.astype(np.uint8)}, str(ws / "features" / "lexical.safetensors"))
-    run_encode(ws, ["lexical"], show_progress=False)  # same settings: the cache would reuse every row
+    save_file(
+        {"values": values, "mask": f.mask.astype(np.uint8)},
+        str(ws / "features" / "lexical.safetensors"),
+    )
+    run_encode(
+        ws, ["lexical"], show_progress=False
+    )  # same settings: the cache would reuse every row
     assert np.array_equal(load_features(ws)["lexical"].values, good)
 
 
 def test_unit_rows_keeps_the_direction_of_huge_and_tiny_vectors():
-    v = np.array([[1e30, 1e30, 0.0], [3e-30, 4e-30, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    v = np.array(
+        [[1e30, 1e30, 0.0], [3e-30, 4e-30, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]],
+        np.float32,
+    )
     rows, present = unit_rows(v, np.ones(4, bool))
     assert present.tolist() == [True, True, True, False]
-    assert np.allclose(rows[:3], [[2 ** -0.5, 2 ** -0.5, 0], [0.6, 0.8, 0], [0.6, 0.8, 0]], atol=1e-6)
+    assert np.allclose(
+        rows[:3], [[2**-0.5, 2**-0.5, 0], [0.6, 0.8, 0], [0.6, 0.8, 0]], atol=1e-6
+    )
 
 
 def test_an_update_on_a_smaller_machine_keeps_the_recorded_workers_within_its_limit():
     from graphrec.stages.encode import _workers_here, max_workers
 
     assert _workers_here(None) is None and _workers_here(0) == 0
-    assert _workers_here(10 ** 6) == max_workers()
+    assert _workers_here(10**6) == max_workers()

@@ -1,4 +1,5 @@
 """Peer recommenders, one module per family, and graphrec itself; `SYSTEMS` maps name -> factory."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,7 +36,7 @@ def _registry() -> dict[str, Callable[[], System]]:
         "ridge-als": content.RidgeALS,
     }
     for name, ablation in graphrec_system.VARIANTS.items():
-        systems[name] = (lambda a=ablation, n=name: graphrec_system.Graphrec(n, a))
+        systems[name] = lambda a=ablation, n=name: graphrec_system.Graphrec(n, a)
     return systems
 
 

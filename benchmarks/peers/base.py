@@ -5,6 +5,7 @@ content, and returns a scorer: user indices -> dense float32 scores over all ite
 system, applies the task's candidate rule and removes every known interaction, so all systems rank alike.
 `fit` is a generator so iterative systems can yield several checkpoints (e.g. epochs) during selection.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -16,21 +17,34 @@ import scipy.sparse as sp
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 WARM, COLD_ITEM, COLD_USER, MIXED = "warm", "cold-item", "cold-user", "mixed"
-TASKS = (WARM, COLD_ITEM, COLD_USER, MIXED)  # mixed: one list over warm and cold items, test + cold_test
+TASKS = (
+    WARM,
+    COLD_ITEM,
+    COLD_USER,
+    MIXED,
+)  # mixed: one list over warm and cold items, test + cold_test
 
 
 @dataclass
 class FitInput:
-    X: sp.csr_matrix              # float32 binary [n_users, n_items]: the interactions the system may learn from
-    item_attr: sp.csr_matrix      # float32 [n_items, n_attr] multi-hot (genres, decade, tags, ...)
+    X: (
+        sp.csr_matrix
+    )  # float32 binary [n_users, n_items]: the interactions the system may learn from
+    item_attr: (
+        sp.csr_matrix
+    )  # float32 [n_items, n_attr] multi-hot (genres, decade, tags, ...)
     user_attr: sp.csr_matrix | None
-    text: np.ndarray              # float32 [n_items, d] L2-normalised pretrained text embeddings
+    text: np.ndarray  # float32 [n_items, d] L2-normalised pretrained text embeddings
     seed: int
     threads: int = 2
-    workspace: Any = None         # the graphrec workspace of this split (only graphrec uses it)
+    workspace: Any = (
+        None  # the graphrec workspace of this split (only graphrec uses it)
+    )
     task: str = WARM
-    final: bool = False           # True for the refit on train+valid
-    triples: Any = None           # the KG-only catalogue's triples file (its only content), else None
+    final: bool = False  # True for the refit on train+valid
+    triples: Any = (
+        None  # the KG-only catalogue's triples file (its only content), else None
+    )
 
 
 class System:
@@ -43,8 +57,9 @@ class System:
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         return [{}]
 
-    def fit(self, data: FitInput, params: dict[str, Any],
-            checkpoints: bool = False) -> Iterator[tuple[dict[str, Any], Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict[str, Any], Scorer]]:
         """Yield (params actually used, scorer); with `checkpoints`, may yield intermediate states too."""
         raise NotImplementedError
 
@@ -59,4 +74,6 @@ def top_k_sparse(S: np.ndarray, k: int) -> sp.csr_matrix:
     k = min(k, S.shape[1])
     idx = np.argpartition(-S, k - 1, axis=1)[:, :k]
     vals = np.take_along_axis(S, idx, axis=1)
-    return sp.csr_matrix((vals.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=S.shape)
+    return sp.csr_matrix(
+        (vals.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=S.shape
+    )

@@ -5,6 +5,7 @@ content-knn   score(u, c) = sum of cosine similarities (pretrained MiniLM text) 
 content-pop   ridge regression from content (text + attributes) to log popularity, same list for everyone
 ridge-als     ridge map from content to ALS item factors, scored with the user's ALS factors
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.peers.base import COLD_ITEM, FitInput, Scorer, System, popularity, top_k_sparse
+from benchmarks.peers.base import (
+    COLD_ITEM,
+    FitInput,
+    Scorer,
+    System,
+    popularity,
+    top_k_sparse,
+)
 from benchmarks.peers.implicit_mf import fit_als
 
 
@@ -41,7 +49,9 @@ class ContentKNN(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         return [{"k": 50}] if quick else [{"k": k} for k in (10, 50, 200, 1000)]
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         known = popularity(data.X) > 0
         unknown = np.flatnonzero(~known)
         S = data.text[unknown] @ data.text[known].T  # [unknown items, known items]
@@ -61,9 +71,13 @@ class ContentPopularity(System):
     name, family, tasks = "content-pop", "cold-start", (COLD_ITEM,)
 
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
-        return [{"alpha": 10.0}] if quick else [{"alpha": a} for a in (1.0, 10.0, 100.0)]
+        return (
+            [{"alpha": 10.0}] if quick else [{"alpha": a} for a in (1.0, 10.0, 100.0)]
+        )
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         pop = popularity(data.X)
         known = pop > 0
         F = _content(data)
@@ -76,9 +90,13 @@ class RidgeALS(System):
     name, family, tasks = "ridge-als", "cold-start", (COLD_ITEM,)
 
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
-        return [{"alpha": 10.0}] if quick else [{"alpha": a} for a in (1.0, 10.0, 100.0)]
+        return (
+            [{"alpha": 10.0}] if quick else [{"alpha": a} for a in (1.0, 10.0, 100.0)]
+        )
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         known = popularity(data.X) > 0
         U, V = fit_als(data, factors=64, regularization=0.05, alpha=2.0)
         F = _content(data)

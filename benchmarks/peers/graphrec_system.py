@@ -8,6 +8,7 @@ Text: the same all-MiniLM-L6-v2 vectors the content peers use (handed over as a 
 graphrec's lexical TF-IDF. Images use CLIP only when GRAPHREC_CLIP_CHECKPOINT names local open_clip weights
 (none can be downloaded here); without them the "no images" ablation equals the full system.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.peers.base import COLD_ITEM, COLD_USER, MIXED, WARM, FitInput, Scorer, System
+from benchmarks.peers.base import (
+    COLD_ITEM,
+    COLD_USER,
+    MIXED,
+    WARM,
+    FitInput,
+    Scorer,
+    System,
+)
 from graphrec.core.io import write_json
 
 
@@ -67,39 +76,72 @@ class Graphrec(System):
         if a.images and ds.schema.image_column and clip:
             modalities.append("clip_image")
         precomputed = []
-        if data.triples is not None:  # a KG-only catalogue: its triples are all the content graphrec gets
-            ds.schema.attribute_columns, ds.schema.text_columns, ds.schema.image_column = [], [], None
+        if (
+            data.triples is not None
+        ):  # a KG-only catalogue: its triples are all the content graphrec gets
+            (
+                ds.schema.attribute_columns,
+                ds.schema.text_columns,
+                ds.schema.image_column,
+            ) = [], [], None
             ds.save(ws)
-        if a.text and ds.schema.text_columns:  # the peers' MiniLM vectors, so graphrec does not re-encode
+        if (
+            a.text and ds.schema.text_columns
+        ):  # the peers' MiniLM vectors, so graphrec does not re-encode
             np.save(ws / "minilm.npy", data.text)
             write_json(ws / "minilm.ids.json", [str(i) for i in ds.item_ids])
             precomputed.append(f"minilm={ws / 'minilm.npy'},{ws / 'minilm.ids.json'}")
             modalities.append("lexical")
-        if not a.kg_attributes:  # the KG builder turns attribute columns into relations: hide them
+        if (
+            not a.kg_attributes
+        ):  # the KG builder turns attribute columns into relations: hide them
             ds.schema.attribute_columns = []
             ds.save(ws)
         if modalities or precomputed:
-            run_encode(ws, modalities, precomputed=precomputed, clip_checkpoint=clip, seed=data.seed,
-                       show_progress=False)
-        run_build(ws, progress=False, triples=data.triples)  # triples: the KG-only catalogue's content
+            run_encode(
+                ws,
+                modalities,
+                precomputed=precomputed,
+                clip_checkpoint=clip,
+                seed=data.seed,
+                show_progress=False,
+            )
+        run_build(
+            ws, progress=False, triples=data.triples
+        )  # triples: the KG-only catalogue's content
         trained = run_train(ws, seed=data.seed, progress=False)
-        self.epoch_seconds = [h["seconds"] for h in trained.history]  # training only, validation excluded
+        self.epoch_seconds = [
+            h["seconds"] for h in trained.history
+        ]  # training only, validation excluded
         ranker = load_ranker(ws)  # run_train fitted it with the model
         if not a.blend:  # the GNN score alone
-            ranker = replace(ranker, weights_warm={"gnn": 1.0}, weights_cold={"gnn": 1.0}, cold_offset=0.0)
+            ranker = replace(
+                ranker,
+                weights_warm={"gnn": 1.0},
+                weights_cold={"gnn": 1.0},
+                cold_offset=0.0,
+            )
         return ranker
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         import torch
 
         if self._ranker is None:
             start = time.perf_counter()
             self._ranker = self._pipeline(data)
-            self.pipeline_seconds = time.perf_counter() - start  # encode+build+train+blend, shared by tasks
+            self.pipeline_seconds = (
+                time.perf_counter() - start
+            )  # encode+build+train+blend, shared by tasks
         r, history = self._ranker, data.X
         item_vec = torch.from_numpy(r.item_vectors())
 
-        def score(users: np.ndarray) -> np.ndarray:  # the scoring space graphrec ranks with and exports
-            return (torch.from_numpy(r.user_vectors(users, history)) @ item_vec.T).numpy()
+        def score(
+            users: np.ndarray,
+        ) -> np.ndarray:  # the scoring space graphrec ranks with and exports
+            return (
+                torch.from_numpy(r.user_vectors(users, history)) @ item_vec.T
+            ).numpy()
 
         yield {"ablation": self.ablation.__dict__}, score

@@ -2,6 +2,7 @@
 full-rank dropout-denoising EDLAE (Steck 2020), whose dropout probability p turns into the item-specific
 L2 penalty  Lambda = lambda + p / (1 - p) * diag(X'X)  and whose weights are  B = I - P Lambda.
 The diagonal of B never matters for ranking unseen items, so neither model needs it."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -40,9 +41,15 @@ class EASE(System):
     name, family, tasks = "ease", "linear", (WARM, MIXED)  # mixed: cold items score 0
 
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
-        return [{"lambda": 300.0}] if quick else [{"lambda": v} for v in (30.0, 100.0, 300.0, 1000.0)]
+        return (
+            [{"lambda": 300.0}]
+            if quick
+            else [{"lambda": v} for v in (30.0, 100.0, 300.0, 1000.0)]
+        )
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         active, G = _gram(data)
         P = _inverse(G, np.full(len(G), params["lambda"]))
         B = (-P / np.diag(P)[None, :]).astype(np.float32)
@@ -56,9 +63,13 @@ class EDLAE(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"p": 0.33, "lambda": 10.0}]
-        return [{"p": p, "lambda": 10.0} for p in (0.25, 0.5, 0.75)]  # one dense inversion each
+        return [
+            {"p": p, "lambda": 10.0} for p in (0.25, 0.5, 0.75)
+        ]  # one dense inversion each
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         active, G = _gram(data)
         p = params["p"]
         lam = params["lambda"] + p / (1.0 - p) * np.diag(G)

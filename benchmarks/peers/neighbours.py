@@ -1,4 +1,5 @@
 """Item-based neighbourhood peers: cosine ItemKNN with shrinkage, and RP3beta (random walk, popularity-damped)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ class ItemKNN(System):
             return [{"k": 100, "shrink": 10.0}]
         return [{"k": k, "shrink": 10.0} for k in (50, 200, 800)]
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         X = data.X
         co = (X.T @ X).toarray()
         norm = np.sqrt(np.diag(co))
@@ -39,9 +42,13 @@ class RP3beta(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"alpha": 0.8, "beta": 0.4, "k": 200}]
-        return [{"alpha": a, "beta": b, "k": 200} for a in (0.8, 1.0) for b in (0.3, 0.5)]
+        return [
+            {"alpha": a, "beta": b, "k": 200} for a in (0.8, 1.0) for b in (0.3, 0.5)
+        ]
 
-    def fit(self, data: FitInput, params: dict[str, Any], checkpoints: bool = False) -> Iterator[tuple[dict, Scorer]]:
+    def fit(
+        self, data: FitInput, params: dict[str, Any], checkpoints: bool = False
+    ) -> Iterator[tuple[dict, Scorer]]:
         X = data.X
         deg_u = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1.0)
         deg_i = np.asarray(X.sum(axis=0)).ravel()

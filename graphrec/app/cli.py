@@ -2,6 +2,7 @@
 
 Bad input anywhere raises graphrec.InputError; `main` turns it into one line on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,12 @@ from rich.text import Text
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import carried_errno, dumps_json
-from graphrec.core.settings import EncodeSettings, RankSettings, SplitSettings, TrainSettings
+from graphrec.core.settings import (
+    EncodeSettings,
+    RankSettings,
+    SplitSettings,
+    TrainSettings,
+)
 from graphrec.core.workspace import Workspace, check_output_file
 from graphrec.data.dataset import Dataset, excluded_from_lists
 from graphrec.data.importer import import_files
@@ -47,8 +53,12 @@ except ImportError:  # older typer: click's own
 
 # Commands that need torch (encode, train, evaluate, recommend, update, quickstart) import their stage when they
 # run, so `graphrec data ...`, `--help` and a usage error start in a second rather than paying for torch.
-app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Import, generate, split and inspect datasets.", no_args_is_help=True)
+app = typer.Typer(
+    help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False
+)
+data_app = typer.Typer(
+    help="Import, generate, split and inspect datasets.", no_args_is_help=True
+)
 kg_app = typer.Typer(help="Inspect the knowledge graph.", no_args_is_help=True)
 
 
@@ -56,11 +66,15 @@ def flag(default: bool, *names: str, help: str) -> Any:
     """A switch: no value follows it, so its help shows none (Typer would print `<bool>`, and `--json true` is a
     usage error)."""
     return typer.Option(default, *names, help=help, metavar="")
+
+
 app.add_typer(data_app, name="data")
 app.add_typer(kg_app, name="kg")
 out = Console(emoji=False)  # ":name:" in an id or a path is text, not an emoji code
 
-WS = typer.Argument(..., help="Workspace folder (one run: dataset/, features/, graph/, model/, eval/).")
+WS = typer.Argument(
+    ..., help="Workspace folder (one run: dataset/, features/, graph/, model/, eval/)."
+)
 
 
 def _version(value: bool) -> None:
@@ -72,14 +86,29 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.", metavar=""),
-          quiet: bool = flag(False, "--quiet", "-q", help="No progress bars, notes or summaries; errors, "
-                                     "warnings and --json output still print.")) -> None:
+def _main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+        metavar="",
+    ),
+    quiet: bool = flag(
+        False,
+        "--quiet",
+        "-q",
+        help="No progress bars, notes or summaries; errors, "
+        "warnings and --json output still print.",
+    ),
+) -> None:
     """graphrec: a multimodal knowledge-graph recommendation engine that stays good for new items and users."""
     out.quiet = quiet
     if quiet:
-        os.environ["TQDM_DISABLE"] = "1"  # graphrec.core.progress reads it; so do the tqdm bars of libraries
+        os.environ["TQDM_DISABLE"] = (
+            "1"  # graphrec.core.progress reads it; so do the tqdm bars of libraries
+        )
         logging.getLogger().setLevel(logging.WARNING)
 
 
@@ -99,10 +128,16 @@ def _say(text: str, style: str | None = None) -> None:
     """Print a message as it is: ids, column names and paths in it may hold '[/dim]' or '[bold]', which Rich
     markup would reject (a crash after the work is done) or apply. Tables take user strings as Text for the
     same reason."""
-    out.print(text, style=style, markup=False, highlight=False, soft_wrap=True)  # paths stay whole for copying
+    out.print(
+        text, style=style, markup=False, highlight=False, soft_wrap=True
+    )  # paths stay whole for copying
 
 
-JSON = flag(False, "--json", help="Print the result as one JSON object on stdout (nothing else there).")
+JSON = flag(
+    False,
+    "--json",
+    help="Print the result as one JSON object on stdout (nothing else there).",
+)
 
 
 def _result(as_json: bool, payload: dict[str, Any], show: Callable[[], None]) -> None:
@@ -122,40 +157,86 @@ def _notes(notes: list[str]) -> None:
 @data_app.command("import")
 def data_import(
     out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write."),
-    interactions: Path | None = typer.Option(None,
-                                             help="All interactions (user_id,item_id[,timestamp][,rating|weight])."),
+    interactions: Path | None = typer.Option(
+        None, help="All interactions (user_id,item_id[,timestamp][,rating|weight])."
+    ),
     train: Path | None = typer.Option(None, help="Pre-split: training interactions."),
-    valid: Path | None = typer.Option(None, help="Pre-split: validation interactions (warm)."),
+    valid: Path | None = typer.Option(
+        None, help="Pre-split: validation interactions (warm)."
+    ),
     test: Path | None = typer.Option(None, help="Pre-split: test interactions (warm)."),
-    cold_valid: Path | None = typer.Option(None, help="Pre-split: validation interactions of cold items."),
-    cold_test: Path | None = typer.Option(None, help="Pre-split: test interactions of cold items."),
+    cold_valid: Path | None = typer.Option(
+        None, help="Pre-split: validation interactions of cold items."
+    ),
+    cold_test: Path | None = typer.Option(
+        None, help="Pre-split: test interactions of cold items."
+    ),
     cold_user_context: Path | None = typer.Option(
-        None, help="Pre-split: the few interactions a cold user is known by (given at serving time)."),
-    cold_user_valid: Path | None = typer.Option(None, help="Pre-split: validation interactions of cold users."),
-    cold_user_test: Path | None = typer.Option(None, help="Pre-split: test interactions of cold users."),
-    items: Path | None = typer.Option(None, help="Items table: item_id + text, image and attribute columns."),
-    users: Path | None = typer.Option(None, help="Users table: user_id + coarse attribute columns."),
-    images_dir: Path | None = typer.Option(None, help="Folder the image column's paths are relative to."),
+        None,
+        help="Pre-split: the few interactions a cold user is known by (given at serving time).",
+    ),
+    cold_user_valid: Path | None = typer.Option(
+        None, help="Pre-split: validation interactions of cold users."
+    ),
+    cold_user_test: Path | None = typer.Option(
+        None, help="Pre-split: test interactions of cold users."
+    ),
+    items: Path | None = typer.Option(
+        None, help="Items table: item_id + text, image and attribute columns."
+    ),
+    users: Path | None = typer.Option(
+        None, help="Users table: user_id + coarse attribute columns."
+    ),
+    images_dir: Path | None = typer.Option(
+        None, help="Folder the image column's paths are relative to."
+    ),
     text_columns: str | None = typer.Option(
-        None, help="Comma-separated text columns (default: title,name,description,text,tags present)."),
-    attribute_columns: str | None = typer.Option(None,
-                                                 help="Comma-separated categorical columns ('|' separates values)."),
-    image_column: str | None = typer.Option(None, help="Column holding an image path (default: image)."),
-    user_attribute_columns: str | None = typer.Option(None, help="Comma-separated coarse user attribute columns "
-                                                      "(opt-in: none without it; age becomes age bands)."),
+        None,
+        help="Comma-separated text columns (default: title,name,description,text,tags present).",
+    ),
+    attribute_columns: str | None = typer.Option(
+        None, help="Comma-separated categorical columns ('|' separates values)."
+    ),
+    image_column: str | None = typer.Option(
+        None, help="Column holding an image path (default: image)."
+    ),
+    user_attribute_columns: str | None = typer.Option(
+        None,
+        help="Comma-separated coarse user attribute columns "
+        "(opt-in: none without it; age becomes age bands).",
+    ),
     encoding: str = typer.Option("utf-8", help="Text encoding of CSV files."),
-    min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only interactions whose rating/weight "
-                                            "is at least this (e.g. 4: ratings as implicit positives)."),
+    min_rating: float | None = typer.Option(
+        None,
+        "--min-rating",
+        help="Keep only interactions whose rating/weight "
+        "is at least this (e.g. 4: ratings as implicit positives).",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Import CSV/Parquet files (one interactions file, or pre-split parts) into a workspace."""
 
-    ds, notes = import_files(out_ws, interactions=interactions, items=items, users=users, images_dir=images_dir,
-                             text_columns=_columns(text_columns), attribute_columns=_columns(attribute_columns),
-                             image_column=image_column, user_attribute_columns=_columns(user_attribute_columns),
-                             encoding=encoding, min_rating=min_rating, train=train, valid=valid, test=test,
-                             cold_valid=cold_valid, cold_test=cold_test, cold_user_context=cold_user_context,
-                             cold_user_valid=cold_user_valid, cold_user_test=cold_user_test)
+    ds, notes = import_files(
+        out_ws,
+        interactions=interactions,
+        items=items,
+        users=users,
+        images_dir=images_dir,
+        text_columns=_columns(text_columns),
+        attribute_columns=_columns(attribute_columns),
+        image_column=image_column,
+        user_attribute_columns=_columns(user_attribute_columns),
+        encoding=encoding,
+        min_rating=min_rating,
+        train=train,
+        valid=valid,
+        test=test,
+        cold_valid=cold_valid,
+        cold_test=cold_test,
+        cold_user_context=cold_user_context,
+        cold_user_valid=cold_user_valid,
+        cold_user_test=cold_user_test,
+    )
     _dataset_result(as_json, ds, out_ws, notes, "imported")
 
 
@@ -177,59 +258,118 @@ def data_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
 # ---------------------------------------------------------------------------------------------- data synth / data split
 @data_app.command("synth")
 def data_synth(
-    out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write (pictures go to WS/images/)."),
+    out_ws: Path = typer.Option(
+        ..., "--out", help="Workspace folder to write (pictures go to WS/images/)."
+    ),
     users: int = typer.Option(300, "--n-users", "--users", help="Number of users."),
     items: int = typer.Option(400, "--n-items", "--items", help="Number of items."),
-    interactions: int = typer.Option(15000, "--n-interactions", "--interactions",
-                                     help="Number of (user, item) interactions."),
-    seed: int = typer.Option(0, help="Random seed: the same seed gives the same dataset."),
-    no_images: bool = flag(False, "--no-images", help="Skip drawing pictures (large-scale runs)."),
+    interactions: int = typer.Option(
+        15000,
+        "--n-interactions",
+        "--interactions",
+        help="Number of (user, item) interactions.",
+    ),
+    seed: int = typer.Option(
+        0, help="Random seed: the same seed gives the same dataset."
+    ),
+    no_images: bool = flag(
+        False, "--no-images", help="Skip drawing pictures (large-scale runs)."
+    ),
     image_size: int = typer.Option(64, help="Picture side in pixels."),
     as_json: bool = JSON,
 ) -> None:
     """Generate a synthetic shop whose pictures, text and attributes predict what users like."""
 
-    ds = run_synth(out_ws, users, items, interactions, seed, images=not no_images, image_size=image_size)
+    ds = run_synth(
+        out_ws,
+        users,
+        items,
+        interactions,
+        seed,
+        images=not no_images,
+        image_size=image_size,
+    )
     _dataset_result(as_json, ds, out_ws, [], "generated")
 
 
-def _dataset_result(as_json: bool, ds: Dataset, ws: Path, notes: list[str], verb: str, item_detail: str = "",
-                    rows: str = "interactions") -> None:
-    counts = {"users": ds.n_users, "items": ds.n_items, "interactions": len(ds.interactions)}
+def _dataset_result(
+    as_json: bool,
+    ds: Dataset,
+    ws: Path,
+    notes: list[str],
+    verb: str,
+    item_detail: str = "",
+    rows: str = "interactions",
+) -> None:
+    counts = {
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": len(ds.interactions),
+    }
 
     def show() -> None:
         _notes(notes)
-        _say(f"{verb} {ds.n_users} users, {ds.n_items} items{item_detail}, {len(ds.interactions)} {rows} -> "
-             f"{ws}/dataset")
+        _say(
+            f"{verb} {ds.n_users} users, {ds.n_items} items{item_detail}, {len(ds.interactions)} {rows} -> "
+            f"{ws}/dataset"
+        )
+
     _result(as_json, {"workspace": str(ws), **counts, "notes": notes}, show)
 
 
 @data_app.command("split")
 def data_split(
     workspace: Path = WS,
-    method: str = typer.Option(SplitSettings.method, help="random, or temporal (latest interactions held out)."),
-    valid: float = typer.Option(SplitSettings.valid,
-                                help="Per-user validation share (< 1) or count (whole number >= 1)."),
-    test: float = typer.Option(SplitSettings.test, help="Per-user test share (< 1) or count (whole number >= 1)."),
-    cold_items: float = typer.Option(SplitSettings.cold_items,
-                                     help="Share of items held out with all their interactions."),
-    cold_users: float = typer.Option(SplitSettings.cold_users,
-                                     help="Share of users held out with all their interactions."),
-    cold_user_context: int = typer.Option(SplitSettings.cold_user_context,
-                                          help="First N interactions of each cold user given as context."),
-    cold_by: str = typer.Option(SplitSettings.cold_by, help="Cold items: random, to cold_valid/cold_test by item ('item') or by "
-                                             "interaction ('interaction'); or 'time': the items first seen last "
-                                             "(new items; the earlier half selects, the newest half is the test)."),
+    method: str = typer.Option(
+        SplitSettings.method, help="random, or temporal (latest interactions held out)."
+    ),
+    valid: float = typer.Option(
+        SplitSettings.valid,
+        help="Per-user validation share (< 1) or count (whole number >= 1).",
+    ),
+    test: float = typer.Option(
+        SplitSettings.test,
+        help="Per-user test share (< 1) or count (whole number >= 1).",
+    ),
+    cold_items: float = typer.Option(
+        SplitSettings.cold_items,
+        help="Share of items held out with all their interactions.",
+    ),
+    cold_users: float = typer.Option(
+        SplitSettings.cold_users,
+        help="Share of users held out with all their interactions.",
+    ),
+    cold_user_context: int = typer.Option(
+        SplitSettings.cold_user_context,
+        help="First N interactions of each cold user given as context.",
+    ),
+    cold_by: str = typer.Option(
+        SplitSettings.cold_by,
+        help="Cold items: random, to cold_valid/cold_test by item ('item') or by "
+        "interaction ('interaction'); or 'time': the items first seen last "
+        "(new items; the earlier half selects, the newest half is the test).",
+    ),
     seed: int = typer.Option(SplitSettings.seed, help="Random seed."),
-    force: bool = flag(False, "--force", help="Re-split a dataset that is already split."),
+    force: bool = flag(
+        False, "--force", help="Re-split a dataset that is already split."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Fill the split column: warm train/valid/test, cold items and cold users, with no leaks."""
 
     with contextlib.nullcontext() if as_json else out.status("splitting interactions"):
-        ds = run_split(workspace, method=method, valid=valid, test=test, cold_items=cold_items,
-                       cold_users=cold_users, cold_user_context=cold_user_context, cold_by=cold_by, seed=seed,
-                       force=force)
+        ds = run_split(
+            workspace,
+            method=method,
+            valid=valid,
+            test=test,
+            cold_items=cold_items,
+            cold_users=cold_users,
+            cold_user_context=cold_user_context,
+            cold_by=cold_by,
+            seed=seed,
+            force=force,
+        )
     parts = ds.counts()["parts"]
 
     def show() -> None:
@@ -239,113 +379,224 @@ def data_split(
         for part, n in parts.items():
             table.add_row(part, str(n))
         out.print(table)
-    _result(as_json, {"workspace": str(workspace), "parts": parts}, show)
 
+    _result(as_json, {"workspace": str(workspace), "parts": parts}, show)
 
 
 # ---------------------------------------------------------------------------------------------- data movielens
 @data_app.command("movielens")
 def data_movielens(
-    path: Path = typer.Argument(..., help="Unzipped MovieLens folder (ml-100k or ml-latest-small)."),
+    path: Path = typer.Argument(
+        ..., help="Unzipped MovieLens folder (ml-100k or ml-latest-small)."
+    ),
     out_ws: Path = typer.Option(..., "--out", help="Workspace folder to write."),
     variant: str = typer.Option("100k", help="100k | latest-small."),
-    posters: Path | None = typer.Option(None, help="Folder of item images named <movieId>.jpg."),
-    download: bool = flag(False, "--download", help="Fetch the official GroupLens zip into PATH if PATH is missing."),
-    min_rating: float | None = typer.Option(None, "--min-rating", help="Keep only ratings of at least this "
-                                            "(e.g. 4: ratings as implicit positives)."),
+    posters: Path | None = typer.Option(
+        None, help="Folder of item images named <movieId>.jpg."
+    ),
+    download: bool = flag(
+        False,
+        "--download",
+        help="Fetch the official GroupLens zip into PATH if PATH is missing.",
+    ),
+    min_rating: float | None = typer.Option(
+        None,
+        "--min-rating",
+        help="Keep only ratings of at least this "
+        "(e.g. 4: ratings as implicit positives).",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Import MovieLens 100K or latest-small (ratings, titles, genres, tags, coarse user attributes, posters)."""
 
-    ds, notes = import_movielens(out_ws, path, variant, posters=posters, download=download, min_rating=min_rating)
+    ds, notes = import_movielens(
+        out_ws, path, variant, posters=posters, download=download, min_rating=min_rating
+    )
     images = ds.schema.image_column
-    with_image = f", {int((ds.items[images] != '').sum())} with an image" if images else ""
-    _dataset_result(as_json, ds, out_ws, notes, f"imported MovieLens {variant}:", with_image, "ratings")
-
+    with_image = (
+        f", {int((ds.items[images] != '').sum())} with an image" if images else ""
+    )
+    _dataset_result(
+        as_json,
+        ds,
+        out_ws,
+        notes,
+        f"imported MovieLens {variant}:",
+        with_image,
+        "ratings",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- encode
 @app.command("encode")
 def encode(
     workspace: Path = WS,
-    modalities: str | None = typer.Option(None, help="Comma-separated: image, text, st_text, lexical "
-                                             "(default: image if the dataset has images, text, lexical)."),
-    clip_model: str = typer.Option(EncodeSettings.clip_model,
-                                   help="open_clip model name, 'hf-hub:ORG/REPO', or a model config .json."),
-    clip_pretrained: str | None = typer.Option(None, help="open_clip pretrained tag (default: laion2b_s34b_b79k), "
-                                                  "or 'none' for random weights (tests only)."),
-    clip_checkpoint: Path | None = typer.Option(None, help="Local CLIP weights file (.safetensors/.bin/.pt)."),
-    st_model: str = typer.Option(EncodeSettings.st_model,
-                                 help="sentence-transformers hub name or local model folder (modality st_text)."),
-    precomputed: list[str] | None = typer.Option(None, help="NAME=FILE[,IDS]: .npy (+ id list) or .parquet "
-                                                    "keyed by item_id; repeatable."),
-    text_columns: str | None = typer.Option(None, help="Item columns forming the text (default: the dataset's)."),
+    modalities: str | None = typer.Option(
+        None,
+        help="Comma-separated: image, text, st_text, lexical "
+        "(default: image if the dataset has images, text, lexical).",
+    ),
+    clip_model: str = typer.Option(
+        EncodeSettings.clip_model,
+        help="open_clip model name, 'hf-hub:ORG/REPO', or a model config .json.",
+    ),
+    clip_pretrained: str | None = typer.Option(
+        None,
+        help="open_clip pretrained tag (default: laion2b_s34b_b79k), "
+        "or 'none' for random weights (tests only).",
+    ),
+    clip_checkpoint: Path | None = typer.Option(
+        None, help="Local CLIP weights file (.safetensors/.bin/.pt)."
+    ),
+    st_model: str = typer.Option(
+        EncodeSettings.st_model,
+        help="sentence-transformers hub name or local model folder (modality st_text).",
+    ),
+    precomputed: list[str] | None = typer.Option(
+        None,
+        help="NAME=FILE[,IDS]: .npy (+ id list) or .parquet "
+        "keyed by item_id; repeatable.",
+    ),
+    text_columns: str | None = typer.Option(
+        None, help="Item columns forming the text (default: the dataset's)."
+    ),
     batch_size: int = typer.Option(EncodeSettings.batch_size, help="Images per batch."),
-    text_batch_size: int = typer.Option(EncodeSettings.text_batch_size, help="Texts per batch."),
+    text_batch_size: int = typer.Option(
+        EncodeSettings.text_batch_size, help="Texts per batch."
+    ),
     device: str = typer.Option(EncodeSettings.device, help="auto, cpu or cuda[:N]."),
-    num_workers: int | None = typer.Option(None, help="Image decoding worker processes (default: min(4, CPUs))."),
-    lexical_dim: int = typer.Option(EncodeSettings.lexical_dim,
-                                    help="Dimension of the lexical (TF-IDF + SVD) vectors."),
+    num_workers: int | None = typer.Option(
+        None, help="Image decoding worker processes (default: min(4, CPUs))."
+    ),
+    lexical_dim: int = typer.Option(
+        EncodeSettings.lexical_dim,
+        help="Dimension of the lexical (TF-IDF + SVD) vectors.",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Encode item images and texts into content vectors (WS/features/); unchanged items are not re-encoded."""
     from graphrec.stages.encode import run_encode
 
-    res = run_encode(workspace, _columns(modalities), clip_model=clip_model, clip_pretrained=clip_pretrained,
-                     clip_checkpoint=clip_checkpoint, st_model=st_model, precomputed=precomputed or (),
-                     text_columns=_columns(text_columns), batch_size=batch_size, text_batch_size=text_batch_size,
-                     device=device, num_workers=num_workers, lexical_dim=lexical_dim)
+    res = run_encode(
+        workspace,
+        _columns(modalities),
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        clip_checkpoint=clip_checkpoint,
+        st_model=st_model,
+        precomputed=precomputed or (),
+        text_columns=_columns(text_columns),
+        batch_size=batch_size,
+        text_batch_size=text_batch_size,
+        device=device,
+        num_workers=num_workers,
+        lexical_dim=lexical_dim,
+    )
     if as_json:
-        _result(True, {"path": str(res.path), "device": res.device,
-                       "modalities": {m: dataclasses.asdict(r) for m, r in res.reports.items()}}, lambda: None)
+        _result(
+            True,
+            {
+                "path": str(res.path),
+                "device": res.device,
+                "modalities": {
+                    m: dataclasses.asdict(r) for m, r in res.reports.items()
+                },
+            },
+            lambda: None,
+        )
         return
     table = Table(title=Text(f"features on {res.device} -> {res.path}"))
     for col in ("modality", "dim", "encoded", "reused", "no content", "bad", "items/s"):
         table.add_column(col, justify="left" if col == "modality" else "right")
     for r in res.reports.values():
-        table.add_row(Text(r.modality + (" *" if r.random_weights else "")), str(r.dim), str(r.encoded), str(r.reused),
-                      str(r.missing), str(len(r.bad)),
-                      f"{r.items_per_s:.0f}" if r.encoded else "-")
+        table.add_row(
+            Text(r.modality + (" *" if r.random_weights else "")),
+            str(r.dim),
+            str(r.encoded),
+            str(r.reused),
+            str(r.missing),
+            str(len(r.bad)),
+            f"{r.items_per_s:.0f}" if r.encoded else "-",
+        )
     out.print(table)
     if any(r.random_weights for r in res.reports.values()):
-        out.print("[yellow]* random weights (--clip-pretrained none): for tests only, not for recommendations[/yellow]")
+        out.print(
+            "[yellow]* random weights (--clip-pretrained none): for tests only, not for recommendations[/yellow]"
+        )
     for r in res.reports.values():
         _notes(r.notes)
         for b in r.bad[:10]:
-            _say(f"- {r.modality}: skipped {b['item_id']} ({b.get('file', '')}): {b['reason']}", "dim")
+            _say(
+                f"- {r.modality}: skipped {b['item_id']} ({b.get('file', '')}): {b['reason']}",
+                "dim",
+            )
         if len(r.bad) > 10:
-            _say(f"- {r.modality}: {len(r.bad) - 10} more skipped, listed in {res.path}/logs/encode.json", "dim")
-
+            _say(
+                f"- {r.modality}: {len(r.bad) - 10} more skipped, listed in {res.path}/logs/encode.json",
+                "dim",
+            )
 
 
 # ---------------------------------------------------------------------------------------------- build / kg
 @app.command("build")
 def build(
     workspace: Path = WS,
-    item_knn: int | None = typer.Option(None, help="Item-item kNN edges per content modality (default: 10 when "
-                                                      "features exist, else 0; 0 = none)."),
-    knn_modalities: str | None = typer.Option(None, help="Comma-separated modalities for kNN edges (default: all)."),
-    triples: Path | None = typer.Option(None, help="External triples: 'head relation tail' lines (KGAT/KGCN "
-                                                      "kg.txt) or a CSV/Parquet with head,relation,tail."),
-    entity_map: Path | None = typer.Option(None, help="Item -> entity map for --triples ('item_id entity_id' "
-                                                         "lines, KGAT item_list.txt, or CSV item_id,entity)."),
-    force: bool = flag(False, "--force", help="Rebuild even when the inputs are unchanged."),
+    item_knn: int | None = typer.Option(
+        None,
+        help="Item-item kNN edges per content modality (default: 10 when "
+        "features exist, else 0; 0 = none).",
+    ),
+    knn_modalities: str | None = typer.Option(
+        None, help="Comma-separated modalities for kNN edges (default: all)."
+    ),
+    triples: Path | None = typer.Option(
+        None,
+        help="External triples: 'head relation tail' lines (KGAT/KGCN "
+        "kg.txt) or a CSV/Parquet with head,relation,tail.",
+    ),
+    entity_map: Path | None = typer.Option(
+        None,
+        help="Item -> entity map for --triples ('item_id entity_id' "
+        "lines, KGAT item_list.txt, or CSV item_id,entity).",
+    ),
+    force: bool = flag(
+        False, "--force", help="Rebuild even when the inputs are unchanged."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Build the knowledge graph (users, items, attributes, entities; training interactions only)."""
 
-    res = run_build(workspace, item_knn=item_knn, knn_modalities=_columns(knn_modalities), triples=triples,
-                    entity_map=entity_map, force=force)
+    res = run_build(
+        workspace,
+        item_knn=item_knn,
+        knn_modalities=_columns(knn_modalities),
+        triples=triples,
+        entity_map=entity_map,
+        force=force,
+    )
     g = res.graph
     n_edges = sum(len(e) for e in g.edges.values())
 
     def show() -> None:
         _notes(res.notes)
         verb = "built" if res.rebuilt else "up to date:"
-        _say(f"{verb} {sum(g.num_nodes.values())} nodes of {len(g.num_nodes)} types, {n_edges} edges of "
-             f"{len(g.edges)} relations -> {workspace}/graph")
-    _result(as_json, {"workspace": str(workspace), "rebuilt": res.rebuilt, "nodes": dict(g.num_nodes),
-                      "edges": n_edges, "relations": len(g.edges), "notes": res.notes}, show)
+        _say(
+            f"{verb} {sum(g.num_nodes.values())} nodes of {len(g.num_nodes)} types, {n_edges} edges of "
+            f"{len(g.edges)} relations -> {workspace}/graph"
+        )
+
+    _result(
+        as_json,
+        {
+            "workspace": str(workspace),
+            "rebuilt": res.rebuilt,
+            "nodes": dict(g.num_nodes),
+            "edges": n_edges,
+            "relations": len(g.edges),
+            "notes": res.notes,
+        },
+        show,
+    )
 
 
 @kg_app.command("stats")
@@ -361,8 +612,12 @@ def kg_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
         table.add_column(col)
     for t, n in stats["nodes"].items():
         d = stats["degree"].get(t)
-        table.add_row(Text(t), str(n), str(stats["isolated"][t]),
-                      f"{d['min']}/{d['median']:g}/{d['mean']:g}/{d['max']}" if d else "-")
+        table.add_row(
+            Text(t),
+            str(n),
+            str(stats["isolated"][t]),
+            f"{d['min']}/{d['median']:g}/{d['mean']:g}/{d['max']}" if d else "-",
+        )
     out.print(table)
     rel = Table(title="relations", show_header=True)
     rel.add_column("src | relation | dst")
@@ -371,20 +626,31 @@ def kg_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
         rel.add_row(Text(k), str(n))
     out.print(rel)
     c, cold, leak = stats["components"], stats["cold_items"], stats["leak_check"]
-    out.print(f"components: {c['count']} ({c['non_trivial']} with edges), largest {c['largest']} nodes "
-              f"({c['largest_share']:.1%})")
+    out.print(
+        f"components: {c['count']} ({c['non_trivial']} with edges), largest {c['largest']} nodes "
+        f"({c['largest_share']:.1%})"
+    )
     pct = lambda r: "n/a" if r["share"] is None else f"{r['count']} ({r['share']:.1%})"  # noqa: E731
-    _say(f"cold items ({cold['definition']}): {cold['count']}; reach a warm item via attributes "
-              f"{pct(cold['via_attributes'])}, entities {pct(cold['via_entities'])}, similarity "
-              f"{pct(cold['via_similarity'])}, any route {pct(cold['via_any_route'])}; connected by any path "
-              f"{pct(cold['connected_to_warm'])}; dead ends {cold['dead_ends']} {cold['dead_end_examples'] or ''}")
+    _say(
+        f"cold items ({cold['definition']}): {cold['count']}; reach a warm item via attributes "
+        f"{pct(cold['via_attributes'])}, entities {pct(cold['via_entities'])}, similarity "
+        f"{pct(cold['via_similarity'])}, any route {pct(cold['via_any_route'])}; connected by any path "
+        f"{pct(cold['connected_to_warm'])}; dead ends {cold['dead_ends']} {cold['dead_end_examples'] or ''}"
+    )
     if not leak["split"]:
-        out.print("[yellow]leak check: dataset not split (serve mode), the graph holds every interaction[/yellow]")
+        out.print(
+            "[yellow]leak check: dataset not split (serve mode), the graph holds every interaction[/yellow]"
+        )
     elif leak["ok"]:
-        out.print(f"leak check: ok, none of {leak['held_out']} held-out interactions is an edge")
+        out.print(
+            f"leak check: ok, none of {leak['held_out']} held-out interactions is an edge"
+        )
     else:
-        _say(f"leak check FAILED: {leak['leaked']} of {leak['held_out']} held-out interactions are edges, "
-             f"e.g. {'; '.join(leak['examples'])}", "red")
+        _say(
+            f"leak check FAILED: {leak['leaked']} of {leak['held_out']} held-out interactions are edges, "
+            f"e.g. {'; '.join(leak['examples'])}",
+            "red",
+        )
         raise typer.Exit(1)
 
 
@@ -404,53 +670,103 @@ def kg_explain(
         for p in paths:
             _say(f"{p.score:.3f}  {p.kind:<15} {p}")
         _say(text)
-    _result(as_json, {"user": user, "item": item, "reason": text,
-                      "paths": [{"score": p.score, "kind": p.kind, "path": str(p)} for p in paths]}, show)
 
+    _result(
+        as_json,
+        {
+            "user": user,
+            "item": item,
+            "reason": text,
+            "paths": [
+                {"score": p.score, "kind": p.kind, "path": str(p)} for p in paths
+            ],
+        },
+        show,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- train
 @app.command("train")
 def train(
     workspace: Path = WS,
-    epochs: int = typer.Option(TrainSettings.epochs,
-                               help="Maximum epochs of the selection phase (early stopping on validation)."),
+    epochs: int = typer.Option(
+        TrainSettings.epochs,
+        help="Maximum epochs of the selection phase (early stopping on validation).",
+    ),
     dim: int = typer.Option(TrainSettings.dim, help="Embedding dimension."),
     layers: int = typer.Option(TrainSettings.layers, help="Propagation layers."),
-    lr: float | None = typer.Option(None, help="Adam learning rate (default: 0.005 at batch 2048, growing with the "
-                                    "square root of the batch size, at most 0.02).", show_default=False),
-    batch_size: int | None = typer.Option(None, help="Triples (user, positive, negative) per step (default: 2048, "
-                                   "or a power of two giving 32 to 64 steps an epoch).", show_default=False),
-    reg: float = typer.Option(TrainSettings.reg, help="L2 on the batch's layer-0 embeddings."),
-    cold_weight: float = typer.Option(TrainSettings.cold_weight,
-                                      help="Weight of BPR through the content path (cold-start training)."),
-    align_weight: float = typer.Option(TrainSettings.align_weight,
-                                       help="Weight of the content -> collaborative alignment."),
-    patience: int = typer.Option(TrainSettings.patience, help="Epochs without validation improvement before stopping."),
+    lr: float | None = typer.Option(
+        None,
+        help="Adam learning rate (default: 0.005 at batch 2048, growing with the "
+        "square root of the batch size, at most 0.02).",
+        show_default=False,
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        help="Triples (user, positive, negative) per step (default: 2048, "
+        "or a power of two giving 32 to 64 steps an epoch).",
+        show_default=False,
+    ),
+    reg: float = typer.Option(
+        TrainSettings.reg, help="L2 on the batch's layer-0 embeddings."
+    ),
+    cold_weight: float = typer.Option(
+        TrainSettings.cold_weight,
+        help="Weight of BPR through the content path (cold-start training).",
+    ),
+    align_weight: float = typer.Option(
+        TrainSettings.align_weight,
+        help="Weight of the content -> collaborative alignment.",
+    ),
+    patience: int = typer.Option(
+        TrainSettings.patience,
+        help="Epochs without validation improvement before stopping.",
+    ),
     k: int = typer.Option(TrainSettings.k, help="Cut-off of the validation NDCG@K."),
-    seed: int = typer.Option(TrainSettings.seed, help="Random seed (runs on CPU are deterministic)."),
-    mode: str = typer.Option(TrainSettings.mode,
-                             help="'full' graph propagation per step, or 'sampled' neighbourhoods."),
-    fanouts: str = typer.Option(",".join(map(str, TrainSettings.fanouts)),
-                                help="Neighbours sampled per layer in --mode sampled."),
-    refit: bool = flag(TrainSettings.refit, "--refit/--no-refit",
-                       help="Refit on train+valid after selection: the ranker's graph filter always, the GNN for the "
-                            "selected epochs when the ranker serves it."),
-    keep_gnn: bool = flag(RankSettings.keep_gnn, "--keep-gnn",
-                          help="Serve the GNN block even when the closed-form blend without it scores as well on "
-                               "validation (by default it is served only when it adds)."),
-    gnn: bool = flag(TrainSettings.gnn, "--gnn/--no-gnn",
-                     help="--no-gnn: train no GNN; serve the closed-form blend (graph filter, content maps) alone: "
-                          "for CPU catalogues where the GNN's epochs do not fit."),
-    ease_dim: int = typer.Option(RankSettings.ease_dim,
-                                 help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
-                                      "min(users, items)); the ranker is fitted on validation before model/ is "
-                                      "switched in."),
-    lowpass_dim: int = typer.Option(RankSettings.lowpass_dim,
-                                    help="Singular vectors of the ranker's ideal low-pass graph filter block "
-                                         "(GF-CF's; 0: none; the default is cut to min(users, items))."),
+    seed: int = typer.Option(
+        TrainSettings.seed, help="Random seed (runs on CPU are deterministic)."
+    ),
+    mode: str = typer.Option(
+        TrainSettings.mode,
+        help="'full' graph propagation per step, or 'sampled' neighbourhoods.",
+    ),
+    fanouts: str = typer.Option(
+        ",".join(map(str, TrainSettings.fanouts)),
+        help="Neighbours sampled per layer in --mode sampled.",
+    ),
+    refit: bool = flag(
+        TrainSettings.refit,
+        "--refit/--no-refit",
+        help="Refit on train+valid after selection: the ranker's graph filter always, the GNN for the "
+        "selected epochs when the ranker serves it.",
+    ),
+    keep_gnn: bool = flag(
+        RankSettings.keep_gnn,
+        "--keep-gnn",
+        help="Serve the GNN block even when the closed-form blend without it scores as well on "
+        "validation (by default it is served only when it adds).",
+    ),
+    gnn: bool = flag(
+        TrainSettings.gnn,
+        "--gnn/--no-gnn",
+        help="--no-gnn: train no GNN; serve the closed-form blend (graph filter, content maps) alone: "
+        "for CPU catalogues where the GNN's epochs do not fit.",
+    ),
+    ease_dim: int = typer.Option(
+        RankSettings.ease_dim,
+        help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
+        "min(users, items)); the ranker is fitted on validation before model/ is "
+        "switched in.",
+    ),
+    lowpass_dim: int = typer.Option(
+        RankSettings.lowpass_dim,
+        help="Singular vectors of the ranker's ideal low-pass graph filter block "
+        "(GF-CF's; 0: none; the default is cut to min(users, items)).",
+    ),
     device: str = typer.Option(TrainSettings.device, help="auto, cpu, cuda or cuda:N."),
-    resume: bool = flag(False, "--resume", help="Continue from the newest checkpoint in model/."),
+    resume: bool = flag(
+        False, "--resume", help="Continue from the newest checkpoint in model/."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Train: the GNN selected on validation NDCG@K, the ranker's blend fitted on validation (the GNN block kept only
@@ -460,22 +776,52 @@ def train(
     try:
         fan = tuple(int(f) for f in fanouts.split(",") if f.strip())
     except ValueError:
-        raise InputError(f"--fanouts must be comma-separated integers (got {fanouts!r})") from None
-    s = TrainSettings(epochs=epochs, dim=dim, layers=layers, lr=lr, batch_size=batch_size, reg=reg,
-                      cold_weight=cold_weight, align_weight=align_weight, patience=patience, k=k, seed=seed,
-                      mode=mode, fanouts=fan, refit=refit, gnn=gnn, device=device)
-    r = run_train(workspace, s, resume=resume, ranker=RankSettings(k=k, ease_dim=ease_dim, lowpass_dim=lowpass_dim,
-                                                                       keep_gnn=keep_gnn))
+        raise InputError(
+            f"--fanouts must be comma-separated integers (got {fanouts!r})"
+        ) from None
+    s = TrainSettings(
+        epochs=epochs,
+        dim=dim,
+        layers=layers,
+        lr=lr,
+        batch_size=batch_size,
+        reg=reg,
+        cold_weight=cold_weight,
+        align_weight=align_weight,
+        patience=patience,
+        k=k,
+        seed=seed,
+        mode=mode,
+        fanouts=fan,
+        refit=refit,
+        gnn=gnn,
+        device=device,
+    )
+    r = run_train(
+        workspace,
+        s,
+        resume=resume,
+        ranker=RankSettings(
+            k=k, ease_dim=ease_dim, lowpass_dim=lowpass_dim, keep_gnn=keep_gnn
+        ),
+    )
     emb = embeddings_path(Workspace(workspace))
 
     def show() -> None:
         fitted_on = "every interaction" if r.mode == "serve" else "train+valid"
-        served = ("GNN block served" + (f", refit on {fitted_on}" if r.refit else "") if r.gnn_served
-                  else "no GNN (--no-gnn): the closed-form blend" if not gnn
-                  else "GNN block not served: the closed-form blend scores as well on validation")
-        mode = ("serve mode (the dataset is not split): settings chosen on an internal validation split, the model "
-                "fitted on every interaction" if r.mode == "serve" else
-                "evaluate mode (a split dataset): fitted on train+valid, the test parts held out")
+        served = (
+            "GNN block served" + (f", refit on {fitted_on}" if r.refit else "")
+            if r.gnn_served
+            else "no GNN (--no-gnn): the closed-form blend"
+            if not gnn
+            else "GNN block not served: the closed-form blend scores as well on validation"
+        )
+        mode = (
+            "serve mode (the dataset is not split): settings chosen on an internal validation split, the model "
+            "fitted on every interaction"
+            if r.mode == "serve"
+            else "evaluate mode (a split dataset): fitted on train+valid, the test parts held out"
+        )
         selected = f"epoch {r.selected_epoch} selected; " if gnn else ""
         table = Table(title=f"trained: {selected}{served}\n{mode}")
         table.add_column("validation")
@@ -484,18 +830,32 @@ def train(
             table.add_row(name, f"{v:.4f}")
         out.print(table)
         _say(f"embeddings -> {emb}")
-    _result(as_json, {"selected_epoch": r.selected_epoch, "refit": r.refit, "gnn_served": r.gnn_served,
-                      "mode": r.mode, "validation": r.validation,
-                      "embeddings": str(emb), "epochs": len(r.history)}, show)
 
+    _result(
+        as_json,
+        {
+            "selected_epoch": r.selected_epoch,
+            "refit": r.refit,
+            "gnn_served": r.gnn_served,
+            "mode": r.mode,
+            "validation": r.validation,
+            "embeddings": str(emb),
+            "epochs": len(r.history),
+        },
+        show,
+    )
 
 
 # ------------------------------------------------------------- evaluate / recommend / export / update / quickstart
 @app.command("evaluate")
 def evaluate_cmd(
     workspace: Path = WS,
-    k: str = typer.Option("10,20,50", "--ks", "--k", help="Comma-separated cut-offs K."),
-    examples: int = typer.Option(3, help="Users shown with example recommendations in the report."),
+    k: str = typer.Option(
+        "10,20,50", "--ks", "--k", help="Comma-separated cut-offs K."
+    ),
+    examples: int = typer.Option(
+        3, help="Users shown with example recommendations in the report."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Full-ranking metrics on the test parts (warm, cold-item, cold-user, overall) and eval/report.html."""
@@ -514,8 +874,13 @@ def evaluate_cmd(
     for c in ("task", "users", f"recall@{mid}", f"ndcg@{mid}", f"coverage@{mid}"):
         table.add_column(c)
     for task, res in m["tasks"].items():
-        table.add_row(task, str(res["users"]), f"{res['accuracy'][f'recall@{mid}']:.4f}",
-                      f"{res['accuracy'][f'ndcg@{mid}']:.4f}", f"{res['beyond'][f'@{mid}']['coverage']:.4f}")
+        table.add_row(
+            task,
+            str(res["users"]),
+            f"{res['accuracy'][f'recall@{mid}']:.4f}",
+            f"{res['accuracy'][f'ndcg@{mid}']:.4f}",
+            f"{res['beyond'][f'@{mid}']['coverage']:.4f}",
+        )
     out.print(table)
     _say(f"report: {d / 'report.html'}")
 
@@ -523,18 +888,37 @@ def evaluate_cmd(
 @app.command("recommend")
 def recommend_cmd(
     workspace: Path = WS,
-    users: str = typer.Option("all", help="'all', a file of user ids (one per line), or comma-separated ids."),
-    k: int = typer.Option(DEFAULT_N, "--k", "-N", help="Items per user (the same default as the API and the export)."),
-    candidates: Path | None = typer.Option(None, help="File of candidate item ids, one per line."),
-    filter_items: str | None = typer.Option(None, help="Item ids left out of every list: a file (one per line) or "
-                                            "comma-separated ids."),
+    users: str = typer.Option(
+        "all", help="'all', a file of user ids (one per line), or comma-separated ids."
+    ),
+    k: int = typer.Option(
+        DEFAULT_N,
+        "--k",
+        "-N",
+        help="Items per user (the same default as the API and the export).",
+    ),
+    candidates: Path | None = typer.Option(
+        None, help="File of candidate item ids, one per line."
+    ),
+    filter_items: str | None = typer.Option(
+        None,
+        help="Item ids left out of every list: a file (one per line) or "
+        "comma-separated ids.",
+    ),
     explain: bool = flag(False, "--explain", help="Add an explanation column."),
-    out_file: Path = typer.Option(..., "--out", help="Output .csv or .parquet (user_id,item_id,rank,score); "
-                                                     "'-' writes CSV to stdout."),
-    approximate: bool = flag(False, "--approximate",
-                                     help="Score every item in 256 whitened dimensions and rescore each user's "
-                                          "best 5 x K exactly (catalogues of ~100k items and more: 1.5x faster at "
-                                          "20M interactions, 99.5-100% of the exact top-20 in BENCHMARKS.md)."),
+    out_file: Path = typer.Option(
+        ...,
+        "--out",
+        help="Output .csv or .parquet (user_id,item_id,rank,score); "
+        "'-' writes CSV to stdout.",
+    ),
+    approximate: bool = flag(
+        False,
+        "--approximate",
+        help="Score every item in 256 whitened dimensions and rescore each user's "
+        "best 5 x K exactly (catalogues of ~100k items and more: 1.5x faster at "
+        "20M interactions, 99.5-100% of the exact top-20 in BENCHMARKS.md).",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Top-K items per user, ranked by the exported vectors' dot product; every given interaction is excluded."""
@@ -542,39 +926,85 @@ def recommend_cmd(
 
     to_stdout = str(out_file) == "-"
     if to_stdout and as_json:
-        raise InputError("--json prints a summary on stdout, where --out - writes the table: choose one")
+        raise InputError(
+            "--json prints a summary on stdout, where --out - writes the table: choose one"
+        )
     if not to_stdout:
-        check_output_file(out_file, "recommendations")  # before the work, as write_recommendations does after
+        check_output_file(
+            out_file, "recommendations"
+        )  # before the work, as write_recommendations does after
     spec = users if users == "all" or _is_file(users) else _columns(users)
-    left_out = None if filter_items is None else filter_items if _is_file(filter_items) else _columns(filter_items)
-    frame = recommend(workspace, spec, k, None if candidates is None else str(candidates), explain,
-                      progress=not to_stdout, approximate=approximate, filter_items=left_out)
+    left_out = (
+        None
+        if filter_items is None
+        else filter_items
+        if _is_file(filter_items)
+        else _columns(filter_items)
+    )
+    frame = recommend(
+        workspace,
+        spec,
+        k,
+        None if candidates is None else str(candidates),
+        explain,
+        progress=not to_stdout,
+        approximate=approximate,
+        filter_items=left_out,
+    )
     if to_stdout:  # the table is the output: nothing else goes to stdout
         sys.stdout.write(csv_safe(frame).to_csv(index=False))
         return
     write_recommendations(frame, out_file)
     excluded = excluded_from_lists(Dataset.load_schema(workspace))
-    _result(as_json, {"rows": len(frame), "users": int(frame["user_id"].nunique()), "out": str(out_file),
-                      "excluded": excluded},
-            lambda: _say(f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}\n"
-                         f"{excluded}"))
+    _result(
+        as_json,
+        {
+            "rows": len(frame),
+            "users": int(frame["user_id"].nunique()),
+            "out": str(out_file),
+            "excluded": excluded,
+        },
+        lambda: _say(
+            f"{len(frame)} recommendations for {frame['user_id'].nunique()} users -> {out_file}\n"
+            f"{excluded}"
+        ),
+    )
 
 
 @app.command("export")
 def export_cmd(
     workspace: Path = WS,
-    out_dir: Path = typer.Option(..., "--out", help="Export folder to write: new, empty, or an earlier export "
-                                 "(replaced as a whole); never a file or a folder inside a workspace."),
-    formats: str = typer.Option("parquet", "--format", help="Comma-separated: parquet, npy, faiss (each holds its "
-                                "own copy of the item vectors: name only those a reader needs)."),
-    pseudonymize: str | None = typer.Option(None, envvar="GRAPHREC_SALT", show_envvar=True,
-                                            help="Secret salt: user ids become HMAC-SHA256 pseudonyms (the "
-                                                 "environment variable keeps it out of the process list)."),
-    salt_file: Path | None = typer.Option(None, help="Read the pseudonymisation salt from this file (first line), "
-                                                      "so it does not show in the process list."),
-    private: bool = flag(False, "--private", help="User vectors from the users' interactions alone, "
-                                 "without the paths that carry their attributes (docs/export.md, 'What a user "
-                                 "vector reveals')."),
+    out_dir: Path = typer.Option(
+        ...,
+        "--out",
+        help="Export folder to write: new, empty, or an earlier export "
+        "(replaced as a whole); never a file or a folder inside a workspace.",
+    ),
+    formats: str = typer.Option(
+        "parquet",
+        "--format",
+        help="Comma-separated: parquet, npy, faiss (each holds its "
+        "own copy of the item vectors: name only those a reader needs).",
+    ),
+    pseudonymize: str | None = typer.Option(
+        None,
+        envvar="GRAPHREC_SALT",
+        show_envvar=True,
+        help="Secret salt: user ids become HMAC-SHA256 pseudonyms (the "
+        "environment variable keeps it out of the process list).",
+    ),
+    salt_file: Path | None = typer.Option(
+        None,
+        help="Read the pseudonymisation salt from this file (first line), "
+        "so it does not show in the process list.",
+    ),
+    private: bool = flag(
+        False,
+        "--private",
+        help="User vectors from the users' interactions alone, "
+        "without the paths that carry their attributes (docs/export.md, 'What a user "
+        "vector reveals').",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """User and item vectors of the ranker's scoring space, with ids and a manifest (docs/export.md); load with
@@ -583,61 +1013,99 @@ def export_cmd(
 
     if salt_file is not None:
         if pseudonymize is not None:
-            raise InputError("give the salt once: --pseudonymize SALT or --salt-file FILE")
+            raise InputError(
+                "give the salt once: --pseudonymize SALT or --salt-file FILE"
+            )
         if not salt_file.is_file():
             raise InputError("file not found", file=salt_file)
         pseudonymize = (salt_file.read_text(encoding="utf-8").splitlines() or [""])[0]
-    d = export(workspace, out_dir, _columns(formats) or [], pseudonymize, private=private)
+    d = export(
+        workspace, out_dir, _columns(formats) or [], pseudonymize, private=private
+    )
     m = json.loads((d / "manifest.json").read_text())
-    _result(as_json, {**m, "path": str(d)},
-            lambda: _say(f"exported {m['users']}{' private' if m['private'] else ''} users, {m['items']} items "
-                         f"({m['cold_items']} cold), dim {m['dim']}, "
-                         f"files: {', '.join(sorted(m['files'].values()))} -> {d}"))
+    _result(
+        as_json,
+        {**m, "path": str(d)},
+        lambda: _say(
+            f"exported {m['users']}{' private' if m['private'] else ''} users, {m['items']} items "
+            f"({m['cold_items']} cold), dim {m['dim']}, "
+            f"files: {', '.join(sorted(m['files'].values()))} -> {d}"
+        ),
+    )
 
 
 @app.command("update")
 def update_cmd(
     workspace: Path = WS,
-    interactions: Path | None = typer.Option(None, help="New interactions (user_id,item_id[,rating][,timestamp])."),
-    items: Path | None = typer.Option(None, help="New items with the dataset's item columns."),
-    users: Path | None = typer.Option(None, help="New users with the dataset's user columns."),
+    interactions: Path | None = typer.Option(
+        None, help="New interactions (user_id,item_id[,rating][,timestamp])."
+    ),
+    items: Path | None = typer.Option(
+        None, help="New items with the dataset's item columns."
+    ),
+    users: Path | None = typer.Option(
+        None, help="New users with the dataset's user columns."
+    ),
     encoding: str = typer.Option("utf-8", help="Text encoding of CSV/TSV files."),
     as_json: bool = JSON,
 ) -> None:
     """Fold new items, users and interactions into a trained workspace without retraining (all or nothing)."""
     from graphrec.stages.update import run_update
 
-    r = run_update(workspace, interactions, items, users, encoding=encoding, progress=not as_json)
+    r = run_update(
+        workspace, interactions, items, users, encoding=encoding, progress=not as_json
+    )
 
     def show() -> None:
         _notes(r.notes)
-        _say(f"added {r.items_added} items, {r.users_added} users, {r.interactions_added} interactions "
-             f"({r.duplicates_skipped} repeats skipped); encoded {r.encoded or 'nothing'}; "
-             f"{r.users_changed} user embeddings changed; {r.seconds['total']:.1f} s")
-    _result(as_json, dataclasses.asdict(r), show)
+        _say(
+            f"added {r.items_added} items, {r.users_added} users, {r.interactions_added} interactions "
+            f"({r.duplicates_skipped} repeats skipped); encoded {r.encoded or 'nothing'}; "
+            f"{r.users_changed} user embeddings changed; {r.seconds['total']:.1f} s"
+        )
 
+    _result(as_json, dataclasses.asdict(r), show)
 
 
 @app.command()
 def quickstart(
-    out_dir: Path = typer.Option(Path("graphrec-quickstart"), "--out",
-                                 help="Folder to (re)write: the workspace goes to OUT/workspace, the export to OUT/export."),
+    out_dir: Path = typer.Option(
+        Path("graphrec-quickstart"),
+        "--out",
+        help="Folder to (re)write: the workspace goes to OUT/workspace, the export to OUT/export.",
+    ),
     users: int = typer.Option(300, "--n-users", "--users", help="Synthetic users."),
     items: int = typer.Option(400, "--n-items", "--items", help="Synthetic items."),
-    interactions: int = typer.Option(15000, "--n-interactions", "--interactions", help="Synthetic interactions."),
-    epochs: int = typer.Option(40, help="Maximum training epochs (early stopping on validation)."),
+    interactions: int = typer.Option(
+        15000, "--n-interactions", "--interactions", help="Synthetic interactions."
+    ),
+    epochs: int = typer.Option(
+        40, help="Maximum training epochs (early stopping on validation)."
+    ),
     seed: int = typer.Option(0, help="Seed of data, split and training."),
-    modalities: str = typer.Option("lexical", help="Encoders, e.g. lexical,clip_image,clip_text (CLIP needs weights)."),
-    clip_pretrained: str | None = typer.Option(None,
-                                               help="open_clip pretrained tag when CLIP modalities are asked for."),
+    modalities: str = typer.Option(
+        "lexical",
+        help="Encoders, e.g. lexical,clip_image,clip_text (CLIP needs weights).",
+    ),
+    clip_pretrained: str | None = typer.Option(
+        None, help="open_clip pretrained tag when CLIP modalities are asked for."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Run the whole pipeline on the embedded synthetic default and print where the report and export are."""
     from graphrec.pipeline.quickstart import run_quickstart
 
-    r = run_quickstart(out_dir, users=users, items=items, interactions=interactions, seed=seed, epochs=epochs,
-                       modalities=tuple(_columns(modalities) or ["lexical"]), clip_pretrained=clip_pretrained,
-                       say=(lambda m: None) if as_json else (lambda m: _say(m, "bold")))
+    r = run_quickstart(
+        out_dir,
+        users=users,
+        items=items,
+        interactions=interactions,
+        seed=seed,
+        epochs=epochs,
+        modalities=tuple(_columns(modalities) or ["lexical"]),
+        clip_pretrained=clip_pretrained,
+        say=(lambda m: None) if as_json else (lambda m: _say(m, "bold")),
+    )
 
     def show() -> None:
         table = Table(title="test metrics @20 (model selected on validation)")
@@ -645,18 +1113,41 @@ def quickstart(
             table.add_column(col)
         for task, m in r.metrics.get("tasks", {}).items():
             acc = m["accuracy"]
-            table.add_row(task, str(m["users"]), f"{acc['recall@20']:.4f}", f"{acc['ndcg@20']:.4f}")
+            table.add_row(
+                task,
+                str(m["users"]),
+                f"{acc['recall@20']:.4f}",
+                f"{acc['ndcg@20']:.4f}",
+            )
         out.print(table)
         _say(f"report: {r.report}\nexport: {r.export}\nworkspace: {r.workspace}")
-    _result(as_json, {"report": str(r.report), "export": str(r.export), "workspace": str(r.workspace),
-                      "metrics": r.metrics}, show)
+
+    _result(
+        as_json,
+        {
+            "report": str(r.report),
+            "export": str(r.export),
+            "workspace": str(r.workspace),
+            "metrics": r.metrics,
+        },
+        show,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- main
 # Failures of the machine or of its files, not of graphrec: they get one line like bad input. Any other OSError
 # is a bug, and its traceback is what a report of it needs.
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP,
-                                errno.ENAMETOOLONG})
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
 # Every stage writes its files under a temp name and renames them into place (graphrec.core.io), and removes the temp
 # file when the write fails: after a full disk each file is the old one or the new one, never a torn one.
 FULL_HINT = "free some space and run the command again (no file was half-written)"
@@ -681,8 +1172,12 @@ def hoist_quiet(args: list[str]) -> list[str]:
 def main() -> None:
     """Entry point of the `graphrec` script: one-line errors and exit code 2 for bad input, a full disk or a
     denied file (see ENVIRONMENT_ERRNOS)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # the stages' progress notes
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader announces the CPU features it found at INFO
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", stream=sys.stderr
+    )  # the stages' progress notes
+    logging.getLogger("faiss").setLevel(
+        logging.WARNING
+    )  # its loader announces the CPU features it found at INFO
     try:
         app(args=hoist_quiet(sys.argv[1:]), standalone_mode=False)
     except InputError as e:
@@ -690,7 +1185,10 @@ def main() -> None:
         sys.exit(2)
     except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
-    except (click.ClickException, _typer_click.ClickException) as e:  # usage errors: Click's short message, exit 2
+    except (
+        click.ClickException,
+        _typer_click.ClickException,
+    ) as e:  # usage errors: Click's short message, exit 2
         e.show()
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, typer.Abort):

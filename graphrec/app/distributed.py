@@ -10,6 +10,7 @@ DDP averages the gradients, and the loss is scaled so the update equals the sing
 validates, decides early stopping (broadcast to all) and writes model/. Backend: NCCL on GPUs, gloo on CPU.
 `spawn_train` runs the same on one machine without torchrun (tests use it with gloo and 2 processes).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,22 +33,50 @@ def init_from_env() -> torch.device:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo")
-    return torch.device(f"cuda:{torch.cuda.current_device()}") if cuda else torch.device("cpu")
+    return (
+        torch.device(f"cuda:{torch.cuda.current_device()}")
+        if cuda
+        else torch.device("cpu")
+    )
 
 
-def _worker(rank: int, world: int, port: int, workspace: str, settings: dict[str, Any], resume: bool) -> None:
+def _worker(
+    rank: int,
+    world: int,
+    port: int,
+    workspace: str,
+    settings: dict[str, Any],
+    resume: bool,
+) -> None:
 
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GRAPHREC_DDP_CPU": "1"})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "GRAPHREC_DDP_CPU": "1",
+        }
+    )
     torch.set_num_threads(1)
     device = init_from_env()
     try:
-        run_train(workspace, resume=resume, **{**settings, "device": str(device), "progress": False})
+        run_train(
+            workspace,
+            resume=resume,
+            **{**settings, "device": str(device), "progress": False},
+        )
     finally:
         dist.destroy_process_group()
 
 
-def spawn_train(workspace: str | Path | Workspace, world_size: int = 2, resume: bool = False, **settings: Any) -> None:
+def spawn_train(
+    workspace: str | Path | Workspace,
+    world_size: int = 2,
+    resume: bool = False,
+    **settings: Any,
+) -> None:
     """Train with `world_size` CPU processes (gloo) on this machine; the result lands in WORKSPACE/model/."""
     import socket
 
@@ -57,7 +86,12 @@ def spawn_train(workspace: str | Path | Workspace, world_size: int = 2, resume: 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = str(workspace.path if isinstance(workspace, Workspace) else workspace)
-    mp.spawn(_worker, args=(world_size, port, path, settings, resume), nprocs=world_size, join=True)
+    mp.spawn(
+        _worker,
+        args=(world_size, port, path, settings, resume),
+        nprocs=world_size,
+        join=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

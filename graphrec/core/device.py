@@ -1,4 +1,5 @@
 """Where tensors go: the one rule that turns a --device option into a torch device."""
+
 from __future__ import annotations
 
 import re
@@ -26,9 +27,13 @@ def resolve_device(device: str | None = "auto") -> torch.device:
     if d == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is visible to torch (use --device cpu or auto)")
+        raise InputError(
+            f"--device {device}: no CUDA GPU is visible to torch (use --device cpu or auto)"
+        )
     index, count = int(d.partition(":")[2] or 0), torch.cuda.device_count()
     if index >= count:
-        raise InputError(f"--device {device}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
-                         f"(cuda:0 to cuda:{count - 1})")
+        raise InputError(
+            f"--device {device}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
     return torch.device(d)

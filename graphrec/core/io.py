@@ -2,6 +2,7 @@
 
 Nothing is pickled. A reader of a half-written workspace sees the old artifact or none, never a torn one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,7 +31,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success rename it over `target`, on failure remove it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     usual_mode(tmp, 0o666)
@@ -43,14 +46,19 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, guard: contextlib.AbstractContextManager | None = None,
-               like: str | os.PathLike | None = None) -> Iterator[Path]:
+def atomic_dir(
+    target: str | os.PathLike,
+    guard: contextlib.AbstractContextManager | None = None,
+    like: str | os.PathLike | None = None,
+) -> Iterator[Path]:
     """Yield a temp folder beside `target` (empty, or holding hard links to the files of folder `like`); on
     success it replaces `target` as a whole (`switch_dir`), inside `guard` where given (a workspace's switch
     lock)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    )
     usual_mode(tmp, 0o777)
     try:
         if like is not None and Path(like).is_dir():
@@ -63,7 +71,9 @@ def atomic_dir(target: str | os.PathLike, guard: contextlib.AbstractContextManag
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-LEFTOVER = r"[a-z0-9_]{8}"  # the random part tempfile gives atomic_path / atomic_dir names
+LEFTOVER = (
+    r"[a-z0-9_]{8}"  # the random part tempfile gives atomic_path / atomic_dir names
+)
 
 
 def remove_leftovers(target: Path) -> None:
@@ -93,7 +103,9 @@ def switch_dir(new: Path, target: Path) -> None:
     if _exchange(new, target):
         shutil.rmtree(new, ignore_errors=True)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+    )
     os.replace(target, old / "x")
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
@@ -130,7 +142,12 @@ def _exchange(a: Path, b: Path) -> bool:
     renameat2 = getattr(_libc(), "renameat2", None)
     if renameat2 is None:
         return False
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    if (
+        renameat2(
+            _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE
+        )
+        == 0
+    ):
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
@@ -156,7 +173,9 @@ def usual_mode(path: Path, mode: int) -> None:
 def dumps_json(obj: Any) -> str:
     """Strict JSON text: NaN and infinities become null (which every parser reads); numpy values and paths as
     plain ones."""
-    return json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    return json.dumps(
+        _finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False
+    )
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -182,16 +201,22 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError("file not found (run the stage that writes it first)", file=path) from None
+        raise InputError(
+            "file not found (run the stage that writes it first)", file=path
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"not valid JSON ({e})", file=path) from None
     except RecursionError:
-        raise InputError("not JSON graphrec reads: nested too deeply", file=path) from None
+        raise InputError(
+            "not JSON graphrec reads: nested too deeply", file=path
+        ) from None
     except (IsADirectoryError, NotADirectoryError):
         raise InputError("is not a file", file=path) from None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise InputError("symbolic link loop (too many levels of symbolic links)", file=path) from None
+            raise InputError(
+                "symbolic link loop (too many levels of symbolic links)", file=path
+            ) from None
         raise
 
 
@@ -224,12 +249,30 @@ def _misfit(value: Any, spec: Any, at: str) -> str | None:
     if not _is_kind(value, spec):
         return f"{_place(at)} should be {_kind_name(spec)}, found {_found(value)}"
     if isinstance(spec, list):
-        plain = _PLAIN.get(spec[0]) if not isinstance(spec[0], (list, dict, tuple)) else None
+        plain = (
+            _PLAIN.get(spec[0])
+            if not isinstance(spec[0], (list, dict, tuple))
+            else None
+        )
         if plain is not None and {type(v) for v in value} <= plain:
             return None  # the usual case (id lists of a million strings), without an item-by-item walk
-        return next((p for i, v in enumerate(value) if (p := _misfit(v, spec[0], f"{at}[{i}]"))), None)
+        return next(
+            (
+                p
+                for i, v in enumerate(value)
+                if (p := _misfit(v, spec[0], f"{at}[{i}]"))
+            ),
+            None,
+        )
     if isinstance(spec, dict) and list(spec) == [str]:
-        return next((p for k, v in value.items() if (p := _misfit(v, spec[str], f"{at}.{k}".lstrip(".")))), None)
+        return next(
+            (
+                p
+                for k, v in value.items()
+                if (p := _misfit(v, spec[str], f"{at}.{k}".lstrip(".")))
+            ),
+            None,
+        )
     for key, sub in spec.items() if isinstance(spec, dict) else ():
         name = key.removesuffix("?")
         inner = f"{at}.{name}".lstrip(".")
@@ -242,7 +285,13 @@ def _misfit(value: Any, spec: Any, at: str) -> str | None:
     return None
 
 
-_PLAIN: dict[type | None, set[type]] = {str: {str}, int: {int}, float: {int, float}, bool: {bool}, None: {type(None)}}
+_PLAIN: dict[type | None, set[type]] = {
+    str: {str},
+    int: {int},
+    float: {int, float},
+    bool: {bool},
+    None: {type(None)},
+}
 
 
 def _place(at: str) -> str:
@@ -256,27 +305,49 @@ def _is_kind(value: Any, spec: Any) -> bool:
     if isinstance(spec, (list, dict)):
         return isinstance(value, type(spec))
     if spec in (int, float):
-        return isinstance(value, int if spec is int else (int, float)) and not isinstance(value, bool)
+        return isinstance(
+            value, int if spec is int else (int, float)
+        ) and not isinstance(value, bool)
     return isinstance(value, spec)
 
 
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-               dict: "an object", type(None): "null"}
+_KIND_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def _kind_name(spec: Any) -> str:
-    return _KIND_NAMES[type(spec) if isinstance(spec, (list, dict)) or spec is None else spec]
+    return _KIND_NAMES[
+        type(spec) if isinstance(spec, (list, dict)) or spec is None else spec
+    ]
 
 
 def _found(value: Any) -> str:
-    return "a number" if isinstance(value, float) else _KIND_NAMES.get(type(value), type(value).__name__)
+    return (
+        "a number"
+        if isinstance(value, float)
+        else _KIND_NAMES.get(type(value), type(value).__name__)
+    )
 
 
-TensorSpec = tuple[str, tuple[int | str, ...]]  # (dtype, shape: sizes, or names of sizes that must agree)
+TensorSpec = tuple[
+    str, tuple[int | str, ...]
+]  # (dtype, shape: sizes, or names of sizes that must agree)
 
 
-def check_tensors(tensors: dict[str, np.ndarray], spec: dict[str, TensorSpec], path: str | os.PathLike,
-                  remedy: str, sizes: dict[str, int] | None = None) -> dict[str, int]:
+def check_tensors(
+    tensors: dict[str, np.ndarray],
+    spec: dict[str, TensorSpec],
+    path: str | os.PathLike,
+    remedy: str,
+    sizes: dict[str, int] | None = None,
+) -> dict[str, int]:
     """Check tensors read from `path` against `spec` (name -> (dtype, shape); a name ending in "?" may be
     absent; other tensors are allowed). A named size must be the same wherever it appears, and equal to `sizes`
     where given there. Returns the sizes; else an InputError naming the file, the tensor and `remedy`."""
@@ -290,22 +361,34 @@ def check_tensors(tensors: dict[str, np.ndarray], spec: dict[str, TensorSpec], p
         t = tensors[name]
         fits = t.dtype == np.dtype(dtype) and t.ndim == len(shape)
         for want, got in zip(shape, t.shape) if fits else ():
-            fits = got == (sizes.setdefault(want, got) if isinstance(want, str) else want)
+            fits = got == (
+                sizes.setdefault(want, got) if isinstance(want, str) else want
+            )
             if not fits:
                 break
         if not fits:
             # a size not known yet shows its name
-            expected = ", ".join(str(sizes.get(d, d) if isinstance(d, str) else d) for d in shape)
-            raise InputError(f"tensor {name!r} should be [{expected}] {dtype}, found {list(t.shape)} {t.dtype}: "
-                             f"{remedy}", file=path)
+            expected = ", ".join(
+                str(sizes.get(d, d) if isinstance(d, str) else d) for d in shape
+            )
+            raise InputError(
+                f"tensor {name!r} should be [{expected}] {dtype}, found {list(t.shape)} {t.dtype}: "
+                f"{remedy}",
+                file=path,
+            )
     return sizes
 
 
-def check_columns(frame: pd.DataFrame, spec: dict[str, str], path: str | os.PathLike, remedy: str) -> None:
+def check_columns(
+    frame: pd.DataFrame, spec: dict[str, str], path: str | os.PathLike, remedy: str
+) -> None:
     """Check a table read from `path`: spec maps a column to "str", "int" or "float" (a name ending in "?" may
     be absent; other columns are allowed). Else an InputError naming the file, the column and `remedy`."""
-    kinds = {"str": pd.api.types.is_string_dtype, "int": pd.api.types.is_integer_dtype,
-             "float": pd.api.types.is_float_dtype}
+    kinds = {
+        "str": pd.api.types.is_string_dtype,
+        "int": pd.api.types.is_integer_dtype,
+        "float": pd.api.types.is_float_dtype,
+    }
     words = {"str": "text", "int": "integers", "float": "floating-point numbers"}
     for key, kind in spec.items():
         name = key.removesuffix("?")
@@ -313,10 +396,15 @@ def check_columns(frame: pd.DataFrame, spec: dict[str, str], path: str | os.Path
             if key.endswith("?"):
                 continue
             raise InputError(f"missing: {remedy}", file=path, column=name)
-        column = frame[name]  # the Series, not its dtype: an object column counts as text only if it holds text
+        column = frame[
+            name
+        ]  # the Series, not its dtype: an object column counts as text only if it holds text
         if not kinds[kind](column) or pd.api.types.is_bool_dtype(column):
-            raise InputError(f"should hold {words[kind]}, found {column.dtype}: {remedy}", file=path,
-                             column=name)
+            raise InputError(
+                f"should hold {words[kind]}, found {column.dtype}: {remedy}",
+                file=path,
+                column=name,
+            )
 
 
 def _json_default(o: Any) -> Any:
@@ -331,14 +419,20 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_tensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+def write_tensors(
+    path: str | os.PathLike,
+    tensors: dict[str, np.ndarray],
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Save numpy arrays as safetensors, atomically."""
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_path(path) as tmp, native_errors(path):
         save_file(arrays, str(tmp), metadata=metadata)
-        usual_mode(tmp, 0o666)  # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
+        usual_mode(
+            tmp, 0o666
+        )  # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
 
 
 @contextlib.contextmanager
@@ -382,7 +476,9 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     path = Path(path)
     if not path.exists():
-        raise InputError("file not found (run the stage that writes it first)", file=path)
+        raise InputError(
+            "file not found (run the stage that writes it first)", file=path
+        )
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt headers
@@ -400,4 +496,3 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-

@@ -1,5 +1,6 @@
 """Memory estimates made before a big allocation: a setting that cannot fit stops with one line naming it,
 instead of an allocator's traceback (or the machine swapping) minutes later."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def check_fits(needed: float, what: str, flag: str | None = None) -> None:
     have = available_bytes()
     if needed > have:
         hint = f": lower {flag}" if flag else ""
-        raise InputError(f"{what} needs about {_gib(needed)} of memory, {_gib(have)} is available{hint}")
+        raise InputError(
+            f"{what} needs about {_gib(needed)} of memory, {_gib(have)} is available{hint}"
+        )
 
 
 def _gib(n: float) -> str:

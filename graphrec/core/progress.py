@@ -5,6 +5,7 @@ would otherwise fill with carriage-return updates) and `TQDM_DISABLE` is unset; 
 `TQDM_DISABLE`. tqdm reads that variable only for arguments a caller leaves out, and every bar here passes
 `disable`, so it is checked here.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,18 @@ from tqdm.auto import tqdm
 
 
 def bars_disabled() -> bool:
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
 
 
-def progress_bar(iterable: Iterable[Any] | None = None, *, show: bool = True, **kwargs: Any) -> tqdm:
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, show: bool = True, **kwargs: Any
+) -> tqdm:
     """tqdm(iterable, **kwargs), silent unless `show`, stderr is a terminal and TQDM_DISABLE is unset."""
-    return tqdm(iterable, disable=True if not show or bars_disabled() else None, **kwargs)
+    return tqdm(
+        iterable, disable=True if not show or bars_disabled() else None, **kwargs
+    )

@@ -3,6 +3,7 @@ plain dataclasses with their defaults and checks: the one place each default is 
 the command line takes its options' defaults from them (a test compares), and config.json records them. Light on
 purpose (no torch): the command line imports this module to build its options.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,7 +37,9 @@ class SplitSettings:
 # -- encode ---------------------------------------------------------------------------------------------
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_ST_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_MAX_PIXELS = 40_000_000  # larger images are refused unread (decompression bombs)
+DEFAULT_MAX_PIXELS = (
+    40_000_000  # larger images are refused unread (decompression bombs)
+)
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,25 @@ class EncodeSettings:
 
     def record(self, modalities: list[str], resolved_device: str) -> dict[str, Any]:
         """The settings as config.json's features record holds them."""
-        return {"modalities": modalities, "clip_model": self.clip_model, "clip_pretrained": self.clip_pretrained,
-                "clip_checkpoint": None if self.clip_checkpoint is None else str(self.clip_checkpoint),
-                "st_model": self.st_model, "precomputed": list(self.precomputed),
-                "text_columns": list(self.text_columns) if self.text_columns else None,
-                "batch_size": self.batch_size, "text_batch_size": self.text_batch_size, "device": self.device,
-                "resolved_device": resolved_device, "num_workers": self.num_workers,
-                "lexical_dim": self.lexical_dim, "max_pixels": self.max_pixels, "seed": self.seed}
+        return {
+            "modalities": modalities,
+            "clip_model": self.clip_model,
+            "clip_pretrained": self.clip_pretrained,
+            "clip_checkpoint": None
+            if self.clip_checkpoint is None
+            else str(self.clip_checkpoint),
+            "st_model": self.st_model,
+            "precomputed": list(self.precomputed),
+            "text_columns": list(self.text_columns) if self.text_columns else None,
+            "batch_size": self.batch_size,
+            "text_batch_size": self.text_batch_size,
+            "device": self.device,
+            "resolved_device": resolved_device,
+            "num_workers": self.num_workers,
+            "lexical_dim": self.lexical_dim,
+            "max_pixels": self.max_pixels,
+            "seed": self.seed,
+        }
 
 
 # -- train ----------------------------------------------------------------------------------------------
@@ -84,7 +99,9 @@ class TrainSettings:
     dim: int = 64
     layers: int = 3
     lr: float | None = None  # None: auto_lr(batch_size), 0.005 at the smallest batch
-    batch_size: int | None = None  # None: auto_batch(train interactions): 2048, or a power of two, <= 64 an epoch
+    batch_size: int | None = (
+        None  # None: auto_batch(train interactions): 2048, or a power of two, <= 64 an epoch
+    )
     reg: float = 1e-4  # L2 on the batch's layer-0 rows (LightGCN)
     weight_decay: float = 1e-5  # on projections and attribute tables
     cold_weight: float = 0.5  # BPR through the content path (DropoutNet)
@@ -105,13 +122,19 @@ class TrainSettings:
         flag = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
         for name in ("epochs", "dim", "batch_size", "k", "keep_checkpoints"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise InputError(f"{flag(name)} must be at least 1 (got {getattr(self, name)})")
-        if self.lr is not None and not (0.0 < self.lr <= 1.0):  # also refuses NaN, which fails every comparison
+                raise InputError(
+                    f"{flag(name)} must be at least 1 (got {getattr(self, name)})"
+                )
+        if self.lr is not None and not (
+            0.0 < self.lr <= 1.0
+        ):  # also refuses NaN, which fails every comparison
             raise InputError(f"--lr must be a number in (0, 1] (got {self.lr})")
         for name in ("reg", "weight_decay", "cold_weight", "align_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
-                raise InputError(f"{flag(name)} must be a finite number >= 0 (got {value})")
+                raise InputError(
+                    f"{flag(name)} must be a finite number >= 0 (got {value})"
+                )
         if not 0 <= self.seed < 2**32:
             raise InputError(f"--seed must be in 0 .. 2^32-1 (got {self.seed})")
         if self.layers < 0 or self.patience < 0:
@@ -119,16 +142,25 @@ class TrainSettings:
         if self.mode not in ("full", "sampled"):
             raise InputError(f"--mode must be 'full' or 'sampled' (got {self.mode!r})")
         if self.mode == "sampled" and len(self.fanouts) != self.layers:
-            raise InputError(f"--fanouts needs one value per layer ({self.layers}), got {list(self.fanouts)}")
+            raise InputError(
+                f"--fanouts needs one value per layer ({self.layers}), got {list(self.fanouts)}"
+            )
 
     def resolved(self, n_train: int) -> TrainSettings:
         """The settings with the automatic batch size and learning rate decided for `n_train` interactions."""
         batch = self.batch_size if self.batch_size is not None else auto_batch(n_train)
-        return dataclasses.replace(self, batch_size=batch, lr=self.lr if self.lr is not None else auto_lr(batch))
+        return dataclasses.replace(
+            self,
+            batch_size=batch,
+            lr=self.lr if self.lr is not None else auto_lr(batch),
+        )
 
     def result_settings(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
-                if k not in _RUNTIME}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(self).items()
+            if k not in _RUNTIME
+        }
 
 
 MIN_BATCH = 2048
@@ -142,7 +174,10 @@ def auto_batch(n_train: int) -> int:
     propagation over the whole graph plus its triples (full mode), so an epoch costs a bounded number of
     propagations whatever the data's size: MovieLens latest-small (66k training pairs) keeps the former default
     2048; MovieLens-1M (590k) gets 16,384; 20M interactions 524,288."""
-    return max(MIN_BATCH, 1 << max(0, (n_train // (MAX_BATCHES_PER_EPOCH // 2)).bit_length() - 1))
+    return max(
+        MIN_BATCH,
+        1 << max(0, (n_train // (MAX_BATCHES_PER_EPOCH // 2)).bit_length() - 1),
+    )
 
 
 def auto_lr(batch_size: int) -> float:
@@ -186,23 +221,45 @@ class RankSettings:
         """One line for a setting out of range or one whose EASE block cannot fit in memory, before any work."""
         if self.keep_gnn and not self.gnn:
             raise InputError("--keep-gnn and --no-gnn contradict each other: give one")
-        for flag, value in (("--ease-dim", self.ease_dim), ("--k", self.k), ("max_fit_users", self.max_fit_users)):
+        for flag, value in (
+            ("--ease-dim", self.ease_dim),
+            ("--k", self.k),
+            ("max_fit_users", self.max_fit_users),
+        ):
             if value < 1:
                 raise InputError(f"{flag} must be at least 1 (got {value})")
         if self.k > n_items:
-            raise InputError(f"--k {self.k} is more than the {n_items} items of the catalogue")
+            raise InputError(
+                f"--k {self.k} is more than the {n_items} items of the catalogue"
+            )
         if self.lowpass_dim < 0:
-            raise InputError(f"--lowpass-dim must be 0 (no low-pass block) or more (got {self.lowpass_dim})")
+            raise InputError(
+                f"--lowpass-dim must be 0 (no low-pass block) or more (got {self.lowpass_dim})"
+            )
         rank = min(n_users, n_items)
-        for flag, value, default in (("--ease-dim", self.ease_dim, EASE_DIM),
-                                     ("--lowpass-dim", self.lowpass_dim, LOWPASS_DIM)):
+        for flag, value, default in (
+            ("--ease-dim", self.ease_dim, EASE_DIM),
+            ("--lowpass-dim", self.lowpass_dim, LOWPASS_DIM),
+        ):
             if value > max(default, rank):
-                raise InputError(f"{flag} {value} is more than the {rank} dimensions the interactions have "
-                                 f"(min of users and items): give at most {rank}")
-        if self.ease_lambda is not None and not (math.isfinite(self.ease_lambda) and self.ease_lambda > 0):
-            raise InputError(f"ease_lambda must be a positive finite number (got {self.ease_lambda})")
+                raise InputError(
+                    f"{flag} {value} is more than the {rank} dimensions the interactions have "
+                    f"(min of users and items): give at most {rank}"
+                )
+        if self.ease_lambda is not None and not (
+            math.isfinite(self.ease_lambda) and self.ease_lambda > 0
+        ):
+            raise InputError(
+                f"ease_lambda must be a positive finite number (got {self.ease_lambda})"
+            )
         # the SVD's float64 basis and the user / item factors, a few copies of each at a time
-        check_fits(n_items * min(self.ease_dim, rank) * 8 * 6, f"a {self.ease_dim}-dimensional EASE block",
-                   "--ease-dim")
-        check_fits(n_items * min(self.lowpass_dim, rank) * 8 * 6, f"a {self.lowpass_dim}-dimensional low-pass "
-                   "block", "--lowpass-dim")
+        check_fits(
+            n_items * min(self.ease_dim, rank) * 8 * 6,
+            f"a {self.ease_dim}-dimensional EASE block",
+            "--ease-dim",
+        )
+        check_fits(
+            n_items * min(self.lowpass_dim, rank) * 8 * 6,
+            f"a {self.lowpass_dim}-dimensional low-pass block",
+            "--lowpass-dim",
+        )

@@ -24,6 +24,7 @@ is neither its before nor its after (changed by other means since), discards the
 replayed over newer work. Readers (`reading()`) hold WS/.switch shared, writers hold it exclusively while
 they switch, so a reader sees every folder of one moment, never a half-switched workspace.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,26 +63,47 @@ from graphrec.core.io import (
 
 STAGES = ("dataset", "features", "graph", "model", "eval")
 LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made from
-MAKE = {"dataset": "graphrec data import|movielens|synth", "features": "graphrec encode",
-        "graph": "graphrec build", "model": "graphrec train", "eval": "graphrec evaluate"}
+MAKE = {
+    "dataset": "graphrec data import|movielens|synth",
+    "features": "graphrec encode",
+    "graph": "graphrec build",
+    "model": "graphrec train",
+    "eval": "graphrec evaluate",
+}
 # config.json as `record` writes it (see the module docstring)
-CONFIG = {"stages": {str: {"settings": dict, "inputs": dict, "lineage?": ({str: str}, None), "command": str,
-                           "finished?": str}}}
+CONFIG = {
+    "stages": {
+        str: {
+            "settings": dict,
+            "inputs": dict,
+            "lineage?": ({str: str}, None),
+            "command": str,
+            "finished?": str,
+        }
+    }
+}
 LOCK = ".lock"
 SWITCH = ".switch"  # held shared by readers, exclusively by a writer while it switches folders in
 JOURNAL = "switch-journal.json"
 STAGING = ".staging-"  # prefix of the folders writers stage multi-folder switches in
 TRAINING = ".training"  # WS/.training/: the workspace-shaped folder a training run writes its model/ in
-SWITCHED = (*STAGES, "config.json")  # what a switch may replace: the names right inside the workspace
+SWITCHED = (
+    *STAGES,
+    "config.json",
+)  # what a switch may replace: the names right inside the workspace
 # The temp names graphrec's locked writers leave behind when killed: graphrec.core.io's atomic_dir/atomic_path
 # (".<name>.<8 tempfile characters>.tmp", and ".old" for the folder being replaced) for a stage folder or
 # config.json at the top, and for a file inside a stage folder (model/ checkpoints). Nothing else: WS/images/
 # (data synth) and export or recommend outputs are written without the lock. Staging folders (STAGING) go in
 # `recover`, after the journal that may name one is finished.
-_LEFTOVER_TOP = re.compile(rf"\.(?:{'|'.join(STAGES)}|config\.json)\.{LEFTOVER}\.(?:tmp|old)")
+_LEFTOVER_TOP = re.compile(
+    rf"\.(?:{'|'.join(STAGES)}|config\.json)\.{LEFTOVER}\.(?:tmp|old)"
+)
 _LEFTOVER_IN_STAGE = re.compile(rf"\..+\.{LEFTOVER}\.tmp")
 log = logging.getLogger(__name__)
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
+_DIGESTS: dict[
+    tuple[str, int, int], str
+] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
 
 
 def _digest(p: Path) -> str:
@@ -102,10 +124,14 @@ def _read_holder(fd: int) -> str:
 
 def writes(fn: F) -> F:
     """Decorator for a stage function whose first argument is the workspace it writes: holds its lock."""
+
     @functools.wraps(fn)
-    def locked(workspace: Workspace | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+    def locked(
+        workspace: Workspace | str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> Any:
         with Workspace.of(workspace).lock():
             return fn(workspace, *args, **kwargs)
+
     return locked  # type: ignore[return-value]
 
 
@@ -123,14 +149,21 @@ def open_private_file(path: Path) -> int:
     """An fd for the workspace's own small file `path` (lock, switch), created if absent. O_NOFOLLOW and a
     regular-file check: a planted symlink or device there must not make graphrec write (or block) elsewhere."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        fd = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
+        )
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise InputError("is a symbolic link; graphrec never follows it: remove it", file=path) from None
+            raise InputError(
+                "is a symbolic link; graphrec never follows it: remove it", file=path
+            ) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise InputError("is not a regular file (graphrec keeps its lock there): remove it", file=path)
+        raise InputError(
+            "is not a regular file (graphrec keeps its lock there): remove it",
+            file=path,
+        )
     return fd
 
 
@@ -147,10 +180,14 @@ class _Plan:
 def reads(fn: F) -> F:
     """Decorator for a function whose first argument is a workspace it reads without writing a stage: it runs
     in `Workspace.reading()`, on one consistent state of the workspace."""
+
     @functools.wraps(fn)
-    def reading(workspace: Workspace | str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+    def reading(
+        workspace: Workspace | str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> Any:
         with Workspace.of(workspace).reading():
             return fn(workspace, *args, **kwargs)
+
     return reading  # type: ignore[return-value]
 
 
@@ -161,7 +198,9 @@ def fingerprints(dirs: dict[str, Path]) -> dict[str, str]:
         if d.is_dir():
             h = hashlib.sha256()
             for p in sorted(d.iterdir()):
-                if p.is_file() and (p.suffix in (".parquet", ".safetensors") or p.name == "ids.json"):
+                if p.is_file() and (
+                    p.suffix in (".parquet", ".safetensors") or p.name == "ids.json"
+                ):
                     h.update(p.name.encode() + bytes.fromhex(_digest(p)))
             out[stage] = h.hexdigest()
     return out
@@ -172,8 +211,13 @@ def enclosing_workspace(path: str | os.PathLike) -> Path | None:
     its switch file, a dataset's ids.json, or config.json beside a stage folder (not `.lock` alone, a name other
     tools use too); None when there is none."""
     real = Path(os.path.realpath(path))
-    marked = lambda d: (d / SWITCH).is_file() or (d / "dataset" / "ids.json").is_file() or (  # noqa: E731
-        (d / "config.json").is_file() and any((d / s).is_dir() for s in STAGES))
+    marked = lambda d: (
+        (d / SWITCH).is_file()
+        or (d / "dataset" / "ids.json").is_file()
+        or (  # noqa: E731
+            (d / "config.json").is_file() and any((d / s).is_dir() for s in STAGES)
+        )
+    )
     return next((d for d in (real, *real.parents) if marked(d)), None)
 
 
@@ -184,13 +228,22 @@ def check_output_file(out: str | os.PathLike, what: str) -> Path:
     out = Path(out)
     ws = enclosing_workspace(out.parent)
     real = Path(os.path.realpath(out.parent)) / out.name
-    owned = ws is not None and (real.parent == ws and real.name in (*SWITCHED, LOCK, SWITCH, JOURNAL)
-                                or any(real.is_relative_to(ws / s) for s in (*STAGES, TRAINING)))
-    problem = ("is a folder: name the file to write" if out.is_dir() and not out.is_symlink()
-               else "is a symbolic link: name the file itself" if out.is_symlink()
-               else "exists and is not a regular file" if out.exists() and not out.is_file()
-               else f"is one of the workspace {ws}'s own files: write elsewhere" if owned
-               else None)
+    owned = ws is not None and (
+        real.parent == ws
+        and real.name in (*SWITCHED, LOCK, SWITCH, JOURNAL)
+        or any(real.is_relative_to(ws / s) for s in (*STAGES, TRAINING))
+    )
+    problem = (
+        "is a folder: name the file to write"
+        if out.is_dir() and not out.is_symlink()
+        else "is a symbolic link: name the file itself"
+        if out.is_symlink()
+        else "exists and is not a regular file"
+        if out.exists() and not out.is_file()
+        else f"is one of the workspace {ws}'s own files: write elsewhere"
+        if owned
+        else None
+    )
     if problem:
         raise InputError(f"--out {problem} (the {what} file)", file=out)
     return out
@@ -204,7 +257,9 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-_HELD: dict[str, int] = {}  # lock file -> depth: a process that holds a workspace's lock may nest stages
+_HELD: dict[
+    str, int
+] = {}  # lock file -> depth: a process that holds a workspace's lock may nest stages
 _READING: dict[str, int] = {}  # switch file -> the fd this process holds it shared with
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -220,8 +275,10 @@ class Workspace:
         host, command) for the one-line refusal another writer gets. A workspace folder it had to create is
         removed again when the writer left nothing in it (a mistyped path stays unmade)."""
         if os.path.lexists(self.path) and not self.path.is_dir():
-            raise InputError("is not a folder (a workspace is a folder of stage folders): name another path",
-                             file=self.path)
+            raise InputError(
+                "is not a folder (a workspace is a folder of stage folders): name another path",
+                file=self.path,
+            )
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK
@@ -239,12 +296,26 @@ class Workspace:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_holder(fd)
-                raise InputError(f"workspace is in use by another graphrec run ({holder}): wait for it to finish "
-                                 "(one writer at a time)", file=self.path) from None
+                raise InputError(
+                    f"workspace is in use by another graphrec run ({holder}): wait for it to finish "
+                    "(one writer at a time)",
+                    file=self.path,
+                ) from None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command_line(),
-                                      "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-                                     ).encode(), 0)
+            os.pwrite(
+                fd,
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "command": command_line(),
+                        "since": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                            timespec="seconds"
+                        ),
+                    }
+                ).encode(),
+                0,
+            )
             _HELD[key] = 1
             try:
                 self.recover()
@@ -264,9 +335,15 @@ class Workspace:
         missing = self._half_switched()
         if os.path.lexists(journal) or missing:
             with self._switch_lock(fcntl.LOCK_EX):
-                for stage in missing:  # first: a journal's move may be the one caught between its renames
+                for stage in (
+                    missing
+                ):  # first: a journal's move may be the one caught between its renames
                     if restore_dir(self.stage_dir(stage)):
-                        log.warning("restored %s/ of %s: a run was killed while switching it", stage, self.path)
+                        log.warning(
+                            "restored %s/ of %s: a run was killed while switching it",
+                            stage,
+                            self.path,
+                        )
                 if os.path.lexists(journal):
                     plan = self._read_plan()
                     if plan is not None:
@@ -275,11 +352,17 @@ class Workspace:
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
-        found = [p for p in self.path.iterdir() if _LEFTOVER_TOP.fullmatch(p.name) or p.name.startswith(STAGING)]
+        found = [
+            p
+            for p in self.path.iterdir()
+            if _LEFTOVER_TOP.fullmatch(p.name) or p.name.startswith(STAGING)
+        ]
         for stage in STAGES:
             d = self.stage_dir(stage)
             if d.is_dir():
-                found += [p for p in d.iterdir() if _LEFTOVER_IN_STAGE.fullmatch(p.name)]
+                found += [
+                    p for p in d.iterdir() if _LEFTOVER_IN_STAGE.fullmatch(p.name)
+                ]
         for p in found:
             # One that will not go is harmless (no reader looks at temp names) and must not stop the command.
             if p.is_dir() and not p.is_symlink():
@@ -288,14 +371,23 @@ class Workspace:
                 with contextlib.suppress(OSError):
                     p.unlink()
         if found:
-            log.info("removed %d leftovers of an interrupted run: %s", len(found),
-                     ", ".join(str(p.relative_to(self.path)) for p in found))
+            log.info(
+                "removed %d leftovers of an interrupted run: %s",
+                len(found),
+                ", ".join(str(p.relative_to(self.path)) for p in found),
+            )
 
-    def new_stage(self, stage: str, keep: bool = False) -> contextlib.AbstractContextManager[Path]:
+    def new_stage(
+        self, stage: str, keep: bool = False
+    ) -> contextlib.AbstractContextManager[Path]:
         """A temp folder for writing `stage`'s folder afresh (`keep`: starting from hard links to its current
         files), switched in as a whole on success while no reader reads (graphrec.core.io.atomic_dir)."""
         target = self.stage_dir(stage)
-        return atomic_dir(target, guard=self._switch_lock(fcntl.LOCK_EX), like=target if keep else None)
+        return atomic_dir(
+            target,
+            guard=self._switch_lock(fcntl.LOCK_EX),
+            like=target if keep else None,
+        )
 
     # -- switching several folders and files in as one -----------------------------------------------------
     @contextlib.contextmanager
@@ -306,7 +398,9 @@ class Workspace:
         try:
             yield Workspace(staging)
         finally:
-            if not os.path.lexists(self.path / JOURNAL):  # else committed: the journal's replay needs it
+            if not os.path.lexists(
+                self.path / JOURNAL
+            ):  # else committed: the journal's replay needs it
                 shutil.rmtree(staging, ignore_errors=True)
 
     def switch(self, moves: list[tuple[Path, Path]], staging: Workspace) -> None:
@@ -315,13 +409,18 @@ class Workspace:
         names right inside the workspace (SWITCHED), sources inside `staging`; the journal records them
         relative to the workspace, so a moved workspace still recovers."""
         rel = lambda p: Path(p).relative_to(self.path).as_posix()  # noqa: E731
-        record = {"staging": rel(staging.path), "moves": [[rel(a), rel(b)] for a, b in moves],
-                  "before": {rel(b): _identity(b) for _, b in moves},
-                  "after": {rel(b): _identity(a) for a, b in moves}}
+        record = {
+            "staging": rel(staging.path),
+            "moves": [[rel(a), rel(b)] for a, b in moves],
+            "before": {rel(b): _identity(b) for _, b in moves},
+            "after": {rel(b): _identity(a) for a, b in moves},
+        }
         with self._switch_lock(fcntl.LOCK_EX):
             write_json(self.path / JOURNAL, record)
             plan = self._read_plan()
-            if plan is None:  # a switch graphrec itself asked for is always inside: reaching here is a bug
+            if (
+                plan is None
+            ):  # a switch graphrec itself asked for is always inside: reaching here is a bug
                 raise RuntimeError(f"switch outside the workspace refused: {record}")
             self._replay(plan)
             (self.path / JOURNAL).unlink(missing_ok=True)
@@ -337,23 +436,50 @@ class Workspace:
                 raise ValueError("it is a symbolic link")
             raw = json.loads(path.read_text(encoding="utf-8"))
             return self._plan(raw)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
-            log.warning("discarded %s: %s (run the interrupted command again)", path,
-                        e if isinstance(e, ValueError) else "not a switch journal graphrec wrote")
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            RecursionError,
+        ) as e:
+            log.warning(
+                "discarded %s: %s (run the interrupted command again)",
+                path,
+                e
+                if isinstance(e, ValueError)
+                else "not a switch journal graphrec wrote",
+            )
             return None
 
     def _plan(self, raw: dict[str, Any]) -> _Plan:
         staging = self._inside(raw["staging"])
-        if staging.parent != self.path or not (staging.name.startswith(STAGING) or staging.name == TRAINING) \
-                or staging.is_symlink():
-            raise ValueError(f"its staging folder {raw['staging']!r} is not one graphrec makes")
+        if (
+            staging.parent != self.path
+            or not (staging.name.startswith(STAGING) or staging.name == TRAINING)
+            or staging.is_symlink()
+        ):
+            raise ValueError(
+                f"its staging folder {raw['staging']!r} is not one graphrec makes"
+            )
         moves = tuple((self._inside(a), self._inside(b)) for a, b in raw["moves"])
         for src, dst in moves:
-            if staging not in src.parents or dst.parent != self.path or dst.name not in SWITCHED:
-                raise ValueError(f"it moves {src} to {dst}: only staged files onto stage folders or config.json")
+            if (
+                staging not in src.parents
+                or dst.parent != self.path
+                or dst.name not in SWITCHED
+            ):
+                raise ValueError(
+                    f"it moves {src} to {dst}: only staged files onto stage folders or config.json"
+                )
         ident = lambda v: None if v is None else [int(v[0]), int(v[1])]  # noqa: E731
-        return _Plan(staging, moves, {b: ident(raw["before"][b.name]) for _, b in moves},
-                     {b: ident(raw["after"][b.name]) for _, b in moves})
+        return _Plan(
+            staging,
+            moves,
+            {b: ident(raw["before"][b.name]) for _, b in moves},
+            {b: ident(raw["after"][b.name]) for _, b in moves},
+        )
 
     def _inside(self, name: object) -> Path:
         """self.path / `name` for a relative path that stays inside the workspace once symlinks are resolved."""
@@ -361,8 +487,13 @@ class Workspace:
         if rel is None or not rel.parts or rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"it names {name!r}, not a path inside {self.path}")
         p = self.path.joinpath(*rel.parts)
-        if Path(os.path.realpath(self.path)) not in (Path(os.path.realpath(p.parent)) / p.name).parents:
-            raise ValueError(f"{name!r} leads outside {self.path} through a symbolic link")
+        if (
+            Path(os.path.realpath(self.path))
+            not in (Path(os.path.realpath(p.parent)) / p.name).parents
+        ):
+            raise ValueError(
+                f"{name!r} leads outside {self.path} through a symbolic link"
+            )
         return p
 
     def _replay(self, plan: _Plan) -> None:
@@ -377,8 +508,12 @@ class Workspace:
             else:
                 newer = dst
         if newer is not None:
-            log.warning("discarded an interrupted switch of %s: %s changed since it was staged (newer work wins; "
-                        "run the interrupted command again)", self.path, newer)
+            log.warning(
+                "discarded an interrupted switch of %s: %s changed since it was staged (newer work wins; "
+                "run the interrupted command again)",
+                self.path,
+                newer,
+            )
             todo = []
         for src, dst in todo:
             if src.is_dir():
@@ -394,7 +529,11 @@ class Workspace:
         no writer switches a folder in while it runs (a switch in progress is waited for), after having a
         killed writer's half-done switch put right (`recover`, under the lock when it is free)."""
         key = str((self.path / SWITCH).resolve())
-        if _HELD.get(str((self.path / LOCK).resolve())) or key in _READING or not self.path.is_dir():
+        if (
+            _HELD.get(str((self.path / LOCK).resolve()))
+            or key in _READING
+            or not self.path.is_dir()
+        ):
             yield  # this process is the writer (nothing switches under it), or reads already
             return
         for _ in range(200):
@@ -407,19 +546,28 @@ class Workspace:
                     finally:
                         _READING.pop(key, None)
                     return
-            with contextlib.suppress(InputError):  # a live writer holds the lock: it recovers first, wait for it
+            with contextlib.suppress(
+                InputError
+            ):  # a live writer holds the lock: it recovers first, wait for it
                 with self.lock():
                     pass
             time.sleep(0.05)
-        raise InputError("workspace was left half-switched by a killed run and another run holds it: wait for that "
-                         "run to finish", file=self.path)
+        raise InputError(
+            "workspace was left half-switched by a killed run and another run holds it: wait for that "
+            "run to finish",
+            file=self.path,
+        )
 
     def _interrupted(self) -> bool:
         return os.path.lexists(self.path / JOURNAL) or bool(self._half_switched())
 
     def _half_switched(self) -> list[str]:
         """Stages whose folder a kill between switch_dir's two renames left missing (its old copy in a .old)."""
-        return [s for s in STAGES if not self.stage_dir(s).exists() and any(self.path.glob(f".{s}.*.old"))]
+        return [
+            s
+            for s in STAGES
+            if not self.stage_dir(s).exists() and any(self.path.glob(f".{s}.*.old"))
+        ]
 
     @contextlib.contextmanager
     def _switch_lock(self, mode: int) -> Iterator[int | None]:
@@ -470,21 +618,33 @@ class Workspace:
             return {"stages": {}}
         # Every stage rewrites the file from what it reads here, so a damaged one is mended by removing it: the
         # stages lose their records (and lineage checks) until each runs again.
-        return check_json(read_json(self.config_path), CONFIG, self.config_path,
-                          "remove it (each stage records itself again when it next runs)")
+        return check_json(
+            read_json(self.config_path),
+            CONFIG,
+            self.config_path,
+            "remove it (each stage records itself again when it next runs)",
+        )
 
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.config()["stages"].get(stage)
 
-    def lineage(self, stage: str, dirs: dict[str, Path] | None = None) -> dict[str, str]:
+    def lineage(
+        self, stage: str, dirs: dict[str, Path] | None = None
+    ) -> dict[str, str]:
         """Fingerprints of the LINEAGE folders before `stage` (from `dirs` where given, else this workspace)."""
         if stage not in STAGES:
             return {}
         before = [s for s in LINEAGE if STAGES.index(s) < STAGES.index(stage)]
         return fingerprints({s: (dirs or {}).get(s, self.stage_dir(s)) for s in before})
 
-    def record(self, stage: str, settings: dict[str, Any], inputs: dict[str, Any] | None = None,
-               command: str | None = None, dirs: dict[str, Path] | None = None) -> None:
+    def record(
+        self,
+        stage: str,
+        settings: dict[str, Any],
+        inputs: dict[str, Any] | None = None,
+        command: str | None = None,
+        dirs: dict[str, Path] | None = None,
+    ) -> None:
         """Store a finished stage's settings, inputs, lineage (of `dirs` where given) and command line."""
         cfg = self.config()
         stages = cfg.setdefault("stages", {})
@@ -493,7 +653,9 @@ class Workspace:
             "inputs": inputs or {},
             "lineage": self.lineage(stage, dirs),
             "command": command if command is not None else command_line(),
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
         }
         write_json(self.config_path, cfg)
 
@@ -508,22 +670,35 @@ class Workspace:
     def _check_no_links(self, d: Path) -> None:
         """graphrec writes stage folders of plain files; a symbolic link there (the folder itself, or a file in it)
         was planted, and could make a reader read, or a writer replace, something outside the workspace."""
-        link = d if d.is_symlink() else next((p for p in d.iterdir() if p.is_symlink()), None)
+        link = (
+            d
+            if d.is_symlink()
+            else next((p for p in d.iterdir() if p.is_symlink()), None)
+        )
         if link is not None:
-            raise InputError(f"is a symbolic link; a workspace's stage folders hold plain files only: remove it and "
-                             f"re-run `{MAKE[d.name]}`", file=link)
+            raise InputError(
+                f"is a symbolic link; a workspace's stage folders hold plain files only: remove it and "
+                f"re-run `{MAKE[d.name]}`",
+                file=link,
+            )
 
     def require(self, stage: str) -> Path:
         """The folder of an earlier stage, checked against its lineage; else an InputError saying which
         command makes it (again)."""
         d = self.stage_dir(stage)
         if not d.is_dir():
-            raise InputError(f"workspace has no {stage}/ yet: run `{MAKE[stage]}` first", file=self.path)
+            raise InputError(
+                f"workspace has no {stage}/ yet: run `{MAKE[stage]}` first",
+                file=self.path,
+            )
         self._check_no_links(d)
         for s, now in self.outdated_inputs(stage).items():
             why = "is gone" if now is None else "has changed since"
-            raise InputError(f"{stage}/ was made from an earlier {s}/, which {why}: run `{MAKE[stage]}` again "
-                             "(or re-make the earlier stages first)", file=d)
+            raise InputError(
+                f"{stage}/ was made from an earlier {s}/, which {why}: run `{MAKE[stage]}` again "
+                "(or re-make the earlier stages first)",
+                file=d,
+            )
         return d
 
     def outdated_inputs(self, stage: str) -> dict[str, str | None]:

@@ -14,6 +14,7 @@ product, no index to train): on the synthetic 20M-interaction shop an inverted-f
 a tenth of the clusters scanned) kept 77-87% of the exact top-20 where the exhaustive pass in 256 dimensions keeps
 99.6% (benchmarks/ann_served.py, BENCHMARKS.md "Approximate top-K on the served vectors").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,19 +33,33 @@ class ApproximateTopK:
     whitens the projection). dim: dimensions of the first pass (the full d when d is smaller).
     """
 
-    def __init__(self, items: np.ndarray, users: np.ndarray, dim: int = REDUCED_DIM, seed: int = 0):
-        user_map, reduced = _whitened_projection(np.ascontiguousarray(items, np.float32),
-                                                 np.asarray(users, np.float32), dim, seed)
+    def __init__(
+        self,
+        items: np.ndarray,
+        users: np.ndarray,
+        dim: int = REDUCED_DIM,
+        seed: int = 0,
+    ):
+        user_map, reduced = _whitened_projection(
+            np.ascontiguousarray(items, np.float32),
+            np.asarray(users, np.float32),
+            dim,
+            seed,
+        )
         self.dim = reduced.shape[1]
         self._user_map = torch.from_numpy(user_map)
         self._items_t = torch.from_numpy(np.ascontiguousarray(reduced.T))
 
     def scores(self, users: np.ndarray) -> torch.Tensor:
         """float32 [len(users), n]: each user's reduced dot product with every item."""
-        return (torch.from_numpy(np.asarray(users, np.float32)) @ self._user_map) @ self._items_t
+        return (
+            torch.from_numpy(np.asarray(users, np.float32)) @ self._user_map
+        ) @ self._items_t
 
 
-def _whitened_projection(items: np.ndarray, users: np.ndarray, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _whitened_projection(
+    items: np.ndarray, users: np.ndarray, dim: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(user_map [d, r], items in r dims [n, r]) float32 with users @ user_map . reduced items ~ the dot product:
     the module docstring's W^-1 P and items W P (r = min(dim, rank of the users' second moment))."""
     cov = users.T.astype(np.float64) @ users / max(len(users), 1)
@@ -57,5 +72,7 @@ def _whitened_projection(items: np.ndarray, users: np.ndarray, dim: int, seed: i
         p = np.eye(r)
     else:
         wt = whitened.T.copy()
-        p = randomized_svd(lambda z: whitened @ z, lambda q: wt @ q, whitened.shape, r, seed)[1]
+        p = randomized_svd(
+            lambda z: whitened @ z, lambda q: wt @ q, whitened.shape, r, seed
+        )[1]
     return ((v / root) @ p).astype(np.float32), (whitened @ p).astype(np.float32)

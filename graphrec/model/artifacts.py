@@ -21,6 +21,7 @@ opening the files themselves, so a change of layout is a change here. It needs n
 embeddings or a ranker does not import the training stack (checkpoint tensors are written by graphrec.stages.train
 at the paths `Checkpoints` names).
 """
+
 from __future__ import annotations
 
 import os
@@ -60,23 +61,61 @@ UPDATE_LOG = "updates.json"
 RETRAIN = f"re-run `{MAKE['model']}`"  # what rewrites model/ whole
 
 # What the readers below check of model/'s JSON files (they hold more: settings, validation, timings).
-ARCHITECTURE = {"n_users": int, "n_items": int, "dim": int, "layers": int, "modality_dims": {str: int},
-                "node_types": {str: int}}
+ARCHITECTURE = {
+    "n_users": int,
+    "n_items": int,
+    "dim": int,
+    "layers": int,
+    "modality_dims": {str: int},
+    "node_types": {str: int},
+}
 # Embeddings made elsewhere need only the scoring rule and their width ("dim"); a trained GraphRec adds the rest.
-MODEL_INFO = {"scoring?": str, "dim?": int, "refit?": bool, "settings?": dict, "features?": dict,
-              "architecture?": ARCHITECTURE}
-EMBEDDING_TENSORS: dict[str, TensorSpec] = {"user": ("float32", ("users", "dim")),
-                                            "item": ("float32", ("items", "dim"))}
+MODEL_INFO = {
+    "scoring?": str,
+    "dim?": int,
+    "refit?": bool,
+    "settings?": dict,
+    "features?": dict,
+    "architecture?": ARCHITECTURE,
+}
+EMBEDDING_TENSORS: dict[str, TensorSpec] = {
+    "user": ("float32", ("users", "dim")),
+    "item": ("float32", ("items", "dim")),
+}
 _NUMBER = (float, None)  # NaN is written as null
-HISTORY_ROW = {"epoch": int, "phase?": str, "seconds?": _NUMBER, "loss?": _NUMBER, "bpr?": _NUMBER, "cold?": _NUMBER,
-               "align?": _NUMBER}
-HISTORY_FILE = ([HISTORY_ROW], {"history": [HISTORY_ROW]})  # a list of epochs; early versions wrapped it
-RANKER_INFO = {"components": [str], "blocks?": {str: int}, "scale": {str: float}, "weights_warm": {str: float},
-               "weights_cold": {str: float}, "cold_offset": float, "new_user_weights": {str: float},
-               "embeddings_sha256": str, "k?": int, "ease_dim?": int, "lowpass_dim?": int, "short_history?": int,
-               "max_fit_users?": int, "ridge_widths?": [int],
-               "group_layout?": ({"widths": [int], "columns": [int]}, None), "modalities?": [str], "fitted_with?": str,
-               "private_new_user_weights?": ({str: float}, None)}
+HISTORY_ROW = {
+    "epoch": int,
+    "phase?": str,
+    "seconds?": _NUMBER,
+    "loss?": _NUMBER,
+    "bpr?": _NUMBER,
+    "cold?": _NUMBER,
+    "align?": _NUMBER,
+}
+HISTORY_FILE = (
+    [HISTORY_ROW],
+    {"history": [HISTORY_ROW]},
+)  # a list of epochs; early versions wrapped it
+RANKER_INFO = {
+    "components": [str],
+    "blocks?": {str: int},
+    "scale": {str: float},
+    "weights_warm": {str: float},
+    "weights_cold": {str: float},
+    "cold_offset": float,
+    "new_user_weights": {str: float},
+    "embeddings_sha256": str,
+    "k?": int,
+    "ease_dim?": int,
+    "lowpass_dim?": int,
+    "short_history?": int,
+    "max_fit_users?": int,
+    "ridge_widths?": [int],
+    "group_layout?": ({"widths": [int], "columns": [int]}, None),
+    "modalities?": [str],
+    "fitted_with?": str,
+    "private_new_user_weights?": ({str: float}, None),
+}
 
 
 def model_dir(ws: Workspace, create: bool = False) -> Path:
@@ -85,8 +124,6 @@ def model_dir(ws: Workspace, create: bool = False) -> Path:
     if create:
         d.mkdir(parents=True, exist_ok=True)
     return d
-
-
 
 
 def prepare_training(out: Workspace, ws: Workspace, resume: bool) -> None:
@@ -116,19 +153,28 @@ class TrainResult:
     validation: dict[str, float]
     history: list[dict[str, Any]]
     refit: bool
-    user: np.ndarray  # float32 [U, d+1]: the exported embeddings (model/embeddings.safetensors)
+    user: (
+        np.ndarray
+    )  # float32 [U, d+1]: the exported embeddings (model/embeddings.safetensors)
     item: np.ndarray  # float32 [I, d+1]
     embeddings_sha256: str
-    select: tuple[np.ndarray, np.ndarray] | None  # selection-phase (user, item) when the model was refit
+    select: (
+        tuple[np.ndarray, np.ndarray] | None
+    )  # selection-phase (user, item) when the model was refit
     gnn_served: bool = False  # the ranker serves the GNN block (else the GNN was not refit: it did not add)
     mode: str = "evaluate"  # "serve": the dataset was not split; settings chosen on an internal split, refit on all
 
 
 # -- embeddings --------------------------------------------------------------------------------------
-def write_embeddings(ws: Workspace, user: np.ndarray, item: np.ndarray, select: bool = False) -> str:
+def write_embeddings(
+    ws: Workspace, user: np.ndarray, item: np.ndarray, select: bool = False
+) -> str:
     """Write the exported embeddings (or the selection-phase ones); returns the file's sha256."""
     path = model_dir(ws, create=True) / (SELECT_EMBEDDINGS if select else EMBEDDINGS)
-    write_tensors(path, {"user": np.asarray(user, np.float32), "item": np.asarray(item, np.float32)})
+    write_tensors(
+        path,
+        {"user": np.asarray(user, np.float32), "item": np.asarray(item, np.float32)},
+    )
     return file_sha256(path)
 
 
@@ -145,16 +191,21 @@ def has_select_embeddings(ws: Workspace) -> bool:
     return (model_dir(ws) / SELECT_EMBEDDINGS).exists()
 
 
-def extend_select_embeddings(ws: Workspace, staged: Workspace, ds: Dataset, user: np.ndarray,
-                             item: np.ndarray) -> None:
+def extend_select_embeddings(
+    ws: Workspace, staged: Workspace, ds: Dataset, user: np.ndarray, item: np.ndarray
+) -> None:
     """When `ws` keeps selection-phase embeddings (the ranker was fitted on them), stage them grown to the rows of
     the final `user` / `item` embeddings: the existing rows as they were, new users and items as in the final
     ones."""
     if not has_select_embeddings(ws):
         return
     select_user, select_item, _ = read_embeddings(ws, ds, select=True)
-    write_embeddings(staged, np.concatenate([select_user, user[len(select_user):]]),
-                     np.concatenate([select_item, item[len(select_item):]]), select=True)
+    write_embeddings(
+        staged,
+        np.concatenate([select_user, user[len(select_user) :]]),
+        np.concatenate([select_item, item[len(select_item) :]]),
+        select=True,
+    )
 
 
 def embeddings_sha256(ws: Workspace) -> str:
@@ -162,8 +213,9 @@ def embeddings_sha256(ws: Workspace) -> str:
     return file_sha256(model_dir(ws) / EMBEDDINGS)
 
 
-def read_embeddings(ws: Workspace, ds: Dataset, select: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_embeddings(
+    ws: Workspace, ds: Dataset, select: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(user [U, d], item [I, d], model.json) checked against the dataset; `select` reads the selection-phase
     embeddings instead of the final ones."""
     d = ws.require("model")
@@ -178,23 +230,40 @@ def _model_info(d: Path) -> dict[str, Any]:
     """model.json, checked (MODEL_INFO, and a scoring rule graphrec serves)."""
     meta = check_json(read_json(d / MODEL_JSON), MODEL_INFO, d / MODEL_JSON, RETRAIN)
     if meta.get("scoring", "dot") != "dot":
-        raise InputError(f"unsupported scoring rule {meta.get('scoring')!r} (expected 'dot')", file=d / MODEL_JSON)
+        raise InputError(
+            f"unsupported scoring rule {meta.get('scoring')!r} (expected 'dot')",
+            file=d / MODEL_JSON,
+        )
     return meta
 
 
-def _check_embeddings(t: dict[str, np.ndarray], path: Path, meta: dict[str, Any], sizes: dict[str, int]) -> None:
+def _check_embeddings(
+    t: dict[str, np.ndarray], path: Path, meta: dict[str, Any], sizes: dict[str, int]
+) -> None:
     """A row per user and per item, all of the width model.json gives."""
     width = check_tensors(t, EMBEDDING_TENSORS, path, RETRAIN, sizes)["dim"]
     if width != meta.get("dim", width):
-        raise InputError(f"embeddings are {width} wide, model.json's 'dim' says {meta['dim']}: {RETRAIN}", file=path)
-    for name in ("user", "item"):  # training never writes them (it stops on divergence); a NaN row ranks nothing
+        raise InputError(
+            f"embeddings are {width} wide, model.json's 'dim' says {meta['dim']}: {RETRAIN}",
+            file=path,
+        )
+    for name in (
+        "user",
+        "item",
+    ):  # training never writes them (it stops on divergence); a NaN row ranks nothing
         if not np.isfinite(t[name]).all():
-            raise InputError(f"tensor '{name}' holds NaN or infinite values: {RETRAIN}", file=path)
+            raise InputError(
+                f"tensor '{name}' holds NaN or infinite values: {RETRAIN}", file=path
+            )
 
 
 # -- the final model ---------------------------------------------------------------------------------
-def write_model(ws: Workspace, parameters: dict[str, np.ndarray], meta: dict[str, Any],
-                history: list[dict[str, Any]]) -> None:
+def write_model(
+    ws: Workspace,
+    parameters: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> None:
     """The final parameters (name -> array, as GraphRec.state_dict() names them), model.json and history.json."""
     d = model_dir(ws, create=True)
     write_tensors(d / PARAMETERS, parameters)
@@ -205,25 +274,40 @@ def write_model(ws: Workspace, parameters: dict[str, np.ndarray], meta: dict[str
 def read_history(ws: Workspace) -> list[dict[str, Any]] | dict[str, Any] | None:
     """model/history.json (HISTORY_FILE), or None when the model has none."""
     path = model_dir(ws) / HISTORY
-    return check_json(read_json(path), HISTORY_FILE, path, RETRAIN) if path.exists() else None
+    return (
+        check_json(read_json(path), HISTORY_FILE, path, RETRAIN)
+        if path.exists()
+        else None
+    )
 
 
 def parameters_sha256(ws: Workspace) -> str:
     return file_sha256(model_dir(ws) / PARAMETERS)
 
 
-def read_model(ws: Workspace) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def read_model(
+    ws: Workspace,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """(model.json, parameters, user embeddings, item embeddings) of the final model, as stored; the parameters
     are those `parameter_shapes` names for model.json's architecture (a strict load_state_dict takes them)."""
     d = ws.require("model")
-    meta = check_json(_model_info(d), {"architecture": ARCHITECTURE}, d / MODEL_JSON, RETRAIN)
+    meta = check_json(
+        _model_info(d), {"architecture": ARCHITECTURE}, d / MODEL_JSON, RETRAIN
+    )
     shapes = parameter_shapes(meta["architecture"])
     params = read_tensors(d / PARAMETERS)
-    check_tensors(params, {name: ("float32", shape) for name, shape in shapes.items()}, d / PARAMETERS, RETRAIN)
+    check_tensors(
+        params,
+        {name: ("float32", shape) for name, shape in shapes.items()},
+        d / PARAMETERS,
+        RETRAIN,
+    )
     emb = read_tensors(d / EMBEDDINGS)
     # rows: of the dataset the embeddings were made for, which an update grows past the architecture's counts;
     # width: the model's dimension and the bias column
-    _check_embeddings(emb, d / EMBEDDINGS, meta, {"dim": meta["architecture"]["dim"] + 1})
+    _check_embeddings(
+        emb, d / EMBEDDINGS, meta, {"dim": meta["architecture"]["dim"] + 1}
+    )
     return meta, {name: params[name] for name in shapes}, emb["user"], emb["item"]
 
 
@@ -231,10 +315,23 @@ def parameter_shapes(architecture: dict[str, Any]) -> dict[str, tuple[int, ...]]
     """name -> shape of the parameters graphrec.model.gnn.GraphRec makes for `architecture` (model.json's; tests check
     that the two agree), so that model.safetensors is checked without importing torch."""
     dim = architecture["dim"]
-    shapes = {"user_id": (architecture["n_users"], dim), "item_id": (architecture["n_items"], dim)}
+    shapes = {
+        "user_id": (architecture["n_users"], dim),
+        "item_id": (architecture["n_items"], dim),
+    }
     # GraphRec keeps one table per node type and one projection per modality, each in name order
-    shapes.update({f"attr.{k}": (n, dim) for k, (_, n) in enumerate(sorted(architecture["node_types"].items()))})
-    shapes.update({f"proj.{k}": (n, dim) for k, (_, n) in enumerate(sorted(architecture["modality_dims"].items()))})
+    shapes.update(
+        {
+            f"attr.{k}": (n, dim)
+            for k, (_, n) in enumerate(sorted(architecture["node_types"].items()))
+        }
+    )
+    shapes.update(
+        {
+            f"proj.{k}": (n, dim)
+            for k, (_, n) in enumerate(sorted(architecture["modality_dims"].items()))
+        }
+    )
     return {**shapes, "transfer": (dim, dim), "bias_w": (dim,)}
 
 
@@ -247,8 +344,11 @@ class Checkpoints:
     phase: str
 
     def path(self, epoch: int) -> Path:
-        return self.directory / (f"epoch-{epoch}.safetensors" if self.phase == "select"
-                                 else f"refit-epoch-{epoch}.safetensors")
+        return self.directory / (
+            f"epoch-{epoch}.safetensors"
+            if self.phase == "select"
+            else f"refit-epoch-{epoch}.safetensors"
+        )
 
     @property
     def best(self) -> Path:
@@ -256,8 +356,16 @@ class Checkpoints:
 
     def latest(self) -> tuple[int, Path] | None:
         """(epoch, path) of the newest checkpoint of this phase, or None."""
-        pat = re.compile(r"epoch-(\d+)\.safetensors" if self.phase == "select" else r"refit-epoch-(\d+)\.safetensors")
-        found = [(int(m.group(1)), p) for p in self.directory.glob("*epoch-*.safetensors") if (m := pat.fullmatch(p.name))]
+        pat = re.compile(
+            r"epoch-(\d+)\.safetensors"
+            if self.phase == "select"
+            else r"refit-epoch-(\d+)\.safetensors"
+        )
+        found = [
+            (int(m.group(1)), p)
+            for p in self.directory.glob("*epoch-*.safetensors")
+            if (m := pat.fullmatch(p.name))
+        ]
         return max(found) if found else None
 
     def prune(self, epoch: int, keep: int) -> None:
@@ -270,7 +378,9 @@ class Checkpoints:
 
 
 # -- ranker and update log ---------------------------------------------------------------------------
-def write_ranker(staged: Workspace, tensors: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+def write_ranker(
+    staged: Workspace, tensors: dict[str, np.ndarray], info: dict[str, Any]
+) -> None:
     """The ranker's two files, into the model/ folder a writer stages (WS/.training, an update's staging
     folder): they are switched in with the rest of that model/ in one step, never written into a live one."""
     d = model_dir(staged, create=True)
@@ -278,7 +388,9 @@ def write_ranker(staged: Workspace, tensors: dict[str, np.ndarray], info: dict[s
     write_json(d / RANKER_JSON, info)
 
 
-def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def read_ranker(
+    ws: Workspace, n_items: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """(tensors, info) of the saved ranker for a dataset of `n_items` items, or None when there is none or it was
     fitted for other embeddings."""
     d = ws.require("model")
@@ -290,41 +402,89 @@ def read_ranker(ws: Workspace, n_items: int) -> tuple[dict[str, np.ndarray], dic
     path = d / RANKER_TENSORS
     t = read_tensors(path)
     spec: dict[str, TensorSpec] = {
-        "ease_user": ("float32", ("items", "ease_dim")), "ease_item": ("float32", ("items", "ease_dim")),
-        "pop": ("float32", ("items",)), "warm": ("uint8", ("items",)), "group_items?": ("float32", ("items", "values"))}
+        "ease_user": ("float32", ("items", "ease_dim")),
+        "ease_item": ("float32", ("items", "ease_dim")),
+        "pop": ("float32", ("items",)),
+        "warm": ("uint8", ("items",)),
+        "group_items?": ("float32", ("items", "values")),
+    }
     if info.get("lowpass_dim"):
-        spec.update({"lowpass_user": ("float32", ("items", "lowpass_dim")),
-                     "lowpass_item": ("float32", ("items", "lowpass_dim"))})
+        spec.update(
+            {
+                "lowpass_user": ("float32", ("items", "lowpass_dim")),
+                "lowpass_item": ("float32", ("items", "lowpass_dim")),
+            }
+        )
     ridge = "ridge" in info["components"]
     if ridge:  # ridge_columns came later: the loader refits a ranker without them
-        spec.update({"ridge": ("float32", ("used", "ease_dim")), "ridge_mean": ("float32", ("used",)),
-                     "ridge_target_mean": ("float32", ("ease_dim",)), "ridge_columns?": ("int64", ("used",))})
-    if "cpop" in info["components"]:  # the cold items' popularity map (a content map to one number)
-        spec.update({"cold_pop": ("float32", ("pop_used", 1)), "cold_pop_mean": ("float32", ("pop_used",)),
-                     "cold_pop_target_mean": ("float32", (1,)), "cold_pop_columns": ("int64", ("pop_used",))})
+        spec.update(
+            {
+                "ridge": ("float32", ("used", "ease_dim")),
+                "ridge_mean": ("float32", ("used",)),
+                "ridge_target_mean": ("float32", ("ease_dim",)),
+                "ridge_columns?": ("int64", ("used",)),
+            }
+        )
+    if (
+        "cpop" in info["components"]
+    ):  # the cold items' popularity map (a content map to one number)
+        spec.update(
+            {
+                "cold_pop": ("float32", ("pop_used", 1)),
+                "cold_pop_mean": ("float32", ("pop_used",)),
+                "cold_pop_target_mean": ("float32", (1,)),
+                "cold_pop_columns": ("int64", ("pop_used",)),
+            }
+        )
     sizes = {"items": n_items}
     if "ease_dim" in info:
         sizes["ease_dim"] = info["ease_dim"]
     check_tensors(t, spec, path, RETRAIN, sizes)
     layout = info.get("group_layout")
     if "group_items" in t and layout is None:
-        raise InputError(f"'group_layout' is missing (the group block's columns): {RETRAIN}", file=d / RANKER_JSON)
+        raise InputError(
+            f"'group_layout' is missing (the group block's columns): {RETRAIN}",
+            file=d / RANKER_JSON,
+        )
     # Column indices into content the loader rebuilds, block by block, with the recorded widths
     if ridge and "ridge_columns" in t:
-        _check_within(t["ridge_columns"], sum(info["ridge_widths"]), "tensor 'ridge_columns'", path)
+        _check_within(
+            t["ridge_columns"],
+            sum(info["ridge_widths"]),
+            "tensor 'ridge_columns'",
+            path,
+        )
     if "cpop" in info["components"]:
         if not ridge:
-            raise InputError(f"component 'cpop' needs the 'ridge' component's content: {RETRAIN}", file=d / RANKER_JSON)
-        _check_within(t["cold_pop_columns"], sum(info["ridge_widths"]), "tensor 'cold_pop_columns'", path)
+            raise InputError(
+                f"component 'cpop' needs the 'ridge' component's content: {RETRAIN}",
+                file=d / RANKER_JSON,
+            )
+        _check_within(
+            t["cold_pop_columns"],
+            sum(info["ridge_widths"]),
+            "tensor 'cold_pop_columns'",
+            path,
+        )
     if layout is not None:
-        _check_within(layout["columns"], sum(layout["widths"]), "'group_layout.columns'", d / RANKER_JSON)
+        _check_within(
+            layout["columns"],
+            sum(layout["widths"]),
+            "'group_layout.columns'",
+            d / RANKER_JSON,
+        )
     return t, info
 
 
-def _check_within(indices: np.ndarray | list[int], n: int, what: str, path: Path) -> None:
+def _check_within(
+    indices: np.ndarray | list[int], n: int, what: str, path: Path
+) -> None:
     indices = np.asarray(indices, np.int64)
     if len(indices) and (indices.min() < 0 or indices.max() >= n):
-        raise InputError(f"{what} points outside the {n} content columns its widths give: {RETRAIN}", file=path)
+        raise InputError(
+            f"{what} points outside the {n} content columns its widths give: {RETRAIN}",
+            file=path,
+        )
 
 
 def _ranker_info(d: Path) -> dict[str, Any]:
@@ -333,9 +493,14 @@ def _ranker_info(d: Path) -> dict[str, Any]:
     info = check_json(read_json(path), RANKER_INFO, path, RETRAIN)
     unscaled = [c for c in info["components"] if c not in info["scale"]]
     if unscaled:
-        raise InputError(f"'scale' lacks component {unscaled[0]!r}: {RETRAIN}", file=path)
+        raise InputError(
+            f"'scale' lacks component {unscaled[0]!r}: {RETRAIN}", file=path
+        )
     # keys the fit writes with a part of the ranker, and its loader reads whenever that part is there
-    needed = {"ridge_widths": "ridge" in info["components"], "short_history": bool(info["new_user_weights"])}
+    needed = {
+        "ridge_widths": "ridge" in info["components"],
+        "short_history": bool(info["new_user_weights"]),
+    }
     missing = [key for key, used in needed.items() if used and key not in info]
     if missing:
         raise InputError(f"'{missing[0]}' is missing: {RETRAIN}", file=path)
@@ -353,4 +518,3 @@ def read_update_log(ws: Workspace) -> dict[str, Any] | None:
 
 def write_update_log(ws: Workspace, log: dict[str, Any]) -> None:
     write_json(model_dir(ws, create=True) / UPDATE_LOG, log)
-

@@ -22,9 +22,11 @@ a dot product of k-dim vectors, as EASE's. Items without interactions get zero r
 Content map. Ridge regression from item content f (sparse: modality blocks, attribute and entity multi-hots)
 to the items' low-rank EASE vectors, with an unpenalised intercept: W = V_c diag(1/(e+lam)) V_c' F_c' Y_c over
 the centred content F_c = U_c diag(sqrt e) V_c' of the warm items. (V_c, e) come from the d x d Gram matrix,
-the n x n kernel matrix (dual form) or, when neither fits RIDGE_DENSE_BYTES, a randomized SVD of rank RIDGE_RANK; content
+the n x n kernel matrix (dual form) or, when neither fits RIDGE_DENSE_BYTES, a randomized SVD of rank RIDGE_RANK;
+content
 columns no fitted item uses are dropped first.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,28 +40,49 @@ from graphrec.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-RIDGE_DENSE_BYTES = 2 << 30  # a dense Gram / kernel matrix up to this size; past it the randomized path
+RIDGE_DENSE_BYTES = (
+    2 << 30
+)  # a dense Gram / kernel matrix up to this size; past it the randomized path
 RIDGE_RANK = 1024  # rank of the randomized content basis
-SVD_BYTES = 8 << 30  # the randomized SVD's dense blocks ((n_rows + n_cols) x (k + oversample) float64, ~4 copies)
+SVD_BYTES = (
+    8 << 30
+)  # the randomized SVD's dense blocks ((n_rows + n_cols) x (k + oversample) float64, ~4 copies)
 
 Product = Callable[[np.ndarray], np.ndarray]
 
 
-def randomized_svd(matmul: Product, rmatmul: Product, shape: tuple[int, int], k: int, seed: int = 0,
-                   n_iter: int = 4, oversample: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def randomized_svd(
+    matmul: Product,
+    rmatmul: Product,
+    shape: tuple[int, int],
+    k: int,
+    seed: int = 0,
+    n_iter: int = 4,
+    oversample: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k singular values s [k] and right singular vectors V [n, k] of an m x n operator A given by
     matmul(Z) = A Z and rmatmul(Q) = A' Q (Halko, Martinsson & Tropp 2011, with power iterations)."""
     m, n = shape
     width = min(k + oversample, m, n)
     if width == 0:
         return np.zeros(0), np.zeros((n, 0))
-    fits = SVD_BYTES // (4 * 8 * (m + n))  # the widest sketch whose dense blocks fit the budget
+    fits = SVD_BYTES // (
+        4 * 8 * (m + n)
+    )  # the widest sketch whose dense blocks fit the budget
     if width > fits:
         if fits <= oversample:
-            raise InputError(f"a randomized SVD of a {m} x {n} matrix does not fit {SVD_BYTES / 2**30:.0f} GiB "
-                             "even at rank 1")
-        log.warning("rank %d of a %d x %d matrix would need %.1f GiB: using rank %d", k, m, n,
-                    4 * 8 * (m + n) * width / 2**30, fits - oversample)
+            raise InputError(
+                f"a randomized SVD of a {m} x {n} matrix does not fit {SVD_BYTES / 2**30:.0f} GiB "
+                "even at rank 1"
+            )
+        log.warning(
+            "rank %d of a %d x %d matrix would need %.1f GiB: using rank %d",
+            k,
+            m,
+            n,
+            4 * 8 * (m + n) * width / 2**30,
+            fits - oversample,
+        )
         k, width = fits - oversample, fits
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(matmul(rng.standard_normal((n, width))))
@@ -71,7 +94,9 @@ def randomized_svd(matmul: Product, rmatmul: Product, shape: tuple[int, int], k:
     return s[:k], vt[:k].T
 
 
-def interaction_svd(x: sp.csr_matrix, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def interaction_svd(
+    x: sp.csr_matrix, k: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """s [k], V [n_items, k] of the user x item matrix (float64); items without interactions get exact zero
     rows (round-off would leave them ~1e-17)."""
     x = x.astype(np.float64).tocsr()
@@ -81,24 +106,36 @@ def interaction_svd(x: sp.csr_matrix, k: int, seed: int = 0) -> tuple[np.ndarray
     return s, v
 
 
-def ease_factors(s: np.ndarray, v: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+def ease_factors(
+    s: np.ndarray, v: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(user_basis [n_items, k], item [n_items, k]) float32 of low-rank EASE: a user's vector is
     history @ user_basis; items without interactions get zero rows in both."""
-    f = s ** 2 / (s ** 2 + lam)
-    lam_p = 1.0 - (v ** 2) @ f
-    return (v * f).astype(np.float32), (v / np.maximum(lam_p, 1e-6)[:, None]).astype(np.float32)
+    f = s**2 / (s**2 + lam)
+    lam_p = 1.0 - (v**2) @ f
+    return (v * f).astype(np.float32), (v / np.maximum(lam_p, 1e-6)[:, None]).astype(
+        np.float32
+    )
 
 
-def ideal_lowpass(x: sp.csr_matrix, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def ideal_lowpass(
+    x: sp.csr_matrix, k: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(user_basis [n_items, k], item [n_items, k]) float32 of the ideal low-pass filter of the normalised
     user-item graph (module docstring): a user's vector is history @ user_basis."""
     x = x.astype(np.float64).tocsr()
     inv_sqrt = lambda d: np.where(d > 0, 1.0 / np.sqrt(np.maximum(d, 1e-12)), 0.0)  # noqa: E731
     d_item = np.asarray(x.sum(axis=0)).ravel()
-    rn = (sp.diags(inv_sqrt(np.asarray(x.sum(axis=1)).ravel())) @ x @ sp.diags(inv_sqrt(d_item))).tocsr()
+    rn = (
+        sp.diags(inv_sqrt(np.asarray(x.sum(axis=1)).ravel()))
+        @ x
+        @ sp.diags(inv_sqrt(d_item))
+    ).tocsr()
     _, v = interaction_svd(rn, k, seed)
-    return ((v * inv_sqrt(d_item)[:, None]).astype(np.float32),
-            (v * np.sqrt(d_item)[:, None]).astype(np.float32))
+    return (
+        (v * inv_sqrt(d_item)[:, None]).astype(np.float32),
+        (v * np.sqrt(d_item)[:, None]).astype(np.float32),
+    )
 
 
 @dataclass
@@ -117,11 +154,17 @@ class ContentMap:
 
     def target_columns(self, which: slice) -> ContentMap:
         """The map to some of its targets only (a ridge map treats every target column on its own)."""
-        return ContentMap(np.ascontiguousarray(self.weights[:, which]), self.feature_mean,
-                          np.ascontiguousarray(self.target_mean[which]), self.columns)
+        return ContentMap(
+            np.ascontiguousarray(self.weights[:, which]),
+            self.feature_mean,
+            np.ascontiguousarray(self.target_mean[which]),
+            self.columns,
+        )
 
 
-def fit_content_maps(f: sp.csr_matrix, y: np.ndarray, lambdas: Sequence[float], seed: int = 0) -> list[ContentMap]:
+def fit_content_maps(
+    f: sp.csr_matrix, y: np.ndarray, lambdas: Sequence[float], seed: int = 0
+) -> list[ContentMap]:
     """One ridge map per lam from content rows f [n, d_f] to targets y [n, k] (same rows), with an unpenalised
     intercept. Unused columns are dropped; then the d x d Gram matrix (primal), the n x n kernel matrix (dual,
     W = F_c' (K + lam I)^-1 Y_c) or a randomized SVD of rank RIDGE_RANK, whichever fits: memory stays
@@ -136,12 +179,21 @@ def fit_content_maps(f: sp.csr_matrix, y: np.ndarray, lambdas: Sequence[float], 
     mean = np.asarray(f.mean(axis=0)).ravel() if n else np.zeros(d)
 
     def done(weights: list[np.ndarray]) -> list[ContentMap]:
-        return [ContentMap(w.astype(np.float32), mean.astype(np.float32), y_mean.astype(np.float32), columns)
-                for w in weights]
+        return [
+            ContentMap(
+                w.astype(np.float32),
+                mean.astype(np.float32),
+                y_mean.astype(np.float32),
+                columns,
+            )
+            for w in weights
+        ]
 
     if min(n, d) == 0:
         return done([np.zeros((d, y.shape[1])) for _ in lambdas])
-    if 8 * n * n <= RIDGE_DENSE_BYTES and (n < d or 8 * d * d > RIDGE_DENSE_BYTES):  # dual
+    if 8 * n * n <= RIDGE_DENSE_BYTES and (
+        n < d or 8 * d * d > RIDGE_DENSE_BYTES
+    ):  # dual
         fm = f @ mean
         kern = (f @ f.T).toarray() - fm[:, None] - fm[None, :] + mean @ mean  # F_c F_c'
         e, u = np.linalg.eigh(kern)
@@ -156,8 +208,15 @@ def fit_content_maps(f: sp.csr_matrix, y: np.ndarray, lambdas: Sequence[float], 
         e, vc = np.linalg.eigh((f.T @ f).toarray() - n * np.outer(mean, mean))
     else:
         ft = f.T.tocsr()
-        s_, vc = randomized_svd(lambda z: f @ z - np.outer(np.ones(n), mean @ z),
-                                lambda q: ft @ q - np.outer(mean, q.sum(axis=0)), (n, d), RIDGE_RANK, seed)
-        e = s_ ** 2
-    proj = vc.T @ np.asarray(f.T @ yc)  # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
+        s_, vc = randomized_svd(
+            lambda z: f @ z - np.outer(np.ones(n), mean @ z),
+            lambda q: ft @ q - np.outer(mean, q.sum(axis=0)),
+            (n, d),
+            RIDGE_RANK,
+            seed,
+        )
+        e = s_**2
+    proj = vc.T @ np.asarray(
+        f.T @ yc
+    )  # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
     return done([vc @ (proj / np.maximum(e + lam, 1e-12)[:, None]) for lam in lambdas])

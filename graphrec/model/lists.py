@@ -18,6 +18,7 @@ The answer, `Recommendations`, unpacks as implicit's pair: item ids (object arra
 [n_users, N] (a row with fewer candidates left than N is padded with None and NaN), and `.to_frame()` gives
 graphrec's table `user_id, item_id, rank, score`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,7 +34,11 @@ from graphrec.data.readers import normalize_id
 
 DEFAULT_N = 10  # items per list, the same for every face (implicit's N)
 # graphrec's earlier argument names -> implicit's, accepted by every face
-ALIASES = {"k": "N", "filter_already_liked": "filter_already_liked_items", "candidates": "items"}
+ALIASES = {
+    "k": "N",
+    "filter_already_liked": "filter_already_liked_items",
+    "candidates": "items",
+}
 
 
 @dataclass(frozen=True)
@@ -44,40 +49,65 @@ class ListRequest:
     n: int
     filter_liked: bool
     recalculate: bool
-    user_items: dict[str, list[str]]  # the items given for this call, per user given (an empty list: none)
+    user_items: dict[
+        str, list[str]
+    ]  # the items given for this call, per user given (an empty list: none)
     filter_items: list[str]
     items: list[str] | None  # None: every item
     single: bool  # one user id was given (the answer's arrays are 1-D)
 
 
-def list_request(userid: Any, user_items: Any = None, N: int = DEFAULT_N,  # noqa: N803 (implicit's name)
-                 filter_already_liked_items: bool = True, filter_items: Any = None, recalculate_user: bool = False,
-                 items: Any = None, *, item_ids: Sequence[str], aliases: Mapping[str, Any] | None = None
-                 ) -> ListRequest:
+def list_request(
+    userid: Any,
+    user_items: Any = None,
+    N: int = DEFAULT_N,  # noqa: N803 (implicit's name)
+    filter_already_liked_items: bool = True,
+    filter_items: Any = None,
+    recalculate_user: bool = False,
+    items: Any = None,
+    *,
+    item_ids: Sequence[str],
+    aliases: Mapping[str, Any] | None = None,
+) -> ListRequest:
     """The checked request of a face's `recommend` arguments (the module doc); `aliases`: the face's other
     keyword arguments, of which only graphrec's earlier names are accepted. `item_ids`: the face's items, in the
     order of a sparse `user_items`' columns."""
-    given = {"N": N, "filter_already_liked_items": filter_already_liked_items, "items": items}
+    given = {
+        "N": N,
+        "filter_already_liked_items": filter_already_liked_items,
+        "items": items,
+    }
     defaults = {"N": DEFAULT_N, "filter_already_liked_items": True, "items": None}
     for old, value in (aliases or {}).items():
         new = ALIASES.get(old)
         if new is None:
             raise TypeError(f"recommend() got an unexpected keyword argument {old!r}")
         default = defaults[new]
-        if not (given[new] is None if default is None else type(given[new]) is type(default) and given[new] == default):
+        if not (
+            given[new] is None
+            if default is None
+            else type(given[new]) is type(default) and given[new] == default
+        ):
             raise InputError(f"give {new} or its former name {old}, not both")
         given[new] = value
     n = given["N"]
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"N (items per user) must be a whole number of at least 1, got {n!r}")
+        raise InputError(
+            f"N (items per user) must be a whole number of at least 1, got {n!r}"
+        )
     users = external_ids(userid)
     if not users:
         raise InputError("no user ids given")
-    return ListRequest(users, int(n), bool(given["filter_already_liked_items"]), bool(recalculate_user),
-                       _user_items(user_items, users, item_ids),
-                       [] if filter_items is None else external_ids(filter_items),
-                       None if given["items"] is None else external_ids(given["items"]),
-                       isinstance(userid, (str, int, np.integer)))
+    return ListRequest(
+        users,
+        int(n),
+        bool(given["filter_already_liked_items"]),
+        bool(recalculate_user),
+        _user_items(user_items, users, item_ids),
+        [] if filter_items is None else external_ids(filter_items),
+        None if given["items"] is None else external_ids(given["items"]),
+        isinstance(userid, (str, int, np.integer)),
+    )
 
 
 def external_ids(values: Any) -> list[str]:
@@ -87,24 +117,38 @@ def external_ids(values: Any) -> list[str]:
     return [normalize_id(v) for v in values]
 
 
-def _user_items(value: Any, users: list[str], item_ids: Sequence[str]) -> dict[str, list[str]]:
+def _user_items(
+    value: Any, users: list[str], item_ids: Sequence[str]
+) -> dict[str, list[str]]:
     """user id -> item ids from a mapping, or from sparse rows aligned with `users` (columns: `item_ids`)."""
     if value is None:
         return {}
     if sp.issparse(value):
         rows = sp.csr_matrix(value)
         if rows.shape != (len(users), len(item_ids)):
-            raise InputError(f"user_items is a {rows.shape[0]} x {rows.shape[1]} matrix; expected one row per user "
-                             f"({len(users)}) and one column per item ({len(item_ids)}, in item_ids order)")
+            raise InputError(
+                f"user_items is a {rows.shape[0]} x {rows.shape[1]} matrix; expected one row per user "
+                f"({len(users)}) and one column per item ({len(item_ids)}, in item_ids order)"
+            )
         rows.eliminate_zeros()
-        return {u: [item_ids[j] for j in rows.indices[rows.indptr[r]:rows.indptr[r + 1]]] for r, u in enumerate(users)}
+        return {
+            u: [item_ids[j] for j in rows.indices[rows.indptr[r] : rows.indptr[r + 1]]]
+            for r, u in enumerate(users)
+        }
     if not isinstance(value, Mapping):
-        raise InputError(f"user_items must be a mapping user id -> item ids or a scipy sparse matrix, got "
-                         f"{type(value).__name__}")
-    out = {normalize_id(u): [] if items is None else external_ids(items) for u, items in value.items()}
+        raise InputError(
+            f"user_items must be a mapping user id -> item ids or a scipy sparse matrix, got "
+            f"{type(value).__name__}"
+        )
+    out = {
+        normalize_id(u): [] if items is None else external_ids(items)
+        for u, items in value.items()
+    }
     extra = sorted(set(out) - set(users))
     if extra:
-        raise InputError(f"user_items names user {extra[0]!r}, who is not among the users asked for")
+        raise InputError(
+            f"user_items names user {extra[0]!r}, who is not among the users asked for"
+        )
     return out
 
 
@@ -113,17 +157,28 @@ class Recommendations:
     """Lists of several users, best first: `ids, scores = answer` as implicit's; `.to_frame()` as graphrec's table."""
 
     user_ids: np.ndarray  # object [n_users]
-    ids: np.ndarray  # object [n_users, width]: item ids, None past the end of a shorter list
+    ids: (
+        np.ndarray
+    )  # object [n_users, width]: item ids, None past the end of a shorter list
     scores: np.ndarray  # float32 [n_users, width]: NaN past the end of a shorter list
     single: bool = False  # one user id was asked for: unpacks to 1-D arrays
 
     @classmethod
-    def of(cls, request: ListRequest, item_ids: Sequence[str], top: np.ndarray, scores: np.ndarray
-           ) -> Recommendations:
+    def of(
+        cls,
+        request: ListRequest,
+        item_ids: Sequence[str],
+        top: np.ndarray,
+        scores: np.ndarray,
+    ) -> Recommendations:
         """From item indices `top` [n_users, width] (-1: no item) and their scores."""
         names = np.asarray(list(item_ids) + [None], dtype=object)  # index -1 reads None
-        return cls(np.asarray(request.users, dtype=object), names[top],
-                   np.where(top >= 0, scores, np.nan).astype(np.float32), request.single)
+        return cls(
+            np.asarray(request.users, dtype=object),
+            names[top],
+            np.where(top >= 0, scores, np.nan).astype(np.float32),
+            request.single,
+        )
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield self.ids[0] if self.single else self.ids
@@ -132,5 +187,11 @@ class Recommendations:
     def to_frame(self) -> pd.DataFrame:
         """Columns user_id, item_id, rank (1 = best), score; one row per listed item."""
         rows, rank = np.nonzero(self.ids != None)  # noqa: E711 (elementwise over an object array)
-        return pd.DataFrame({"user_id": self.user_ids[rows], "item_id": self.ids[rows, rank],
-                             "rank": (rank + 1).astype(np.int32), "score": self.scores[rows, rank]})
+        return pd.DataFrame(
+            {
+                "user_id": self.user_ids[rows],
+                "item_id": self.ids[rows, rank],
+                "rank": (rank + 1).astype(np.int32),
+                "score": self.scores[rows, rank],
+            }
+        )

@@ -9,6 +9,7 @@ without torch-scatter / pyg-lib.
   user_attr[r]  [U, n_type]  row-normalised user -> attribute relation r
   item_sim      [I, I]       row-normalised item-item similarity edges (union of `similar_*` relations)
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,7 +28,9 @@ class _SpMM(torch.autograd.Function):
     """A @ x whose backward is the precomputed A^T @ grad: torch's CSR backward transposes A on every call."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, at: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, a: torch.Tensor, at: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         ctx.at = at
         return torch.sparse.mm(a, x)
 
@@ -65,26 +68,43 @@ def _to_torch_csr(m: sp.spmatrix) -> torch.Tensor:
     # scipy built it valid (sorted, no duplicates), so torch's invariant checks are off on purpose; its
     # "sparse CSR is in beta" notice would otherwise precede every run's output, even a one-line error
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)),
-                                       torch.from_numpy(m.data.astype(np.float32)), size=m.shape,
-                                       check_invariants=False)
+        warnings.filterwarnings(
+            "ignore",
+            message="Sparse CSR tensor support is in beta",
+            category=UserWarning,
+        )
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.data.astype(np.float32)),
+            size=m.shape,
+            check_invariants=False,
+        )
 
 
-def normalized_bipartite(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> SparseOp:
+def normalized_bipartite(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
+) -> SparseOp:
     """D^-1/2 A D^-1/2 of the symmetric user-item graph over U+I nodes (users first); duplicate pairs count once."""
-    r = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+    r = sp.csr_matrix(
+        (np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items)
+    )
     r.data[:] = 1.0  # binary: a repeated pair is one edge
     a = sp.bmat([[None, r], [r.T, None]], format="csr")
     deg = np.asarray(a.sum(1)).ravel()
-    inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-12)), 0.0).astype(np.float32)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-12)), 0.0).astype(
+        np.float32
+    )
     return SparseOp.from_scipy(sp.diags(inv) @ a @ sp.diags(inv), symmetric=True)
 
 
-def row_normalized(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_src: int, n_dst: int) -> SparseOp:
+def row_normalized(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_src: int, n_dst: int
+) -> SparseOp:
     """Relation as [n_src, n_dst] CSR whose non-empty rows sum to 1 (per-relation mean aggregation)."""
-    m = sp.csr_matrix((np.asarray(weight, np.float32), (src, dst)), shape=(n_src, n_dst))
+    m = sp.csr_matrix(
+        (np.asarray(weight, np.float32), (src, dst)), shape=(n_src, n_dst)
+    )
     m.sum_duplicates()
     s = np.asarray(m.sum(1)).ravel()
     inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0).astype(np.float32)
@@ -98,24 +118,40 @@ class GraphInputs:
     n_users: int
     n_items: int
     ui: SparseOp
-    item_degree: torch.Tensor  # float32 [I]: training interactions of each item (0 = cold: content path)
-    user_degree: torch.Tensor  # float32 [U]: training interactions (0 = no trained ID embedding)
-    features: dict[str, torch.Tensor] = field(default_factory=dict)  # L2-normalised rows, 0 where absent
+    item_degree: (
+        torch.Tensor
+    )  # float32 [I]: training interactions of each item (0 = cold: content path)
+    user_degree: (
+        torch.Tensor
+    )  # float32 [U]: training interactions (0 = no trained ID embedding)
+    features: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # L2-normalised rows, 0 where absent
     feature_mask: dict[str, torch.Tensor] = field(default_factory=dict)
-    item_attr: dict[str, tuple[str, SparseOp]] = field(default_factory=dict)  # relation -> (node type, operator)
+    item_attr: dict[str, tuple[str, SparseOp]] = field(
+        default_factory=dict
+    )  # relation -> (node type, operator)
     user_attr: dict[str, tuple[str, SparseOp]] = field(default_factory=dict)
     item_sim: SparseOp | None = None
 
     def to(self, device: torch.device | str) -> GraphInputs:
-        return GraphInputs(self.n_users, self.n_items, self.ui.to(device), self.item_degree.to(device),
-                           self.user_degree.to(device), {k: v.to(device) for k, v in self.features.items()},
-                           {k: v.to(device) for k, v in self.feature_mask.items()},
-                           {k: (t, m.to(device)) for k, (t, m) in self.item_attr.items()},
-                           {k: (t, m.to(device)) for k, (t, m) in self.user_attr.items()},
-                           None if self.item_sim is None else self.item_sim.to(device))
+        return GraphInputs(
+            self.n_users,
+            self.n_items,
+            self.ui.to(device),
+            self.item_degree.to(device),
+            self.user_degree.to(device),
+            {k: v.to(device) for k, v in self.features.items()},
+            {k: v.to(device) for k, v in self.feature_mask.items()},
+            {k: (t, m.to(device)) for k, (t, m) in self.item_attr.items()},
+            {k: (t, m.to(device)) for k, (t, m) in self.user_attr.items()},
+            None if self.item_sim is None else self.item_sim.to(device),
+        )
 
 
-def feature_tensors(features: dict[str, Features]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def feature_tensors(
+    features: dict[str, Features],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Row-L2-normalised modality matrices (so modalities of different scales enter alike) and their masks."""
     vals, masks = {}, {}
     for name, f in sorted(features.items()):
@@ -124,9 +160,15 @@ def feature_tensors(features: dict[str, Features]) -> tuple[dict[str, torch.Tens
     return vals, masks
 
 
-def build_inputs(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray, kg: KnowledgeGraph | None = None,
-                 features: dict[str, Features] | None = None,
-                 extra: tuple[np.ndarray, np.ndarray] | None = None) -> GraphInputs:
+def build_inputs(
+    n_users: int,
+    n_items: int,
+    users: np.ndarray,
+    items: np.ndarray,
+    kg: KnowledgeGraph | None = None,
+    features: dict[str, Features] | None = None,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> GraphInputs:
     """Operators for interactions (users[k], items[k]) plus the knowledge graph's content relations.
 
     `extra` (users, items) pairs are propagated over but give no node a trained ID embedding: a cold
@@ -140,10 +182,26 @@ def build_inputs(n_users: int, n_items: int, users: np.ndarray, items: np.ndarra
     pairs = np.unique(users * n_items + items)
     item_deg = np.bincount(pairs % n_items, minlength=n_items).astype(np.float32)
     user_deg = np.bincount(pairs // n_items, minlength=n_users).astype(np.float32)
-    edges = pairs if extra is None else np.unique(np.concatenate(
-        [pairs, np.asarray(extra[0], np.int64) * n_items + np.asarray(extra[1], np.int64)]))
-    inp = GraphInputs(n_users, n_items, normalized_bipartite(edges // n_items, edges % n_items, n_users, n_items),
-                      torch.from_numpy(item_deg), torch.from_numpy(user_deg))
+    edges = (
+        pairs
+        if extra is None
+        else np.unique(
+            np.concatenate(
+                [
+                    pairs,
+                    np.asarray(extra[0], np.int64) * n_items
+                    + np.asarray(extra[1], np.int64),
+                ]
+            )
+        )
+    )
+    inp = GraphInputs(
+        n_users,
+        n_items,
+        normalized_bipartite(edges // n_items, edges % n_items, n_users, n_items),
+        torch.from_numpy(item_deg),
+        torch.from_numpy(user_deg),
+    )
     if features:
         inp.features, inp.feature_mask = feature_tensors(features)
     if kg is None:
@@ -156,23 +214,35 @@ def build_inputs(n_users: int, n_items: int, users: np.ndarray, items: np.ndarra
             sims.append(e)
         elif s == "item" and d != "user":
             inp.item_attr[rel if d != "entity" else f"{rel}>entity"] = (
-                d, row_normalized(e.src, e.dst, e.weight, n_items, kg.num_nodes[d]))
+                d,
+                row_normalized(e.src, e.dst, e.weight, n_items, kg.num_nodes[d]),
+            )
         elif s == "user" and d not in ("item", "user"):
-            inp.user_attr[rel] = (d, row_normalized(e.src, e.dst, e.weight, n_users, kg.num_nodes[d]))
+            inp.user_attr[rel] = (
+                d,
+                row_normalized(e.src, e.dst, e.weight, n_users, kg.num_nodes[d]),
+            )
     if sims:
         src = np.concatenate([e.src for e in sims] + [e.dst for e in sims])
-        dst = np.concatenate([e.dst for e in sims] + [e.src for e in sims])  # similarity is symmetric
+        dst = np.concatenate(
+            [e.dst for e in sims] + [e.src for e in sims]
+        )  # similarity is symmetric
         w = np.concatenate([e.weight for e in sims] * 2)
         inp.item_sim = row_normalized(src, dst, np.maximum(w, 0), n_items, n_items)
     return inp
 
 
-def sample_neighbourhood(adj: SparseOp, seeds: torch.Tensor, fanouts: list[int],
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, SparseOp]:
+def sample_neighbourhood(
+    adj: SparseOp,
+    seeds: torch.Tensor,
+    fanouts: list[int],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, SparseOp]:
     """Layer-wise neighbour sampling on a normalised CSR operator (GraphSAGE-style, as PyG's NeighborSampler).
 
     Returns (nodes, sub): `nodes` the global ids reached (seeds first, in order), `sub` a CSR operator over
-    them whose row v holds `fanout` neighbours sampled with replacement, weighted by A[v, n] * deg(v) / fanout, an unbiased
+    them whose row v holds `fanout` neighbours sampled with replacement, weighted by A[v, n] * deg(v) / fanout, an
+    unbiased
     estimate of the full row product. Rows of the last hop are empty: K products on `sub` give exact
     depth-K estimates at the seeds.
     """
@@ -201,5 +271,9 @@ def sample_neighbourhood(adj: SparseOp, seeds: torch.Tensor, fanouts: list[int],
     r = local(torch.cat(rows)) if rows else torch.empty(0, dtype=torch.long)
     c = local(torch.cat(cols)) if cols else torch.empty(0, dtype=torch.long)
     v = torch.cat(vals) if vals else torch.empty(0)
-    sub = torch.sparse_coo_tensor(torch.stack([r, c]), v, (len(nodes), len(nodes)), check_invariants=False).coalesce()
-    return nodes, SparseOp(sub.to_sparse_csr(), sub.transpose(0, 1).coalesce().to_sparse_csr())
+    sub = torch.sparse_coo_tensor(
+        torch.stack([r, c]), v, (len(nodes), len(nodes)), check_invariants=False
+    ).coalesce()
+    return nodes, SparseOp(
+        sub.to_sparse_csr(), sub.transpose(0, 1).coalesce().to_sparse_csr()
+    )

@@ -7,6 +7,7 @@ are written as Parquet files under `WS/inputs/` and read back by the importer, s
 checks a CLI import does (docs/data-format.md). Serving state (the ranker, the dataset's id maps and the
 history matrix) is loaded once and kept on the object until the next `fit` or `partial_fit`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +36,13 @@ from graphrec.data.splits import run_split
 from graphrec.kg.build import run_build
 from graphrec.model.export_format import UserFoldIn, taste_vector
 from graphrec.model.gnn import TrainedModel
-from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, external_ids, list_request
+from graphrec.model.lists import (
+    DEFAULT_N,
+    ListRequest,
+    Recommendations,
+    external_ids,
+    list_request,
+)
 from graphrec.stages.encode import run_encode
 from graphrec.stages.evaluate import evaluate
 from graphrec.stages.rank import Ranker, serving_ranker, topk_stable
@@ -55,12 +62,20 @@ class _Served:
 
     dataset: Dataset
     ranker: Ranker
-    history: sp.csr_matrix  # every interaction the system was given (what the CLI excludes)
+    history: (
+        sp.csr_matrix
+    )  # every interaction the system was given (what the CLI excludes)
     users: pd.Index  # external user id -> user index
     items: pd.Index  # external item id -> item index
-    model: TrainedModel | None = None  # loaded on the first user known only by `user_items`
-    taste: tuple[UserFoldIn, np.ndarray] | None = None  # the user fold-in and the item vectors, for similar_items
-    item_list: list[str] | None = None  # the external item ids as a list (Recommender.item_ids)
+    model: TrainedModel | None = (
+        None  # loaded on the first user known only by `user_items`
+    )
+    taste: tuple[UserFoldIn, np.ndarray] | None = (
+        None  # the user fold-in and the item vectors, for similar_items
+    )
+    item_list: list[str] | None = (
+        None  # the external item ids as a list (Recommender.item_ids)
+    )
 
 
 class Recommender:
@@ -87,10 +102,19 @@ class Recommender:
             `batch_size`, `patience`, `k`, `device`, ...), as the options of `graphrec train`.
     """
 
-    def __init__(self, workspace: str | os.PathLike | None = None, *, modalities: Sequence[str] = ("lexical",),
-                 epochs: int = TrainSettings.epochs, dim: int = TrainSettings.dim, seed: int = TrainSettings.seed,
-                 progress: bool = False, ease_dim: int = EASE_DIM, encode_settings: Mapping[str, Any] | None = None,
-                 **train_settings: Any) -> None:
+    def __init__(
+        self,
+        workspace: str | os.PathLike | None = None,
+        *,
+        modalities: Sequence[str] = ("lexical",),
+        epochs: int = TrainSettings.epochs,
+        dim: int = TrainSettings.dim,
+        seed: int = TrainSettings.seed,
+        progress: bool = False,
+        ease_dim: int = EASE_DIM,
+        encode_settings: Mapping[str, Any] | None = None,
+        **train_settings: Any,
+    ) -> None:
         # A TemporaryDirectory removes its folder when collected: the model lives exactly as long as the object.
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workspace is None:
@@ -102,9 +126,13 @@ class Recommender:
         self.progress = progress
         self.ease_dim = ease_dim
         self.encode_settings = dict(encode_settings or {})
-        self.train_settings = TrainSettings(epochs=epochs, dim=dim, seed=seed, progress=progress, **train_settings)
+        self.train_settings = TrainSettings(
+            epochs=epochs, dim=dim, seed=seed, progress=progress, **train_settings
+        )
         self.train_settings.check()  # bad settings fail here, not after the import and the encoders ran
-        self.last_update: UpdateResult | None = None  # what the latest partial_fit added
+        self.last_update: UpdateResult | None = (
+            None  # what the latest partial_fit added
+        )
         self._served: _Served | None = None
 
     def __repr__(self) -> str:
@@ -116,12 +144,21 @@ class Recommender:
         return self._ws.path
 
     # -- training ----------------------------------------------------------------------------------
-    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
-            *, valid: pd.DataFrame | None = None, test: pd.DataFrame | None = None,
-            split: Mapping[str, Any] | None = None, text_columns: Sequence[str] | None = None,
-            attribute_columns: Sequence[str] | None = None, image_column: str | None = None,
-            images_dir: str | os.PathLike | None = None,
-            user_attribute_columns: Sequence[str] | None = None) -> Recommender:
+    def fit(
+        self,
+        interactions: pd.DataFrame,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        *,
+        valid: pd.DataFrame | None = None,
+        test: pd.DataFrame | None = None,
+        split: Mapping[str, Any] | None = None,
+        text_columns: Sequence[str] | None = None,
+        attribute_columns: Sequence[str] | None = None,
+        image_column: str | None = None,
+        images_dir: str | os.PathLike | None = None,
+        user_attribute_columns: Sequence[str] | None = None,
+    ) -> Recommender:
         """Import the frames, encode, build the graph, train and fit the ranker; replaces the dataset.
 
         Two modes. **Serve** (the default, as implicit and LightFM fit what they are given): the model is fitted on
@@ -156,28 +193,56 @@ class Recommender:
         if valid is None and test is not None:
             raise InputError("test needs valid: give both pre-split parts, or neither")
         if valid is not None and split is not None:
-            raise InputError("split settings apply when fit splits; with valid the parts are given")
+            raise InputError(
+                "split settings apply when fit splits; with valid the parts are given"
+            )
         ws = self._ws
         with ws.lock():
-            frames = {"interactions": interactions, "valid": valid, "test": test, "items": items, "users": users}
-            _import_frames(ws, frames, images_dir=images_dir, text_columns=_list(text_columns),
-                           attribute_columns=_list(attribute_columns), image_column=image_column,
-                           user_attribute_columns=_list(user_attribute_columns))
+            frames = {
+                "interactions": interactions,
+                "valid": valid,
+                "test": test,
+                "items": items,
+                "users": users,
+            }
+            _import_frames(
+                ws,
+                frames,
+                images_dir=images_dir,
+                text_columns=_list(text_columns),
+                attribute_columns=_list(attribute_columns),
+                image_column=image_column,
+                user_attribute_columns=_list(user_attribute_columns),
+            )
             if split is not None:
                 run_split(ws, **{"seed": self.seed, **split})
             if items is not None and self.modalities:
-                run_encode(ws, list(self.modalities), seed=self.seed, device=self.train_settings.device,
-                           show_progress=self.progress, **self.encode_settings)
+                run_encode(
+                    ws,
+                    list(self.modalities),
+                    seed=self.seed,
+                    device=self.train_settings.device,
+                    show_progress=self.progress,
+                    **self.encode_settings,
+                )
             else:
                 # features of an earlier fit describe other items: the build and train stages would refuse them
                 shutil.rmtree(ws.stage_dir("features"), ignore_errors=True)
             run_build(ws, force=True, progress=self.progress)
-            run_train(ws, self.train_settings, ranker=RankSettings(k=self.train_settings.k, ease_dim=self.ease_dim))
+            run_train(
+                ws,
+                self.train_settings,
+                ranker=RankSettings(k=self.train_settings.k, ease_dim=self.ease_dim),
+            )
         self._served = None
         return self
 
-    def partial_fit(self, interactions: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
-                    users: pd.DataFrame | None = None) -> Recommender:
+    def partial_fit(
+        self,
+        interactions: pd.DataFrame | None = None,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+    ) -> Recommender:
         """Fold new interactions, items and users into the trained model without retraining (`graphrec update`).
 
         New items are recommendable at once (embedded from their content and the graph); new interactions
@@ -198,12 +263,22 @@ class Recommender:
             inputs = root / f"update-{n:04d}"
             frames = {"interactions": interactions, "items": items, "users": users}
             try:
-                files = {name: _write_table(inputs / f"{name}.parquet", frame, name)
-                         for name, frame in frames.items() if frame is not None}
-                self.last_update = run_update(ws, files.get("interactions"), files.get("items"),
-                                              files.get("users"), progress=self.progress)
+                files = {
+                    name: _write_table(inputs / f"{name}.parquet", frame, name)
+                    for name, frame in frames.items()
+                    if frame is not None
+                }
+                self.last_update = run_update(
+                    ws,
+                    files.get("interactions"),
+                    files.get("items"),
+                    files.get("users"),
+                    progress=self.progress,
+                )
             except BaseException:
-                shutil.rmtree(inputs, ignore_errors=True)  # all or nothing: a refused update leaves no inputs
+                shutil.rmtree(
+                    inputs, ignore_errors=True
+                )  # all or nothing: a refused update leaves no inputs
                 raise
         for note in self.last_update.notes:
             log.info("%s", note)
@@ -238,17 +313,34 @@ class Recommender:
             return target
         if target.resolve().is_relative_to(source):
             raise InputError("cannot save a workspace into itself", file=target)
-        if target.exists() and not (target.is_dir() and (Workspace(target).config_path.exists()
-                                                         or not any(target.iterdir()))):
-            raise InputError("exists and is not a graphrec workspace: not replacing it", file=target)
-        with self._ws.lock(), atomic_dir(target) as tmp:  # the lock: no stage writes while it is copied
-            shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK))
+        if target.exists() and not (
+            target.is_dir()
+            and (Workspace(target).config_path.exists() or not any(target.iterdir()))
+        ):
+            raise InputError(
+                "exists and is not a graphrec workspace: not replacing it", file=target
+            )
+        with (
+            self._ws.lock(),
+            atomic_dir(target) as tmp,
+        ):  # the lock: no stage writes while it is copied
+            shutil.copytree(
+                source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK)
+            )
         return target
 
     # -- serving -----------------------------------------------------------------------------------
-    def recommend(self, userid: Any, user_items: Any = None, N: int = DEFAULT_N,  # noqa: N803 (implicit's name)
-                  filter_already_liked_items: bool = True, filter_items: Any = None, recalculate_user: bool = False,
-                  items: Any = None, **aliases: Any) -> Recommendations:
+    def recommend(
+        self,
+        userid: Any,
+        user_items: Any = None,
+        N: int = DEFAULT_N,  # noqa: N803 (implicit's name)
+        filter_already_liked_items: bool = True,
+        filter_items: Any = None,
+        recalculate_user: bool = False,
+        items: Any = None,
+        **aliases: Any,
+    ) -> Recommendations:
         """Top-N items per user, best first, under the recommend contract (:mod:`graphrec.model.lists`) that
         `graphrec recommend` and :meth:`graphrec.Export.recommend` share: `ids, scores = rec.recommend(...)` as
         implicit's, `.to_frame()` for the table `user_id, item_id, rank, score` that `graphrec recommend` writes.
@@ -275,30 +367,66 @@ class Recommender:
                 (default: :obj:`None`: every item)
         """
         s = self._state()
-        req = list_request(userid, user_items, N, filter_already_liked_items, filter_items, recalculate_user, items,
-                           item_ids=self.item_ids, aliases=aliases)
+        req = list_request(
+            userid,
+            user_items,
+            N,
+            filter_already_liked_items,
+            filter_items,
+            recalculate_user,
+            items,
+            item_ids=self.item_ids,
+            aliases=aliases,
+        )
         pos = s.users.get_indexer(pd.Index(req.users, dtype=object))
-        unknown = [u for u, p in zip(req.users, pos) if p < 0 and u not in req.user_items]
+        unknown = [
+            u for u, p in zip(req.users, pos) if p < 0 and u not in req.user_items
+        ]
         if unknown:
-            raise InputError(f"unknown user id {unknown[0]!r} (not in the workspace's dataset): pass the items "
-                             "they have as user_items")
+            raise InputError(
+                f"unknown user id {unknown[0]!r} (not in the workspace's dataset): pass the items "
+                "they have as user_items"
+            )
         cand = self._candidates(s, req)
         # scored from items: users the workspace lacks, and known ones recalculated with given items
-        rescored = np.asarray([u in req.user_items and (p < 0 or req.recalculate) for u, p in zip(req.users, pos)])
-        n = min(req.n, len(s.items) if cand is None else len(cand))  # a list holds every candidate at most
+        rescored = np.asarray(
+            [
+                u in req.user_items and (p < 0 or req.recalculate)
+                for u, p in zip(req.users, pos)
+            ]
+        )
+        n = min(
+            req.n, len(s.items) if cand is None else len(cand)
+        )  # a list holds every candidate at most
         top = np.full((len(req.users), n), -1, np.int64)
         scores = np.full((len(req.users), n), np.nan, np.float32)
         stored = np.flatnonzero(~rescored)
         if len(stored):
-            given = self._rows(s, [req.user_items.get(req.users[i], []) for i in stored])
+            given = self._rows(
+                s, [req.user_items.get(req.users[i], []) for i in stored]
+            )
             top[stored], scores[stored] = s.ranker.topk(
-                pos[stored], n, s.history, cand, progress=self.progress, exclude_history=req.filter_liked,
-                exclude=given if req.filter_liked and given.nnz else None)
+                pos[stored],
+                n,
+                s.history,
+                cand,
+                progress=self.progress,
+                exclude_history=req.filter_liked,
+                exclude=given if req.filter_liked and given.nnz else None,
+            )
         if rescored.any():
             at = np.flatnonzero(rescored)
-            ranker, history = self._with_items(s, pos[at], [req.user_items[req.users[i]] for i in at])
-            top[at], scores[at] = ranker.topk(np.arange(len(at)), n, history, cand, progress=self.progress,
-                                              exclude_history=req.filter_liked)
+            ranker, history = self._with_items(
+                s, pos[at], [req.user_items[req.users[i]] for i in at]
+            )
+            top[at], scores[at] = ranker.topk(
+                np.arange(len(at)),
+                n,
+                history,
+                cand,
+                progress=self.progress,
+                exclude_history=req.filter_liked,
+            )
         return Recommendations.of(req, self.item_ids, top, scores)
 
     @property
@@ -311,7 +439,8 @@ class Recommender:
 
     def similar_items(self, item_ids: Ids, k: int = DEFAULT_N) -> pd.DataFrame:
         """The k items most similar to each given item by taste: the list graphrec gives a user whose only item
-        is that one (the user's vector from :meth:`graphrec.stages.rank.Ranker.fold_in`, scored against the item vectors,
+        is that one (the user's vector from :meth:`graphrec.stages.rank.Ranker.fold_in`, scored against the item
+        vectors,
         as the export's `similar_items`: `export_format.taste_vector`), the item itself left out. An item with
         interactions is read through the collaborative blocks alone (the graph filter's item-item row: what the
         people who have it chose; title words and genres do not enter); an item without any, through every
@@ -330,15 +459,26 @@ class Recommender:
             s.taste = s.ranker.fold_in(), s.ranker.item_vectors()
         fold_in, item_vectors = s.taste
         blocks = s.ranker.blocks()
-        one_item_users = np.stack([taste_vector(fold_in, blocks, int(i), bool(s.ranker.warm[i])) for i in idx])
+        one_item_users = np.stack(
+            [taste_vector(fold_in, blocks, int(i), bool(s.ranker.warm[i])) for i in idx]
+        )
         sim = torch.from_numpy(one_item_users) @ torch.from_numpy(item_vectors).T
-        sim[torch.arange(len(idx)), torch.from_numpy(idx)] = -torch.inf  # not similar to itself: the same item
+        sim[
+            torch.arange(len(idx)), torch.from_numpy(idx)
+        ] = -torch.inf  # not similar to itself: the same item
         top_val, top_idx = topk_stable(sim, min(k, s.dataset.n_items))
         val, top = top_val.numpy(), top_idx.numpy()
-        rows, rank = np.nonzero(np.isfinite(val))  # the item itself, ranked last at -inf, drops out here
-        return pd.DataFrame({"item_id": np.asarray(ids, dtype=object)[rows],
-                             "similar_item_id": s.dataset.item_ids[top[rows, rank]],
-                             "rank": (rank + 1).astype(np.int32), "score": val[rows, rank]})
+        rows, rank = np.nonzero(
+            np.isfinite(val)
+        )  # the item itself, ranked last at -inf, drops out here
+        return pd.DataFrame(
+            {
+                "item_id": np.asarray(ids, dtype=object)[rows],
+                "similar_item_id": s.dataset.item_ids[top[rows, rank]],
+                "rank": (rank + 1).astype(np.int32),
+                "score": val[rows, rank],
+            }
+        )
 
     def evaluate(self, ks: Sequence[int] = (10, 20)) -> pd.DataFrame:
         """Full-ranking metrics on the held-out test parts (`graphrec evaluate`, without writing eval/).
@@ -351,12 +491,26 @@ class Recommender:
         Args:
             ks (sequence of int, optional): The cut-offs K. (default: :obj:`(10, 20)`)
         """
-        metrics = evaluate(self._ws, ks, ranker=self._state().ranker, progress=self.progress)
+        metrics = evaluate(
+            self._ws, ks, ranker=self._state().ranker, progress=self.progress
+        )
         rows = []
         for task, res in metrics["tasks"].items():
-            beyond = {f"{name}{at}": v for at, values in res["beyond"].items() for name, v in values.items()}
-            rows.append({"task": task, "users": res["users"], "held_out": res["held_out"],
-                         "candidates": res["candidates"], **res["accuracy"], **beyond})
+            beyond = {
+                f"{name}{at}": v
+                for at, values in res["beyond"].items()
+                for name, v in values.items()
+            }
+            rows.append(
+                {
+                    "task": task,
+                    "users": res["users"],
+                    "held_out": res["held_out"],
+                    "candidates": res["candidates"],
+                    **res["accuracy"],
+                    **beyond,
+                }
+            )
         return pd.DataFrame(rows)
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -365,20 +519,26 @@ class Recommender:
             with self._ws.reading():
                 ds = Dataset.load(self._ws)
                 r = serving_ranker(self._ws, ds)
-            self._served = _Served(ds, r, ds.matrix(GIVEN), pd.Index(ds.user_ids), pd.Index(ds.item_ids))
+            self._served = _Served(
+                ds, r, ds.matrix(GIVEN), pd.Index(ds.user_ids), pd.Index(ds.item_ids)
+            )
         return self._served
 
     @staticmethod
     def _item_index(s: _Served, ids: list[str]) -> np.ndarray:
         pos = s.items.get_indexer(pd.Index(ids, dtype=object))
         if (pos < 0).any():
-            raise InputError(f"unknown item id {ids[int(np.flatnonzero(pos < 0)[0])]!r} (not in the workspace's "
-                             "dataset)")
+            raise InputError(
+                f"unknown item id {ids[int(np.flatnonzero(pos < 0)[0])]!r} (not in the workspace's "
+                "dataset)"
+            )
         return pos.astype(np.int64)
 
     def _candidates(self, s: _Served, req: ListRequest) -> np.ndarray | None:
         """Item indices to rank among: `items` (or every item) less `filter_items`; None: every item."""
-        cand = None if req.items is None else np.unique(self._item_index(s, req.items))  # a list holds an item once
+        cand = (
+            None if req.items is None else np.unique(self._item_index(s, req.items))
+        )  # a list holds an item once
         if not req.filter_items:
             return cand
         left_out = self._item_index(s, req.filter_items)
@@ -389,12 +549,17 @@ class Recommender:
         idx = [self._item_index(s, i) for i in items]
         rows = np.repeat(np.arange(len(idx)), [len(i) for i in idx])
         cols = np.concatenate(idx) if idx else np.zeros(0, np.int64)
-        out = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(idx), s.dataset.n_items))
+        out = sp.csr_matrix(
+            (np.ones(len(cols), np.float32), (rows, cols)),
+            shape=(len(idx), s.dataset.n_items),
+        )
         out.sum_duplicates()
         out.data[:] = 1.0
         return out
 
-    def _with_items(self, s: _Served, pos: np.ndarray, items: list[list[str]]) -> tuple[Ranker, sp.csr_matrix]:
+    def _with_items(
+        self, s: _Served, pos: np.ndarray, items: list[list[str]]
+    ) -> tuple[Ranker, sp.csr_matrix]:
         """A ranker whose user rows are these users, and their history rows: the stored one (known users) plus
         the given items. A user the workspace lacks gets the model's live embedding from items
         (TrainedModel.user_embedding_from_items) and no attribute values."""
@@ -417,17 +582,37 @@ class Recommender:
         return dataclasses.replace(s.ranker, user_emb=user_emb, groups=groups), history
 
 
-def _import_frames(ws: Workspace, frames: dict[str, pd.DataFrame | None], **roles: Any) -> None:
+def _import_frames(
+    ws: Workspace, frames: dict[str, pd.DataFrame | None], **roles: Any
+) -> None:
     """`graphrec data import` of the frames, written as Parquet under WS/inputs/fit/ first (so they pass the
     importer's checks); `valid` present: pre-split parts. roles: the importer's column-role keywords."""
     inputs = ws.path / INPUTS / "fit"
-    shutil.rmtree(inputs, ignore_errors=True)  # a part the previous fit had and this one lacks must go
-    files = {name: _write_table(inputs / f"{name}.parquet", frame, name)
-             for name, frame in frames.items() if frame is not None}
-    parts = ({"train": files["interactions"], "valid": files["valid"], "test": files.get("test")}
-             if "valid" in files else {"interactions": files["interactions"]})
-    _, notes = import_files(ws.path, items=files.get("items"), users=files.get("users"), name=ws.path.name,
-                            **roles, **parts)
+    shutil.rmtree(
+        inputs, ignore_errors=True
+    )  # a part the previous fit had and this one lacks must go
+    files = {
+        name: _write_table(inputs / f"{name}.parquet", frame, name)
+        for name, frame in frames.items()
+        if frame is not None
+    }
+    parts = (
+        {
+            "train": files["interactions"],
+            "valid": files["valid"],
+            "test": files.get("test"),
+        }
+        if "valid" in files
+        else {"interactions": files["interactions"]}
+    )
+    _, notes = import_files(
+        ws.path,
+        items=files.get("items"),
+        users=files.get("users"),
+        name=ws.path.name,
+        **roles,
+        **parts,
+    )
     for note in notes:
         log.info("%s", note)
 
@@ -440,12 +625,24 @@ def _write_table(path: Path, frame: pd.DataFrame, name: str) -> str:
     """Write a frame as Parquet for the importer (which reads every cell as text); datetime timestamps become
     Unix seconds, the number the importer expects."""
     if not isinstance(frame, pd.DataFrame):
-        raise InputError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    if "timestamp" in frame.columns and pd.api.types.is_datetime64_any_dtype(frame["timestamp"]):
+        raise InputError(
+            f"{name} must be a pandas DataFrame, got {type(frame).__name__}"
+        )
+    if "timestamp" in frame.columns and pd.api.types.is_datetime64_any_dtype(
+        frame["timestamp"]
+    ):
         ts = frame["timestamp"]
-        frame = frame.assign(timestamp=(ts - pd.Timestamp(0, tz=ts.dt.tz)) // pd.Timedelta(seconds=1))
+        frame = frame.assign(
+            timestamp=(ts - pd.Timestamp(0, tz=ts.dt.tz)) // pd.Timedelta(seconds=1)
+        )
     try:
         write_parquet(path, frame)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:  # e.g. a column mixing numbers and text
-        raise InputError(f"{name} cannot be stored as a table ({e})", file=path) from None
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        ValueError,
+    ) as e:  # e.g. a column mixing numbers and text
+        raise InputError(
+            f"{name} cannot be stored as a table ({e})", file=path
+        ) from None
     return str(path)

@@ -3,6 +3,7 @@
 synthetic data (pictures, text, attributes, taste-driven clicks) -> split with cold items and cold users
 -> encode -> knowledge graph -> train (select on validation, refit) -> evaluate -> export.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,10 +30,18 @@ class QuickstartResult:
     metrics: dict
 
 
-def run_quickstart(out: str | os.PathLike = "graphrec-quickstart", *, users: int = 300, items: int = 400,
-                   interactions: int = 15000, seed: int = 0, epochs: int = 40,
-                   modalities: tuple[str, ...] = ("lexical",), clip_pretrained: str | None = None,
-                   say: Callable[[str], None] = print) -> QuickstartResult:
+def run_quickstart(
+    out: str | os.PathLike = "graphrec-quickstart",
+    *,
+    users: int = 300,
+    items: int = 400,
+    interactions: int = 15000,
+    seed: int = 0,
+    epochs: int = 40,
+    modalities: tuple[str, ...] = ("lexical",),
+    clip_pretrained: str | None = None,
+    say: Callable[[str], None] = print,
+) -> QuickstartResult:
     """Run every stage into the workspace `out`/workspace (replacing its stage folders), export to `out`/export
     (beside the workspace: an export never goes inside one) and return where things are.
 
@@ -41,17 +50,51 @@ def run_quickstart(out: str | os.PathLike = "graphrec-quickstart", *, users: int
     """
     ws = Workspace(Path(out) / "workspace")
     with ws.lock():
-        return _run(ws, Path(out) / "export", users, items, interactions, seed, epochs, modalities, clip_pretrained,
-                    say)
+        return _run(
+            ws,
+            Path(out) / "export",
+            users,
+            items,
+            interactions,
+            seed,
+            epochs,
+            modalities,
+            clip_pretrained,
+            say,
+        )
 
 
-def _run(ws: Workspace, export_dir: Path, users: int, items: int, interactions: int, seed: int, epochs: int,
-         modalities: tuple[str, ...], clip_pretrained: str | None, say: Callable[[str], None]) -> QuickstartResult:
-    say(f"1/7 synthetic data: {users} users, {items} items, {interactions} interactions -> {ws.path}")
-    run_synth(ws.path, n_users=users, n_items=items, n_interactions=interactions, seed=seed)
-    say("2/7 split: 10% valid, 10% test per user; 20% of items and 10% of users held out cold")
-    run_split(ws.path, method="random", valid=0.1, test=0.1, cold_items=0.2, cold_users=0.1,
-              cold_user_context=3, seed=seed)
+def _run(
+    ws: Workspace,
+    export_dir: Path,
+    users: int,
+    items: int,
+    interactions: int,
+    seed: int,
+    epochs: int,
+    modalities: tuple[str, ...],
+    clip_pretrained: str | None,
+    say: Callable[[str], None],
+) -> QuickstartResult:
+    say(
+        f"1/7 synthetic data: {users} users, {items} items, {interactions} interactions -> {ws.path}"
+    )
+    run_synth(
+        ws.path, n_users=users, n_items=items, n_interactions=interactions, seed=seed
+    )
+    say(
+        "2/7 split: 10% valid, 10% test per user; 20% of items and 10% of users held out cold"
+    )
+    run_split(
+        ws.path,
+        method="random",
+        valid=0.1,
+        test=0.1,
+        cold_items=0.2,
+        cold_users=0.1,
+        cold_user_context=3,
+        seed=seed,
+    )
     say(f"3/7 encode: {', '.join(modalities)}")
     run_encode(ws, list(modalities), clip_pretrained=clip_pretrained, seed=seed)
     say("4/7 knowledge graph")

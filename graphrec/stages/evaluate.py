@@ -15,6 +15,7 @@ number, and a note saying why.
 Writes eval/metrics.json (strict JSON: undefined values are null), eval/report.md, eval/report.html (plots
 inlined, also in eval/plots/*.png).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -50,18 +51,32 @@ from graphrec.model.metrics import (
     per_user_accuracy,
     popularity_bias,
 )
-from graphrec.stages.rank import EASE_LAMBDAS, Ranker, select_ease, serving_ranker, topk_stable
+from graphrec.stages.rank import (
+    EASE_LAMBDAS,
+    Ranker,
+    select_ease,
+    serving_ranker,
+    topk_stable,
+)
 from graphrec.stages.report import write_report
 
 log = logging.getLogger(__name__)
 
-TASKS = {"warm": (("test",), "warm"), "cold_item": (("cold_test",), "cold"),
-         "cold_user": (("cold_user_test",), "all"), "overall": (("test", "cold_test", "cold_user_test"), "all")}
-PER_USER = "per_user"  # a task's per-user metric values, in memory only (not in metrics.json)
+TASKS = {
+    "warm": (("test",), "warm"),
+    "cold_item": (("cold_test",), "cold"),
+    "cold_user": (("cold_user_test",), "all"),
+    "overall": (("test", "cold_test", "cold_user_test"), "all"),
+}
+PER_USER = (
+    "per_user"  # a task's per-user metric values, in memory only (not in metrics.json)
+)
 HEADLINE_K = 20  # the headline's cut-off when it is among the Ks: NDCG@20 / Recall@20 are what papers report
-PROTOCOL = ("full ranking: every candidate item of a task is scored; every interaction the system was given "
-            "(train, valid, cold_valid, cold_user_context) is excluded from the lists; only the test parts are "
-            "scored; graphrec's blend and the EASE baseline's lambda are selected on validation parts")
+PROTOCOL = (
+    "full ranking: every candidate item of a task is scored; every interaction the system was given "
+    "(train, valid, cold_valid, cold_user_context) is excluded from the lists; only the test parts are "
+    "scored; graphrec's blend and the EASE baseline's lambda are selected on validation parts"
+)
 # The order the stages make a workspace in; `update` grows what the stages before it made.
 PIPELINE = ("dataset", "features", "graph", "model", "update")
 
@@ -75,9 +90,13 @@ class _Task:
     truth_rows: np.ndarray
     truth_items: np.ndarray
 
-    def accuracy(self, topk: np.ndarray, n_items: int, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    def accuracy(
+        self, topk: np.ndarray, n_items: int, ks: Sequence[int]
+    ) -> dict[str, np.ndarray]:
         hits = hit_matrix(topk, self.truth_rows, self.truth_items, n_items)
-        return per_user_accuracy(hits, np.bincount(self.truth_rows, minlength=len(self.users)), ks)
+        return per_user_accuracy(
+            hits, np.bincount(self.truth_rows, minlength=len(self.users)), ks
+        )
 
 
 def _task(truth: pd.DataFrame, cand: np.ndarray, n_users: int) -> _Task:
@@ -90,13 +109,21 @@ def _task(truth: pd.DataFrame, cand: np.ndarray, n_users: int) -> _Task:
 def _tasks(ds: Dataset, warm: np.ndarray) -> tuple[dict[str, _Task], dict[str, str]]:
     """The tasks with held-out interactions and candidates, and why the others are skipped. One definition for
     graphrec and the baselines, so both are scored on the same lists' inputs."""
-    cand_sets = {"warm": np.flatnonzero(warm), "cold": ds.cold_items(), "all": np.arange(ds.n_items)}
+    cand_sets = {
+        "warm": np.flatnonzero(warm),
+        "cold": ds.cold_items(),
+        "all": np.arange(ds.n_items),
+    }
     tasks, skipped = {}, {}
     for task, (parts, which) in TASKS.items():
         truth = ds.part(*parts)
         cand = cand_sets[which]
         if len(truth) == 0 or len(cand) == 0:
-            skipped[task] = f"no interactions in {'/'.join(parts)}" if len(truth) == 0 else "no candidates"
+            skipped[task] = (
+                f"no interactions in {'/'.join(parts)}"
+                if len(truth) == 0
+                else "no candidates"
+            )
             continue
         tasks[task] = _task(truth, cand, ds.n_users)
     return tasks, skipped
@@ -121,17 +148,28 @@ def _check_ks(ks: Sequence[int]) -> list[int]:
     return out
 
 
-def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50), ranker: Ranker | None = None,
-             progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    workspace: Workspace | str | Path,
+    ks: Sequence[int] = (10, 20, 50),
+    ranker: Ranker | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Metrics of every task with held-out interactions: accuracy at each K, beyond-accuracy, activity buckets."""
     ks = _check_ks(ks)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     if not ds.is_split:
-        raise InputError("serve mode (the dataset is not split): nothing is held out to score; evaluate a workspace "
-                         "split by `graphrec data split` (or imported pre-split)", file=ws.stage_dir("dataset"))
-    if ks[-1] > ds.n_items:  # a cut-off past the catalogue measures nothing more than the whole list
-        raise InputError(f"--ks {ks[-1]} is more than the {ds.n_items} items of the catalogue")
+        raise InputError(
+            "serve mode (the dataset is not split): nothing is held out to score; evaluate a workspace "
+            "split by `graphrec data split` (or imported pre-split)",
+            file=ws.stage_dir("dataset"),
+        )
+    if (
+        ks[-1] > ds.n_items
+    ):  # a cut-off past the catalogue measures nothing more than the whole list
+        raise InputError(
+            f"--ks {ks[-1]} is more than the {ds.n_items} items of the catalogue"
+        )
     r = ranker if ranker is not None else serving_ranker(ws, ds)
     history = ds.matrix(GIVEN)
     given = np.asarray(history.sum(axis=1)).ravel().astype(np.int64)
@@ -141,49 +179,102 @@ def evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50)
     bucket_of, labels = activity_buckets(given)
     plot_k = ks[1] if len(ks) > 1 else ks[0]
     tasks, skipped = _tasks(ds, r.warm)
-    out: dict[str, Any] = {"ks": ks, "histogram_k": plot_k, "tasks": {}, "skipped": skipped}
+    out: dict[str, Any] = {
+        "ks": ks,
+        "histogram_k": plot_k,
+        "tasks": {},
+        "skipped": skipped,
+    }
     for task, t in tasks.items():
-        log.info("evaluate: %s, %d test users over %d candidate items", task, len(t.users), len(t.cand))
+        log.info(
+            "evaluate: %s, %d test users over %d candidate items",
+            task,
+            len(t.users),
+            len(t.cand),
+        )
         topk, _ = r.topk(t.users, max(ks), history, t.cand, progress=progress)
         per_user = t.accuracy(topk, ds.n_items, ks)
-        res: dict[str, Any] = {"users": int(len(t.users)), "held_out": int(len(t.truth_rows)),
-                               "candidates": int(len(t.cand)), "accuracy": mean_metrics(per_user), "beyond": {},
-                               "buckets": {}, PER_USER: per_user}
+        res: dict[str, Any] = {
+            "users": int(len(t.users)),
+            "held_out": int(len(t.truth_rows)),
+            "candidates": int(len(t.cand)),
+            "accuracy": mean_metrics(per_user),
+            "beyond": {},
+            "buckets": {},
+            PER_USER: per_user,
+        }
         for k in ks:
             top = topk[:, :k]
             res["beyond"][f"@{k}"] = {
-                "coverage": coverage(top, len(t.cand)), "novelty": novelty(top, pop, n_train_users),
-                "diversity": intra_list_diversity(top, *content) if content is not None else None,
-                **popularity_bias(top, pop, t.cand)}
+                "coverage": coverage(top, len(t.cand)),
+                "novelty": novelty(top, pop, n_train_users),
+                "diversity": intra_list_diversity(top, *content)
+                if content is not None
+                else None,
+                **popularity_bias(top, pop, t.cand),
+            }
         b = bucket_of[t.users]
         for i, label in enumerate(labels):
             sel = b == i
             if sel.any():
-                res["buckets"][label] = {"users": int(sel.sum()), **mean_metrics(per_user, sel)}
-        res["popularity_histogram"] = _popularity_histogram(topk[:, :plot_k], pop, t.cand)
-        if (~r.warm[t.cand]).any() and r.warm[t.cand].any():  # a task over warm and cold items alike
+                res["buckets"][label] = {
+                    "users": int(sel.sum()),
+                    **mean_metrics(per_user, sel),
+                }
+        res["popularity_histogram"] = _popularity_histogram(
+            topk[:, :plot_k], pop, t.cand
+        )
+        if (~r.warm[t.cand]).any() and r.warm[
+            t.cand
+        ].any():  # a task over warm and cold items alike
             listed = topk[:, :plot_k][topk[:, :plot_k] >= 0]
-            res["cold_share"] = {"lists": float((~r.warm[listed]).mean()) if len(listed) else None,
-                                 "truth": float((~r.warm[t.truth_items]).mean()), "k": plot_k}
+            res["cold_share"] = {
+                "lists": float((~r.warm[listed]).mean()) if len(listed) else None,
+                "truth": float((~r.warm[t.truth_items]).mean()),
+                "k": plot_k,
+            }
         out["tasks"][task] = res
-    out["bucket_rule"] = "users bucketed by the number of interactions the system was given (train, valid, context)"
+    out["bucket_rule"] = (
+        "users bucketed by the number of interactions the system was given (train, valid, context)"
+    )
     out["bucket_labels"] = labels
-    out["ranker"] = {k: v for k, v in read_ranker_info(ws).items()
-                     if k in ("weights_warm", "weights_cold", "cold_offset", "validation_ndcg", "fitted_with")}
+    out["ranker"] = {
+        k: v
+        for k, v in read_ranker_info(ws).items()
+        if k
+        in (
+            "weights_warm",
+            "weights_cold",
+            "cold_offset",
+            "validation_ndcg",
+            "fitted_with",
+        )
+    }
     return out
 
 
-def _popularity_histogram(topk: np.ndarray, pop: np.ndarray, cand: np.ndarray) -> dict[str, list]:
+def _popularity_histogram(
+    topk: np.ndarray, pop: np.ndarray, cand: np.ndarray
+) -> dict[str, list]:
     """Shares of recommended items and of candidate items per training-popularity bin (0, 1, 2-3, 4-7, ...)."""
-    edges = [0, 1] + [2 ** i for i in range(1, max(2, int(np.ceil(np.log2(pop.max() + 1))) + 1))]
+    edges = [0, 1] + [
+        2**i for i in range(1, max(2, int(np.ceil(np.log2(pop.max() + 1))) + 1))
+    ]
     rec = pop[topk[topk >= 0]]
-    share = (lambda x: (np.histogram(x, bins=edges + [np.inf])[0] / max(len(x), 1)).round(6).tolist())
+    share = lambda x: (
+        (np.histogram(x, bins=edges + [np.inf])[0] / max(len(x), 1)).round(6).tolist()
+    )
     return {"edges": edges, "recommended": share(rec), "catalogue": share(pop[cand])}
 
 
 # -- baselines ---------------------------------------------------------------------------------------
-def _baseline_lists(score: Callable[[np.ndarray], np.ndarray], t: _Task, history: sp.csr_matrix, k: int,
-                    batch: int = 1024) -> tuple[np.ndarray, bool]:
+def _baseline_lists(
+    score: Callable[[np.ndarray], np.ndarray],
+    t: _Task,
+    history: sp.csr_matrix,
+    k: int,
+    batch: int = 1024,
+) -> tuple[np.ndarray, bool]:
     """Top-k candidates per user of the task by `score(users)` (float [len(users), n_items]). Given items are
     excluded and ties go to the lower item index, as in the ranker's lists. Also whether the scores told any two
     allowed candidates apart: when they never did, the baseline cannot rank this task and its "lists" would only
@@ -192,7 +283,7 @@ def _baseline_lists(score: Callable[[np.ndarray], np.ndarray], t: _Task, history
     top = np.full((len(t.users), k), -1, np.int64)
     lo, hi = np.inf, -np.inf
     for s in range(0, len(t.users), batch):
-        u = t.users[s:s + batch]
+        u = t.users[s : s + batch]
         sc = np.asarray(score(u), np.float64)[:, t.cand]
         known = history[u][:, t.cand].toarray() > 0
         allowed = sc[~known]
@@ -200,12 +291,19 @@ def _baseline_lists(score: Callable[[np.ndarray], np.ndarray], t: _Task, history
             lo, hi = min(lo, float(allowed.min())), max(hi, float(allowed.max()))
         sc[known] = -np.inf
         val, idx = topk_stable(torch.from_numpy(sc), kk)
-        top[s:s + len(u), :kk] = np.where(np.isfinite(val.numpy()), t.cand[idx.numpy()], -1)
+        top[s : s + len(u), :kk] = np.where(
+            np.isfinite(val.numpy()), t.cand[idx.numpy()], -1
+        )
     return top, hi > lo
 
 
-def _baseline_tasks(score: Callable[[np.ndarray], np.ndarray], tasks: dict[str, _Task], history: sp.csr_matrix,
-                    n_items: int, ks: Sequence[int]) -> dict[str, Any]:
+def _baseline_tasks(
+    score: Callable[[np.ndarray], np.ndarray],
+    tasks: dict[str, _Task],
+    history: sp.csr_matrix,
+    n_items: int,
+    ks: Sequence[int],
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, t in tasks.items():
         top, ranks = _baseline_lists(score, t, history, max(ks))
@@ -213,14 +311,25 @@ def _baseline_tasks(score: Callable[[np.ndarray], np.ndarray], tasks: dict[str, 
             per_user = t.accuracy(top, n_items, ks)
             out[task] = {"accuracy": mean_metrics(per_user), PER_USER: per_user}
         else:
-            why = "cold items have no interactions" if task == "cold_item" else "its users have no interactions"
-            out[task] = {"accuracy": None, "note": f"{why}, so every candidate gets the same score"}
+            why = (
+                "cold items have no interactions"
+                if task == "cold_item"
+                else "its users have no interactions"
+            )
+            out[task] = {
+                "accuracy": None,
+                "note": f"{why}, so every candidate gets the same score",
+            }
     return out
 
 
-def evaluate_baselines(ds: Dataset, warm: np.ndarray, ks: Sequence[int] = (10, 20, 50),
-                       select_k: int = HEADLINE_K, content: tuple[np.ndarray, np.ndarray] | None = None
-                       ) -> dict[str, Any]:
+def evaluate_baselines(
+    ds: Dataset,
+    warm: np.ndarray,
+    ks: Sequence[int] = (10, 20, 50),
+    select_k: int = HEADLINE_K,
+    content: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Popularity and EASE (and, given item `content` vectors, content similarity) scored on `evaluate`'s tasks:
     the same users, candidates (`warm`: the ranker's warm items), given items excluded, the same metric code.
     {name: {"description", "tasks": {task: {"accuracy": {...} | None, "note"?}}}}. EASE is the ranker's own
@@ -231,38 +340,68 @@ def evaluate_baselines(ds: Dataset, warm: np.ndarray, ks: Sequence[int] = (10, 2
     tasks, _ = _tasks(ds, warm)
     history, trained = ds.matrix(GIVEN), ds.matrix(TRAINED)
     pop = np.asarray(trained.sum(axis=0)).ravel()
-    out: dict[str, Any] = {"popularity": {
-        "description": "items ranked by their number of train+valid interactions, the same list for every user",
-        "tasks": _baseline_tasks(lambda u: np.broadcast_to(pop, (len(u), len(pop))), tasks, history, ds.n_items,
-                                 ks)}}
+    out: dict[str, Any] = {
+        "popularity": {
+            "description": "items ranked by their number of train+valid interactions, the same list for every user",
+            "tasks": _baseline_tasks(
+                lambda u: np.broadcast_to(pop, (len(u), len(pop))),
+                tasks,
+                history,
+                ds.n_items,
+                ks,
+            ),
+        }
+    }
     # lambda on valid with a fit on train (what training saw excluded), then refit on train+valid, as the ranker
     warm_train = ds.warm_items(("train",))
-    selectable = len(ds.part("valid")) > 0 and warm_train.any()  # else: the grid's middle
-    selected = select_ease(ds.matrix(("train",)), warm_train, ds, select_k, EASE_DIM,
-                           EASE_LAMBDAS if selectable else (EASE_LAMBDAS[len(EASE_LAMBDAS) // 2],))
+    selectable = (
+        len(ds.part("valid")) > 0 and warm_train.any()
+    )  # else: the grid's middle
+    selected = select_ease(
+        ds.matrix(("train",)),
+        warm_train,
+        ds,
+        select_k,
+        EASE_DIM,
+        EASE_LAMBDAS if selectable else (EASE_LAMBDAS[len(EASE_LAMBDAS) // 2],),
+    )
     lam, trials = selected.ease_lambda, selected.trials
     final = select_ease(trained, warm, ds, select_k, EASE_DIM, (lam,))
     user_basis, item = final.ease_user, final.ease_item
-    out["ease"] = {"description": "EASE (Steck 2019): item-item weights fitted on train+valid (low-rank, exact up to "
-                                  f"rank {EASE_DIM}), a user's scores are history @ B",
-                   "lambda": lam,
-                   "lambda_validation_ndcg": {f"{float(v):g}": n for v, n in
-                                              trials.get("ease_validation_ndcg", {}).items()},
-                   "tasks": _baseline_tasks(lambda u: (history[u] @ user_basis) @ item.T, tasks, history,
-                                            ds.n_items, ks)}
+    out["ease"] = {
+        "description": "EASE (Steck 2019): item-item weights fitted on train+valid (low-rank, exact up to "
+        f"rank {EASE_DIM}), a user's scores are history @ B",
+        "lambda": lam,
+        "lambda_validation_ndcg": {
+            f"{float(v):g}": n
+            for v, n in trials.get("ease_validation_ndcg", {}).items()
+        },
+        "tasks": _baseline_tasks(
+            lambda u: (history[u] @ user_basis) @ item.T, tasks, history, ds.n_items, ks
+        ),
+    }
     if content is not None:
         unit = unit_rows(*content)[0]
-        out["content"] = {"description": "content similarity: cosine of an item's content vector with the mean of "
-                                         "the user's given items' (features/, first modality)",
-                          "tasks": _baseline_tasks(lambda u: (history[u] @ unit) @ unit.T, tasks, history,
-                                                   ds.n_items, ks)}
+        out["content"] = {
+            "description": "content similarity: cosine of an item's content vector with the mean of "
+            "the user's given items' (features/, first modality)",
+            "tasks": _baseline_tasks(
+                lambda u: (history[u] @ unit) @ unit.T, tasks, history, ds.n_items, ks
+            ),
+        }
     return out
 
 
-HEADLINE_METRICS = ("ndcg", "recall_full", "recall")  # recall_full: the field's Recall (hits / |truth|)
+HEADLINE_METRICS = (
+    "ndcg",
+    "recall_full",
+    "recall",
+)  # recall_full: the field's Recall (hits / |truth|)
 
 
-def headline(metrics: dict[str, Any], baselines: dict[str, Any], k: int) -> list[dict[str, Any]]:
+def headline(
+    metrics: dict[str, Any], baselines: dict[str, Any], k: int
+) -> list[dict[str, Any]]:
     """One row per evaluated task: graphrec's NDCG@k and Recall@k (the field's and the capped one), the best
     baseline's (by NDCG@k, among those that can rank the task), graphrec's ratio to it (None where no baseline
     ranks the task or it scored 0) and 95% bootstrap intervals over the task's users of each (`intervals`:
@@ -270,17 +409,38 @@ def headline(metrics: dict[str, Any], baselines: dict[str, Any], k: int) -> list
     rows = []
     for task, res in metrics["tasks"].items():
         ours = {m: res["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS}
-        scored = [(name, b["tasks"][task]) for name, b in baselines.items()
-                  if b.get("tasks", {}).get(task, {}).get("accuracy") is not None]
+        scored = [
+            (name, b["tasks"][task])
+            for name, b in baselines.items()
+            if b.get("tasks", {}).get(task, {}).get("accuracy") is not None
+        ]
         best = max(scored, key=lambda nb: nb[1]["accuracy"][f"ndcg@{k}"], default=None)
-        theirs = {m: best[1]["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS} if best else None
-        intervals = {m: bootstrap_intervals(res[PER_USER][f"{m}@{k}"],
-                                            best[1][PER_USER][f"{m}@{k}"] if best else None)
-                     for m in HEADLINE_METRICS}
-        rows.append({"task": task, "users": res["users"], "graphrec": ours,
-                     "best_baseline": best[0] if best else None, "baseline": theirs,
-                     "ratio": {m: ours[m] / theirs[m] if theirs and theirs[m] > 0 else None for m in ours},
-                     "intervals": intervals})
+        theirs = (
+            {m: best[1]["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS}
+            if best
+            else None
+        )
+        intervals = {
+            m: bootstrap_intervals(
+                res[PER_USER][f"{m}@{k}"],
+                best[1][PER_USER][f"{m}@{k}"] if best else None,
+            )
+            for m in HEADLINE_METRICS
+        }
+        rows.append(
+            {
+                "task": task,
+                "users": res["users"],
+                "graphrec": ours,
+                "best_baseline": best[0] if best else None,
+                "baseline": theirs,
+                "ratio": {
+                    m: ours[m] / theirs[m] if theirs and theirs[m] > 0 else None
+                    for m in ours
+                },
+                "intervals": intervals,
+            }
+        )
     return rows
 
 
@@ -310,17 +470,26 @@ def reproduce_commands(ws: Workspace) -> list[str]:
 def setup(ws: Workspace, ds: Dataset) -> dict[str, Any]:
     """What the numbers depend on: split settings, seeds, graphrec version, date, model settings, commands."""
     stages = ws.config().get("stages", {})
-    settings = {s: (stages.get(s) or {}).get("settings", {}) for s in ("dataset", "features", "model")}
+    settings = {
+        s: (stages.get(s) or {}).get("settings", {})
+        for s in ("dataset", "features", "model")
+    }
     return {
         # The installed distribution's version is graphrec.__version__ (tests check they agree); a stage
         # importing the package object itself would point up the layers (docs/architecture.md).
         "graphrec_version": importlib.metadata.version("graphrec"),
-        "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
         "dataset": ds.schema.name,
         "source": settings["dataset"].get("source"),
         "split": dict(ds.schema.split),
-        "seeds": {"data": settings["dataset"].get("seed"), "split": ds.schema.split.get("seed"),
-                  "encode": settings["features"].get("seed"), "train": settings["model"].get("seed")},
+        "seeds": {
+            "data": settings["dataset"].get("seed"),
+            "split": ds.schema.split.get("seed"),
+            "encode": settings["features"].get("seed"),
+            "train": settings["model"].get("seed"),
+        },
         "modalities": settings["features"].get("modalities"),
         "model": settings["model"],
         "protocol": PROTOCOL,
@@ -329,8 +498,12 @@ def setup(ws: Workspace, ds: Dataset) -> dict[str, Any]:
 
 
 @writes
-def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20, 50), examples: int = 3,
-                 progress: bool = True) -> Path:
+def run_evaluate(
+    workspace: Workspace | str | Path,
+    ks: Sequence[int] = (10, 20, 50),
+    examples: int = 3,
+    progress: bool = True,
+) -> Path:
     """Evaluate graphrec and the baselines, then write eval/ (metrics.json, report.md, report.html, plots/)
     atomically and record it."""
     ws = Workspace.of(workspace)
@@ -338,18 +511,27 @@ def run_evaluate(workspace: Workspace | str | Path, ks: Sequence[int] = (10, 20,
     r = serving_ranker(ws, ds)
     metrics = evaluate(ws, ks, r, progress)
     k = HEADLINE_K if HEADLINE_K in metrics["ks"] else metrics["histogram_k"]
-    log.info("evaluate: the baselines on the same split (popularity, low-rank EASE selected on validation)")
-    metrics["baselines"] = evaluate_baselines(ds, r.warm, metrics["ks"], k, _content(ws))
+    log.info(
+        "evaluate: the baselines on the same split (popularity, low-rank EASE selected on validation)"
+    )
+    metrics["baselines"] = evaluate_baselines(
+        ds, r.warm, metrics["ks"], k, _content(ws)
+    )
     metrics["headline_k"] = k
     metrics["headline"] = headline(metrics, metrics["baselines"], k)
     metrics["definitions"] = DEFINITIONS
     metrics["setup"] = setup(ws, ds)
 
-    log.info("evaluate: writing the report (metrics.json, report.md, report.html, plots)")
+    log.info(
+        "evaluate: writing the report (metrics.json, report.md, report.html, plots)"
+    )
     with ws.new_stage("eval") as tmp:
         metrics = without_per_user(metrics)
         write_json(tmp / "metrics.json", metrics)
         write_report(tmp, ws, ds, r, metrics, examples)
-    ws.record("eval", {"ks": list(metrics["ks"]), "examples": examples},
-              inputs={"tasks": sorted(metrics["tasks"]), "ranker": metrics["ranker"]})
+    ws.record(
+        "eval",
+        {"ks": list(metrics["ks"]), "examples": examples},
+        inputs={"tasks": sorted(metrics["tasks"]), "ranker": metrics["ranker"]},
+    )
     return ws.stage_dir("eval")

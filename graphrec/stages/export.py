@@ -11,6 +11,7 @@ The vectors themselves do carry the users' attributes: the model embeds age band
 GNN embedding, and a linear probe reads them back. `private=True` exports vectors that are functions of the
 user's history alone (`Ranker.without_user_attributes`): they reveal what the behaviour reveals, no more.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,18 +23,33 @@ import numpy as np
 from graphrec.core.errors import InputError
 from graphrec.core.workspace import Workspace, reads
 from graphrec.data.dataset import GIVEN, Dataset
-from graphrec.model.export_format import check_export_target, check_formats, pseudonymize_id, write_export
+from graphrec.model.export_format import (
+    check_export_target,
+    check_formats,
+    pseudonymize_id,
+    write_export,
+)
 from graphrec.stages.rank import serving_ranker
 
-PRIVATE_NOTE = ("private export: each user vector is a function of the user's interactions alone (no gnn block, "
-                "which embeds user attributes, no group block); it reveals what the behaviour reveals, no more")
-NO_ATTRIBUTES_NOTE = ("private export: the dataset has no user attributes, so the model never saw any and every "
-                      "block is kept; the vectors reveal what the behaviour reveals, no more")
+PRIVATE_NOTE = (
+    "private export: each user vector is a function of the user's interactions alone (no gnn block, "
+    "which embeds user attributes, no group block); it reveals what the behaviour reveals, no more"
+)
+NO_ATTRIBUTES_NOTE = (
+    "private export: the dataset has no user attributes, so the model never saw any and every "
+    "block is kept; the vectors reveal what the behaviour reveals, no more"
+)
 
 
 @reads
-def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("parquet",),
-           pseudonymize: str | None = None, *, private: bool = False) -> Path:
+def export(
+    workspace: Workspace | str | os.PathLike,
+    out: str | os.PathLike,
+    formats: Sequence[str] = ("parquet",),
+    pseudonymize: str | None = None,
+    *,
+    private: bool = False,
+) -> Path:
     """Write the export folder `out` atomically and return it. `out` must be new, empty or an earlier export
     (`check_export_target`: never a file, nor a folder inside a workspace). Pseudonymised user rows are sorted by
     pseudonym. formats: any of parquet, npy, faiss (docs/export.md); each holds its own copy of the item vectors,
@@ -52,13 +68,18 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
     ds = Dataset.load(ws)
     r = serving_ranker(ws, ds)
     note = None
-    if private and not ds.schema.user_attribute_columns:  # the model never saw any: collaborative already
+    if (
+        private and not ds.schema.user_attribute_columns
+    ):  # the model never saw any: collaborative already
         note = NO_ATTRIBUTES_NOTE
     elif private:
         r, note = r.without_user_attributes(), PRIVATE_NOTE
         if not r.blocks():
-            raise InputError("the ranker's blend scores with the gnn alone, which carries user attributes: a private "
-                             "export would hold no scoring information", file=ws.path)
+            raise InputError(
+                "the ranker's blend scores with the gnn alone, which carries user attributes: a private "
+                "export would hold no scoring information",
+                file=ws.path,
+            )
     user_ids = [str(u) for u in ds.user_ids]
     user_vectors = r.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN))
     if pseudonymize:
@@ -67,10 +88,28 @@ def export(workspace: Workspace | str | os.PathLike, out: str | os.PathLike, for
         user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
         order = np.argsort(np.asarray(user_ids), kind="stable")
         user_ids, user_vectors = [user_ids[i] for i in order], user_vectors[order]
-    about = {"blocks": r.blocks(), "user_vectors": "from every interaction given to the system at export time",
-             "private": private, **({"privacy": note} if note else {}),
-             "model": {"ease_dim": int(r.ease_item.shape[1]), "ease_lambda": r.record.ease_lambda,
-                       "fitted_with": r.record.fitted_with, "embeddings_sha256": r.record.embeddings_sha256},
-             "dataset": ds.schema.name}
-    return write_export(out, formats, user_ids, [str(i) for i in ds.item_ids], r.warm, user_vectors,
-                        r.item_vectors(), bool(pseudonymize), about, r.fold_in())
+    about = {
+        "blocks": r.blocks(),
+        "user_vectors": "from every interaction given to the system at export time",
+        "private": private,
+        **({"privacy": note} if note else {}),
+        "model": {
+            "ease_dim": int(r.ease_item.shape[1]),
+            "ease_lambda": r.record.ease_lambda,
+            "fitted_with": r.record.fitted_with,
+            "embeddings_sha256": r.record.embeddings_sha256,
+        },
+        "dataset": ds.schema.name,
+    }
+    return write_export(
+        out,
+        formats,
+        user_ids,
+        [str(i) for i in ds.item_ids],
+        r.warm,
+        user_vectors,
+        r.item_vectors(),
+        bool(pseudonymize),
+        about,
+        r.fold_in(),
+    )

@@ -41,7 +41,8 @@ and the offset on the other, so the offset is not chosen on the items the cold w
 search on NDCG@K; once without the gnn block and once with it, the gnn kept only
 when that has the higher mean validation NDCG (a trained part that does not earn is not served). The EASE
 lambda is chosen on warm validation NDCG of EASE alone, then the low-pass gamma on that of the whole filter, the
-ridge lambda (and the cpop one) on cold_valid NDCG of the ridge (cpop) score alone. After fitting, the filter, the content map and
+ridge lambda (and the cpop one) on cold_valid NDCG of the ridge (cpop) score alone. After fitting, the filter, the
+content map and
 popularity are refit on train+valid (the protocol: select on validation, refit on everything but held-out
 test; RankSettings.refit False keeps them on train, the paper protocol). The history used for fitting is what
 training saw (train + cold_user_context); at serving time it is everything the system was given (train, valid,
@@ -61,6 +62,7 @@ the item content f is rebuilt from features/ and graph/ when loading, each block
 with the group block "group_items" float32 [n_items, n_values], the users' values rebuilt from graph/).
 Every fitting step is linear in the interactions (graphrec.model.closed_form).
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,7 +85,13 @@ from graphrec.data.dataset import Dataset
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import artifacts
 from graphrec.model.ann import ApproximateTopK
-from graphrec.model.closed_form import ContentMap, ease_factors, fit_content_maps, ideal_lowpass, interaction_svd
+from graphrec.model.closed_form import (
+    ContentMap,
+    ease_factors,
+    fit_content_maps,
+    ideal_lowpass,
+    interaction_svd,
+)
 from graphrec.model.export_format import UserFoldIn
 from graphrec.model.metrics import (
     embedding_accuracy,
@@ -98,15 +106,41 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("gnn", "ease", "pop", "content", "ridge", "cpop")
 COLD_COMPONENTS = ("gnn", "content", "ridge", "cpop")
-COLD_ONLY = ("ridge", "cpop")  # scored on cold candidates only (0 elsewhere), so their spread is measured there
-BLOCKS = ("gnn", "ease", "lowpass", "pop", "offset", "content", "group")  # the vectors' blocks, in order
+COLD_ONLY = (
+    "ridge",
+    "cpop",
+)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
+BLOCKS = (
+    "gnn",
+    "ease",
+    "lowpass",
+    "pop",
+    "offset",
+    "content",
+    "group",
+)  # the vectors' blocks, in order
 FIT_HISTORY = ("train", "cold_user_context")
-LOWPASS_GAMMAS = (0.0, 0.1, 0.2, 0.3, 0.5)  # its weight next to EASE, chosen on warm validation NDCG of the filter
-EASE_LAMBDAS = (30.0, 100.0, 300.0, 1000.0)  # chosen on warm validation NDCG of EASE alone
+LOWPASS_GAMMAS = (
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+)  # its weight next to EASE, chosen on warm validation NDCG of the filter
+EASE_LAMBDAS = (
+    30.0,
+    100.0,
+    300.0,
+    1000.0,
+)  # chosen on warm validation NDCG of EASE alone
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))  # in units of the components' spreads
+OFFSET_GRID = tuple(
+    np.round(np.arange(-4.0, 4.01, 0.5), 2)
+)  # in units of the components' spreads
 MAX_OFFSET = 64.0
-ANN_USER_SAMPLE = 20_000  # users whose vectors whiten the approximate index's projection
+ANN_USER_SAMPLE = (
+    20_000  # users whose vectors whiten the approximate index's projection
+)
 ANN_OVERSAMPLE = 5  # first-pass candidates per list item, rescored exactly
 RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
@@ -122,8 +156,12 @@ class RankerRecord:
     ease_lambda: float | None = None
     lowpass_gamma: float = 0.0
     modalities: tuple[str, ...] = ()
-    ridge_widths: tuple[int, ...] | None = None  # the content blocks' widths the cold maps were fitted on
-    group_layout: dict[str, list[int]] | None = None  # the group block's columns among the users' attributes
+    ridge_widths: tuple[int, ...] | None = (
+        None  # the content blocks' widths the cold maps were fitted on
+    )
+    group_layout: dict[str, list[int]] | None = (
+        None  # the group block's columns among the users' attributes
+    )
     gnn_kept: bool = False
     fitted_with: str = artifacts.EMBEDDINGS
     embeddings_sha256: str = ""
@@ -131,9 +169,17 @@ class RankerRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The record's fields with the selection's entries beside them (ranker.json is one flat object)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "selection"}
-        return {**out, "modalities": list(self.modalities),
-                "ridge_widths": None if self.ridge_widths is None else list(self.ridge_widths), **self.selection}
+        out = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "selection"
+        }
+        return {
+            **out,
+            "modalities": list(self.modalities),
+            "ridge_widths": None
+            if self.ridge_widths is None
+            else list(self.ridge_widths),
+            **self.selection,
+        }
 
     @classmethod
     def from_json(cls, info: dict[str, Any], known: Sequence[str] = ()) -> RankerRecord:
@@ -143,7 +189,12 @@ class RankerRecord:
         values["modalities"] = tuple(values.get("modalities", ()))
         if values.get("ridge_widths") is not None:
             values["ridge_widths"] = tuple(values["ridge_widths"])
-        return cls(**values, selection={k: v for k, v in info.items() if k not in names and k not in known})
+        return cls(
+            **values,
+            selection={
+                k: v for k, v in info.items() if k not in names and k not in known
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -154,24 +205,50 @@ class Ranker:
     item_emb: np.ndarray  # float32 [n_items, d]
     warm: np.ndarray  # bool [n_items]
     pop: np.ndarray  # float32 [n_items]
-    ease_user: np.ndarray  # float32 [n_items, k]: a user's EASE vector is history @ ease_user
-    ease_item: np.ndarray  # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
-    content: np.ndarray | None  # float32 [n_items, dc], unit norm per modality, zero rows = no content
-    content_map: ContentMap | None = None  # item content -> ease_item space (the ridge component)
-    cold_pop_map: ContentMap | None = None  # item content -> log(1 + interactions) (the cpop component)
-    cold_pop: np.ndarray | None = None  # float32 [n_items]: cold_pop_map(content) for cold items, 0 for warm ones
-    lowpass_user: np.ndarray | None = None  # float32 [n_items, m]: a user's low-pass vector is history @ this
-    lowpass_item: np.ndarray | None = None  # float32 [n_items, m]: gamma D_i^1/2 V (zero rows for cold items)
-    groups: sp.csr_matrix | None = None  # float32 [n_users, n_values]: the users' attribute values (0/1)
-    group_items: np.ndarray | None = None  # float32 [n_items, n_values]: P(item | value), divided by its spread
+    ease_user: (
+        np.ndarray
+    )  # float32 [n_items, k]: a user's EASE vector is history @ ease_user
+    ease_item: (
+        np.ndarray
+    )  # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
+    content: (
+        np.ndarray | None
+    )  # float32 [n_items, dc], unit norm per modality, zero rows = no content
+    content_map: ContentMap | None = (
+        None  # item content -> ease_item space (the ridge component)
+    )
+    cold_pop_map: ContentMap | None = (
+        None  # item content -> log(1 + interactions) (the cpop component)
+    )
+    cold_pop: np.ndarray | None = (
+        None  # float32 [n_items]: cold_pop_map(content) for cold items, 0 for warm ones
+    )
+    lowpass_user: np.ndarray | None = (
+        None  # float32 [n_items, m]: a user's low-pass vector is history @ this
+    )
+    lowpass_item: np.ndarray | None = (
+        None  # float32 [n_items, m]: gamma D_i^1/2 V (zero rows for cold items)
+    )
+    groups: sp.csr_matrix | None = (
+        None  # float32 [n_users, n_values]: the users' attribute values (0/1)
+    )
+    group_items: np.ndarray | None = (
+        None  # float32 [n_items, n_values]: P(item | value), divided by its spread
+    )
     # users with at most short_history given items: gnn / offset multipliers, their own pop and group weights ({}:
     # as everyone); the private export's own (without the gnn and group blocks; None: not fitted)
     new_user_weights: dict[str, float] = field(default_factory=dict)
     short_history: int = 0
     private_new_user_weights: dict[str, float] | None = None
-    scale: dict[str, float] = field(default_factory=lambda: {c: 1.0 for c in COMPONENTS})
-    weights_warm: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0})
-    weights_cold: dict[str, float] = field(default_factory=lambda: {"gnn": 1.0, "content": 0.0})
+    scale: dict[str, float] = field(
+        default_factory=lambda: {c: 1.0 for c in COMPONENTS}
+    )
+    weights_warm: dict[str, float] = field(
+        default_factory=lambda: {"gnn": 1.0, "ease": 0.0, "pop": 0.0, "content": 0.0}
+    )
+    weights_cold: dict[str, float] = field(
+        default_factory=lambda: {"gnn": 1.0, "content": 0.0}
+    )
     cold_offset: float = 0.0
     record: RankerRecord = field(default_factory=RankerRecord)
 
@@ -181,25 +258,42 @@ class Ranker:
 
     @property
     def components(self) -> tuple[str, ...]:
-        return tuple(c for c in COMPONENTS if (c != "content" or self.content is not None)
-                     and (c != "ridge" or self.content_map is not None) and (c != "cpop" or self.cold_pop is not None))
+        return tuple(
+            c
+            for c in COMPONENTS
+            if (c != "content" or self.content is not None)
+            and (c != "ridge" or self.content_map is not None)
+            and (c != "cpop" or self.cold_pop is not None)
+        )
 
     # -- the vectors -------------------------------------------------------------------------------
-    def _user_blocks(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray]:
+    def _user_blocks(
+        self, users: np.ndarray, history: sp.csr_matrix
+    ) -> dict[str, np.ndarray]:
         h = history[users]
-        out = {"gnn": self.user_emb[users], "ease": np.asarray(h @ self.ease_user, np.float32),
-               "pop": np.ones((len(users), 1), np.float32), "offset": np.ones((len(users), 1), np.float32)}
+        out = {
+            "gnn": self.user_emb[users],
+            "ease": np.asarray(h @ self.ease_user, np.float32),
+            "pop": np.ones((len(users), 1), np.float32),
+            "offset": np.ones((len(users), 1), np.float32),
+        }
         if self.lowpass_user is not None:
             out["lowpass"] = np.asarray(h @ self.lowpass_user, np.float32)
         if self.content is not None:
             deg = np.asarray(h.sum(axis=1)).ravel()
-            out["content"] = np.asarray(sp.diags(1.0 / np.maximum(deg, 1.0)) @ h @ self.content, np.float32)
+            out["content"] = np.asarray(
+                sp.diags(1.0 / np.maximum(deg, 1.0)) @ h @ self.content, np.float32
+            )
         if self.groups is not None:
             out["group"] = self.groups[users].toarray().astype(np.float32)
         return out
 
     def _item_blocks(self, items: np.ndarray) -> dict[str, np.ndarray]:
-        out = {"gnn": self.item_emb[items], "ease": self.ease_item[items], "pop": self.pop[items, None]}
+        out = {
+            "gnn": self.item_emb[items],
+            "ease": self.ease_item[items],
+            "pop": self.pop[items, None],
+        }
         if self.lowpass_item is not None:
             out["lowpass"] = self.lowpass_item[items]
         if self.content is not None:
@@ -211,17 +305,28 @@ class Ranker:
     def blocks(self) -> dict[str, int]:
         """The vectors' layout: block name -> width, in order; blocks whose weights are all 0 are left out."""
         ww, wc = self.weights_warm, self.weights_cold
-        used = {"gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
-                "ease": ww.get("ease", 0.0) or (wc.get("ridge", 0.0) and self.content_map is not None),
-                "lowpass": self.lowpass_item is not None and ww.get("ease", 0.0),
-                "pop": ww.get("pop", 0.0) or self.new_user_weights.get("pop", 0.0),
-                "offset": self.cold_offset or (self.cold_pop is not None and wc.get("cpop", 0.0)),
-                "content": self.content is not None and (ww.get("content", 0.0) or wc.get("content", 0.0)),
-                "group": self.groups is not None and self.new_user_weights.get("group", 0.0)}
-        widths = {"gnn": self.item_emb.shape[1], "ease": self.ease_item.shape[1], "pop": 1, "offset": 1,
-                  "lowpass": 0 if self.lowpass_item is None else self.lowpass_item.shape[1],
-                  "content": 0 if self.content is None else self.content.shape[1],
-                  "group": 0 if self.group_items is None else self.group_items.shape[1]}
+        used = {
+            "gnn": ww.get("gnn", 0.0) or wc.get("gnn", 0.0),
+            "ease": ww.get("ease", 0.0)
+            or (wc.get("ridge", 0.0) and self.content_map is not None),
+            "lowpass": self.lowpass_item is not None and ww.get("ease", 0.0),
+            "pop": ww.get("pop", 0.0) or self.new_user_weights.get("pop", 0.0),
+            "offset": self.cold_offset
+            or (self.cold_pop is not None and wc.get("cpop", 0.0)),
+            "content": self.content is not None
+            and (ww.get("content", 0.0) or wc.get("content", 0.0)),
+            "group": self.groups is not None
+            and self.new_user_weights.get("group", 0.0),
+        }
+        widths = {
+            "gnn": self.item_emb.shape[1],
+            "ease": self.ease_item.shape[1],
+            "pop": 1,
+            "offset": 1,
+            "lowpass": 0 if self.lowpass_item is None else self.lowpass_item.shape[1],
+            "content": 0 if self.content is None else self.content.shape[1],
+            "group": 0 if self.group_items is None else self.group_items.shape[1],
+        }
         return {b: widths[b] for b in BLOCKS if used[b]}
 
     def without_user_attributes(self) -> Ranker:
@@ -242,14 +347,21 @@ class Ranker:
         leaned on those two blocks, so they take their own pop and offset weights, fitted without them on
         cold_user_valid by `graphrec train` (`private_new_user_weights`; interactions only)."""
         if self.private_new_user_weights is None:
-            raise InputError(f"model/{artifacts.RANKER_JSON} has no weights for a private export (fitted by an "
-                             f"older graphrec): {artifacts.RETRAIN}")
+            raise InputError(
+                f"model/{artifacts.RANKER_JSON} has no weights for a private export (fitted by an "
+                f"older graphrec): {artifacts.RETRAIN}"
+            )
         return self._attribute_free(self.private_new_user_weights)
 
     def _attribute_free(self, new_user_weights: dict[str, float]) -> Ranker:
-        return replace(self, weights_warm={**self.weights_warm, "gnn": 0.0},
-                       weights_cold={**self.weights_cold, "gnn": 0.0}, groups=None, group_items=None,
-                       new_user_weights=new_user_weights)
+        return replace(
+            self,
+            weights_warm={**self.weights_warm, "gnn": 0.0},
+            weights_cold={**self.weights_cold, "gnn": 0.0},
+            groups=None,
+            group_items=None,
+            new_user_weights=new_user_weights,
+        )
 
     def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [len(users), dim]: the users' side of the scoring space, from their history rows."""
@@ -258,9 +370,15 @@ class Ranker:
         # users known by at most `short_history` items (0: by attributes only) take the new-user weights
         new = (np.diff(history[users].indptr) <= self.short_history)[:, None]
         nw = self.new_user_weights
-        parts["pop"] = np.where(new, nw.get("pop", self.weights_warm.get("pop", 0.0)), self.weights_warm.get("pop", 0.0))
+        parts["pop"] = np.where(
+            new,
+            nw.get("pop", self.weights_warm.get("pop", 0.0)),
+            self.weights_warm.get("pop", 0.0),
+        )
         if "group" in parts:
-            parts["group"] = np.where(new, parts["group"] * np.float32(nw.get("group", 0.0)), 0.0)
+            parts["group"] = np.where(
+                new, parts["group"] * np.float32(nw.get("group", 0.0)), 0.0
+            )
         for b in ("gnn", "offset"):
             parts[b] = np.where(new, parts[b] * np.float32(nw.get(b, 1.0)), parts[b])
         return _stack([parts[b].astype(np.float32) for b in self.blocks()], len(users))
@@ -273,43 +391,94 @@ class Ranker:
         history)."""
         n = self.n_items
         nw, pop = self.new_user_weights, self.weights_warm.get("pop", 0.0)
-        rows, terms = [], []  # per block: its item rows; [mean mask, scale, const (long), scale, const (short)]
+        rows, terms = (
+            [],
+            [],
+        )  # per block: its item rows; [mean mask, scale, const (long), scale, const (short)]
         for b, w in self.blocks().items():
             zero, one = np.zeros(w, np.float32), np.ones(w, np.float32)
-            if b == "gnn":  # [mean of the items' gnn rows, 1], times the short-history weight
-                rows.append(np.concatenate([self.item_emb[:, :-1], np.zeros((n, 1), np.float32)], axis=1))
+            if (
+                b == "gnn"
+            ):  # [mean of the items' gnn rows, 1], times the short-history weight
+                rows.append(
+                    np.concatenate(
+                        [self.item_emb[:, :-1], np.zeros((n, 1), np.float32)], axis=1
+                    )
+                )
                 last = np.eye(1, w, w - 1, dtype=np.float32)[0]
                 g = np.float32(nw.get("gnn", 1.0))
                 terms.append([one, one, last, one * g, last * g])
-            elif b in ("ease", "lowpass", "content"):  # sums of the items' rows; the content profile is a mean
+            elif b in (
+                "ease",
+                "lowpass",
+                "content",
+            ):  # sums of the items' rows; the content profile is a mean
                 # blocks() lists lowpass and content only when the ranker has them
-                rows.append(cast(np.ndarray, {"ease": self.ease_user, "lowpass": self.lowpass_user,
-                                              "content": self.content}[b]))
+                rows.append(
+                    cast(
+                        np.ndarray,
+                        {
+                            "ease": self.ease_user,
+                            "lowpass": self.lowpass_user,
+                            "content": self.content,
+                        }[b],
+                    )
+                )
                 terms.append([one if b == "content" else zero, one, zero, one, zero])
             else:  # constants: pop and offset weights (their own below short_history), no attribute values
-                const = {"pop": (pop, nw.get("pop", pop)), "offset": (1.0, nw.get("offset", 1.0))}.get(b, (0.0, 0.0))
+                const = {
+                    "pop": (pop, nw.get("pop", pop)),
+                    "offset": (1.0, nw.get("offset", 1.0)),
+                }.get(b, (0.0, 0.0))
                 rows.append(np.zeros((n, w), np.float32))
-                terms.append([zero, zero, one * np.float32(const[0]), zero, one * np.float32(const[1])])
-        columns = np.array([np.concatenate([t[j] for t in terms]) for j in range(5)], np.float32) if terms \
+                terms.append(
+                    [
+                        zero,
+                        zero,
+                        one * np.float32(const[0]),
+                        zero,
+                        one * np.float32(const[1]),
+                    ]
+                )
+        columns = (
+            np.array(
+                [np.concatenate([t[j] for t in terms]) for j in range(5)], np.float32
+            )
+            if terms
             else np.zeros((5, 0), np.float32)
+        )
         return UserFoldIn(_stack(rows, n), columns, self.short_history)
 
     def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
         """float32 [len(items), dim]: the items' side, the blend's weights and scales folded in."""
-        items = np.arange(self.n_items) if items is None else np.asarray(items, np.int64)
+        items = (
+            np.arange(self.n_items) if items is None else np.asarray(items, np.int64)
+        )
         parts, warm = self._item_blocks(items), self.warm[items][:, None]
 
         def weight(warm_name: str, cold_name: str) -> np.ndarray:
-            return np.where(warm, self.weights_warm.get(warm_name, 0.0) / self.scale[warm_name],
-                            self.weights_cold.get(cold_name, 0.0) / self.scale.get(cold_name, 1.0)).astype(np.float32)
+            return np.where(
+                warm,
+                self.weights_warm.get(warm_name, 0.0) / self.scale[warm_name],
+                self.weights_cold.get(cold_name, 0.0) / self.scale.get(cold_name, 1.0),
+            ).astype(np.float32)
 
         offset = np.full((len(items), 1), self.cold_offset, np.float32)
-        if self.cold_pop is not None:  # the cold items' content-predicted popularity rides on their offset
-            offset += self.cold_pop[items, None] * np.float32(self.weights_cold.get("cpop", 0.0) / self.scale["cpop"])
-        folded = {"gnn": parts["gnn"] * weight("gnn", "gnn"), "ease": parts["ease"] * weight("ease", "ridge"),
-                  "pop": np.where(warm, parts["pop"] / np.float32(self.scale["pop"]), 0.0),
-                  "offset": np.where(warm, 0.0, offset)}
-        if "lowpass" in parts:  # the filter's second part, weighted as its first; a cold item's row is zero
+        if (
+            self.cold_pop is not None
+        ):  # the cold items' content-predicted popularity rides on their offset
+            offset += self.cold_pop[items, None] * np.float32(
+                self.weights_cold.get("cpop", 0.0) / self.scale["cpop"]
+            )
+        folded = {
+            "gnn": parts["gnn"] * weight("gnn", "gnn"),
+            "ease": parts["ease"] * weight("ease", "ridge"),
+            "pop": np.where(warm, parts["pop"] / np.float32(self.scale["pop"]), 0.0),
+            "offset": np.where(warm, 0.0, offset),
+        }
+        if (
+            "lowpass" in parts
+        ):  # the filter's second part, weighted as its first; a cold item's row is zero
             folded["lowpass"] = parts["lowpass"] * weight("ease", "ridge")
         if "content" in parts:
             folded["content"] = parts["content"] * weight("content", "content")
@@ -318,26 +487,42 @@ class Ranker:
         return _stack([folded[b].astype(np.float32) for b in self.blocks()], len(items))
 
     # -- scoring -----------------------------------------------------------------------------------
-    def component_scores(self, users: np.ndarray, cand: np.ndarray, history: sp.csr_matrix) -> dict[str, torch.Tensor]:
+    def component_scores(
+        self, users: np.ndarray, cand: np.ndarray, history: sp.csr_matrix
+    ) -> dict[str, torch.Tensor]:
         """Raw (unscaled) component scores float32 [len(users), len(cand)], for fitting the blend."""
         u, i = self._user_blocks(users, history), self._item_blocks(cand)
-        dot = {b: torch.from_numpy(u[b]) @ torch.from_numpy(i[b]).T for b in ("gnn", "ease", "lowpass", "content")
-               if b in i}
+        dot = {
+            b: torch.from_numpy(u[b]) @ torch.from_numpy(i[b]).T
+            for b in ("gnn", "ease", "lowpass", "content")
+            if b in i
+        }
         warm = torch.from_numpy(self.warm[cand])
         # the closed-form graph filter: EASE plus its gamma-weighted ideal low-pass, one component
-        out = {"gnn": dot["gnn"], "ease": (dot["ease"] + dot["lowpass"] if "lowpass" in dot else dot["ease"]) * warm,
-               "pop": torch.from_numpy(self.pop[cand]).expand(len(users), len(cand))}
+        out = {
+            "gnn": dot["gnn"],
+            "ease": (dot["ease"] + dot["lowpass"] if "lowpass" in dot else dot["ease"])
+            * warm,
+            "pop": torch.from_numpy(self.pop[cand]).expand(len(users), len(cand)),
+        }
         if "content" in dot:
             out["content"] = dot["content"]
         if self.content_map is not None:
             out["ridge"] = dot["ease"] * ~warm
         if self.cold_pop is not None:
-            out["cpop"] = torch.from_numpy(np.where(self.warm[cand], 0.0, self.cold_pop[cand]).astype(np.float32)
-                                           ).expand(len(users), len(cand))
+            out["cpop"] = torch.from_numpy(
+                np.where(self.warm[cand], 0.0, self.cold_pop[cand]).astype(np.float32)
+            ).expand(len(users), len(cand))
         return out
 
-    def blend(self, comps: dict[str, torch.Tensor], cand: np.ndarray, weights_warm: dict[str, float] | None = None,
-              weights_cold: dict[str, float] | None = None, cold_offset: float | None = None) -> torch.Tensor:
+    def blend(
+        self,
+        comps: dict[str, torch.Tensor],
+        cand: np.ndarray,
+        weights_warm: dict[str, float] | None = None,
+        weights_cold: dict[str, float] | None = None,
+        cold_offset: float | None = None,
+    ) -> torch.Tensor:
         ww = self.weights_warm if weights_warm is None else weights_warm
         wc = self.weights_cold if weights_cold is None else weights_cold
         off = self.cold_offset if cold_offset is None else cold_offset
@@ -349,9 +534,18 @@ class Ranker:
                 score += v * col
         return score + torch.where(warm, 0.0, off)
 
-    def topk(self, users: np.ndarray, k: int, history: sp.csr_matrix, candidates: np.ndarray | None = None,
-             batch: int = 1024, progress: bool = False, approximate: bool = False,
-             exclude_history: bool = True, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def topk(
+        self,
+        users: np.ndarray,
+        k: int,
+        history: sp.csr_matrix,
+        candidates: np.ndarray | None = None,
+        batch: int = 1024,
+        progress: bool = False,
+        approximate: bool = False,
+        exclude_history: bool = True,
+        exclude: sp.csr_matrix | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k candidate items per user by the dot product of the vectors, history items excluded (unless
         `exclude_history` is False): items int64 [n, k] (-1 = no more candidates), scores float32 [n, k]; k is
         cut to the catalogue (a list holds every item at most), as implicit cuts N. exclude: more items to leave
@@ -362,9 +556,15 @@ class Ranker:
         candidate; for catalogues where users x items x dim is too much. The scores are exact dot products."""
         if k < 1:
             raise InputError(f"--k must be at least 1, got {k}")
-        k = min(k, self.n_items)  # before the [n, k] allocation: --k 10**12 asks for every item
+        k = min(
+            k, self.n_items
+        )  # before the [n, k] allocation: --k 10**12 asks for every item
         users = np.asarray(users, np.int64)
-        cand = np.arange(self.n_items) if candidates is None else np.unique(np.asarray(candidates, np.int64))
+        cand = (
+            np.arange(self.n_items)
+            if candidates is None
+            else np.unique(np.asarray(candidates, np.int64))
+        )
         kk = min(k, len(cand))
         items = np.full((len(users), k), -1, np.int64)
         scores = np.full((len(users), k), np.nan, np.float32)
@@ -376,21 +576,36 @@ class Ranker:
         item_vec = torch.from_numpy(item_np)
         ann = None
         if approximate:  # the users' second moment whitens the first pass's projection: a sample of those served
-            sample = np.sort(np.random.default_rng(0).choice(users, min(len(users), ANN_USER_SAMPLE), replace=False))
+            sample = np.sort(
+                np.random.default_rng(0).choice(
+                    users, min(len(users), ANN_USER_SAMPLE), replace=False
+                )
+            )
             ann = ApproximateTopK(item_np, self.user_vectors(sample, history))
         steps = range(0, len(users), batch)
-        for s in progress_bar(steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"):
+        for s in progress_bar(
+            steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"
+        ):
             at = np.arange(s, min(s + batch, len(users)))
             u = users[at]
             uv = self.user_vectors(u, history)
-            known = history[u] if exclude_history else sp.csr_matrix((len(u), self.n_items), dtype=np.float32)
+            known = (
+                history[u]
+                if exclude_history
+                else sp.csr_matrix((len(u), self.n_items), dtype=np.float32)
+            )
             if exclude is not None:
                 known = (known + exclude[at]).tocsr()
             with torch.no_grad():
                 if ann is not None:
-                    top_val, top_idx = _search_excluding(ann, uv, item_vec, known, col_of, kk)
+                    top_val, top_idx = _search_excluding(
+                        ann, uv, item_vec, known, col_of, kk
+                    )
                 else:
-                    top_val, top_idx = topk_stable(_mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of), kk)
+                    top_val, top_idx = topk_stable(
+                        _mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of),
+                        kk,
+                    )
             val, idx = top_val.numpy(), top_idx.numpy()
             found = np.isfinite(val)
             items[at, :kk] = np.where(found, cand[idx], -1)
@@ -398,29 +613,47 @@ class Ranker:
         return items, scores
 
 
-def _search_excluding(ann: ApproximateTopK, uv: np.ndarray, item_vec: torch.Tensor, known: sp.csr_matrix,
-                      col_of: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _search_excluding(
+    ann: ApproximateTopK,
+    uv: np.ndarray,
+    item_vec: torch.Tensor,
+    known: sp.csr_matrix,
+    col_of: np.ndarray,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact top k among each user's ANN_OVERSAMPLE x k best first-pass candidates that are not known, stably
     ordered (ties by candidate column, as `topk_stable` orders the exact lists)."""
     first = _mask_known(ann.scores(uv), known, col_of)
     first_val, rows = torch.topk(first, min(ANN_OVERSAMPLE * k, first.shape[1]), dim=1)
-    rows, order = torch.sort(rows, dim=1)  # column order: ties in the exact scores break as in the exact pass
+    rows, order = torch.sort(
+        rows, dim=1
+    )  # column order: ties in the exact scores break as in the exact pass
     first_val = torch.gather(first_val, 1, order)
     user = torch.from_numpy(np.ascontiguousarray(uv, np.float32))
     exact = torch.empty(rows.shape)
     for s in range(0, len(uv), 128):  # [users, candidates, dim] a few users at a time
-        exact[s:s + 128] = torch.bmm(item_vec[rows[s:s + 128]], user[s:s + 128, :, None])[:, :, 0]
-    exact[~torch.isfinite(first_val)] = -torch.inf  # known items, or fewer candidates than asked for
+        exact[s : s + 128] = torch.bmm(
+            item_vec[rows[s : s + 128]], user[s : s + 128, :, None]
+        )[:, :, 0]
+    exact[
+        ~torch.isfinite(first_val)
+    ] = -torch.inf  # known items, or fewer candidates than asked for
     val, at = topk_stable(exact, min(k, rows.shape[1]))
     idx = torch.gather(rows, 1, at)
     if val.shape[1] < k:
         val = torch.cat([val, torch.full((len(uv), k - val.shape[1]), -torch.inf)], 1)
-        idx = torch.cat([idx, torch.full((len(uv), k - idx.shape[1]), -1, dtype=idx.dtype)], 1)
+        idx = torch.cat(
+            [idx, torch.full((len(uv), k - idx.shape[1]), -1, dtype=idx.dtype)], 1
+        )
     return val, torch.where(torch.isfinite(val), idx, -1)
 
 
 def _stack(blocks: list[np.ndarray], n: int) -> np.ndarray:
-    return np.ascontiguousarray(np.concatenate(blocks, axis=1), np.float32) if blocks else np.zeros((n, 0), np.float32)
+    return (
+        np.ascontiguousarray(np.concatenate(blocks, axis=1), np.float32)
+        if blocks
+        else np.zeros((n, 0), np.float32)
+    )
 
 
 def topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,7 +665,11 @@ def topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     n = scores.shape[1]
     m = min(k + 16, n)
     val, idx = _sorted_by_column(*torch.topk(scores, m, dim=1))
-    spill = torch.nonzero(val[:, k - 1] == val[:, m - 1]).ravel() if m < n else torch.empty(0, dtype=torch.long)
+    spill = (
+        torch.nonzero(val[:, k - 1] == val[:, m - 1]).ravel()
+        if m < n
+        else torch.empty(0, dtype=torch.long)
+    )
     val, idx = val[:, :k].clone(), idx[:, :k].clone()
     for r in spill.tolist():
         row = scores[r]
@@ -442,7 +679,9 @@ def topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return val, idx
 
 
-def _sorted_by_column(val: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _sorted_by_column(
+    val: torch.Tensor, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of topk output ordered by value, descending, equal values by column."""
     idx, order = torch.sort(idx, dim=1)
     val = torch.gather(val, 1, order)
@@ -450,11 +689,15 @@ def _sorted_by_column(val: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tenso
     return val, torch.gather(idx, 1, order)
 
 
-def _mask_known(scores: torch.Tensor, known: sp.csr_matrix, col_of: np.ndarray) -> torch.Tensor:
+def _mask_known(
+    scores: torch.Tensor, known: sp.csr_matrix, col_of: np.ndarray
+) -> torch.Tensor:
     coo = known.tocoo()
     cols = col_of[coo.col]
     keep = cols >= 0
-    scores[torch.from_numpy(coo.row[keep].astype(np.int64)), torch.from_numpy(cols[keep])] = float("-inf")
+    scores[
+        torch.from_numpy(coo.row[keep].astype(np.int64)), torch.from_numpy(cols[keep])
+    ] = float("-inf")
     return scores
 
 
@@ -468,14 +711,18 @@ def _content_matrix(ws: Workspace, n_items: int) -> tuple[np.ndarray | None, lis
         blocks.append(unit_rows(f.values, f.mask)[0])
     if not blocks:
         return None, []
-    return (np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))).astype(np.float32), sorted(feats)
+    return (np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))).astype(
+        np.float32
+    ), sorted(feats)
 
 
 def _graph(ws: Workspace) -> KnowledgeGraph | None:
     return KnowledgeGraph.load(ws) if ws.stage_dir("graph").is_dir() else None
 
 
-def attribute_blocks(kg: KnowledgeGraph | None, src: str, n: int) -> list[sp.csr_matrix]:
+def attribute_blocks(
+    kg: KnowledgeGraph | None, src: str, n: int
+) -> list[sp.csr_matrix]:
     """Per attribute relation of the graph from `src` ("item" or "user") to attribute values or external
     entities: the 0/1 matrix [n, n_values], in a fixed relation order; [] without a graph."""
     if kg is None:
@@ -483,24 +730,35 @@ def attribute_blocks(kg: KnowledgeGraph | None, src: str, n: int) -> list[sp.csr
     blocks = []
     for (s_, _, dst), e in sorted(kg.edges.items()):
         if s_ == src and dst not in ("item", "user") and len(e):
-            m = sp.csr_matrix((np.ones(len(e), np.float32), (e.src, e.dst)), shape=(n, kg.num_nodes[dst]))
+            m = sp.csr_matrix(
+                (np.ones(len(e), np.float32), (e.src, e.dst)),
+                shape=(n, kg.num_nodes[dst]),
+            )
             m.data[:] = 1.0
             blocks.append(m)
     return blocks
 
 
-def _cut(blocks: list[sp.csr_matrix], widths: Sequence[int] | None) -> list[sp.csr_matrix] | None:
+def _cut(
+    blocks: list[sp.csr_matrix], widths: Sequence[int] | None
+) -> list[sp.csr_matrix] | None:
     """Each block cut to its fitted width (values that appeared later have no fitted weight), or None when
     the blocks no longer have the fitted layout."""
     if widths is None:
         return blocks
-    if len(widths) != len(blocks) or any(b.shape[1] < w for b, w in zip(blocks, widths)):
+    if len(widths) != len(blocks) or any(
+        b.shape[1] < w for b, w in zip(blocks, widths)
+    ):
         return None
     return [b[:, :w] for b, w in zip(blocks, widths)]
 
 
-def ridge_content(kg: KnowledgeGraph | None, n_items: int, content: np.ndarray | None,
-                  widths: Sequence[int] | None = None) -> tuple[sp.csr_matrix | None, list[int]]:
+def ridge_content(
+    kg: KnowledgeGraph | None,
+    n_items: int,
+    content: np.ndarray | None,
+    widths: Sequence[int] | None = None,
+) -> tuple[sp.csr_matrix | None, list[int]]:
     """The content map's item content (sparse) and its blocks' widths: the modality blocks, then per
     item-attribute relation of the graph (attributes, external entities) its multi-hot (unit norm per
     relation, so a relation with many values per item does not dominate) and log(1 + number of values)
@@ -508,25 +766,35 @@ def ridge_content(kg: KnowledgeGraph | None, n_items: int, content: np.ndarray |
     blocks = [] if content is None else [sp.csr_matrix(content)]
     for m in attribute_blocks(kg, "item", n_items):
         deg = np.asarray(m.sum(axis=1)).ravel()
-        blocks += [sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m, sp.csr_matrix(np.log1p(deg)[:, None])]
+        blocks += [
+            sp.diags(1.0 / np.sqrt(np.maximum(deg, 1.0))) @ m,
+            sp.csr_matrix(np.log1p(deg)[:, None]),
+        ]
     cut = _cut(blocks, widths)
     if not cut:
         return None, []
     return sp.hstack(cut, format="csr", dtype=np.float32), [b.shape[1] for b in cut]
 
 
-def user_groups(kg: KnowledgeGraph | None, n_users: int, layout: dict[str, list[int]] | None = None
-                ) -> tuple[sp.csr_matrix | None, dict[str, list[int]]]:
+def user_groups(
+    kg: KnowledgeGraph | None, n_users: int, layout: dict[str, list[int]] | None = None
+) -> tuple[sp.csr_matrix | None, dict[str, list[int]]]:
     """The users' attribute values [n_users, n_values] (0/1; the GROUP_MAX_VALUES most held) and the layout
     that rebuilds the same columns later ({"widths": per relation, "columns": kept}); None without any."""
-    blocks = _cut(attribute_blocks(kg, "user", n_users), None if layout is None else layout["widths"])
+    blocks = _cut(
+        attribute_blocks(kg, "user", n_users),
+        None if layout is None else layout["widths"],
+    )
     if not blocks:
         return None, {}
     g = sp.hstack(blocks, format="csr", dtype=np.float32)
     if layout is None:
         held = np.asarray(g.sum(axis=0)).ravel()
         keep = np.sort(np.argsort(-held, kind="stable")[:GROUP_MAX_VALUES])
-        layout = {"widths": [b.shape[1] for b in blocks], "columns": keep[held[keep] > 0].tolist()}
+        layout = {
+            "widths": [b.shape[1] for b in blocks],
+            "columns": keep[held[keep] > 0].tolist(),
+        }
     return g[:, layout["columns"]].tocsr(), layout
 
 
@@ -536,16 +804,32 @@ def group_popularity(groups: sp.csr_matrix, x: sp.csr_matrix) -> np.ndarray:
     known = (np.diff(x.indptr) > 0).astype(np.float32)
     a = sp.diags(known) @ groups
     size = np.maximum(np.asarray(a.sum(axis=0)).ravel(), 1.0)
-    return (np.asarray((x.T @ a).toarray(), np.float32) / size.astype(np.float32)).astype(np.float32)
+    return (
+        np.asarray((x.T @ a).toarray(), np.float32) / size.astype(np.float32)
+    ).astype(np.float32)
 
 
-def _validation_ndcg(user: np.ndarray, item: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix,
-                     cand: np.ndarray, k: int) -> float:
-    return embedding_accuracy(torch.from_numpy(user), torch.from_numpy(item), truth, exclude, cand, k)[0]
+def _validation_ndcg(
+    user: np.ndarray,
+    item: np.ndarray,
+    truth: sp.csr_matrix,
+    exclude: sp.csr_matrix,
+    cand: np.ndarray,
+    k: int,
+) -> float:
+    return embedding_accuracy(
+        torch.from_numpy(user), torch.from_numpy(item), truth, exclude, cand, k
+    )[0]
 
 
-def select_ease(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, dim: int, lambdas: Sequence[float]
-                 ) -> GraphFilter:
+def select_ease(
+    x: sp.csr_matrix,
+    warm: np.ndarray,
+    ds: Dataset,
+    k: int,
+    dim: int,
+    lambdas: Sequence[float],
+) -> GraphFilter:
     """Low-rank EASE on x (the graph filter without its low-pass part) with the lambda of the best warm `valid`
     NDCG@k of EASE alone (history = what training saw)."""
     return select_filter(x, warm, ds, k, dim, 0, lambdas, (0.0,))
@@ -566,37 +850,72 @@ class GraphFilter:
     trials: dict[str, Any]
 
 
-def select_filter(x: sp.csr_matrix, warm: np.ndarray, ds: Dataset, k: int, ease_dim: int, lowpass_dim: int,
-                  lambdas: Sequence[float], gammas: Sequence[float]) -> GraphFilter:
+def select_filter(
+    x: sp.csr_matrix,
+    warm: np.ndarray,
+    ds: Dataset,
+    k: int,
+    ease_dim: int,
+    lowpass_dim: int,
+    lambdas: Sequence[float],
+    gammas: Sequence[float],
+) -> GraphFilter:
     """The graph filter on x: EASE's lambda with the best warm `valid` NDCG@k of EASE alone, then the low-pass
     weight gamma with the best of the whole filter (history = what training saw; one value each: no search)."""
     s, v = interaction_svd(x, ease_dim)
     low = ideal_lowpass(x, lowpass_dim) if lowpass_dim and any(gammas) else None
     history = ds.matrix(FIT_HISTORY)
     cand = np.flatnonzero(warm)
-    truth, seen = sample_validation_rows(ds.matrix(("valid",)), len(cand)).astype(bool), history.astype(bool)
+    truth, seen = (
+        sample_validation_rows(ds.matrix(("valid",)), len(cand)).astype(bool),
+        history.astype(bool),
+    )
 
     def score(lam_factors: tuple[np.ndarray, np.ndarray], gamma: float) -> float:
         # gamma is 0 without a low-pass part
-        user = [history @ lam_factors[0]] + ([history @ low[0]] if gamma and low is not None else [])
-        item = [lam_factors[1]] + ([gamma * low[1]] if gamma and low is not None else [])
-        return _validation_ndcg(np.hstack(user).astype(np.float32), np.hstack(item).astype(np.float32), truth,
-                                seen, cand, k)
+        user = [history @ lam_factors[0]] + (
+            [history @ low[0]] if gamma and low is not None else []
+        )
+        item = [lam_factors[1]] + (
+            [gamma * low[1]] if gamma and low is not None else []
+        )
+        return _validation_ndcg(
+            np.hstack(user).astype(np.float32),
+            np.hstack(item).astype(np.float32),
+            truth,
+            seen,
+            cand,
+            k,
+        )
 
     trials: dict[str, Any] = {}
     factors = {float(lam): ease_factors(s, v, lam) for lam in lambdas}
     lam = float(lambdas[0])
     if len(lambdas) > 1:
-        trials["ease_validation_ndcg"] = {str(m): round(score(f, 0.0), 6) for m, f in factors.items()}
+        trials["ease_validation_ndcg"] = {
+            str(m): round(score(f, 0.0), 6) for m, f in factors.items()
+        }
         lam = max(factors, key=lambda m: trials["ease_validation_ndcg"][str(m)])
     gamma = float(gammas[0]) if low is not None else 0.0
     if low is not None and len(gammas) > 1:
-        trials["lowpass_validation_ndcg"] = {str(g): round(score(factors[lam], float(g)), 6) for g in gammas}
-        gamma = float(max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)]))
+        trials["lowpass_validation_ndcg"] = {
+            str(g): round(score(factors[lam], float(g)), 6) for g in gammas
+        }
+        gamma = float(
+            max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)])
+        )
     ease_user, ease_item = factors[lam]
     if not gamma or low is None:
         return GraphFilter(lam, 0.0, ease_user, ease_item, None, None, trials)
-    return GraphFilter(lam, gamma, ease_user, ease_item, low[0], (gamma * low[1]).astype(np.float32), trials)
+    return GraphFilter(
+        lam,
+        gamma,
+        ease_user,
+        ease_item,
+        low[0],
+        (gamma * low[1]).astype(np.float32),
+        trials,
+    )
 
 
 @dataclass(frozen=True)
@@ -609,16 +928,29 @@ class ColdMaps:
 
     ridge: ContentMap
     pop: ContentMap | None
-    selection: dict[str, Any] = field(default_factory=dict)  # the lambdas chosen, and each lambda's validation NDCG
+    selection: dict[str, Any] = field(
+        default_factory=dict
+    )  # the lambdas chosen, and each lambda's validation NDCG
 
     def on(self, r: Ranker, feats: sp.csr_matrix) -> Ranker:
         """`r` with these maps and the cold items' rows they give (warm rows unchanged)."""
-        cold_pop = None if self.pop is None else _mapped(self.pop, feats, r.warm, np.zeros((r.n_items, 1)))[:, 0]
-        return replace(r, ease_item=_mapped(self.ridge, feats, r.warm, r.ease_item), content_map=self.ridge,
-                       cold_pop_map=self.pop, cold_pop=cold_pop)
+        cold_pop = (
+            None
+            if self.pop is None
+            else _mapped(self.pop, feats, r.warm, np.zeros((r.n_items, 1)))[:, 0]
+        )
+        return replace(
+            r,
+            ease_item=_mapped(self.ridge, feats, r.warm, r.ease_item),
+            content_map=self.ridge,
+            cold_pop_map=self.pop,
+            cold_pop=cold_pop,
+        )
 
 
-def _mapped(m: ContentMap, feats: sp.csr_matrix, warm: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _mapped(
+    m: ContentMap, feats: sp.csr_matrix, warm: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """float32 `rows` with the cold items' rows replaced by the map of their content."""
     out = rows.astype(np.float32)  # a copy
     cold = np.flatnonzero(~warm)
@@ -626,8 +958,15 @@ def _mapped(m: ContentMap, feats: sp.csr_matrix, warm: np.ndarray, rows: np.ndar
     return out
 
 
-def fit_cold_maps(r: Ranker, feats: sp.csr_matrix, x: sp.csr_matrix, ridge_lambdas: Sequence[float],
-                  pop_lambdas: Sequence[float], ds: Dataset | None = None, k: int = 20) -> ColdMaps | None:
+def fit_cold_maps(
+    r: Ranker,
+    feats: sp.csr_matrix,
+    x: sp.csr_matrix,
+    ridge_lambdas: Sequence[float],
+    pop_lambdas: Sequence[float],
+    ds: Dataset | None = None,
+    k: int = 20,
+) -> ColdMaps | None:
     """The cold maps from content `feats` to r's warm ease_item rows and to log(1 + interactions in x), in one ridge
     solve (one decomposition of the content for every lambda and both targets). No pop_lambdas: no cpop map.
 
@@ -636,38 +975,71 @@ def fit_cold_maps(r: Ranker, feats: sp.csr_matrix, x: sp.csr_matrix, ridge_lambd
     on."""
     rows, cold = np.flatnonzero(r.warm), np.flatnonzero(~r.warm)
     width = r.ease_item.shape[1]
-    target = np.hstack([r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]])
+    target = np.hstack(
+        [r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]]
+    )
     lambdas = sorted({*ridge_lambdas, *pop_lambdas})
     fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
     ridge = {lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas}
-    pop = {lam: fitted[lam].target_columns(slice(width, width + 1)) for lam in pop_lambdas}
+    pop = {
+        lam: fitted[lam].target_columns(slice(width, width + 1)) for lam in pop_lambdas
+    }
     chosen = {"ridge": ridge_lambdas[0]}
     if pop_lambdas:
         chosen["cold_pop"] = pop_lambdas[0]
     selection: dict[str, Any] = {}
     if len(ridge_lambdas) > 1:
         if ds is None:
-            raise ValueError("selecting the cold maps' lambdas needs the dataset (its cold_valid)")
-        truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(bool)
+            raise ValueError(
+                "selecting the cold maps' lambdas needs the dataset (its cold_valid)"
+            )
+        truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(
+            bool
+        )
         if truth.nnz == 0 or len(cold) == 0:
             return None
         history = ds.matrix(FIT_HISTORY)
         # each map's score alone: the user's EASE vector . the mapped rows; 1 . the predicted popularity
-        user = {"ridge": np.asarray(history @ r.ease_user, np.float32),
-                "cold_pop": np.ones((ds.n_users, 1), np.float32)}
+        user = {
+            "ridge": np.asarray(history @ r.ease_user, np.float32),
+            "cold_pop": np.ones((ds.n_users, 1), np.float32),
+        }
         base = {"ridge": r.ease_item, "cold_pop": np.zeros((r.n_items, 1))}
         for name, maps in (("ridge", ridge), ("cold_pop", pop)):
-            trials = {lam: _validation_ndcg(user[name], _mapped(m, feats, r.warm, base[name]), truth,
-                                            history.astype(bool), cold, k) for lam, m in maps.items()}
+            trials = {
+                lam: _validation_ndcg(
+                    user[name],
+                    _mapped(m, feats, r.warm, base[name]),
+                    truth,
+                    history.astype(bool),
+                    cold,
+                    k,
+                )
+                for lam, m in maps.items()
+            }
             if trials:
                 chosen[name] = max(trials, key=trials.__getitem__)
-                selection.update({f"{name}_lambda": chosen[name],
-                                  f"{name}_validation_ndcg": {str(lam): round(v, 6) for lam, v in trials.items()}})
-    return ColdMaps(ridge[chosen["ridge"]], pop[chosen["cold_pop"]] if pop else None, selection)
+                selection.update(
+                    {
+                        f"{name}_lambda": chosen[name],
+                        f"{name}_validation_ndcg": {
+                            str(lam): round(v, 6) for lam, v in trials.items()
+                        },
+                    }
+                )
+    return ColdMaps(
+        ridge[chosen["ridge"]], pop[chosen["cold_pop"]] if pop else None, selection
+    )
 
 
-def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, np.ndarray],
-              settings: RankSettings | None = None, *, ds: Dataset | None = None, progress: bool = True) -> Ranker:
+def fit_blend(
+    workspace: Workspace | str | Path,
+    embeddings: tuple[np.ndarray, np.ndarray],
+    settings: RankSettings | None = None,
+    *,
+    ds: Dataset | None = None,
+    progress: bool = True,
+) -> Ranker:
     """The collaborative parts built from train, the blend fitted on validation with the GNN's selection-phase
     `embeddings` (user, item: trained on train only), then the collaborative parts refit on train+valid. Reads
     the workspace, writes nothing (`save_ranker` does, into the model/ folder a writer stages). The returned
@@ -677,66 +1049,152 @@ def fit_blend(workspace: Workspace | str | Path, embeddings: tuple[np.ndarray, n
     s = settings or RankSettings()
     ds = ds if ds is not None else Dataset.load(ws)
     if not ds.is_split:
-        raise InputError("dataset is not split into train/valid/test: run `graphrec data split` first", file=ws.path)
+        raise InputError(
+            "dataset is not split into train/valid/test: run `graphrec data split` first",
+            file=ws.path,
+        )
     s.check(ds.n_users, ds.n_items)
     k, ease_dim = s.k, s.ease_dim
     train = ds.matrix(("train",))
-    warm = ds.warm_items(("train",))  # during selection; served lists treat train+valid items as warm
+    warm = ds.warm_items(
+        ("train",)
+    )  # during selection; served lists treat train+valid items as warm
     lambdas = EASE_LAMBDAS if s.ease_lambda is None else (s.ease_lambda,)
-    log.info("ranker: graph filter, low-rank EASE (%d dims, lambda %s) + ideal low-pass (%d dims) on %d warm items",
-             ease_dim, " / ".join(map(str, lambdas)), s.lowpass_dim, int(warm.sum()))
-    gf = select_filter(train, warm, ds, k, ease_dim, s.lowpass_dim, lambdas, LOWPASS_GAMMAS)
+    log.info(
+        "ranker: graph filter, low-rank EASE (%d dims, lambda %s) + ideal low-pass (%d dims) on %d warm items",
+        ease_dim,
+        " / ".join(map(str, lambdas)),
+        s.lowpass_dim,
+        int(warm.sum()),
+    )
+    gf = select_filter(
+        train, warm, ds, k, ease_dim, s.lowpass_dim, lambdas, LOWPASS_GAMMAS
+    )
     content, modalities = _content_matrix(ws, ds.n_items)
-    r = Ranker(*embeddings, warm, _log_pop(train), gf.ease_user, gf.ease_item, content,
-               lowpass_user=gf.lowpass_user, lowpass_item=gf.lowpass_item)
-    kg = _graph(ws)  # loaded once: item attributes for the content map, user attributes for the group block
+    r = Ranker(
+        *embeddings,
+        warm,
+        _log_pop(train),
+        gf.ease_user,
+        gf.ease_item,
+        content,
+        lowpass_user=gf.lowpass_user,
+        lowpass_item=gf.lowpass_item,
+    )
+    kg = _graph(
+        ws
+    )  # loaded once: item attributes for the content map, user attributes for the group block
     feats, widths = ridge_content(kg, ds.n_items, content)
-    cold = fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k) if feats is not None and warm.any() \
+    cold = (
+        fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k)
+        if feats is not None and warm.any()
         else None
+    )
     r = cold.on(r, feats) if cold is not None else r
     blend = fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn, s.gnn)
-    r = replace(r, weights_warm=blend.weights_warm, weights_cold=blend.weights_cold, cold_offset=blend.cold_offset,
-                scale=blend.scale)
+    r = replace(
+        r,
+        weights_warm=blend.weights_warm,
+        weights_cold=blend.weights_cold,
+        cold_offset=blend.cold_offset,
+        scale=blend.scale,
+    )
     groups, group_layout = user_groups(kg, ds.n_users)
     new_users = fit_new_users(r, ds, k, s.max_fit_users, groups, train)
     r = new_users.on(r) if new_users is not None else r
     # the private export's own (no gnn, no group block): fitted here, so no reader ever fits
-    attribute_free = r._attribute_free({b: w for b, w in r.new_user_weights.items() if b not in ("gnn", "group")})
+    attribute_free = r._attribute_free(
+        {b: w for b, w in r.new_user_weights.items() if b not in ("gnn", "group")}
+    )
     private = fit_new_users(attribute_free, ds, k, s.max_fit_users, None, train)
-    r = replace(r, private_new_user_weights=attribute_free.new_user_weights if private is None else private.weights)
+    r = replace(
+        r,
+        private_new_user_weights=attribute_free.new_user_weights
+        if private is None
+        else private.weights,
+    )
     # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
     # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
     fitted_on = ds.refit_parts if s.refit else ("train",)
     given = ds.matrix(fitted_on)
     r = replace(r, warm=ds.warm_items(fitted_on))
     if given.nnz > train.nnz:
-        final = select_filter(given, r.warm, ds, k, ease_dim, s.lowpass_dim, (gf.ease_lambda,), (gf.gamma,))
-        r = replace(r, pop=_log_pop(given), ease_user=final.ease_user, ease_item=final.ease_item,
-                    lowpass_user=final.lowpass_user, lowpass_item=final.lowpass_item)
+        final = select_filter(
+            given,
+            r.warm,
+            ds,
+            k,
+            ease_dim,
+            s.lowpass_dim,
+            (gf.ease_lambda,),
+            (gf.gamma,),
+        )
+        r = replace(
+            r,
+            pop=_log_pop(given),
+            ease_user=final.ease_user,
+            ease_item=final.ease_item,
+            lowpass_user=final.lowpass_user,
+            lowpass_item=final.lowpass_item,
+        )
     if cold is not None:
         pop_lambda = [cold.selection["cold_pop_lambda"]] if cold.pop is not None else []
         # one lambda each: fitted as they are, never None
-        refit_maps = cast(ColdMaps, fit_cold_maps(r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda))
+        refit_maps = cast(
+            ColdMaps,
+            fit_cold_maps(
+                r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda
+            ),
+        )
         r = refit_maps.on(r, feats)
     if r.group_items is not None:
-        r = replace(r, group_items=group_popularity(r.groups, given) / np.float32(r.scale["group"]))
-    selection = {"warm_items": int(warm.sum()), **gf.trials, **(cold.selection if cold else {}), **blend.selection,
-                 **(new_users.selection if new_users else {})}
-    return replace(r, record=RankerRecord(
-        k=k, max_fit_users=s.max_fit_users, ease_lambda=gf.ease_lambda, lowpass_gamma=gf.gamma,
-        modalities=tuple(modalities), ridge_widths=tuple(widths) if widths is not None else None,
-        group_layout=group_layout if r.groups is not None else None, gnn_kept=blend.gnn_kept, selection=selection))
+        r = replace(
+            r,
+            group_items=group_popularity(r.groups, given)
+            / np.float32(r.scale["group"]),
+        )
+    selection = {
+        "warm_items": int(warm.sum()),
+        **gf.trials,
+        **(cold.selection if cold else {}),
+        **blend.selection,
+        **(new_users.selection if new_users else {}),
+    }
+    return replace(
+        r,
+        record=RankerRecord(
+            k=k,
+            max_fit_users=s.max_fit_users,
+            ease_lambda=gf.ease_lambda,
+            lowpass_gamma=gf.gamma,
+            modalities=tuple(modalities),
+            ridge_widths=tuple(widths) if widths is not None else None,
+            group_layout=group_layout if r.groups is not None else None,
+            gnn_kept=blend.gnn_kept,
+            selection=selection,
+        ),
+    )
 
 
 def _log_pop(x: sp.csr_matrix) -> np.ndarray:
     return np.log1p(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32)
 
 
-def serve_embeddings(r: Ranker, user: np.ndarray, item: np.ndarray, sha256: str, refit: bool) -> Ranker:
+def serve_embeddings(
+    r: Ranker, user: np.ndarray, item: np.ndarray, sha256: str, refit: bool
+) -> Ranker:
     """The fitted ranker serving the GNN's final embeddings (model/embeddings.safetensors, whose sha256 the
     ranker records); `refit`: they are the refit ones, not those the blend was fitted with."""
-    return replace(r, user_emb=user, item_emb=item, record=replace(
-        r.record, fitted_with=artifacts.SELECT_EMBEDDINGS if refit else artifacts.EMBEDDINGS, embeddings_sha256=sha256))
+    return replace(
+        r,
+        user_emb=user,
+        item_emb=item,
+        record=replace(
+            r.record,
+            fitted_with=artifacts.SELECT_EMBEDDINGS if refit else artifacts.EMBEDDINGS,
+            embeddings_sha256=sha256,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -747,12 +1205,23 @@ class BlendFit:
     weights_cold: dict[str, float]
     cold_offset: float
     scale: dict[str, float]  # each component's spread on validation candidates
-    gnn_kept: bool  # the blend with the GNN's block beat the closed-form blend without it
-    selection: dict[str, Any]  # users fitted on, validation NDCG with and without the GNN
+    gnn_kept: (
+        bool  # the blend with the GNN's block beat the closed-form blend without it
+    )
+    selection: dict[
+        str, Any
+    ]  # users fitted on, validation NDCG with and without the GNN
 
 
-def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, keep_gnn: bool,
-                gnn: bool = True) -> BlendFit:
+def fit_weights(
+    r: Ranker,
+    ds: Dataset,
+    k: int,
+    max_users: int,
+    progress: bool,
+    keep_gnn: bool,
+    gnn: bool = True,
+) -> BlendFit:
     """The blend of r's components by coordinate search on validation NDCG@k (warm weights on `valid`, cold ones
     on `cold_valid`, the cold offset on both); once without the gnn and once with it, the gnn kept only when it
     adds (or `keep_gnn`; `gnn` False: never tried)."""
@@ -760,7 +1229,14 @@ def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, 
     # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
     scale = dict(r.scale)
     for c in r.components:
-        task = next((n for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed")) if n in data), None)
+        task = next(
+            (
+                n
+                for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed"))
+                if n in data
+            ),
+            None,
+        )
         scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
     scaled = replace(r, scale=scale)
 
@@ -769,23 +1245,44 @@ def fit_weights(r: Ranker, ds: Dataset, k: int, max_users: int, progress: bool, 
         sc = scaled.blend(comps, cand, ww, wc, off) + mask
         idx = topk_stable(sc, min(k, len(cand)))[1].numpy()
         hits = hit_matrix(cand[idx], tu, ti, r.n_items)
-        return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
+        return mean_metrics(
+            per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k])
+        )[f"ndcg@{k}"]
 
     bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
     # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
     # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served (keep_gnn: always).
-    closed = _search_blend(objective, data, tuple(c for c in r.components if c != "gnn"), bar)
-    with_gnn = _search_blend(objective, data, r.components, bar) if gnn and "gnn" in r.components else None
+    closed = _search_blend(
+        objective, data, tuple(c for c in r.components if c != "gnn"), bar
+    )
+    with_gnn = (
+        _search_blend(objective, data, r.components, bar)
+        if gnn and "gnn" in r.components
+        else None
+    )
     bar.close()
-    gnn_kept = with_gnn is not None and (keep_gnn or (bool(with_gnn.weights_warm.get("gnn")
-                                                           or with_gnn.weights_cold.get("gnn"))
-                                                      and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9))
+    gnn_kept = with_gnn is not None and (
+        keep_gnn
+        or (
+            bool(with_gnn.weights_warm.get("gnn") or with_gnn.weights_cold.get("gnn"))
+            and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9
+        )
+    )
     chosen = with_gnn if with_gnn is not None and gnn_kept else closed
     rounded = lambda fit: {n: round(v, 6) for n, v in fit.validation_ndcg.items()}  # noqa: E731
-    return BlendFit(chosen.weights_warm, chosen.weights_cold, chosen.cold_offset, scale, gnn_kept, {
-        "fitted_on": {n: int(len(d[0])) for n, d in data.items()}, "validation_ndcg": rounded(chosen),
-        "closed_form_validation_ndcg": rounded(closed),
-        "with_gnn_validation_ndcg": None if with_gnn is None else rounded(with_gnn)})
+    return BlendFit(
+        chosen.weights_warm,
+        chosen.weights_cold,
+        chosen.cold_offset,
+        scale,
+        gnn_kept,
+        {
+            "fitted_on": {n: int(len(d[0])) for n, d in data.items()},
+            "validation_ndcg": rounded(chosen),
+            "closed_form_validation_ndcg": rounded(closed),
+            "with_gnn_validation_ndcg": None if with_gnn is None else rounded(with_gnn),
+        },
+    )
 
 
 def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
@@ -793,25 +1290,42 @@ def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
     truth items, the mask of known items); warm on `valid`, cold on `cold_valid`, mixed on both."""
     history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
-    warm_c, cold_c, all_c = np.flatnonzero(r.warm), np.flatnonzero(~r.warm), np.arange(r.n_items)
-    tasks = {"warm": (("valid",), warm_c), "cold": (("cold_valid",), cold_c), "mixed": (("valid", "cold_valid"), all_c)}
+    warm_c, cold_c, all_c = (
+        np.flatnonzero(r.warm),
+        np.flatnonzero(~r.warm),
+        np.arange(r.n_items),
+    )
+    tasks = {
+        "warm": (("valid",), warm_c),
+        "cold": (("cold_valid",), cold_c),
+        "mixed": (("valid", "cold_valid"), all_c),
+    }
     # When validation's cold items are items the test never sees (a split that holds out whole items, as new items
     # come to a shop), the cold weights and the cold offset are chosen on different ones (halves of cold_valid's,
     # seeded): chosen on the same few hundred items, cold items looked better on validation than on new ones and the
     # offset gave them most of the list (BENCHMARKS.md, "New items: cold by time against cold at random"). A split
     # whose cold_valid and cold_test share their items (held out by interaction) tests on those very items.
-    cold_valid, cold_test = (np.unique(ds.part(p)["item"].to_numpy()) for p in ("cold_valid", "cold_test"))
-    for_weights = None if np.isin(cold_valid, cold_test).any() else \
-        ~r.warm & (np.random.default_rng(1).random(r.n_items) < 0.5)
+    cold_valid, cold_test = (
+        np.unique(ds.part(p)["item"].to_numpy()) for p in ("cold_valid", "cold_test")
+    )
+    for_weights = (
+        None
+        if np.isin(cold_valid, cold_test).any()
+        else ~r.warm & (np.random.default_rng(1).random(r.n_items) < 0.5)
+    )
     data = {}
     for name, (parts, cand) in tasks.items():
         truth = ds.part(*parts)
-        if name != "warm" and for_weights is not None:  # cold: the weights' half; mixed: the warm and the other half
+        if (
+            name != "warm" and for_weights is not None
+        ):  # cold: the weights' half; mixed: the warm and the other half
             on_half = for_weights[truth["item"].to_numpy()]
             truth = truth[on_half if name == "cold" else ~on_half]
         users = np.unique(truth["user"].to_numpy())
         n_users = validation_users(len(cand), max_users)
-        if len(users) > n_users:  # a random sample bounds the search's cost on large datasets
+        if (
+            len(users) > n_users
+        ):  # a random sample bounds the search's cost on large datasets
             users = np.sort(rng.choice(users, n_users, replace=False))
         if len(users) == 0 or len(cand) == 0:
             continue
@@ -821,8 +1335,14 @@ def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
         comps = r.component_scores(users, cand, history)
         col_of = np.full(r.n_items, -1, np.int64)
         col_of[cand] = np.arange(len(cand))
-        data[name] = (users, cand, comps, pos[t["user"].to_numpy()], t["item"].to_numpy(),
-                      _mask_known(torch.zeros(len(users), len(cand)), history[users], col_of))
+        data[name] = (
+            users,
+            cand,
+            comps,
+            pos[t["user"].to_numpy()],
+            t["item"].to_numpy(),
+            _mask_known(torch.zeros(len(users), len(cand)), history[users], col_of),
+        )
     return data
 
 
@@ -835,22 +1355,42 @@ class _SearchedBlend:
 
     @property
     def mean_ndcg(self) -> float:
-        return float(np.mean(list(self.validation_ndcg.values()))) if self.validation_ndcg else 0.0
+        return (
+            float(np.mean(list(self.validation_ndcg.values())))
+            if self.validation_ndcg
+            else 0.0
+        )
 
 
-def _search_blend(objective: Callable[[str, dict, dict, float], float], data: dict[str, Any], components: Sequence[str],
-                  bar: tqdm) -> _SearchedBlend:
+def _search_blend(
+    objective: Callable[[str, dict, dict, float], float],
+    data: dict[str, Any],
+    components: Sequence[str],
+    bar: tqdm,
+) -> _SearchedBlend:
     """The blend over `components` by coordinate search on validation: warm weights on the warm task, cold
     weights on the cold task, the cold offset on the mixed task."""
-    ww = {c: (1.0 if c == components[0] else 0.0) for c in components if c not in COLD_ONLY}
+    ww = {
+        c: (1.0 if c == components[0] else 0.0)
+        for c in components
+        if c not in COLD_ONLY
+    }
     fitted: dict[str, float] = {}
     if "warm" in data:
-        ww, fitted["warm_ndcg"] = _coordinate_search(lambda w: objective("warm", w, {}, 0.0), ww,
-                                                     tuple(c for c in components if c not in COLD_ONLY), bar)
+        ww, fitted["warm_ndcg"] = _coordinate_search(
+            lambda w: objective("warm", w, {}, 0.0),
+            ww,
+            tuple(c for c in components if c not in COLD_ONLY),
+            bar,
+        )
     wc = {c: ww.get(c, 0.0) for c in COLD_COMPONENTS if c in components}
     if "cold" in data:
-        wc, fitted["cold_ndcg"] = _coordinate_search(lambda w: objective("cold", ww, w, 0.0), wc,
-                                                     tuple(c for c in COLD_COMPONENTS if c in components), bar)
+        wc, fitted["cold_ndcg"] = _coordinate_search(
+            lambda w: objective("cold", ww, w, 0.0),
+            wc,
+            tuple(c for c in COLD_COMPONENTS if c in components),
+            bar,
+        )
     offset = 0.0
     if "mixed" in data and "cold" in data and "warm" in data:
         trials: dict[float, tuple] = {}
@@ -876,19 +1416,35 @@ class NewUsersFit:
     weights: dict[str, float]
     short_history: int
     groups: sp.csr_matrix | None  # the users' attribute values
-    group_items: np.ndarray | None  # P(item | value) over the training users holding it, divided by its spread
+    group_items: (
+        np.ndarray | None
+    )  # P(item | value) over the training users holding it, divided by its spread
     group_scale: float
     selection: dict[str, Any]
 
     def on(self, r: Ranker) -> Ranker:
         if self.groups is None:
-            return replace(r, new_user_weights=self.weights, short_history=self.short_history)
-        return replace(r, new_user_weights=self.weights, short_history=self.short_history, groups=self.groups,
-                       group_items=self.group_items, scale={**r.scale, "group": self.group_scale})
+            return replace(
+                r, new_user_weights=self.weights, short_history=self.short_history
+            )
+        return replace(
+            r,
+            new_user_weights=self.weights,
+            short_history=self.short_history,
+            groups=self.groups,
+            group_items=self.group_items,
+            scale={**r.scale, "group": self.group_scale},
+        )
 
 
-def fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr_matrix | None, x: sp.csr_matrix
-                  ) -> NewUsersFit | None:
+def fit_new_users(
+    r: Ranker,
+    ds: Dataset,
+    k: int,
+    max_users: int,
+    groups: sp.csr_matrix | None,
+    x: sp.csr_matrix,
+) -> NewUsersFit | None:
     """Users known by attributes and at most a few items (cold users, with their cold_user_context if any): the
     group block (when users have attributes) and their own gnn, pop, offset and group weights, fitted on
     cold_user_valid over all items. Their history blocks (ease, content) keep the weights everyone has. The
@@ -905,22 +1461,40 @@ def fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr
         return None
     short = int(np.diff(history[users].indptr).max())
     items = r.item_vectors()
-    known = r.user_vectors(users, history)  # before any new-user weight: the vectors everyone gets
+    known = r.user_vectors(
+        users, history
+    )  # before any new-user weight: the vectors everyone gets
     at, scores = 0, {}
     rest = torch.zeros(len(users), r.n_items)
     for b, width in r.blocks().items():
         if b in ("gnn", "offset"):
-            user = r.user_emb[users] if b == "gnn" else np.ones((len(users), 1), np.float32)
-            scores[b] = torch.from_numpy(user) @ torch.from_numpy(items[:, at:at + width]).T
-        elif b in ("ease", "lowpass", "content"):  # from the few given items; 0 for users with none
-            rest += torch.from_numpy(known[:, at:at + width]) @ torch.from_numpy(items[:, at:at + width]).T
+            user = (
+                r.user_emb[users]
+                if b == "gnn"
+                else np.ones((len(users), 1), np.float32)
+            )
+            scores[b] = (
+                torch.from_numpy(user) @ torch.from_numpy(items[:, at : at + width]).T
+            )
+        elif b in (
+            "ease",
+            "lowpass",
+            "content",
+        ):  # from the few given items; 0 for users with none
+            rest += (
+                torch.from_numpy(known[:, at : at + width])
+                @ torch.from_numpy(items[:, at : at + width]).T
+            )
         at += width
     pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
     scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
     group_items, group_scale = None, 1.0
     if groups is not None:
         group_items = group_popularity(groups, x)
-        raw = torch.from_numpy(groups[users].toarray().astype(np.float32)) @ torch.from_numpy(group_items).T
+        raw = (
+            torch.from_numpy(groups[users].toarray().astype(np.float32))
+            @ torch.from_numpy(group_items).T
+        )
         group_scale = float(raw.std()) or 1.0
         scores["group"] = raw / group_scale
         group_items = group_items / np.float32(group_scale)
@@ -932,21 +1506,49 @@ def fit_new_users(r: Ranker, ds: Dataset, k: int, max_users: int, groups: sp.csr
 
     def objective(w: dict[str, float]) -> float:
         sc = rest + sum(w.get(b, 0.0) * v for b, v in scores.items())
-        sc[torch.from_numpy(seen.row.astype(np.int64)), torch.from_numpy(seen.col.astype(np.int64))] = float("-inf")
-        hits = hit_matrix(topk_stable(sc, min(k, r.n_items))[1].numpy(), tu, ti, r.n_items)
-        return mean_metrics(per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k]))[f"ndcg@{k}"]
+        sc[
+            torch.from_numpy(seen.row.astype(np.int64)),
+            torch.from_numpy(seen.col.astype(np.int64)),
+        ] = float("-inf")
+        hits = hit_matrix(
+            topk_stable(sc, min(k, r.n_items))[1].numpy(), tu, ti, r.n_items
+        )
+        return mean_metrics(
+            per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k])
+        )[f"ndcg@{k}"]
 
     with progress_bar(show=False) as bar:
-        start = {"gnn": 1.0, "pop": r.weights_warm.get("pop", 0.0), "offset": 1.0, "group": 0.0}
+        start = {
+            "gnn": 1.0,
+            "pop": r.weights_warm.get("pop", 0.0),
+            "offset": 1.0,
+            "group": 0.0,
+        }
         before = objective(start)
         w, after = _coordinate_search(objective, start, tuple(scores), bar)
-    return NewUsersFit(w, short, groups, group_items, group_scale, {
-        "new_user_validation_ndcg": {"without_group_block": round(before, 6), "fitted": round(after, 6)},
-        "fitted_on_new_users": int(len(users))})
+    return NewUsersFit(
+        w,
+        short,
+        groups,
+        group_items,
+        group_scale,
+        {
+            "new_user_validation_ndcg": {
+                "without_group_block": round(before, 6),
+                "fitted": round(after, 6),
+            },
+            "fitted_on_new_users": int(len(users)),
+        },
+    )
 
 
-def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, float], names: Sequence[str],
-                       bar: tqdm, rounds: int = 2) -> tuple[dict, float]:
+def _coordinate_search(
+    f: Callable[[dict[str, float]], float],
+    start: dict[str, float],
+    names: Sequence[str],
+    bar: tqdm,
+    rounds: int = 2,
+) -> tuple[dict, float]:
     """Maximise f(weights) one weight at a time over WEIGHT_GRID (ties keep the current value)."""
     w = {c: start.get(c, 0.0) for c in names}
     if not any(w.values()) and names:
@@ -969,32 +1571,68 @@ def _coordinate_search(f: Callable[[dict[str, float]], float], start: dict[str, 
     return w, best
 
 
-BLEND_KEYS = ("components", "blocks", "scale", "weights_warm", "weights_cold", "cold_offset", "new_user_weights",
-              "short_history", "private_new_user_weights", "ease_dim", "lowpass_dim")  # ranker.json beside the record
+BLEND_KEYS = (
+    "components",
+    "blocks",
+    "scale",
+    "weights_warm",
+    "weights_cold",
+    "cold_offset",
+    "new_user_weights",
+    "short_history",
+    "private_new_user_weights",
+    "ease_dim",
+    "lowpass_dim",
+)  # ranker.json beside the record
 
 
 def save_ranker(staged: Workspace, r: Ranker) -> None:
     """model/ranker.* of a staged workspace (through graphrec.model.artifacts): the fitted blend and its tensors."""
-    ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(np.float32)  # cold rows: rebuilt from content
-    tensors = {"ease_user": r.ease_user, "ease_item": ease_item, "pop": r.pop, "warm": r.warm.astype(np.uint8)}
+    ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(
+        np.float32
+    )  # cold rows: rebuilt from content
+    tensors = {
+        "ease_user": r.ease_user,
+        "ease_item": ease_item,
+        "pop": r.pop,
+        "warm": r.warm.astype(np.uint8),
+    }
     if r.lowpass_item is not None:
         # lowpass_user is set with lowpass_item (GraphFilter)
-        tensors.update(lowpass_user=cast(np.ndarray, r.lowpass_user), lowpass_item=r.lowpass_item)
+        tensors.update(
+            lowpass_user=cast(np.ndarray, r.lowpass_user), lowpass_item=r.lowpass_item
+        )
     for name, m in (("ridge", r.content_map), ("cold_pop", r.cold_pop_map)):
         if m is not None:
-            tensors.update({name: m.weights, f"{name}_mean": m.feature_mean, f"{name}_target_mean": m.target_mean,
-                            f"{name}_columns": m.columns.astype(np.int64)})
+            tensors.update(
+                {
+                    name: m.weights,
+                    f"{name}_mean": m.feature_mean,
+                    f"{name}_target_mean": m.target_mean,
+                    f"{name}_columns": m.columns.astype(np.int64),
+                }
+            )
     if r.group_items is not None:
         tensors["group_items"] = r.group_items
-    blend = {"components": list(r.components), "blocks": r.blocks(), "scale": r.scale, "weights_warm": r.weights_warm,
-             "weights_cold": r.weights_cold, "cold_offset": r.cold_offset, "new_user_weights": r.new_user_weights,
-             "short_history": r.short_history, "private_new_user_weights": r.private_new_user_weights,
-             "ease_dim": int(r.ease_item.shape[1]),
-             "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1])}
+    blend = {
+        "components": list(r.components),
+        "blocks": r.blocks(),
+        "scale": r.scale,
+        "weights_warm": r.weights_warm,
+        "weights_cold": r.weights_cold,
+        "cold_offset": r.cold_offset,
+        "new_user_weights": r.new_user_weights,
+        "short_history": r.short_history,
+        "private_new_user_weights": r.private_new_user_weights,
+        "ease_dim": int(r.ease_item.shape[1]),
+        "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
+    }
     artifacts.write_ranker(staged, tensors, {**r.record.to_json(), **blend})
 
 
-def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker | None:
+def load_ranker(
+    workspace: Workspace | str | Path, ds: Dataset | None = None
+) -> Ranker | None:
     """The saved ranker, or None when there is none or it was fitted for other embeddings or content."""
     ws = Workspace.of(workspace)
     ds = ds if ds is not None else Dataset.load(ws)
@@ -1006,30 +1644,60 @@ def load_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) ->
     content = _content_matrix(ws, ds.n_items)[0]
     if "content" in info["components"] and content is None:
         return None
-    r = Ranker(user_emb, item_emb, t["warm"].astype(bool), t["pop"], t["ease_user"], t["ease_item"],
-               content if "content" in info["components"] else None, lowpass_user=t.get("lowpass_user"),
-               lowpass_item=t.get("lowpass_item"), new_user_weights=info["new_user_weights"],
-               short_history=info.get("short_history", 0),
-               private_new_user_weights=info.get("private_new_user_weights"), scale=info["scale"],
-               weights_warm=info["weights_warm"], weights_cold=info["weights_cold"],
-               cold_offset=float(info["cold_offset"]), record=RankerRecord.from_json(info, BLEND_KEYS))
+    r = Ranker(
+        user_emb,
+        item_emb,
+        t["warm"].astype(bool),
+        t["pop"],
+        t["ease_user"],
+        t["ease_item"],
+        content if "content" in info["components"] else None,
+        lowpass_user=t.get("lowpass_user"),
+        lowpass_item=t.get("lowpass_item"),
+        new_user_weights=info["new_user_weights"],
+        short_history=info.get("short_history", 0),
+        private_new_user_weights=info.get("private_new_user_weights"),
+        scale=info["scale"],
+        weights_warm=info["weights_warm"],
+        weights_cold=info["weights_cold"],
+        cold_offset=float(info["cold_offset"]),
+        record=RankerRecord.from_json(info, BLEND_KEYS),
+    )
     kg = _graph(ws) if "group_items" in t or "ridge" in info["components"] else None
-    if "group_items" in t:  # the users' attribute values are rebuilt from graph/ with the fitted layout
+    if (
+        "group_items" in t
+    ):  # the users' attribute values are rebuilt from graph/ with the fitted layout
         groups = user_groups(kg, ds.n_users, info["group_layout"])[0]
         if groups is None or groups.shape[1] != t["group_items"].shape[1]:
             return None
         r = replace(r, groups=groups, group_items=t["group_items"])
-    if "ridge" in info["components"]:  # the content it maps is rebuilt, cut to the fitted blocks' widths
+    if (
+        "ridge" in info["components"]
+    ):  # the content it maps is rebuilt, cut to the fitted blocks' widths
         feats = ridge_content(kg, ds.n_items, content, info["ridge_widths"])[0]
-        if feats is None or "ridge_columns" not in t or feats.shape[1] != sum(info["ridge_widths"]):
+        if (
+            feats is None
+            or "ridge_columns" not in t
+            or feats.shape[1] != sum(info["ridge_widths"])
+        ):
             return None
-        maps = {n: ContentMap(t[n], t[f"{n}_mean"], t[f"{n}_target_mean"], t[f"{n}_columns"])
-                for n in ("ridge", "cold_pop") if n in t}  # read_ranker checked: ridge is there
-        r = ColdMaps(maps["ridge"], maps.get("cold_pop") if "cpop" in info["components"] else None).on(r, feats)
+        maps = {
+            n: ContentMap(
+                t[n], t[f"{n}_mean"], t[f"{n}_target_mean"], t[f"{n}_columns"]
+            )
+            for n in ("ridge", "cold_pop")
+            if n in t
+        }  # read_ranker checked: ridge is there
+        r = ColdMaps(
+            maps["ridge"],
+            maps.get("cold_pop") if "cpop" in info["components"] else None,
+        ).on(r, feats)
     return r
 
 
-def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset) -> bool:
+def extend_ranker(
+    ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
+) -> bool:
     """The ranker's own update step: carry the fitted blend over to the staged workspace's new embeddings.
     New items are cold (gnn + content + the content map, no pop/EASE penalty) and add no EASE dimension to a
     user's vector; popularity counts include the new interactions. False when there is no current ranker."""
@@ -1038,12 +1706,23 @@ def extend_ranker(ws: Workspace, staged: Workspace, old: Dataset, grown: Dataset
         return False
     new = grown.n_items - old.n_items
     # new items: zero rows; the cold rows of ease_item and cold_pop are rebuilt from content on loading
-    save_ranker(staged, replace(
-        r, warm=_zero_rows(r.warm, new), ease_user=_zero_rows(r.ease_user, new), ease_item=_zero_rows(r.ease_item, new),
-        lowpass_user=_zero_rows(r.lowpass_user, new), lowpass_item=_zero_rows(r.lowpass_item, new),
-        group_items=_zero_rows(r.group_items, new), cold_pop=_zero_rows(r.cold_pop, new),
-        pop=_log_pop(grown.matrix(("train",))),
-        record=replace(r.record, embeddings_sha256=artifacts.embeddings_sha256(staged))))
+    save_ranker(
+        staged,
+        replace(
+            r,
+            warm=_zero_rows(r.warm, new),
+            ease_user=_zero_rows(r.ease_user, new),
+            ease_item=_zero_rows(r.ease_item, new),
+            lowpass_user=_zero_rows(r.lowpass_user, new),
+            lowpass_item=_zero_rows(r.lowpass_item, new),
+            group_items=_zero_rows(r.group_items, new),
+            cold_pop=_zero_rows(r.cold_pop, new),
+            pop=_log_pop(grown.matrix(("train",))),
+            record=replace(
+                r.record, embeddings_sha256=artifacts.embeddings_sha256(staged)
+            ),
+        ),
+    )
     return True
 
 
@@ -1053,10 +1732,14 @@ def _zero_rows(a: np.ndarray, n: int) -> np.ndarray: ...
 def _zero_rows(a: None, n: int) -> None: ...
 def _zero_rows(a: np.ndarray | None, n: int) -> np.ndarray | None:
     """`a` with n zero rows appended (None: an array the ranker does not have)."""
-    return None if a is None else np.concatenate([a, np.zeros((n, *a.shape[1:]), a.dtype)])
+    return (
+        None if a is None else np.concatenate([a, np.zeros((n, *a.shape[1:]), a.dtype)])
+    )
 
 
-def serving_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None) -> Ranker:
+def serving_ranker(
+    workspace: Workspace | str | Path, ds: Dataset | None = None
+) -> Ranker:
     """The saved ranker every reader serves from; one line naming the command that makes it when model/ has
     none for its embeddings. Readers never fit one: `graphrec train` fits it before its model/ is switched in."""
     ws = Workspace.of(workspace)
@@ -1065,8 +1748,14 @@ def serving_ranker(workspace: Workspace | str | Path, ds: Dataset | None = None)
     if r is None:
         artifacts.read_embeddings(ws, ds)  # a damaged embeddings file is named as such
         d = artifacts.model_dir(ws)
-        why = (f"was not fitted for {artifacts.EMBEDDINGS} and the content of features/ and graph/ beside it"
-               if (d / artifacts.RANKER_JSON).exists() else "is missing")
-        raise InputError(f"model/ has no ranker fitted for its embeddings: {artifacts.RANKER_JSON} {why}: "
-                         f"{artifacts.RETRAIN}", file=d)
+        why = (
+            f"was not fitted for {artifacts.EMBEDDINGS} and the content of features/ and graph/ beside it"
+            if (d / artifacts.RANKER_JSON).exists()
+            else "is missing"
+        )
+        raise InputError(
+            f"model/ has no ranker fitted for its embeddings: {artifacts.RANKER_JSON} {why}: "
+            f"{artifacts.RETRAIN}",
+            file=d,
+        )
     return r

@@ -4,6 +4,7 @@ Users: "all", a list of external ids, or a file with one id per line (an optiona
 Candidates: None (every item) or a file/list of item ids, one per line (optional header `item_id`).
 Every interaction the system was given (train, valid, cold_valid, cold_user_context) is excluded.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,9 @@ def read_id_file(path: str | os.PathLike, header: str) -> tuple[list[str], list[
         v = normalize_id(line.lstrip("\ufeff"))
         if v and not (n == 1 and v == header):
             if "," in v:
-                raise InputError(f"expected one {header} per line, found {v!r}", file=path, row=n)
+                raise InputError(
+                    f"expected one {header} per line, found {v!r}", file=path, row=n
+                )
             ids.append(v)
             rows.append(n)
     if not ids:
@@ -64,22 +67,34 @@ def resolve_ids(known: np.ndarray, spec: IdSpec, kind: str) -> np.ndarray:
     pos = pd.Index(known).get_indexer(pd.Index(ids, dtype=object))
     if (pos < 0).any():
         at = int(np.flatnonzero(pos < 0)[0])
-        raise InputError(f"unknown {kind} id {ids[at]!r} (not in the workspace's dataset)", file=file,
-                         row=None if rows is None else rows[at])
+        raise InputError(
+            f"unknown {kind} id {ids[at]!r} (not in the workspace's dataset)",
+            file=file,
+            row=None if rows is None else rows[at],
+        )
     return pos.astype(np.int64)
 
 
 @reads
-def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k: int = DEFAULT_N,
-              candidates: IdSpec = None, explain: bool = False, ranker: Ranker | None = None,
-              progress: bool = False, approximate: bool = False, filter_items: IdSpec = None) -> pd.DataFrame:
+def recommend(
+    workspace: Workspace | str | os.PathLike,
+    users: IdSpec = "all",
+    k: int = DEFAULT_N,
+    candidates: IdSpec = None,
+    explain: bool = False,
+    ranker: Ranker | None = None,
+    progress: bool = False,
+    approximate: bool = False,
+    filter_items: IdSpec = None,
+) -> pd.DataFrame:
     """Top-k items per user among the candidates, every given interaction excluded, best first: the recommend
     contract's table (graphrec.model.lists; `Recommender.recommend(...).to_frame()` gives the same).
 
     filter_items: item ids (a list, or a file of one per line) left out of every list.
 
     approximate: candidates from a first pass in 256 whitened dimensions, rescored exactly, instead of scoring every
-    candidate in full (for large catalogues; the lists hold 99.5-100% of the exact ones: BENCHMARKS.md, "Approximate top-K on
+    candidate in full (for large catalogues; the lists hold 99.5-100% of the exact ones: BENCHMARKS.md, "Approximate
+    top-K on
     the served vectors")."""
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
@@ -89,32 +104,58 @@ def recommend(workspace: Workspace | str | os.PathLike, users: IdSpec = "all", k
     u = resolve_ids(ds.user_ids, users, "user")
     cand = None if candidates is None else resolve_ids(ds.item_ids, candidates, "item")
     if filter_items is not None:
-        cand = np.setdiff1d(np.arange(ds.n_items) if cand is None else cand,
-                            resolve_ids(ds.item_ids, filter_items, "item"))
+        cand = np.setdiff1d(
+            np.arange(ds.n_items) if cand is None else cand,
+            resolve_ids(ds.item_ids, filter_items, "item"),
+        )
     history = ds.matrix(GIVEN)
-    items, scores = r.topk(u, k, history, cand, progress=progress, approximate=approximate)
+    items, scores = r.topk(
+        u, k, history, cand, progress=progress, approximate=approximate
+    )
     rows, pos = np.nonzero(items >= 0)
-    frame = pd.DataFrame({"user_id": ds.user_ids[u[rows]], "item_id": ds.item_ids[items[rows, pos]],
-                          "rank": (pos + 1).astype(np.int32), "score": scores[rows, pos]})
+    frame = pd.DataFrame(
+        {
+            "user_id": ds.user_ids[u[rows]],
+            "item_id": ds.item_ids[items[rows, pos]],
+            "rank": (pos + 1).astype(np.int32),
+            "score": scores[rows, pos],
+        }
+    )
     if explain:
-        frame["explanation"] = explanations(ws, ds, r, history, u[rows], items[rows, pos], progress)
+        frame["explanation"] = explanations(
+            ws, ds, r, history, u[rows], items[rows, pos], progress
+        )
     return frame
 
 
-def explanations(ws: Workspace, ds: Dataset, r: Ranker, history: sp.csr_matrix, users: np.ndarray,
-                 items: np.ndarray, progress: bool = False) -> list[str]:
+def explanations(
+    ws: Workspace,
+    ds: Dataset,
+    r: Ranker,
+    history: sp.csr_matrix,
+    users: np.ndarray,
+    items: np.ndarray,
+    progress: bool = False,
+) -> list[str]:
     """Knowledge-graph paths (kg.explain) when the workspace has a graph, else the embedding neighbour."""
     if ws.stage_dir("graph").is_dir():
-
-        ex = Explainer(KnowledgeGraph.load(ws), ds.item_labels())  # one Python call per pair: opt-in only
-        pairs = progress_bar(zip(users, items), show=progress, total=len(users), desc="explaining")
+        ex = Explainer(
+            KnowledgeGraph.load(ws), ds.item_labels()
+        )  # one Python call per pair: opt-in only
+        pairs = progress_bar(
+            zip(users, items), show=progress, total=len(users), desc="explaining"
+        )
         return [ex.text(int(a), int(b)) for a, b in pairs]
     return explain_pairs(ds, r, history, users, items)
 
 
-def explain_pairs(ds: Dataset, r: Ranker, history: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> list[str]:
+def explain_pairs(
+    ds: Dataset, r: Ranker, history: sp.csr_matrix, users: np.ndarray, items: np.ndarray
+) -> list[str]:
     """'like <title>': the user's known item closest to the recommended one (cosine of item embeddings)."""
-    emb = r.item_emb / np.maximum(np.linalg.norm(r.item_emb, axis=1, keepdims=True), 1e-12)
+    emb = r.item_emb / np.maximum(
+        np.linalg.norm(r.item_emb, axis=1, keepdims=True), 1e-12
+    )
     h = history[users]  # one row per (user, item) pair
     pair = np.repeat(np.arange(len(users)), np.diff(h.indptr))
     sim = np.einsum("nd,nd->n", emb[h.indices], emb[items[pair]])
@@ -124,7 +165,12 @@ def explain_pairs(ds: Dataset, r: Ranker, history: sp.csr_matrix, users: np.ndar
         first = np.unique(pair[order], return_index=True)[1]
         best[pair[order][first]] = h.indices[order][first]
     label = ds.item_labels()
-    return [f"like {label[b]}" if b >= 0 else "no history yet: ranked by content and model score" for b in best]
+    return [
+        f"like {label[b]}"
+        if b >= 0
+        else "no history yet: ranked by content and model score"
+        for b in best
+    ]
 
 
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection").
@@ -143,8 +189,14 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         col = out[column]
         # Columns holding any text (what pandas' .str accepts); numbers and empty columns pass unchanged.
-        if pd.api.types.infer_dtype(col, skipna=True) in ("string", "mixed", "mixed-integer"):
-            risky = col.str.startswith(FORMULA_START, na=False).astype(bool)  # missing or non-text: False
+        if pd.api.types.infer_dtype(col, skipna=True) in (
+            "string",
+            "mixed",
+            "mixed-integer",
+        ):
+            risky = col.str.startswith(FORMULA_START, na=False).astype(
+                bool
+            )  # missing or non-text: False
             out[column] = col.mask(risky, "'" + col[risky])
     return out
 

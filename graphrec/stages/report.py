@@ -7,6 +7,7 @@ that made the workspace. A value that is not defined shows as "—", with a note
 Plots are matplotlib PNGs (Agg backend) in plots/ and inlined into the HTML as base64, so the HTML opens
 anywhere on its own.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,13 +29,23 @@ from graphrec.model.metrics import ACCURACY
 from graphrec.stages.rank import Ranker
 from graphrec.stages.recommend import explanations
 
-if TYPE_CHECKING:  # matplotlib is imported where a plot is drawn (the Agg backend is chosen first)
+if (
+    TYPE_CHECKING
+):  # matplotlib is imported where a plot is drawn (the Agg backend is chosen first)
     from matplotlib.figure import Figure
 
 # ("h" | "h2" | "h3" | "p" | "note" | "warn" | "pre", text) | ("table", header, rows) | ("kv", [(key, value)], columns)
 # | ("img", file, caption)
 Block = tuple
-IDENTITY_KEYS = ("model", "pretrained", "weights", "checkpoint", "checkpoint_sha256", "random_weights", "dim")
+IDENTITY_KEYS = (
+    "model",
+    "pretrained",
+    "weights",
+    "checkpoint",
+    "checkpoint_sha256",
+    "random_weights",
+    "dim",
+)
 UNDEFINED = "—"
 BEYOND = ("coverage", "novelty", "diversity", "arp", "arp_ratio", "head_share")
 # Why a beyond-accuracy value can be undefined: the footnote under a table that shows one.
@@ -44,14 +55,26 @@ WHY_UNDEFINED = {
     "diversity": "there are no content features (or no list holds two items with content)",
     "arp_ratio": "the candidates' mean training popularity is 0: cold items have no training interactions",
     "head_share": "the top 20% most popular candidates include items without training interactions (cold items "
-                  "have none), so there is no popular head",
+    "have none), so there is no popular head",
 }
-PART_ROLES = {"train": "training", "valid": "selection (warm)", "test": "test: warm task",
-              "cold_valid": "selection (cold items)", "cold_test": "test: cold-item task",
-              "cold_user_context": "given interactions of cold users", "cold_user_valid": "selection (cold users)",
-              "cold_user_test": "test: cold-user task"}
-BASELINE_NAMES = {"popularity": "popularity", "ease": "EASE", "content": "content similarity"}
-NUMBER = re.compile(rf"[-+]?[0-9.,]+(e[-+]?[0-9]+)?×?|{UNDEFINED}")  # table cells the HTML aligns right
+PART_ROLES = {
+    "train": "training",
+    "valid": "selection (warm)",
+    "test": "test: warm task",
+    "cold_valid": "selection (cold items)",
+    "cold_test": "test: cold-item task",
+    "cold_user_context": "given interactions of cold users",
+    "cold_user_valid": "selection (cold users)",
+    "cold_user_test": "test: cold-user task",
+}
+BASELINE_NAMES = {
+    "popularity": "popularity",
+    "ease": "EASE",
+    "content": "content similarity",
+}
+NUMBER = re.compile(
+    rf"[-+]?[0-9.,]+(e[-+]?[0-9]+)?×?|{UNDEFINED}"
+)  # table cells the HTML aligns right
 
 
 def _fmt(v: Any) -> str:
@@ -73,7 +96,14 @@ def _setting(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else _fmt(v)
 
 
-def write_report(out: Path, ws: Workspace, ds: Dataset, r: Ranker, metrics: dict[str, Any], examples: int) -> None:
+def write_report(
+    out: Path,
+    ws: Workspace,
+    ds: Dataset,
+    r: Ranker,
+    metrics: dict[str, Any],
+    examples: int,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,17 +112,25 @@ def write_report(out: Path, ws: Workspace, ds: Dataset, r: Ranker, metrics: dict
     blocks += _warnings(ws)
     blocks += _headline(metrics)
     if "cold_user" in metrics["tasks"] and not ds.schema.user_attribute_columns:
-        blocks.append(("note", "cold_user: this dataset has no user attributes, so a cold user is ranked by their few "
-                               "context items if any and otherwise by what everyone gets (popularity and the fitted "
-                               "offsets: one list for all of them); coarse attributes (`data import "
-                               "--user-attribute-columns`) rank them by what people like them chose."))
+        blocks.append(
+            (
+                "note",
+                "cold_user: this dataset has no user attributes, so a cold user is ranked by their few "
+                "context items if any and otherwise by what everyone gets (popularity and the fitted "
+                "offsets: one list for all of them); coarse attributes (`data import "
+                "--user-attribute-columns`) rank them by what people like them chose.",
+            )
+        )
     blocks += _setup(metrics["setup"])
     blocks += _summary(ws, ds)
     blocks += _metric_tables(metrics)
     blocks += _plots(out / "plots", ws, metrics)
     blocks += _examples(ws, ds, r, examples)
-    blocks += [("h2", "Reproduce"), ("p", "The commands that made this workspace, in pipeline order:"),
-               ("pre", "\n".join(metrics["setup"]["commands"]))]
+    blocks += [
+        ("h2", "Reproduce"),
+        ("p", "The commands that made this workspace, in pipeline order:"),
+        ("pre", "\n".join(metrics["setup"]["commands"])),
+    ]
     (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(_html(blocks, out), encoding="utf-8")
 
@@ -101,8 +139,13 @@ def _warnings(ws: Workspace) -> list[Block]:
     blocks: list[Block] = []
     for name, meta in _encoders(ws).items():
         if meta.get("random_weights"):
-            blocks.append(("warn", f"The {name} encoder ran with RANDOM weights (no pretrained checkpoint): content "
-                                   "features are not meaningful and cold-start numbers are not representative."))
+            blocks.append(
+                (
+                    "warn",
+                    f"The {name} encoder ran with RANDOM weights (no pretrained checkpoint): content "
+                    "features are not meaningful and cold-start numbers are not representative.",
+                )
+            )
     return blocks
 
 
@@ -114,9 +157,15 @@ def _ratio(v: float | None) -> str:
     return UNDEFINED if v is None else f"{v:.2f}×"
 
 
-def _with_interval(value: float | None, interval: list[float] | None, fmt: Any = None) -> str:
+def _with_interval(
+    value: float | None, interval: list[float] | None, fmt: Any = None
+) -> str:
     fmt = fmt or _fmt
-    return fmt(value) if interval is None or value is None else f"{fmt(value)} ({fmt(interval[0])}–{fmt(interval[1])})"
+    return (
+        fmt(value)
+        if interval is None or value is None
+        else f"{fmt(value)} ({fmt(interval[0])}–{fmt(interval[1])})"
+    )
 
 
 def _headline_row(h: dict[str, Any]) -> list[str]:
@@ -125,12 +174,24 @@ def _headline_row(h: dict[str, Any]) -> list[str]:
     intervals = h.get("intervals", {})
 
     def cell(metric: str, side: str) -> str:
-        return _with_interval(sides[side].get(metric), (intervals.get(metric) or {}).get(side),
-                              _ratio if side == "ratio" else _fmt)
+        return _with_interval(
+            sides[side].get(metric),
+            (intervals.get(metric) or {}).get(side),
+            _ratio if side == "ratio" else _fmt,
+        )
 
-    return [h["task"], str(h["users"]), cell("ndcg", "ours"), cell("recall_full", "ours"),
-            _fmt(h["graphrec"].get("recall")), BASELINE_NAMES.get(h["best_baseline"], UNDEFINED),
-            cell("ndcg", "theirs"), cell("recall_full", "theirs"), cell("ndcg", "ratio"), cell("recall_full", "ratio")]
+    return [
+        h["task"],
+        str(h["users"]),
+        cell("ndcg", "ours"),
+        cell("recall_full", "ours"),
+        _fmt(h["graphrec"].get("recall")),
+        BASELINE_NAMES.get(h["best_baseline"], UNDEFINED),
+        cell("ndcg", "theirs"),
+        cell("recall_full", "theirs"),
+        cell("ndcg", "ratio"),
+        cell("recall_full", "ratio"),
+    ]
 
 
 def _headline(m: dict[str, Any]) -> list[Block]:
@@ -142,22 +203,47 @@ def _headline(m: dict[str, Any]) -> list[Block]:
             missing.append(h["task"])
     blocks: list[Block] = [
         ("h2", f"Headline: NDCG@{k} and Recall@{k} on the test parts"),
-        ("table", ["task", "users", f"graphrec NDCG@{k}", f"graphrec Recall@{k}", f"capped Recall@{k}",
-                   "best baseline", f"baseline NDCG@{k}", f"baseline Recall@{k}", "NDCG ratio", "Recall ratio"],
-         rows),
-        ("p", "Baselines are scored by graphrec evaluate itself on the same split and protocol: the same test "
-              "users, candidates and excluded interactions, full ranking. The best baseline is the one with the "
-              f"higher NDCG@{k}; ratio = graphrec / best baseline. In brackets: 95% bootstrap intervals over the "
-              "task's users (1,000 resamples, the same users for both systems): a ratio whose interval holds 1× "
-              f"is not a win. Recall@{k} = hits / |truth| (as LightGCN and RecBole papers report it); capped "
-              f"Recall@{k} = hits / min(|truth|, {k}), the one in the tables below.")]
-    notes = [f"{task}: no baseline can rank it ({_baseline_notes(m['baselines'], task)})." for task in missing]
+        (
+            "table",
+            [
+                "task",
+                "users",
+                f"graphrec NDCG@{k}",
+                f"graphrec Recall@{k}",
+                f"capped Recall@{k}",
+                "best baseline",
+                f"baseline NDCG@{k}",
+                f"baseline Recall@{k}",
+                "NDCG ratio",
+                "Recall ratio",
+            ],
+            rows,
+        ),
+        (
+            "p",
+            "Baselines are scored by graphrec evaluate itself on the same split and protocol: the same test "
+            "users, candidates and excluded interactions, full ranking. The best baseline is the one with the "
+            f"higher NDCG@{k}; ratio = graphrec / best baseline. In brackets: 95% bootstrap intervals over the "
+            "task's users (1,000 resamples, the same users for both systems): a ratio whose interval holds 1× "
+            f"is not a win. Recall@{k} = hits / |truth| (as LightGCN and RecBole papers report it); capped "
+            f"Recall@{k} = hits / min(|truth|, {k}), the one in the tables below.",
+        ),
+    ]
+    notes = [
+        f"{task}: no baseline can rank it ({_baseline_notes(m['baselines'], task)})."
+        for task in missing
+    ]
     for task, res in m["tasks"].items():
         share = res.get("cold_share")
         if share and share["lists"] is not None:
-            blocks.append(("p", f"{task}: cold items (no training interaction) are {share['lists']:.0%} of the "
-                                f"top-{share['k']} lists and {share['truth']:.0%} of the held-out items they are "
-                                "scored against (a list that over-promotes new items shows a larger first share)."))
+            blocks.append(
+                (
+                    "p",
+                    f"{task}: cold items (no training interaction) are {share['lists']:.0%} of the "
+                    f"top-{share['k']} lists and {share['truth']:.0%} of the held-out items they are "
+                    "scored against (a list that over-promotes new items shows a larger first share).",
+                )
+            )
     if notes:
         blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
     return blocks
@@ -170,33 +256,70 @@ def _baseline_notes(baselines: dict[str, Any], task: str) -> str:
         note = b.get("tasks", {}).get(task, {}).get("note")
         if note:
             by_note.setdefault(note, []).append(BASELINE_NAMES.get(name, name))
-    return "; ".join(f"{' and '.join(names)}: {note}" for note, names in by_note.items())
+    return "; ".join(
+        f"{' and '.join(names)}: {note}" for note, names in by_note.items()
+    )
 
 
 def _setup(s: dict[str, Any]) -> list[Block]:
-    seeds = ", ".join(f"{k} {v}" for k, v in s["seeds"].items() if v is not None) or UNDEFINED
+    seeds = (
+        ", ".join(f"{k} {v}" for k, v in s["seeds"].items() if v is not None)
+        or UNDEFINED
+    )
     blocks: list[Block] = [
         ("h2", "Setup"),
-        ("kv", [("graphrec version", s["graphrec_version"]), ("evaluated", s["evaluated_at"]),
-                ("dataset", f"{s['dataset']} ({s['source'] or 'unknown source'})"), ("seeds", seeds),
-                ("modalities", _fmt(s["modalities"])), ("protocol", s["protocol"])], 1),
+        (
+            "kv",
+            [
+                ("graphrec version", s["graphrec_version"]),
+                ("evaluated", s["evaluated_at"]),
+                ("dataset", f"{s['dataset']} ({s['source'] or 'unknown source'})"),
+                ("seeds", seeds),
+                ("modalities", _fmt(s["modalities"])),
+                ("protocol", s["protocol"]),
+            ],
+            1,
+        ),
         ("h3", "Split"),
-        ("kv", [(k, _setting(v)) for k, v in s["split"].items()] or [("split", "not split")], 3)]
+        (
+            "kv",
+            [(k, _setting(v)) for k, v in s["split"].items()]
+            or [("split", "not split")],
+            3,
+        ),
+    ]
     if s["model"]:
-        blocks += [("h3", "Model (graphrec train)"), ("kv", [(k, _setting(v)) for k, v in s["model"].items()], 3)]
+        blocks += [
+            ("h3", "Model (graphrec train)"),
+            ("kv", [(k, _setting(v)) for k, v in s["model"].items()], 3),
+        ]
     return blocks
 
 
 def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
     st = dataset_stats(ds)
-    keys = ("users", "items", "interactions", "cold_items", "cold_users", "items_without_interactions")
-    pairs = [(k.replace("_", " "), _fmt(st[k])) for k in keys] + [("density", f"{st['density']:.4g}")]
+    keys = (
+        "users",
+        "items",
+        "interactions",
+        "cold_items",
+        "cold_users",
+        "items_without_interactions",
+    )
+    pairs = [(k.replace("_", " "), _fmt(st[k])) for k in keys] + [
+        ("density", f"{st['density']:.4g}")
+    ]
     blocks: list[Block] = [("h2", "Dataset"), ("kv", pairs, 3)]
     rows = [[part, str(n), PART_ROLES.get(part, "")] for part, n in st["parts"].items()]
     blocks.append(("table", ["part", "interactions", "used for"], rows))
     stats = ("min", "median", "mean", "max")
-    rows = [[f"interactions per {what}", *[_setting(st[f"interactions_per_{what}"][s]) for s in stats]]
-            for what in ("user", "item")]
+    rows = [
+        [
+            f"interactions per {what}",
+            *[_setting(st[f"interactions_per_{what}"][s]) for s in stats],
+        ]
+        for what in ("user", "item")
+    ]
     blocks.append(("table", ["", *stats], rows))
     if ws.stage_dir("graph").is_dir():
         info = read_graph_info(ws)
@@ -205,66 +328,126 @@ def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
         blocks += [("h2", "Knowledge graph"), ("table", ["", "count"], rows)]
     enc = _encoders(ws)
     if enc:
-        rows = [[m] + [_fmt(meta.get(k)) for k in IDENTITY_KEYS] for m, meta in enc.items()]
+        rows = [
+            [m] + [_fmt(meta.get(k)) for k in IDENTITY_KEYS] for m, meta in enc.items()
+        ]
         blocks += [("h2", "Encoders"), ("table", ["modality", *IDENTITY_KEYS], rows)]
     return blocks
 
 
 def _blend(rk: dict[str, Any]) -> list[Block]:
     ww, wc = rk.get("weights_warm") or {}, rk.get("weights_cold") or {}
-    rows = [[c, _setting(ww.get(c)), _setting(wc.get(c))] for c in dict.fromkeys([*ww, *wc])]
-    pairs = [("fitted with", rk.get("fitted_with", "embeddings.safetensors")),
-             ("cold offset", _setting(rk.get("cold_offset")))]
-    pairs += [(f"validation NDCG ({name.removesuffix('_ndcg')})", _fmt(v))
-              for name, v in (rk.get("validation_ndcg") or {}).items()]
-    blocks: list[Block] = [("h3", "Ranker blend (fitted on validation)"), ("kv", pairs, 2),
-                           ("table", ["component", "weight on warm items", "weight on cold items"], rows)]
+    rows = [
+        [c, _setting(ww.get(c)), _setting(wc.get(c))] for c in dict.fromkeys([*ww, *wc])
+    ]
+    pairs = [
+        ("fitted with", rk.get("fitted_with", "embeddings.safetensors")),
+        ("cold offset", _setting(rk.get("cold_offset"))),
+    ]
+    pairs += [
+        (f"validation NDCG ({name.removesuffix('_ndcg')})", _fmt(v))
+        for name, v in (rk.get("validation_ndcg") or {}).items()
+    ]
+    blocks: list[Block] = [
+        ("h3", "Ranker blend (fitted on validation)"),
+        ("kv", pairs, 2),
+        ("table", ["component", "weight on warm items", "weight on cold items"], rows),
+    ]
     if any(UNDEFINED in row for row in rows):
-        blocks.append(("note", f"{UNDEFINED} the component does not score these items: EASE and popularity need "
-                               "interactions (warm items only), the content map (ridge) stands in for them on cold "
-                               "items."))
+        blocks.append(
+            (
+                "note",
+                f"{UNDEFINED} the component does not score these items: EASE and popularity need "
+                "interactions (warm items only), the content map (ridge) stands in for them on cold "
+                "items.",
+            )
+        )
     return blocks
 
 
 def _undefined_note(names: list[str]) -> list[Block]:
     why = [f"{n}: {WHY_UNDEFINED[n]}" for n in names if n in WHY_UNDEFINED]
-    return [("note", f"{UNDEFINED} not defined here. " + "; ".join(why) + ".")] if why else []
+    return (
+        [("note", f"{UNDEFINED} not defined here. " + "; ".join(why) + ".")]
+        if why
+        else []
+    )
 
 
 def _metric_tables(m: dict[str, Any]) -> list[Block]:
     ks = m["ks"]
-    blocks: list[Block] = [("h2", "Metrics (test parts, full ranking, known interactions excluded)")]
+    blocks: list[Block] = [
+        ("h2", "Metrics (test parts, full ranking, known interactions excluded)")
+    ]
     blocks.append(("kv", [(name, d) for name, d in m["definitions"].items()], 1))
     blocks += _blend(m["ranker"])
     for task, res in m["tasks"].items():
         acc, beyond = res["accuracy"], res["beyond"]
         rows = [[name] + [_fmt(acc[f"{name}@{k}"]) for k in ks] for name in ACCURACY]
         rows += [[name] + [_fmt(beyond[f"@{k}"][name]) for k in ks] for name in BEYOND]
-        blocks += [("h3", f"{task}: {res['users']} users, {res['held_out']} held-out interactions, "
-                          f"{res['candidates']} candidates"), ("table", ["metric", *[f"@{k}" for k in ks]], rows)]
+        blocks += [
+            (
+                "h3",
+                f"{task}: {res['users']} users, {res['held_out']} held-out interactions, "
+                f"{res['candidates']} candidates",
+            ),
+            ("table", ["metric", *[f"@{k}" for k in ks]], rows),
+        ]
         blocks += _undefined_note([row[0] for row in rows if UNDEFINED in row])
         blocks += _versus_baselines(m, task)
         k = m["histogram_k"]
-        rows = [[b, str(v["users"]), _fmt(v[f"recall@{k}"]), _fmt(v[f"recall_full@{k}"]), _fmt(v[f"ndcg@{k}"])]
-                for b, v in res["buckets"].items()]
-        blocks.append(("table", ["activity bucket", "users", f"recall@{k}", f"recall_full@{k}", f"ndcg@{k}"], rows))
+        rows = [
+            [
+                b,
+                str(v["users"]),
+                _fmt(v[f"recall@{k}"]),
+                _fmt(v[f"recall_full@{k}"]),
+                _fmt(v[f"ndcg@{k}"]),
+            ]
+            for b, v in res["buckets"].items()
+        ]
+        blocks.append(
+            (
+                "table",
+                [
+                    "activity bucket",
+                    "users",
+                    f"recall@{k}",
+                    f"recall_full@{k}",
+                    f"ndcg@{k}",
+                ],
+                rows,
+            )
+        )
     for task, why in m["skipped"].items():
         blocks.append(("p", f"{task}: not evaluated ({why})."))
-    blocks.append(("p", f"Activity buckets: {m['bucket_rule']}. Novelty: mean -log2 of smoothed training popularity. "
-                        "Diversity: mean pairwise cosine distance of content vectors within a list. ARP: mean "
-                        "training popularity of recommended items; head share: share in the top 20% most popular "
-                        "candidates."))
+    blocks.append(
+        (
+            "p",
+            f"Activity buckets: {m['bucket_rule']}. Novelty: mean -log2 of smoothed training popularity. "
+            "Diversity: mean pairwise cosine distance of content vectors within a list. ARP: mean "
+            "training popularity of recommended items; head share: share in the top 20% most popular "
+            "candidates.",
+        )
+    )
     return blocks
 
 
 def _versus_baselines(m: dict[str, Any], task: str) -> list[Block]:
     """graphrec and each baseline on one task, side by side."""
-    names = [f"{name}@{k}" for k in m["ks"] for name in ("recall", "recall_full", "ndcg")]
+    names = [
+        f"{name}@{k}" for k in m["ks"] for name in ("recall", "recall_full", "ndcg")
+    ]
     rows = [["graphrec", *[_fmt(m["tasks"][task]["accuracy"][n]) for n in names]]]
     for name, b in m["baselines"].items():
         label = BASELINE_NAMES.get(name, name)
         acc = b.get("tasks", {}).get(task, {}).get("accuracy") or {}
-        rows.append([f"{label} (λ {b['lambda']:g})" if "lambda" in b else label, *[_fmt(acc.get(n)) for n in names]])
+        rows.append(
+            [
+                f"{label} (λ {b['lambda']:g})" if "lambda" in b else label,
+                *[_fmt(acc.get(n)) for n in names],
+            ]
+        )
     why = _baseline_notes(m["baselines"], task)
     notes = [f"{why}."] if why else []
     blocks: list[Block] = [("table", ["vs baselines", *names], rows)]
@@ -281,33 +464,78 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
     if tasks:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
         # Recall as hits / |truth| (recall_full): it cannot fall as K grows, where the capped one can
-        for ax, (name, label) in zip(axes, (("recall_full", "recall"), ("ndcg", "ndcg"))):
+        for ax, (name, label) in zip(
+            axes, (("recall_full", "recall"), ("ndcg", "ndcg"))
+        ):
             for task, res in tasks.items():
-                ax.plot(m["ks"], [res["accuracy"][f"{name}@{k}"] for k in m["ks"]], marker="o", label=task)
+                ax.plot(
+                    m["ks"],
+                    [res["accuracy"][f"{name}@{k}"] for k in m["ks"]],
+                    marker="o",
+                    label=task,
+                )
             ax.set(xlabel="K", ylabel=label, title=f"{label} vs K", xticks=m["ks"])
         # one legend for both panels, beside them: inside, it would hide points
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        blocks.append(_save(fig, d / "metric_vs_k.png", "Recall (hits / |truth|) and NDCG at each K, per task"))
-        blocks.append(_save(_activity_plot(m), d / "recall_by_activity.png",
-                            f"Recall@{m['histogram_k']} per user-activity bucket, one bar per task"))
+        fig.legend(
+            *axes[0].get_legend_handles_labels(),
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+        )
+        blocks.append(
+            _save(
+                fig,
+                d / "metric_vs_k.png",
+                "Recall (hits / |truth|) and NDCG at each K, per task",
+            )
+        )
+        blocks.append(
+            _save(
+                _activity_plot(m),
+                d / "recall_by_activity.png",
+                f"Recall@{m['histogram_k']} per user-activity bucket, one bar per task",
+            )
+        )
         fig, ax = plt.subplots(figsize=(10, 3.6))
         task = "overall" if "overall" in tasks else next(iter(tasks))
         h = tasks[task]["popularity_histogram"]
-        labels = [f"{a}" if b - a <= 1 else f"{a}-{b - 1}" for a, b in zip(h["edges"], h["edges"][1:])]
+        labels = [
+            f"{a}" if b - a <= 1 else f"{a}-{b - 1}"
+            for a, b in zip(h["edges"], h["edges"][1:])
+        ]
         labels.append(f"{h['edges'][-1]}+")
         xs = np.arange(len(labels))
         ax.bar(xs - 0.2, h["catalogue"], 0.4, label="candidate items")
-        ax.bar(xs + 0.2, h["recommended"], 0.4, label=f"recommended (top {m['histogram_k']})")
-        ax.set(xticks=xs, xlabel="training interactions of the item", ylabel="share",
-               title=f"Popularity of recommended items vs catalogue ({task})")
+        ax.bar(
+            xs + 0.2,
+            h["recommended"],
+            0.4,
+            label=f"recommended (top {m['histogram_k']})",
+        )
+        ax.set(
+            xticks=xs,
+            xlabel="training interactions of the item",
+            ylabel="share",
+            title=f"Popularity of recommended items vs catalogue ({task})",
+        )
         ax.set_xticklabels(labels, rotation=45, fontsize=8)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        blocks.append(_save(fig, d / "popularity.png", "Popularity of recommended items vs the candidate catalogue"))
+        blocks.append(
+            _save(
+                fig,
+                d / "popularity.png",
+                "Popularity of recommended items vs the candidate catalogue",
+            )
+        )
     hist = read_history(ws)
     if hist is not None:
         rows = hist if isinstance(hist, list) else hist.get("history", [])
-        keys = [k for k in ("loss", "bpr", "cold", "align") if any(k in r for r in rows)]
-        vkeys = sorted({k for r in rows for k in r if "@" in k and isinstance(r[k], (int, float))})
+        keys = [
+            k for k in ("loss", "bpr", "cold", "align") if any(k in r for r in rows)
+        ]
+        vkeys = sorted(
+            {k for r in rows for k in r if "@" in k and isinstance(r[k], (int, float))}
+        )
         if rows and (keys or vkeys):
             fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
             for phase in dict.fromkeys(r.get("phase", "train") for r in rows):
@@ -320,9 +548,19 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
             axes[0].set(xlabel="epoch", title="training loss")
             axes[1].set(xlabel="epoch", title="validation metrics")
             for ax in axes:
-                if ax.has_data():  # below the panel: inside, the legend hides the curves
-                    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
-            blocks.append(_save(fig, d / "training.png", "Training curves (model/history.json)"))
+                if (
+                    ax.has_data()
+                ):  # below the panel: inside, the legend hides the curves
+                    ax.legend(
+                        fontsize=7,
+                        loc="upper center",
+                        bbox_to_anchor=(0.5, -0.22),
+                        ncol=2,
+                        frameon=False,
+                    )
+            blocks.append(
+                _save(fig, d / "training.png", "Training curves (model/history.json)")
+            )
     return blocks
 
 
@@ -332,24 +570,38 @@ def _activity_plot(m: dict[str, Any]) -> Figure:
     import matplotlib.pyplot as plt
 
     k, tasks = m["histogram_k"], m["tasks"]
-    buckets = [b for b in m["bucket_labels"] if any(b in res["buckets"] for res in tasks.values())]
+    buckets = [
+        b
+        for b in m["bucket_labels"]
+        if any(b in res["buckets"] for res in tasks.values())
+    ]
     fig, ax = plt.subplots(figsize=(10, 3.6))
     width = 0.8 / len(tasks)
     for j, (task, res) in enumerate(tasks.items()):
         at = [i for i, b in enumerate(buckets) if b in res["buckets"]]
         xs = np.asarray(at, dtype=float) - 0.4 + (j + 0.5) * width
-        ax.bar(xs, [res["buckets"][buckets[i]][f"recall@{k}"] for i in at], width, label=task)
+        ax.bar(
+            xs,
+            [res["buckets"][buckets[i]][f"recall@{k}"] for i in at],
+            width,
+            label=task,
+        )
     ax.set_xticks(np.arange(len(buckets)))
     ax.set_xticklabels(buckets)
-    ax.set(xlabel="interactions given to the system (train, valid, context)", ylabel=f"recall@{k}",
-           title="Recall by user activity")
+    ax.set(
+        xlabel="interactions given to the system (train, valid, context)",
+        ylabel=f"recall@{k}",
+        title="Recall by user activity",
+    )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
 def _save(fig: Figure, path: Path, caption: str) -> Block:
     fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")  # "tight" keeps the legends placed outside the axes
+    fig.savefig(
+        path, dpi=90, bbox_inches="tight"
+    )  # "tight" keeps the legends placed outside the axes
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -360,7 +612,9 @@ def _examples(ws: Workspace, ds: Dataset, r: Ranker, n: int) -> list[Block]:
     if n <= 0:
         return []
 
-    test_users = np.unique(ds.part("test", "cold_test", "cold_user_test")["user"].to_numpy())[:n]
+    test_users = np.unique(
+        ds.part("test", "cold_test", "cold_user_test")["user"].to_numpy()
+    )[:n]
     if len(test_users) == 0:
         return []
     history = ds.matrix(GIVEN)
@@ -368,11 +622,21 @@ def _examples(ws: Workspace, ds: Dataset, r: Ranker, n: int) -> list[Block]:
     rows_, pos = np.nonzero(top >= 0)
     why = explanations(ws, ds, r, history, test_users[rows_], top[rows_, pos])
     label = ds.item_labels()
-    rows = [[str(ds.user_ids[test_users[a]]), str(b + 1), f"{label[top[a, b]]} ({ds.item_ids[top[a, b]]})",
-             "cold" if not r.warm[top[a, b]] else "warm", f"{scores[a, b]:.3f}", w]
-            for a, b, w in zip(rows_, pos, why)]
-    return [("h2", "Example recommendations (all items, known interactions excluded)"),
-            ("table", ["user", "rank", "item", "kind", "score", "explanation"], rows)]
+    rows = [
+        [
+            str(ds.user_ids[test_users[a]]),
+            str(b + 1),
+            f"{label[top[a, b]]} ({ds.item_ids[top[a, b]]})",
+            "cold" if not r.warm[top[a, b]] else "warm",
+            f"{scores[a, b]:.3f}",
+            w,
+        ]
+        for a, b, w in zip(rows_, pos, why)
+    ]
+    return [
+        ("h2", "Example recommendations (all items, known interactions excluded)"),
+        ("table", ["user", "rank", "item", "kind", "score", "explanation"], rows),
+    ]
 
 
 def _markdown(blocks: list[Block]) -> str:
@@ -396,7 +660,10 @@ def _markdown(blocks: list[Block]) -> str:
         elif kind == "kv":
             lines += [f"- **{text(key)}**: {text(value)}" for key, value in b[1]] + [""]
         elif kind == "table":
-            lines += ["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1])]
+            lines += [
+                "| " + " | ".join(map(cell, b[1])) + " |",
+                "|" + "---|" * len(b[1]),
+            ]
             lines += ["| " + " | ".join(map(cell, row)) + " |" for row in b[2]] + [""]
         elif kind == "img":
             lines += [f"![{text(b[2])}]({b[1]})", ""]
@@ -424,27 +691,43 @@ def _html(blocks: list[Block], root: Path) -> str:
         elif kind == "pre":
             body.append(f"<pre>{e(b[1])}</pre>")
         elif kind == "kv":
-            items = "".join(f"<li><b>{e(str(key))}</b> {e(str(value))}</li>" for key, value in b[1])
+            items = "".join(
+                f"<li><b>{e(str(key))}</b> {e(str(value))}</li>" for key, value in b[1]
+            )
             body.append(f'<ul class="kv" style="columns:{b[2]}">{items}</ul>')
         elif kind == "table":
             # numbers line up on the right, words read from the left; a column's header follows its first cell
             first = b[2][0] if b[2] else []
-            head = "".join(f"<th{_align(first[j] if j < len(first) else '')}>{e(str(c))}</th>"
-                           for j, c in enumerate(b[1]))
-            rows = "".join("<tr>" + "".join(f"<td{_align(c)}>{e(str(c))}</td>" for c in row) + "</tr>"
-                           for row in b[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            head = "".join(
+                f"<th{_align(first[j] if j < len(first) else '')}>{e(str(c))}</th>"
+                for j, c in enumerate(b[1])
+            )
+            rows = "".join(
+                "<tr>"
+                + "".join(f"<td{_align(c)}>{e(str(c))}</td>" for c in row)
+                + "</tr>"
+                for row in b[2]
+            )
+            body.append(
+                f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+            )
         elif kind == "img":
             data = base64.b64encode((root / b[1]).read_bytes()).decode("ascii")
-            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{e(b[2])}">'
-                        f"<figcaption>{e(b[2])}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}th{background:#f3f3f3}.t{text-align:left}"
-             ".warn{background:#fde2e1;border:2px solid #c00;padding:.8em;margin:1em 0;font-size:1.1em}"
-             ".note{font-size:.9em;color:#555;margin-top:-.8em}"
-             ".kv{list-style:none;padding:0;margin:.5em 0 1em}.kv li{padding:1px 0;break-inside:avoid}"
-             ".kv b{display:inline-block;min-width:9em;font-weight:600}"
-             "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%}")
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>graphrec report</title><style>{style}'
-            f"</style></head><body>{''.join(body)}</body></html>\n")
+            body.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{e(b[2])}">'
+                f"<figcaption>{e(b[2])}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:right}th{background:#f3f3f3}.t{text-align:left}"
+        ".warn{background:#fde2e1;border:2px solid #c00;padding:.8em;margin:1em 0;font-size:1.1em}"
+        ".note{font-size:.9em;color:#555;margin-top:-.8em}"
+        ".kv{list-style:none;padding:0;margin:.5em 0 1em}.kv li{padding:1px 0;break-inside:avoid}"
+        ".kv b{display:inline-block;min-width:9em;font-weight:600}"
+        "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>graphrec report</title><style>{style}'
+        f"</style></head><body>{''.join(body)}</body></html>\n"
+    )

@@ -11,6 +11,7 @@ Every epoch writes model/epoch-N.safetensors (parameters, Adam state, loop state
 `resume=True` continues from the newest one, so an interrupted run ends as an uninterrupted one would:
 each epoch's sampling is seeded by (seed, phase, epoch), not by a running generator.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,14 +46,28 @@ from graphrec.model.artifacts import Checkpoints, TrainResult
 from graphrec.model.gnn import GraphRec, LossWeights, TrainedModel
 from graphrec.model.metrics import embedding_accuracy, sample_validation_rows
 from graphrec.model.propagation import GraphInputs, build_inputs, sample_neighbourhood
-from graphrec.stages.rank import Ranker, RankSettings, fit_blend, save_ranker, serve_embeddings
+from graphrec.stages.rank import (
+    Ranker,
+    RankSettings,
+    fit_blend,
+    save_ranker,
+    serve_embeddings,
+)
 
 PHASES = ("select", "refit")
+
+
 # Full mode computes a batch's loss in chunks of this many triples (see _Step): a batch of millions of
 # triples costs one propagation and the memory of one chunk.
 # -- sampling -------------------------------------------------------------------------------------------
-def sample_negatives(users: np.ndarray, positives: np.ndarray, pool: np.ndarray, n_items: int,
-                     rng: np.random.Generator, max_rounds: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def sample_negatives(
+    users: np.ndarray,
+    positives: np.ndarray,
+    pool: np.ndarray,
+    n_items: int,
+    rng: np.random.Generator,
+    max_rounds: int = 100,
+) -> tuple[np.ndarray, np.ndarray]:
     """One negative per user from `pool`, never one of the user's `positives` (sorted u*n_items+i keys).
 
     Rejection sampling, vectorised: redraw only the rows that hit a positive. Rows still unresolved after
@@ -87,12 +102,15 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     order = np.argsort(keys, kind="stable")
     pos = np.searchsorted(sorted_keys, keys[order])
     found = np.empty(len(keys), bool)
-    found[order] = (pos < len(sorted_keys)) & (sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == keys[order])
+    found[order] = (pos < len(sorted_keys)) & (
+        sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == keys[order]
+    )
     return found
 
 
-def epoch_triples(pairs: np.ndarray, n_items: int, pool: np.ndarray, seed: int, phase: int,
-                  epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def epoch_triples(
+    pairs: np.ndarray, n_items: int, pool: np.ndarray, seed: int, phase: int, epoch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users, positives, negatives) of one epoch: every training pair once, in a seeded order."""
     rng = np.random.default_rng([seed, phase, epoch])
     order = rng.permutation(len(pairs))
@@ -102,15 +120,24 @@ def epoch_triples(pairs: np.ndarray, n_items: int, pool: np.ndarray, seed: int, 
 
 
 # -- checkpoints (at the paths graphrec.model.artifacts.Checkpoints names) -----------------------------------------
-def save_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path, model: GraphRec, opt: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     """Parameters, Adam state and the loop state (JSON in the safetensors metadata), written atomically."""
-    tensors = {f"param/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        f"param/{k}": v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     for pid, st in opt.state_dict()["state"].items():
         for key, val in st.items():
-            tensors[f"opt/{pid}/{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
+            tensors[f"opt/{pid}/{key}"] = (
+                torch.as_tensor(val).detach().cpu().contiguous()
+            )
     with atomic_path(path) as tmp, native_errors(path):
         save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
-        usual_mode(tmp, 0o666)  # safetensors writes 0600: checkpoints get the umask's mode, as every artifact
+        usual_mode(
+            tmp, 0o666
+        )  # safetensors writes 0600: checkpoints get the umask's mode, as every artifact
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
@@ -119,17 +146,25 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
         with safe_open(str(path), "pt") as f:
             return json.loads((f.metadata() or {})["state"])
     except Exception as e:  # a damaged file: safetensors raises several types
-        raise InputError(f"unreadable checkpoint ({e}); run without --resume", file=path) from None
+        raise InputError(
+            f"unreadable checkpoint ({e}); run without --resume", file=path
+        ) from None
 
 
-def load_checkpoint(path: Path, model: GraphRec, opt: torch.optim.Optimizer | None) -> None:
+def load_checkpoint(
+    path: Path, model: GraphRec, opt: torch.optim.Optimizer | None
+) -> None:
     """Restore parameters (and the optimiser's state when `opt` is given) from a checkpoint."""
     try:
         tensors = load_file(str(path))
     except Exception as e:
-        raise InputError(f"unreadable checkpoint ({e}); run without --resume", file=path) from None
+        raise InputError(
+            f"unreadable checkpoint ({e}); run without --resume", file=path
+        ) from None
     dev = model.user_id.device
-    model.load_state_dict({k[6:]: v.to(dev) for k, v in tensors.items() if k.startswith("param/")})
+    model.load_state_dict(
+        {k[6:]: v.to(dev) for k, v in tensors.items() if k.startswith("param/")}
+    )
     if opt is not None:
         sd = opt.state_dict()
         st: dict[int, dict[str, torch.Tensor]] = {}
@@ -145,7 +180,14 @@ def load_model(workspace: Workspace | str | Path) -> TrainedModel:
     """The final model of a workspace's model/ stage (parameters, exported embeddings and model.json)."""
     meta, params, user, item = artifacts.read_model(Workspace.of(workspace))
     cfg = meta["architecture"]
-    model = GraphRec(cfg["n_users"], cfg["n_items"], cfg["dim"], cfg["layers"], cfg["modality_dims"], cfg["node_types"])
+    model = GraphRec(
+        cfg["n_users"],
+        cfg["n_items"],
+        cfg["dim"],
+        cfg["layers"],
+        cfg["modality_dims"],
+        cfg["node_types"],
+    )
     model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
     return TrainedModel(model, user, item, meta)
 
@@ -158,8 +200,14 @@ class _Step(torch.nn.Module):
         super().__init__()
         self.model, self.s = model, s
 
-    def forward(self, inp: GraphInputs, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
-                gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self,
+        inp: GraphInputs,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        gen: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.s
         weights = LossWeights(s.cold_weight, s.align_weight, s.reg)
         if s.mode == "full":
@@ -173,8 +221,13 @@ def _make_optimizer(model: GraphRec, s: TrainSettings) -> torch.optim.Optimizer:
     emb = [model.user_id, model.item_id]
     rest = [p for n, p in model.named_parameters() if n not in ("user_id", "item_id")]
     lr = cast(float, s.lr)  # run_train resolved the settings: the rate is decided
-    return torch.optim.Adam([{"params": emb, "weight_decay": 0.0},
-                             {"params": rest, "weight_decay": s.weight_decay}], lr=lr)
+    return torch.optim.Adam(
+        [
+            {"params": emb, "weight_decay": 0.0},
+            {"params": rest, "weight_decay": s.weight_decay},
+        ],
+        lr=lr,
+    )
 
 
 def _dist() -> tuple[int, int]:
@@ -186,7 +239,9 @@ def _dist() -> tuple[int, int]:
 class _Run:
     """One training run's fixed inputs: dataset tensors, the graph, validation targets, output folder."""
 
-    def __init__(self, ws: Workspace, s: TrainSettings, device: torch.device, out: Workspace):
+    def __init__(
+        self, ws: Workspace, s: TrainSettings, device: torch.device, out: Workspace
+    ):
         self.ws, self.s, self.device, self.out = ws, s, device, out
         ds = Dataset.load(ws)
         # serve mode (a dataset that is not split): settings chosen on an internal split, then refit on everything
@@ -194,38 +249,71 @@ class _Run:
         self.nu, self.ni = ds.n_users, ds.n_items
         self.train = self._pairs("train")
         if len(self.train) == 0:
-            raise InputError("the dataset's train part is empty", file=ws.stage_dir("dataset"))
+            raise InputError(
+                "the dataset's train part is empty", file=ws.stage_dir("dataset")
+            )
         self.kg = KnowledgeGraph.load(ws) if ws.stage_dir("graph").is_dir() else None
         self.features = load_features(ws) if ws.stage_dir("features").is_dir() else {}
         # ID and attribute tables with their gradients and Adam's two moments, and each layer's propagated rows
         # (kept for the backward pass), before any of it is allocated
-        nodes = max(self.nu + self.ni, sum(self.kg.num_nodes.values()) if self.kg is not None else 0)
-        check_fits(nodes * s.dim * 4 * (4 + 3 * (s.layers + 1)), f"a {s.dim}-dimensional model of {nodes:,} nodes",
-                   "--dim")
+        nodes = max(
+            self.nu + self.ni,
+            sum(self.kg.num_nodes.values()) if self.kg is not None else 0,
+        )
+        check_fits(
+            nodes * s.dim * 4 * (4 + 3 * (s.layers + 1)),
+            f"a {s.dim}-dimensional model of {nodes:,} nodes",
+            "--dim",
+        )
         self.valid = self._pairs("valid")
         self.context = self._pairs("cold_user_context")
         self.dir = artifacts.model_dir(out)
 
     def _pairs(self, *parts: str) -> np.ndarray:
         p = self.ds.part(*parts)
-        return np.unique(p["user"].to_numpy(np.int64) * self.ds.n_items + p["item"].to_numpy(np.int64))
+        return np.unique(
+            p["user"].to_numpy(np.int64) * self.ds.n_items
+            + p["item"].to_numpy(np.int64)
+        )
 
     def csr(self, pairs: np.ndarray) -> sp.csr_matrix:
-        return sp.csr_matrix((np.ones(len(pairs), bool), (pairs // self.ni, pairs % self.ni)),
-                             shape=(self.nu, self.ni))
+        return sp.csr_matrix(
+            (np.ones(len(pairs), bool), (pairs // self.ni, pairs % self.ni)),
+            shape=(self.nu, self.ni),
+        )
 
     def inputs(self, pairs: np.ndarray) -> GraphInputs:
-        extra = (self.context // self.ni, self.context % self.ni) if len(self.context) else None
-        return build_inputs(self.nu, self.ni, pairs // self.ni, pairs % self.ni, self.kg, self.features,
-                            extra=extra).to(self.device)
+        extra = (
+            (self.context // self.ni, self.context % self.ni)
+            if len(self.context)
+            else None
+        )
+        return build_inputs(
+            self.nu,
+            self.ni,
+            pairs // self.ni,
+            pairs % self.ni,
+            self.kg,
+            self.features,
+            extra=extra,
+        ).to(self.device)
 
     def new_model(self, inp: GraphInputs) -> GraphRec:
         types: dict[str, int] = {}
-        for node_type, op in list(inp.item_attr.values()) + list(inp.user_attr.values()):
+        for node_type, op in list(inp.item_attr.values()) + list(
+            inp.user_attr.values()
+        ):
             types[node_type] = int(op.shape[1])
         g = torch.Generator().manual_seed(self.s.seed)
-        return GraphRec(self.nu, self.ni, self.s.dim, self.s.layers,
-                        {m: int(v.shape[1]) for m, v in inp.features.items()}, types, generator=g).to(self.device)
+        return GraphRec(
+            self.nu,
+            self.ni,
+            self.s.dim,
+            self.s.layers,
+            {m: int(v.shape[1]) for m, v in inp.features.items()},
+            types,
+            generator=g,
+        ).to(self.device)
 
     def validation_sets(self, pairs: np.ndarray, inp: GraphInputs) -> dict[str, tuple]:
         """name -> (truth, exclude, candidates) for the held-out parts the dataset has."""
@@ -233,15 +321,20 @@ class _Run:
         warm = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
         cold = np.flatnonzero(inp.item_degree.cpu().numpy() == 0)
         out = {}
-        for name, part, cand in (("valid", "valid", warm), ("cold_valid", "cold_valid", cold),
-                                 ("cold_user_valid", "cold_user_valid", np.arange(self.ni))):
+        for name, part, cand in (
+            ("valid", "valid", warm),
+            ("cold_valid", "cold_valid", cold),
+            ("cold_user_valid", "cold_user_valid", np.arange(self.ni)),
+        ):
             p = self._pairs(part)
             if len(p):
                 out[name] = (sample_validation_rows(self.csr(p), len(cand)), seen, cand)
         return out
 
 
-def _evaluate(model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int) -> dict[str, float]:
+def _evaluate(
+    model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int
+) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         user, item = model.get_embedding(inp).export(inp.item_degree > 0)
@@ -250,14 +343,24 @@ def _evaluate(model: GraphRec, inp: GraphInputs, sets: dict[str, tuple], k: int)
     for name, (truth, exclude, cand) in sets.items():
         n, r, _ = embedding_accuracy(user, item, truth, exclude, cand, k)
         out[f"{name}_ndcg@{k}"], out[f"{name}_recall@{k}"] = n, r
-    ndcgs = [out[f"{name}_ndcg@{k}"] for name in sets if not np.isnan(out[f"{name}_ndcg@{k}"])]
+    ndcgs = [
+        out[f"{name}_ndcg@{k}"]
+        for name in sets
+        if not np.isnan(out[f"{name}_ndcg@{k}"])
+    ]
     out["score"] = float(np.mean(ndcgs)) if ndcgs else float("nan")
     return out
 
 
-def _epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, inp: GraphInputs,
-           triples: tuple[np.ndarray, np.ndarray, np.ndarray], batch_size: int, device: torch.device,
-           gen: torch.Generator) -> dict[str, float]:
+def _epoch(
+    step: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    inp: GraphInputs,
+    triples: tuple[np.ndarray, np.ndarray, np.ndarray],
+    batch_size: int,
+    device: torch.device,
+    gen: torch.Generator,
+) -> dict[str, float]:
     """One pass over the epoch's (user, positive, negative) triples, a step per batch (this rank's share of each
     under torchrun); the summed losses."""
     rank, world = _dist()
@@ -265,8 +368,13 @@ def _epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, inp: GraphInputs,
     totals = {"loss": 0.0, "bpr": 0.0, "cold": 0.0, "align": 0.0}
     for b in range(0, len(users), batch_size):  # batch_size: run_train resolved it
         n_b = min(batch_size, len(users) - b)
-        lo, hi = b + rank * n_b // world, b + (rank + 1) * n_b // world  # this rank's share of the batch
-        loss, parts = step(inp, *(torch.as_tensor(x[lo:hi], device=device) for x in triples), gen)
+        lo, hi = (
+            b + rank * n_b // world,
+            b + (rank + 1) * n_b // world,
+        )  # this rank's share of the batch
+        loss, parts = step(
+            inp, *(torch.as_tensor(x[lo:hi], device=device) for x in triples), gen
+        )
         # DDP averages gradients over ranks: scale so the sum equals the whole batch's mean loss.
         (loss * world / n_b).backward()
         opt.step()
@@ -280,8 +388,13 @@ def _epoch(step: torch.nn.Module, opt: torch.optim.Optimizer, inp: GraphInputs,
 _NO_BEST: dict[str, Any] = {"score": -np.inf, "epoch": 0}
 
 
-def _resumed(ckpts: Checkpoints, settings: dict[str, Any], model: GraphRec, opt: torch.optim.Optimizer,
-             max_epochs: int) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+def _resumed(
+    ckpts: Checkpoints,
+    settings: dict[str, Any],
+    model: GraphRec,
+    opt: torch.optim.Optimizer,
+    max_epochs: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
     """(history, best, first epoch to run) from the phase's newest checkpoint, its parameters and Adam state
     loaded; a fresh start when there is none. A stopped phase runs no more epochs."""
     last = ckpts.latest()
@@ -289,13 +402,26 @@ def _resumed(ckpts: Checkpoints, settings: dict[str, Any], model: GraphRec, opt:
         return [], _NO_BEST, 1
     state = read_checkpoint_state(last[1])
     if state["settings"] != settings:
-        raise InputError("checkpoint was made with other settings; run without --resume", file=last[1])
+        raise InputError(
+            "checkpoint was made with other settings; run without --resume",
+            file=last[1],
+        )
     load_checkpoint(last[1], model, opt)
-    return state["history"], state["best"], max_epochs + 1 if state.get("stopped") else last[0] + 1
+    return (
+        state["history"],
+        state["best"],
+        max_epochs + 1 if state.get("stopped") else last[0] + 1,
+    )
 
 
-def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool,
-         validate: bool) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
+def _fit(
+    run: _Run,
+    phase: str,
+    pairs: np.ndarray,
+    max_epochs: int,
+    resume: bool,
+    validate: bool,
+) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
     """Train one phase; returns (model at its selected/last epoch, its inputs, history, selected epoch)."""
     s = run.s
     rank, world = _dist()
@@ -309,20 +435,39 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
     pool = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
     settings = s.result_settings()
     ckpts = Checkpoints(run.dir, phase)
-    history, best, start = _resumed(ckpts, settings, model, opt, max_epochs) if resume else ([], _NO_BEST, 1)
-    bar = progress_bar(range(start, max_epochs + 1), show=s.progress and rank == 0, desc=phase,
-                       initial=start - 1, total=max_epochs)
+    history, best, start = (
+        _resumed(ckpts, settings, model, opt, max_epochs)
+        if resume
+        else ([], _NO_BEST, 1)
+    )
+    bar = progress_bar(
+        range(start, max_epochs + 1),
+        show=s.progress and rank == 0,
+        desc=phase,
+        initial=start - 1,
+        total=max_epochs,
+    )
     stopped = False
     for epoch in bar:
         t0 = time.perf_counter()
-        users, pos, neg = epoch_triples(pairs, run.ni, pool, s.seed, PHASES.index(phase), epoch)
+        users, pos, neg = epoch_triples(
+            pairs, run.ni, pool, s.seed, PHASES.index(phase), epoch
+        )
         gen = torch.Generator(device=run.device).manual_seed(s.seed * 1_000_003 + epoch)
-        totals = _epoch(step, opt, inp, (users, pos, neg), cast(int, s.batch_size), run.device, gen)
+        totals = _epoch(
+            step, opt, inp, (users, pos, neg), cast(int, s.batch_size), run.device, gen
+        )
         if not math.isfinite(totals["loss"]):
-            raise InputError(f"training diverged in epoch {epoch} of {phase}: the loss is {totals['loss']} (lower "
-                             "--lr, or check --reg and the loss weights); model/ is unchanged")
-        row: dict[str, Any] = {"phase": phase, "epoch": epoch, "seconds": round(time.perf_counter() - t0, 3),
-                               **{k2: v / max(len(users), 1) for k2, v in totals.items()}}
+            raise InputError(
+                f"training diverged in epoch {epoch} of {phase}: the loss is {totals['loss']} (lower "
+                "--lr, or check --reg and the loss weights); model/ is unchanged"
+            )
+        row: dict[str, Any] = {
+            "phase": phase,
+            "epoch": epoch,
+            "seconds": round(time.perf_counter() - t0, 3),
+            **{k2: v / max(len(users), 1) for k2, v in totals.items()},
+        }
         if sets and rank == 0:
             row.update(_evaluate(model, inp, sets, s.k))
             if row["score"] > best["score"] + 1e-5:
@@ -337,12 +482,23 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
             stopped = bool(flag.item())
         history.append(row)
         if rank == 0:
-            state = {"phase": phase, "epoch": epoch, "settings": settings, "history": history, "best": best,
-                     "stopped": stopped}
+            state = {
+                "phase": phase,
+                "epoch": epoch,
+                "settings": settings,
+                "history": history,
+                "best": best,
+                "stopped": stopped,
+            }
             save_checkpoint(ckpts.path(epoch), model, opt, state)
             ckpts.prune(epoch, s.keep_checkpoints)
-            bar.set_postfix({k2: f"{row[k2]:.4f}" for k2 in ("loss", f"valid_ndcg@{s.k}", f"cold_valid_ndcg@{s.k}")
-                             if k2 in row})
+            bar.set_postfix(
+                {
+                    k2: f"{row[k2]:.4f}"
+                    for k2 in ("loss", f"valid_ndcg@{s.k}", f"cold_valid_ndcg@{s.k}")
+                    if k2 in row
+                }
+            )
         if stopped:
             break
     bar.close()
@@ -356,8 +512,13 @@ def _fit(run: _Run, phase: str, pairs: np.ndarray, max_epochs: int, resume: bool
     return model, inp, history, len(history) and int(history[-1]["epoch"])
 
 
-def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None = None, resume: bool = False,
-              ranker: RankSettings | None = None, **overrides: Any) -> TrainResult:
+def run_train(
+    workspace: Workspace | str | Path,
+    settings: TrainSettings | None = None,
+    resume: bool = False,
+    ranker: RankSettings | None = None,
+    **overrides: Any,
+) -> TrainResult:
     """Select on validation, refit on train+valid, fit the ranker, and switch the new model/ (embeddings,
     parameters, history, model.json, ranker) in with its config record: one transaction, one lock, one switch.
     Every setting is checked before any work; a run that fails (bad input, diverged training) keeps the old
@@ -375,19 +536,28 @@ def run_train(workspace: Workspace | str | Path, settings: TrainSettings | None 
         return _run_train(ws, settings, resume, ranker, **overrides)
 
 
-def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, ranker: RankSettings | None,
-               **overrides: Any) -> TrainResult:
+def _run_train(
+    ws: Workspace,
+    settings: TrainSettings | None,
+    resume: bool,
+    ranker: RankSettings | None,
+    **overrides: Any,
+) -> TrainResult:
     s = dataclasses.replace(settings or TrainSettings(), **overrides)
     if isinstance(s.fanouts, list):
         s.fanouts = tuple(s.fanouts)
     s.check()
     # one protocol for the whole model: --no-refit keeps the ranker's collaborative parts on train as well, and
     # --no-gnn leaves the GNN's block out of its blend
-    rank_settings = dataclasses.replace(ranker or RankSettings(k=s.k), refit=s.refit, gnn=s.gnn)
+    rank_settings = dataclasses.replace(
+        ranker or RankSettings(k=s.k), refit=s.refit, gnn=s.gnn
+    )
     torch.manual_seed(s.seed)
     rank, world = _dist()
     out = Workspace(ws.path / TRAINING)
-    run = _Run(ws, s, resolve_device(s.device), out)  # checks the inputs before anything is written
+    run = _Run(
+        ws, s, resolve_device(s.device), out
+    )  # checks the inputs before anything is written
     s = run.s = s.resolved(len(run.train))
     rank_settings.check(run.nu, run.ni)
     if rank == 0:
@@ -395,61 +565,139 @@ def _run_train(ws: Workspace, settings: TrainSettings | None, resume: bool, rank
     if world > 1:
         dist.barrier()  # every rank resumes from the folder rank 0 prepared
     if s.gnn:
-        model, inp, history, selected = _fit(run, "select", run.train, s.epochs, resume, validate=True)
+        model, inp, history, selected = _fit(
+            run, "select", run.train, s.epochs, resume, validate=True
+        )
     else:  # closed-form only: the untrained model is recorded (update grows it) but its block is never served
         inp = run.inputs(run.train)
         model, history, selected = run.new_model(inp), [], 0
-    validation = {k: v for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
-                  if "@" in k or k == "score"}
+    validation = {
+        k: v
+        for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
+        if "@" in k or k == "score"
+    }
     select = _embeddings(model, inp)
     _check_finite(*select, history)
     # The ranker fits its blend on the selection-phase embeddings (the refit ones would have seen the validation
     # answers) and decides whether the GNN block earns its place; the GNN is refit only when it is served.
-    blend = fit_blend(ws, select, rank_settings, ds=run.ds, progress=s.progress) if rank == 0 else None
+    blend = (
+        fit_blend(ws, select, rank_settings, ds=run.ds, progress=s.progress)
+        if rank == 0
+        else None
+    )
     gnn_kept = _from_rank0(blend.record.gnn_kept if blend is not None else None)
-    if not s.gnn and blend is not None:  # no GNN epochs to report: the blend's own validation NDCG per task
-        validation = {f"{task}_blend_ndcg@{s.k}": v for task, v in blend.record.selection["validation_ndcg"].items()}
+    if (
+        not s.gnn and blend is not None
+    ):  # no GNN epochs to report: the blend's own validation NDCG per task
+        validation = {
+            f"{task}_blend_ndcg@{s.k}": v
+            for task, v in blend.record.selection["validation_ndcg"].items()
+        }
     refit = s.refit and len(run.valid) > 0 and selected > 0 and gnn_kept
     if rank == 0:
         if refit:
             artifacts.write_embeddings(out, *select, select=True)
         else:
             artifacts.drop_select_embeddings(out)
-    final_pairs = run._pairs(*run.ds.refit_parts) if refit else run.train  # what the served model is fitted on
+    final_pairs = (
+        run._pairs(*run.ds.refit_parts) if refit else run.train
+    )  # what the served model is fitted on
     if refit:
-        model, inp, refit_hist, _ = _fit(run, "refit", final_pairs, selected, resume, validate=False)
+        model, inp, refit_hist, _ = _fit(
+            run, "refit", final_pairs, selected, resume, validate=False
+        )
         history = history + refit_hist
     user, item = _embeddings(model, inp) if refit else select
     if refit:
         _check_finite(user, item, history)
-    result = TrainResult(selected, validation, history, refit, user, item, "", select if refit else None, gnn_kept,
-                         run.ds.mode)
+    result = TrainResult(
+        selected,
+        validation,
+        history,
+        refit,
+        user,
+        item,
+        "",
+        select if refit else None,
+        gnn_kept,
+        run.ds.mode,
+    )
     if rank == 0:  # rank 0 fitted the blend
-        result = _switch_in(run, model, inp, result, len(final_pairs), cast(Ranker, blend), rank_settings)
-    if world > 1:  # every rank leaves once rank 0 has switched model/ in: none tears its process group down mid-way
+        result = _switch_in(
+            run,
+            model,
+            inp,
+            result,
+            len(final_pairs),
+            cast(Ranker, blend),
+            rank_settings,
+        )
+    if (
+        world > 1
+    ):  # every rank leaves once rank 0 has switched model/ in: none tears its process group down mid-way
         dist.barrier()
     return result
 
 
-def _switch_in(run: _Run, model: GraphRec, inp: GraphInputs, result: TrainResult, fitted_interactions: int,
-               blend: Ranker, rank_settings: RankSettings) -> TrainResult:
+def _switch_in(
+    run: _Run,
+    model: GraphRec,
+    inp: GraphInputs,
+    result: TrainResult,
+    fitted_interactions: int,
+    blend: Ranker,
+    rank_settings: RankSettings,
+) -> TrainResult:
     """Write the staged model/ (embeddings, parameters, history, model.json, the ranker serving these embeddings)
     and its config record, then switch both in at once; the result with the embeddings' sha256."""
     ws, out, s = run.ws, run.out, run.s
-    result = dataclasses.replace(result, embeddings_sha256=artifacts.write_embeddings(out, result.user, result.item))
+    result = dataclasses.replace(
+        result,
+        embeddings_sha256=artifacts.write_embeddings(out, result.user, result.item),
+    )
     params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    artifacts.write_model(out, params, _model_meta(run, model, inp, result.selected_epoch, result.validation,
-                                                   result.refit, fitted_interactions), result.history)
+    artifacts.write_model(
+        out,
+        params,
+        _model_meta(
+            run,
+            model,
+            inp,
+            result.selected_epoch,
+            result.validation,
+            result.refit,
+            fitted_interactions,
+        ),
+        result.history,
+    )
     # the ranker is written into the staged model/ with the embeddings just written, so readers never see a
     # model without its ranker
-    save_ranker(out, serve_embeddings(blend, result.user, result.item, result.embeddings_sha256, result.refit))
+    save_ranker(
+        out,
+        serve_embeddings(
+            blend, result.user, result.item, result.embeddings_sha256, result.refit
+        ),
+    )
     if ws.config_path.exists():
         shutil.copy2(ws.config_path, out.config_path)
-    out.record("model", {**s.result_settings(), "device": s.device, "ranker": dataclasses.asdict(rank_settings)},
-               inputs={"graph": run.kg is not None, "features": sorted(run.features)},
-               dirs={st: ws.stage_dir(st) for st in LINEAGE})
+    out.record(
+        "model",
+        {
+            **s.result_settings(),
+            "device": s.device,
+            "ranker": dataclasses.asdict(rank_settings),
+        },
+        inputs={"graph": run.kg is not None, "features": sorted(run.features)},
+        dirs={st: ws.stage_dir(st) for st in LINEAGE},
+    )
     # the new model/ and its record in one step (the config keeps the other stages' records as they are)
-    ws.switch([(artifacts.model_dir(out), artifacts.model_dir(ws)), (out.config_path, ws.config_path)], out)
+    ws.switch(
+        [
+            (artifacts.model_dir(out), artifacts.model_dir(ws)),
+            (out.config_path, ws.config_path),
+        ],
+        out,
+    )
     return result
 
 
@@ -462,12 +710,16 @@ def _from_rank0(value: Any) -> Any:
     return obj[0]
 
 
-def _check_finite(user: np.ndarray, item: np.ndarray, history: list[dict[str, Any]]) -> None:
+def _check_finite(
+    user: np.ndarray, item: np.ndarray, history: list[dict[str, Any]]
+) -> None:
     """Stop (keeping the old model) when training diverged: a NaN model must never replace a good one."""
     if not (np.isfinite(user).all() and np.isfinite(item).all()):
-        raise InputError(f"training diverged: the embeddings hold NaN or infinite values after epoch "
-                         f"{history[-1]['epoch'] if history else 0} (lower --lr, or check --reg and the weights); "
-                         "model/ is unchanged")
+        raise InputError(
+            f"training diverged: the embeddings hold NaN or infinite values after epoch "
+            f"{history[-1]['epoch'] if history else 0} (lower --lr, or check --reg and the weights); "
+            "model/ is unchanged"
+        )
 
 
 @torch.no_grad()
@@ -478,23 +730,45 @@ def _embeddings(model: GraphRec, inp: GraphInputs) -> tuple[np.ndarray, np.ndarr
     return user.cpu().numpy(), item.cpu().numpy()
 
 
-def _model_meta(run: _Run, model: GraphRec, inp: GraphInputs, selected: int, validation: dict[str, float],
-                refit: bool, fitted_interactions: int) -> dict[str, Any]:
-    feats = {m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
-             for m, f in run.features.items()}
-    return {"scoring": "dot", "dim": run.s.dim + 1, "embedding_dim": run.s.dim,
-            "note": "last column: user 1, item content-predicted popularity bias",
-            "settings": run.s.result_settings(), "selected_epoch": selected, "refit": refit, "validation": validation,
-            "mode": run.ds.mode,
-            "fitted_interactions": fitted_interactions,  # distinct user-item pairs the served GNN was fitted on
-            "warm_items": int((inp.item_degree > 0).sum()), "features": feats,
-            "random_weights": {m: v["random_weights"] for m, v in feats.items()},
-            "architecture": model.config()}
+def _model_meta(
+    run: _Run,
+    model: GraphRec,
+    inp: GraphInputs,
+    selected: int,
+    validation: dict[str, float],
+    refit: bool,
+    fitted_interactions: int,
+) -> dict[str, Any]:
+    feats = {
+        m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
+        for m, f in run.features.items()
+    }
+    return {
+        "scoring": "dot",
+        "dim": run.s.dim + 1,
+        "embedding_dim": run.s.dim,
+        "note": "last column: user 1, item content-predicted popularity bias",
+        "settings": run.s.result_settings(),
+        "selected_epoch": selected,
+        "refit": refit,
+        "validation": validation,
+        "mode": run.ds.mode,
+        "fitted_interactions": fitted_interactions,  # distinct user-item pairs the served GNN was fitted on
+        "warm_items": int((inp.item_degree > 0).sum()),
+        "features": feats,
+        "random_weights": {m: v["random_weights"] for m, v in feats.items()},
+        "architecture": model.config(),
+    }
 
 
 # -- growing without retraining (graphrec.stages.update) ---------------------------------------------
-def updated_embeddings(trained: TrainedModel, grown: Dataset, kg: KnowledgeGraph | None,
-                       features: dict[str, Features], trained_rows: int) -> tuple[np.ndarray, np.ndarray]:
+def updated_embeddings(
+    trained: TrainedModel,
+    grown: Dataset,
+    kg: KnowledgeGraph | None,
+    features: dict[str, Features],
+    trained_rows: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exported (user, item) of the trained parameters over a grown dataset whose first `trained_rows`
     interaction rows are those the parameters were made with: of those, the parts the served model was fitted on
     (train+valid when it was refit, train otherwise) keep their ID embeddings; cold-user context and every row
@@ -503,16 +777,30 @@ def updated_embeddings(trained: TrainedModel, grown: Dataset, kg: KnowledgeGraph
     rows = np.arange(len(inter))
     fitted_parts = TRAINED if trained.meta.get("refit") else ("train",)
     is_trained = (rows < trained_rows) & inter["split"].isin(fitted_parts).to_numpy()
-    is_extra = ((rows < trained_rows) & (inter["split"] == "cold_user_context").to_numpy()) | (rows >= trained_rows)
+    is_extra = (
+        (rows < trained_rows) & (inter["split"] == "cold_user_context").to_numpy()
+    ) | (rows >= trained_rows)
     users, items = inter["user"].to_numpy(np.int64), inter["item"].to_numpy(np.int64)
     extra = (users[is_extra], items[is_extra]) if is_extra.any() else None
-    return refresh_embeddings(trained.model, grown, kg, features, (users[is_trained], items[is_trained]), extra)
+    return refresh_embeddings(
+        trained.model,
+        grown,
+        kg,
+        features,
+        (users[is_trained], items[is_trained]),
+        extra,
+    )
 
 
 @torch.no_grad()
-def refresh_embeddings(model: GraphRec, ds: Dataset, kg: KnowledgeGraph | None, features: dict[str, Features],
-                       trained: tuple[np.ndarray, np.ndarray], extra: tuple[np.ndarray, np.ndarray] | None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def refresh_embeddings(
+    model: GraphRec,
+    ds: Dataset,
+    kg: KnowledgeGraph | None,
+    features: dict[str, Features],
+    trained: tuple[np.ndarray, np.ndarray],
+    extra: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exported (user [U, d+1], item [I, d+1]) of the trained parameters over the extended dataset and graph.
 
     `trained`: the (user, item) pairs the parameters were trained on (they decide which nodes have an ID
@@ -520,16 +808,32 @@ def refresh_embeddings(model: GraphRec, ds: Dataset, kg: KnowledgeGraph | None, 
     parameters lack (new users, items, attribute values) start at zero, so with no new data this returns
     exactly what the train stage exported."""
     cfg = model.config()
-    types = {t: int(kg.num_nodes.get(t, n)) if kg is not None else n for t, n in cfg["node_types"].items()}
-    grown = GraphRec(ds.n_users, ds.n_items, cfg["dim"], cfg["layers"], cfg["modality_dims"], types)
+    types = {
+        t: int(kg.num_nodes.get(t, n)) if kg is not None else n
+        for t, n in cfg["node_types"].items()
+    }
+    grown = GraphRec(
+        ds.n_users, ds.n_items, cfg["dim"], cfg["layers"], cfg["modality_dims"], types
+    )
     state = {}
     for name, v in model.state_dict().items():
         target = grown.state_dict()[name]
-        if target.shape != v.shape:  # ID and attribute tables: trained rows first, new rows zero
-            v = torch.cat([v, torch.zeros(target.shape[0] - v.shape[0], *v.shape[1:], dtype=v.dtype)])
+        if (
+            target.shape != v.shape
+        ):  # ID and attribute tables: trained rows first, new rows zero
+            v = torch.cat(
+                [
+                    v,
+                    torch.zeros(
+                        target.shape[0] - v.shape[0], *v.shape[1:], dtype=v.dtype
+                    ),
+                ]
+            )
         state[name] = v
     grown.load_state_dict(state)
     grown.eval()
-    inp = build_inputs(ds.n_users, ds.n_items, trained[0], trained[1], kg, features, extra=extra)
+    inp = build_inputs(
+        ds.n_users, ds.n_items, trained[0], trained[1], kg, features, extra=extra
+    )
     user, item = grown.get_embedding(inp).export(inp.item_degree > 0)
     return user.numpy(), item.numpy()

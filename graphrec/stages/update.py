@@ -28,6 +28,7 @@ config); Workspace.switch then puts the folders and config.json in place through
 A kill before the journal leaves the workspace as it was; after it, the next graphrec command finishes the
 switch (or discards it where a target changed by other means since: never replayed over newer work).
 """
+
 from __future__ import annotations
 
 import os
@@ -69,9 +70,15 @@ class UpdateResult:
 
 # -- the update stage ------------------------------------------------------------------------------------
 @writes
-def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLike | None = None,
-               items: str | os.PathLike | None = None, users: str | os.PathLike | None = None, *,
-               encoding: str = "utf-8", progress: bool = True) -> UpdateResult:
+def run_update(
+    workspace: Workspace | str | Path,
+    interactions: str | os.PathLike | None = None,
+    items: str | os.PathLike | None = None,
+    users: str | os.PathLike | None = None,
+    *,
+    encoding: str = "utf-8",
+    progress: bool = True,
+) -> UpdateResult:
     """Fold new items / users / interactions into a trained workspace (see the module doc); all or nothing."""
     ws = Workspace.of(workspace)
     t0 = time.perf_counter()
@@ -89,23 +96,43 @@ def run_update(workspace: Workspace | str | Path, interactions: str | os.PathLik
             shutil.copy2(ws.config_path, sws.config_path)
         grown.save(sws)
         moves = ["dataset"]
-        content = _grow_content(ws, sws, ds, grown, added.items_added, moves, seconds, progress, notes)
+        content = _grow_content(
+            ws, sws, ds, grown, added.items_added, moves, seconds, progress, notes
+        )
         t = time.perf_counter()
-        user_emb, item_emb = updated_embeddings(trained, grown, content.graph, content.features,
-                                                log["trained"]["interactions"])
+        user_emb, item_emb = updated_embeddings(
+            trained,
+            grown,
+            content.graph,
+            content.features,
+            log["trained"]["interactions"],
+        )
         old_user = trained.user
-        moved = np.linalg.norm(user_emb[:len(old_user)] - old_user, axis=1) > \
-            1e-6 * np.maximum(np.linalg.norm(old_user, axis=1), 1.0)
+        moved = np.linalg.norm(
+            user_emb[: len(old_user)] - old_user, axis=1
+        ) > 1e-6 * np.maximum(np.linalg.norm(old_user, axis=1), 1.0)
         _stage_model(ws, sws, ds, grown, user_emb, item_emb)
-        _stage_log(ws, sws, ds, grown, log, added.duplicates_skipped, moves, files, encoding)
+        _stage_log(
+            ws, sws, ds, grown, log, added.duplicates_skipped, moves, files, encoding
+        )
         seconds["embed"] = time.perf_counter() - t
         moves.append("model")
-        ws.switch([(sws.stage_dir(st), ws.stage_dir(st)) for st in moves] + [(sws.config_path, ws.config_path)],
-                  sws)
+        ws.switch(
+            [(sws.stage_dir(st), ws.stage_dir(st)) for st in moves]
+            + [(sws.config_path, ws.config_path)],
+            sws,
+        )
     seconds["total"] = time.perf_counter() - t0
-    return UpdateResult(added.items_added, added.users_added, added.interactions_added, added.duplicates_skipped,
-                        content.encoded, int(moved.sum()) + len(user_emb) - len(old_user),
-                        {k: round(v, 3) for k, v in seconds.items()}, notes)
+    return UpdateResult(
+        added.items_added,
+        added.users_added,
+        added.interactions_added,
+        added.duplicates_skipped,
+        content.encoded,
+        int(moved.sum()) + len(user_emb) - len(old_user),
+        {k: round(v, 3) for k, v in seconds.items()},
+        notes,
+    )
 
 
 @dataclass(frozen=True)
@@ -115,52 +142,97 @@ class _GrownContent:
     graph: KnowledgeGraph | None  # the extended graph (None: the workspace has none)
 
 
-def _grow_content(ws: Workspace, sws: Workspace, ds: Dataset, grown: Dataset, items_added: int, moves: list[str],
-                  seconds: dict[str, float], progress: bool, notes: list[str]) -> _GrownContent:
+def _grow_content(
+    ws: Workspace,
+    sws: Workspace,
+    ds: Dataset,
+    grown: Dataset,
+    items_added: int,
+    moves: list[str],
+    seconds: dict[str, float],
+    progress: bool,
+    notes: list[str],
+) -> _GrownContent:
     """Stage the features of the new items and the extended graph in `sws` (each stage it rewrote is added to
     `moves`); the features and graph the model is refreshed over."""
     encoded: dict[str, int] = {}
     features_dir = ws.stage_dir("features")
     if items_added and features_dir.is_dir():
         t = time.perf_counter()
-        shutil.copytree(features_dir, sws.stage_dir("features"))  # the encode cache reads the old vectors
+        shutil.copytree(
+            features_dir, sws.stage_dir("features")
+        )  # the encode cache reads the old vectors
         encoded = encode_new_items(ws, sws, ds, grown, progress, notes)
         moves.append("features")
         seconds["encode"] = time.perf_counter() - t
-    features = load_features(sws if "features" in moves else ws) if features_dir.is_dir() else {}
+    features = (
+        load_features(sws if "features" in moves else ws)
+        if features_dir.is_dir()
+        else {}
+    )
     kg = None
     if ws.stage_dir("graph").is_dir():
         t = time.perf_counter()
-        kg = extend_graph(KnowledgeGraph.load(ws), grown, features, ds.n_items, progress)
+        kg = extend_graph(
+            KnowledgeGraph.load(ws), grown, features, ds.n_items, progress
+        )
         kg.save(sws)
         moves.append("graph")
         seconds["graph"] = time.perf_counter() - t
     return _GrownContent(encoded, features, kg)
 
 
-def _stage_model(ws: Workspace, sws: Workspace, ds: Dataset, grown: Dataset, user_emb: np.ndarray,
-                 item_emb: np.ndarray) -> None:
+def _stage_model(
+    ws: Workspace,
+    sws: Workspace,
+    ds: Dataset,
+    grown: Dataset,
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+) -> None:
     """The staged model/: the same parameters, the refreshed embeddings, the ranker grown to the new items."""
-    artifacts.copy_model(ws, sws)  # parameters and checkpoints stay; what follows replaces the rest
+    artifacts.copy_model(
+        ws, sws
+    )  # parameters and checkpoints stay; what follows replaces the rest
     artifacts.write_embeddings(sws, user_emb, item_emb)
     artifacts.extend_select_embeddings(ws, sws, ds, user_emb, item_emb)
     extend_ranker(ws, sws, ds, grown)
 
 
-def _stage_log(ws: Workspace, sws: Workspace, ds: Dataset, grown: Dataset, log: dict[str, Any], duplicates: int,
-               moves: list[str], files: dict[str, str | os.PathLike | None], encoding: str) -> None:
+def _stage_log(
+    ws: Workspace,
+    sws: Workspace,
+    ds: Dataset,
+    grown: Dataset,
+    log: dict[str, Any],
+    duplicates: int,
+    moves: list[str],
+    files: dict[str, str | os.PathLike | None],
+    encoding: str,
+) -> None:
     """The update log entry and the config record of this update, in `sws`."""
     paths = {k: None if v is None else str(Path(v).resolve()) for k, v in files.items()}
-    log["updates"].append({"finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-                           "items": [ds.n_items, grown.n_items], "users": [ds.n_users, grown.n_users],
-                           "interactions": [len(ds.interactions), len(grown.interactions)],
-                           "duplicates_skipped": duplicates, "files": paths})
+    log["updates"].append(
+        {
+            "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+            "items": [ds.n_items, grown.n_items],
+            "users": [ds.n_users, grown.n_users],
+            "interactions": [len(ds.interactions), len(grown.interactions)],
+            "duplicates_skipped": duplicates,
+            "files": paths,
+        }
+    )
     final = {st: (sws if st in moves else ws).stage_dir(st) for st in LINEAGE}
     log["after"] = fingerprints(final)
     artifacts.write_update_log(sws, log)
-    sws.record("update", {**paths, "encoding": encoding},
-               inputs={k: file_sha256(v) for k, v in files.items() if v is not None})
-    sws.relink(["features", "graph", "model"], final)  # the stages it rewrote were made from the grown data
+    sws.record(
+        "update",
+        {**paths, "encoding": encoding},
+        inputs={k: file_sha256(v) for k, v in files.items() if v is not None},
+    )
+    sws.relink(
+        ["features", "graph", "model"], final
+    )  # the stages it rewrote were made from the grown data
 
 
 def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:
@@ -168,17 +240,30 @@ def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:
     sha = artifacts.parameters_sha256(ws)
     log = artifacts.read_update_log(ws)
     if log is not None and log.get("model_sha256") == sha:
-        changed = [k for k, v in fingerprints({s: ws.stage_dir(s) for s in LINEAGE}).items()
-                   if log.get("after", {}).get(k) != v]
+        changed = [
+            k
+            for k, v in fingerprints({s: ws.stage_dir(s) for s in LINEAGE}).items()
+            if log.get("after", {}).get(k) != v
+        ]
         if changed:
-            raise InputError(f"{changed[0]} changed since the last update (re-imported, re-encoded or rebuilt?): "
-                             "retrain with `graphrec train` before updating", file=ws.path / changed[0])
+            raise InputError(
+                f"{changed[0]} changed since the last update (re-imported, re-encoded or rebuilt?): "
+                "retrain with `graphrec train` before updating",
+                file=ws.path / changed[0],
+            )
         return log
     if (model.n_users, model.n_items) != (ds.n_users, ds.n_items):
-        raise InputError(f"the model was trained for {model.n_users} users and {model.n_items} items, the dataset "
-                         f"has {ds.n_users} and {ds.n_items}: retrain with `graphrec train`",
-                         file=artifacts.model_dir(ws))
-    return {"model_sha256": sha, "trained": {"users": ds.n_users, "items": ds.n_items,
-                                             "interactions": len(ds.interactions)}, "updates": []}
-
-
+        raise InputError(
+            f"the model was trained for {model.n_users} users and {model.n_items} items, the dataset "
+            f"has {ds.n_users} and {ds.n_items}: retrain with `graphrec train`",
+            file=artifacts.model_dir(ws),
+        )
+    return {
+        "model_sha256": sha,
+        "trained": {
+            "users": ds.n_users,
+            "items": ds.n_items,
+            "interactions": len(ds.interactions),
+        },
+        "updates": [],
+    }

@@ -2,6 +2,7 @@
 
 Decoding and preprocessing run in DataLoader worker processes while the model works on the previous batch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,9 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 
-def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image | None, str]:
+def open_image(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Image.Image | None, str]:
     """A fully decoded RGB image, or (None, reason) for a missing, non-image, corrupt, truncated or huge file."""
     try:
         with warnings.catch_warnings():
@@ -36,8 +39,13 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    return None, f"decompression bomb: {w}x{h} pixels is over the limit of {max_pixels}"
-                rgb = im.convert("RGB")  # forces the full decode: truncated data fails here
+                    return (
+                        None,
+                        f"decompression bomb: {w}x{h} pixels is over the limit of {max_pixels}",
+                    )
+                rgb = im.convert(
+                    "RGB"
+                )  # forces the full decode: truncated data fails here
         return rgb, ""
     except FileNotFoundError:
         return None, "file not found"
@@ -45,7 +53,12 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return None, "not an image file"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return None, f"decompression bomb: {e}"
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # Pillow's errors for damaged files
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+    ) as e:  # Pillow's errors for damaged files
         return None, f"corrupt or truncated image: {e}"
 
 
@@ -54,6 +67,7 @@ def hash_files(paths: Sequence[str | None], threads: int = 4) -> list[str]:
 
     hashlib releases the GIL, so a few threads overlap disk reads and hashing.
     """
+
     def one(p: str | None) -> str:
         if not p:
             return ""
@@ -69,8 +83,12 @@ def hash_files(paths: Sequence[str | None], threads: int = 4) -> list[str]:
 class ImageFiles(torch.utils.data.Dataset):
     """(position, preprocessed tensor or None, reason) for each path; runs inside DataLoader workers."""
 
-    def __init__(self, paths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor],
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        transform: Callable[[Image.Image], torch.Tensor],
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.paths = list(paths)
         self.transform = transform
         self.max_pixels = max_pixels
@@ -84,11 +102,17 @@ class ImageFiles(torch.utils.data.Dataset):
             return i, None, reason
         try:
             return i, self.transform(img), ""
-        except (OSError, ValueError, RuntimeError) as e:  # e.g. a 1-pixel image the crop cannot handle
+        except (
+            OSError,
+            ValueError,
+            RuntimeError,
+        ) as e:  # e.g. a 1-pixel image the crop cannot handle
             return i, None, f"preprocessing failed: {e}"
 
 
-Batch = tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]  # positions, images, bad (position, reason)
+Batch = tuple[
+    torch.Tensor, torch.Tensor, list[tuple[int, str]]
+]  # positions, images, bad (position, reason)
 
 
 def collate_images(batch: list[tuple[int, torch.Tensor | None, str]]) -> Batch:
@@ -101,14 +125,25 @@ def collate_images(batch: list[tuple[int, torch.Tensor | None, str]]) -> Batch:
     return torch.zeros(0, dtype=torch.long), torch.zeros(0), bad
 
 
-def image_batches(paths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor], batch_size: int,
-                  num_workers: int, pin_memory: bool = False,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Batch]:
+def image_batches(
+    paths: Sequence[str],
+    transform: Callable[[Image.Image], torch.Tensor],
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[Batch]:
     """Batches of (positions into `paths`, image tensor, bad (position, reason) list), decoded in workers."""
     loader = torch.utils.data.DataLoader(
-        ImageFiles(paths, transform, max_pixels), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=collate_images, pin_memory=pin_memory,
-        prefetch_factor=4 if num_workers > 0 else None, persistent_workers=False)
+        ImageFiles(paths, transform, max_pixels),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers > 0 else None,
+        persistent_workers=False,
+    )
     yield from loader
 
 
@@ -135,8 +170,13 @@ def image_paths(cells: np.ndarray, images_dir: str | None) -> list[str | None]:
             skipped[reason] += 1
             example.setdefault(reason, str(c))
     if skipped:
-        log.warning("images: %d item image files skipped as missing (mask 0): %s", sum(skipped.values()),
-                    "; ".join(f"{n} {r} (e.g. {example[r]!r})" for r, n in skipped.most_common()))
+        log.warning(
+            "images: %d item image files skipped as missing (mask 0): %s",
+            sum(skipped.values()),
+            "; ".join(
+                f"{n} {r} (e.g. {example[r]!r})" for r, n in skipped.most_common()
+            ),
+        )
     return out
 
 

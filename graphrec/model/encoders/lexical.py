@@ -3,6 +3,7 @@
 Deterministic: the vocabulary is sorted, the randomized SVD's test matrix is seeded and each component's sign
 is fixed (largest absolute loading positive). Items without any word get mask 0.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,30 +18,46 @@ _WORD = re.compile(r"[^\W_]+")
 _DENSE_LIMIT = 20_000_000
 
 
-def tfidf_matrix(texts: Sequence[str], min_df: int = 1) -> tuple[sp.csr_matrix, np.ndarray]:
+def tfidf_matrix(
+    texts: Sequence[str], min_df: int = 1
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """Row-normalised TF-IDF (sublinear tf, smoothed idf) [n_texts, n_terms] and the sorted vocabulary."""
     x, vocab, _ = _tfidf(texts, min_df)
     return x, vocab
 
 
-def _tfidf(texts: Sequence[str], min_df: int = 1, fixed: tuple[np.ndarray, np.ndarray] | None = None
-           ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+def _tfidf(
+    texts: Sequence[str],
+    min_df: int = 1,
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """(x, vocabulary, idf); with `fixed` = (vocabulary, idf) of an earlier corpus, words outside it are dropped."""
     tokens = [_WORD.findall(t.lower()) for t in texts]
     counts = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
     flat = np.array([w for t in tokens for w in t], dtype=object)
     if fixed is None and len(flat) == 0:
-        return sp.csr_matrix((len(texts), 0), dtype=np.float32), np.array([], dtype=object), np.zeros(0, np.float32)
+        return (
+            sp.csr_matrix((len(texts), 0), dtype=np.float32),
+            np.array([], dtype=object),
+            np.zeros(0, np.float32),
+        )
     doc = np.repeat(np.arange(len(texts)), counts)
     if fixed is None:
         vocab, term = np.unique(flat, return_inverse=True)
     else:
         vocab, idf = fixed
         term = np.searchsorted(vocab, flat) if len(flat) else np.zeros(0, np.int64)
-        known = (term < len(vocab)) & (vocab[np.minimum(term, max(len(vocab) - 1, 0))] == flat) if len(vocab) else \
-            np.zeros(len(flat), bool)
+        known = (
+            (term < len(vocab))
+            & (vocab[np.minimum(term, max(len(vocab) - 1, 0))] == flat)
+            if len(vocab)
+            else np.zeros(len(flat), bool)
+        )
         doc, term = doc[known], term[known]
-    tf = sp.csr_matrix((np.ones(len(term), dtype=np.float32), (doc, term)), shape=(len(texts), len(vocab)))
+    tf = sp.csr_matrix(
+        (np.ones(len(term), dtype=np.float32), (doc, term)),
+        shape=(len(texts), len(vocab)),
+    )
     tf.sum_duplicates()
     if fixed is None:
         df = np.bincount(tf.indices, minlength=len(vocab))
@@ -54,8 +71,9 @@ def _tfidf(texts: Sequence[str], min_df: int = 1, fixed: tuple[np.ndarray, np.nd
     return x, vocab, idf
 
 
-def lexical_features(texts: Sequence[str], dim: int = 128, min_df: int = 1,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def lexical_features(
+    texts: Sequence[str], dim: int = 128, min_df: int = 1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(values [n, k] L2-normalised, mask [n], info) with k = min(dim, what the matrix's rank allows)."""
     x, vocab, _ = _tfidf(texts, min_df)
     mask = np.diff(x.indptr) > 0
@@ -68,12 +86,20 @@ def lexical_features(texts: Sequence[str], dim: int = 128, min_df: int = 1,
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     values = np.zeros((len(texts), len(s)), dtype=np.float32)
     values[mask] = z
-    info.update(dim=len(s), explained=float((s ** 2).sum() / max(float(rows.multiply(rows).sum()), 1e-12)))
+    info.update(
+        dim=len(s),
+        explained=float((s**2).sum() / max(float(rows.multiply(rows).sum()), 1e-12)),
+    )
     return values, mask, info
 
 
-def lexical_fold_in(corpus: Sequence[str], texts: Sequence[str], dim: int = 128, min_df: int = 1,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def lexical_fold_in(
+    corpus: Sequence[str],
+    texts: Sequence[str],
+    dim: int = 128,
+    min_df: int = 1,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of new `texts` in the basis `lexical_features(corpus, ...)` fitted (LSA fold-in: the corpus'
     vocabulary and idf, projected on its signed singular vectors), so vectors of both stay comparable.
     Words the corpus never had are ignored; a text with none of its words gets mask 0."""
@@ -86,10 +112,14 @@ def lexical_fold_in(corpus: Sequence[str], texts: Sequence[str], dim: int = 128,
     z = np.asarray(new @ (vt.T * sign[None, :]), dtype=np.float64)
     norm = np.linalg.norm(z, axis=1, keepdims=True)
     new_mask = (np.diff(new.indptr) > 0) & (norm[:, 0] > 0)
-    return np.where(new_mask[:, None], z / np.maximum(norm, 1e-12), 0.0).astype(np.float32), new_mask
+    return np.where(new_mask[:, None], z / np.maximum(norm, 1e-12), 0.0).astype(
+        np.float32
+    ), new_mask
 
 
-def _lsa(rows: sp.csr_matrix, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _lsa(
+    rows: sp.csr_matrix, dim: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Truncated SVD (u, s, vt) of the TF-IDF rows and each component's sign (largest absolute loading > 0)."""
     small = min(rows.shape)
     k = min(dim, small)
@@ -102,8 +132,9 @@ def _lsa(rows: sp.csr_matrix, dim: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return u, s, vt, sign
 
 
-def randomized_svd(x: sp.csr_matrix, k: int, oversample: int = 16, power_iters: int = 6,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def randomized_svd(
+    x: sp.csr_matrix, k: int, oversample: int = 16, power_iters: int = 6, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-k singular triplets of a sparse matrix: seeded range finder with power iterations.
 
     ARPACK needs hundreds of sparse products for k=128; this needs 2 * (power_iters + 1) block products.
@@ -129,5 +160,7 @@ def _orthonormal(y: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh(y.T @ y)
     keep = w > w.max() * 1e-10
     q = y @ (v[:, keep] / np.sqrt(w[keep]))
-    w2, v2 = np.linalg.eigh(q.T @ q)  # a second pass restores orthogonality lost to rounding
+    w2, v2 = np.linalg.eigh(
+        q.T @ q
+    )  # a second pass restores orthogonality lost to rounding
     return q @ (v2 / np.sqrt(w2))

@@ -9,6 +9,7 @@ Items of the dataset missing from the file get mask 0; ids the dataset does not 
 A row is a vector or an error: NaN, infinity, a value beyond float32's range or an empty (null) vector is refused
 with the file, line and item, never read as "absent" (leaving the item out of the file says that, unambiguously).
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,13 +33,18 @@ def parse_spec(spec: str) -> tuple[str, Path, Path | None]:
     name, eq, rest = spec.partition("=")
     name = name.strip().lower()
     if not eq or not rest or not NAME.match(name):
-        raise InputError(f"--precomputed {spec!r}: expected NAME=FILE[,IDS_FILE] with NAME of a-z, 0-9, _")
+        raise InputError(
+            f"--precomputed {spec!r}: expected NAME=FILE[,IDS_FILE] with NAME of a-z, 0-9, _"
+        )
     feats, _, ids = rest.partition(",")
     return name, Path(feats.strip()), Path(ids.strip()) if ids.strip() else None
 
 
-def read_precomputed(path: str | Path, item_ids: Sequence[str], ids_path: str | Path | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_precomputed(
+    path: str | Path,
+    item_ids: Sequence[str],
+    ids_path: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(values [n_items, dim] in dataset order, mask [n_items], info incl. the file hash and unknown ids)."""
     path = regular_file(Path(path), "precomputed features file")
     if path.suffix == ".npy":
@@ -47,20 +53,28 @@ def read_precomputed(path: str | Path, item_ids: Sequence[str], ids_path: str | 
         ids, vectors = _read_parquet(path)
         ids_file = None
     else:
-        raise InputError("precomputed features must be .npy (with an id list) or .parquet", file=path)
+        raise InputError(
+            "precomputed features must be .npy (with an id list) or .parquet", file=path
+        )
     _check_vectors(vectors, ids, path)
     dup = pd.Index(ids).duplicated()
     if dup.any():
-        raise InputError(f"item id {ids[int(np.argmax(dup))]!r} appears twice", file=ids_file or path)
+        raise InputError(
+            f"item id {ids[int(np.argmax(dup))]!r} appears twice", file=ids_file or path
+        )
     pos = pd.Index(ids).get_indexer(pd.Index(list(item_ids)))
     mask = pos >= 0
     values = np.zeros((len(item_ids), vectors.shape[1]), dtype=np.float32)
     values[mask] = vectors[pos[mask]]
     unknown = ids[~pd.Index(ids).isin(list(item_ids))]
-    info = {"file": str(path.resolve()), "file_sha256": file_sha256(path),
-            "ids_file": str(Path(ids_file).resolve()) if ids_file else None,
-            "rows": int(len(ids)), "unknown_ids": int(len(unknown)),
-            "unknown_id_examples": [str(u) for u in unknown[:10]]}
+    info = {
+        "file": str(path.resolve()),
+        "file_sha256": file_sha256(path),
+        "ids_file": str(Path(ids_file).resolve()) if ids_file else None,
+        "rows": int(len(ids)),
+        "unknown_ids": int(len(unknown)),
+        "unknown_id_examples": [str(u) for u in unknown[:10]],
+    }
     return values, mask, info
 
 
@@ -74,12 +88,18 @@ def regular_file(path: Path, what: str) -> Path:
         raise InputError(f"{what} not found", file=path) from None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise InputError(f"{what}: symbolic link loop (too many levels of symbolic links)", file=path) from None
+            raise InputError(
+                f"{what}: symbolic link loop (too many levels of symbolic links)",
+                file=path,
+            ) from None
         raise InputError(f"{what} cannot be read ({e.strerror})", file=path) from None
     if stat.S_ISDIR(mode):
         raise InputError(f"{what} is a folder, not a file", file=path)
     if not stat.S_ISREG(mode):
-        raise InputError(f"{what} is not a regular file (a device, FIFO or socket is never read)", file=path)
+        raise InputError(
+            f"{what} is not a regular file (a device, FIFO or socket is never read)",
+            file=path,
+        )
     return path
 
 
@@ -90,9 +110,12 @@ def _check_vectors(vectors: np.ndarray, ids: np.ndarray, path: Path) -> None:
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     if len(bad):
         more = f" ({len(bad)} rows in all)" if len(bad) > 1 else ""
-        raise InputError(f"non-finite value (NaN, infinity or beyond float32's range) in the vector of item "
-                         f"{ids[bad[0]]!r}{more}; leave an item out of the file to give it no vector", file=path,
-                         row=int(bad[0]) + 1)
+        raise InputError(
+            f"non-finite value (NaN, infinity or beyond float32's range) in the vector of item "
+            f"{ids[bad[0]]!r}{more}; leave an item out of the file to give it no vector",
+            file=path,
+            row=int(bad[0]) + 1,
+        )
 
 
 def _numeric(dtype: np.dtype) -> bool:
@@ -106,17 +129,25 @@ def _float32(values: np.ndarray) -> np.ndarray:
         return values.astype(np.float32)
 
 
-def _read_npy(path: Path, ids_path: str | Path | None) -> tuple[np.ndarray, np.ndarray, Path]:
+def _read_npy(
+    path: Path, ids_path: str | Path | None
+) -> tuple[np.ndarray, np.ndarray, Path]:
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise InputError(f"not a plain numeric .npy array ({e})", file=path) from None
     if arr.ndim != 2 or not _numeric(arr.dtype):
-        raise InputError(f"expected a 2-D numeric array, got shape {arr.shape} of {arr.dtype}", file=path)
+        raise InputError(
+            f"expected a 2-D numeric array, got shape {arr.shape} of {arr.dtype}",
+            file=path,
+        )
     ids_file = Path(ids_path) if ids_path else path.with_suffix(".ids.txt")
     if not ids_path and not ids_file.exists() and not ids_file.is_symlink():
-        raise InputError("no item id list for this .npy: write one id per row to "
-                         f"{path.with_suffix('.ids.txt').name} or pass NAME=FILE.npy,IDS_FILE", file=path)
+        raise InputError(
+            "no item id list for this .npy: write one id per row to "
+            f"{path.with_suffix('.ids.txt').name} or pass NAME=FILE.npy,IDS_FILE",
+            file=path,
+        )
     regular_file(ids_file, "item id list")
     if ids_file.suffix == ".json":
         ids = read_json(ids_file)
@@ -127,10 +158,14 @@ def _read_npy(path: Path, ids_path: str | Path | None) -> tuple[np.ndarray, np.n
         try:
             text = ids_file.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
-            raise InputError(f"item id list is not UTF-8 text (byte {e.start})", file=ids_file) from None
+            raise InputError(
+                f"item id list is not UTF-8 text (byte {e.start})", file=ids_file
+            ) from None
         ids = [line.strip() for line in text.splitlines() if line.strip()]
     if len(ids) != arr.shape[0]:
-        raise InputError(f"{len(ids)} ids for {arr.shape[0]} rows of {path.name}", file=ids_file)
+        raise InputError(
+            f"{len(ids)} ids for {arr.shape[0]} rows of {path.name}", file=ids_file
+        )
     return np.asarray(ids, dtype=object), _float32(arr), ids_file
 
 
@@ -147,20 +182,35 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError("missing required column", file=path, column="item_id")
     id_col = table.column("item_id")
     if id_col.null_count:
-        row = int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+        row = (
+            int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+        )
         raise InputError("empty item id", file=path, row=row, column="item_id")
     ids = np.asarray(id_col.cast(pa.string()).to_pylist(), dtype=object)
     rest = [c for c in table.column_names if c != "item_id"]
     if not rest:
         raise InputError("no vector columns beside item_id", file=path)
     first = table.column(rest[0]).combine_chunks()
-    if len(rest) == 1 and (pa.types.is_list(first.type) or pa.types.is_large_list(first.type)
-                           or pa.types.is_fixed_size_list(first.type)):
-        lengths = pc.fill_null(pc.list_value_length(first), -1).to_numpy(zero_copy_only=False)
-        odd = np.flatnonzero((lengths != lengths[0]) | (lengths <= 0)) if len(lengths) else np.zeros(0, np.int64)
+    if len(rest) == 1 and (
+        pa.types.is_list(first.type)
+        or pa.types.is_large_list(first.type)
+        or pa.types.is_fixed_size_list(first.type)
+    ):
+        lengths = pc.fill_null(pc.list_value_length(first), -1).to_numpy(
+            zero_copy_only=False
+        )
+        odd = (
+            np.flatnonzero((lengths != lengths[0]) | (lengths <= 0))
+            if len(lengths)
+            else np.zeros(0, np.int64)
+        )
         if len(odd):
-            raise InputError("vector is empty or of another length than the first row's", file=path,
-                             row=int(odd[0]) + 1, column=rest[0])
+            raise InputError(
+                "vector is empty or of another length than the first row's",
+                file=path,
+                row=int(odd[0]) + 1,
+                column=rest[0],
+            )
         flat = first.flatten().to_numpy(zero_copy_only=False)
         if not _numeric(flat.dtype):
             raise InputError("vector column is not numeric", file=path, column=rest[0])
@@ -168,5 +218,7 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
     frame = table.select(rest).to_pandas()
     non_numeric = [c for c in rest if not _numeric(frame[c].dtype)]
     if non_numeric:
-        raise InputError("vector column is not numeric", file=path, column=str(non_numeric[0]))
+        raise InputError(
+            "vector column is not numeric", file=path, column=str(non_numeric[0])
+        )
     return ids, _float32(frame.to_numpy(dtype=np.float64))

@@ -1,4 +1,5 @@
 """Mixed precision and progress bars shared by the neural encoders (device choice: graphrec.core.device)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,10 +22,20 @@ def precision_for(device: torch.device) -> str:
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16
+    )
 
 
 def progress(total: int, desc: str, enabled: bool = True) -> tqdm:
     """A progress bar counting items, with items/s."""
-    return progress_bar(show=enabled and total > 0, total=total, desc=desc, unit="item", unit_scale=True,
-                        dynamic_ncols=True, file=sys.stderr, leave=False)
+    return progress_bar(
+        show=enabled and total > 0,
+        total=total,
+        desc=desc,
+        unit="item",
+        unit_scale=True,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        leave=False,
+    )

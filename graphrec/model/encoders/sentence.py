@@ -3,6 +3,7 @@
 Strong pretrained text matters most for cold items; all-MiniLM-L6-v2 is the default (about 90 MB).
 Texts longer than the model's max_seq_length (256 word pieces for MiniLM) are truncated by the model.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -30,50 +31,89 @@ class SentenceEncoder:
     identity: dict[str, Any]
     dim: int
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 128, show_progress: bool = True,
-                     desc: str = "st_text") -> np.ndarray:
+    def encode_texts(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 128,
+        show_progress: bool = True,
+        desc: str = "st_text",
+    ) -> np.ndarray:
         """L2-normalised vectors [n, dim]."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # blocks of several batches keep sentence-transformers' length sorting useful while the bar moves
         block = batch_size * 4
-        with progress(len(texts), desc, show_progress) as bar, torch.inference_mode(), \
-                autocast(self.device, self.precision):
+        with (
+            progress(len(texts), desc, show_progress) as bar,
+            torch.inference_mode(),
+            autocast(self.device, self.precision),
+        ):
             for s in range(0, len(texts), block):
-                part = list(texts[s:s + block])
-                out[s:s + len(part)] = self.model.encode(part, batch_size=batch_size, normalize_embeddings=True,
-                                                         convert_to_numpy=True, show_progress_bar=False)
+                part = list(texts[s : s + block])
+                out[s : s + len(part)] = self.model.encode(
+                    part,
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
                 bar.update(len(part))
         return out
 
 
-def load_sentence_model(name_or_path: str = DEFAULT_ST_MODEL, device: str = "auto") -> SentenceEncoder:
+def load_sentence_model(
+    name_or_path: str = DEFAULT_ST_MODEL, device: str = "auto"
+) -> SentenceEncoder:
     try:
         from sentence_transformers import SentenceTransformer, __version__
     except ImportError:
-        raise InputError("modality st_text needs sentence-transformers: pip install 'graphrec[sentence-transformers]'"
-                         ) from None
+        raise InputError(
+            "modality st_text needs sentence-transformers: pip install 'graphrec[sentence-transformers]'"
+        ) from None
     dev = resolve_device(device)
     local = Path(name_or_path).expanduser()
-    identity: dict[str, Any] = {"encoder": "sentence-transformers", "sentence_transformers_version": __version__,
-                                "model": name_or_path, "weights_sha256": None, "random_weights": False}
+    identity: dict[str, Any] = {
+        "encoder": "sentence-transformers",
+        "sentence_transformers_version": __version__,
+        "model": name_or_path,
+        "weights_sha256": None,
+        "random_weights": False,
+    }
     if local.is_dir():
-        weights = next((local / f for f in _WEIGHT_FILES if (local / f).is_file()), None)
+        weights = next(
+            (local / f for f in _WEIGHT_FILES if (local / f).is_file()), None
+        )
         if weights is None:
-            raise InputError(f"no model weights ({' or '.join(_WEIGHT_FILES)}) in this folder", file=local)
+            raise InputError(
+                f"no model weights ({' or '.join(_WEIGHT_FILES)}) in this folder",
+                file=local,
+            )
         identity.update(model=str(local.resolve()), weights_sha256=file_sha256(weights))
     try:
-        model = SentenceTransformer(str(local) if local.is_dir() else name_or_path, device=str(dev))
+        model = SentenceTransformer(
+            str(local) if local.is_dir() else name_or_path, device=str(dev)
+        )
     except Exception as e:  # hub, network and format errors arrive as many types
         reason = " ".join(str(e).split())[:300]
-        raise InputError(f"could not load sentence-transformers model {name_or_path!r} ({reason}); without internet "
-                         "pass --st-model with a local model folder") from None
+        raise InputError(
+            f"could not load sentence-transformers model {name_or_path!r} ({reason}); without internet "
+            "pass --st-model with a local model folder"
+        ) from None
     model.eval()
-    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension  # renamed in v5
+    get_dim = (
+        getattr(model, "get_embedding_dimension", None)
+        or model.get_sentence_embedding_dimension
+    )  # renamed in v5
     dim = int(get_dim() or model.encode([""], convert_to_numpy=True).shape[1])
-    max_len = model.max_seq_length  # None where the first module is no text transformer (int(None) failed)
+    max_len = (
+        model.max_seq_length
+    )  # None where the first module is no text transformer (int(None) failed)
     if max_len is None:
-        raise InputError(f"sentence-transformers model {name_or_path!r} gives no max_seq_length: st_text needs a "
-                         "text transformer model")
+        raise InputError(
+            f"sentence-transformers model {name_or_path!r} gives no max_seq_length: st_text needs a "
+            "text transformer model"
+        )
     precision = precision_for(dev)
-    identity.update(max_seq_length=int(max_len), precision=precision, dim=dim, normalized=True)
+    identity.update(
+        max_seq_length=int(max_len), precision=precision, dim=dim, normalized=True
+    )
     return SentenceEncoder(model, dev, precision, identity, dim)
