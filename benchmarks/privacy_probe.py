@@ -224,7 +224,7 @@ def main() -> None:
             )
         )
         assert e.user_ids == [str(u) for u in ds.user_ids]
-        rows[name] = (e.user_embeddings, e.item_embeddings, e.manifest["blocks"])
+        rows[name] = (e.user_embeddings, e.item_embeddings, e.manifest.blocks)
         warm = e.item_warm
     rows[REJECTED] = without_attribute_edges(attr, ds)
 

@@ -24,7 +24,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,19 +194,13 @@ def split(ds: Dataset, seed: int) -> Dataset:
     out = out[out["split"] != ""].reset_index(
         drop=True
     )  # cold rows of users absent from train: dropped
-    schema = type(ds.schema).from_dict(
-        {
-            **ds.schema.to_dict(),
-            "split": {
-                "method": "contract-protocol",
-                "seed": seed,
-                "cold_items": 0.2,
-                "cold_users": COLD_USER_SHARE
-                if ds.schema.user_attribute_columns
-                else 0.0,
-            },
-        }
-    )
+    split = {
+        "method": "contract-protocol",
+        "seed": seed,
+        "cold_items": 0.2,
+        "cold_users": COLD_USER_SHARE if ds.schema.user_attribute_columns else 0.0,
+    }
+    schema = replace(ds.schema, split=split)
     return Dataset(schema, ds.items, ds.users, out, ds.triples)
 
 

@@ -12,7 +12,6 @@ dataset/ids.json              {"users": [...], "items": [...]}: external id of e
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from graphrec.core.errors import InputError
-from graphrec.core.io import check_columns, check_json, read_json, write_json
+from graphrec.core.io import check_columns
+from graphrec.core.records import Record
 from graphrec.core.workspace import MAKE, Workspace
 from graphrec.data.readers import normalize_id
 
@@ -60,20 +60,6 @@ def excluded_from_lists(schema: Schema) -> str:
 
 REMAKE = f"re-run `{MAKE['dataset']}`"  # what rewrites dataset/ whole
 # The structure of dataset/'s files as Dataset.load checks it (the module docstring describes them).
-DATASET_JSON = {
-    "schema": {
-        "name?": str,
-        "text_columns?": [str],
-        "attribute_columns?": [str],
-        "image_column?": (str, None),
-        "images_dir?": (str, None),
-        "user_attribute_columns?": [str],
-        "sep?": str,
-        "split?": dict,
-    },
-    "counts?": dict,
-}
-IDS_JSON = {"users": [str], "items": [str]}
 INTERACTIONS = {
     "user": "int",
     "item": "int",
@@ -85,7 +71,7 @@ TRIPLES = {"item": "int", "relation": "str", "tail": "str"}
 
 
 @dataclass
-class Schema:
+class Schema(Record):
     """Which column plays which role. Multi-valued cells separate values with `sep`."""
 
     name: str = "dataset"
@@ -99,13 +85,21 @@ class Schema:
         default_factory=dict
     )  # how the split was made ({} = not split)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Schema:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+@dataclass(frozen=True)
+class DatasetRecord(Record):
+    """dataset/dataset.json: the schema, and counts of the tables for people."""
+
+    schema: Schema
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetIds(Record):
+    """dataset/ids.json: the external id of each dense user and item index."""
+
+    users: list[str]
+    items: list[str]
 
 
 @dataclass
@@ -224,11 +218,9 @@ class Dataset:
             self.interactions.to_parquet(tmp / "interactions.parquet", index=False)
             if self.triples is not None:
                 self.triples.to_parquet(tmp / "triples.parquet", index=False)
-            meta = {"schema": self.schema.to_dict(), "counts": self.counts()}
-            write_json(tmp / "dataset.json", meta)
-            write_json(
-                tmp / "ids.json",
-                {"users": self.user_ids.tolist(), "items": self.item_ids.tolist()},
+            DatasetRecord(self.schema, self.counts()).write(tmp / "dataset.json")
+            DatasetIds(self.user_ids.tolist(), self.item_ids.tolist()).write(
+                tmp / "ids.json"
             )
         return target
 
@@ -280,11 +272,14 @@ class Dataset:
                     file=path,
                     column=missing[0],
                 )
-        ids = check_json(read_json(d / "ids.json"), IDS_JSON, d / "ids.json", REMAKE)
-        for kind, known in (("users", self.user_ids), ("items", self.item_ids)):
-            if ids[kind] != known.tolist():
+        ids = DatasetIds.read(d / "ids.json", REMAKE)
+        for kind, listed, known in (
+            ("users", ids.users, self.user_ids),
+            ("items", ids.items, self.item_ids),
+        ):
+            if listed != known.tolist():
                 raise InputError(
-                    f"'{kind}' ({len(ids[kind])} ids) disagrees with {kind}.parquet ({len(known)} rows): "
+                    f"'{kind}' ({len(listed)} ids) disagrees with {kind}.parquet ({len(known)} rows): "
                     f"{REMAKE}",
                     file=d / "ids.json",
                 )
@@ -315,12 +310,8 @@ class Dataset:
 
 
 def _read_schema(d: Path) -> Schema:
-    """The schema in dataset/'s dataset.json, checked (DATASET_JSON)."""
-    return Schema.from_dict(
-        check_json(
-            read_json(d / "dataset.json"), DATASET_JSON, d / "dataset.json", REMAKE
-        )["schema"]
-    )
+    """The schema in dataset/'s dataset.json, checked (DatasetRecord)."""
+    return DatasetRecord.read(d / "dataset.json", REMAKE).schema
 
 
 def _read_table(path: Path) -> pd.DataFrame:

@@ -278,13 +278,14 @@ def run_split(
     ds = split_dataset(Dataset.load(ws), **dataclasses.asdict(s), force=force)
     check_no_leak(ds)
     ds.save(ws)
-    before = ws.stage_record("dataset") or {}
-    inputs = before.get("inputs", {})
+    before = ws.stage_record("dataset")
+    inputs = before.inputs if before else {}
+    made_by = inputs.get("made_by", before.command if before else None)
     # keep the command that made the tables, not that of an earlier split
     ws.record(
         "dataset",
-        {**before.get("settings", {}), "split": ds.schema.split},
-        inputs={**inputs, "made_by": inputs.get("made_by", before.get("command"))},
+        {**(before.settings if before else {}), "split": ds.schema.split},
+        inputs={**inputs, "made_by": made_by},
     )
     return ds
 

@@ -382,8 +382,8 @@ def run_build(
         not force
         and record
         and saved.exists()
-        and record["settings"] == settings
-        and record["inputs"] == inputs
+        and record.settings == settings
+        and record.inputs == inputs
     ):
         return BuildResult(
             KnowledgeGraph.load(ws),

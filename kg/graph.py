@@ -15,20 +15,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
 
 from graphrec.core.errors import InputError
-from graphrec.core.io import (
-    check_json,
-    check_tensors,
-    read_json,
-    read_tensors,
-    write_json,
-    write_tensors,
-)
+from graphrec.core.io import check_tensors, read_tensors, write_tensors
+from graphrec.core.records import Record
 from graphrec.core.workspace import MAKE, Workspace
 
 if (
@@ -41,13 +35,29 @@ EdgeType = tuple[str, str, str]
 REBUILD = f"re-run `{MAKE['graph']}`"
 # What KnowledgeGraph.load checks of graph.json (the module docstring describes it); meta holds the builder's
 # settings, read by kg.extend, of which relation_kinds is read here.
-GRAPH_JSON = {
-    "num_nodes": {str: int},
-    "relations": [[str]],
-    "num_edges?": {str: int},
-    "node_names?": {str: list},
-    "meta?": {"relation_kinds?": {str: str}},
-}
+
+
+@dataclass(frozen=True)
+class GraphMeta(Record):
+    """graph.json's `meta`: what the builder recorded (settings, similarity and triple reports, feature
+    families, update count); `relation_kinds` maps "src|rel|dst" to the relation's kind, the rest is for
+    reports."""
+
+    relation_kinds: dict[str, str] = field(default_factory=dict)
+    other: dict[str, Any] = field(default_factory=dict)
+    rest: ClassVar[str | None] = "other"
+
+
+@dataclass(frozen=True)
+class GraphRecord(Record):
+    """graph.json: node counts per type, the relations (source type, name, target type) in the order of
+    graph.safetensors, edge counts, node names, and the builder's `meta`."""
+
+    num_nodes: dict[str, int]
+    relations: list[tuple[str, ...]]
+    num_edges: dict[str, int] = field(default_factory=dict)
+    node_names: dict[str, list[Any]] = field(default_factory=dict)
+    meta: GraphMeta = field(default_factory=GraphMeta)
 
 
 @dataclass
@@ -175,16 +185,13 @@ class KnowledgeGraph:
             write_tensors(
                 tmp / "graph.safetensors", tensors
             )  # the umask's mode, as every artifact
-            write_json(
-                tmp / "graph.json",
-                {
-                    "num_nodes": self.num_nodes,
-                    "relations": [list(k) for k in self.edges],
-                    "num_edges": {"|".join(k): len(e) for k, e in self.edges.items()},
-                    "node_names": self.node_names,
-                    "meta": self.meta,
-                },
-            )
+            GraphRecord(
+                self.num_nodes,
+                list(self.edges),
+                {"|".join(k): len(e) for k, e in self.edges.items()},
+                self.node_names,
+                GraphMeta.from_json(self.meta, tmp / "graph.json", REBUILD),
+            ).write(tmp / "graph.json")
         return target
 
     @classmethod
@@ -195,7 +202,7 @@ class KnowledgeGraph:
         path = d / "graph.safetensors"
         tensors = read_tensors(path)
         edges = {}
-        for key in map(tuple, info["relations"]):
+        for key in info.relations:
             name = "|".join(key)
             check_tensors(
                 tensors,
@@ -213,43 +220,41 @@ class KnowledgeGraph:
                 tensors[f"{name}/weight"],
             )
             for end, nodes, n in (
-                ("src", e.src, info["num_nodes"][key[0]]),
-                ("dst", e.dst, info["num_nodes"][key[2]]),
+                ("src", e.src, info.num_nodes[key[0]]),
+                ("dst", e.dst, info.num_nodes[key[2]]),
             ):
                 if len(nodes) and (nodes.min() < 0 or nodes.max() >= n):
                     raise InputError(
                         f"tensor '{name}/{end}' holds node indices outside 0..{n - 1}: {REBUILD}",
                         file=path,
                     )
-            edges[key] = e
-        return cls(
-            info["num_nodes"], edges, info.get("node_names", {}), info.get("meta", {})
-        )
+            edges[cast(EdgeType, key)] = e
+        return cls(info.num_nodes, edges, info.node_names, info.meta.to_json())
 
 
-def read_graph_info(workspace: Workspace | str | Path) -> dict[str, Any]:
+def read_graph_info(workspace: Workspace | str | Path) -> GraphRecord:
     """graph.json (node counts, relations, edge counts, node names, the builder's meta), checked as
     KnowledgeGraph.load checks it, without reading the edges."""
     return _graph_info(Workspace.of(workspace).require("graph") / "graph.json")
 
 
-def _graph_info(path: Path) -> dict[str, Any]:
-    """graph.json, checked: its structure (GRAPH_JSON), and node types, names and relations that agree."""
-    info = check_json(read_json(path), GRAPH_JSON, path, REBUILD)
-    num_nodes = info["num_nodes"]
+def _graph_info(path: Path) -> GraphRecord:
+    """graph.json, checked: its structure (GraphRecord), and node types, names and relations that agree."""
+    info = GraphRecord.read(path, REBUILD)
+    num_nodes = info.num_nodes
     for node_type, n in num_nodes.items():
         if n < 0:
             raise InputError(
                 f"'num_nodes.{node_type}' is negative: {REBUILD}", file=path
             )
-    for node_type, names in info.get("node_names", {}).items():
+    for node_type, names in info.node_names.items():
         if node_type in num_nodes and len(names) != num_nodes[node_type]:
             raise InputError(
                 f"'node_names.{node_type}' holds {len(names)} names for {num_nodes[node_type]} nodes: "
                 f"{REBUILD}",
                 file=path,
             )
-    for key in info["relations"]:
+    for key in info.relations:
         if len(key) != 3 or key[0] not in num_nodes or key[2] not in num_nodes:
             raise InputError(
                 f"relation {key} should be [source type, name, target type], with types of 'num_nodes': "

@@ -39,7 +39,7 @@ from graphrec.data.splits import run_split
 from graphrec.data.synth import synthesize
 from graphrec.kg.build import run_build
 from graphrec.kg.graph import KnowledgeGraph
-from graphrec.model.artifacts import parameter_shapes
+from graphrec.model.artifacts import Architecture, parameter_shapes
 from graphrec.model.export_format import load_export
 from graphrec.model.gnn import GraphRec
 from graphrec.pipeline.api import Recommender
@@ -643,6 +643,6 @@ def test_the_model_layout_checked_on_reading_is_the_models_own(trained):
         arch["modality_dims"],
         arch["node_types"],
     )
-    assert parameter_shapes(arch) == {
+    assert parameter_shapes(Architecture(**arch)) == {
         k: tuple(v.shape) for k, v in model.state_dict().items()
     }

@@ -61,10 +61,7 @@ def test_workspace_records_settings_and_command(tmp_path):
     ws = Workspace(tmp_path / "ws")
     ws.record("dataset", {"seed": 3}, command="graphrec data synth --out ws")
     rec = ws.stage_record("dataset")
-    assert (
-        rec["settings"] == {"seed": 3}
-        and rec["command"] == "graphrec data synth --out ws"
-    )
+    assert rec.settings == {"seed": 3} and rec.command == "graphrec data synth --out ws"
     with pytest.raises(InputError, match="graphrec encode"):
         ws.require("features")
 
@@ -105,9 +102,9 @@ def test_import_round_trip(tiny_files, tmp_path):
     assert back.item_index(["i3", "i1"]).tolist() == [2, 0]
     with pytest.raises(InputError, match="unknown item id"):
         back.item_index(["nope"])
-    assert Workspace(tmp_path / "ws").stage_record("dataset")["settings"][
-        "items"
-    ] == str(tiny_files["items"])
+    assert Workspace(tmp_path / "ws").stage_record("dataset").settings["items"] == str(
+        tiny_files["items"]
+    )
 
 
 def test_ids_keep_their_spelling(tmp_path):

@@ -110,8 +110,8 @@ def test_report_files(ws):
         "cold_item",
     ):
         assert section in md
-    assert ws.stage_record("dataset")["command"] in md.split("## Reproduce")[1]
-    assert ws.stage_record("eval")["settings"]["ks"] == [5, 10]
+    assert ws.stage_record("dataset").command in md.split("## Reproduce")[1]
+    assert ws.stage_record("eval").settings["ks"] == [5, 10]
     assert sorted(p.name for p in (d / "plots").iterdir()) == [
         "metric_vs_k.png",
         "popularity.png",
@@ -203,7 +203,7 @@ def test_report_headline_baselines_setup_and_no_nan(ws):
     ):
         assert section in md
     reproduce = md.split("## Reproduce")[1]
-    assert reproduce.count(ws.stage_record("dataset")["command"]) == 1
+    assert reproduce.count(ws.stage_record("dataset").command) == 1
 
 
 def test_baselines_rank_the_same_candidates_as_graphrec(ws):

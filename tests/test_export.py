@@ -45,10 +45,8 @@ def test_round_trip_is_bit_exact(ws, tmp_path, formats):
     ids = json.loads((ws.stage_dir("dataset") / "ids.json").read_text())
     assert e.user_ids == ids["users"] and e.item_ids == ids["items"]
     m = e.manifest
-    assert (
-        m["scoring"] == "dot" and m["dim"] == sum(m["blocks"].values()) == item.shape[1]
-    )
-    assert m["cold_items"] == 15 and m["user_ids"] == "external"
+    assert m.scoring == "dot" and m.dim == sum(m.blocks.values()) == item.shape[1]
+    assert m.cold_items == 15 and m.user_ids == "external"
     assert int((~e.item_warm).sum()) == 15
 
 
@@ -103,7 +101,7 @@ def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
     columns = np.concatenate(
         [
             np.full(w, name in ("ease", "lowpass"))
-            for name, w in e.manifest["blocks"].items()
+            for name, w in e.manifest.blocks.items()
         ]
     )
     assert columns.any() and not columns.all()
@@ -120,7 +118,7 @@ def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
 def test_pseudonyms_and_no_personal_data(ws, tmp_path):
     d = export(ws, tmp_path / "exp", ["parquet", "npy"], pseudonymize="s3cret")
     e = load_export(d)
-    assert e.manifest["user_ids"] == "hmac-sha256"
+    assert e.manifest.user_ids == "hmac-sha256"
     ds = Dataset.load(ws)
     assert set(e.user_ids) == {pseudonymize_id(u, "s3cret") for u in ds.user_ids}
     assert pseudonymize_id("u0", "s3cret") != pseudonymize_id("u0", "other")
@@ -295,8 +293,9 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
         rng.normal(size=(2, 4)).astype(np.float32),
         rng.normal(size=(len(items), 4)).astype(np.float32),
         False,
-        {"blocks": {"gnn": 4}},
+        {},
         fold_in,
+        {"gnn": 4},
     )
     served = []
     real = Export.recommend
@@ -424,7 +423,7 @@ def test_the_export_computes_a_new_user_s_vector_as_graphrec_does(trained, tmp_p
     """100 users graphrec has never seen, each known by 1-11 items: the export's fold-in (docs/export.md) gives the
     scores and lists `Recommender.recommend(user_items=...)` gives, gnn block included."""
     e = load_export(export(trained, tmp_path / "exp", ("parquet",)))
-    assert "gnn" in e.manifest["blocks"] and e.manifest["fold_in"]["short_history"] >= 1
+    assert "gnn" in e.manifest.blocks and e.manifest.fold_in.short_history >= 1
     rng = np.random.default_rng(0)
     histories = {
         f"new{i}": list(rng.choice(e.item_ids, rng.integers(1, 12), replace=False))
@@ -444,7 +443,7 @@ def test_the_export_computes_a_new_user_s_vector_as_graphrec_does(trained, tmp_p
             documented_user_vector(
                 e.fold_in.rows,
                 e.fold_in.terms,
-                e.manifest["fold_in"]["short_history"],
+                e.manifest.fold_in.short_history,
                 at,
             ),
             rtol=1e-6,

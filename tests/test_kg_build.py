@@ -227,8 +227,8 @@ def test_persistence_round_trip_and_rebuild_on_change(ws, ds):
     assert run_build(ws, item_knn=1, progress=False).rebuilt
     rec = ws.stage_record("graph")
     assert (
-        "dataset/interactions.parquet" in rec["inputs"]
-        and "features/text.safetensors" in rec["inputs"]
+        "dataset/interactions.parquet" in rec.inputs
+        and "features/text.safetensors" in rec.inputs
     )
 
 

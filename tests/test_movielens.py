@@ -164,12 +164,9 @@ def test_import_records_settings_and_input_hashes(tmp_path):
         tmp_path / "ws", tmp_path, "100k"
     )  # the parent of ml-100k/ is accepted too
     rec = Workspace(tmp_path / "ws").stage_record("dataset")
+    assert rec.settings["variant"] == "100k" and rec.settings["source"] == "movielens"
     assert (
-        rec["settings"]["variant"] == "100k"
-        and rec["settings"]["source"] == "movielens"
-    )
-    assert (
-        rec["inputs"]["u.data"]
+        rec.inputs["u.data"]
         == hashlib.sha256((root / "u.data").read_bytes()).hexdigest()
     )
     back = Dataset.load(tmp_path / "ws")

@@ -103,7 +103,7 @@ def _probe(x: np.ndarray, y: np.ndarray) -> float:
 def _strongest(e: Export, y: np.ndarray) -> float:
     """The best probe over the whole user vector and each block alone (the manifest tells the layout)."""
     parts, at = [e.user_embeddings], 0
-    for width in e.manifest["blocks"].values():
+    for width in e.manifest.blocks.values():
         parts.append(e.user_embeddings[:, at : at + width])
         at += width
     return max(
@@ -129,16 +129,19 @@ def test_private_vectors_reveal_no_more_than_a_model_without_attributes(exports)
 def test_private_manifest_and_layout(exports):
     normal, private, _, _, _ = exports
     assert (
-        private.manifest["private"] is True
-        and "interactions alone" in private.manifest["privacy"]
+        private.manifest.about["private"] is True
+        and "interactions alone" in private.manifest.about["privacy"]
     )
-    assert normal.manifest["private"] is False and "privacy" not in normal.manifest
-    assert "gnn" in normal.manifest["blocks"]
-    assert not {"gnn", "group"} & set(private.manifest["blocks"])
+    assert (
+        normal.manifest.about["private"] is False
+        and "privacy" not in normal.manifest.about
+    )
+    assert "gnn" in normal.manifest.blocks
+    assert not {"gnn", "group"} & set(private.manifest.blocks)
     assert (
         private.user_embeddings.shape[1]
         == private.item_embeddings.shape[1]
-        == private.manifest["dim"]
+        == private.manifest.dim
     )
     assert private.user_ids == normal.user_ids and private.item_ids == normal.item_ids
 
@@ -191,11 +194,11 @@ def test_without_user_attributes_private_is_the_full_export(exports, tmp_path):
     normal = load_export(export(root / "plain", tmp_path / "n", ["npy"]))
     private = load_export(export(root / "plain", tmp_path / "p", ["npy"], private=True))
     assert (
-        private.manifest["private"] is True
-        and "no user attributes" in private.manifest["privacy"]
+        private.manifest.about["private"] is True
+        and "no user attributes" in private.manifest.about["privacy"]
     )
     assert (
-        private.manifest["blocks"] == normal.manifest["blocks"]
-        and "gnn" in private.manifest["blocks"]
+        private.manifest.blocks == normal.manifest.blocks
+        and "gnn" in private.manifest.blocks
     )
     assert np.array_equal(private.user_embeddings, normal.user_embeddings)

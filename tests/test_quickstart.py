@@ -54,7 +54,7 @@ def test_quickstart_end_to_end(tmp_path):
     recs, best = exp.recommend(ids["users"][0], N=5, filter_already_liked_items=False)
     # the export serves exactly the dot product of the vectors it ships, best first
     user_vecs, item_vecs = exp.user_embeddings, exp.item_embeddings
-    assert sorted(exp.manifest["files"]) == [
+    assert sorted(exp.manifest.files) == [
         "ids",
         "items",
         "user_fold_in",
@@ -71,17 +71,17 @@ def test_quickstart_end_to_end(tmp_path):
     trained = load_file(str(ws / "model" / "embeddings.safetensors"))
     # the scoring space's first block is the trained GNN (user side as trained, times the new-user gnn weight for
     # users with at most `short_history` given items; the item side carries the blend)
-    gnn = exp.manifest["blocks"]["gnn"]
+    gnn = exp.manifest.blocks["gnn"]
     ranker = json.loads((ws / "model" / "ranker.json").read_text())
     given = Dataset.load(ws).matrix(GIVEN)
     short = np.diff(given.indptr) <= ranker.get("short_history", 0)
     scale = np.where(
         short, ranker["new_user_weights"].get("gnn", 1.0) if short.any() else 1.0, 1.0
     )
-    assert list(exp.manifest["blocks"])[0] == "gnn"
+    assert list(exp.manifest.blocks)[0] == "gnn"
     np.testing.assert_allclose(
         user_vecs[:, :gnn],
         trained["user"] * scale[:, None].astype(np.float32),
         rtol=1e-6,
     )
-    assert user_vecs.shape[1] == item_vecs.shape[1] == exp.manifest["dim"] > gnn
+    assert user_vecs.shape[1] == item_vecs.shape[1] == exp.manifest.dim > gnn

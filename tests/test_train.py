@@ -127,7 +127,7 @@ def test_deterministic_on_cpu_and_outputs_complete(tmp_path):
     assert (d / "best.safetensors").exists() and (
         d / f"epoch-{len(hist) - ra.selected_epoch}.safetensors"
     ).exists()
-    assert a.stage_record("model")["settings"]["dim"] == 8
+    assert a.stage_record("model").settings["dim"] == 8
 
 
 @pytest.mark.parametrize("interrupt", [("select", 2), ("refit", 1)])
@@ -245,7 +245,7 @@ def test_the_default_batch_bounds_an_epoch_and_the_lr_follows_it(tmp_path):
     assert settings_mod.auto_lr(10**7) == 0.02
     ws = make_workspace(tmp_path)
     r = run_train(ws, **{**FAST, "batch_size": None, "lr": None, "epochs": 1})
-    recorded = ws.stage_record("model")["settings"]
+    recorded = ws.stage_record("model").settings
     assert (
         recorded["batch_size"] == 2048
         and recorded["lr"] == 0.005

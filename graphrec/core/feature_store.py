@@ -8,35 +8,50 @@ Rows whose mask is 0 carry zeros that mean "no content", never content; consumer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import (
     TensorSpec,
-    check_json,
     check_tensors,
-    read_json,
     read_tensors,
     write_json,
     write_tensors,
 )
+from graphrec.core.records import Record
 from graphrec.core.workspace import MAKE, Workspace
 
 REENCODE = f"re-run `{MAKE['features']}`"
 # What load_features checks of the two files (the module docstring describes them); the .json holds more
 # (the encoder's identity and settings), read by the encoder that wrote it.
-FEATURES_JSON = {
-    "item_ids": [str],
-    "dim?": int,
-    "modality?": str,
-    "random_weights?": bool,
-    "identity?": dict,
-    "content_hashes?": [str],
-}
+
+
+@dataclass(frozen=True)
+class FeaturesRecord(Record):
+    """features/<modality>.json as the store checks it: the items' ids in row order, the width, and the
+    encoder's identity; `about` keeps the rest the encoder recorded (settings, report, cache hashes)."""
+
+    item_ids: list[str]
+    dim: int | None = None
+    modality: str | None = None
+    random_weights: bool | None = None
+    identity: dict[str, Any] | None = None
+    content_hashes: list[str] | None = None
+    about: dict[str, Any] = field(default_factory=dict)
+    rest: ClassVar[str | None] = "about"
+
+
+@dataclass(frozen=True)
+class _ItemIds(Record):
+    """The items of dataset/ids.json (graphrec.data.dataset owns the file), to check features against."""
+
+    items: list[str]
+
+
 FEATURES_TENSORS: dict[str, TensorSpec] = {
     "values": ("float32", ("items", "dim")),
     "mask": ("uint8", ("items",)),
@@ -167,15 +182,14 @@ def _modalities(d: Path) -> list[str]:
 
 
 def _records(ws: Workspace, d: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    """The named modalities' .json files, checked (FEATURES_JSON, rows for the dataset's items)."""
+    """The named modalities' .json files, checked (FeaturesRecord, rows for the dataset's items), as the
+    encoders wrote them."""
     ids_path = ws.stage_dir("dataset") / "ids.json"
-    item_ids = check_json(
-        read_json(ids_path), {"items": [str]}, ids_path, f"re-run `{MAKE['dataset']}`"
-    )["items"]
+    item_ids = _ItemIds.read(ids_path, f"re-run `{MAKE['dataset']}`").items
     out = {}
     for name in names:
         path = d / f"{name}.json"
-        out[name] = check_json(read_json(path), FEATURES_JSON, path, REENCODE)
+        out[name] = FeaturesRecord.read(path, REENCODE).to_json()
         if out[name]["item_ids"] != item_ids:
             raise InputError(
                 f"features are for another item list than the dataset's: {REENCODE}",

@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -53,13 +53,12 @@ from graphrec.core.errors import InputError
 from graphrec.core.io import (
     LEFTOVER,
     atomic_dir,
-    check_json,
     file_sha256,
-    read_json,
     restore_dir,
     switch_dir,
     write_json,
 )
+from graphrec.core.records import Record
 
 STAGES = ("dataset", "features", "graph", "model", "eval")
 LINEAGE = ("dataset", "features", "graph")  # the folders later stages are made from
@@ -69,18 +68,6 @@ MAKE = {
     "graph": "graphrec build",
     "model": "graphrec train",
     "eval": "graphrec evaluate",
-}
-# config.json as `record` writes it (see the module docstring)
-CONFIG = {
-    "stages": {
-        str: {
-            "settings": dict,
-            "inputs": dict,
-            "lineage?": ({str: str}, None),
-            "command": str,
-            "finished?": str,
-        }
-    }
 }
 LOCK = ".lock"
 SWITCH = ".switch"  # held shared by readers, exclusively by a writer while it switches folders in
@@ -104,6 +91,25 @@ log = logging.getLogger(__name__)
 _DIGESTS: dict[
     tuple[str, int, int], str
 ] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
+
+
+@dataclass(frozen=True)
+class StageRecord(Record):
+    """config.json's account of one finished stage: its settings, the inputs it read (paths and their
+    hashes), the fingerprints of the earlier folders it was made from, its command line and when it finished."""
+
+    settings: dict[str, Any]
+    inputs: dict[str, Any]
+    command: str
+    lineage: dict[str, str] | None = None
+    finished: str | None = None
+
+
+@dataclass(frozen=True)
+class Config(Record):
+    """config.json: stage name -> its StageRecord (see the module docstring)."""
+
+    stages: dict[str, StageRecord] = field(default_factory=dict)
 
 
 def _digest(p: Path) -> str:
@@ -612,21 +618,20 @@ class Workspace:
     def config_path(self) -> Path:
         return self.path / "config.json"
 
-    def config(self) -> dict[str, Any]:
-        """config.json (CONFIG), or no stage records where there is none."""
+    def config(self) -> Config:
+        """config.json, or no stage records where there is none."""
         if not self.config_path.exists():
-            return {"stages": {}}
+            return Config()
         # Every stage rewrites the file from what it reads here, so a damaged one is mended by removing it: the
         # stages lose their records (and lineage checks) until each runs again.
-        return check_json(
-            read_json(self.config_path),
-            CONFIG,
+        return Config.read(
             self.config_path,
             "remove it (each stage records itself again when it next runs)",
         )
 
-    def stage_record(self, stage: str) -> dict[str, Any] | None:
-        return self.config()["stages"].get(stage)
+    def stage_record(self, stage: str) -> StageRecord | None:
+        """The record of `stage` in config.json, None before the stage has run."""
+        return self.config().stages.get(stage)
 
     def lineage(
         self, stage: str, dirs: dict[str, Path] | None = None
@@ -646,26 +651,25 @@ class Workspace:
         dirs: dict[str, Path] | None = None,
     ) -> None:
         """Store a finished stage's settings, inputs, lineage (of `dirs` where given) and command line."""
-        cfg = self.config()
-        stages = cfg.setdefault("stages", {})
-        stages[stage] = {
-            "settings": settings,
-            "inputs": inputs or {},
-            "lineage": self.lineage(stage, dirs),
-            "command": command if command is not None else command_line(),
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(
-                timespec="seconds"
-            ),
-        }
-        write_json(self.config_path, cfg)
+        record = StageRecord(
+            settings,
+            inputs or {},
+            command if command is not None else command_line(),
+            self.lineage(stage, dirs),
+            _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        stages = self.config().stages
+        Config({**stages, stage: record}).write(self.config_path)
 
     def relink(self, stages: list[str], dirs: dict[str, Path]) -> None:
         """Re-record the lineage of `stages` against `dirs` (an update that rewrote them together)."""
-        cfg = self.config()
-        for stage in stages:
-            if stage in cfg.get("stages", {}):
-                cfg["stages"][stage]["lineage"] = self.lineage(stage, dirs)
-        write_json(self.config_path, cfg)
+        records = self.config().stages
+        relinked = {
+            stage: replace(records[stage], lineage=self.lineage(stage, dirs))
+            for stage in stages
+            if stage in records
+        }
+        Config({**records, **relinked}).write(self.config_path)
 
     def _check_no_links(self, d: Path) -> None:
         """graphrec writes stage folders of plain files; a symbolic link there (the folder itself, or a file in it)
@@ -703,6 +707,7 @@ class Workspace:
 
     def outdated_inputs(self, stage: str) -> dict[str, str | None]:
         """The earlier stages whose folders changed (fingerprint now, None when gone) since `stage` was made."""
-        made_from = (self.stage_record(stage) or {}).get("lineage") or {}
+        record = self.stage_record(stage)
+        made_from = (record.lineage if record else None) or {}
         now = self.lineage(stage) if made_from else {}
         return {s: now.get(s) for s, fp in made_from.items() if now.get(s) != fp}

@@ -28,16 +28,15 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import (
     TensorSpec,
-    check_json,
     check_tensors,
     file_sha256,
     link_files,
@@ -46,6 +45,8 @@ from graphrec.core.io import (
     write_json,
     write_tensors,
 )
+from graphrec.core.records import Record, check
+from graphrec.core.settings import MAX_FIT_USERS
 from graphrec.core.workspace import MAKE, Workspace
 from graphrec.data.dataset import Dataset
 
@@ -60,62 +61,118 @@ RANKER_TENSORS = "ranker.safetensors"
 UPDATE_LOG = "updates.json"
 RETRAIN = f"re-run `{MAKE['model']}`"  # what rewrites model/ whole
 
-# What the readers below check of model/'s JSON files (they hold more: settings, validation, timings).
-ARCHITECTURE = {
-    "n_users": int,
-    "n_items": int,
-    "dim": int,
-    "layers": int,
-    "modality_dims": {str: int},
-    "node_types": {str: int},
-}
-# Embeddings made elsewhere need only the scoring rule and their width ("dim"); a trained GraphRec adds the rest.
-MODEL_INFO = {
-    "scoring?": str,
-    "dim?": int,
-    "refit?": bool,
-    "settings?": dict,
-    "features?": dict,
-    "architecture?": ARCHITECTURE,
-}
+
+@dataclass(frozen=True)
+class Architecture(Record):
+    """The shape of a trained GraphRec (graphrec.model.gnn): what its parameters are made for."""
+
+    n_users: int
+    n_items: int
+    dim: int
+    layers: int
+    modality_dims: dict[str, int]
+    node_types: dict[str, int]
+
+
+@dataclass(frozen=True)
+class FeatureUse(Record):
+    """A modality the model was trained on: its width, and whether its encoder had random weights."""
+
+    dim: int
+    random_weights: bool = False
+
+
+@dataclass(frozen=True)
+class ModelRecord(Record):
+    """model.json. Embeddings made elsewhere need only the scoring rule and their width (`dim`); a trained
+    GraphRec adds the rest: settings, the selected epoch and its validation, the feature identity and the
+    architecture its parameters are made for."""
+
+    scoring: str = "dot"
+    dim: int | None = None  # the exported width: the embedding and its bias column
+    embedding_dim: int | None = None
+    note: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    selected_epoch: int | None = None
+    refit: bool = False  # refit on train+valid once validation selected the epoch
+    validation: dict[str, Any] = field(default_factory=dict)
+    mode: str | None = None  # the dataset's: "evaluate" or "serve"
+    fitted_interactions: int | None = (
+        None  # distinct user-item pairs the served GNN was fitted on
+    )
+    warm_items: int | None = None
+    features: dict[str, FeatureUse] = field(default_factory=dict)
+    architecture: Architecture | None = None
+
+
 EMBEDDING_TENSORS: dict[str, TensorSpec] = {
     "user": ("float32", ("users", "dim")),
     "item": ("float32", ("items", "dim")),
 }
-_NUMBER = (float, None)  # NaN is written as null
-HISTORY_ROW = {
-    "epoch": int,
-    "phase?": str,
-    "seconds?": _NUMBER,
-    "loss?": _NUMBER,
-    "bpr?": _NUMBER,
-    "cold?": _NUMBER,
-    "align?": _NUMBER,
-}
-HISTORY_FILE = (
-    [HISTORY_ROW],
-    {"history": [HISTORY_ROW]},
-)  # a list of epochs; early versions wrapped it
-RANKER_INFO = {
-    "components": [str],
-    "blocks?": {str: int},
-    "scale": {str: float},
-    "weights_warm": {str: float},
-    "weights_cold": {str: float},
-    "cold_offset": float,
-    "new_user_weights": {str: float},
-    "embeddings_sha256": str,
-    "k?": int,
-    "ease_dim?": int,
-    "lowpass_dim?": int,
-    "short_history?": int,
-    "max_fit_users?": int,
-    "ridge_widths?": [int],
-    "group_layout?": ({"widths": [int], "columns": [int]}, None),
-    "modalities?": [str],
-    "fitted_with?": str,
-    "private_new_user_weights?": ({str: float}, None),
-}
+
+
+@dataclass(frozen=True)
+class HistoryRow(Record):
+    """One epoch of model/history.json: its phase ("select" or "refit"), seconds and losses (null where
+    they were NaN); `metrics` keeps the rest (validation metrics such as "ndcg@20")."""
+
+    epoch: int
+    phase: str | None = None
+    seconds: float | None = None
+    loss: float | None = None
+    bpr: float | None = None
+    cold: float | None = None
+    align: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    rest: ClassVar[str | None] = "metrics"
+
+
+@dataclass(frozen=True)
+class WrappedHistory(Record):
+    """history.json as early versions wrote it: the rows under "history"."""
+
+    history: list[HistoryRow]
+
+
+@dataclass(frozen=True)
+class Blend(Record):
+    """ranker.json's fitted blend: what serving reads (graphrec.stages.rank.Ranker): the components, their
+    scales and weights for warm and cold items and for new users, and the widths of the served blocks."""
+
+    components: list[str]
+    scale: dict[str, float]
+    weights_warm: dict[str, float]
+    weights_cold: dict[str, float]
+    cold_offset: float
+    new_user_weights: dict[str, float]
+    blocks: dict[str, int] = field(default_factory=dict)
+    short_history: int | None = None  # written whenever new_user_weights are
+    private_new_user_weights: dict[str, float] | None = None
+    ease_dim: int | None = None
+    lowpass_dim: int = 0
+
+
+@dataclass(frozen=True)
+class RankerRecord(Record):
+    """ranker.json's account of a fit beside the blend's values: the settings, what validation chose, and the
+    embeddings served. `selection` holds every trial's validation score, for reports; serving never reads it."""
+
+    k: int = 20
+    max_fit_users: int = MAX_FIT_USERS
+    ease_lambda: float | None = None
+    lowpass_gamma: float = 0.0
+    modalities: tuple[str, ...] = ()
+    ridge_widths: tuple[int, ...] | None = (
+        None  # the content blocks' widths the cold maps were fitted on
+    )
+    group_layout: dict[str, list[int]] | None = (
+        None  # the group block's columns among the users' attributes
+    )
+    gnn_kept: bool = False
+    fitted_with: str = EMBEDDINGS
+    embeddings_sha256: str = ""
+    selection: dict[str, Any] = field(default_factory=dict)
+    rest: ClassVar[str | None] = "selection"
 
 
 def model_dir(ws: Workspace, create: bool = False) -> Path:
@@ -215,7 +272,7 @@ def embeddings_sha256(ws: Workspace) -> str:
 
 def read_embeddings(
     ws: Workspace, ds: Dataset, select: bool = False
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+) -> tuple[np.ndarray, np.ndarray, ModelRecord]:
     """(user [U, d], item [I, d], model.json) checked against the dataset; `select` reads the selection-phase
     embeddings instead of the final ones."""
     d = ws.require("model")
@@ -226,25 +283,25 @@ def read_embeddings(
     return t["user"], t["item"], meta
 
 
-def _model_info(d: Path) -> dict[str, Any]:
-    """model.json, checked (MODEL_INFO, and a scoring rule graphrec serves)."""
-    meta = check_json(read_json(d / MODEL_JSON), MODEL_INFO, d / MODEL_JSON, RETRAIN)
-    if meta.get("scoring", "dot") != "dot":
+def _model_info(d: Path) -> ModelRecord:
+    """model.json, checked (ModelRecord, and a scoring rule graphrec serves)."""
+    meta = ModelRecord.read(d / MODEL_JSON, RETRAIN)
+    if meta.scoring != "dot":
         raise InputError(
-            f"unsupported scoring rule {meta.get('scoring')!r} (expected 'dot')",
+            f"unsupported scoring rule {meta.scoring!r} (expected 'dot')",
             file=d / MODEL_JSON,
         )
     return meta
 
 
 def _check_embeddings(
-    t: dict[str, np.ndarray], path: Path, meta: dict[str, Any], sizes: dict[str, int]
+    t: dict[str, np.ndarray], path: Path, meta: ModelRecord, sizes: dict[str, int]
 ) -> None:
     """A row per user and per item, all of the width model.json gives."""
     width = check_tensors(t, EMBEDDING_TENSORS, path, RETRAIN, sizes)["dim"]
-    if width != meta.get("dim", width):
+    if meta.dim is not None and width != meta.dim:
         raise InputError(
-            f"embeddings are {width} wide, model.json's 'dim' says {meta['dim']}: {RETRAIN}",
+            f"embeddings are {width} wide, model.json's 'dim' says {meta.dim}: {RETRAIN}",
             file=path,
         )
     for name in (
@@ -261,24 +318,23 @@ def _check_embeddings(
 def write_model(
     ws: Workspace,
     parameters: dict[str, np.ndarray],
-    meta: dict[str, Any],
+    meta: ModelRecord,
     history: list[dict[str, Any]],
 ) -> None:
     """The final parameters (name -> array, as GraphRec.state_dict() names them), model.json and history.json."""
     d = model_dir(ws, create=True)
     write_tensors(d / PARAMETERS, parameters)
     write_json(d / HISTORY, history)
-    write_json(d / MODEL_JSON, meta)
+    meta.write(d / MODEL_JSON)
 
 
-def read_history(ws: Workspace) -> list[dict[str, Any]] | dict[str, Any] | None:
-    """model/history.json (HISTORY_FILE), or None when the model has none."""
+def read_history(ws: Workspace) -> list[HistoryRow] | None:
+    """model/history.json's rows, one per epoch, or None when the model has none."""
     path = model_dir(ws) / HISTORY
-    return (
-        check_json(read_json(path), HISTORY_FILE, path, RETRAIN)
-        if path.exists()
-        else None
-    )
+    if not path.exists():
+        return None
+    history = check(read_json(path), list[HistoryRow] | WrappedHistory, path, RETRAIN)
+    return history.history if isinstance(history, WrappedHistory) else history
 
 
 def parameters_sha256(ws: Workspace) -> str:
@@ -287,14 +343,14 @@ def parameters_sha256(ws: Workspace) -> str:
 
 def read_model(
     ws: Workspace,
-) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+) -> tuple[ModelRecord, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """(model.json, parameters, user embeddings, item embeddings) of the final model, as stored; the parameters
     are those `parameter_shapes` names for model.json's architecture (a strict load_state_dict takes them)."""
     d = ws.require("model")
-    meta = check_json(
-        _model_info(d), {"architecture": ARCHITECTURE}, d / MODEL_JSON, RETRAIN
-    )
-    shapes = parameter_shapes(meta["architecture"])
+    meta = _model_info(d)
+    if meta.architecture is None:
+        raise InputError(f"'architecture' is missing: {RETRAIN}", file=d / MODEL_JSON)
+    shapes = parameter_shapes(meta.architecture)
     params = read_tensors(d / PARAMETERS)
     check_tensors(
         params,
@@ -305,31 +361,29 @@ def read_model(
     emb = read_tensors(d / EMBEDDINGS)
     # rows: of the dataset the embeddings were made for, which an update grows past the architecture's counts;
     # width: the model's dimension and the bias column
-    _check_embeddings(
-        emb, d / EMBEDDINGS, meta, {"dim": meta["architecture"]["dim"] + 1}
-    )
+    _check_embeddings(emb, d / EMBEDDINGS, meta, {"dim": meta.architecture.dim + 1})
     return meta, {name: params[name] for name in shapes}, emb["user"], emb["item"]
 
 
-def parameter_shapes(architecture: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+def parameter_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
     """name -> shape of the parameters graphrec.model.gnn.GraphRec makes for `architecture` (model.json's; tests check
     that the two agree), so that model.safetensors is checked without importing torch."""
-    dim = architecture["dim"]
+    dim = architecture.dim
     shapes = {
-        "user_id": (architecture["n_users"], dim),
-        "item_id": (architecture["n_items"], dim),
+        "user_id": (architecture.n_users, dim),
+        "item_id": (architecture.n_items, dim),
     }
     # GraphRec keeps one table per node type and one projection per modality, each in name order
     shapes.update(
         {
             f"attr.{k}": (n, dim)
-            for k, (_, n) in enumerate(sorted(architecture["node_types"].items()))
+            for k, (_, n) in enumerate(sorted(architecture.node_types.items()))
         }
     )
     shapes.update(
         {
             f"proj.{k}": (n, dim)
-            for k, (_, n) in enumerate(sorted(architecture["modality_dims"].items()))
+            for k, (_, n) in enumerate(sorted(architecture.modality_dims.items()))
         }
     )
     return {**shapes, "transfer": (dim, dim), "bias_w": (dim,)}
@@ -379,28 +433,42 @@ class Checkpoints:
 
 # -- ranker and update log ---------------------------------------------------------------------------
 def write_ranker(
-    staged: Workspace, tensors: dict[str, np.ndarray], info: dict[str, Any]
+    staged: Workspace,
+    tensors: dict[str, np.ndarray],
+    blend: Blend,
+    record: RankerRecord,
 ) -> None:
     """The ranker's two files, into the model/ folder a writer stages (WS/.training, an update's staging
-    folder): they are switched in with the rest of that model/ in one step, never written into a live one."""
+    folder): they are switched in with the rest of that model/ in one step, never written into a live one.
+    ranker.json is one flat object: the blend's keys, then the record's."""
     d = model_dir(staged, create=True)
     write_tensors(d / RANKER_TENSORS, tensors)
-    write_json(d / RANKER_JSON, info)
+    write_json(d / RANKER_JSON, {**blend.to_json(), **record.to_json()})
 
 
 def read_ranker(
     ws: Workspace, n_items: int
-) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """(tensors, info) of the saved ranker for a dataset of `n_items` items, or None when there is none or it was
-    fitted for other embeddings."""
+) -> tuple[dict[str, np.ndarray], Blend, RankerRecord] | None:
+    """(tensors, blend, record) of the saved ranker for a dataset of `n_items` items, or None when there is
+    none or it was fitted for other embeddings."""
     d = ws.require("model")
     if not (d / RANKER_JSON).exists() or not (d / RANKER_TENSORS).exists():
         return None
-    info = _ranker_info(d)
-    if info["embeddings_sha256"] != embeddings_sha256(ws):
+    blend, record = _ranker_info(d)
+    if record.embeddings_sha256 != embeddings_sha256(ws):
         return None
     path = d / RANKER_TENSORS
-    t = read_tensors(path)
+    tensors = read_tensors(path)
+    sizes = {"items": n_items}
+    if blend.ease_dim is not None:
+        sizes["ease_dim"] = blend.ease_dim
+    check_tensors(tensors, _ranker_tensors(blend), path, RETRAIN, sizes)
+    _check_ranker_columns(tensors, blend, record, d)
+    return tensors, blend, record
+
+
+def _ranker_tensors(blend: Blend) -> dict[str, TensorSpec]:
+    """The tensors ranker.safetensors holds for the blend's components."""
     spec: dict[str, TensorSpec] = {
         "ease_user": ("float32", ("items", "ease_dim")),
         "ease_item": ("float32", ("items", "ease_dim")),
@@ -408,61 +476,50 @@ def read_ranker(
         "warm": ("uint8", ("items",)),
         "group_items?": ("float32", ("items", "values")),
     }
-    if info.get("lowpass_dim"):
-        spec.update(
-            {
-                "lowpass_user": ("float32", ("items", "lowpass_dim")),
-                "lowpass_item": ("float32", ("items", "lowpass_dim")),
-            }
-        )
-    ridge = "ridge" in info["components"]
-    if ridge:  # ridge_columns came later: the loader refits a ranker without them
-        spec.update(
-            {
-                "ridge": ("float32", ("used", "ease_dim")),
-                "ridge_mean": ("float32", ("used",)),
-                "ridge_target_mean": ("float32", ("ease_dim",)),
-                "ridge_columns?": ("int64", ("used",)),
-            }
-        )
+    if blend.lowpass_dim:
+        spec["lowpass_user"] = ("float32", ("items", "lowpass_dim"))
+        spec["lowpass_item"] = ("float32", ("items", "lowpass_dim"))
     if (
-        "cpop" in info["components"]
+        "ridge" in blend.components
+    ):  # ridge_columns came later: the loader refits a ranker without them
+        spec["ridge"] = ("float32", ("used", "ease_dim"))
+        spec["ridge_mean"] = ("float32", ("used",))
+        spec["ridge_target_mean"] = ("float32", ("ease_dim",))
+        spec["ridge_columns?"] = ("int64", ("used",))
+    if (
+        "cpop" in blend.components
     ):  # the cold items' popularity map (a content map to one number)
-        spec.update(
-            {
-                "cold_pop": ("float32", ("pop_used", 1)),
-                "cold_pop_mean": ("float32", ("pop_used",)),
-                "cold_pop_target_mean": ("float32", (1,)),
-                "cold_pop_columns": ("int64", ("pop_used",)),
-            }
-        )
-    sizes = {"items": n_items}
-    if "ease_dim" in info:
-        sizes["ease_dim"] = info["ease_dim"]
-    check_tensors(t, spec, path, RETRAIN, sizes)
-    layout = info.get("group_layout")
-    if "group_items" in t and layout is None:
+        spec["cold_pop"] = ("float32", ("pop_used", 1))
+        spec["cold_pop_mean"] = ("float32", ("pop_used",))
+        spec["cold_pop_target_mean"] = ("float32", (1,))
+        spec["cold_pop_columns"] = ("int64", ("pop_used",))
+    return spec
+
+
+def _check_ranker_columns(
+    tensors: dict[str, np.ndarray], blend: Blend, record: RankerRecord, d: Path
+) -> None:
+    """Column indices into the content the loader rebuilds, block by block, with the recorded widths."""
+    path, layout = d / RANKER_TENSORS, record.group_layout
+    if "group_items" in tensors and layout is None:
         raise InputError(
             f"'group_layout' is missing (the group block's columns): {RETRAIN}",
             file=d / RANKER_JSON,
         )
-    # Column indices into content the loader rebuilds, block by block, with the recorded widths
-    if ridge and "ridge_columns" in t:
+    content_width = sum(record.ridge_widths or ())
+    if "ridge" in blend.components and "ridge_columns" in tensors:
         _check_within(
-            t["ridge_columns"],
-            sum(info["ridge_widths"]),
-            "tensor 'ridge_columns'",
-            path,
+            tensors["ridge_columns"], content_width, "tensor 'ridge_columns'", path
         )
-    if "cpop" in info["components"]:
-        if not ridge:
+    if "cpop" in blend.components:
+        if "ridge" not in blend.components:
             raise InputError(
                 f"component 'cpop' needs the 'ridge' component's content: {RETRAIN}",
                 file=d / RANKER_JSON,
             )
         _check_within(
-            t["cold_pop_columns"],
-            sum(info["ridge_widths"]),
+            tensors["cold_pop_columns"],
+            content_width,
             "tensor 'cold_pop_columns'",
             path,
         )
@@ -473,7 +530,6 @@ def read_ranker(
             "'group_layout.columns'",
             d / RANKER_JSON,
         )
-    return t, info
 
 
 def _check_within(
@@ -487,28 +543,40 @@ def _check_within(
         )
 
 
-def _ranker_info(d: Path) -> dict[str, Any]:
-    """ranker.json, checked (RANKER_INFO, a scale for each component, the widths the ridge component needs)."""
+def _ranker_info(d: Path) -> tuple[Blend, RankerRecord]:
+    """ranker.json, checked: the blend and the record, a scale for each component, and the keys the fit
+    writes with a part of the ranker, which its loader reads whenever that part is there."""
     path = d / RANKER_JSON
-    info = check_json(read_json(path), RANKER_INFO, path, RETRAIN)
-    unscaled = [c for c in info["components"] if c not in info["scale"]]
+    raw = check(read_json(path), dict[str, Any], path, RETRAIN)
+    blend = Blend.from_json(raw, path, RETRAIN)
+    own = {k: v for k, v in raw.items() if k not in Blend.keys()}
+    record = RankerRecord.from_json(own, path, RETRAIN)
+    unscaled = [c for c in blend.components if c not in blend.scale]
     if unscaled:
         raise InputError(
             f"'scale' lacks component {unscaled[0]!r}: {RETRAIN}", file=path
         )
-    # keys the fit writes with a part of the ranker, and its loader reads whenever that part is there
     needed = {
-        "ridge_widths": "ridge" in info["components"],
-        "short_history": bool(info["new_user_weights"]),
+        "embeddings_sha256": True,
+        "ridge_widths": "ridge" in blend.components,
+        "short_history": bool(blend.new_user_weights),
     }
-    missing = [key for key, used in needed.items() if used and key not in info]
+    missing = [key for key, used in needed.items() if used and raw.get(key) is None]
     if missing:
         raise InputError(f"'{missing[0]}' is missing: {RETRAIN}", file=path)
-    return info
+    layout = record.group_layout
+    if layout is not None and not {"widths", "columns"} <= set(layout):
+        raise InputError(
+            f"'group_layout' should hold 'widths' and 'columns': {RETRAIN}", file=path
+        )
+    return blend, record
 
 
 def read_ranker_info(ws: Workspace) -> dict[str, Any]:
-    return _ranker_info(ws.require("model"))
+    """ranker.json as one object (the blend's keys and the record's), checked as `read_ranker` checks it:
+    for reports, which pick the keys they show."""
+    blend, record = _ranker_info(ws.require("model"))
+    return {**blend.to_json(), **record.to_json()}
 
 
 def read_update_log(ws: Workspace) -> dict[str, Any] | None:

@@ -8,23 +8,22 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import (
     atomic_dir,
-    check_json,
     file_sha256,
     read_json,
     remove_leftovers,
     save_npy,
-    write_json,
 )
+from graphrec.core.records import Record, check
 from graphrec.core.workspace import enclosing_workspace
 from graphrec.data.readers import normalize_id
 from graphrec.model.lists import DEFAULT_N, ListRequest, Recommendations, list_request
@@ -33,19 +32,47 @@ FORMATS = ("parquet", "npy", "faiss")
 FORMAT_NAME, FORMAT_VERSION = "graphrec-export", 2
 READABLE_VERSIONS = (1, 2)  # 1: the GNN embeddings alone (before the one scoring space)
 REEXPORT = "re-run `graphrec export`"
-# What load_export reads of the manifest and ids.json (docs/export.md describes them; the manifest says more)
-MANIFEST = {
-    "format": str,
-    "version": int,
-    "dim": int,
-    "users": int,
-    "items": int,
-    "files": {str: str},
-    "sha256": {str: str},
-    "user_ids?": str,
-    "scoring?": str,
-}
-IDS = {"users": [str], "items": [str], "item_warm": [int]}
+
+
+@dataclass(frozen=True)
+class FoldInRecord(Record):
+    """The manifest's account of the user fold-in (`UserFoldIn`)."""
+
+    short_history: int
+
+
+@dataclass(frozen=True)
+class Manifest(Record):
+    """manifest.json (docs/export.md): what the folder holds, each file's sha256, the scoring rule, and in
+    `about` the keys that describe the export for people (privacy, the model, the dataset)."""
+
+    format: str
+    version: int
+    dim: int
+    users: int
+    items: int
+    files: dict[
+        str, str
+    ]  # role ("ids", "users", "item_embeddings", ...) -> file name in the folder
+    sha256: dict[str, str]  # file name -> its digest
+    scoring: str = "dot"
+    cold_items: int | None = None
+    user_ids: str = "external"  # or "hmac-sha256": pseudonyms (`pseudonymize_id`)
+    blocks: dict[str, int] | None = (
+        None  # the vectors' blocks and their widths, in order
+    )
+    fold_in: FoldInRecord | None = None
+    about: dict[str, Any] = field(default_factory=dict)
+    rest: ClassVar[str | None] = "about"
+
+
+@dataclass(frozen=True)
+class ExportIds(Record):
+    """ids.json of an export: the row order of the user and item vectors, and which items have interactions."""
+
+    users: list[str]
+    items: list[str]
+    item_warm: list[int]
 
 
 def faiss_module(purpose: str) -> ModuleType:
@@ -180,23 +207,17 @@ def write_export(
     pseudonymized: bool,
     about: dict[str, Any],
     fold_in: UserFoldIn | None = None,
+    blocks: dict[str, int] | None = None,
 ) -> Path:
     """Write the folder `out` atomically (replacing an older export; `check_export_target`): ids, vectors in
-    `formats`, the user fold-in (`Export.user_vector`) as npy whatever the formats, the manifest (`about` adds its
-    keys). Temp folders of a killed export there go first."""
+    `formats`, the user fold-in (`Export.user_vector`) as npy whatever the formats, the manifest (with the
+    vectors' `blocks`; `about` adds its keys). Temp folders of a killed export there go first."""
     faiss = faiss_module("the faiss format") if "faiss" in formats else None
     out = check_export_target(out)
     remove_leftovers(out)
     with atomic_dir(out) as tmp:
         files = {"ids": "ids.json"}
-        write_json(
-            tmp / "ids.json",
-            {
-                "users": user_ids,
-                "items": item_ids,
-                "item_warm": warm.astype(int).tolist(),
-            },
-        )
+        ExportIds(user_ids, item_ids, warm.astype(int).tolist()).write(tmp / "ids.json")
         if "npy" in formats:
             files.update(
                 user_embeddings="user_embeddings.npy",
@@ -220,21 +241,22 @@ def write_export(
             )
             save_npy(tmp / "user_fold_in.npy", fold_in.rows)
             save_npy(tmp / "user_fold_in_terms.npy", fold_in.terms)
-            about = {**about, "fold_in": {"short_history": int(fold_in.short_history)}}
-        manifest = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "scoring": "dot",
-            "dim": int(item.shape[1]),
-            "users": len(user_ids),
-            "items": len(item_ids),
-            "cold_items": int((~warm).sum()),
-            "user_ids": "hmac-sha256" if pseudonymized else "external",
-            "files": files,
-            "sha256": {f: file_sha256(tmp / f) for f in files.values()},
-            **about,
-        }
-        write_json(tmp / "manifest.json", manifest)
+        Manifest(
+            format=FORMAT_NAME,
+            version=FORMAT_VERSION,
+            dim=int(item.shape[1]),
+            users=len(user_ids),
+            items=len(item_ids),
+            files=files,
+            sha256={f: file_sha256(tmp / f) for f in files.values()},
+            cold_items=int((~warm).sum()),
+            user_ids="hmac-sha256" if pseudonymized else "external",
+            blocks=blocks,
+            fold_in=None
+            if fold_in is None
+            else FoldInRecord(int(fold_in.short_history)),
+            about=about,
+        ).write(tmp / "manifest.json")
     return out
 
 
@@ -253,7 +275,7 @@ def _parquet(path: Path, columns: dict[str, Any], emb: np.ndarray) -> None:
 class Export:
     """An export read back: ids, embeddings and the manifest; scores are dot products, as the manifest says."""
 
-    manifest: dict[str, Any]
+    manifest: Manifest
     user_ids: list[str]
     item_ids: list[str]
     item_warm: np.ndarray  # bool [n_items]
@@ -346,7 +368,7 @@ class Export:
             ):  # a mistyped or pseudonymised id, not a new user
                 hint = (
                     " (this export holds pseudonyms: pass pseudonymize_id(user_id, salt))"
-                    if self.manifest.get("user_ids") == "hmac-sha256"
+                    if self.manifest.user_ids == "hmac-sha256"
                     else ""
                 )
                 raise InputError(
@@ -380,7 +402,10 @@ class Export:
             )
         i = self._items([item_id])
         v = taste_vector(
-            self.fold_in, self.manifest["blocks"], int(i[0]), bool(self.item_warm[i[0]])
+            self.fold_in,
+            self.manifest.blocks or {},
+            int(i[0]),
+            bool(self.item_warm[i[0]]),
         )
         keep = np.ones((1, len(self.item_ids)), bool)
         keep[0, i] = False  # not similar to itself: the same item
@@ -407,73 +432,91 @@ def _best(
 def load_export(directory: str | os.PathLike) -> Export:
     """Read an export folder; every file must match the manifest's sha256, and hold what the manifest says."""
     d = Path(directory)
-    if (d / "manifest.json").is_symlink():
+    manifest = _read_manifest(d)
+    ids = ExportIds.read(d / manifest.files["ids"], REEXPORT)
+    _check_id_counts(ids, manifest, d / manifest.files["ids"])
+    user, item = _read_vectors(d, manifest)
+    return Export(
+        manifest,
+        ids.users,
+        ids.items,
+        np.asarray(ids.item_warm, bool),
+        user,
+        item,
+        _read_fold_in(d, manifest),
+    )
+
+
+def _read_manifest(d: Path) -> Manifest:
+    """manifest.json, its format and version, and every file it names present with its sha256."""
+    path = d / "manifest.json"
+    if path.is_symlink():
         raise InputError(
-            "is a symbolic link; an export holds plain files only",
-            file=d / "manifest.json",
+            "is a symbolic link; an export holds plain files only", file=path
         )
-    m = check_json(read_json(d / "manifest.json"), dict, d / "manifest.json", REEXPORT)
-    if m.get("format") != FORMAT_NAME or m.get("version") not in READABLE_VERSIONS:
+    raw = check(read_json(path), dict[str, Any], path, REEXPORT)
+    if raw.get("format") != FORMAT_NAME or raw.get("version") not in READABLE_VERSIONS:
+        versions = " or ".join(map(str, READABLE_VERSIONS))
         raise InputError(
-            f"not a {FORMAT_NAME} manifest of version {' or '.join(map(str, READABLE_VERSIONS))}",
-            file=d / "manifest.json",
+            f"not a {FORMAT_NAME} manifest of version {versions}", file=path
         )
-    files, digests = m.get("files"), m.get("sha256")
+    files, digests = raw.get("files"), raw.get("sha256")
     if (
         not isinstance(files, dict)
         or not isinstance(digests, dict)
         or "ids" not in files
     ):
-        raise InputError(
-            "manifest lacks its 'files' / 'sha256' maps", file=d / "manifest.json"
-        )
+        raise InputError("manifest lacks its 'files' / 'sha256' maps", file=path)
     for name in (
         files.values()
     ):  # every file it reads is a plain name in this folder, with a checksum
-        if (
-            not isinstance(name, str)
-            or Path(name).name != name
-            or name in ("", ".", "..")
-        ):
-            raise InputError(
-                f"manifest names a file outside the export folder: {name!r}",
-                file=d / "manifest.json",
-            )
+        _check_file_name(name, path)
         if name not in digests:
-            raise InputError(
-                f"manifest has no sha256 for {name!r}", file=d / "manifest.json"
-            )
+            raise InputError(f"manifest has no sha256 for {name!r}", file=path)
     for name, digest in digests.items():
-        if not isinstance(name, str) or Path(name).name != name:
-            raise InputError(
-                f"manifest names a file outside the export folder: {name!r}",
-                file=d / "manifest.json",
-            )
-        if (
-            d / name
-        ).is_symlink():  # an export holds plain files: a link could point anywhere
-            raise InputError(
-                "is a symbolic link; an export holds plain files only", file=d / name
-            )
-        if not (d / name).is_file():
-            raise InputError("file listed in the manifest is missing", file=d / name)
-        if file_sha256(d / name) != digest:
-            raise InputError(
-                "file does not match its sha256 in the manifest (damaged or edited)",
-                file=d / name,
-            )
-    check_json(m, MANIFEST, d / "manifest.json", REEXPORT)
-    ids = check_json(read_json(d / files["ids"]), IDS, d / files["ids"], REEXPORT)
-    for key, n in (
-        ("users", m["users"]),
-        ("items", m["items"]),
-        ("item_warm", m["items"]),
+        _check_file_name(name, path)
+        _check_digest(d / name, digest)
+    return Manifest.from_json(raw, path, REEXPORT)
+
+
+def _check_file_name(name: Any, manifest: Path) -> None:
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise InputError(
+            f"manifest names a file outside the export folder: {name!r}", file=manifest
+        )
+
+
+def _check_digest(path: Path, digest: Any) -> None:
+    """A plain file (a link could point anywhere) whose sha256 is `digest`."""
+    if path.is_symlink():
+        raise InputError(
+            "is a symbolic link; an export holds plain files only", file=path
+        )
+    if not path.is_file():
+        raise InputError("file listed in the manifest is missing", file=path)
+    if file_sha256(path) != digest:
+        raise InputError(
+            "file does not match its sha256 in the manifest (damaged or edited)",
+            file=path,
+        )
+
+
+def _check_id_counts(ids: ExportIds, manifest: Manifest, path: Path) -> None:
+    for key, found, n in (
+        ("users", ids.users, manifest.users),
+        ("items", ids.items, manifest.items),
+        ("item_warm", ids.item_warm, manifest.items),
     ):
-        if len(ids[key]) != n:
+        if len(found) != n:
             raise InputError(
-                f"'{key}' holds {len(ids[key])} entries, manifest.json says {n}: {REEXPORT}",
-                file=d / files["ids"],
+                f"'{key}' holds {len(found)} entries, manifest.json says {n}: {REEXPORT}",
+                file=path,
             )
+
+
+def _read_vectors(d: Path, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) vectors from the npy files, else from the Parquet tables."""
+    files = manifest.files
     if "user_embeddings" in files:
         read = _read_npy
         paths = d / files["user_embeddings"], d / files["item_embeddings"]
@@ -485,45 +528,40 @@ def load_export(directory: str | os.PathLike) -> Export:
             "export holds no embeddings (npy or parquet)", file=d / "manifest.json"
         )
     user, item = (
-        _check_finite(read(path, (n, m["dim"])), path)
-        for path, n in zip(paths, (m["users"], m["items"]))
+        _check_finite(read(path, (n, manifest.dim)), path)
+        for path, n in zip(paths, (manifest.users, manifest.items))
     )
-    fold_in = None
-    if "user_fold_in" in files:
-        if not isinstance(m.get("fold_in"), dict) or not isinstance(
-            m["fold_in"].get("short_history"), int
-        ):
-            raise InputError(
-                f"'fold_in' should be {{\"short_history\": int}}: {REEXPORT}",
-                file=d / "manifest.json",
-            )
-        blocks = m.get("blocks")
-        if (
-            not isinstance(blocks, dict)
-            or not all(isinstance(w, int) and w >= 0 for w in blocks.values())
-            or sum(blocks.values()) != m["dim"]
-        ):
-            raise InputError(
-                f"'blocks' should map block names to widths adding up to dim {m['dim']}: {REEXPORT}",
-                file=d / "manifest.json",
-            )
-        rows, terms = (
-            _check_finite(_read_npy(d / files[key], shape), d / files[key])
-            for key, shape in (
-                ("user_fold_in", (m["items"], m["dim"])),
-                ("user_fold_in_terms", (5, m["dim"])),
-            )
+    return user, item
+
+
+def _read_fold_in(d: Path, manifest: Manifest) -> UserFoldIn | None:
+    """The user fold-in the export ships, or None (an export written before graphrec shipped one)."""
+    files = manifest.files
+    if "user_fold_in" not in files:
+        return None
+    if manifest.fold_in is None:
+        raise InputError(
+            f"'fold_in' should be {{\"short_history\": int}}: {REEXPORT}",
+            file=d / "manifest.json",
         )
-        fold_in = UserFoldIn(rows, terms, m["fold_in"]["short_history"])
-    return Export(
-        m,
-        ids["users"],
-        ids["items"],
-        np.asarray(ids["item_warm"], bool),
-        user,
-        item,
-        fold_in,
+    blocks = manifest.blocks
+    if (
+        blocks is None
+        or min(blocks.values(), default=0) < 0
+        or sum(blocks.values()) != manifest.dim
+    ):
+        raise InputError(
+            f"'blocks' should map block names to widths adding up to dim {manifest.dim}: {REEXPORT}",
+            file=d / "manifest.json",
+        )
+    rows, terms = (
+        _check_finite(_read_npy(d / files[key], shape), d / files[key])
+        for key, shape in (
+            ("user_fold_in", (manifest.items, manifest.dim)),
+            ("user_fold_in_terms", (5, manifest.dim)),
+        )
     )
+    return UserFoldIn(rows, terms, manifest.fold_in.short_history)
 
 
 def _read_npy(path: Path, shape: tuple[int, int]) -> np.ndarray:

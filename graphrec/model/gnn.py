@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from graphrec.model.artifacts import ModelRecord
 from graphrec.model.propagation import GraphInputs, SparseOp, row_normalized
 
 LOSS_CHUNK = (
@@ -372,7 +373,7 @@ class TrainedModel:
     """A trained model loaded from a workspace: embeds new items from content and new users from items."""
 
     def __init__(
-        self, model: GraphRec, user: np.ndarray, item: np.ndarray, meta: dict[str, Any]
+        self, model: GraphRec, user: np.ndarray, item: np.ndarray, meta: ModelRecord
     ):
         self.model, self.user, self.item, self.meta = model.eval(), user, item, meta
 

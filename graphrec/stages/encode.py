@@ -674,7 +674,8 @@ def encode_new_items(
     `sws` (whose features/ starts as a copy of `ws`'s) with the settings `ws` recorded. The neural modalities
     go through run_encode's content-hash cache; the lexical modality keeps its trained basis and folds the new
     texts into it (a re-fit would change every item's vector). Returns modality -> items encoded."""
-    rec = (ws.stage_record("features") or {}).get("settings")
+    record = ws.stage_record("features")
+    rec = record.settings if record else None
     if rec is None:
         raise InputError(
             "features/ has no recorded encode settings: re-run `graphrec encode`",

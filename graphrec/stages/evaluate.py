@@ -456,22 +456,22 @@ def reproduce_commands(ws: Workspace) -> list[str]:
     """The commands that made the workspace, in pipeline order, each once: the one that made the tables
     (import, movielens or synth; a later `data split` keeps it as `made_by`), each stage's recorded command,
     then this evaluation's. A quickstart made every stage with one command, so it is listed once."""
-    stages = ws.config().get("stages", {})
+    stages = ws.config().stages
     cmds = []
     for stage in PIPELINE:
         rec = stages.get(stage)
         if rec is None:
             continue
-        made_by = rec.get("inputs", {}).get("made_by") if stage == "dataset" else None
-        cmds += [made_by, rec["command"]] if made_by else [rec["command"]]
+        made_by = rec.inputs.get("made_by") if stage == "dataset" else None
+        cmds += [made_by, rec.command] if made_by else [rec.command]
     return list(dict.fromkeys([*cmds, command_line()]))
 
 
 def setup(ws: Workspace, ds: Dataset) -> dict[str, Any]:
     """What the numbers depend on: split settings, seeds, graphrec version, date, model settings, commands."""
-    stages = ws.config().get("stages", {})
+    stages = ws.config().stages
     settings = {
-        s: (stages.get(s) or {}).get("settings", {})
+        s: stages[s].settings if s in stages else {}
         for s in ("dataset", "features", "model")
     }
     return {

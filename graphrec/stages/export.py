@@ -89,7 +89,6 @@ def export(
         order = np.argsort(np.asarray(user_ids), kind="stable")
         user_ids, user_vectors = [user_ids[i] for i in order], user_vectors[order]
     about = {
-        "blocks": r.blocks(),
         "user_vectors": "from every interaction given to the system at export time",
         "private": private,
         **({"privacy": note} if note else {}),
@@ -112,4 +111,5 @@ def export(
         bool(pseudonymize),
         about,
         r.fold_in(),
+        r.blocks(),
     )

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast, overload
 
@@ -79,12 +79,13 @@ from tqdm.auto import tqdm
 from graphrec.core.errors import InputError
 from graphrec.core.feature_store import load_features, unit_rows
 from graphrec.core.progress import progress_bar
-from graphrec.core.settings import MAX_FIT_USERS, RankSettings
+from graphrec.core.settings import RankSettings
 from graphrec.core.workspace import Workspace
 from graphrec.data.dataset import Dataset
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import artifacts
 from graphrec.model.ann import ApproximateTopK
+from graphrec.model.artifacts import RankerRecord
 from graphrec.model.closed_form import (
     ContentMap,
     ease_factors,
@@ -144,57 +145,6 @@ ANN_USER_SAMPLE = (
 ANN_OVERSAMPLE = 5  # first-pass candidates per list item, rescored exactly
 RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 GROUP_MAX_VALUES = 256  # most frequent user-attribute values kept for the group block
-
-
-@dataclass(frozen=True)
-class RankerRecord:
-    """ranker.json's account of a fit beside the blend's values: the settings, what validation chose, and the
-    embeddings served. `selection` holds every trial's validation score, for reports; serving never reads it."""
-
-    k: int = 20
-    max_fit_users: int = MAX_FIT_USERS
-    ease_lambda: float | None = None
-    lowpass_gamma: float = 0.0
-    modalities: tuple[str, ...] = ()
-    ridge_widths: tuple[int, ...] | None = (
-        None  # the content blocks' widths the cold maps were fitted on
-    )
-    group_layout: dict[str, list[int]] | None = (
-        None  # the group block's columns among the users' attributes
-    )
-    gnn_kept: bool = False
-    fitted_with: str = artifacts.EMBEDDINGS
-    embeddings_sha256: str = ""
-    selection: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The record's fields with the selection's entries beside them (ranker.json is one flat object)."""
-        out = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "selection"
-        }
-        return {
-            **out,
-            "modalities": list(self.modalities),
-            "ridge_widths": None
-            if self.ridge_widths is None
-            else list(self.ridge_widths),
-            **self.selection,
-        }
-
-    @classmethod
-    def from_json(cls, info: dict[str, Any], known: Sequence[str] = ()) -> RankerRecord:
-        """The record of a checked ranker.json; keys in `known` belong to the blend, not to the record."""
-        names = {f.name for f in fields(cls)} - {"selection"}
-        values = {n: info[n] for n in names if n in info}
-        values["modalities"] = tuple(values.get("modalities", ()))
-        if values.get("ridge_widths") is not None:
-            values["ridge_widths"] = tuple(values["ridge_widths"])
-        return cls(
-            **values,
-            selection={
-                k: v for k, v in info.items() if k not in names and k not in known
-            },
-        )
 
 
 @dataclass(frozen=True)
@@ -1571,21 +1521,6 @@ def _coordinate_search(
     return w, best
 
 
-BLEND_KEYS = (
-    "components",
-    "blocks",
-    "scale",
-    "weights_warm",
-    "weights_cold",
-    "cold_offset",
-    "new_user_weights",
-    "short_history",
-    "private_new_user_weights",
-    "ease_dim",
-    "lowpass_dim",
-)  # ranker.json beside the record
-
-
 def save_ranker(staged: Workspace, r: Ranker) -> None:
     """model/ranker.* of a staged workspace (through graphrec.model.artifacts): the fitted blend and its tensors."""
     ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(
@@ -1614,20 +1549,20 @@ def save_ranker(staged: Workspace, r: Ranker) -> None:
             )
     if r.group_items is not None:
         tensors["group_items"] = r.group_items
-    blend = {
-        "components": list(r.components),
-        "blocks": r.blocks(),
-        "scale": r.scale,
-        "weights_warm": r.weights_warm,
-        "weights_cold": r.weights_cold,
-        "cold_offset": r.cold_offset,
-        "new_user_weights": r.new_user_weights,
-        "short_history": r.short_history,
-        "private_new_user_weights": r.private_new_user_weights,
-        "ease_dim": int(r.ease_item.shape[1]),
-        "lowpass_dim": 0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
-    }
-    artifacts.write_ranker(staged, tensors, {**r.record.to_json(), **blend})
+    blend = artifacts.Blend(
+        components=list(r.components),
+        scale=r.scale,
+        weights_warm=r.weights_warm,
+        weights_cold=r.weights_cold,
+        cold_offset=r.cold_offset,
+        new_user_weights=r.new_user_weights,
+        blocks=r.blocks(),
+        short_history=r.short_history,
+        private_new_user_weights=r.private_new_user_weights,
+        ease_dim=int(r.ease_item.shape[1]),
+        lowpass_dim=0 if r.lowpass_item is None else int(r.lowpass_item.shape[1]),
+    )
+    artifacts.write_ranker(staged, tensors, blend, r.record)
 
 
 def load_ranker(
@@ -1639,10 +1574,10 @@ def load_ranker(
     saved = artifacts.read_ranker(ws, ds.n_items)
     if saved is None:
         return None
-    t, info = saved
+    t, blend, record = saved
     user_emb, item_emb, _ = artifacts.read_embeddings(ws, ds)
     content = _content_matrix(ws, ds.n_items)[0]
-    if "content" in info["components"] and content is None:
+    if "content" in blend.components and content is None:
         return None
     r = Ranker(
         user_emb,
@@ -1651,34 +1586,34 @@ def load_ranker(
         t["pop"],
         t["ease_user"],
         t["ease_item"],
-        content if "content" in info["components"] else None,
+        content if "content" in blend.components else None,
         lowpass_user=t.get("lowpass_user"),
         lowpass_item=t.get("lowpass_item"),
-        new_user_weights=info["new_user_weights"],
-        short_history=info.get("short_history", 0),
-        private_new_user_weights=info.get("private_new_user_weights"),
-        scale=info["scale"],
-        weights_warm=info["weights_warm"],
-        weights_cold=info["weights_cold"],
-        cold_offset=float(info["cold_offset"]),
-        record=RankerRecord.from_json(info, BLEND_KEYS),
+        new_user_weights=blend.new_user_weights,
+        short_history=blend.short_history or 0,
+        private_new_user_weights=blend.private_new_user_weights,
+        scale=blend.scale,
+        weights_warm=blend.weights_warm,
+        weights_cold=blend.weights_cold,
+        cold_offset=blend.cold_offset,
+        record=record,
     )
-    kg = _graph(ws) if "group_items" in t or "ridge" in info["components"] else None
+    kg = _graph(ws) if "group_items" in t or "ridge" in blend.components else None
     if (
         "group_items" in t
     ):  # the users' attribute values are rebuilt from graph/ with the fitted layout
-        groups = user_groups(kg, ds.n_users, info["group_layout"])[0]
+        groups = user_groups(kg, ds.n_users, record.group_layout)[0]
         if groups is None or groups.shape[1] != t["group_items"].shape[1]:
             return None
         r = replace(r, groups=groups, group_items=t["group_items"])
     if (
-        "ridge" in info["components"]
+        "ridge" in blend.components
     ):  # the content it maps is rebuilt, cut to the fitted blocks' widths
-        feats = ridge_content(kg, ds.n_items, content, info["ridge_widths"])[0]
+        feats = ridge_content(kg, ds.n_items, content, record.ridge_widths)[0]
         if (
             feats is None
             or "ridge_columns" not in t
-            or feats.shape[1] != sum(info["ridge_widths"])
+            or feats.shape[1] != sum(record.ridge_widths or ())
         ):
             return None
         maps = {
@@ -1690,7 +1625,7 @@ def load_ranker(
         }  # read_ranker checked: ridge is there
         r = ColdMaps(
             maps["ridge"],
-            maps.get("cold_pop") if "cpop" in info["components"] else None,
+            maps.get("cold_pop") if "cpop" in blend.components else None,
         ).on(r, feats)
     return r
 

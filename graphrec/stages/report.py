@@ -323,8 +323,8 @@ def _summary(ws: Workspace, ds: Dataset) -> list[Block]:
     blocks.append(("table", ["", *stats], rows))
     if ws.stage_dir("graph").is_dir():
         info = read_graph_info(ws)
-        rows = [[f"nodes: {t}", str(n)] for t, n in info["num_nodes"].items()]
-        rows += [[f"edges: {k}", str(n)] for k, n in info.get("num_edges", {}).items()]
+        rows = [[f"nodes: {t}", str(n)] for t, n in info.num_nodes.items()]
+        rows += [[f"edges: {k}", str(n)] for k, n in info.num_edges.items()]
         blocks += [("h2", "Knowledge graph"), ("table", ["", "count"], rows)]
     enc = _encoders(ws)
     if enc:
@@ -529,7 +529,7 @@ def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
         )
     hist = read_history(ws)
     if hist is not None:
-        rows = hist if isinstance(hist, list) else hist.get("history", [])
+        rows = [row.to_json() for row in hist]
         keys = [
             k for k in ("loss", "bpr", "cold", "align") if any(k in r for r in rows)
         ]

@@ -179,14 +179,16 @@ def load_checkpoint(
 def load_model(workspace: Workspace | str | Path) -> TrainedModel:
     """The final model of a workspace's model/ stage (parameters, exported embeddings and model.json)."""
     meta, params, user, item = artifacts.read_model(Workspace.of(workspace))
-    cfg = meta["architecture"]
+    shape = cast(
+        artifacts.Architecture, meta.architecture
+    )  # read_model checked it is there
     model = GraphRec(
-        cfg["n_users"],
-        cfg["n_items"],
-        cfg["dim"],
-        cfg["layers"],
-        cfg["modality_dims"],
-        cfg["node_types"],
+        shape.n_users,
+        shape.n_items,
+        shape.dim,
+        shape.layers,
+        shape.modality_dims,
+        shape.node_types,
     )
     model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
     return TrainedModel(model, user, item, meta)
@@ -738,27 +740,26 @@ def _model_meta(
     validation: dict[str, float],
     refit: bool,
     fitted_interactions: int,
-) -> dict[str, Any]:
+) -> artifacts.ModelRecord:
     feats = {
-        m: {"random_weights": bool(f.meta.get("random_weights", False)), "dim": f.dim}
+        m: artifacts.FeatureUse(f.dim, bool(f.meta.get("random_weights", False)))
         for m, f in run.features.items()
     }
-    return {
-        "scoring": "dot",
-        "dim": run.s.dim + 1,
-        "embedding_dim": run.s.dim,
-        "note": "last column: user 1, item content-predicted popularity bias",
-        "settings": run.s.result_settings(),
-        "selected_epoch": selected,
-        "refit": refit,
-        "validation": validation,
-        "mode": run.ds.mode,
-        "fitted_interactions": fitted_interactions,  # distinct user-item pairs the served GNN was fitted on
-        "warm_items": int((inp.item_degree > 0).sum()),
-        "features": feats,
-        "random_weights": {m: v["random_weights"] for m, v in feats.items()},
-        "architecture": model.config(),
-    }
+    return artifacts.ModelRecord(
+        scoring="dot",
+        dim=run.s.dim + 1,
+        embedding_dim=run.s.dim,
+        note="last column: user 1, item content-predicted popularity bias",
+        settings=run.s.result_settings(),
+        selected_epoch=selected,
+        refit=refit,
+        validation=validation,
+        mode=run.ds.mode,
+        fitted_interactions=fitted_interactions,
+        warm_items=int((inp.item_degree > 0).sum()),
+        features=feats,
+        architecture=artifacts.Architecture(**model.config()),
+    )
 
 
 # -- growing without retraining (graphrec.stages.update) ---------------------------------------------
@@ -775,7 +776,7 @@ def updated_embeddings(
     added since are propagated over without one (`refresh_embeddings`)."""
     inter = grown.interactions
     rows = np.arange(len(inter))
-    fitted_parts = TRAINED if trained.meta.get("refit") else ("train",)
+    fitted_parts = TRAINED if trained.meta.refit else ("train",)
     is_trained = (rows < trained_rows) & inter["split"].isin(fitted_parts).to_numpy()
     is_extra = (
         (rows < trained_rows) & (inter["split"] == "cold_user_context").to_numpy()
