@@ -62,52 +62,70 @@ def grow_dataset(
             "nothing to update: give --interactions, --items and/or --users"
         )
     notes = notes if notes is not None else []
-    new_items = (
-        _new_entities(items, ds.items, "item_id", "item", encoding, notes)
-        if items is not None
-        else ds.items.iloc[:0]
-    )
-    if len(new_items) and ds.schema.image_column and ds.schema.images_dir is not None:
-        check_image_paths(
-            new_items, ds.schema.image_column, Path(ds.schema.images_dir), notes
-        )
+    new_items = _new_items(ds, items, encoding, notes)
     new_users = (
         _new_entities(users, ds.users, "user_id", "user", encoding, notes)
         if users is not None
         else ds.users.iloc[:0]
     )
-    item_ids = pd.Index(
-        np.concatenate([ds.item_ids, new_items["item_id"].to_numpy()]).astype(str)
-    )
-    user_ids = pd.Index(
-        np.concatenate([ds.user_ids, new_users["user_id"].to_numpy()]).astype(str)
-    )
+    item_ids = _extended_ids(ds.item_ids, new_items["item_id"])
+    user_ids = _extended_ids(ds.user_ids, new_users["user_id"])
     new_rows, skipped, auto_ids = (
         _new_interactions(interactions, ds, item_ids, user_ids, encoding, notes)
         if interactions is not None
         else (ds.interactions.iloc[:0], 0, [])
     )
-    if (
-        len(auto_ids) and interactions is not None
-    ):  # users first seen in the interactions file: blank attributes
-        auto = pd.DataFrame(
-            {
-                c: (list(auto_ids) if c == "user_id" else [""] * len(auto_ids))
-                for c in ds.users.columns
-            }
-        )
-        new_users = pd.concat([new_users, auto], ignore_index=True)
+    if len(auto_ids) and interactions is not None:
+        new_users = _with_blank_users(new_users, ds.users.columns, auto_ids)
         notes.append(
             f"{len(auto_ids)} users first seen in {Path(interactions).name} were added without attributes"
         )
-    grown = Dataset(
+    grown = _appended(ds, new_items, new_users, new_rows)
+    return Grown(grown, len(new_items), len(new_users), len(new_rows), skipped)
+
+
+def _new_items(
+    ds: Dataset, path: str | os.PathLike | None, encoding: str, notes: list[str]
+) -> pd.DataFrame:
+    """The new item rows of `path` (none without one), their image paths checked against the images folder."""
+    if path is None:
+        return ds.items.iloc[:0]
+    new_items = _new_entities(path, ds.items, "item_id", "item", encoding, notes)
+    image_column, images_dir = ds.schema.image_column, ds.schema.images_dir
+    if len(new_items) and image_column and images_dir is not None:
+        check_image_paths(new_items, image_column, Path(images_dir), notes)
+    return new_items
+
+
+def _extended_ids(ids: np.ndarray, new_ids: pd.Series) -> pd.Index:
+    """The dataset's ids followed by the new ones: the index the grown table's rows are looked up in."""
+    return pd.Index(np.concatenate([ids, new_ids.to_numpy()]).astype(str))
+
+
+def _with_blank_users(
+    new_users: pd.DataFrame, columns: pd.Index, auto_ids: list[str]
+) -> pd.DataFrame:
+    """`new_users` followed by the users first seen in the interactions file, with blank attributes."""
+    auto = pd.DataFrame(
+        {
+            c: (list(auto_ids) if c == "user_id" else [""] * len(auto_ids))
+            for c in columns
+        }
+    )
+    return pd.concat([new_users, auto], ignore_index=True)
+
+
+def _appended(
+    ds: Dataset, items: pd.DataFrame, users: pd.DataFrame, interactions: pd.DataFrame
+) -> Dataset:
+    """`ds` with the new rows after its own, so that its items and users keep their indices."""
+    return Dataset(
         ds.schema,
-        pd.concat([ds.items, new_items], ignore_index=True),
-        pd.concat([ds.users, new_users], ignore_index=True),
-        pd.concat([ds.interactions, new_rows], ignore_index=True),
+        pd.concat([ds.items, items], ignore_index=True),
+        pd.concat([ds.users, users], ignore_index=True),
+        pd.concat([ds.interactions, interactions], ignore_index=True),
         ds.triples,
     )
-    return Grown(grown, len(new_items), len(new_users), len(new_rows), skipped)
 
 
 def _new_entities(
@@ -161,39 +179,87 @@ def _new_interactions(
 ) -> tuple[pd.DataFrame, int, list[str]]:
     """Indexed "train" rows of the interactions file, how many repeated a pair already given, and the ids of
     users it names for the first time (indexed after `user_ids`, in order of appearance)."""
-    t = read_table(path, ("user_id", "item_id"), encoding)
+    table = read_table(path, ("user_id", "item_id"), encoding)
     for col in ("user_id", "item_id"):
-        check_ids(t, col, unique=False)
-    wcol = next((c for c in WEIGHT_COLUMNS if c in t.columns), None)
-    weight = weight_column(t, wcol) if wcol else np.ones(len(t), np.float32)
-    # Rows with weight 0 are read and checked like the others, then dropped: they add no pair, no new user, and
-    # (never reaching training) cannot leak a held-out pair.
+        check_ids(table, col, unique=False)
+    weight, live = _live_weights(table, path)
+    item = _item_positions(table, item_ids)
+    user, new_ids = _user_positions(table, user_ids, live)
+    _refuse_cold(table, item, user, live, ds)
+    key = user.astype(np.int64) * len(item_ids) + item
+    given = _given_positions(table, key, live, ds.interactions, len(item_ids))
+    rows = _train_rows(table, user, item, weight, ds.interactions)
+    # a row adds a pair when it is live, new to the dataset and the first of its pair in the file
+    keep = (
+        live & (given < 0) & ~pd.Series(np.where(live, key, -1)).duplicated().to_numpy()
+    )
+    skipped = int((live & ~keep).sum())
+    if skipped:
+        notes.append(
+            f"{Path(path).name}: skipped {skipped} rows repeating a (user, item) pair already given"
+        )
+    columns = list(ds.interactions.columns)
+    return rows[keep].reset_index(drop=True)[columns], skipped, new_ids
+
+
+def _live_weights(
+    table: pd.DataFrame, path: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's weight (1 without a weight or rating column) and whether it is above 0. Rows with weight 0
+    are read and checked like the others, then dropped (logged): they add no pair, no new user, and (never
+    reaching training) cannot leak a held-out pair."""
+    weight_col = next((c for c in WEIGHT_COLUMNS if c in table.columns), None)
+    weight = (
+        weight_column(table, weight_col)
+        if weight_col
+        else np.ones(len(table), np.float32)
+    )
     live = weight > 0
     if not live.all():
         log.warning(
             "%s: dropped %d rows with %s 0 (a 0-weight interaction is no interaction)",
             path,
             int((~live).sum()),
-            wcol,
+            weight_col,
         )
-    item = item_ids.get_indexer(t["item_id"])
+    return weight, live
+
+
+def _item_positions(table: pd.DataFrame, item_ids: pd.Index) -> np.ndarray:
+    """Each row's item index; an item neither in the dataset nor among the new items is an error."""
+    item = item_ids.get_indexer(table["item_id"])
     if (item < 0).any():
         at = int(np.flatnonzero(item < 0)[0])
         raise fail_at(
-            t,
+            table,
             at,
             "item_id",
-            f"unknown item id {t['item_id'].iloc[at]!r} (not in the dataset or the "
+            f"unknown item id {table['item_id'].iloc[at]!r} (not in the dataset or the "
             "new items)",
         )
-    user = user_ids.get_indexer(
-        t["user_id"]
-    )  # -1: a new user, added with blank attributes
-    new = (
-        user < 0
-    ) & live  # a new user named only by dropped rows keeps -1 and is never added
-    new_ids = [str(i) for i in pd.unique(t["user_id"][new])]
-    user[new] = len(user_ids) + pd.Index(new_ids).get_indexer(t["user_id"][new])
+    return item
+
+
+def _user_positions(
+    table: pd.DataFrame, user_ids: pd.Index, live: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Each row's user index, users first seen here numbered after `user_ids` in order of appearance, and those
+    new users' ids. A new user named only by dropped (0-weight) rows keeps -1 and is never added."""
+    user = user_ids.get_indexer(table["user_id"])
+    new = (user < 0) & live
+    new_ids = [str(i) for i in pd.unique(table["user_id"][new])]
+    user[new] = len(user_ids) + pd.Index(new_ids).get_indexer(table["user_id"][new])
+    return user, new_ids
+
+
+def _refuse_cold(
+    table: pd.DataFrame,
+    item: np.ndarray,
+    user: np.ndarray,
+    live: np.ndarray,
+    ds: Dataset,
+) -> None:
+    """Raise for a live row on a cold item or cold user: training on it would leak the evaluation."""
     cold_items, cold_users = ds.cold_items(), ds.cold_users()
     for col, idx, held, what in (
         ("item_id", item, cold_items, "item"),
@@ -202,18 +268,26 @@ def _new_interactions(
         bad = np.flatnonzero(np.isin(idx, held) & live)
         if len(bad):
             raise fail_at(
-                t,
+                table,
                 int(bad[0]),
                 col,
-                f"{what} {t[col].iloc[bad[0]]!r} is held out as a cold {what} for "
+                f"{what} {table[col].iloc[bad[0]]!r} is held out as a cold {what} for "
                 "evaluation; training interactions for it would leak the test",
             )
-    n_i = len(item_ids)
-    key = user.astype(np.int64) * n_i + item
-    old = ds.interactions
+
+
+def _given_positions(
+    table: pd.DataFrame,
+    key: np.ndarray,
+    live: np.ndarray,
+    old: pd.DataFrame,
+    n_items: int,
+) -> np.ndarray:
+    """Each row's position among the dataset's interactions by its (user * n_items + item) `key`, -1 for a new
+    pair; a live row repeating a held-out pair is an error (training on it would leak the test)."""
     old_key = pd.Series(
         old["split"].to_numpy(),
-        index=old["user"].to_numpy(np.int64) * n_i + old["item"].to_numpy(),
+        index=old["user"].to_numpy(np.int64) * n_items + old["item"].to_numpy(),
     )
     pos = pd.Index(old_key.index).get_indexer(key)
     held = np.flatnonzero(
@@ -221,28 +295,32 @@ def _new_interactions(
     )
     if len(held):
         raise fail_at(
-            t,
+            table,
             int(held[0]),
             None,
-            f"pair ({t['user_id'].iloc[held[0]]}, {t['item_id'].iloc[held[0]]}) "
+            f"pair ({table['user_id'].iloc[held[0]]}, {table['item_id'].iloc[held[0]]}) "
             f"is held out in the {old_key.iloc[pos[held[0]]]} part; training on it would leak the test",
         )
+    return pos
+
+
+def _train_rows(
+    table: pd.DataFrame,
+    user: np.ndarray,
+    item: np.ndarray,
+    weight: np.ndarray,
+    old: pd.DataFrame,
+) -> pd.DataFrame:
+    """Every row of the file as a "train" interaction; with a timestamp where the dataset has them (live events
+    without a time are stamped now)."""
     rows = pd.DataFrame(
         {"user": user.astype(np.int32), "item": item.astype(np.int32), "weight": weight}
     )
-    if "timestamp" in old.columns:  # live events without a time are stamped now
+    if "timestamp" in old.columns:
         rows["timestamp"] = (
-            timestamp_column(t, "timestamp")
-            if "timestamp" in t.columns
-            else np.full(len(t), int(time.time()), np.int64)
+            timestamp_column(table, "timestamp")
+            if "timestamp" in table.columns
+            else np.full(len(table), int(time.time()), np.int64)
         )
     rows["split"] = "train"
-    keep = (
-        live & (pos < 0) & ~pd.Series(np.where(live, key, -1)).duplicated().to_numpy()
-    )
-    skipped = int((live & ~keep).sum())
-    if skipped:
-        notes.append(
-            f"{Path(path).name}: skipped {skipped} rows repeating a (user, item) pair already given"
-        )
-    return rows[keep].reset_index(drop=True)[list(old.columns)], skipped, new_ids
+    return rows

@@ -91,6 +91,25 @@ def build_dataset(
         raise InputError(f"--min-rating must be a finite number (got {min_weight})")
     notes = notes if notes is not None else []
     parts = interactions if isinstance(interactions, dict) else {"": interactions}
+    _check_parts(parts)
+    items = _entity_table(items, "item_id", [f["item_id"] for f in parts.values()])
+    users = _entity_table(users, "user_id", [f["user_id"] for f in parts.values()])
+    schema = Schema(name=name, sep=sep)
+    items = _assign_item_roles(
+        items, schema, text_columns, attribute_columns, image_column, images_dir, notes
+    )
+    users = _assign_user_roles(users, schema, user_attribute_columns, notes)
+    inter = _all_interactions(parts, items, users, schema, min_weight, notes)
+    return Dataset(
+        schema,
+        items.reset_index(drop=True),
+        users.reset_index(drop=True),
+        inter.reset_index(drop=True),
+    )
+
+
+def _check_parts(parts: dict[str, pd.DataFrame]) -> None:
+    """Every part is a known split part ("" for unsplit) with user_id and item_id columns of valid ids."""
     for part, frame in parts.items():
         if part and part not in SPLITS:
             raise ValueError(f"unknown split part {part!r}")
@@ -103,14 +122,17 @@ def build_dataset(
                 )
             check_ids(frame, col, unique=False)
 
-    items = _entity_table(items, "item_id", [f["item_id"] for f in parts.values()])
-    users = _entity_table(users, "user_id", [f["user_id"] for f in parts.values()])
-    schema = Schema(name=name, sep=sep)
-    items = _assign_item_roles(
-        items, schema, text_columns, attribute_columns, image_column, images_dir, notes
-    )
-    users = _assign_user_roles(users, schema, user_attribute_columns, notes)
 
+def _all_interactions(
+    parts: dict[str, pd.DataFrame],
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    schema: Schema,
+    min_weight: float | None,
+    notes: list[str],
+) -> pd.DataFrame:
+    """Every part's indexed interactions in one table, repeats dropped and, when pre-split, the parts checked
+    against each other (and recorded in `schema.split`)."""
     frames = [
         _index_interactions(f, part, items, users, min_weight, notes)
         for part, f in parts.items()
@@ -120,13 +142,7 @@ def build_dataset(
     if any(parts):
         _check_presplit(inter, parts, items, users)
         schema.split = {"method": "pre-split", "parts": sorted(p for p in parts if p)}
-    inter = inter.drop(columns=["_source", "_pos"])
-    return Dataset(
-        schema,
-        items.reset_index(drop=True),
-        users.reset_index(drop=True),
-        inter.reset_index(drop=True),
-    )
+    return inter.drop(columns=["_source", "_pos"])
 
 
 def _entity_table(
@@ -177,18 +193,13 @@ def _assign_item_roles(
     images_dir: str | os.PathLike | None,
     notes: list[str],
 ) -> pd.DataFrame:
+    """The item table cut to its id and role columns (text, attributes, image; recorded in `schema`), cells as
+    stripped text; named image files are checked against the images folder."""
     schema.text_columns = _pick(text_columns, TEXT_DEFAULTS, items, "text")
     schema.attribute_columns = _pick(
         attribute_columns, ATTRIBUTE_DEFAULTS, items, "attribute"
     )
-    if image_column is None:
-        image_column = next((c for c in IMAGE_DEFAULTS if c in items.columns), None)
-    elif image_column not in items.columns:
-        raise InputError(
-            "image column not in the table",
-            file=items.attrs.get("source"),
-            column=image_column,
-        )
+    image_column = _pick_image_column(items, image_column)
     schema.image_column = image_column
     keep = ["item_id"] + list(
         dict.fromkeys(
@@ -200,19 +211,39 @@ def _assign_item_roles(
     for c in keep[1:]:
         items[c] = items[c].fillna("").astype(str).str.strip()
     if image_column:
-        source = items.attrs.get("source")
-        root = (
-            Path(images_dir)
-            if images_dir
-            else (Path(source).parent if source else Path.cwd())
-        )
-        if not root.is_dir():
-            raise InputError("images folder not found", file=root)
+        root = _images_root(items, images_dir)
         schema.images_dir = str(root.resolve())
         check_image_paths(items, image_column, Path(schema.images_dir), notes)
     out = items[keep]
     out.attrs = items.attrs
     return out
+
+
+def _pick_image_column(items: pd.DataFrame, image_column: str | None) -> str | None:
+    """The image column: the one named (which must exist), else the first of IMAGE_DEFAULTS present, else None."""
+    if image_column is None:
+        return next((c for c in IMAGE_DEFAULTS if c in items.columns), None)
+    if image_column not in items.columns:
+        raise InputError(
+            "image column not in the table",
+            file=items.attrs.get("source"),
+            column=image_column,
+        )
+    return image_column
+
+
+def _images_root(items: pd.DataFrame, images_dir: str | os.PathLike | None) -> Path:
+    """The folder image paths are relative to: `images_dir`, else the items file's folder, else the working
+    folder; it must exist."""
+    source = items.attrs.get("source")
+    root = (
+        Path(images_dir)
+        if images_dir
+        else (Path(source).parent if source else Path.cwd())
+    )
+    if not root.is_dir():
+        raise InputError("images folder not found", file=root)
+    return root
 
 
 def is_file_entry(entry: os.DirEntry) -> bool:
@@ -257,6 +288,34 @@ def _assign_user_roles(
     each must be coarse: personal data (PII_COLUMNS) is refused, an `age` column is turned into its band
     (`age_band`), and a column with nearly one value per user (an identifier in disguise) is refused."""
     source = users.attrs.get("source")
+    columns = _user_attribute_columns(users, columns, notes)
+    kept = []
+    for column in columns:
+        values = users[column].fillna("").astype(str).str.strip()
+        if (
+            column.lower() == "age"
+        ):  # exact ages are personal data: only the band is stored
+            values = _age_bands(users, column, values)
+            stored_as = "age_band"
+            notes.append(
+                f"users: column {column!r} stored as age bands ({stored_as}), never as exact ages"
+            )
+        else:
+            stored_as = column
+            _check_coarse(values, source, column)
+        users[stored_as] = values
+        kept.append(stored_as)
+    schema.user_attribute_columns = kept
+    out = users[["user_id"] + kept]
+    out.attrs = users.attrs
+    return out
+
+
+def _user_attribute_columns(
+    users: pd.DataFrame, columns: list[str] | None, notes: list[str]
+) -> list[str]:
+    """The user attribute columns named (none named: none, the ignored ones noted), each present and none of them
+    personal data."""
     if not columns:
         ignored = [c for c in users.columns if c != "user_id"]
         if ignored:
@@ -270,39 +329,27 @@ def _assign_user_roles(
     if pii:
         raise InputError(
             "is personal data; coarsen it first (e.g. zip code -> region)",
-            file=source,
+            file=users.attrs.get("source"),
             column=pii[0],
         )
-    kept = []
-    for c in columns:
-        values = users[c].fillna("").astype(str).str.strip()
-        if c.lower() == "age":  # exact ages are personal data: only the band is stored
-            years = pd.to_numeric(values, errors="coerce")
-            bad = np.flatnonzero(years.isna().to_numpy() & (values != "").to_numpy())
-            if len(bad):
-                raise fail_at(
-                    users,
-                    int(bad[0]),
-                    c,
-                    f"age {values.iloc[bad[0]]!r} is not a number of years",
-                )
-            values = pd.Series(
-                np.where(values == "", "", age_bands(years.fillna(0).to_numpy())),
-                index=users.index,
-            )
-            c_out = "age_band"
-            notes.append(
-                f"users: column {c!r} stored as age bands ({c_out}), never as exact ages"
-            )
-        else:
-            c_out = c
-            _check_coarse(values, source, c)
-        users[c_out] = values
-        kept.append(c_out)
-    schema.user_attribute_columns = kept
-    out = users[["user_id"] + kept]
-    out.attrs = users.attrs
-    return out
+    return columns
+
+
+def _age_bands(users: pd.DataFrame, column: str, values: pd.Series) -> pd.Series:
+    """The age column's band per user ("" where blank); a cell that is not a number of years is an error."""
+    years = pd.to_numeric(values, errors="coerce")
+    bad = np.flatnonzero(years.isna().to_numpy() & (values != "").to_numpy())
+    if len(bad):
+        raise fail_at(
+            users,
+            int(bad[0]),
+            column,
+            f"age {values.iloc[bad[0]]!r} is not a number of years",
+        )
+    return pd.Series(
+        np.where(values == "", "", age_bands(years.fillna(0).to_numpy())),
+        index=users.index,
+    )
 
 
 def _check_coarse(values: pd.Series, source: str | None, column: str) -> None:
@@ -325,7 +372,37 @@ def _index_interactions(
     min_weight: float | None,
     notes: list[str],
 ) -> pd.DataFrame:
+    """One part's interactions by user and item index, with weight (and timestamp), its part name and each row's
+    file and position (for later messages); rows with weight 0 or below `min_weight` are dropped."""
     source = frame.attrs.get("source")
+    out = _entity_positions(frame, items, users)
+    weight_col = next((c for c in WEIGHT_COLUMNS if c in frame.columns), None)
+    if min_weight is not None and weight_col is None:
+        raise InputError("--min-rating needs a rating or weight column", file=source)
+    out["weight"] = (
+        weight_column(frame, weight_col)
+        if weight_col
+        else np.ones(len(frame), np.float32)
+    )
+    if "timestamp" in frame.columns:
+        out["timestamp"] = timestamp_column(frame, "timestamp")
+    result = pd.DataFrame(out)
+    result["split"] = part
+    result["_source"] = source or ""
+    result["_pos"] = np.arange(
+        len(frame)
+    )  # file positions for later messages, kept through the drop below
+    result.attrs = frame.attrs
+    result = _drop_zero_weights(result, weight_col, source)
+    if min_weight is not None:
+        result = _drop_below(result, min_weight, weight_col, source, notes)
+    return result
+
+
+def _entity_positions(
+    frame: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame
+) -> dict[str, np.ndarray]:
+    """{"user": ..., "item": ...}: each row's index in the users and items tables; an unknown id is an error."""
     out = {}
     for col, table, kind in (("user_id", users, "user"), ("item_id", items, "item")):
         pos = pd.Index(table[col]).get_indexer(frame[col])
@@ -339,50 +416,54 @@ def _index_interactions(
                 f"unknown {kind} id {frame[col].iloc[at]!r} (not in {where})",
             )
         out[kind] = pos.astype(np.int32)
-    wcol = next((c for c in WEIGHT_COLUMNS if c in frame.columns), None)
-    if min_weight is not None and wcol is None:
-        raise InputError("--min-rating needs a rating or weight column", file=source)
-    out["weight"] = (
-        weight_column(frame, wcol) if wcol else np.ones(len(frame), np.float32)
-    )
-    if "timestamp" in frame.columns:
-        out["timestamp"] = timestamp_column(frame, "timestamp")
-    result = pd.DataFrame(out)
-    result["split"] = part
-    result["_source"] = source or ""
-    result["_pos"] = np.arange(
-        len(frame)
-    )  # file positions for later messages, kept through the drop below
-    result.attrs = frame.attrs
+    return out
+
+
+def _drop_zero_weights(
+    result: pd.DataFrame, weight_col: str | None, source: str | None
+) -> pd.DataFrame:
+    """`result` without its rows of weight 0 (logged: a 0-weight interaction is no interaction); a part of
+    nothing but those is an error."""
     zero = result["weight"].to_numpy() == 0
     if len(zero) and zero.all():
         raise InputError(
-            f"every row has {wcol} 0 (no interaction): nothing to import",
+            f"every row has {weight_col} 0 (no interaction): nothing to import",
             file=source,
-            column=wcol,
+            column=weight_col,
         )
     if zero.any():
         log.warning(
             "%s: dropped %d rows with %s 0 (a 0-weight interaction is no interaction)",
             source or "interactions",
             int(zero.sum()),
-            wcol,
+            weight_col,
         )
         result = result[~zero].reset_index(drop=True)
-    if min_weight is not None:
-        low = result["weight"].to_numpy() < min_weight
-        if low.all():
-            raise InputError(
-                f"no row has {wcol} {min_weight:g} or more (--min-rating): nothing to import",
-                file=source,
-                column=wcol,
-            )
-        if low.any():
-            notes.append(
-                f"{Path(source).name if source else 'interactions'}: dropped {int(low.sum())} rows with "
-                f"{wcol} below {min_weight:g} (--min-rating)"
-            )
-            result = result[~low].reset_index(drop=True)
+    return result
+
+
+def _drop_below(
+    result: pd.DataFrame,
+    min_weight: float,
+    weight_col: str | None,
+    source: str | None,
+    notes: list[str],
+) -> pd.DataFrame:
+    """`result` without its rows whose weight is below `min_weight` (`--min-rating`, counted in the notes);
+    dropping every row is an error."""
+    low = result["weight"].to_numpy() < min_weight
+    if low.all():
+        raise InputError(
+            f"no row has {weight_col} {min_weight:g} or more (--min-rating): nothing to import",
+            file=source,
+            column=weight_col,
+        )
+    if low.any():
+        notes.append(
+            f"{Path(source).name if source else 'interactions'}: dropped {int(low.sum())} rows with "
+            f"{weight_col} below {min_weight:g} (--min-rating)"
+        )
+        result = result[~low].reset_index(drop=True)
     return result
 
 

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from graphrec.core.errors import InputError
 from graphrec.core.workspace import Workspace, writes
 from graphrec.data.build import build_dataset
@@ -47,26 +49,8 @@ def import_files(
     interactions, items, users, images_dir = (
         None if f is None else str(f) for f in (interactions, items, users, images_dir)
     )
-    unknown = set(presplit) - set(PRESPLIT)
-    if unknown:
-        raise TypeError(f"unknown arguments {sorted(unknown)}")
-    given = {k: str(v) for k, v in presplit.items() if v}
-    if interactions and given:
-        raise InputError(
-            "give either one interactions file or pre-split files (--train ...), not both"
-        )
-    if not interactions and not given:
-        raise InputError(
-            "no interactions given: pass --interactions FILE or --train FILE --valid FILE"
-        )
-    if given and "train" not in given:
-        raise InputError("pre-split input needs --train")
-    need = ("user_id", "item_id")
-    tables: Any = (
-        {part: read_table(p, need, encoding) for part, p in given.items()}
-        if given
-        else read_table(str(interactions), need, encoding)
-    )
+    given = _presplit_files(interactions, presplit)
+    tables = _read_interactions(interactions, given, encoding)
     notes: list[str] = []
     ds = build_dataset(
         tables,
@@ -95,6 +79,38 @@ def import_files(
     }
     save_dataset(out, ds, settings)
     return ds, notes
+
+
+def _presplit_files(
+    interactions: str | None, presplit: dict[str, FileArg]
+) -> dict[str, str]:
+    """The pre-split files given, by part; refuses unknown parts, both kinds of input at once, none, and pre-split
+    input without a train part."""
+    unknown = set(presplit) - set(PRESPLIT)
+    if unknown:
+        raise TypeError(f"unknown arguments {sorted(unknown)}")
+    given = {k: str(v) for k, v in presplit.items() if v}
+    if interactions and given:
+        raise InputError(
+            "give either one interactions file or pre-split files (--train ...), not both"
+        )
+    if not interactions and not given:
+        raise InputError(
+            "no interactions given: pass --interactions FILE or --train FILE --valid FILE"
+        )
+    if given and "train" not in given:
+        raise InputError("pre-split input needs --train")
+    return given
+
+
+def _read_interactions(
+    interactions: str | None, given: dict[str, str], encoding: str
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """The interactions table, or {part: table} for pre-split files, as build_dataset takes them."""
+    need = ("user_id", "item_id")
+    if given:
+        return {part: read_table(p, need, encoding) for part, p in given.items()}
+    return read_table(str(interactions), need, encoding)
 
 
 @writes

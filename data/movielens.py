@@ -163,83 +163,13 @@ def _load_100k(
     notes: list[str],
     min_rating: float | None,
 ) -> Dataset:
+    """The 100K files (u.data, u.genre, u.item, u.user, read in that order) as a checked Dataset."""
     ratings = _read_fields(
         root / "u.data", "\t", ["user_id", "item_id", "rating", "timestamp"]
     )
-    genres = _read_fields(root / "u.genre", "|", ["genre", "index"])
-    index = numeric_column(genres, "index", integer=True)
-    if sorted(index.tolist()) != list(range(len(genres))):
-        raise InputError(
-            f"genre indices must be 0..{len(genres) - 1}, each once",
-            file=genres.attrs["source"],
-            column="index",
-        )
-    names = genres["genre"].to_numpy()[np.argsort(index)]
-    flags = [f"genre_{i}" for i in range(len(names))]
-    raw = _read_fields(
-        root / "u.item",
-        "|",
-        ["item_id", "title", "release_date", "video_date", "url"] + flags,
-    )
-    flag_values = raw[flags].to_numpy()
-    bad = np.argwhere(~np.isin(flag_values, ["0", "1"]))
-    if len(bad):
-        r, c = bad[0]
-        raise fail_at(
-            raw,
-            int(r),
-            str(names[c]),
-            f"genre flag must be 0 or 1, found {flag_values[r, c]!r}",
-        )
-    # 'unknown' is MovieLens's placeholder for "no genre", like latest-small's "(no genres listed)".
-    labels = np.where(
-        names == "unknown", "", np.char.add(names.astype(str), "|")
-    ).astype(object)
-    joined = (
-        pd.DataFrame(np.where(flag_values == "1", labels, ""))
-        .sum(axis=1)
-        .str.rstrip("|")
-    )
-    year = raw["release_date"].str.extract(r"(\d{4})\s*$")[0]
-    year = year.fillna(raw["title"].str.extract(YEAR_IN_TITLE)[0]).fillna("")
-    items = _with_source(
-        pd.DataFrame(
-            {
-                "item_id": raw["item_id"].str.strip(),
-                "title": raw["title"],
-                "genres": joined.to_numpy(),
-                "year": year.to_numpy(),
-            }
-        ),
-        raw,
-    )
+    items = _movies_100k(root, _genre_names(root))
     image = _attach_posters(items, posters, notes)
-
-    people = _read_fields(
-        root / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip"]
-    )
-    check_ids(people, "user_id", unique=True)
-    age = numeric_column(people, "age", integer=True)
-    zips = people["zip"].str.strip()
-    numeric_zip = zips.str.fullmatch(r"\d{5}").to_numpy()
-    region = np.full(len(zips), "other", dtype=object)
-    region[numeric_zip] = ZIP_REGIONS[zips[numeric_zip].str[0].astype(int).to_numpy()]
-    notes.append(
-        f"user zip codes coarsened to {len(ZIP_REGIONS)} US regions; {int((~numeric_zip).sum())} "
-        "non-US or malformed zip codes became 'other'; raw zip codes are not kept"
-    )
-    users = _with_source(
-        pd.DataFrame(
-            {
-                "user_id": people["user_id"],
-                "age_band": age_bands(age),
-                "gender": people["gender"].str.strip(),
-                "occupation": people["occupation"].str.strip(),
-                "region": region,
-            }
-        ),
-        people,
-    )
+    users = _users_100k(root, notes)
     return build_dataset(
         ratings,
         items,
@@ -255,18 +185,126 @@ def _load_100k(
     )
 
 
+def _genre_names(root: Path) -> np.ndarray:
+    """The genre names of u.genre in the order of their indices (u.item's genre flag columns)."""
+    genres = _read_fields(root / "u.genre", "|", ["genre", "index"])
+    index = numeric_column(genres, "index", integer=True)
+    if sorted(index.tolist()) != list(range(len(genres))):
+        raise InputError(
+            f"genre indices must be 0..{len(genres) - 1}, each once",
+            file=genres.attrs["source"],
+            column="index",
+        )
+    return genres["genre"].to_numpy()[np.argsort(index)]
+
+
+def _movies_100k(root: Path, genre_names: np.ndarray) -> pd.DataFrame:
+    """u.item as the item table: id, title, the genres joined by '|', and the release year ("" if none)."""
+    flags = [f"genre_{i}" for i in range(len(genre_names))]
+    raw = _read_fields(
+        root / "u.item",
+        "|",
+        ["item_id", "title", "release_date", "video_date", "url"] + flags,
+    )
+    joined = _joined_genres(raw, raw[flags].to_numpy(), genre_names)
+    year = raw["release_date"].str.extract(r"(\d{4})\s*$")[0]
+    year = year.fillna(raw["title"].str.extract(YEAR_IN_TITLE)[0]).fillna("")
+    return _with_source(
+        pd.DataFrame(
+            {
+                "item_id": raw["item_id"].str.strip(),
+                "title": raw["title"],
+                "genres": joined.to_numpy(),
+                "year": year.to_numpy(),
+            }
+        ),
+        raw,
+    )
+
+
+def _joined_genres(
+    raw: pd.DataFrame, flag_values: np.ndarray, genre_names: np.ndarray
+) -> pd.Series:
+    """Each movie's genres (the names whose 0/1 flag is "1") joined by '|'; a flag that is neither is an error."""
+    bad = np.argwhere(~np.isin(flag_values, ["0", "1"]))
+    if len(bad):
+        row, col = bad[0]
+        raise fail_at(
+            raw,
+            int(row),
+            str(genre_names[col]),
+            f"genre flag must be 0 or 1, found {flag_values[row, col]!r}",
+        )
+    # 'unknown' is MovieLens's placeholder for "no genre", like latest-small's "(no genres listed)".
+    labels = np.where(
+        genre_names == "unknown", "", np.char.add(genre_names.astype(str), "|")
+    ).astype(object)
+    return (
+        pd.DataFrame(np.where(flag_values == "1", labels, ""))
+        .sum(axis=1)
+        .str.rstrip("|")
+    )
+
+
+def _users_100k(root: Path, notes: list[str]) -> pd.DataFrame:
+    """u.user as coarse user attributes: age band, gender, occupation and the zip code's US region."""
+    people = _read_fields(
+        root / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip"]
+    )
+    check_ids(people, "user_id", unique=True)
+    age = numeric_column(people, "age", integer=True)
+    zips = people["zip"].str.strip()
+    numeric_zip = zips.str.fullmatch(r"\d{5}").to_numpy()
+    region = np.full(len(zips), "other", dtype=object)
+    region[numeric_zip] = ZIP_REGIONS[zips[numeric_zip].str[0].astype(int).to_numpy()]
+    notes.append(
+        f"user zip codes coarsened to {len(ZIP_REGIONS)} US regions; {int((~numeric_zip).sum())} "
+        "non-US or malformed zip codes became 'other'; raw zip codes are not kept"
+    )
+    return _with_source(
+        pd.DataFrame(
+            {
+                "user_id": people["user_id"],
+                "age_band": age_bands(age),
+                "gender": people["gender"].str.strip(),
+                "occupation": people["occupation"].str.strip(),
+                "region": region,
+            }
+        ),
+        people,
+    )
+
+
 def _load_latest_small(
     root: Path,
     posters: str | os.PathLike | None,
     notes: list[str],
     min_rating: float | None,
 ) -> Dataset:
+    """The latest-small CSV files (ratings, movies, tags, links, read in that order) as a checked Dataset; the
+    links' imdbId and tmdbId ride along as item columns."""
     ratings = read_table(
         root / "ratings.csv", ("userId", "movieId", "rating", "timestamp")
     )
     ratings = _with_source(
         ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}), ratings
     )
+    items = _movies_latest_small(root)
+    image = _attach_posters(items, posters, notes)
+    ds = _build_latest_small(ratings, items, image, posters, notes, min_rating)
+    # build_dataset keeps only role columns; the external ids ride along in the same (unchanged) row order.
+    for col in ("imdbId", "tmdbId"):
+        ds.items[col] = items[col].to_numpy()
+    n_tagged = int((ds.items["tags"] != "").sum())
+    notes.append(
+        f"{n_tagged} movies carry user tags (lowercased, de-duplicated, '|' joined)"
+    )
+    return ds
+
+
+def _movies_latest_small(root: Path) -> pd.DataFrame:
+    """movies.csv as the item table (title, genres, year), with each movie's tags from tags.csv and its imdbId
+    and tmdbId from links.csv ("" where a movie has no link row)."""
     movies = read_table(root / "movies.csv", ("movieId", "title", "genres"))
     check_ids(movies, "movieId", unique=True)
     items = _with_source(
@@ -290,9 +328,20 @@ def _load_latest_small(
     pos = pd.Index(links["movieId"]).get_indexer(items["item_id"])
     for col in ("imdbId", "tmdbId"):  # movies without a link row get ""
         items[col] = np.where(pos >= 0, links[col].str.strip().to_numpy()[pos], "")
-    image = _attach_posters(items, posters, notes)
+    return items
+
+
+def _build_latest_small(
+    ratings: pd.DataFrame,
+    items: pd.DataFrame,
+    image: str | None,
+    posters: str | os.PathLike | None,
+    notes: list[str],
+    min_rating: float | None,
+) -> Dataset:
+    """build_dataset over the latest-small tables; an error names the column as the file spells it."""
     try:
-        ds = build_dataset(
+        return build_dataset(
             ratings,
             items,
             None,
@@ -304,20 +353,12 @@ def _load_latest_small(
             notes=notes,
             min_weight=min_rating,
         )
-    except InputError as e:  # name the column as the file spells it
+    except InputError as e:
         if e.column is not None:
             e.column = {"user_id": "userId", "item_id": "movieId"}.get(
                 e.column, e.column
             )
         raise
-    # build_dataset keeps only role columns; the external ids ride along in the same (unchanged) row order.
-    for col in ("imdbId", "tmdbId"):
-        ds.items[col] = items[col].to_numpy()
-    n_tagged = int((ds.items["tags"] != "").sum())
-    notes.append(
-        f"{n_tagged} movies carry user tags (lowercased, de-duplicated, '|' joined)"
-    )
-    return ds
 
 
 def _tags(tags: pd.DataFrame, item_ids: pd.Series) -> pd.Series:

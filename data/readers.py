@@ -79,6 +79,21 @@ def read_table(
 
 
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    """A CSV (TSV by its .tsv suffix) file's cells as strings, under the header as written (names stripped)."""
+    text = _decoded_text(path, encoding)
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    frame = _parsed_csv(text, sep, path)
+    # pandas renames a repeated header name to "name.1"; check the header as written.
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=sep))
+    names = header if len(header) == frame.shape[1] else frame.columns
+    frame.columns = [str(c).strip() for c in names]
+    _check_header(frame, path)
+    return frame
+
+
+def _decoded_text(path: Path, encoding: str) -> str:
+    """The file's text in `encoding` without a byte-order mark; binary data, bytes that do not decode, an empty
+    file and line breaks lost in decoding are errors naming the line where known."""
     raw = path.read_bytes()
     wide = (
         encoding.lower()
@@ -115,7 +130,11 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
             "encoding, e.g. --encoding utf-8)",
             file=path,
         )
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    return text
+
+
+def _parsed_csv(text: str, sep: str, path: Path) -> pd.DataFrame:
+    """`text` parsed as CSV cells of strings (none read as NaN); malformed CSV is an error naming its line."""
     try:
         frame = pd.read_csv(
             io.StringIO(text),
@@ -138,11 +157,6 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
             file=path,
             row=2,
         )
-    # pandas renames a repeated header name to "name.1"; check the header as written.
-    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=sep))
-    names = header if len(header) == frame.shape[1] else frame.columns
-    frame.columns = [str(c).strip() for c in names]
-    _check_header(frame, path)
     return frame
 
 
@@ -259,11 +273,17 @@ def _nested_cells(
         else:
             problem = f"{str(kind).split('<')[0]} cells are not supported (give plain values, or a list of strings)"
         raise InputError(problem, file=path, row=f"row {first + 1}", column=column)
+    return pd.Series(_joined_lists(cells, path, column), index=col.index, dtype=object)
+
+
+def _joined_lists(cells: np.ndarray, path: Path, column: str) -> list[str]:
+    """Each list-of-strings cell joined by MULTI_SEP (null cells and elements skipped); an element holding the
+    separator is an error, since joining would split it into several values."""
     joined = []
     for pos, cell in enumerate(cells):
         values = [] if cell is None else [v for v in cell if v is not None]
         clash = next((v for v in values if MULTI_SEP in v), None)
-        if clash is not None:  # joining would split it into several values
+        if clash is not None:
             raise InputError(
                 f"list element {clash!r} contains {MULTI_SEP!r}, the multi-value separator",
                 file=path,
@@ -271,7 +291,7 @@ def _nested_cells(
                 column=column,
             )
         joined.append(MULTI_SEP.join(values))
-    return pd.Series(joined, index=col.index, dtype=object)
+    return joined
 
 
 def _check_header(frame: pd.DataFrame, path: Path) -> None:

@@ -70,75 +70,96 @@ def split_dataset(
         "cold_by": cold_by,
         "seed": seed,
     }
-    inter = ds.interactions
     _check_settings(ds, settings, force)
-    n, n_users, n_items = len(inter), ds.n_users, ds.n_items
+    part, moved, promoted = _parts(ds, settings)
+    interactions = ds.interactions.copy()
+    interactions["split"] = np.asarray(SPLITS, dtype=object)[part]
+    record = {**settings, "moved_to_train": moved, "promoted_cold_users": promoted}
+    schema = dataclasses.replace(ds.schema, split=record)
+    return Dataset(schema, ds.items, ds.users, interactions, ds.triples)
+
+
+def _parts(ds: Dataset, settings: dict[str, Any]) -> tuple[np.ndarray, int, int]:
+    """Each interaction's part code (steps 1-5 of the module doc), how many held-out pairs moved to train, and how
+    many users without training data became cold users. The draws keep one order (shuffle, cold users, cold
+    items, the cold users' halves, the cold items' halves), so a seed always gives the same split."""
+    inter = ds.interactions
     user = inter["user"].to_numpy().astype(np.int64)
     item = inter["item"].to_numpy().astype(np.int64)
-    ts = inter["timestamp"].to_numpy() if "timestamp" in inter.columns else None
-    rng = np.random.default_rng(seed)
-    shuffle = rng.permutation(
-        n
-    )  # random order key: warm random split, cold-user context without timestamps
-    part = np.full(n, -1, np.int8)
+    timestamps = inter["timestamp"].to_numpy() if "timestamp" in inter.columns else None
+    rng = np.random.default_rng(settings["seed"])
+    # random order key: warm random split, cold-user context without timestamps
+    shuffle = rng.permutation(len(inter))
+    cold_user, cold_item, first_seen = _draw_cold(
+        rng, user, item, timestamps, ds.n_users, ds.n_items, settings
+    )
+    # _check_settings: a temporal split has timestamps
+    temporal = settings["method"] == "temporal"
+    order_key = cast(np.ndarray, timestamps) if temporal else shuffle
+    part, moved, promoted = _warm_parts(
+        user, item, order_key, cold_user, cold_item, settings["valid"], settings["test"]
+    )
+    in_cold_user = cold_user[user]
+    context_order = timestamps if timestamps is not None else shuffle
+    context = settings["cold_user_context"]
+    _assign_cold_users(
+        rng, part, user, in_cold_user, context_order, cold_user, context, ds.n_users
+    )
+    in_cold_item = cold_item[item] & ~in_cold_user
+    _assign_cold_items(
+        rng, part, item, in_cold_item, cold_item, settings["cold_by"], first_seen
+    )
+    assert (part >= 0).all(), "every interaction gets a part"
+    return part, moved, promoted
 
-    # 1-2. choose cold users and cold items
+
+def _draw_cold(
+    rng: np.random.Generator,
+    user: np.ndarray,
+    item: np.ndarray,
+    timestamps: np.ndarray | None,
+    n_users: int,
+    n_items: int,
+    settings: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Steps 1-2: the cold user mask (drawn among the users with more than `cold_user_context` interactions),
+    the cold item mask, and each item's first timestamp when the cold items are chosen by time."""
     per_user = np.bincount(user, minlength=n_users)
+    cold_user = np.zeros(n_users, bool)
+    eligible = np.flatnonzero(per_user > settings["cold_user_context"])
+    active_users = (per_user > 0).sum()
+    cold_user[_choose(rng, eligible, settings["cold_users"], active_users)] = True
     per_item = np.bincount(item, minlength=n_items)
-    cold_u = np.zeros(n_users, bool)
-    cold_u[
-        _choose(
-            rng,
-            np.flatnonzero(per_user > cold_user_context),
-            cold_users,
-            (per_user > 0).sum(),
-        )
-    ] = True
-    cold_i, first_seen = _cold_items(rng, item, per_item, cold_items, cold_by, ts)
+    cold_item, first_seen = _cold_items(
+        rng, item, per_item, settings["cold_items"], settings["cold_by"], timestamps
+    )
+    return cold_user, cold_item, first_seen
 
-    # 3. warm split, per user by rank from the end (latest first, or a random order)
-    warm = ~cold_u[user] & ~cold_i[item]
-    order_key = (
-        cast(np.ndarray, ts) if method == "temporal" else shuffle
-    )  # _check_settings: timestamps
+
+def _warm_parts(
+    user: np.ndarray,
+    item: np.ndarray,
+    order_key: np.ndarray,
+    cold_user: np.ndarray,
+    cold_item: np.ndarray,
+    valid: float,
+    test: float,
+) -> tuple[np.ndarray, int, int]:
+    """Steps 3-5: part codes with the warm interactions placed (the cold ones still -1), how many held-out pairs
+    moved to train, and how many users were promoted to cold users (added to `cold_user` in place)."""
+    n_users, n_items = len(cold_user), len(cold_item)
+    part = np.full(len(user), -1, np.int8)
+    warm = ~cold_user[user] & ~cold_item[item]
     _split_warm(part, user, warm, order_key, n_users, test, valid)
-
     # 4. held-out pairs on items unseen in training move to train (one pass: moving only adds train items)
     train_item = np.bincount(item[part == TRAIN], minlength=n_items) > 0
     move = ((part == VALID) | (part == TEST)) & ~train_item[item]
     part[move] = TRAIN
-
     # 5. users without training data become cold users
     has_train = np.bincount(user[part == TRAIN], minlength=n_users) > 0
-    promoted = (per_user > 0) & ~has_train & ~cold_u
-    cold_u |= promoted
-
-    in_cu = cold_u[user]
-    _assign_cold_users(
-        rng,
-        part,
-        user,
-        in_cu,
-        ts if ts is not None else shuffle,
-        cold_u,
-        cold_user_context,
-        n_users,
-    )
-    in_ci = cold_i[item] & ~in_cu
-    _assign_cold_items(rng, part, item, in_ci, cold_i, cold_by, first_seen)
-    assert (part >= 0).all(), "every interaction gets a part"
-
-    out_inter = inter.copy()
-    out_inter["split"] = np.asarray(SPLITS, dtype=object)[part]
-    schema = dataclasses.replace(
-        ds.schema,
-        split={
-            **settings,
-            "moved_to_train": int(move.sum()),
-            "promoted_cold_users": int(promoted.sum()),
-        },
-    )
-    return Dataset(schema, ds.items, ds.users, out_inter, ds.triples)
+    promoted = (np.bincount(user, minlength=n_users) > 0) & ~has_train & ~cold_user
+    cold_user |= promoted
+    return part, int(move.sum()), int(promoted.sum())
 
 
 def _cold_items(
@@ -194,7 +215,15 @@ def check_no_leak(ds: Dataset) -> None:
     """Raise InputError if a held-out pair, cold item or cold user reaches training (or a pair is in two parts)."""
     if not ds.is_split:
         raise InputError("dataset is not split yet: run `graphrec data split` first")
-    split = ds.interactions["split"]
+    code = _part_codes(ds.interactions["split"])
+    user = ds.interactions["user"].to_numpy().astype(np.int64)
+    item = ds.interactions["item"].to_numpy().astype(np.int64)
+    _check_pairs_in_one_part(ds, user, item, code)
+    _check_cold_apart(ds, user, item, code)
+
+
+def _part_codes(split: pd.Series) -> np.ndarray:
+    """Each interaction's index in SPLITS; an unknown part name is an error naming the first such row."""
     code = pd.Categorical(split, categories=SPLITS).codes.astype(np.int8)
     if (code < 0).any():
         at = int(np.argmax(code < 0))
@@ -202,19 +231,30 @@ def check_no_leak(ds: Dataset) -> None:
             f"interaction {at} has unknown split part {split.iloc[at]!r} (known: {', '.join(SPLITS)})",
             column="split",
         )
-    user = ds.interactions["user"].to_numpy().astype(np.int64)
-    item = ds.interactions["item"].to_numpy().astype(np.int64)
+    return code
+
+
+def _check_pairs_in_one_part(
+    ds: Dataset, user: np.ndarray, item: np.ndarray, code: np.ndarray
+) -> None:
+    """Refuse a (user, item) pair that appears in two different parts."""
     key = user * max(1, ds.n_items) + item
     order = np.argsort(key, kind="stable")
     clash = np.flatnonzero(
         (key[order][1:] == key[order][:-1]) & (code[order][1:] != code[order][:-1])
     )
     if len(clash):
-        a, b = order[clash[0]], order[clash[0] + 1]
+        first, second = order[clash[0]], order[clash[0] + 1]
         raise InputError(
-            f"split leak: pair (user {ds.user_ids[user[a]]!r}, item {ds.item_ids[item[a]]!r}) is in "
-            f"both {SPLITS[code[a]]} and {SPLITS[code[b]]}"
+            f"split leak: pair (user {ds.user_ids[user[first]]!r}, item {ds.item_ids[item[first]]!r}) is in "
+            f"both {SPLITS[code[first]]} and {SPLITS[code[second]]}"
         )
+
+
+def _check_cold_apart(
+    ds: Dataset, user: np.ndarray, item: np.ndarray, code: np.ndarray
+) -> None:
+    """Refuse a cold item with warm interactions, and a cold user with warm or cold-item interactions."""
     cold_item = (
         np.bincount(
             item[(code == COLD_VALID) | (code == COLD_TEST)], minlength=ds.n_items
@@ -223,16 +263,16 @@ def check_no_leak(ds: Dataset) -> None:
     )
     bad = np.flatnonzero((code <= TEST) & cold_item[item])
     if len(bad):
-        r = bad[0]
+        row = bad[0]
         raise InputError(
-            f"split leak: cold item {ds.item_ids[item[r]]!r} also has interactions in {SPLITS[code[r]]}"
+            f"split leak: cold item {ds.item_ids[item[row]]!r} also has interactions in {SPLITS[code[row]]}"
         )
     cold_user = np.bincount(user[code >= CU_CONTEXT], minlength=ds.n_users) > 0
     bad = np.flatnonzero((code < CU_CONTEXT) & cold_user[user])
     if len(bad):
-        r = bad[0]
+        row = bad[0]
         raise InputError(
-            f"split leak: cold user {ds.user_ids[user[r]]!r} also has interactions in {SPLITS[code[r]]}"
+            f"split leak: cold user {ds.user_ids[user[row]]!r} also has interactions in {SPLITS[code[row]]}"
         )
 
 
@@ -291,69 +331,89 @@ def run_split(
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def _check_settings(ds: Dataset, s: dict[str, Any], force: bool) -> None:
+def _check_settings(ds: Dataset, settings: dict[str, Any], force: bool) -> None:
+    """Raise InputError, naming the CLI option, when `ds` cannot be split with these settings; everything is
+    checked before the first draw, so a refused split leaves nothing half-done."""
     if ds.is_split and not force:
         raise InputError(
             f"dataset is already split ({ds.schema.split.get('method', '?')}); pass --force to re-split"
         )
     if len(ds.interactions) == 0:
         raise InputError("dataset has no interactions to split")
-    if s["method"] not in METHODS:
+    _check_choices(settings, "timestamp" in ds.interactions.columns)
+    most = int(
+        np.bincount(ds.interactions["user"].to_numpy()).max()
+    )  # the longest user history
+    _check_held_out(settings, most)
+    _check_cold_shares(settings, most)
+    if not 0 <= settings["seed"] < 2**63:
+        raise InputError(f"--seed must be in 0 .. 2^63-1, got {settings['seed']}")
+
+
+def _check_choices(settings: dict[str, Any], has_timestamps: bool) -> None:
+    """Refuse an unknown method or cold_by, and a by-time choice on interactions without timestamps."""
+    if settings["method"] not in METHODS:
         raise InputError(
-            f"unknown split method {s['method']!r} (use {' or '.join(METHODS)})"
+            f"unknown split method {settings['method']!r} (use {' or '.join(METHODS)})"
         )
-    if s["cold_by"] not in COLD_BY:
+    if settings["cold_by"] not in COLD_BY:
         raise InputError(
-            f"unknown cold_by {s['cold_by']!r} (use {' or '.join(COLD_BY)})"
+            f"unknown cold_by {settings['cold_by']!r} (use {' or '.join(COLD_BY)})"
         )
-    if s["method"] == "temporal" and "timestamp" not in ds.interactions.columns:
+    if settings["method"] == "temporal" and not has_timestamps:
         raise InputError(
             "the temporal split needs timestamps, and the interactions have none "
             "(use --method random)",
             column="timestamp",
         )
-    if s["cold_by"] == "time" and "timestamp" not in ds.interactions.columns:
+    if settings["cold_by"] == "time" and not has_timestamps:
         raise InputError(
             "--cold-by time picks the items first seen last, and the interactions have no timestamps "
             "(use --cold-by item)",
             column="timestamp",
         )
-    most = int(
-        np.bincount(ds.interactions["user"].to_numpy()).max()
-    )  # the longest user history
+
+
+def _check_held_out(settings: dict[str, Any], most: int) -> None:
+    """Refuse a valid/test amount that is no fraction or whole count, a count above the longest history (`most`),
+    and fractions that leave nothing to train on."""
     for name in ("valid", "test"):
-        v = s[name]
+        amount = settings[name]
         if (
-            not math.isfinite(v) or v < 0 or (v >= 1 and v != int(v))
+            not math.isfinite(amount)
+            or amount < 0
+            or (amount >= 1 and amount != int(amount))
         ):  # NaN would drop the part silently
             raise InputError(
-                f"--{name} must be a fraction in [0, 1) or a whole count >= 1, got {v}"
+                f"--{name} must be a fraction in [0, 1) or a whole count >= 1, got {amount}"
             )
-        if v >= 1 and v > most:
+        if amount >= 1 and amount > most:
             raise InputError(
-                f"--{name} {v:g} holds out more interactions per user than any user has ({most})"
+                f"--{name} {amount:g} holds out more interactions per user than any user has ({most})"
             )
-    if s["valid"] < 1 and s["test"] < 1 and s["valid"] + s["test"] >= 1:
-        raise InputError(
-            f"--valid + --test must stay below 1 (got {s['valid'] + s['test']:g})"
-        )
+    valid, test = settings["valid"], settings["test"]
+    if valid < 1 and test < 1 and valid + test >= 1:
+        raise InputError(f"--valid + --test must stay below 1 (got {valid + test:g})")
+
+
+def _check_cold_shares(settings: dict[str, Any], most: int) -> None:
+    """Refuse cold shares outside [0, 1), and a cold-user context that is no whole number or that no user's
+    history (at most `most` interactions) exceeds while cold users are asked for."""
     for name in ("cold_items", "cold_users"):
-        if not 0 <= s[name] < 1:
+        if not 0 <= settings[name] < 1:
             raise InputError(
-                f"--{name.replace('_', '-')} must be a fraction in [0, 1), got {s[name]}"
+                f"--{name.replace('_', '-')} must be a fraction in [0, 1), got {settings[name]}"
             )
-    context = s["cold_user_context"]
+    context = settings["cold_user_context"]
     if not math.isfinite(context) or context < 0 or context != int(context):
         raise InputError(
             f"--cold-user-context must be a whole number >= 0, got {context}"
         )
-    if s["cold_users"] > 0 and context >= most:
+    if settings["cold_users"] > 0 and context >= most:
         raise InputError(
             f"--cold-user-context {context:g} leaves no user with more interactions than that (the "
             f"most is {most}): no cold user could be held out"
         )
-    if not 0 <= s["seed"] < 2**63:
-        raise InputError(f"--seed must be in 0 .. 2^63-1, got {s['seed']}")
 
 
 def _choose(

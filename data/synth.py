@@ -17,6 +17,7 @@ need no per-row Python. Images are only drawn when `images_dir` is given.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,43 +157,59 @@ def synthesize(
         raise InputError("need at least 1 user, 1 item and 0 interactions")
     if not 0.0 <= missing_images <= 1.0:
         raise InputError(f"missing_images must be in [0, 1], got {missing_images}")
-    _check_size(
-        n_users,
-        n_items,
-        n_interactions,
-        image_size if images_dir is not None else None,
-        seed,
-    )
+    picture_size = image_size if images_dir is not None else None
+    _check_size(n_users, n_items, n_interactions, picture_size, seed)
     rng = np.random.default_rng(seed)
     n_seg = min(N_SEGMENTS, n_items)
     prototypes = _prototypes(rng, n_seg)
-    items, truth_items = _items(rng, n_items, prototypes)
+    items, item_traits = _items(rng, n_items, prototypes)
     users, taste = _users(rng, n_users, n_seg)
-    truth = SynthTruth(
-        truth_items["segment"],
-        truth_items["colour"],
-        truth_items["shape"],
-        truth_items["pattern"],
-        taste,
-        prototypes,
-    )
+    truth = SynthTruth(**item_traits, user_taste=taste, prototypes=prototypes)
     inter = _interactions(rng, taste, truth.item_segment, n_interactions, progress)
+    schema = _schema(seed)
+    if images_dir is not None:
+        root = Path(images_dir)
+        items["image"] = _item_images(
+            rng,
+            items["item_id"],
+            truth,
+            root,
+            image_size,
+            missing_images,
+            seed,
+            progress,
+        )
+        schema.image_column, schema.images_dir = "image", str(root.resolve())
+    return Dataset(schema, items, users, inter), truth
 
-    schema = Schema(
+
+def _schema(seed: int) -> Schema:
+    """The synthetic shop's schema: its text, item attribute and user attribute columns."""
+    return Schema(
         name=f"synth-{seed}",
         text_columns=["title", "description"],
         attribute_columns=["category", "brand", "price_band", "tags"],
         user_attribute_columns=["age_band", "region"],
     )
-    if images_dir is not None:
-        root = Path(images_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        names = pd.Series(items["item_id"] + ".png")
-        names[rng.random(n_items) < missing_images] = ""
-        draw_images(root, names.to_numpy(), truth, image_size, seed, progress)
-        items["image"] = names.to_numpy()
-        schema.image_column, schema.images_dir = "image", str(root.resolve())
-    return Dataset(schema, items, users, inter), truth
+
+
+def _item_images(
+    rng: np.random.Generator,
+    item_ids: pd.Series,
+    truth: SynthTruth,
+    root: Path,
+    image_size: int,
+    missing_images: float,
+    seed: int,
+    progress: bool,
+) -> np.ndarray:
+    """Each item's picture file name ("" for the `missing_images` share drawn to have none), the pictures drawn
+    into `root` (created if missing) from `seed`."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = pd.Series(item_ids + ".png")
+    names[rng.random(len(item_ids)) < missing_images] = ""
+    draw_images(root, names.to_numpy(), truth, image_size, seed, progress)
+    return names.to_numpy()
 
 
 MAX_IMAGE_SIZE = 1024  # pixels a side: the pictures are flat shapes; larger ones only cost disk and time
@@ -269,28 +286,68 @@ def _prototypes(rng: np.random.Generator, n_seg: int) -> np.ndarray:
 def _items(
     rng: np.random.Generator, n: int, proto: np.ndarray
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    n_seg = len(proto)
+    """The item table (id, title, description, category, brand, price band, tags) and each item's hidden segment,
+    colour, shape and pattern (keyed by their SynthTruth field); a trait follows the segment's prototype with
+    probability TRAIT_FIDELITY."""
+    segment = _segments(rng, n, len(proto))
+    colour = _trait(rng, proto[segment, 0], len(COLOURS))
+    shape = _trait(rng, proto[segment, 1], len(SHAPES))
+    pattern = _trait(rng, proto[segment, 2], len(PATTERNS))
+    category = _trait(rng, proto[segment, 3], len(CATEGORIES))
+    brand, price = _brands_and_prices(rng, segment, len(proto))
+    colour_name = _labels(list(COLOURS), colour)
+    shape_name, pattern_name = _labels(SHAPES, shape), _labels(PATTERNS, pattern)
+    brand_name, category_name = _labels(BRANDS, brand), _labels(CATEGORIES, category)
+    # the draws keep their order: titles' adjectives, then the tags' extra labels
+    title = _titles(rng, colour_name, shape_name)
+    tags = _tags(rng, pattern_name)
+    items = pd.DataFrame(
+        {
+            "item_id": _numbered_ids("i", n),
+            "title": title,
+            "description": _descriptions(
+                pattern_name, colour_name, shape_name, category_name, brand_name
+            ),
+            "category": category_name,
+            "brand": brand_name,
+            "price_band": _labels(PRICE_BANDS, price),
+            "tags": tags,
+        }
+    ).astype(str)
+    traits = {
+        "item_segment": segment,
+        "item_colour": colour,
+        "item_shape": shape,
+        "item_pattern": pattern,
+    }
+    return items, traits
+
+
+def _segments(rng: np.random.Generator, n: int, n_seg: int) -> np.ndarray:
+    """Each item's segment: every segment gets at least one item, the rest follow uneven segment sizes."""
     seg_pop = rng.dirichlet(np.full(n_seg, 2.0))
-    # every segment gets at least one item, the rest follow uneven segment sizes
-    seg = rng.permutation(
+    return rng.permutation(
         np.concatenate([np.arange(n_seg), rng.choice(n_seg, n - n_seg, p=seg_pop)])
     )
 
-    def trait(col: int, k: int) -> np.ndarray:
-        keep = rng.random(n) < TRAIT_FIDELITY
-        return np.where(keep, proto[seg, col], rng.integers(k, size=n))
 
-    colour, shape, pattern = (
-        trait(0, len(COLOURS)),
-        trait(1, len(SHAPES)),
-        trait(2, len(PATTERNS)),
-    )
-    category = trait(3, len(CATEGORIES))
-    # brands: each segment favours three, price band follows the brand with some noise
+def _trait(rng: np.random.Generator, prototype: np.ndarray, k: int) -> np.ndarray:
+    """Each item's trait (an index below `k`): its segment's `prototype` value, else (1 - TRAIT_FIDELITY) random."""
+    n = len(prototype)
+    keep = rng.random(n) < TRAIT_FIDELITY
+    return np.where(keep, prototype, rng.integers(k, size=n))
+
+
+def _brands_and_prices(
+    rng: np.random.Generator, segment: np.ndarray, n_seg: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's brand and price band (indices): each segment favours three brands, and the price band
+    follows the brand with some noise."""
+    n = len(segment)
     fav = rng.integers(len(BRANDS), size=(n_seg, 3))
     brand = np.where(
         rng.random(n) < 0.7,
-        fav[seg, rng.integers(3, size=n)],
+        fav[segment, rng.integers(3, size=n)],
         rng.integers(len(BRANDS), size=n),
     )
     price = np.clip(
@@ -298,59 +355,66 @@ def _items(
         0,
         len(PRICE_BANDS) - 1,
     )
+    return brand, price
 
-    def s(names: Any, idx: np.ndarray) -> pd.Series:  # vectorised index -> label lookup
-        return pd.Series(np.asarray(names, dtype=object)[idx])
 
-    colour_s, shape_s, pattern_s = (
-        s(list(COLOURS), colour),
-        s(SHAPES, shape),
-        s(PATTERNS, pattern),
-    )
-    brand_s, cat_s = s(BRANDS, brand), s(CATEGORIES, category)
-    ids = pd.Series(
-        np.char.add("i", np.char.zfill(np.arange(n).astype(str), len(str(n - 1))))
-    )
-    title = (
-        s(ADJECTIVES, rng.integers(len(ADJECTIVES), size=n))
+def _labels(names: Any, idx: np.ndarray) -> pd.Series:
+    """The names at the indices `idx` (a vectorised index -> label lookup)."""
+    return pd.Series(np.asarray(names, dtype=object)[idx])
+
+
+def _numbered_ids(prefix: str, n: int) -> np.ndarray:
+    """`prefix` + 0 .. n-1, zero-padded to one width so that the ids sort as they number."""
+    return np.char.add(prefix, np.char.zfill(np.arange(n).astype(str), len(str(n - 1))))
+
+
+def _titles(
+    rng: np.random.Generator, colour_name: pd.Series, shape_name: pd.Series
+) -> pd.Series:
+    """Titles like "Bold Red Star 7": a random adjective, the colour, the shape and the item's number."""
+    n = len(colour_name)
+    return (
+        _labels(ADJECTIVES, rng.integers(len(ADJECTIVES), size=n))
         + " "
-        + colour_s.str.capitalize()
+        + colour_name.str.capitalize()
         + " "
-        + shape_s.str.capitalize()
+        + shape_name.str.capitalize()
         + " "
         + pd.Series(np.arange(1, n + 1).astype(str))
     )
-    description = (
+
+
+def _descriptions(
+    pattern: pd.Series,
+    colour: pd.Series,
+    shape: pd.Series,
+    category: pd.Series,
+    brand: pd.Series,
+) -> pd.Series:
+    """Descriptions like "A striped red star, a home piece by Acme.": every visible trait in words."""
+    return (
         "A "
-        + pattern_s
+        + pattern
         + " "
-        + colour_s
+        + colour
         + " "
-        + shape_s
+        + shape
         + ", a "
-        + cat_s
+        + category
         + " piece by "
-        + brand_s
+        + brand
         + "."
     )
-    # tags: the pattern plus 0-2 extra labels, '|'-separated (a multi-valued attribute)
+
+
+def _tags(rng: np.random.Generator, pattern_name: pd.Series) -> pd.Series:
+    """Tags: the pattern plus 0-2 extra labels, '|'-separated (a multi-valued attribute)."""
+    n = len(pattern_name)
     extra = rng.integers(len(EXTRA_TAGS), size=(n, 2))
     n_extra = rng.integers(0, 3, size=n)
-    t1, t2 = s(EXTRA_TAGS, extra[:, 0]), s(EXTRA_TAGS, extra[:, 1])
-    tags = pattern_s.where(n_extra == 0, pattern_s + "|" + t1)
-    tags = tags.where((n_extra < 2) | (t1 == t2), tags + "|" + t2)
-    items = pd.DataFrame(
-        {
-            "item_id": ids,
-            "title": title,
-            "description": description,
-            "category": cat_s,
-            "brand": brand_s,
-            "price_band": s(PRICE_BANDS, price),
-            "tags": tags,
-        }
-    ).astype(str)
-    return items, {"segment": seg, "colour": colour, "shape": shape, "pattern": pattern}
+    first, second = _labels(EXTRA_TAGS, extra[:, 0]), _labels(EXTRA_TAGS, extra[:, 1])
+    tags = pattern_name.where(n_extra == 0, pattern_name + "|" + first)
+    return tags.where((n_extra < 2) | (first == second), tags + "|" + second)
 
 
 def _users(
@@ -364,10 +428,9 @@ def _users(
     alpha = TASTE_ALPHA * (1.0 + 3.0 * lift_age[age] + 2.0 * lift_region[region])
     g = rng.gamma(alpha) + 1e-12
     taste = g / g.sum(axis=1, keepdims=True)
-    ids = np.char.add("u", np.char.zfill(np.arange(n).astype(str), len(str(n - 1))))
     users = pd.DataFrame(
         {
-            "user_id": ids,
+            "user_id": _numbered_ids("u", n),
             "age_band": np.asarray(AGE_BANDS, dtype=object)[age],
             "region": np.asarray(REGIONS, dtype=object)[region],
         }
@@ -399,17 +462,17 @@ def _interactions(
     n_target: int,
     progress: bool,
 ) -> pd.DataFrame:
-    n_users, n_seg = map(
-        int, taste.shape
-    )  # ints, so the rng draws below are typed as arrays
+    """The interaction table of `n_target` distinct (user, item) pairs: log-normal quotas per user, items drawn
+    from each user's taste (EXPLORE of them from global popularity), then dated and rated."""
+    n_users = int(taste.shape[0])
     n_items = len(item_seg)
-    columns = {
-        "user": np.int32,
-        "item": np.int32,
-        "weight": np.float32,
-        "timestamp": np.int64,
-    }
     if n_target == 0:
+        columns = {
+            "user": np.int32,
+            "item": np.int32,
+            "weight": np.float32,
+            "timestamp": np.int64,
+        }
         return pd.DataFrame({c: np.zeros(0, t) for c, t in columns.items()}).assign(
             split=""
         )
@@ -419,7 +482,20 @@ def _interactions(
             f"{n_target} interactions exceed {cap} per user (half the items) x {n_users} users"
         )
     quota = _quotas(rng, n_users, n_target, cap)
+    draw = _item_sampler(rng, taste, item_seg)
+    keys = _sample_keys(draw, quota, n_items, n_target, progress)
+    return _dated_and_rated(rng, keys, taste, item_seg)
 
+
+def _item_sampler(
+    rng: np.random.Generator, taste: np.ndarray, item_seg: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function drawing one item for each of the given users: a segment from the user's taste, then an item of
+    that segment by a Zipf law over a random order; EXPLORE of the draws take an item by global popularity."""
+    n_users, n_seg = map(
+        int, taste.shape
+    )  # ints, so the rng draws below are typed as arrays
+    n_items = len(item_seg)
     # items sorted by segment, Zipf popularity within each segment over a random order
     order = np.lexsort((rng.random(n_items), item_seg))
     seg_sorted = item_seg[order]
@@ -429,7 +505,6 @@ def _interactions(
     global_cdf = np.cumsum(global_p / global_p.sum())
     global_cdf[-1] = 1.0
     taste_cdf = _grouped_cdf(taste.ravel(), np.repeat(np.arange(n_users), n_seg))
-
     seg_first = np.searchsorted(seg_sorted, np.arange(n_seg))
     seg_last = np.searchsorted(seg_sorted, np.arange(n_seg), side="right") - 1
 
@@ -444,6 +519,19 @@ def _interactions(
         item[explore] = np.minimum(pick, n_items - 1)
         return item
 
+    return draw
+
+
+def _sample_keys(
+    draw: Callable[[np.ndarray], np.ndarray],
+    quota: np.ndarray,
+    n_items: int,
+    n_target: int,
+    progress: bool,
+) -> np.ndarray:
+    """Distinct (user * n_items + item) keys, quota[user] per user (`n_target` in all), drawn in vectorised
+    chunks; each round redraws what duplicates took away."""
+    n_users = len(quota)
     keys = np.zeros(0, np.int64)
     have = np.zeros(n_users, np.int64)
     bar = progress_bar(
@@ -469,8 +557,7 @@ def _interactions(
         have = np.bincount(keys // n_items, minlength=n_users)
         bar.update(int(have.sum()) - bar.n)
     bar.close()
-
-    return _dated_and_rated(rng, keys, taste, item_seg)
+    return keys
 
 
 def _dated_and_rated(
