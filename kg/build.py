@@ -346,9 +346,38 @@ def run_build(
             "--entity-map needs --triples (it maps the dataset's items to the triples' entities)",
             file=entity_map,
         )
-    has_features = ws.stage_dir("features").is_dir() and any(
-        ws.stage_dir("features").glob("*.safetensors")
-    )
+    item_knn, modalities, notes = _knn_settings(ws, item_knn, knn_modalities)
+    settings = _settings(item_knn, modalities, triples, entity_map)
+    inputs = _input_hashes(ws, modalities, triples, entity_map)
+    record = ws.stage_record("graph")
+    saved = ws.stage_dir("graph") / "graph.json"
+    if (
+        not force
+        and record
+        and saved.exists()
+        and record.settings == settings
+        and record.inputs == inputs
+    ):
+        return BuildResult(
+            KnowledgeGraph.load(ws),
+            False,
+            notes + ["graph up to date with its inputs: not rebuilt"],
+        )
+    graph = _graph_of_files(ws, item_knn, modalities, triples, entity_map, progress)
+    graph.meta["settings"] = settings
+    notes += _graph_notes(graph)
+    graph.save(ws)
+    ws.record("graph", settings, inputs)
+    return BuildResult(graph, True, notes + _stale_model_note(ws))
+
+
+def _knn_settings(
+    ws: Workspace, item_knn: int | None, knn_modalities: list[str] | None
+) -> tuple[int, list[str] | None, list[str]]:
+    """The kNN size (None: 10 when features/ holds any, else 0), the modalities it runs on (None without kNN)
+    and a note when it defaulted to 0; a kNN the workspace has no features for is an InputError."""
+    features = ws.stage_dir("features")
+    has_features = features.is_dir() and any(features.glob("*.safetensors"))
     notes = []
     if item_knn is None:
         item_knn = DEFAULT_KNN if has_features else 0
@@ -366,32 +395,38 @@ def run_build(
     modalities = None
     if item_knn > 0:
         modalities = sorted(
-            knn_modalities
-            or (p.stem for p in ws.stage_dir("features").glob("*.safetensors"))
+            knn_modalities or (path.stem for path in features.glob("*.safetensors"))
         )
-    settings = {
+    return item_knn, modalities, notes
+
+
+def _settings(
+    item_knn: int,
+    modalities: list[str] | None,
+    triples: str | os.PathLike | None,
+    entity_map: str | os.PathLike | None,
+) -> dict[str, Any]:
+    """The build's settings as recorded: a rebuild is skipped only when they are unchanged (files by absolute
+    path, so a build from another directory compares alike)."""
+    return {
         "item_knn": item_knn,
         "knn_modalities": modalities,
         "triples": None if triples is None else str(Path(triples).resolve()),
         "entity_map": None if entity_map is None else str(Path(entity_map).resolve()),
     }
-    inputs = _input_hashes(ws, modalities, triples, entity_map)
-    record = ws.stage_record("graph")
-    saved = ws.stage_dir("graph") / "graph.json"
-    if (
-        not force
-        and record
-        and saved.exists()
-        and record.settings == settings
-        and record.inputs == inputs
-    ):
-        return BuildResult(
-            KnowledgeGraph.load(ws),
-            False,
-            notes + ["graph up to date with its inputs: not rebuilt"],
-        )
+
+
+def _graph_of_files(
+    ws: Workspace,
+    item_knn: int,
+    modalities: list[str] | None,
+    triples: str | os.PathLike | None,
+    entity_map: str | os.PathLike | None,
+    progress: bool,
+) -> KnowledgeGraph:
+    """The graph built from the workspace's dataset and features and the given triples (+ entity map) files."""
     ds = Dataset.load(ws)
-    feats = load_features(ws, modalities) if modalities else None
+    features = load_features(ws, modalities) if modalities else None
     extra = []
     if triples is not None:
         extra.append(
@@ -400,33 +435,40 @@ def run_build(
                 None if entity_map is None else read_entity_map(entity_map),
             )
         )
-    graph = build_graph(ds, feats, item_knn, modalities, extra, progress)
-    graph.meta["settings"] = settings
-    for rep in graph.meta["triples"]:
+    return build_graph(ds, features, item_knn, modalities, extra, progress)
+
+
+def _graph_notes(graph: KnowledgeGraph) -> list[str]:
+    """What the user should know about a fresh graph: each triples source's drops, unknown map items, serve
+    mode."""
+    notes = []
+    for report in graph.meta["triples"]:
         notes.append(
-            f"triples {rep['source']}: kept {rep['kept']} of {rep['read']}; dropped {rep['self_loops_dropped']}"
-            f" self-loops, {rep['duplicates_dropped']} duplicates, {rep['unknown_head_triples_dropped']} "
-            f"with {rep['unknown_heads']} unknown heads {rep['unknown_head_examples'] or ''}".rstrip()
+            f"triples {report['source']}: kept {report['kept']} of {report['read']}; dropped "
+            f"{report['self_loops_dropped']} self-loops, {report['duplicates_dropped']} duplicates, "
+            f"{report['unknown_head_triples_dropped']} with {report['unknown_heads']} unknown heads "
+            f"{report['unknown_head_examples'] or ''}".rstrip()
         )
-        if rep.get("map_items_unknown"):
+        if report.get("map_items_unknown"):
             notes.append(
-                f"entity map: {rep['map_items_unknown']} items not in the dataset (ignored)"
+                f"entity map: {report['map_items_unknown']} items not in the dataset (ignored)"
             )
     if graph.meta.get("unsplit"):
         notes.append(
             "the dataset is not split: serve mode, the graph holds every interaction (`graphrec train` "
             "chooses its settings on an internal validation split, then fits on everything)"
         )
-    graph.save(ws)
-    ws.record("graph", settings, inputs)
-    if ws.stage_dir("model").is_dir() and "graph" in ws.outdated_inputs(
-        "model"
-    ):  # `update` keeps them together
-        notes.append(
+    return notes
+
+
+def _stale_model_note(ws: Workspace) -> list[str]:
+    """A note when model/ was trained on the graph this build replaced (`update` keeps them together)."""
+    if ws.stage_dir("model").is_dir() and "graph" in ws.outdated_inputs("model"):
+        return [
             "model/ was trained on the previous graph: run `graphrec train` before serving again "
             "(recommend and export refuse the older model; `graphrec update` grows both without this)"
-        )
-    return BuildResult(graph, True, notes)
+        ]
+    return []
 
 
 def _input_hashes(

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from graphrec.core.feature_store import Features, unit_rows
-from graphrec.kg.graph import KnowledgeGraph
+from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 
 
 class _SpMM(torch.autograd.Function):
@@ -182,20 +182,8 @@ def build_inputs(
     pairs = np.unique(users * n_items + items)
     item_deg = np.bincount(pairs % n_items, minlength=n_items).astype(np.float32)
     user_deg = np.bincount(pairs // n_items, minlength=n_users).astype(np.float32)
-    edges = (
-        pairs
-        if extra is None
-        else np.unique(
-            np.concatenate(
-                [
-                    pairs,
-                    np.asarray(extra[0], np.int64) * n_items
-                    + np.asarray(extra[1], np.int64),
-                ]
-            )
-        )
-    )
-    inp = GraphInputs(
+    edges = pairs if extra is None else _with_extra(pairs, extra, n_items)
+    inputs = GraphInputs(
         n_users,
         n_items,
         normalized_bipartite(edges // n_items, edges % n_items, n_users, n_items),
@@ -203,33 +191,65 @@ def build_inputs(
         torch.from_numpy(user_deg),
     )
     if features:
-        inp.features, inp.feature_mask = feature_tensors(features)
-    if kg is None:
-        return inp
-    sims = []
-    for (s, rel, d), e in sorted(kg.edges.items()):
-        if len(e) == 0:
+        inputs.features, inputs.feature_mask = feature_tensors(features)
+    if kg is not None:
+        _add_graph_relations(inputs, kg)
+    return inputs
+
+
+def _with_extra(
+    pairs: np.ndarray, extra: tuple[np.ndarray, np.ndarray], n_items: int
+) -> np.ndarray:
+    """The distinct user * n_items + item codes of `pairs` and of the `extra` (users, items) pairs."""
+    extra_pairs = np.asarray(extra[0], np.int64) * n_items + np.asarray(
+        extra[1], np.int64
+    )
+    return np.unique(np.concatenate([pairs, extra_pairs]))
+
+
+def _add_graph_relations(inputs: GraphInputs, kg: KnowledgeGraph) -> None:
+    """Set the graph's content operators on `inputs`: each item -> attribute/entity and user -> attribute
+    relation row-normalised, and the item-item similarity relations as one operator."""
+    similarities = []
+    for (src_type, relation, dst_type), edge_set in sorted(kg.edges.items()):
+        if len(edge_set) == 0:
             continue
-        if s == "item" and d == "item":
-            sims.append(e)
-        elif s == "item" and d != "user":
-            inp.item_attr[rel if d != "entity" else f"{rel}>entity"] = (
-                d,
-                row_normalized(e.src, e.dst, e.weight, n_items, kg.num_nodes[d]),
+        if src_type == "item" and dst_type == "item":
+            similarities.append(edge_set)
+        elif src_type == "item" and dst_type != "user":
+            name = relation if dst_type != "entity" else f"{relation}>entity"
+            inputs.item_attr[name] = (
+                dst_type,
+                row_normalized(
+                    edge_set.src,
+                    edge_set.dst,
+                    edge_set.weight,
+                    inputs.n_items,
+                    kg.num_nodes[dst_type],
+                ),
             )
-        elif s == "user" and d not in ("item", "user"):
-            inp.user_attr[rel] = (
-                d,
-                row_normalized(e.src, e.dst, e.weight, n_users, kg.num_nodes[d]),
+        elif src_type == "user" and dst_type not in ("item", "user"):
+            inputs.user_attr[relation] = (
+                dst_type,
+                row_normalized(
+                    edge_set.src,
+                    edge_set.dst,
+                    edge_set.weight,
+                    inputs.n_users,
+                    kg.num_nodes[dst_type],
+                ),
             )
-    if sims:
-        src = np.concatenate([e.src for e in sims] + [e.dst for e in sims])
-        dst = np.concatenate(
-            [e.dst for e in sims] + [e.src for e in sims]
-        )  # similarity is symmetric
-        w = np.concatenate([e.weight for e in sims] * 2)
-        inp.item_sim = row_normalized(src, dst, np.maximum(w, 0), n_items, n_items)
-    return inp
+    if similarities:
+        inputs.item_sim = _similarity_operator(similarities, inputs.n_items)
+
+
+def _similarity_operator(similarities: list[EdgeSet], n_items: int) -> SparseOp:
+    """The union of item-item similarity relations, both directions (similarity is symmetric), negative
+    weights as 0, row-normalised."""
+    src = np.concatenate([e.src for e in similarities] + [e.dst for e in similarities])
+    dst = np.concatenate([e.dst for e in similarities] + [e.src for e in similarities])
+    weight = np.concatenate([e.weight for e in similarities] * 2)
+    return row_normalized(src, dst, np.maximum(weight, 0), n_items, n_items)
 
 
 def sample_neighbourhood(
@@ -246,9 +266,21 @@ def sample_neighbourhood(
     estimate of the full row product. Rows of the last hop are empty: K products on `sub` give exact
     depth-K estimates at the seeds.
     """
-    csr = adj.a
+    nodes, rows, cols, vals = _sample_hops(
+        adj.a, torch.unique(seeds), fanouts, generator
+    )
+    return nodes, _local_operator(nodes, rows, cols, vals)
+
+
+def _sample_hops(
+    csr: torch.Tensor,
+    seeds: torch.Tensor,
+    fanouts: list[int],
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """The nodes reached (seeds first, then each hop's new nodes) and, per hop, the sampled entries' global
+    rows, columns and unbiased weights (`fanout` draws with replacement per frontier node with neighbours)."""
     indptr, indices, values = csr.crow_indices(), csr.col_indices(), csr.values()
-    seeds = torch.unique(seeds)
     known = seeds
     frontier = seeds
     rows, cols, vals = [], [], []
@@ -256,24 +288,36 @@ def sample_neighbourhood(
         start = indptr[frontier]
         deg = indptr[frontier + 1] - start
         has = deg > 0
-        f_nodes, start, deg = frontier[has], start[has], deg[has]
-        r = torch.rand((len(f_nodes), fanout), generator=generator, device=csr.device)
-        pos = start[:, None] + (r * deg[:, None]).long().clamp_max(deg[:, None] - 1)
-        rows.append(f_nodes.repeat_interleave(fanout))
+        frontier_nodes, start, deg = frontier[has], start[has], deg[has]
+        draws = torch.rand(
+            (len(frontier_nodes), fanout), generator=generator, device=csr.device
+        )
+        pos = start[:, None] + (draws * deg[:, None]).long().clamp_max(deg[:, None] - 1)
+        rows.append(frontier_nodes.repeat_interleave(fanout))
         cols.append(indices[pos].reshape(-1))
         vals.append((values[pos] * (deg[:, None].float() / fanout)).reshape(-1))
-        nxt = torch.unique(cols[-1])
-        frontier = nxt[~torch.isin(nxt, known)]
+        reached = torch.unique(cols[-1])
+        frontier = reached[~torch.isin(reached, known)]
         known = torch.cat([known, frontier])
-    nodes = known
+    return known, rows, cols, vals
+
+
+def _local_operator(
+    nodes: torch.Tensor,
+    rows: list[torch.Tensor],
+    cols: list[torch.Tensor],
+    vals: list[torch.Tensor],
+) -> SparseOp:
+    """The sampled entries as a CSR operator over `nodes` (row/column i = nodes[i]), with its transpose."""
     order = torch.argsort(nodes)
     local = lambda g: order[torch.searchsorted(nodes[order], g)]
-    r = local(torch.cat(rows)) if rows else torch.empty(0, dtype=torch.long)
-    c = local(torch.cat(cols)) if cols else torch.empty(0, dtype=torch.long)
-    v = torch.cat(vals) if vals else torch.empty(0)
+    local_rows = local(torch.cat(rows)) if rows else torch.empty(0, dtype=torch.long)
+    local_cols = local(torch.cat(cols)) if cols else torch.empty(0, dtype=torch.long)
+    weights = torch.cat(vals) if vals else torch.empty(0)
     sub = torch.sparse_coo_tensor(
-        torch.stack([r, c]), v, (len(nodes), len(nodes)), check_invariants=False
+        torch.stack([local_rows, local_cols]),
+        weights,
+        (len(nodes), len(nodes)),
+        check_invariants=False,
     ).coalesce()
-    return nodes, SparseOp(
-        sub.to_sparse_csr(), sub.transpose(0, 1).coalesce().to_sparse_csr()
-    )
+    return SparseOp(sub.to_sparse_csr(), sub.transpose(0, 1).coalesce().to_sparse_csr())

@@ -158,86 +158,21 @@ def evaluate(
     ks = _check_ks(ks)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    if not ds.is_split:
-        raise InputError(
-            "serve mode (the dataset is not split): nothing is held out to score; evaluate a workspace "
-            "split by `graphrec data split` (or imported pre-split)",
-            file=ws.stage_dir("dataset"),
-        )
-    if (
-        ks[-1] > ds.n_items
-    ):  # a cut-off past the catalogue measures nothing more than the whole list
-        raise InputError(
-            f"--ks {ks[-1]} is more than the {ds.n_items} items of the catalogue"
-        )
-    r = ranker if ranker is not None else serving_ranker(ws, ds)
+    _check_evaluable(ws, ds, ks)
+    ranker = ranker if ranker is not None else serving_ranker(ws, ds)
     history = ds.matrix(GIVEN)
-    given = np.asarray(history.sum(axis=1)).ravel().astype(np.int64)
-    pop = item_popularity(ds.part("train")["item"].to_numpy(), ds.n_items)
-    n_train_users = int(ds.part("train")["user"].nunique())
-    content = _content(ws)
-    bucket_of, labels = activity_buckets(given)
-    plot_k = ks[1] if len(ks) > 1 else ks[0]
-    tasks, skipped = _tasks(ds, r.warm)
+    scoring = _scoring(ws, ds, ks, history, ranker.warm)
+    tasks, skipped = _tasks(ds, ranker.warm)
     out: dict[str, Any] = {
         "ks": ks,
-        "histogram_k": plot_k,
-        "tasks": {},
+        "histogram_k": scoring.plot_k,
+        "tasks": _scored_tasks(tasks, ranker, history, scoring, progress),
         "skipped": skipped,
     }
-    for task, t in tasks.items():
-        log.info(
-            "evaluate: %s, %d test users over %d candidate items",
-            task,
-            len(t.users),
-            len(t.cand),
-        )
-        topk, _ = r.topk(t.users, max(ks), history, t.cand, progress=progress)
-        per_user = t.accuracy(topk, ds.n_items, ks)
-        res: dict[str, Any] = {
-            "users": int(len(t.users)),
-            "held_out": int(len(t.truth_rows)),
-            "candidates": int(len(t.cand)),
-            "accuracy": mean_metrics(per_user),
-            "beyond": {},
-            "buckets": {},
-            PER_USER: per_user,
-        }
-        for k in ks:
-            top = topk[:, :k]
-            res["beyond"][f"@{k}"] = {
-                "coverage": coverage(top, len(t.cand)),
-                "novelty": novelty(top, pop, n_train_users),
-                "diversity": intra_list_diversity(top, *content)
-                if content is not None
-                else None,
-                **popularity_bias(top, pop, t.cand),
-            }
-        b = bucket_of[t.users]
-        for i, label in enumerate(labels):
-            sel = b == i
-            if sel.any():
-                res["buckets"][label] = {
-                    "users": int(sel.sum()),
-                    **mean_metrics(per_user, sel),
-                }
-        res["popularity_histogram"] = _popularity_histogram(
-            topk[:, :plot_k], pop, t.cand
-        )
-        if (~r.warm[t.cand]).any() and r.warm[
-            t.cand
-        ].any():  # a task over warm and cold items alike
-            listed = topk[:, :plot_k][topk[:, :plot_k] >= 0]
-            res["cold_share"] = {
-                "lists": float((~r.warm[listed]).mean()) if len(listed) else None,
-                "truth": float((~r.warm[t.truth_items]).mean()),
-                "k": plot_k,
-            }
-        out["tasks"][task] = res
     out["bucket_rule"] = (
         "users bucketed by the number of interactions the system was given (train, valid, context)"
     )
-    out["bucket_labels"] = labels
+    out["bucket_labels"] = scoring.bucket_labels
     out["ranker"] = {
         k: v
         for k, v in read_ranker_info(ws).items()
@@ -251,6 +186,150 @@ def evaluate(
         )
     }
     return out
+
+
+def _check_evaluable(ws: Workspace, ds: Dataset, ks: list[int]) -> None:
+    """An InputError unless the dataset holds something out and the largest K fits in the catalogue."""
+    if not ds.is_split:
+        raise InputError(
+            "serve mode (the dataset is not split): nothing is held out to score; evaluate a workspace "
+            "split by `graphrec data split` (or imported pre-split)",
+            file=ws.stage_dir("dataset"),
+        )
+    if (
+        ks[-1] > ds.n_items
+    ):  # a cut-off past the catalogue measures nothing more than the whole list
+        raise InputError(
+            f"--ks {ks[-1]} is more than the {ds.n_items} items of the catalogue"
+        )
+
+
+@dataclass
+class _Scoring:
+    """What every task's lists are measured with: the Ks, the histogram's K, the ranker's warm items, training
+    popularity, content vectors for diversity, and each user's activity bucket."""
+
+    ks: list[int]
+    plot_k: int
+    n_items: int
+    warm: np.ndarray
+    popularity: np.ndarray
+    n_train_users: int
+    content: tuple[np.ndarray, np.ndarray] | None
+    bucket_of: np.ndarray
+    bucket_labels: list[str]
+
+
+def _scoring(
+    ws: Workspace,
+    ds: Dataset,
+    ks: list[int],
+    history: sp.csr_matrix,
+    warm: np.ndarray,
+) -> _Scoring:
+    """The evaluation's shared measures; users are bucketed by the interactions the system was given."""
+    given = np.asarray(history.sum(axis=1)).ravel().astype(np.int64)
+    popularity = item_popularity(ds.part("train")["item"].to_numpy(), ds.n_items)
+    n_train_users = int(ds.part("train")["user"].nunique())
+    content = _content(ws)
+    bucket_of, labels = activity_buckets(given)
+    plot_k = ks[1] if len(ks) > 1 else ks[0]
+    return _Scoring(
+        ks,
+        plot_k,
+        ds.n_items,
+        warm,
+        popularity,
+        n_train_users,
+        content,
+        bucket_of,
+        labels,
+    )
+
+
+def _scored_tasks(
+    tasks: dict[str, _Task],
+    ranker: Ranker,
+    history: sp.csr_matrix,
+    scoring: _Scoring,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """Each task's numbers, its lists ranked by `ranker` (given items excluded) to the largest K."""
+    scored = {}
+    for task, lists in tasks.items():
+        log.info(
+            "evaluate: %s, %d test users over %d candidate items",
+            task,
+            len(lists.users),
+            len(lists.cand),
+        )
+        topk, _ = ranker.topk(
+            lists.users, max(scoring.ks), history, lists.cand, progress=progress
+        )
+        scored[task] = _task_metrics(lists, topk, scoring)
+    return scored
+
+
+def _task_metrics(lists: _Task, topk: np.ndarray, scoring: _Scoring) -> dict[str, Any]:
+    """One task's numbers for its ranked lists `topk`: accuracy, beyond-accuracy and activity buckets, the
+    popularity histogram and, over warm and cold candidates alike, the cold items' share."""
+    per_user = lists.accuracy(topk, scoring.n_items, scoring.ks)
+    metrics: dict[str, Any] = {
+        "users": int(len(lists.users)),
+        "held_out": int(len(lists.truth_rows)),
+        "candidates": int(len(lists.cand)),
+        "accuracy": mean_metrics(per_user),
+        "beyond": _beyond_accuracy(topk, lists.cand, scoring),
+        "buckets": _bucket_metrics(per_user, scoring.bucket_of[lists.users], scoring),
+        PER_USER: per_user,
+    }
+    plot_k, warm = scoring.plot_k, scoring.warm
+    metrics["popularity_histogram"] = _popularity_histogram(
+        topk[:, :plot_k], scoring.popularity, lists.cand
+    )
+    if (~warm[lists.cand]).any() and warm[
+        lists.cand
+    ].any():  # a task over warm and cold items alike
+        listed = topk[:, :plot_k][topk[:, :plot_k] >= 0]
+        metrics["cold_share"] = {
+            "lists": float((~warm[listed]).mean()) if len(listed) else None,
+            "truth": float((~warm[lists.truth_items]).mean()),
+            "k": plot_k,
+        }
+    return metrics
+
+
+def _beyond_accuracy(
+    topk: np.ndarray, cand: np.ndarray, scoring: _Scoring
+) -> dict[str, dict[str, Any]]:
+    """Coverage, novelty, diversity (None without content) and popularity bias of the lists at each K."""
+    beyond = {}
+    for k in scoring.ks:
+        top = topk[:, :k]
+        beyond[f"@{k}"] = {
+            "coverage": coverage(top, len(cand)),
+            "novelty": novelty(top, scoring.popularity, scoring.n_train_users),
+            "diversity": intra_list_diversity(top, *scoring.content)
+            if scoring.content is not None
+            else None,
+            **popularity_bias(top, scoring.popularity, cand),
+        }
+    return beyond
+
+
+def _bucket_metrics(
+    per_user: dict[str, np.ndarray], bucket: np.ndarray, scoring: _Scoring
+) -> dict[str, dict[str, Any]]:
+    """The mean accuracy of each activity bucket with users in the task (`bucket`: each user's bucket)."""
+    buckets = {}
+    for i, label in enumerate(scoring.bucket_labels):
+        sel = bucket == i
+        if sel.any():
+            buckets[label] = {
+                "users": int(sel.sum()),
+                **mean_metrics(per_user, sel),
+            }
+    return buckets
 
 
 def _popularity_histogram(
@@ -352,7 +431,30 @@ def evaluate_baselines(
             ),
         }
     }
-    # lambda on valid with a fit on train (what training saw excluded), then refit on train+valid, as the ranker
+    out["ease"] = _ease_baseline(ds, warm, trained, select_k, tasks, history, ks)
+    if content is not None:
+        unit = unit_rows(*content)[0]
+        out["content"] = {
+            "description": "content similarity: cosine of an item's content vector with the mean of "
+            "the user's given items' (features/, first modality)",
+            "tasks": _baseline_tasks(
+                lambda u: (history[u] @ unit) @ unit.T, tasks, history, ds.n_items, ks
+            ),
+        }
+    return out
+
+
+def _ease_baseline(
+    ds: Dataset,
+    warm: np.ndarray,
+    trained: sp.csr_matrix,
+    select_k: int,
+    tasks: dict[str, _Task],
+    history: sp.csr_matrix,
+    ks: Sequence[int],
+) -> dict[str, Any]:
+    """The EASE baseline's entry: its lambda selected on valid with a fit on train (what training saw
+    excluded), then refitted on train+valid (`trained`) and scored on the tasks, as the ranker does."""
     warm_train = ds.warm_items(("train",))
     selectable = (
         len(ds.part("valid")) > 0 and warm_train.any()
@@ -368,7 +470,7 @@ def evaluate_baselines(
     lam, trials = selected.ease_lambda, selected.trials
     final = select_ease(trained, warm, ds, select_k, EASE_DIM, (lam,))
     user_basis, item = final.ease_user, final.ease_item
-    out["ease"] = {
+    return {
         "description": "EASE (Steck 2019): item-item weights fitted on train+valid (low-rank, exact up to "
         f"rank {EASE_DIM}), a user's scores are history @ B",
         "lambda": lam,
@@ -380,16 +482,6 @@ def evaluate_baselines(
             lambda u: (history[u] @ user_basis) @ item.T, tasks, history, ds.n_items, ks
         ),
     }
-    if content is not None:
-        unit = unit_rows(*content)[0]
-        out["content"] = {
-            "description": "content similarity: cosine of an item's content vector with the mean of "
-            "the user's given items' (features/, first modality)",
-            "tasks": _baseline_tasks(
-                lambda u: (history[u] @ unit) @ unit.T, tasks, history, ds.n_items, ks
-            ),
-        }
-    return out
 
 
 HEADLINE_METRICS = (
@@ -407,14 +499,9 @@ def headline(
     ranks the task or it scored 0) and 95% bootstrap intervals over the task's users of each (`intervals`:
     metric -> {ours, theirs, ratio}, paired resamples; needs the tasks' per-user values, `evaluate` keeps them)."""
     rows = []
-    for task, res in metrics["tasks"].items():
-        ours = {m: res["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS}
-        scored = [
-            (name, b["tasks"][task])
-            for name, b in baselines.items()
-            if b.get("tasks", {}).get(task, {}).get("accuracy") is not None
-        ]
-        best = max(scored, key=lambda nb: nb[1]["accuracy"][f"ndcg@{k}"], default=None)
+    for task, task_metrics in metrics["tasks"].items():
+        ours = {m: task_metrics["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS}
+        best = _best_baseline(baselines, task, k)
         theirs = (
             {m: best[1]["accuracy"][f"{m}@{k}"] for m in HEADLINE_METRICS}
             if best
@@ -422,7 +509,7 @@ def headline(
         )
         intervals = {
             m: bootstrap_intervals(
-                res[PER_USER][f"{m}@{k}"],
+                task_metrics[PER_USER][f"{m}@{k}"],
                 best[1][PER_USER][f"{m}@{k}"] if best else None,
             )
             for m in HEADLINE_METRICS
@@ -430,7 +517,7 @@ def headline(
         rows.append(
             {
                 "task": task,
-                "users": res["users"],
+                "users": task_metrics["users"],
                 "graphrec": ours,
                 "best_baseline": best[0] if best else None,
                 "baseline": theirs,
@@ -442,6 +529,18 @@ def headline(
             }
         )
     return rows
+
+
+def _best_baseline(
+    baselines: dict[str, Any], task: str, k: int
+) -> tuple[str, dict[str, Any]] | None:
+    """(name, task entry) of the baseline with the highest NDCG@k on `task` among those that rank it."""
+    scored = [
+        (name, b["tasks"][task])
+        for name, b in baselines.items()
+        if b.get("tasks", {}).get(task, {}).get("accuracy") is not None
+    ]
+    return max(scored, key=lambda nb: nb[1]["accuracy"][f"ndcg@{k}"], default=None)
 
 
 def without_per_user(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -194,14 +194,39 @@ def _headline_row(h: dict[str, Any]) -> list[str]:
     ]
 
 
-def _headline(m: dict[str, Any]) -> list[Block]:
-    k = m["headline_k"]
+def _headline(metrics: dict[str, Any]) -> list[Block]:
+    """The headline section: graphrec against the best baseline per task and how to read it, the cold items'
+    share of the lists, and why a task has no baseline."""
+    k = metrics["headline_k"]
     rows, missing = [], []
-    for h in m["headline"]:
+    for h in metrics["headline"]:
         rows.append(_headline_row(h))
         if h["best_baseline"] is None:
             missing.append(h["task"])
-    blocks: list[Block] = [
+    blocks = _headline_table(k, rows)
+    notes = [
+        f"{task}: no baseline can rank it ({_baseline_notes(metrics['baselines'], task)})."
+        for task in missing
+    ]
+    for task, res in metrics["tasks"].items():
+        share = res.get("cold_share")
+        if share and share["lists"] is not None:
+            blocks.append(
+                (
+                    "p",
+                    f"{task}: cold items (no training interaction) are {share['lists']:.0%} of the "
+                    f"top-{share['k']} lists and {share['truth']:.0%} of the held-out items they are "
+                    "scored against (a list that over-promotes new items shows a larger first share).",
+                )
+            )
+    if notes:
+        blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
+    return blocks
+
+
+def _headline_table(k: int, rows: list[list[str]]) -> list[Block]:
+    """The headline's title, its table of NDCG@k and Recall@k per task, and how the baselines were scored."""
+    return [
         ("h2", f"Headline: NDCG@{k} and Recall@{k} on the test parts"),
         (
             "table",
@@ -229,24 +254,6 @@ def _headline(m: dict[str, Any]) -> list[Block]:
             f"Recall@{k} = hits / min(|truth|, {k}), the one in the tables below.",
         ),
     ]
-    notes = [
-        f"{task}: no baseline can rank it ({_baseline_notes(m['baselines'], task)})."
-        for task in missing
-    ]
-    for task, res in m["tasks"].items():
-        share = res.get("cold_share")
-        if share and share["lists"] is not None:
-            blocks.append(
-                (
-                    "p",
-                    f"{task}: cold items (no training interaction) are {share['lists']:.0%} of the "
-                    f"top-{share['k']} lists and {share['truth']:.0%} of the held-out items they are "
-                    "scored against (a list that over-promotes new items shows a larger first share).",
-                )
-            )
-    if notes:
-        blocks.append(("note", f"{UNDEFINED} " + " ".join(notes)))
-    return blocks
 
 
 def _baseline_notes(baselines: dict[str, Any], task: str) -> str:
@@ -374,57 +381,22 @@ def _undefined_note(names: list[str]) -> list[Block]:
     )
 
 
-def _metric_tables(m: dict[str, Any]) -> list[Block]:
-    ks = m["ks"]
+def _metric_tables(metrics: dict[str, Any]) -> list[Block]:
+    """The metrics section: definitions, the ranker's blend, each task's tables, the tasks not evaluated and
+    how to read the beyond-accuracy numbers."""
     blocks: list[Block] = [
         ("h2", "Metrics (test parts, full ranking, known interactions excluded)")
     ]
-    blocks.append(("kv", [(name, d) for name, d in m["definitions"].items()], 1))
-    blocks += _blend(m["ranker"])
-    for task, res in m["tasks"].items():
-        acc, beyond = res["accuracy"], res["beyond"]
-        rows = [[name] + [_fmt(acc[f"{name}@{k}"]) for k in ks] for name in ACCURACY]
-        rows += [[name] + [_fmt(beyond[f"@{k}"][name]) for k in ks] for name in BEYOND]
-        blocks += [
-            (
-                "h3",
-                f"{task}: {res['users']} users, {res['held_out']} held-out interactions, "
-                f"{res['candidates']} candidates",
-            ),
-            ("table", ["metric", *[f"@{k}" for k in ks]], rows),
-        ]
-        blocks += _undefined_note([row[0] for row in rows if UNDEFINED in row])
-        blocks += _versus_baselines(m, task)
-        k = m["histogram_k"]
-        rows = [
-            [
-                b,
-                str(v["users"]),
-                _fmt(v[f"recall@{k}"]),
-                _fmt(v[f"recall_full@{k}"]),
-                _fmt(v[f"ndcg@{k}"]),
-            ]
-            for b, v in res["buckets"].items()
-        ]
-        blocks.append(
-            (
-                "table",
-                [
-                    "activity bucket",
-                    "users",
-                    f"recall@{k}",
-                    f"recall_full@{k}",
-                    f"ndcg@{k}",
-                ],
-                rows,
-            )
-        )
-    for task, why in m["skipped"].items():
+    blocks.append(("kv", [(name, d) for name, d in metrics["definitions"].items()], 1))
+    blocks += _blend(metrics["ranker"])
+    for task in metrics["tasks"]:
+        blocks += _task_tables(metrics, task)
+    for task, why in metrics["skipped"].items():
         blocks.append(("p", f"{task}: not evaluated ({why})."))
     blocks.append(
         (
             "p",
-            f"Activity buckets: {m['bucket_rule']}. Novelty: mean -log2 of smoothed training popularity. "
+            f"Activity buckets: {metrics['bucket_rule']}. Novelty: mean -log2 of smoothed training popularity. "
             "Diversity: mean pairwise cosine distance of content vectors within a list. ARP: mean "
             "training popularity of recommended items; head share: share in the top 20% most popular "
             "candidates.",
@@ -433,13 +405,55 @@ def _metric_tables(m: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def _versus_baselines(m: dict[str, Any], task: str) -> list[Block]:
+def _task_tables(metrics: dict[str, Any], task: str) -> list[Block]:
+    """One task's tables: accuracy and beyond-accuracy at each K (with why a value is undefined), graphrec
+    beside the baselines, and accuracy per activity bucket."""
+    ks, res = metrics["ks"], metrics["tasks"][task]
+    acc, beyond = res["accuracy"], res["beyond"]
+    rows = [[name] + [_fmt(acc[f"{name}@{k}"]) for k in ks] for name in ACCURACY]
+    rows += [[name] + [_fmt(beyond[f"@{k}"][name]) for k in ks] for name in BEYOND]
+    blocks: list[Block] = [
+        (
+            "h3",
+            f"{task}: {res['users']} users, {res['held_out']} held-out interactions, "
+            f"{res['candidates']} candidates",
+        ),
+        ("table", ["metric", *[f"@{k}" for k in ks]], rows),
+    ]
+    blocks += _undefined_note([row[0] for row in rows if UNDEFINED in row])
+    blocks += _versus_baselines(metrics, task)
+    blocks.append(_bucket_table(res["buckets"], metrics["histogram_k"]))
+    return blocks
+
+
+def _bucket_table(buckets: dict[str, dict[str, Any]], k: int) -> Block:
+    """Users, recall, recall_full and NDCG at `k` per user-activity bucket."""
+    rows = [
+        [
+            bucket,
+            str(values["users"]),
+            _fmt(values[f"recall@{k}"]),
+            _fmt(values[f"recall_full@{k}"]),
+            _fmt(values[f"ndcg@{k}"]),
+        ]
+        for bucket, values in buckets.items()
+    ]
+    return (
+        "table",
+        ["activity bucket", "users", f"recall@{k}", f"recall_full@{k}", f"ndcg@{k}"],
+        rows,
+    )
+
+
+def _versus_baselines(metrics: dict[str, Any], task: str) -> list[Block]:
     """graphrec and each baseline on one task, side by side."""
     names = [
-        f"{name}@{k}" for k in m["ks"] for name in ("recall", "recall_full", "ndcg")
+        f"{name}@{k}"
+        for k in metrics["ks"]
+        for name in ("recall", "recall_full", "ndcg")
     ]
-    rows = [["graphrec", *[_fmt(m["tasks"][task]["accuracy"][n]) for n in names]]]
-    for name, b in m["baselines"].items():
+    rows = [["graphrec", *[_fmt(metrics["tasks"][task]["accuracy"][n]) for n in names]]]
+    for name, b in metrics["baselines"].items():
         label = BASELINE_NAMES.get(name, name)
         acc = b.get("tasks", {}).get(task, {}).get("accuracy") or {}
         rows.append(
@@ -448,7 +462,7 @@ def _versus_baselines(m: dict[str, Any], task: str) -> list[Block]:
                 *[_fmt(acc.get(n)) for n in names],
             ]
         )
-    why = _baseline_notes(m["baselines"], task)
+    why = _baseline_notes(metrics["baselines"], task)
     notes = [f"{why}."] if why else []
     blocks: list[Block] = [("table", ["vs baselines", *names], rows)]
     if notes:
@@ -456,123 +470,156 @@ def _versus_baselines(m: dict[str, Any], task: str) -> list[Block]:
     return blocks
 
 
-def _plots(d: Path, ws: Workspace, m: dict[str, Any]) -> list[Block]:
-    import matplotlib.pyplot as plt
-
+def _plots(plots_dir: Path, ws: Workspace, metrics: dict[str, Any]) -> list[Block]:
+    """The plots' blocks, each figure saved as a PNG in `plots_dir`: metrics vs K, recall by activity and
+    popularity when a task was scored, training curves when model/ holds a history."""
     blocks: list[Block] = [("h2", "Plots")]
-    tasks = m["tasks"]
-    if tasks:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        # Recall as hits / |truth| (recall_full): it cannot fall as K grows, where the capped one can
-        for ax, (name, label) in zip(
-            axes, (("recall_full", "recall"), ("ndcg", "ndcg"))
-        ):
-            for task, res in tasks.items():
-                ax.plot(
-                    m["ks"],
-                    [res["accuracy"][f"{name}@{k}"] for k in m["ks"]],
-                    marker="o",
-                    label=task,
-                )
-            ax.set(xlabel="K", ylabel=label, title=f"{label} vs K", xticks=m["ks"])
-        # one legend for both panels, beside them: inside, it would hide points
-        fig.legend(
-            *axes[0].get_legend_handles_labels(),
-            loc="center left",
-            bbox_to_anchor=(1.0, 0.5),
-            frameon=False,
-        )
+    if metrics["tasks"]:
         blocks.append(
             _save(
-                fig,
-                d / "metric_vs_k.png",
+                _metric_vs_k_plot(metrics),
+                plots_dir / "metric_vs_k.png",
                 "Recall (hits / |truth|) and NDCG at each K, per task",
             )
         )
         blocks.append(
             _save(
-                _activity_plot(m),
-                d / "recall_by_activity.png",
-                f"Recall@{m['histogram_k']} per user-activity bucket, one bar per task",
+                _activity_plot(metrics),
+                plots_dir / "recall_by_activity.png",
+                f"Recall@{metrics['histogram_k']} per user-activity bucket, one bar per task",
             )
         )
-        fig, ax = plt.subplots(figsize=(10, 3.6))
-        task = "overall" if "overall" in tasks else next(iter(tasks))
-        h = tasks[task]["popularity_histogram"]
-        labels = [
-            f"{a}" if b - a <= 1 else f"{a}-{b - 1}"
-            for a, b in zip(h["edges"], h["edges"][1:])
-        ]
-        labels.append(f"{h['edges'][-1]}+")
-        xs = np.arange(len(labels))
-        ax.bar(xs - 0.2, h["catalogue"], 0.4, label="candidate items")
-        ax.bar(
-            xs + 0.2,
-            h["recommended"],
-            0.4,
-            label=f"recommended (top {m['histogram_k']})",
-        )
-        ax.set(
-            xticks=xs,
-            xlabel="training interactions of the item",
-            ylabel="share",
-            title=f"Popularity of recommended items vs catalogue ({task})",
-        )
-        ax.set_xticklabels(labels, rotation=45, fontsize=8)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         blocks.append(
             _save(
-                fig,
-                d / "popularity.png",
+                _popularity_plot(metrics),
+                plots_dir / "popularity.png",
                 "Popularity of recommended items vs the candidate catalogue",
             )
         )
-    hist = read_history(ws)
-    if hist is not None:
-        rows = [row.to_json() for row in hist]
-        keys = [
-            k for k in ("loss", "bpr", "cold", "align") if any(k in r for r in rows)
-        ]
-        vkeys = sorted(
-            {k for r in rows for k in r if "@" in k and isinstance(r[k], (int, float))}
-        )
-        if rows and (keys or vkeys):
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-            for phase in dict.fromkeys(r.get("phase", "train") for r in rows):
-                pr = [r for r in rows if r.get("phase", "train") == phase]
-                for ax, ks in zip(axes, (keys, vkeys)):
-                    for key in ks:
-                        pts = [(r["epoch"], r[key]) for r in pr if key in r]
-                        if pts:
-                            ax.plot(*zip(*pts), label=f"{phase} {key}")
-            axes[0].set(xlabel="epoch", title="training loss")
-            axes[1].set(xlabel="epoch", title="validation metrics")
-            for ax in axes:
-                if (
-                    ax.has_data()
-                ):  # below the panel: inside, the legend hides the curves
-                    ax.legend(
-                        fontsize=7,
-                        loc="upper center",
-                        bbox_to_anchor=(0.5, -0.22),
-                        ncol=2,
-                        frameon=False,
-                    )
-            blocks.append(
-                _save(fig, d / "training.png", "Training curves (model/history.json)")
+    training = _training_plot(ws)
+    if training is not None:
+        blocks.append(
+            _save(
+                training,
+                plots_dir / "training.png",
+                "Training curves (model/history.json)",
             )
+        )
     return blocks
 
 
-def _activity_plot(m: dict[str, Any]) -> Figure:
+def _metric_vs_k_plot(metrics: dict[str, Any]) -> Figure:
+    """Recall and NDCG against K, one line per task, in two panels sharing one legend."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    # Recall as hits / |truth| (recall_full): it cannot fall as K grows, where the capped one can
+    for ax, (name, label) in zip(axes, (("recall_full", "recall"), ("ndcg", "ndcg"))):
+        for task, res in metrics["tasks"].items():
+            ax.plot(
+                metrics["ks"],
+                [res["accuracy"][f"{name}@{k}"] for k in metrics["ks"]],
+                marker="o",
+                label=task,
+            )
+        ax.set(xlabel="K", ylabel=label, title=f"{label} vs K", xticks=metrics["ks"])
+    # one legend for both panels, beside them: inside, it would hide points
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+    )
+    return fig
+
+
+def _popularity_plot(metrics: dict[str, Any]) -> Figure:
+    """Shares of candidate and of recommended items per training-popularity bin, for the overall task (else
+    the first)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    tasks = metrics["tasks"]
+    task = "overall" if "overall" in tasks else next(iter(tasks))
+    histogram = tasks[task]["popularity_histogram"]
+    edges = histogram["edges"]
+    labels = [
+        f"{a}" if b - a <= 1 else f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])
+    ]
+    labels.append(f"{edges[-1]}+")
+    xs = np.arange(len(labels))
+    ax.bar(xs - 0.2, histogram["catalogue"], 0.4, label="candidate items")
+    ax.bar(
+        xs + 0.2,
+        histogram["recommended"],
+        0.4,
+        label=f"recommended (top {metrics['histogram_k']})",
+    )
+    ax.set(
+        xticks=xs,
+        xlabel="training interactions of the item",
+        ylabel="share",
+        title=f"Popularity of recommended items vs catalogue ({task})",
+    )
+    ax.set_xticklabels(labels, rotation=45, fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def _training_plot(ws: Workspace) -> Figure | None:
+    """Training losses and validation metrics per epoch from model/'s history; None without one to draw."""
+    hist = read_history(ws)
+    if hist is None:
+        return None
+    rows = [row.to_json() for row in hist]
+    loss_keys = [
+        k for k in ("loss", "bpr", "cold", "align") if any(k in r for r in rows)
+    ]
+    metric_keys = sorted(
+        {k for r in rows for k in r if "@" in k and isinstance(r[k], (int, float))}
+    )
+    if not rows or not (loss_keys or metric_keys):
+        return None
+    return _training_curves(rows, loss_keys, metric_keys)
+
+
+def _training_curves(
+    rows: list[dict[str, Any]], loss_keys: list[str], metric_keys: list[str]
+) -> Figure:
+    """The history's losses (left) and validation metrics (right) against the epoch, one line per phase."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for phase in dict.fromkeys(r.get("phase", "train") for r in rows):
+        phase_rows = [r for r in rows if r.get("phase", "train") == phase]
+        for ax, keys in zip(axes, (loss_keys, metric_keys)):
+            for key in keys:
+                points = [(r["epoch"], r[key]) for r in phase_rows if key in r]
+                if points:
+                    ax.plot(*zip(*points), label=f"{phase} {key}")
+    axes[0].set(xlabel="epoch", title="training loss")
+    axes[1].set(xlabel="epoch", title="validation metrics")
+    for ax in axes:
+        if ax.has_data():  # below the panel: inside, the legend hides the curves
+            ax.legend(
+                fontsize=7,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.22),
+                ncol=2,
+                frameon=False,
+            )
+    return fig
+
+
+def _activity_plot(metrics: dict[str, Any]) -> Figure:
     """Bars grouped by activity bucket (x), one bar per task within each group, at the same place in every
     group; a task without users in a bucket leaves its place empty rather than shifting the others."""
     import matplotlib.pyplot as plt
 
-    k, tasks = m["histogram_k"], m["tasks"]
+    k, tasks = metrics["histogram_k"], metrics["tasks"]
     buckets = [
         b
-        for b in m["bucket_labels"]
+        for b in metrics["bucket_labels"]
         if any(b in res["buckets"] for res in tasks.values())
     ]
     fig, ax = plt.subplots(figsize=(10, 3.6))
@@ -674,60 +721,72 @@ def _align(cell: Any) -> str:
     return "" if NUMBER.fullmatch(str(cell)) else ' class="t"'
 
 
+# The report's stylesheet: numbers right-aligned (words left, class "t"), notes small and grey, warnings boxed red.
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:right}th{background:#f3f3f3}.t{text-align:left}"
+    ".warn{background:#fde2e1;border:2px solid #c00;padding:.8em;margin:1em 0;font-size:1.1em}"
+    ".note{font-size:.9em;color:#555;margin-top:-.8em}"
+    ".kv{list-style:none;padding:0;margin:.5em 0 1em}.kv li{padding:1px 0;break-inside:avoid}"
+    ".kv b{display:inline-block;min-width:9em;font-weight:600}"
+    "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%}"
+)
+
+
 def _html(blocks: list[Block], root: Path) -> str:
-    e = html.escape
-    body: list[str] = []
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h", "h2", "h3"):
-            tag = {"h": "h1", "h2": "h2", "h3": "h3"}[kind]
-            body.append(f"<{tag}>{e(b[1])}</{tag}>")
-        elif kind == "p":
-            body.append(f"<p>{e(b[1])}</p>")
-        elif kind == "note":
-            body.append(f'<p class="note">{e(b[1])}</p>')
-        elif kind == "warn":
-            body.append(f'<div class="warn"><b>WARNING:</b> {e(b[1])}</div>')
-        elif kind == "pre":
-            body.append(f"<pre>{e(b[1])}</pre>")
-        elif kind == "kv":
-            items = "".join(
-                f"<li><b>{e(str(key))}</b> {e(str(value))}</li>" for key, value in b[1]
-            )
-            body.append(f'<ul class="kv" style="columns:{b[2]}">{items}</ul>')
-        elif kind == "table":
-            # numbers line up on the right, words read from the left; a column's header follows its first cell
-            first = b[2][0] if b[2] else []
-            head = "".join(
-                f"<th{_align(first[j] if j < len(first) else '')}>{e(str(c))}</th>"
-                for j, c in enumerate(b[1])
-            )
-            rows = "".join(
-                "<tr>"
-                + "".join(f"<td{_align(c)}>{e(str(c))}</td>" for c in row)
-                + "</tr>"
-                for row in b[2]
-            )
-            body.append(
-                f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-            )
-        elif kind == "img":
-            data = base64.b64encode((root / b[1]).read_bytes()).decode("ascii")
-            body.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{e(b[2])}">'
-                f"<figcaption>{e(b[2])}</figcaption></figure>"
-            )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right}th{background:#f3f3f3}.t{text-align:left}"
-        ".warn{background:#fde2e1;border:2px solid #c00;padding:.8em;margin:1em 0;font-size:1.1em}"
-        ".note{font-size:.9em;color:#555;margin-top:-.8em}"
-        ".kv{list-style:none;padding:0;margin:.5em 0 1em}.kv li{padding:1px 0;break-inside:avoid}"
-        ".kv b{display:inline-block;min-width:9em;font-weight:600}"
-        "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}img{max-width:100%}"
-    )
+    """The report as one self-contained HTML page (plots inlined from `root`)."""
+    body = "".join(_html_block(b, root) for b in blocks)
     return (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>graphrec report</title><style>{style}'
-        f"</style></head><body>{''.join(body)}</body></html>\n"
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>graphrec report</title><style>{_STYLE}'
+        f"</style></head><body>{body}</body></html>\n"
     )
+
+
+def _html_block(b: Block, root: Path) -> str:
+    """One block as HTML, its text escaped (titles, ids and explanations come from the user's data); an image
+    inlined as base64 from its file under `root`."""
+    escape = html.escape
+    kind = b[0]
+    if kind in ("h", "h2", "h3"):
+        tag = {"h": "h1", "h2": "h2", "h3": "h3"}[kind]
+        return f"<{tag}>{escape(b[1])}</{tag}>"
+    if kind == "p":
+        return f"<p>{escape(b[1])}</p>"
+    if kind == "note":
+        return f'<p class="note">{escape(b[1])}</p>'
+    if kind == "warn":
+        return f'<div class="warn"><b>WARNING:</b> {escape(b[1])}</div>'
+    if kind == "pre":
+        return f"<pre>{escape(b[1])}</pre>"
+    if kind == "kv":
+        items = "".join(
+            f"<li><b>{escape(str(key))}</b> {escape(str(value))}</li>"
+            for key, value in b[1]
+        )
+        return f'<ul class="kv" style="columns:{b[2]}">{items}</ul>'
+    if kind == "table":
+        return _html_table(b[1], b[2])
+    if kind == "img":
+        data = base64.b64encode((root / b[1]).read_bytes()).decode("ascii")
+        return (
+            f'<figure><img src="data:image/png;base64,{data}" alt="{escape(b[2])}">'
+            f"<figcaption>{escape(b[2])}</figcaption></figure>"
+        )
+    return ""
+
+
+def _html_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A table whose numbers line up on the right and words read from the left; a column's header follows its
+    first cell."""
+    escape = html.escape
+    first = rows[0] if rows else []
+    head = "".join(
+        f"<th{_align(first[j] if j < len(first) else '')}>{escape(str(c))}</th>"
+        for j, c in enumerate(header)
+    )
+    body = "".join(
+        "<tr>" + "".join(f"<td{_align(c)}>{escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
