@@ -389,57 +389,12 @@ class Ranker:
         the model never saw: `TrainedModel.user_embedding_from_items`, as `Recommender.recommend(user_items=...)`
         embeds one), and for every user when the gnn block is not served (all other blocks are functions of the
         history)."""
-        n = self.n_items
-        nw, pop = self.new_user_weights, self.weights_warm.get("pop", 0.0)
-        rows, terms = (
-            [],
-            [],
-        )  # per block: its item rows; [mean mask, scale, const (long), scale, const (short)]
-        for b, w in self.blocks().items():
-            zero, one = np.zeros(w, np.float32), np.ones(w, np.float32)
-            if (
-                b == "gnn"
-            ):  # [mean of the items' gnn rows, 1], times the short-history weight
-                rows.append(
-                    np.concatenate(
-                        [self.item_emb[:, :-1], np.zeros((n, 1), np.float32)], axis=1
-                    )
-                )
-                last = np.eye(1, w, w - 1, dtype=np.float32)[0]
-                g = np.float32(nw.get("gnn", 1.0))
-                terms.append([one, one, last, one * g, last * g])
-            elif b in (
-                "ease",
-                "lowpass",
-                "content",
-            ):  # sums of the items' rows; the content profile is a mean
-                # blocks() lists lowpass and content only when the ranker has them
-                rows.append(
-                    cast(
-                        np.ndarray,
-                        {
-                            "ease": self.ease_user,
-                            "lowpass": self.lowpass_user,
-                            "content": self.content,
-                        }[b],
-                    )
-                )
-                terms.append([one if b == "content" else zero, one, zero, one, zero])
-            else:  # constants: pop and offset weights (their own below short_history), no attribute values
-                const = {
-                    "pop": (pop, nw.get("pop", pop)),
-                    "offset": (1.0, nw.get("offset", 1.0)),
-                }.get(b, (0.0, 0.0))
-                rows.append(np.zeros((n, w), np.float32))
-                terms.append(
-                    [
-                        zero,
-                        zero,
-                        one * np.float32(const[0]),
-                        zero,
-                        one * np.float32(const[1]),
-                    ]
-                )
+        # per block: its item rows; [mean mask, scale, const (long), scale, const (short)]
+        rows, terms = [], []
+        for block, width in self.blocks().items():
+            block_rows, block_terms = self._fold_in_block(block, width)
+            rows.append(block_rows)
+            terms.append(block_terms)
         columns = (
             np.array(
                 [np.concatenate([t[j] for t in terms]) for j in range(5)], np.float32
@@ -447,7 +402,45 @@ class Ranker:
             if terms
             else np.zeros((5, 0), np.float32)
         )
-        return UserFoldIn(_stack(rows, n), columns, self.short_history)
+        return UserFoldIn(_stack(rows, self.n_items), columns, self.short_history)
+
+    def _fold_in_block(
+        self, block: str, width: int
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One block of `fold_in`: its item rows [n_items, width] and its five terms (mean mask, scale and constant
+        for long histories, scale and constant for short ones), each [width]."""
+        zero, one = np.zeros(width, np.float32), np.ones(width, np.float32)
+        if (
+            block == "gnn"
+        ):  # [mean of the items' gnn rows, 1], times the short-history weight
+            rows = np.concatenate(
+                [self.item_emb[:, :-1], np.zeros((self.n_items, 1), np.float32)], axis=1
+            )
+            last = np.eye(1, width, width - 1, dtype=np.float32)[0]
+            short = np.float32(self.new_user_weights.get("gnn", 1.0))
+            return rows, [one, one, last, one * short, last * short]
+        if block in ("ease", "lowpass", "content"):
+            # sums of the items' rows; the content profile is a mean
+            # blocks() lists lowpass and content only when the ranker has them
+            history_rows = {
+                "ease": self.ease_user,
+                "lowpass": self.lowpass_user,
+                "content": self.content,
+            }[block]
+            mean = one if block == "content" else zero
+            return cast(np.ndarray, history_rows), [mean, one, zero, one, zero]
+        # constants: pop and offset weights (their own below short_history), no attribute values
+        long, short = self._fold_in_constants(block)
+        rows = np.zeros((self.n_items, width), np.float32)
+        return rows, [zero, zero, one * np.float32(long), zero, one * np.float32(short)]
+
+    def _fold_in_constants(self, block: str) -> tuple[float, float]:
+        """A constant block's value for users with a long history and for those with a short one."""
+        pop = self.weights_warm.get("pop", 0.0)
+        return {
+            "pop": (pop, self.new_user_weights.get("pop", pop)),
+            "offset": (1.0, self.new_user_weights.get("offset", 1.0)),
+        }.get(block, (0.0, 0.0))
 
     def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
         """float32 [len(items), dim]: the items' side, the blend's weights and scales folded in."""
@@ -565,15 +558,31 @@ class Ranker:
             if candidates is None
             else np.unique(np.asarray(candidates, np.int64))
         )
-        kk = min(k, len(cand))
+        listed = min(k, len(cand))  # the lists' length: at most every candidate
         items = np.full((len(users), k), -1, np.int64)
         scores = np.full((len(users), k), np.nan, np.float32)
-        if kk == 0 or len(users) == 0:
+        if listed == 0 or len(users) == 0:
             return items, scores
-        col_of = np.full(self.n_items, -1, np.int64)
-        col_of[cand] = np.arange(len(cand))
+        index = self._candidates(cand, users, history, approximate)
+        steps = range(0, len(users), batch)
+        for start in progress_bar(
+            steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"
+        ):
+            at = np.arange(start, min(start + batch, len(users)))
+            known = self._excluded(users[at], history, exclude_history, exclude, at)
+            uv = self.user_vectors(users[at], history)
+            items[at, :listed], scores[at, :listed] = index.top(uv, known, listed)
+        return items, scores
+
+    def _candidates(
+        self,
+        cand: np.ndarray,
+        users: np.ndarray,
+        history: sp.csr_matrix,
+        approximate: bool,
+    ) -> _Candidates:
+        """`topk`'s candidates `cand` with their vectors, and the approximate index over them when asked for."""
         item_np = self.item_vectors(cand)
-        item_vec = torch.from_numpy(item_np)
         ann = None
         if approximate:  # the users' second moment whitens the first pass's projection: a sample of those served
             sample = np.sort(
@@ -582,35 +591,27 @@ class Ranker:
                 )
             )
             ann = ApproximateTopK(item_np, self.user_vectors(sample, history))
-        steps = range(0, len(users), batch)
-        for s in progress_bar(
-            steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"
-        ):
-            at = np.arange(s, min(s + batch, len(users)))
-            u = users[at]
-            uv = self.user_vectors(u, history)
-            known = (
-                history[u]
-                if exclude_history
-                else sp.csr_matrix((len(u), self.n_items), dtype=np.float32)
-            )
-            if exclude is not None:
-                known = (known + exclude[at]).tocsr()
-            with torch.no_grad():
-                if ann is not None:
-                    top_val, top_idx = _search_excluding(
-                        ann, uv, item_vec, known, col_of, kk
-                    )
-                else:
-                    top_val, top_idx = topk_stable(
-                        _mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of),
-                        kk,
-                    )
-            val, idx = top_val.numpy(), top_idx.numpy()
-            found = np.isfinite(val)
-            items[at, :kk] = np.where(found, cand[idx], -1)
-            scores[at, :kk] = np.where(found, val, np.nan)
-        return items, scores
+        col_of = _columns_of(cand, self.n_items)
+        return _Candidates(cand, col_of, torch.from_numpy(item_np), ann)
+
+    def _excluded(
+        self,
+        users: np.ndarray,
+        history: sp.csr_matrix,
+        exclude_history: bool,
+        exclude: sp.csr_matrix | None,
+        at: np.ndarray,
+    ) -> sp.csr_matrix:
+        """The items left out of these users' lists: their history (unless `exclude_history` is False) and their
+        rows `at` of `exclude`."""
+        known = (
+            history[users]
+            if exclude_history
+            else sp.csr_matrix((len(users), self.n_items), dtype=np.float32)
+        )
+        if exclude is not None:
+            known = (known + exclude[at]).tocsr()
+        return known
 
 
 def _search_excluding(
@@ -687,6 +688,45 @@ def _sorted_by_column(
     val = torch.gather(val, 1, order)
     val, order = torch.sort(val, dim=1, descending=True, stable=True)
     return val, torch.gather(idx, 1, order)
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The candidates of one `Ranker.topk` call, with what scores them: their vectors, each item's column among
+    them, and the approximate index's first pass over them (None: every candidate is scored)."""
+
+    items: np.ndarray  # int64 [n_cand]: the candidates' item indices, sorted
+    col_of: (
+        np.ndarray
+    )  # int64 [n_items]: an item's column among the candidates, -1 if not one
+    vectors: torch.Tensor  # float32 [n_cand, dim]
+    ann: ApproximateTopK | None
+
+    def top(
+        self, uv: np.ndarray, known: sp.csr_matrix, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best candidates per user vector, the known items left out: item ids (-1: no more candidates)
+        and exact scores (nan there)."""
+        with torch.no_grad():
+            if self.ann is not None:
+                top_val, top_idx = _search_excluding(
+                    self.ann, uv, self.vectors, known, self.col_of, k
+                )
+            else:
+                scores = torch.from_numpy(uv) @ self.vectors.T
+                top_val, top_idx = topk_stable(
+                    _mask_known(scores, known, self.col_of), k
+                )
+        val, idx = top_val.numpy(), top_idx.numpy()
+        found = np.isfinite(val)
+        return np.where(found, self.items[idx], -1), np.where(found, val, np.nan)
+
+
+def _columns_of(cand: np.ndarray, n_items: int) -> np.ndarray:
+    """int64 [n_items]: each item's column among the candidates `cand`, -1 for the items that are not one."""
+    col_of = np.full(n_items, -1, np.int64)
+    col_of[cand] = np.arange(len(cand))
+    return col_of
 
 
 def _mask_known(
