@@ -902,8 +902,38 @@ def select_filter(
 ) -> GraphFilter:
     """The graph filter on x: EASE's lambda with the best warm `valid` NDCG@k of EASE alone, then the low-pass
     weight gamma with the best of the whole filter (history = what training saw; one value each: no search)."""
-    s, v = interaction_svd(x, ease_dim)
+    singular_values, vectors = interaction_svd(x, ease_dim)
     low = ideal_lowpass(x, lowpass_dim) if lowpass_dim and any(gammas) else None
+    score = _filter_ndcg(ds, warm, k, low)
+    trials: dict[str, Any] = {}
+    factors = {
+        float(lam): ease_factors(singular_values, vectors, lam) for lam in lambdas
+    }
+    lam = float(lambdas[0])
+    if len(lambdas) > 1:
+        trials["ease_validation_ndcg"] = {
+            str(m): round(score(f, 0.0), 6) for m, f in factors.items()
+        }
+        lam = max(factors, key=lambda m: trials["ease_validation_ndcg"][str(m)])
+    gamma = float(gammas[0]) if low is not None else 0.0
+    if low is not None and len(gammas) > 1:
+        trials["lowpass_validation_ndcg"] = {
+            str(g): round(score(factors[lam], float(g)), 6) for g in gammas
+        }
+        gamma = float(
+            max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)])
+        )
+    return _graph_filter(lam, gamma, factors[lam], low, trials)
+
+
+def _filter_ndcg(
+    ds: Dataset,
+    warm: np.ndarray,
+    k: int,
+    low: tuple[np.ndarray, np.ndarray] | None,
+) -> Callable[[tuple[np.ndarray, np.ndarray], float], float]:
+    """The warm `valid` NDCG@k of a graph filter given its EASE factors and its low-pass weight gamma (0: EASE
+    alone; history = what training saw), for `select_filter`'s choices."""
     history = ds.matrix(FIT_HISTORY)
     cand = np.flatnonzero(warm)
     truth, seen = (
@@ -928,23 +958,18 @@ def select_filter(
             k,
         )
 
-    trials: dict[str, Any] = {}
-    factors = {float(lam): ease_factors(s, v, lam) for lam in lambdas}
-    lam = float(lambdas[0])
-    if len(lambdas) > 1:
-        trials["ease_validation_ndcg"] = {
-            str(m): round(score(f, 0.0), 6) for m, f in factors.items()
-        }
-        lam = max(factors, key=lambda m: trials["ease_validation_ndcg"][str(m)])
-    gamma = float(gammas[0]) if low is not None else 0.0
-    if low is not None and len(gammas) > 1:
-        trials["lowpass_validation_ndcg"] = {
-            str(g): round(score(factors[lam], float(g)), 6) for g in gammas
-        }
-        gamma = float(
-            max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)])
-        )
-    ease_user, ease_item = factors[lam]
+    return score
+
+
+def _graph_filter(
+    lam: float,
+    gamma: float,
+    ease: tuple[np.ndarray, np.ndarray],
+    low: tuple[np.ndarray, np.ndarray] | None,
+    trials: dict[str, Any],
+) -> GraphFilter:
+    """The filter of the chosen EASE factors and low-pass weight (no low-pass part when gamma is 0)."""
+    ease_user, ease_item = ease
     if not gamma or low is None:
         return GraphFilter(lam, 0.0, ease_user, ease_item, None, None, trials)
     return GraphFilter(
@@ -1013,17 +1038,7 @@ def fit_cold_maps(
     With one lambda each they are fitted as they are (the refit). With several, each keeps the lambda with the best
     cold_valid NDCG@k of its own score alone (`ds` gives cold_valid); None when there is no cold_valid to select
     on."""
-    rows, cold = np.flatnonzero(r.warm), np.flatnonzero(~r.warm)
-    width = r.ease_item.shape[1]
-    target = np.hstack(
-        [r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]]
-    )
-    lambdas = sorted({*ridge_lambdas, *pop_lambdas})
-    fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
-    ridge = {lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas}
-    pop = {
-        lam: fitted[lam].target_columns(slice(width, width + 1)) for lam in pop_lambdas
-    }
+    maps = _cold_map_candidates(r, feats, x, ridge_lambdas, pop_lambdas)
     chosen = {"ridge": ridge_lambdas[0]}
     if pop_lambdas:
         chosen["cold_pop"] = pop_lambdas[0]
@@ -1033,43 +1048,87 @@ def fit_cold_maps(
             raise ValueError(
                 "selecting the cold maps' lambdas needs the dataset (its cold_valid)"
             )
-        truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(
-            bool
-        )
-        if truth.nnz == 0 or len(cold) == 0:
+        trials = _cold_map_trials(r, feats, ds, k, maps)
+        if trials is None:
             return None
-        history = ds.matrix(FIT_HISTORY)
-        # each map's score alone: the user's EASE vector . the mapped rows; 1 . the predicted popularity
-        user = {
-            "ridge": np.asarray(history @ r.ease_user, np.float32),
-            "cold_pop": np.ones((ds.n_users, 1), np.float32),
-        }
-        base = {"ridge": r.ease_item, "cold_pop": np.zeros((r.n_items, 1))}
-        for name, maps in (("ridge", ridge), ("cold_pop", pop)):
-            trials = {
-                lam: _validation_ndcg(
-                    user[name],
-                    _mapped(m, feats, r.warm, base[name]),
-                    truth,
-                    history.astype(bool),
-                    cold,
-                    k,
-                )
-                for lam, m in maps.items()
-            }
-            if trials:
-                chosen[name] = max(trials, key=trials.__getitem__)
+        for name, ndcg in trials.items():
+            if ndcg:
+                chosen[name] = max(ndcg, key=ndcg.__getitem__)
                 selection.update(
                     {
                         f"{name}_lambda": chosen[name],
                         f"{name}_validation_ndcg": {
-                            str(lam): round(v, 6) for lam, v in trials.items()
+                            str(lam): round(v, 6) for lam, v in ndcg.items()
                         },
                     }
                 )
+    ridge, pop = maps["ridge"], maps["cold_pop"]
     return ColdMaps(
         ridge[chosen["ridge"]], pop[chosen["cold_pop"]] if pop else None, selection
     )
+
+
+def _cold_map_candidates(
+    r: Ranker,
+    feats: sp.csr_matrix,
+    x: sp.csr_matrix,
+    ridge_lambdas: Sequence[float],
+    pop_lambdas: Sequence[float],
+) -> dict[str, dict[float, ContentMap]]:
+    """The ridge and cold-pop maps fitted on the warm items for each of their lambdas ("ridge", "cold_pop" ->
+    lambda -> map), all from one ridge solve of the content against both targets."""
+    rows = np.flatnonzero(r.warm)
+    width = r.ease_item.shape[1]
+    target = np.hstack(
+        [r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]]
+    )
+    lambdas = sorted({*ridge_lambdas, *pop_lambdas})
+    fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
+    return {
+        "ridge": {
+            lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas
+        },
+        "cold_pop": {
+            lam: fitted[lam].target_columns(slice(width, width + 1))
+            for lam in pop_lambdas
+        },
+    }
+
+
+def _cold_map_trials(
+    r: Ranker,
+    feats: sp.csr_matrix,
+    ds: Dataset,
+    k: int,
+    maps: dict[str, dict[float, ContentMap]],
+) -> dict[str, dict[float, float]] | None:
+    """Each candidate map's cold_valid NDCG@k of its own score alone ("ridge", "cold_pop" -> lambda -> NDCG);
+    None when there is no cold_valid or no cold item to score."""
+    cold = np.flatnonzero(~r.warm)
+    truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(bool)
+    if truth.nnz == 0 or len(cold) == 0:
+        return None
+    history = ds.matrix(FIT_HISTORY)
+    # each map's score alone: the user's EASE vector . the mapped rows; 1 . the predicted popularity
+    user = {
+        "ridge": np.asarray(history @ r.ease_user, np.float32),
+        "cold_pop": np.ones((ds.n_users, 1), np.float32),
+    }
+    base = {"ridge": r.ease_item, "cold_pop": np.zeros((r.n_items, 1))}
+    return {
+        name: {
+            lam: _validation_ndcg(
+                user[name],
+                _mapped(m, feats, r.warm, base[name]),
+                truth,
+                history.astype(bool),
+                cold,
+                k,
+            )
+            for lam, m in by_lambda.items()
+        }
+        for name, by_lambda in maps.items()
+    }
 
 
 def fit_blend(
