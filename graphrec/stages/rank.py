@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any, cast, overload
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
@@ -1325,29 +1326,8 @@ def fit_weights(
     on `cold_valid`, the cold offset on both); once without the gnn and once with it, the gnn kept only when it
     adds (or `keep_gnn`; `gnn` False: never tried)."""
     data = _blend_tasks(r, ds, max_users)
-    # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
-    scale = dict(r.scale)
-    for c in r.components:
-        task = next(
-            (
-                n
-                for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed"))
-                if n in data
-            ),
-            None,
-        )
-        scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
-    scaled = replace(r, scale=scale)
-
-    def objective(name: str, ww: dict, wc: dict, off: float) -> float:
-        users, cand, comps, tu, ti, mask = data[name]
-        sc = scaled.blend(comps, cand, ww, wc, off) + mask
-        idx = topk_stable(sc, min(k, len(cand)))[1].numpy()
-        hits = hit_matrix(cand[idx], tu, ti, r.n_items)
-        return mean_metrics(
-            per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k])
-        )[f"ndcg@{k}"]
-
+    scale = _spreads(r, data)
+    objective = _blend_objective(replace(r, scale=scale), data, k)
     bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
     # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
     # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served (keep_gnn: always).
@@ -1360,13 +1340,7 @@ def fit_weights(
         else None
     )
     bar.close()
-    gnn_kept = with_gnn is not None and (
-        keep_gnn
-        or (
-            bool(with_gnn.weights_warm.get("gnn") or with_gnn.weights_cold.get("gnn"))
-            and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9
-        )
-    )
+    gnn_kept = with_gnn is not None and (keep_gnn or _gnn_earns(with_gnn, closed))
     chosen = with_gnn if with_gnn is not None and gnn_kept else closed
     rounded = lambda fit: {n: round(v, 6) for n, v in fit.validation_ndcg.items()}  # noqa: E731
     return BlendFit(
@@ -1384,21 +1358,102 @@ def fit_weights(
     )
 
 
+def _spreads(r: Ranker, data: dict[str, tuple]) -> dict[str, float]:
+    """r's scales with each component's spread on the validation tasks' candidates (1 where none has it), so the
+    weights compare components of different units."""
+    # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
+    scale = dict(r.scale)
+    for c in r.components:
+        task = next(
+            (
+                n
+                for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed"))
+                if n in data
+            ),
+            None,
+        )
+        scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
+    return scale
+
+
+def _blend_objective(
+    scaled: Ranker, data: dict[str, tuple], k: int
+) -> Callable[[str, dict, dict, float], float]:
+    """The validation NDCG@k on a task of `data` of the blend of `scaled`'s components with the given warm weights,
+    cold weights and cold offset: what the blend's search maximises."""
+
+    def objective(
+        name: str, weights_warm: dict, weights_cold: dict, offset: float
+    ) -> float:
+        users, cand, comps, truth_rows, truth_items, mask = data[name]
+        scores = scaled.blend(comps, cand, weights_warm, weights_cold, offset) + mask
+        idx = topk_stable(scores, min(k, len(cand)))[1].numpy()
+        return _ndcg(cand[idx], truth_rows, truth_items, len(users), scaled.n_items, k)
+
+    return objective
+
+
+def _ndcg(
+    lists: np.ndarray,
+    truth_rows: np.ndarray,
+    truth_items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    k: int,
+) -> float:
+    """The mean NDCG@k of the lists (item ids, one row per user) against the held-out (row, item) pairs."""
+    hits = hit_matrix(lists, truth_rows, truth_items, n_items)
+    return mean_metrics(
+        per_user_accuracy(hits, np.bincount(truth_rows, minlength=n_users), [k])
+    )[f"ndcg@{k}"]
+
+
+def _gnn_earns(with_gnn: _SearchedBlend, closed: _SearchedBlend) -> bool:
+    """Whether the blend with the GNN weighs it and beats the closed-form blend on mean validation NDCG."""
+    return (
+        bool(with_gnn.weights_warm.get("gnn") or with_gnn.weights_cold.get("gnn"))
+        and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9
+    )
+
+
 def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
     """The validation tasks the blend is fitted on: name -> (users, candidates, component scores, truth rows,
     truth items, the mask of known items); warm on `valid`, cold on `cold_valid`, mixed on both."""
     history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
-    warm_c, cold_c, all_c = (
-        np.flatnonzero(r.warm),
-        np.flatnonzero(~r.warm),
-        np.arange(r.n_items),
-    )
     tasks = {
-        "warm": (("valid",), warm_c),
-        "cold": (("cold_valid",), cold_c),
-        "mixed": (("valid", "cold_valid"), all_c),
+        "warm": (("valid",), np.flatnonzero(r.warm)),
+        "cold": (("cold_valid",), np.flatnonzero(~r.warm)),
+        "mixed": (("valid", "cold_valid"), np.arange(r.n_items)),
     }
+    for_weights = _cold_weights_half(r, ds)
+    data = {}
+    for name, (parts, cand) in tasks.items():
+        truth = _task_truth(ds, name, parts, for_weights)
+        users = _sample_users(
+            np.unique(truth["user"].to_numpy()),
+            validation_users(len(cand), max_users),
+            rng,
+        )
+        if len(users) == 0 or len(cand) == 0:
+            continue
+        data[name] = (
+            users,
+            cand,
+            r.component_scores(users, cand, history),
+            *_truth_rows(truth, users, ds.n_users),
+            _mask_known(
+                torch.zeros(len(users), len(cand)),
+                history[users],
+                _columns_of(cand, r.n_items),
+            ),
+        )
+    return data
+
+
+def _cold_weights_half(r: Ranker, ds: Dataset) -> np.ndarray | None:
+    """bool [n_items]: the cold items whose cold_valid interactions choose the cold weights (the others choose the
+    cold offset), a seeded half; None when cold_valid and cold_test share their items (both choose on all)."""
     # When validation's cold items are items the test never sees (a split that holds out whole items, as new items
     # come to a shop), the cold weights and the cold offset are chosen on different ones (halves of cold_valid's,
     # seeded): chosen on the same few hundred items, cold items looked better on validation than on new ones and the
@@ -1407,42 +1462,44 @@ def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
     cold_valid, cold_test = (
         np.unique(ds.part(p)["item"].to_numpy()) for p in ("cold_valid", "cold_test")
     )
-    for_weights = (
-        None
-        if np.isin(cold_valid, cold_test).any()
-        else ~r.warm & (np.random.default_rng(1).random(r.n_items) < 0.5)
-    )
-    data = {}
-    for name, (parts, cand) in tasks.items():
-        truth = ds.part(*parts)
-        if (
-            name != "warm" and for_weights is not None
-        ):  # cold: the weights' half; mixed: the warm and the other half
-            on_half = for_weights[truth["item"].to_numpy()]
-            truth = truth[on_half if name == "cold" else ~on_half]
-        users = np.unique(truth["user"].to_numpy())
-        n_users = validation_users(len(cand), max_users)
-        if (
-            len(users) > n_users
-        ):  # a random sample bounds the search's cost on large datasets
-            users = np.sort(rng.choice(users, n_users, replace=False))
-        if len(users) == 0 or len(cand) == 0:
-            continue
-        pos = np.full(ds.n_users, -1, np.int64)
-        pos[users] = np.arange(len(users))
-        t = truth[pos[truth["user"].to_numpy()] >= 0]
-        comps = r.component_scores(users, cand, history)
-        col_of = np.full(r.n_items, -1, np.int64)
-        col_of[cand] = np.arange(len(cand))
-        data[name] = (
-            users,
-            cand,
-            comps,
-            pos[t["user"].to_numpy()],
-            t["item"].to_numpy(),
-            _mask_known(torch.zeros(len(users), len(cand)), history[users], col_of),
-        )
-    return data
+    if np.isin(cold_valid, cold_test).any():
+        return None
+    return ~r.warm & (np.random.default_rng(1).random(r.n_items) < 0.5)
+
+
+def _task_truth(
+    ds: Dataset,
+    name: str,
+    parts: tuple[str, ...],
+    for_weights: np.ndarray | None,
+) -> pd.DataFrame:
+    """A validation task's held-out interactions: those of its parts, the cold task's on the cold weights' half of
+    the cold items and the mixed task's on the warm items and the other half (when the cold items are halved)."""
+    truth = ds.part(*parts)
+    if name != "warm" and for_weights is not None:
+        on_half = for_weights[truth["item"].to_numpy()]
+        truth = truth[on_half if name == "cold" else ~on_half]
+    return truth
+
+
+def _sample_users(
+    users: np.ndarray, n_users: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`users`, or a sorted random sample of n_users of them when there are more: it bounds a search's cost on large
+    datasets."""
+    if len(users) > n_users:
+        return np.sort(rng.choice(users, n_users, replace=False))
+    return users
+
+
+def _truth_rows(
+    truth: pd.DataFrame, users: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out (row, item) pairs of the sampled `users`: each pair's row among `users` and its item."""
+    pos = np.full(n_users, -1, np.int64)
+    pos[users] = np.arange(len(users))
+    kept = truth[pos[truth["user"].to_numpy()] >= 0]
+    return pos[kept["user"].to_numpy()], kept["item"].to_numpy()
 
 
 @dataclass(frozen=True)
@@ -1469,42 +1526,51 @@ def _search_blend(
 ) -> _SearchedBlend:
     """The blend over `components` by coordinate search on validation: warm weights on the warm task, cold
     weights on the cold task, the cold offset on the mixed task."""
-    ww = {
+    weights_warm = {
         c: (1.0 if c == components[0] else 0.0)
         for c in components
         if c not in COLD_ONLY
     }
     fitted: dict[str, float] = {}
     if "warm" in data:
-        ww, fitted["warm_ndcg"] = _coordinate_search(
+        weights_warm, fitted["warm_ndcg"] = _coordinate_search(
             lambda w: objective("warm", w, {}, 0.0),
-            ww,
+            weights_warm,
             tuple(c for c in components if c not in COLD_ONLY),
             bar,
         )
-    wc = {c: ww.get(c, 0.0) for c in COLD_COMPONENTS if c in components}
+    cold_names = tuple(c for c in COLD_COMPONENTS if c in components)
+    weights_cold = {c: weights_warm.get(c, 0.0) for c in cold_names}
     if "cold" in data:
-        wc, fitted["cold_ndcg"] = _coordinate_search(
-            lambda w: objective("cold", ww, w, 0.0),
-            wc,
-            tuple(c for c in COLD_COMPONENTS if c in components),
+        weights_cold, fitted["cold_ndcg"] = _coordinate_search(
+            lambda w: objective("cold", weights_warm, w, 0.0),
+            weights_cold,
+            cold_names,
             bar,
         )
     offset = 0.0
     if "mixed" in data and "cold" in data and "warm" in data:
-        trials: dict[float, tuple] = {}
-        grid = OFFSET_GRID
-        while True:  # ties go to the smallest |offset|; a best value on the grid's edge widens the grid
-            for off in (float(o) for o in grid if float(o) not in trials):
-                trials[off] = (objective("mixed", ww, wc, off), -abs(off), off)
-                bar.update()
-            best = max(trials.values())
-            edge = max(abs(o) for o in trials)
-            if abs(best[2]) < edge or edge >= MAX_OFFSET:
-                break
-            grid = np.sign(best[2]) * (edge + np.arange(1, 9) * edge / 8)
-        offset, fitted["mixed_ndcg"] = best[2], best[0]
-    return _SearchedBlend(ww, wc, offset, fitted)
+        offset, fitted["mixed_ndcg"] = _search_offset(
+            lambda off: objective("mixed", weights_warm, weights_cold, off), bar
+        )
+    return _SearchedBlend(weights_warm, weights_cold, offset, fitted)
+
+
+def _search_offset(mixed: Callable[[float], float], bar: tqdm) -> tuple[float, float]:
+    """The cold offset with the best NDCG on the mixed task, and that NDCG: ties go to the smallest |offset|; a best
+    value on the grid's edge widens the grid (up to MAX_OFFSET)."""
+    trials: dict[float, tuple] = {}
+    grid = OFFSET_GRID
+    while True:
+        for off in (float(o) for o in grid if float(o) not in trials):
+            trials[off] = (mixed(off), -abs(off), off)
+            bar.update()
+        best = max(trials.values())
+        edge = max(abs(o) for o in trials)
+        if abs(best[2]) < edge or edge >= MAX_OFFSET:
+            break
+        grid = np.sign(best[2]) * (edge + np.arange(1, 9) * edge / 8)
+    return best[2], best[0]
 
 
 @dataclass(frozen=True)
@@ -1552,82 +1618,26 @@ def fit_new_users(
     None when cold_user_valid is empty."""
     history = ds.matrix(FIT_HISTORY)
     truth = ds.part("cold_user_valid")
-    users = np.unique(truth["user"].to_numpy())
-    n_users = validation_users(r.n_items, max_users)
-    if len(users) > n_users:
-        users = np.sort(np.random.default_rng(0).choice(users, n_users, replace=False))
+    users = _sample_users(
+        np.unique(truth["user"].to_numpy()),
+        validation_users(r.n_items, max_users),
+        np.random.default_rng(0),
+    )
     if len(users) == 0:
         return None
-    short = int(np.diff(history[users].indptr).max())
-    items = r.item_vectors()
-    known = r.user_vectors(
-        users, history
-    )  # before any new-user weight: the vectors everyone gets
-    at, scores = 0, {}
-    rest = torch.zeros(len(users), r.n_items)
-    for b, width in r.blocks().items():
-        if b in ("gnn", "offset"):
-            user = (
-                r.user_emb[users]
-                if b == "gnn"
-                else np.ones((len(users), 1), np.float32)
-            )
-            scores[b] = (
-                torch.from_numpy(user) @ torch.from_numpy(items[:, at : at + width]).T
-            )
-        elif b in (
-            "ease",
-            "lowpass",
-            "content",
-        ):  # from the few given items; 0 for users with none
-            rest += (
-                torch.from_numpy(known[:, at : at + width])
-                @ torch.from_numpy(items[:, at : at + width]).T
-            )
-        at += width
-    pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
-    scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
+    rest, scores = _new_user_scores(r, users, history)
     group_items, group_scale = None, 1.0
     if groups is not None:
-        group_items = group_popularity(groups, x)
-        raw = (
-            torch.from_numpy(groups[users].toarray().astype(np.float32))
-            @ torch.from_numpy(group_items).T
-        )
-        group_scale = float(raw.std()) or 1.0
-        scores["group"] = raw / group_scale
-        group_items = group_items / np.float32(group_scale)
-    pos = np.full(ds.n_users, -1, np.int64)
-    pos[users] = np.arange(len(users))
-    t = truth[pos[truth["user"].to_numpy()] >= 0]
-    tu, ti = pos[t["user"].to_numpy()], t["item"].to_numpy()
-    seen = history[users].tocoo()
-
-    def objective(w: dict[str, float]) -> float:
-        sc = rest + sum(w.get(b, 0.0) * v for b, v in scores.items())
-        sc[
-            torch.from_numpy(seen.row.astype(np.int64)),
-            torch.from_numpy(seen.col.astype(np.int64)),
-        ] = float("-inf")
-        hits = hit_matrix(
-            topk_stable(sc, min(k, r.n_items))[1].numpy(), tu, ti, r.n_items
-        )
-        return mean_metrics(
-            per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k])
-        )[f"ndcg@{k}"]
-
-    with progress_bar(show=False) as bar:
-        start = {
-            "gnn": 1.0,
-            "pop": r.weights_warm.get("pop", 0.0),
-            "offset": 1.0,
-            "group": 0.0,
-        }
-        before = objective(start)
-        w, after = _coordinate_search(objective, start, tuple(scores), bar)
+        group_items, group_scale, scores["group"] = _group_scores(groups, x, users)
+    truth_rows = _truth_rows(truth, users, ds.n_users)
+    objective = _new_user_objective(rest, scores, history[users], truth_rows, k)
+    weights, before, after = _search_new_user_weights(
+        objective, r.weights_warm.get("pop", 0.0), tuple(scores)
+    )
+    short_history = int(np.diff(history[users].indptr).max())
     return NewUsersFit(
-        w,
-        short,
+        weights,
+        short_history,
         groups,
         group_items,
         group_scale,
@@ -1639,6 +1649,83 @@ def fit_new_users(
             "fitted_on_new_users": int(len(users)),
         },
     )
+
+
+def _search_new_user_weights(
+    objective: Callable[[dict[str, float]], float], pop: float, names: Sequence[str]
+) -> tuple[dict[str, float], float, float]:
+    """The new users' weights of the blocks `names` by coordinate search from everyone's (`pop`: everyone's pop
+    weight; no group block), with the objective before and after."""
+    with progress_bar(show=False) as bar:
+        start = {"gnn": 1.0, "pop": pop, "offset": 1.0, "group": 0.0}
+        before = objective(start)
+        weights, after = _coordinate_search(objective, start, names, bar)
+    return weights, before, after
+
+
+def _new_user_scores(
+    r: Ranker, users: np.ndarray, history: sp.csr_matrix
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The new users' scores [len(users), n_items]: the part the new-user weights leave alone (the history blocks,
+    from the few given items, with everyone's weights) and, per block they re-weight, its score (gnn, offset, pop)."""
+    items = r.item_vectors()
+    known = r.user_vectors(
+        users, history
+    )  # before any new-user weight: the vectors everyone gets
+    column, scores = 0, {}
+    rest = torch.zeros(len(users), r.n_items)
+    for block, width in r.blocks().items():
+        block_items = torch.from_numpy(items[:, column : column + width]).T
+        if block in ("gnn", "offset"):
+            user = (
+                r.user_emb[users]
+                if block == "gnn"
+                else np.ones((len(users), 1), np.float32)
+            )
+            scores[block] = torch.from_numpy(user) @ block_items
+        elif block in ("ease", "lowpass", "content"):  # 0 for users with no item
+            rest += torch.from_numpy(known[:, column : column + width]) @ block_items
+        column += width
+    pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
+    scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
+    return rest, scores
+
+
+def _group_scores(
+    groups: sp.csr_matrix, x: sp.csr_matrix, users: np.ndarray
+) -> tuple[np.ndarray, float, torch.Tensor]:
+    """The group block: P(item | value) among x's users divided by its spread, that spread (on the sampled users'
+    scores), and those users' scores divided by it."""
+    group_items = group_popularity(groups, x)
+    raw = (
+        torch.from_numpy(groups[users].toarray().astype(np.float32))
+        @ torch.from_numpy(group_items).T
+    )
+    group_scale = float(raw.std()) or 1.0
+    return group_items / np.float32(group_scale), group_scale, raw / group_scale
+
+
+def _new_user_objective(
+    rest: torch.Tensor,
+    scores: dict[str, torch.Tensor],
+    seen: sp.csr_matrix,
+    truth_rows: tuple[np.ndarray, np.ndarray],
+    k: int,
+) -> Callable[[dict[str, float]], float]:
+    """The new users' NDCG@k over all items, their given items `seen` left out, of the score `rest` plus the
+    weighted `scores`: what their weights' search maximises."""
+    n_users, n_items = rest.shape
+    known = seen.tocoo()
+    known_rows = torch.from_numpy(known.row.astype(np.int64))
+    known_cols = torch.from_numpy(known.col.astype(np.int64))
+
+    def objective(weights: dict[str, float]) -> float:
+        score = rest + sum(weights.get(b, 0.0) * v for b, v in scores.items())
+        score[known_rows, known_cols] = float("-inf")
+        lists = topk_stable(score, min(k, n_items))[1].numpy()
+        return _ndcg(lists, *truth_rows, n_users, n_items, k)
+
+    return objective
 
 
 def _coordinate_search(
