@@ -1147,112 +1147,21 @@ def fit_blend(
     it is, then hands the final embeddings to `serve_embeddings`."""
     ws = Workspace.of(workspace)
     s = settings or RankSettings()
-    ds = ds if ds is not None else Dataset.load(ws)
-    if not ds.is_split:
-        raise InputError(
-            "dataset is not split into train/valid/test: run `graphrec data split` first",
-            file=ws.path,
-        )
+    ds = _split_dataset(ws, ds)
     s.check(ds.n_users, ds.n_items)
-    k, ease_dim = s.k, s.ease_dim
+    k = s.k
     train = ds.matrix(("train",))
-    warm = ds.warm_items(
-        ("train",)
-    )  # during selection; served lists treat train+valid items as warm
-    lambdas = EASE_LAMBDAS if s.ease_lambda is None else (s.ease_lambda,)
-    log.info(
-        "ranker: graph filter, low-rank EASE (%d dims, lambda %s) + ideal low-pass (%d dims) on %d warm items",
-        ease_dim,
-        " / ".join(map(str, lambdas)),
-        s.lowpass_dim,
-        int(warm.sum()),
-    )
-    gf = select_filter(
-        train, warm, ds, k, ease_dim, s.lowpass_dim, lambdas, LOWPASS_GAMMAS
-    )
-    content, modalities = _content_matrix(ws, ds.n_items)
-    r = Ranker(
-        *embeddings,
-        warm,
-        _log_pop(train),
-        gf.ease_user,
-        gf.ease_item,
-        content,
-        lowpass_user=gf.lowpass_user,
-        lowpass_item=gf.lowpass_item,
-    )
-    kg = _graph(
-        ws
-    )  # loaded once: item attributes for the content map, user attributes for the group block
-    feats, widths = ridge_content(kg, ds.n_items, content)
-    cold = (
-        fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k)
-        if feats is not None and warm.any()
-        else None
-    )
-    r = cold.on(r, feats) if cold is not None else r
-    blend = fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn, s.gnn)
-    r = replace(
-        r,
-        weights_warm=blend.weights_warm,
-        weights_cold=blend.weights_cold,
-        cold_offset=blend.cold_offset,
-        scale=blend.scale,
-    )
+    # during selection; served lists treat train+valid items as warm
+    warm = ds.warm_items(("train",))
+    r, gf, modalities = _selection_ranker(ws, ds, s, embeddings, train, warm)
+    # loaded once: item attributes for the content map, user attributes for the group block
+    kg = _graph(ws)
+    feats, widths = ridge_content(kg, ds.n_items, r.content)
+    r, cold = _with_cold_maps(r, feats, train, ds, k)
+    r, blend = _with_blend(r, ds, s, progress)
     groups, group_layout = user_groups(kg, ds.n_users)
-    new_users = fit_new_users(r, ds, k, s.max_fit_users, groups, train)
-    r = new_users.on(r) if new_users is not None else r
-    # the private export's own (no gnn, no group block): fitted here, so no reader ever fits
-    attribute_free = r._attribute_free(
-        {b: w for b, w in r.new_user_weights.items() if b not in ("gnn", "group")}
-    )
-    private = fit_new_users(attribute_free, ds, k, s.max_fit_users, None, train)
-    r = replace(
-        r,
-        private_new_user_weights=attribute_free.new_user_weights
-        if private is None
-        else private.weights,
-    )
-    # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
-    # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
-    fitted_on = ds.refit_parts if s.refit else ("train",)
-    given = ds.matrix(fitted_on)
-    r = replace(r, warm=ds.warm_items(fitted_on))
-    if given.nnz > train.nnz:
-        final = select_filter(
-            given,
-            r.warm,
-            ds,
-            k,
-            ease_dim,
-            s.lowpass_dim,
-            (gf.ease_lambda,),
-            (gf.gamma,),
-        )
-        r = replace(
-            r,
-            pop=_log_pop(given),
-            ease_user=final.ease_user,
-            ease_item=final.ease_item,
-            lowpass_user=final.lowpass_user,
-            lowpass_item=final.lowpass_item,
-        )
-    if cold is not None:
-        pop_lambda = [cold.selection["cold_pop_lambda"]] if cold.pop is not None else []
-        # one lambda each: fitted as they are, never None
-        refit_maps = cast(
-            ColdMaps,
-            fit_cold_maps(
-                r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda
-            ),
-        )
-        r = refit_maps.on(r, feats)
-    if r.group_items is not None:
-        r = replace(
-            r,
-            group_items=group_popularity(r.groups, given)
-            / np.float32(r.scale["group"]),
-        )
+    r, new_users = _with_new_users(r, ds, s, groups, train)
+    r = _refit(r, ds, s, gf, cold, feats, train)
     selection = {
         "warm_items": int(warm.sum()),
         **gf.trials,
@@ -1274,6 +1183,190 @@ def fit_blend(
             selection=selection,
         ),
     )
+
+
+def _split_dataset(ws: Workspace, ds: Dataset | None) -> Dataset:
+    """`ds`, or the workspace's dataset, refused in one line when it is not split: the blend is fitted on
+    validation."""
+    ds = ds if ds is not None else Dataset.load(ws)
+    if not ds.is_split:
+        raise InputError(
+            "dataset is not split into train/valid/test: run `graphrec data split` first",
+            file=ws.path,
+        )
+    return ds
+
+
+def _selection_ranker(
+    ws: Workspace,
+    ds: Dataset,
+    settings: RankSettings,
+    embeddings: tuple[np.ndarray, np.ndarray],
+    train: sp.csr_matrix,
+    warm: np.ndarray,
+) -> tuple[Ranker, GraphFilter, list[str]]:
+    """The ranker the blend is selected with, before any fitting of its blend: the embeddings, popularity and
+    the graph filter on train (its lambda and gamma chosen on validation), the content; with the filter and the
+    content's modalities."""
+    lambdas = EASE_LAMBDAS if settings.ease_lambda is None else (settings.ease_lambda,)
+    log.info(
+        "ranker: graph filter, low-rank EASE (%d dims, lambda %s) + ideal low-pass (%d dims) on %d warm items",
+        settings.ease_dim,
+        " / ".join(map(str, lambdas)),
+        settings.lowpass_dim,
+        int(warm.sum()),
+    )
+    graph_filter = select_filter(
+        train,
+        warm,
+        ds,
+        settings.k,
+        settings.ease_dim,
+        settings.lowpass_dim,
+        lambdas,
+        LOWPASS_GAMMAS,
+    )
+    content, modalities = _content_matrix(ws, ds.n_items)
+    ranker = Ranker(
+        *embeddings,
+        warm,
+        _log_pop(train),
+        graph_filter.ease_user,
+        graph_filter.ease_item,
+        content,
+        lowpass_user=graph_filter.lowpass_user,
+        lowpass_item=graph_filter.lowpass_item,
+    )
+    return ranker, graph_filter, modalities
+
+
+def _with_cold_maps(
+    r: Ranker, feats: sp.csr_matrix | None, train: sp.csr_matrix, ds: Dataset, k: int
+) -> tuple[Ranker, ColdMaps | None]:
+    """r with the cold items' content maps, their lambdas chosen on cold_valid, and the maps (None without item
+    content, warm items or cold_valid: r as it is)."""
+    cold = (
+        fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k)
+        if feats is not None and r.warm.any()
+        else None
+    )
+    return (cold.on(r, feats) if cold is not None else r), cold
+
+
+def _with_blend(
+    r: Ranker, ds: Dataset, settings: RankSettings, progress: bool
+) -> tuple[Ranker, BlendFit]:
+    """r with the blend's weights, cold offset and scales fitted on validation (`fit_weights`), and that fit."""
+    blend = fit_weights(
+        r,
+        ds,
+        settings.k,
+        settings.max_fit_users,
+        progress,
+        settings.keep_gnn,
+        settings.gnn,
+    )
+    blended = replace(
+        r,
+        weights_warm=blend.weights_warm,
+        weights_cold=blend.weights_cold,
+        cold_offset=blend.cold_offset,
+        scale=blend.scale,
+    )
+    return blended, blend
+
+
+def _with_new_users(
+    r: Ranker,
+    ds: Dataset,
+    settings: RankSettings,
+    groups: sp.csr_matrix | None,
+    train: sp.csr_matrix,
+) -> tuple[Ranker, NewUsersFit | None]:
+    """r with the weights of users with a short history (and the group block), and the private export's own
+    weights for them; with the first fit (None without cold_user_valid)."""
+    k, max_users = settings.k, settings.max_fit_users
+    new_users = fit_new_users(r, ds, k, max_users, groups, train)
+    r = new_users.on(r) if new_users is not None else r
+    # the private export's own (no gnn, no group block): fitted here, so no reader ever fits
+    attribute_free = r._attribute_free(
+        {b: w for b, w in r.new_user_weights.items() if b not in ("gnn", "group")}
+    )
+    private = fit_new_users(attribute_free, ds, k, max_users, None, train)
+    private_weights = (
+        attribute_free.new_user_weights if private is None else private.weights
+    )
+    return replace(r, private_new_user_weights=private_weights), new_users
+
+
+def _refit(
+    r: Ranker,
+    ds: Dataset,
+    settings: RankSettings,
+    selected: GraphFilter,
+    cold: ColdMaps | None,
+    feats: sp.csr_matrix | None,
+    train: sp.csr_matrix,
+) -> Ranker:
+    """r as served: its warm items, and its collaborative parts (graph filter, popularity, cold maps, group table)
+    refit with the values chosen, on what served lists treat as given (train+valid; train when not `refit`)."""
+    # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
+    # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
+    fitted_on = ds.refit_parts if settings.refit else ("train",)
+    given = ds.matrix(fitted_on)
+    r = replace(r, warm=ds.warm_items(fitted_on))
+    if given.nnz > train.nnz:
+        r = _refit_filter(r, ds, settings, selected, given)
+    if cold is not None:
+        r = _refit_cold_maps(r, cold, feats, given)
+    if r.group_items is not None:
+        r = replace(
+            r,
+            group_items=group_popularity(r.groups, given)
+            / np.float32(r.scale["group"]),
+        )
+    return r
+
+
+def _refit_filter(
+    r: Ranker,
+    ds: Dataset,
+    settings: RankSettings,
+    selected: GraphFilter,
+    given: sp.csr_matrix,
+) -> Ranker:
+    """r with the graph filter (its chosen lambda and gamma) and popularity refit on `given`."""
+    final = select_filter(
+        given,
+        r.warm,
+        ds,
+        settings.k,
+        settings.ease_dim,
+        settings.lowpass_dim,
+        (selected.ease_lambda,),
+        (selected.gamma,),
+    )
+    return replace(
+        r,
+        pop=_log_pop(given),
+        ease_user=final.ease_user,
+        ease_item=final.ease_item,
+        lowpass_user=final.lowpass_user,
+        lowpass_item=final.lowpass_item,
+    )
+
+
+def _refit_cold_maps(
+    r: Ranker, cold: ColdMaps, feats: sp.csr_matrix | None, given: sp.csr_matrix
+) -> Ranker:
+    """r with the cold maps refit (their chosen lambdas) against its refit rows and the popularity in `given`."""
+    pop_lambda = [cold.selection["cold_pop_lambda"]] if cold.pop is not None else []
+    # one lambda each: fitted as they are, never None
+    refit_maps = cast(
+        ColdMaps,
+        fit_cold_maps(r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda),
+    )
+    return refit_maps.on(r, feats)
 
 
 def _log_pop(x: sp.csr_matrix) -> np.ndarray:
