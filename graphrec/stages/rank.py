@@ -1762,9 +1762,8 @@ def _new_user_scores(
     """The new users' scores [len(users), n_items]: the part the new-user weights leave alone (the history blocks,
     from the few given items, with everyone's weights) and, per block they re-weight, its score (gnn, offset, pop)."""
     items = r.item_vectors()
-    known = r.user_vectors(
-        users, history
-    )  # before any new-user weight: the vectors everyone gets
+    # before any new-user weight: the vectors everyone gets
+    known = r.user_vectors(users, history)
     column, scores = 0, {}
     rest = torch.zeros(len(users), r.n_items)
     for block, width in r.blocks().items():
