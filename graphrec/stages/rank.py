@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any, cast, overload
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
@@ -339,57 +340,12 @@ class Ranker:
         the model never saw: `TrainedModel.user_embedding_from_items`, as `Recommender.recommend(user_items=...)`
         embeds one), and for every user when the gnn block is not served (all other blocks are functions of the
         history)."""
-        n = self.n_items
-        nw, pop = self.new_user_weights, self.weights_warm.get("pop", 0.0)
-        rows, terms = (
-            [],
-            [],
-        )  # per block: its item rows; [mean mask, scale, const (long), scale, const (short)]
-        for b, w in self.blocks().items():
-            zero, one = np.zeros(w, np.float32), np.ones(w, np.float32)
-            if (
-                b == "gnn"
-            ):  # [mean of the items' gnn rows, 1], times the short-history weight
-                rows.append(
-                    np.concatenate(
-                        [self.item_emb[:, :-1], np.zeros((n, 1), np.float32)], axis=1
-                    )
-                )
-                last = np.eye(1, w, w - 1, dtype=np.float32)[0]
-                g = np.float32(nw.get("gnn", 1.0))
-                terms.append([one, one, last, one * g, last * g])
-            elif b in (
-                "ease",
-                "lowpass",
-                "content",
-            ):  # sums of the items' rows; the content profile is a mean
-                # blocks() lists lowpass and content only when the ranker has them
-                rows.append(
-                    cast(
-                        np.ndarray,
-                        {
-                            "ease": self.ease_user,
-                            "lowpass": self.lowpass_user,
-                            "content": self.content,
-                        }[b],
-                    )
-                )
-                terms.append([one if b == "content" else zero, one, zero, one, zero])
-            else:  # constants: pop and offset weights (their own below short_history), no attribute values
-                const = {
-                    "pop": (pop, nw.get("pop", pop)),
-                    "offset": (1.0, nw.get("offset", 1.0)),
-                }.get(b, (0.0, 0.0))
-                rows.append(np.zeros((n, w), np.float32))
-                terms.append(
-                    [
-                        zero,
-                        zero,
-                        one * np.float32(const[0]),
-                        zero,
-                        one * np.float32(const[1]),
-                    ]
-                )
+        # per block: its item rows; [mean mask, scale, const (long), scale, const (short)]
+        rows, terms = [], []
+        for block, width in self.blocks().items():
+            block_rows, block_terms = self._fold_in_block(block, width)
+            rows.append(block_rows)
+            terms.append(block_terms)
         columns = (
             np.array(
                 [np.concatenate([t[j] for t in terms]) for j in range(5)], np.float32
@@ -397,7 +353,45 @@ class Ranker:
             if terms
             else np.zeros((5, 0), np.float32)
         )
-        return UserFoldIn(_stack(rows, n), columns, self.short_history)
+        return UserFoldIn(_stack(rows, self.n_items), columns, self.short_history)
+
+    def _fold_in_block(
+        self, block: str, width: int
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One block of `fold_in`: its item rows [n_items, width] and its five terms (mean mask, scale and constant
+        for long histories, scale and constant for short ones), each [width]."""
+        zero, one = np.zeros(width, np.float32), np.ones(width, np.float32)
+        if (
+            block == "gnn"
+        ):  # [mean of the items' gnn rows, 1], times the short-history weight
+            rows = np.concatenate(
+                [self.item_emb[:, :-1], np.zeros((self.n_items, 1), np.float32)], axis=1
+            )
+            last = np.eye(1, width, width - 1, dtype=np.float32)[0]
+            short = np.float32(self.new_user_weights.get("gnn", 1.0))
+            return rows, [one, one, last, one * short, last * short]
+        if block in ("ease", "lowpass", "content"):
+            # sums of the items' rows; the content profile is a mean
+            # blocks() lists lowpass and content only when the ranker has them
+            history_rows = {
+                "ease": self.ease_user,
+                "lowpass": self.lowpass_user,
+                "content": self.content,
+            }[block]
+            mean = one if block == "content" else zero
+            return cast(np.ndarray, history_rows), [mean, one, zero, one, zero]
+        # constants: pop and offset weights (their own below short_history), no attribute values
+        long, short = self._fold_in_constants(block)
+        rows = np.zeros((self.n_items, width), np.float32)
+        return rows, [zero, zero, one * np.float32(long), zero, one * np.float32(short)]
+
+    def _fold_in_constants(self, block: str) -> tuple[float, float]:
+        """A constant block's value for users with a long history and for those with a short one."""
+        pop = self.weights_warm.get("pop", 0.0)
+        return {
+            "pop": (pop, self.new_user_weights.get("pop", pop)),
+            "offset": (1.0, self.new_user_weights.get("offset", 1.0)),
+        }.get(block, (0.0, 0.0))
 
     def item_vectors(self, items: np.ndarray | None = None) -> np.ndarray:
         """float32 [len(items), dim]: the items' side, the blend's weights and scales folded in."""
@@ -515,15 +509,31 @@ class Ranker:
             if candidates is None
             else np.unique(np.asarray(candidates, np.int64))
         )
-        kk = min(k, len(cand))
+        listed = min(k, len(cand))  # the lists' length: at most every candidate
         items = np.full((len(users), k), -1, np.int64)
         scores = np.full((len(users), k), np.nan, np.float32)
-        if kk == 0 or len(users) == 0:
+        if listed == 0 or len(users) == 0:
             return items, scores
-        col_of = np.full(self.n_items, -1, np.int64)
-        col_of[cand] = np.arange(len(cand))
+        index = self._candidates(cand, users, history, approximate)
+        steps = range(0, len(users), batch)
+        for start in progress_bar(
+            steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"
+        ):
+            at = np.arange(start, min(start + batch, len(users)))
+            known = self._excluded(users[at], history, exclude_history, exclude, at)
+            uv = self.user_vectors(users[at], history)
+            items[at, :listed], scores[at, :listed] = index.top(uv, known, listed)
+        return items, scores
+
+    def _candidates(
+        self,
+        cand: np.ndarray,
+        users: np.ndarray,
+        history: sp.csr_matrix,
+        approximate: bool,
+    ) -> _Candidates:
+        """`topk`'s candidates `cand` with their vectors, and the approximate index over them when asked for."""
         item_np = self.item_vectors(cand)
-        item_vec = torch.from_numpy(item_np)
         ann = None
         if approximate:  # the users' second moment whitens the first pass's projection: a sample of those served
             sample = np.sort(
@@ -532,35 +542,27 @@ class Ranker:
                 )
             )
             ann = ApproximateTopK(item_np, self.user_vectors(sample, history))
-        steps = range(0, len(users), batch)
-        for s in progress_bar(
-            steps, show=progress and len(steps) > 1, desc="ranking", unit="batch"
-        ):
-            at = np.arange(s, min(s + batch, len(users)))
-            u = users[at]
-            uv = self.user_vectors(u, history)
-            known = (
-                history[u]
-                if exclude_history
-                else sp.csr_matrix((len(u), self.n_items), dtype=np.float32)
-            )
-            if exclude is not None:
-                known = (known + exclude[at]).tocsr()
-            with torch.no_grad():
-                if ann is not None:
-                    top_val, top_idx = _search_excluding(
-                        ann, uv, item_vec, known, col_of, kk
-                    )
-                else:
-                    top_val, top_idx = topk_stable(
-                        _mask_known(torch.from_numpy(uv) @ item_vec.T, known, col_of),
-                        kk,
-                    )
-            val, idx = top_val.numpy(), top_idx.numpy()
-            found = np.isfinite(val)
-            items[at, :kk] = np.where(found, cand[idx], -1)
-            scores[at, :kk] = np.where(found, val, np.nan)
-        return items, scores
+        col_of = _columns_of(cand, self.n_items)
+        return _Candidates(cand, col_of, torch.from_numpy(item_np), ann)
+
+    def _excluded(
+        self,
+        users: np.ndarray,
+        history: sp.csr_matrix,
+        exclude_history: bool,
+        exclude: sp.csr_matrix | None,
+        at: np.ndarray,
+    ) -> sp.csr_matrix:
+        """The items left out of these users' lists: their history (unless `exclude_history` is False) and their
+        rows `at` of `exclude`."""
+        known = (
+            history[users]
+            if exclude_history
+            else sp.csr_matrix((len(users), self.n_items), dtype=np.float32)
+        )
+        if exclude is not None:
+            known = (known + exclude[at]).tocsr()
+        return known
 
 
 def _search_excluding(
@@ -637,6 +639,45 @@ def _sorted_by_column(
     val = torch.gather(val, 1, order)
     val, order = torch.sort(val, dim=1, descending=True, stable=True)
     return val, torch.gather(idx, 1, order)
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The candidates of one `Ranker.topk` call, with what scores them: their vectors, each item's column among
+    them, and the approximate index's first pass over them (None: every candidate is scored)."""
+
+    items: np.ndarray  # int64 [n_cand]: the candidates' item indices, sorted
+    col_of: (
+        np.ndarray
+    )  # int64 [n_items]: an item's column among the candidates, -1 if not one
+    vectors: torch.Tensor  # float32 [n_cand, dim]
+    ann: ApproximateTopK | None
+
+    def top(
+        self, uv: np.ndarray, known: sp.csr_matrix, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best candidates per user vector, the known items left out: item ids (-1: no more candidates)
+        and exact scores (nan there)."""
+        with torch.no_grad():
+            if self.ann is not None:
+                top_val, top_idx = _search_excluding(
+                    self.ann, uv, self.vectors, known, self.col_of, k
+                )
+            else:
+                scores = torch.from_numpy(uv) @ self.vectors.T
+                top_val, top_idx = topk_stable(
+                    _mask_known(scores, known, self.col_of), k
+                )
+        val, idx = top_val.numpy(), top_idx.numpy()
+        found = np.isfinite(val)
+        return np.where(found, self.items[idx], -1), np.where(found, val, np.nan)
+
+
+def _columns_of(cand: np.ndarray, n_items: int) -> np.ndarray:
+    """int64 [n_items]: each item's column among the candidates `cand`, -1 for the items that are not one."""
+    col_of = np.full(n_items, -1, np.int64)
+    col_of[cand] = np.arange(len(cand))
+    return col_of
 
 
 def _mask_known(
@@ -812,8 +853,38 @@ def select_filter(
 ) -> GraphFilter:
     """The graph filter on x: EASE's lambda with the best warm `valid` NDCG@k of EASE alone, then the low-pass
     weight gamma with the best of the whole filter (history = what training saw; one value each: no search)."""
-    s, v = interaction_svd(x, ease_dim)
+    singular_values, vectors = interaction_svd(x, ease_dim)
     low = ideal_lowpass(x, lowpass_dim) if lowpass_dim and any(gammas) else None
+    score = _filter_ndcg(ds, warm, k, low)
+    trials: dict[str, Any] = {}
+    factors = {
+        float(lam): ease_factors(singular_values, vectors, lam) for lam in lambdas
+    }
+    lam = float(lambdas[0])
+    if len(lambdas) > 1:
+        trials["ease_validation_ndcg"] = {
+            str(m): round(score(f, 0.0), 6) for m, f in factors.items()
+        }
+        lam = max(factors, key=lambda m: trials["ease_validation_ndcg"][str(m)])
+    gamma = float(gammas[0]) if low is not None else 0.0
+    if low is not None and len(gammas) > 1:
+        trials["lowpass_validation_ndcg"] = {
+            str(g): round(score(factors[lam], float(g)), 6) for g in gammas
+        }
+        gamma = float(
+            max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)])
+        )
+    return _graph_filter(lam, gamma, factors[lam], low, trials)
+
+
+def _filter_ndcg(
+    ds: Dataset,
+    warm: np.ndarray,
+    k: int,
+    low: tuple[np.ndarray, np.ndarray] | None,
+) -> Callable[[tuple[np.ndarray, np.ndarray], float], float]:
+    """The warm `valid` NDCG@k of a graph filter given its EASE factors and its low-pass weight gamma (0: EASE
+    alone; history = what training saw), for `select_filter`'s choices."""
     history = ds.matrix(FIT_HISTORY)
     cand = np.flatnonzero(warm)
     truth, seen = (
@@ -838,23 +909,18 @@ def select_filter(
             k,
         )
 
-    trials: dict[str, Any] = {}
-    factors = {float(lam): ease_factors(s, v, lam) for lam in lambdas}
-    lam = float(lambdas[0])
-    if len(lambdas) > 1:
-        trials["ease_validation_ndcg"] = {
-            str(m): round(score(f, 0.0), 6) for m, f in factors.items()
-        }
-        lam = max(factors, key=lambda m: trials["ease_validation_ndcg"][str(m)])
-    gamma = float(gammas[0]) if low is not None else 0.0
-    if low is not None and len(gammas) > 1:
-        trials["lowpass_validation_ndcg"] = {
-            str(g): round(score(factors[lam], float(g)), 6) for g in gammas
-        }
-        gamma = float(
-            max(gammas, key=lambda g: trials["lowpass_validation_ndcg"][str(g)])
-        )
-    ease_user, ease_item = factors[lam]
+    return score
+
+
+def _graph_filter(
+    lam: float,
+    gamma: float,
+    ease: tuple[np.ndarray, np.ndarray],
+    low: tuple[np.ndarray, np.ndarray] | None,
+    trials: dict[str, Any],
+) -> GraphFilter:
+    """The filter of the chosen EASE factors and low-pass weight (no low-pass part when gamma is 0)."""
+    ease_user, ease_item = ease
     if not gamma or low is None:
         return GraphFilter(lam, 0.0, ease_user, ease_item, None, None, trials)
     return GraphFilter(
@@ -923,17 +989,7 @@ def fit_cold_maps(
     With one lambda each they are fitted as they are (the refit). With several, each keeps the lambda with the best
     cold_valid NDCG@k of its own score alone (`ds` gives cold_valid); None when there is no cold_valid to select
     on."""
-    rows, cold = np.flatnonzero(r.warm), np.flatnonzero(~r.warm)
-    width = r.ease_item.shape[1]
-    target = np.hstack(
-        [r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]]
-    )
-    lambdas = sorted({*ridge_lambdas, *pop_lambdas})
-    fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
-    ridge = {lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas}
-    pop = {
-        lam: fitted[lam].target_columns(slice(width, width + 1)) for lam in pop_lambdas
-    }
+    maps = _cold_map_candidates(r, feats, x, ridge_lambdas, pop_lambdas)
     chosen = {"ridge": ridge_lambdas[0]}
     if pop_lambdas:
         chosen["cold_pop"] = pop_lambdas[0]
@@ -943,43 +999,87 @@ def fit_cold_maps(
             raise ValueError(
                 "selecting the cold maps' lambdas needs the dataset (its cold_valid)"
             )
-        truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(
-            bool
-        )
-        if truth.nnz == 0 or len(cold) == 0:
+        trials = _cold_map_trials(r, feats, ds, k, maps)
+        if trials is None:
             return None
-        history = ds.matrix(FIT_HISTORY)
-        # each map's score alone: the user's EASE vector . the mapped rows; 1 . the predicted popularity
-        user = {
-            "ridge": np.asarray(history @ r.ease_user, np.float32),
-            "cold_pop": np.ones((ds.n_users, 1), np.float32),
-        }
-        base = {"ridge": r.ease_item, "cold_pop": np.zeros((r.n_items, 1))}
-        for name, maps in (("ridge", ridge), ("cold_pop", pop)):
-            trials = {
-                lam: _validation_ndcg(
-                    user[name],
-                    _mapped(m, feats, r.warm, base[name]),
-                    truth,
-                    history.astype(bool),
-                    cold,
-                    k,
-                )
-                for lam, m in maps.items()
-            }
-            if trials:
-                chosen[name] = max(trials, key=trials.__getitem__)
+        for name, ndcg in trials.items():
+            if ndcg:
+                chosen[name] = max(ndcg, key=ndcg.__getitem__)
                 selection.update(
                     {
                         f"{name}_lambda": chosen[name],
                         f"{name}_validation_ndcg": {
-                            str(lam): round(v, 6) for lam, v in trials.items()
+                            str(lam): round(v, 6) for lam, v in ndcg.items()
                         },
                     }
                 )
+    ridge, pop = maps["ridge"], maps["cold_pop"]
     return ColdMaps(
         ridge[chosen["ridge"]], pop[chosen["cold_pop"]] if pop else None, selection
     )
+
+
+def _cold_map_candidates(
+    r: Ranker,
+    feats: sp.csr_matrix,
+    x: sp.csr_matrix,
+    ridge_lambdas: Sequence[float],
+    pop_lambdas: Sequence[float],
+) -> dict[str, dict[float, ContentMap]]:
+    """The ridge and cold-pop maps fitted on the warm items for each of their lambdas ("ridge", "cold_pop" ->
+    lambda -> map), all from one ridge solve of the content against both targets."""
+    rows = np.flatnonzero(r.warm)
+    width = r.ease_item.shape[1]
+    target = np.hstack(
+        [r.ease_item[rows], np.log1p(np.asarray(x.sum(axis=0)).ravel())[rows, None]]
+    )
+    lambdas = sorted({*ridge_lambdas, *pop_lambdas})
+    fitted = dict(zip(lambdas, fit_content_maps(feats[rows], target, lambdas)))
+    return {
+        "ridge": {
+            lam: fitted[lam].target_columns(slice(0, width)) for lam in ridge_lambdas
+        },
+        "cold_pop": {
+            lam: fitted[lam].target_columns(slice(width, width + 1))
+            for lam in pop_lambdas
+        },
+    }
+
+
+def _cold_map_trials(
+    r: Ranker,
+    feats: sp.csr_matrix,
+    ds: Dataset,
+    k: int,
+    maps: dict[str, dict[float, ContentMap]],
+) -> dict[str, dict[float, float]] | None:
+    """Each candidate map's cold_valid NDCG@k of its own score alone ("ridge", "cold_pop" -> lambda -> NDCG);
+    None when there is no cold_valid or no cold item to score."""
+    cold = np.flatnonzero(~r.warm)
+    truth = sample_validation_rows(ds.matrix(("cold_valid",)), len(cold)).astype(bool)
+    if truth.nnz == 0 or len(cold) == 0:
+        return None
+    history = ds.matrix(FIT_HISTORY)
+    # each map's score alone: the user's EASE vector . the mapped rows; 1 . the predicted popularity
+    user = {
+        "ridge": np.asarray(history @ r.ease_user, np.float32),
+        "cold_pop": np.ones((ds.n_users, 1), np.float32),
+    }
+    base = {"ridge": r.ease_item, "cold_pop": np.zeros((r.n_items, 1))}
+    return {
+        name: {
+            lam: _validation_ndcg(
+                user[name],
+                _mapped(m, feats, r.warm, base[name]),
+                truth,
+                history.astype(bool),
+                cold,
+                k,
+            )
+            for lam, m in by_lambda.items()
+        }
+        for name, by_lambda in maps.items()
+    }
 
 
 def fit_blend(
@@ -997,112 +1097,21 @@ def fit_blend(
     it is, then hands the final embeddings to `serve_embeddings`."""
     ws = Workspace.of(workspace)
     s = settings or RankSettings()
-    ds = ds if ds is not None else Dataset.load(ws)
-    if not ds.is_split:
-        raise InputError(
-            "dataset is not split into train/valid/test: run `graphrec data split` first",
-            file=ws.path,
-        )
+    ds = _split_dataset(ws, ds)
     s.check(ds.n_users, ds.n_items)
-    k, ease_dim = s.k, s.ease_dim
+    k = s.k
     train = ds.matrix(("train",))
-    warm = ds.warm_items(
-        ("train",)
-    )  # during selection; served lists treat train+valid items as warm
-    lambdas = EASE_LAMBDAS if s.ease_lambda is None else (s.ease_lambda,)
-    log.info(
-        "ranker: graph filter, low-rank EASE (%d dims, lambda %s) + ideal low-pass (%d dims) on %d warm items",
-        ease_dim,
-        " / ".join(map(str, lambdas)),
-        s.lowpass_dim,
-        int(warm.sum()),
-    )
-    gf = select_filter(
-        train, warm, ds, k, ease_dim, s.lowpass_dim, lambdas, LOWPASS_GAMMAS
-    )
-    content, modalities = _content_matrix(ws, ds.n_items)
-    r = Ranker(
-        *embeddings,
-        warm,
-        _log_pop(train),
-        gf.ease_user,
-        gf.ease_item,
-        content,
-        lowpass_user=gf.lowpass_user,
-        lowpass_item=gf.lowpass_item,
-    )
-    kg = _graph(
-        ws
-    )  # loaded once: item attributes for the content map, user attributes for the group block
-    feats, widths = ridge_content(kg, ds.n_items, content)
-    cold = (
-        fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k)
-        if feats is not None and warm.any()
-        else None
-    )
-    r = cold.on(r, feats) if cold is not None else r
-    blend = fit_weights(r, ds, k, s.max_fit_users, progress, s.keep_gnn, s.gnn)
-    r = replace(
-        r,
-        weights_warm=blend.weights_warm,
-        weights_cold=blend.weights_cold,
-        cold_offset=blend.cold_offset,
-        scale=blend.scale,
-    )
+    # during selection; served lists treat train+valid items as warm
+    warm = ds.warm_items(("train",))
+    r, gf, modalities = _selection_ranker(ws, ds, s, embeddings, train, warm)
+    # loaded once: item attributes for the content map, user attributes for the group block
+    kg = _graph(ws)
+    feats, widths = ridge_content(kg, ds.n_items, r.content)
+    r, cold = _with_cold_maps(r, feats, train, ds, k)
+    r, blend = _with_blend(r, ds, s, progress)
     groups, group_layout = user_groups(kg, ds.n_users)
-    new_users = fit_new_users(r, ds, k, s.max_fit_users, groups, train)
-    r = new_users.on(r) if new_users is not None else r
-    # the private export's own (no gnn, no group block): fitted here, so no reader ever fits
-    attribute_free = r._attribute_free(
-        {b: w for b, w in r.new_user_weights.items() if b not in ("gnn", "group")}
-    )
-    private = fit_new_users(attribute_free, ds, k, s.max_fit_users, None, train)
-    r = replace(
-        r,
-        private_new_user_weights=attribute_free.new_user_weights
-        if private is None
-        else private.weights,
-    )
-    # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
-    # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
-    fitted_on = ds.refit_parts if s.refit else ("train",)
-    given = ds.matrix(fitted_on)
-    r = replace(r, warm=ds.warm_items(fitted_on))
-    if given.nnz > train.nnz:
-        final = select_filter(
-            given,
-            r.warm,
-            ds,
-            k,
-            ease_dim,
-            s.lowpass_dim,
-            (gf.ease_lambda,),
-            (gf.gamma,),
-        )
-        r = replace(
-            r,
-            pop=_log_pop(given),
-            ease_user=final.ease_user,
-            ease_item=final.ease_item,
-            lowpass_user=final.lowpass_user,
-            lowpass_item=final.lowpass_item,
-        )
-    if cold is not None:
-        pop_lambda = [cold.selection["cold_pop_lambda"]] if cold.pop is not None else []
-        # one lambda each: fitted as they are, never None
-        refit_maps = cast(
-            ColdMaps,
-            fit_cold_maps(
-                r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda
-            ),
-        )
-        r = refit_maps.on(r, feats)
-    if r.group_items is not None:
-        r = replace(
-            r,
-            group_items=group_popularity(r.groups, given)
-            / np.float32(r.scale["group"]),
-        )
+    r, new_users = _with_new_users(r, ds, s, groups, train)
+    r = _refit(r, ds, s, gf, cold, feats, train)
     selection = {
         "warm_items": int(warm.sum()),
         **gf.trials,
@@ -1124,6 +1133,190 @@ def fit_blend(
             selection=selection,
         ),
     )
+
+
+def _split_dataset(ws: Workspace, ds: Dataset | None) -> Dataset:
+    """`ds`, or the workspace's dataset, refused in one line when it is not split: the blend is fitted on
+    validation."""
+    ds = ds if ds is not None else Dataset.load(ws)
+    if not ds.is_split:
+        raise InputError(
+            "dataset is not split into train/valid/test: run `graphrec data split` first",
+            file=ws.path,
+        )
+    return ds
+
+
+def _selection_ranker(
+    ws: Workspace,
+    ds: Dataset,
+    settings: RankSettings,
+    embeddings: tuple[np.ndarray, np.ndarray],
+    train: sp.csr_matrix,
+    warm: np.ndarray,
+) -> tuple[Ranker, GraphFilter, list[str]]:
+    """The ranker the blend is selected with, before any fitting of its blend: the embeddings, popularity and
+    the graph filter on train (its lambda and gamma chosen on validation), the content; with the filter and the
+    content's modalities."""
+    lambdas = EASE_LAMBDAS if settings.ease_lambda is None else (settings.ease_lambda,)
+    log.info(
+        "ranker: graph filter, low-rank EASE (%d dims, lambda %s) + ideal low-pass (%d dims) on %d warm items",
+        settings.ease_dim,
+        " / ".join(map(str, lambdas)),
+        settings.lowpass_dim,
+        int(warm.sum()),
+    )
+    graph_filter = select_filter(
+        train,
+        warm,
+        ds,
+        settings.k,
+        settings.ease_dim,
+        settings.lowpass_dim,
+        lambdas,
+        LOWPASS_GAMMAS,
+    )
+    content, modalities = _content_matrix(ws, ds.n_items)
+    ranker = Ranker(
+        *embeddings,
+        warm,
+        _log_pop(train),
+        graph_filter.ease_user,
+        graph_filter.ease_item,
+        content,
+        lowpass_user=graph_filter.lowpass_user,
+        lowpass_item=graph_filter.lowpass_item,
+    )
+    return ranker, graph_filter, modalities
+
+
+def _with_cold_maps(
+    r: Ranker, feats: sp.csr_matrix | None, train: sp.csr_matrix, ds: Dataset, k: int
+) -> tuple[Ranker, ColdMaps | None]:
+    """r with the cold items' content maps, their lambdas chosen on cold_valid, and the maps (None without item
+    content, warm items or cold_valid: r as it is)."""
+    cold = (
+        fit_cold_maps(r, feats, train, RIDGE_LAMBDAS, RIDGE_LAMBDAS, ds, k)
+        if feats is not None and r.warm.any()
+        else None
+    )
+    return (cold.on(r, feats) if cold is not None else r), cold
+
+
+def _with_blend(
+    r: Ranker, ds: Dataset, settings: RankSettings, progress: bool
+) -> tuple[Ranker, BlendFit]:
+    """r with the blend's weights, cold offset and scales fitted on validation (`fit_weights`), and that fit."""
+    blend = fit_weights(
+        r,
+        ds,
+        settings.k,
+        settings.max_fit_users,
+        progress,
+        settings.keep_gnn,
+        settings.gnn,
+    )
+    blended = replace(
+        r,
+        weights_warm=blend.weights_warm,
+        weights_cold=blend.weights_cold,
+        cold_offset=blend.cold_offset,
+        scale=blend.scale,
+    )
+    return blended, blend
+
+
+def _with_new_users(
+    r: Ranker,
+    ds: Dataset,
+    settings: RankSettings,
+    groups: sp.csr_matrix | None,
+    train: sp.csr_matrix,
+) -> tuple[Ranker, NewUsersFit | None]:
+    """r with the weights of users with a short history (and the group block), and the private export's own
+    weights for them; with the first fit (None without cold_user_valid)."""
+    k, max_users = settings.k, settings.max_fit_users
+    new_users = fit_new_users(r, ds, k, max_users, groups, train)
+    r = new_users.on(r) if new_users is not None else r
+    # the private export's own (no gnn, no group block): fitted here, so no reader ever fits
+    attribute_free = r._attribute_free(
+        {b: w for b, w in r.new_user_weights.items() if b not in ("gnn", "group")}
+    )
+    private = fit_new_users(attribute_free, ds, k, max_users, None, train)
+    private_weights = (
+        attribute_free.new_user_weights if private is None else private.weights
+    )
+    return replace(r, private_new_user_weights=private_weights), new_users
+
+
+def _refit(
+    r: Ranker,
+    ds: Dataset,
+    settings: RankSettings,
+    selected: GraphFilter,
+    cold: ColdMaps | None,
+    feats: sp.csr_matrix | None,
+    train: sp.csr_matrix,
+) -> Ranker:
+    """r as served: its warm items, and its collaborative parts (graph filter, popularity, cold maps, group table)
+    refit with the values chosen, on what served lists treat as given (train+valid; train when not `refit`)."""
+    # Selected on validation, served refit: the collaborative parts see train+valid, as the embeddings do.
+    # (cold_valid only selects: refitting on it would turn the cold items it shares with cold_test warm.)
+    fitted_on = ds.refit_parts if settings.refit else ("train",)
+    given = ds.matrix(fitted_on)
+    r = replace(r, warm=ds.warm_items(fitted_on))
+    if given.nnz > train.nnz:
+        r = _refit_filter(r, ds, settings, selected, given)
+    if cold is not None:
+        r = _refit_cold_maps(r, cold, feats, given)
+    if r.group_items is not None:
+        r = replace(
+            r,
+            group_items=group_popularity(r.groups, given)
+            / np.float32(r.scale["group"]),
+        )
+    return r
+
+
+def _refit_filter(
+    r: Ranker,
+    ds: Dataset,
+    settings: RankSettings,
+    selected: GraphFilter,
+    given: sp.csr_matrix,
+) -> Ranker:
+    """r with the graph filter (its chosen lambda and gamma) and popularity refit on `given`."""
+    final = select_filter(
+        given,
+        r.warm,
+        ds,
+        settings.k,
+        settings.ease_dim,
+        settings.lowpass_dim,
+        (selected.ease_lambda,),
+        (selected.gamma,),
+    )
+    return replace(
+        r,
+        pop=_log_pop(given),
+        ease_user=final.ease_user,
+        ease_item=final.ease_item,
+        lowpass_user=final.lowpass_user,
+        lowpass_item=final.lowpass_item,
+    )
+
+
+def _refit_cold_maps(
+    r: Ranker, cold: ColdMaps, feats: sp.csr_matrix | None, given: sp.csr_matrix
+) -> Ranker:
+    """r with the cold maps refit (their chosen lambdas) against its refit rows and the popularity in `given`."""
+    pop_lambda = [cold.selection["cold_pop_lambda"]] if cold.pop is not None else []
+    # one lambda each: fitted as they are, never None
+    refit_maps = cast(
+        ColdMaps,
+        fit_cold_maps(r, feats, given, [cold.selection["ridge_lambda"]], pop_lambda),
+    )
+    return refit_maps.on(r, feats)
 
 
 def _log_pop(x: sp.csr_matrix) -> np.ndarray:
@@ -1176,29 +1369,8 @@ def fit_weights(
     on `cold_valid`, the cold offset on both); once without the gnn and once with it, the gnn kept only when it
     adds (or `keep_gnn`; `gnn` False: never tried)."""
     data = _blend_tasks(r, ds, max_users)
-    # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
-    scale = dict(r.scale)
-    for c in r.components:
-        task = next(
-            (
-                n
-                for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed"))
-                if n in data
-            ),
-            None,
-        )
-        scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
-    scaled = replace(r, scale=scale)
-
-    def objective(name: str, ww: dict, wc: dict, off: float) -> float:
-        users, cand, comps, tu, ti, mask = data[name]
-        sc = scaled.blend(comps, cand, ww, wc, off) + mask
-        idx = topk_stable(sc, min(k, len(cand)))[1].numpy()
-        hits = hit_matrix(cand[idx], tu, ti, r.n_items)
-        return mean_metrics(
-            per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k])
-        )[f"ndcg@{k}"]
-
+    scale = _spreads(r, data)
+    objective = _blend_objective(replace(r, scale=scale), data, k)
     bar = progress_bar(show=progress, desc="fitting blend on validation", unit="eval")
     # The trained GNN is kept only when the blend with it beats the closed-form blend without it on validation
     # (mean NDCG@k over the tasks fitted): a part that costs without earning is not served (keep_gnn: always).
@@ -1211,13 +1383,7 @@ def fit_weights(
         else None
     )
     bar.close()
-    gnn_kept = with_gnn is not None and (
-        keep_gnn
-        or (
-            bool(with_gnn.weights_warm.get("gnn") or with_gnn.weights_cold.get("gnn"))
-            and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9
-        )
-    )
+    gnn_kept = with_gnn is not None and (keep_gnn or _gnn_earns(with_gnn, closed))
     chosen = with_gnn if with_gnn is not None and gnn_kept else closed
     rounded = lambda fit: {n: round(v, 6) for n, v in fit.validation_ndcg.items()}  # noqa: E731
     return BlendFit(
@@ -1235,21 +1401,102 @@ def fit_weights(
     )
 
 
+def _spreads(r: Ranker, data: dict[str, tuple]) -> dict[str, float]:
+    """r's scales with each component's spread on the validation tasks' candidates (1 where none has it), so the
+    weights compare components of different units."""
+    # Spreads measured on warm candidates, where every component but the cold-only ones is informative.
+    scale = dict(r.scale)
+    for c in r.components:
+        task = next(
+            (
+                n
+                for n in (("cold",) if c in COLD_ONLY else ("warm", "cold", "mixed"))
+                if n in data
+            ),
+            None,
+        )
+        scale[c] = (float(data[task][2][c].std()) or 1.0) if task else 1.0
+    return scale
+
+
+def _blend_objective(
+    scaled: Ranker, data: dict[str, tuple], k: int
+) -> Callable[[str, dict, dict, float], float]:
+    """The validation NDCG@k on a task of `data` of the blend of `scaled`'s components with the given warm weights,
+    cold weights and cold offset: what the blend's search maximises."""
+
+    def objective(
+        name: str, weights_warm: dict, weights_cold: dict, offset: float
+    ) -> float:
+        users, cand, comps, truth_rows, truth_items, mask = data[name]
+        scores = scaled.blend(comps, cand, weights_warm, weights_cold, offset) + mask
+        idx = topk_stable(scores, min(k, len(cand)))[1].numpy()
+        return _ndcg(cand[idx], truth_rows, truth_items, len(users), scaled.n_items, k)
+
+    return objective
+
+
+def _ndcg(
+    lists: np.ndarray,
+    truth_rows: np.ndarray,
+    truth_items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    k: int,
+) -> float:
+    """The mean NDCG@k of the lists (item ids, one row per user) against the held-out (row, item) pairs."""
+    hits = hit_matrix(lists, truth_rows, truth_items, n_items)
+    return mean_metrics(
+        per_user_accuracy(hits, np.bincount(truth_rows, minlength=n_users), [k])
+    )[f"ndcg@{k}"]
+
+
+def _gnn_earns(with_gnn: _SearchedBlend, closed: _SearchedBlend) -> bool:
+    """Whether the blend with the GNN weighs it and beats the closed-form blend on mean validation NDCG."""
+    return (
+        bool(with_gnn.weights_warm.get("gnn") or with_gnn.weights_cold.get("gnn"))
+        and with_gnn.mean_ndcg > closed.mean_ndcg + 1e-9
+    )
+
+
 def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
     """The validation tasks the blend is fitted on: name -> (users, candidates, component scores, truth rows,
     truth items, the mask of known items); warm on `valid`, cold on `cold_valid`, mixed on both."""
     history = ds.matrix(FIT_HISTORY)
     rng = np.random.default_rng(0)
-    warm_c, cold_c, all_c = (
-        np.flatnonzero(r.warm),
-        np.flatnonzero(~r.warm),
-        np.arange(r.n_items),
-    )
     tasks = {
-        "warm": (("valid",), warm_c),
-        "cold": (("cold_valid",), cold_c),
-        "mixed": (("valid", "cold_valid"), all_c),
+        "warm": (("valid",), np.flatnonzero(r.warm)),
+        "cold": (("cold_valid",), np.flatnonzero(~r.warm)),
+        "mixed": (("valid", "cold_valid"), np.arange(r.n_items)),
     }
+    for_weights = _cold_weights_half(r, ds)
+    data = {}
+    for name, (parts, cand) in tasks.items():
+        truth = _task_truth(ds, name, parts, for_weights)
+        users = _sample_users(
+            np.unique(truth["user"].to_numpy()),
+            validation_users(len(cand), max_users),
+            rng,
+        )
+        if len(users) == 0 or len(cand) == 0:
+            continue
+        data[name] = (
+            users,
+            cand,
+            r.component_scores(users, cand, history),
+            *_truth_rows(truth, users, ds.n_users),
+            _mask_known(
+                torch.zeros(len(users), len(cand)),
+                history[users],
+                _columns_of(cand, r.n_items),
+            ),
+        )
+    return data
+
+
+def _cold_weights_half(r: Ranker, ds: Dataset) -> np.ndarray | None:
+    """bool [n_items]: the cold items whose cold_valid interactions choose the cold weights (the others choose the
+    cold offset), a seeded half; None when cold_valid and cold_test share their items (both choose on all)."""
     # When validation's cold items are items the test never sees (a split that holds out whole items, as new items
     # come to a shop), the cold weights and the cold offset are chosen on different ones (halves of cold_valid's,
     # seeded): chosen on the same few hundred items, cold items looked better on validation than on new ones and the
@@ -1258,42 +1505,44 @@ def _blend_tasks(r: Ranker, ds: Dataset, max_users: int) -> dict[str, tuple]:
     cold_valid, cold_test = (
         np.unique(ds.part(p)["item"].to_numpy()) for p in ("cold_valid", "cold_test")
     )
-    for_weights = (
-        None
-        if np.isin(cold_valid, cold_test).any()
-        else ~r.warm & (np.random.default_rng(1).random(r.n_items) < 0.5)
-    )
-    data = {}
-    for name, (parts, cand) in tasks.items():
-        truth = ds.part(*parts)
-        if (
-            name != "warm" and for_weights is not None
-        ):  # cold: the weights' half; mixed: the warm and the other half
-            on_half = for_weights[truth["item"].to_numpy()]
-            truth = truth[on_half if name == "cold" else ~on_half]
-        users = np.unique(truth["user"].to_numpy())
-        n_users = validation_users(len(cand), max_users)
-        if (
-            len(users) > n_users
-        ):  # a random sample bounds the search's cost on large datasets
-            users = np.sort(rng.choice(users, n_users, replace=False))
-        if len(users) == 0 or len(cand) == 0:
-            continue
-        pos = np.full(ds.n_users, -1, np.int64)
-        pos[users] = np.arange(len(users))
-        t = truth[pos[truth["user"].to_numpy()] >= 0]
-        comps = r.component_scores(users, cand, history)
-        col_of = np.full(r.n_items, -1, np.int64)
-        col_of[cand] = np.arange(len(cand))
-        data[name] = (
-            users,
-            cand,
-            comps,
-            pos[t["user"].to_numpy()],
-            t["item"].to_numpy(),
-            _mask_known(torch.zeros(len(users), len(cand)), history[users], col_of),
-        )
-    return data
+    if np.isin(cold_valid, cold_test).any():
+        return None
+    return ~r.warm & (np.random.default_rng(1).random(r.n_items) < 0.5)
+
+
+def _task_truth(
+    ds: Dataset,
+    name: str,
+    parts: tuple[str, ...],
+    for_weights: np.ndarray | None,
+) -> pd.DataFrame:
+    """A validation task's held-out interactions: those of its parts, the cold task's on the cold weights' half of
+    the cold items and the mixed task's on the warm items and the other half (when the cold items are halved)."""
+    truth = ds.part(*parts)
+    if name != "warm" and for_weights is not None:
+        on_half = for_weights[truth["item"].to_numpy()]
+        truth = truth[on_half if name == "cold" else ~on_half]
+    return truth
+
+
+def _sample_users(
+    users: np.ndarray, n_users: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`users`, or a sorted random sample of n_users of them when there are more: it bounds a search's cost on large
+    datasets."""
+    if len(users) > n_users:
+        return np.sort(rng.choice(users, n_users, replace=False))
+    return users
+
+
+def _truth_rows(
+    truth: pd.DataFrame, users: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out (row, item) pairs of the sampled `users`: each pair's row among `users` and its item."""
+    pos = np.full(n_users, -1, np.int64)
+    pos[users] = np.arange(len(users))
+    kept = truth[pos[truth["user"].to_numpy()] >= 0]
+    return pos[kept["user"].to_numpy()], kept["item"].to_numpy()
 
 
 @dataclass(frozen=True)
@@ -1320,42 +1569,51 @@ def _search_blend(
 ) -> _SearchedBlend:
     """The blend over `components` by coordinate search on validation: warm weights on the warm task, cold
     weights on the cold task, the cold offset on the mixed task."""
-    ww = {
+    weights_warm = {
         c: (1.0 if c == components[0] else 0.0)
         for c in components
         if c not in COLD_ONLY
     }
     fitted: dict[str, float] = {}
     if "warm" in data:
-        ww, fitted["warm_ndcg"] = _coordinate_search(
+        weights_warm, fitted["warm_ndcg"] = _coordinate_search(
             lambda w: objective("warm", w, {}, 0.0),
-            ww,
+            weights_warm,
             tuple(c for c in components if c not in COLD_ONLY),
             bar,
         )
-    wc = {c: ww.get(c, 0.0) for c in COLD_COMPONENTS if c in components}
+    cold_names = tuple(c for c in COLD_COMPONENTS if c in components)
+    weights_cold = {c: weights_warm.get(c, 0.0) for c in cold_names}
     if "cold" in data:
-        wc, fitted["cold_ndcg"] = _coordinate_search(
-            lambda w: objective("cold", ww, w, 0.0),
-            wc,
-            tuple(c for c in COLD_COMPONENTS if c in components),
+        weights_cold, fitted["cold_ndcg"] = _coordinate_search(
+            lambda w: objective("cold", weights_warm, w, 0.0),
+            weights_cold,
+            cold_names,
             bar,
         )
     offset = 0.0
     if "mixed" in data and "cold" in data and "warm" in data:
-        trials: dict[float, tuple] = {}
-        grid = OFFSET_GRID
-        while True:  # ties go to the smallest |offset|; a best value on the grid's edge widens the grid
-            for off in (float(o) for o in grid if float(o) not in trials):
-                trials[off] = (objective("mixed", ww, wc, off), -abs(off), off)
-                bar.update()
-            best = max(trials.values())
-            edge = max(abs(o) for o in trials)
-            if abs(best[2]) < edge or edge >= MAX_OFFSET:
-                break
-            grid = np.sign(best[2]) * (edge + np.arange(1, 9) * edge / 8)
-        offset, fitted["mixed_ndcg"] = best[2], best[0]
-    return _SearchedBlend(ww, wc, offset, fitted)
+        offset, fitted["mixed_ndcg"] = _search_offset(
+            lambda off: objective("mixed", weights_warm, weights_cold, off), bar
+        )
+    return _SearchedBlend(weights_warm, weights_cold, offset, fitted)
+
+
+def _search_offset(mixed: Callable[[float], float], bar: tqdm) -> tuple[float, float]:
+    """The cold offset with the best NDCG on the mixed task, and that NDCG: ties go to the smallest |offset|; a best
+    value on the grid's edge widens the grid (up to MAX_OFFSET)."""
+    trials: dict[float, tuple] = {}
+    grid = OFFSET_GRID
+    while True:
+        for off in (float(o) for o in grid if float(o) not in trials):
+            trials[off] = (mixed(off), -abs(off), off)
+            bar.update()
+        best = max(trials.values())
+        edge = max(abs(o) for o in trials)
+        if abs(best[2]) < edge or edge >= MAX_OFFSET:
+            break
+        grid = np.sign(best[2]) * (edge + np.arange(1, 9) * edge / 8)
+    return best[2], best[0]
 
 
 @dataclass(frozen=True)
@@ -1403,82 +1661,26 @@ def fit_new_users(
     None when cold_user_valid is empty."""
     history = ds.matrix(FIT_HISTORY)
     truth = ds.part("cold_user_valid")
-    users = np.unique(truth["user"].to_numpy())
-    n_users = validation_users(r.n_items, max_users)
-    if len(users) > n_users:
-        users = np.sort(np.random.default_rng(0).choice(users, n_users, replace=False))
+    users = _sample_users(
+        np.unique(truth["user"].to_numpy()),
+        validation_users(r.n_items, max_users),
+        np.random.default_rng(0),
+    )
     if len(users) == 0:
         return None
-    short = int(np.diff(history[users].indptr).max())
-    items = r.item_vectors()
-    known = r.user_vectors(
-        users, history
-    )  # before any new-user weight: the vectors everyone gets
-    at, scores = 0, {}
-    rest = torch.zeros(len(users), r.n_items)
-    for b, width in r.blocks().items():
-        if b in ("gnn", "offset"):
-            user = (
-                r.user_emb[users]
-                if b == "gnn"
-                else np.ones((len(users), 1), np.float32)
-            )
-            scores[b] = (
-                torch.from_numpy(user) @ torch.from_numpy(items[:, at : at + width]).T
-            )
-        elif b in (
-            "ease",
-            "lowpass",
-            "content",
-        ):  # from the few given items; 0 for users with none
-            rest += (
-                torch.from_numpy(known[:, at : at + width])
-                @ torch.from_numpy(items[:, at : at + width]).T
-            )
-        at += width
-    pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
-    scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
+    rest, scores = _new_user_scores(r, users, history)
     group_items, group_scale = None, 1.0
     if groups is not None:
-        group_items = group_popularity(groups, x)
-        raw = (
-            torch.from_numpy(groups[users].toarray().astype(np.float32))
-            @ torch.from_numpy(group_items).T
-        )
-        group_scale = float(raw.std()) or 1.0
-        scores["group"] = raw / group_scale
-        group_items = group_items / np.float32(group_scale)
-    pos = np.full(ds.n_users, -1, np.int64)
-    pos[users] = np.arange(len(users))
-    t = truth[pos[truth["user"].to_numpy()] >= 0]
-    tu, ti = pos[t["user"].to_numpy()], t["item"].to_numpy()
-    seen = history[users].tocoo()
-
-    def objective(w: dict[str, float]) -> float:
-        sc = rest + sum(w.get(b, 0.0) * v for b, v in scores.items())
-        sc[
-            torch.from_numpy(seen.row.astype(np.int64)),
-            torch.from_numpy(seen.col.astype(np.int64)),
-        ] = float("-inf")
-        hits = hit_matrix(
-            topk_stable(sc, min(k, r.n_items))[1].numpy(), tu, ti, r.n_items
-        )
-        return mean_metrics(
-            per_user_accuracy(hits, np.bincount(tu, minlength=len(users)), [k])
-        )[f"ndcg@{k}"]
-
-    with progress_bar(show=False) as bar:
-        start = {
-            "gnn": 1.0,
-            "pop": r.weights_warm.get("pop", 0.0),
-            "offset": 1.0,
-            "group": 0.0,
-        }
-        before = objective(start)
-        w, after = _coordinate_search(objective, start, tuple(scores), bar)
+        group_items, group_scale, scores["group"] = _group_scores(groups, x, users)
+    truth_rows = _truth_rows(truth, users, ds.n_users)
+    objective = _new_user_objective(rest, scores, history[users], truth_rows, k)
+    weights, before, after = _search_new_user_weights(
+        objective, r.weights_warm.get("pop", 0.0), tuple(scores)
+    )
+    short_history = int(np.diff(history[users].indptr).max())
     return NewUsersFit(
-        w,
-        short,
+        weights,
+        short_history,
         groups,
         group_items,
         group_scale,
@@ -1490,6 +1692,82 @@ def fit_new_users(
             "fitted_on_new_users": int(len(users)),
         },
     )
+
+
+def _search_new_user_weights(
+    objective: Callable[[dict[str, float]], float], pop: float, names: Sequence[str]
+) -> tuple[dict[str, float], float, float]:
+    """The new users' weights of the blocks `names` by coordinate search from everyone's (`pop`: everyone's pop
+    weight; no group block), with the objective before and after."""
+    with progress_bar(show=False) as bar:
+        start = {"gnn": 1.0, "pop": pop, "offset": 1.0, "group": 0.0}
+        before = objective(start)
+        weights, after = _coordinate_search(objective, start, names, bar)
+    return weights, before, after
+
+
+def _new_user_scores(
+    r: Ranker, users: np.ndarray, history: sp.csr_matrix
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The new users' scores [len(users), n_items]: the part the new-user weights leave alone (the history blocks,
+    from the few given items, with everyone's weights) and, per block they re-weight, its score (gnn, offset, pop)."""
+    items = r.item_vectors()
+    # before any new-user weight: the vectors everyone gets
+    known = r.user_vectors(users, history)
+    column, scores = 0, {}
+    rest = torch.zeros(len(users), r.n_items)
+    for block, width in r.blocks().items():
+        block_items = torch.from_numpy(items[:, column : column + width]).T
+        if block in ("gnn", "offset"):
+            user = (
+                r.user_emb[users]
+                if block == "gnn"
+                else np.ones((len(users), 1), np.float32)
+            )
+            scores[block] = torch.from_numpy(user) @ block_items
+        elif block in ("ease", "lowpass", "content"):  # 0 for users with no item
+            rest += torch.from_numpy(known[:, column : column + width]) @ block_items
+        column += width
+    pop = np.where(r.warm, r.pop / np.float32(r.scale["pop"]), 0.0).astype(np.float32)
+    scores["pop"] = torch.from_numpy(pop).expand(len(users), r.n_items)
+    return rest, scores
+
+
+def _group_scores(
+    groups: sp.csr_matrix, x: sp.csr_matrix, users: np.ndarray
+) -> tuple[np.ndarray, float, torch.Tensor]:
+    """The group block: P(item | value) among x's users divided by its spread, that spread (on the sampled users'
+    scores), and those users' scores divided by it."""
+    group_items = group_popularity(groups, x)
+    raw = (
+        torch.from_numpy(groups[users].toarray().astype(np.float32))
+        @ torch.from_numpy(group_items).T
+    )
+    group_scale = float(raw.std()) or 1.0
+    return group_items / np.float32(group_scale), group_scale, raw / group_scale
+
+
+def _new_user_objective(
+    rest: torch.Tensor,
+    scores: dict[str, torch.Tensor],
+    seen: sp.csr_matrix,
+    truth_rows: tuple[np.ndarray, np.ndarray],
+    k: int,
+) -> Callable[[dict[str, float]], float]:
+    """The new users' NDCG@k over all items, their given items `seen` left out, of the score `rest` plus the
+    weighted `scores`: what their weights' search maximises."""
+    n_users, n_items = rest.shape
+    known = seen.tocoo()
+    known_rows = torch.from_numpy(known.row.astype(np.int64))
+    known_cols = torch.from_numpy(known.col.astype(np.int64))
+
+    def objective(weights: dict[str, float]) -> float:
+        score = rest + sum(weights.get(b, 0.0) * v for b, v in scores.items())
+        score[known_rows, known_cols] = float("-inf")
+        lists = topk_stable(score, min(k, n_items))[1].numpy()
+        return _ndcg(lists, *truth_rows, n_users, n_items, k)
+
+    return objective
 
 
 def _coordinate_search(
