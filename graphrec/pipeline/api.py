@@ -190,52 +190,63 @@ class Recommender:
             images_dir (str or os.PathLike, optional): The folder the image column's paths are relative to.
                 (default: :obj:`None`: the inputs folder, so give it whenever items have images)
         """
-        if valid is None and test is not None:
+        parts = {"interactions": interactions, "valid": valid, "test": test}
+        frames = {**parts, "items": items, "users": users}
+        roles = dict(
+            images_dir=images_dir,
+            text_columns=text_columns,
+            attribute_columns=attribute_columns,
+            image_column=image_column,
+            user_attribute_columns=user_attribute_columns,
+        )
+        self._fit_stages(frames, split, roles)
+        self._served = None
+        return self
+
+    def _fit_stages(
+        self,
+        frames: dict[str, pd.DataFrame | None],
+        split: Mapping[str, Any] | None,
+        roles: dict[str, Any],
+    ) -> None:
+        """`fit`'s stages: the parts given checked, then under the workspace's lock the frames imported (with
+        their column roles), split if asked, encoded, the graph built, the model and ranker trained."""
+        if frames["valid"] is None and frames["test"] is not None:
             raise InputError("test needs valid: give both pre-split parts, or neither")
-        if valid is not None and split is not None:
+        if frames["valid"] is not None and split is not None:
             raise InputError(
                 "split settings apply when fit splits; with valid the parts are given"
             )
         ws = self._ws
         with ws.lock():
-            frames = {
-                "interactions": interactions,
-                "valid": valid,
-                "test": test,
-                "items": items,
-                "users": users,
-            }
-            _import_frames(
-                ws,
-                frames,
-                images_dir=images_dir,
-                text_columns=_list(text_columns),
-                attribute_columns=_list(attribute_columns),
-                image_column=image_column,
-                user_attribute_columns=_list(user_attribute_columns),
-            )
+            for name in ("text_columns", "attribute_columns", "user_attribute_columns"):
+                roles[name] = _list(roles[name])
+            _import_frames(ws, frames, **roles)
             if split is not None:
                 run_split(ws, **{"seed": self.seed, **split})
-            if items is not None and self.modalities:
-                run_encode(
-                    ws,
-                    list(self.modalities),
-                    seed=self.seed,
-                    device=self.train_settings.device,
-                    show_progress=self.progress,
-                    **self.encode_settings,
-                )
-            else:
-                # features of an earlier fit describe other items: the build and train stages would refuse them
-                shutil.rmtree(ws.stage_dir("features"), ignore_errors=True)
+            self._encode(frames["items"] is not None)
             run_build(ws, force=True, progress=self.progress)
             run_train(
                 ws,
                 self.train_settings,
                 ranker=RankSettings(k=self.train_settings.k, ease_dim=self.ease_dim),
             )
-        self._served = None
-        return self
+
+    def _encode(self, has_items: bool) -> None:
+        """The encode stage of `fit`: the object's modalities over the items table, or none at all."""
+        ws = self._ws
+        if has_items and self.modalities:
+            run_encode(
+                ws,
+                list(self.modalities),
+                seed=self.seed,
+                device=self.train_settings.device,
+                show_progress=self.progress,
+                **self.encode_settings,
+            )
+        else:
+            # features of an earlier fit describe other items: the build and train stages would refuse them
+            shutil.rmtree(ws.stage_dir("features"), ignore_errors=True)
 
     def partial_fit(
         self,
@@ -256,34 +267,36 @@ class Recommender:
                 the dataset is an error (changed content needs a new `fit`). (default: :obj:`None`)
             users (pandas.DataFrame, optional): New users with the dataset's user columns. (default: :obj:`None`)
         """
-        ws = self._ws
-        with ws.lock():
-            root = ws.path / INPUTS
-            n = len(list(root.glob("update-*"))) + 1 if root.is_dir() else 1
-            inputs = root / f"update-{n:04d}"
-            frames = {"interactions": interactions, "items": items, "users": users}
-            try:
-                files = {
-                    name: _write_table(inputs / f"{name}.parquet", frame, name)
-                    for name, frame in frames.items()
-                    if frame is not None
-                }
-                self.last_update = run_update(
-                    ws,
-                    files.get("interactions"),
-                    files.get("items"),
-                    files.get("users"),
-                    progress=self.progress,
-                )
-            except BaseException:
-                shutil.rmtree(
-                    inputs, ignore_errors=True
-                )  # all or nothing: a refused update leaves no inputs
-                raise
+        frames = {"interactions": interactions, "items": items, "users": users}
+        with self._ws.lock():
+            self.last_update = self._update(frames)
         for note in self.last_update.notes:
             log.info("%s", note)
         self._served = None
         return self
+
+    def _update(self, frames: dict[str, pd.DataFrame | None]) -> UpdateResult:
+        """`graphrec update` of the frames, written as Parquet under WS/inputs/update-NNNN/ first (so they pass
+        the update's checks); a refused update leaves no inputs behind (all or nothing)."""
+        root = self._ws.path / INPUTS
+        n = len(list(root.glob("update-*"))) + 1 if root.is_dir() else 1
+        inputs = root / f"update-{n:04d}"
+        try:
+            files = {
+                name: _write_table(inputs / f"{name}.parquet", frame, name)
+                for name, frame in frames.items()
+                if frame is not None
+            }
+            return run_update(
+                self._ws,
+                files.get("interactions"),
+                files.get("items"),
+                files.get("users"),
+                progress=self.progress,
+            )
+        except BaseException:
+            shutil.rmtree(inputs, ignore_errors=True)
+            raise
 
     # -- persistence -------------------------------------------------------------------------------
     @classmethod
@@ -366,7 +379,7 @@ class Recommender:
             items (sequence, optional): Item ids to rank among (`candidates`, the former name, is accepted).
                 (default: :obj:`None`: every item)
         """
-        s = self._state()
+        served = self._state()
         req = list_request(
             userid,
             user_items,
@@ -378,7 +391,15 @@ class Recommender:
             item_ids=self.item_ids,
             aliases=aliases,
         )
-        pos = s.users.get_indexer(pd.Index(req.users, dtype=object))
+        pos = self._user_index(served, req)
+        top, scores = self._lists(served, req, pos, self._candidates(served, req))
+        return Recommendations.of(req, self.item_ids, top, scores)
+
+    @staticmethod
+    def _user_index(served: _Served, req: ListRequest) -> np.ndarray:
+        """Each requested user's index in the workspace (-1: not there); a user neither there nor given
+        `user_items` is an error."""
+        pos = served.users.get_indexer(pd.Index(req.users, dtype=object))
         unknown = [
             u for u, p in zip(req.users, pos) if p < 0 and u not in req.user_items
         ]
@@ -387,8 +408,17 @@ class Recommender:
                 f"unknown user id {unknown[0]!r} (not in the workspace's dataset): pass the items "
                 "they have as user_items"
             )
-        cand = self._candidates(s, req)
-        # scored from items: users the workspace lacks, and known ones recalculated with given items
+        return pos
+
+    def _lists(
+        self,
+        served: _Served,
+        req: ListRequest,
+        pos: np.ndarray,
+        cand: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices [users, n], scores) best first, -1 and NaN past a short list: users scored from their
+        stored history, and users scored from the given items (unknown ones, or known ones recalculated)."""
         rescored = np.asarray(
             [
                 u in req.user_items and (p < 0 or req.recalculate)
@@ -396,38 +426,64 @@ class Recommender:
             ]
         )
         n = min(
-            req.n, len(s.items) if cand is None else len(cand)
+            req.n, len(served.items) if cand is None else len(cand)
         )  # a list holds every candidate at most
         top = np.full((len(req.users), n), -1, np.int64)
         scores = np.full((len(req.users), n), np.nan, np.float32)
         stored = np.flatnonzero(~rescored)
         if len(stored):
-            given = self._rows(
-                s, [req.user_items.get(req.users[i], []) for i in stored]
-            )
-            top[stored], scores[stored] = s.ranker.topk(
-                pos[stored],
-                n,
-                s.history,
-                cand,
-                progress=self.progress,
-                exclude_history=req.filter_liked,
-                exclude=given if req.filter_liked and given.nnz else None,
+            top[stored], scores[stored] = self._stored_lists(
+                served, req, pos, stored, n, cand
             )
         if rescored.any():
             at = np.flatnonzero(rescored)
-            ranker, history = self._with_items(
-                s, pos[at], [req.user_items[req.users[i]] for i in at]
-            )
-            top[at], scores[at] = ranker.topk(
-                np.arange(len(at)),
-                n,
-                history,
-                cand,
-                progress=self.progress,
-                exclude_history=req.filter_liked,
-            )
-        return Recommendations.of(req, self.item_ids, top, scores)
+            top[at], scores[at] = self._rescored_lists(served, req, pos, at, n, cand)
+        return top, scores
+
+    def _stored_lists(
+        self,
+        served: _Served,
+        req: ListRequest,
+        pos: np.ndarray,
+        rows: np.ndarray,
+        n: int,
+        cand: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The lists of the request's `rows` scored from their stored history (given items left out too when
+        filtering)."""
+        given = self._rows(served, [req.user_items.get(req.users[i], []) for i in rows])
+        return served.ranker.topk(
+            pos[rows],
+            n,
+            served.history,
+            cand,
+            progress=self.progress,
+            exclude_history=req.filter_liked,
+            exclude=given if req.filter_liked and given.nnz else None,
+        )
+
+    def _rescored_lists(
+        self,
+        served: _Served,
+        req: ListRequest,
+        pos: np.ndarray,
+        rows: np.ndarray,
+        n: int,
+        cand: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The lists of the request's `rows` scored from the items given (with the stored history of known
+        users)."""
+        ranker, history = self._with_items(
+            served, pos[rows], [req.user_items[req.users[i]] for i in rows]
+        )
+        return ranker.topk(
+            np.arange(len(rows)),
+            n,
+            history,
+            cand,
+            progress=self.progress,
+            exclude_history=req.filter_liked,
+        )
 
     @property
     def item_ids(self) -> list[str]:
@@ -452,33 +508,40 @@ class Recommender:
         """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
-        s = self._state()
+        served = self._state()
         ids = external_ids(item_ids)
-        idx = self._item_index(s, ids)
-        if s.taste is None:
-            s.taste = s.ranker.fold_in(), s.ranker.item_vectors()
-        fold_in, item_vectors = s.taste
-        blocks = s.ranker.blocks()
-        one_item_users = np.stack(
-            [taste_vector(fold_in, blocks, int(i), bool(s.ranker.warm[i])) for i in idx]
-        )
-        sim = torch.from_numpy(one_item_users) @ torch.from_numpy(item_vectors).T
-        sim[
-            torch.arange(len(idx)), torch.from_numpy(idx)
-        ] = -torch.inf  # not similar to itself: the same item
-        top_val, top_idx = topk_stable(sim, min(k, s.dataset.n_items))
-        val, top = top_val.numpy(), top_idx.numpy()
+        idx = self._item_index(served, ids)
+        val, top = self._most_similar(served, idx, k)
         rows, rank = np.nonzero(
             np.isfinite(val)
         )  # the item itself, ranked last at -inf, drops out here
         return pd.DataFrame(
             {
                 "item_id": np.asarray(ids, dtype=object)[rows],
-                "similar_item_id": s.dataset.item_ids[top[rows, rank]],
+                "similar_item_id": served.dataset.item_ids[top[rows, rank]],
                 "rank": (rank + 1).astype(np.int32),
                 "score": val[rows, rank],
             }
         )
+
+    @staticmethod
+    def _most_similar(
+        served: _Served, idx: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, item indices) of the k best items for a user whose only item is each of `idx`, that item
+        itself at -inf (not similar to itself: the same item)."""
+        if served.taste is None:
+            served.taste = served.ranker.fold_in(), served.ranker.item_vectors()
+        fold_in, item_vectors = served.taste
+        blocks = served.ranker.blocks()
+        warm = served.ranker.warm
+        one_item_users = np.stack(
+            [taste_vector(fold_in, blocks, int(i), bool(warm[i])) for i in idx]
+        )
+        sim = torch.from_numpy(one_item_users) @ torch.from_numpy(item_vectors).T
+        sim[torch.arange(len(idx)), torch.from_numpy(idx)] = -torch.inf
+        top_val, top_idx = topk_stable(sim, min(k, served.dataset.n_items))
+        return top_val.numpy(), top_idx.numpy()
 
     def evaluate(self, ks: Sequence[int] = (10, 20)) -> pd.DataFrame:
         """Full-ranking metrics on the held-out test parts (`graphrec evaluate`, without writing eval/).

@@ -152,62 +152,75 @@ def run_encode(
 ) -> EncodeResult:
     """Encode every item's content into WS/features/ (see module doc). settings / overrides: `EncodeSettings`, or
     its fields as keywords (`precomputed` holds NAME=FILE[,IDS])."""
-    s = replace(settings or EncodeSettings(), **overrides)
+    chosen = replace(settings or EncodeSettings(), **overrides)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     ids_file = ws.stage_dir("dataset") / "ids.json"
     item_ids: list[str] = read_json(ids_file)["items"]
-    check_settings(
-        batch_size=s.batch_size,
-        text_batch_size=s.text_batch_size,
-        num_workers=s.num_workers,
-        lexical_dim=s.lexical_dim,
-        max_pixels=s.max_pixels,
-        seed=s.seed,
-        device=s.device,
-    )
-    specs = {name: (path, ids) for name, path, ids in map(parse_spec, s.precomputed)}
+    _check_encode_settings(chosen)
+    specs = {
+        name: (path, ids) for name, path, ids in map(parse_spec, chosen.precomputed)
+    }
     names = resolve_modalities(
         modalities,
         bool(ds.schema.image_column),
         list(specs),
-        bool(s.text_columns or ds.schema.text_columns),
+        bool(chosen.text_columns or ds.schema.text_columns),
     )
-    texts = item_texts(ds, s.text_columns)
     run = _EncodeRun(
-        s,
-        ds,
-        item_ids,
-        specs,
-        _previous(ws.stage_dir("features")),
-        texts,
-        [hashlib.sha256(t.encode("utf-8")).hexdigest() if t else "" for t in texts],
-        show_progress,
+        chosen, ds, item_ids, specs, ws.stage_dir("features"), show_progress
     )
-    feats: dict[str, Features] = {}
-    reports: dict[str, ModalityReport] = {}
-    for name in names:
-        feats[name], reports[name] = run.encode(name)
-    target = ws.stage_dir("features")
+    encoded = {name: run.encode(name) for name in names}
+    _write_features(ws, encoded, run.device)
+    ws.record(
+        "features",
+        chosen.record(names, run.device),
+        inputs={"dataset_ids_sha256": file_sha256(ids_file), "items": len(item_ids)},
+    )
+    reports = {name: report for name, (_, report) in encoded.items()}
+    return EncodeResult(ws.stage_dir("features"), reports, run.device)
+
+
+def _check_encode_settings(settings: EncodeSettings) -> None:
+    """`check_settings` over the fields of `settings` that it checks."""
+    check_settings(
+        batch_size=settings.batch_size,
+        text_batch_size=settings.text_batch_size,
+        num_workers=settings.num_workers,
+        lexical_dim=settings.lexical_dim,
+        max_pixels=settings.max_pixels,
+        seed=settings.seed,
+        device=settings.device,
+    )
+
+
+def _write_features(
+    ws: Workspace,
+    encoded: dict[str, tuple[Features, ModalityReport]],
+    device: str,
+) -> None:
+    """Replace WS/features/ with these modalities and the run's log, in one switch."""
     with ws.new_stage("features") as tmp:
-        for f in feats.values():
-            save_features(tmp, f)
+        for features, _ in encoded.values():
+            save_features(tmp, features)
         write_json(
             tmp / LOG,
             {
-                "device": run.device,
+                "device": device,
                 "modalities": {
-                    k: {**asdict(r), "items_per_s": round(r.items_per_s, 1)}
-                    for k, r in reports.items()
+                    name: {
+                        **asdict(report),
+                        "items_per_s": round(report.items_per_s, 1),
+                    }
+                    for name, (_, report) in encoded.items()
                 },
             },
         )
-    ws.record(
-        "features",
-        s.record(names, run.device),
-        inputs={"dataset_ids_sha256": file_sha256(ids_file), "items": len(item_ids)},
-    )
-    return EncodeResult(target, reports, run.device)
+
+
+def _text_hashes(texts: np.ndarray) -> list[str]:
+    """The cache's content hash of each text: sha256 of its UTF-8 bytes, "" for an item without text."""
+    return [hashlib.sha256(t.encode("utf-8")).hexdigest() if t else "" for t in texts]
 
 
 class _EncodeRun:
@@ -215,156 +228,175 @@ class _EncodeRun:
 
     def __init__(
         self,
-        s: EncodeSettings,
+        settings: EncodeSettings,
         ds: Dataset,
         item_ids: list[str],
         specs: dict[str, tuple[Path, Any]],
-        previous: dict[str, dict],
-        texts: np.ndarray,
-        text_hashes: list[str],
+        features_dir: Path,
         show_progress: bool,
     ):
-        self.s, self.ds, self.item_ids, self.specs, self.previous = (
-            s,
-            ds,
-            item_ids,
-            specs,
-            previous,
-        )
-        self.texts, self.text_hashes, self.show_progress = (
-            texts,
-            text_hashes,
-            show_progress,
-        )
+        self.settings, self.ds, self.item_ids = settings, ds, item_ids
+        self.specs, self.show_progress = specs, show_progress
+        self.texts = item_texts(ds, settings.text_columns)
+        self.previous = _previous(features_dir)  # the cache: the last run's modalities
+        self.text_hashes = _text_hashes(self.texts)
         self.clip: ClipEncoder | None = None
         self.device = "cpu"  # lexical and precomputed features are numpy work; a neural encoder says its own
 
     def encode(self, name: str) -> tuple[Features, ModalityReport]:
         """One modality's features and report, checked finite before anything is written."""
         t0 = time.perf_counter()
-        f, rep = self._features(name)
-        if name == "clip_image" and rep.missing:
-            rep.notes.append(
-                f"clip_image: {rep.missing} of {len(self.item_ids)} items have no image (mask 0)"
+        features, report = self._features(name)
+        if name == "clip_image" and report.missing:
+            report.notes.append(
+                f"clip_image: {report.missing} of {len(self.item_ids)} items have no image (mask 0)"
             )
-        if (
-            name == "lexical" and rep.dim < self.s.lexical_dim
-        ):  # said, not silently clamped
-            rep.notes.append(
-                f"lexical: {rep.dim} dimensions, fewer than --lexical-dim {self.s.lexical_dim}: there "
-                f"are no more than items with words or distinct words ({f.meta.get('vocabulary')})"
+        lexical_dim = self.settings.lexical_dim
+        if name == "lexical" and report.dim < lexical_dim:  # said, not silently clamped
+            report.notes.append(
+                f"lexical: {report.dim} dimensions, fewer than --lexical-dim {lexical_dim}: there "
+                f"are no more than items with words or distinct words ({features.meta.get('vocabulary')})"
             )
-        rep.seconds = time.perf_counter() - t0
-        f.meta = {**summary(f.meta["identity"]), **f.meta}
-        f.meta.update(
-            encoded=rep.encoded,
-            reused=rep.reused,
-            missing=rep.missing,
-            bad_count=len(rep.bad),
-            bad=rep.bad,
+        report.seconds = time.perf_counter() - t0
+        features.meta = {**summary(features.meta["identity"]), **features.meta}
+        features.meta.update(
+            encoded=report.encoded,
+            reused=report.reused,
+            missing=report.missing,
+            bad_count=len(report.bad),
+            bad=report.bad,
         )
         _check_finite(
-            f
+            features
         )  # before anything is written: features/ keeps the last good run
-        return f, rep
+        return features, report
 
     def _features(self, name: str) -> tuple[Features, ModalityReport]:
-        s, prev = self.s, self.previous.get(name)
-        if name in ("clip_image", "clip_text"):
-            clip = self._clip()
-            if name == "clip_text":
-                return _cached(
-                    name,
-                    self.item_ids,
-                    self.text_hashes,
-                    clip.text_identity(),
-                    prev,
-                    clip.dim,
-                    _text_encoder(
-                        clip.encode_texts,
-                        self.texts,
-                        s.text_batch_size,
-                        self.show_progress,
-                    ),
-                )
-            paths = image_paths(
-                self.ds.items[self.ds.schema.image_column]
-                .fillna("")
-                .astype(str)
-                .to_numpy(),
-                self.ds.schema.images_dir,
-            )
-            return _cached(
-                name,
-                self.item_ids,
-                hash_files(paths),
-                clip.image_identity(s.max_pixels),
-                prev,
-                clip.dim,
-                _image_encoder(
-                    clip,
-                    paths,
-                    s.batch_size,
-                    s.num_workers,
-                    s.max_pixels,
-                    self.show_progress,
-                ),
-                {i: p for i, p in enumerate(paths) if p},
-            )
+        """One modality's features and report from its encoder (cached rows reused where the encoder allows)."""
+        if name == "clip_text":
+            return self._clip_text()
+        if name == "clip_image":
+            return self._clip_image()
         if name == "st_text":
-            st = load_sentence_model(s.st_model, s.device)
-            self.device = str(st.device)
-            return _cached(
-                name,
-                self.item_ids,
-                self.text_hashes,
-                st.identity,
-                prev,
-                st.dim,
-                _text_encoder(
-                    st.encode_texts, self.texts, s.text_batch_size, self.show_progress
-                ),
-            )
+            return self._st_text()
         if name == "lexical":
+            settings = self.settings
             return _lexical(
-                self.item_ids, self.texts, self.text_hashes, s.lexical_dim, s.seed, prev
+                self.item_ids,
+                self.texts,
+                self.text_hashes,
+                settings.lexical_dim,
+                settings.seed,
+                self.previous.get(name),
             )
         return self._precomputed(name)
 
+    def _clip_text(self) -> tuple[Features, ModalityReport]:
+        """clip_text: the CLIP text tower over each item's text."""
+        clip = self._clip()
+        return _cached(
+            "clip_text",
+            self.item_ids,
+            self.text_hashes,
+            clip.text_identity(),
+            self.previous.get("clip_text"),
+            clip.dim,
+            _text_encoder(
+                clip.encode_texts,
+                self.texts,
+                self.settings.text_batch_size,
+                self.show_progress,
+            ),
+        )
+
+    def _clip_image(self) -> tuple[Features, ModalityReport]:
+        """clip_image: the CLIP image tower over each item's image file (bad files listed with the reason)."""
+        settings, schema = self.settings, self.ds.schema
+        clip = self._clip()
+        paths = image_paths(
+            self.ds.items[schema.image_column].fillna("").astype(str).to_numpy(),
+            schema.images_dir,
+        )
+        encode = _image_encoder(
+            clip,
+            paths,
+            settings.batch_size,
+            settings.num_workers,
+            settings.max_pixels,
+            self.show_progress,
+        )
+        return _cached(
+            "clip_image",
+            self.item_ids,
+            hash_files(paths),
+            clip.image_identity(settings.max_pixels),
+            self.previous.get("clip_image"),
+            clip.dim,
+            encode,
+            {i: path for i, path in enumerate(paths) if path},
+        )
+
+    def _st_text(self) -> tuple[Features, ModalityReport]:
+        """st_text: a sentence-transformers model over each item's text."""
+        settings = self.settings
+        sentence_model = load_sentence_model(settings.st_model, settings.device)
+        self.device = str(sentence_model.device)
+        encode = _text_encoder(
+            sentence_model.encode_texts,
+            self.texts,
+            settings.text_batch_size,
+            self.show_progress,
+        )
+        return _cached(
+            "st_text",
+            self.item_ids,
+            self.text_hashes,
+            sentence_model.identity,
+            self.previous.get("st_text"),
+            sentence_model.dim,
+            encode,
+        )
+
     def _clip(self) -> ClipEncoder:
+        """The CLIP encoder, loaded on first use (both CLIP modalities share it)."""
         if self.clip is None:
             self.clip = load_clip(
-                self.s.clip_model,
-                self.s.clip_pretrained,
-                self.s.clip_checkpoint,
-                self.s.device,
-                seed=self.s.seed,
+                self.settings.clip_model,
+                self.settings.clip_pretrained,
+                self.settings.clip_checkpoint,
+                self.settings.device,
+                seed=self.settings.seed,
             )
             self.device = str(self.clip.device)
         return self.clip
 
     def _precomputed(self, name: str) -> tuple[Features, ModalityReport]:
+        """precomputed_<name>: the user's vector file, in dataset order (ids it does not know are noted)."""
         path, ids = self.specs[name.removeprefix("precomputed_")]
-        values, mask, info = read_precomputed(path, self.item_ids, ids)
-        f = Features(
+        values, mask, file_info = read_precomputed(path, self.item_ids, ids)
+        features = Features(
             name,
             values,
             mask,
             {
-                "identity": {"encoder": "precomputed", **info},
+                "identity": {"encoder": "precomputed", **file_info},
                 "random_weights": False,
                 "item_ids": self.item_ids,
             },
         )
-        rep = ModalityReport(
-            name, f.dim, int(mask.sum()), int((~mask).sum()), encoded=int(mask.sum())
+        report = ModalityReport(
+            name,
+            features.dim,
+            int(mask.sum()),
+            int((~mask).sum()),
+            encoded=int(mask.sum()),
         )
-        if info["unknown_ids"]:
-            rep.notes.append(
-                f"{info['unknown_ids']} ids in {Path(path).name} are not dataset items "
-                f"(e.g. {', '.join(info['unknown_id_examples'][:5])})"
+        if file_info["unknown_ids"]:
+            report.notes.append(
+                f"{file_info['unknown_ids']} ids in {Path(path).name} are not dataset items "
+                f"(e.g. {', '.join(file_info['unknown_id_examples'][:5])})"
             )
-        return f, rep
+        return features, report
 
 
 def check_settings(
@@ -465,46 +497,14 @@ def _cached(
     identity = json.loads(
         json.dumps(identity, default=str)
     )  # compare as it will read back from JSON
-    n = len(item_ids)
-    h = np.asarray(hashes, dtype=object)
-    has = h != ""
-    values = np.zeros((n, dim), dtype=np.float32)
-    mask = np.zeros(n, dtype=bool)
-    bad: dict[int, str] = {}
-    reused = np.zeros(n, dtype=bool)
-    if (
-        prev is not None
-        and prev["meta"].get("identity") == identity
-        and prev["values"].shape[1] == dim
-    ):
-        pos = pd.Index(prev["meta"]["item_ids"]).get_indexer(pd.Index(item_ids))
-        old_h = np.asarray(prev["meta"]["content_hashes"], dtype=object)
-        reused = has & (pos >= 0)
-        reused[reused] = old_h[pos[reused]] == h[reused]
-        values[reused] = prev["values"][pos[reused]]
-        mask[reused] = prev["mask"][pos[reused]]
-        old_bad = {b["item_id"]: b["reason"] for b in prev["meta"].get("bad", [])}
-        bad.update(
-            {
-                int(i): old_bad[item_ids[i]]
-                for i in np.flatnonzero(reused & ~mask)
-                if item_ids[i] in old_bad
-            }
-        )
-    todo = np.flatnonzero(has & ~reused)
+    has_content = np.asarray(hashes, dtype=object) != ""
+    rows = _reused_rows(item_ids, hashes, has_content, identity, prev, dim)
+    todo = np.flatnonzero(has_content & ~rows.reused)
     if len(todo):
-        vec, ok, new_bad = encode(todo)
-        values[todo[ok]] = vec[ok]
-        mask[todo[ok]] = True
-        bad.update({int(todo[p]): r for p, r in new_bad})
-    bad_list = [
-        {
-            "item_id": item_ids[i],
-            **({"file": files[i]} if files else {}),
-            "reason": bad[i],
-        }
-        for i in sorted(bad)
-    ]
+        vectors, ok, new_bad = encode(todo)
+        rows.values[todo[ok]] = vectors[ok]
+        rows.mask[todo[ok]] = True
+        rows.bad.update({int(todo[pos]): reason for pos, reason in new_bad})
     random_weights = bool(identity.get("random_weights", False))
     meta = {
         "identity": identity,
@@ -512,17 +512,82 @@ def _cached(
         "item_ids": item_ids,
         "content_hashes": hashes,
     }
-    rep = ModalityReport(
+    report = ModalityReport(
         name,
         dim,
-        int(has.sum()),
-        int((~has).sum()),
+        int(has_content.sum()),
+        int((~has_content).sum()),
         encoded=len(todo),
-        reused=int(reused.sum()),
-        bad=bad_list,
+        reused=int(rows.reused.sum()),
+        bad=_bad_list(item_ids, rows.bad, files),
         random_weights=random_weights,
     )
-    return Features(name, values, mask, meta), rep
+    return Features(name, rows.values, rows.mask, meta), report
+
+
+@dataclass
+class _Rows:
+    """A modality's rows as the cache leaves them: vectors, mask, which were copied on, and bad ones' reasons."""
+
+    values: np.ndarray  # [n, dim] float32, zeros where not (yet) encoded
+    mask: np.ndarray  # [n] bool: the row holds a vector
+    reused: np.ndarray  # [n] bool: copied from the last run
+    bad: dict[int, str]  # row -> why its content could not be encoded
+
+
+def _reused_rows(
+    item_ids: list[str],
+    hashes: list[str],
+    has_content: np.ndarray,
+    identity: dict[str, Any],
+    prev: dict | None,
+    dim: int,
+) -> _Rows:
+    """The rows of `prev` that can be copied on (same encoder identity and dimension, same content hash), with
+    the reasons of those that were bad then (bad content stays bad: it is not retried)."""
+    n = len(item_ids)
+    rows = _Rows(
+        np.zeros((n, dim), dtype=np.float32),
+        np.zeros(n, dtype=bool),
+        np.zeros(n, dtype=bool),
+        {},
+    )
+    if (
+        prev is None
+        or prev["meta"].get("identity") != identity
+        or prev["values"].shape[1] != dim
+    ):
+        return rows
+    pos = pd.Index(prev["meta"]["item_ids"]).get_indexer(pd.Index(item_ids))
+    old_hashes = np.asarray(prev["meta"]["content_hashes"], dtype=object)
+    reused = has_content & (pos >= 0)
+    reused[reused] = old_hashes[pos[reused]] == np.asarray(hashes, dtype=object)[reused]
+    rows.reused = reused
+    rows.values[reused] = prev["values"][pos[reused]]
+    rows.mask[reused] = prev["mask"][pos[reused]]
+    old_bad = {b["item_id"]: b["reason"] for b in prev["meta"].get("bad", [])}
+    rows.bad.update(
+        {
+            int(i): old_bad[item_ids[i]]
+            for i in np.flatnonzero(reused & ~rows.mask)
+            if item_ids[i] in old_bad
+        }
+    )
+    return rows
+
+
+def _bad_list(
+    item_ids: list[str], bad: dict[int, str], files: dict[int, str] | None
+) -> list[dict[str, str]]:
+    """The bad rows as the report and the modality's JSON list them: in item order, with their file if any."""
+    return [
+        {
+            "item_id": item_ids[i],
+            **({"file": files[i]} if files else {}),
+            "reason": bad[i],
+        }
+        for i in sorted(bad)
+    ]
 
 
 def _text_encoder(
@@ -561,6 +626,28 @@ def _image_encoder(
     return encode
 
 
+_LEXICAL_META = (
+    "identity",
+    "random_weights",
+    "item_ids",
+    "content_hashes",
+    "vocabulary",
+    "explained",
+)  # what a lexical modality's JSON keeps of its own (the rest is the run's summary)
+
+
+def _lexical_identity(hashes: list[str], dim: int, seed: int) -> dict[str, Any]:
+    """The lexical modality's identity: its settings and the whole corpus (any changed text changes the basis)."""
+    return {
+        "encoder": "lexical",
+        "method": "tfidf-sublinear+svd",
+        "dim": dim,
+        "min_df": 1,
+        "seed": seed,
+        "corpus_sha256": hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
+    }
+
+
 def _lexical(
     item_ids: list[str],
     texts: np.ndarray,
@@ -570,40 +657,20 @@ def _lexical(
     prev: dict | None,
 ) -> tuple[Features, ModalityReport]:
     """Recomputed as a whole (its basis depends on every text) unless no text and no setting changed."""
-    identity = {
-        "encoder": "lexical",
-        "method": "tfidf-sublinear+svd",
-        "dim": dim,
-        "min_df": 1,
-        "seed": seed,
-        "corpus_sha256": hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
-    }
-    has = np.asarray(hashes, dtype=object) != ""
+    identity = _lexical_identity(hashes, dim, seed)
+    has_text = np.asarray(hashes, dtype=object) != ""
+    with_text, without_text = int(has_text.sum()), int((~has_text).sum())
     if (
         prev is not None
         and prev["meta"].get("identity") == identity
         and prev["meta"].get("item_ids") == item_ids
     ):
-        f = Features(
-            "lexical",
-            prev["values"],
-            prev["mask"],
-            {
-                k: prev["meta"][k]
-                for k in (
-                    "identity",
-                    "random_weights",
-                    "item_ids",
-                    "content_hashes",
-                    "vocabulary",
-                    "explained",
-                )
-            },
+        meta = {key: prev["meta"][key] for key in _LEXICAL_META}
+        features = Features("lexical", prev["values"], prev["mask"], meta)
+        return features, ModalityReport(
+            "lexical", features.dim, with_text, without_text, reused=with_text
         )
-        return f, ModalityReport(
-            "lexical", f.dim, int(has.sum()), int((~has).sum()), reused=int(has.sum())
-        )
-    values, mask, info = lexical_features(texts.tolist(), dim=dim, seed=seed)
+    values, mask, fitted = lexical_features(texts.tolist(), dim=dim, seed=seed)
     if values.shape[1] == 0:
         raise InputError(
             "modality lexical: no item has any text (check the text columns)"
@@ -613,15 +680,11 @@ def _lexical(
         "random_weights": False,
         "item_ids": item_ids,
         "content_hashes": hashes,
-        "vocabulary": info["vocabulary"],
-        "explained": info["explained"],
+        "vocabulary": fitted["vocabulary"],
+        "explained": fitted["explained"],
     }
     return Features("lexical", values, mask, meta), ModalityReport(
-        "lexical",
-        values.shape[1],
-        int(has.sum()),
-        int((~has).sum()),
-        encoded=int(has.sum()),
+        "lexical", values.shape[1], with_text, without_text, encoded=with_text
     )
 
 
@@ -685,55 +748,9 @@ def encode_new_items(
     neural = [m for m in names if m != "lexical"]
     encoded: dict[str, int] = {}
     if neural:
-        recorded = EncodeSettings.from_record(rec)
-        res = run_encode(
-            sws,
-            neural,
-            replace(recorded, num_workers=_workers_here(recorded.num_workers)),
-            show_progress=progress,
-        )
-        encoded.update({m: r.encoded for m, r in res.reports.items()})
-        for rep in res.reports.values():
-            notes += rep.notes
+        encoded.update(_encode_neural(sws, neural, rec, progress, notes))
     if "lexical" in names:
-        # The model was trained on the old basis: new texts are folded into it, old vectors stay as they are.
-        prev = load_features(ws, ["lexical"])["lexical"]
-        n_old = old.n_items
-        basis_items = int(prev.meta.get("basis_items", n_old))
-        texts = item_texts(grown, rec["text_columns"])
-        values, mask = lexical_fold_in(
-            texts[:basis_items].tolist(),
-            texts[n_old:].tolist(),
-            dim=int(prev.meta["identity"]["dim"]),
-            seed=int(prev.meta["identity"]["seed"]),
-        )
-        if values.shape[1] != prev.dim:
-            raise InputError(
-                "lexical features do not match their recorded basis: re-run `graphrec encode`",
-                file=ws.stage_dir("features") / "lexical.json",
-            )
-        hashes = [
-            hashlib.sha256(t.encode("utf-8")).hexdigest() if t else ""
-            for t in texts[n_old:]
-        ]
-        meta = {
-            **prev.meta,
-            "item_ids": grown.item_ids.tolist(),
-            "content_hashes": list(prev.meta["content_hashes"]) + hashes,
-            "basis_items": basis_items,
-            "folded_in": int(prev.meta.get("folded_in", 0)) + len(hashes),
-        }
-        meta = {k: v for k, v in meta.items() if k not in ("modality", "dim")}
-        save_features(
-            sws.stage_dir("features"),
-            Features(
-                "lexical",
-                np.concatenate([prev.values, values]),
-                np.concatenate([prev.mask, mask]),
-                meta,
-            ),
-        )
-        encoded["lexical"] = len(hashes)
+        encoded["lexical"] = _fold_in_lexical(ws, sws, old, grown, rec["text_columns"])
     log_path = sws.stage_dir("features") / "encode_log.json"
     write_json(
         log_path,
@@ -748,3 +765,76 @@ def encode_new_items(
         },
     )
     return encoded
+
+
+def _encode_neural(
+    sws: Workspace,
+    modalities: list[str],
+    rec: dict[str, Any],
+    progress: bool,
+    notes: list[str],
+) -> dict[str, int]:
+    """run_encode of the staged workspace with the recorded settings (its cache re-encodes the new items alone);
+    modality -> items encoded, the reports' notes added to `notes`."""
+    recorded = EncodeSettings.from_record(rec)
+    result = run_encode(
+        sws,
+        modalities,
+        replace(recorded, num_workers=_workers_here(recorded.num_workers)),
+        show_progress=progress,
+    )
+    for report in result.reports.values():
+        notes += report.notes
+    return {name: report.encoded for name, report in result.reports.items()}
+
+
+def _fold_in_lexical(
+    ws: Workspace,
+    sws: Workspace,
+    old: Dataset,
+    grown: Dataset,
+    text_columns: list[str] | None,
+) -> int:
+    """Stage the lexical modality grown by the new items' texts folded into its basis; the items folded in.
+    The model was trained on the old basis: old vectors stay as they are."""
+    prev = load_features(ws, ["lexical"])["lexical"]
+    n_old = old.n_items
+    basis_items = int(prev.meta.get("basis_items", n_old))
+    texts = item_texts(grown, text_columns)
+    values, mask = lexical_fold_in(
+        texts[:basis_items].tolist(),
+        texts[n_old:].tolist(),
+        dim=int(prev.meta["identity"]["dim"]),
+        seed=int(prev.meta["identity"]["seed"]),
+    )
+    if values.shape[1] != prev.dim:
+        raise InputError(
+            "lexical features do not match their recorded basis: re-run `graphrec encode`",
+            file=ws.stage_dir("features") / "lexical.json",
+        )
+    hashes = _text_hashes(texts[n_old:])
+    save_features(
+        sws.stage_dir("features"),
+        Features(
+            "lexical",
+            np.concatenate([prev.values, values]),
+            np.concatenate([prev.mask, mask]),
+            _folded_meta(prev, grown, hashes, basis_items),
+        ),
+    )
+    return len(hashes)
+
+
+def _folded_meta(
+    prev: Features, grown: Dataset, hashes: list[str], basis_items: int
+) -> dict[str, Any]:
+    """The lexical modality's meta after a fold-in: every item's id and hash, the basis' size, how many were
+    folded in so far (modality and dim are save_features' own keys)."""
+    meta = {
+        **prev.meta,
+        "item_ids": grown.item_ids.tolist(),
+        "content_hashes": list(prev.meta["content_hashes"]) + hashes,
+        "basis_items": basis_items,
+        "folded_in": int(prev.meta.get("folded_in", 0)) + len(hashes),
+    }
+    return {k: v for k, v in meta.items() if k not in ("modality", "dim")}

@@ -29,7 +29,7 @@ from graphrec.model.export_format import (
     pseudonymize_id,
     write_export,
 )
-from graphrec.stages.rank import serving_ranker
+from graphrec.stages.rank import Ranker, serving_ranker
 
 PRIVATE_NOTE = (
     "private export: each user vector is a function of the user's interactions alone (no gnn block, "
@@ -66,28 +66,8 @@ def export(
     check_export_target(out)  # before any work: the same check runs again as it writes
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
-    r = serving_ranker(ws, ds)
-    note = None
-    if (
-        private and not ds.schema.user_attribute_columns
-    ):  # the model never saw any: collaborative already
-        note = NO_ATTRIBUTES_NOTE
-    elif private:
-        r, note = r.without_user_attributes(), PRIVATE_NOTE
-        if not r.blocks():
-            raise InputError(
-                "the ranker's blend scores with the gnn alone, which carries user attributes: a private "
-                "export would hold no scoring information",
-                file=ws.path,
-            )
-    user_ids = [str(u) for u in ds.user_ids]
-    user_vectors = r.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN))
-    if pseudonymize:
-        # rows sorted by pseudonym: in dataset order, row i would be the i-th user of the input files, and the
-        # pseudonyms could be undone by position without the salt
-        user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
-        order = np.argsort(np.asarray(user_ids), kind="stable")
-        user_ids, user_vectors = [user_ids[i] for i in order], user_vectors[order]
+    r, note = _export_ranker(ws, ds, private)
+    user_ids, user_vectors = _user_rows(r, ds, pseudonymize)
     about = {
         "user_vectors": "from every interaction given to the system at export time",
         "private": private,
@@ -113,3 +93,42 @@ def export(
         r.fold_in(),
         r.blocks(),
     )
+
+
+def _export_ranker(
+    ws: Workspace, ds: Dataset, private: bool
+) -> tuple[Ranker, str | None]:
+    """The ranker whose vectors are exported and the manifest's privacy note: the serving ranker, or for a
+    private export its blend without the blocks that carry user attributes (where the dataset has any)."""
+    ranker = serving_ranker(ws, ds)
+    if private and not ds.schema.user_attribute_columns:
+        return (
+            ranker,
+            NO_ATTRIBUTES_NOTE,
+        )  # the model never saw any: collaborative already
+    if not private:
+        return ranker, None
+    ranker = ranker.without_user_attributes()
+    if not ranker.blocks():
+        raise InputError(
+            "the ranker's blend scores with the gnn alone, which carries user attributes: a private "
+            "export would hold no scoring information",
+            file=ws.path,
+        )
+    return ranker, PRIVATE_NOTE
+
+
+def _user_rows(
+    ranker: Ranker, ds: Dataset, pseudonymize: str | None
+) -> tuple[list[str], np.ndarray]:
+    """(user ids, user vectors from every interaction given), pseudonymised and sorted by pseudonym when a salt
+    is given."""
+    user_ids = [str(u) for u in ds.user_ids]
+    user_vectors = ranker.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN))
+    if pseudonymize:
+        # rows sorted by pseudonym: in dataset order, row i would be the i-th user of the input files, and the
+        # pseudonyms could be undone by position without the salt
+        user_ids = [pseudonymize_id(u, pseudonymize) for u in user_ids]
+        order = np.argsort(np.asarray(user_ids), kind="stable")
+        user_ids, user_vectors = [user_ids[i] for i in order], user_vectors[order]
+    return user_ids, user_vectors

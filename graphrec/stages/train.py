@@ -416,6 +416,53 @@ def _resumed(
     )
 
 
+@dataclasses.dataclass
+class _Phase:
+    """One training phase's fixed parts: its pairs and graph, the model with its optimiser, what it validates on,
+    where its checkpoints go."""
+
+    run: _Run
+    name: str  # "select" or "refit"
+    pairs: np.ndarray  # the user-item keys it trains on
+    inp: GraphInputs
+    model: GraphRec
+    opt: torch.optim.Optimizer
+    # the model's loss, wrapped in DistributedDataParallel under torchrun
+    step: torch.nn.Module
+    # validation sets (empty: nothing validated, the last epoch is kept)
+    sets: dict[str, tuple]
+    pool: np.ndarray  # the items negatives are drawn from: warm ones
+    ckpts: Checkpoints
+    # the result settings a checkpoint must match to be resumed
+    settings: dict[str, Any]
+
+
+def _new_phase(run: _Run, name: str, pairs: np.ndarray, validate: bool) -> _Phase:
+    """A fresh model and optimiser over the graph of `pairs`, with the phase's validation sets."""
+    settings = run.s
+    inp = run.inputs(pairs)
+    model = run.new_model(inp)
+    opt = _make_optimizer(model, settings)
+    step: torch.nn.Module = _Step(model, settings)
+    if _dist()[1] > 1:
+        step = torch.nn.parallel.DistributedDataParallel(step)
+    sets = run.validation_sets(pairs, inp) if validate else {}
+    pool = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
+    return _Phase(
+        run,
+        name,
+        pairs,
+        inp,
+        model,
+        opt,
+        step,
+        sets,
+        pool,
+        Checkpoints(run.dir, name),
+        settings.result_settings(),
+    )
+
+
 def _fit(
     run: _Run,
     phase: str,
@@ -425,93 +472,116 @@ def _fit(
     validate: bool,
 ) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
     """Train one phase; returns (model at its selected/last epoch, its inputs, history, selected epoch)."""
-    s = run.s
-    rank, world = _dist()
-    inp = run.inputs(pairs)
-    model = run.new_model(inp)
-    opt = _make_optimizer(model, s)
-    step: torch.nn.Module = _Step(model, s)
-    if world > 1:
-        step = torch.nn.parallel.DistributedDataParallel(step)
-    sets = run.validation_sets(pairs, inp) if validate else {}
-    pool = np.flatnonzero(inp.item_degree.cpu().numpy() > 0)
-    settings = s.result_settings()
-    ckpts = Checkpoints(run.dir, phase)
+    state = _new_phase(run, phase, pairs, validate)
     history, best, start = (
-        _resumed(ckpts, settings, model, opt, max_epochs)
+        _resumed(state.ckpts, state.settings, state.model, state.opt, max_epochs)
         if resume
         else ([], _NO_BEST, 1)
     )
+    rank = _dist()[0]
     bar = progress_bar(
         range(start, max_epochs + 1),
-        show=s.progress and rank == 0,
+        show=run.s.progress and rank == 0,
         desc=phase,
         initial=start - 1,
         total=max_epochs,
     )
-    stopped = False
     for epoch in bar:
-        t0 = time.perf_counter()
-        users, pos, neg = epoch_triples(
-            pairs, run.ni, pool, s.seed, PHASES.index(phase), epoch
-        )
-        gen = torch.Generator(device=run.device).manual_seed(s.seed * 1_000_003 + epoch)
-        totals = _epoch(
-            step, opt, inp, (users, pos, neg), cast(int, s.batch_size), run.device, gen
-        )
-        if not math.isfinite(totals["loss"]):
-            raise InputError(
-                f"training diverged in epoch {epoch} of {phase}: the loss is {totals['loss']} (lower "
-                "--lr, or check --reg and the loss weights); model/ is unchanged"
-            )
-        row: dict[str, Any] = {
-            "phase": phase,
-            "epoch": epoch,
-            "seconds": round(time.perf_counter() - t0, 3),
-            **{k2: v / max(len(users), 1) for k2, v in totals.items()},
-        }
-        if sets and rank == 0:
-            row.update(_evaluate(model, inp, sets, s.k))
-            if row["score"] > best["score"] + 1e-5:
-                best = {"score": row["score"], "epoch": epoch}
-                save_checkpoint(ckpts.best, model, opt, {"epoch": epoch})
-            stopped = epoch - best["epoch"] >= s.patience or epoch == max_epochs
-        elif not sets:
-            stopped = epoch == max_epochs
-        if world > 1:
-            flag = torch.tensor([int(stopped)])
-            dist.broadcast(flag, 0)
-            stopped = bool(flag.item())
+        row = _train_epoch(state, epoch)
+        best, stopped = _judge_epoch(state, row, best, max_epochs)
         history.append(row)
         if rank == 0:
-            state = {
-                "phase": phase,
-                "epoch": epoch,
-                "settings": settings,
-                "history": history,
-                "best": best,
-                "stopped": stopped,
-            }
-            save_checkpoint(ckpts.path(epoch), model, opt, state)
-            ckpts.prune(epoch, s.keep_checkpoints)
-            bar.set_postfix(
-                {
-                    k2: f"{row[k2]:.4f}"
-                    for k2 in ("loss", f"valid_ndcg@{s.k}", f"cold_valid_ndcg@{s.k}")
-                    if k2 in row
-                }
-            )
+            bar.set_postfix(_save_epoch(state, history, best, stopped))
         if stopped:
             break
     bar.close()
-    if sets:
-        if world > 1:
-            obj = [best]
-            dist.broadcast_object_list(obj, 0)
-            best = obj[0]
-        load_checkpoint(ckpts.best, model, None)
-        return model, inp, history, int(best["epoch"])
-    return model, inp, history, len(history) and int(history[-1]["epoch"])
+    return _phase_result(state, history, best)
+
+
+def _train_epoch(state: _Phase, epoch: int) -> dict[str, Any]:
+    """One epoch of training; its history row (phase, epoch, seconds, mean losses). Stops on a non-finite loss."""
+    run = state.run
+    t0 = time.perf_counter()
+    users, pos, neg = epoch_triples(
+        state.pairs, run.ni, state.pool, run.s.seed, PHASES.index(state.name), epoch
+    )
+    gen = torch.Generator(device=run.device).manual_seed(run.s.seed * 1_000_003 + epoch)
+    triples = (users, pos, neg)
+    batch_size = cast(int, run.s.batch_size)
+    totals = _epoch(
+        state.step, state.opt, state.inp, triples, batch_size, run.device, gen
+    )
+    if not math.isfinite(totals["loss"]):
+        raise InputError(
+            f"training diverged in epoch {epoch} of {state.name}: the loss is {totals['loss']} (lower "
+            "--lr, or check --reg and the loss weights); model/ is unchanged"
+        )
+    return {
+        "phase": state.name,
+        "epoch": epoch,
+        "seconds": round(time.perf_counter() - t0, 3),
+        **{name: v / max(len(users), 1) for name, v in totals.items()},
+    }
+
+
+def _judge_epoch(
+    state: _Phase, row: dict[str, Any], best: dict[str, Any], max_epochs: int
+) -> tuple[dict[str, Any], bool]:
+    """(best so far, whether the phase stops) after the epoch of `row`: rank 0 validates (adding the scores to
+    `row`) and checkpoints a new best; without validation sets the phase runs to `max_epochs`."""
+    rank, world = _dist()
+    epoch, settings = row["epoch"], state.run.s
+    stopped = False  # ranks other than 0 learn it from rank 0
+    if state.sets and rank == 0:
+        row.update(_evaluate(state.model, state.inp, state.sets, settings.k))
+        if row["score"] > best["score"] + 1e-5:
+            best = {"score": row["score"], "epoch": epoch}
+            save_checkpoint(state.ckpts.best, state.model, state.opt, {"epoch": epoch})
+        stopped = epoch - best["epoch"] >= settings.patience or epoch == max_epochs
+    elif not state.sets:
+        stopped = epoch == max_epochs
+    if world > 1:
+        flag = torch.tensor([int(stopped)])
+        dist.broadcast(flag, 0)
+        stopped = bool(flag.item())
+    return best, stopped
+
+
+def _save_epoch(
+    state: _Phase, history: list[dict[str, Any]], best: dict[str, Any], stopped: bool
+) -> dict[str, str]:
+    """Checkpoint the epoch just run (parameters, Adam state, the loop state to resume from) and prune older
+    ones; the progress bar's postfix."""
+    settings, row = state.run.s, history[-1]
+    epoch = row["epoch"]
+    loop_state = {
+        "phase": state.name,
+        "epoch": epoch,
+        "settings": state.settings,
+        "history": history,
+        "best": best,
+        "stopped": stopped,
+    }
+    save_checkpoint(state.ckpts.path(epoch), state.model, state.opt, loop_state)
+    state.ckpts.prune(epoch, settings.keep_checkpoints)
+    shown = ("loss", f"valid_ndcg@{settings.k}", f"cold_valid_ndcg@{settings.k}")
+    return {name: f"{row[name]:.4f}" for name in shown if name in row}
+
+
+def _phase_result(
+    state: _Phase, history: list[dict[str, Any]], best: dict[str, Any]
+) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
+    """`_fit`'s result: a validated phase's model is its best epoch's (rank 0 decided which), another phase's
+    its last."""
+    if not state.sets:
+        last = len(history) and int(history[-1]["epoch"])
+        return state.model, state.inp, history, last
+    if _dist()[1] > 1:
+        obj = [best]
+        dist.broadcast_object_list(obj, 0)
+        best = obj[0]
+    load_checkpoint(state.ckpts.best, state.model, None)
+    return state.model, state.inp, history, int(best["epoch"])
 
 
 def run_train(
@@ -545,73 +615,24 @@ def _run_train(
     ranker: RankSettings | None,
     **overrides: Any,
 ) -> TrainResult:
-    s = dataclasses.replace(settings or TrainSettings(), **overrides)
-    if isinstance(s.fanouts, list):
-        s.fanouts = tuple(s.fanouts)
-    s.check()
-    # one protocol for the whole model: --no-refit keeps the ranker's collaborative parts on train as well, and
-    # --no-gnn leaves the GNN's block out of its blend
-    rank_settings = dataclasses.replace(
-        ranker or RankSettings(k=s.k), refit=s.refit, gnn=s.gnn
-    )
-    torch.manual_seed(s.seed)
+    """`run_train`'s work, under the lock it holds: select, fit the ranker, refit, switch model/ in."""
+    run, rank_settings = _prepare(ws, settings, resume, ranker, overrides)
     rank, world = _dist()
-    out = Workspace(ws.path / TRAINING)
-    run = _Run(
-        ws, s, resolve_device(s.device), out
-    )  # checks the inputs before anything is written
-    s = run.s = s.resolved(len(run.train))
-    rank_settings.check(run.nu, run.ni)
-    if rank == 0:
-        artifacts.prepare_training(out, ws, resume)
-    if world > 1:
-        dist.barrier()  # every rank resumes from the folder rank 0 prepared
-    if s.gnn:
-        model, inp, history, selected = _fit(
-            run, "select", run.train, s.epochs, resume, validate=True
-        )
-    else:  # closed-form only: the untrained model is recorded (update grows it) but its block is never served
-        inp = run.inputs(run.train)
-        model, history, selected = run.new_model(inp), [], 0
-    validation = {
-        k: v
-        for k, v in next((h for h in history if h["epoch"] == selected), {}).items()
-        if "@" in k or k == "score"
-    }
+    model, inp, history, selected = _select(run, resume)
     select = _embeddings(model, inp)
     _check_finite(*select, history)
-    # The ranker fits its blend on the selection-phase embeddings (the refit ones would have seen the validation
-    # answers) and decides whether the GNN block earns its place; the GNN is refit only when it is served.
-    blend = (
-        fit_blend(ws, select, rank_settings, ds=run.ds, progress=s.progress)
-        if rank == 0
-        else None
-    )
-    gnn_kept = _from_rank0(blend.record.gnn_kept if blend is not None else None)
-    if (
-        not s.gnn and blend is not None
-    ):  # no GNN epochs to report: the blend's own validation NDCG per task
-        validation = {
-            f"{task}_blend_ndcg@{s.k}": v
-            for task, v in blend.record.selection["validation_ndcg"].items()
-        }
-    refit = s.refit and len(run.valid) > 0 and selected > 0 and gnn_kept
+    blend, gnn_kept = _fit_ranker(run, select, rank_settings)
+    validation = _validation(run.s, history, selected, blend)
+    refit = run.s.refit and len(run.valid) > 0 and selected > 0 and gnn_kept
     if rank == 0:
-        if refit:
-            artifacts.write_embeddings(out, *select, select=True)
-        else:
-            artifacts.drop_select_embeddings(out)
-    final_pairs = (
-        run._pairs(*run.ds.refit_parts) if refit else run.train
-    )  # what the served model is fitted on
+        _stage_select_embeddings(run.out, select, refit)
+    # what the served model is fitted on
+    final_pairs = run._pairs(*run.ds.refit_parts) if refit else run.train
+    user, item = select
     if refit:
-        model, inp, refit_hist, _ = _fit(
-            run, "refit", final_pairs, selected, resume, validate=False
+        model, inp, history, (user, item) = _refit(
+            run, final_pairs, selected, resume, history
         )
-        history = history + refit_hist
-    user, item = _embeddings(model, inp) if refit else select
-    if refit:
-        _check_finite(user, item, history)
     result = TrainResult(
         selected,
         validation,
@@ -625,20 +646,118 @@ def _run_train(
         run.ds.mode,
     )
     if rank == 0:  # rank 0 fitted the blend
+        blend = cast(Ranker, blend)
         result = _switch_in(
-            run,
-            model,
-            inp,
-            result,
-            len(final_pairs),
-            cast(Ranker, blend),
-            rank_settings,
+            run, model, inp, result, len(final_pairs), blend, rank_settings
         )
-    if (
-        world > 1
-    ):  # every rank leaves once rank 0 has switched model/ in: none tears its process group down mid-way
+    # every rank leaves once rank 0 has switched model/ in: none tears its process group down mid-way
+    if world > 1:
         dist.barrier()
     return result
+
+
+def _fit_ranker(
+    run: _Run, select: tuple[np.ndarray, np.ndarray], rank_settings: RankSettings
+) -> tuple[Ranker | None, bool]:
+    """(the ranker's blend, fitted by rank 0 alone: None elsewhere; whether it keeps the GNN block, on every
+    rank). The blend is fitted on the selection-phase embeddings (the refit ones would have seen the
+    validation answers) and decides whether the GNN block earns its place; the GNN is refit only when it is
+    served."""
+    blend = (
+        fit_blend(run.ws, select, rank_settings, ds=run.ds, progress=run.s.progress)
+        if _dist()[0] == 0
+        else None
+    )
+    return blend, _from_rank0(blend.record.gnn_kept if blend is not None else None)
+
+
+def _stage_select_embeddings(
+    out: Workspace, select: tuple[np.ndarray, np.ndarray], refit: bool
+) -> None:
+    """Keep the selection-phase embeddings beside the served ones when the model is refit; else none."""
+    if refit:
+        artifacts.write_embeddings(out, *select, select=True)
+    else:
+        artifacts.drop_select_embeddings(out)
+
+
+def _prepare(
+    ws: Workspace,
+    settings: TrainSettings | None,
+    resume: bool,
+    ranker: RankSettings | None,
+    overrides: dict[str, Any],
+) -> tuple[_Run, RankSettings]:
+    """The run's inputs and resolved settings, and the ranker's settings, all checked; the staging folder
+    prepared (by rank 0, every rank waiting for it)."""
+    chosen = dataclasses.replace(settings or TrainSettings(), **overrides)
+    if isinstance(chosen.fanouts, list):
+        chosen.fanouts = tuple(chosen.fanouts)
+    chosen.check()
+    # one protocol for the whole model: --no-refit keeps the ranker's collaborative parts on train as well, and
+    # --no-gnn leaves the GNN's block out of its blend
+    rank_settings = dataclasses.replace(
+        ranker or RankSettings(k=chosen.k), refit=chosen.refit, gnn=chosen.gnn
+    )
+    torch.manual_seed(chosen.seed)
+    rank, world = _dist()
+    out = Workspace(ws.path / TRAINING)
+    run = _Run(
+        ws, chosen, resolve_device(chosen.device), out
+    )  # checks the inputs before anything is written
+    run.s = chosen.resolved(len(run.train))
+    rank_settings.check(run.nu, run.ni)
+    if rank == 0:
+        artifacts.prepare_training(out, ws, resume)
+    if world > 1:
+        dist.barrier()  # every rank resumes from the folder rank 0 prepared
+    return run, rank_settings
+
+
+def _select(
+    run: _Run, resume: bool
+) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], int]:
+    """The selection phase on train, validated every epoch: (model, inputs, history, selected epoch)."""
+    if run.s.gnn:
+        return _fit(run, "select", run.train, run.s.epochs, resume, validate=True)
+    # closed-form only: the untrained model is recorded (update grows it) but its block is never served
+    inp = run.inputs(run.train)
+    return run.new_model(inp), inp, [], 0
+
+
+def _refit(
+    run: _Run,
+    pairs: np.ndarray,
+    epochs: int,
+    resume: bool,
+    history: list[dict[str, Any]],
+) -> tuple[GraphRec, GraphInputs, list[dict[str, Any]], tuple[np.ndarray, np.ndarray]]:
+    """The refit phase: a fresh model trained on `pairs` for the selected number of epochs; (model, inputs,
+    both phases' history, its (user, item) embeddings, checked finite)."""
+    model, inp, refit_history, _ = _fit(
+        run, "refit", pairs, epochs, resume, validate=False
+    )
+    history = history + refit_history
+    user, item = _embeddings(model, inp)
+    _check_finite(user, item, history)
+    return model, inp, history, (user, item)
+
+
+def _validation(
+    settings: TrainSettings,
+    history: list[dict[str, Any]],
+    selected: int,
+    blend: Ranker | None,
+) -> dict[str, float]:
+    """The validation scores reported: the selected epoch's accuracy, or without GNN epochs the blend's own
+    validation NDCG per task."""
+    if not settings.gnn and blend is not None:
+        return {
+            f"{task}_blend_ndcg@{settings.k}": v
+            for task, v in blend.record.selection["validation_ndcg"].items()
+        }
+    row = next((h for h in history if h["epoch"] == selected), {})
+    return {k: v for k, v in row.items() if "@" in k or k == "score"}
 
 
 def _switch_in(
@@ -652,7 +771,31 @@ def _switch_in(
 ) -> TrainResult:
     """Write the staged model/ (embeddings, parameters, history, model.json, the ranker serving these embeddings)
     and its config record, then switch both in at once; the result with the embeddings' sha256."""
-    ws, out, s = run.ws, run.out, run.s
+    ws, out = run.ws, run.out
+    result = _stage_model(run, model, inp, result, fitted_interactions, blend)
+    _record_model(run, rank_settings)
+    # the new model/ and its record in one step (the config keeps the other stages' records as they are)
+    ws.switch(
+        [
+            (artifacts.model_dir(out), artifacts.model_dir(ws)),
+            (out.config_path, ws.config_path),
+        ],
+        out,
+    )
+    return result
+
+
+def _stage_model(
+    run: _Run,
+    model: GraphRec,
+    inp: GraphInputs,
+    result: TrainResult,
+    fitted_interactions: int,
+    blend: Ranker,
+) -> TrainResult:
+    """Write the staged model/: embeddings, parameters, history, model.json and the ranker; the result with the
+    embeddings' sha256."""
+    out = run.out
     result = dataclasses.replace(
         result,
         embeddings_sha256=artifacts.write_embeddings(out, result.user, result.item),
@@ -680,6 +823,12 @@ def _switch_in(
             blend, result.user, result.item, result.embeddings_sha256, result.refit
         ),
     )
+    return result
+
+
+def _record_model(run: _Run, rank_settings: RankSettings) -> None:
+    """The staged config: the workspace's, with the model stage's record of these settings and inputs."""
+    ws, out, s = run.ws, run.out, run.s
     if ws.config_path.exists():
         shutil.copy2(ws.config_path, out.config_path)
     out.record(
@@ -692,15 +841,6 @@ def _switch_in(
         inputs={"graph": run.kg is not None, "features": sorted(run.features)},
         dirs={st: ws.stage_dir(st) for st in LINEAGE},
     )
-    # the new model/ and its record in one step (the config keeps the other stages' records as they are)
-    ws.switch(
-        [
-            (artifacts.model_dir(out), artifacts.model_dir(ws)),
-            (out.config_path, ws.config_path),
-        ],
-        out,
-    )
-    return result
 
 
 def _from_rank0(value: Any) -> Any:
@@ -816,25 +956,25 @@ def refresh_embeddings(
     grown = GraphRec(
         ds.n_users, ds.n_items, cfg["dim"], cfg["layers"], cfg["modality_dims"], types
     )
-    state = {}
-    for name, v in model.state_dict().items():
-        target = grown.state_dict()[name]
-        if (
-            target.shape != v.shape
-        ):  # ID and attribute tables: trained rows first, new rows zero
-            v = torch.cat(
-                [
-                    v,
-                    torch.zeros(
-                        target.shape[0] - v.shape[0], *v.shape[1:], dtype=v.dtype
-                    ),
-                ]
-            )
-        state[name] = v
-    grown.load_state_dict(state)
+    grown.load_state_dict(_grown_state(model, grown))
     grown.eval()
     inp = build_inputs(
         ds.n_users, ds.n_items, trained[0], trained[1], kg, features, extra=extra
     )
     user, item = grown.get_embedding(inp).export(inp.item_degree > 0)
     return user.numpy(), item.numpy()
+
+
+def _grown_state(model: GraphRec, grown: GraphRec) -> dict[str, torch.Tensor]:
+    """`model`'s parameters shaped for `grown`: ID and attribute tables keep their trained rows first, and the
+    rows `grown` adds start at zero."""
+    state = {}
+    for name, v in model.state_dict().items():
+        target = grown.state_dict()[name]
+        if target.shape != v.shape:
+            new_rows = torch.zeros(
+                target.shape[0] - v.shape[0], *v.shape[1:], dtype=v.dtype
+            )
+            v = torch.cat([v, new_rows])
+        state[name] = v
+    return state

@@ -50,7 +50,7 @@ from graphrec.data.dataset import Dataset
 from graphrec.kg.extend import extend_graph
 from graphrec.kg.graph import KnowledgeGraph
 from graphrec.model import artifacts
-from graphrec.model.gnn import GraphRec
+from graphrec.model.gnn import GraphRec, TrainedModel
 from graphrec.stages.encode import encode_new_items
 from graphrec.stages.rank import extend_ranker
 from graphrec.stages.train import load_model, updated_embeddings
@@ -92,36 +92,19 @@ def run_update(
     files = {"interactions": interactions, "items": items, "users": users}
     seconds["read"] = time.perf_counter() - t0
     with ws.staging() as sws:
-        if ws.config_path.exists():
-            shutil.copy2(ws.config_path, sws.config_path)
-        grown.save(sws)
-        moves = ["dataset"]
+        moves = _stage_dataset(ws, sws, grown)
         content = _grow_content(
             ws, sws, ds, grown, added.items_added, moves, seconds, progress, notes
         )
         t = time.perf_counter()
-        user_emb, item_emb = updated_embeddings(
-            trained,
-            grown,
-            content.graph,
-            content.features,
-            log["trained"]["interactions"],
+        users_changed = _stage_model(
+            ws, sws, ds, grown, trained, content, log["trained"]["interactions"]
         )
-        old_user = trained.user
-        moved = np.linalg.norm(
-            user_emb[: len(old_user)] - old_user, axis=1
-        ) > 1e-6 * np.maximum(np.linalg.norm(old_user, axis=1), 1.0)
-        _stage_model(ws, sws, ds, grown, user_emb, item_emb)
         _stage_log(
             ws, sws, ds, grown, log, added.duplicates_skipped, moves, files, encoding
         )
         seconds["embed"] = time.perf_counter() - t
-        moves.append("model")
-        ws.switch(
-            [(sws.stage_dir(st), ws.stage_dir(st)) for st in moves]
-            + [(sws.config_path, ws.config_path)],
-            sws,
-        )
+        _switch_in(ws, sws, moves + ["model"])
     seconds["total"] = time.perf_counter() - t0
     return UpdateResult(
         added.items_added,
@@ -129,9 +112,26 @@ def run_update(
         added.interactions_added,
         added.duplicates_skipped,
         content.encoded,
-        int(moved.sum()) + len(user_emb) - len(old_user),
+        users_changed,
         {k: round(v, 3) for k, v in seconds.items()},
         notes,
+    )
+
+
+def _stage_dataset(ws: Workspace, sws: Workspace, grown: Dataset) -> list[str]:
+    """Stage the config and the grown dataset/; the stages staged so far (the list later steps add theirs to)."""
+    if ws.config_path.exists():
+        shutil.copy2(ws.config_path, sws.config_path)
+    grown.save(sws)
+    return ["dataset"]
+
+
+def _switch_in(ws: Workspace, sws: Workspace, moves: list[str]) -> None:
+    """Put the staged stages `moves` and the staged config in place, all or nothing."""
+    ws.switch(
+        [(sws.stage_dir(st), ws.stage_dir(st)) for st in moves]
+        + [(sws.config_path, ws.config_path)],
+        sws,
     )
 
 
@@ -187,16 +187,26 @@ def _stage_model(
     sws: Workspace,
     ds: Dataset,
     grown: Dataset,
-    user_emb: np.ndarray,
-    item_emb: np.ndarray,
-) -> None:
-    """The staged model/: the same parameters, the refreshed embeddings, the ranker grown to the new items."""
+    trained: TrainedModel,
+    content: _GrownContent,
+    trained_rows: int,
+) -> int:
+    """The staged model/: the same parameters, every embedding recomputed by them over the grown data and
+    content, the ranker grown to the new items; how many users' embeddings changed (new users included)."""
+    user_emb, item_emb = updated_embeddings(
+        trained, grown, content.graph, content.features, trained_rows
+    )
+    old_user = trained.user
+    moved = np.linalg.norm(
+        user_emb[: len(old_user)] - old_user, axis=1
+    ) > 1e-6 * np.maximum(np.linalg.norm(old_user, axis=1), 1.0)
     artifacts.copy_model(
         ws, sws
     )  # parameters and checkpoints stay; what follows replaces the rest
     artifacts.write_embeddings(sws, user_emb, item_emb)
     artifacts.extend_select_embeddings(ws, sws, ds, user_emb, item_emb)
     extend_ranker(ws, sws, ds, grown)
+    return int(moved.sum()) + len(user_emb) - len(old_user)
 
 
 def _stage_log(

@@ -115,30 +115,24 @@ class ClipEncoder:
             pin_memory=self.device.type == "cuda",
             max_pixels=max_pixels,
         )
+        # copied back in groups: that keeps the GPU queue full instead of syncing every batch
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-        def flush() -> (
-            None
-        ):  # copying back in groups keeps the GPU queue full instead of syncing every batch
-            for pos, f in pending:
-                out[pos.numpy()] = f.cpu().numpy()
-                ok[pos.numpy()] = True
-            pending.clear()
-
         with (
             progress(n, desc, show_progress) as bar,
             torch.inference_mode(),
             autocast(self.device, self.precision),
         ):
-            for pos, x, b in batches:
-                bad.extend(b)
+            for pos, images, failed in batches:
+                bad.extend(failed)
                 if len(pos):
-                    f = self.model.encode_image(x.to(self.device, non_blocking=True))
+                    f = self.model.encode_image(
+                        images.to(self.device, non_blocking=True)
+                    )
                     pending.append((pos, F.normalize(f.float(), dim=-1)))
                 if len(pending) >= 32:
-                    flush()
-                bar.update(len(pos) + len(b))
-            flush()
+                    _copy_back(pending, out, ok)
+                bar.update(len(pos) + len(failed))
+            _copy_back(pending, out, ok)
         return out, ok, bad
 
     # -- text --------------------------------------------------------------------------------------
@@ -218,6 +212,16 @@ class ClipEncoder:
         return torch.from_numpy(rows), torch.from_numpy(owner), torch.from_numpy(weight)
 
 
+def _copy_back(
+    pending: list[tuple[torch.Tensor, torch.Tensor]], out: np.ndarray, ok: np.ndarray
+) -> None:
+    """Move the pending (positions, vectors) batches into `out`, marking their rows `ok`; `pending` is emptied."""
+    for pos, f in pending:
+        out[pos.numpy()] = f.cpu().numpy()
+        ok[pos.numpy()] = True
+    pending.clear()
+
+
 def load_clip(
     model_name: str = DEFAULT_CLIP_MODEL,
     pretrained: str | None = None,
@@ -234,54 +238,11 @@ def load_clip(
     dev = resolve_device(device)
     if checkpoint is not None and pretrained is not None:
         raise InputError("give --clip-pretrained or --clip-checkpoint, not both")
-    identity: dict[str, Any] = {
-        "encoder": "open_clip",
-        "open_clip_version": open_clip.__version__,
-        "model": model_name,
-        "architecture": arch,
-        "pretrained": None,
-        "checkpoint": None,
-        "checkpoint_sha256": None,
-        "random_weights": False,
-    }
-    kwargs: dict[str, Any] = {"pretrained_image": False, "pretrained_text": False}
+    identity = _identity(open_clip, model_name, arch)
     weights = _weights(open_clip, name, pretrained, checkpoint, seed, identity)
-    quiet = logging.root.manager.disable
-    logging.disable(
-        logging.CRITICAL
-    )  # open_clip logs its failures on the root logger; ours is the one line
-    try:
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # seeded random init without touching the caller's RNG
-            torch.manual_seed(
-                seed
-            )  # the same random weights on every run, so the cache stays valid
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name,
-                pretrained=weights,
-                device=dev,
-                require_pretrained=not identity["random_weights"],
-                **kwargs,
-            )
-    except (
-        Exception
-    ) as e:  # open_clip wraps hub, network and state-dict errors in several types
-        reason = _short(e)
-        if checkpoint is not None:
-            raise InputError(
-                f"cannot load this checkpoint into CLIP model {name!r}: {reason}",
-                file=checkpoint,
-            ) from None
-        if identity["random_weights"]:
-            raise InputError(f"cannot build CLIP model {name!r}: {reason}") from None
-        source = f"{name}/{weights}" if weights else name
-        raise InputError(
-            f"could not get the CLIP weights {source} ({reason}); on a machine without "
-            "internet download them elsewhere and pass --clip-checkpoint PATH (.safetensors/.bin/.pt)"
-        ) from None
-    finally:
-        logging.disable(quiet)
+    model, preprocess = _create(
+        open_clip, name, weights, checkpoint, dev, seed, identity
+    )
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     precision = precision_for(dev)
@@ -296,6 +257,80 @@ def load_clip(
         "CLIP %s on %s (%s), dim %d", model_name, dev, precision, enc.dim
     )
     return enc
+
+
+def _identity(open_clip: Any, model_name: str, arch: Any) -> dict[str, Any]:
+    """The encoder identity the cache compares, before the weights are chosen (`_weights` fills them in)."""
+    return {
+        "encoder": "open_clip",
+        "open_clip_version": open_clip.__version__,
+        "model": model_name,
+        "architecture": arch,
+        "pretrained": None,
+        "checkpoint": None,
+        "checkpoint_sha256": None,
+        "random_weights": False,
+    }
+
+
+def _create(
+    open_clip: Any,
+    name: str,
+    weights: str | None,
+    checkpoint: str | Path | None,
+    dev: torch.device,
+    seed: int,
+    identity: dict[str, Any],
+) -> tuple[Any, Callable]:
+    """(model, image preprocessing) built by open_clip, its own logging silenced; a failure is one InputError
+    saying what could not be had."""
+    kwargs: dict[str, Any] = {"pretrained_image": False, "pretrained_text": False}
+    quiet = logging.root.manager.disable
+    # open_clip logs its failures on the root logger; ours is the one line
+    logging.disable(logging.CRITICAL)
+    try:
+        # seeded random init without touching the caller's RNG: the same random weights on every run, so the
+        # cache stays valid
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name,
+                pretrained=weights,
+                device=dev,
+                require_pretrained=not identity["random_weights"],
+                **kwargs,
+            )
+    except (
+        Exception
+    ) as e:  # open_clip wraps hub, network and state-dict errors in several types
+        raise _load_error(
+            _short(e), name, weights, checkpoint, identity["random_weights"]
+        ) from None
+    finally:
+        logging.disable(quiet)
+    return model, preprocess
+
+
+def _load_error(
+    reason: str,
+    name: str,
+    weights: str | None,
+    checkpoint: str | Path | None,
+    random_weights: bool,
+) -> InputError:
+    """The one line for a model open_clip could not build: the checkpoint, the architecture, or the download."""
+    if checkpoint is not None:
+        return InputError(
+            f"cannot load this checkpoint into CLIP model {name!r}: {reason}",
+            file=checkpoint,
+        )
+    if random_weights:
+        return InputError(f"cannot build CLIP model {name!r}: {reason}")
+    source = f"{name}/{weights}" if weights else name
+    return InputError(
+        f"could not get the CLIP weights {source} ({reason}); on a machine without "
+        "internet download them elsewhere and pass --clip-checkpoint PATH (.safetensors/.bin/.pt)"
+    )
 
 
 def _weights(
