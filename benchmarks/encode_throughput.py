@@ -120,7 +120,7 @@ def measure(
         sync()
 
     def graphrec():
-        enc.encode_images(paths, batch_size, workers, show_progress=False)
+        enc.encode_images(paths, batch_size, workers, progress=False)
 
     runs = {"bare_forward": bare_forward, "bare_loop": bare_loop, "graphrec": graphrec}
     bare_forward()  # warm-up: kernels, allocator, first-touch

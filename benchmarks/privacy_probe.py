@@ -61,7 +61,7 @@ REJECTED = "attribute edges removed (rejected)"
 
 
 def pipeline(ws: Path, epochs: int, seed: int) -> None:
-    run_encode(ws, ["lexical"], seed=seed, show_progress=False)
+    run_encode(ws, ["lexical"], seed=seed, progress=False)
     run_build(ws, item_knn=10, progress=False)
     run_train(ws, epochs=epochs, seed=seed, progress=False)
 

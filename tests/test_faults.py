@@ -63,7 +63,7 @@ def trained(tmp_path_factory) -> dict:
     run_split(
         ws, method="random", cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=0
     )
-    run_encode(ws, ["lexical"], lexical_dim=8, show_progress=False)
+    run_encode(ws, ["lexical"], lexical_dim=8, progress=False)
     run_build(ws, force=True, progress=False)
     run_train(ws, **TRAIN)
     write_csv(d / "new_items.csv", full.items.iloc[n_old:])
@@ -90,9 +90,7 @@ def _writers(d: Path) -> dict[str, Callable[[Path], object]]:
         "data split": lambda ws: run_split(
             ws, method="random", cold_items=0.1, seed=3, force=True
         ),
-        "encode": lambda ws: run_encode(
-            ws, ["lexical"], lexical_dim=6, show_progress=False
-        ),
+        "encode": lambda ws: run_encode(ws, ["lexical"], lexical_dim=6, progress=False),
         "build": lambda ws: run_build(ws, item_knn=3, force=True, progress=False),
         "train": lambda ws: run_train(ws, **{**TRAIN, "seed": 7}),
         "update": lambda ws: run_update(ws, items=d / "new_items.csv", progress=False),
@@ -390,7 +388,7 @@ def test_a_writer_on_a_mistyped_workspace_path_leaves_nothing(tmp_path):
     for fn in (
         lambda w: run_train(w, **TRAIN),
         lambda w: run_build(w, progress=False),
-        lambda w: run_encode(w, ["lexical"], show_progress=False),
+        lambda w: run_encode(w, ["lexical"], progress=False),
         lambda w: run_evaluate(w, progress=False),
     ):
         with pytest.raises(InputError, match="no dataset/ yet"):

@@ -33,7 +33,7 @@ from graphrec.stages.train import run_train
 def served(tmp_path_factory):
     ws = tmp_path_factory.mktemp("serve") / "ws"
     run_synth(ws, n_users=80, n_items=120, n_interactions=2500, seed=0, images=False)
-    run_encode(ws, ["lexical"], show_progress=False)
+    run_encode(ws, ["lexical"], progress=False)
     run_build(ws, progress=False)
     result = run_train(
         ws,
@@ -147,7 +147,7 @@ def test_latest_small_imported_whole_gives_similar_items_by_taste(tmp_path):
     Story, Tokyo Story; Star Trek)."""
     ws = tmp_path / "ws"
     import_movielens(ws, shared_path("ml-latest-small"), variant="latest-small")
-    run_encode(ws, ["lexical"], show_progress=False)
+    run_encode(ws, ["lexical"], progress=False)
     run_build(ws, progress=False)
     run_train(ws, epochs=3, progress=False)
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))

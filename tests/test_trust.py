@@ -62,7 +62,7 @@ def trained(tmp_path_factory) -> Path:
     run_split(
         ws, method="random", cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=0
     )
-    run_encode(ws, ["lexical"], lexical_dim=8, show_progress=False)
+    run_encode(ws, ["lexical"], lexical_dim=8, progress=False)
     run_build(ws, force=True, progress=False)
     run_train(ws, **TRAIN)
     return ws.path
@@ -574,7 +574,7 @@ def test_a_symlink_planted_in_a_stage_folder_is_refused(ws, tmp_path):
 def test_bad_encode_settings_are_refused_before_anything_changes(ws, bad, message):
     before = state(ws)
     with pytest.raises(InputError, match=message):
-        run_encode(ws, ["lexical"], show_progress=False, **bad)
+        run_encode(ws, ["lexical"], progress=False, **bad)
     assert state(ws) == before
 
 

@@ -38,7 +38,7 @@ def ws(tiny_files) -> Path:
         images_dir=str(f["images"]),
         text_columns=["title", "genres"],
     )
-    run_encode(f["dir"] / "ws", ["lexical"], show_progress=False)
+    run_encode(f["dir"] / "ws", ["lexical"], progress=False)
     return f["dir"] / "ws"
 
 
@@ -90,7 +90,7 @@ def test_lexical_dim_below_one_names_the_flag(ws, value):
 
 
 def test_lexical_dim_above_what_the_texts_allow_is_said_not_silently_clamped(ws):
-    res = run_encode(ws, ["lexical"], lexical_dim=1000, show_progress=False)
+    res = run_encode(ws, ["lexical"], lexical_dim=1000, progress=False)
     dim = res.reports["lexical"].dim
     assert dim < 1000
     assert any(
@@ -98,7 +98,7 @@ def test_lexical_dim_above_what_the_texts_allow_is_said_not_silently_clamped(ws)
         for n in res.reports["lexical"].notes
     )
     assert (
-        not run_encode(ws, ["lexical"], lexical_dim=dim, show_progress=False)
+        not run_encode(ws, ["lexical"], lexical_dim=dim, progress=False)
         .reports["lexical"]
         .notes
     )
@@ -141,9 +141,9 @@ def test_other_encode_settings_name_their_flag(ws, args, message):
 
 def test_settings_of_the_python_api_are_checked_too(ws):
     with pytest.raises(InputError, match="seed must be 0 or more"):
-        run_encode(ws, ["lexical"], seed=-1, show_progress=False)
+        run_encode(ws, ["lexical"], seed=-1, progress=False)
     with pytest.raises(InputError, match="max_pixels must be at least 1"):
-        run_encode(ws, ["lexical"], max_pixels=0, show_progress=False)
+        run_encode(ws, ["lexical"], max_pixels=0, progress=False)
 
 
 # -- item 3: non-finite precomputed vectors -------------------------------------------------------------------
@@ -279,7 +279,7 @@ def test_a_re_encode_repairs_a_planted_nan_instead_of_copying_it(ws):
         str(ws / "features" / "lexical.safetensors"),
     )
     run_encode(
-        ws, ["lexical"], show_progress=False
+        ws, ["lexical"], progress=False
     )  # same settings: the cache would reuse every row
     assert np.array_equal(load_features(ws)["lexical"].values, good)
 

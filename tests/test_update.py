@@ -37,7 +37,7 @@ ENCODE = dict(
     clip_model=TINY_MODEL,
     clip_pretrained="none",
     device="cpu",
-    show_progress=False,
+    progress=False,
     lexical_dim=16,
 )
 
@@ -489,7 +489,7 @@ def test_movielens_latest_small_new_movies_are_recommendable(tmp_path):
         base.reset_index(drop=True),
     ).save(ws)
     run_split(ws, method="random", cold_items=0.1, seed=0)
-    run_encode(ws, ["lexical"], show_progress=False, lexical_dim=64)
+    run_encode(ws, ["lexical"], progress=False, lexical_dim=64)
     run_build(ws, progress=False)
     run_train(ws, epochs=3, dim=32, layers=2, batch_size=4096, lr=0.01, progress=False)
     write_csv(tmp_path / "items.csv", ds.items.iloc[new])

@@ -104,7 +104,7 @@ class Graphrec(System):
                 precomputed=precomputed,
                 clip_checkpoint=clip,
                 seed=data.seed,
-                show_progress=False,
+                progress=False,
             )
         run_build(
             ws, progress=False, triples=data.triples

@@ -241,7 +241,7 @@ class Recommender:
                 list(self.modalities),
                 seed=self.seed,
                 device=self.train_settings.device,
-                show_progress=self.progress,
+                progress=self.progress,
                 **self.encode_settings,
             )
         else:

@@ -147,7 +147,7 @@ def run_encode(
     modalities: Sequence[str] | None = None,
     settings: EncodeSettings | None = None,
     *,
-    show_progress: bool = True,
+    progress: bool = True,
     **overrides: Any,
 ) -> EncodeResult:
     """Encode every item's content into WS/features/ (see module doc). settings / overrides: `EncodeSettings`, or
@@ -167,9 +167,7 @@ def run_encode(
         list(specs),
         bool(chosen.text_columns or ds.schema.text_columns),
     )
-    run = _EncodeRun(
-        chosen, ds, item_ids, specs, ws.stage_dir("features"), show_progress
-    )
+    run = _EncodeRun(chosen, ds, item_ids, specs, ws.stage_dir("features"), progress)
     encoded = {name: run.encode(name) for name in names}
     _write_features(ws, encoded, run.device)
     ws.record(
@@ -233,10 +231,10 @@ class _EncodeRun:
         item_ids: list[str],
         specs: dict[str, tuple[Path, Any]],
         features_dir: Path,
-        show_progress: bool,
+        progress: bool,
     ):
         self.settings, self.ds, self.item_ids = settings, ds, item_ids
-        self.specs, self.show_progress = specs, show_progress
+        self.specs, self.progress = specs, progress
         self.texts = item_texts(ds, settings.text_columns)
         self.previous = _previous(features_dir)  # the cache: the last run's modalities
         self.text_hashes = _text_hashes(self.texts)
@@ -305,7 +303,7 @@ class _EncodeRun:
                 clip.encode_texts,
                 self.texts,
                 self.settings.text_batch_size,
-                self.show_progress,
+                self.progress,
             ),
         )
 
@@ -323,7 +321,7 @@ class _EncodeRun:
             settings.batch_size,
             settings.num_workers,
             settings.max_pixels,
-            self.show_progress,
+            self.progress,
         )
         return _cached(
             "clip_image",
@@ -345,7 +343,7 @@ class _EncodeRun:
             sentence_model.encode_texts,
             self.texts,
             settings.text_batch_size,
-            self.show_progress,
+            self.progress,
         )
         return _cached(
             "st_text",
@@ -594,13 +592,13 @@ def _text_encoder(
     encode_texts: Callable[[list[str], int, bool], np.ndarray],
     texts: np.ndarray,
     batch_size: int,
-    show_progress: bool,
+    progress: bool,
 ) -> Callable[[np.ndarray], Encoded]:
     """`_cached`'s encode for a text modality: `encode_texts` (an encoder's) over the texts of the rows asked."""
 
     def encode(idx: np.ndarray) -> Encoded:
         return (
-            encode_texts(texts[idx].tolist(), batch_size, show_progress),
+            encode_texts(texts[idx].tolist(), batch_size, progress),
             np.ones(len(idx), dtype=bool),
             [],
         )
@@ -614,13 +612,13 @@ def _image_encoder(
     batch_size: int,
     num_workers: int | None,
     max_pixels: int,
-    show_progress: bool,
+    progress: bool,
 ) -> Callable[[np.ndarray], Encoded]:
     """`_cached`'s encode for clip_image: the image files of the rows asked."""
 
     def encode(idx: np.ndarray) -> Encoded:
         return clip.encode_images(
-            [paths[i] for i in idx], batch_size, num_workers, max_pixels, show_progress
+            [paths[i] for i in idx], batch_size, num_workers, max_pixels, progress
         )
 
     return encode
@@ -781,7 +779,7 @@ def _encode_neural(
         sws,
         modalities,
         replace(recorded, num_workers=_workers_here(recorded.num_workers)),
-        show_progress=progress,
+        progress=progress,
     )
     for report in result.reports.values():
         notes += report.notes

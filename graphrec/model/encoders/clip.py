@@ -33,7 +33,7 @@ from graphrec.model.encoders.images import (
     image_batches,
 )
 from graphrec.model.encoders.precomputed import regular_file
-from graphrec.model.encoders.runtime import autocast, precision_for, progress
+from graphrec.model.encoders.runtime import autocast, item_bar, precision_for
 
 DEFAULT_TAG = "laion2b_s34b_b79k"
 # A deliberately small architecture for tests and CI (random weights only: nobody publishes weights for it).
@@ -98,7 +98,7 @@ class ClipEncoder:
         batch_size: int = 64,
         num_workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        show_progress: bool = True,
+        progress: bool = True,
         desc: str = "clip_image",
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
         """(vectors [n, dim], ok [n], bad [(position, reason)]); bad files leave ok False and zeros."""
@@ -118,7 +118,7 @@ class ClipEncoder:
         # copied back in groups: that keeps the GPU queue full instead of syncing every batch
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         with (
-            progress(n, desc, show_progress) as bar,
+            item_bar(n, desc, progress) as bar,
             torch.inference_mode(),
             autocast(self.device, self.precision),
         ):
@@ -140,7 +140,7 @@ class ClipEncoder:
         self,
         texts: Sequence[str],
         batch_size: int = 256,
-        show_progress: bool = True,
+        progress: bool = True,
         desc: str = "clip_text",
     ) -> np.ndarray:
         """L2-normalised vectors [n, dim] for non-empty texts (long ones chunk-averaged, see module doc)."""
@@ -151,7 +151,7 @@ class ClipEncoder:
         tokens, owner, weight = self._tokenize(texts)
         owner_d, weight_d = owner.to(self.device), weight.to(self.device)
         with (
-            progress(n, desc, show_progress) as bar,
+            item_bar(n, desc, progress) as bar,
             torch.inference_mode(),
             autocast(self.device, self.precision),
         ):

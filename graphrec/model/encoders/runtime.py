@@ -27,7 +27,7 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     )
 
 
-def progress(total: int, desc: str, enabled: bool = True) -> tqdm:
+def item_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
     """A progress bar counting items, with items/s."""
     return progress_bar(
         show=enabled and total > 0,

@@ -18,7 +18,7 @@ from graphrec.core.device import resolve_device
 from graphrec.core.errors import InputError
 from graphrec.core.io import file_sha256
 from graphrec.core.settings import DEFAULT_ST_MODEL
-from graphrec.model.encoders.runtime import autocast, precision_for, progress
+from graphrec.model.encoders.runtime import autocast, item_bar, precision_for
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -35,7 +35,7 @@ class SentenceEncoder:
         self,
         texts: Sequence[str],
         batch_size: int = 128,
-        show_progress: bool = True,
+        progress: bool = True,
         desc: str = "st_text",
     ) -> np.ndarray:
         """L2-normalised vectors [n, dim]."""
@@ -43,7 +43,7 @@ class SentenceEncoder:
         # blocks of several batches keep sentence-transformers' length sorting useful while the bar moves
         block = batch_size * 4
         with (
-            progress(len(texts), desc, show_progress) as bar,
+            item_bar(len(texts), desc, progress) as bar,
             torch.inference_mode(),
             autocast(self.device, self.precision),
         ):
