@@ -11,6 +11,7 @@ import typer.main
 from graphrec.app.cli import app
 from graphrec.core.settings import (
     EncodeSettings,
+    QuickstartSettings,
     RankSettings,
     SplitSettings,
     TrainSettings,
@@ -51,7 +52,7 @@ def _compare(
             got = (
                 ()
                 if got is None
-                else tuple(int(v) for v in got.split(","))
+                else tuple(type(want[0])(v) for v in got.split(","))
                 if isinstance(got, str)
                 else tuple(got)
             )
@@ -95,3 +96,27 @@ def test_the_python_api_defaults_to_the_settings():
     assert not _compare(
         api, _defaults(TrainSettings, RankSettings), at_least=4
     )  # epochs, dim, seed, ease_dim
+
+
+def test_quickstart_options_default_to_the_settings():
+    quickstart = _defaults(QuickstartSettings)
+    assert not _compare(_options("quickstart"), quickstart, at_least=6)
+    # the quickstart trains as `graphrec train` does, unless told otherwise
+    assert quickstart["epochs"] == TrainSettings.epochs
+
+
+def test_every_settings_field_with_help_is_an_option_of_its_command():
+    for command, classes in (
+        (("train",), (TrainSettings, RankSettings)),
+        (("encode",), (EncodeSettings,)),
+        (("data", "split"), (SplitSettings,)),
+        (("quickstart",), (QuickstartSettings,)),
+    ):
+        options = _options(*command)
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                assert ("help" in f.metadata) == (f.name in options) or f.name in {
+                    "k",
+                    "refit",
+                    "gnn",
+                }, (command, f.name)

@@ -5,15 +5,19 @@ Bad input anywhere raises graphrec.InputError; `main` turns it into one line on 
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import errno
+import functools
 import importlib.metadata
+import inspect
 import json
 import logging
 import os
 import sys
 import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from graphrec.core.errors import InputError
 from graphrec.core.io import carried_errno, dumps_json
 from graphrec.core.settings import (
     EncodeSettings,
+    QuickstartSettings,
     RankSettings,
     SplitSettings,
     TrainSettings,
@@ -45,6 +50,7 @@ from graphrec.kg.stats import run_stats
 from graphrec.model.artifacts import embeddings_path
 from graphrec.model.lists import DEFAULT_N
 
+Command = typing.TypeVar("Command", bound=Callable[..., Any])
 _typer_click: types.ModuleType
 try:  # newer typer raises the usage errors of its own vendored click, not click's
     from typer._click import exceptions as _typer_click
@@ -66,6 +72,111 @@ def flag(default: bool, *names: str, help: str) -> Any:
     """A switch: no value follows it, so its help shows none (Typer would print `<bool>`, and `--json true` is a
     usage error)."""
     return typer.Option(default, *names, help=help, metavar="")
+
+
+def settings_options(*classes: type) -> Callable[[Command], Command]:
+    """Decorator: the command takes every field of the settings `classes` that has help
+    (graphrec.core.settings.setting) as an option, with the field's default and help.
+
+    The command declares its own parameters and `**settings`; the generated options come after its
+    first parameter, and their values reach it in `settings`, converted to the fields' types (a list
+    given comma-separated or by repeating the option). A field two classes share is one option.
+    """
+
+    def decorate(command: Command) -> Command:
+        fields = {}
+        for cls in classes:
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                if "help" in f.metadata and f.name not in fields:
+                    fields[f.name] = (f, hints[f.name])
+        own = [
+            p
+            for p in inspect.signature(command).parameters.values()
+            if p.kind is not p.VAR_KEYWORD
+        ]
+        generated = [_option(f, kind) for f, kind in fields.values()]
+
+        @functools.wraps(command)
+        def run(**given: Any) -> Any:
+            for name, (f, kind) in fields.items():
+                given[name] = _from_option(f, kind, given[name])
+            return command(**given)
+
+        run.__signature__ = inspect.Signature([own[0], *generated, *own[1:]])  # type: ignore[attr-defined]
+        return typing.cast(Command, run)
+
+    return decorate
+
+
+def _option(f: dataclasses.Field, kind: Any) -> inspect.Parameter:
+    """The Typer parameter of a settings field: a switch for a bool, text for a comma-separated list."""
+    name, help_text = f.name.replace("_", "-"), f.metadata["help"]
+    if kind is bool:
+        names = f"--{name}/--no-{name}" if f.default else f"--{name}"
+        default = flag(typing.cast(bool, f.default), names, help=help_text)
+    else:
+        value: Any = None if f.metadata.get("repeat") else f.default
+        if _is_list(kind) and value is not None:
+            value = ",".join(map(str, value))
+        default = typer.Option(
+            value,
+            *f.metadata.get("names", (f"--{name}",)),
+            help=help_text,
+            show_default=value is not None,
+            metavar=f.metadata.get("metavar"),
+        )
+    return inspect.Parameter(
+        f.name,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=default,
+        annotation=_option_type(f, kind),
+    )
+
+
+def _option_type(f: dataclasses.Field, kind: Any) -> Any:
+    """The type Typer parses the option as."""
+    if f.metadata.get("path"):
+        return Path | None
+    if f.metadata.get("repeat"):
+        return list[str] | None
+    if _is_list(kind):
+        return str | None if f.default is None else str
+    return kind  # bool, int, str, float, or one of them | None
+
+
+def _is_list(kind: Any) -> bool:
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    args = typing.get_args(kind) if union else (kind,)
+    return any(
+        typing.get_origin(a) in (tuple, list, collections.abc.Sequence) for a in args
+    )
+
+
+def _from_option(f: dataclasses.Field, kind: Any, value: Any) -> Any:
+    """The option's value as the field's type: a comma-separated text split (numbers for a list of
+    integers), an absent repeatable option the field's default."""
+    if f.metadata.get("repeat"):
+        return tuple(value or typing.cast(tuple, f.default))
+    if not _is_list(kind) or value is None:
+        return value
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if "int" not in str(kind):
+        return items
+    try:
+        return tuple(int(v) for v in items)
+    except ValueError:
+        flag_name = f.name.replace("_", "-")
+        raise InputError(
+            f"--{flag_name} must be comma-separated integers (got {value!r})"
+        ) from None
+
+
+def _fields_of(cls: type, settings: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `settings` that are fields of the settings class `cls`."""
+    return {
+        f.name: settings[f.name] for f in dataclasses.fields(cls) if f.name in settings
+    }
 
 
 app.add_typer(data_app, name="data")
@@ -318,58 +429,18 @@ def _dataset_result(
 
 
 @data_app.command("split")
+@settings_options(SplitSettings)
 def data_split(
     workspace: Path = WS,
-    method: str = typer.Option(
-        SplitSettings.method, help="random, or temporal (latest interactions held out)."
-    ),
-    valid: float = typer.Option(
-        SplitSettings.valid,
-        help="Per-user validation share (< 1) or count (whole number >= 1).",
-    ),
-    test: float = typer.Option(
-        SplitSettings.test,
-        help="Per-user test share (< 1) or count (whole number >= 1).",
-    ),
-    cold_items: float = typer.Option(
-        SplitSettings.cold_items,
-        help="Share of items held out with all their interactions.",
-    ),
-    cold_users: float = typer.Option(
-        SplitSettings.cold_users,
-        help="Share of users held out with all their interactions.",
-    ),
-    cold_user_context: int = typer.Option(
-        SplitSettings.cold_user_context,
-        help="First N interactions of each cold user given as context.",
-    ),
-    cold_by: str = typer.Option(
-        SplitSettings.cold_by,
-        help="Cold items: random, to cold_valid/cold_test by item ('item') or by "
-        "interaction ('interaction'); or 'time': the items first seen last "
-        "(new items; the earlier half selects, the newest half is the test).",
-    ),
-    seed: int = typer.Option(SplitSettings.seed, help="Random seed."),
     force: bool = flag(
         False, "--force", help="Re-split a dataset that is already split."
     ),
     as_json: bool = JSON,
+    **settings: Any,
 ) -> None:
     """Fill the split column: warm train/valid/test, cold items and cold users, with no leaks."""
-
     with contextlib.nullcontext() if as_json else out.status("splitting interactions"):
-        ds = run_split(
-            workspace,
-            method=method,
-            valid=valid,
-            test=test,
-            cold_items=cold_items,
-            cold_users=cold_users,
-            cold_user_context=cold_user_context,
-            cold_by=cold_by,
-            seed=seed,
-            force=force,
-        )
+        ds = run_split(workspace, SplitSettings(**settings), force=force)
     parts = ds.counts()["parts"]
 
     def show() -> None:
@@ -429,6 +500,7 @@ def data_movielens(
 
 # ---------------------------------------------------------------------------------------------- encode
 @app.command("encode")
+@settings_options(EncodeSettings)
 def encode(
     workspace: Path = WS,
     modalities: str | None = typer.Option(
@@ -436,62 +508,13 @@ def encode(
         help="Comma-separated: image, text, st_text, lexical "
         "(default: image if the dataset has images, text, lexical).",
     ),
-    clip_model: str = typer.Option(
-        EncodeSettings.clip_model,
-        help="open_clip model name, 'hf-hub:ORG/REPO', or a model config .json.",
-    ),
-    clip_pretrained: str | None = typer.Option(
-        None,
-        help="open_clip pretrained tag (default: laion2b_s34b_b79k), "
-        "or 'none' for random weights (tests only).",
-    ),
-    clip_checkpoint: Path | None = typer.Option(
-        None, help="Local CLIP weights file (.safetensors/.bin/.pt)."
-    ),
-    st_model: str = typer.Option(
-        EncodeSettings.st_model,
-        help="sentence-transformers hub name or local model folder (modality st_text).",
-    ),
-    precomputed: list[str] | None = typer.Option(
-        None,
-        help="NAME=FILE[,IDS]: .npy (+ id list) or .parquet "
-        "keyed by item_id; repeatable.",
-    ),
-    text_columns: str | None = typer.Option(
-        None, help="Item columns forming the text (default: the dataset's)."
-    ),
-    batch_size: int = typer.Option(EncodeSettings.batch_size, help="Images per batch."),
-    text_batch_size: int = typer.Option(
-        EncodeSettings.text_batch_size, help="Texts per batch."
-    ),
-    device: str = typer.Option(EncodeSettings.device, help="auto, cpu or cuda[:N]."),
-    num_workers: int | None = typer.Option(
-        None, help="Image decoding worker processes (default: min(4, CPUs))."
-    ),
-    lexical_dim: int = typer.Option(
-        EncodeSettings.lexical_dim,
-        help="Dimension of the lexical (TF-IDF + SVD) vectors.",
-    ),
     as_json: bool = JSON,
+    **settings: Any,
 ) -> None:
     """Encode item images and texts into content vectors (WS/features/); unchanged items are not re-encoded."""
     from graphrec.stages.encode import run_encode
 
-    res = run_encode(
-        workspace,
-        _columns(modalities),
-        clip_model=clip_model,
-        clip_pretrained=clip_pretrained,
-        clip_checkpoint=clip_checkpoint,
-        st_model=st_model,
-        precomputed=precomputed or (),
-        text_columns=_columns(text_columns),
-        batch_size=batch_size,
-        text_batch_size=text_batch_size,
-        device=device,
-        num_workers=num_workers,
-        lexical_dim=lexical_dim,
-    )
+    res = run_encode(workspace, _columns(modalities), EncodeSettings(**settings))
     if as_json:
         _result(
             True,
@@ -687,123 +710,25 @@ def kg_explain(
 
 # ---------------------------------------------------------------------------------------------- train
 @app.command("train")
+@settings_options(TrainSettings, RankSettings)
 def train(
     workspace: Path = WS,
-    epochs: int = typer.Option(
-        TrainSettings.epochs,
-        help="Maximum epochs of the selection phase (early stopping on validation).",
-    ),
-    dim: int = typer.Option(TrainSettings.dim, help="Embedding dimension."),
-    layers: int = typer.Option(TrainSettings.layers, help="Propagation layers."),
-    lr: float | None = typer.Option(
-        None,
-        help="Adam learning rate (default: 0.005 at batch 2048, growing with the "
-        "square root of the batch size, at most 0.02).",
-        show_default=False,
-    ),
-    batch_size: int | None = typer.Option(
-        None,
-        help="Triples (user, positive, negative) per step (default: 2048, "
-        "or a power of two giving 32 to 64 steps an epoch).",
-        show_default=False,
-    ),
-    reg: float = typer.Option(
-        TrainSettings.reg, help="L2 on the batch's layer-0 embeddings."
-    ),
-    cold_weight: float = typer.Option(
-        TrainSettings.cold_weight,
-        help="Weight of BPR through the content path (cold-start training).",
-    ),
-    align_weight: float = typer.Option(
-        TrainSettings.align_weight,
-        help="Weight of the content -> collaborative alignment.",
-    ),
-    patience: int = typer.Option(
-        TrainSettings.patience,
-        help="Epochs without validation improvement before stopping.",
-    ),
-    k: int = typer.Option(TrainSettings.k, help="Cut-off of the validation NDCG@K."),
-    seed: int = typer.Option(
-        TrainSettings.seed, help="Random seed (runs on CPU are deterministic)."
-    ),
-    mode: str = typer.Option(
-        TrainSettings.mode,
-        help="'full' graph propagation per step, or 'sampled' neighbourhoods.",
-    ),
-    fanouts: str = typer.Option(
-        ",".join(map(str, TrainSettings.fanouts)),
-        help="Neighbours sampled per layer in --mode sampled.",
-    ),
-    refit: bool = flag(
-        TrainSettings.refit,
-        "--refit/--no-refit",
-        help="Refit on train+valid after selection: the ranker's graph filter always, the GNN for the "
-        "selected epochs when the ranker serves it.",
-    ),
-    keep_gnn: bool = flag(
-        RankSettings.keep_gnn,
-        "--keep-gnn",
-        help="Serve the GNN block even when the closed-form blend without it scores as well on "
-        "validation (by default it is served only when it adds).",
-    ),
-    gnn: bool = flag(
-        TrainSettings.gnn,
-        "--gnn/--no-gnn",
-        help="--no-gnn: train no GNN; serve the closed-form blend (graph filter, content maps) alone: "
-        "for CPU catalogues where the GNN's epochs do not fit.",
-    ),
-    ease_dim: int = typer.Option(
-        RankSettings.ease_dim,
-        help="Dimensions of the ranker's low-rank EASE block (the default is cut to "
-        "min(users, items)); the ranker is fitted on validation before model/ is "
-        "switched in.",
-    ),
-    lowpass_dim: int = typer.Option(
-        RankSettings.lowpass_dim,
-        help="Singular vectors of the ranker's ideal low-pass graph filter block "
-        "(GF-CF's; 0: none; the default is cut to min(users, items)).",
-    ),
-    device: str = typer.Option(TrainSettings.device, help="auto, cpu, cuda or cuda:N."),
     resume: bool = flag(
         False, "--resume", help="Continue from the newest checkpoint in model/."
     ),
     as_json: bool = JSON,
+    **settings: Any,
 ) -> None:
     """Train: the GNN selected on validation NDCG@K, the ranker's blend fitted on validation (the GNN block kept only
     when it adds), both refit on train+valid; model/ switched in whole."""
     from graphrec.stages.train import run_train
 
-    try:
-        fan = tuple(int(f) for f in fanouts.split(",") if f.strip())
-    except ValueError:
-        raise InputError(
-            f"--fanouts must be comma-separated integers (got {fanouts!r})"
-        ) from None
-    s = TrainSettings(
-        epochs=epochs,
-        dim=dim,
-        layers=layers,
-        lr=lr,
-        batch_size=batch_size,
-        reg=reg,
-        cold_weight=cold_weight,
-        align_weight=align_weight,
-        patience=patience,
-        k=k,
-        seed=seed,
-        mode=mode,
-        fanouts=fan,
-        refit=refit,
-        gnn=gnn,
-        device=device,
-    )
+    train_settings = TrainSettings(**_fields_of(TrainSettings, settings))
     r = run_train(
         workspace,
-        s,
+        train_settings,
         resume=resume,
-        ranker=RankSettings(
-            k=k, ease_dim=ease_dim, lowpass_dim=lowpass_dim, keep_gnn=keep_gnn
-        ),
+        ranker=RankSettings(**_fields_of(RankSettings, settings)),
     )
     emb = embeddings_path(Workspace(workspace))
 
@@ -813,7 +738,7 @@ def train(
             "GNN block served" + (f", refit on {fitted_on}" if r.refit else "")
             if r.gnn_served
             else "no GNN (--no-gnn): the closed-form blend"
-            if not gnn
+            if not train_settings.gnn
             else "GNN block not served: the closed-form blend scores as well on validation"
         )
         mode = (
@@ -822,7 +747,7 @@ def train(
             if r.mode == "serve"
             else "evaluate mode (a split dataset): fitted on train+valid, the test parts held out"
         )
-        selected = f"epoch {r.selected_epoch} selected; " if gnn else ""
+        selected = f"epoch {r.selected_epoch} selected; " if train_settings.gnn else ""
         table = Table(title=f"trained: {selected}{served}\n{mode}")
         table.add_column("validation")
         table.add_column("value", justify="right")
@@ -1068,42 +993,22 @@ def update_cmd(
 
 
 @app.command()
+@settings_options(QuickstartSettings)
 def quickstart(
     out_dir: Path = typer.Option(
         Path("graphrec-quickstart"),
         "--out",
         help="Folder to (re)write: the workspace goes to OUT/workspace, the export to OUT/export.",
     ),
-    users: int = typer.Option(300, "--n-users", "--users", help="Synthetic users."),
-    items: int = typer.Option(400, "--n-items", "--items", help="Synthetic items."),
-    interactions: int = typer.Option(
-        15000, "--n-interactions", "--interactions", help="Synthetic interactions."
-    ),
-    epochs: int = typer.Option(
-        40, help="Maximum training epochs (early stopping on validation)."
-    ),
-    seed: int = typer.Option(0, help="Seed of data, split and training."),
-    modalities: str = typer.Option(
-        "lexical",
-        help="Encoders, e.g. lexical,clip_image,clip_text (CLIP needs weights).",
-    ),
-    clip_pretrained: str | None = typer.Option(
-        None, help="open_clip pretrained tag when CLIP modalities are asked for."
-    ),
     as_json: bool = JSON,
+    **settings: Any,
 ) -> None:
     """Run the whole pipeline on the embedded synthetic default and print where the report and export are."""
     from graphrec.pipeline.quickstart import run_quickstart
 
     r = run_quickstart(
         out_dir,
-        users=users,
-        items=items,
-        interactions=interactions,
-        seed=seed,
-        epochs=epochs,
-        modalities=tuple(_columns(modalities) or ["lexical"]),
-        clip_pretrained=clip_pretrained,
+        QuickstartSettings(**settings),
         say=(lambda m: None) if as_json else (lambda m: _say(m, "bold")),
     )
 

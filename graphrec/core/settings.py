@@ -1,6 +1,8 @@
-"""The settings of the stages that take many (`graphrec encode`, `graphrec train` and its ranker), as frozen or
-plain dataclasses with their defaults and checks: the one place each default is written. The stages read them,
-the command line takes its options' defaults from them (a test compares), and config.json records them. Light on
+"""The settings of the stages that take many (split, encode, train and its ranker, quickstart).
+
+Frozen or plain dataclasses with their defaults, their help and their checks: the one place each default is
+written. The stages read them; the command line builds its options from them (`setting` gives a field the help
+its option shows; graphrec.app.cli generates the options; a test compares); config.json records them. Light on
 purpose (no torch): the command line imports this module to build its options.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +19,52 @@ from graphrec.core.errors import InputError
 from graphrec.core.memory import check_fits
 
 
+def setting(default: Any, help: str, **option: Any) -> Any:
+    """A settings field with the help its command-line option shows.
+
+    Args:
+        default: the field's default (the option's too).
+        help: the option's help text.
+        **option: how the option is spelled where the field's type does not say it: `repeat=True` for a list
+            given by repeating the option (else a list is comma-separated), `path=True` for a file, `metavar`
+            for the value's placeholder in the help, `names` for the option's spellings.
+
+    Returns:
+        A dataclass field whose metadata holds the help and the option's spelling.
+    """
+    return field(default=default, metadata={"help": help, **option})
+
+
 # -- split ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SplitSettings:
-    """How `graphrec data split` holds parts out (its options; dataset.json's `split` records them). valid / test:
-    per-user shares (< 1) or counts; cold_items / cold_users: shares held out whole; cold_user_context: the
-    first interactions of each cold user given as context; cold_by: item, interaction or time (new items)."""
+    """How `graphrec data split` holds parts out (its options; dataset.json's `split` records them)."""
 
-    method: str = "random"
-    valid: float = 0.1
-    test: float = 0.1
-    cold_items: float = 0.2
-    cold_users: float = 0.0
-    cold_user_context: int = 0
-    cold_by: str = "item"
-    seed: int = 0
+    method: str = setting(
+        "random", "random, or temporal (latest interactions held out)."
+    )
+    valid: float = setting(
+        0.1, "Per-user validation share (< 1) or count (whole number >= 1)."
+    )
+    test: float = setting(
+        0.1, "Per-user test share (< 1) or count (whole number >= 1)."
+    )
+    cold_items: float = setting(
+        0.2, "Share of items held out with all their interactions."
+    )
+    cold_users: float = setting(
+        0.0, "Share of users held out with all their interactions."
+    )
+    cold_user_context: int = setting(
+        0, "First N interactions of each cold user given as context."
+    )
+    cold_by: str = setting(
+        "item",
+        "Cold items: random, to cold_valid/cold_test by item ('item') or by interaction "
+        "('interaction'); or 'time': the items first seen last (new items; the earlier half "
+        "selects, the newest half is the test).",
+    )
+    seed: int = setting(0, "Random seed.")
 
 
 # -- encode ---------------------------------------------------------------------------------------------
@@ -46,19 +79,43 @@ DEFAULT_MAX_PIXELS = (
 class EncodeSettings:
     """How `run_encode` encodes (the options of `graphrec encode`; recorded in config.json as they are)."""
 
-    clip_model: str = DEFAULT_CLIP_MODEL
-    clip_pretrained: str | None = None
-    clip_checkpoint: str | Path | None = None
-    st_model: str = DEFAULT_ST_MODEL
-    precomputed: Sequence[str] = ()  # NAME=FILE[,IDS]
-    text_columns: Sequence[str] | None = None
-    batch_size: int = 64
-    text_batch_size: int = 256
-    device: str = "auto"
-    num_workers: int | None = None
-    lexical_dim: int = 128
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    seed: int = 0
+    clip_model: str = setting(
+        DEFAULT_CLIP_MODEL,
+        "open_clip model name, 'hf-hub:ORG/REPO', or a model config .json.",
+    )
+    clip_pretrained: str | None = setting(
+        None,
+        "open_clip pretrained tag (default: laion2b_s34b_b79k), or 'none' for random "
+        "weights (tests only).",
+    )
+    clip_checkpoint: str | Path | None = setting(
+        None, "Local CLIP weights file (.safetensors/.bin/.pt).", path=True
+    )
+    st_model: str = setting(
+        DEFAULT_ST_MODEL,
+        "sentence-transformers hub name or local model folder (modality st_text).",
+    )
+    precomputed: Sequence[str] = setting(
+        (),
+        "NAME=FILE[,IDS]: .npy (+ id list) or .parquet keyed by item_id; repeatable.",
+        repeat=True,
+        metavar="NAME=FILE[,IDS]",
+    )
+    text_columns: Sequence[str] | None = setting(
+        None, "Item columns forming the text, comma-separated (default: the dataset's)."
+    )
+    batch_size: int = setting(64, "Images per batch.")
+    text_batch_size: int = setting(256, "Texts per batch.")
+    device: str = setting("auto", "auto, cpu or cuda[:N].")
+    num_workers: int | None = setting(
+        None, "Image decoding worker processes (default: min(4, CPUs))."
+    )
+    lexical_dim: int = setting(128, "Dimension of the lexical (TF-IDF + SVD) vectors.")
+    max_pixels: int = setting(
+        DEFAULT_MAX_PIXELS,
+        "Images of more pixels are refused unread (decompression bombs).",
+    )
+    seed: int = setting(0, "Seed of the lexical SVD and of random-init encoders.")
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> EncodeSettings:
@@ -95,26 +152,58 @@ _RUNTIME = ("device", "progress")
 
 @dataclass
 class TrainSettings:
-    epochs: int = 60  # maximum epochs of the selection phase
-    dim: int = 64
-    layers: int = 3
-    lr: float | None = None  # None: auto_lr(batch_size), 0.005 at the smallest batch
-    batch_size: int | None = (
-        None  # None: auto_batch(train interactions): 2048, or a power of two, <= 64 an epoch
+    """How `graphrec train` trains the GNN (its options; model.json records them)."""
+
+    epochs: int = setting(
+        60, "Maximum epochs of the selection phase (early stopping on validation)."
     )
-    reg: float = 1e-4  # L2 on the batch's layer-0 rows (LightGCN)
-    weight_decay: float = 1e-5  # on projections and attribute tables
-    cold_weight: float = 0.5  # BPR through the content path (DropoutNet)
-    align_weight: float = 1.0  # content -> collaborative distillation (ALDI)
-    patience: int = 5
-    k: int = 20
-    seed: int = 0
-    refit: bool = True
-    gnn: bool = True  # False: no GNN epochs; the ranker serves its closed-form blend (graph filter, content maps)
-    mode: str = "full"  # "full" propagation per batch, or "sampled" neighbourhoods
-    fanouts: tuple[int, ...] = (15, 10, 5)
-    keep_checkpoints: int = 2
-    device: str = "auto"
+    dim: int = setting(64, "Embedding dimension.")
+    layers: int = setting(3, "Propagation layers.")
+    # None: auto_lr(batch_size)
+    lr: float | None = setting(
+        None,
+        "Adam learning rate (default: 0.005 at batch 2048, growing with the square root "
+        "of the batch size, at most 0.02).",
+    )
+    # None: auto_batch(train interactions)
+    batch_size: int | None = setting(
+        None,
+        "Triples (user, positive, negative) per step (default: 2048, or a power of two "
+        "giving 32 to 64 steps an epoch).",
+    )
+    reg: float = setting(1e-4, "L2 on the batch's layer-0 embeddings (LightGCN).")
+    weight_decay: float = setting(
+        1e-5, "Weight decay of the modality projections and attribute tables."
+    )
+    cold_weight: float = setting(
+        0.5, "Weight of BPR through the content path (cold-start training, DropoutNet)."
+    )
+    align_weight: float = setting(
+        1.0, "Weight of the content -> collaborative alignment (ALDI)."
+    )
+    patience: int = setting(5, "Epochs without validation improvement before stopping.")
+    k: int = setting(20, "Cut-off of the validation NDCG@K.")
+    seed: int = setting(0, "Random seed (runs on CPU are deterministic).")
+    refit: bool = setting(
+        True,
+        "Refit on train+valid after selection: the ranker's graph filter always, the GNN "
+        "for the selected epochs when the ranker serves it.",
+    )
+    gnn: bool = setting(
+        True,
+        "--no-gnn: train no GNN; serve the closed-form blend (graph filter, content maps) "
+        "alone: for CPU catalogues where the GNN's epochs do not fit.",
+    )
+    mode: str = setting(
+        "full", "'full' graph propagation per step, or 'sampled' neighbourhoods."
+    )
+    fanouts: tuple[int, ...] = setting(
+        (15, 10, 5), "Neighbours sampled per layer in --mode sampled."
+    )
+    keep_checkpoints: int = setting(
+        2, "Selection-phase checkpoints kept in model/ (for --resume)."
+    )
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     progress: bool = True
 
     def check(self) -> None:
@@ -209,12 +298,29 @@ class RankSettings:
     the GNN's block out of the blend whatever it scores (`graphrec train --no-gnn`, which trains no GNN)."""
 
     k: int = 20
-    ease_lambda: float | None = None
-    ease_dim: int = EASE_DIM
-    lowpass_dim: int = LOWPASS_DIM
+    ease_lambda: float | None = setting(
+        None, "The ranker's EASE regularisation (default: chosen on validation)."
+    )
+    ease_dim: int = setting(
+        EASE_DIM,
+        "Dimensions of the ranker's low-rank EASE block (the default is cut to "
+        "min(users, items)); the ranker is fitted on validation before model/ is "
+        "switched in.",
+    )
+    lowpass_dim: int = setting(
+        LOWPASS_DIM,
+        "Singular vectors of the ranker's ideal low-pass graph filter block (GF-CF's; "
+        "0: none; the default is cut to min(users, items)).",
+    )
     refit: bool = True
-    max_fit_users: int = MAX_FIT_USERS
-    keep_gnn: bool = False
+    max_fit_users: int = setting(
+        MAX_FIT_USERS, "Users sampled per validation task of the ranker's fit."
+    )
+    keep_gnn: bool = setting(
+        False,
+        "Serve the GNN block even when the closed-form blend without it scores as well "
+        "on validation (by default it is served only when it adds).",
+    )
     gnn: bool = True
 
     def check(self, n_users: int, n_items: int) -> None:
@@ -224,7 +330,7 @@ class RankSettings:
         for flag, value in (
             ("--ease-dim", self.ease_dim),
             ("--k", self.k),
-            ("max_fit_users", self.max_fit_users),
+            ("--max-fit-users", self.max_fit_users),
         ):
             if value < 1:
                 raise InputError(f"{flag} must be at least 1 (got {value})")
@@ -263,3 +369,33 @@ class RankSettings:
             f"a {self.lowpass_dim}-dimensional low-pass block",
             "--lowpass-dim",
         )
+
+
+# -- quickstart -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuickstartSettings:
+    """What `graphrec quickstart` runs: a synthetic shop through every stage.
+
+    The split takes SplitSettings' defaults and also holds cold users out (with context), so the
+    report shows every task; training takes TrainSettings' defaults but for `epochs`.
+    """
+
+    n_users: int = setting(300, "Synthetic users.", names=("--n-users", "--users"))
+    n_items: int = setting(400, "Synthetic items.", names=("--n-items", "--items"))
+    n_interactions: int = setting(
+        15000, "Synthetic interactions.", names=("--n-interactions", "--interactions")
+    )
+    seed: int = setting(0, "Seed of data, split and training.")
+    epochs: int = setting(
+        TrainSettings.epochs, "Maximum training epochs (early stopping on validation)."
+    )
+    modalities: tuple[str, ...] = setting(
+        ("lexical",),
+        "Encoders, comma-separated, e.g. lexical,clip_image,clip_text (CLIP needs weights).",
+    )
+    clip_pretrained: str | None = setting(
+        None, "open_clip pretrained tag when CLIP modalities are asked for."
+    )
+    cold_users: float = 0.1
+    cold_user_context: int = 3
+    item_knn: int = 10

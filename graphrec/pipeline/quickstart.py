@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from graphrec.core.io import read_json
+from graphrec.core.settings import QuickstartSettings, SplitSettings
 from graphrec.core.workspace import Workspace
 from graphrec.data.splits import run_split
 from graphrec.data.synth import run_synth
@@ -32,75 +34,76 @@ class QuickstartResult:
 
 def run_quickstart(
     out: str | os.PathLike = "graphrec-quickstart",
+    settings: QuickstartSettings | None = None,
     *,
-    users: int = 300,
-    items: int = 400,
-    interactions: int = 15000,
-    seed: int = 0,
-    epochs: int = 40,
-    modalities: tuple[str, ...] = ("lexical",),
-    clip_pretrained: str | None = None,
     say: Callable[[str], None] = print,
+    **overrides: Any,
 ) -> QuickstartResult:
-    """Run every stage into the workspace `out`/workspace (replacing its stage folders), export to `out`/export
-    (beside the workspace: an export never goes inside one) and return where things are.
+    """Run every stage into the workspace `out`/workspace and export to `out`/export.
 
-    Text is encoded lexically by default because it needs no downloaded weights; pass
-    `modalities=("lexical", "clip_image", "clip_text")` with a `clip_pretrained` tag where CLIP weights can be had.
+    The workspace's stage folders are replaced; the export goes beside the workspace (an export never
+    goes inside one). Text is encoded lexically by default because it needs no downloaded weights; pass
+    `modalities=("lexical", "clip_image", "clip_text")` with a `clip_pretrained` tag where CLIP weights
+    can be had.
+
+    Args:
+        out: the folder to (re)write.
+        settings: QuickstartSettings (sizes, seed, epochs, modalities); its defaults when None.
+        say: called with one line per stage (progress for people).
+        **overrides: QuickstartSettings fields as keywords.
+
+    Returns:
+        Where the workspace, the report and the export are, and the test metrics.
+
+    Example::
+
+        result = run_quickstart("demo", n_users=200, epochs=20)
+        print(result.report)
     """
+    chosen = replace(settings or QuickstartSettings(), **overrides)
     ws = Workspace(Path(out) / "workspace")
     with ws.lock():
-        return _run(
-            ws,
-            Path(out) / "export",
-            users,
-            items,
-            interactions,
-            seed,
-            epochs,
-            modalities,
-            clip_pretrained,
-            say,
-        )
+        return _run(ws, Path(out) / "export", chosen, say)
 
 
 def _run(
     ws: Workspace,
     export_dir: Path,
-    users: int,
-    items: int,
-    interactions: int,
-    seed: int,
-    epochs: int,
-    modalities: tuple[str, ...],
-    clip_pretrained: str | None,
+    settings: QuickstartSettings,
     say: Callable[[str], None],
 ) -> QuickstartResult:
+    size = f"{settings.n_users} users, {settings.n_items} items"
     say(
-        f"1/7 synthetic data: {users} users, {items} items, {interactions} interactions -> {ws.path}"
+        f"1/7 synthetic data: {size}, {settings.n_interactions} interactions -> {ws.path}"
     )
     run_synth(
-        ws.path, n_users=users, n_items=items, n_interactions=interactions, seed=seed
+        ws.path,
+        n_users=settings.n_users,
+        n_items=settings.n_items,
+        n_interactions=settings.n_interactions,
+        seed=settings.seed,
+    )
+    split = SplitSettings(
+        cold_users=settings.cold_users,
+        cold_user_context=settings.cold_user_context,
+        seed=settings.seed,
     )
     say(
-        "2/7 split: 10% valid, 10% test per user; 20% of items and 10% of users held out cold"
+        f"2/7 split: {split.valid:.0%} valid, {split.test:.0%} test per user; "
+        f"{split.cold_items:.0%} of items and {split.cold_users:.0%} of users held out cold"
     )
-    run_split(
-        ws.path,
-        method="random",
-        valid=0.1,
-        test=0.1,
-        cold_items=0.2,
-        cold_users=0.1,
-        cold_user_context=3,
-        seed=seed,
+    run_split(ws.path, split)
+    say(f"3/7 encode: {', '.join(settings.modalities)}")
+    run_encode(
+        ws,
+        list(settings.modalities),
+        clip_pretrained=settings.clip_pretrained,
+        seed=settings.seed,
     )
-    say(f"3/7 encode: {', '.join(modalities)}")
-    run_encode(ws, list(modalities), clip_pretrained=clip_pretrained, seed=seed)
     say("4/7 knowledge graph")
-    run_build(ws, item_knn=10, force=True)
+    run_build(ws, item_knn=settings.item_knn, force=True)
     say("5/7 train")
-    run_train(ws, epochs=epochs, seed=seed)
+    run_train(ws, epochs=settings.epochs, seed=settings.seed)
     say("6/7 evaluate")
     eval_dir = run_evaluate(ws)
     say("7/7 export")
