@@ -1,4 +1,7 @@
-"""Canonical tables: schema and validation, CSV/Parquet readers, MovieLens loaders, synthetic data, splits."""
+"""Canonical tables, installed as graphrec.data.
+
+Schema and validation, CSV/Parquet readers, MovieLens loaders, synthetic data, splits.
+"""
 
 from graphrec.data.dataset import HELD_OUT, SPLITS, Dataset, Schema
 

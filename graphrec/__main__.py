@@ -1,4 +1,7 @@
-"""`python -m graphrec ...`: the same command line as the installed `graphrec` script."""
+"""Run `python -m graphrec ...`: the same command line as the installed `graphrec` script.
+
+It calls :func:`graphrec.app.cli.main`, as the `graphrec` console script does.
+"""
 
 from graphrec.app.cli import main
 

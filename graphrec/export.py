@@ -1,5 +1,8 @@
-"""The former import path of the export stage and of the pseudonym rule, kept for code written against it:
-`from graphrec.export import export, pseudonymize_id` (both live in graphrec.stages.export now)."""
+"""The former import path of the export stage and of the pseudonym rule.
+
+It is kept for code written against it: `from graphrec.export import export, pseudonymize_id` still
+works; both live in graphrec.stages.export now.
+"""
 
 from graphrec.stages.export import export, pseudonymize_id
 

@@ -1,4 +1,7 @@
-"""The knowledge graph: schema, vectorised builders, triples, statistics, explanation paths, conversions."""
+"""The knowledge graph, installed as graphrec.kg.
+
+Schema, vectorised builders, triples, statistics, explanation paths, conversions.
+"""
 
 from graphrec.kg.build import BuildResult, build_graph, run_build
 from graphrec.kg.explain import Explainer, ExplanationPath, explain_pair

@@ -1,3 +1,4 @@
-"""Layer 7, app: the entry points: the command line (`cli`) and the multi-process training launcher
-(`distributed`).
+"""Layer 7, app: the entry points.
+
+The command line (`cli`) and the multi-process training launcher (`distributed`).
 """

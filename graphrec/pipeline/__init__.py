@@ -1,1 +1,4 @@
-"""Layer 6, pipeline: the stages run together: the Python API (`api`: graphrec.Recommender) and the quickstart."""
+"""Layer 6, pipeline: the stages run together.
+
+The Python API (`api`: graphrec.Recommender) and the quickstart (`quickstart`).
+"""

@@ -1,11 +1,12 @@
-"""A Python API in the manner of implicit and LightFM: `Recommender.fit / recommend / similar_items / partial_fit`.
+"""A Python API in the manner of implicit and LightFM.
 
-It runs the same stage functions as the command line, in the same order (`graphrec data import` or
-`data split`, `encode`, `build`, `train` with its ranker fit, `recommend`, `update`, `evaluate`), on a
-workspace folder, so a model made here is a workspace the CLI can read and the other way round. Data frames
-are written as Parquet files under `WS/inputs/` and read back by the importer, so they pass exactly the
-checks a CLI import does (docs/data-format.md). Serving state (the ranker, the dataset's id maps and the
-history matrix) is loaded once and kept on the object until the next `fit` or `partial_fit`.
+`Recommender.fit / recommend / similar_items / partial_fit` run the same stage functions as the
+command line, in the same order (`graphrec data import` or `data split`, `encode`, `build`, `train`
+with its ranker fit, `recommend`, `update`, `evaluate`), on a workspace folder, so a model made here
+is a workspace the CLI can read and the other way round. Data frames are written as Parquet files
+under `WS/inputs/` and read back by the importer, so they pass exactly the checks a CLI import does
+(docs/data-format.md). Serving state (the ranker, the dataset's id maps and the history matrix) is
+loaded once and kept on the object until the next `fit` or `partial_fit`.
 """
 
 from __future__ import annotations
@@ -79,27 +80,44 @@ class _Served:
 
 
 class Recommender:
-    """A multimodal knowledge-graph recommender over a workspace folder, with the API of implicit / LightFM.
+    """A multimodal knowledge-graph recommender over a workspace folder.
+
+    It has the API of implicit / LightFM: :meth:`fit`, :meth:`recommend`, :meth:`similar_items`,
+    :meth:`partial_fit`, :meth:`evaluate`, :meth:`save` and :meth:`load`.
 
     Args:
-        workspace (str or os.PathLike, optional): The workspace folder the model lives in (it *is* the saved
-            model: dataset/, features/, graph/, model/). :obj:`None` makes a temporary folder owned by this
-            object and deleted with it (when it is garbage-collected or the interpreter exits); call
-            :meth:`save` to keep it. (default: :obj:`None`)
+        workspace (str or os.PathLike, optional): The workspace folder the model lives in (it *is*
+            the saved model: dataset/, features/, graph/, model/). :obj:`None` makes a temporary
+            folder owned by this object and deleted with it (when it is garbage-collected or the
+            interpreter exits); call :meth:`save` to keep it. (default: :obj:`None`)
         modalities (tuple of str, optional): Content encoders `fit` runs on the items table, as
-            `graphrec encode --modalities` (e.g. :obj:`("lexical", "clip_image", "clip_text")` where CLIP
-            weights can be had). An empty tuple skips encoding. (default: :obj:`("lexical",)`)
+            `graphrec encode --modalities` (e.g. :obj:`("lexical", "clip_image", "clip_text")` where
+            CLIP weights can be had). An empty tuple skips encoding. (default: :obj:`("lexical",)`)
         epochs (int, optional): Maximum training epochs (early stopping on validation).
             (default: :obj:`60`, as `graphrec train`)
         dim (int, optional): Embedding dimension of the graph model. (default: :obj:`64`)
         seed (int, optional): Seed of the split, the encoders and training. (default: :obj:`0`)
         progress (bool, optional): Show the stages' progress bars. (default: :obj:`False`)
-        ease_dim (int, optional): Dimensions of the ranker's low-rank EASE block, as `graphrec train
-            --ease-dim`. (default: :obj:`1024`)
-        encode_settings (Mapping, optional): More keywords of :func:`graphrec.stages.encode.run_encode`
-            (`clip_pretrained`, `clip_checkpoint`, `lexical_dim`, ...). (default: :obj:`None`)
-        **train_settings (optional): Fields of :class:`graphrec.stages.train.TrainSettings` (`layers`, `lr`,
-            `batch_size`, `patience`, `k`, `device`, ...), as the options of `graphrec train`.
+        ease_dim (int, optional): Dimensions of the ranker's low-rank EASE block, as
+            `graphrec train --ease-dim`. (default: :obj:`1024`)
+        encode_settings (Mapping, optional): More keywords of
+            :func:`graphrec.stages.encode.run_encode` (`clip_pretrained`, `clip_checkpoint`,
+            `lexical_dim`, ...). (default: :obj:`None`)
+        **train_settings (optional): Fields of :class:`graphrec.stages.train.TrainSettings`
+            (`layers`, `lr`, `batch_size`, `patience`, `k`, `device`, ...), as the options of
+            `graphrec train`.
+
+    Raises:
+        InputError: A training setting out of range, checked here, before the import and the
+            encoders run.
+        TypeError: A keyword that is not a field of TrainSettings.
+
+    Example::
+
+        rec = Recommender(dim=32, epochs=20, layers=2)  # temporary workspace; lexical encoding
+        rec.fit(interactions, items=items)
+        ids, scores = rec.recommend("u1", N=10)
+        rec.save("my-model")
     """
 
     def __init__(
@@ -115,6 +133,7 @@ class Recommender:
         encode_settings: Mapping[str, Any] | None = None,
         **train_settings: Any,
     ) -> None:
+        """Keep the settings and check the training ones (the class's Args); nothing is trained."""
         # A TemporaryDirectory removes its folder when collected: the model lives exactly as long as the object.
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workspace is None:
@@ -136,6 +155,7 @@ class Recommender:
         self._served: _Served | None = None
 
     def __repr__(self) -> str:
+        """`Recommender('WORKSPACE')`: the class and its workspace folder."""
         return f"Recommender({str(self.workspace)!r})"
 
     @property
@@ -159,36 +179,67 @@ class Recommender:
         images_dir: str | os.PathLike | None = None,
         user_attribute_columns: Sequence[str] | None = None,
     ) -> Recommender:
-        """Import the frames, encode, build the graph, train and fit the ranker; replaces the dataset.
+        """Import the frames, encode, build the graph, train, fit the ranker; replaces the dataset.
 
-        Two modes. **Serve** (the default, as implicit and LightFM fit what they are given): the model is fitted on
-        every interaction, its settings chosen on an internal validation split first (`graphrec train` on a
-        dataset that is not split), and lists leave out everything a user has. **Evaluate** (`split=` or `valid=`
-        given): parts are held out, the model is fitted on train+valid and :meth:`evaluate` scores the test parts.
+        Two modes. **Serve** (the default, as implicit and LightFM fit what they are given): the
+        model is fitted on every interaction, its settings chosen on an internal validation split
+        first (`graphrec train` on a dataset that is not split), and lists leave out everything a
+        user has. **Evaluate** (`split=` or `valid=` given): parts are held out, the model is fitted
+        on train+valid and :meth:`evaluate` scores the test parts.
 
-        Each stage writes atomically; when one fails, the ones before it stay done, as when the commands are run
-        one by one (and a later stage refuses what no longer matches its inputs).
+        Each stage writes atomically; when one fails, the ones before it stay done, as when the
+        commands are run one by one (and a later stage refuses what no longer matches its inputs).
+
+        The column roles (`text_columns`, `attribute_columns`, `image_column`,
+        `user_attribute_columns`) are the options of `graphrec data import`; by default they are the
+        columns present among the usual names, and user attributes are opt-in: none unless named,
+        coarse only.
 
         Args:
-            interactions (pandas.DataFrame): `user_id`, `item_id` and optionally `timestamp` (a number such as
-                Unix seconds, or a datetime column, turned into Unix seconds) and `rating` or `weight`
-                (docs/data-format.md). With `valid`, these are the training interactions.
+            interactions (pandas.DataFrame): `user_id`, `item_id` and optionally `timestamp` (a
+                number such as Unix seconds, or a datetime column, turned into Unix seconds) and
+                `rating` or `weight` (docs/data-format.md). With `valid`, these are the training
+                interactions.
             items (pandas.DataFrame, optional): `item_id` and content columns (text, an image path,
                 categorical attributes); without it nothing is encoded. (default: :obj:`None`)
-            users (pandas.DataFrame, optional): `user_id` and coarse attribute columns. (default: :obj:`None`)
-            valid (pandas.DataFrame, optional): Pre-split validation interactions (`graphrec data import
-                --valid`): evaluate mode with the given parts. (default: :obj:`None`)
-            test (pandas.DataFrame, optional): Pre-split test interactions, scored by :meth:`evaluate`; needs
-                `valid`. (default: :obj:`None`)
-            split (Mapping, optional): Evaluate mode: the interactions are split as `graphrec data split`
-                does, these settings of :func:`graphrec.data.splits.run_split` overriding its defaults (``{}``:
-                random, 10% valid and 10% test per user, 20% of items held out cold, seed = this object's seed).
-                Test parts and held-out cold items are never trained on. (default: :obj:`None`: serve mode)
-            text_columns, attribute_columns, image_column, user_attribute_columns (optional): Column roles, as
-                the options of `graphrec data import` (default: the columns present among the usual names; user
-                attributes are opt-in: none unless named, coarse only).
-            images_dir (str or os.PathLike, optional): The folder the image column's paths are relative to.
-                (default: :obj:`None`: the inputs folder, so give it whenever items have images)
+            users (pandas.DataFrame, optional): `user_id` and coarse attribute columns.
+                (default: :obj:`None`)
+            valid (pandas.DataFrame, optional): Pre-split validation interactions
+                (`graphrec data import --valid`): evaluate mode with the given parts.
+                (default: :obj:`None`)
+            test (pandas.DataFrame, optional): Pre-split test interactions, scored by
+                :meth:`evaluate`; needs `valid`. (default: :obj:`None`)
+            split (Mapping, optional): Evaluate mode: the interactions are split as
+                `graphrec data split` does, these settings of :func:`graphrec.data.splits.run_split`
+                overriding its defaults (``{}``: random, 10% valid and 10% test per user, 20% of
+                items held out cold, seed = this object's seed). Test parts and held-out cold items
+                are never trained on. (default: :obj:`None`: serve mode)
+            text_columns (sequence of str, optional): The items' text columns (a column role).
+                (default: :obj:`None`: the columns present among the usual names)
+            attribute_columns (sequence of str, optional): The items' categorical attribute columns
+                (a column role). (default: :obj:`None`: the columns present among the usual names)
+            image_column (str, optional): The items' image path column (a column role).
+                (default: :obj:`None`: the column present among the usual names)
+            images_dir (str or os.PathLike, optional): The folder the image column's paths are
+                relative to. (default: :obj:`None`: the inputs folder, so give it whenever items
+                have images)
+            user_attribute_columns (sequence of str, optional): The users' coarse attribute columns
+                (a column role). (default: :obj:`None`: none; user attributes are opt-in)
+
+        Returns:
+            This Recommender, fitted (so calls chain: `Recommender().fit(...).recommend(...)`).
+
+        Raises:
+            InputError: Bad input, in one line: `test` without `valid`; `split` together with
+                `valid`; a frame that is not a pandas DataFrame or cannot be stored as a table;
+                whatever the importer, the split or a later stage refuses (the checks of a CLI
+                import).
+
+        Example::
+
+            rec = Recommender(epochs=20).fit(interactions, items=items, users=users)  # serve mode
+            rec = Recommender().fit(interactions, items=items, split={})  # evaluate mode
+            metrics = rec.evaluate(ks=(10, 20))
         """
         parts = {"interactions": interactions, "valid": valid, "test": test}
         frames = {**parts, "items": items, "users": users}
@@ -209,8 +260,11 @@ class Recommender:
         split: Mapping[str, Any] | None,
         roles: dict[str, Any],
     ) -> None:
-        """`fit`'s stages: the parts given checked, then under the workspace's lock the frames imported (with
-        their column roles), split if asked, encoded, the graph built, the model and ranker trained."""
+        """Run `fit`'s stages.
+
+        The parts given are checked, then, under the workspace's lock, the frames are imported (with
+        their column roles), split if asked, encoded, the graph built, the model and ranker trained.
+        """
         if frames["valid"] is None and frames["test"] is not None:
             raise InputError("test needs valid: give both pre-split parts, or neither")
         if frames["valid"] is not None and split is not None:
@@ -233,7 +287,7 @@ class Recommender:
             )
 
     def _encode(self, has_items: bool) -> None:
-        """The encode stage of `fit`: the object's modalities over the items table, or none at all."""
+        """`fit`'s encode stage: the object's modalities over the items table, or none at all."""
         ws = self._ws
         if has_items and self.modalities:
             run_encode(
@@ -254,18 +308,34 @@ class Recommender:
         items: pd.DataFrame | None = None,
         users: pd.DataFrame | None = None,
     ) -> Recommender:
-        """Fold new interactions, items and users into the trained model without retraining (`graphrec update`).
+        """Fold new interactions, items and users into the trained model without retraining.
 
-        New items are recommendable at once (embedded from their content and the graph); new interactions
-        join each user's history. All or nothing: on bad input nothing changes. `last_update` tells what was
-        added.
+        This is `graphrec update`. New items are recommendable at once (embedded from their content
+        and the graph); new interactions join each user's history. All or nothing: on bad input
+        nothing changes. `last_update` tells what was added.
 
         Args:
-            interactions (pandas.DataFrame, optional): New `user_id`, `item_id` [, `rating`/`weight`,
-                `timestamp`] rows; users first seen are added. (default: :obj:`None`)
-            items (pandas.DataFrame, optional): New items with the dataset's item columns; an id already in
-                the dataset is an error (changed content needs a new `fit`). (default: :obj:`None`)
-            users (pandas.DataFrame, optional): New users with the dataset's user columns. (default: :obj:`None`)
+            interactions (pandas.DataFrame, optional): New `user_id`, `item_id` [,
+                `rating`/`weight`, `timestamp`] rows; users first seen are added.
+                (default: :obj:`None`)
+            items (pandas.DataFrame, optional): New items with the dataset's item columns; an id
+                already in the dataset is an error (changed content needs a new `fit`).
+                (default: :obj:`None`)
+            users (pandas.DataFrame, optional): New users with the dataset's user columns.
+                (default: :obj:`None`)
+
+        Returns:
+            This Recommender, its serving state reloaded on the next call.
+
+        Raises:
+            InputError: Bad input (a frame that is not a DataFrame or cannot be stored, an item id
+                already in the dataset, whatever `graphrec update` refuses), or a workspace not
+                trained yet; nothing changes.
+
+        Example::
+
+            rec.partial_fit(items=new_items)  # recommendable at once, from content and the graph
+            print(rec.last_update)
         """
         frames = {"interactions": interactions, "items": items, "users": users}
         with self._ws.lock():
@@ -276,8 +346,11 @@ class Recommender:
         return self
 
     def _update(self, frames: dict[str, pd.DataFrame | None]) -> UpdateResult:
-        """`graphrec update` of the frames, written as Parquet under WS/inputs/update-NNNN/ first (so they pass
-        the update's checks); a refused update leaves no inputs behind (all or nothing)."""
+        """Run `graphrec update` on the frames.
+
+        They are written as Parquet under WS/inputs/update-NNNN/ first (so they pass the update's
+        checks); a refused update leaves no inputs behind (all or nothing).
+        """
         root = self._ws.path / INPUTS
         n = len(list(root.glob("update-*"))) + 1 if root.is_dir() else 1
         inputs = root / f"update-{n:04d}"
@@ -301,24 +374,50 @@ class Recommender:
     # -- persistence -------------------------------------------------------------------------------
     @classmethod
     def load(cls, workspace: str | os.PathLike, **settings: Any) -> Recommender:
-        """A Recommender over a trained workspace (made by :meth:`fit`, :meth:`save` or the command line).
+        """A Recommender over a trained workspace.
+
+        The workspace is one made by :meth:`fit`, :meth:`save` or the command line.
 
         Args:
             workspace (str or os.PathLike): The workspace folder; it is used in place, not copied.
             **settings (optional): Constructor settings for a later :meth:`fit` on it.
+
+        Returns:
+            A Recommender over `workspace`, ready to serve.
+
+        Raises:
+            InputError: The workspace has no model/ yet, or its model/ was made from earlier stages
+                that have changed since (the message names the command that makes it again); or a
+                setting is out of range.
+
+        Example::
+
+            rec = Recommender.load("my-model")
+            ids, scores = rec.recommend("u1", N=10)
         """
         ws = Workspace(workspace)
         ws.require("model")
         return cls(ws.path, **settings)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Copy the workspace to `path` atomically (a reader sees the old folder or the whole new one).
+        """Copy the workspace to `path` atomically; readers see the old folder or the whole new one.
 
-        Saving to the workspace itself does nothing: it is always up to date. An existing `path` is replaced
-        only when it is a graphrec workspace (it holds config.json) or empty.
+        Saving to the workspace itself does nothing: it is always up to date. An existing `path` is
+        replaced only when it is a graphrec workspace (it holds config.json) or empty.
 
         Args:
             path (str or os.PathLike): The folder to write.
+
+        Returns:
+            `path`, as a Path.
+
+        Raises:
+            InputError: `path` is inside the workspace, or exists and is neither a graphrec
+                workspace nor an empty folder.
+
+        Example::
+
+            rec.save("my-model")  # later: Recommender.load("my-model")
         """
         target = Path(path)
         source = self.workspace.resolve()
@@ -354,30 +453,58 @@ class Recommender:
         items: Any = None,
         **aliases: Any,
     ) -> Recommendations:
-        """Top-N items per user, best first, under the recommend contract (:mod:`graphrec.model.lists`) that
-        `graphrec recommend` and :meth:`graphrec.Export.recommend` share: `ids, scores = rec.recommend(...)` as
-        implicit's, `.to_frame()` for the table `user_id, item_id, rank, score` that `graphrec recommend` writes.
+        """Top-N items per user, best first, under the recommend contract.
+
+        The contract (:mod:`graphrec.model.lists`) is the one `graphrec recommend` and
+        :meth:`graphrec.Export.recommend` share: `ids, scores = rec.recommend(...)` as implicit's,
+        `.to_frame()` for the table `user_id, item_id, rank, score` that `graphrec recommend`
+        writes.
 
         A user's vector comes from their history (every interaction the system was given) through
-        :meth:`graphrec.stages.rank.Ranker.user_vectors`; the score is its dot product with the item vector. Users
-        without `user_items` get exactly the lists of :func:`graphrec.stages.recommend.recommend`.
+        :meth:`graphrec.stages.rank.Ranker.user_vectors`; the score is its dot product with the item
+        vector. Users without `user_items` get exactly the lists of
+        :func:`graphrec.stages.recommend.recommend`.
 
         Args:
-            userid (str, int or sequence): External user id(s) (ids are text: `7` means `"7"`); one id gives 1-D
-                arrays, a sequence one row per user.
-            user_items (Mapping or scipy sparse, optional): The items users have: user id -> item ids, or one
-                sparse row per user of `userid` over the items in `item_ids` order (implicit's form). Left out of
-                the lists with the stored history. A user the workspace lacks is scored from them (the graph
-                embedding is the mean of those items', as for a live new user). Nothing is written.
+            userid (str, int or sequence): External user id(s) (ids are text: `7` means `"7"`); one
+                id gives 1-D arrays, a sequence one row per user.
+            user_items (Mapping or scipy sparse, optional): The items users have: user id -> item
+                ids, or one sparse row per user of `userid` over the items in `item_ids` order
+                (implicit's form). Left out of the lists with the stored history. A user the
+                workspace lacks is scored from them (the graph embedding is the mean of those
+                items', as for a live new user). Nothing is written. (default: :obj:`None`)
+            N (int, optional): Items per user (`k`, the former name, is accepted).
+                (default: :obj:`10`)
+            filter_already_liked_items (bool, optional): Leave out the user's items (stored and
+                given) (`filter_already_liked`, the former name, is accepted).
+                (default: :obj:`True`)
+            filter_items (sequence, optional): Item ids left out of every list.
                 (default: :obj:`None`)
-            N (int, optional): Items per user (`k`, the former name, is accepted). (default: :obj:`10`)
-            filter_already_liked_items (bool, optional): Leave out the user's items (stored and given)
-                (`filter_already_liked`, the former name, is accepted). (default: :obj:`True`)
-            filter_items (sequence, optional): Item ids left out of every list. (default: :obj:`None`)
-            recalculate_user (bool, optional): Score a known user from their stored history plus `user_items`
-                (a session's fresh clicks) instead of the stored history alone. (default: :obj:`False`)
-            items (sequence, optional): Item ids to rank among (`candidates`, the former name, is accepted).
-                (default: :obj:`None`: every item)
+            recalculate_user (bool, optional): Score a known user from their stored history plus
+                `user_items` (a session's fresh clicks) instead of the stored history alone.
+                (default: :obj:`False`)
+            items (sequence, optional): Item ids to rank among (`candidates`, the former name, is
+                accepted). (default: :obj:`None`: every item)
+            **aliases (optional): graphrec's former names only: `k`, `filter_already_liked`,
+                `candidates` (each instead of its new name, not with it).
+
+        Returns:
+            :class:`graphrec.model.lists.Recommendations`: unpacks as `ids, scores` (object item ids
+            and float32 scores, best first; 1-D for one id, [n_users, N] for a sequence; a row with
+            fewer candidates than N is padded with None and NaN); `.to_frame()` gives the table.
+
+        Raises:
+            InputError: N not a whole number of at least 1; no user ids; a name given both as itself
+                and as its former name; `user_items` of the wrong shape or type, or naming a user
+                not asked for; an unknown user id without `user_items`; an unknown item id; a
+                workspace not trained yet.
+            TypeError: A keyword that is neither an argument nor one of the former names.
+
+        Example::
+
+            ids, scores = rec.recommend(["u1", "u2"], N=5)  # [2, 5] item ids and scores
+            visitor = {"visitor": ["i03", "i07"]}  # a user the workspace lacks: their items
+            table = rec.recommend("visitor", user_items=visitor).to_frame()
         """
         served = self._state()
         req = list_request(
@@ -397,8 +524,10 @@ class Recommender:
 
     @staticmethod
     def _user_index(served: _Served, req: ListRequest) -> np.ndarray:
-        """Each requested user's index in the workspace (-1: not there); a user neither there nor given
-        `user_items` is an error."""
+        """Each requested user's index in the workspace (-1: not there).
+
+        A user neither there nor given `user_items` is an error.
+        """
         pos = served.users.get_indexer(pd.Index(req.users, dtype=object))
         unknown = [
             u for u, p in zip(req.users, pos) if p < 0 and u not in req.user_items
@@ -417,8 +546,11 @@ class Recommender:
         pos: np.ndarray,
         cand: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices [users, n], scores) best first, -1 and NaN past a short list: users scored from their
-        stored history, and users scored from the given items (unknown ones, or known ones recalculated)."""
+        """The lists as (item indices [users, n], scores), best first, -1 and NaN past a short list.
+
+        Users are scored from their stored history, or from the given items (unknown ones, or known
+        ones recalculated).
+        """
         rescored = np.asarray(
             [
                 u in req.user_items and (p < 0 or req.recalculate)
@@ -449,8 +581,10 @@ class Recommender:
         n: int,
         cand: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The lists of the request's `rows` scored from their stored history (given items left out too when
-        filtering)."""
+        """The lists of the request's `rows` scored from their stored history.
+
+        Given items are left out too when filtering.
+        """
         given = self._rows(served, [req.user_items.get(req.users[i], []) for i in rows])
         return served.ranker.topk(
             pos[rows],
@@ -471,8 +605,10 @@ class Recommender:
         n: int,
         cand: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The lists of the request's `rows` scored from the items given (with the stored history of known
-        users)."""
+        """The lists of the request's `rows` scored from the items given.
+
+        Known users' stored history is scored with them.
+        """
         ranker, history = self._with_items(
             served, pos[rows], [req.user_items[req.users[i]] for i in rows]
         )
@@ -494,17 +630,30 @@ class Recommender:
         return s.item_list
 
     def similar_items(self, item_ids: Ids, k: int = DEFAULT_N) -> pd.DataFrame:
-        """The k items most similar to each given item by taste: the list graphrec gives a user whose only item
-        is that one (the user's vector from :meth:`graphrec.stages.rank.Ranker.fold_in`, scored against the item
-        vectors,
-        as the export's `similar_items`: `export_format.taste_vector`), the item itself left out. An item with
-        interactions is read through the collaborative blocks alone (the graph filter's item-item row: what the
-        people who have it chose; title words and genres do not enter); an item without any, through every
-        block (its content). Columns `item_id, similar_item_id, rank, score` (the score is that dot product).
+        """The k items most similar to each given item by taste.
+
+        That is the list graphrec gives a user whose only item is that one (the user's vector from
+        :meth:`graphrec.stages.rank.Ranker.fold_in`, scored against the item vectors, as the
+        export's `similar_items`: `export_format.taste_vector`), the item itself left out. An item
+        with interactions is read through the collaborative blocks alone (the graph filter's
+        item-item row: what the people who have it chose; title words and genres do not enter); an
+        item without any, through every block (its content).
 
         Args:
             item_ids (str, int or sequence): External item ids.
             k (int, optional): Similar items per item. (default: :obj:`10`)
+
+        Returns:
+            pandas.DataFrame: Columns `item_id, similar_item_id, rank, score` (the score is that dot
+            product), up to k rows per given item, rank 1 the most similar.
+
+        Raises:
+            InputError: k below 1, an unknown item id, or a workspace not trained yet.
+
+        Example::
+
+            alike = rec.similar_items("i03", k=5)  # item_id, similar_item_id, rank, score
+            alike = rec.similar_items(["i03", "i07"])  # up to k=10 per item
         """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -528,8 +677,10 @@ class Recommender:
     def _most_similar(
         served: _Served, idx: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, item indices) of the k best items for a user whose only item is each of `idx`, that item
-        itself at -inf (not similar to itself: the same item)."""
+        """(scores, item indices) of the k best items for a user whose only item is each of `idx`.
+
+        That item itself is at -inf (not similar to itself: the same item).
+        """
         if served.taste is None:
             served.taste = served.ranker.fold_in(), served.ranker.item_vectors()
         fold_in, item_vectors = served.taste
@@ -544,15 +695,23 @@ class Recommender:
         return top_val.numpy(), top_idx.numpy()
 
     def evaluate(self, ks: Sequence[int] = (10, 20)) -> pd.DataFrame:
-        """Full-ranking metrics on the held-out test parts (`graphrec evaluate`, without writing eval/).
+        """Full-ranking metrics on the held-out test parts: `graphrec evaluate`, not writing eval/.
 
-        One row per task (`warm`: test / warm items, `cold_item`: cold_test / cold items, `cold_user`:
-        cold_user_test / all items, `overall`) that has test interactions; columns `task, users, held_out,
-        candidates`, then `recall@K, ndcg@K, precision@K, hitrate@K, mrr@K` and `coverage@K, novelty@K,
-        diversity@K, arp@K, arp_ratio@K, head_share@K` for each K.
+        One row per task (`warm`: test / warm items, `cold_item`: cold_test / cold items,
+        `cold_user`: cold_user_test / all items, `overall`) that has test interactions; columns
+        `task, users, held_out, candidates`, then `recall@K, ndcg@K, precision@K, hitrate@K, mrr@K`
+        and `coverage@K, novelty@K, diversity@K, arp@K, arp_ratio@K, head_share@K` for each K.
 
         Args:
             ks (sequence of int, optional): The cut-offs K. (default: :obj:`(10, 20)`)
+
+        Returns:
+            pandas.DataFrame: The metrics, one row per task, the columns above.
+
+        Raises:
+            InputError: K values that are not positive integers, a K beyond the catalogue, a dataset
+                in serve mode (not split: nothing is held out to score), or a workspace not trained
+                yet.
         """
         metrics = evaluate(
             self._ws, ks, ranker=self._state().ranker, progress=self.progress
@@ -578,6 +737,7 @@ class Recommender:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _state(self) -> _Served:
+        """The serving state, loaded from the workspace on first use (again after fit or update)."""
         if self._served is None:
             with self._ws.reading():
                 ds = Dataset.load(self._ws)
@@ -589,6 +749,7 @@ class Recommender:
 
     @staticmethod
     def _item_index(s: _Served, ids: list[str]) -> np.ndarray:
+        """The workspace's index of each external item id; an unknown id is an error."""
         pos = s.items.get_indexer(pd.Index(ids, dtype=object))
         if (pos < 0).any():
             raise InputError(
@@ -598,7 +759,10 @@ class Recommender:
         return pos.astype(np.int64)
 
     def _candidates(self, s: _Served, req: ListRequest) -> np.ndarray | None:
-        """Item indices to rank among: `items` (or every item) less `filter_items`; None: every item."""
+        """Item indices to rank among: `items` (or every item) less `filter_items`.
+
+        None (returned) means every item.
+        """
         cand = (
             None if req.items is None else np.unique(self._item_index(s, req.items))
         )  # a list holds an item once
@@ -623,9 +787,12 @@ class Recommender:
     def _with_items(
         self, s: _Served, pos: np.ndarray, items: list[list[str]]
     ) -> tuple[Ranker, sp.csr_matrix]:
-        """A ranker whose user rows are these users, and their history rows: the stored one (known users) plus
-        the given items. A user the workspace lacks gets the model's live embedding from items
-        (TrainedModel.user_embedding_from_items) and no attribute values."""
+        """A ranker whose user rows are these users, and their history rows.
+
+        A history row is the stored one (known users) plus the given items. A user the workspace
+        lacks gets the model's live embedding from items (TrainedModel.user_embedding_from_items)
+        and no attribute values.
+        """
         known = pos >= 0
         at = np.where(known, pos, 0)
         idx = [self._item_index(s, i) for i in items]
@@ -648,8 +815,11 @@ class Recommender:
 def _import_frames(
     ws: Workspace, frames: dict[str, pd.DataFrame | None], **roles: Any
 ) -> None:
-    """`graphrec data import` of the frames, written as Parquet under WS/inputs/fit/ first (so they pass the
-    importer's checks); `valid` present: pre-split parts. roles: the importer's column-role keywords."""
+    """Run `graphrec data import` on the frames.
+
+    They are written as Parquet under WS/inputs/fit/ first (so they pass the importer's checks);
+    `valid` present: pre-split parts. roles: the importer's column-role keywords.
+    """
     inputs = ws.path / INPUTS / "fit"
     shutil.rmtree(
         inputs, ignore_errors=True
@@ -681,12 +851,15 @@ def _import_frames(
 
 
 def _list(values: Sequence[str] | None) -> list[str] | None:
+    """The values as a list; None stays None."""
     return None if values is None else list(values)
 
 
 def _write_table(path: Path, frame: pd.DataFrame, name: str) -> str:
-    """Write a frame as Parquet for the importer (which reads every cell as text); datetime timestamps become
-    Unix seconds, the number the importer expects."""
+    """Write a frame as Parquet for the importer (which reads every cell as text).
+
+    Datetime timestamps become Unix seconds, the number the importer expects.
+    """
     if not isinstance(frame, pd.DataFrame):
         raise InputError(
             f"{name} must be a pandas DataFrame, got {type(frame).__name__}"
