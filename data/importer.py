@@ -45,7 +45,56 @@ def import_files(
     min_rating: float | None = None,
     **presplit: FileArg,
 ) -> tuple[Dataset, list[str]]:
-    """Import one interactions file (split later with `data split`) or pre-split files (train=, valid=, ...)."""
+    """Import one interactions file, or pre-split files, into the workspace's dataset/ stage.
+
+    The `graphrec data import` stage: one interactions file (split later with `data split`) or
+    pre-split files (train=, valid=, ...), never both. The files are read and checked, and the
+    dataset is written to WS/dataset/ atomically with its settings recorded, under the workspace
+    lock (one writer at a time).
+
+    Args:
+        out: The workspace folder to write (a path that is a file is refused).
+        interactions: The one interactions file (CSV or Parquet: user_id, item_id, optional
+            timestamp and rating or weight); None when pre-split files are given.
+        items: The items file (item_id and text, image and attribute columns); None: items are known
+            by their ids alone.
+        users: The users file (user_id and coarse attribute columns); None: users are known by their
+            ids alone.
+        images_dir: The folder the image paths are relative to; None: the items file's folder.
+        text_columns: The item text columns; None: those of title, name, description, text, tags
+            present.
+        attribute_columns: The categorical item columns ('|' separates values); None: those of the
+            usual names (genres, genre, category, brand, year, ...) present.
+        image_column: The item column holding an image path; None: image, image_path or poster,
+            whichever is present first.
+        user_attribute_columns: The coarse user attribute columns. Opt-in: None adds no user
+            attribute; personal data is refused and an age column becomes age bands.
+        encoding: The text encoding of CSV files.
+        name: The dataset's name; None: the name of the folder holding the items file (else the
+            interactions or train file).
+        min_rating: Keep only interactions whose rating/weight is at least this (e.g. 4: ratings as
+            implicit positives); None keeps every interaction.
+        **presplit: The pre-split files by part: train (required), valid, test, cold_valid,
+            cold_test, cold_user_context, cold_user_valid, cold_user_test.
+
+    Returns:
+        The checked dataset, and the import's notes (human-readable lines: what was dropped, changed
+        or ignored).
+
+    Raises:
+        InputError: On bad input: both kinds of input or neither, pre-split files without a train
+            part, an unreadable file, a missing column, a bad id or weight; the message names the
+            file, row and column.
+        TypeError: When a keyword names no known pre-split part.
+
+    Example::
+
+        from graphrec.data.importer import import_files
+
+        ds, notes = import_files(
+            "ws", interactions="ratings.csv", items="movies.csv", min_rating=4
+        )
+    """
     interactions, items, users, images_dir = (
         None if f is None else str(f) for f in (interactions, items, users, images_dir)
     )

@@ -110,8 +110,41 @@ def import_movielens(
     download: bool = False,
     min_rating: float | None = None,
 ) -> tuple[Dataset, list[str]]:
-    """The `data movielens` stage: (download,) load, write WS/dataset atomically, record settings + input hashes,
-    under the workspace lock like every other writer (one writer at a time; an --out that is a file refused)."""
+    """Load a MovieLens release (downloading it first if asked) into the workspace's dataset/ stage.
+
+    The `data movielens` stage: (download,) load, write WS/dataset atomically, and record the
+    settings and the input files' hashes, under the workspace lock like every other writer (one
+    writer at a time; an --out that is a file is refused, before any download or load). Every check
+    of `graphrec data import` applies.
+
+    Args:
+        out: The workspace folder to write.
+        path: The unzipped MovieLens folder (its files in it, or in its ml-100k / ml-latest-small
+            sub-folder as unzipping leaves them); with `download`, where the release is downloaded
+            to when it does not exist.
+        variant: The release: "100k" or "latest-small".
+        posters: A folder of item images named <item id>.jpg (.jpeg/.png/.webp); items without one
+            get image "". None: no images.
+        download: Fetch the official GroupLens zip into `path` when `path` does not exist (checked
+            against the checksum GroupLens publishes).
+        min_rating: Keep only ratings of at least this (e.g. 4: the usual implicit-feedback
+            positives); None keeps every rating.
+
+    Returns:
+        The checked dataset, and the notes (human-readable lines: the download, the posters matched,
+        counts that differ from the official release, ...).
+
+    Raises:
+        InputError: On bad input: an unknown variant, a folder that is missing (without `download`)
+            or not a MovieLens folder, a failed or corrupt download, a bad file, or an `out` that is
+            not a folder.
+
+    Example::
+
+        from graphrec.data.movielens import import_movielens
+
+        ds, notes = import_movielens("ws", "data/ml-100k", download=True, min_rating=4)
+    """
     path = Path(path)
     notes: list[str] = []
     if download and not path.exists():

@@ -310,9 +310,35 @@ def run_split(
     force: bool = False,
     **overrides: Any,
 ) -> Dataset:
-    """The `data split` stage: load dataset/, split it, rewrite dataset/ atomically, record the settings.
+    """Split the workspace's dataset into warm, cold-item and cold-user parts: the `data split` stage.
 
-    settings / overrides: `SplitSettings`, or its fields as keywords. force: re-split a split dataset."""
+    Loads dataset/, splits it (the module doc gives the order of decisions), checks the split for
+    leaks, rewrites dataset/ atomically and records the settings, under the workspace lock. Every
+    setting is checked before the first draw, so a refused split leaves dataset/ as it was.
+
+    Args:
+        workspace: The workspace (or its folder) whose dataset/ is split.
+        settings: The `SplitSettings`; None: the defaults.
+        force: Re-split a dataset that is already split.
+        **overrides: `SplitSettings` fields as keywords (e.g. method="temporal"), applied over
+            `settings`.
+
+    Returns:
+        The split dataset.
+
+    Raises:
+        InputError: On bad input: a dataset already split (without `force`) or without interactions,
+            an unknown method or cold_by, a by-time choice on interactions without timestamps, or a
+            share or count out of range.
+        TypeError: When an override names no `SplitSettings` field.
+
+    Example::
+
+        from graphrec.data.splits import run_split
+
+        # leave-last-out for warm users, a fifth of the items held out cold
+        ds = run_split("ws", method="temporal", valid=1, test=1, cold_items=0.2)
+    """
     s = dataclasses.replace(settings or SplitSettings(), **overrides)
     ws = Workspace.of(workspace)
     ds = split_dataset(Dataset.load(ws), **dataclasses.asdict(s), force=force)

@@ -248,8 +248,35 @@ def run_synth(
     image_size: int = 64,
     missing_images: float = 0.0,
 ) -> Dataset:
-    """The `data synth` stage: pictures into WS/images/ and the dataset into WS/dataset/, both atomically."""
+    """Generate the synthetic shop into a workspace: the `data synth` stage.
 
+    Pictures go into WS/images/ and the dataset into WS/dataset/, both atomically, under the
+    workspace lock, with the settings recorded. The shop's content predicts behaviour (see the
+    module doc), so cold-start is learnable and measurable.
+
+    Args:
+        out: The workspace folder to write.
+        n_users: Users to generate (at least 1).
+        n_items: Items to generate (at least 1).
+        n_interactions: Interactions to generate (0: users and items only).
+        seed: The random seed, in 0 .. 2^63-1.
+        images: Draw each item's picture into WS/images/; False: the dataset has no image column.
+        image_size: The pictures' side in pixels, 8 .. 1024 (checked only when pictures are drawn).
+        missing_images: The share of items drawn to have no picture (image ""), in [0, 1].
+
+    Returns:
+        The generated dataset, not split yet (`data split` splits it).
+
+    Raises:
+        InputError: On bad input: a count, seed, size or share out of range, or a dataset too large
+            for the available memory.
+
+    Example::
+
+        from graphrec.data.synth import run_synth
+
+        ds = run_synth("ws", n_users=1000, n_items=2000, n_interactions=50_000, seed=7)
+    """
     settings = {
         "source": "synth",
         "users": n_users,

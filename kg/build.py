@@ -337,8 +337,42 @@ def run_build(
     force: bool = False,
     progress: bool = True,
 ) -> BuildResult:
-    """The build stage: dataset/ (+ features/, + a triples file) -> graph/. `item_knn=None` means 10 when
-    features exist, else 0. Skips the work when the recorded inputs and settings are unchanged."""
+    """Build the knowledge graph: dataset/ (+ features/, + a triples file) -> graph/, the build stage.
+
+    Skips the work when the recorded inputs and settings are unchanged (the saved graph comes back,
+    with a note saying so). Runs under the workspace lock; a rebuilt graph is written to graph/ and
+    recorded.
+
+    Args:
+        workspace: The workspace (or its folder); dataset/ is required, features/ gives the kNN
+            edges.
+        item_knn: Item-item kNN edges per item and content modality (0: none). `item_knn=None` means
+            10 when features exist, else 0.
+        knn_modalities: The modalities the kNN edges are computed on; None: every modality in
+            features/.
+        triples: An external triples file: 'head relation tail' lines (KGAT/KGCN kg.txt) or a
+            CSV/Parquet with head, relation, tail.
+        entity_map: An item -> entity map for `triples` ('item_id entity_id' lines, KGAT
+            item_list.txt, or CSV item_id,entity); only with `triples`.
+        force: Rebuild even when the inputs and settings are unchanged.
+        progress: Show progress bars.
+
+    Returns:
+        The `BuildResult`: the graph, whether it was rebuilt (False: the saved graph was up to date
+        with its inputs), and notes for the user (triples dropped, defaults taken, serve mode, a
+        model made from an older graph).
+
+    Raises:
+        InputError: On bad input: no dataset/ yet, an entity map without triples, a negative
+            `item_knn`, kNN edges without features (run `graphrec encode` first), or a bad triples
+            or entity map file.
+
+    Example::
+
+        from graphrec.kg.build import run_build
+
+        result = run_build("ws", item_knn=20, triples="kg.txt", entity_map="item_list.txt")
+    """
     ws = Workspace.of(workspace)
     ws.require("dataset")
     if entity_map is not None and triples is None:

@@ -150,8 +150,38 @@ def run_encode(
     progress: bool = True,
     **overrides: Any,
 ) -> EncodeResult:
-    """Encode every item's content into WS/features/ (see module doc). settings / overrides: `EncodeSettings`, or
-    its fields as keywords (`precomputed` holds NAME=FILE[,IDS])."""
+    """Encode every item's content into WS/features/: the `graphrec encode` stage.
+
+    One set of vectors per modality (see the module doc); WS/features/ then holds exactly the
+    modalities of this run, plus logs/encode.json. An item whose content is unchanged since the last
+    run with the same encoder reuses its vectors (the content-hash cache). Runs under the workspace
+    lock; the settings are checked before any encoding, and the features are written in one switch.
+
+    Args:
+        workspace: The workspace (or its folder); its dataset/ is encoded.
+        modalities: The modalities to encode: clip_image (alias image), clip_text (text), st_text
+            (st, sentence), lexical (tfidf), precomputed_<name>. None: clip_image (with an image
+            column), clip_text and lexical (with text); with precomputed vectors, those alone.
+        settings: The `EncodeSettings`; None: the defaults.
+        progress: Show progress bars.
+        **overrides: `EncodeSettings` fields as keywords, applied over `settings` (`precomputed`
+            holds NAME=FILE[,IDS]).
+
+    Returns:
+        The `EncodeResult`: the features folder, each modality's report (dimensions, items encoded,
+        reused and bad, notes) and the device used.
+
+    Raises:
+        InputError: On bad input: an unknown modality or one the dataset has no content for, a
+            setting out of range, an unreadable precomputed file, or vectors that are not finite.
+        TypeError: When an override names no `EncodeSettings` field.
+
+    Example::
+
+        from graphrec.stages.encode import run_encode
+
+        result = run_encode("ws", ["image", "lexical"], batch_size=128, device="cuda")
+    """
     chosen = replace(settings or EncodeSettings(), **overrides)
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)

@@ -603,8 +603,36 @@ def run_evaluate(
     examples: int = 3,
     progress: bool = True,
 ) -> Path:
-    """Evaluate graphrec and the baselines, then write eval/ (metrics.json, report.md, report.html, plots/)
-    atomically and record it."""
+    """Evaluate graphrec and the baselines, then write eval/ atomically and record it.
+
+    The `graphrec evaluate` stage: full-ranking metrics of the served ranker on the held-out test
+    parts (warm, cold-item, cold-user, overall: see the module doc), and of the popularity and EASE
+    baselines on the same tasks. eval/ holds metrics.json, report.md, report.html and plots/; it is
+    written under the workspace lock.
+
+    Args:
+        workspace: The workspace (or its folder): a split dataset/ and a trained model/.
+        ks: The cut-offs K (positive, the largest at most the number of items). The headline is at
+            K=20 when 20 is among them, else at the second smallest K.
+        examples: How many users the report shows with example recommendations.
+        progress: Show progress bars.
+
+    Returns:
+        The eval/ folder.
+
+    Raises:
+        InputError: On bad input: a K that is not positive or exceeds the catalogue, a dataset that
+            is not split (serve mode: nothing is held out), or a model/ without a fitted ranker.
+
+    Example::
+
+        import json
+
+        from graphrec.stages.evaluate import run_evaluate
+
+        eval_dir = run_evaluate("ws", ks=(10, 20, 50), examples=5)
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+    """
     ws = Workspace.of(workspace)
     ds = Dataset.load(ws)
     r = serving_ranker(ws, ds)

@@ -50,16 +50,40 @@ def export(
     *,
     private: bool = False,
 ) -> Path:
-    """Write the export folder `out` atomically and return it. `out` must be new, empty or an earlier export
-    (`check_export_target`: never a file, nor a folder inside a workspace). Pseudonymised user rows are sorted by
-    pseudonym. formats: any of parquet, npy, faiss (docs/export.md); each holds its own copy of the item vectors,
-    so the default writes one.
+    """Write the export folder `out` atomically and return it: the `graphrec export` stage.
 
-    private: user vectors from the users' interactions alone, with no path for their attributes
-    (`Ranker.without_user_attributes`): the score is the blend's less its gnn and group terms (so the lists are
-    not `graphrec recommend`'s), and the manifest says `"private": true`. A dataset without user attributes
-    (no demographics: the graph has no user-attribute edges) keeps every block: its vectors are already
-    collaborative-only, and the export is the normal one, marked private."""
+    User and item vectors of the ranker's scoring space, with their ids and a manifest
+    (docs/export.md). `out` must be new, empty or an earlier export (`check_export_target`: never a
+    file, nor a folder inside a workspace). Pseudonymised user rows are sorted by pseudonym.
+
+    Args:
+        workspace: The workspace (or its folder), trained; read on one consistent state.
+        out: The export folder to write (an earlier export there is replaced as a whole).
+        formats: Any of parquet, npy, faiss (docs/export.md); each holds its own copy of the item
+            vectors, so the default writes one.
+        pseudonymize: A secret salt: user ids become HMAC-SHA256 pseudonyms. None: the ids as they
+            are; an empty salt is refused.
+        private: User vectors from the users' interactions alone, with no path for their attributes
+            (`Ranker.without_user_attributes`): the score is the blend's less its gnn and group
+            terms (so the lists are not `graphrec recommend`'s), and the manifest says
+            `"private": true`. A dataset without user attributes (no demographics: the graph has no
+            user-attribute edges) keeps every block: its vectors are already collaborative-only, and
+            the export is the normal one, marked private.
+
+    Returns:
+        The export folder `out`.
+
+    Raises:
+        InputError: On bad input: an unknown format, an empty salt, an `out` that is a file or
+            inside a workspace, a workspace without a fitted ranker, or a private export of a blend
+            that scores with the gnn alone.
+
+    Example::
+
+        from graphrec.stages.export import export
+
+        folder = export("ws", "export", formats=["parquet", "faiss"], private=True)
+    """
     formats = check_formats(formats)
     if pseudonymize is not None and not pseudonymize:
         raise InputError("--pseudonymize needs a non-empty secret salt")

@@ -1090,11 +1090,45 @@ def fit_blend(
     ds: Dataset | None = None,
     progress: bool = True,
 ) -> Ranker:
-    """The collaborative parts built from train, the blend fitted on validation with the GNN's selection-phase
-    `embeddings` (user, item: trained on train only), then the collaborative parts refit on train+valid. Reads
-    the workspace, writes nothing (`save_ranker` does, into the model/ folder a writer stages). The returned
-    ranker decides whether the GNN block is served (`record.gnn_kept`); `graphrec train` refits the GNN only when
-    it is, then hands the final embeddings to `serve_embeddings`."""
+    """Fit the ranker's blend on validation: the ranking step of `graphrec train`.
+
+    The collaborative parts are built from train, the blend is fitted on validation with the GNN's
+    selection-phase `embeddings`, then the collaborative parts are refit on train+valid (unless
+    `settings.refit` is False). Reads the workspace, writes nothing (`save_ranker` does, into the
+    model/ folder a writer stages). The returned ranker decides whether the GNN block is served
+    (`record.gnn_kept`); `graphrec train` refits the GNN only when it is, then hands the final
+    embeddings to `serve_embeddings`.
+
+    Args:
+        workspace: The workspace (or its folder) read: dataset/, and features/ and graph/ where
+            present.
+        embeddings: The GNN's selection-phase (user, item) embeddings, trained on train only: one
+            row per user / item.
+        settings: The `RankSettings`; None: the defaults.
+        ds: The workspace's dataset, when the caller has it loaded; None: loaded from the workspace.
+        progress: Show progress bars.
+
+    Returns:
+        The fitted `Ranker`, its fit recorded in `record` (k, the chosen EASE lambda and low-pass
+        gamma, the modalities, `gnn_kept`, the selection on validation).
+
+    Raises:
+        InputError: On bad input: a dataset not split into train/valid/test, or a setting out of
+            range (or one whose EASE block cannot fit in memory).
+
+    Example::
+
+        from graphrec.core.settings import RankSettings
+        from graphrec.core.workspace import Workspace
+        from graphrec.data.dataset import Dataset
+        from graphrec.model import artifacts
+        from graphrec.stages.rank import fit_blend
+
+        ws = Workspace("ws")
+        ds = Dataset.load(ws)
+        user, item, _ = artifacts.read_embeddings(ws, ds, select=True)
+        ranker = fit_blend(ws, (user, item), RankSettings(k=20), ds=ds)
+    """
     ws = Workspace.of(workspace)
     s = settings or RankSettings()
     ds = _split_dataset(ws, ds)

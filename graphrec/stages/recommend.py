@@ -87,15 +87,42 @@ def recommend(
     approximate: bool = False,
     filter_items: IdSpec = None,
 ) -> pd.DataFrame:
-    """Top-k items per user among the candidates, every given interaction excluded, best first: the recommend
-    contract's table (graphrec.model.lists; `Recommender.recommend(...).to_frame()` gives the same).
+    """Top-k items per user among the candidates, every given interaction excluded, best first.
 
-    filter_items: item ids (a list, or a file of one per line) left out of every list.
+    The recommend contract's table (graphrec.model.lists; `Recommender.recommend(...).to_frame()`
+    gives the same). Every interaction the system was given (train, valid, cold_valid,
+    cold_user_context) is excluded. Reads the workspace on one consistent state and writes nothing.
 
-    approximate: candidates from a first pass in 256 whitened dimensions, rescored exactly, instead of scoring every
-    candidate in full (for large catalogues; the lists hold 99.5-100% of the exact ones: BENCHMARKS.md, "Approximate
-    top-K on
-    the served vectors")."""
+    Args:
+        workspace: The workspace (or its folder), trained.
+        users: "all", a list of user ids, or a file of one user id per line (optional header line
+            user_id).
+        k: Items per user, at least 1 (the same default as the API and the export).
+        candidates: The item ids ranked: a list, or a file of one per line (optional header line
+            item_id); None: every item.
+        explain: Add an explanation column: knowledge-graph paths when the workspace has a graph,
+            else the user's known item closest to the recommended one.
+        ranker: The ranker to score with; None: the workspace's saved ranker.
+        progress: Show progress bars.
+        approximate: Candidates from a first pass in 256 whitened dimensions, rescored exactly,
+            instead of scoring every candidate in full (for large catalogues; the lists hold
+            99.5-100% of the exact ones: BENCHMARKS.md, "Approximate top-K on the served vectors").
+        filter_items: Item ids (a list, or a file of one per line) left out of every list.
+
+    Returns:
+        One row per recommended (user, item), best first: user_id, item_id, rank (from 1), score,
+        and explanation when asked. A list is shorter than k when fewer candidates are left.
+
+    Raises:
+        InputError: On bad input: k below 1, an unknown user or item id (naming its file line), an
+            unreadable or empty id file, or a workspace without a trained model and ranker.
+
+    Example::
+
+        from graphrec.stages.recommend import recommend
+
+        frame = recommend("ws", users=["u1", "u2"], k=20, filter_items="sold_out.txt")
+    """
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     ws = Workspace.of(workspace)

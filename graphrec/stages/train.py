@@ -591,16 +591,41 @@ def run_train(
     ranker: RankSettings | None = None,
     **overrides: Any,
 ) -> TrainResult:
-    """Select on validation, refit on train+valid, fit the ranker, and switch the new model/ (embeddings,
-    parameters, history, model.json, ranker) in with its config record: one transaction, one lock, one switch.
-    Every setting is checked before any work; a run that fails (bad input, diverged training) keeps the old
-    model/.
+    """Train the GNN and fit its ranker, then switch the new model/ in: the `graphrec train` stage.
 
-    workspace: the workspace folder (dataset/ split; graph/ and features/ used when present).
-    settings / overrides: TrainSettings, or its fields as keywords. resume: continue from the newest checkpoint.
-    ranker: RankSettings (its k is the training's k unless given).
+    Selects on validation, refits on train+valid, fits the ranker, and switches the new model/
+    (embeddings, parameters, history, model.json, ranker) in with its config record: one
+    transaction, one lock, one switch. Every setting is checked before any work; a run that fails
+    (bad input, diverged training) keeps the old model/. The exported embeddings cover every user
+    and item (graphrec.model.gnn).
+
     Under torchrun (torch.distributed initialised) every rank trains its share of each batch; rank 0
-    validates, fits the ranker and writes. The exported embeddings cover every user and item (graphrec.model.gnn).
+    validates, fits the ranker and writes (it alone holds the workspace lock).
+
+    Args:
+        workspace: The workspace folder (dataset/ split; graph/ and features/ used when present).
+        settings: The `TrainSettings`; None: the defaults.
+        resume: Continue from the newest checkpoint in model/.
+        ranker: The `RankSettings` of the ranker's fit (its k is the training's k unless given).
+        **overrides: `TrainSettings` fields as keywords (e.g. epochs=100, dim=128), applied over
+            `settings`.
+
+    Returns:
+        The `TrainResult`: the selected epoch, the validation scores, the history, whether the model
+        was refit, the exported (user, item) embeddings, and whether the ranker serves the GNN
+        block.
+
+    Raises:
+        InputError: On bad input (a setting out of range, a missing stage, ...) or diverged training
+            (NaN or infinite embeddings); model/ is unchanged.
+        TypeError: When an override names no `TrainSettings` field.
+
+    Example::
+
+        from graphrec.core.settings import RankSettings
+        from graphrec.stages.train import run_train
+
+        result = run_train("ws", epochs=100, dim=128, ranker=RankSettings(k=10))
     """
     ws = Workspace.of(workspace)
     # Under torchrun every rank runs this on the same workspace; rank 0 alone writes, so it alone holds the lock.

@@ -79,7 +79,38 @@ def run_update(
     encoding: str = "utf-8",
     progress: bool = True,
 ) -> UpdateResult:
-    """Fold new items / users / interactions into a trained workspace (see the module doc); all or nothing."""
+    """Fold new items / users / interactions into a trained workspace; all or nothing.
+
+    The `graphrec update` stage (see the module doc): the new rows are appended to dataset/, only
+    the new items are encoded, the graph is extended, and every embedding is recomputed by the
+    trained parameters, which are not touched; the ranker keeps its fitted blend and treats new
+    items as cold. Everything is staged first, then switched in at once under the workspace lock.
+
+    Args:
+        workspace: The trained workspace (or its folder).
+        interactions: A file of new interactions (user_id, item_id, optional timestamp and rating or
+            weight), read like `data import` reads them; they become "train" rows.
+        items: A file of new items with the dataset's columns; an item id already in the dataset is
+            an error (content changes need a re-import and a retrain).
+        users: A file of new users with the dataset's columns.
+        encoding: The text encoding of CSV files.
+        progress: Show progress bars.
+
+    Returns:
+        The `UpdateResult`: the items, users and interactions added, the duplicates skipped, the
+        items encoded per modality, the users whose embedding moved, the seconds per step, and
+        notes.
+
+    Raises:
+        InputError: On bad input: no file given, an item id already in the dataset, an unreadable
+            file or a bad row, or a workspace without a trained model.
+
+    Example::
+
+        from graphrec.stages.update import run_update
+
+        result = run_update("ws", interactions="new_clicks.csv", items="new_items.csv")
+    """
     ws = Workspace.of(workspace)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
