@@ -13,8 +13,9 @@ The request:
 * user_items: the items each user has: a mapping user id -> item ids, or, as implicit takes it, a
   scipy sparse matrix with one row per user of `userid` and one column per item of the face's
   `item_ids` order. They are added to what the face already knows of the user (a known user's stored
-  history; an export holds none); with `recalculate_user=True` they are all it uses, and the user's
-  vector is computed from them. A user the face does not hold needs them.
+  history; an export holds none); with `recalculate_user=True` a known user's vector is computed
+  anew from that history and them together (in an export: from them alone), as for a user the face
+  does not hold, who needs them.
 * filter_already_liked_items: leave the user's items (given and stored) out of the list.
 * filter_items: item ids left out of every list.
 * items: the item ids to rank among (default: every item).
