@@ -86,9 +86,10 @@ def ivf(items: np.ndarray, queries: np.ndarray, fraction: int, n: int) -> np.nda
     )
     index.train(items)
     index.add(items)
+    # as graphrec.model.ann
     index.nprobe = int(
         min(nlist, max(nlist // fraction, np.ceil(2 * n * nlist / len(items))))
-    )  # as graphrec.model.ann
+    )
     return index.search(np.ascontiguousarray(queries, np.float32), n)[1]
 
 
@@ -100,12 +101,10 @@ def candidates(
     want = K + int(np.diff(given.indptr).max())
     q = np.hstack([user, np.zeros((len(user), 1), np.float32)]).astype(np.float32)
     kind, arg, *more = name.split("/")
-    rescored = (
-        int(more[0]) if more else 10 * K
-    )  # pca/R/M, wivf/R/M: M first-pass candidates rescored
-    if (
-        kind == "ivf"
-    ):  # graphrec.model.ann before the whitened first pass: the full lifted vectors
+    # pca/R/M, wivf/R/M: M first-pass candidates rescored
+    rescored = int(more[0]) if more else 10 * K
+    # graphrec.model.ann before the whitened first pass: the full lifted vectors
+    if kind == "ivf":
         return ivf(lifted(item), q, int(arg), want)
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(item.shape[1] + 1, 32)
@@ -114,10 +113,11 @@ def candidates(
         index.hnsw.efSearch = max(int(arg), want)
         return index.search(np.ascontiguousarray(q), want)[1]
     r = int(arg)
+    # whiten the users' side, keep the items' top r directions there
     if kind in (
         "pca",
         "wivf",
-    ):  # whiten the users' side, keep the items' top r directions there
+    ):
         cov = user.T.astype(np.float64) @ user / len(user)
         w, v = np.linalg.eigh(cov)
         keep = w > w.max() * 1e-9
@@ -178,18 +178,16 @@ def main() -> None:
         given = ds.matrix(GIVEN)[users].tocsr()
         history = ds.matrix(GIVEN)
         names = a.candidates.split(",")
-        if names != [
-            "ranker"
-        ]:  # the study rows share one exact pass over the sampled users
+        # the study rows share one exact pass over the sampled users
+        if names != ["ranker"]:
             user, item = r.user_vectors(users, history), r.item_vectors()
             t = time.perf_counter()
             exact = exact_topk(user, item, given, K)
             exact_s = time.perf_counter() - t
         for name in names:
             t = time.perf_counter()
-            if (
-                name == "ranker"
-            ):  # the product path: `graphrec recommend --approximate` against exact, whole
+            # the product path: `graphrec recommend --approximate` against exact, whole
+            if name == "ranker":
                 exact_s = None
                 t = time.perf_counter()
                 exact = r.topk(users, K, history)[0]

@@ -73,9 +73,8 @@ class Stage:
         self.warm_known = np.asarray(self.X.sum(axis=0)).ravel() > 0
 
     def _eval(self, scorer, cand, truth):
-        users = np.unique(
-            truth[0]
-        )  # users without truth do not count in the means; ranking them changes nothing
+        # users without truth do not count in the means; ranking them changes nothing
+        users = np.unique(truth[0])
         topk = rank(scorer, users, cand, self.exclude)
         m = score_topk(topk, users, truth, self.data.n_users, self.data.n_items)
         return {"recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]}
@@ -127,9 +126,8 @@ def fit_ease(X, grid, seed):
         B = -P / np.diag(P)[None, :]
         np.fill_diagonal(B, 0.0)
         item = np.zeros((X.shape[1], len(active)), np.float32)
-        item[active] = (
-            B.T
-        )  # item_vec_j = B[:, j] over active items; user_vec = x_u over active items
+        # item_vec_j = B[:, j] over active items; user_vec = x_u over active items
+        item[active] = B.T
         yield p, Xa.toarray(), item
 
 
@@ -443,9 +441,8 @@ def _cold_maps(data, stage, U, V, w_attr, kind):
             content, rows, V[rows].astype(np.float64), COLD_ALPHAS
         ):
             yield a, cold_vectors(content, V, W, mu, cold_rows)
-    elif (
-        kind == "wridge"
-    ):  # rows weighted by popularity^gamma: well-observed item vectors count more
+    # rows weighted by popularity^gamma: well-observed item vectors count more
+    elif kind == "wridge":
         pop = np.asarray(stage.X.sum(axis=0)).ravel()[rows]
         for g in (0.5, 1.0):
             for a, W, mu in cold_ridge(
@@ -534,9 +531,8 @@ def run_mixed(name, seed, sel, fin, sel_vecs, fin_vecs, rows_out):
         )
         users = np.unique(stage.warm_truth[0])
         S = Un[users] @ V[stage.warm_cand].T
-        return float(
-            np.median(np.sort(S, axis=1)[:, -20:])
-        )  # typical top-20 warm score
+        # typical top-20 warm score
+        return float(np.median(np.sort(S, axis=1)[:, -20:]))
 
     U, V = sel_vecs
     best, best_v, grid = None, -1.0, []

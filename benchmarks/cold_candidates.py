@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         data = prepare(a.dataset, seed)
         content = Content(data, 1.0)
-        dense = (
-            content.F[:, :-1].toarray().astype(np.float32)
-        )  # without the intercept column
+        # without the intercept column
+        dense = content.F[:, :-1].toarray().astype(np.float32)
         dense /= np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-12)
         sel, fin = Stage(data, False), Stage(data, True)
         fits = {}

@@ -25,9 +25,8 @@ from graphrec.stages.train import TrainSettings, _Step, epoch_triples
 
 def synthetic(n_users: int, n_items: int, n_inter: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    pop = (1.0 / np.arange(1, n_items + 1) ** 0.8)[
-        rng.permutation(n_items)
-    ]  # Zipf-like popularity
+    # Zipf-like popularity
+    pop = (1.0 / np.arange(1, n_items + 1) ** 0.8)[rng.permutation(n_items)]
     pop[rng.random(n_items) < 0.2] = 0  # cold items
     items = rng.choice(n_items, n_inter, p=pop / pop.sum())
     users = rng.integers(n_users, size=n_inter)

@@ -100,9 +100,8 @@ def main() -> None:
     built = run_build(ws, triples=triples, progress=False)
     times["build_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    run_train(
-        ws, epochs=a.epochs, seed=1, progress=False
-    )  # the GNN and the ranker fitted on validation
+    # the GNN and the ranker fitted on validation
+    run_train(ws, epochs=a.epochs, seed=1, progress=False)
     times["train_s"] = round(time.perf_counter() - t, 1)
     r = load_ranker(ws)
     t = time.perf_counter()

@@ -117,9 +117,8 @@ def probe(x: np.ndarray, y: np.ndarray, seed: int) -> float:
             StandardScaler(),
             LogisticRegressionCV(Cs=[0.01, 0.1, 1.0], cv=3, max_iter=2000),
         )
-        with (
-            warnings.catch_warnings()
-        ):  # rare classes (occupations held by 7 users) miss some inner folds
+        # rare classes (occupations held by 7 users) miss some inner folds
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             clf.fit(x[train], y[train])
         right += int((clf.predict(x[test]) == y[test]).sum())
@@ -233,9 +232,8 @@ def main() -> None:
     }
     for name, (u, i, b) in rows.items():
         results[name] = strongest(u, b, labels, a.seed)
-        if (
-            name != REJECTED
-        ):  # its short-history weights were fitted with the attribute blocks: not comparable
+        # its short-history weights were fitted with the attribute blocks: not comparable
+        if name != REJECTED:
             results[name]["ndcg@20"] = quality(u, i, ds, warm)
     seconds = time.perf_counter() - start
 

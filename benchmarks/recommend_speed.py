@@ -41,13 +41,11 @@ def main() -> None:
     )
     rec = Recommender.load(ws)
     t = time.perf_counter()
-    rec.recommend(
-        list(ds.user_ids[:1]), k=k
-    )  # the first call loads the model into memory
+    # the first call loads the model into memory
+    rec.recommend(list(ds.user_ids[:1]), k=k)
     first = time.perf_counter() - t
-    batch = list(
-        np.resize(ds.user_ids, 1000)
-    )  # 1,000 requests (ids repeat where there are fewer users)
+    # 1,000 requests (ids repeat where there are fewer users)
+    batch = list(np.resize(ds.user_ids, 1000))
     api = []
     for _ in range(repeats):
         t = time.perf_counter()

@@ -114,9 +114,8 @@ def replace_block(text: str, tag: str, body: str, heading: str) -> str:
             text,
             flags=re.S,
         )
-    if (
-        heading in text
-    ):  # a new block at the end of our section (before the next "## " heading)
+    # a new block at the end of our section (before the next "## " heading)
+    if heading in text:
         start = text.index(heading) + len(heading)
         nxt = text.find("\n## ", start)
         nxt = len(text) if nxt < 0 else nxt

@@ -62,11 +62,12 @@ TASK_PARTS = {
     COLD_USER: ("cold_user_valid", "cold_user_test", ("train",)),
     MIXED: ("mixed_valid", "mixed_test", ("train", "cold_valid", "cold_test")),
 }
+# everything a system is handed; excluded from final lists
 GIVEN_FINAL = (
     "train",
     "valid",
     "cold_valid",
-)  # everything a system is handed; excluded from final lists
+)
 DEFAULT_SYSTEMS = (
     "popularity",
     "attr-popularity",
@@ -128,9 +129,8 @@ def rank(
     blocked = ~candidates
     for s in range(0, len(users), batch):
         u = users[s : s + batch]
-        sc = np.array(
-            scorer(u), dtype=np.float32
-        )  # a copy: scorers may return read-only broadcasts
+        # a copy: scorers may return read-only broadcasts
+        sc = np.array(scorer(u), dtype=np.float32)
         sc[:, blocked] = -np.inf
         ex = exclude[u].tocoo()
         sc[ex.row, ex.col] = -np.inf
@@ -314,14 +314,12 @@ def drive(args: argparse.Namespace) -> Path:
     systems = args.systems.split(",") if args.systems else list(DEFAULT_SYSTEMS)
     out = args.out or RESULTS / f"{args.dataset}{'-quick' if args.quick else ''}.json"
     rows, failures = [], []
-    tmp = (
-        RESULTS / f".work-{os.getpid()}"
-    )  # one per driver: several may run side by side
+    # one per driver: several may run side by side
+    tmp = RESULTS / f".work-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
-    for seed in (
-        seeds
-    ):  # the shared, cached preparation (split, MiniLM text) before any worker reads it
+    # the shared, cached preparation (split, MiniLM text) before any worker reads it
+    for seed in seeds:
         with console.status(f"preparing {args.dataset} seed {seed}"):
             prepare(args.dataset, seed)
     no_clip = not os.environ.get("GRAPHREC_CLIP_CHECKPOINT")
@@ -336,9 +334,8 @@ def drive(args: argparse.Namespace) -> Path:
             or (name == "graphrec-no-images" and no_clip)
         )
     ]
-    runs.sort(
-        key=lambda r: -COST.get(r[1], 1.0)
-    )  # longest first: the side-by-side jobs finish together
+    # longest first: the side-by-side jobs finish together
+    runs.sort(key=lambda r: -COST.get(r[1], 1.0))
     env = {**os.environ, **{v: str(args.threads) for v in THREAD_VARS}}
 
     def one(seed: int, name: str) -> None:
@@ -391,9 +388,8 @@ def drive(args: argparse.Namespace) -> Path:
     )
     shutil.rmtree(tmp, ignore_errors=True)
     earlier_s = 0.0
-    if (
-        args.systems and out.exists()
-    ):  # a partial rerun replaces those systems' rows, keeps the others
+    # a partial rerun replaces those systems' rows, keeps the others
+    if args.systems and out.exists():
         prev = read_json(out)
         if prev["seeds"] == seeds and prev["tasks"] == args.tasks.split(","):
             rows = [r for r in prev["rows"] if r["system"] not in systems] + rows

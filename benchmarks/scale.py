@@ -101,9 +101,8 @@ def measure(n: int, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]
         emb = read_tensors(Path(tmp) / "model" / "embeddings.safetensors")
         history_m = ds.matrix(("train",))
         pop = np.asarray(history_m.sum(axis=0)).ravel()
-        none = np.zeros(
-            (ds.n_items, 0), np.float32
-        )  # no EASE block: the GNN vectors alone
+        # no EASE block: the GNN vectors alone
+        none = np.zeros((ds.n_items, 0), np.float32)
         ranker = Ranker(
             emb["user"],
             emb["item"],

@@ -43,9 +43,8 @@ CACHE = Path(
     )
 )
 DATASETS = ("ml-latest-small", "ml-latest-small-kg", "ml-100k", "synthetic")
-KG_ONLY = {
-    "ml-latest-small-kg": "ml-latest-small"
-}  # a KG-only catalogue -> the dataset it is made from
+# a KG-only catalogue -> the dataset it is made from
+KG_ONLY = {"ml-latest-small-kg": "ml-latest-small"}
 COLD_USER_SHARE = 0.1
 # The synthetic benchmark dataset: big enough for stable numbers, small enough for many seeds on 2 cores.
 SYNTH_SIZE = {"n_users": 3000, "n_items": 4000, "n_interactions": 150_000}
@@ -70,9 +69,8 @@ class BenchData:
     n_items: int
     parts: dict[str, tuple[np.ndarray, np.ndarray]]  # part -> (user int64, item int64)
     item_attr: sp.csr_matrix  # float32 [n_items, n_attr] multi-hot
-    user_attr: (
-        sp.csr_matrix | None
-    )  # float32 [n_users, n_uattr] one-hot, None if no attributes
+    # float32 [n_users, n_uattr] one-hot, None if no attributes
+    user_attr: sp.csr_matrix | None
     text: np.ndarray  # float32 [n_items, 384], L2-normalised ([n_items, 0]: none)
     workspace: Path  # graphrec workspace holding the split dataset
     triples: Path | None = None  # the KG-only catalogue's content (head,relation,tail)
@@ -191,9 +189,8 @@ def split(ds: Dataset, seed: int) -> Dataset:
             part[idx[key.get_indexer(k)]] = name
     out = inter.copy()
     out["split"] = pd.array(part.astype(str), dtype="str")
-    out = out[out["split"] != ""].reset_index(
-        drop=True
-    )  # cold rows of users absent from train: dropped
+    # cold rows of users absent from train: dropped
+    out = out[out["split"] != ""].reset_index(drop=True)
     split = {
         "method": "contract-protocol",
         "seed": seed,
@@ -292,9 +289,8 @@ def kg_triples(ds: Dataset, attr: sp.csr_matrix, names: list[str]) -> pd.DataFra
     coo = attr.tocoo()
     column = np.array([n.split("=", 1)[0] for n in names], dtype=object)
     relation = {"genres": "has_genre", "tags": "has_tag", "year": "released_in"}
-    relation_of = np.array(
-        [relation.get(c, f"has_{c}") for c in column], dtype=object
-    )  # per attribute value
+    # per attribute value
+    relation_of = np.array([relation.get(c, f"has_{c}") for c in column], dtype=object)
     item = pd.DataFrame(
         {
             "head": np.asarray(ds.item_ids, dtype=object)[coo.row],
@@ -349,9 +345,8 @@ def prepare(dataset: str, seed: int) -> BenchData:
     triples = None
     if dataset in KG_ONLY:
         triples = ws.path / "triples.csv"
-        if (
-            not triples.exists()
-        ):  # graphrec's copy of the dataset drops its content columns (graphrec_system)
+        # graphrec's copy of the dataset drops its content columns (graphrec_system)
+        if not triples.exists():
             kg_triples(ds, attr, names).to_csv(triples, index=False)
     return BenchData(
         name=dataset,

@@ -292,9 +292,8 @@ def _assign_user_roles(
     kept = []
     for column in columns:
         values = users[column].fillna("").astype(str).str.strip()
-        if (
-            column.lower() == "age"
-        ):  # exact ages are personal data: only the band is stored
+        # exact ages are personal data: only the band is stored
+        if column.lower() == "age":
             values = _age_bands(users, column, values)
             stored_as = "age_band"
             notes.append(
@@ -389,9 +388,8 @@ def _index_interactions(
     result = pd.DataFrame(out)
     result["split"] = part
     result["_source"] = source or ""
-    result["_pos"] = np.arange(
-        len(frame)
-    )  # file positions for later messages, kept through the drop below
+    # file positions for later messages, kept through the drop below
+    result["_pos"] = np.arange(len(frame))
     result.attrs = frame.attrs
     result = _drop_zero_weights(result, weight_col, source)
     if min_weight is not None:

@@ -81,9 +81,8 @@ class Schema(Record):
     images_dir: str | None = None
     user_attribute_columns: list[str] = field(default_factory=list)
     sep: str = "|"
-    split: dict[str, Any] = field(
-        default_factory=dict
-    )  # how the split was made ({} = not split)
+    # how the split was made ({} = not split)
+    split: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from graphrec.data.build import build_dataset
 from graphrec.data.dataset import Dataset
 from graphrec.data.readers import read_table
 
-FileArg = (
-    str | os.PathLike | None
-)  # a file (or folder) a command was given; None: not given
+# a file (or folder) a command was given; None: not given
+FileArg = str | os.PathLike | None
 PRESPLIT = (
     "train",
     "valid",

@@ -426,9 +426,8 @@ def _attach_posters(
     if not folder.is_dir():
         raise InputError("posters folder not found", file=folder)
     by_stem: dict[str, str] = {}
-    for entry in sorted(
-        os.scandir(folder), key=lambda e: e.name
-    ):  # one listing, not one stat per item
+    # one listing, not one stat per item
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         stem, ext = os.path.splitext(entry.name)
         if ext.lower() in IMAGE_SUFFIXES and is_file_entry(entry):
             by_stem.setdefault(stem, entry.name)
@@ -538,9 +537,8 @@ def _published_md5(url: str, timeout: float) -> str | None:
             return None
         raise InputError(f"download failed: {_reason(e)}", file=url) from None
     except (urllib.error.URLError, OSError, ValueError) as e:
-        if isinstance(
-            getattr(e, "reason", None), FileNotFoundError
-        ):  # file:// mirror without a .md5
+        # file:// mirror without a .md5
+        if isinstance(getattr(e, "reason", None), FileNotFoundError):
             return None
         raise InputError(f"download failed: {_reason(e)}", file=url) from None
     found = re.search(r"\b[0-9a-fA-F]{32}\b", text)

@@ -100,9 +100,8 @@ def _decoded_text(path: Path, encoding: str) -> str:
         .replace("_", "-")
         .startswith(("utf-16", "utf16", "utf-32", "utf32"))
     )
-    if (
-        b"\0" in raw and not wide
-    ):  # decodes as "valid" text, then poisons headers and messages
+    # decodes as "valid" text, then poisons headers and messages
+    if b"\0" in raw and not wide:
         raise InputError(
             "binary data (NUL byte), expected CSV/TSV text or a .parquet file",
             file=path,
@@ -122,9 +121,8 @@ def _decoded_text(path: Path, encoding: str) -> str:
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise InputError("file is empty", file=path)
-    if "\n" not in text and b"\n" in raw.rstrip(
-        b"\r\n"
-    ):  # the bytes have lines, the decoded text none
+    # the bytes have lines, the decoded text none
+    if "\n" not in text and b"\n" in raw.rstrip(b"\r\n"):
         raise InputError(
             f"not {encoding} text: its line breaks do not decode as {encoding} (pass the file's "
             "encoding, e.g. --encoding utf-8)",
@@ -149,9 +147,8 @@ def _parsed_csv(text: str, sep: str, path: Path) -> pd.DataFrame:
         raise _parser_error(str(e), path) from None
     except pd.errors.EmptyDataError:
         raise InputError("file is empty", file=path) from None
-    if not isinstance(
-        frame.index, pd.RangeIndex
-    ):  # pandas silently turns surplus leading fields into an index
+    # pandas silently turns surplus leading fields into an index
+    if not isinstance(frame.index, pd.RangeIndex):
         raise InputError(
             "malformed CSV: the first data row has more fields than the header",
             file=path,
@@ -188,9 +185,8 @@ def _read_parquet(path: Path, single: tuple[str, ...]) -> pd.DataFrame:
     try:
         kinds = {str(f.name).strip(): f.type for f in pq.read_schema(path)}
         frame = pd.read_parquet(path)
-    except (
-        Exception
-    ) as e:  # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
+    # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
+    except Exception as e:
         raise InputError(
             f"not a readable Parquet file ({type(e).__name__})", file=path
         ) from None
@@ -199,9 +195,8 @@ def _read_parquet(path: Path, single: tuple[str, ...]) -> pd.DataFrame:
     out = pd.DataFrame(index=frame.index)
     for c in frame.columns:
         col = frame[c]
-        if c in kinds and pa.types.is_nested(
-            kinds[c]
-        ):  # nested Arrow type: str() would store "['Drama' 'Comedy']"
+        # nested Arrow type: str() would store "['Drama' 'Comedy']"
+        if c in kinds and pa.types.is_nested(kinds[c]):
             out[c] = _nested_cells(col, kinds[c], path, c, c in single)
             continue
         if c in kinds and (
@@ -448,9 +443,8 @@ def timestamp_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     """Timestamps as int64 (fractions floored); |t| >= 2^63 is an error naming the row, at either end alike (in
     float64 both INT64_MIN and anything just below it round to -2^63, so that end is refused whole, as the top)."""
     stamp = np.floor(numeric_column(frame, column))
-    bad = np.flatnonzero(
-        np.abs(stamp) >= 2.0**63
-    )  # the cast would wrap them to INT64_MIN
+    # the cast would wrap them to INT64_MIN
+    bad = np.flatnonzero(np.abs(stamp) >= 2.0**63)
     if len(bad):
         raise fail_at(
             frame,

@@ -180,9 +180,8 @@ def _cold_items(
         ] = True
         return cold_i, None
     first_seen = np.full(n_items, np.iinfo(np.int64).max)
-    np.minimum.at(
-        first_seen, item, cast(np.ndarray, ts).astype(np.int64)
-    )  # _check_settings: timestamps
+    # _check_settings: timestamps
+    np.minimum.at(first_seen, item, cast(np.ndarray, ts).astype(np.int64))
     active = np.flatnonzero(per_item > 0)
     n_cold = min(len(active), int(round(share * len(active))))
     cold_i[
@@ -367,9 +366,8 @@ def _check_settings(ds: Dataset, settings: dict[str, Any], force: bool) -> None:
     if len(ds.interactions) == 0:
         raise InputError("dataset has no interactions to split")
     _check_choices(settings, "timestamp" in ds.interactions.columns)
-    most = int(
-        np.bincount(ds.interactions["user"].to_numpy()).max()
-    )  # the longest user history
+    # the longest user history
+    most = int(np.bincount(ds.interactions["user"].to_numpy()).max())
     _check_held_out(settings, most)
     _check_cold_shares(settings, most)
     if not 0 <= settings["seed"] < 2**63:
@@ -405,11 +403,12 @@ def _check_held_out(settings: dict[str, Any], most: int) -> None:
     and fractions that leave nothing to train on."""
     for name in ("valid", "test"):
         amount = settings[name]
+        # NaN would drop the part silently
         if (
             not math.isfinite(amount)
             or amount < 0
             or (amount >= 1 and amount != int(amount))
-        ):  # NaN would drop the part silently
+        ):
             raise InputError(
                 f"--{name} must be a fraction in [0, 1) or a whole count >= 1, got {amount}"
             )

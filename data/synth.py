@@ -476,9 +476,8 @@ def _grouped_cdf(probs: np.ndarray, group: np.ndarray) -> np.ndarray:
     )
     cdf = group + (cum - base) / total
     ends = np.r_[starts[1:], len(group)] - 1
-    cdf[ends] = (
-        group[ends] + 1.0
-    )  # exact upper end, so g + u (u < 1) never falls past its group
+    # exact upper end, so g + u (u < 1) never falls past its group
+    cdf[ends] = group[ends] + 1.0
     return cdf
 
 
@@ -519,9 +518,8 @@ def _item_sampler(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A function drawing one item for each of the given users: a segment from the user's taste, then an item of
     that segment by a Zipf law over a random order; EXPLORE of the draws take an item by global popularity."""
-    n_users, n_seg = map(
-        int, taste.shape
-    )  # ints, so the rng draws below are typed as arrays
+    # ints, so the rng draws below are typed as arrays
+    n_users, n_seg = map(int, taste.shape)
     n_items = len(item_seg)
     # items sorted by segment, Zipf popularity within each segment over a random order
     order = np.lexsort((rng.random(n_items), item_seg))
@@ -568,9 +566,8 @@ def _sample_keys(
         unit="pair",
         leave=False,
     )
-    for round_ in range(
-        12
-    ):  # top-up rounds redraw duplicates; heavy users need ever more draws per new pair
+    # top-up rounds redraw duplicates; heavy users need ever more draws per new pair
+    for round_ in range(12):
         need = quota - have
         if need.sum() == 0:
             break
@@ -629,9 +626,8 @@ def _quotas(
         + np.floor(act / act.sum() * (n_target - floor * n_users)).astype(np.int64),
         cap,
     )
-    while (
-        short := n_target - int(quota.sum())
-    ) > 0:  # hand out the remainder where room is left
+    # hand out the remainder where room is left
+    while (short := n_target - int(quota.sum())) > 0:
         room = np.flatnonzero(quota < cap)
         pick = room[rng.permutation(len(room))[:short]]
         quota[pick] += 1
@@ -661,9 +657,8 @@ def draw_images(
     """One PNG per item with a name: its shape filled with its colour, its pattern drawn inside."""
     rng = np.random.default_rng(seed + 1)
     todo = np.flatnonzero(names != "")
-    jitter = rng.uniform(
-        -0.08, 0.08, size=(len(names), 3)
-    )  # position and scale, so pictures differ
+    # position and scale, so pictures differ
+    jitter = rng.uniform(-0.08, 0.08, size=(len(names), 3))
     tint = rng.integers(225, 256, size=(len(names), 3))
     for i in progress_bar(
         todo, show=progress, desc="drawing images", unit="img", leave=False

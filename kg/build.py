@@ -39,9 +39,8 @@ from graphrec.kg.triples import (
 
 USER, ITEM, ENTITY = "user", "item", "entity"
 DEFAULT_KNN = 10
-KNN_BLOCK_CELLS = (
-    1 << 25
-)  # similarity cells per block: 32M float32 = 128 MiB, whatever the catalogue size
+# similarity cells per block: 32M float32 = 128 MiB, whatever the catalogue size
+KNN_BLOCK_CELLS = 1 << 25
 
 
 def build_graph(
@@ -127,9 +126,8 @@ class _Builder:
 
     # -- user-item ---------------------------------------------------------------------------------
     def interactions(self) -> None:
-        inter = self.ds.part(
-            "train"
-        )  # every interaction of a dataset that is not split (serve mode)
+        # every interaction of a dataset that is not split (serve mode)
+        inter = self.ds.part("train")
         self.meta["unsplit"] = not self.ds.is_split
         self.add(
             (USER, "interacts", ITEM),

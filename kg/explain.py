@@ -41,9 +41,8 @@ class PathStep:
 class ExplanationPath:
     kind: str  # interacted | shared_node | similar_item | co_interaction | path
     nodes: list[PathStep]
-    relations: list[
-        str
-    ]  # relations[k] joins nodes[k] and nodes[k+1]; "rev_" marks a reversed edge
+    # relations[k] joins nodes[k] and nodes[k+1]; "rev_" marks a reversed edge
+    relations: list[str]
     score: float
     label: str = ""  # shared node family, similarity modality or co-interaction support, for rendering
 
@@ -77,12 +76,10 @@ class Explainer:
         self.likes_key = keys[0]
         self.likes = graph.to_scipy(self.likes_key)  # [users, items]
         self.liked_by = self.likes.T.tocsr()
-        self.item_nodes: list[
-            tuple[EdgeType, sp.csr_matrix, np.ndarray]
-        ] = []  # (relation, [items, nodes], rarity)
-        self.item_items: list[
-            tuple[EdgeType, sp.csr_matrix]
-        ] = []  # symmetric [items, items]
+        # (relation, [items, nodes], rarity)
+        self.item_nodes: list[tuple[EdgeType, sp.csr_matrix, np.ndarray]] = []
+        # symmetric [items, items]
+        self.item_items: list[tuple[EdgeType, sp.csr_matrix]] = []
         for key in graph.edges:
             if (
                 graph.relation_kind(key) == "interaction"
@@ -191,9 +188,8 @@ class Explainer:
         if not len(others) or not len(liked):
             return []
         sub = self.likes[others][:, liked].tocsc()
-        support = np.diff(
-            sub.indptr
-        )  # how many of the item's users also have each liked item
+        # how many of the item's users also have each liked item
+        support = np.diff(sub.indptr)
         score = w * support / (len(others) + CO_SMOOTHING)
         return [
             ExplanationPath(

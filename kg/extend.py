@@ -232,9 +232,8 @@ def _best_k(
     src: np.ndarray, dst: np.ndarray, sim: np.ndarray, k: int, n_items: int
 ) -> EdgeSet:
     """Each item's k most similar candidates with similarity > 0, as sorted edges."""
-    order = np.lexsort(
-        (dst, -sim, src)
-    )  # per item, the most similar first (index breaks ties)
+    # per item, the most similar first (index breaks ties)
+    order = np.lexsort((dst, -sim, src))
     src, dst, sim = src[order], dst[order], sim[order]
     start = np.searchsorted(src, src, side="left")
     keep = (np.arange(len(src)) - start < k) & (sim > 0)

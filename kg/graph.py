@@ -25,9 +25,8 @@ from graphrec.core.io import check_tensors, read_tensors, write_tensors
 from graphrec.core.records import Record
 from graphrec.core.workspace import MAKE, Workspace
 
-if (
-    TYPE_CHECKING
-):  # the [pyg] extra: only the views below use them, and import them when called
+# the [pyg] extra: only the views below use them, and import them when called
+if TYPE_CHECKING:
     import networkx as nx
     from torch_geometric.data import HeteroData
 
@@ -74,9 +73,8 @@ class EdgeSet:
 class KnowledgeGraph:
     num_nodes: dict[str, int]
     edges: dict[EdgeType, EdgeSet]
-    node_names: dict[str, list[str]] = field(
-        default_factory=dict
-    )  # for node types other than user/item
+    # for node types other than user/item
+    node_names: dict[str, list[str]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def relations(
@@ -182,9 +180,8 @@ class KnowledgeGraph:
             tensors[f"{name}/weight"] = np.ascontiguousarray(e.weight, dtype=np.float32)
         target = ws.stage_dir("graph")
         with ws.new_stage("graph") as tmp:
-            write_tensors(
-                tmp / "graph.safetensors", tensors
-            )  # the umask's mode, as every artifact
+            # the umask's mode, as every artifact
+            write_tensors(tmp / "graph.safetensors", tensors)
             GraphRecord(
                 self.num_nodes,
                 list(self.edges),

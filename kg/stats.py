@@ -209,9 +209,10 @@ def _log2_histogram(d: np.ndarray) -> dict[str, int]:
         d > 0, np.floor(np.log2(np.maximum(d, 1))).astype(np.int64) + 1, 0
     )
     counts = np.bincount(bucket)
+    # noqa: E731
     label = lambda b: (
         "0"
         if b == 0
         else (str(1 << (b - 1)) if b == 1 else f"{1 << (b - 1)}-{(1 << b) - 1}")
-    )  # noqa: E731
+    )
     return {label(b): int(c) for b, c in enumerate(counts) if c}

@@ -32,9 +32,8 @@ def example(tmp_path_factory) -> dict:
         r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S
     ).group(1)
     threads, cwd = torch.get_num_threads(), os.getcwd()
-    torch.set_num_threads(
-        1
-    )  # tiny graphs: one thread is fastest and immune to a busy machine
+    # tiny graphs: one thread is fastest and immune to a busy machine
+    torch.set_num_threads(1)
     os.chdir(tmp_path_factory.mktemp("api"))
     try:
         ns: dict = {"__name__": "docs_api_example"}
@@ -60,10 +59,11 @@ def test_docs_example_runs_and_gives_what_it_says(example):
         example["metrics"],
     )
     assert list(top.columns) == ["user_id", "item_id", "rank", "score"]
+    # implicit's pair, the same lists as the table
     ids, scores = (
         example["ids"],
         example["scores"],
-    )  # implicit's pair, the same lists as the table
+    )
     assert (
         ids.shape == scores.shape == (2, 5)
         and ids.ravel().tolist() == top["item_id"].tolist()
@@ -157,9 +157,8 @@ def test_partial_fit_makes_a_new_item_recommendable(example, tmp_path):
     assert (
         only["item_id"].tolist() == ["fresh"] * 3 and np.isfinite(only["score"]).all()
     )
-    with pytest.raises(
-        InputError, match="fresh"
-    ):  # all or nothing: an id already there is refused
+    # all or nothing: an id already there is refused
+    with pytest.raises(InputError, match="fresh"):
         model.partial_fit(items=new)
     assert [p.name for p in (model.workspace / "inputs").glob("update-*")] == [
         "update-0001"

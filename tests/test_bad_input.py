@@ -23,9 +23,8 @@ from graphrec.core.errors import InputError
 from graphrec.core.workspace import LOCK
 from graphrec.data.importer import import_files
 
-Case = tuple[
-    list[str], list[str]
-]  # (CLI arguments without --out, fragments the error line must contain)
+# (CLI arguments without --out, fragments the error line must contain)
+Case = tuple[list[str], list[str]]
 
 
 def base(d: Path) -> dict[str, Path]:
@@ -610,9 +609,8 @@ def test_failed_reimport_keeps_existing_dataset(results, name):
     _, run, ws, before = results[(name, True)]
     assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run.stderr
     assert "dataset/dataset.json" in before and "config.json" in before
-    assert (
-        _snapshot(ws) == before
-    )  # same files, same bytes, no temp folders left beside them
+    # same files, same bytes, no temp folders left beside them
+    assert _snapshot(ws) == before
 
 
 @pytest.mark.parametrize(
@@ -654,9 +652,8 @@ def test_presplit_import_takes_cold_user_parts(tmp_path):
     assert set(Dataset.load(tmp_path / "ws").cold_users()) == set(
         ds.user_index(["u3", "u4"])
     )
-    (tmp_path / "bad.csv").write_text(
-        "user_id,item_id\nu1,c\n"
-    )  # u1 trains: it cannot be a cold user
+    # u1 trains: it cannot be a cold user
+    (tmp_path / "bad.csv").write_text("user_id,item_id\nu1,c\n")
     with pytest.raises(
         InputError,
         match="bad.csv: line 2.*cold user 'u1' also has training interactions",
@@ -725,9 +722,8 @@ def test_other_os_errors_keep_their_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(
         sys, "argv", ["graphrec", "data", "split", str(tmp_path / "ws")]
     )
-    with pytest.raises(
-        OSError, match="Input/output error"
-    ):  # a bug or a broken disk: the traceback is wanted
+    # a bug or a broken disk: the traceback is wanted
+    with pytest.raises(OSError, match="Input/output error"):
         cli.main()
 
 
@@ -852,11 +848,12 @@ def test_parquet_list_cells_are_multi_valued_attributes(tmp_path):
     )
     import_files(f["ws"], interactions=str(f["inter"]), items=items)
     ds = Dataset.load(f["ws"])
+    # what the CSV spelling gives
     assert ds.items["genres"].tolist() == [
         "Drama",
         "Drama|Comedy",
         "",
-    ]  # what the CSV spelling gives
+    ]
     assert ds.attribute_values("genres") == [["Drama"], ["Drama", "Comedy"], []]
 
 
@@ -1018,9 +1015,8 @@ def _leaf_commands() -> list[list[str]]:
     found = []
 
     def walk(cmd, path):
-        if hasattr(
-            cmd, "commands"
-        ):  # a group (typer vendors its own click: no isinstance check)
+        # a group (typer vendors its own click: no isinstance check)
+        if hasattr(cmd, "commands"):
             for name, sub in sorted(cmd.commands.items()):
                 walk(sub, [*path, name])
         else:

@@ -13,9 +13,8 @@ def _bench(tmp_path) -> BenchData:
     from graphrec.data.synth import generate
 
     protocol = SHARED / "contract" / "protocol.py"
-    if (
-        not protocol.exists()
-    ):  # a fresh clone has no ../shared: the split is the contract's own
+    # a fresh clone has no ../shared: the split is the contract's own
+    if not protocol.exists():
         pytest.skip(
             f"{protocol} not present (the contract check lives in ../shared beside the checkout)"
         )
@@ -57,9 +56,8 @@ def test_split_is_disjoint_and_cold_items_are_cold(tmp_path):
     d = _bench(tmp_path)
     train_items = d.item_mask("train")
     assert not (train_items & d.item_mask("cold_valid", "cold_test")).any()
-    assert (
-        d.item_mask("valid", "test")[~train_items].sum() == 0
-    )  # valid/test items appear in train
+    # valid/test items appear in train
+    assert d.item_mask("valid", "test")[~train_items].sum() == 0
     assert not (
         d.user_mask("train") & d.user_mask("cold_user_valid", "cold_user_test")
     ).any()
@@ -89,9 +87,8 @@ def test_popularity_and_itemknn_beat_nothing_on_synthetic(tmp_path):
     assert set(rows) == {"popularitywarm", "itemknnwarm", "content-popcold-item"}
     for r in rows.values():
         assert 0.0 < r["recall@20"] <= 1.0 and 0.0 < r["ndcg@20"] <= 1.0
-    assert (
-        rows["itemknnwarm"]["ndcg@20"] > rows["popularitywarm"]["ndcg@20"]
-    )  # tastes are learnable
+    # tastes are learnable
+    assert rows["itemknnwarm"]["ndcg@20"] > rows["popularitywarm"]["ndcg@20"]
     assert len(rows["itemknnwarm"]["grid"]) > 1  # a grid was selected on validation
 
 

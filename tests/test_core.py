@@ -161,9 +161,8 @@ def test_stale_stages_are_refused_with_the_command_to_rerun(tmp_path):
     run_build(ws, progress=False)
     run_train(ws, epochs=1, seed=0, progress=False)
     assert len(recommend(ws, "all", k=3)) == 60 * 3
-    save_dataset(
-        ws.path, dataset(1), {"source": "test, again"}
-    )  # a re-import: new data, old later stages
+    # a re-import: new data, old later stages
+    save_dataset(ws.path, dataset(1), {"source": "test, again"})
     with pytest.raises(
         InputError,
         match=r"model/ was made from an earlier dataset/, which has changed since: "
@@ -240,10 +239,11 @@ def test_one_writer_at_a_time(tmp_path):
         hold.wait()
     time.sleep(0.1)
     run_build(ws, progress=False)  # the kernel dropped the dead holder's lock
+    # a holder may nest its own stages
     with (
         Workspace(ws.path).lock(),
         Workspace(ws.path).lock(),
-    ):  # a holder may nest its own stages
+    ):
         pass
 
 
@@ -276,12 +276,10 @@ def test_bars_obey_tqdm_disable_and_quiet(monkeypatch, tmp_path):
     from graphrec.core.progress import progress_bar
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    monkeypatch.setattr(
-        logging.getLogger(), "level", logging.getLogger().level
-    )  # --quiet lowers it: restore
-    monkeypatch.setattr(
-        cli.out, "quiet", False
-    )  # and quietens the shared console: later in-process runs print
+    # --quiet lowers it: restore
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)
+    # and quietens the shared console: later in-process runs print
+    monkeypatch.setattr(cli.out, "quiet", False)
     assert progress_bar(range(3), show=False).disable
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert progress_bar(range(3), show=True).disable

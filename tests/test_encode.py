@@ -31,9 +31,8 @@ def _catalogue(
     img.mkdir(exist_ok=True)
     Image.new("RGB", (40, 30), red).save(img / "red.png")
     noise = np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(
-        img / "blue.jpg", quality=90
-    )  # noisy, so half the bytes cut the scan data
+    # noisy, so half the bytes cut the scan data
+    Image.fromarray(noise).save(img / "blue.jpg", quality=90)
     Image.new("RGB", (50, 50), (90, 90, 90)).save(img / "new.png")
     good = (img / "blue.jpg").read_bytes()
     (img / "truncated.jpg").write_bytes(good[: len(good) // 2])
@@ -111,9 +110,8 @@ def test_masks_and_bad_images(first_run):
     img = feats["clip_image"]
     assert [ids[i] for i in np.flatnonzero(img.mask)] == ["red", "blue"]
     assert np.allclose(np.linalg.norm(img.values[img.mask], axis=1), 1.0, atol=1e-5)
-    assert not img.values[
-        ~img.mask
-    ].any()  # zeros there mean "no content", flagged by the mask
+    # zeros there mean "no content", flagged by the mask
+    assert not img.values[~img.mask].any()
     reasons = {b["item_id"]: b["reason"] for b in img.meta["bad"]}
     assert set(reasons) == {"trunc", "corrupt", "text", "bomb", "gone"}
     assert "decompression bomb" in reasons["bomb"]
@@ -146,9 +144,8 @@ def test_masks_and_bad_images(first_run):
 def test_pillow_bomb_guard_without_our_limit(tmp_path):
     from graphrec.model.encoders.images import open_image
 
-    Image.new("1", (12000, 12000)).save(
-        tmp_path / "b.png"
-    )  # above Pillow's own 89 Mpx warning threshold
+    # above Pillow's own 89 Mpx warning threshold
+    Image.new("1", (12000, 12000)).save(tmp_path / "b.png")
     img, reason = open_image(tmp_path / "b.png", max_pixels=10**12)
     assert img is None and "decompression bomb" in reason
 
@@ -176,9 +173,8 @@ def test_second_run_encodes_nothing_and_equals_first(first_run):
 def test_only_new_and_changed_items_are_encoded(tmp_path):
     run_encode(_catalogue(tmp_path), ["image", "text"], **TINY)
     extra = [{"item_id": "new", "title": "Grey Box", "tags": "", "image": "new.png"}]
-    ws = _catalogue(
-        tmp_path, extra, red=(20, 220, 30)
-    )  # one more item; red.png gets new bytes
+    # one more item; red.png gets new bytes
+    ws = _catalogue(tmp_path, extra, red=(20, 220, 30))
     res = run_encode(ws, ["image", "text"], **TINY)
     assert (
         res.reports["clip_image"].encoded == 2 and res.reports["clip_image"].reused == 6
@@ -206,9 +202,8 @@ def test_changed_encoder_re_encodes_everything(tmp_path, first_run):
     assert (
         res.reports["clip_text"].reused == 0 and res.reports["clip_text"].encoded == 8
     )
-    assert set(load_features(ws)) == {
-        "clip_text"
-    }  # features/ holds exactly this run's modalities
+    # features/ holds exactly this run's modalities
+    assert set(load_features(ws)) == {"clip_text"}
 
 
 def test_long_text_is_chunk_averaged():
@@ -263,9 +258,8 @@ def test_checkpoint_file_and_clear_weight_errors(tmp_path, monkeypatch):
         load_clip(TINY_MODEL, "none", checkpoint=ckpt, device="cpu")
     import huggingface_hub.constants
 
-    monkeypatch.setattr(
-        huggingface_hub.constants, "HF_HUB_OFFLINE", True
-    )  # no network: fail fast, not retry
+    # no network: fail fast, not retry
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(
         InputError,
         match="could not get the CLIP weights ViT-B-32/laion2b_s34b_b79k.*--clip-chec",
@@ -307,9 +301,8 @@ def test_cli_encode_and_one_line_weights_error(
 
     import graphrec.app.cli as cli
 
-    monkeypatch.setattr(
-        huggingface_hub.constants, "HF_HUB_OFFLINE", True
-    )  # no network: fail fast, not retry
+    # no network: fail fast, not retry
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(
         sys,
         "argv",
@@ -364,15 +357,15 @@ def test_unsafe_image_files_are_not_read_and_count_as_missing(tmp_path):
     (img / "zero.png").symlink_to("/dev/zero")
     os.mkfifo(img / "fifo.png")
     (img / "out.png").symlink_to(tmp_path / "elsewhere.png")
+    # the second: named by no item
     for a, b in (
         ("loop.png", "loop2.png"),
         ("unused.png", "unused2.png"),
-    ):  # the second: named by no item
+    ):
         (img / a).symlink_to(img / b)
         (img / b).symlink_to(img / a)
-    with open(
-        img / "big.png", "wb"
-    ) as f:  # sparse: a PNG header, then holes up to one byte over the limit
+    # sparse: a PNG header, then holes up to one byte over the limit
+    with open(img / "big.png", "wb") as f:
         f.write((img / "red.png").read_bytes())
         f.truncate(MAX_IMAGE_BYTES + 1)
     run = subprocess.run(
@@ -410,6 +403,5 @@ def test_unsafe_image_files_are_not_read_and_count_as_missing(tmp_path):
     ids = feats.meta["item_ids"]
     assert [ids[i] for i in np.flatnonzero(feats.mask)] == ["red"]
     assert feats.meta["missing"] == 5  # as if they named no image
-    assert [b["item_id"] for b in feats.meta["bad"]] == [
-        "gone"
-    ]  # a file that is not there is still reported
+    # a file that is not there is still reported
+    assert [b["item_id"] for b in feats.meta["bad"]] == ["gone"]

@@ -76,9 +76,8 @@ def test_randomized_svd_matches_exact_on_decaying_spectrum():
     u, s, vt = randomized_svd(x, 10, seed=3)
     uu, exact, vv = np.linalg.svd(dense, full_matrices=False)
     assert np.allclose(s, exact[:10], rtol=1e-6)
-    assert np.allclose(
-        np.abs(np.sum(u * uu[:, :10], axis=0)), 1.0, atol=1e-5
-    )  # same vectors up to sign
+    # same vectors up to sign
+    assert np.allclose(np.abs(np.sum(u * uu[:, :10], axis=0)), 1.0, atol=1e-5)
     assert np.allclose(u.T @ u, np.eye(10), atol=1e-8) and np.allclose(
         vt @ vt.T, np.eye(10), atol=1e-8
     )
@@ -197,9 +196,8 @@ def test_modality_names_columns_and_device_are_checked(ws):
 
 
 def test_missing_sentence_transformers_is_one_clear_error(ws, monkeypatch):
-    monkeypatch.setitem(
-        sys.modules, "sentence_transformers", None
-    )  # import fails as if not installed
+    # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     with pytest.raises(
         InputError, match="pip install 'graphrec\\[sentence-transformers\\]'"
     ):

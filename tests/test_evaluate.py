@@ -42,9 +42,8 @@ def test_metrics_match_an_independent_count_from_recommend(ws):
         and "cold_user" in m["skipped"]
     )
     ds = Dataset.load(ws)
-    warm = np.unique(
-        ds.part("train")["item"].to_numpy()
-    )  # warm candidates: items with training interactions
+    # warm candidates: items with training interactions
+    warm = np.unique(ds.part("train")["item"].to_numpy())
     for task, parts, cand in (
         ("warm", ("test",), warm),
         ("cold_item", ("cold_test",), ds.cold_items()),
@@ -98,9 +97,8 @@ def test_report_files(ws):
     assert m["ks"] == [5, 10]
     html = (d / "report.html").read_text()
     md = (d / "report.md").read_text()
-    assert (
-        html.count("data:image/png;base64,") == 4
-    )  # metric vs K, buckets, popularity, training curves
+    # metric vs K, buckets, popularity, training curves
+    assert html.count("data:image/png;base64,") == 4
     assert "RANDOM weights" in html and "WARNING" in md
     for section in (
         "Dataset",
@@ -126,9 +124,8 @@ def _reject(constant):
 
 def test_report_headline_baselines_setup_and_no_nan(ws):
     d = run_evaluate(ws, ks=(10, 20), progress=False)
-    m = json.loads(
-        (d / "metrics.json").read_text(), parse_constant=_reject
-    )  # NaN / Infinity refused
+    # NaN / Infinity refused
+    m = json.loads((d / "metrics.json").read_text(), parse_constant=_reject)
     assert m["headline_k"] == 20 and [h["task"] for h in m["headline"]] == list(
         m["tasks"]
     )
@@ -139,17 +136,15 @@ def test_report_headline_baselines_setup_and_no_nan(ws):
             "recall_full": acc["recall_full@20"],
             "recall": acc["recall@20"],
         }
-        low, high = h["intervals"]["ndcg"][
-            "ours"
-        ]  # a 95% bootstrap interval over the task's users
+        # a 95% bootstrap interval over the task's users
+        low, high = h["intervals"]["ndcg"]["ours"]
         assert low <= acc["ndcg@20"] <= high and low < high
         if h["best_baseline"] is None:
             assert h["ratio"] == {"ndcg": None, "recall_full": None, "recall": None}
             assert h["intervals"]["ndcg"]["ratio"] is None
             continue
-        low, high = h["intervals"]["ndcg"][
-            "ratio"
-        ]  # paired: the same resampled users for both systems
+        # paired: the same resampled users for both systems
+        low, high = h["intervals"]["ndcg"]["ratio"]
         assert low <= h["ratio"]["ndcg"] <= high
         theirs = m["baselines"][h["best_baseline"]]["tasks"][h["task"]]["accuracy"]
         assert (
@@ -163,12 +158,10 @@ def test_report_headline_baselines_setup_and_no_nan(ws):
         )
         assert h["ratio"]["ndcg"] == pytest.approx(acc["ndcg@20"] / theirs["ndcg@20"])
     cold = next(h for h in m["headline"] if h["task"] == "cold_item")
-    assert (
-        cold["best_baseline"] == "content"
-    )  # the one baseline that ranks items without interactions
-    share = m["tasks"]["overall"][
-        "cold_share"
-    ]  # new items in the lists vs in what they are scored against
+    # the one baseline that ranks items without interactions
+    assert cold["best_baseline"] == "content"
+    # new items in the lists vs in what they are scored against
+    share = m["tasks"]["overall"]["cold_share"]
     assert (
         0 <= share["lists"] <= 1
         and 0 < share["truth"] < 1
@@ -189,9 +182,8 @@ def test_report_headline_baselines_setup_and_no_nan(ws):
     assert not re.search(r"\bnan\b", text, re.IGNORECASE) and not re.search(
         r"\bnan\b", md, re.IGNORECASE
     )
-    assert (
-        "—" in md and "cold items have no interactions" in md
-    )  # undefined cells say why
+    # undefined cells say why
+    assert "—" in md and "cold items have no interactions" in md
     assert "of the top-20 lists and" in md
     assert '{"' not in md and "{'" not in md  # no JSON or dict dumped into the page
     for section in (
@@ -255,12 +247,10 @@ def test_recall_full_is_hits_over_all_held_out_items():
         10,
     )
     m = per_user_accuracy(hits, np.array([3, 5]), [2, 4])
-    assert m["recall@2"].tolist() == pytest.approx(
-        [1 / 2, 2 / 2]
-    )  # hits / min(|truth|, K)
-    assert m["recall_full@2"].tolist() == pytest.approx(
-        [1 / 3, 2 / 5]
-    )  # hits / |truth|
+    # hits / min(|truth|, K)
+    assert m["recall@2"].tolist() == pytest.approx([1 / 2, 2 / 2])
+    # hits / |truth|
+    assert m["recall_full@2"].tolist() == pytest.approx([1 / 3, 2 / 5])
     assert m["recall@4"].tolist() == pytest.approx([2 / 3, 2 / 4])
     assert m["recall_full@4"].tolist() == pytest.approx([2 / 3, 2 / 5])
 
@@ -276,9 +266,8 @@ def test_reproduce_lists_each_command_once_in_pipeline_order(tmp_path):
     ws.record("features", {}, command="graphrec encode ws")
     ws.record("model", {}, command="graphrec train ws")
     ws.record("graph", {}, command="graphrec build ws")
-    ws.record(
-        "eval", {}, command="graphrec evaluate ws --ks 5"
-    )  # an earlier evaluation: not this one
+    # an earlier evaluation: not this one
+    ws.record("eval", {}, command="graphrec evaluate ws --ks 5")
     cmds = reproduce_commands(ws)
     assert cmds[:4] == [
         "graphrec data synth --out ws",
@@ -325,11 +314,12 @@ def test_activity_plot_groups_bars_by_bucket_with_the_legend_outside():
         c.get_label(): [round(p.get_x() + p.get_width() / 2) for p in c.patches]
         for c in ax.containers
     }
+    # x = the bucket's position
     assert groups == {
         "warm": [1, 2],
         "cold_user": [0],
         "overall": [0, 1, 2],
-    }  # x = the bucket's position
+    }
     fig.canvas.draw()
     assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
@@ -364,18 +354,18 @@ def test_agrees_with_benchmark_protocol_on_movielens(tmp_path):
 
     u, s, vt = svds(x, k=16, random_state=0)
     item = (vt.T * np.sqrt(s)).astype(np.float32)
+    # cold: random
     item[np.asarray(x.sum(0)).ravel() == 0] = np.random.default_rng(0).normal(
         0, 0.01, (1, 16)
-    )  # cold: random
+    )
     write_tensors(
         ws_path / "model" / "embeddings.safetensors",
         {"user": (u * np.sqrt(s)).astype(np.float32), "item": item},
     )
     write_json(ws_path / "model" / "model.json", {"scoring": "dot", "dim": 16})
     r = fit_ranker(ws_path, RankSettings(max_fit_users=150))
-    save_ranker(
-        Workspace(ws_path), r
-    )  # embeddings made here, not by a writer that stages model/
+    # embeddings made here, not by a writer that stages model/
+    save_ranker(Workspace(ws_path), r)
     ours = evaluate(ws_path, ks=(20,), ranker=r, progress=False)
     for task, name in (("warm", "warm"), ("cold", "cold_item")):
         recs = recommend(

@@ -31,10 +31,11 @@ def ws(tmp_path_factory):
 def test_round_trip_is_bit_exact(ws, tmp_path, formats):
     d = export(ws, tmp_path / "exp", formats)
     e = graphrec.load_export(d)
+    # the export fitted the ranker: its vectors are what ships
     r, ds = (
         load_ranker(ws),
         Dataset.load(ws),
-    )  # the export fitted the ranker: its vectors are what ships
+    )
     user, item = (
         r.user_vectors(np.arange(ds.n_users), ds.matrix(GIVEN)),
         r.item_vectors(),
@@ -64,9 +65,8 @@ def test_serving_the_export_reproduces_graphrec_lists(ws, tmp_path):
         mine = recs[recs["user_id"] == ds.user_ids[u]]
         assert ids.tolist() == mine["item_id"].tolist()
         np.testing.assert_allclose(scores, mine["score"], rtol=1e-5, atol=1e-5)
-    assert (
-        recs["item_id"].isin(ds.item_ids[~np.asarray(e.item_warm)]).any()
-    )  # cold items in the same lists
+    # cold items in the same lists
+    assert recs["item_id"].isin(ds.item_ids[~np.asarray(e.item_warm)]).any()
 
 
 def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
@@ -79,24 +79,22 @@ def test_recommend_and_similar_items_use_exported_data(ws, tmp_path):
     ]
     assert best[0] == pytest.approx(float(scores.max()))
     skip = ids[:2].tolist()
-    assert (
-        e.recommend("u4", k=3, exclude=skip).ids[0].tolist() == ids[2:5].tolist()
-    )  # the former names
+    # the former names
+    assert e.recommend("u4", k=3, exclude=skip).ids[0].tolist() == ids[2:5].tolist()
+    # three candidates: three items
     assert e.recommend(
         "u4", user_items={"u4": []}, N=10, items=["m1", "m2", "m3"]
     ).to_frame()["item_id"].tolist() == sorted(
         ["m1", "m2", "m3"], key=lambda i: -scores[e.item_ids.index(i)]
-    )  # three candidates: three items
+    )
     assert e.recommend("u4", {"u4": []}, N=3, filter_items=ids[:2]).ids.tolist() == [
         ids[2:5].tolist()
     ]
-    with pytest.raises(
-        InputError, match="holds no interactions"
-    ):  # what the user has must be said, even if nothing
+    # what the user has must be said, even if nothing
+    with pytest.raises(InputError, match="holds no interactions"):
         e.recommend("u4", N=3)
-    sim = e.similar_items(
-        "m7", k=4
-    )  # by taste: the list of a user whose only item is m7, collaborative blocks
+    # by taste: the list of a user whose only item is m7, collaborative blocks
+    sim = e.similar_items("m7", k=4)
     assert e.item_warm[e.item_ids.index("m7")]
     columns = np.concatenate(
         [
@@ -313,9 +311,8 @@ def test_the_readme_export_snippet_runs_as_written(tmp_path, monkeypatch):
         and not {"318", "296"} & set(ids)
         and np.array_equal(scope["ids"], ids)
     )
-    np.testing.assert_allclose(
-        scope["v"], fold_in.rows[:3].mean(axis=0) + 1, rtol=1e-6
-    )  # terms: mean, scale 1, +1
+    # terms: mean, scale 1, +1
+    np.testing.assert_allclose(scope["v"], fold_in.rows[:3].mean(axis=0) + 1, rtol=1e-6)
 
 
 def test_export_replaces_only_an_export(ws, tmp_path):
@@ -347,9 +344,8 @@ def test_export_replaces_only_an_export(ws, tmp_path):
     ).read_text() == "mine"
     (tmp_path / "empty").mkdir()
     export(ws, tmp_path / "empty", ["npy"])
-    again = export(
-        ws, tmp_path / "empty", ["parquet"]
-    )  # an earlier export is replaced whole
+    # an earlier export is replaced whole
+    again = export(ws, tmp_path / "empty", ["parquet"])
     assert sorted(p.name for p in again.iterdir()) == [
         "ids.json",
         "items.parquet",
@@ -361,9 +357,8 @@ def test_export_replaces_only_an_export(ws, tmp_path):
 
 
 def test_a_killed_exports_temp_folder_goes_with_the_next_export(ws, tmp_path):
-    left = (
-        tmp_path / ".exp.abcd1234.tmp"
-    )  # what atomic_dir leaves when the process is killed mid-write
+    # what atomic_dir leaves when the process is killed mid-write
+    left = tmp_path / ".exp.abcd1234.tmp"
     left.mkdir()
     (left / "user_embeddings.npy").write_bytes(b"half")
     export(ws, tmp_path / "exp", ["npy"])

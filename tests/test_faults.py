@@ -218,9 +218,8 @@ def test_a_writer_killed_after_any_rename_leaves_the_old_state_or_the_new(
             f"killed after rename {n}: reader saw another state"
         )
         outcomes.add(which)
-        if (
-            which == "old"
-        ):  # nothing lost: the command runs again and makes the new state
+        # nothing lost: the command runs again and makes the new state
+        if which == "old":
             status, said = _run_killed(fn, ws, 0)
             assert status == 0, said
             assert _state(ws) == new[0], f"rerun after a kill at rename {n} differs"
@@ -232,9 +231,8 @@ def test_a_killed_training_resumes_from_its_checkpoints(trained, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(trained["ws"], ws)
     fn = lambda w: run_train(w, **{**TRAIN, "epochs": 3, "seed": 7})
-    status, _ = _run_killed(
-        fn, ws, 3
-    )  # renames: the .training folder, best and epoch-1 checkpoints
+    # renames: the .training folder, best and epoch-1 checkpoints
+    status, _ = _run_killed(fn, ws, 3)
     assert status == KILLED and list(
         (ws / ".training" / "model").glob("epoch-1.safetensors")
     )
@@ -291,10 +289,11 @@ def test_a_full_disk_stops_every_writer_in_one_line_and_changes_nothing(
         ws = mnt / "ws"
         shutil.copytree(trained["ws"], ws)
         filler = mnt / "filler"
+        # fill the disk, then leave two pages free
         with (
             open(filler, "wb", buffering=0) as f,
             pytest.raises(OSError),
-        ):  # fill the disk, then leave two pages free
+        ):
             while True:
                 f.write(b"\0" * 4096)
         os.truncate(filler, max(filler.stat().st_size - 8192, 0))
@@ -368,9 +367,8 @@ def test_a_switch_waits_for_the_readers_of_the_workspace(trained, tmp_path):
         if pid == 0:
             status = 1
             try:
-                for fd in (
-                    wsm._READING.values()
-                ):  # a fork shares the reader's lock: be another process
+                # a fork shares the reader's lock: be another process
+                for fd in wsm._READING.values():
                     os.close(fd)
                 wsm._READING.clear()
                 torch.set_num_threads(1)

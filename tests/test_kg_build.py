@@ -113,9 +113,10 @@ def test_attribute_nodes_and_cold_items_keep_content_edges(ds):
     g = build_graph(ds)
     assert g.node_names["genres"] == ["Action", "Comedy", "Drama"]
     assert g.node_names["decade"] == ["1990s", "2000s"]
+    # PII dropped
     assert (
         set(g.node_names) >= {"year", "age_band", "gender"} and "zip" not in g.num_nodes
-    )  # PII dropped
+    )
     has = g.to_scipy(("item", "has_genres", "genres")).toarray()
     i4 = ds.item_index("i4")[0]
     assert has[i4].tolist() == [1, 1, 0]  # cold item i4: Action|Comedy
@@ -129,9 +130,8 @@ def test_attribute_nodes_and_cold_items_keep_content_edges(ds):
 def test_cold_reachability_and_stats(ds):
     st = graph_stats(build_graph(ds), ds)
     cold = st["cold_items"]
-    assert (
-        cold["count"] == 2 and cold["via_attributes"]["count"] == 1
-    )  # i4 shares genres with warm items
+    # i4 shares genres with warm items
+    assert cold["count"] == 2 and cold["via_attributes"]["count"] == 1
     assert cold["dead_ends"] == 1 and cold["dead_end_examples"] == ["i6"]
     assert st["nodes"]["user"] == 4 and st["edges"]["user|interacts|item"] == 7
     assert st["isolated"]["item"] == 1 and st["components"]["count"] == 2

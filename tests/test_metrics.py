@@ -102,9 +102,8 @@ def test_beyond_accuracy_hand_cases():
     b = popularity_bias(topk, pop, np.arange(4))
     assert b["arp"] == pytest.approx(7 / 4)
     assert b["arp_ratio"] == pytest.approx((7 / 4) / 1.0)
-    assert b["head_share"] == pytest.approx(
-        2 / 4
-    )  # the top 20% of 4 candidates is item 0
+    # the top 20% of 4 candidates is item 0
+    assert b["head_share"] == pytest.approx(2 / 4)
     assert math.isnan(
         popularity_bias(topk, np.zeros(4, int), np.arange(4))["head_share"]
     )
@@ -140,9 +139,8 @@ def test_validation_rows_are_a_seeded_sample_of_users_once_users_times_candidate
     )
     truth.data[:] = 1.0
     with_truth = np.flatnonzero(np.diff(truth.indptr) > 0)
-    assert (
-        metrics.sample_validation_rows(truth, 40) != truth
-    ).nnz == 0  # 500 x 40 cells fit: every user
+    # 500 x 40 cells fit: every user
+    assert (metrics.sample_validation_rows(truth, 40) != truth).nnz == 0
     monkeypatch.setattr(metrics, "VALIDATION_CELLS", 100 * 40)
     assert (
         metrics.validation_users(40) == 100
@@ -154,9 +152,8 @@ def test_validation_rows_are_a_seeded_sample_of_users_once_users_times_candidate
     )
     kept = np.flatnonzero(np.diff(a.indptr) > 0)
     assert len(kept) == 100 and set(kept) <= set(with_truth) and (a != b).nnz == 0
-    assert (a[kept] != truth[kept]).nnz == 0 and a.nnz == truth[
-        kept
-    ].nnz  # whole rows, no explicit zeros
+    # whole rows, no explicit zeros
+    assert (a[kept] != truth[kept]).nnz == 0 and a.nnz == truth[kept].nnz
     other = metrics.sample_validation_rows(truth, 40, seed=4)
     assert set(np.flatnonzero(np.diff(other.indptr) > 0)) != set(kept)
 
@@ -167,9 +164,8 @@ def test_bootstrap_intervals_are_paired_over_users():
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, 400)
     same = bootstrap_intervals(base, base.copy())
-    assert same["ratio"] == pytest.approx(
-        [1.0, 1.0]
-    )  # paired: the same users in every resample
+    # paired: the same users in every resample
+    assert same["ratio"] == pytest.approx([1.0, 1.0])
     assert same["ours"][0] < base.mean() < same["ours"][1]
     win = bootstrap_intervals(base + 0.05, base)
     assert win["ratio"][0] > 1.0  # a small but consistent gain is a win

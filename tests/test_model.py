@@ -20,10 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bipartite_operator_is_symmetric_normalised():
+    # (1, 1) twice: one edge
     users, items = (
         np.array([0, 0, 1, 1, 1]),
         np.array([0, 1, 1, 2, 1]),
-    )  # (1, 1) twice: one edge
+    )
     op = normalized_bipartite(users, items, 2, 3)
     a = op.a.to_dense().numpy()
     assert np.allclose(a, a.T)
@@ -82,9 +83,8 @@ def test_cold_items_get_finite_distinct_embeddings(trained):
     assert len(cold) > 5
     assert np.isfinite(item).all() and np.isfinite(user).all()
     assert (np.linalg.norm(item[cold, :-1], axis=1) > 1e-3).all()
-    assert len(np.unique(item[cold].round(5), axis=0)) == len(
-        cold
-    )  # not one collapsed vector
+    # not one collapsed vector
+    assert len(np.unique(item[cold].round(5), axis=0)) == len(cold)
     # cold-item scores spread out per user (a ranking, not a tie)
     assert (np.std(user @ item[cold].T, axis=1) > 1e-4).all()
     cold_users = np.unique(ds.part("cold_user_valid")["user"].to_numpy())
@@ -112,9 +112,8 @@ def test_live_item_embedding_matches_export(trained):
     )
     assert np.allclose(new, emb[cold], atol=1e-5)
     u = m.user_embedding_from_items(warm[:3])
-    assert (
-        np.allclose(u[:-1], emb[warm[:3], :-1].mean(0)) and u[-1] == 1.0
-    )  # [mean of its items, 1]
+    # [mean of its items, 1]
+    assert np.allclose(u[:-1], emb[warm[:3], :-1].mean(0)) and u[-1] == 1.0
 
 
 def test_forward_and_recommend_agree():

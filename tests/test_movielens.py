@@ -160,9 +160,8 @@ def test_mini_latest_small_tags_links_posters(tmp_path):
 
 def test_import_records_settings_and_input_hashes(tmp_path):
     root = write_mini_100k(tmp_path / "ml-100k")
-    ds, _ = import_movielens(
-        tmp_path / "ws", tmp_path, "100k"
-    )  # the parent of ml-100k/ is accepted too
+    # the parent of ml-100k/ is accepted too
+    ds, _ = import_movielens(tmp_path / "ws", tmp_path, "100k")
     rec = Workspace(tmp_path / "ws").stage_record("dataset")
     assert rec.settings["variant"] == "100k" and rec.settings["source"] == "movielens"
     assert (
@@ -199,9 +198,8 @@ def test_real_100k_counts_and_known_movie():
         "Animation|Children's|Comedy",
         "1995",
     )
-    assert (
-        ds.items.set_index("item_id").loc["543", "title"] == "Misérables, Les (1995)"
-    )  # latin-1 decoded
+    # latin-1 decoded
+    assert ds.items.set_index("item_id").loc["543", "title"] == "Misérables, Les (1995)"
     assert ds.interactions["weight"].between(1, 5).all()
 
 
@@ -306,9 +304,8 @@ def _zip(
         for name, data in (extra or {}).items():
             zf.writestr(name, data)
     md5 = hashlib.md5(target.read_bytes()).hexdigest()
-    Path(str(target) + ".md5").write_text(
-        f"MD5 ({target.name}) = {md5}\n"
-    )  # GroupLens's sidecar format
+    # GroupLens's sidecar format
+    Path(str(target) + ".md5").write_text(f"MD5 ({target.name}) = {md5}\n")
     return target.as_uri()
 
 
@@ -323,9 +320,8 @@ def test_download_verifies_and_unzips(tmp_path):
     ]
     ds, _ = load_movielens(dest, "100k")
     assert ds.n_items == 4
-    assert sorted(p.name for p in dest.parent.iterdir()) == [
-        "ml-100k"
-    ]  # no scratch left behind
+    # no scratch left behind
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["ml-100k"]
 
 
 def test_download_rejects_bad_checksum_escaping_member_and_missing_files(tmp_path):

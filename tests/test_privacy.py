@@ -24,10 +24,11 @@ from graphrec.stages.train import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+# the synthetic users' attributes; both nudge their tastes
 ATTRIBUTES = (
     "age_band",
     "region",
-)  # the synthetic users' attributes; both nudge their tastes
+)
 FOLDS = 5
 
 

@@ -49,9 +49,8 @@ def test_low_rank_ease_is_ease_at_full_rank():
     p = np.linalg.inv(xd.T @ xd + 5.0 * np.eye(12))
     ref = -p / np.diag(p)[None, :]
     np.fill_diagonal(ref, 0.0)
-    lr = (
-        ub @ item.T
-    )  # B off its diagonal (the diagonal only scores the user's own items, always excluded)
+    # B off its diagonal (the diagonal only scores the user's own items, always excluded)
+    lr = ub @ item.T
     off = ~np.eye(12, dtype=bool)
     np.testing.assert_allclose(lr[off], ref[off], rtol=1e-3, atol=1e-5)
     assert not ub[4].any() and not item[4].any()
@@ -83,9 +82,8 @@ def test_fit_saves_state_and_beats_popularity(fitted):
         90,
         info["ease_dim"],
     )
-    assert (
-        info["ease_dim"] <= 60
-    )  # at most the number of users: the rank of the interaction matrix
+    # at most the number of users: the rank of the interaction matrix
+    assert info["ease_dim"] <= 60
     # planted structure: fitted blend on validation is far better than chance
     assert info["validation_ndcg"]["warm_ndcg"] > 0.3
     again = load_ranker(ws)
@@ -163,9 +161,10 @@ def test_a_first_pass_keeping_every_dimension_gives_the_exact_topk():
     assert np.array_equal(got_items, exact_items)
     np.testing.assert_allclose(got_scores, exact_scores, rtol=1e-5)
     assert not history[np.arange(n_users)[:, None], got_items].toarray().any()
+    # fewer than 5 x 20
     few = r.topk(np.arange(5), 20, history, candidates=np.arange(12), approximate=True)[
         0
-    ]  # fewer than 5 x 20
+    ]
     assert np.array_equal(
         few, r.topk(np.arange(5), 20, history, candidates=np.arange(12))[0]
     )
@@ -232,9 +231,8 @@ def test_the_first_pass_is_whitened_by_the_users(monkeypatch):
     assert (
         np.mean([len(np.intersect1d(a, e)) / 20 for a, e in zip(approx, exact)]) > 0.95
     )
-    user_map, reduced = ann._whitened_projection(
-        item, user, d, 0
-    )  # every direction: the same dot products
+    # every direction: the same dot products
+    user_map, reduced = ann._whitened_projection(item, user, d, 0)
     np.testing.assert_allclose(
         user[:5] @ user_map @ reduced.T, user[:5] @ item.T, rtol=1e-3, atol=1e-3
     )
@@ -261,9 +259,8 @@ def test_readers_refuse_a_ranker_fitted_for_other_embeddings(tmp_path):
     ws = make_workspace(tmp_path, features=False, ranker=False)
     r = fit_ranker(ws)
     assert r.content is None and "content" not in r.components
-    assert not (
-        ws.stage_dir("model") / "ranker.json"
-    ).exists()  # fitting writes nothing
+    # fitting writes nothing
+    assert not (ws.stage_dir("model") / "ranker.json").exists()
     save_ranker(ws, r)
     assert serving_ranker(ws) is not None
     t = read_tensors(ws.stage_dir("model") / "embeddings.safetensors")
@@ -364,9 +361,8 @@ def test_topk_stable_is_a_stable_sort_of_the_scores(rows, cols, k, levels, seed)
     from graphrec.stages.rank import topk_stable
 
     rng = np.random.default_rng(seed)
-    s = rng.integers(0, levels, size=(rows, cols)).astype(
-        np.float32
-    )  # few levels: many long ties
+    # few levels: many long ties
+    s = rng.integers(0, levels, size=(rows, cols)).astype(np.float32)
     s[rng.random(s.shape) < 0.2] = -np.inf
     k = min(k, cols)
     val, idx = topk_stable(torch.from_numpy(s), k)
@@ -380,9 +376,8 @@ def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
 
     ws = make_workspace(tmp_path, ranker=False)
     run_build(ws)
-    save_ranker(
-        ws, fit_ranker(ws)
-    )  # fitted after the build, as `graphrec train` would be
+    # fitted after the build, as `graphrec train` would be
+    save_ranker(ws, fit_ranker(ws))
     recs = recommend(ws, ["u1"], k=3, explain=True)
     assert len(recs) == 3
     assert (
@@ -392,9 +387,8 @@ def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    "shape", [(40, 6), (8, 30)]
-)  # the Gram path (d <= n) and the kernel path
+# the Gram path (d <= n) and the kernel path
+@pytest.mark.parametrize("shape", [(40, 6), (8, 30)])
 def test_content_map_is_the_closed_form_ridge_with_intercept(shape):
     rng = np.random.default_rng(2)
     f = rng.normal(size=shape) * (rng.random(shape) < 0.5)
@@ -418,12 +412,10 @@ def test_content_map_randomized_path_fits_in_its_rank(monkeypatch):
     f = sp.random(300, 500, density=0.02, random_state=4, format="csr")
     y = rng.normal(size=(300, 4))
     exact = fit_content_maps(f, y, [1.0])[0]
-    monkeypatch.setattr(
-        linear, "RIDGE_DENSE_BYTES", 1000
-    )  # neither the Gram nor the kernel matrix "fits"
-    monkeypatch.setattr(
-        linear, "RIDGE_RANK", 300
-    )  # >= rank(F): the randomized basis is exact
+    # neither the Gram nor the kernel matrix "fits"
+    monkeypatch.setattr(linear, "RIDGE_DENSE_BYTES", 1000)
+    # >= rank(F): the randomized basis is exact
+    monkeypatch.setattr(linear, "RIDGE_RANK", 300)
     approx = fit_content_maps(f, y, [1.0])[0]
     np.testing.assert_allclose(approx(f), exact(f), rtol=1e-3, atol=1e-3)
 
@@ -441,9 +433,8 @@ def test_ridge_component_is_cold_only_and_persisted(fitted):
     assert (comps["ridge"].numpy()[:, r.warm] == 0).all() and comps["ridge"].numpy()[
         :, ~r.warm
     ].std() > 0
-    again = load_ranker(
-        ws
-    )  # cold items' vectors rebuilt from their content through the saved map
+    # cold items' vectors rebuilt from their content through the saved map
+    again = load_ranker(ws)
     np.testing.assert_allclose(again.ease_item, r.ease_item, rtol=1e-5, atol=1e-6)
 
 
@@ -532,9 +523,8 @@ def test_users_without_history_get_the_attribute_group_block(with_new_users):
     old = np.flatnonzero(np.diff(history.indptr) > 0)
     assert len(new) > 0 and r.groups is not None
     blocks = r.blocks()
-    if (
-        "group" in blocks
-    ):  # chosen on cold_user_valid: only users without history carry it
+    # chosen on cold_user_valid: only users without history carry it
+    if "group" in blocks:
         at = sum(
             w
             for b, w in blocks.items()
@@ -547,9 +537,8 @@ def test_users_without_history_get_the_attribute_group_block(with_new_users):
         np.testing.assert_array_equal(
             vec[new], r.groups[new].toarray() * r.new_user_weights["group"]
         )
-    again = load_ranker(
-        ws
-    )  # the users' values rebuilt from graph/ give the same vectors
+    # the users' values rebuilt from graph/ give the same vectors
+    again = load_ranker(ws)
     np.testing.assert_array_equal(
         again.user_vectors(new, history), r.user_vectors(new, history)
     )
@@ -560,9 +549,8 @@ def test_svd_shrinks_its_rank_to_fit_the_memory_budget(monkeypatch, caplog):
     import graphrec.model.closed_form as linear
 
     x = sp.random(200, 100, density=0.1, random_state=5, format="csr")
-    monkeypatch.setattr(
-        linear, "SVD_BYTES", 4 * 8 * 300 * 30
-    )  # room for a sketch 30 wide
+    # room for a sketch 30 wide
+    monkeypatch.setattr(linear, "SVD_BYTES", 4 * 8 * 300 * 30)
     with caplog.at_level("WARNING", logger="graphrec.model.closed_form"):
         s, v = interaction_svd(x, 64)
     assert len(s) == 20 and v.shape == (100, 20) and "using rank 20" in caplog.text
@@ -575,9 +563,8 @@ def test_cli_recommend_takes_an_id_list_longer_than_a_file_name(fitted, tmp_path
     import graphrec.app.cli as cli
 
     ws, _ = fitted
-    users = (
-        ",".join(f"u{i}" for i in range(60)) + "," + ",".join(["u1"] * 60)
-    )  # > 255 characters
+    # > 255 characters
+    users = ",".join(f"u{i}" for i in range(60)) + "," + ",".join(["u1"] * 60)
     assert len(users) > 255
     out = tmp_path / "recs.csv"
     res = CliRunner().invoke(
@@ -671,9 +658,8 @@ def test_users_known_by_a_few_items_take_the_weights_fitted_for_them(tmp_path):
         np.flatnonzero((counts > 0) & (counts <= 3))[:1],
         np.flatnonzero(counts > 3)[:1],
     )
-    at = sum(
-        w for b, w in r.blocks().items() if b in ("gnn", "ease", "pop")
-    )  # the offset block's column
+    # the offset block's column
+    at = sum(w for b, w in r.blocks().items() if b in ("gnn", "ease", "pop"))
     assert "offset" in r.blocks()
     assert r.user_vectors(short, history)[0, at] == pytest.approx(
         r.new_user_weights["offset"]
@@ -753,9 +739,8 @@ def test_the_vectors_score_the_blend_with_the_low_pass_block(fitted, monkeypatch
     np.testing.assert_allclose(user_vec @ item_vec.T, blend, rtol=1e-4, atol=1e-4)
     if r.weights_warm.get("ease"):
         assert "lowpass" in r.blocks()
-    assert not r.lowpass_item[
-        ~r.warm
-    ].any()  # cold items: no low-pass row, their ease rows come from content
+    # cold items: no low-pass row, their ease rows come from content
+    assert not r.lowpass_item[~r.warm].any()
 
 
 def test_no_refit_keeps_the_collaborative_parts_on_train(fitted):

@@ -143,9 +143,8 @@ def test_implicit_style_arrays_and_csr_rows(faces):
     again, again_scores = exp.recommend(users, user_items, N=7)
     np.testing.assert_array_equal(ids, again)
     np.testing.assert_allclose(scores, again_scores, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(
-        ids, rec.recommend(list(users), N=7).ids
-    )  # the stored history: the same lists
+    # the stored history: the same lists
+    np.testing.assert_array_equal(ids, rec.recommend(list(users), N=7).ids)
     with pytest.raises(InputError, match="one row per user"):
         rec.recommend(users, user_items[:2], N=7)
 
@@ -173,9 +172,8 @@ def test_lists_cut_to_the_candidates_and_the_former_names(faces):
     ids, scores = rec.recommend(
         "u6", N=50, items=three, filter_already_liked_items=False
     )
-    assert (
-        sorted(ids) == sorted(three) and len(scores) == 3
-    )  # N cut to the candidates, as implicit cuts N
+    # N cut to the candidates, as implicit cuts N
+    assert sorted(ids) == sorted(three) and len(scores) == 3
     np.testing.assert_array_equal(
         exp.recommend("u6", N=50, items=three, filter_already_liked_items=False).ids,
         ids[None],

@@ -58,17 +58,14 @@ def test_a_dataset_that_is_not_split_is_fitted_on_every_interaction(served):
     ds = Dataset.load(ws)
     assert not ds.is_split and result.mode == "serve" and result.refit
     meta = read_json(ws / "model" / "model.json")
-    assert meta["mode"] == "serve" and meta["fitted_interactions"] == len(
-        _has(ds)
-    )  # every distinct pair
+    # every distinct pair
+    assert meta["mode"] == "serve" and meta["fitted_interactions"] == len(_has(ds))
     r = serving_ranker(ws, ds)
     with_interactions = np.bincount(ds.interactions["item"], minlength=ds.n_items) > 0
-    np.testing.assert_array_equal(
-        r.warm, with_interactions
-    )  # every item with an interaction is warm
-    assert (
-        r.record.selection["fitted_on"]["warm"] > 0
-    )  # settings were chosen on the internal validation split
+    # every item with an interaction is warm
+    np.testing.assert_array_equal(r.warm, with_interactions)
+    # settings were chosen on the internal validation split
+    assert r.record.selection["fitted_on"]["warm"] > 0
 
 
 def test_no_list_gives_back_what_the_user_has(served, tmp_path):
@@ -103,9 +100,8 @@ def test_no_list_gives_back_what_the_user_has(served, tmp_path):
         .groupby("user_id")["item_id"]
         .apply(list)
     )
-    for uid in ds.user_ids[
-        :20
-    ]:  # the export's documented exclusion: everything the user has
+    # the export's documented exclusion: everything the user has
+    for uid in ds.user_ids[:20]:
         ids, _ = e.recommend(uid, {uid: mine.get(uid, [])}, N=40)
         assert not set(ids) & set(mine.get(uid, []))
 
@@ -151,12 +147,10 @@ def test_latest_small_imported_whole_gives_similar_items_by_taste(tmp_path):
     run_build(ws, progress=False)
     run_train(ws, epochs=3, progress=False)
     e = load_export(export(ws, tmp_path / "exp", ["npy"]))
-    assert "3114" in [
-        i for i, _ in e.similar_items("1", k=10)
-    ]  # Toy Story -> Toy Story 2
-    assert "1196" in [
-        i for i, _ in e.similar_items("260", k=10)
-    ]  # Star Wars IV -> The Empire Strikes Back
+    # Toy Story -> Toy Story 2
+    assert "3114" in [i for i, _ in e.similar_items("1", k=10)]
+    # Star Wars IV -> The Empire Strikes Back
+    assert "1196" in [i for i, _ in e.similar_items("260", k=10)]
 
 
 def test_evaluate_says_a_served_workspace_holds_nothing_out(served):
@@ -179,11 +173,9 @@ def test_a_rebuild_under_a_trained_model_says_the_model_must_be_retrained(
 ):
     ws = tmp_path / "ws"
     shutil.copytree(served[0], ws)
-    notes = run_build(
-        ws, item_knn=3, progress=False
-    ).notes  # another graph under the trained model
+    # another graph under the trained model
+    notes = run_build(ws, item_knn=3, progress=False).notes
     assert any("run `graphrec train` before serving again" in n for n in notes)
-    with pytest.raises(
-        InputError, match="graphrec train"
-    ):  # and serving says so too, in one line
+    # and serving says so too, in one line
+    with pytest.raises(InputError, match="graphrec train"):
         recommend(ws, "all", 5)

@@ -39,16 +39,14 @@ def _compare(
     options: dict[str, object], defaults: dict[str, object], at_least: int = 10
 ) -> list[str]:
     shared = sorted(set(options) & set(defaults))
-    assert len(shared) >= at_least, (
-        shared
-    )  # the comparison covers the options, not an empty intersection
+    # the comparison covers the options, not an empty intersection
+    assert len(shared) >= at_least, shared
     wrong = []
     for name in shared:
         want = defaults[name]
         got = options[name]
-        if isinstance(
-            want, tuple
-        ):  # a list option: comma-separated numbers, or repeated (None: none given)
+        # a list option: comma-separated numbers, or repeated (None: none given)
+        if isinstance(want, tuple):
             got = (
                 ()
                 if got is None
@@ -93,9 +91,8 @@ def test_the_python_api_defaults_to_the_settings():
         for name, p in params.items()
         if p.default is not inspect.Parameter.empty and name != "progress"
     }
-    assert not _compare(
-        api, _defaults(TrainSettings, RankSettings), at_least=4
-    )  # epochs, dim, seed, ease_dim
+    # epochs, dim, seed, ease_dim
+    assert not _compare(api, _defaults(TrainSettings, RankSettings), at_least=4)
 
 
 def test_quickstart_options_default_to_the_settings():

@@ -95,9 +95,8 @@ def test_split_properties(data):
             InputError,
             match="more interactions per user than any user has|no cold user could",
         ):
-            split_dataset(
-                ds, **args
-            )  # a count no user reaches, or cold users none could be: refused, not empty
+            # a count no user reaches, or cold users none could be: refused, not empty
+            split_dataset(ds, **args)
         return
     out = split_dataset(ds, **args)
     inter, parts = out.interactions, parts_of(out)
@@ -195,14 +194,12 @@ def test_cold_items_and_users_sizes(synth):
         synth, cold_items=0.2, cold_users=0.1, cold_user_context=2, seed=3
     )
     check_no_leak(out)
-    assert len(out.cold_items()) == pytest.approx(
-        60, abs=3
-    )  # cold items met only by cold users drop out
+    # cold items met only by cold users drop out
+    assert len(out.cold_items()) == pytest.approx(60, abs=3)
     assert len(out.cold_users()) == 20 + out.schema.split["promoted_cold_users"]
     assert (out.part("cold_user_context").groupby("user").size() == 2).all()
-    pd.testing.assert_frame_equal(
-        out.users, synth.users
-    )  # cold users keep their attributes
+    # cold users keep their attributes
+    pd.testing.assert_frame_equal(out.users, synth.users)
     by_inter = split_dataset(synth, cold_items=0.2, cold_by="interaction", seed=3)
     sizes = by_inter.counts()["parts"]
     assert abs(sizes["cold_valid"] - sizes["cold_test"]) <= 1
@@ -329,12 +326,10 @@ def test_cold_by_time_holds_out_the_items_first_seen_last(synth):
     cold_test = set(inter.loc[inter["split"] == "cold_test", "item"])
     warm = set(inter.loc[inter["split"].isin(["train", "valid", "test"]), "item"])
     assert cold_valid and cold_test and not (cold_valid | cold_test) & warm
-    assert (
-        first[list(cold_valid | cold_test)].min() >= first[list(warm)].max()
-    )  # newer than every warm item
-    assert (
-        first[list(cold_test)].min() >= first[list(cold_valid)].max()
-    )  # the newest half is the test
+    # newer than every warm item
+    assert first[list(cold_valid | cold_test)].min() >= first[list(warm)].max()
+    # the newest half is the test
+    assert first[list(cold_test)].min() >= first[list(cold_valid)].max()
     assert out.schema.split["cold_by"] == "time"
     with pytest.raises(InputError, match="no timestamps"):
         split_dataset(

@@ -61,9 +61,8 @@ def test_shapes_dtypes_and_ranges(small):
     }
     assert ds.schema.user_attribute_columns == ["age_band", "region"]
     assert ds.schema.image_column is None and "image" not in ds.items.columns
-    assert (
-        ds.items["tags"].str.contains("|", regex=False).any()
-    )  # a multi-valued attribute
+    # a multi-valued attribute
+    assert ds.items["tags"].str.contains("|", regex=False).any()
     assert truth.user_taste.shape == (120, 12) and np.allclose(
         truth.user_taste.sum(1), 1
     )
@@ -74,9 +73,8 @@ def test_shapes_dtypes_and_ranges(small):
 
 
 def test_no_duplicate_pairs_even_when_dense():
-    ds = generate(
-        30, 40, 30 * 20, seed=1, progress=False
-    )  # every user at the cap: half the catalogue
+    # every user at the cap: half the catalogue
+    ds = generate(30, 40, 30 * 20, seed=1, progress=False)
     assert len(ds.interactions) == 600
     assert not ds.interactions.duplicated(["user", "item"]).any()
     assert np.bincount(ds.interactions["user"], minlength=30).max() <= 20

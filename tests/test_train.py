@@ -35,9 +35,8 @@ FAST = {
     "patience": 10,
     "progress": False,
 }
-KEEP = RankSettings(
-    keep_gnn=True
-)  # the GNN block served whatever validation says, so the GNN is always refit
+# the GNN block served whatever validation says, so the GNN is always refit
+KEEP = RankSettings(keep_gnn=True)
 
 
 @settings(max_examples=40, deadline=None)
@@ -180,9 +179,8 @@ def test_a_gnn_that_does_not_add_is_neither_served_nor_refit(tmp_path):
         not (d / "embeddings_select.safetensors").exists()
         and ranker["fitted_with"] == "embeddings.safetensors"
     )
-    ds = Dataset.load(
-        ws
-    )  # the graph filter and popularity are refit on train+valid all the same
+    # the graph filter and popularity are refit on train+valid all the same
+    ds = Dataset.load(ws)
     assert np.array_equal(load_ranker(ws, ds).warm, ds.warm_items(("train", "valid")))
 
 

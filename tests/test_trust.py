@@ -156,9 +156,8 @@ def test_a_planted_journal_is_discarded_and_touches_nothing_outside(
     for plan in _plans(ws, outside, victim):
         (ws / JOURNAL).write_text(json.dumps(plan))
         with caplog.at_level(logging.WARNING):
-            got = recommend(
-                ws, "all", k=5
-            )  # a reader finds the journal: it is discarded, never replayed
+            # a reader finds the journal: it is discarded, never replayed
+            got = recommend(ws, "all", k=5)
         assert got.equals(before)
         assert not (ws / JOURNAL).exists()
         assert "discarded" in caplog.text
@@ -182,9 +181,8 @@ def test_a_journal_through_a_symlinked_staging_folder_is_discarded(ws, tmp_path)
     (tmp_path / "planted.json").write_text(
         json.dumps({"staging": str(outside), "moves": [], "before": {}, "after": {}})
     )
-    (ws / JOURNAL).symlink_to(
-        tmp_path / "planted.json"
-    )  # a journal that is itself a link
+    # a journal that is itself a link
+    (ws / JOURNAL).symlink_to(tmp_path / "planted.json")
     assert len(recommend(ws, "all", k=2)) == 2 * Dataset.load(ws).n_users
     assert not os.path.lexists(ws / JOURNAL) and (tmp_path / "planted.json").exists()
     assert (outside / "keep.txt").read_text() == "mine"
@@ -343,9 +341,8 @@ def _write_paused(
     if writer == "train":  # paused inside its ranker fit, after the GNN trained
         _paused(rank_module, "fit_weights", flag, release)
         run_train(ws, **{**TRAIN, "seed": 7})
-    elif (
-        writer == "update"
-    ):  # paused where it carries the ranker over to the grown model
+    # paused where it carries the ranker over to the grown model
+    elif writer == "update":
         _paused(update_module, "extend_ranker", flag, release)
         run_update(ws, items=new_items, progress=False)
     else:  # build, paused just before its graph is written and switched in
@@ -356,9 +353,8 @@ def _write_paused(
 @pytest.mark.parametrize("writer", ["train", "update", "build"])
 def test_readers_answer_while_a_writer_works(ws, tmp_path, writer):
     ds = Dataset.load(ws)
-    new_items = ds.items.head(2).assign(
-        item_id=["new1", "new2"]
-    )  # the dataset's item columns, new ids
+    # the dataset's item columns, new ids
+    new_items = ds.items.head(2).assign(item_id=["new1", "new2"])
     new_items.to_csv(tmp_path / "new_items.csv", index=False)
     old = recommend(ws, "all", k=5)
     old_export = load_export(export(ws, tmp_path / "old", ["npy"]))
@@ -393,16 +389,14 @@ def test_readers_answer_while_a_writer_works(ws, tmp_path, writer):
         res = cli("recommend", str(ws), "--users", "all", "--k", "5", "--out", "-")
         assert res.returncode == 0, res.stderr
         with pytest.raises(InputError, match="in use by another graphrec run"):
-            run_update(
-                ws, items=tmp_path / "new_items.csv", progress=False
-            )  # a second writer waits its turn
+            # a second writer waits its turn
+            run_update(ws, items=tmp_path / "new_items.csv", progress=False)
     finally:
         release.touch()
         child.join(300)
     assert child.exitcode == 0 and not (ws / ".training").exists()
-    if (
-        writer == "build"
-    ):  # the model was made from the old graph: readers say so in one line, never serve a mix
+    # the model was made from the old graph: readers say so in one line, never serve a mix
+    if writer == "build":
         with pytest.raises(
             InputError, match="model/ was made from an earlier graph/.*graphrec train"
         ):
@@ -424,9 +418,8 @@ def test_list_lengths_beyond_the_catalogue(ws):
     user = str(ds.user_ids[0])
     whole = recommend(ws, [user], k=10**12)
     given = ds.matrix(GIVEN)[0].nnz
-    assert (
-        len(whole) == ds.n_items - given and whole["item_id"].is_unique
-    )  # every item the user was not given
+    # every item the user was not given
+    assert len(whole) == ds.n_items - given and whole["item_id"].is_unique
     with pytest.raises(
         InputError, match=r"--ks 1000000000000 is more than the \d+ items"
     ):
@@ -449,9 +442,8 @@ def test_outputs_that_are_folders_links_or_workspace_files_are_refused(ws, tmp_p
     with pytest.raises(InputError, match="symbolic link"):
         write_recommendations(frame, tmp_path / "link.csv")
     assert not (tmp_path / "target.csv").exists()
-    write_recommendations(
-        frame, ws / "recs.csv"
-    )  # beside the stages, the user's own file: fine
+    # beside the stages, the user's own file: fine
+    write_recommendations(frame, ws / "recs.csv")
     one_line_error(
         cli("recommend", str(ws), "--k", "2", "--out", str(tmp_path / "d")),
         "is a folder",
@@ -514,9 +506,8 @@ def test_artifacts_get_the_umasks_mode(ws):
         ws / "graph" / "graph.safetensors",
         *(ws / "model").glob("*.safetensors"),
     ):
-        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, (
-            path
-        )  # group/other may read, as for JSON
+        # group/other may read, as for JSON
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
 
 
 def test_a_native_writers_disk_error_names_the_file(tmp_path):
@@ -526,9 +517,8 @@ def test_a_native_writers_disk_error_names_the_file(tmp_path):
     with pytest.raises(OSError) as e, native_errors(tmp_path / "x.parquet"):
         raise OSError(28, "No space left on device")
     assert e.value.filename == str(tmp_path / "x.parquet")
-    write_tensors(
-        tmp_path / "ok.safetensors", {"a": np.zeros(2, np.float32)}
-    )  # the ordinary path is unchanged
+    # the ordinary path is unchanged
+    write_tensors(tmp_path / "ok.safetensors", {"a": np.zeros(2, np.float32)})
 
 
 def test_report_markdown_escapes_html_from_the_data():
@@ -594,10 +584,11 @@ def test_features_never_hold_nan(ws, tmp_path):
     ):
         save_features(tmp_path, feats)
     assert not list(tmp_path.glob("lexical.*"))
+    # planted by hand
     write_tensors(
         ws / "features" / "lexical.safetensors",
         {"values": feats.values, "mask": feats.mask.astype(np.uint8)},
-    )  # planted by hand
+    )
     with pytest.raises(
         InputError,
         match=r"lexical.safetensors holds NaN or infinite values for 1 items",
@@ -725,9 +716,10 @@ def test_user_attributes_are_opt_in_and_coarse(tmp_path):
     rows = "".join(f"u{i},{'FM'[i % 2]},{20 + i},{100000000 + i}\n" for i in range(30))
     inter = "user_id,item_id\n" + "".join(f"u{i},i{i % 5}\n" for i in range(30))
     ds = _import(tmp_path, inter, "user_id,gender,age,ssn\n" + rows)
+    # none named, none used
     assert ds.schema.user_attribute_columns == [] and list(ds.users.columns) == [
         "user_id"
-    ]  # none named, none used
+    ]
     ds = _import(
         tmp_path,
         inter,
@@ -794,10 +786,11 @@ def test_messages_name_the_real_cause(tmp_path):
         InputError, match="bad.parquet: row 2: column 'user_id': not valid UTF-8"
     ):
         read_table(tmp_path / "bad.parquet")
+    # both ends of int64 alike
     for stamp in (
         "-9223372036854775809",
         "9223372036854775807",
-    ):  # both ends of int64 alike
+    ):
         with pytest.raises(InputError, match="is outside the int64 range"):
             _import(tmp_path, f"user_id,item_id,timestamp\nu,a,{stamp}\n")
 

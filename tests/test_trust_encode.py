@@ -278,9 +278,8 @@ def test_a_re_encode_repairs_a_planted_nan_instead_of_copying_it(ws):
         {"values": values, "mask": f.mask.astype(np.uint8)},
         str(ws / "features" / "lexical.safetensors"),
     )
-    run_encode(
-        ws, ["lexical"], progress=False
-    )  # same settings: the cache would reuse every row
+    # same settings: the cache would reuse every row
+    run_encode(ws, ["lexical"], progress=False)
     assert np.array_equal(load_features(ws)["lexical"].values, good)
 
 

@@ -262,11 +262,12 @@ def test_new_interactions_change_the_list_and_are_excluded(shop, tmp_path):
         ]
     )
     picked = [i for i in before["item_id"] if i in warm and i not in held][:3]
+    # a repeat inside the file
     write_csv(
         tmp_path / "more.csv",
         [{"user_id": user, "item_id": i, "rating": 5} for i in picked]
         + [{"user_id": user, "item_id": picked[0], "rating": 5}],
-    )  # a repeat inside the file
+    )
     r = run_update(ws, interactions=tmp_path / "more.csv", progress=False)
     assert (
         r.interactions_added == 3 and r.duplicates_skipped == 1 and r.items_added == 0
@@ -286,9 +287,8 @@ def test_new_interactions_change_the_list_and_are_excluded(shop, tmp_path):
         )
         > 1e-3
     )
-    write_csv(
-        tmp_path / "again.csv", [{"user_id": user, "item_id": picked[1]}]
-    )  # already given: skipped
+    # already given: skipped
+    write_csv(tmp_path / "again.csv", [{"user_id": user, "item_id": picked[1]}])
     assert (
         run_update(
             ws, interactions=tmp_path / "again.csv", progress=False
@@ -431,9 +431,8 @@ def test_an_update_interrupted_after_its_commit_point_is_finished_by_the_next_re
 ):
     ws = _copy(shop, tmp_path)
     _update_killed_at_the_graph_switch(shop, ws, monkeypatch)
-    recs = recommend(
-        ws, "all", 3
-    )  # a reader finds the journal and finishes the switch first
+    # a reader finds the journal and finishes the switch first
+    recs = recommend(ws, "all", 3)
     assert not (ws / JOURNAL).exists() and not list(ws.glob(".staging-*"))
     ds = Dataset.load(ws)
     assert ds.n_items == shop["n_old"] + N_NEW and len(recs) == 3 * ds.n_users
@@ -472,9 +471,8 @@ def test_movielens_latest_small_new_movies_are_recommendable(tmp_path):
         inter.groupby("item")["timestamp"].min(),
         inter.groupby("item").size(),
     )
-    new = (
-        first[count >= 5].sort_values().index.to_numpy()[-40:]
-    )  # the 40 latest movies become "new"
+    # the 40 latest movies become "new"
+    new = first[count >= 5].sort_values().index.to_numpy()[-40:]
     keep = np.setdiff1d(np.arange(ds.n_items), new)
     index = np.full(ds.n_items, -1)
     index[keep] = np.arange(len(keep))

@@ -45,9 +45,8 @@ def make_workspace(
     uc = cold_user[inter["user"].to_numpy()] & ~ic
     uc_rows = np.flatnonzero(uc)
     split[uc_rows] = "cold_user_valid"
-    for u in np.flatnonzero(
-        cold_user
-    ):  # first two interactions of a cold user are its context
+    # first two interactions of a cold user are its context
+    for u in np.flatnonzero(cold_user):
         split[uc_rows[inter["user"].to_numpy()[uc_rows] == u][:2]] = "cold_user_context"
     inter["split"] = split.astype(str)
     items = pd.DataFrame(

@@ -27,12 +27,10 @@ TASKS = (
 
 @dataclass
 class FitInput:
-    X: (
-        sp.csr_matrix
-    )  # float32 binary [n_users, n_items]: the interactions the system may learn from
-    item_attr: (
-        sp.csr_matrix
-    )  # float32 [n_items, n_attr] multi-hot (genres, decade, tags, ...)
+    # float32 binary [n_users, n_items]: the interactions the system may learn from
+    X: sp.csr_matrix
+    # float32 [n_items, n_attr] multi-hot (genres, decade, tags, ...)
+    item_attr: sp.csr_matrix
     user_attr: sp.csr_matrix | None
     text: np.ndarray  # float32 [n_items, d] L2-normalised pretrained text embeddings
     seed: int

@@ -76,25 +76,22 @@ class Graphrec(System):
         if a.images and ds.schema.image_column and clip:
             modalities.append("clip_image")
         precomputed = []
-        if (
-            data.triples is not None
-        ):  # a KG-only catalogue: its triples are all the content graphrec gets
+        # a KG-only catalogue: its triples are all the content graphrec gets
+        if data.triples is not None:
             (
                 ds.schema.attribute_columns,
                 ds.schema.text_columns,
                 ds.schema.image_column,
             ) = [], [], None
             ds.save(ws)
-        if (
-            a.text and ds.schema.text_columns
-        ):  # the peers' MiniLM vectors, so graphrec does not re-encode
+        # the peers' MiniLM vectors, so graphrec does not re-encode
+        if a.text and ds.schema.text_columns:
             np.save(ws / "minilm.npy", data.text)
             write_json(ws / "minilm.ids.json", [str(i) for i in ds.item_ids])
             precomputed.append(f"minilm={ws / 'minilm.npy'},{ws / 'minilm.ids.json'}")
             modalities.append("lexical")
-        if (
-            not a.kg_attributes
-        ):  # the KG builder turns attribute columns into relations: hide them
+        # the KG builder turns attribute columns into relations: hide them
+        if not a.kg_attributes:
             ds.schema.attribute_columns = []
             ds.save(ws)
         if modalities or precomputed:
@@ -106,13 +103,11 @@ class Graphrec(System):
                 seed=data.seed,
                 progress=False,
             )
-        run_build(
-            ws, progress=False, triples=data.triples
-        )  # triples: the KG-only catalogue's content
+        # triples: the KG-only catalogue's content
+        run_build(ws, progress=False, triples=data.triples)
         trained = run_train(ws, seed=data.seed, progress=False)
-        self.epoch_seconds = [
-            h["seconds"] for h in trained.history
-        ]  # training only, validation excluded
+        # training only, validation excluded
+        self.epoch_seconds = [h["seconds"] for h in trained.history]
         ranker = load_ranker(ws)  # run_train fitted it with the model
         if not a.blend:  # the GNN score alone
             ranker = replace(
@@ -131,9 +126,8 @@ class Graphrec(System):
         if self._ranker is None:
             start = time.perf_counter()
             self._ranker = self._pipeline(data)
-            self.pipeline_seconds = (
-                time.perf_counter() - start
-            )  # encode+build+train+blend, shared by tasks
+            # encode+build+train+blend, shared by tasks
+            self.pipeline_seconds = time.perf_counter() - start
         r, history = self._ranker, data.X
         item_vec = torch.from_numpy(r.item_vectors())
 

@@ -25,9 +25,8 @@ def _features(
         return None
     F = sp.hstack(blocks, format="csr").astype(np.float32)
     norm = np.asarray(F.sum(axis=1)).ravel()
-    F = (
-        sp.diags(1.0 / np.maximum(norm, 1e-9)) @ F
-    )  # rows sum to 1, as LightFM recommends
+    # rows sum to 1, as LightFM recommends
+    F = sp.diags(1.0 / np.maximum(norm, 1e-9)) @ F
     return F.tocsr()
 
 

@@ -63,9 +63,8 @@ class EDLAE(System):
     def grid(self, task: str, quick: bool) -> list[dict[str, Any]]:
         if quick:
             return [{"p": 0.33, "lambda": 10.0}]
-        return [
-            {"p": p, "lambda": 10.0} for p in (0.25, 0.5, 0.75)
-        ]  # one dense inversion each
+        # one dense inversion each
+        return [{"p": p, "lambda": 10.0} for p in (0.25, 0.5, 0.75)]
 
     def fit(
         self, data: FitInput, params: dict[str, Any], checkpoints: bool = False

@@ -35,13 +35,11 @@ class AttributePopularity(System):
         if data.user_attr is None:
             raise ValueError("attr-popularity needs user attributes")
         known = np.asarray(data.X.sum(axis=1)).ravel() > 0
-        A = (
-            sp.diags(known.astype(np.float32)) @ data.user_attr
-        )  # attribute groups of users with history
+        # attribute groups of users with history
+        A = sp.diags(known.astype(np.float32)) @ data.user_attr
         group_size = np.maximum(np.asarray(A.sum(axis=0)).ravel(), 1.0)
-        per_group = sp.diags(1.0 / group_size) @ (
-            A.T @ data.X
-        )  # [values, items]: P(i | v) up to a constant
+        # [values, items]: P(i | v) up to a constant
+        per_group = sp.diags(1.0 / group_size) @ (A.T @ data.X)
         glob = popularity(data.X) / max(known.sum(), 1)
         beta = params["beta"]
 

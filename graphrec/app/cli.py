@@ -239,9 +239,8 @@ def _say(text: str, style: str | None = None) -> None:
     """Print a message as it is: ids, column names and paths in it may hold '[/dim]' or '[bold]', which Rich
     markup would reject (a crash after the work is done) or apply. Tables take user strings as Text for the
     same reason."""
-    out.print(
-        text, style=style, markup=False, highlight=False, soft_wrap=True
-    )  # paths stay whole for copying
+    # paths stay whole for copying
+    out.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 JSON = flag(
@@ -855,9 +854,8 @@ def recommend_cmd(
             "--json prints a summary on stdout, where --out - writes the table: choose one"
         )
     if not to_stdout:
-        check_output_file(
-            out_file, "recommendations"
-        )  # before the work, as write_recommendations does after
+        # before the work, as write_recommendations does after
+        check_output_file(out_file, "recommendations")
     spec = users if users == "all" or _is_file(users) else _columns(users)
     left_out = (
         None
@@ -1077,12 +1075,10 @@ def hoist_quiet(args: list[str]) -> list[str]:
 def main() -> None:
     """Entry point of the `graphrec` script: one-line errors and exit code 2 for bad input, a full disk or a
     denied file (see ENVIRONMENT_ERRNOS)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", stream=sys.stderr
-    )  # the stages' progress notes
-    logging.getLogger("faiss").setLevel(
-        logging.WARNING
-    )  # its loader announces the CPU features it found at INFO
+    # the stages' progress notes
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # its loader announces the CPU features it found at INFO
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     try:
         app(args=hoist_quiet(sys.argv[1:]), standalone_mode=False)
     except InputError as e:
@@ -1090,10 +1086,11 @@ def main() -> None:
         sys.exit(2)
     except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
+    # usage errors: Click's short message, exit 2
     except (
         click.ClickException,
         _typer_click.ClickException,
-    ) as e:  # usage errors: Click's short message, exit 2
+    ) as e:
         e.show()
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, typer.Abort):

@@ -62,6 +62,5 @@ class InputError(Exception):
             if p
         ]
         text = (": ".join(where) + ": " if where else "") + self.message
-        return " ".join(
-            text.splitlines()
-        )  # the CLI promises exactly one line on stderr
+        # the CLI promises exactly one line on stderr
+        return " ".join(text.splitlines())

@@ -220,9 +220,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise
 
 
-TensorSpec = tuple[
-    str, tuple[int | str, ...]
-]  # (dtype, shape: sizes, or names of sizes that must agree)
+# (dtype, shape: sizes, or names of sizes that must agree)
+TensorSpec = tuple[str, tuple[int | str, ...]]
 
 
 def check_tensors(
@@ -280,9 +279,8 @@ def check_columns(
             if key.endswith("?"):
                 continue
             raise InputError(f"missing: {remedy}", file=path, column=name)
-        column = frame[
-            name
-        ]  # the Series, not its dtype: an object column counts as text only if it holds text
+        # the Series, not its dtype: an object column counts as text only if it holds text
+        column = frame[name]
         if not kinds[kind](column) or pd.api.types.is_bool_dtype(column):
             raise InputError(
                 f"should hold {words[kind]}, found {column.dtype}: {remedy}",
@@ -314,9 +312,8 @@ def write_tensors(
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_path(path) as tmp, native_errors(path):
         save_file(arrays, str(tmp), metadata=metadata)
-        usual_mode(
-            tmp, 0o666
-        )  # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
+        # safetensors renames its own 0600 temp file over ours: the umask decides, as for JSON
+        usual_mode(tmp, 0o666)
 
 
 @contextlib.contextmanager

@@ -1,9 +1,8 @@
-"""Typed JSON records: each JSON file graphrec writes is a frozen dataclass whose field types are the
-file's structure.
+"""Typed JSON records: each JSON file graphrec writes is a dataclass typed as the file's structure.
 
-A record is read with its structure checked against those types before it is built, so a well-formed
-file that holds the wrong thing stops with one line naming the file, the place in it and what rewrites
-it, instead of a KeyError or TypeError later::
+Each field's type is the structure of the key it names. A record is read with its structure checked
+against those types before it is built, so a well-formed file that holds the wrong thing stops with one
+line naming the file, the place in it and what rewrites it, instead of a KeyError or TypeError later::
 
     @dataclass(frozen=True)
     class Ids(Record):
@@ -80,9 +79,20 @@ class Record:
 
 
 def check(value: Any, kind: Any, path: str | os.PathLike, remedy: str) -> Any:
-    """`value` (read from the JSON file `path`) built as `kind` (a Record class or a type such as
-    ``list[Row]``) when it has that structure, else an InputError naming the file, the place in it and
-    `remedy`."""
+    """`value` built as `kind` when it has that structure.
+
+    Args:
+        value: what was read from the JSON file `path`.
+        kind: a Record class or a type such as ``list[Row]``.
+        path: the file, for the error line.
+        remedy: what rewrites the file, for the error line.
+
+    Returns:
+        The value, its records and tuples built.
+
+    Raises:
+        InputError: `value` has another structure: one line naming the file and the place in it.
+    """
     problem = misfit(value, kind)
     if problem:
         raise InputError(f"{problem}: {remedy}", file=Path(path))
@@ -90,8 +100,16 @@ def check(value: Any, kind: Any, path: str | os.PathLike, remedy: str) -> Any:
 
 
 def misfit(value: Any, kind: Any, at: str = "") -> str | None:
-    """What keeps `value` (found at `at`: "" for the whole file, else a place like schema.split) from
-    having the structure `kind`, or None when it has it."""
+    """What keeps `value` from having the structure `kind`, or None when it has it.
+
+    Args:
+        value: a value parsed from JSON.
+        kind: the structure it should have (see the module docstring).
+        at: where `value` is found: "" for the whole file, else a place like schema.split.
+
+    Returns:
+        The first problem in words (naming its place), or None.
+    """
     if kind is Any:
         return None
     if _is_union(kind):
@@ -192,13 +210,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_FIELDS: dict[
-    type, dict[str, tuple[Any, bool]]
-] = {}  # a record class's fields, resolved once
+# a record class's fields, resolved once
+_FIELDS: dict[type, dict[str, tuple[Any, bool]]] = {}
 
 
 def _fields(record: type[Record]) -> dict[str, tuple[Any, bool]]:
-    """name -> (type, required) of a record's fields, the `rest` field aside."""
+    """Each field of a record (its `rest` field aside) by name: its type, and whether it is required."""
     if record not in _FIELDS:
         hints = typing.get_type_hints(record)
         _FIELDS[record] = {

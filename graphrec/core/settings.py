@@ -214,9 +214,8 @@ class TrainSettings:
                 raise InputError(
                     f"{flag(name)} must be at least 1 (got {getattr(self, name)})"
                 )
-        if self.lr is not None and not (
-            0.0 < self.lr <= 1.0
-        ):  # also refuses NaN, which fails every comparison
+        # also refuses NaN, which fails every comparison
+        if self.lr is not None and not (0.0 < self.lr <= 1.0):
             raise InputError(f"--lr must be a number in (0, 1] (got {self.lr})")
         for name in ("reg", "weight_decay", "cold_weight", "align_weight"):
             value = getattr(self, name)
@@ -245,6 +244,7 @@ class TrainSettings:
         )
 
     def result_settings(self) -> dict[str, Any]:
+        """The settings that shape the result, as model.json records them (device and progress aside)."""
         return {
             k: (list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(self).items()
@@ -258,11 +258,14 @@ BASE_LR, MAX_LR = 5e-3, 2e-2
 
 
 def auto_batch(n_train: int) -> int:
-    """The default batch: the largest power of two with at least 32 batches an epoch, and at least MIN_BATCH
-    triples, so an epoch is at most MAX_BATCHES_PER_EPOCH batches once the data is large. A batch costs one
-    propagation over the whole graph plus its triples (full mode), so an epoch costs a bounded number of
-    propagations whatever the data's size: MovieLens latest-small (66k training pairs) keeps the former default
-    2048; MovieLens-1M (590k) gets 16,384; 20M interactions 524,288."""
+    """The default batch size for `n_train` training interactions.
+
+    The largest power of two with at least 32 batches an epoch, and at least MIN_BATCH triples, so an epoch
+    is at most MAX_BATCHES_PER_EPOCH batches once the data is large. A batch costs one propagation over the
+    whole graph plus its triples (full mode), so an epoch costs a bounded number of propagations whatever the
+    data's size: MovieLens latest-small (66k training pairs) keeps the former default 2048; MovieLens-1M
+    (590k) gets 16,384; 20M interactions 524,288.
+    """
     return max(
         MIN_BATCH,
         1 << max(0, (n_train // (MAX_BATCHES_PER_EPOCH // 2)).bit_length() - 1),
@@ -270,9 +273,12 @@ def auto_batch(n_train: int) -> int:
 
 
 def auto_lr(batch_size: int) -> float:
-    """The default learning rate for a batch size: BASE_LR at MIN_BATCH, growing with the square root of the
-    batch (fewer, less noisy steps take larger ones), at most MAX_LR. (2048, 0.005) and (16384, 0.02) scored
-    alike on latest-small (BENCHMARKS.md, GNN alone)."""
+    """The default learning rate for a batch size.
+
+    BASE_LR at MIN_BATCH, growing with the square root of the batch (fewer, less noisy steps take larger
+    ones), at most MAX_LR. (2048, 0.005) and (16384, 0.02) scored alike on latest-small (BENCHMARKS.md,
+    GNN alone).
+    """
     return float(min(MAX_LR, BASE_LR * (max(batch_size, MIN_BATCH) / MIN_BATCH) ** 0.5))
 
 
@@ -295,7 +301,8 @@ class RankSettings:
     validation task of the blend (fewer once users x candidates passes metrics.VALIDATION_CELLS).
     keep_gnn: serve the GNN block even when the closed-form blend without it scores as well on validation
     (by default it is served only when it adds, and `graphrec train` refits the GNN only then). gnn: False leaves
-    the GNN's block out of the blend whatever it scores (`graphrec train --no-gnn`, which trains no GNN)."""
+    the GNN's block out of the blend whatever it scores (`graphrec train --no-gnn`, which trains no GNN).
+    """
 
     k: int = 20
     ease_lambda: float | None = setting(

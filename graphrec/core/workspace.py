@@ -76,10 +76,11 @@ SWITCH = ".switch"  # held shared by readers, exclusively by a writer while it s
 JOURNAL = "switch-journal.json"
 STAGING = ".staging-"  # prefix of the folders writers stage multi-folder switches in
 TRAINING = ".training"  # WS/.training/: the workspace-shaped folder a training run writes its model/ in
+# what a switch may replace: the names right inside the workspace
 SWITCHED = (
     *STAGES,
     "config.json",
-)  # what a switch may replace: the names right inside the workspace
+)
 # The temp names graphrec's locked writers leave behind when killed: graphrec.core.io's atomic_dir/atomic_path
 # (".<name>.<8 tempfile characters>.tmp", and ".old" for the folder being replaced) for a stage folder or
 # config.json at the top, and for a file inside a stage folder (model/ checkpoints). Nothing else: WS/images/
@@ -90,9 +91,8 @@ _LEFTOVER_TOP = re.compile(
 )
 _LEFTOVER_IN_STAGE = re.compile(rf"\..+\.{LEFTOVER}\.tmp")
 log = logging.getLogger(__name__)
-_DIGESTS: dict[
-    tuple[str, int, int], str
-] = {}  # (path, size, mtime_ns) -> sha256: a process hashes a file once
+# (path, size, mtime_ns) -> sha256: a process hashes a file once
+_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -350,9 +350,8 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-_HELD: dict[
-    str, int
-] = {}  # lock file -> depth: a process that holds a workspace's lock may nest stages
+# lock file -> depth: a process that holds a workspace's lock may nest stages
+_HELD: dict[str, int] = {}
 _READING: dict[str, int] = {}  # switch file -> the fd this process holds it shared with
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -460,9 +459,8 @@ class Workspace:
         missing = self._half_switched()
         if os.path.lexists(journal) or missing:
             with self._switch_lock(fcntl.LOCK_EX):
-                for stage in (
-                    missing
-                ):  # first: a journal's move may be the one caught between its renames
+                # first: a journal's move may be the one caught between its renames
+                for stage in missing:
                     if restore_dir(self.stage_dir(stage)):
                         log.warning(
                             "restored %s/ of %s: a run was killed while switching it",
@@ -540,9 +538,8 @@ class Workspace:
         try:
             yield Workspace(staging)
         finally:
-            if not os.path.lexists(
-                self.path / JOURNAL
-            ):  # else committed: the journal's replay needs it
+            # else committed: the journal's replay needs it
+            if not os.path.lexists(self.path / JOURNAL):
                 shutil.rmtree(staging, ignore_errors=True)
 
     def switch(self, moves: list[tuple[Path, Path]], staging: Workspace) -> None:
@@ -567,9 +564,8 @@ class Workspace:
         with self._switch_lock(fcntl.LOCK_EX):
             write_json(self.path / JOURNAL, record)
             plan = self._read_plan()
-            if (
-                plan is None
-            ):  # a switch graphrec itself asked for is always inside: reaching here is a bug
+            # a switch graphrec itself asked for is always inside: reaching here is a bug
+            if plan is None:
                 raise RuntimeError(f"switch outside the workspace refused: {record}")
             self._replay(plan)
             (self.path / JOURNAL).unlink(missing_ok=True)
@@ -718,9 +714,8 @@ class Workspace:
                     finally:
                         _READING.pop(key, None)
                     return
-            with contextlib.suppress(
-                InputError
-            ):  # a live writer holds the lock: it recovers first, wait for it
+            # a live writer holds the lock: it recovers first, wait for it
+            with contextlib.suppress(InputError):
                 with self.lock():
                     pass
             time.sleep(0.05)

@@ -210,14 +210,12 @@ class TrainResult:
     validation: dict[str, float]
     history: list[dict[str, Any]]
     refit: bool
-    user: (
-        np.ndarray
-    )  # float32 [U, d+1]: the exported embeddings (model/embeddings.safetensors)
+    # float32 [U, d+1]: the exported embeddings (model/embeddings.safetensors)
+    user: np.ndarray
     item: np.ndarray  # float32 [I, d+1]
     embeddings_sha256: str
-    select: (
-        tuple[np.ndarray, np.ndarray] | None
-    )  # selection-phase (user, item) when the model was refit
+    # selection-phase (user, item) when the model was refit
+    select: tuple[np.ndarray, np.ndarray] | None
     gnn_served: bool = False  # the ranker serves the GNN block (else the GNN was not refit: it did not add)
     mode: str = "evaluate"  # "serve": the dataset was not split; settings chosen on an internal split, refit on all
 
@@ -304,10 +302,11 @@ def _check_embeddings(
             f"embeddings are {width} wide, model.json's 'dim' says {meta.dim}: {RETRAIN}",
             file=path,
         )
+    # training never writes them (it stops on divergence); a NaN row ranks nothing
     for name in (
         "user",
         "item",
-    ):  # training never writes them (it stops on divergence); a NaN row ranks nothing
+    ):
         if not np.isfinite(t[name]).all():
             raise InputError(
                 f"tensor '{name}' holds NaN or infinite values: {RETRAIN}", file=path
@@ -479,16 +478,14 @@ def _ranker_tensors(blend: Blend) -> dict[str, TensorSpec]:
     if blend.lowpass_dim:
         spec["lowpass_user"] = ("float32", ("items", "lowpass_dim"))
         spec["lowpass_item"] = ("float32", ("items", "lowpass_dim"))
-    if (
-        "ridge" in blend.components
-    ):  # ridge_columns came later: the loader refits a ranker without them
+    # ridge_columns came later: the loader refits a ranker without them
+    if "ridge" in blend.components:
         spec["ridge"] = ("float32", ("used", "ease_dim"))
         spec["ridge_mean"] = ("float32", ("used",))
         spec["ridge_target_mean"] = ("float32", ("ease_dim",))
         spec["ridge_columns?"] = ("int64", ("used",))
-    if (
-        "cpop" in blend.components
-    ):  # the cold items' popularity map (a content map to one number)
+    # the cold items' popularity map (a content map to one number)
+    if "cpop" in blend.components:
         spec["cold_pop"] = ("float32", ("pop_used", 1))
         spec["cold_pop_mean"] = ("float32", ("pop_used",))
         spec["cold_pop_target_mean"] = ("float32", (1,))

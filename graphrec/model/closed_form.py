@@ -40,13 +40,11 @@ from graphrec.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-RIDGE_DENSE_BYTES = (
-    2 << 30
-)  # a dense Gram / kernel matrix up to this size; past it the randomized path
+# a dense Gram / kernel matrix up to this size; past it the randomized path
+RIDGE_DENSE_BYTES = 2 << 30
 RIDGE_RANK = 1024  # rank of the randomized content basis
-SVD_BYTES = (
-    8 << 30
-)  # the randomized SVD's dense blocks ((n_rows + n_cols) x (k + oversample) float64, ~4 copies)
+# the randomized SVD's dense blocks ((n_rows + n_cols) x (k + oversample) float64, ~4 copies)
+SVD_BYTES = 8 << 30
 
 Product = Callable[[np.ndarray], np.ndarray]
 
@@ -66,9 +64,8 @@ def randomized_svd(
     width = min(k + oversample, m, n)
     if width == 0:
         return np.zeros(0), np.zeros((n, 0))
-    fits = SVD_BYTES // (
-        4 * 8 * (m + n)
-    )  # the widest sketch whose dense blocks fit the budget
+    # the widest sketch whose dense blocks fit the budget
+    fits = SVD_BYTES // (4 * 8 * (m + n))
     if width > fits:
         if fits <= oversample:
             raise InputError(
@@ -191,9 +188,8 @@ def fit_content_maps(
 
     if min(n, d) == 0:
         return done([np.zeros((d, y.shape[1])) for _ in lambdas])
-    if 8 * n * n <= RIDGE_DENSE_BYTES and (
-        n < d or 8 * d * d > RIDGE_DENSE_BYTES
-    ):  # dual
+    # dual
+    if 8 * n * n <= RIDGE_DENSE_BYTES and (n < d or 8 * d * d > RIDGE_DENSE_BYTES):
         fm = f @ mean
         kern = (f @ f.T).toarray() - fm[:, None] - fm[None, :] + mean @ mean  # F_c F_c'
         e, u = np.linalg.eigh(kern)
@@ -216,7 +212,6 @@ def fit_content_maps(
             seed,
         )
         e = s_**2
-    proj = vc.T @ np.asarray(
-        f.T @ yc
-    )  # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
+    # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
+    proj = vc.T @ np.asarray(f.T @ yc)
     return done([vc @ (proj / np.maximum(e + lam, 1e-12)[:, None]) for lam in lambdas])

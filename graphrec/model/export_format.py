@@ -77,9 +77,8 @@ class Manifest(Record):
     dim: int
     users: int
     items: int
-    files: dict[
-        str, str
-    ]  # role ("ids", "users", "item_embeddings", ...) -> file name in the folder
+    # role ("ids", "users", "item_embeddings", ...) -> file name in the folder
+    files: dict[str, str]
     sha256: dict[str, str]  # file name -> its digest
     scoring: str = "dot"
     cold_items: int | None = None
@@ -275,10 +274,11 @@ class UserFoldIn:
         return (self.terms[at] * h + self.terms[at + 1]).astype(np.float32)
 
 
+# the blocks of the closed-form graph filter of the interactions
 COLLABORATIVE = (
     "ease",
     "lowpass",
-)  # the blocks of the closed-form graph filter of the interactions
+)
 
 
 def taste_vector(
@@ -620,9 +620,8 @@ class Export:
         width = min(req.n, int(allowed.sum()))
         top = np.full((len(req.users), width), -1, np.int64)
         best = np.full((len(req.users), width), np.nan, np.float32)
-        for s in range(
-            0, len(req.users), 1024
-        ):  # [users, items] scores a batch at a time
+        # [users, items] scores a batch at a time
+        for s in range(0, len(req.users), 1024):
             users = req.users[s : s + 1024]
             keep = np.repeat(allowed[None], len(users), axis=0)
             if req.filter_liked:  # what each user has (given: an export holds none)
@@ -650,9 +649,8 @@ class Export:
             )
         held = user in self._user
         if req.recalculate or not held:
-            if not held and not req.user_items.get(
-                user
-            ):  # a mistyped or pseudonymised id, not a new user
+            # a mistyped or pseudonymised id, not a new user
+            if not held and not req.user_items.get(user):
                 hint = (
                     " (this export holds pseudonyms: pass pseudonymize_id(user_id, salt))"
                     if self.manifest.user_ids == "hmac-sha256"
@@ -827,9 +825,8 @@ def _read_manifest(d: Path) -> Manifest:
         or "ids" not in files
     ):
         raise InputError("manifest lacks its 'files' / 'sha256' maps", file=path)
-    for name in (
-        files.values()
-    ):  # every file it reads is a plain name in this folder, with a checksum
+    # every file it reads is a plain name in this folder, with a checksum
+    for name in files.values():
         _check_file_name(name, path)
         if name not in digests:
             raise InputError(f"manifest has no sha256 for {name!r}", file=path)

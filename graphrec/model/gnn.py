@@ -37,9 +37,8 @@ from torch import nn
 from graphrec.model.artifacts import ModelRecord
 from graphrec.model.propagation import GraphInputs, SparseOp, row_normalized
 
-LOSS_CHUNK = (
-    1 << 17
-)  # triples per chunk of the full-graph loss: its memory is O(LOSS_CHUNK d)
+# triples per chunk of the full-graph loss: its memory is O(LOSS_CHUNK d)
+LOSS_CHUNK = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -286,9 +285,8 @@ class GraphRec(nn.Module):
         grads = tuple(torch.zeros_like(t) for t in flat)
         value, parts = 0.0, {"bpr": 0.0, "cold": 0.0, "align": 0.0}
         chunk = LOSS_CHUNK
-        if (
-            len(users) > chunk
-        ):  # a sum does not care for order: by user, a chunk reads and writes few user rows
+        # a sum does not care for order: by user, a chunk reads and writes few user rows
+        if len(users) > chunk:
             order = torch.argsort(users)
             users, pos, neg = users[order], pos[order], neg[order]
         for c0 in range(0, len(users), chunk):
@@ -345,9 +343,8 @@ def triple_loss_grad(
     x, y = (u * dh).sum(1) + db, (u * dc).sum(1) + db
     gap = c[:m] - h[:m]
     bpr, cold = F.softplus(-x).sum().item(), F.softplus(-y).sum().item()
-    align = (
-        torch.linalg.vector_norm(gap).item() ** 2 / d
-    )  # one fused pass, no squared copy
+    # one fused pass, no squared copy
+    align = torch.linalg.vector_norm(gap).item() ** 2 / d
     g, f = -torch.sigmoid(-x)[:, None], -cold_weight * torch.sigmoid(-y)[:, None]
     # written in place into the gradient rows: no concatenated copies of m x d blocks
     grad_user = dh.mul_(g).add_(dc.mul_(f))

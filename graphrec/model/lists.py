@@ -70,9 +70,8 @@ class ListRequest:
     n: int
     filter_liked: bool
     recalculate: bool
-    user_items: dict[
-        str, list[str]
-    ]  # the items given for this call, per user given (an empty list: none)
+    # the items given for this call, per user given (an empty list: none)
+    user_items: dict[str, list[str]]
     filter_items: list[str]
     items: list[str] | None  # None: every item
     single: bool  # one user id was given (the answer's arrays are 1-D)
@@ -239,9 +238,8 @@ class Recommendations:
     """
 
     user_ids: np.ndarray  # object [n_users]
-    ids: (
-        np.ndarray
-    )  # object [n_users, width]: item ids, None past the end of a shorter list
+    # object [n_users, width]: item ids, None past the end of a shorter list
+    ids: np.ndarray
     scores: np.ndarray  # float32 [n_users, width]: NaN past the end of a shorter list
     single: bool = False  # one user id was asked for: unpacks to 1-D arrays
 

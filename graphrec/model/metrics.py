@@ -79,9 +79,8 @@ def per_user_accuracy(
             [hits, np.zeros((hits.shape[0], kmax - width), bool)], axis=1
         )
     discount = 1.0 / np.log2(np.arange(kmax) + 2.0)
-    ideal = np.concatenate(
-        [[0.0], np.cumsum(discount)]
-    )  # ideal[n] = IDCG with n relevant items
+    # ideal[n] = IDCG with n relevant items
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])
     valid = n_truth > 0
     first = np.where(hits.any(axis=1), hits.argmax(axis=1), kmax)
     out: dict[str, np.ndarray] = {}
@@ -211,9 +210,8 @@ def intra_list_diversity(
     for s in range(0, topk.shape[0], batch):
         t = topk[s : s + batch]
         ok = (t >= 0) & has[np.maximum(t, 0)]
-        v = (
-            f[np.maximum(t, 0)] * ok[..., None]
-        )  # [b, K, d], rows without content are zero
+        # [b, K, d], rows without content are zero
+        v = f[np.maximum(t, 0)] * ok[..., None]
         sim = np.einsum("bkd,bjd->bkj", v, v)
         pair = ok[:, :, None] & ok[:, None, :]
         diag = np.arange(t.shape[1])

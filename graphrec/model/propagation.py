@@ -118,19 +118,15 @@ class GraphInputs:
     n_users: int
     n_items: int
     ui: SparseOp
-    item_degree: (
-        torch.Tensor
-    )  # float32 [I]: training interactions of each item (0 = cold: content path)
-    user_degree: (
-        torch.Tensor
-    )  # float32 [U]: training interactions (0 = no trained ID embedding)
-    features: dict[str, torch.Tensor] = field(
-        default_factory=dict
-    )  # L2-normalised rows, 0 where absent
+    # float32 [I]: training interactions of each item (0 = cold: content path)
+    item_degree: torch.Tensor
+    # float32 [U]: training interactions (0 = no trained ID embedding)
+    user_degree: torch.Tensor
+    # L2-normalised rows, 0 where absent
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
     feature_mask: dict[str, torch.Tensor] = field(default_factory=dict)
-    item_attr: dict[str, tuple[str, SparseOp]] = field(
-        default_factory=dict
-    )  # relation -> (node type, operator)
+    # relation -> (node type, operator)
+    item_attr: dict[str, tuple[str, SparseOp]] = field(default_factory=dict)
     user_attr: dict[str, tuple[str, SparseOp]] = field(default_factory=dict)
     item_sim: SparseOp | None = None
 

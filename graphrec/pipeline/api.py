@@ -63,9 +63,8 @@ class _Served:
 
     dataset: Dataset
     ranker: Ranker
-    history: (
-        sp.csr_matrix
-    )  # every interaction the system was given (what the CLI excludes)
+    # every interaction the system was given (what the CLI excludes)
+    history: sp.csr_matrix
     users: pd.Index  # external user id -> user index
     items: pd.Index  # external item id -> item index
     model: TrainedModel | None = (
@@ -432,10 +431,11 @@ class Recommender:
             raise InputError(
                 "exists and is not a graphrec workspace: not replacing it", file=target
             )
+        # the lock: no stage writes while it is copied
         with (
             self._ws.lock(),
             atomic_dir(target) as tmp,
-        ):  # the lock: no stage writes while it is copied
+        ):
             shutil.copytree(
                 source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK)
             )
@@ -557,9 +557,8 @@ class Recommender:
                 for u, p in zip(req.users, pos)
             ]
         )
-        n = min(
-            req.n, len(served.items) if cand is None else len(cand)
-        )  # a list holds every candidate at most
+        # a list holds every candidate at most
+        n = min(req.n, len(served.items) if cand is None else len(cand))
         top = np.full((len(req.users), n), -1, np.int64)
         scores = np.full((len(req.users), n), np.nan, np.float32)
         stored = np.flatnonzero(~rescored)
@@ -661,9 +660,8 @@ class Recommender:
         ids = external_ids(item_ids)
         idx = self._item_index(served, ids)
         val, top = self._most_similar(served, idx, k)
-        rows, rank = np.nonzero(
-            np.isfinite(val)
-        )  # the item itself, ranked last at -inf, drops out here
+        # the item itself, ranked last at -inf, drops out here
+        rows, rank = np.nonzero(np.isfinite(val))
         return pd.DataFrame(
             {
                 "item_id": np.asarray(ids, dtype=object)[rows],
@@ -763,9 +761,8 @@ class Recommender:
 
         None (returned) means every item.
         """
-        cand = (
-            None if req.items is None else np.unique(self._item_index(s, req.items))
-        )  # a list holds an item once
+        # a list holds an item once
+        cand = None if req.items is None else np.unique(self._item_index(s, req.items))
         if not req.filter_items:
             return cand
         left_out = self._item_index(s, req.filter_items)
@@ -821,9 +818,8 @@ def _import_frames(
     `valid` present: pre-split parts. roles: the importer's column-role keywords.
     """
     inputs = ws.path / INPUTS / "fit"
-    shutil.rmtree(
-        inputs, ignore_errors=True
-    )  # a part the previous fit had and this one lacks must go
+    # a part the previous fit had and this one lacks must go
+    shutil.rmtree(inputs, ignore_errors=True)
     files = {
         name: _write_table(inputs / f"{name}.parquet", frame, name)
         for name, frame in frames.items()
@@ -873,11 +869,12 @@ def _write_table(path: Path, frame: pd.DataFrame, name: str) -> str:
         )
     try:
         write_parquet(path, frame)
+    # e.g. a column mixing numbers and text
     except (
         pa.ArrowInvalid,
         pa.ArrowTypeError,
         ValueError,
-    ) as e:  # e.g. a column mixing numbers and text
+    ) as e:
         raise InputError(
             f"{name} cannot be stored as a table ({e})", file=path
         ) from None

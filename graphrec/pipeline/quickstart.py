@@ -26,6 +26,8 @@ from graphrec.stages.train import run_train
 
 @dataclass
 class QuickstartResult:
+    """Where a quickstart left things: the workspace, its report, the export, and the test metrics."""
+
     workspace: Path
     report: Path
     export: Path

@@ -42,9 +42,8 @@ from graphrec.model.encoders.precomputed import parse_spec, read_precomputed
 from graphrec.model.encoders.sentence import load_sentence_model
 
 NEURAL = ("clip_image", "clip_text", "st_text")
-LOG = (
-    Path("logs") / "encode.json"
-)  # in a sub-folder: features/*.json are the modalities' own files
+# in a sub-folder: features/*.json are the modalities' own files
+LOG = Path("logs") / "encode.json"
 ALIASES = {
     "image": "clip_image",
     "text": "clip_text",
@@ -294,9 +293,8 @@ class _EncodeRun:
             bad_count=len(report.bad),
             bad=report.bad,
         )
-        _check_finite(
-            features
-        )  # before anything is written: features/ keeps the last good run
+        # before anything is written: features/ keeps the last good run
+        _check_finite(features)
         return features, report
 
     def _features(self, name: str) -> tuple[Features, ModalityReport]:
@@ -506,9 +504,8 @@ def summary(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- cache --------------------------------------------------------------------------------------------
-Encoded = tuple[
-    np.ndarray, np.ndarray, list[tuple[int, str]]
-]  # vectors, ok, bad (position in the batch, reason)
+# vectors, ok, bad (position in the batch, reason)
+Encoded = tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]
 
 
 def _cached(
@@ -522,9 +519,8 @@ def _cached(
     files: dict[int, str] | None = None,
 ) -> tuple[Features, ModalityReport]:
     """Reuse rows of `prev` whose identity and content hash match; encode the rest that have content."""
-    identity = json.loads(
-        json.dumps(identity, default=str)
-    )  # compare as it will read back from JSON
+    # compare as it will read back from JSON
+    identity = json.loads(json.dumps(identity, default=str))
     has_content = np.asarray(hashes, dtype=object) != ""
     rows = _reused_rows(item_ids, hashes, has_content, identity, prev, dim)
     todo = np.flatnonzero(has_content & ~rows.reused)

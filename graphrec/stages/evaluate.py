@@ -196,9 +196,8 @@ def _check_evaluable(ws: Workspace, ds: Dataset, ks: list[int]) -> None:
             "split by `graphrec data split` (or imported pre-split)",
             file=ws.stage_dir("dataset"),
         )
-    if (
-        ks[-1] > ds.n_items
-    ):  # a cut-off past the catalogue measures nothing more than the whole list
+    # a cut-off past the catalogue measures nothing more than the whole list
+    if ks[-1] > ds.n_items:
         raise InputError(
             f"--ks {ks[-1]} is more than the {ds.n_items} items of the catalogue"
         )
@@ -287,9 +286,8 @@ def _task_metrics(lists: _Task, topk: np.ndarray, scoring: _Scoring) -> dict[str
     metrics["popularity_histogram"] = _popularity_histogram(
         topk[:, :plot_k], scoring.popularity, lists.cand
     )
-    if (~warm[lists.cand]).any() and warm[
-        lists.cand
-    ].any():  # a task over warm and cold items alike
+    # a task over warm and cold items alike
+    if (~warm[lists.cand]).any() and warm[lists.cand].any():
         listed = topk[:, :plot_k][topk[:, :plot_k] >= 0]
         metrics["cold_share"] = {
             "lists": float((~warm[listed]).mean()) if len(listed) else None,
@@ -456,9 +454,8 @@ def _ease_baseline(
     """The EASE baseline's entry: its lambda selected on valid with a fit on train (what training saw
     excluded), then refitted on train+valid (`trained`) and scored on the tasks, as the ranker does."""
     warm_train = ds.warm_items(("train",))
-    selectable = (
-        len(ds.part("valid")) > 0 and warm_train.any()
-    )  # else: the grid's middle
+    # else: the grid's middle
+    selectable = len(ds.part("valid")) > 0 and warm_train.any()
     selected = select_ease(
         ds.matrix(("train",)),
         warm_train,
@@ -484,11 +481,12 @@ def _ease_baseline(
     }
 
 
+# recall_full: the field's Recall (hits / |truth|)
 HEADLINE_METRICS = (
     "ndcg",
     "recall_full",
     "recall",
-)  # recall_full: the field's Recall (hits / |truth|)
+)
 
 
 def headline(

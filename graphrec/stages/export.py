@@ -126,10 +126,11 @@ def _export_ranker(
     private export its blend without the blocks that carry user attributes (where the dataset has any)."""
     ranker = serving_ranker(ws, ds)
     if private and not ds.schema.user_attribute_columns:
+        # the model never saw any: collaborative already
         return (
             ranker,
             NO_ATTRIBUTES_NOTE,
-        )  # the model never saw any: collaborative already
+        )
     if not private:
         return ranker, None
     ranker = ranker.without_user_attributes()

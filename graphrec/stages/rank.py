@@ -108,10 +108,11 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("gnn", "ease", "pop", "content", "ridge", "cpop")
 COLD_COMPONENTS = ("gnn", "content", "ridge", "cpop")
+# scored on cold candidates only (0 elsewhere), so their spread is measured there
 COLD_ONLY = (
     "ridge",
     "cpop",
-)  # scored on cold candidates only (0 elsewhere), so their spread is measured there
+)
 BLOCKS = (
     "gnn",
     "ease",
@@ -136,9 +137,8 @@ EASE_LAMBDAS = (
     1000.0,
 )  # chosen on warm validation NDCG of EASE alone
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-OFFSET_GRID = tuple(
-    np.round(np.arange(-4.0, 4.01, 0.5), 2)
-)  # in units of the components' spreads
+# in units of the components' spreads
+OFFSET_GRID = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2))
 MAX_OFFSET = 64.0
 ANN_USER_SAMPLE = (
     20_000  # users whose vectors whiten the approximate index's projection
@@ -156,15 +156,12 @@ class Ranker:
     item_emb: np.ndarray  # float32 [n_items, d]
     warm: np.ndarray  # bool [n_items]
     pop: np.ndarray  # float32 [n_items]
-    ease_user: (
-        np.ndarray
-    )  # float32 [n_items, k]: a user's EASE vector is history @ ease_user
-    ease_item: (
-        np.ndarray
-    )  # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
-    content: (
-        np.ndarray | None
-    )  # float32 [n_items, dc], unit norm per modality, zero rows = no content
+    # float32 [n_items, k]: a user's EASE vector is history @ ease_user
+    ease_user: np.ndarray
+    # float32 [n_items, k]: low-rank EASE rows (warm), content_map(f) rows (cold)
+    ease_item: np.ndarray
+    # float32 [n_items, dc], unit norm per modality, zero rows = no content
+    content: np.ndarray | None
     content_map: ContentMap | None = (
         None  # item content -> ease_item space (the ridge component)
     )
@@ -361,9 +358,8 @@ class Ranker:
         """One block of `fold_in`: its item rows [n_items, width] and its five terms (mean mask, scale and constant
         for long histories, scale and constant for short ones), each [width]."""
         zero, one = np.zeros(width, np.float32), np.ones(width, np.float32)
-        if (
-            block == "gnn"
-        ):  # [mean of the items' gnn rows, 1], times the short-history weight
+        # [mean of the items' gnn rows, 1], times the short-history weight
+        if block == "gnn":
             rows = np.concatenate(
                 [self.item_emb[:, :-1], np.zeros((self.n_items, 1), np.float32)], axis=1
             )
@@ -408,9 +404,8 @@ class Ranker:
             ).astype(np.float32)
 
         offset = np.full((len(items), 1), self.cold_offset, np.float32)
-        if (
-            self.cold_pop is not None
-        ):  # the cold items' content-predicted popularity rides on their offset
+        # the cold items' content-predicted popularity rides on their offset
+        if self.cold_pop is not None:
             offset += self.cold_pop[items, None] * np.float32(
                 self.weights_cold.get("cpop", 0.0) / self.scale["cpop"]
             )
@@ -420,9 +415,8 @@ class Ranker:
             "pop": np.where(warm, parts["pop"] / np.float32(self.scale["pop"]), 0.0),
             "offset": np.where(warm, 0.0, offset),
         }
-        if (
-            "lowpass" in parts
-        ):  # the filter's second part, weighted as its first; a cold item's row is zero
+        # the filter's second part, weighted as its first; a cold item's row is zero
+        if "lowpass" in parts:
             folded["lowpass"] = parts["lowpass"] * weight("ease", "ridge")
         if "content" in parts:
             folded["content"] = parts["content"] * weight("content", "content")
@@ -500,9 +494,8 @@ class Ranker:
         candidate; for catalogues where users x items x dim is too much. The scores are exact dot products."""
         if k < 1:
             raise InputError(f"--k must be at least 1, got {k}")
-        k = min(
-            k, self.n_items
-        )  # before the [n, k] allocation: --k 10**12 asks for every item
+        # before the [n, k] allocation: --k 10**12 asks for every item
+        k = min(k, self.n_items)
         users = np.asarray(users, np.int64)
         cand = (
             np.arange(self.n_items)
@@ -577,9 +570,8 @@ def _search_excluding(
     ordered (ties by candidate column, as `topk_stable` orders the exact lists)."""
     first = _mask_known(ann.scores(uv), known, col_of)
     first_val, rows = torch.topk(first, min(ANN_OVERSAMPLE * k, first.shape[1]), dim=1)
-    rows, order = torch.sort(
-        rows, dim=1
-    )  # column order: ties in the exact scores break as in the exact pass
+    # column order: ties in the exact scores break as in the exact pass
+    rows, order = torch.sort(rows, dim=1)
     first_val = torch.gather(first_val, 1, order)
     user = torch.from_numpy(np.ascontiguousarray(uv, np.float32))
     exact = torch.empty(rows.shape)
@@ -647,9 +639,8 @@ class _Candidates:
     them, and the approximate index's first pass over them (None: every candidate is scored)."""
 
     items: np.ndarray  # int64 [n_cand]: the candidates' item indices, sorted
-    col_of: (
-        np.ndarray
-    )  # int64 [n_items]: an item's column among the candidates, -1 if not one
+    # int64 [n_items]: an item's column among the candidates, -1 if not one
+    col_of: np.ndarray
     vectors: torch.Tensor  # float32 [n_cand, dim]
     ann: ApproximateTopK | None
 
@@ -944,9 +935,8 @@ class ColdMaps:
 
     ridge: ContentMap
     pop: ContentMap | None
-    selection: dict[str, Any] = field(
-        default_factory=dict
-    )  # the lambdas chosen, and each lambda's validation NDCG
+    # the lambdas chosen, and each lambda's validation NDCG
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def on(self, r: Ranker, feats: sp.csr_matrix) -> Ranker:
         """`r` with these maps and the cold items' rows they give (warm rows unchanged)."""
@@ -1385,9 +1375,8 @@ class BlendFit:
     gnn_kept: (
         bool  # the blend with the GNN's block beat the closed-form blend without it
     )
-    selection: dict[
-        str, Any
-    ]  # users fitted on, validation NDCG with and without the GNN
+    # users fitted on, validation NDCG with and without the GNN
+    selection: dict[str, Any]
 
 
 def fit_weights(
@@ -1658,9 +1647,8 @@ class NewUsersFit:
     weights: dict[str, float]
     short_history: int
     groups: sp.csr_matrix | None  # the users' attribute values
-    group_items: (
-        np.ndarray | None
-    )  # P(item | value) over the training users holding it, divided by its spread
+    # P(item | value) over the training users holding it, divided by its spread
+    group_items: np.ndarray | None
     group_scale: float
     selection: dict[str, Any]
 
@@ -1835,9 +1823,8 @@ def _coordinate_search(
 
 def save_ranker(staged: Workspace, r: Ranker) -> None:
     """model/ranker.* of a staged workspace (through graphrec.model.artifacts): the fitted blend and its tensors."""
-    ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(
-        np.float32
-    )  # cold rows: rebuilt from content
+    # cold rows: rebuilt from content
+    ease_item = np.where(r.warm[:, None], r.ease_item, 0.0).astype(np.float32)
     tensors = {
         "ease_user": r.ease_user,
         "ease_item": ease_item,
@@ -1911,16 +1898,14 @@ def load_ranker(
         record=record,
     )
     kg = _graph(ws) if "group_items" in t or "ridge" in blend.components else None
-    if (
-        "group_items" in t
-    ):  # the users' attribute values are rebuilt from graph/ with the fitted layout
+    # the users' attribute values are rebuilt from graph/ with the fitted layout
+    if "group_items" in t:
         groups = user_groups(kg, ds.n_users, record.group_layout)[0]
         if groups is None or groups.shape[1] != t["group_items"].shape[1]:
             return None
         r = replace(r, groups=groups, group_items=t["group_items"])
-    if (
-        "ridge" in blend.components
-    ):  # the content it maps is rebuilt, cut to the fitted blocks' widths
+    # the content it maps is rebuilt, cut to the fitted blocks' widths
+    if "ridge" in blend.components:
         feats = ridge_content(kg, ds.n_items, content, record.ridge_widths)[0]
         if (
             feats is None

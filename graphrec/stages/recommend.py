@@ -166,9 +166,8 @@ def explanations(
 ) -> list[str]:
     """Knowledge-graph paths (kg.explain) when the workspace has a graph, else the embedding neighbour."""
     if ws.stage_dir("graph").is_dir():
-        ex = Explainer(
-            KnowledgeGraph.load(ws), ds.item_labels()
-        )  # one Python call per pair: opt-in only
+        # one Python call per pair: opt-in only
+        ex = Explainer(KnowledgeGraph.load(ws), ds.item_labels())
         pairs = progress_bar(
             zip(users, items), show=progress, total=len(users), desc="explaining"
         )
@@ -221,9 +220,8 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
             "mixed",
             "mixed-integer",
         ):
-            risky = col.str.startswith(FORMULA_START, na=False).astype(
-                bool
-            )  # missing or non-text: False
+            # missing or non-text: False
+            risky = col.str.startswith(FORMULA_START, na=False).astype(bool)
             out[column] = col.mask(risky, "'" + col[risky])
     return out
 

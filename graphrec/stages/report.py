@@ -29,9 +29,8 @@ from graphrec.model.metrics import ACCURACY
 from graphrec.stages.rank import Ranker
 from graphrec.stages.recommend import explanations
 
-if (
-    TYPE_CHECKING
-):  # matplotlib is imported where a plot is drawn (the Agg backend is chosen first)
+# matplotlib is imported where a plot is drawn (the Agg backend is chosen first)
+if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # ("h" | "h2" | "h3" | "p" | "note" | "warn" | "pre", text) | ("table", header, rows) | ("kv", [(key, value)], columns)
@@ -72,9 +71,8 @@ BASELINE_NAMES = {
     "ease": "EASE",
     "content": "content similarity",
 }
-NUMBER = re.compile(
-    rf"[-+]?[0-9.,]+(e[-+]?[0-9]+)?×?|{UNDEFINED}"
-)  # table cells the HTML aligns right
+# table cells the HTML aligns right
+NUMBER = re.compile(rf"[-+]?[0-9.,]+(e[-+]?[0-9]+)?×?|{UNDEFINED}")
 
 
 def _fmt(v: Any) -> str:
@@ -646,9 +644,8 @@ def _activity_plot(metrics: dict[str, Any]) -> Figure:
 
 def _save(fig: Figure, path: Path, caption: str) -> Block:
     fig.tight_layout()
-    fig.savefig(
-        path, dpi=90, bbox_inches="tight"
-    )  # "tight" keeps the legends placed outside the axes
+    # "tight" keeps the legends placed outside the axes
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

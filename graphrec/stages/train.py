@@ -135,9 +135,8 @@ def save_checkpoint(
             )
     with atomic_path(path) as tmp, native_errors(path):
         save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
-        usual_mode(
-            tmp, 0o666
-        )  # safetensors writes 0600: checkpoints get the umask's mode, as every artifact
+        # safetensors writes 0600: checkpoints get the umask's mode, as every artifact
+        usual_mode(tmp, 0o666)
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
@@ -179,9 +178,8 @@ def load_checkpoint(
 def load_model(workspace: Workspace | str | Path) -> TrainedModel:
     """The final model of a workspace's model/ stage (parameters, exported embeddings and model.json)."""
     meta, params, user, item = artifacts.read_model(Workspace.of(workspace))
-    shape = cast(
-        artifacts.Architecture, meta.architecture
-    )  # read_model checked it is there
+    # read_model checked it is there
+    shape = cast(artifacts.Architecture, meta.architecture)
     model = GraphRec(
         shape.n_users,
         shape.n_items,
@@ -370,10 +368,11 @@ def _epoch(
     totals = {"loss": 0.0, "bpr": 0.0, "cold": 0.0, "align": 0.0}
     for b in range(0, len(users), batch_size):  # batch_size: run_train resolved it
         n_b = min(batch_size, len(users) - b)
+        # this rank's share of the batch
         lo, hi = (
             b + rank * n_b // world,
             b + (rank + 1) * n_b // world,
-        )  # this rank's share of the batch
+        )
         loss, parts = step(
             inp, *(torch.as_tensor(x[lo:hi], device=device) for x in triples), gen
         )
@@ -727,9 +726,8 @@ def _prepare(
     torch.manual_seed(chosen.seed)
     rank, world = _dist()
     out = Workspace(ws.path / TRAINING)
-    run = _Run(
-        ws, chosen, resolve_device(chosen.device), out
-    )  # checks the inputs before anything is written
+    # checks the inputs before anything is written
+    run = _Run(ws, chosen, resolve_device(chosen.device), out)
     run.s = chosen.resolved(len(run.train))
     rank_settings.check(run.nu, run.ni)
     if rank == 0:

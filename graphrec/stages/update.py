@@ -190,9 +190,8 @@ def _grow_content(
     features_dir = ws.stage_dir("features")
     if items_added and features_dir.is_dir():
         t = time.perf_counter()
-        shutil.copytree(
-            features_dir, sws.stage_dir("features")
-        )  # the encode cache reads the old vectors
+        # the encode cache reads the old vectors
+        shutil.copytree(features_dir, sws.stage_dir("features"))
         encoded = encode_new_items(ws, sws, ds, grown, progress, notes)
         moves.append("features")
         seconds["encode"] = time.perf_counter() - t
@@ -231,9 +230,8 @@ def _stage_model(
     moved = np.linalg.norm(
         user_emb[: len(old_user)] - old_user, axis=1
     ) > 1e-6 * np.maximum(np.linalg.norm(old_user, axis=1), 1.0)
-    artifacts.copy_model(
-        ws, sws
-    )  # parameters and checkpoints stay; what follows replaces the rest
+    # parameters and checkpoints stay; what follows replaces the rest
+    artifacts.copy_model(ws, sws)
     artifacts.write_embeddings(sws, user_emb, item_emb)
     artifacts.extend_select_embeddings(ws, sws, ds, user_emb, item_emb)
     extend_ranker(ws, sws, ds, grown)
@@ -271,9 +269,8 @@ def _stage_log(
         {**paths, "encoding": encoding},
         inputs={k: file_sha256(v) for k, v in files.items() if v is not None},
     )
-    sws.relink(
-        ["features", "graph", "model"], final
-    )  # the stages it rewrote were made from the grown data
+    # the stages it rewrote were made from the grown data
+    sws.relink(["features", "graph", "model"], final)
 
 
 def _current_log(ws: Workspace, ds: Dataset, model: GraphRec) -> dict[str, Any]:

@@ -161,9 +161,8 @@ class ClipEncoder:
                 )
                 f = F.normalize(f.float(), dim=-1) * weight_d[s : s + batch_size, None]
                 acc.index_add_(0, owner_d[s : s + batch_size], f)
-                e = (
-                    s + batch_size
-                )  # owners are sorted: items before owner[e] have all their chunks in
+                # owners are sorted: items before owner[e] have all their chunks in
+                e = s + batch_size
                 bar.update((int(owner[e]) if e < len(owner) else n) - bar.n)
         return F.normalize(acc, dim=-1).cpu().numpy()
 
@@ -300,9 +299,8 @@ def _create(
                 require_pretrained=not identity["random_weights"],
                 **kwargs,
             )
-    except (
-        Exception
-    ) as e:  # open_clip wraps hub, network and state-dict errors in several types
+    # open_clip wraps hub, network and state-dict errors in several types
+    except Exception as e:
         raise _load_error(
             _short(e), name, weights, checkpoint, identity["random_weights"]
         ) from None

@@ -43,9 +43,8 @@ def open_image(
                         None,
                         f"decompression bomb: {w}x{h} pixels is over the limit of {max_pixels}",
                     )
-                rgb = im.convert(
-                    "RGB"
-                )  # forces the full decode: truncated data fails here
+                # forces the full decode: truncated data fails here
+                rgb = im.convert("RGB")
         return rgb, ""
     except FileNotFoundError:
         return None, "file not found"
@@ -102,17 +101,17 @@ class ImageFiles(torch.utils.data.Dataset):
             return i, None, reason
         try:
             return i, self.transform(img), ""
+        # e.g. a 1-pixel image the crop cannot handle
         except (
             OSError,
             ValueError,
             RuntimeError,
-        ) as e:  # e.g. a 1-pixel image the crop cannot handle
+        ) as e:
             return i, None, f"preprocessing failed: {e}"
 
 
-Batch = tuple[
-    torch.Tensor, torch.Tensor, list[tuple[int, str]]
-]  # positions, images, bad (position, reason)
+# positions, images, bad (position, reason)
+Batch = tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]
 
 
 def collate_images(batch: list[tuple[int, torch.Tensor | None, str]]) -> Batch:

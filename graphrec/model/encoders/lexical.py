@@ -160,7 +160,6 @@ def _orthonormal(y: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh(y.T @ y)
     keep = w > w.max() * 1e-10
     q = y @ (v[:, keep] / np.sqrt(w[keep]))
-    w2, v2 = np.linalg.eigh(
-        q.T @ q
-    )  # a second pass restores orthogonality lost to rounding
+    # a second pass restores orthogonality lost to rounding
+    w2, v2 = np.linalg.eigh(q.T @ q)
     return q @ (v2 / np.sqrt(w2))

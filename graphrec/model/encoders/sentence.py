@@ -99,14 +99,14 @@ def load_sentence_model(
             "pass --st-model with a local model folder"
         ) from None
     model.eval()
+    # renamed in v5
     get_dim = (
         getattr(model, "get_embedding_dimension", None)
         or model.get_sentence_embedding_dimension
-    )  # renamed in v5
+    )
     dim = int(get_dim() or model.encode([""], convert_to_numpy=True).shape[1])
-    max_len = (
-        model.max_seq_length
-    )  # None where the first module is no text transformer (int(None) failed)
+    # None where the first module is no text transformer (int(None) failed)
+    max_len = model.max_seq_length
     if max_len is None:
         raise InputError(
             f"sentence-transformers model {name_or_path!r} gives no max_seq_length: st_text needs a "
