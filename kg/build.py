@@ -14,6 +14,7 @@ attribute edges. Held-out interactions never become edges.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from graphrec.core.errors import InputError
 from graphrec.core.feature_store import Features, load_features
 from graphrec.core.io import file_sha256
 from graphrec.core.progress import progress_bar
+from graphrec.core.settings import BuildSettings
 from graphrec.core.workspace import Workspace, writes
 from graphrec.data.dataset import Dataset
 from graphrec.data.demographics import age_bands
@@ -328,10 +330,10 @@ class BuildResult:
 @writes
 def run_build(
     workspace: Workspace | str | os.PathLike,
-    item_knn: int | None = None,
-    knn_modalities: list[str] | None = None,
-    triples: str | os.PathLike | None = None,
-    entity_map: str | os.PathLike | None = None,
+    item_knn: int | None = BuildSettings.item_knn,
+    knn_modalities: Sequence[str] | None = BuildSettings.knn_modalities,
+    triples: str | os.PathLike | None = BuildSettings.triples,
+    entity_map: str | os.PathLike | None = BuildSettings.entity_map,
     force: bool = False,
     progress: bool = True,
 ) -> BuildResult:
@@ -378,7 +380,8 @@ def run_build(
             "--entity-map needs --triples (it maps the dataset's items to the triples' entities)",
             file=entity_map,
         )
-    item_knn, modalities, notes = _knn_settings(ws, item_knn, knn_modalities)
+    chosen = None if knn_modalities is None else list(knn_modalities)
+    item_knn, modalities, notes = _knn_settings(ws, item_knn, chosen)
     settings = _settings(item_knn, modalities, triples, entity_map)
     inputs = _input_hashes(ws, modalities, triples, entity_map)
     record = ws.stage_record("graph")

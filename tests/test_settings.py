@@ -10,7 +10,10 @@ import typer.main
 
 from graphrec.app.cli import app
 from graphrec.core.settings import (
+    BuildSettings,
     EncodeSettings,
+    EvaluateSettings,
+    ExportSettings,
     QuickstartSettings,
     RankSettings,
     SplitSettings,
@@ -108,6 +111,9 @@ def test_every_settings_field_with_help_is_an_option_of_its_command():
         (("encode",), (EncodeSettings,)),
         (("data", "split"), (SplitSettings,)),
         (("quickstart",), (QuickstartSettings,)),
+        (("build",), (BuildSettings,)),
+        (("evaluate",), (EvaluateSettings,)),
+        (("export",), (ExportSettings,)),
     ):
         options = _options(*command)
         for cls in classes:
@@ -117,3 +123,25 @@ def test_every_settings_field_with_help_is_an_option_of_its_command():
                     "refit",
                     "gnn",
                 }, (command, f.name)
+
+
+def test_build_evaluate_and_export_take_their_defaults_from_the_settings():
+    from graphrec.kg.build import run_build
+    from graphrec.stages.evaluate import run_evaluate
+    from graphrec.stages.export import export
+
+    for command, function, cls in (
+        (("build",), run_build, BuildSettings),
+        (("evaluate",), run_evaluate, EvaluateSettings),
+        (("export",), export, ExportSettings),
+    ):
+        params = inspect.signature(function).parameters
+        signature = {
+            name: p.default
+            for name, p in params.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        defaults = _defaults(cls)
+        n = len(defaults)
+        assert not _compare(signature, defaults, at_least=n), function.__name__
+        assert not _compare(_options(*command), defaults, at_least=n), command

@@ -31,7 +31,10 @@ from rich.text import Text
 from graphrec.core.errors import InputError
 from graphrec.core.io import carried_errno, dumps_json
 from graphrec.core.settings import (
+    BuildSettings,
     EncodeSettings,
+    EvaluateSettings,
+    ExportSettings,
     QuickstartSettings,
     RankSettings,
     SplitSettings,
@@ -125,6 +128,8 @@ def _option(f: dataclasses.Field, kind: Any) -> inspect.Parameter:
             help=help_text,
             show_default=value is not None,
             metavar=f.metadata.get("metavar"),
+            envvar=f.metadata.get("envvar"),
+            show_envvar="envvar" in f.metadata,
         )
     return inspect.Parameter(
         f.name,
@@ -166,9 +171,9 @@ def _from_option(f: dataclasses.Field, kind: Any, value: Any) -> Any:
     try:
         return tuple(int(v) for v in items)
     except ValueError:
-        flag_name = f.name.replace("_", "-")
+        flag_name = f.metadata.get("names", (f"--{f.name.replace('_', '-')}",))[0]
         raise InputError(
-            f"--{flag_name} must be comma-separated integers (got {value!r})"
+            f"{flag_name} must be comma-separated integers (got {value!r})"
         ) from None
 
 
@@ -561,41 +566,17 @@ def encode(
 
 # ---------------------------------------------------------------------------------------------- build / kg
 @app.command("build")
+@settings_options(BuildSettings)
 def build(
     workspace: Path = WS,
-    item_knn: int | None = typer.Option(
-        None,
-        help="Item-item kNN edges per content modality (default: 10 when "
-        "features exist, else 0; 0 = none).",
-    ),
-    knn_modalities: str | None = typer.Option(
-        None, help="Comma-separated modalities for kNN edges (default: all)."
-    ),
-    triples: Path | None = typer.Option(
-        None,
-        help="External triples: 'head relation tail' lines (KGAT/KGCN "
-        "kg.txt) or a CSV/Parquet with head,relation,tail.",
-    ),
-    entity_map: Path | None = typer.Option(
-        None,
-        help="Item -> entity map for --triples ('item_id entity_id' "
-        "lines, KGAT item_list.txt, or CSV item_id,entity).",
-    ),
     force: bool = flag(
         False, "--force", help="Rebuild even when the inputs are unchanged."
     ),
     as_json: bool = JSON,
+    **settings: Any,
 ) -> None:
     """Build the knowledge graph (users, items, attributes, entities; training interactions only)."""
-
-    res = run_build(
-        workspace,
-        item_knn=item_knn,
-        knn_modalities=_columns(knn_modalities),
-        triples=triples,
-        entity_map=entity_map,
-        force=force,
-    )
+    res = run_build(workspace, force=force, **settings)
     g = res.graph
     n_edges = sum(len(e) for e in g.edges.values())
 
@@ -772,23 +753,18 @@ def train(
 
 # ------------------------------------------------------------- evaluate / recommend / export / update / quickstart
 @app.command("evaluate")
+@settings_options(EvaluateSettings)
 def evaluate_cmd(
     workspace: Path = WS,
-    k: str = typer.Option(
-        "10,20,50", "--ks", "--k", help="Comma-separated cut-offs K."
-    ),
-    examples: int = typer.Option(
-        3, help="Users shown with example recommendations in the report."
-    ),
     as_json: bool = JSON,
+    **settings: Any,
 ) -> None:
     """Full-ranking metrics on the test parts (warm, cold-item, cold-user, overall) and eval/report.html."""
     from graphrec.stages.evaluate import run_evaluate
 
-    ks = [int(x) for x in _columns(k) or [] if x.isdigit()]
-    if len(ks) != len(_columns(k) or []) or not ks:
-        raise InputError(f"--ks must be comma-separated positive integers, got {k!r}")
-    d = run_evaluate(workspace, ks, examples)
+    if not settings["ks"] or min(settings["ks"]) < 1:
+        raise InputError(f"--ks must be positive integers, got {settings['ks']!r}")
+    d = run_evaluate(workspace, **settings)
     m = json.loads((d / "metrics.json").read_text())
     if as_json:
         _result(True, {**m, "report": str(d / "report.html")}, lambda: None)
@@ -895,6 +871,7 @@ def recommend_cmd(
 
 
 @app.command("export")
+@settings_options(ExportSettings)
 def export_cmd(
     workspace: Path = WS,
     out_dir: Path = typer.Option(
@@ -903,37 +880,19 @@ def export_cmd(
         help="Export folder to write: new, empty, or an earlier export "
         "(replaced as a whole); never a file or a folder inside a workspace.",
     ),
-    formats: str = typer.Option(
-        "parquet",
-        "--format",
-        help="Comma-separated: parquet, npy, faiss (each holds its "
-        "own copy of the item vectors: name only those a reader needs).",
-    ),
-    pseudonymize: str | None = typer.Option(
-        None,
-        envvar="GRAPHREC_SALT",
-        show_envvar=True,
-        help="Secret salt: user ids become HMAC-SHA256 pseudonyms (the "
-        "environment variable keeps it out of the process list).",
-    ),
     salt_file: Path | None = typer.Option(
         None,
         help="Read the pseudonymisation salt from this file (first line), "
         "so it does not show in the process list.",
     ),
-    private: bool = flag(
-        False,
-        "--private",
-        help="User vectors from the users' interactions alone, "
-        "without the paths that carry their attributes (docs/export.md, 'What a user "
-        "vector reveals').",
-    ),
     as_json: bool = JSON,
+    **settings: Any,
 ) -> None:
     """User and item vectors of the ranker's scoring space, with ids and a manifest (docs/export.md); load with
     graphrec.load_export."""
     from graphrec.stages.export import export
 
+    pseudonymize, private = settings["pseudonymize"], settings["private"]
     if salt_file is not None:
         if pseudonymize is not None:
             raise InputError(
@@ -942,9 +901,7 @@ def export_cmd(
         if not salt_file.is_file():
             raise InputError("file not found", file=salt_file)
         pseudonymize = (salt_file.read_text(encoding="utf-8").splitlines() or [""])[0]
-    d = export(
-        workspace, out_dir, _columns(formats) or [], pseudonymize, private=private
-    )
+    d = export(workspace, out_dir, settings["formats"], pseudonymize, private=private)
     m = json.loads((d / "manifest.json").read_text())
     _result(
         as_json,

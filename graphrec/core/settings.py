@@ -27,7 +27,8 @@ def setting(default: Any, help: str, **option: Any) -> Any:
         help: the option's help text.
         **option: how the option is spelled where the field's type does not say it: `repeat=True` for a list
             given by repeating the option (else a list is comma-separated), `path=True` for a file, `metavar`
-            for the value's placeholder in the help, `names` for the option's spellings.
+            for the value's placeholder in the help, `names` for the option's spellings, `envvar` for an
+            environment variable that gives it.
 
     Returns:
         A dataclass field whose metadata holds the help and the option's spelling.
@@ -143,6 +144,33 @@ class EncodeSettings:
             "max_pixels": self.max_pixels,
             "seed": self.seed,
         }
+
+
+# -- build ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildSettings:
+    """How `graphrec build` builds the knowledge graph (its options; config.json records them)."""
+
+    item_knn: int | None = setting(
+        None,
+        "Item-item kNN edges per content modality (default: 10 when features exist, "
+        "else 0; 0 = none).",
+    )
+    knn_modalities: Sequence[str] | None = setting(
+        None, "Comma-separated modalities for kNN edges (default: all)."
+    )
+    triples: str | Path | None = setting(
+        None,
+        "External triples: 'head relation tail' lines (KGAT/KGCN kg.txt) or a "
+        "CSV/Parquet with head,relation,tail.",
+        path=True,
+    )
+    entity_map: str | Path | None = setting(
+        None,
+        "Item -> entity map for --triples ('item_id entity_id' lines, KGAT "
+        "item_list.txt, or CSV item_id,entity).",
+        path=True,
+    )
 
 
 # -- train ----------------------------------------------------------------------------------------------
@@ -406,3 +434,39 @@ class QuickstartSettings:
     cold_users: float = 0.1
     cold_user_context: int = 3
     item_knn: int = 10
+
+
+# -- evaluate and export --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """What `graphrec evaluate` measures and shows (its options; config.json records them)."""
+
+    ks: tuple[int, ...] = setting(
+        (10, 20, 50), "Comma-separated cut-offs K.", names=("--ks", "--k")
+    )
+    examples: int = setting(
+        3, "Users shown with example recommendations in the report."
+    )
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What `graphrec export` writes besides the vectors (its options)."""
+
+    formats: tuple[str, ...] = setting(
+        ("parquet",),
+        "Comma-separated: parquet, npy, faiss (each holds its own copy of the item "
+        "vectors: name only those a reader needs).",
+        names=("--format",),
+    )
+    pseudonymize: str | None = setting(
+        None,
+        "Secret salt: user ids become HMAC-SHA256 pseudonyms (the environment variable "
+        "keeps it out of the process list).",
+        envvar="GRAPHREC_SALT",
+    )
+    private: bool = setting(
+        False,
+        "User vectors from the users' interactions alone, without the paths that carry "
+        "their attributes (docs/export.md, 'What a user vector reveals').",
+    )

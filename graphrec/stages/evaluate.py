@@ -34,7 +34,7 @@ import torch
 from graphrec.core.errors import InputError
 from graphrec.core.feature_store import load_features, unit_rows
 from graphrec.core.io import write_json
-from graphrec.core.settings import EASE_DIM
+from graphrec.core.settings import EASE_DIM, EvaluateSettings
 from graphrec.core.workspace import Workspace, command_line, writes
 from graphrec.data.dataset import GIVEN, TRAINED, Dataset
 from graphrec.model.artifacts import read_ranker_info
@@ -597,8 +597,8 @@ def setup(ws: Workspace, ds: Dataset) -> dict[str, Any]:
 @writes
 def run_evaluate(
     workspace: Workspace | str | Path,
-    ks: Sequence[int] = (10, 20, 50),
-    examples: int = 3,
+    ks: Sequence[int] = EvaluateSettings.ks,
+    examples: int = EvaluateSettings.examples,
     progress: bool = True,
 ) -> Path:
     """Evaluate graphrec and the baselines, then write eval/ atomically and record it.

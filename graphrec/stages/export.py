@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from graphrec.core.errors import InputError
+from graphrec.core.settings import ExportSettings
 from graphrec.core.workspace import Workspace, reads
 from graphrec.data.dataset import GIVEN, Dataset
 from graphrec.model.export_format import (
@@ -45,10 +46,10 @@ NO_ATTRIBUTES_NOTE = (
 def export(
     workspace: Workspace | str | os.PathLike,
     out: str | os.PathLike,
-    formats: Sequence[str] = ("parquet",),
-    pseudonymize: str | None = None,
+    formats: Sequence[str] = ExportSettings.formats,
+    pseudonymize: str | None = ExportSettings.pseudonymize,
     *,
-    private: bool = False,
+    private: bool = ExportSettings.private,
 ) -> Path:
     """Write the export folder `out` atomically and return it: the `graphrec export` stage.
 
