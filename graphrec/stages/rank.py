@@ -1873,21 +1873,39 @@ def load_ranker(
     saved = artifacts.read_ranker(ws, ds.n_items)
     if saved is None:
         return None
-    t, blend, record = saved
-    user_emb, item_emb, _ = artifacts.read_embeddings(ws, ds)
+    tensors, blend, record = saved
     content = _content_matrix(ws, ds.n_items)[0]
     if "content" in blend.components and content is None:
         return None
-    r = Ranker(
+    ranker: Ranker | None = _saved_blend(ws, ds, tensors, blend, record, content)
+    kg = _graph(ws) if "group_items" in tensors or "ridge" in blend.components else None
+    if ranker is not None and "group_items" in tensors:
+        ranker = _with_saved_groups(ranker, kg, ds, tensors, record)
+    if ranker is not None and "ridge" in blend.components:
+        ranker = _with_saved_cold_maps(ranker, kg, content, tensors, blend, record)
+    return ranker
+
+
+def _saved_blend(
+    ws: Workspace,
+    ds: Dataset,
+    tensors: dict[str, np.ndarray],
+    blend: artifacts.Blend,
+    record: RankerRecord,
+    content: np.ndarray | None,
+) -> Ranker:
+    """The ranker's blend as saved, over the workspace's embeddings (groups and cold maps still to add)."""
+    user_emb, item_emb, _ = artifacts.read_embeddings(ws, ds)
+    return Ranker(
         user_emb,
         item_emb,
-        t["warm"].astype(bool),
-        t["pop"],
-        t["ease_user"],
-        t["ease_item"],
+        tensors["warm"].astype(bool),
+        tensors["pop"],
+        tensors["ease_user"],
+        tensors["ease_item"],
         content if "content" in blend.components else None,
-        lowpass_user=t.get("lowpass_user"),
-        lowpass_item=t.get("lowpass_item"),
+        lowpass_user=tensors.get("lowpass_user"),
+        lowpass_item=tensors.get("lowpass_item"),
         new_user_weights=blend.new_user_weights,
         short_history=blend.short_history or 0,
         private_new_user_weights=blend.private_new_user_weights,
@@ -1897,34 +1915,53 @@ def load_ranker(
         cold_offset=blend.cold_offset,
         record=record,
     )
-    kg = _graph(ws) if "group_items" in t or "ridge" in blend.components else None
-    # the users' attribute values are rebuilt from graph/ with the fitted layout
-    if "group_items" in t:
-        groups = user_groups(kg, ds.n_users, record.group_layout)[0]
-        if groups is None or groups.shape[1] != t["group_items"].shape[1]:
-            return None
-        r = replace(r, groups=groups, group_items=t["group_items"])
-    # the content it maps is rebuilt, cut to the fitted blocks' widths
-    if "ridge" in blend.components:
-        feats = ridge_content(kg, ds.n_items, content, record.ridge_widths)[0]
-        if (
-            feats is None
-            or "ridge_columns" not in t
-            or feats.shape[1] != sum(record.ridge_widths or ())
-        ):
-            return None
-        maps = {
-            n: ContentMap(
-                t[n], t[f"{n}_mean"], t[f"{n}_target_mean"], t[f"{n}_columns"]
-            )
-            for n in ("ridge", "cold_pop")
-            if n in t
-        }  # read_ranker checked: ridge is there
-        r = ColdMaps(
-            maps["ridge"],
-            maps.get("cold_pop") if "cpop" in blend.components else None,
-        ).on(r, feats)
-    return r
+
+
+def _with_saved_groups(
+    ranker: Ranker,
+    kg: KnowledgeGraph | None,
+    ds: Dataset,
+    tensors: dict[str, np.ndarray],
+    record: RankerRecord,
+) -> Ranker | None:
+    """The ranker with its group block: the users' attribute values rebuilt from graph/ with the fitted
+    layout; None when they no longer fit the saved block."""
+    groups = user_groups(kg, ds.n_users, record.group_layout)[0]
+    if groups is None or groups.shape[1] != tensors["group_items"].shape[1]:
+        return None
+    return replace(ranker, groups=groups, group_items=tensors["group_items"])
+
+
+def _with_saved_cold_maps(
+    ranker: Ranker,
+    kg: KnowledgeGraph | None,
+    content: np.ndarray | None,
+    tensors: dict[str, np.ndarray],
+    blend: artifacts.Blend,
+    record: RankerRecord,
+) -> Ranker | None:
+    """The ranker with its content maps: the content they map rebuilt, cut to the fitted blocks' widths;
+    None when it no longer fits them."""
+    n_items = len(ranker.warm)
+    feats = ridge_content(kg, n_items, content, record.ridge_widths)[0]
+    if (
+        feats is None
+        or "ridge_columns" not in tensors
+        or feats.shape[1] != sum(record.ridge_widths or ())
+    ):
+        return None
+    maps = {
+        name: ContentMap(
+            tensors[name],
+            tensors[f"{name}_mean"],
+            tensors[f"{name}_target_mean"],
+            tensors[f"{name}_columns"],
+        )
+        for name in ("ridge", "cold_pop")
+        if name in tensors
+    }  # read_ranker checked: ridge is there
+    cold_pop = maps.get("cold_pop") if "cpop" in blend.components else None
+    return ColdMaps(maps["ridge"], cold_pop).on(ranker, feats)
 
 
 def extend_ranker(
