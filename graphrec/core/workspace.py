@@ -402,41 +402,17 @@ class Workspace:
             )
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        path = self.path / LOCK
-        key = str(path.resolve())
-        if _HELD.get(key):
+        key = str((self.path / LOCK).resolve())
+        if _HELD.get(key):  # nested: this process holds it already
             _HELD[key] += 1
             try:
                 yield
             finally:
                 _HELD[key] -= 1
             return
-        fd = open_private_file(path)
+        fd = open_private_file(self.path / LOCK)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                raise InputError(
-                    f"workspace is in use by another graphrec run ({holder}): wait for it to finish "
-                    "(one writer at a time)",
-                    file=self.path,
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(
-                fd,
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "host": socket.gethostname(),
-                        "command": command_line(),
-                        "since": _dt.datetime.now(_dt.timezone.utc).isoformat(
-                            timespec="seconds"
-                        ),
-                    }
-                ).encode(),
-                0,
-            )
+            self._take_lock(fd)
             _HELD[key] = 1
             try:
                 self.recover()
@@ -447,6 +423,31 @@ class Workspace:
             os.close(fd)  # closing drops the flock
             if created and {p.name for p in self.path.iterdir()} <= {LOCK, SWITCH}:
                 shutil.rmtree(self.path, ignore_errors=True)
+
+    def _take_lock(self, fd: int) -> None:
+        """Flock the open lock file `fd` without waiting and write this process into it as the holder.
+
+        Raises:
+            InputError: Another graphrec run holds it (naming it).
+        """
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            raise InputError(
+                f"workspace is in use by another graphrec run ({holder}): wait for it to finish "
+                "(one writer at a time)",
+                file=self.path,
+            ) from None
+        since = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command_line(),
+            "since": since,
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
 
     def recover(self) -> None:
         """Put right what a killed writer left (the lock holder only: a live writer's temp names would match).
