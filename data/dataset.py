@@ -244,20 +244,29 @@ class Dataset:
         ds._check(d)
         return ds
 
-    def _check(self, d: Path) -> None:
+    def _check(self, folder: Path) -> None:
         """The tables' columns and types (dataset/ as documented above), the schema's columns, indices in range
         and ids.json agreeing with the tables: what every stage relies on without looking again."""
-        sc = self.schema
+        self._check_entity_tables(folder)
+        self._check_ids(folder)
+        self._check_interactions(folder / "interactions.parquet")
+        if self.triples is not None:
+            check_columns(self.triples, TRIPLES, folder / "triples.parquet", REMAKE)
+            _check_index(self.triples, "item", self.n_items, folder / "triples.parquet")
+
+    def _check_entity_tables(self, folder: Path) -> None:
+        """items.parquet and users.parquet: text columns only (the id among them), each column the schema names."""
+        schema = self.schema
         for name, frame, id_column, roles in (
             (
                 "items",
                 self.items,
                 "item_id",
-                [*sc.text_columns, *sc.attribute_columns, sc.image_column],
+                [*schema.text_columns, *schema.attribute_columns, schema.image_column],
             ),
-            ("users", self.users, "user_id", sc.user_attribute_columns),
+            ("users", self.users, "user_id", schema.user_attribute_columns),
         ):
-            path = d / f"{name}.parquet"
+            path = folder / f"{name}.parquet"
             check_columns(
                 frame,
                 {id_column: "str", **{c: "str" for c in frame.columns}},
@@ -271,7 +280,10 @@ class Dataset:
                     file=path,
                     column=missing[0],
                 )
-        ids = DatasetIds.read(d / "ids.json", REMAKE)
+
+    def _check_ids(self, folder: Path) -> None:
+        """ids.json lists the tables' user and item ids, in their row order."""
+        ids = DatasetIds.read(folder / "ids.json", REMAKE)
         for kind, listed, known in (
             ("users", ids.users, self.user_ids),
             ("items", ids.items, self.item_ids),
@@ -280,9 +292,11 @@ class Dataset:
                 raise InputError(
                     f"'{kind}' ({len(listed)} ids) disagrees with {kind}.parquet ({len(known)} rows): "
                     f"{REMAKE}",
-                    file=d / "ids.json",
+                    file=folder / "ids.json",
                 )
-        path = d / "interactions.parquet"
+
+    def _check_interactions(self, path: Path) -> None:
+        """interactions.parquet: its columns and types, indices in range and known split parts only."""
         check_columns(self.interactions, INTERACTIONS, path, REMAKE)
         _check_index(self.interactions, "user", self.n_users, path)
         _check_index(self.interactions, "item", self.n_items, path)
@@ -293,9 +307,6 @@ class Dataset:
                 file=path,
                 column="split",
             )
-        if self.triples is not None:
-            check_columns(self.triples, TRIPLES, d / "triples.parquet", REMAKE)
-            _check_index(self.triples, "item", self.n_items, d / "triples.parquet")
 
     def counts(self) -> dict[str, Any]:
         parts = self.interactions["split"].value_counts().to_dict()

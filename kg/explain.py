@@ -119,29 +119,53 @@ class Explainer:
             raise InputError(f"user {user} or item {item} is out of range of the graph")
         rel = self.likes_key[1]
         row = self.likes[user]
-        liked, w = row.indices, row.data.astype(np.float64)
-        u, target = self._step("user", user), self._step("item", item)
+        liked, weight = row.indices, row.data.astype(np.float64)
+        user_step, target = self._step("user", user), self._step("item", item)
         if np.any(liked == item):
-            return [ExplanationPath("interacted", [u, target], [rel], 1.0)]
-        w = w / w.max() if len(w) and w.max() > 0 else np.ones(len(w))
+            return [ExplanationPath("interacted", [user_step, target], [rel], 1.0)]
+        if len(weight) and weight.max() > 0:
+            weight = weight / weight.max()
+        else:
+            weight = np.ones(len(weight))
+        found = self._shared_nodes(item, liked, weight, user_step, target, rel, k)
+        found += self._similar_items(item, liked, weight, user_step, target, rel, k)
+        found += self._co_interaction(
+            user, item, liked, weight, user_step, target, rel, k
+        )
+        if not found:
+            return self._shortest(user, item)
+        found.sort(key=lambda p: -p.score)
+        return found[:k]
+
+    def _shared_nodes(
+        self,
+        item: int,
+        liked: np.ndarray,
+        weight: np.ndarray,
+        user_step: PathStep,
+        target: PathStep,
+        rel: str,
+        k: int,
+    ) -> list[ExplanationPath]:
+        """Up to k paths per relation through a node (genre, entity...) that a liked item shares with `item`."""
         found: list[ExplanationPath] = []
         for key, m, rarity in self.item_nodes:
             nodes = m[item].indices
             if not len(nodes) or not len(liked):
                 continue
             hit = m[liked][:, nodes].tocoo()
-            score = w[hit.row] * rarity[nodes[hit.col]]
+            score = weight[hit.row] * rarity[nodes[hit.col]]
             back = key[1] if key[0] == "item" else f"rev_{key[1]}"
-            fam = key[2] if key[0] == "item" else key[0]
-            label = key[1] if fam == "entity" else fam
+            family = key[2] if key[0] == "item" else key[0]
+            label = key[1] if family == "entity" else family
             for h in _top(score, k):
                 found.append(
                     ExplanationPath(
                         "shared_node",
                         [
-                            u,
+                            user_step,
                             self._step("item", liked[hit.row[h]]),
-                            self._step(fam, nodes[hit.col[h]]),
+                            self._step(family, nodes[hit.col[h]]),
                             target,
                         ],
                         [rel, back, _reverse(back)],
@@ -149,10 +173,24 @@ class Explainer:
                         label,
                     )
                 )
+        return found
+
+    def _similar_items(
+        self,
+        item: int,
+        liked: np.ndarray,
+        weight: np.ndarray,
+        user_step: PathStep,
+        target: PathStep,
+        rel: str,
+        k: int,
+    ) -> list[ExplanationPath]:
+        """Up to k paths per similarity relation from a liked item that is similar to `item`."""
+        found: list[ExplanationPath] = []
         for key, m in self.item_items:
             if not len(liked):
                 continue
-            score = w * np.minimum(1.0, m[liked][:, [item]].toarray().ravel())
+            score = weight * np.minimum(1.0, m[liked][:, [item]].toarray().ravel())
             label = (
                 key[1][len("similar_") :] if key[1].startswith("similar_") else key[1]
             )
@@ -160,29 +198,26 @@ class Explainer:
                 found.append(
                     ExplanationPath(
                         "similar_item",
-                        [u, self._step("item", liked[r]), target],
+                        [user_step, self._step("item", liked[r]), target],
                         [rel, key[1]],
                         float(score[r]),
                         label,
                     )
                 )
-        found += self._co_interaction(user, item, liked, w, u, target, rel, k)
-        if not found:
-            return self._shortest(user, item)
-        found.sort(key=lambda p: -p.score)
-        return found[:k]
+        return found
 
     def _co_interaction(
         self,
         user: int,
         item: int,
         liked: np.ndarray,
-        w: np.ndarray,
-        u: PathStep,
+        weight: np.ndarray,
+        user_step: PathStep,
         target: PathStep,
         rel: str,
         k: int,
     ) -> list[ExplanationPath]:
+        """Up to k paths through another user of `item` who also has a liked item, scored by their share."""
         others = self.liked_by[item].indices
         others = others[others != user][:CO_USERS_CAP]
         if not len(others) or not len(liked):
@@ -190,12 +225,12 @@ class Explainer:
         sub = self.likes[others][:, liked].tocsc()
         # how many of the item's users also have each liked item
         support = np.diff(sub.indptr)
-        score = w * support / (len(others) + CO_SMOOTHING)
+        score = weight * support / (len(others) + CO_SMOOTHING)
         return [
             ExplanationPath(
                 "co_interaction",
                 [
-                    u,
+                    user_step,
                     self._step("item", liked[r]),
                     self._step("user", others[sub.indices[sub.indptr[r]]]),
                     target,

@@ -29,39 +29,50 @@ def graph_stats(graph: KnowledgeGraph, ds: Dataset | None = None) -> dict[str, A
     degree = degrees(graph)
     off = graph.node_offsets()
     per_type = {t: degree[off[t] : off[t] + n] for t, n in graph.num_nodes.items()}
-    adj = graph.to_homogeneous()
-    n_comp, labels = connected_components(adj, directed=False)
-    sizes = np.bincount(labels)
+    n_comp, labels = connected_components(graph.to_homogeneous(), directed=False)
     out: dict[str, Any] = {
         "nodes": dict(graph.num_nodes),
         "edges": {"|".join(k): len(e) for k, e in graph.edges.items()},
         "total_nodes": int(sum(graph.num_nodes.values())),
         "total_edges": int(sum(map(len, graph.edges.values()))),
-        "degree": {t: _summary(d) for t, d in per_type.items() if len(d)},
-        "degree_histogram": {
-            t: _log2_histogram(d) for t, d in per_type.items() if t in ("user", "item")
-        },
-        "isolated": {t: int((d == 0).sum()) for t, d in per_type.items()},
-        "components": {
-            "count": int(n_comp),
-            "largest": int(sizes.max()) if len(sizes) else 0,
-            "largest_share": round(float(sizes.max() / max(1, len(labels))), 4)
-            if len(sizes)
-            else 0.0,
-            "non_trivial": int((sizes > 1).sum()),
-        },
+        **_degree_stats(per_type),
+        "components": _component_stats(n_comp, labels),
     }
     cold = None
     if ds is not None and ds.is_split:
         cold = ds.cold_items()
     out["cold_items"] = cold_reachability(graph, cold, labels)
     if ds is not None:
-        rep = out["cold_items"]
-        rep["dead_end_examples"] = [
-            str(ds.item_ids[i]) for i in rep["dead_end_examples"]
+        report = out["cold_items"]
+        report["dead_end_examples"] = [
+            str(ds.item_ids[i]) for i in report["dead_end_examples"]
         ]
         out["leak_check"] = leak_check(graph, ds)
     return out
+
+
+def _degree_stats(per_type: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The degree summary, user/item degree histograms and isolated-node counts, by node type."""
+    return {
+        "degree": {t: _summary(d) for t, d in per_type.items() if len(d)},
+        "degree_histogram": {
+            t: _log2_histogram(d) for t, d in per_type.items() if t in ("user", "item")
+        },
+        "isolated": {t: int((d == 0).sum()) for t, d in per_type.items()},
+    }
+
+
+def _component_stats(n_comp: int, labels: np.ndarray) -> dict[str, Any]:
+    """Count and sizes of the connected components, from their labels (one per node)."""
+    sizes = np.bincount(labels)
+    return {
+        "count": int(n_comp),
+        "largest": int(sizes.max()) if len(sizes) else 0,
+        "largest_share": round(float(sizes.max() / max(1, len(labels))), 4)
+        if len(sizes)
+        else 0.0,
+        "non_trivial": int((sizes > 1).sum()),
+    }
 
 
 @reads

@@ -174,44 +174,68 @@ def fit_content_maps(
     y_mean = y.mean(axis=0) if n else np.zeros(y.shape[1])
     yc = y - y_mean
     mean = np.asarray(f.mean(axis=0)).ravel() if n else np.zeros(d)
-
-    def done(weights: list[np.ndarray]) -> list[ContentMap]:
-        return [
-            ContentMap(
-                w.astype(np.float32),
-                mean.astype(np.float32),
-                y_mean.astype(np.float32),
-                columns,
-            )
-            for w in weights
-        ]
-
     if min(n, d) == 0:
-        return done([np.zeros((d, y.shape[1])) for _ in lambdas])
-    # dual
-    if 8 * n * n <= RIDGE_DENSE_BYTES and (n < d or 8 * d * d > RIDGE_DENSE_BYTES):
-        fm = f @ mean
-        kern = (f @ f.T).toarray() - fm[:, None] - fm[None, :] + mean @ mean  # F_c F_c'
-        e, u = np.linalg.eigh(kern)
-        uy = u.T @ yc
-        ft = f.T.tocsr()
-        out = []
-        for lam in lambdas:
-            z = u @ (uy / np.maximum(e + lam, 1e-12)[:, None])  # (K + lam I)^-1 Y_c
-            out.append(ft @ z - np.outer(mean, z.sum(axis=0)))  # F_c' z
-        return done(out)
-    if 8 * d * d <= RIDGE_DENSE_BYTES:  # primal: F_c'F_c = F'F - n mean mean'
-        e, vc = np.linalg.eigh((f.T @ f).toarray() - n * np.outer(mean, mean))
+        weights = [np.zeros((d, y.shape[1])) for _ in lambdas]
+    elif 8 * n * n <= RIDGE_DENSE_BYTES and (n < d or 8 * d * d > RIDGE_DENSE_BYTES):
+        weights = _dual_ridge(f, mean, yc, lambdas)
     else:
-        ft = f.T.tocsr()
-        s_, vc = randomized_svd(
-            lambda z: f @ z - np.outer(np.ones(n), mean @ z),
-            lambda q: ft @ q - np.outer(mean, q.sum(axis=0)),
-            (n, d),
-            RIDGE_RANK,
-            seed,
+        weights = _primal_ridge(f, mean, yc, lambdas, seed)
+    return [
+        ContentMap(
+            w.astype(np.float32),
+            mean.astype(np.float32),
+            y_mean.astype(np.float32),
+            columns,
         )
-        e = s_**2
+        for w in weights
+    ]
+
+
+def _dual_ridge(
+    f: sp.csr_matrix, mean: np.ndarray, yc: np.ndarray, lambdas: Sequence[float]
+) -> list[np.ndarray]:
+    """Ridge weights [d, k] per lam from the n x n kernel of the centred content: W = F_c' (K + lam I)^-1 Y_c."""
+    fm = f @ mean
+    kern = (f @ f.T).toarray() - fm[:, None] - fm[None, :] + mean @ mean  # F_c F_c'
+    e, u = np.linalg.eigh(kern)
+    uy = u.T @ yc
+    ft = f.T.tocsr()
+    out = []
+    for lam in lambdas:
+        z = u @ (uy / np.maximum(e + lam, 1e-12)[:, None])  # (K + lam I)^-1 Y_c
+        out.append(ft @ z - np.outer(mean, z.sum(axis=0)))  # F_c' z
+    return out
+
+
+def _primal_ridge(
+    f: sp.csr_matrix,
+    mean: np.ndarray,
+    yc: np.ndarray,
+    lambdas: Sequence[float],
+    seed: int,
+) -> list[np.ndarray]:
+    """Ridge weights [d, k] per lam in the eigenbasis (V_c, e) of F_c'F_c: V_c diag(1/(e+lam)) V_c' F_c' Y_c."""
+    e, vc = _content_eigenbasis(f, mean, seed)
     # V_c' F_c' Y_c (the centring of F cancels: Y_c sums to 0)
     proj = vc.T @ np.asarray(f.T @ yc)
-    return done([vc @ (proj / np.maximum(e + lam, 1e-12)[:, None]) for lam in lambdas])
+    return [vc @ (proj / np.maximum(e + lam, 1e-12)[:, None]) for lam in lambdas]
+
+
+def _content_eigenbasis(
+    f: sp.csr_matrix, mean: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(e, V_c) of F_c'F_c: exact from the d x d Gram matrix when it fits RIDGE_DENSE_BYTES, else of rank RIDGE_RANK.
+
+    The randomized SVD multiplies by F_c = F - 1 mean' without forming it, so sparse content stays sparse."""
+    n, d = f.shape
+    if 8 * d * d <= RIDGE_DENSE_BYTES:  # primal: F_c'F_c = F'F - n mean mean'
+        return np.linalg.eigh((f.T @ f).toarray() - n * np.outer(mean, mean))
+    ft = f.T.tocsr()
+    s_, vc = randomized_svd(
+        lambda z: f @ z - np.outer(np.ones(n), mean @ z),
+        lambda q: ft @ q - np.outer(mean, q.sum(axis=0)),
+        (n, d),
+        RIDGE_RANK,
+        seed,
+    )
+    return s_**2, vc

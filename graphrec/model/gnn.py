@@ -281,37 +281,56 @@ class GraphRec(nn.Module):
         O(LOSS_CHUNK d) whatever its size."""
         e = self.get_embedding(inp)
         tables = (e.user, torch.cat([e.item_cf, e.item_content, e.bias[:, None]], 1))
-        flat = tuple(t.detach() for t in tables)
-        grads = tuple(torch.zeros_like(t) for t in flat)
-        value, parts = 0.0, {"bpr": 0.0, "cold": 0.0, "align": 0.0}
-        chunk = LOSS_CHUNK
         # a sum does not care for order: by user, a chunk reads and writes few user rows
-        if len(users) > chunk:
+        if len(users) > LOSS_CHUNK:
             order = torch.argsort(users)
             users, pos, neg = users[order], pos[order], neg[order]
-        for c0 in range(0, len(users), chunk):
-            u, items = (
-                users[c0 : c0 + chunk],
-                torch.cat([pos[c0 : c0 + chunk], neg[c0 : c0 + chunk]]),
-            )
-            # index_select, not t[i]: advanced indexing is ~4x slower on CPU
-            loss, p, g_user, g_item = triple_loss_grad(
-                flat[0].index_select(0, u),
-                flat[1].index_select(0, items),
-                w.cold,
-                w.align,
-            )
-            grads[0].index_add_(0, u, g_user)
-            grads[1].index_add_(0, items, g_item)
-            value += loss
-            parts = {k: parts[k] + v for k, v in p.items()}
-        linear = (tables[0] * grads[0]).sum() + (tables[1] * grads[1]).sum()
-        count_u = torch.bincount(users, minlength=len(e.user_ego)).to(e.user_ego.dtype)
-        count_i = torch.bincount(torch.cat([pos, neg]), minlength=len(e.item_ego)).to(
-            e.item_ego.dtype
+        grads, value, parts = _table_gradients(
+            tables[0].detach(), tables[1].detach(), users, pos, neg, w
         )
-        ego = count_u @ e.user_ego.pow(2).sum(1) + count_i @ e.item_ego.pow(2).sum(1)
+        linear = (tables[0] * grads[0]).sum() + (tables[1] * grads[1]).sum()
+        ego = _batch_ego_sq(e, users, torch.cat([pos, neg]))
         return linear - linear.detach() + value + 0.5 * w.reg * ego, parts
+
+
+def _table_gradients(
+    user_table: torch.Tensor,
+    item_table: torch.Tensor,
+    users: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    w: LossWeights,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], float, dict[str, float]]:
+    """(G_T of the user and item tables, ranking loss, its parts) of `full_graph_loss`, LOSS_CHUNK triples at a time."""
+    grads = (torch.zeros_like(user_table), torch.zeros_like(item_table))
+    value, parts = 0.0, {"bpr": 0.0, "cold": 0.0, "align": 0.0}
+    chunk = LOSS_CHUNK
+    for c0 in range(0, len(users), chunk):
+        u, items = (
+            users[c0 : c0 + chunk],
+            torch.cat([pos[c0 : c0 + chunk], neg[c0 : c0 + chunk]]),
+        )
+        # index_select, not t[i]: advanced indexing is ~4x slower on CPU
+        loss, chunk_parts, g_user, g_item = triple_loss_grad(
+            user_table.index_select(0, u),
+            item_table.index_select(0, items),
+            w.cold,
+            w.align,
+        )
+        grads[0].index_add_(0, u, g_user)
+        grads[1].index_add_(0, items, g_item)
+        value += loss
+        parts = {k: parts[k] + v for k, v in chunk_parts.items()}
+    return grads, value, parts
+
+
+def _batch_ego_sq(
+    e: Embeddings, users: torch.Tensor, items: torch.Tensor
+) -> torch.Tensor:
+    """sum_n count_n ||x^0_n||^2: the squared layer-0 norms of the batch's rows, each as often as the batch has it."""
+    count_u = torch.bincount(users, minlength=len(e.user_ego)).to(e.user_ego.dtype)
+    count_i = torch.bincount(items, minlength=len(e.item_ego)).to(e.item_ego.dtype)
+    return count_u @ e.user_ego.pow(2).sum(1) + count_i @ e.item_ego.pow(2).sum(1)
 
 
 def triple_loss_grad(
@@ -348,6 +367,21 @@ def triple_loss_grad(
     g, f = -torch.sigmoid(-x)[:, None], -cold_weight * torch.sigmoid(-y)[:, None]
     # written in place into the gradient rows: no concatenated copies of m x d blocks
     grad_user = dh.mul_(g).add_(dc.mul_(f))
+    grad_item = _item_rows_grad(item_rows, u, g, f, gap, align_weight)
+    total = bpr + cold_weight * cold + align_weight * align
+    return total, {"bpr": bpr, "cold": cold, "align": align}, grad_user, grad_item
+
+
+def _item_rows_grad(
+    item_rows: torch.Tensor,
+    u: torch.Tensor,
+    g: torch.Tensor,
+    f: torch.Tensor,
+    gap: torch.Tensor,
+    align_weight: float,
+) -> torch.Tensor:
+    """dL/ditem_rows of `triple_loss_grad` (its formulas), each block written in place into one new tensor."""
+    d, m = (item_rows.shape[1] - 1) // 2, len(u)
     grad_item = torch.empty_like(item_rows)
     torch.mul(u, g, out=grad_item[:m, :d])
     torch.neg(grad_item[:m, :d], out=grad_item[m:, :d])
@@ -361,8 +395,7 @@ def triple_loss_grad(
     grad_item[m:, d : 2 * d].neg_()
     torch.add(g, f, out=grad_item[:m, 2 * d :])
     torch.neg(grad_item[:m, 2 * d :], out=grad_item[m:, 2 * d :])
-    total = bpr + cold_weight * cold + align_weight * align
-    return total, {"bpr": bpr, "cold": cold, "align": align}, grad_user, grad_item
+    return grad_item
 
 
 # -- inference without retraining (live updates) ---------------------------------------------------------

@@ -46,29 +46,49 @@ def _tfidf(
         vocab, term = np.unique(flat, return_inverse=True)
     else:
         vocab, idf = fixed
-        term = np.searchsorted(vocab, flat) if len(flat) else np.zeros(0, np.int64)
-        known = (
-            (term < len(vocab))
-            & (vocab[np.minimum(term, max(len(vocab) - 1, 0))] == flat)
-            if len(vocab)
-            else np.zeros(len(flat), bool)
-        )
-        doc, term = doc[known], term[known]
+        doc, term = _known_words(vocab, flat, doc)
     tf = sp.csr_matrix(
         (np.ones(len(term), dtype=np.float32), (doc, term)),
         shape=(len(texts), len(vocab)),
     )
     tf.sum_duplicates()
     if fixed is None:
-        df = np.bincount(tf.indices, minlength=len(vocab))
-        keep = np.flatnonzero(df >= min_df)
-        tf, df, vocab = tf[:, keep], df[keep], vocab[keep]
-        idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
+        tf, vocab, idf = _frequent_words(tf, vocab, len(texts), min_df)
+    return _weighted_rows(tf, idf), vocab, idf
+
+
+def _known_words(
+    vocab: np.ndarray, flat: np.ndarray, doc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(document, term index) of the words of `flat` found in the sorted `vocab`; the others are dropped."""
+    term = np.searchsorted(vocab, flat) if len(flat) else np.zeros(0, np.int64)
+    known = (
+        (term < len(vocab)) & (vocab[np.minimum(term, max(len(vocab) - 1, 0))] == flat)
+        if len(vocab)
+        else np.zeros(len(flat), bool)
+    )
+    return doc[known], term[known]
+
+
+def _frequent_words(
+    tf: sp.csr_matrix, vocab: np.ndarray, n_texts: int, min_df: int
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """(tf, vocabulary, smoothed idf) of the words in at least `min_df` of the `n_texts` texts."""
+    df = np.bincount(tf.indices, minlength=len(vocab))
+    keep = np.flatnonzero(df >= min_df)
+    tf, df, vocab = tf[:, keep], df[keep], vocab[keep]
+    idf = (np.log((1.0 + n_texts) / (1.0 + df)) + 1.0).astype(np.float32)
+    return tf, vocab, idf
+
+
+def _weighted_rows(tf: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """Sublinear tf (in place) times idf, each row scaled to unit length (an all-zero row stays zero); float32."""
     tf.data = 1.0 + np.log(tf.data)
     x = (tf @ sp.diags(idf)).tocsr()
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    x = (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x).tocsr().astype(np.float32)
-    return x, vocab, idf
+    return (
+        (sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x).tocsr().astype(np.float32)
+    )
 
 
 def lexical_features(

@@ -17,13 +17,16 @@ import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from graphrec.core.errors import InputError
 from graphrec.core.io import file_sha256, read_json
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -170,23 +173,15 @@ def _read_npy(
 
 
 def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 vectors) of an `item_id` column plus one list column or plus numeric columns."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for damaged files
         raise InputError(f"not a readable Parquet file ({e})", file=path) from None
-    if "item_id" not in table.column_names:
-        raise InputError("missing required column", file=path, column="item_id")
-    id_col = table.column("item_id")
-    if id_col.null_count:
-        row = (
-            int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0]) + 1
-        )
-        raise InputError("empty item id", file=path, row=row, column="item_id")
-    ids = np.asarray(id_col.cast(pa.string()).to_pylist(), dtype=object)
+    ids = _parquet_ids(table, path)
     rest = [c for c in table.column_names if c != "item_id"]
     if not rest:
         raise InputError("no vector columns beside item_id", file=path)
@@ -196,29 +191,61 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
         or pa.types.is_large_list(first.type)
         or pa.types.is_fixed_size_list(first.type)
     ):
-        lengths = pc.fill_null(pc.list_value_length(first), -1).to_numpy(
-            zero_copy_only=False
+        return ids, _list_column_vectors(first, len(ids), path, rest[0])
+    return ids, _numeric_columns_vectors(table, rest, path)
+
+
+def _parquet_ids(table: pa.Table, path: Path) -> np.ndarray:
+    """The `item_id` column as strings; a missing column or an empty id is an error naming it."""
+    import pyarrow as pa
+
+    if "item_id" not in table.column_names:
+        raise InputError("missing required column", file=path, column="item_id")
+    id_column = table.column("item_id")
+    if id_column.null_count:
+        row = (
+            int(np.flatnonzero(id_column.is_null().to_numpy(zero_copy_only=False))[0])
+            + 1
         )
-        odd = (
-            np.flatnonzero((lengths != lengths[0]) | (lengths <= 0))
-            if len(lengths)
-            else np.zeros(0, np.int64)
+        raise InputError("empty item id", file=path, row=row, column="item_id")
+    return np.asarray(id_column.cast(pa.string()).to_pylist(), dtype=object)
+
+
+def _list_column_vectors(
+    vectors: pa.Array, n_rows: int, path: Path, column: str
+) -> np.ndarray:
+    """[n_rows, dim] float32 of a list column whose every row is a numeric vector as long as the first."""
+    import pyarrow.compute as pc
+
+    lengths = pc.fill_null(pc.list_value_length(vectors), -1).to_numpy(
+        zero_copy_only=False
+    )
+    odd = (
+        np.flatnonzero((lengths != lengths[0]) | (lengths <= 0))
+        if len(lengths)
+        else np.zeros(0, np.int64)
+    )
+    if len(odd):
+        raise InputError(
+            "vector is empty or of another length than the first row's",
+            file=path,
+            row=int(odd[0]) + 1,
+            column=column,
         )
-        if len(odd):
-            raise InputError(
-                "vector is empty or of another length than the first row's",
-                file=path,
-                row=int(odd[0]) + 1,
-                column=rest[0],
-            )
-        flat = first.flatten().to_numpy(zero_copy_only=False)
-        if not _numeric(flat.dtype):
-            raise InputError("vector column is not numeric", file=path, column=rest[0])
-        return ids, _float32(flat).reshape(len(ids), int(lengths[0]) if len(ids) else 0)
-    frame = table.select(rest).to_pandas()
-    non_numeric = [c for c in rest if not _numeric(frame[c].dtype)]
+    flat = vectors.flatten().to_numpy(zero_copy_only=False)
+    if not _numeric(flat.dtype):
+        raise InputError("vector column is not numeric", file=path, column=column)
+    return _float32(flat).reshape(n_rows, int(lengths[0]) if n_rows else 0)
+
+
+def _numeric_columns_vectors(
+    table: pa.Table, columns: list[str], path: Path
+) -> np.ndarray:
+    """[rows, len(columns)] float32 of numeric columns, one per dimension."""
+    frame = table.select(columns).to_pandas()
+    non_numeric = [c for c in columns if not _numeric(frame[c].dtype)]
     if non_numeric:
         raise InputError(
             "vector column is not numeric", file=path, column=str(non_numeric[0])
         )
-    return ids, _float32(frame.to_numpy(dtype=np.float64))
+    return _float32(frame.to_numpy(dtype=np.float64))

@@ -63,17 +63,35 @@ class SentenceEncoder:
 def load_sentence_model(
     name_or_path: str = DEFAULT_ST_MODEL, device: str = "auto"
 ) -> SentenceEncoder:
+    model_class, version = _import_sentence_transformers()
+    dev = resolve_device(device)
+    local = Path(name_or_path).expanduser()
+    identity = _model_identity(name_or_path, local, version)
+    model = _load_model(model_class, name_or_path, local, dev)
+    dim, max_len = _dim_and_max_length(model, name_or_path)
+    precision = precision_for(dev)
+    identity.update(
+        max_seq_length=max_len, precision=precision, dim=dim, normalized=True
+    )
+    return SentenceEncoder(model, dev, precision, identity, dim)
+
+
+def _import_sentence_transformers() -> tuple[Any, str]:
+    """(the SentenceTransformer class, the package version); one clear error when the optional extra is missing."""
     try:
         from sentence_transformers import SentenceTransformer, __version__
     except ImportError:
         raise InputError(
             "modality st_text needs sentence-transformers: pip install 'graphrec[sentence-transformers]'"
         ) from None
-    dev = resolve_device(device)
-    local = Path(name_or_path).expanduser()
+    return SentenceTransformer, __version__
+
+
+def _model_identity(name_or_path: str, local: Path, version: str) -> dict[str, Any]:
+    """What identifies the model's vectors; a local folder is named by its real path and its weights' hash."""
     identity: dict[str, Any] = {
         "encoder": "sentence-transformers",
-        "sentence_transformers_version": __version__,
+        "sentence_transformers_version": version,
         "model": name_or_path,
         "weights_sha256": None,
         "random_weights": False,
@@ -88,8 +106,15 @@ def load_sentence_model(
                 file=local,
             )
         identity.update(model=str(local.resolve()), weights_sha256=file_sha256(weights))
+    return identity
+
+
+def _load_model(
+    model_class: Any, name_or_path: str, local: Path, dev: torch.device
+) -> Any:
+    """The model in eval mode on `dev`, from the local folder or the hub; a failure is one line that says why."""
     try:
-        model = SentenceTransformer(
+        model = model_class(
             str(local) if local.is_dir() else name_or_path, device=str(dev)
         )
     except Exception as e:  # hub, network and format errors arrive as many types
@@ -99,6 +124,11 @@ def load_sentence_model(
             "pass --st-model with a local model folder"
         ) from None
     model.eval()
+    return model
+
+
+def _dim_and_max_length(model: Any, name_or_path: str) -> tuple[int, int]:
+    """(vector dimension, max_seq_length) of a loaded model; a model without max_seq_length is refused."""
     # renamed in v5
     get_dim = (
         getattr(model, "get_embedding_dimension", None)
@@ -112,8 +142,4 @@ def load_sentence_model(
             f"sentence-transformers model {name_or_path!r} gives no max_seq_length: st_text needs a "
             "text transformer model"
         )
-    precision = precision_for(dev)
-    identity.update(
-        max_seq_length=int(max_len), precision=precision, dim=dim, normalized=True
-    )
-    return SentenceEncoder(model, dev, precision, identity, dim)
+    return dim, int(max_len)
