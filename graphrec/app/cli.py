@@ -236,6 +236,13 @@ def _is_file(value: str) -> bool:
         return False
 
 
+def _file_or_ids(value: str) -> str | list[str]:
+    """A flag naming a file of ids (kept as its path) or giving the ids comma-separated."""
+    return (
+        value if _is_file(value) else [c.strip() for c in value.split(",") if c.strip()]
+    )
+
+
 def _columns(value: str | None) -> list[str] | None:
     return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
 
@@ -532,6 +539,11 @@ def encode(
             lambda: None,
         )
         return
+    _show_encoded(res)
+
+
+def _show_encoded(res: Any) -> None:
+    """The encode stage's result for people: a row per modality, then its notes and skipped items."""
     table = Table(title=Text(f"features on {res.device} -> {res.path}"))
     for col in ("modality", "dim", "encoded", "reused", "no content", "bad", "items/s"):
         table.add_column(col, justify="left" if col == "modality" else "right")
@@ -610,6 +622,28 @@ def kg_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
     if as_json:
         _result(True, stats, lambda: None)
         return
+    _show_graph_tables(stats)
+    _show_reachability(stats)
+    leak = stats["leak_check"]
+    if not leak["split"]:
+        out.print(
+            "[yellow]leak check: dataset not split (serve mode), the graph holds every interaction[/yellow]"
+        )
+    elif leak["ok"]:
+        out.print(
+            f"leak check: ok, none of {leak['held_out']} held-out interactions is an edge"
+        )
+    else:
+        _say(
+            f"leak check FAILED: {leak['leaked']} of {leak['held_out']} held-out interactions are edges, "
+            f"e.g. {'; '.join(leak['examples'])}",
+            "red",
+        )
+        raise typer.Exit(1)
+
+
+def _show_graph_tables(stats: dict[str, Any]) -> None:
+    """Nodes (counts, isolated, degrees) per type, and edges per relation."""
     table = Table(title="knowledge graph", show_header=True)
     for col in ("node type", "nodes", "isolated", "degree min/median/mean/max"):
         table.add_column(col)
@@ -628,7 +662,11 @@ def kg_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
     for k, n in stats["edges"].items():
         rel.add_row(Text(k), str(n))
     out.print(rel)
-    c, cold, leak = stats["components"], stats["cold_items"], stats["leak_check"]
+
+
+def _show_reachability(stats: dict[str, Any]) -> None:
+    """The graph's components, and how the cold items reach warm ones."""
+    c, cold = stats["components"], stats["cold_items"]
     out.print(
         f"components: {c['count']} ({c['non_trivial']} with edges), largest {c['largest']} nodes "
         f"({c['largest_share']:.1%})"
@@ -640,21 +678,6 @@ def kg_stats(workspace: Path = WS, as_json: bool = JSON) -> None:
         f"{pct(cold['via_similarity'])}, any route {pct(cold['via_any_route'])}; connected by any path "
         f"{pct(cold['connected_to_warm'])}; dead ends {cold['dead_ends']} {cold['dead_end_examples'] or ''}"
     )
-    if not leak["split"]:
-        out.print(
-            "[yellow]leak check: dataset not split (serve mode), the graph holds every interaction[/yellow]"
-        )
-    elif leak["ok"]:
-        out.print(
-            f"leak check: ok, none of {leak['held_out']} held-out interactions is an edge"
-        )
-    else:
-        _say(
-            f"leak check FAILED: {leak['leaked']} of {leak['held_out']} held-out interactions are edges, "
-            f"e.g. {'; '.join(leak['examples'])}",
-            "red",
-        )
-        raise typer.Exit(1)
 
 
 @kg_app.command("explain")
@@ -713,27 +736,7 @@ def train(
     emb = embeddings_path(Workspace(workspace))
 
     def show() -> None:
-        fitted_on = "every interaction" if r.mode == "serve" else "train+valid"
-        served = (
-            "GNN block served" + (f", refit on {fitted_on}" if r.refit else "")
-            if r.gnn_served
-            else "no GNN (--no-gnn): the closed-form blend"
-            if not train_settings.gnn
-            else "GNN block not served: the closed-form blend scores as well on validation"
-        )
-        mode = (
-            "serve mode (the dataset is not split): settings chosen on an internal validation split, the model "
-            "fitted on every interaction"
-            if r.mode == "serve"
-            else "evaluate mode (a split dataset): fitted on train+valid, the test parts held out"
-        )
-        selected = f"epoch {r.selected_epoch} selected; " if train_settings.gnn else ""
-        table = Table(title=f"trained: {selected}{served}\n{mode}")
-        table.add_column("validation")
-        table.add_column("value", justify="right")
-        for name, v in r.validation.items():
-            table.add_row(name, f"{v:.4f}")
-        out.print(table)
+        out.print(_trained_table(r, train_settings.gnn))
         _say(f"embeddings -> {emb}")
 
     _result(
@@ -749,6 +752,31 @@ def train(
         },
         show,
     )
+
+
+def _trained_table(r: Any, gnn: bool) -> Table:
+    """The validation metrics of a training run, titled with what is served and on what it was fitted."""
+    fitted_on = "every interaction" if r.mode == "serve" else "train+valid"
+    served = (
+        "GNN block served" + (f", refit on {fitted_on}" if r.refit else "")
+        if r.gnn_served
+        else "no GNN (--no-gnn): the closed-form blend"
+        if not gnn
+        else "GNN block not served: the closed-form blend scores as well on validation"
+    )
+    mode = (
+        "serve mode (the dataset is not split): settings chosen on an internal validation split, the model "
+        "fitted on every interaction"
+        if r.mode == "serve"
+        else "evaluate mode (a split dataset): fitted on train+valid, the test parts held out"
+    )
+    selected = f"epoch {r.selected_epoch} selected; " if gnn else ""
+    table = Table(title=f"trained: {selected}{served}\n{mode}")
+    table.add_column("validation")
+    table.add_column("value", justify="right")
+    for name, v in r.validation.items():
+        table.add_row(name, f"{v:.4f}")
+    return table
 
 
 # ------------------------------------------------------------- evaluate / recommend / export / update / quickstart
@@ -832,14 +860,8 @@ def recommend_cmd(
     if not to_stdout:
         # before the work, as write_recommendations does after
         check_output_file(out_file, "recommendations")
-    spec = users if users == "all" or _is_file(users) else _columns(users)
-    left_out = (
-        None
-        if filter_items is None
-        else filter_items
-        if _is_file(filter_items)
-        else _columns(filter_items)
-    )
+    spec = users if users == "all" else _file_or_ids(users)
+    left_out = None if filter_items is None else _file_or_ids(filter_items)
     frame = recommend(
         workspace,
         spec,

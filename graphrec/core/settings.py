@@ -377,7 +377,16 @@ class RankSettings:
             raise InputError(
                 f"--lowpass-dim must be 0 (no low-pass block) or more (got {self.lowpass_dim})"
             )
-        rank = min(n_users, n_items)
+        if self.ease_lambda is not None and not (
+            math.isfinite(self.ease_lambda) and self.ease_lambda > 0
+        ):
+            raise InputError(
+                f"--ease-lambda must be a positive finite number (got {self.ease_lambda})"
+            )
+        self._check_blocks(min(n_users, n_items), n_items)
+
+    def _check_blocks(self, rank: int, n_items: int) -> None:
+        """The EASE and low-pass blocks within the interactions' rank and the memory there is."""
         for flag, value, default in (
             ("--ease-dim", self.ease_dim, EASE_DIM),
             ("--lowpass-dim", self.lowpass_dim, LOWPASS_DIM),
@@ -387,12 +396,6 @@ class RankSettings:
                     f"{flag} {value} is more than the {rank} dimensions the interactions have "
                     f"(min of users and items): give at most {rank}"
                 )
-        if self.ease_lambda is not None and not (
-            math.isfinite(self.ease_lambda) and self.ease_lambda > 0
-        ):
-            raise InputError(
-                f"ease_lambda must be a positive finite number (got {self.ease_lambda})"
-            )
         # the SVD's float64 basis and the user / item factors, a few copies of each at a time
         check_fits(
             n_items * min(self.ease_dim, rank) * 8 * 6,
