@@ -22,7 +22,7 @@ from graphrec.stages.rank import (
 )
 
 
-def make_workspace(
+def served_workspace(
     root: Path,
     n_users: int = 60,
     n_items: int = 90,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import shared_path
-from rec_helpers import fit_ranker, make_workspace
+from rec_helpers import fit_ranker, served_workspace
 
 import graphrec
 from graphrec.core.io import read_json, write_json, write_tensors
@@ -32,7 +32,7 @@ from graphrec.stages.recommend import recommend, write_recommendations
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("eval"))
+    return served_workspace(tmp_path_factory.mktemp("eval"))
 
 
 def test_metrics_match_an_independent_count_from_recommend(ws):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rec_helpers import make_workspace
-from train_fixtures import make_workspace as make_split_workspace
+from rec_helpers import served_workspace
+from train_fixtures import genre_workspace
 
 import graphrec
 from graphrec.core.errors import InputError
@@ -24,7 +24,7 @@ from graphrec.stages.train import run_train
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("export"))
+    return served_workspace(tmp_path_factory.mktemp("export"))
 
 
 @pytest.mark.parametrize("formats", [("npy",), ("parquet",), ("parquet", "npy")])
@@ -400,7 +400,7 @@ def test_the_fold_in_gives_every_user_s_vector_when_the_gnn_block_is_not_served(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A trained split workspace whose ranker serves the GNN block (cold users with 2 context items)."""
-    ws = make_split_workspace(tmp_path_factory.mktemp("fold-in"))
+    ws = genre_workspace(tmp_path_factory.mktemp("fold-in"))
     run_train(
         ws,
         epochs=3,

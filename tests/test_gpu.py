@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from train_fixtures import make_workspace
+from train_fixtures import genre_workspace
 
 from graphrec.core.io import read_tensors
 from graphrec.data.dataset import GIVEN, Dataset
@@ -29,7 +29,7 @@ def test_cuda_training_matches_cpu_training(tmp_path):
     }
     runs = {}
     for device in ("cpu", "cuda"):
-        ws = make_workspace(tmp_path / device)
+        ws = genre_workspace(tmp_path / device)
         r = run_train(ws, device=device, ranker=RankSettings(keep_gnn=True), **settings)
         emb = read_tensors(artifacts.embeddings_path(ws))
         ds = Dataset.load(ws)

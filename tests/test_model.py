@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_fixtures import make_workspace
+from train_fixtures import genre_workspace
 
 from graphrec.core.io import read_tensors
 from graphrec.model.gnn import GraphRec, LossWeights, triple_loss_grad
@@ -66,7 +66,7 @@ def test_neighbour_sampling_is_unbiased():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("ws"))
+    ws = genre_workspace(tmp_path_factory.mktemp("ws"))
     run_train(ws, epochs=4, dim=16, layers=2, batch_size=64, lr=0.02, progress=False)
     return ws
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rec_helpers import fit_ranker, make_workspace
+from rec_helpers import fit_ranker, served_workspace
 from typer.testing import CliRunner
 
 from graphrec.core.errors import InputError
@@ -36,7 +36,7 @@ from graphrec.stages.recommend import recommend, write_recommendations
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("rank"))
+    ws = served_workspace(tmp_path_factory.mktemp("rank"))
     return ws, load_ranker(ws)
 
 
@@ -256,7 +256,7 @@ def test_cold_items_not_punished_for_missing_collaborative_signal(fitted):
 
 def test_readers_refuse_a_ranker_fitted_for_other_embeddings(tmp_path):
     """A reader never fits (nor writes) a ranker: a model/ whose ranker does not match is refused in one line."""
-    ws = make_workspace(tmp_path, features=False, ranker=False)
+    ws = served_workspace(tmp_path, features=False, ranker=False)
     r = fit_ranker(ws)
     assert r.content is None and "content" not in r.components
     # fitting writes nothing
@@ -291,7 +291,7 @@ def test_bad_inputs(fitted, tmp_path):
         recommend(ws, "all", k=0, ranker=r)
     with pytest.raises(InputError, match=".csv or .parquet"):
         write_recommendations(pd.DataFrame({"a": [1]}), tmp_path / "x.json")
-    bad = make_workspace(tmp_path / "b", embeddings=False)
+    bad = served_workspace(tmp_path / "b", embeddings=False)
     write_tensors(
         bad.stage_dir("model") / "embeddings.safetensors",
         {"user": np.zeros((3, 4), np.float32), "item": np.zeros((90, 4), np.float32)},
@@ -374,7 +374,7 @@ def test_topk_stable_is_a_stable_sort_of_the_scores(rows, cols, k, levels, seed)
 def test_explanations_use_the_knowledge_graph_when_built(tmp_path):
     from graphrec.kg.build import run_build
 
-    ws = make_workspace(tmp_path, ranker=False)
+    ws = served_workspace(tmp_path, ranker=False)
     run_build(ws)
     # fitted after the build, as `graphrec train` would be
     save_ranker(ws, fit_ranker(ws))

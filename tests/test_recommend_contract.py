@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from train_fixtures import make_workspace
+from train_fixtures import genre_workspace
 from typer.testing import CliRunner
 
 from graphrec.app.cli import app
@@ -30,7 +30,7 @@ def faces(tmp_path_factory):
     """A trained workspace (the closed-form blend: no GNN block, so a new user's vector is the same in every face),
     its Recommender, its export, and every user's given items."""
     d = tmp_path_factory.mktemp("contract")
-    ws = make_workspace(d / "ws")
+    ws = genre_workspace(d / "ws")
     run_train(ws, epochs=1, dim=8, layers=2, batch_size=64, gnn=False, progress=False)
     ds = Dataset.load(ws)
     given = ds.part(*GIVEN)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train_fixtures import make_workspace
+from train_fixtures import genre_workspace
 
 import graphrec.core.settings as settings_mod
 import graphrec.model.gnn as model_mod
@@ -105,8 +105,8 @@ def _emb(ws):
 
 
 def test_deterministic_on_cpu_and_outputs_complete(tmp_path):
-    a = make_workspace(tmp_path / "a")
-    b = make_workspace(tmp_path / "b")
+    a = genre_workspace(tmp_path / "a")
+    b = genre_workspace(tmp_path / "b")
     ra = run_train(a, ranker=KEEP, **FAST)
     run_train(b, ranker=KEEP, **FAST)
     for key in ("user", "item"):
@@ -133,9 +133,9 @@ def test_deterministic_on_cpu_and_outputs_complete(tmp_path):
 def test_resume_after_interruption_equals_uninterrupted(
     tmp_path, monkeypatch, interrupt
 ):
-    full = make_workspace(tmp_path / "full")
+    full = genre_workspace(tmp_path / "full")
     run_train(full, ranker=KEEP, **FAST)
-    ws = make_workspace(tmp_path / "cut")
+    ws = genre_workspace(tmp_path / "cut")
     real = train_mod.save_checkpoint
 
     def killing(path, model, opt, state):
@@ -166,7 +166,7 @@ def test_resume_after_interruption_equals_uninterrupted(
 def test_a_gnn_that_does_not_add_is_neither_served_nor_refit(tmp_path):
     """An untrained GNN (lr 1e-7) cannot beat the closed-form blend: the ranker drops its block and train skips the
     GNN's refit (its cost buys nothing); the closed-form parts are still refit on train+valid."""
-    ws = make_workspace(tmp_path)
+    ws = genre_workspace(tmp_path)
     r = run_train(ws, **{**FAST, "lr": 1e-7})
     d = ws.stage_dir("model")
     ranker, meta = read_json(d / "ranker.json"), read_json(d / "model.json")
@@ -189,9 +189,9 @@ def test_without_the_gnn_the_closed_form_blend_is_served_as_when_the_gnn_does_no
 ):
     """--no-gnn trains no epoch and serves what a run whose GNN does not add serves: the closed-form blend's search
     does not see the GNN, so both serve the same vectors."""
-    untrained = make_workspace(tmp_path / "untrained")
+    untrained = genre_workspace(tmp_path / "untrained")
     run_train(untrained, **{**FAST, "lr": 1e-7})
-    closed = make_workspace(tmp_path / "closed")
+    closed = genre_workspace(tmp_path / "closed")
     r = run_train(closed, **{**FAST, "gnn": False})
     assert (
         r.history == [] and r.selected_epoch == 0 and not r.gnn_served and not r.refit
@@ -241,7 +241,7 @@ def test_the_default_batch_bounds_an_epoch_and_the_lr_follows_it(tmp_path):
         8192
     ) == pytest.approx(0.01)
     assert settings_mod.auto_lr(10**7) == 0.02
-    ws = make_workspace(tmp_path)
+    ws = genre_workspace(tmp_path)
     r = run_train(ws, **{**FAST, "batch_size": None, "lr": None, "epochs": 1})
     recorded = ws.stage_record("model").settings
     assert (
@@ -252,23 +252,35 @@ def test_the_default_batch_bounds_an_epoch_and_the_lr_follows_it(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    ws = make_workspace(tmp_path)
+    ws = genre_workspace(tmp_path)
     run_train(ws, **{**FAST, "refit": False})
     with pytest.raises(InputError, match="other settings"):
         run_train(ws, resume=True, **{**FAST, "refit": False, "dim": 12})
 
 
 def test_sampled_mode_trains(tmp_path):
-    ws = make_workspace(tmp_path)
-    r = run_train(ws, **{**FAST, "mode": "sampled", "fanouts": (5, 3)})
-    assert np.isfinite(_emb(ws)["item"]).all() and r.history[0]["loss"] > 0
+    """Sampled neighbourhoods learn: over the selection epochs the loss falls and the embeddings' validation
+    NDCG rises (each user of the workspace prefers one of four genres)."""
+    ws = genre_workspace(tmp_path)
+    settings = {
+        **FAST,
+        "epochs": 8,
+        "patience": 8,
+        "mode": "sampled",
+        "fanouts": (5, 3),
+    }
+    r = run_train(ws, **settings, ranker=KEEP)
+    select = [h for h in r.history if h["phase"] == "select"]
+    assert len(select) == 8 and np.isfinite(_emb(ws)["item"]).all()
+    assert select[-1]["loss"] < 0.75 * select[0]["loss"]
+    assert select[-1]["valid_ndcg@20"] > select[0]["valid_ndcg@20"] + 0.05
 
 
 def test_a_large_batch_chunked_loss_trains_as_one_piece(tmp_path, monkeypatch):
     """Full mode splits a large batch's loss into chunks recomputed in the backward: same gradients."""
-    whole = make_workspace(tmp_path / "whole")
+    whole = genre_workspace(tmp_path / "whole")
     run_train(whole, **{**FAST, "batch_size": 512})
-    chunked = make_workspace(tmp_path / "chunked")
+    chunked = genre_workspace(tmp_path / "chunked")
     monkeypatch.setattr(model_mod, "LOSS_CHUNK", 100)
     r = run_train(chunked, **{**FAST, "batch_size": 512})
     assert len(r.history) > 1
@@ -283,7 +295,7 @@ def test_the_full_graph_loss_has_batch_loss_s_value_and_gradients(
     tmp_path, monkeypatch, chunk
 ):
     """The chunked, hand-differentiated batch loss against autograd through GraphRec.batch_loss."""
-    ws = make_workspace(tmp_path)
+    ws = genre_workspace(tmp_path)
     run = train_mod._Run(
         ws, train_mod.TrainSettings(dim=8, layers=2), torch.device("cpu"), ws
     )
@@ -344,7 +356,7 @@ def test_the_full_graph_loss_has_batch_loss_s_value_and_gradients(
 
 
 def test_bad_settings_are_input_errors(tmp_path):
-    ws = make_workspace(tmp_path)
+    ws = genre_workspace(tmp_path)
     with pytest.raises(InputError, match="fanouts"):
         run_train(ws, **{**FAST, "mode": "sampled", "fanouts": (5,)})
     with pytest.raises(InputError, match="epochs"):
@@ -354,8 +366,8 @@ def test_bad_settings_are_input_errors(tmp_path):
 def test_ddp_two_gloo_processes_match_one(tmp_path):
     from graphrec.app.distributed import spawn_train
 
-    one = make_workspace(tmp_path / "one")
-    two = make_workspace(tmp_path / "two")
+    one = genre_workspace(tmp_path / "one")
+    two = genre_workspace(tmp_path / "two")
     settings = {**FAST, "epochs": 2, "refit": False}
     run_train(one, **settings)
     spawn_train(two, world_size=2, **settings)
@@ -368,7 +380,7 @@ def test_cli_train(tmp_path, monkeypatch, capsys):
 
     import graphrec.app.cli as cli
 
-    ws = make_workspace(tmp_path)
+    ws = genre_workspace(tmp_path)
     monkeypatch.setattr(
         sys,
         "argv",

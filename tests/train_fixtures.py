@@ -13,7 +13,7 @@ from graphrec.data.dataset import Dataset, Schema
 from graphrec.kg.graph import EdgeSet, KnowledgeGraph
 
 
-def make_workspace(
+def genre_workspace(
     path: Path, n_users: int = 40, n_items: int = 60, seed: int = 0
 ) -> Workspace:
     """Items in 4 genres; each user prefers one genre. 20% of items cold, 4 users cold with 2 context items."""
