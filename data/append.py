@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,9 @@ class Grown:
     users_added: int
     interactions_added: int
     duplicates_skipped: int
+    notes: list[str] = field(
+        default_factory=list
+    )  # what was skipped or added without attributes
 
 
 def grow_dataset(
@@ -50,9 +53,8 @@ def grow_dataset(
     users: str | os.PathLike | None = None,
     *,
     encoding: str = "utf-8",
-    notes: list[str] | None = None,
 ) -> Grown:
-    """`ds` with the rows of the given files appended (see the module doc); notes collect what was skipped.
+    """`ds` with the rows of the given files appended (see the module doc); its notes say what was skipped.
 
     interactions: user_id,item_id[,timestamp][,rating|weight]; items / users: tables with the dataset's
     columns. encoding: of CSV files.
@@ -61,7 +63,7 @@ def grow_dataset(
         raise InputError(
             "nothing to update: give --interactions, --items and/or --users"
         )
-    notes = notes if notes is not None else []
+    notes: list[str] = []
     new_items = _new_items(ds, items, encoding, notes)
     new_users = (
         _new_entities(users, ds.users, "user_id", "user", encoding, notes)
@@ -81,7 +83,7 @@ def grow_dataset(
             f"{len(auto_ids)} users first seen in {Path(interactions).name} were added without attributes"
         )
     grown = _appended(ds, new_items, new_users, new_rows)
-    return Grown(grown, len(new_items), len(new_users), len(new_rows), skipped)
+    return Grown(grown, len(new_items), len(new_users), len(new_rows), skipped, notes)
 
 
 def _new_items(

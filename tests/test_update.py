@@ -524,8 +524,8 @@ def test_new_items_may_lack_some_content_columns(tmp_path):
 
     ds = generate(20, 30, 200, seed=1, progress=False)
     (tmp_path / "new.csv").write_text("item_id,title\nfresh,A fresh thing\n")
-    notes: list[str] = []
-    grown = grow_dataset(ds, None, tmp_path / "new.csv", None, notes=notes).dataset
+    added = grow_dataset(ds, None, tmp_path / "new.csv", None)
+    grown, notes = added.dataset, added.notes
     row = grown.items[grown.items["item_id"] == "fresh"].iloc[0]
     assert (
         row["title"] == "A fresh thing"

@@ -114,11 +114,11 @@ def run_update(
     ws = Workspace.of(workspace)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    notes: list[str] = []
     ds = Dataset.load(ws)
     trained = load_model(ws)
     log = _current_log(ws, ds, trained.model)
-    added = grow_dataset(ds, interactions, items, users, encoding=encoding, notes=notes)
+    added = grow_dataset(ds, interactions, items, users, encoding=encoding)
+    notes = list(added.notes)
     grown = added.dataset
     files = {"interactions": interactions, "items": items, "users": users}
     seconds["read"] = time.perf_counter() - t0
