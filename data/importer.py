@@ -11,21 +11,11 @@ import pandas as pd
 from graphrec.core.errors import InputError
 from graphrec.core.workspace import Workspace, writes
 from graphrec.data.build import build_dataset
-from graphrec.data.dataset import Dataset
+from graphrec.data.dataset import SPLITS, Dataset
 from graphrec.data.readers import read_table
 
 # a file (or folder) a command was given; None: not given
 FileArg = str | os.PathLike | None
-PRESPLIT = (
-    "train",
-    "valid",
-    "test",
-    "cold_valid",
-    "cold_test",
-    "cold_user_context",
-    "cold_user_valid",
-    "cold_user_test",
-)
 
 
 def import_files(
@@ -134,7 +124,7 @@ def _presplit_files(
 ) -> dict[str, str]:
     """The pre-split files given, by part; refuses unknown parts, both kinds of input at once, none, and pre-split
     input without a train part."""
-    unknown = set(presplit) - set(PRESPLIT)
+    unknown = set(presplit) - set(SPLITS)
     if unknown:
         raise TypeError(f"unknown arguments {sorted(unknown)}")
     given = {k: str(v) for k, v in presplit.items() if v}

@@ -53,6 +53,21 @@ class ExplanationPath:
         return " ".join(parts)
 
 
+@dataclass(frozen=True)
+class _Query:
+    """One explanation request as the path finders read it: the user, the item, the user's liked items and
+    their weights (largest 1), the path's two ends, the liking relation and how many paths per kind."""
+
+    user: int
+    item: int
+    liked: np.ndarray
+    weight: np.ndarray
+    user_step: PathStep
+    target: PathStep
+    rel: str
+    k: int
+
+
 class Explainer:
     def __init__(
         self,
@@ -127,119 +142,90 @@ class Explainer:
             weight = weight / weight.max()
         else:
             weight = np.ones(len(weight))
-        found = self._shared_nodes(item, liked, weight, user_step, target, rel, k)
-        found += self._similar_items(item, liked, weight, user_step, target, rel, k)
-        found += self._co_interaction(
-            user, item, liked, weight, user_step, target, rel, k
-        )
+        q = _Query(user, item, liked, weight, user_step, target, rel, k)
+        found = self._shared_nodes(q) + self._similar_items(q) + self._co_interaction(q)
         if not found:
             return self._shortest(user, item)
         found.sort(key=lambda p: -p.score)
         return found[:k]
 
-    def _shared_nodes(
-        self,
-        item: int,
-        liked: np.ndarray,
-        weight: np.ndarray,
-        user_step: PathStep,
-        target: PathStep,
-        rel: str,
-        k: int,
-    ) -> list[ExplanationPath]:
-        """Up to k paths per relation through a node (genre, entity...) that a liked item shares with `item`."""
+    def _shared_nodes(self, q: _Query) -> list[ExplanationPath]:
+        """Up to k paths per relation through a node (genre, entity...) that a liked item shares with the item."""
         found: list[ExplanationPath] = []
         for key, m, rarity in self.item_nodes:
-            nodes = m[item].indices
-            if not len(nodes) or not len(liked):
+            nodes = m[q.item].indices
+            if not len(nodes) or not len(q.liked):
                 continue
-            hit = m[liked][:, nodes].tocoo()
-            score = weight[hit.row] * rarity[nodes[hit.col]]
+            hit = m[q.liked][:, nodes].tocoo()
+            score = q.weight[hit.row] * rarity[nodes[hit.col]]
             back = key[1] if key[0] == "item" else f"rev_{key[1]}"
             family = key[2] if key[0] == "item" else key[0]
             label = key[1] if family == "entity" else family
-            for h in _top(score, k):
+            for h in _top(score, q.k):
                 found.append(
                     ExplanationPath(
                         "shared_node",
                         [
-                            user_step,
-                            self._step("item", liked[hit.row[h]]),
+                            q.user_step,
+                            self._step("item", q.liked[hit.row[h]]),
                             self._step(family, nodes[hit.col[h]]),
-                            target,
+                            q.target,
                         ],
-                        [rel, back, _reverse(back)],
+                        [q.rel, back, _reverse(back)],
                         float(score[h]),
                         label,
                     )
                 )
         return found
 
-    def _similar_items(
-        self,
-        item: int,
-        liked: np.ndarray,
-        weight: np.ndarray,
-        user_step: PathStep,
-        target: PathStep,
-        rel: str,
-        k: int,
-    ) -> list[ExplanationPath]:
-        """Up to k paths per similarity relation from a liked item that is similar to `item`."""
+    def _similar_items(self, q: _Query) -> list[ExplanationPath]:
+        """Up to k paths per similarity relation from a liked item that is similar to the item."""
         found: list[ExplanationPath] = []
         for key, m in self.item_items:
-            if not len(liked):
+            if not len(q.liked):
                 continue
-            score = weight * np.minimum(1.0, m[liked][:, [item]].toarray().ravel())
+            score = q.weight * np.minimum(
+                1.0, m[q.liked][:, [q.item]].toarray().ravel()
+            )
             label = (
                 key[1][len("similar_") :] if key[1].startswith("similar_") else key[1]
             )
-            for r in _top(score, k):
+            for r in _top(score, q.k):
                 found.append(
                     ExplanationPath(
                         "similar_item",
-                        [user_step, self._step("item", liked[r]), target],
-                        [rel, key[1]],
+                        [q.user_step, self._step("item", q.liked[r]), q.target],
+                        [q.rel, key[1]],
                         float(score[r]),
                         label,
                     )
                 )
         return found
 
-    def _co_interaction(
-        self,
-        user: int,
-        item: int,
-        liked: np.ndarray,
-        weight: np.ndarray,
-        user_step: PathStep,
-        target: PathStep,
-        rel: str,
-        k: int,
-    ) -> list[ExplanationPath]:
-        """Up to k paths through another user of `item` who also has a liked item, scored by their share."""
-        others = self.liked_by[item].indices
-        others = others[others != user][:CO_USERS_CAP]
-        if not len(others) or not len(liked):
+    def _co_interaction(self, q: _Query) -> list[ExplanationPath]:
+        """Up to k paths through another user of the item who also has a liked item, scored by their share."""
+        others = self.liked_by[q.item].indices
+        others = others[others != q.user][:CO_USERS_CAP]
+        if not len(others) or not len(q.liked):
             return []
-        sub = self.likes[others][:, liked].tocsc()
+        sub = self.likes[others][:, q.liked].tocsc()
         # how many of the item's users also have each liked item
         support = np.diff(sub.indptr)
-        score = weight * support / (len(others) + CO_SMOOTHING)
+        score = q.weight * support / (len(others) + CO_SMOOTHING)
         return [
             ExplanationPath(
                 "co_interaction",
                 [
-                    user_step,
-                    self._step("item", liked[r]),
+                    q.user_step,
+                    self._step("item", q.liked[r]),
                     self._step("user", others[sub.indices[sub.indptr[r]]]),
-                    target,
+                    q.target,
                 ],
-                [rel, f"rev_{rel}", rel],
+                [q.rel, f"rev_{q.rel}", q.rel],
                 float(score[r]),
                 f"{int(support[r])} of this item's {len(others)} users",
             )
-            for r in _top(score, k)
+            for r in _top(score, q.k)
         ]
 
     def _shortest(self, user: int, item: int) -> list[ExplanationPath]:

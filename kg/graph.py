@@ -187,7 +187,10 @@ class KnowledgeGraph:
                 list(self.edges),
                 {"|".join(k): len(e) for k, e in self.edges.items()},
                 self.node_names,
-                GraphMeta.from_json(self.meta, tmp / "graph.json", REBUILD),
+                GraphMeta(
+                    self.meta.get("relation_kinds", {}),
+                    {k: v for k, v in self.meta.items() if k != "relation_kinds"},
+                ),
             ).write(tmp / "graph.json")
         return target
 

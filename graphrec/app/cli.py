@@ -150,12 +150,17 @@ def _option_type(f: dataclasses.Field, kind: Any) -> Any:
     return kind  # bool, int, str, float, or one of them | None
 
 
-def _is_list(kind: Any) -> bool:
+def _list_item(kind: Any) -> Any:
+    """The item type of a list field (`tuple[int, ...]`, `Sequence[str] | None`), None for other fields."""
     union = typing.get_origin(kind) in (typing.Union, types.UnionType)
-    args = typing.get_args(kind) if union else (kind,)
-    return any(
-        typing.get_origin(a) in (tuple, list, collections.abc.Sequence) for a in args
-    )
+    for option in typing.get_args(kind) if union else (kind,):
+        if typing.get_origin(option) in (tuple, list, collections.abc.Sequence):
+            return typing.get_args(option)[0]
+    return None
+
+
+def _is_list(kind: Any) -> bool:
+    return _list_item(kind) is not None
 
 
 def _from_option(f: dataclasses.Field, kind: Any, value: Any) -> Any:
@@ -166,7 +171,7 @@ def _from_option(f: dataclasses.Field, kind: Any, value: Any) -> Any:
     if not _is_list(kind) or value is None:
         return value
     items = [v.strip() for v in value.split(",") if v.strip()]
-    if "int" not in str(kind):
+    if _list_item(kind) is not int:
         return items
     try:
         return tuple(int(v) for v in items)

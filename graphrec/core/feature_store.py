@@ -18,6 +18,7 @@ from graphrec.core.errors import InputError
 from graphrec.core.io import (
     TensorSpec,
     check_tensors,
+    read_json,
     read_tensors,
     write_json,
     write_tensors,
@@ -189,7 +190,10 @@ def _records(ws: Workspace, d: Path, names: list[str]) -> dict[str, dict[str, An
     out = {}
     for name in names:
         path = d / f"{name}.json"
-        out[name] = FeaturesRecord.read(path, REENCODE).to_json()
+        out[name] = read_json(path)
+        FeaturesRecord.from_json(
+            out[name], path, REENCODE
+        )  # checks; the encoder's own keys stay as written
         if out[name]["item_ids"] != item_ids:
             raise InputError(
                 f"features are for another item list than the dataset's: {REENCODE}",

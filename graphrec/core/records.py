@@ -167,8 +167,11 @@ def _build(value: Any, kind: Any) -> Any:
     if value is None or kind is Any:
         return value
     if _is_union(kind):
-        option = next(o for o in typing.get_args(kind) if misfit(value, o) is None)
-        return _build(value, option)
+        # the value was checked: the one option of its JSON kind is it (re-check only between same-kind options)
+        options = [o for o in typing.get_args(kind) if _is_kind(value, o)]
+        if len(options) > 1:
+            options = [o for o in options if misfit(value, o) is None]
+        return _build(value, options[0])
     origin = _origin(kind)
     if origin in (list, tuple):
         item = _arg(kind, 0)
